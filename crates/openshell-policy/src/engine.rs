@@ -1,0 +1,474 @@
+//! The decision function: given a request (host, port, calling binary and its
+//! ancestors, and for L7 the method, path and query), allow, deny or audit.
+//!
+//! [`Engine::new`] indexes the endpoints by host so that a decision looks at a
+//! handful of candidates, not at every endpoint of the policy.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::host::normalize_host;
+use crate::model::{Endpoint, Enforcement, NetworkPolicies, NetworkPolicy, Policy, Protocol};
+use crate::net::{AddrClass, classify};
+
+/// An HTTP request seen by the L7 path.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest<'a> {
+    pub method: &'a str,
+    /// The path without the query string.
+    pub path: &'a str,
+    pub query: &'a [(&'a str, &'a str)],
+}
+
+/// A connection (and, for L7, one request on it) to decide.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    /// The kernel-resolved executable of the calling process; `None` when unknown.
+    pub binary: Option<&'a str>,
+    /// Executables of the caller's ancestors, nearest first.
+    pub ancestors: &'a [&'a str],
+    /// The address the host resolved to, when known (always checked against the SSRF rules).
+    pub resolved_ip: Option<IpAddr>,
+    pub http: Option<HttpRequest<'a>>,
+}
+
+impl<'a> Request<'a> {
+    /// An L4 request with a known binary.
+    pub fn l4(host: &'a str, port: u16, binary: &'a str) -> Self {
+        Request { host, port, binary: Some(binary), ancestors: &[], resolved_ip: None, http: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Allow,
+    Deny,
+    /// Allowed, but logged because enforcement would deny it.
+    Audit,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Audit => "audit",
+        })
+    }
+}
+
+/// Why a request is (or, under audit, would be) denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    NoMatchingPolicy,
+    BinaryNotAllowed,
+    PortNotAllowed,
+    MethodPathNotPermitted,
+    BlockedByDenyRule,
+    SsrfBlocked,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoMatchingPolicy => "no matching policy",
+            Reason::BinaryNotAllowed => "binary not allowed",
+            Reason::PortNotAllowed => "port not allowed",
+            Reason::MethodPathNotPermitted => "method/path not permitted",
+            Reason::BlockedByDenyRule => "blocked by deny rule",
+            Reason::SsrfBlocked => "SSRF-blocked address",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The engine's answer. Borrowed from the engine: deciding allocates nothing
+/// (except lower-casing a host that is not already lower case).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision<'e> {
+    pub verdict: Verdict,
+    /// The policy key that matched (for deny: the closest one, when there is one).
+    pub policy: Option<&'e str>,
+    pub endpoint: Option<&'e Endpoint>,
+    pub reason: Option<Reason>,
+    /// For deny-rule decisions, the index of the rule in `deny_rules`.
+    pub rule: Option<usize>,
+    /// Detail for SSRF decisions: the range the address fell in.
+    pub range: Option<&'static str>,
+    /// The connection must be TLS-terminated and each request decided (L7).
+    pub inspect: bool,
+}
+
+impl<'e> Decision<'e> {
+    fn new(verdict: Verdict, reason: Option<Reason>) -> Self {
+        Decision { verdict, policy: None, endpoint: None, reason, rule: None, range: None, inspect: false }
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        self.verdict != Verdict::Deny
+    }
+
+    /// A sentence for people: what was decided and why.
+    pub fn explain(&self, engine: &Engine, req: &Request<'_>) -> String {
+        let ep = self.endpoint.map(Endpoint::describe);
+        match (self.verdict, self.reason) {
+            (Verdict::Allow, _) => {
+                let mut s = format!("allowed by policy '{}'", self.policy.unwrap_or("?"));
+                if let Some(ep) = ep {
+                    s.push_str(&format!(", endpoint {ep}"));
+                }
+                if self.inspect && req.http.is_none() {
+                    s.push_str(" (protocol rest: each request is checked against the L7 rules)");
+                }
+                s
+            }
+            (v, Some(reason)) => {
+                let prefix = if v == Verdict::Audit { "would be denied under enforce: " } else { "" };
+                let detail = match reason {
+                    Reason::NoMatchingPolicy => format!("no policy has an endpoint for host {}", req.host),
+                    Reason::PortNotAllowed => {
+                        let ports = engine.ports_for_host(req.host);
+                        format!("host {} is allowed only on port(s) {}", req.host, join_u16(&ports))
+                    }
+                    Reason::BinaryNotAllowed => {
+                        let bins = engine.binaries_for(req.host, req.port);
+                        let who = req.binary.unwrap_or("an unidentified caller");
+                        format!("{who} may not reach {}:{}; allowed: {}", req.host, req.port, bins.join(", "))
+                    }
+                    Reason::MethodPathNotPermitted => match req.http {
+                        Some(h) => format!(
+                            "{} {} is not permitted by the rules of policy '{}'",
+                            h.method,
+                            h.path,
+                            self.policy.unwrap_or("?")
+                        ),
+                        None => "request not permitted".into(),
+                    },
+                    Reason::BlockedByDenyRule => {
+                        let rule = self.endpoint.zip(self.rule).and_then(|(e, i)| e.deny_rules.get(i));
+                        match rule {
+                            Some(r) => format!("deny rule `{r}` of policy '{}'", self.policy.unwrap_or("?")),
+                            None => "a deny rule matched".into(),
+                        }
+                    }
+                    Reason::SsrfBlocked => {
+                        format!("destination address is in {}", self.range.unwrap_or("a blocked range"))
+                    }
+                };
+                format!("{prefix}{reason}: {detail}")
+            }
+            (_, None) => self.verdict.to_string(),
+        }
+    }
+}
+
+fn join_u16(ports: &[u16]) -> String {
+    let v: Vec<String> = ports.iter().map(u16::to_string).collect();
+    v.join(", ")
+}
+
+#[derive(Debug, Clone, Copy)]
+struct EpRef {
+    policy: u32,
+    endpoint: u32,
+}
+
+/// A compiled network policy, ready to decide requests.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    policies: Vec<(String, NetworkPolicy)>,
+    /// Exact names and IP literals.
+    exact: HashMap<String, Vec<EpRef>>,
+    /// Wildcard patterns by their literal suffix (at least two labels).
+    wildcard: HashMap<String, Vec<EpRef>>,
+    /// Per policy: literal binary paths (fast path) and glob ones.
+    binaries: Vec<BinarySet>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct BinarySet {
+    literal: Vec<String>,
+    globs: Vec<crate::glob::Glob>,
+}
+
+impl BinarySet {
+    fn matches(&self, path: &str) -> bool {
+        self.literal.iter().any(|l| l == path) || self.globs.iter().any(|g| g.matches(path))
+    }
+}
+
+impl Engine {
+    /// Compiles the network section of a policy.
+    pub fn new(policy: &Policy) -> Engine {
+        Engine::from_network(&policy.network_policies)
+    }
+
+    pub fn from_network(network: &NetworkPolicies) -> Engine {
+        let mut exact: HashMap<String, Vec<EpRef>> = HashMap::new();
+        let mut wildcard: HashMap<String, Vec<EpRef>> = HashMap::new();
+        let mut policies = Vec::new();
+        let mut binaries = Vec::new();
+        for (pi, (key, p)) in network.iter().enumerate() {
+            for (ei, ep) in p.endpoints.iter().enumerate() {
+                let r = EpRef { policy: pi as u32, endpoint: ei as u32 };
+                let map = if ep.host.is_wildcard() { &mut wildcard } else { &mut exact };
+                map.entry(ep.host.index_key()).or_default().push(r);
+            }
+            let mut set = BinarySet::default();
+            for b in &p.binaries {
+                if b.path.is_literal() {
+                    set.literal.push(b.path.as_str().to_owned());
+                } else {
+                    set.globs.push(b.path.clone());
+                }
+            }
+            binaries.push(set);
+            policies.push((key.clone(), p.clone()));
+        }
+        Engine { policies, exact, wildcard, binaries }
+    }
+
+    /// Number of network policies and endpoints.
+    pub fn size(&self) -> (usize, usize) {
+        (self.policies.len(), self.policies.iter().map(|(_, p)| p.endpoints.len()).sum())
+    }
+
+    /// Calls `f` for every endpoint whose host pattern matches `host` (normalized).
+    fn for_host(&self, host: &str, mut f: impl FnMut(EpRef)) {
+        if let Some(v) = self.exact.get(host) {
+            v.iter().copied().for_each(&mut f);
+        }
+        if self.wildcard.is_empty() {
+            return;
+        }
+        // Every proper suffix of two or more labels may index wildcard patterns.
+        let mut idx = 0;
+        while let Some(dot) = host[idx..].find('.') {
+            let suffix = &host[idx + dot + 1..];
+            if !suffix.contains('.') {
+                break;
+            }
+            if let Some(v) = self.wildcard.get(suffix) {
+                for r in v {
+                    if self.endpoint(*r).host.matches_normalized(host) {
+                        f(*r);
+                    }
+                }
+            }
+            idx += dot + 1;
+        }
+    }
+
+    fn endpoint(&self, r: EpRef) -> &Endpoint {
+        &self.policies[r.policy as usize].1.endpoints[r.endpoint as usize]
+    }
+
+    fn binary_ok(&self, policy: u32, req: &Request<'_>) -> bool {
+        let set = &self.binaries[policy as usize];
+        req.binary.into_iter().chain(req.ancestors.iter().copied()).any(|b| set.matches(b))
+    }
+
+    /// Decides a request.
+    pub fn decide<'e>(&'e self, req: &Request<'_>) -> Decision<'e> {
+        let lowered;
+        let mut host = req.host.strip_suffix('.').unwrap_or(req.host);
+        host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let literal_ip = host.parse::<IpAddr>().ok();
+        let canonical_ip;
+        if let Some(ip) = literal_ip {
+            canonical_ip = ip.to_string();
+            host = &canonical_ip;
+        } else if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = normalize_host(host);
+            host = &lowered;
+        }
+        let address = literal_ip.or(req.resolved_ip);
+        let class = address.map(classify);
+        if let Some(AddrClass::Blocked(range)) = class {
+            let mut d = Decision::new(Verdict::Deny, Some(Reason::SsrfBlocked));
+            d.range = Some(range);
+            return d;
+        }
+
+        // Find candidates: host, then port, then binary.
+        let mut host_hit: Option<EpRef> = None;
+        let mut port_hit: Option<EpRef> = None;
+        let mut matched: [Option<EpRef>; 8] = [None; 8];
+        let mut n_matched = 0usize;
+        let mut overflow: Vec<EpRef> = Vec::new();
+        self.for_host(host, |r| {
+            host_hit.get_or_insert(r);
+            let ep = self.endpoint(r);
+            if !ep.ports.contains(&req.port) {
+                return;
+            }
+            port_hit.get_or_insert(r);
+            if !self.binary_ok(r.policy, req) {
+                return;
+            }
+            if n_matched < matched.len() {
+                matched[n_matched] = Some(r);
+            } else {
+                overflow.push(r);
+            }
+            n_matched += 1;
+        });
+        let candidates = matched.iter().flatten().copied().chain(overflow.iter().copied());
+
+        if n_matched == 0 {
+            let (reason, near) = match (port_hit, host_hit) {
+                (Some(r), _) => (Reason::BinaryNotAllowed, Some(r)),
+                (None, Some(r)) => (Reason::PortNotAllowed, Some(r)),
+                (None, None) => (Reason::NoMatchingPolicy, None),
+            };
+            let mut d = Decision::new(Verdict::Deny, Some(reason));
+            if let Some(r) = near {
+                d.policy = Some(self.policies[r.policy as usize].0.as_str());
+                d.endpoint = Some(self.endpoint(r));
+            }
+            return d;
+        }
+
+        // Private destinations need an `allowed_ips` entry on a matching endpoint.
+        let private_ok = |r: &EpRef| match (class, address) {
+            (Some(AddrClass::Private(_)), Some(ip)) => self.endpoint(*r).allowed_ips.iter().any(|n| n.contains(&ip)),
+            _ => true,
+        };
+        let mut private_range = None;
+        if let Some(AddrClass::Private(range)) = class {
+            private_range = Some(range);
+        }
+
+        let decided = match req.http {
+            None => {
+                // L4: allowed by the first candidate; inspect when any candidate is REST.
+                let mut first = None;
+                let mut inspect = false;
+                for r in candidates.clone().filter(|r| private_ok(r)) {
+                    first.get_or_insert(r);
+                    inspect |= self.endpoint(r).protocol == Some(Protocol::Rest);
+                }
+                first.map(|r| {
+                    let mut d = self.decision_for(Verdict::Allow, None, r);
+                    d.inspect = inspect;
+                    d
+                })
+            }
+            Some(http) => self.decide_http(candidates.clone().filter(|r| private_ok(r)), &http),
+        };
+        match decided {
+            Some(d) => d,
+            None => {
+                let mut d = Decision::new(Verdict::Deny, Some(Reason::SsrfBlocked));
+                d.range = private_range;
+                if let Some(r) = candidates.clone().next() {
+                    d.policy = Some(self.policies[r.policy as usize].0.as_str());
+                    d.endpoint = Some(self.endpoint(r));
+                }
+                d
+            }
+        }
+    }
+
+    fn decision_for(&self, verdict: Verdict, reason: Option<Reason>, r: EpRef) -> Decision<'_> {
+        let mut d = Decision::new(verdict, reason);
+        d.policy = Some(self.policies[r.policy as usize].0.as_str());
+        d.endpoint = Some(self.endpoint(r));
+        d
+    }
+
+    /// L7: deny rules win over allow rules across all candidates; `audit`
+    /// endpoints turn their denials into audit-allows.
+    fn decide_http(
+        &self,
+        candidates: impl Iterator<Item = EpRef> + Clone,
+        http: &HttpRequest<'_>,
+    ) -> Option<Decision<'_>> {
+        let (m, p, q) = (http.method, http.path, http.query);
+        let mut audit_deny: Option<Decision<'_>> = None;
+        let mut allowed_by: Option<EpRef> = None;
+        let mut enforce_miss: Option<EpRef> = None;
+        let mut audit_miss: Option<EpRef> = None;
+        for r in candidates {
+            let ep = self.endpoint(r);
+            if let Some(i) = ep.deny_rules.iter().position(|d| d.matches_deny(m, p, q)) {
+                let mut d = self.decision_for(Verdict::Deny, Some(Reason::BlockedByDenyRule), r);
+                d.rule = Some(i);
+                d.inspect = true;
+                if ep.enforcement == Enforcement::Enforce {
+                    return Some(d);
+                }
+                d.verdict = Verdict::Audit;
+                audit_deny.get_or_insert(d);
+            }
+            let allowed = match ep.protocol {
+                None => true,
+                Some(Protocol::Rest) => {
+                    ep.access.is_some_and(|a| a.allows_method(m))
+                        || ep.rules.iter().any(|rule| rule.allow.matches_allow(m, p, q))
+                }
+            };
+            let slot = match (allowed, ep.enforcement) {
+                (true, _) => &mut allowed_by,
+                (false, Enforcement::Enforce) => &mut enforce_miss,
+                (false, Enforcement::Audit) => &mut audit_miss,
+            };
+            slot.get_or_insert(r);
+        }
+        let miss = |verdict, r| {
+            let mut d = self.decision_for(verdict, Some(Reason::MethodPathNotPermitted), r);
+            d.inspect = true;
+            d
+        };
+        Some(match (allowed_by, audit_deny, enforce_miss, audit_miss) {
+            (Some(_), Some(d), _, _) => d,
+            (Some(r), None, _, _) => {
+                let mut d = self.decision_for(Verdict::Allow, None, r);
+                d.inspect = self.endpoint(r).protocol.is_some();
+                d
+            }
+            (None, _, Some(r), _) => miss(Verdict::Deny, r),
+            (None, Some(d), None, _) => d,
+            (None, None, None, Some(r)) => miss(Verdict::Audit, r),
+            (None, None, None, None) => return None,
+        })
+    }
+
+    /// Ports on which some endpoint accepts `host` (for messages).
+    pub fn ports_for_host(&self, host: &str) -> Vec<u16> {
+        let host = normalize_host(host);
+        let mut ports = Vec::new();
+        self.for_host(&host, |r| ports.extend(self.endpoint(r).ports.iter().copied()));
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
+    /// Binary patterns of the policies that accept `host:port` (for messages).
+    pub fn binaries_for(&self, host: &str, port: u16) -> Vec<String> {
+        let host = normalize_host(host);
+        let mut out = Vec::new();
+        self.for_host(&host, |r| {
+            if self.endpoint(r).ports.contains(&port) {
+                for b in &self.policies[r.policy as usize].1.binaries {
+                    out.push(b.path.as_str().to_owned());
+                }
+            }
+        });
+        out.sort();
+        out.dedup();
+        out
+    }
+}

@@ -1,0 +1,344 @@
+//! Segment globs: the one matcher behind REST paths, binary paths, query values
+//! and (with restrictions checked in [`crate::host`]) endpoint hosts.
+//!
+//! A value is split at a separator (`/` for paths, `.` for hosts and query values).
+//! - `*` matches any run of characters inside one segment (possibly empty).
+//! - `?` matches one character inside a segment; `[a-z0-9]` and `[!x]` match one
+//!   character from (or not from) a set.
+//! - `**` as a whole segment matches one or more whole segments; next to other
+//!   characters (`**secret**`) it behaves like `*`.
+//! - Everything else matches itself (ASCII case-insensitively for hosts).
+
+use std::fmt;
+
+/// A compiled glob.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Glob {
+    source: String,
+    sep: char,
+    fold_case: bool,
+    segments: Vec<Segment>,
+    /// No wildcard at all: matching is string equality.
+    literal: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    /// `**`: one or more whole segments.
+    Many,
+    Literal(String),
+    Pattern(Vec<Tok>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    Char(char),
+    Star,
+    Question,
+    Class { negated: bool, ranges: Vec<(char, char)> },
+}
+
+/// Why a glob could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    #[error("unclosed `[` in pattern `{0}`")]
+    UnclosedClass(String),
+}
+
+impl Glob {
+    /// Compiles `source` with `sep` as the segment separator.
+    pub fn new(source: &str, sep: char, fold_case: bool) -> Result<Glob, GlobError> {
+        let normalized = if fold_case { source.to_ascii_lowercase() } else { source.to_owned() };
+        let mut segments = Vec::new();
+        let mut literal = true;
+        for seg in normalized.split(sep) {
+            if seg == "**" {
+                literal = false;
+                segments.push(Segment::Many);
+                continue;
+            }
+            let toks = tokenize(seg, source)?;
+            if toks.iter().all(|t| matches!(t, Tok::Char(_))) {
+                segments.push(Segment::Literal(seg.to_owned()));
+            } else {
+                literal = false;
+                segments.push(Segment::Pattern(toks));
+            }
+        }
+        Ok(Glob { source: source.to_owned(), sep, fold_case, segments, literal })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the pattern contains no wildcard.
+    pub fn is_literal(&self) -> bool {
+        self.literal
+    }
+
+    /// Whether the pattern has a whole-segment `**`.
+    pub fn has_many(&self) -> bool {
+        self.segments.iter().any(|s| matches!(s, Segment::Many))
+    }
+
+    /// Number of segments in the pattern.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The segments after the last one containing a wildcard, joined by the
+    /// separator: the literal suffix every match ends with.
+    pub fn literal_suffix(&self) -> String {
+        let start = self.segments.iter().rposition(|s| !matches!(s, Segment::Literal(_))).map_or(0, |i| i + 1);
+        let parts: Vec<&str> = self.segments[start..]
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Literal(l) => Some(l.as_str()),
+                _ => None,
+            })
+            .collect();
+        parts.join(&self.sep.to_string())
+    }
+
+    /// Whether `value` matches. For case-folding globs the caller may pass the
+    /// value in any case.
+    pub fn matches(&self, value: &str) -> bool {
+        if self.fold_case && value.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.matches_normalized(&value.to_ascii_lowercase());
+        }
+        self.matches_normalized(value)
+    }
+
+    /// Like [`Glob::matches`], for a value already lower-cased when the glob folds case.
+    pub fn matches_normalized(&self, value: &str) -> bool {
+        if self.literal {
+            return self.source_normalized_eq(value);
+        }
+        let parts: Vec<&str> = value.split(self.sep).collect();
+        match_segments(&self.segments, &parts)
+    }
+
+    fn source_normalized_eq(&self, value: &str) -> bool {
+        if self.fold_case { self.source.eq_ignore_ascii_case(value) } else { self.source == value }
+    }
+}
+
+impl fmt::Debug for Glob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Glob({:?})", self.source)
+    }
+}
+
+impl fmt::Display for Glob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl serde::Serialize for Glob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source)
+    }
+}
+
+fn tokenize(seg: &str, source: &str) -> Result<Vec<Tok>, GlobError> {
+    let mut toks = Vec::new();
+    let mut chars = seg.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => {
+                while chars.peek() == Some(&'*') {
+                    chars.next();
+                }
+                if toks.last() != Some(&Tok::Star) {
+                    toks.push(Tok::Star);
+                }
+            }
+            '?' => toks.push(Tok::Question),
+            '[' => {
+                let mut negated = false;
+                if matches!(chars.peek(), Some('!') | Some('^')) {
+                    negated = true;
+                    chars.next();
+                }
+                let mut ranges = Vec::new();
+                let mut closed = false;
+                let mut first = true;
+                while let Some(c) = chars.next() {
+                    if c == ']' && !first {
+                        closed = true;
+                        break;
+                    }
+                    first = false;
+                    if chars.peek() == Some(&'-') {
+                        let mut look = chars.clone();
+                        look.next();
+                        match look.peek() {
+                            Some(&hi) if hi != ']' => {
+                                chars.next();
+                                chars.next();
+                                ranges.push((c, hi));
+                                continue;
+                            }
+                            _ => {}
+                        }
+                    }
+                    ranges.push((c, c));
+                }
+                if !closed {
+                    return Err(GlobError::UnclosedClass(source.to_owned()));
+                }
+                toks.push(Tok::Class { negated, ranges });
+            }
+            c => toks.push(Tok::Char(c)),
+        }
+    }
+    Ok(toks)
+}
+
+/// Dynamic programming over (pattern segment, value segment).
+fn match_segments(pat: &[Segment], parts: &[&str]) -> bool {
+    // reach[j]: pattern prefix consumed so far can end exactly before part j.
+    let n = parts.len();
+    let mut reach = vec![false; n + 1];
+    reach[0] = true;
+    for seg in pat {
+        let mut next = vec![false; n + 1];
+        match seg {
+            Segment::Many => {
+                // one or more parts
+                let mut any = false;
+                for j in 0..n {
+                    any |= reach[j];
+                    if any {
+                        next[j + 1] = true;
+                    }
+                }
+            }
+            Segment::Literal(l) => {
+                for j in 0..n {
+                    if reach[j] && parts[j] == l {
+                        next[j + 1] = true;
+                    }
+                }
+            }
+            Segment::Pattern(toks) => {
+                for j in 0..n {
+                    if reach[j] && match_tokens(toks, parts[j]) {
+                        next[j + 1] = true;
+                    }
+                }
+            }
+        }
+        if !next.iter().any(|&b| b) {
+            return false;
+        }
+        reach = next;
+    }
+    reach[n]
+}
+
+/// Wildcard match of one segment: `*`, `?`, classes; linear with one backtrack point.
+fn match_tokens(toks: &[Tok], s: &str) -> bool {
+    let chars: Vec<char> = s.chars().collect();
+    let (mut t, mut c) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while c < chars.len() {
+        match toks.get(t) {
+            Some(Tok::Star) => {
+                star = Some((t, c));
+                t += 1;
+                continue;
+            }
+            Some(tok) if tok_matches(tok, chars[c]) => {
+                t += 1;
+                c += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match star {
+            Some((st, sc)) => {
+                t = st + 1;
+                c = sc + 1;
+                star = Some((st, sc + 1));
+            }
+            None => return false,
+        }
+    }
+    toks[t.min(toks.len())..].iter().all(|t| *t == Tok::Star)
+}
+
+fn tok_matches(tok: &Tok, ch: char) -> bool {
+    match tok {
+        Tok::Char(x) => *x == ch,
+        Tok::Question => true,
+        Tok::Class { negated, ranges } => {
+            let inside = ranges.iter().any(|&(lo, hi)| lo <= ch && ch <= hi);
+            inside != *negated
+        }
+        Tok::Star => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(p: &str) -> Glob {
+        Glob::new(p, '/', false).expect("valid glob")
+    }
+
+    #[test]
+    fn table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("/repos/*", "/repos/a", true),
+            ("/repos/*", "/repos/a/b", false),
+            ("/repos/*", "/repos/", true),
+            ("/repos/**", "/repos/a/b/c", true),
+            ("/repos/**", "/repos", false),
+            ("/repos/**", "/repos/a", true),
+            ("/**/info/refs*", "/org/repo.git/info/refs", true),
+            ("/**/info/refs*", "/info/refs", false),
+            ("/a/**/b", "/a/x/y/b", true),
+            ("/a/**/b", "/a/b", false),
+            ("/a/**secret**", "/a/mysecretfile", true),
+            ("/a/**secret**", "/a/x/secret", false),
+            ("/v?/x", "/v1/x", true),
+            ("/v?/x", "/v10/x", false),
+            ("/v[0-9]/x", "/v7/x", true),
+            ("/v[!0-9]/x", "/v7/x", false),
+            ("/v[!0-9]/x", "/va/x", true),
+            ("/exact", "/exact", true),
+            ("/exact", "/Exact", false),
+            ("*", "", true),
+            ("a*b*c", "aXXbYYc", true),
+            ("a*b*c", "aXXbYY", false),
+        ];
+        for (p, v, want) in cases {
+            assert_eq!(path(p).matches(v), *want, "pattern {p} value {v}");
+        }
+    }
+
+    #[test]
+    fn fold_case_for_hosts() {
+        let g = Glob::new("*.Example.com", '.', true).expect("valid");
+        assert!(g.matches("API.example.COM"));
+        assert!(!g.matches("example.com"));
+    }
+
+    #[test]
+    fn literal_suffix() {
+        assert_eq!(Glob::new("*.example.com", '.', true).expect("v").literal_suffix(), "example.com");
+        assert_eq!(Glob::new("api.*.example.com", '.', true).expect("v").literal_suffix(), "example.com");
+        assert_eq!(Glob::new("a.b", '.', true).expect("v").literal_suffix(), "a.b");
+    }
+
+    #[test]
+    fn class_errors() {
+        assert!(matches!(Glob::new("/a[bc", '/', false), Err(GlobError::UnclosedClass(_))));
+        assert!(Glob::new("/a[]]", '/', false).is_ok());
+    }
+}

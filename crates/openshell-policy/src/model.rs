@@ -1,0 +1,312 @@
+//! The typed policy, as the decoder produces it. Every value here has passed validation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::glob::Glob;
+use crate::host::HostPattern;
+
+/// A whole policy file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    pub version: u32,
+    pub filesystem_policy: FilesystemPolicy,
+    pub landlock: Landlock,
+    pub process: Process,
+    /// **Ours**: resource limits (memory, pids, cpu, open files).
+    pub resources: Resources,
+    /// Keyed by the policy key; serialized sorted by key.
+    pub network_policies: NetworkPolicies,
+}
+
+/// Static: fixed at sandbox creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilesystemPolicy {
+    pub include_workdir: bool,
+    pub read_only: Vec<String>,
+    pub read_write: Vec<String>,
+}
+
+impl Default for FilesystemPolicy {
+    fn default() -> Self {
+        FilesystemPolicy { include_workdir: true, read_only: Vec::new(), read_write: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Landlock {
+    pub compatibility: Compatibility,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compatibility {
+    /// Warn and continue without Landlock where the kernel lacks it; skip missing paths.
+    #[default]
+    BestEffort,
+    /// Fail sandbox creation instead.
+    HardRequirement,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Process {
+    pub run_as_user: Identity,
+    pub run_as_group: Identity,
+}
+
+/// A user or group: the image's `sandbox` account, or a numeric id (never 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Identity {
+    #[default]
+    Sandbox,
+    Id(u32),
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Sandbox => f.write_str("sandbox"),
+            Identity::Id(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+impl Serialize for Identity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// **Ours**: resource limits. `None` means the documented default applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Resources {
+    /// cgroup memory limit in bytes (swap is not granted on top).
+    pub memory: Option<u64>,
+    /// cgroup pids limit (processes and threads).
+    pub pids: Option<u64>,
+    /// CPU limit in thousandths of a core (1000 = one core).
+    pub cpu_millis: Option<u64>,
+    /// RLIMIT_NOFILE, soft and hard.
+    pub open_files: Option<u64>,
+}
+
+impl Resources {
+    pub const DEFAULT_MEMORY: u64 = 4 << 30;
+    pub const DEFAULT_PIDS: u64 = 4096;
+    pub const DEFAULT_OPEN_FILES: u64 = 8192;
+}
+
+/// The dynamic part: hot-reloadable on a running sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct NetworkPolicies(pub BTreeMap<String, NetworkPolicy>);
+
+impl NetworkPolicies {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &NetworkPolicy)> {
+        self.0.iter()
+    }
+    pub fn endpoint_count(&self) -> usize {
+        self.0.values().map(|p| p.endpoints.len()).sum()
+    }
+}
+
+/// One named rule: every listed binary may reach every listed endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetworkPolicy {
+    /// Display name; defaults to the key.
+    pub name: String,
+    pub endpoints: Vec<Endpoint>,
+    pub binaries: Vec<Binary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Binary {
+    pub path: Glob,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Endpoint {
+    pub host: HostPattern,
+    pub ports: Vec<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    pub enforcement: Enforcement,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<AllowRule>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny_rules: Vec<HttpMatcher>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_ips: Vec<IpNet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+
+impl Endpoint {
+    /// `host:port` or `host:[p1,p2]`, for messages.
+    pub fn describe(&self) -> String {
+        match self.ports.as_slice() {
+            [p] => format!("{}:{p}", self.host),
+            ports => {
+                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+                format!("{}:[{}]", self.host, list.join(","))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP inspected with L7 rules; TLS terminated.
+    Rest,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    /// **Ours**: the default.
+    #[default]
+    Enforce,
+    Audit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// GET, HEAD, OPTIONS.
+    ReadOnly,
+    /// read-only + POST, PUT, PATCH.
+    ReadWrite,
+    /// Every method.
+    Full,
+}
+
+impl Access {
+    pub fn allows_method(self, method: &str) -> bool {
+        match self {
+            Access::Full => true,
+            Access::ReadOnly => matches!(method, "GET" | "HEAD" | "OPTIONS"),
+            Access::ReadWrite => matches!(method, "GET" | "HEAD" | "OPTIONS" | "POST" | "PUT" | "PATCH"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tls {
+    /// Relay without terminating TLS.
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AllowRule {
+    pub allow: HttpMatcher,
+}
+
+/// Method, path and query of an HTTP request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpMatcher {
+    pub method: Method,
+    pub path: Glob,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, QueryMatcher>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    Any,
+    Exact(String),
+}
+
+impl Method {
+    pub fn matches(&self, method: &str) -> bool {
+        match self {
+            Method::Any => true,
+            Method::Exact(m) => m == method,
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Method::Any => f.write_str("*"),
+            Method::Exact(m) => f.write_str(m),
+        }
+    }
+}
+
+impl Serialize for Method {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A query parameter's values must match one glob, or any of several.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum QueryMatcher {
+    One(Glob),
+    Any { any: Vec<Glob> },
+}
+
+impl QueryMatcher {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            QueryMatcher::One(g) => g.matches(value),
+            QueryMatcher::Any { any } => any.iter().any(|g| g.matches(value)),
+        }
+    }
+}
+
+impl HttpMatcher {
+    /// Allow-rule semantics: every configured parameter present, and every value
+    /// of a repeated parameter matching.
+    pub fn matches_allow(&self, method: &str, path: &str, query: &[(&str, &str)]) -> bool {
+        self.method.matches(method)
+            && self.path.matches(path)
+            && self.query.iter().all(|(k, m)| {
+                let mut seen = false;
+                query.iter().filter(|(qk, _)| qk == k).all(|(_, v)| {
+                    seen = true;
+                    m.matches(v)
+                }) && seen
+            })
+    }
+
+    /// Deny-rule semantics: every configured parameter present, one matching
+    /// value per parameter is enough.
+    pub fn matches_deny(&self, method: &str, path: &str, query: &[(&str, &str)]) -> bool {
+        self.method.matches(method)
+            && self.path.matches(path)
+            && self.query.iter().all(|(k, m)| query.iter().any(|(qk, v)| qk == k && m.matches(v)))
+    }
+}
+
+impl fmt::Display for HttpMatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method, self.path)?;
+        for (i, (k, m)) in self.query.iter().enumerate() {
+            let sep = if i == 0 { '?' } else { '&' };
+            match m {
+                QueryMatcher::One(g) => write!(f, "{sep}{k}={g}")?,
+                QueryMatcher::Any { any } => {
+                    let alts: Vec<&str> = any.iter().map(Glob::as_str).collect();
+                    write!(f, "{sep}{k}={{{}}}", alts.join("|"))?
+                }
+            }
+        }
+        Ok(())
+    }
+}
