@@ -1,1 +1,277 @@
+//! End-to-end tests of the `openshell` binary: exit codes, text and JSON output.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn openshell(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_openshell"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("OPENSHELL_LOG")
+        .output()
+        .expect("run openshell")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+fn temp_file(name: &str, content: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("openshell-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let p = dir.join(name);
+    std::fs::write(&p, content).expect("write temp file");
+    p
+}
+
+const DEFAULT: &str = "policies/default.yaml";
+
+#[test]
+fn validate_shipped_policies() {
+    let o = openshell(&[
+        "policy",
+        "validate",
+        DEFAULT,
+        "policies/examples/l4-only.yaml",
+        "policies/examples/rest-read-only.yaml",
+        "policies/examples/deny-rule.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("policies/default.yaml: valid (3 network policies"));
+}
+
+#[test]
+fn validate_reports_every_error_with_position() {
+    let p = temp_file(
+        "bad.yaml",
+        "version: 2\nfoo: 1\nnetwork_policies:\n  a:\n    endpoints: [{host: \"*.com\", port: 0}]\n    binaries: [{path: /usr/bin/curl}]\n",
+    );
+    let o = openshell(&["policy", "validate", p.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let name = p.display().to_string();
+    for want in [
+        format!("{name}:1:10: version: unsupported policy version 2"),
+        format!("{name}:2:1: foo: unknown field `foo`"),
+        format!("{name}:5:24: network_policies.a.endpoints[0].host: invalid host `*.com`"),
+        format!("{name}:5:39: network_policies.a.endpoints[0].port: 0 is out of range"),
+        format!("{name}: invalid (4 errors)"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn validate_json_and_mixed_files() {
+    let bad = temp_file("dup.yaml", "version: 1\nversion: 1\n");
+    let o = openshell(&["--output", "json", "policy", "validate", DEFAULT, bad.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["files"][0]["valid"], true);
+    assert_eq!(v["files"][1]["valid"], false);
+    assert_eq!(v["files"][1]["errors"][0]["line"], 2);
+    assert_eq!(v["files"][1]["errors"][0]["column"], 1);
+    assert_eq!(v["files"][1]["errors"][0]["key"], "version");
+}
+
+#[test]
+fn validate_missing_file_is_exit_2() {
+    let o = openshell(&["policy", "validate", "does/not/exist.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("does/not/exist.yaml: cannot read policy file"));
+}
+
+#[test]
+fn check_allow_and_deny_text() {
+    let o = openshell(&[
+        "policy",
+        "check",
+        DEFAULT,
+        "--host",
+        "api.anthropic.com",
+        "--port",
+        "443",
+        "--binary",
+        "/usr/local/bin/claude",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).starts_with("allow: allowed by policy 'claude_code'"), "{}", stdout(&o));
+
+    let o = openshell(&["policy", "check", DEFAULT, "--host", "api.openai.com", "--port", "443", "--binary", "/usr/bin/curl"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).starts_with("deny: binary not allowed"), "{}", stdout(&o));
+
+    let o = openshell(&["policy", "check", DEFAULT, "--host", "evil.example.com", "--port", "443", "--binary", "/usr/local/bin/codex"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).starts_with("deny: no matching policy"), "{}", stdout(&o));
+}
+
+#[test]
+fn check_ancestor_binary_counts() {
+    let o = openshell(&[
+        "policy",
+        "check",
+        DEFAULT,
+        "--host",
+        "api.openai.com",
+        "--port",
+        "443",
+        "--binary",
+        "/usr/bin/git",
+        "--ancestor",
+        "/bin/bash",
+        "--ancestor",
+        "/usr/local/lib/node_modules/@openai/codex/bin/codex-x86_64-unknown-linux-musl",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+#[test]
+fn check_json_l7_decisions() {
+    let file = "policies/examples/deny-rule.yaml";
+    let base = ["--output", "json", "policy", "check", file, "--host", "registry.example.com", "--port", "443", "--binary", "/usr/bin/npm"];
+    let run = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let o = openshell(&args);
+        (o.status.code(), json(&o))
+    };
+    let (code, v) = run(&["--method", "GET", "--path", "/lodash"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["policy"], "registry");
+    assert!(v["reason"].is_null());
+
+    let (code, v) = run(&["--method", "PUT", "--path", "/@my-scope/pkg", "--query", "write=true"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["reason"], "blocked by deny rule");
+
+    let (code, v) = run(&["--method", "DELETE", "--path", "/lodash"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["reason"], "method/path not permitted");
+
+    let (code, v) = run(&["--method", "PUT", "--path", "/@my-scope/pkg"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v["decision"], "allow");
+}
+
+#[test]
+fn check_audit_decision() {
+    let p = temp_file(
+        "audit.yaml",
+        "version: 1\nnetwork_policies:\n  api:\n    endpoints:\n      - host: api.example.com\n        port: 443\n        protocol: rest\n        enforcement: audit\n        access: read-only\n    binaries: [{path: /usr/bin/curl}]\n",
+    );
+    let o = openshell(&[
+        "-o",
+        "json",
+        "policy",
+        "check",
+        p.to_str().expect("utf8"),
+        "--host",
+        "api.example.com",
+        "--port",
+        "443",
+        "--binary",
+        "/usr/bin/curl",
+        "--method",
+        "POST",
+        "--path",
+        "/x",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let v = json(&o);
+    assert_eq!(v["decision"], "audit");
+    assert_eq!(v["reason"], "method/path not permitted");
+}
+
+#[test]
+fn check_rejects_bad_arguments() {
+    let o = openshell(&["policy", "check", DEFAULT, "--host", "a.example.com", "--port", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = openshell(&["policy", "check", DEFAULT, "--host", "a.example.com", "--port", "443", "--binary", "curl"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--binary `curl`: must be an absolute path"), "{}", stderr(&o));
+    let o = openshell(&["policy", "check", DEFAULT, "--host", "a.example.com", "--port", "443", "--method", "GET"]);
+    assert_eq!(o.status.code(), Some(2), "--method without --path is a usage error");
+    let o = openshell(&["policy", "check", "missing.yaml", "--host", "a.example.com", "--port", "443"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn explain_text_and_json() {
+    let o = openshell(&["policy", "explain", DEFAULT]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = stdout(&o);
+    for want in ["Mount plan:", "read-write        /sandbox", "masked            /proc/kcore", "Landlock", "Capabilities: none", "RLIMIT_CORE", "pids.max        4096", "\"defaultAction\": \"SCMP_ACT_ERRNO\""] {
+        assert!(s.contains(want), "missing {want:?}");
+    }
+    let o = openshell(&["-o", "json", "policy", "explain", DEFAULT]);
+    let v = json(&o);
+    assert_eq!(v["kernel"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(v["kernel"]["capabilities"]["bounding"], serde_json::json!([]));
+    assert_eq!(v["kernel"]["cgroup"]["memory_max"], 4u64 << 30);
+    assert_eq!(v["kernel"]["user"]["user"], "sandbox");
+}
+
+#[test]
+fn diff_live_and_recreate() {
+    let old = std::fs::read_to_string(root().join(DEFAULT)).expect("read default");
+    let live = temp_file("live.yaml", &old.replace("models.dev", "models.example.com"));
+    let o = openshell(&["policy", "diff", DEFAULT, live.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(0));
+    let s = stdout(&o);
+    assert!(s.starts_with("live:"), "{s}");
+    assert!(s.contains("network_policies.opencode.endpoints[2].host: \"models.dev\" -> \"models.example.com\""), "{s}");
+
+    let recreate = temp_file("recreate.yaml", &old.replace("    - /tmp\n", "    - /data\n"));
+    let o = openshell(&["-o", "json", "policy", "diff", DEFAULT, recreate.to_str().expect("utf8")]);
+    let v = json(&o);
+    assert_eq!(v["applicability"], "recreate");
+    assert_eq!(v["static_changes"][0]["field"], "filesystem_policy.read_write");
+
+    let o = openshell(&["policy", "diff", DEFAULT, recreate.to_str().expect("utf8")]);
+    let s = stdout(&o);
+    assert!(s.contains("filesystem policy cannot be changed on a live sandbox (fixed at creation)"), "{s}");
+    assert!(s.contains("filesystem_policy.read_write: added \"/data\"; removed \"/tmp\""), "{s}");
+
+    let o = openshell(&["policy", "diff", DEFAULT, DEFAULT]);
+    assert!(stdout(&o).starts_with("unchanged"));
+}
+
+#[test]
+fn help_everywhere_and_completions() {
+    for args in [
+        vec!["--help"],
+        vec!["policy", "--help"],
+        vec!["policy", "validate", "--help"],
+        vec!["policy", "check", "--help"],
+        vec!["policy", "explain", "--help"],
+        vec!["policy", "diff", "--help"],
+        vec!["completions", "--help"],
+    ] {
+        let o = openshell(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        assert!(stdout(&o).contains("Usage:"), "{args:?}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let o = openshell(&["completions", shell]);
+        assert_eq!(o.status.code(), Some(0));
+        assert!(stdout(&o).contains("openshell"));
+    }
+    let o = openshell(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -1,1 +1,88 @@
-fn main() {}
+//! Developer tasks, run as `cargo xtask <task>`:
+//!
+//! - `quickstart`: build the release binary, then validate and explain the default
+//!   policy (the main job as it stands).
+//! - `ci`: format check, clippy with `-D warnings`, and every test.
+//! - `bench [NAME]`: the criterion benchmarks (`decide`: the policy decision function).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("quickstart") => quickstart(),
+        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("help") | Some("--help") | Some("-h") | None => {
+            println!("usage: cargo xtask <quickstart | ci | bench [decide]>");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown task `{other}`; try `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    eprintln!("xtask: $ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("`{program} {}` failed ({status})", args.join(" "))) }
+}
+
+fn has_nextest() -> bool {
+    Command::new(cargo()).args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success())
+}
+
+fn ci() -> Result<(), String> {
+    let cargo = cargo();
+    run(&cargo, &["fmt", "--all", "--check"])?;
+    run(&cargo, &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+    // Benchmarks must at least compile and run once (criterion's --test mode).
+    run(&cargo, &["test", "--workspace", "--locked", "--benches"])?;
+    run(&cargo, &["test", "--workspace", "--locked", "--doc"])?;
+    if has_nextest() {
+        run(&cargo, &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"])
+    } else {
+        eprintln!("xtask: cargo-nextest not found (install it with `cargo install cargo-nextest --locked`); using cargo test");
+        run(&cargo, &["test", "--workspace", "--locked", "--lib", "--bins", "--tests", "--no-fail-fast"])
+    }
+}
+
+fn quickstart() -> Result<(), String> {
+    let cargo = cargo();
+    run(&cargo, &["build", "--release", "--locked", "-p", "openshell-cli"])?;
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
+    let bin = target.join("release").join("openshell");
+    let bin = bin.to_str().ok_or("target directory path is not UTF-8")?;
+    run(bin, &["policy", "validate", "policies/default.yaml"])?;
+    run(bin, &["policy", "explain", "policies/default.yaml"])?;
+    run(bin, &["policy", "check", "policies/default.yaml", "--host", "api.anthropic.com", "--port", "443", "--binary", "/usr/local/bin/claude"])?;
+    eprintln!("xtask: the openshell binary is {bin}");
+    Ok(())
+}
+
+fn bench(name: Option<&str>) -> Result<(), String> {
+    let cargo = cargo();
+    match name {
+        None | Some("decide") | Some("policy") => run(&cargo, &["bench", "-p", "openshell-policy", "--bench", "decide"]),
+        Some(other) => Err(format!("unknown benchmark `{other}`; available: decide")),
+    }
+}

@@ -1,1 +1,165 @@
-fn main() {}
+//! `openshell`: the command-line tool. Thin: parsing arguments, calling the
+//! library crates, rendering their results for people (`--output text`) or
+//! programs (`--output json`).
+
+mod output;
+mod policy_cmd;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::output::Output;
+
+/// Reproducible sandboxes for AI agents, under declarative YAML policies.
+#[derive(Debug, Parser)]
+#[command(name = "openshell", version, propagate_version = true, arg_required_else_help = true)]
+struct Cli {
+    /// How to print results.
+    #[arg(long, short = 'o', value_enum, global = true, default_value_t = Format::Text)]
+    output: Format,
+    /// Print only errors (and, for `check`/`diff`, the verdict).
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+    /// More logging on stderr (-v info, -vv debug, -vvv trace). OPENSHELL_LOG overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate, inspect and compare sandbox policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Check policy files; exit 0 when all are valid, 1 when any is not.
+    Validate {
+        /// Policy files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Decide one request against a policy: allow, deny (with the reason) or audit.
+    Check(CheckArgs),
+    /// Show the kernel profile a policy compiles to (mounts, Landlock, seccomp, user, limits).
+    Explain {
+        /// Policy file (YAML).
+        file: PathBuf,
+        /// The sandbox's working directory, which `include_workdir` makes read-write.
+        #[arg(long, default_value = openshell_policy::profile::DEFAULT_WORKDIR)]
+        workdir: String,
+    },
+    /// Say whether NEW can replace OLD on a running sandbox, naming each changed field.
+    Diff {
+        /// The policy the sandbox runs now.
+        old: PathBuf,
+        /// The policy to apply.
+        new: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Policy file (YAML).
+    pub file: PathBuf,
+    /// Destination host name or IP address.
+    #[arg(long)]
+    pub host: String,
+    /// Destination TCP port.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Executable of the calling process (as the kernel reports it). Without it
+    /// the caller is unidentified and every policy denies (fail closed).
+    #[arg(long)]
+    pub binary: Option<String>,
+    /// Executable of an ancestor of the caller (repeatable, nearest first).
+    #[arg(long = "ancestor")]
+    pub ancestors: Vec<String>,
+    /// The address the host resolves to, to check the SSRF rules.
+    #[arg(long)]
+    pub resolved_ip: Option<std::net::IpAddr>,
+    /// HTTP method of an L7 request (needs --path).
+    #[arg(long, requires = "path")]
+    pub method: Option<String>,
+    /// HTTP path of an L7 request, without the query (needs --method).
+    #[arg(long, requires = "method")]
+    pub path: Option<String>,
+    /// Query parameter `k=v` of an L7 request (repeatable).
+    #[arg(long = "query", requires = "method", value_parser = parse_query)]
+    pub query: Vec<(String, String)>,
+}
+
+fn parse_query(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, _)) if k.is_empty() => Err(format!("`{s}`: the parameter name is empty")),
+        Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+        None => Err(format!("`{s}` is not of the form name=value")),
+    }
+}
+
+/// Exit codes: 0 yes/ok, 1 a negative answer (invalid policy, deny), 2 could not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    No,
+    /// Reported already, but some input could not be read.
+    Unanswered,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let out = Output::new(cli.output, cli.quiet);
+    let result = match cli.command {
+        Command::Policy(cmd) => match cmd {
+            PolicyCommand::Validate { files } => policy_cmd::validate(&out, &files),
+            PolicyCommand::Check(args) => policy_cmd::check(&out, &args),
+            PolicyCommand::Explain { file, workdir } => policy_cmd::explain(&out, &file, &workdir),
+            PolicyCommand::Diff { old, new } => policy_cmd::diff(&out, &old, &new),
+        },
+        Command::Completions { shell } => {
+            let mut stdout = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "openshell", &mut stdout);
+            let _ = stdout.flush();
+            Ok(Outcome::Ok)
+        }
+    };
+    match result {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::No) => ExitCode::from(1),
+        Ok(Outcome::Unanswered) => ExitCode::from(2),
+        Err(e) => {
+            out.error(&e);
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("OPENSHELL_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
+}

@@ -40,9 +40,10 @@ pub fn load_bytes(file: &str, bytes: &[u8]) -> Result<Policy, LoadError> {
         return Err(too_large(file.to_owned(), bytes.len() as u64));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        let before = &bytes[..e.valid_up_to()];
-        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+        // Everything before the bad byte is valid UTF-8; count characters, as the YAML parser does.
+        let before = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
         let pos = Pos { line: u32::try_from(line).unwrap_or(u32::MAX), column: u32::try_from(col).unwrap_or(u32::MAX) };
         invalid(file, vec![Diagnostic::new(pos, "", "file is not valid UTF-8 text")])
     })?;
@@ -279,7 +280,8 @@ impl Decoder {
 
     fn policy(&mut self, root: &Node) -> Option<Policy> {
         if root.kind == Kind::Null {
-            self.err(root.pos, "", "policy is empty; it needs at least `version: 1`");
+            // A comment-only file's null node sits at the end of the text; point at its start.
+            self.err(Pos::START, "", "policy is empty; it needs at least `version: 1`");
             return None;
         }
         let top = self.fields(root, "", &TOP)?;
@@ -327,7 +329,7 @@ impl Decoder {
                 true
             }),
         };
-        let mut lists: [Vec<(String, Pos)>; 2] = [Vec::new(), Vec::new()];
+        let mut lists: [Vec<(String, Pos, String)>; 2] = [Vec::new(), Vec::new()];
         for (slot, name) in ["read_only", "read_write"].iter().enumerate() {
             let key = join("filesystem_policy", name);
             let Some(node) = fs.get(name) else { continue };
@@ -346,7 +348,7 @@ impl Decoder {
                         ok = false;
                         self.err(item.pos, &ikey, "read-write `/` is overly broad: it would make the whole filesystem writable; list the directories that need writing");
                     }
-                    Ok(p) => lists[slot].push((p, item.pos)),
+                    Ok(p) => lists[slot].push((p, item.pos, ikey)),
                     Err(msg) => {
                         ok = false;
                         self.err(item.pos, &ikey, format!("path `{raw}` {msg}"));
@@ -357,15 +359,16 @@ impl Decoder {
         let total = lists[0].len() + lists[1].len();
         if total > MAX_PATHS {
             ok = false;
-            self.err(fs.pos, "filesystem_policy", format!("{total} paths listed; at most {MAX_PATHS} are allowed"));
+            let pos = top.key_pos("filesystem_policy");
+            self.err(pos, "filesystem_policy", format!("{total} paths listed; at most {MAX_PATHS} are allowed"));
         }
-        for (p, pos) in &lists[1] {
-            if let Some((_, ro_pos)) = lists[0].iter().find(|(q, _)| q == p) {
+        for (p, pos, ikey) in &lists[1] {
+            if let Some((_, ro_pos, _)) = lists[0].iter().find(|(q, _, _)| q == p) {
                 ok = false;
                 let ro_pos = *ro_pos;
                 self.err(
                     *pos,
-                    "filesystem_policy.read_write",
+                    ikey,
                     format!("`{p}` is listed as both read-only (at {ro_pos}) and read-write; keep one"),
                 );
             }
@@ -373,8 +376,8 @@ impl Decoder {
         let [ro, rw] = lists;
         ok.then(|| FilesystemPolicy {
             include_workdir,
-            read_only: dedup(ro.into_iter().map(|(p, _)| p)),
-            read_write: dedup(rw.into_iter().map(|(p, _)| p)),
+            read_only: dedup(ro.into_iter().map(|(p, _, _)| p)),
+            read_write: dedup(rw.into_iter().map(|(p, _, _)| p)),
         })
     }
 
@@ -569,7 +572,11 @@ impl Decoder {
                         }
                     }
                 }
-                None => ok = false,
+                None => {
+                    // The wrong type is already reported; do not also say "no endpoints".
+                    ok = false;
+                    endpoints_given = true;
+                }
             }
         }
         let mut binaries = Vec::new();
@@ -586,7 +593,11 @@ impl Decoder {
                         }
                     }
                 }
-                None => ok = false,
+                None => {
+                    // The wrong type is already reported; do not also say "no binaries".
+                    ok = false;
+                    binaries_given = true;
+                }
             }
         }
         if !endpoints_given {
@@ -683,7 +694,10 @@ impl Decoder {
         };
         ok &= protocol.is_some();
         let protocol = protocol.flatten();
-        let is_rest = protocol == Some(Protocol::Rest) || f.get("protocol").is_some();
+        // An invalid `protocol` is reported once; checks that depend on it are then skipped
+        // (`is_rest` suppresses "needs `protocol: rest`", `valid_rest` gates the rest-only checks).
+        let valid_rest = protocol == Some(Protocol::Rest);
+        let is_rest = valid_rest || f.get("protocol").is_some();
 
         let enforcement = match f.get("enforcement") {
             None => Some(Enforcement::Enforce),
@@ -754,7 +768,7 @@ impl Decoder {
             Some(n) => {
                 let tkey = join(key, "tls");
                 match self.string(n, &tkey) {
-                    Some("skip") if is_rest => {
+                    Some("skip") if valid_rest => {
                         self.err(n.pos, &tkey, "`tls: skip` cannot be combined with `protocol: rest`: L7 rules need the TLS to be terminated");
                         None
                     }
@@ -784,7 +798,7 @@ impl Decoder {
                 }
             }
         } else {
-            if access.is_some() && f.get("rules").is_some() {
+            if f.get("access").is_some() && f.get("rules").is_some() {
                 ok = false;
                 self.err(
                     f.key_pos("rules"),
@@ -792,7 +806,7 @@ impl Decoder {
                     "`access` and `rules` cannot be combined; use one of them",
                 );
             }
-            if f.get("access").is_none() && f.get("rules").is_none() {
+            if valid_rest && f.get("access").is_none() && f.get("rules").is_none() {
                 ok = false;
                 let (pos, field) = if f.get("deny_rules").is_some() {
                     (f.key_pos("deny_rules"), "deny_rules")

@@ -75,6 +75,10 @@ pub struct SyntaxError {
 pub fn parse(source: &str) -> Result<Node, SyntaxError> {
     let mut options = serde_saphyr::Options::default();
     options.duplicate_keys = DuplicateKeyPolicy::PassThrough;
+    // YAML 1.2 core schema: only true/false (any case) are booleans. Without this, YAML 1.1
+    // spellings (`y`, `n`, `yes`, `no`, `on`, `off`) become booleans, so a policy key named
+    // `y` or a query value `on` would be rejected as "not a string".
+    options.strict_booleans = true;
     serde_saphyr::from_str_with_options::<Node>(source, options).map_err(|err| {
         let pos = err
             .location()
