@@ -110,11 +110,31 @@ fn check_allow_and_deny_text() {
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).starts_with("allow: allowed by policy 'claude_code'"), "{}", stdout(&o));
 
-    let o = openshell(&["policy", "check", DEFAULT, "--host", "api.openai.com", "--port", "443", "--binary", "/usr/bin/curl"]);
+    let o = openshell(&[
+        "policy",
+        "check",
+        DEFAULT,
+        "--host",
+        "api.openai.com",
+        "--port",
+        "443",
+        "--binary",
+        "/usr/bin/curl",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).starts_with("deny: binary not allowed"), "{}", stdout(&o));
 
-    let o = openshell(&["policy", "check", DEFAULT, "--host", "evil.example.com", "--port", "443", "--binary", "/usr/local/bin/codex"]);
+    let o = openshell(&[
+        "policy",
+        "check",
+        DEFAULT,
+        "--host",
+        "evil.example.com",
+        "--port",
+        "443",
+        "--binary",
+        "/usr/local/bin/codex",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).starts_with("deny: no matching policy"), "{}", stdout(&o));
 }
@@ -142,7 +162,19 @@ fn check_ancestor_binary_counts() {
 #[test]
 fn check_json_l7_decisions() {
     let file = "policies/examples/deny-rule.yaml";
-    let base = ["--output", "json", "policy", "check", file, "--host", "registry.example.com", "--port", "443", "--binary", "/usr/bin/npm"];
+    let base = [
+        "--output",
+        "json",
+        "policy",
+        "check",
+        file,
+        "--host",
+        "registry.example.com",
+        "--port",
+        "443",
+        "--binary",
+        "/usr/bin/npm",
+    ];
     let run = |extra: &[&str]| {
         let mut args = base.to_vec();
         args.extend_from_slice(extra);
@@ -216,7 +248,16 @@ fn explain_text_and_json() {
     let o = openshell(&["policy", "explain", DEFAULT]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let s = stdout(&o);
-    for want in ["Mount plan:", "read-write        /sandbox", "masked            /proc/kcore", "Landlock", "Capabilities: none", "RLIMIT_CORE", "pids.max        4096", "\"defaultAction\": \"SCMP_ACT_ERRNO\""] {
+    for want in [
+        "Mount plan:",
+        "read-write        /sandbox",
+        "masked            /proc/kcore",
+        "Landlock",
+        "Capabilities: none",
+        "RLIMIT_CORE",
+        "pids.max        4096",
+        "\"defaultAction\": \"SCMP_ACT_ERRNO\"",
+    ] {
         assert!(s.contains(want), "missing {want:?}");
     }
     let o = openshell(&["-o", "json", "policy", "explain", DEFAULT]);

@@ -61,7 +61,9 @@ fn ci() -> Result<(), String> {
     if has_nextest() {
         run(&cargo, &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"])
     } else {
-        eprintln!("xtask: cargo-nextest not found (install it with `cargo install cargo-nextest --locked`); using cargo test");
+        eprintln!(
+            "xtask: cargo-nextest not found (install it with `cargo install cargo-nextest --locked`); using cargo test"
+        );
         run(&cargo, &["test", "--workspace", "--locked", "--lib", "--bins", "--tests", "--no-fail-fast"])
     }
 }
@@ -74,7 +76,20 @@ fn quickstart() -> Result<(), String> {
     let bin = bin.to_str().ok_or("target directory path is not UTF-8")?;
     run(bin, &["policy", "validate", "policies/default.yaml"])?;
     run(bin, &["policy", "explain", "policies/default.yaml"])?;
-    run(bin, &["policy", "check", "policies/default.yaml", "--host", "api.anthropic.com", "--port", "443", "--binary", "/usr/local/bin/claude"])?;
+    run(
+        bin,
+        &[
+            "policy",
+            "check",
+            "policies/default.yaml",
+            "--host",
+            "api.anthropic.com",
+            "--port",
+            "443",
+            "--binary",
+            "/usr/local/bin/claude",
+        ],
+    )?;
     eprintln!("xtask: the openshell binary is {bin}");
     Ok(())
 }
@@ -82,7 +97,9 @@ fn quickstart() -> Result<(), String> {
 fn bench(name: Option<&str>) -> Result<(), String> {
     let cargo = cargo();
     match name {
-        None | Some("decide") | Some("policy") => run(&cargo, &["bench", "-p", "openshell-policy", "--bench", "decide"]),
+        None | Some("decide") | Some("policy") => {
+            run(&cargo, &["bench", "-p", "openshell-policy", "--bench", "decide"])
+        }
         Some(other) => Err(format!("unknown benchmark `{other}`; available: decide")),
     }
 }

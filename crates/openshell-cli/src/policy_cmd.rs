@@ -215,7 +215,11 @@ pub fn explain(out: &Output, file: &Path, workdir: &str) -> Result<Outcome, CliE
     let ll = &profile.landlock;
     push(
         &mut s,
-        format!("Landlock (ABI >= {}, compatibility {}):", ll.abi, serde_json::to_string(&ll.compatibility).unwrap_or_default().trim_matches('"')),
+        format!(
+            "Landlock (ABI >= {}, compatibility {}):",
+            ll.abi,
+            serde_json::to_string(&ll.compatibility).unwrap_or_default().trim_matches('"')
+        ),
     );
     push(&mut s, format!("  handled rights: {}", ll.handled.join(", ")));
     push(&mut s, "  everything not listed below is inaccessible".into());

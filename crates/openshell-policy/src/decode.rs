@@ -259,6 +259,11 @@ impl Decoder {
                 self.err(node.pos, key, format!("{i} is out of range; expected {min} to {max}"));
                 None
             }
+            // An integer too large for 64 bits reaches us as a float; it is still out of range.
+            Kind::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() >= 9.2e18 => {
+                self.err(node.pos, key, format!("number is out of range; expected {min} to {max}"));
+                None
+            }
             _ => {
                 self.type_err(node, key, "an integer");
                 None

@@ -5,12 +5,13 @@
 //! handful of candidates, not at every endpoint of the policy.
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::host::normalize_host;
+use crate::glob::bytes_eq;
 use crate::model::{Endpoint, Enforcement, NetworkPolicies, NetworkPolicy, Policy, Protocol};
 use crate::net::{AddrClass, classify};
 
@@ -205,7 +206,8 @@ struct BinarySet {
 
 impl BinarySet {
     fn matches(&self, path: &str) -> bool {
-        self.literal.iter().any(|l| l == path) || self.globs.iter().any(|g| g.matches(path))
+        self.literal.iter().any(|l| bytes_eq(l.as_bytes(), path.as_bytes()))
+            || self.globs.iter().any(|g| g.matches(path))
     }
 }
 
@@ -246,11 +248,13 @@ impl Engine {
     }
 
     /// Calls `f` for every endpoint whose host pattern matches `host` (normalized).
-    fn for_host(&self, host: &str, mut f: impl FnMut(EpRef)) {
+    /// An IP literal matches only endpoints naming that address: wildcard
+    /// patterns are DNS-name patterns, even when their labels look numeric.
+    fn for_host(&self, host: &str, is_ip: bool, mut f: impl FnMut(EpRef)) {
         if let Some(v) = self.exact.get(host) {
             v.iter().copied().for_each(&mut f);
         }
-        if self.wildcard.is_empty() {
+        if is_ip || self.wildcard.is_empty() {
             return;
         }
         // Every proper suffix of two or more labels may index wildcard patterns.
@@ -275,25 +279,26 @@ impl Engine {
         &self.policies[r.policy as usize].1.endpoints[r.endpoint as usize]
     }
 
+    /// Whether the caller or one of its ancestors is one of the policy's binaries.
+    /// An unidentified caller (`binary: None`) never is: fail closed.
     fn binary_ok(&self, policy: u32, req: &Request<'_>) -> bool {
         let set = &self.binaries[policy as usize];
-        req.binary.into_iter().chain(req.ancestors.iter().copied()).any(|b| set.matches(b))
+        let Some(binary) = req.binary else { return false };
+        set.matches(binary) || req.ancestors.iter().any(|b| set.matches(b))
     }
 
     /// Decides a request.
     pub fn decide<'e>(&'e self, req: &Request<'_>) -> Decision<'e> {
         let lowered;
-        let mut host = req.host.strip_suffix('.').unwrap_or(req.host);
-        host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-        let literal_ip = host.parse::<IpAddr>().ok();
-        let canonical_ip;
-        if let Some(ip) = literal_ip {
-            canonical_ip = ip.to_string();
-            host = &canonical_ip;
-        } else if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = normalize_host(host);
-            host = &lowered;
-        }
+        let mut ip_text = IpText::default();
+        let (host, literal_ip) = match split_host(req.host) {
+            (h, Some(ip)) => (ip_text.format(ip).unwrap_or(h), Some(ip)),
+            (h, None) if h.bytes().any(|b| b.is_ascii_uppercase()) => {
+                lowered = h.to_ascii_lowercase();
+                (lowered.as_str(), None)
+            }
+            (h, None) => (h, None),
+        };
         let address = literal_ip.or(req.resolved_ip);
         let class = address.map(classify);
         if let Some(AddrClass::Blocked(range)) = class {
@@ -308,7 +313,7 @@ impl Engine {
         let mut matched: [Option<EpRef>; 8] = [None; 8];
         let mut n_matched = 0usize;
         let mut overflow: Vec<EpRef> = Vec::new();
-        self.for_host(host, |r| {
+        self.for_host(host, literal_ip.is_some(), |r| {
             host_hit.get_or_insert(r);
             let ep = self.endpoint(r);
             if !ep.ports.contains(&req.port) {
@@ -343,7 +348,9 @@ impl Engine {
 
         // Private destinations need an `allowed_ips` entry on a matching endpoint.
         let private_ok = |r: &EpRef| match (class, address) {
-            (Some(AddrClass::Private(_)), Some(ip)) => self.endpoint(*r).allowed_ips.iter().any(|n| n.contains(&ip)),
+            (Some(AddrClass::Private(_)), Some(ip)) => {
+                self.endpoint(*r).allowed_ips.iter().any(|n| net_contains(n, ip))
+            }
             _ => true,
         };
         let mut private_range = None;
@@ -448,9 +455,9 @@ impl Engine {
 
     /// Ports on which some endpoint accepts `host` (for messages).
     pub fn ports_for_host(&self, host: &str) -> Vec<u16> {
-        let host = normalize_host(host);
+        let (host, is_ip) = normalize_request_host(host);
         let mut ports = Vec::new();
-        self.for_host(&host, |r| ports.extend(self.endpoint(r).ports.iter().copied()));
+        self.for_host(&host, is_ip, |r| ports.extend(self.endpoint(r).ports.iter().copied()));
         ports.sort_unstable();
         ports.dedup();
         ports
@@ -458,9 +465,9 @@ impl Engine {
 
     /// Binary patterns of the policies that accept `host:port` (for messages).
     pub fn binaries_for(&self, host: &str, port: u16) -> Vec<String> {
-        let host = normalize_host(host);
+        let (host, is_ip) = normalize_request_host(host);
         let mut out = Vec::new();
-        self.for_host(&host, |r| {
+        self.for_host(&host, is_ip, |r| {
             if self.endpoint(r).ports.contains(&port) {
                 for b in &self.policies[r.policy as usize].1.binaries {
                     out.push(b.path.as_str().to_owned());
@@ -470,5 +477,60 @@ impl Engine {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// Strips one trailing dot and IPv6 brackets; parses IP literals.
+fn split_host(host: &str) -> (&str, Option<IpAddr>) {
+    let h = host.strip_suffix('.').unwrap_or(host);
+    let h = h.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(h);
+    (h, h.parse::<IpAddr>().ok())
+}
+
+/// The request host as the index files it: IP literals in canonical text,
+/// names lower-cased (one trailing dot and IPv6 brackets stripped); and whether
+/// it is an IP literal.
+fn normalize_request_host(host: &str) -> (String, bool) {
+    match split_host(host) {
+        (_, Some(ip)) => (ip.to_string(), true),
+        (h, None) => (h.to_ascii_lowercase(), false),
+    }
+}
+
+/// Whether `net` contains `ip`, seeing through IPv4-mapped IPv6 forms on either side.
+fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
+    net.contains(&ip)
+        || match ip {
+            IpAddr::V4(v4) => net.contains(&IpAddr::V6(v4.to_ipv6_mapped())),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| net.contains(&IpAddr::V4(v4))),
+        }
+}
+
+/// The canonical text of an IP address, formatted without allocating.
+struct IpText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        IpText { buf: [0; 64], len: 0 }
+    }
+}
+
+impl IpText {
+    fn format(&mut self, ip: IpAddr) -> Option<&str> {
+        self.len = 0;
+        write!(self, "{ip}").ok()?;
+        std::str::from_utf8(&self.buf[..self.len]).ok()
+    }
+}
+
+impl fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        self.buf.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }

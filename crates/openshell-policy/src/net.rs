@@ -2,11 +2,24 @@
 //! it may reach only when an endpoint's `allowed_ips` says so.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::LazyLock;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+static ALWAYS_BLOCKED: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(build_always_blocked);
+static PRIVATE_RANGES: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(build_private_ranges);
+
 /// Ranges never reachable from a sandbox, whatever the policy says.
-pub fn always_blocked() -> Vec<(IpNet, &'static str)> {
+pub fn always_blocked() -> &'static [(IpNet, &'static str)] {
+    &ALWAYS_BLOCKED
+}
+
+/// Private ranges: reachable only through an endpoint's `allowed_ips`.
+pub fn private_ranges() -> &'static [(IpNet, &'static str)] {
+    &PRIVATE_RANGES
+}
+
+fn build_always_blocked() -> Vec<(IpNet, &'static str)> {
     let v4 = |a, b, c, d, len| IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), len));
     let v6 = |s: &str, len| IpNet::V6(Ipv6Net::new_assert(s.parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::UNSPECIFIED), len));
     vec![
@@ -22,8 +35,7 @@ pub fn always_blocked() -> Vec<(IpNet, &'static str)> {
     ]
 }
 
-/// Private ranges: reachable only through an endpoint's `allowed_ips`.
-pub fn private_ranges() -> Vec<(IpNet, &'static str)> {
+fn build_private_ranges() -> Vec<(IpNet, &'static str)> {
     let v4 = |a, b, c, d, len| IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), len));
     let v6 = |s: &str, len| IpNet::V6(Ipv6Net::new_assert(s.parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::UNSPECIFIED), len));
     vec![
@@ -41,7 +53,7 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 
 /// The always-blocked range that `net` overlaps, if any.
 pub fn blocked_overlap(net: &IpNet) -> Option<&'static str> {
-    always_blocked().into_iter().find(|(b, _)| overlaps(net, b)).map(|(_, name)| name)
+    always_blocked().iter().find(|(b, _)| overlaps(net, b)).map(|(_, name)| *name)
 }
 
 /// How the SSRF rules classify a destination address.
@@ -68,10 +80,10 @@ pub fn classify(ip: IpAddr) -> AddrClass {
     {
         return AddrClass::Blocked("broadcast (255.255.255.255)");
     }
-    if let Some((_, name)) = always_blocked().into_iter().find(|(n, _)| n.contains(&ip)) {
+    if let Some((_, name)) = always_blocked().iter().find(|(n, _)| n.contains(&ip)) {
         return AddrClass::Blocked(name);
     }
-    if let Some((_, name)) = private_ranges().into_iter().find(|(n, _)| n.contains(&ip)) {
+    if let Some((_, name)) = private_ranges().iter().find(|(n, _)| n.contains(&ip)) {
         return AddrClass::Private(name);
     }
     AddrClass::Public

@@ -891,7 +891,10 @@ fn explanations() {
     assert_contains(&t, &["port not allowed", "22, 443"]);
 
     let (_, t) = explain(&net, &Request::l4("bins.test.com", 443, "/usr/bin/wget"));
-    assert_contains(&t, &["binary not allowed", "/usr/bin/wget", "bins.test.com:443", "/usr/bin/python3", "/opt/tools/*"]);
+    assert_contains(
+        &t,
+        &["binary not allowed", "/usr/bin/wget", "bins.test.com:443", "/usr/bin/python3", "/opt/tools/*"],
+    );
 
     let unknown = Request { binary: None, ..Request::l4("bins.test.com", 443, "") };
     let (_, t) = explain(&net, &unknown);
@@ -912,11 +915,11 @@ fn explanations() {
     assert!(d.inspect);
     assert_contains(&t, &["allowed by policy 'api'", "L7 rules"]);
 
-    let l7 = |host: &'static str, method: &'static str, path: &'static str, query: &'static [(&'static str, &'static str)]| {
-        Request {
-            http: Some(HttpRequest { method, path, query }),
-            ..Request::l4(host, 443, "/usr/bin/curl")
-        }
+    let l7 = |host: &'static str,
+              method: &'static str,
+              path: &'static str,
+              query: &'static [(&'static str, &'static str)]| {
+        Request { http: Some(HttpRequest { method, path, query }), ..Request::l4(host, 443, "/usr/bin/curl") }
     };
     let (_, t) = explain(&web, &l7("api.test.com", "GET", "/repos/x", &[]));
     assert_contains(&t, &["allowed by policy 'api'"]);
@@ -964,4 +967,31 @@ fn explanations_of_ip_hosts_use_canonical_form() {
     let (d, t) = explain(&net, &Request::l4("[2606:4700::1111]", 443, "/usr/bin/wget"));
     assert_eq!(d.reason, Some(Reason::BinaryNotAllowed));
     assert_contains(&t, &["/usr/bin/curl"]);
+}
+
+#[test]
+fn ip_literals_never_match_wildcard_patterns() {
+    // Numeric-looking wildcard patterns are DNS-name patterns; an IP literal
+    // only matches an endpoint naming that address. (If the loader rejects such
+    // patterns, the protection is at load time instead.)
+    let yaml = r#"
+version: 1
+network_policies:
+  numeric:
+    endpoints:
+      - host: "93.*.216.34"
+        port: 443
+      - host: "**.216.34"
+        port: 443
+    binaries:
+      - path: /usr/bin/curl
+"#;
+    let Ok(policy) = load_str("numeric", yaml) else { return };
+    let cases = vec![
+        curl("93.184.216.34", 443).no_policy(),
+        curl("1.93.216.34", 443).no_policy(),
+        curl("[::ffff:93.184.216.34]", 443).no_policy(),
+        curl("93.a.216.34", 443).allow("numeric"),
+    ];
+    run("numeric", &policy, &cases);
 }

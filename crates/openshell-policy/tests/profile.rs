@@ -83,16 +83,34 @@ fn diff_verdicts() {
     let cases: &[(&str, Applicability, &[&str])] = &[
         (base, Applicability::Unchanged, &[]),
         // formatting and comments do not matter
-        ("# c\nversion: 1\nfilesystem_policy: {read_write: [/tmp/]}\nnetwork_policies:\n  a:\n    endpoints: [{host: a.example.com, ports: [443]}]\n    binaries: [{path: /usr/bin/curl}]\n", Applicability::Unchanged, &[]),
+        (
+            "# c\nversion: 1\nfilesystem_policy: {read_write: [/tmp/]}\nnetwork_policies:\n  a:\n    endpoints: [{host: a.example.com, ports: [443]}]\n    binaries: [{path: /usr/bin/curl}]\n",
+            Applicability::Unchanged,
+            &[],
+        ),
         (&base.replace("443", "8443"), Applicability::Live, &["network_policies.a.endpoints[0].ports"]),
-        (&base.replace("/usr/bin/curl", "/usr/bin/wget"), Applicability::Live, &["network_policies.a.binaries[0].path"]),
+        (
+            &base.replace("/usr/bin/curl", "/usr/bin/wget"),
+            Applicability::Live,
+            &["network_policies.a.binaries[0].path"],
+        ),
         (&base.replace("[/tmp]", "[/tmp, /data]"), Applicability::Recreate, &["filesystem_policy.read_write"]),
-        (&format!("{base}landlock:\n  compatibility: hard_requirement\n"), Applicability::Recreate, &["landlock.compatibility"]),
+        (
+            &format!("{base}landlock:\n  compatibility: hard_requirement\n"),
+            Applicability::Recreate,
+            &["landlock.compatibility"],
+        ),
         (&format!("{base}process:\n  run_as_user: 1000\n"), Applicability::Recreate, &["process.run_as_user"]),
         (&format!("{base}resources:\n  pids: 100\n"), Applicability::Recreate, &["resources.pids"]),
-        (&base.replace("read_write: [/tmp]", "include_workdir: false\n  read_write: [/tmp]"), Applicability::Recreate, &["filesystem_policy.include_workdir"]),
         (
-            &format!("{base}  b:\n    endpoints: [{{host: b.example.com, port: 443}}]\n    binaries: [{{path: /usr/bin/curl}}]\n"),
+            &base.replace("read_write: [/tmp]", "include_workdir: false\n  read_write: [/tmp]"),
+            Applicability::Recreate,
+            &["filesystem_policy.include_workdir"],
+        ),
+        (
+            &format!(
+                "{base}  b:\n    endpoints: [{{host: b.example.com, port: 443}}]\n    binaries: [{{path: /usr/bin/curl}}]\n"
+            ),
             Applicability::Live,
             &["network_policies.b"],
         ),
