@@ -108,7 +108,7 @@ pub struct CheckArgs {
 
 fn parse_query(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, _)) if k.is_empty() => Err(format!("`{s}`: the parameter name is empty")),
+        Some(("", _)) => Err(format!("`{s}`: the parameter name is empty")),
         Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
         None => Err(format!("`{s}` is not of the form name=value")),
     }

@@ -265,7 +265,7 @@ pub fn explain(out: &Output, file: &Path, workdir: &str) -> Result<Outcome, CliE
 fn human_bytes(b: u64) -> String {
     const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (name, size) in UNITS {
-        if b >= size && b % size == 0 {
+        if b >= size && b.is_multiple_of(size) {
             return format!("{} {name}", b / size);
         }
     }

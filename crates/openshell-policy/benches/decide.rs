@@ -123,5 +123,49 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The peer: the straightforward decision without an index, scanning every
+/// endpoint of every policy in order (what a first implementation would do).
+fn linear_scan(policy: &openshell_policy::Policy, r: &Request<'_>) -> bool {
+    let callers: Vec<&str> = r.binary.into_iter().chain(r.ancestors.iter().copied()).collect();
+    for (_, p) in policy.network_policies.iter() {
+        let binary_ok = || p.binaries.iter().any(|b| callers.iter().any(|c| b.path.matches(c)));
+        for ep in &p.endpoints {
+            if !ep.host.matches(r.host) || !ep.ports.contains(&r.port) || !binary_ok() {
+                continue;
+            }
+            let Some(h) = r.http else { return true };
+            if ep.deny_rules.iter().any(|d| d.matches_deny(h.method, h.path, h.query)) {
+                return false;
+            }
+            if ep.access.is_some_and(|a| a.allows_method(h.method))
+                || ep.rules.iter().any(|rule| rule.allow.matches_allow(h.method, h.path, h.query))
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn peer(c: &mut Criterion) {
+    let yaml = policy_yaml();
+    let policy = match load_str("bench.yaml", &yaml) {
+        Ok(p) => p,
+        Err(e) => panic!("generated policy does not load:\n{e}"),
+    };
+    let ancestors = ["/bin/bash", "/usr/lib/app99/libexec/runner", "/sbin/init"];
+    let near_end = Request { ancestors: &ancestors, ..Request::l4("svc1.corp99.example.com", 443, "/bin/sh") };
+    let query = [("q", "openshell"), ("sort", "desc"), ("page", "2")];
+    let allowed = Request {
+        http: Some(HttpRequest { method: "GET", path: "/api/v1/search", query: &query[..] }),
+        ..Request::l4("rest4.svc60.example.com", 443, "/usr/bin/tool60")
+    };
+    assert!(linear_scan(&policy, &near_end) && linear_scan(&policy, &allowed));
+    let mut g = c.benchmark_group("peer_linear_scan");
+    g.bench_function("l4_hit_near_end", |b| b.iter(|| linear_scan(&policy, black_box(&near_end))));
+    g.bench_function("l7_allowed", |b| b.iter(|| linear_scan(&policy, black_box(&allowed))));
+    g.finish();
+}
+
+criterion_group!(benches, bench, peer);
 criterion_main!(benches);

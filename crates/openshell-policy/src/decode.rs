@@ -12,7 +12,7 @@ use crate::error::{Diagnostic, LoadError};
 use crate::glob::Glob;
 use crate::host::HostPattern;
 use crate::model::*;
-use crate::net::blocked_overlap;
+use crate::net::{AddrClass, blocked_overlap, classify, embedded_v4};
 use crate::yaml::{self, Kind, Node, Pos};
 
 /// Largest accepted policy file.
@@ -165,6 +165,10 @@ impl<'n> Fields<'n> {
     fn get(&self, name: &str) -> Option<&'n Node> {
         self.entries.iter().find(|(k, _, _)| *k == name).map(|(_, _, v)| *v)
     }
+    /// Position of a field's value (of the mapping when absent).
+    fn key_pos_value(&self, name: &str) -> Pos {
+        self.get(name).map_or(self.pos, |n| n.pos)
+    }
     fn key_pos(&self, name: &str) -> Pos {
         self.entries.iter().find(|(k, _, _)| *k == name).map_or(self.pos, |(_, k, _)| k.pos)
     }
@@ -240,6 +244,32 @@ impl Decoder {
                 None
             }
         }
+    }
+
+    /// A string field that must be one of `options`: `Some(None)` when absent,
+    /// `None` (with an error) when wrong.
+    fn choice<T: Copy>(
+        &mut self,
+        f: &Fields<'_>,
+        field: &str,
+        key: &str,
+        what: &str,
+        options: &[(&str, T)],
+    ) -> Option<Option<T>> {
+        let Some(node) = f.get(field) else { return Some(None) };
+        let fkey = join(key, field);
+        let value = self.string(node, &fkey)?;
+        if let Some((_, v)) = options.iter().find(|(name, _)| *name == value) {
+            return Some(Some(*v));
+        }
+        let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
+        let expected = match names.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        self.err(node.pos, &fkey, format!("unknown {what} `{value}`, expected {expected}"));
+        None
     }
 
     fn boolean(&mut self, node: &Node, key: &str) -> Option<bool> {
@@ -391,20 +421,9 @@ impl Decoder {
         let Some(ll) = self.section(top, "landlock", "", &LANDLOCK) else {
             return (!present).then(Landlock::default);
         };
-        let Some(node) = ll.get("compatibility") else { return Some(Landlock::default()) };
-        let key = "landlock.compatibility";
-        let compatibility = match self.string(node, key)? {
-            "best_effort" => Compatibility::BestEffort,
-            "hard_requirement" => Compatibility::HardRequirement,
-            other => {
-                self.err(
-                    node.pos,
-                    key,
-                    format!("unknown value `{other}`, expected `best_effort` or `hard_requirement`"),
-                );
-                return None;
-            }
-        };
+        let options =
+            [("best_effort", Compatibility::BestEffort), ("hard_requirement", Compatibility::HardRequirement)];
+        let compatibility = self.choice(&ll, "compatibility", "landlock", "value", &options)?.unwrap_or_default();
         Some(Landlock { compatibility })
     }
 
@@ -704,47 +723,19 @@ impl Decoder {
         let valid_rest = protocol == Some(Protocol::Rest);
         let is_rest = valid_rest || f.get("protocol").is_some();
 
-        let enforcement = match f.get("enforcement") {
-            None => Some(Enforcement::Enforce),
-            Some(n) => {
+        let options = [("enforce", Enforcement::Enforce), ("audit", Enforcement::Audit)];
+        let enforcement = match self.choice(&f, "enforcement", key, "value", &options) {
+            Some(Some(Enforcement::Audit)) if !is_rest => {
                 let ekey = join(key, "enforcement");
-                match self.string(n, &ekey) {
-                    Some("enforce") => Some(Enforcement::Enforce),
-                    Some("audit") if !is_rest => {
-                        self.err(n.pos, &ekey, "`enforcement: audit` can never take effect without `protocol: rest` (an L4 endpoint is either allowed or not)");
-                        None
-                    }
-                    Some("audit") => Some(Enforcement::Audit),
-                    Some(other) => {
-                        self.err(n.pos, &ekey, format!("unknown value `{other}`, expected `enforce` or `audit`"));
-                        None
-                    }
-                    None => None,
-                }
+                self.err(f.key_pos_value("enforcement"), &ekey, "`enforcement: audit` can never take effect without `protocol: rest` (an L4 endpoint is either allowed or not)");
+                None
             }
+            chosen => chosen.map(Option::unwrap_or_default),
         };
         ok &= enforcement.is_some();
 
-        let access = match f.get("access") {
-            None => Some(None),
-            Some(n) => {
-                let akey = join(key, "access");
-                match self.string(n, &akey) {
-                    Some("read-only") => Some(Some(Access::ReadOnly)),
-                    Some("read-write") => Some(Some(Access::ReadWrite)),
-                    Some("full") => Some(Some(Access::Full)),
-                    Some(other) => {
-                        self.err(
-                            n.pos,
-                            &akey,
-                            format!("unknown access preset `{other}`, expected `read-only`, `read-write` or `full`"),
-                        );
-                        None
-                    }
-                    None => None,
-                }
-            }
-        };
+        let options = [("read-only", Access::ReadOnly), ("read-write", Access::ReadWrite), ("full", Access::Full)];
+        let access = self.choice(&f, "access", key, "access preset", &options);
         ok &= access.is_some();
         let access = access.flatten();
 
@@ -768,23 +759,17 @@ impl Decoder {
         };
         ok &= allowed_ips.is_some();
 
-        let tls = match f.get("tls") {
-            None => Some(None),
-            Some(n) => {
+        let tls = match self.choice(&f, "tls", key, "value", &[("skip", Tls::Skip)]) {
+            Some(Some(Tls::Skip)) if valid_rest => {
                 let tkey = join(key, "tls");
-                match self.string(n, &tkey) {
-                    Some("skip") if valid_rest => {
-                        self.err(n.pos, &tkey, "`tls: skip` cannot be combined with `protocol: rest`: L7 rules need the TLS to be terminated");
-                        None
-                    }
-                    Some("skip") => Some(Some(Tls::Skip)),
-                    Some(other) => {
-                        self.err(n.pos, &tkey, format!("unknown value `{other}`, expected `skip`"));
-                        None
-                    }
-                    None => None,
-                }
+                self.err(
+                    f.key_pos_value("tls"),
+                    &tkey,
+                    "`tls: skip` cannot be combined with `protocol: rest`: L7 rules need the TLS to be terminated",
+                );
+                None
             }
+            chosen => chosen,
         };
         ok &= tls.is_some();
 
@@ -824,6 +809,31 @@ impl Decoder {
                     "`protocol: rest` needs `access` or `rules`; without them no request is allowed"
                 };
                 self.err(pos, &join(key, field), msg);
+            }
+        }
+
+        // An IP-literal host the SSRF rules refuse can never take effect.
+        if let (Some(h), Some(ips)) = (&host, &allowed_ips)
+            && let Some(ip) = h.ip()
+        {
+            let hkey = join(key, "host");
+            let pos = f.get("host").map_or(f.pos, |n| n.pos);
+            match classify(ip) {
+                AddrClass::Blocked(range) => {
+                    ok = false;
+                    self.err(
+                        pos,
+                        &hkey,
+                        format!(
+                            "`{ip}` is in {range}, which a sandbox may never reach; this endpoint can never take effect"
+                        ),
+                    );
+                }
+                AddrClass::Private(range) if !ips.iter().any(|n| n.contains(&embedded_v4(ip)) || n.contains(&ip)) => {
+                    ok = false;
+                    self.err(pos, &hkey, format!("`{ip}` is {range}: private addresses are reachable only through `allowed_ips`; add `allowed_ips: [\"{ip}\"]`"));
+                }
+                _ => {}
             }
         }
 

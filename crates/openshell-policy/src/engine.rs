@@ -4,6 +4,7 @@
 //! [`Engine::new`] indexes the endpoints by host so that a decision looks at a
 //! handful of candidates, not at every endpoint of the policy.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
@@ -403,14 +404,26 @@ impl Engine {
         candidates: impl Iterator<Item = EpRef> + Clone,
         http: &HttpRequest<'_>,
     ) -> Option<Decision<'_>> {
-        let (m, p, q) = (http.method, http.path, http.query);
+        // Rules see one spelling of each path (see `canonical_path`), and deny rules
+        // the method upper-cased, so a deny rule cannot be dodged by
+        // `/a/../secret`, `//secret`, `%73ecret` or `delete`.
+        // Allow rules match the method as sent; deny rules also match it upper-cased.
+        let upper = upper_method(http.method);
+        let path = canonical_path(http.path);
+        let (m, p, q) = (http.method, &*path, http.query);
+        // A trailing slash names the same resource to most servers: deny rules also
+        // see the path without it.
+        let p_trimmed = if p.len() > 1 { p.trim_end_matches('/') } else { p };
+        let p_trimmed = if p_trimmed.is_empty() { "/" } else { p_trimmed };
         let mut audit_deny: Option<Decision<'_>> = None;
         let mut allowed_by: Option<EpRef> = None;
         let mut enforce_miss: Option<EpRef> = None;
         let mut audit_miss: Option<EpRef> = None;
         for r in candidates {
             let ep = self.endpoint(r);
-            if let Some(i) = ep.deny_rules.iter().position(|d| d.matches_deny(m, p, q)) {
+            if let Some(i) =
+                ep.deny_rules.iter().position(|d| d.matches_deny(&upper, p, q) || d.matches_deny(&upper, p_trimmed, q))
+            {
                 let mut d = self.decision_for(Verdict::Deny, Some(Reason::BlockedByDenyRule), r);
                 d.rule = Some(i);
                 d.inspect = true;
@@ -497,12 +510,92 @@ fn normalize_request_host(host: &str) -> (String, bool) {
     }
 }
 
-/// Whether `net` contains `ip`, seeing through IPv4-mapped IPv6 forms on either side.
+/// The method upper-cased (HTTP methods are case-sensitive, but a server that
+/// accepts `delete` must not let it past a `DELETE` deny rule).
+fn upper_method(method: &str) -> Cow<'_, str> {
+    if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        Cow::Owned(method.to_ascii_uppercase())
+    } else {
+        Cow::Borrowed(method)
+    }
+}
+
+/// Characters whose percent-encoding is decoded before matching (RFC 3986
+/// unreserved and sub-delims, `:` and `@`). `%2F`, `%25`, `%3F`, `%23` and
+/// non-ASCII bytes stay encoded (with upper-case hex); a stray `%` becomes `%25`.
+fn decodable(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
+}
+
+/// The path as rules see it: safe percent-encodings decoded, `//` collapsed,
+/// `.` and `..` segments resolved (never above `/`). Allocates only when the
+/// path is not already canonical.
+pub fn canonical_path(path: &str) -> Cow<'_, str> {
+    let needs_work = path.contains('%') || path.contains("//") || path.contains("/.") || !path.starts_with('/');
+    if !needs_work {
+        return Cow::Borrowed(path);
+    }
+    // 1. percent-decoding of safe characters
+    let bytes = path.as_bytes();
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let b = (h * 16 + l) as u8;
+                if decodable(b) {
+                    decoded.push(b as char);
+                } else {
+                    decoded.push('%');
+                    decoded.push(char::from(bytes[i + 1].to_ascii_uppercase()));
+                    decoded.push(char::from(bytes[i + 2].to_ascii_uppercase()));
+                }
+                i += 3;
+                continue;
+            }
+        }
+        if bytes[i] == b'%' {
+            // A stray `%` (no two hex digits follow) is spelled `%25`, so that
+            // decoding never forms a new escape and the result is a fixed point.
+            decoded.push_str("%25");
+            i += 1;
+            continue;
+        }
+        // Copy one UTF-8 character.
+        let ch_len = path[i..].chars().next().map_or(1, char::len_utf8);
+        decoded.push_str(&path[i..i + ch_len]);
+        i += ch_len;
+    }
+    // 2. segments: drop empty and `.`, resolve `..`
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut canonical = String::with_capacity(decoded.len());
+    for seg in &out {
+        canonical.push('/');
+        canonical.push_str(seg);
+    }
+    if canonical.is_empty() || (trailing && !out.is_empty()) {
+        canonical.push('/');
+    }
+    Cow::Owned(canonical)
+}
+
+/// Whether `net` contains `ip`, seeing through IPv4-in-IPv6 forms on either side.
 fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
     net.contains(&ip)
         || match ip {
             IpAddr::V4(v4) => net.contains(&IpAddr::V6(v4.to_ipv6_mapped())),
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| net.contains(&IpAddr::V4(v4))),
+            IpAddr::V6(_) => net.contains(&crate::net::embedded_v4(ip)),
         }
 }
 

@@ -48,6 +48,8 @@ pub enum HostError {
     BadChar(char),
     #[error("host must not include a port or scheme; use the `port`/`ports` field")]
     HasPortOrScheme,
+    #[error("IP addresses cannot contain wildcards; name the address, or use `allowed_ips` with a CIDR range")]
+    NumericWildcard,
 }
 
 impl HostPattern {
@@ -72,6 +74,9 @@ impl HostPattern {
         }
         let lower = trimmed.to_ascii_lowercase();
         let labels: Vec<&str> = lower.split('.').collect();
+        if lower.contains('*') && labels.iter().all(|l| l.contains('*') || l.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(HostError::NumericWildcard);
+        }
         let mut wildcard = false;
         for (i, label) in labels.iter().enumerate() {
             if label.is_empty() {
@@ -111,6 +116,14 @@ impl HostPattern {
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.source
+    }
+
+    /// The address, when the host is an IP literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self.kind {
+            HostKind::Ip(ip) => Some(ip),
+            _ => None,
+        }
     }
 
     /// Whether this is a wildcard pattern.

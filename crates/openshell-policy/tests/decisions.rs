@@ -86,14 +86,6 @@ network_policies:
         port: 443
       - host: "[2001:DB8:0:0::7]"
         port: 443
-      - host: 127.0.0.1
-        port: 8080
-      - host: 169.254.169.254
-        port: 80
-      - host: "::1"
-        port: 8080
-      - host: 10.1.2.3
-        port: 443
       - host: 10.9.9.9
         port: 443
         allowed_ips: [10.9.0.0/16]
@@ -632,7 +624,10 @@ fn ssrf_cases() -> Vec<Case> {
         curl("api.example.com", 443).ip("93.184.216.34").allow("exact"),
         curl("api.example.com", 443).ip("2606:4700::1").allow("exact"),
         // Private ranges: only through `allowed_ips`.
-        curl("10.1.2.3", 443).deny(Reason::SsrfBlocked, Some("ips")),
+        // An IP-literal private host without `allowed_ips` is rejected at load (see
+        // validation tests); a name resolving to a private address is refused here.
+        curl("api.example.com", 443).ip("10.1.2.3").deny(Reason::SsrfBlocked, Some("exact")),
+        curl("10.1.2.3", 443).no_policy(),
         curl("10.9.9.9", 443).allow("ips"),
         curl("internal.corp.test", 443).ip("192.168.10.5").allow("ips"),
         curl("internal.corp.test", 443).ip("::ffff:192.168.10.5").allow("ips"),
@@ -852,7 +847,8 @@ fn ssrf_decisions_name_the_range() {
     let d = engine.decide(&Request::l4("169.254.169.254", 80, "/usr/bin/curl"));
     assert_eq!(d.verdict, Verdict::Deny);
     assert!(d.range.is_some_and(|r| r.contains("169.254")), "{d:?}");
-    let d = engine.decide(&Request::l4("10.1.2.3", 443, "/usr/bin/curl"));
+    let req = Request { resolved_ip: "10.1.2.3".parse().ok(), ..Request::l4("api.example.com", 443, "/usr/bin/curl") };
+    let d = engine.decide(&req);
     assert!(d.range.is_some_and(|r| r.contains("10.0.0.0/8")), "{d:?}");
 }
 
@@ -903,7 +899,8 @@ fn explanations() {
     let (_, t) = explain(&net, &Request::l4("169.254.169.254", 80, "/usr/bin/curl"));
     assert_contains(&t, &["SSRF-blocked address", "169.254.0.0/16"]);
 
-    let (_, t) = explain(&net, &Request::l4("10.1.2.3", 443, "/usr/bin/curl"));
+    let req = Request { resolved_ip: "10.1.2.3".parse().ok(), ..Request::l4("api.example.com", 443, "/usr/bin/curl") };
+    let (_, t) = explain(&net, &req);
     assert_contains(&t, &["SSRF-blocked address", "private (10.0.0.0/8)"]);
 
     let resolved = Request { resolved_ip: "127.0.0.1".parse().ok(), ..Request::l4("localhost", 8080, "/usr/bin/curl") };
@@ -971,9 +968,8 @@ fn explanations_of_ip_hosts_use_canonical_form() {
 
 #[test]
 fn ip_literals_never_match_wildcard_patterns() {
-    // Numeric-looking wildcard patterns are DNS-name patterns; an IP literal
-    // only matches an endpoint naming that address. (If the loader rejects such
-    // patterns, the protection is at load time instead.)
+    // Numeric wildcard patterns are rejected at load, so an IP literal can only
+    // ever match an endpoint naming that exact address.
     let yaml = r#"
 version: 1
 network_policies:
@@ -986,12 +982,86 @@ network_policies:
     binaries:
       - path: /usr/bin/curl
 "#;
-    let Ok(policy) = load_str("numeric", yaml) else { return };
-    let cases = vec![
-        curl("93.184.216.34", 443).no_policy(),
-        curl("1.93.216.34", 443).no_policy(),
-        curl("[::ffff:93.184.216.34]", 443).no_policy(),
-        curl("93.a.216.34", 443).allow("numeric"),
+    let err = load_str("numeric", yaml).expect_err("numeric wildcards are rejected");
+    assert_eq!(err.diagnostics().len(), 2, "{err}");
+    assert!(err.to_string().contains("IP addresses cannot contain wildcards"), "{err}");
+}
+
+#[test]
+fn canonical_paths() {
+    use openshell_policy::engine::canonical_path;
+    let cases = [
+        ("/a/b", "/a/b"),
+        ("/a//b", "/a/b"),
+        ("/a/./b", "/a/b"),
+        ("/a/x/../b", "/a/b"),
+        ("/../../a", "/a"),
+        ("/a/b/", "/a/b/"),
+        ("/a/b/.", "/a/b/"),
+        ("/a/b/..", "/a/"),
+        ("/", "/"),
+        ("//", "/"),
+        ("", "/"),
+        ("a/b", "/a/b"),
+        ("/%73ecret", "/secret"),
+        ("/a%2Fb", "/a%2Fb"),
+        ("/a%2fb", "/a%2Fb"),
+        ("/a/%2e%2e/b", "/b"),
+        ("/a%2e%2e/b", "/a../b"),
+        ("/%7e", "/~"),
+        ("/%25", "/%25"),
+        ("/%zz", "/%25zz"),
+        ("/%c3%a9", "/%C3%A9"),
+        ("/caf\u{e9}/../x", "/x"),
+        ("/a%", "/a%25"),
+        ("/%a%30", "/%25a0"),
     ];
-    run("numeric", &policy, &cases);
+    for (input, want) in cases {
+        assert_eq!(canonical_path(input), want, "{input:?}");
+    }
+}
+
+#[test]
+fn deny_rules_cannot_be_dodged_by_spelling() {
+    let yaml = r#"
+version: 1
+network_policies:
+  api:
+    endpoints:
+      - host: api.example.com
+        port: 443
+        protocol: rest
+        rules:
+          - allow: { method: "*", path: /repos/** }
+        deny_rules:
+          - { method: "*", path: /repos/secret }
+          - { method: DELETE, path: /repos/** }
+    binaries:
+      - path: /usr/bin/curl
+"#;
+    let engine = Engine::new(&load("api", yaml));
+    let decide = |method: &str, path: &str| {
+        let req = Request {
+            http: Some(HttpRequest { method, path, query: &[] }),
+            ..Request::l4("api.example.com", 443, "/usr/bin/curl")
+        };
+        let d = engine.decide(&req);
+        (d.verdict, d.reason)
+    };
+    let blocked = (Verdict::Deny, Some(Reason::BlockedByDenyRule));
+    for path in [
+        "/repos/secret",
+        "/repos/x/../secret",
+        "/repos//secret",
+        "/repos/secret/",
+        "/repos/%73ecret",
+        "/repos/./secret",
+        "/x/../repos/secret",
+    ] {
+        assert_eq!(decide("GET", path), blocked, "{path}");
+    }
+    assert_eq!(decide("delete", "/repos/a"), blocked, "lower-case method");
+    assert_eq!(decide("GET", "/repos/public"), (Verdict::Allow, None));
+    assert_eq!(decide("GET", "/repos/a%2Fsecret"), (Verdict::Allow, None), "an encoded slash stays inside its segment");
+    assert_eq!(decide("GET", "/repos/../etc/passwd").0, Verdict::Deny, "climbing out of the allowed tree");
 }

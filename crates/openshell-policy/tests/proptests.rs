@@ -605,3 +605,18 @@ fn block_emitter_produces_valid_policies() {
     assert_eq!(policy.network_policies.endpoint_count(), 1);
     assert!(load_str("json", &v.to_string()).is_ok());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Canonical paths are absolute, free of empty, `.` and `..` segments, and a fixed point.
+    #[test]
+    fn canonical_path_is_canonical(path in "[/a-z.%0-9A-F]{0,40}") {
+        use openshell_policy::engine::canonical_path;
+        let c = canonical_path(&path).into_owned();
+        prop_assert!(c.starts_with('/'), "{c}");
+        prop_assert!(!c.contains("//"), "{c}");
+        prop_assert!(!c.split('/').any(|s| s == "." || s == ".."), "{c}");
+        prop_assert_eq!(canonical_path(&c).into_owned(), c.clone());
+    }
+}

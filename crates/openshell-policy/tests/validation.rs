@@ -1211,6 +1211,55 @@ fn hosts() {
                 vec![x(6, 15, hk(), "is longer than 63 characters")],
             ),
             bad("missing", ep("port: 443"), vec![x(6, 9, hk(), "missing required field `host`")]),
+            bad("numeric wildcard", host("10.0.0.*"), vec![x(6, 15, hk(), "IP addresses cannot contain wildcards")]),
+            bad(
+                "numeric middle wildcard",
+                host("93.*.216.34"),
+                vec![x(6, 15, hk(), "IP addresses cannot contain wildcards")],
+            ),
+            bad(
+                "numeric many-label wildcard",
+                host("**.216.34"),
+                vec![x(6, 15, hk(), "IP addresses cannot contain wildcards")],
+            ),
+            bad(
+                "loopback literal",
+                host("127.0.0.1"),
+                vec![x(6, 15, hk(), "is in loopback (127.0.0.0/8), which a sandbox may never reach")],
+            ),
+            bad("loopback v6 literal", host("::1"), vec![x(6, 15, hk(), "which a sandbox may never reach")]),
+            bad("metadata literal", host("169.254.169.254"), vec![x(6, 15, hk(), "link-local and cloud metadata")]),
+            bad("mapped loopback literal", host("::ffff:127.0.0.1"), vec![x(6, 15, hk(), "may never reach")]),
+            bad("NAT64 metadata literal", host("64:ff9b::a9fe:a9fe"), vec![x(6, 15, hk(), "may never reach")]),
+            bad("unspecified literal", host("0.0.0.0"), vec![x(6, 15, hk(), "may never reach")]),
+            bad("multicast literal", host("224.0.0.1"), vec![x(6, 15, hk(), "multicast")]),
+            bad(
+                "private literal without allowed_ips",
+                host("10.1.2.3"),
+                vec![x(
+                    6,
+                    15,
+                    hk(),
+                    "private addresses are reachable only through `allowed_ips`; add `allowed_ips: [\"10.1.2.3\"]`",
+                )],
+            ),
+            bad(
+                "private v6 literal without allowed_ips",
+                host("fd00::5"),
+                vec![x(6, 15, hk(), "reachable only through `allowed_ips`")],
+            ),
+            ok(
+                "private literal with covering allowed_ips",
+                ep("host: 10.1.2.3\nport: 443\nallowed_ips: [10.1.0.0/16]"),
+                |p| {
+                    assert_eq!(endpoint(p).host.ip(), "10.1.2.3".parse().ok());
+                },
+            ),
+            bad(
+                "private literal with other allowed_ips",
+                ep("host: 10.1.2.3\nport: 443\nallowed_ips: [10.9.0.0/16]"),
+                vec![x(6, 15, hk(), "reachable only through `allowed_ips`")],
+            ),
         ],
     );
 }
