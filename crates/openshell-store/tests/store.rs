@@ -1,0 +1,218 @@
+//! The store: atomic inserts, verification, concurrency, resume, gc, export/import.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Barrier};
+
+use openshell_store::{Algorithm, Digest, Store, StoreError};
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Store::open(dir.path().join("store")).expect("open");
+    (dir, s)
+}
+
+#[test]
+fn insert_and_read_back() {
+    let (_d, s) = store();
+    let d = s.insert_bytes(b"hello").expect("insert");
+    assert_eq!(d, Digest::sha256(b"hello"));
+    assert!(s.contains(&d));
+    assert_eq!(std::fs::read(s.blob_path(&d)).expect("read"), b"hello");
+    assert_eq!(s.size(&d).expect("size"), 5);
+    // read-only on disk
+    assert!(std::fs::metadata(s.blob_path(&d)).expect("meta").permissions().readonly());
+    // inserting again is a no-op
+    assert_eq!(s.insert_bytes(b"hello").expect("again"), d);
+    assert!(std::fs::read_dir(s.root().join("tmp")).expect("tmp").next().is_none(), "no temp files left");
+}
+
+#[test]
+fn expected_digest_is_enforced() {
+    let (_d, s) = store();
+    let want = Digest::sha256(b"good");
+    let err = s.insert_reader(Algorithm::Sha256, Some(&want), &b"evil"[..]).expect_err("mismatch");
+    match err {
+        StoreError::Mismatch { expected, actual } => {
+            assert_eq!(expected, want);
+            assert_eq!(actual, Digest::sha256(b"evil"));
+        }
+        e => panic!("unexpected {e}"),
+    }
+    assert!(!s.contains(&want) && !s.contains(&Digest::sha256(b"evil")), "nothing stored");
+    let sha512 = {
+        let mut h = Algorithm::Sha512.hasher();
+        h.update(b"x");
+        h.finish()
+    };
+    assert_eq!(s.insert_reader(Algorithm::Sha256, Some(&sha512), &b"x"[..]).expect("sha512"), sha512);
+    assert!(s.blob_path(&sha512).to_string_lossy().contains("blobs/sha512/"));
+}
+
+#[test]
+fn missing_blob_is_named() {
+    let (_d, s) = store();
+    let d = Digest::sha256(b"absent");
+    let e = s.open_blob(&d).expect_err("missing");
+    assert!(e.to_string().contains(&d.to_string()), "{e}");
+}
+
+#[test]
+fn tampered_blob_is_detected_and_removed() {
+    let (_d, s) = store();
+    let d = s.insert_bytes(b"original").expect("insert");
+    let p = s.blob_path(&d);
+    let mut perms = std::fs::metadata(&p).expect("meta").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&p, perms).expect("chmod");
+    std::fs::write(&p, b"tampered").expect("tamper");
+    let e = s.verify(&d).expect_err("corrupt");
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("corrupt"), "{e}");
+    assert!(!s.contains(&d), "corrupt blob removed");
+}
+
+#[test]
+fn concurrent_inserts_of_the_same_content() {
+    let (_d, s) = store();
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let data = Arc::new(data);
+    let barrier = Arc::new(Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, data, barrier) = (s.clone(), data.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                s.insert_bytes(&data).expect("insert")
+            })
+        })
+        .collect();
+    let digests: BTreeSet<Digest> = handles.into_iter().map(|h| h.join().expect("join")).collect();
+    assert_eq!(digests.len(), 1);
+    let d = digests.into_iter().next().expect("one");
+    s.verify(&d).expect("intact");
+}
+
+#[test]
+fn partial_download_resumes() {
+    let (_d, s) = store();
+    let data = b"0123456789abcdefghij";
+    let d = Digest::sha256(data);
+    {
+        let mut p = s.partial(&d).expect("partial");
+        assert_eq!(p.offset().expect("offset"), 0);
+        p.append(&data[..7]).expect("append");
+        // interrupted: dropped without finish
+    }
+    let mut p = s.partial(&d).expect("partial again");
+    let off = p.offset().expect("offset") as usize;
+    assert_eq!(off, 7);
+    p.append(&data[off..]).expect("append rest");
+    assert_eq!(p.finish().expect("finish"), d);
+    assert!(s.contains(&d));
+    assert!(std::fs::read_dir(s.root().join("partial")).expect("dir").next().is_none());
+}
+
+#[test]
+fn partial_with_wrong_content_is_discarded() {
+    let (_d, s) = store();
+    let d = Digest::sha256(b"right");
+    let mut p = s.partial(&d).expect("partial");
+    p.append(b"wrong").expect("append");
+    assert!(matches!(p.finish(), Err(StoreError::Mismatch { .. })));
+    assert!(!s.contains(&d));
+    assert_eq!(s.partial(&d).expect("fresh").offset().expect("offset"), 0, "next attempt starts clean");
+}
+
+#[test]
+fn partial_is_exclusive_between_holders() {
+    let (_d, s) = store();
+    let data = vec![7u8; 100_000];
+    let d = Digest::sha256(&data);
+    let first = s.partial(&d).expect("first");
+    let (s2, d2, data2) = (s.clone(), d.clone(), data.clone());
+    let waiter = std::thread::spawn(move || {
+        // blocks until `first` is finished, then sees the blob is stored
+        let p = s2.partial(&d2).expect("second");
+        if s2.contains(&d2) {
+            return true;
+        }
+        let mut p = p;
+        p.append(&data2).expect("append");
+        p.finish().expect("finish");
+        false
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let mut first = first;
+    first.append(&data).expect("append");
+    first.finish().expect("finish");
+    assert!(waiter.join().expect("join"), "the second holder waited and found the blob stored");
+}
+
+#[test]
+fn gc_keeps_only_live_blobs() {
+    let (_d, s) = store();
+    let keep = s.insert_bytes(b"keep").expect("insert");
+    let drop1 = s.insert_bytes(b"drop one").expect("insert");
+    let drop2 = s.insert_bytes(b"drop two").expect("insert");
+    let report = s.gc(&BTreeSet::from([keep.clone()])).expect("gc");
+    assert_eq!(report.kept, 1);
+    assert_eq!(report.removed.len(), 2);
+    assert_eq!(report.freed_bytes, 16);
+    assert!(s.contains(&keep) && !s.contains(&drop1) && !s.contains(&drop2));
+}
+
+#[test]
+fn export_import_round_trip_is_deterministic() {
+    let (_d, a) = store();
+    let x = a.insert_bytes(b"x-content").expect("x");
+    let y = a.insert_bytes(b"y-content").expect("y");
+    let closure = BTreeSet::from([x.clone(), y.clone()]);
+    let mut one = Vec::new();
+    a.export(&closure, &mut one).expect("export");
+    let mut two = Vec::new();
+    a.export(&closure, &mut two).expect("export again");
+    assert_eq!(Digest::sha256(&one), Digest::sha256(&two), "same closure, same bytes");
+
+    let (_e, b) = store();
+    let r = b.import(&one[..]).expect("import");
+    assert_eq!(r.added.len(), 2);
+    assert!(b.contains(&x) && b.contains(&y));
+    let r = b.import(&one[..]).expect("import again");
+    assert_eq!((r.added.len(), r.already_present), (0, 2));
+}
+
+#[test]
+fn import_refuses_tampered_and_foreign_entries() {
+    let (_d, a) = store();
+    let x = a.insert_bytes(b"genuine").expect("x");
+    let mut tar = Vec::new();
+    a.export(&BTreeSet::from([x.clone()]), &mut tar).expect("export");
+    // flip content bytes (the data block follows the 512-byte header)
+    let pos = tar.windows(7).position(|w| w == b"genuine").expect("content in tar");
+    tar[pos..pos + 7].copy_from_slice(b"GENUINE");
+    let (_e, b) = store();
+    let err = b.import(&tar[..]).expect_err("tampered");
+    assert!(err.to_string().contains("is corrupt"), "{err}");
+    assert!(!b.contains(&x));
+
+    let mut foreign = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    foreign.append_data(&mut h, "etc/passwd", &b"bad"[..]).expect("append");
+    let bytes = foreign.into_inner().expect("tar");
+    let err = b.import(&bytes[..]).expect_err("foreign");
+    assert!(err.to_string().contains("unexpected entry `etc/passwd`"), "{err}");
+}
+
+#[test]
+fn default_root_follows_environment() {
+    // Only reads the environment; does not modify it (tests run in parallel).
+    let root = Store::default_root();
+    if let Some(v) = std::env::var_os("OPENSHELL_STORE").filter(|v| !v.is_empty()) {
+        assert_eq!(root.expect("root"), std::path::PathBuf::from(v));
+    } else if std::env::var_os("HOME").is_some() || std::env::var_os("XDG_DATA_HOME").is_some() {
+        assert!(root.expect("root").ends_with("openshell/store"));
+    }
+}
