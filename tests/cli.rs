@@ -208,7 +208,7 @@ fn check_audit_decision() {
         "version: 1\nnetwork_policies:\n  api:\n    endpoints:\n      - host: api.example.com\n        port: 443\n        protocol: rest\n        enforcement: audit\n        access: read-only\n    binaries: [{path: /usr/bin/curl}]\n",
     );
     let o = openshell(&[
-        "-o",
+        "--output",
         "json",
         "policy",
         "check",
@@ -260,7 +260,7 @@ fn explain_text_and_json() {
     ] {
         assert!(s.contains(want), "missing {want:?}");
     }
-    let o = openshell(&["-o", "json", "policy", "explain", DEFAULT]);
+    let o = openshell(&["--output", "json", "policy", "explain", DEFAULT]);
     let v = json(&o);
     assert_eq!(v["kernel"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
     assert_eq!(v["kernel"]["capabilities"]["bounding"], serde_json::json!([]));
@@ -279,7 +279,7 @@ fn diff_live_and_recreate() {
     assert!(s.contains("network_policies.opencode.endpoints[2].host: \"models.dev\" -> \"models.example.com\""), "{s}");
 
     let recreate = temp_file("recreate.yaml", &old.replace("    - /tmp\n", "    - /data\n"));
-    let o = openshell(&["-o", "json", "policy", "diff", DEFAULT, recreate.to_str().expect("utf8")]);
+    let o = openshell(&["--output", "json", "policy", "diff", DEFAULT, recreate.to_str().expect("utf8")]);
     let v = json(&o);
     assert_eq!(v["applicability"], "recreate");
     assert_eq!(v["static_changes"][0]["field"], "filesystem_policy.read_write");

@@ -2,6 +2,7 @@
 //! library crates, rendering their results for people (`--output text`) or
 //! programs (`--output json`).
 
+mod image_cmd;
 mod output;
 mod policy_cmd;
 
@@ -18,7 +19,7 @@ use crate::output::Output;
 #[command(name = "openshell", version, propagate_version = true, arg_required_else_help = true)]
 struct Cli {
     /// How to print results.
-    #[arg(long, short = 'o', value_enum, global = true, default_value_t = Format::Text)]
+    #[arg(long, value_enum, global = true, default_value_t = Format::Text)]
     output: Format,
     /// Print only errors (and, for `check`/`diff`, the verdict).
     #[arg(long, short = 'q', global = true)]
@@ -41,6 +42,13 @@ enum Command {
     /// Validate, inspect and compare sandbox policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Resolve an image definition into a lockfile that pins every artifact by hash.
+    Lock(image_cmd::LockArgs),
+    /// Download every artifact of a lockfile into the store, verifying each.
+    Fetch(image_cmd::FetchArgs),
+    /// Manage the content-addressed store (export/import closures, gc, verify).
+    #[command(subcommand)]
+    Store(image_cmd::StoreCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -134,6 +142,9 @@ fn main() -> ExitCode {
             PolicyCommand::Explain { file, workdir } => policy_cmd::explain(&out, &file, &workdir),
             PolicyCommand::Diff { old, new } => policy_cmd::diff(&out, &old, &new),
         },
+        Command::Lock(args) => image_cmd::lock(&out, &args),
+        Command::Fetch(args) => image_cmd::fetch(&out, &args),
+        Command::Store(cmd) => image_cmd::store(&out, &cmd),
         Command::Completions { shell } => {
             let mut stdout = std::io::stdout().lock();
             clap_complete::generate(shell, &mut Cli::command(), "openshell", &mut stdout);
@@ -147,7 +158,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Unanswered) => ExitCode::from(2),
         Err(e) => {
             out.error(&e);
-            ExitCode::from(2)
+            ExitCode::from(e.exit_code())
         }
     }
 }

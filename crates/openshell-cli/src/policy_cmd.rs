@@ -17,13 +17,24 @@ pub enum CliError {
     Load(#[from] LoadError),
     #[error("--{flag} `{value}`: {problem}")]
     BadArgument { flag: &'static str, value: String, problem: &'static str },
+    #[error(transparent)]
+    Image(#[from] crate::image_cmd::ImageCmdError),
 }
 
 impl CliError {
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
             CliError::Load(e) => e.diagnostics(),
-            CliError::BadArgument { .. } => &[],
+            CliError::BadArgument { .. } | CliError::Image(_) => &[],
+        }
+    }
+
+    /// 2: could not answer (bad input); 1: the operation failed (a download, a
+    /// verification).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Image(e) => e.exit_code(),
+            _ => 2,
         }
     }
 }

@@ -1,0 +1,9 @@
+//! Image definitions, lockfiles, package sources and (as they land) lock, fetch
+//! and build. `build` never resolves; `lock` never builds.
+
+pub mod closure;
+pub mod def;
+pub mod fetch;
+pub mod lock;
+pub mod lockfile;
+pub mod sources;

@@ -1,0 +1,207 @@
+//! `openshell lock`: resolve an image definition against its sources into a
+//! lockfile. Every index is verified before it is trusted: the Debian index
+//! through its signed InRelease file, npm and PyPI artifacts by the integrity
+//! their registries publish.
+
+use std::path::{Path, PathBuf};
+
+use openshell_debian as debian;
+use openshell_store::{Digest, Store};
+
+use crate::closure::SourceFlags;
+use crate::def::ImageDef;
+use crate::fetch::{FetchError, Fetcher};
+use crate::lockfile::{DebArtifact, DefinitionPin, FileArtifact, ImageConfig, Lockfile};
+use crate::sources::{self, SourceError};
+
+/// How to lock.
+#[derive(Debug, Clone, Default)]
+pub struct LockOptions {
+    pub sources: SourceFlags,
+    /// Keyrings to verify Debian InRelease files with; default: the machine's
+    /// Debian archive keyrings.
+    pub keyrings: Option<Vec<PathBuf>>,
+    /// Root of the filesystem whose apt configuration is read (`/`).
+    pub apt_root: Option<PathBuf>,
+}
+
+/// Reports what `lock` is doing.
+pub trait LockProgress {
+    fn step(&self, message: &str);
+}
+
+/// Why locking failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("Debian suite `{suite}`: {source}")]
+    Release {
+        suite: String,
+        #[source]
+        source: debian::ReleaseError,
+    },
+    #[error("Debian suite `{suite}`, component `{component}`: {source}")]
+    Index {
+        suite: String,
+        component: String,
+        #[source]
+        source: Box<debian::PackagesError>,
+    },
+    #[error("Debian package request `{request}`: {source}")]
+    Request {
+        request: String,
+        #[source]
+        source: debian::RelationError,
+    },
+    #[error("Debian packages: {0}")]
+    Resolve(#[from] debian::ResolveError),
+    #[error(
+        "no Debian archive keyring found (looked for /usr/share/keyrings/debian-archive-*.gpg); install debian-archive-keyring or pass --keyring"
+    )]
+    NoKeyring,
+    #[error("file `{path}`: cannot read {}: {source}", source_path.display())]
+    FileSource {
+        path: String,
+        source_path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] openshell_store::StoreError),
+    #[error("{0} is not supported by `openshell lock` yet")]
+    Unsupported(&'static str),
+}
+
+/// Resolves `def` (read from `def_path`, whose bytes are `def_bytes`) into a lockfile.
+/// Plain files of the definition are put into `store` (the store is their archive).
+pub fn lock(
+    def: &ImageDef,
+    def_path: &Path,
+    def_bytes: &[u8],
+    store: &Store,
+    opts: &LockOptions,
+    progress: &dyn LockProgress,
+) -> Result<Lockfile, LockError> {
+    let fetcher = Fetcher::new();
+    let mut lock = Lockfile {
+        version: 1,
+        definition: DefinitionPin {
+            file: def_path.display().to_string(),
+            sha256: Digest::sha256(def_bytes).to_string(),
+        },
+        image: ImageConfig {
+            name: def.name.clone(),
+            tag: def.tag.clone(),
+            user: def.user.name.clone(),
+            uid: def.user.uid,
+            gid: def.user.gid,
+            home: def.user.home.clone(),
+            shell: def.user.shell.clone(),
+            workdir: def.workdir.clone(),
+            env: def.env.clone(),
+            entrypoint: def.entrypoint.clone(),
+            cmd: def.cmd.clone(),
+            labels: def.labels.clone(),
+            npm_prefix: def.npm.as_ref().map(|n| n.prefix.clone()),
+            site_packages: def.pypi.as_ref().map(|p| p.site_packages.clone()),
+        },
+        debian: Vec::new(),
+        npm: Vec::new(),
+        pypi: Vec::new(),
+        file: Vec::new(),
+    };
+    if let Some(d) = &def.debian {
+        lock.debian = lock_debian(d, &fetcher, opts, progress)?;
+    }
+    if def.npm.as_ref().is_some_and(|n| !n.packages.is_empty()) {
+        return Err(LockError::Unsupported("npm packages"));
+    }
+    if def.pypi.as_ref().is_some_and(|p| !p.packages.is_empty()) {
+        return Err(LockError::Unsupported("PyPI packages"));
+    }
+    let base = def_path.parent().unwrap_or(Path::new("."));
+    for f in &def.files {
+        let bytes = match (&f.content, &f.source) {
+            (Some(c), _) => c.as_bytes().to_vec(),
+            (None, Some(src)) => {
+                let p = base.join(src);
+                std::fs::read(&p).map_err(|source| LockError::FileSource {
+                    path: f.path.clone(),
+                    source_path: p,
+                    source,
+                })?
+            }
+            (None, None) => Vec::new(),
+        };
+        let digest = store.insert_bytes(&bytes)?;
+        lock.file.push(FileArtifact {
+            path: f.path.clone(),
+            mode: f.mode.clone(),
+            size: bytes.len() as u64,
+            sha256: digest.to_string(),
+        });
+    }
+    Ok(lock)
+}
+
+fn lock_debian(
+    d: &crate::def::DebianDef,
+    fetcher: &Fetcher,
+    opts: &LockOptions,
+    progress: &dyn LockProgress,
+) -> Result<Vec<DebArtifact>, LockError> {
+    let keyrings = match &opts.keyrings {
+        Some(k) => k.clone(),
+        None => debian::find_keyrings(),
+    };
+    if keyrings.is_empty() {
+        return Err(LockError::NoKeyring);
+    }
+    let apt = sources::machine_apt_entries(opts.apt_root.as_deref().unwrap_or(Path::new("/")));
+    let mut indexes = Vec::new();
+    let mut index_suite = Vec::new();
+    for suite in &d.suites {
+        let mirror = sources::debian_mirror(opts.sources.debian_mirror.as_deref(), suite, &apt)?;
+        let url = format!("{}dists/{suite}/InRelease", mirror.url);
+        progress.step(&format!("verifying {url} (mirror from {})", mirror.origin));
+        let inrelease = fetcher.get(&url)?;
+        let release = debian::Release::from_inrelease(&url, &inrelease, &keyrings)
+            .map_err(|source| LockError::Release { suite: suite.clone(), source })?;
+        for component in &d.components {
+            progress.step(&format!("reading {suite}/{component}/binary-{} index", d.architecture));
+            let index = debian::index_from_release(&release, component, &d.architecture, |p| {
+                fetcher.get(&format!("{}dists/{suite}/{p}", mirror.url))
+            })
+            .map_err(|source| LockError::Index {
+                suite: suite.clone(),
+                component: component.clone(),
+                source: Box::new(source),
+            })?;
+            indexes.push(index);
+            index_suite.push(suite.clone());
+        }
+    }
+    let requests = d
+        .packages
+        .iter()
+        .map(|r| debian::Request::parse(r).map_err(|source| LockError::Request { request: r.clone(), source }))
+        .collect::<Result<Vec<_>, _>>()?;
+    progress.step(&format!("resolving {} Debian package(s)", requests.len()));
+    let resolution = debian::resolve(&indexes, &d.architecture, &requests)?;
+    Ok(resolution
+        .packages
+        .iter()
+        .map(|s| DebArtifact {
+            name: s.package.name.clone(),
+            version: s.package.version.to_string(),
+            architecture: s.package.architecture.clone(),
+            suite: index_suite.get(s.index).cloned().unwrap_or_default(),
+            path: s.package.filename.clone(),
+            size: s.package.size,
+            sha256: s.package.sha256.to_string(),
+        })
+        .collect())
+}

@@ -1,0 +1,229 @@
+//! Where packages come from: the machine's own configuration (apt sources, npm
+//! and pip configuration) or explicit flags and environment variables. No
+//! registry host is written in openshell's code.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A package source and where its address came from (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Base URL, always ending in `/`.
+    pub url: String,
+    pub origin: String,
+}
+
+/// Why no source could be found.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "no Debian mirror serves suite `{suite}`: none configured in {searched}; pass --debian-mirror URL or set OPENSHELL_DEBIAN_MIRROR"
+    )]
+    NoDebianMirror { suite: String, searched: String },
+    #[error(
+        "no npm registry configured: pass --npm-registry URL, set npm_config_registry, or configure npm (`npm config get registry`)"
+    )]
+    NoNpmRegistry,
+    #[error(
+        "no PyPI index configured: pass --pypi-index URL, set PIP_INDEX_URL, or configure pip (`pip config get global.index-url`)"
+    )]
+    NoPypiIndex,
+    #[error("{what} `{url}` is not an http(s) URL")]
+    BadUrl { what: &'static str, url: String },
+}
+
+fn normalize(what: &'static str, url: &str) -> Result<String, SourceError> {
+    let url = url.trim();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(SourceError::BadUrl { what, url: url.to_owned() });
+    }
+    Ok(if url.ends_with('/') { url.to_owned() } else { format!("{url}/") })
+}
+
+/// One apt source entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptEntry {
+    pub uri: String,
+    pub suites: Vec<String>,
+    pub components: Vec<String>,
+    pub file: PathBuf,
+}
+
+/// Parses one-line (`.list`) and deb822 (`.sources`) apt source files; only
+/// enabled `deb` entries are returned.
+pub fn parse_apt_sources(file: &Path, text: &str) -> Vec<AptEntry> {
+    let is_deb822 = file.extension().is_some_and(|e| e == "sources");
+    let mut out = Vec::new();
+    if is_deb822 {
+        for para in text.split("\n\n") {
+            let mut types = Vec::new();
+            let mut uris = Vec::new();
+            let mut suites = Vec::new();
+            let mut comps = Vec::new();
+            let mut enabled = true;
+            for line in para.lines().filter(|l| !l.trim_start().starts_with('#')) {
+                let Some((k, v)) = line.split_once(':') else { continue };
+                let words = || v.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "types" => types = words(),
+                    "uris" => uris = words(),
+                    "suites" => suites = words(),
+                    "components" => comps = words(),
+                    "enabled" => enabled = !v.trim().eq_ignore_ascii_case("no"),
+                    _ => {}
+                }
+            }
+            if enabled && types.iter().any(|t| t == "deb") {
+                for uri in uris {
+                    out.push(AptEntry {
+                        uri,
+                        suites: suites.clone(),
+                        components: comps.clone(),
+                        file: file.to_owned(),
+                    });
+                }
+            }
+        }
+    } else {
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let mut words = line.split_whitespace().peekable();
+            if words.next() != Some("deb") {
+                continue;
+            }
+            if words.peek().is_some_and(|w| w.starts_with('[')) {
+                for w in words.by_ref() {
+                    if w.ends_with(']') {
+                        break;
+                    }
+                }
+            }
+            let (Some(uri), Some(suite)) = (words.next(), words.next()) else { continue };
+            out.push(AptEntry {
+                uri: uri.to_owned(),
+                suites: vec![suite.to_owned()],
+                components: words.map(str::to_owned).collect(),
+                file: file.to_owned(),
+            });
+        }
+    }
+    out
+}
+
+/// The apt source entries of this machine (`/etc/apt/sources.list` and `sources.list.d`).
+pub fn machine_apt_entries(root: &Path) -> Vec<AptEntry> {
+    let mut files = vec![root.join("etc/apt/sources.list")];
+    if let Ok(rd) = std::fs::read_dir(root.join("etc/apt/sources.list.d")) {
+        let mut more: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "list" || e == "sources"))
+            .collect();
+        more.sort();
+        files.extend(more);
+    }
+    files.iter().filter_map(|f| std::fs::read_to_string(f).ok().map(|t| parse_apt_sources(f, &t))).flatten().collect()
+}
+
+/// The mirror for `suite`: `flag`, else `OPENSHELL_DEBIAN_MIRROR`, else the apt
+/// entry serving that suite, else the entry serving the same kind of suite
+/// (`X-security` from a security archive, anything else from the main archive:
+/// one Debian archive serves every release).
+pub fn debian_mirror(flag: Option<&str>, suite: &str, entries: &[AptEntry]) -> Result<Source, SourceError> {
+    if let Some(url) = flag {
+        return Ok(Source { url: normalize("--debian-mirror", url)?, origin: "--debian-mirror".into() });
+    }
+    if let Some(url) = std::env::var("OPENSHELL_DEBIAN_MIRROR").ok().filter(|u| !u.is_empty()) {
+        return Ok(Source {
+            url: normalize("OPENSHELL_DEBIAN_MIRROR", &url)?,
+            origin: "OPENSHELL_DEBIAN_MIRROR".into(),
+        });
+    }
+    let http = |e: &&AptEntry| e.uri.starts_with("http://") || e.uri.starts_with("https://");
+    let wants_security = suite.ends_with("-security");
+    let pick = entries.iter().filter(http).find(|e| e.suites.iter().any(|s| s == suite)).or_else(|| {
+        entries.iter().filter(http).find(|e| {
+            e.components.iter().any(|c| c == "main")
+                && e.suites.iter().any(|s| s.ends_with("-security") == wants_security && !s.contains('/'))
+        })
+    });
+    match pick {
+        Some(e) => Ok(Source { url: normalize("apt source", &e.uri)?, origin: e.file.display().to_string() }),
+        None => {
+            let mut files: Vec<String> = entries.iter().map(|e| e.file.display().to_string()).collect();
+            files.dedup();
+            let searched = if files.is_empty() { "/etc/apt/sources.list(.d)".to_owned() } else { files.join(", ") };
+            Err(SourceError::NoDebianMirror { suite: suite.to_owned(), searched })
+        }
+    }
+}
+
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && !s.is_empty() && s != "undefined").then_some(s)
+}
+
+/// The npm registry: `flag`, else `npm_config_registry`, else npm's own configuration.
+pub fn npm_registry(flag: Option<&str>) -> Result<Source, SourceError> {
+    if let Some(url) = flag {
+        return Ok(Source { url: normalize("--npm-registry", url)?, origin: "--npm-registry".into() });
+    }
+    for var in ["npm_config_registry", "NPM_CONFIG_REGISTRY"] {
+        if let Some(url) = std::env::var(var).ok().filter(|u| !u.is_empty()) {
+            return Ok(Source { url: normalize("npm registry", &url)?, origin: var.into() });
+        }
+    }
+    match command_output("npm", &["config", "get", "registry"]) {
+        Some(url) => Ok(Source { url: normalize("npm registry", &url)?, origin: "npm config get registry".into() }),
+        None => Err(SourceError::NoNpmRegistry),
+    }
+}
+
+/// The PyPI simple index: `flag`, else `PIP_INDEX_URL`, else pip's configuration,
+/// else pip's own default (asked of the machine's pip).
+pub fn pypi_index(flag: Option<&str>) -> Result<Source, SourceError> {
+    if let Some(url) = flag {
+        return Ok(Source { url: normalize("--pypi-index", url)?, origin: "--pypi-index".into() });
+    }
+    if let Some(url) = std::env::var("PIP_INDEX_URL").ok().filter(|u| !u.is_empty()) {
+        return Ok(Source { url: normalize("PIP_INDEX_URL", &url)?, origin: "PIP_INDEX_URL".into() });
+    }
+    for python in ["python3", "python"] {
+        if let Some(url) = command_output(python, &["-m", "pip", "config", "get", "global.index-url"]) {
+            return Ok(Source { url: normalize("pip index-url", &url)?, origin: "pip config global.index-url".into() });
+        }
+        let default = "from pip._internal.models.index import PyPI; print(PyPI.simple_url)";
+        if let Some(url) = command_output(python, &["-c", default]) {
+            return Ok(Source { url: normalize("pip default index", &url)?, origin: "pip's default index".into() });
+        }
+    }
+    Err(SourceError::NoPypiIndex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_apt_formats() {
+        let deb822 = "Types: deb\nURIs: http://mirror.example.com/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://security.example.com/debian-security\nSuites: bookworm-security\nComponents: main\n\nTypes: deb-src\nURIs: http://src.example.com/x\nSuites: bookworm\nComponents: main\n\nTypes: deb\nEnabled: no\nURIs: http://off.example.com/x\nSuites: bookworm\nComponents: main\n";
+        let e = parse_apt_sources(Path::new("/etc/apt/sources.list.d/debian.sources"), deb822);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].suites, ["bookworm", "bookworm-updates"]);
+        let list = "# comment\ndeb [arch=amd64 signed-by=/k.gpg] http://list.example.com/debian trixie main contrib\ndeb-src http://x.example.com trixie main\n";
+        let l = parse_apt_sources(Path::new("/etc/apt/sources.list"), list);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].uri, "http://list.example.com/debian");
+        assert_eq!(l[0].components, ["main", "contrib"]);
+
+        let mirror = debian_mirror(None, "trixie", &e).expect("main archive serves trixie");
+        assert_eq!(mirror.url, "http://mirror.example.com/debian/");
+        let sec = debian_mirror(None, "trixie-security", &e).expect("security archive");
+        assert_eq!(sec.url, "http://security.example.com/debian-security/");
+        assert!(debian_mirror(None, "trixie", &[]).is_err());
+        let flag = debian_mirror(Some("http://127.0.0.1:9/debian"), "trixie", &[]).expect("flag");
+        assert_eq!(flag.url, "http://127.0.0.1:9/debian/");
+        assert!(debian_mirror(Some("ftp://x"), "trixie", &[]).is_err());
+    }
+}

@@ -1,0 +1,588 @@
+//! OCI image config, manifest and index, and the two on-disk forms: an OCI image
+//! layout directory and one tar that is both an OCI layout and a `docker load` archive.
+//!
+//! Config and manifest are serialized once, canonically (see [`crate::json`]), and
+//! their exact bytes are kept in [`Image`]: whatever is written or pushed later uses
+//! those bytes, never a re-serialization.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use openshell_store::{Algorithm, Digest, Store, StoreError};
+
+use crate::compress::COMPRESSOR;
+use crate::json::Value;
+use crate::layer::LayerInfo;
+use crate::tarfmt::{Kind, Meta, TAR_FORMAT, TarWriter};
+
+/// Media type of an image manifest.
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Media type of an image config.
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+/// Media type of an image index.
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// Manifest annotation recording the layer compressor ([`COMPRESSOR`]).
+pub const ANNOTATION_COMPRESSOR: &str = "dev.openshell.layer.compressor";
+/// Manifest annotation recording the layer tar format ([`TAR_FORMAT`]).
+pub const ANNOTATION_TAR_FORMAT: &str = "dev.openshell.layer.format";
+/// Index annotation naming the image for OCI tools (holds the tag).
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Index annotation naming the image for containerd/K3s (holds the full name).
+pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
+/// Content of the `oci-layout` file.
+pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// What the image runs and how; everything in the config that is not layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageConfig {
+    /// `amd64` by default.
+    pub architecture: String,
+    /// `linux` by default.
+    pub os: String,
+    /// `User` (e.g. `1000:1000`).
+    pub user: Option<String>,
+    /// `Env`, in the order given.
+    pub env: Vec<String>,
+    /// `Entrypoint`.
+    pub entrypoint: Option<Vec<String>>,
+    /// `Cmd`.
+    pub cmd: Option<Vec<String>>,
+    /// `WorkingDir`.
+    pub working_dir: Option<String>,
+    /// `Labels`, sorted.
+    pub labels: BTreeMap<String, String>,
+    /// The fixed creation time (seconds since the epoch): 0 or a recorded
+    /// `SOURCE_DATE_EPOCH`. Written as `created` of the config and of each history entry.
+    pub created: u64,
+}
+
+impl Default for ImageConfig {
+    fn default() -> ImageConfig {
+        ImageConfig {
+            architecture: "amd64".to_owned(),
+            os: "linux".to_owned(),
+            user: None,
+            env: Vec::new(),
+            entrypoint: None,
+            cmd: None,
+            working_dir: None,
+            labels: BTreeMap::new(),
+            created: 0,
+        }
+    }
+}
+
+/// An image: the exact config and manifest bytes, and the layers they name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    config: Vec<u8>,
+    config_digest: Digest,
+    manifest: Vec<u8>,
+    manifest_digest: Digest,
+    layers: Vec<LayerInfo>,
+    platform: (String, String),
+}
+
+/// An image name with its tag, e.g. `openshell/claude:1.0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    repository: String,
+    tag: String,
+}
+
+/// Errors building or writing images.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A malformed image reference.
+    #[error("invalid image reference `{reference}`: {reason}")]
+    InvalidReference {
+        /// The reference given.
+        reference: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A file system operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A layer blob is missing from the store or unreadable.
+    #[error("layer {digest}: {source}")]
+    Store {
+        /// The blob.
+        digest: Digest,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// A stored layer blob's size differs from the layer's record.
+    #[error("layer {digest}: the store holds {actual} bytes, the image records {expected}")]
+    BlobSize {
+        /// The blob.
+        digest: Digest,
+        /// Size recorded in the image.
+        expected: u64,
+        /// Size in the store.
+        actual: u64,
+    },
+    /// The output directory holds something that is not an OCI layout.
+    #[error("{}: exists, is not empty and has no `oci-layout` file; refusing to write an image layout into it", dir.display())]
+    NotALayout {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io { path: path.to_owned(), source }
+}
+
+fn valid_tag(tag: &str) -> bool {
+    let b = tag.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+fn is_domain(component: &str) -> bool {
+    component.contains('.') || component.contains(':') || component == "localhost"
+}
+
+impl Reference {
+    /// Parses `[domain[:port]/]path[:tag]`; the tag defaults to `latest`. Digest
+    /// references (`@sha256:...`) are refused: an image is written under a name.
+    pub fn parse(reference: &str) -> Result<Reference, ImageError> {
+        let bad = |reason| ImageError::InvalidReference { reference: reference.to_owned(), reason };
+        if reference.contains('@') {
+            return Err(bad("digest references cannot name a written image; use name:tag"));
+        }
+        let last_slash = reference.rfind('/').map_or(0, |i| i + 1);
+        let (repository, tag) = match reference[last_slash..].rfind(':') {
+            Some(i) => (&reference[..last_slash + i], &reference[last_slash + i + 1..]),
+            None => (reference, "latest"),
+        };
+        if !valid_tag(tag) {
+            return Err(bad("the tag must be 1-128 of [A-Za-z0-9_.-], not starting with `.` or `-`"));
+        }
+        if repository.is_empty() {
+            return Err(bad("empty name"));
+        }
+        let mut comps: Vec<&str> = repository.split('/').collect();
+        if comps.len() > 1 && is_domain(comps[0]) {
+            let domain = comps.remove(0);
+            let ok = domain.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']'));
+            if !ok {
+                return Err(bad("invalid registry host"));
+            }
+        }
+        for c in comps {
+            let b = c.as_bytes();
+            let ok = !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter().all(|&x| x.is_ascii_lowercase() || x.is_ascii_digit() || matches!(x, b'.' | b'_' | b'-'));
+            if !ok {
+                return Err(bad(
+                    "each path component must be lower-case letters, digits and `._-`, starting and ending with a letter or digit",
+                ));
+            }
+        }
+        Ok(Reference { repository: repository.to_owned(), tag: tag.to_owned() })
+    }
+
+    /// The repository as given (`openshell/claude`).
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// The tag.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// `repository:tag` as given, for docker's `RepoTags`.
+    pub fn repo_tag(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
+    }
+
+    /// The fully qualified name containerd stores images under
+    /// (`docker.io/library/foo:tag` for `foo:tag`).
+    pub fn full_name(&self) -> String {
+        let first = self.repository.split('/').next().unwrap_or_default();
+        if self.repository.contains('/') && is_domain(first) {
+            self.repo_tag()
+        } else if self.repository.contains('/') {
+            format!("docker.io/{}:{}", self.repository, self.tag)
+        } else {
+            format!("docker.io/library/{}:{}", self.repository, self.tag)
+        }
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.repository, self.tag)
+    }
+}
+
+/// RFC 3339 UTC time of `secs` since the epoch (`1970-01-01T00:00:00Z`).
+pub fn rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days, for days >= 0.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Value {
+    Value::object().with("mediaType", media_type).with("digest", digest.to_string()).with("size", size)
+}
+
+impl Image {
+    /// Builds config and manifest for `layers` (bottom first). `annotations` go into the
+    /// manifest, with [`ANNOTATION_COMPRESSOR`] and [`ANNOTATION_TAR_FORMAT`] set here.
+    pub fn new(config: &ImageConfig, layers: Vec<LayerInfo>, annotations: &BTreeMap<String, String>) -> Image {
+        let created = rfc3339(config.created);
+        let mut run = Value::object();
+        if let Some(u) = &config.user {
+            run = run.with("User", u);
+        }
+        if !config.env.is_empty() {
+            run = run.with("Env", config.env.as_slice());
+        }
+        if let Some(e) = &config.entrypoint {
+            run = run.with("Entrypoint", e.as_slice());
+        }
+        if let Some(c) = &config.cmd {
+            run = run.with("Cmd", c.as_slice());
+        }
+        if let Some(w) = &config.working_dir {
+            run = run.with("WorkingDir", w);
+        }
+        if !config.labels.is_empty() {
+            run = run.with("Labels", &config.labels);
+        }
+        let history: Vec<Value> = layers
+            .iter()
+            .map(|l| {
+                let by = match &l.origin {
+                    Some(o) => format!("openshell build: layer `{o}`"),
+                    None => "openshell build: layer".to_owned(),
+                };
+                Value::object().with("created", created.as_str()).with("created_by", by)
+            })
+            .collect();
+        let diff_ids: Vec<Value> = layers.iter().map(|l| Value::from(l.diff_id.to_string())).collect();
+        let config_json = Value::object()
+            .with("architecture", config.architecture.as_str())
+            .with("os", config.os.as_str())
+            .with("created", created.as_str())
+            .with("config", run)
+            .with("rootfs", Value::object().with("type", "layers").with("diff_ids", diff_ids))
+            .with("history", history);
+        let config_bytes = config_json.to_canonical();
+        let config_digest = Digest::sha256(&config_bytes);
+
+        let mut ann = annotations.clone();
+        ann.insert(ANNOTATION_COMPRESSOR.to_owned(), COMPRESSOR.to_owned());
+        ann.insert(ANNOTATION_TAR_FORMAT.to_owned(), TAR_FORMAT.to_owned());
+        let layer_descs: Vec<Value> = layers.iter().map(|l| descriptor(l.media_type, &l.digest, l.size)).collect();
+        let manifest_json = Value::object()
+            .with("schemaVersion", 2i64)
+            .with("mediaType", MANIFEST_MEDIA_TYPE)
+            .with("config", descriptor(CONFIG_MEDIA_TYPE, &config_digest, config_bytes.len() as u64))
+            .with("layers", layer_descs)
+            .with("annotations", &ann);
+        let manifest_bytes = manifest_json.to_canonical();
+        let manifest_digest = Digest::sha256(&manifest_bytes);
+        Image {
+            config: config_bytes,
+            config_digest,
+            manifest: manifest_bytes,
+            manifest_digest,
+            layers,
+            platform: (config.architecture.clone(), config.os.clone()),
+        }
+    }
+
+    /// The config's exact bytes.
+    pub fn config_bytes(&self) -> &[u8] {
+        &self.config
+    }
+
+    /// The config's digest (what `docker load` keeps as the image id).
+    pub fn config_digest(&self) -> &Digest {
+        &self.config_digest
+    }
+
+    /// The manifest's exact bytes (push these, never a re-serialization).
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest
+    }
+
+    /// The manifest's digest: the image's identity.
+    pub fn manifest_digest(&self) -> &Digest {
+        &self.manifest_digest
+    }
+
+    /// The layers, bottom first.
+    pub fn layers(&self) -> &[LayerInfo] {
+        &self.layers
+    }
+
+    /// `index.json` naming this image.
+    pub fn index_bytes(&self, reference: &Reference) -> Vec<u8> {
+        let ann = Value::object()
+            .with(ANNOTATION_REF_NAME, reference.tag())
+            .with(ANNOTATION_CONTAINERD_NAME, reference.full_name());
+        let platform =
+            Value::object().with("architecture", self.platform.0.as_str()).with("os", self.platform.1.as_str());
+        let desc = descriptor(MANIFEST_MEDIA_TYPE, &self.manifest_digest, self.manifest.len() as u64)
+            .with("annotations", ann)
+            .with("platform", platform);
+        Value::object()
+            .with("schemaVersion", 2i64)
+            .with("mediaType", INDEX_MEDIA_TYPE)
+            .with("manifests", vec![desc])
+            .to_canonical()
+    }
+
+    /// docker's `manifest.json` for `docker load`.
+    pub fn docker_manifest_bytes(&self, reference: &Reference) -> Vec<u8> {
+        let layers: Vec<Value> =
+            self.layers.iter().map(|l| Value::from(format!("blobs/sha256/{}", l.digest.hex()))).collect();
+        let entry = Value::object()
+            .with("Config", format!("blobs/sha256/{}", self.config_digest.hex()))
+            .with("RepoTags", vec![reference.repo_tag()])
+            .with("Layers", layers);
+        Value::Array(vec![entry]).to_canonical()
+    }
+
+    /// Every blob of the image, by digest (layers deduplicated), with its source.
+    fn blobs(&self) -> BTreeMap<Digest, BlobSource<'_>> {
+        let mut out = BTreeMap::new();
+        out.insert(self.config_digest.clone(), BlobSource::Bytes(&self.config));
+        out.insert(self.manifest_digest.clone(), BlobSource::Bytes(&self.manifest));
+        for l in &self.layers {
+            out.insert(l.digest.clone(), BlobSource::Store(l.size));
+        }
+        out
+    }
+}
+
+enum BlobSource<'a> {
+    Bytes(&'a [u8]),
+    Store(u64),
+}
+
+fn check_store_blob(store: &Store, digest: &Digest, expected: u64) -> Result<PathBuf, ImageError> {
+    let actual = store.size(digest).map_err(|source| ImageError::Store { digest: digest.clone(), source })?;
+    if actual != expected {
+        return Err(ImageError::BlobSize { digest: digest.clone(), expected, actual });
+    }
+    Ok(store.blob_path(digest))
+}
+
+/// Writes `bytes` to `dest` through a temporary file and a rename.
+fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    let tmp = tmp_name(dest);
+    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, dest).map_err(io_err(dest))
+}
+
+fn tmp_name(dest: &Path) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dest.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
+}
+
+/// Places a store blob at `dest`: a hard link when the file systems allow, else a copy.
+fn place_blob(src: &Path, dest: &Path) -> Result<(), ImageError> {
+    let src_meta = fs::metadata(src).map_err(io_err(src))?;
+    if let Ok(m) = fs::metadata(dest)
+        && m.dev() == src_meta.dev()
+        && m.ino() == src_meta.ino()
+    {
+        return Ok(());
+    }
+    let tmp = tmp_name(dest);
+    let _ = fs::remove_file(&tmp);
+    if fs::hard_link(src, &tmp).is_err() {
+        fs::copy(src, &tmp).map_err(io_err(&tmp))?;
+    }
+    fs::rename(&tmp, dest).map_err(io_err(dest))
+}
+
+/// Writes an OCI image layout at `dir`: `oci-layout`, `index.json` naming the image
+/// (tag in `org.opencontainers.image.ref.name`, full name in `io.containerd.image.name`)
+/// and `blobs/sha256/`. Layer blobs are hard-linked from the store when possible.
+///
+/// `dir` may be missing, empty, or a layout written before: then `index.json` is
+/// replaced and blobs the new image does not use are removed, so the directory's
+/// content depends only on the image.
+pub fn write_layout(store: &Store, dir: &Path, image: &Image, reference: &Reference) -> Result<Digest, ImageError> {
+    if dir.exists() {
+        let mut entries = fs::read_dir(dir).map_err(io_err(dir))?;
+        if entries.next().is_some() && !dir.join("oci-layout").is_file() {
+            return Err(ImageError::NotALayout { dir: dir.to_owned() });
+        }
+    }
+    let blob_dir = dir.join("blobs").join("sha256");
+    fs::create_dir_all(&blob_dir).map_err(io_err(&blob_dir))?;
+    let blobs = image.blobs();
+    for (digest, source) in &blobs {
+        let dest = blob_dir.join(digest.hex());
+        match source {
+            BlobSource::Bytes(b) => write_atomic(&dest, b)?,
+            BlobSource::Store(size) => place_blob(&check_store_blob(store, digest, *size)?, &dest)?,
+        }
+    }
+    write_atomic(&dir.join("oci-layout"), OCI_LAYOUT)?;
+    write_atomic(&dir.join("index.json"), &image.index_bytes(reference))?;
+    let keep: BTreeSet<String> = blobs.keys().map(Digest::hex).collect();
+    for entry in fs::read_dir(&blob_dir).map_err(io_err(&blob_dir))? {
+        let entry = entry.map_err(io_err(&blob_dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&name) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let p = entry.path();
+            fs::remove_file(&p).map_err(io_err(&p))?;
+        }
+    }
+    Ok(image.manifest_digest.clone())
+}
+
+/// The archive written by [`write_archive`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveInfo {
+    /// sha256 of the archive file.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The image's manifest digest.
+    pub manifest_digest: Digest,
+}
+
+struct Counting<W> {
+    inner: W,
+    hasher: openshell_store::Hasher,
+    count: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes one tar at `path` that is both an OCI image layout and a `docker load`
+/// archive (`manifest.json`). Entries are sorted, with mode 0644/0755, owner 0:0 and
+/// mtime 0, so the archive's bytes depend only on the image and the name. Written to a
+/// temporary file and renamed into place.
+pub fn write_archive(
+    store: &Store,
+    path: &Path,
+    image: &Image,
+    reference: &Reference,
+) -> Result<ArchiveInfo, ImageError> {
+    let tmp = tmp_name(path);
+    let file = File::create(&tmp).map_err(io_err(&tmp))?;
+    let result = (|| {
+        let mut out = Counting {
+            inner: BufWriter::with_capacity(1024 * 1024, file),
+            hasher: Algorithm::Sha256.hasher(),
+            count: 0,
+        };
+        write_archive_to(store, &mut out, image, reference, &tmp)?;
+        let file = out.inner.into_inner().map_err(|e| ImageError::Io { path: tmp.clone(), source: e.into_error() })?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        Ok((out.hasher.finish(), out.count))
+    })();
+    let (digest, size) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    Ok(ArchiveInfo { digest, size, manifest_digest: image.manifest_digest.clone() })
+}
+
+/// Writes the archive of [`write_archive`] to any writer (`label` names it in errors).
+pub fn write_archive_to(
+    store: &Store,
+    out: impl Write,
+    image: &Image,
+    reference: &Reference,
+    label: &Path,
+) -> Result<(), ImageError> {
+    let werr = |source| ImageError::Io { path: label.to_owned(), source };
+    let dir = Meta { mode: 0o755, uid: 0, gid: 0, mtime: 0 };
+    let file = Meta { mode: 0o644, uid: 0, gid: 0, mtime: 0 };
+    let mut tar = TarWriter::new(out);
+    tar.header("blobs", Kind::Dir, &dir, 0, "").map_err(werr)?;
+    tar.header("blobs/sha256", Kind::Dir, &dir, 0, "").map_err(werr)?;
+    let mut buf = vec![0u8; 1024 * 1024];
+    for (digest, source) in image.blobs() {
+        let name = format!("blobs/sha256/{}", digest.hex());
+        match source {
+            BlobSource::Bytes(b) => {
+                tar.header(&name, Kind::File, &file, b.len() as u64, "").map_err(werr)?;
+                tar.data(b).map_err(werr)?;
+                tar.pad(b.len() as u64).map_err(werr)?;
+            }
+            BlobSource::Store(size) => {
+                let src = check_store_blob(store, &digest, size)?;
+                let mut f = File::open(&src).map_err(io_err(&src))?;
+                tar.header(&name, Kind::File, &file, size, "").map_err(werr)?;
+                let mut left = size;
+                while left > 0 {
+                    let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let n = match f.read(&mut buf[..want]) {
+                        Ok(0) => return Err(ImageError::BlobSize { digest, expected: size, actual: size - left }),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(ImageError::Io { path: src, source: e }),
+                    };
+                    tar.data(&buf[..n]).map_err(werr)?;
+                    left -= n as u64;
+                }
+                tar.pad(size).map_err(werr)?;
+            }
+        }
+    }
+    for (name, bytes) in [
+        ("index.json", image.index_bytes(reference)),
+        ("manifest.json", image.docker_manifest_bytes(reference)),
+        ("oci-layout", OCI_LAYOUT.to_vec()),
+    ] {
+        tar.header(name, Kind::File, &file, bytes.len() as u64, "").map_err(werr)?;
+        tar.data(&bytes).map_err(werr)?;
+        tar.pad(bytes.len() as u64).map_err(werr)?;
+    }
+    tar.finish().map_err(werr)?;
+    Ok(())
+}

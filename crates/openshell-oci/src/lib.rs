@@ -1,0 +1,35 @@
+//! Bit-for-bit reproducible OCI images, as a pure library.
+//!
+//! Data flow: a [`tree::Tree`] (every file of the image, each labelled with its
+//! origin) → [`partition::partition`] into one [`partition::LayerPlan`] per origin →
+//! [`layer::write_layer`] streams each plan as a deterministic tar through gzip into the
+//! content-addressed store → [`image::Image`] builds the canonical config and manifest
+//! → [`image::write_layout`] / [`image::write_archive`] write an OCI layout or one tar
+//! that is both an OCI layout and a `docker load` archive. [`layout::verify_layout`]
+//! re-hashes a layout and [`diff::diff_layouts`] explains why two builds differ.
+//!
+//! Every rule of `shared/design/reproducibility.md` is enforced here: the tar format
+//! is written by [`tarfmt`] (PAX, sorted, fixed metadata), the compressor is fixed and
+//! recorded ([`compress::COMPRESSOR`]), and JSON is canonical ([`json`]).
+
+#![warn(missing_docs)]
+
+pub mod compress;
+pub mod diff;
+pub mod image;
+pub mod json;
+pub mod layer;
+pub mod layout;
+pub mod partition;
+mod pipeline;
+pub mod tarfmt;
+pub mod tree;
+
+pub use compress::COMPRESSOR;
+pub use diff::{Difference, EntryDiff, LayerDiff, LayoutDiff, diff_layouts};
+pub use image::{ArchiveInfo, Image, ImageConfig, ImageError, Reference, write_archive, write_layout};
+pub use layer::{LayerError, LayerInfo, LayerOptions, write_layer, write_tar};
+pub use layout::{Layout, LayoutError, VerifyReport, read_layout, verify_layout};
+pub use partition::{LayerPlan, PartitionError, partition};
+pub use tarfmt::TAR_FORMAT;
+pub use tree::{ContentRef, Entry, EntryKind, OnConflict, Origin, TarImport, Tree, TreeError};

@@ -1,0 +1,227 @@
+//! End-to-end: `openshell lock`, `fetch` and `store` against a signed Debian
+//! archive served on loopback (built by the test with dpkg-deb and gpg).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::debian_archive::{self, Archive, Pkg};
+use support::server::Server;
+
+fn openshell(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_openshell"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("OPENSHELL_STORE")
+        .env_remove("OPENSHELL_DEBIAN_MIRROR")
+        .env("HOME", dir)
+        .output()
+        .expect("run openshell")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn packages() -> Vec<Pkg> {
+    vec![
+        Pkg {
+            name: "hello-openshell",
+            version: "1.0-1",
+            arch: "amd64",
+            fields: "Depends: libgreet (>= 1.0) | libgreet-compat, base-files",
+            files: vec![("/usr/bin/hello-openshell", b"#!/bin/sh\necho hello from openshell\n".to_vec(), 0o755)],
+        },
+        Pkg {
+            name: "libgreet",
+            version: "0.9-1",
+            arch: "amd64",
+            fields: "",
+            files: vec![("/usr/lib/libgreet.so.0", b"old".to_vec(), 0o644)],
+        },
+        Pkg {
+            name: "libgreet",
+            version: "1.2-1",
+            arch: "amd64",
+            fields: "",
+            files: vec![("/usr/lib/libgreet.so.1", b"new".to_vec(), 0o644)],
+        },
+        Pkg {
+            name: "base-files",
+            version: "13",
+            arch: "amd64",
+            fields: "Essential: yes",
+            files: vec![("/etc/debian_version", b"13\n".to_vec(), 0o644)],
+        },
+        Pkg {
+            name: "unrelated",
+            version: "1",
+            arch: "all",
+            fields: "",
+            files: vec![("/usr/share/unrelated", b"x".to_vec(), 0o644)],
+        },
+    ]
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    server: Server,
+    archive: Archive,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = Server::start();
+        let work = dir.path().join("archive-build");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        let archive = debian_archive::serve(&server, &work, "testing", &packages());
+        std::fs::write(
+            dir.path().join("image.yaml"),
+            "name: openshell/test\ndebian:\n  suites: [testing]\n  packages: [hello-openshell]\nfiles:\n  - path: /etc/motd\n    content: \"welcome\\n\"\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\ncmd: [/usr/bin/hello-openshell]\n",
+        )
+        .expect("write definition");
+        Env { dir, server, archive }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn store(&self, name: &str) -> String {
+        self.path().join(name).display().to_string()
+    }
+
+    fn lock(&self, extra: &[&str]) -> Output {
+        let keyring = self.archive.keyring.display().to_string();
+        let store = self.store("store");
+        let mut args =
+            vec!["lock", "image.yaml", "--debian-mirror", &self.archive.base, "--keyring", &keyring, "--store", &store];
+        args.extend_from_slice(extra);
+        openshell(self.path(), &args)
+    }
+}
+
+#[test]
+fn lock_fetch_export_import_offline() {
+    let env = Env::new();
+    let o = env.lock(&["-o", "test.lock"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lock = std::fs::read_to_string(env.path().join("test.lock")).expect("lockfile");
+    assert!(lock.contains("name = \"hello-openshell\""), "{lock}");
+    assert!(lock.contains("name = \"libgreet\"\nversion = \"1.2-1\""), "highest satisfying version:\n{lock}");
+    assert!(lock.contains("name = \"base-files\""), "dependency followed");
+    assert!(!lock.contains("unrelated"), "only the closure");
+    assert!(!lock.contains("127.0.0.1"), "no source address in the lockfile");
+    assert!(lock.contains("path = \"pool/main/h/hello-openshell/hello-openshell_1.0-1_amd64.deb\""));
+
+    // lock again: the same bytes
+    let o = env.lock(&["-o", "again.lock"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(env.path().join("again.lock")).expect("again"), lock.as_bytes());
+
+    let store = env.store("store");
+    let o = openshell(
+        env.path(),
+        &["--output", "json", "fetch", "test.lock", "--debian-mirror", &env.archive.base, "--store", &store],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["artifacts"], 4, "3 packages + 1 file");
+    assert_eq!(v["downloaded"], 3);
+    let o = openshell(
+        env.path(),
+        &["--output", "json", "fetch", "test.lock", "--debian-mirror", &env.archive.base, "--store", &store],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["downloaded"], 0, "second fetch does nothing");
+
+    // Air gap: export the closure, import it elsewhere, fetch with no reachable source.
+    let o = openshell(env.path(), &["store", "export", "test.lock", "-o", "closure.tar", "--store", &store]);
+    assert!(o.status.success(), "{}", text(&o));
+    let offline = env.store("offline-store");
+    let o = openshell(env.path(), &["store", "import", "closure.tar", "--store", &offline]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = openshell(
+        env.path(),
+        &["fetch", "test.lock", "--debian-mirror", "http://127.0.0.1:9/none/", "--store", &offline],
+    );
+    assert!(o.status.success(), "offline fetch needs nothing: {}", text(&o));
+    let o = openshell(env.path(), &["store", "verify", "test.lock", "--store", &offline]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn tampering_is_refused_everywhere() {
+    let env = Env::new();
+    let store = env.store("store");
+    assert!(env.lock(&["-o", "test.lock"]).status.success());
+
+    // A tampered lockfile.
+    let lock = std::fs::read_to_string(env.path().join("test.lock")).expect("lockfile");
+    std::fs::write(env.path().join("edited.lock"), lock.replace("version = \"1.2-1\"", "version = \"1.3-1\""))
+        .expect("write");
+    let o = openshell(env.path(), &["fetch", "edited.lock", "--debian-mirror", &env.archive.base, "--store", &store]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("edited.lock: the lockfile was modified after `openshell lock`"), "{}", text(&o));
+
+    // A tampered package on the mirror.
+    let (pool, _) = env.archive.debs.iter().find(|(p, _)| p.contains("hello-openshell")).expect("deb");
+    env.server.add(&format!("debian/{pool}"), b"!<arch>\nnot the real package".to_vec(), "application/octet-stream");
+    let o = openshell(env.path(), &["fetch", "test.lock", "--debian-mirror", &env.archive.base, "--store", &store]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(t.contains("debian hello-openshell 1.0-1") && t.contains("does not match its digest"), "{t}");
+
+    // Tampered store content.
+    let blobs: Vec<PathBuf> =
+        std::fs::read_dir(env.path().join("store/blobs/sha256")).expect("blobs").flatten().map(|e| e.path()).collect();
+    let victim =
+        blobs.iter().find(|p| std::fs::metadata(p).map(|m| m.len() > 100).unwrap_or(false)).expect("a deb blob");
+    std::fs::write(victim, b"flipped").expect("tamper");
+    let o = openshell(env.path(), &["store", "verify", "test.lock", "--store", &store]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("is corrupt"), "{}", text(&o));
+}
+
+#[test]
+fn untrusted_indexes_are_refused() {
+    let env = Env::new();
+    // Signed by a key the keyring does not hold.
+    let other = support::gpg::Key::new("someone else <other@example.com>");
+    env.server.add("debian/dists/testing/InRelease", other.clearsign(env.archive.release.as_bytes()), "text/plain");
+    let o = env.lock(&["-o", "x.lock"]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(t.contains("testing") && t.to_lowercase().contains("signature"), "{t}");
+    assert!(!env.path().join("x.lock").exists());
+
+    // Properly signed Release, but the Packages index does not match it.
+    env.server.add(
+        "debian/dists/testing/InRelease",
+        env.archive.key.clearsign(env.archive.release.as_bytes()),
+        "text/plain",
+    );
+    env.server.add(
+        "debian/dists/testing/main/binary-amd64/Packages",
+        env.archive.packages.replace("Version: 1.2-1", "Version: 9.9-1").into_bytes(),
+        "text/plain",
+    );
+    let o = env.lock(&["-o", "x.lock"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("Packages"), "{}", text(&o));
+}
+
+#[test]
+fn unsatisfiable_requests_name_the_chain() {
+    let env = Env::new();
+    std::fs::write(
+        env.path().join("image.yaml"),
+        "name: openshell/test\ndebian:\n  suites: [testing]\n  packages: [\"libgreet (>= 2.0)\"]\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\n",
+    )
+    .expect("write");
+    let o = env.lock(&["-o", "x.lock"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("libgreet (>= 2.0)"), "{}", text(&o));
+}

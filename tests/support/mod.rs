@@ -1,0 +1,9 @@
+//! Shared fixtures for the end-to-end tests.
+
+#![allow(dead_code)]
+
+#[path = "../../crates/openshell-build/tests/support/server.rs"]
+pub mod server;
+
+pub mod debian_archive;
+pub mod gpg;
