@@ -225,3 +225,164 @@ fn unsatisfiable_requests_name_the_chain() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("libgreet (>= 2.0)"), "{}", text(&o));
 }
+
+/// A static "hello" binary compiled by the test (gcc with static libc), so the test
+/// image runs under docker with nothing else in it.
+fn static_hello(dir: &Path) -> Vec<u8> {
+    let src = dir.join("hello.c");
+    std::fs::write(&src, "#include <stdio.h>\nint main(void){puts(\"hello from openshell\");return 0;}\n")
+        .expect("write");
+    let bin = dir.join("hello");
+    let out = Command::new("gcc")
+        .args(["-static", "-Os", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("gcc is not installed: install gcc and libc6-dev");
+    assert!(out.status.success(), "gcc -static failed (install libc6-dev): {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read(&bin).expect("read binary")
+}
+
+fn require(tool: &str, package: &str) {
+    let ok = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "`{tool}` is not installed: install the Debian package `{package}` (.ci/run does)");
+}
+
+/// Lock, fetch and build an image from the test archive; check it with real OCI
+/// tools and docker; check it is reproducible and that a no-op rebuild does nothing.
+#[test]
+fn build_checks_with_oci_tools_and_docker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start();
+    let work = dir.path().join("archive-build");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let hello = static_hello(&work);
+    let pkgs = vec![
+        Pkg {
+            name: "hello-static",
+            version: "1.0-1",
+            arch: "amd64",
+            fields: "Depends: greeting-data",
+            files: vec![("/usr/bin/hello", hello, 0o755), ("/usr/bin/su-demo", b"#!/bin/false\n".to_vec(), 0o4755)],
+        },
+        Pkg {
+            name: "greeting-data",
+            version: "2",
+            arch: "all",
+            fields: "",
+            files: vec![("/usr/share/greeting/text", b"hello\n".to_vec(), 0o644)],
+        },
+    ];
+    let archive = debian_archive::serve(&server, &work, "testing", &pkgs);
+    std::fs::write(
+        dir.path().join("image.yaml"),
+        "name: openshell/e2e\ntag: \"1\"\ndebian:\n  suites: [testing]\n  packages: [hello-static]\nfiles:\n  - path: /etc/motd\n    content: \"built by openshell\\n\"\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\nentrypoint: [/usr/bin/hello]\nlabels:\n  org.opencontainers.image.title: e2e\n",
+    )
+    .expect("definition");
+    let p = dir.path();
+    let store = dir.path().join("store").display().to_string();
+    let keyring = archive.keyring.display().to_string();
+    let run = |args: &[&str]| {
+        let o = openshell(p, args);
+        assert!(o.status.success(), "openshell {args:?}: {}", text(&o));
+        o
+    };
+    run(&[
+        "lock",
+        "image.yaml",
+        "-o",
+        "e2e.lock",
+        "--debian-mirror",
+        &archive.base,
+        "--keyring",
+        &keyring,
+        "--store",
+        &store,
+    ]);
+    run(&["fetch", "e2e.lock", "--debian-mirror", &archive.base, "--store", &store]);
+    let o = run(&["--output", "json", "build", "e2e.lock", "-o", "oci", "--archive", "image.tar", "--store", &store]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let manifest = v["manifest"].as_str().expect("manifest").to_owned();
+    assert_eq!(v["cached"], false);
+    let origins: Vec<&str> =
+        v["layers"].as_array().expect("layers").iter().filter_map(|l| l["origin"].as_str()).collect();
+    assert_eq!(origins, ["debian", "files", "generated"]);
+
+    // No-op rebuild: served from the cache, same digest.
+    let o = run(&["--output", "json", "build", "e2e.lock", "--store", &store]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["cached"], true);
+    assert_eq!(v["manifest"], manifest.as_str());
+
+    // Two builds in separate stores and directories give the same bytes.
+    let o = run(&["build", "e2e.lock", "--check", "--store", &store]);
+    assert!(text(&o).contains(&format!("reproducible: both builds gave {manifest}")), "{}", text(&o));
+
+    // A fresh store built from an imported closure gives the same digest, offline.
+    run(&["store", "export", "e2e.lock", "-o", "closure.tar", "--store", &store]);
+    let other = dir.path().join("other-store").display().to_string();
+    run(&["store", "import", "closure.tar", "--store", &other]);
+    let o = run(&["build", "e2e.lock", "--store", &other]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), manifest, "same digest from another store");
+
+    // Missing artifacts are named, with the fix.
+    let empty = dir.path().join("empty-store").display().to_string();
+    let o = openshell(p, &["build", "e2e.lock", "--store", &empty]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("debian hello-static 1.0-1") && text(&o).contains("run `openshell fetch e2e.lock`"),
+        "{}",
+        text(&o)
+    );
+
+    // Real OCI tools.
+    require("skopeo", "skopeo");
+    require("umoci", "umoci");
+    let oci = dir.path().join("oci");
+    let o = Command::new("oci-image-tool").args(["validate", "--type", "image", "--ref", "name=1"]).arg(&oci).output();
+    let o = o.expect("oci-image-tool is not installed: install the Debian package `oci-image-tool`");
+    assert!(o.status.success(), "oci-image-tool validate: {}", text(&o));
+    let o = Command::new("skopeo").arg("inspect").arg(format!("oci:{}:1", oci.display())).output().expect("skopeo");
+    assert!(o.status.success(), "skopeo inspect: {}", text(&o));
+    let inspected: serde_json::Value = serde_json::from_slice(&o.stdout).expect("skopeo json");
+    assert_eq!(inspected["Digest"], manifest.as_str());
+    let bundle = dir.path().join("bundle");
+    let o = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:1", oci.display()))
+        .arg(&bundle)
+        .output()
+        .expect("umoci");
+    assert!(o.status.success(), "umoci unpack: {}", text(&o));
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(std::fs::read(rootfs.join("etc/motd")).expect("motd"), b"built by openshell\n");
+    assert!(
+        std::fs::read_to_string(rootfs.join("etc/passwd"))
+            .expect("passwd")
+            .contains("sandbox:x:1000:1000::/sandbox:/bin/bash")
+    );
+    assert!(
+        std::fs::read_to_string(rootfs.join("var/lib/dpkg/status"))
+            .expect("status")
+            .contains("Package: hello-static\nStatus: install ok installed")
+    );
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(
+        std::fs::metadata(rootfs.join("usr/bin/su-demo")).expect("meta").permissions().mode() & 0o7777,
+        0o4755,
+        "setuid kept"
+    );
+    assert_eq!(std::fs::metadata(rootfs.join("sandbox")).expect("home").uid(), 1000);
+
+    // docker load + docker run prints the expected output.
+    require("docker", "docker.io");
+    let o = Command::new("docker").args(["load", "-i"]).arg(dir.path().join("image.tar")).output().expect("docker");
+    assert!(o.status.success(), "docker load (is dockerd running? .ci/run starts it): {}", text(&o));
+    let o = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "openshell/e2e:1"])
+        .output()
+        .expect("docker run");
+    assert!(o.status.success(), "docker run: {}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from openshell\n");
+    let _ = Command::new("docker").args(["rmi", "openshell/e2e:1"]).output();
+}

@@ -1,6 +1,7 @@
 //! Image definitions, lockfiles, package sources and (as they land) lock, fetch
 //! and build. `build` never resolves; `lock` never builds.
 
+pub mod build;
 pub mod closure;
 pub mod def;
 pub mod fetch;

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use openshell_build::build::{BuildError, BuildProgress, CheckOutcome};
 use openshell_build::closure::{self, ClosureError, Progress, SourceFlags};
 use openshell_build::def::{DefError, ImageDef};
 use openshell_build::lock::{LockError, LockOptions, LockProgress};
@@ -33,6 +34,10 @@ pub enum ImageCmdError {
     Closure(#[from] ClosureError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("not reproducible: the two builds differ ({first} vs {second}):\n{description}")]
+    NotReproducible { first: String, second: String, description: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -125,6 +130,23 @@ pub struct FetchArgs {
     pub store: StoreArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Lockfile (lockfiles/NAME.lock).
+    pub lockfile: PathBuf,
+    /// Write an OCI image layout to this directory.
+    #[arg(short = 'o', long = "oci-dir", value_name = "OCI_DIR")]
+    pub oci_dir: Option<PathBuf>,
+    /// Write one tar that is both an OCI layout and a `docker load` archive.
+    #[arg(long, value_name = "FILE.tar")]
+    pub archive: Option<PathBuf>,
+    /// Build twice in separate temporary stores and directories and compare the bytes.
+    #[arg(long)]
+    pub check: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Write every blob a lockfile needs into one tar (carry it to an offline machine).
@@ -167,6 +189,12 @@ pub enum StoreCommand {
 }
 
 struct Steps<'a>(&'a Output);
+
+impl BuildProgress for Steps<'_> {
+    fn step(&self, message: &str) {
+        LockProgress::step(self, message);
+    }
+}
 
 impl LockProgress for Steps<'_> {
     fn step(&self, message: &str) {
@@ -418,4 +446,65 @@ fn report(out: &Output, json: serde_json::Value, text: impl FnOnce() -> String) 
     } else {
         out.info(&text());
     }
+}
+
+pub fn build(out: &Output, args: &BuildArgs) -> Result<Outcome, CliError> {
+    let started = Instant::now();
+    let lock = Lockfile::load(&args.lockfile).map_err(ImageCmdError::from)?;
+    let store = args.store.open()?;
+    let name = args.lockfile.display().to_string();
+    if args.check {
+        let outcome = openshell_build::build::check(&lock, &name, &store, &Steps(out)).map_err(ImageCmdError::from)?;
+        return match outcome {
+            CheckOutcome::Identical { manifest } => {
+                report(out, json!({"reproducible": true, "manifest": manifest.to_string()}), || {
+                    format!("reproducible: both builds gave {manifest}")
+                });
+                Ok(Outcome::Ok)
+            }
+            CheckOutcome::Differs { first, second, description } => Err(ImageCmdError::NotReproducible {
+                first: first.to_string(),
+                second: second.to_string(),
+                description,
+            }
+            .into()),
+        };
+    }
+    let built = openshell_build::build::build(&lock, &name, &store, &Steps(out)).map_err(ImageCmdError::from)?;
+    openshell_build::build::write_outputs(&store, &built, args.oci_dir.as_deref(), args.archive.as_deref())
+        .map_err(ImageCmdError::from)?;
+    closure::register_root(&store, &args.lockfile).map_err(ImageCmdError::from)?;
+    let manifest = built.image.manifest_digest().to_string();
+    if out.json() {
+        out.print_json(&json!({
+            "manifest": manifest,
+            "reference": built.reference.repo_tag(),
+            "cached": built.cached,
+            "layers": built.layers.iter().map(|l| json!({
+                "origin": l.origin,
+                "digest": l.digest.to_string(),
+                "diff_id": l.diff_id.to_string(),
+                "size": l.size,
+                "uncompressed_size": l.uncompressed_size,
+            })).collect::<Vec<_>>(),
+            "oci_dir": args.oci_dir.as_ref().map(|p| p.display().to_string()),
+            "archive": args.archive.as_ref().map(|p| p.display().to_string()),
+            "seconds": started.elapsed().as_secs_f64(),
+        }));
+    } else {
+        if !out.quiet {
+            let size: u64 = built.layers.iter().map(|l| l.size).sum();
+            let raw: u64 = built.layers.iter().map(|l| l.uncompressed_size).sum();
+            eprintln!(
+                "{} {}: {} layers, {size} bytes compressed ({raw} uncompressed){} in {:.2}s",
+                if built.cached { "cached" } else { "built" },
+                built.reference.repo_tag(),
+                built.layers.len(),
+                if built.cached { ", no work done" } else { "" },
+                started.elapsed().as_secs_f64()
+            );
+        }
+        out.line(&manifest);
+    }
+    Ok(Outcome::Ok)
 }

@@ -46,6 +46,8 @@ enum Command {
     Lock(image_cmd::LockArgs),
     /// Download every artifact of a lockfile into the store, verifying each.
     Fetch(image_cmd::FetchArgs),
+    /// Build the OCI image of a lockfile from the store, with no network.
+    Build(image_cmd::BuildArgs),
     /// Manage the content-addressed store (export/import closures, gc, verify).
     #[command(subcommand)]
     Store(image_cmd::StoreCommand),
@@ -144,6 +146,7 @@ fn main() -> ExitCode {
         },
         Command::Lock(args) => image_cmd::lock(&out, &args),
         Command::Fetch(args) => image_cmd::fetch(&out, &args),
+        Command::Build(args) => image_cmd::build(&out, &args),
         Command::Store(cmd) => image_cmd::store(&out, &cmd),
         Command::Completions { shell } => {
             let mut stdout = std::io::stdout().lock();

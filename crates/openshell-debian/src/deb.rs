@@ -254,6 +254,23 @@ impl<R: Read> DebReader<R> {
         Ok(control)
     }
 
+    /// The control archive and the data archive as an uncompressed tar stream (for
+    /// callers that keep the tar itself, e.g. to reference file contents by offset).
+    pub fn into_data_tar(self) -> Result<(DebControl, Box<dyn Read>), DebError>
+    where
+        R: 'static,
+    {
+        let DebReader { origin, reader, control, data_size } = self;
+        let member = control.data_member.clone();
+        let comp = tar_member_compression(&member, "data.tar").unwrap_or(Compression::None);
+        let decoded = decompress::reader(comp, reader.take(data_size)).map_err(|source| DebError::Tar {
+            origin: origin.clone(),
+            member: member.clone(),
+            source,
+        })?;
+        Ok((control, Box::new(decoded)))
+    }
+
     /// Reads every data entry's metadata (contents skipped).
     pub fn entries(self) -> Result<(DebControl, Vec<DataEntry>), DebError> {
         let mut out = Vec::new();

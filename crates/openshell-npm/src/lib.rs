@@ -13,6 +13,8 @@
 //! - [`bins`]: the `bin/` and `node_modules/.bin` links and man-page links a global install makes.
 //! - [`tarball`]: SRI/shasum verification and unpacking a package tarball the way pacote does.
 
+#![warn(missing_docs)]
+
 pub mod bins;
 pub mod packument;
 pub mod resolve;
