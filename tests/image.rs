@@ -386,3 +386,85 @@ fn build_checks_with_oci_tools_and_docker() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from openshell\n");
     let _ = Command::new("docker").args(["rmi", "openshell/e2e:1"]).output();
 }
+
+/// npm packages from a loopback registry: locked with their integrity, laid out as a
+/// global install (dependencies nested under the package), bin links made.
+#[test]
+fn npm_packages_lock_fetch_and_build() {
+    use support::npm_registry::{self, NpmPkg};
+    let env = Env::new();
+    let work = env.path().join("npm-build");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let registry = npm_registry::serve(
+        &env.server,
+        &work,
+        &[
+            NpmPkg {
+                name: "greeter",
+                version: "1.0.0",
+                manifest: r#""bin":{"greet":"cli.js"},"dependencies":{"@test/words":"^2.0.0"}"#,
+                files: vec![("cli.js", "#!/usr/bin/env node\nconsole.log(require('@test/words'))\n")],
+            },
+            NpmPkg {
+                name: "@test/words",
+                version: "1.0.0",
+                manifest: "",
+                files: vec![("index.js", "module.exports='old'\n")],
+            },
+            NpmPkg {
+                name: "@test/words",
+                version: "2.1.0",
+                manifest: "",
+                files: vec![("index.js", "module.exports='hi'\n")],
+            },
+        ],
+    );
+    std::fs::write(
+        env.path().join("image.yaml"),
+        "name: openshell/npm-test\ndebian:\n  suites: [testing]\n  packages: [base-files]\nnpm:\n  packages:\n    greeter: latest\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\n",
+    )
+    .expect("definition");
+    let o = env.lock(&["-o", "npm.lock", "--npm-registry", &registry]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lock = std::fs::read_to_string(env.path().join("npm.lock")).expect("lock");
+    assert!(lock.contains("install = \"lib/node_modules/greeter/node_modules/@test/words\""), "{lock}");
+    assert!(lock.contains("version = \"2.1.0\""), "{lock}");
+    assert!(lock.contains("path = \"greeter/-/greeter-1.0.0.tgz\""), "registry-relative: {lock}");
+    assert!(lock.contains("integrity = \"sha512-"), "{lock}");
+    assert!(!lock.contains("127.0.0.1"), "{lock}");
+
+    let store = env.store("store");
+    let o = openshell(
+        env.path(),
+        &["fetch", "npm.lock", "--debian-mirror", &env.archive.base, "--npm-registry", &registry, "--store", &store],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = openshell(env.path(), &["--output", "json", "build", "npm.lock", "-o", "oci", "--store", &store]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let origins: Vec<&str> =
+        v["layers"].as_array().expect("layers").iter().filter_map(|l| l["origin"].as_str()).collect();
+    assert_eq!(origins, ["debian", "npm/greeter", "generated"]);
+
+    let bundle = env.path().join("bundle");
+    let oci = env.path().join("oci");
+    let o = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:latest", oci.display()))
+        .arg(&bundle)
+        .output();
+    let o = o.expect("umoci is not installed: install the Debian package `umoci`");
+    assert!(o.status.success(), "umoci: {}", text(&o));
+    let root = bundle.join("rootfs/usr/local");
+    assert_eq!(
+        std::fs::read_link(root.join("bin/greet")).expect("bin link"),
+        Path::new("../lib/node_modules/greeter/cli.js")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(root.join("lib/node_modules/greeter/cli.js")).expect("cli").permissions().mode();
+    assert_eq!(mode & 0o111, 0o111, "bin targets are executable");
+    assert_eq!(
+        std::fs::read_to_string(root.join("lib/node_modules/greeter/node_modules/@test/words/index.js")).expect("dep"),
+        "module.exports='hi'\n"
+    );
+}

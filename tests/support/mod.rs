@@ -7,3 +7,4 @@ pub mod server;
 
 pub mod debian_archive;
 pub mod gpg;
+pub mod npm_registry;

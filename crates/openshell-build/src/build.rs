@@ -20,7 +20,7 @@ use crate::lockfile::Lockfile;
 
 /// Bumped whenever the builder's output for the same lockfile changes; part of the
 /// build cache key.
-pub const BUILDER_VERSION: &str = "openshell-build/1";
+pub const BUILDER_VERSION: &str = "openshell-build/2";
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -350,9 +350,15 @@ pub fn assemble(lock: &Lockfile, store: &Store, progress: &dyn BuildProgress) ->
             &origin,
             &TarImport { strip_components: 1, prefix: dest.clone(), owner: Some((0, 0)) },
         )?;
-        if n.install == format!("lib/node_modules/{}", n.name) {
+        let is_root = n.install.strip_prefix("lib/node_modules/").is_some_and(|rest| !rest.contains("/node_modules/"));
+        if is_root {
             link_bins(&mut tree, store, &prefix, &dest, &origin)?;
         }
+    }
+
+    for (package, link, target) in NPM_POSTINSTALL_LINKS {
+        let dir = format!("{}/lib/node_modules/{package}", prefix.trim_matches('/'));
+        postinstall_link(&mut tree, &format!("{dir}/{link}"), &format!("{dir}/{target}"))?;
     }
 
     let files = Origin::new("files");
@@ -375,6 +381,34 @@ pub fn assemble(lock: &Lockfile, store: &Store, progress: &dyn BuildProgress) ->
 
     users(&mut tree, store, lock)?;
     Ok(tree)
+}
+
+/// What the agents' npm postinstall scripts do, reproduced without running them:
+/// each hardlinks the platform binary (linux x64, glibc) over a placeholder in `bin/`.
+/// opencode's script picks the AVX2 build on machines that have AVX2 (the `-baseline`
+/// build otherwise); a build must not depend on the build machine, so the AVX2 build
+/// is linked.
+pub const NPM_POSTINSTALL_LINKS: &[(&str, &str, &str)] = &[
+    ("@anthropic-ai/claude-code", "bin/claude.exe", "node_modules/@anthropic-ai/claude-code-linux-x64/claude"),
+    ("opencode-ai", "bin/opencode.exe", "node_modules/opencode-linux-x64/bin/opencode"),
+];
+
+/// Replaces `link` by a hard link to the regular file `target` (made executable),
+/// when both are in the tree.
+fn postinstall_link(tree: &mut Tree, link: &str, target: &str) -> Result<(), BuildError> {
+    let (Some(Entry { kind: EntryKind::File { mode, content }, uid, gid, origin }), Some(old)) =
+        (tree.get(target).cloned(), tree.get(link).cloned())
+    else {
+        return Ok(());
+    };
+    tree.remove(target);
+    tree.insert(target, Entry { kind: EntryKind::File { mode: mode | 0o755, content }, uid, gid, origin })?;
+    tree.remove(link);
+    tree.insert(
+        link,
+        Entry { kind: EntryKind::Hardlink { to: target.to_owned() }, uid: old.uid, gid: old.gid, origin: old.origin },
+    )?;
+    Ok(())
 }
 
 /// `lib/node_modules/@scope/name/node_modules/x` → `@scope/name`.

@@ -11,7 +11,7 @@ use openshell_store::{Digest, Store};
 use crate::closure::SourceFlags;
 use crate::def::ImageDef;
 use crate::fetch::{FetchError, Fetcher};
-use crate::lockfile::{DebArtifact, DefinitionPin, FileArtifact, ImageConfig, Lockfile};
+use crate::lockfile::{DebArtifact, DefinitionPin, FileArtifact, ImageConfig, Lockfile, NpmArtifact};
 use crate::sources::{self, SourceError};
 
 /// How to lock.
@@ -73,6 +73,8 @@ pub enum LockError {
     Store(#[from] openshell_store::StoreError),
     #[error("{0} is not supported by `openshell lock` yet")]
     Unsupported(&'static str),
+    #[error("npm: {0}")]
+    Npm(String),
 }
 
 /// Resolves `def` (read from `def_path`, whose bytes are `def_bytes`) into a lockfile.
@@ -116,8 +118,8 @@ pub fn lock(
     if let Some(d) = &def.debian {
         lock.debian = lock_debian(d, &fetcher, opts, progress)?;
     }
-    if def.npm.as_ref().is_some_and(|n| !n.packages.is_empty()) {
-        return Err(LockError::Unsupported("npm packages"));
+    if let Some(n) = def.npm.as_ref().filter(|n| !n.packages.is_empty()) {
+        lock.npm = lock_npm(n, &fetcher, opts, progress)?;
     }
     if def.pypi.as_ref().is_some_and(|p| !p.packages.is_empty()) {
         return Err(LockError::Unsupported("PyPI packages"));
@@ -204,4 +206,70 @@ fn lock_debian(
             sha256: s.package.sha256.to_string(),
         })
         .collect())
+}
+
+/// Packuments fetched from the registry (full documents: install scripts are needed
+/// to reproduce their effect at build time).
+struct RegistrySource<'a> {
+    registry: String,
+    fetcher: &'a Fetcher,
+    progress: &'a dyn LockProgress,
+}
+
+impl openshell_npm::PackumentSource for RegistrySource<'_> {
+    type Error = FetchError;
+
+    fn packument(&mut self, name: &str) -> Result<openshell_npm::Packument, FetchError> {
+        let url = format!("{}{}", self.registry, name.replacen('/', "%2f", 1));
+        self.progress.step(&format!("packument {name}"));
+        let bytes = self.fetcher.get_with(&url, &[("Accept", "application/json")])?;
+        openshell_npm::Packument::from_json(&bytes, Some(name))
+            .map_err(|e| FetchError::Http { url: url.clone(), message: format!("not a packument: {e}") })
+    }
+
+    fn is_not_found(error: &FetchError) -> bool {
+        matches!(error, FetchError::Status { status: 404, .. })
+    }
+}
+
+fn lock_npm(
+    n: &crate::def::NpmDef,
+    fetcher: &Fetcher,
+    opts: &LockOptions,
+    progress: &dyn LockProgress,
+) -> Result<Vec<NpmArtifact>, LockError> {
+    let registry = sources::npm_registry(opts.sources.npm_registry.as_deref())?;
+    progress.step(&format!("npm registry {} (from {})", registry.url, registry.origin));
+    let base =
+        url::Url::parse(&registry.url).map_err(|e| LockError::Npm(format!("registry URL {}: {e}", registry.url)))?;
+    let roots: Vec<(&str, &str)> = n.packages.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut source = RegistrySource { registry: registry.url.clone(), fetcher, progress };
+    let resolution = openshell_npm::resolve(&mut source, &roots, &openshell_npm::Platform::linux_x64_glibc())
+        .map_err(|e| LockError::Npm(e.to_string()))?;
+    let mut out = Vec::new();
+    for p in &resolution.packages {
+        let label = format!("{}@{}", p.package, p.version);
+        let path = match p.tarball_location(&base) {
+            openshell_npm::TarballLocation::RegistryRelative(path) => path,
+            openshell_npm::TarballLocation::Absolute(url) => {
+                return Err(LockError::Npm(format!(
+                    "{label}: tarball {url} is not under the registry {}; a lockfile records paths relative to its source",
+                    registry.url
+                )));
+            }
+        };
+        let integrity = p.integrity.clone().ok_or_else(|| {
+            LockError::Npm(format!("{label}: the registry publishes no sha512 integrity for its tarball"))
+        })?;
+        let size = fetcher.size(&p.tarball)?;
+        out.push(NpmArtifact {
+            install: p.path.clone(),
+            name: p.package.clone(),
+            version: p.version.clone(),
+            path,
+            integrity,
+            size,
+        });
+    }
+    Ok(out)
 }

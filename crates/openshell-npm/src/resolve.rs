@@ -57,6 +57,13 @@ pub trait PackumentSource {
 
     /// The packument of package `name` (`@scope/name` for scoped packages).
     fn packument(&mut self, name: &str) -> Result<Packument, Self::Error>;
+
+    /// Whether `error` says the registry has no such package (HTTP 404). An optional
+    /// dependency that does not exist is skipped, as npm does (some packages list
+    /// platform packages that were never published); any other error aborts.
+    fn is_not_found(_error: &Self::Error) -> bool {
+        false
+    }
 }
 
 /// The platform the install is for (npm's `--os`, `--cpu`, `--libc`).
@@ -164,6 +171,14 @@ pub enum ResolveError<E: std::error::Error + 'static> {
         /// The source's error.
         #[source]
         source: E,
+    },
+    /// A required dependency is not in the registry.
+    #[error("{chain}: {message}")]
+    Missing {
+        /// The dependency chain.
+        chain: String,
+        /// What is missing.
+        message: String,
     },
     /// No version satisfies a required dependency.
     #[error("{chain}: {source}")]
@@ -283,6 +298,8 @@ enum Placement {
 enum FailureKind {
     Pick(PickError),
     Spec(SpecError),
+    /// The registry has no such package.
+    Missing(String),
 }
 
 struct Failure {
@@ -558,6 +575,20 @@ impl<S: PackumentSource> Builder<'_, S> {
             Ok(s) => s.clone(),
             Err(e) => return Ok(Err(FailureKind::Spec(e.clone()))),
         };
+        if !self.packuments.contains_key(&spec.package) {
+            match self.source.packument(&spec.package) {
+                Ok(p) => {
+                    self.packuments.insert(spec.package.clone(), Rc::new(p));
+                }
+                Err(e) if S::is_not_found(&e) => {
+                    return Ok(Err(FailureKind::Missing(format!("{} is not in the registry", spec.package))));
+                }
+                Err(source) => {
+                    let chain = self.chain_to(from, &edge.name, &edge.raw);
+                    return Err(ResolveError::Source { chain, package: spec.package.clone(), source });
+                }
+            }
+        }
         let chain = self.chain_to(from, &edge.name, &edge.raw);
         let pkt = self.packument(&spec.package, || chain)?;
         Ok(match pick_manifest(&pkt, &spec, self.node_version.as_ref()) {
@@ -630,6 +661,7 @@ impl<S: PackumentSource> Builder<'_, S> {
         match kind {
             FailureKind::Pick(source) => ResolveError::NoVersion { chain, source },
             FailureKind::Spec(source) => ResolveError::Spec { chain, source },
+            FailureKind::Missing(message) => ResolveError::Missing { chain, message },
         }
     }
 
@@ -1138,6 +1170,7 @@ impl<S: PackumentSource> Builder<'_, S> {
             let reason = match &f.kind {
                 FailureKind::Pick(e) => e.to_string(),
                 FailureKind::Spec(e) => e.to_string(),
+                FailureKind::Missing(m) => m.clone(),
             };
             if edge.kind.is_optional() {
                 skipped.push(SkippedPackage { name: edge.name.clone(), version: None, path: None, reason });

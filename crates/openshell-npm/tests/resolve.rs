@@ -455,3 +455,40 @@ fn replacing_an_older_copy_when_every_dependent_accepts_the_newer_one() {
         ]
     );
 }
+
+/// A source that says which errors mean "no such package".
+struct Mem404(Mem);
+
+impl PackumentSource for Mem404 {
+    type Error = NotFound;
+    fn packument(&mut self, name: &str) -> Result<Packument, NotFound> {
+        self.0.packument(name)
+    }
+    fn is_not_found(_: &NotFound) -> bool {
+        true
+    }
+}
+
+#[test]
+fn unpublished_optional_packages_are_skipped_missing_required_ones_are_errors() {
+    let spec = json!({
+        "tool": {"latest": "1.0.0", "versions": {"1.0.0": {"optionalDependencies": {"tool-linux-x64": "1.0.0", "tool-darwin-arm64": "1.0.0"}}}},
+        "tool-linux-x64": {"latest": "1.0.0", "versions": {"1.0.0": {"os": ["linux"], "cpu": ["x64"]}}}
+    });
+    let r = resolve(&mut Mem404(Mem::new(spec.clone())), &[("tool", "latest")], &linux()).expect("resolves");
+    assert_eq!(
+        layout(&r.packages),
+        ["lib/node_modules/tool 1.0.0", "lib/node_modules/tool/node_modules/tool-linux-x64 1.0.0"]
+    );
+    assert!(
+        r.skipped.iter().any(|s| s.name == "tool-darwin-arm64" && s.reason.contains("not in the registry")),
+        "{:?}",
+        r.skipped
+    );
+    // Without the classification, the same source error aborts (fail closed).
+    assert!(resolve(&mut Mem::new(spec), &[("tool", "latest")], &linux()).is_err());
+
+    let spec = json!({"app": {"latest": "1.0.0", "versions": {"1.0.0": {"dependencies": {"gone": "^1"}}}}});
+    let e = resolve(&mut Mem404(Mem::new(spec)), &[("app", "latest")], &linux()).expect_err("required");
+    assert!(e.to_string().contains("gone is not in the registry"), "{e}");
+}
