@@ -226,6 +226,67 @@ fn unsatisfiable_requests_name_the_chain() {
     assert!(text(&o).contains("libgreet (>= 2.0)"), "{}", text(&o));
 }
 
+/// `openshell image ls|inspect|verify|rm`, and gc keeping built images alive.
+#[test]
+fn image_commands() {
+    let env = Env::new();
+    let store = env.store("store");
+    let p = env.path();
+    assert!(env.lock(&["-o", "t.lock"]).status.success());
+    let ok = |args: &[&str]| {
+        let o = openshell(p, args);
+        assert!(o.status.success(), "openshell {args:?}: {}", text(&o));
+        o
+    };
+    ok(&["fetch", "t.lock", "--debian-mirror", &env.archive.base, "--store", &store]);
+    let digest =
+        String::from_utf8_lossy(&ok(&["build", "t.lock", "-o", "oci", "--archive", "t.tar", "--store", &store]).stdout)
+            .trim()
+            .to_owned();
+
+    let ls = ok(&["--output", "json", "image", "ls", "--store", &store]);
+    let v: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("json");
+    assert_eq!(v[0]["name"], "openshell/test");
+    assert_eq!(v[0]["manifest"], digest.as_str());
+    let inspect = ok(&["image", "inspect", "openshell/test", "--store", &store]);
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("json");
+    assert_eq!(v["config"]["config"]["Cmd"][0], "/usr/bin/hello-openshell");
+    assert_eq!(v["manifest_digest"], digest.as_str());
+    let short = &digest["sha256:".len().."sha256:".len() + 12];
+    ok(&["image", "inspect", short, "--store", &store]);
+    assert!(text(&ok(&["image", "verify", "openshell/test:latest", "--store", &store])).contains("blobs verified"));
+    assert!(text(&ok(&["image", "verify", "oci", "--store", &store])).contains("verified"));
+    assert!(text(&ok(&["image", "verify", "t.tar", "--store", &store])).contains("verified"));
+
+    // gc keeps the image's blobs while it is recorded, frees them after `image rm`.
+    std::fs::remove_file(p.join("t.lock")).expect("rm lock");
+    let gc = ok(&["--output", "json", "store", "gc", "--dry-run", "--store", &store]);
+    let before: serde_json::Value = serde_json::from_slice(&gc.stdout).expect("json");
+    ok(&["image", "rm", "openshell/test", "--store", &store]);
+    let o = openshell(p, &["image", "inspect", "openshell/test", "--store", &store]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("no image `openshell/test`"), "{}", text(&o));
+    let gc = ok(&["--output", "json", "store", "gc", "--dry-run", "--store", &store]);
+    let after: serde_json::Value = serde_json::from_slice(&gc.stdout).expect("json");
+    assert!(after["would_remove"].as_u64() > before["would_remove"].as_u64(), "{before} {after}");
+
+    // A tampered layout on disk is caught.
+    let blobs = p.join("oci/blobs/sha256");
+    let victim = std::fs::read_dir(&blobs)
+        .expect("blobs")
+        .flatten()
+        .map(|e| e.path())
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a blob");
+    let mut bytes = std::fs::read(&victim).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::remove_file(&victim).expect("unlink (it is a hard link into the store)");
+    std::fs::write(&victim, bytes).expect("write");
+    let o = openshell(p, &["image", "verify", "oci", "--store", &store]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
 /// A static "hello" binary compiled by the test (gcc with static libc), so the test
 /// image runs under docker with nothing else in it.
 fn static_hello(dir: &Path) -> Vec<u8> {
@@ -467,4 +528,151 @@ fn npm_packages_lock_fetch_and_build() {
         std::fs::read_to_string(root.join("lib/node_modules/greeter/node_modules/@test/words/index.js")).expect("dep"),
         "module.exports='hi'\n"
     );
+}
+
+/// PyPI wheels from a loopback simple index (one project page in PEP 691 JSON with PEP
+/// 658 metadata, one in PEP 503 HTML without): locked by the index's sha256 with no
+/// host in the lockfile, the dependency pulled through Requires-Dist, installed into
+/// site-packages with a console-script launcher, and a tampered wheel refused by fetch.
+#[test]
+fn pypi_packages_lock_fetch_and_build() {
+    use support::pypi_index::{self, Page, Wheel};
+    let env = Env::new();
+    let words = |version: &'static str, text: &'static str| Wheel {
+        dist: "py_words",
+        name: "py-words",
+        version,
+        requires: vec!["colorama>=0.4; sys_platform == \"win32\""],
+        entry_points: "",
+        files: vec![("py_words/__init__.py", text, 0o644)],
+    };
+    let (index, served) = pypi_index::serve(
+        &env.server,
+        &[
+            (
+                "greet-py",
+                Page::Json,
+                vec![Wheel {
+                    dist: "greet_py",
+                    name: "greet-py",
+                    version: "1.0.0",
+                    requires: vec!["py-words>=2", "pytest; extra == \"test\""],
+                    entry_points: "[console_scripts]\ngreet-py = greet_py.cli:main\n",
+                    files: vec![
+                        ("greet_py/__init__.py", "", 0o644),
+                        ("greet_py/cli.py", "import py_words\n\ndef main():\n    print(py_words.WORD)\n", 0o644),
+                        ("greet_py/run.sh", "#!/bin/sh\nexec greet-py\n", 0o755),
+                    ],
+                }],
+            ),
+            ("py-words", Page::Html, vec![words("1.0", "WORD = 'old'\n"), words("2.1.0", "WORD = 'hi'\n")]),
+        ],
+    );
+    std::fs::write(
+        env.path().join("image.yaml"),
+        "name: openshell/pypi-test\ndebian:\n  suites: [testing]\n  packages: [base-files]\npypi:\n  packages: [greet-py]\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\n",
+    )
+    .expect("definition");
+    let o = env.lock(&["-o", "py.lock", "--pypi-index", &index]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lock = std::fs::read_to_string(env.path().join("py.lock")).expect("lock");
+    assert!(lock.contains("project = \"greet-py\""), "{lock}");
+    assert!(lock.contains("filename = \"greet_py-1.0.0-py3-none-any.whl\""), "{lock}");
+    assert!(lock.contains("project = \"py-words\""), "dependency pulled through Requires-Dist: {lock}");
+    assert!(lock.contains("filename = \"py_words-2.1.0-py3-none-any.whl\""), "highest matching version: {lock}");
+    assert!(!lock.contains("py_words-1.0-"), "{lock}");
+    assert!(!lock.contains("colorama") && !lock.contains("pytest"), "markers evaluated for the target: {lock}");
+    for s in &served {
+        if lock.contains(&s.filename) {
+            let sha = openshell_store::Digest::sha256(&s.bytes);
+            assert!(lock.contains(&format!("sha256 = \"{sha}\"")), "the index's sha256 for {}: {lock}", s.filename);
+            assert!(lock.contains(&format!("size = {}", s.bytes.len())), "{lock}");
+        }
+    }
+    let paths = served.iter().map(|s| s.path.as_str());
+    for host in ["127.0.0.1", "http", "simple/"].into_iter().chain(paths) {
+        assert!(!lock.contains(host), "no source address in the lockfile ({host}):\n{lock}");
+    }
+
+    let store = env.store("store");
+    let fetch = |lockfile: &str, store: &str| {
+        openshell(
+            env.path(),
+            &["fetch", lockfile, "--debian-mirror", &env.archive.base, "--pypi-index", &index, "--store", store],
+        )
+    };
+    let o = fetch("py.lock", &store);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = openshell(env.path(), &["--output", "json", "build", "py.lock", "-o", "oci", "--store", &store]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let origins: Vec<&str> =
+        v["layers"].as_array().expect("layers").iter().filter_map(|l| l["origin"].as_str()).collect();
+    assert_eq!(origins, ["debian", "pypi", "generated"]);
+    let o = openshell(env.path(), &["build", "py.lock", "--check", "--store", &store]);
+    assert!(o.status.success() && text(&o).contains("reproducible"), "{}", text(&o));
+
+    let bundle = env.path().join("bundle");
+    let oci = env.path().join("oci");
+    let o = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:latest", oci.display()))
+        .arg(&bundle)
+        .output();
+    let o = o.expect("umoci is not installed: install the Debian package `umoci`");
+    assert!(o.status.success(), "umoci: {}", text(&o));
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let rootfs = bundle.join("rootfs");
+    let site = rootfs.join("usr/local/lib/python3.13/dist-packages");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode();
+    assert_eq!(
+        std::fs::read_to_string(site.join("greet_py/cli.py")).expect("cli.py"),
+        "import py_words\n\ndef main():\n    print(py_words.WORD)\n"
+    );
+    assert_eq!(std::fs::read_to_string(site.join("py_words/__init__.py")).expect("dependency"), "WORD = 'hi'\n");
+    for di in ["greet_py-1.0.0.dist-info", "py_words-2.1.0.dist-info"] {
+        for f in ["METADATA", "WHEEL", "RECORD", "INSTALLER"] {
+            assert!(site.join(di).join(f).is_file(), "{di}/{f}");
+        }
+    }
+    assert!(
+        std::fs::read_to_string(site.join("greet_py-1.0.0.dist-info/RECORD"))
+            .expect("RECORD")
+            .contains("../../../bin/greet-py,sha256="),
+        "the launcher is recorded for pip"
+    );
+    assert_eq!(mode(&site.join("greet_py/cli.py")) & 0o7777, 0o644);
+    assert_eq!(mode(&site.join("greet_py/run.sh")) & 0o7777, 0o755, "the zip's executable bit is kept");
+    assert_eq!(mode(&site.join("greet_py")) & 0o7777, 0o755);
+    assert_eq!(std::fs::metadata(site.join("greet_py")).expect("dir").uid(), 0);
+    let launcher = rootfs.join("usr/local/bin/greet-py");
+    let script = std::fs::read_to_string(&launcher).expect("console script launcher");
+    assert!(script.starts_with("#!/usr/bin/python3\n"), "{script}");
+    assert!(script.contains("from greet_py.cli import main\n"), "{script}");
+    assert_eq!(mode(&launcher) & 0o7777, 0o755);
+    let mut stack = vec![site.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("readdir").flatten() {
+            let p = e.path();
+            assert!(
+                p.extension().is_none_or(|x| x != "pyc") && !p.ends_with("__pycache__"),
+                "no bytecode: {}",
+                p.display()
+            );
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+
+    // A tampered wheel on the index is refused by fetch.
+    let dep = served.iter().find(|s| s.filename == "py_words-2.1.0-py3-none-any.whl").expect("served");
+    let mut evil = dep.bytes.clone();
+    let last = evil.len() - 1;
+    evil[last] ^= 0xff;
+    env.server.add(&dep.path, evil, "application/octet-stream");
+    let o = fetch("py.lock", &env.store("fresh-store"));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("py_words==2.1.0") && t.contains("does not match its digest"), "{t}");
 }

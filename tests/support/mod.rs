@@ -8,3 +8,4 @@ pub mod server;
 pub mod debian_archive;
 pub mod gpg;
 pub mod npm_registry;
+pub mod pypi_index;

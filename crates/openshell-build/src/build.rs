@@ -20,7 +20,7 @@ use crate::lockfile::Lockfile;
 
 /// Bumped whenever the builder's output for the same lockfile changes; part of the
 /// build cache key.
-pub const BUILDER_VERSION: &str = "openshell-build/2";
+pub const BUILDER_VERSION: &str = "openshell-build/3";
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,13 @@ pub enum BuildError {
     Image(#[from] openshell_oci::ImageError),
     #[error("file `{path}`: mode `{mode}` is not octal")]
     Mode { path: String, mode: String },
+    #[error("{label} ({filename}): {source}")]
+    Wheel {
+        label: String,
+        filename: String,
+        #[source]
+        source: Box<openshell_pypi::InstallError>,
+    },
 }
 
 /// A built image (its blobs are in the store).
@@ -360,6 +367,8 @@ pub fn assemble(lock: &Lockfile, store: &Store, progress: &dyn BuildProgress) ->
         let dir = format!("{}/lib/node_modules/{package}", prefix.trim_matches('/'));
         postinstall_link(&mut tree, &format!("{dir}/{link}"), &format!("{dir}/{target}"))?;
     }
+
+    crate::wheels::install_wheels(&mut tree, lock, store, progress)?;
 
     let files = Origin::new("files");
     for f in &lock.file {

@@ -54,6 +54,12 @@ pub enum ClosureError {
     LocalMissing { label: String, root: PathBuf },
     #[error("{project}: no file `{filename}` on the index page {url}")]
     WheelNotListed { project: String, filename: String, url: String },
+    #[error("{project}: {source}")]
+    WheelPage {
+        project: String,
+        #[source]
+        source: openshell_pypi::IndexError,
+    },
     #[error("store: {0}")]
     Store(#[from] openshell_store::StoreError),
     #[error("{} artifact(s) failed to download:\n{}", .0.len(), .0.join("\n"))]
@@ -239,25 +245,16 @@ pub fn fetch(
 /// Finds a wheel's URL on its project's simple-index page (PEP 503 HTML or PEP 691 JSON).
 fn wheel_url(fetcher: &Fetcher, index: &str, project: &str, filename: &str) -> Result<String, ClosureError> {
     let page = format!("{index}{project}/");
-    let body = fetcher.get_with(&page, &[("Accept", "application/vnd.pypi.simple.v1+json, text/html;q=0.1")])?;
-    let text = String::from_utf8_lossy(&body);
-    let base = url::Url::parse(&page).map_err(|_| ClosureError::WheelNotListed {
+    let not_listed = || ClosureError::WheelNotListed {
         project: project.to_owned(),
         filename: filename.to_owned(),
         url: page.clone(),
-    })?;
-    // Find `filename` in an href / "url" and resolve it against the page.
-    for candidate in text.split(['"', '\'']) {
-        let no_fragment = candidate.split('#').next().unwrap_or(candidate);
-        if no_fragment.rsplit('/').next() == Some(filename)
-            && let Ok(u) = base.join(candidate)
-        {
-            let mut u = u;
-            u.set_fragment(None);
-            return Ok(u.to_string());
-        }
-    }
-    Err(ClosureError::WheelNotListed { project: project.to_owned(), filename: filename.to_owned(), url: page })
+    };
+    let (body, content_type) = fetcher.get_typed(&page, &[("Accept", crate::lock::PYPI_ACCEPT)])?;
+    let base = url::Url::parse(&page).map_err(|_| not_listed())?;
+    let parsed = openshell_pypi::parse_index(&body, &content_type, &base, project)
+        .map_err(|source| ClosureError::WheelPage { project: project.to_owned(), source })?;
+    parsed.files.into_iter().find(|f| f.filename == filename).map(|f| f.url.to_string()).ok_or_else(not_listed)
 }
 
 /// gc roots: the store remembers each lockfile it fetched for, by path.
@@ -273,7 +270,7 @@ pub fn register_root(store: &Store, lock_path: &Path) -> Result<(), ClosureError
 }
 
 /// The live set: digests of every registered lockfile that still exists and
-/// parses (stale roots are removed), plus `extra` lockfiles.
+/// parses (stale roots are removed), of every recorded image, plus `extra` lockfiles.
 pub fn live_set(store: &Store, extra: &[Lockfile]) -> Result<(BTreeSet<Digest>, Vec<PathBuf>), ClosureError> {
     let mut live = BTreeSet::new();
     let mut locks = Vec::new();
@@ -298,5 +295,11 @@ pub fn live_set(store: &Store, extra: &[Lockfile]) -> Result<(BTreeSet<Digest>, 
         }
     }
     locks.sort();
+    // Built images keep their manifest, config and layers.
+    if let Ok(images) = crate::images::list(store) {
+        for image in images {
+            live.extend(image.blobs());
+        }
+    }
     Ok((live, locks))
 }

@@ -62,6 +62,12 @@ impl Fetcher {
 
     /// GETs with extra request headers (e.g. `Accept`).
     pub fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Result<Vec<u8>, FetchError> {
+        self.get_typed(url, headers).map(|(body, _)| body)
+    }
+
+    /// GETs with extra request headers; returns the body and its `Content-Type`
+    /// (empty when the server sends none).
+    pub fn get_typed(&self, url: &str, headers: &[(&str, &str)]) -> Result<(Vec<u8>, String), FetchError> {
         let http = |e: ureq::Error| FetchError::Http { url: url.to_owned(), message: e.to_string() };
         let mut req = self.agent.get(url);
         for (k, v) in headers {
@@ -72,10 +78,13 @@ impl Fetcher {
         if status != 200 {
             return Err(FetchError::Status { url: url.to_owned(), status });
         }
-        resp.body_mut().with_config().limit(INDEX_LIMIT).read_to_vec().map_err(|e| match e {
+        let content_type =
+            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").trim().to_owned();
+        let body = resp.body_mut().with_config().limit(INDEX_LIMIT).read_to_vec().map_err(|e| match e {
             ureq::Error::BodyExceedsLimit(_) => FetchError::TooLarge { url: url.to_owned(), limit: INDEX_LIMIT },
             e => http(e),
-        })
+        })?;
+        Ok((body, content_type))
     }
 
     /// The Content-Length a HEAD request reports, if any.

@@ -5,6 +5,8 @@ pub mod build;
 pub mod closure;
 pub mod def;
 pub mod fetch;
+pub mod images;
 pub mod lock;
 pub mod lockfile;
 pub mod sources;
+pub mod wheels;

@@ -3,6 +3,7 @@
 //! through its signed InRelease file, npm and PyPI artifacts by the integrity
 //! their registries publish.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use openshell_debian as debian;
@@ -11,7 +12,7 @@ use openshell_store::{Digest, Store};
 use crate::closure::SourceFlags;
 use crate::def::ImageDef;
 use crate::fetch::{FetchError, Fetcher};
-use crate::lockfile::{DebArtifact, DefinitionPin, FileArtifact, ImageConfig, Lockfile, NpmArtifact};
+use crate::lockfile::{DebArtifact, DefinitionPin, FileArtifact, ImageConfig, Lockfile, NpmArtifact, WheelArtifact};
 use crate::sources::{self, SourceError};
 
 /// How to lock.
@@ -71,10 +72,43 @@ pub enum LockError {
     },
     #[error("store: {0}")]
     Store(#[from] openshell_store::StoreError),
-    #[error("{0} is not supported by `openshell lock` yet")]
-    Unsupported(&'static str),
     #[error("npm: {0}")]
     Npm(String),
+    #[error("PyPI index `{url}` is not a valid URL: {source}")]
+    PypiIndexUrl {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("PyPI packages: {0}")]
+    Pypi(Box<openshell_pypi::ResolveError<PypiSourceError>>),
+    #[error(
+        "PyPI project `{project}` {version}: the index publishes {problem} for `{filename}`; a wheel is locked only by the sha256 its index publishes"
+    )]
+    PypiHash { project: String, version: String, filename: String, problem: String },
+}
+
+/// The `Accept` header for simple-index project pages: PEP 691 JSON preferred, PEP 503
+/// HTML accepted.
+pub const PYPI_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, text/html;q=0.1";
+
+/// Why the PyPI index could not answer for a project page, a metadata file or a wheel.
+#[derive(Debug, thiserror::Error)]
+pub enum PypiSourceError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Page(#[from] openshell_pypi::IndexError),
+    #[error("`{filename}` has no PEP 658 metadata and the index publishes no sha256 for it, so it cannot be verified")]
+    NoSha256 { filename: String },
+    #[error("`{filename}` ({url}) does not match the index: its sha256 is {actual}, the index publishes {expected}")]
+    WheelHash { filename: String, url: String, expected: String, actual: String },
+    #[error("`{filename}`: {source}")]
+    Wheel {
+        filename: String,
+        #[source]
+        source: openshell_pypi::InstallError,
+    },
 }
 
 /// Resolves `def` (read from `def_path`, whose bytes are `def_bytes`) into a lockfile.
@@ -121,8 +155,8 @@ pub fn lock(
     if let Some(n) = def.npm.as_ref().filter(|n| !n.packages.is_empty()) {
         lock.npm = lock_npm(n, &fetcher, opts, progress)?;
     }
-    if def.pypi.as_ref().is_some_and(|p| !p.packages.is_empty()) {
-        return Err(LockError::Unsupported("PyPI packages"));
+    if let Some(p) = def.pypi.as_ref().filter(|p| !p.packages.is_empty()) {
+        lock.pypi = lock_pypi(p, &fetcher, opts, progress)?;
     }
     let base = def_path.parent().unwrap_or(Path::new("."));
     for f in &def.files {
@@ -269,6 +303,95 @@ fn lock_npm(
             path,
             integrity,
             size,
+        });
+    }
+    Ok(out)
+}
+
+/// Project pages, metadata and (when the index has no PEP 658 metadata) wheels from a
+/// simple index.
+struct PypiSource<'a> {
+    /// The index URL, ending in `/`.
+    index: String,
+    fetcher: &'a Fetcher,
+    progress: &'a dyn LockProgress,
+    /// Sizes of the wheels downloaded to read their metadata, by file name.
+    sizes: HashMap<String, u64>,
+}
+
+impl openshell_pypi::IndexSource for PypiSource<'_> {
+    type Error = PypiSourceError;
+
+    fn project(&mut self, name: &str) -> Result<openshell_pypi::ProjectPage, PypiSourceError> {
+        let page = format!("{}{name}/", self.index);
+        self.progress.step(&format!("project page {name}"));
+        let (body, content_type) = self.fetcher.get_typed(&page, &[("Accept", PYPI_ACCEPT)])?;
+        let url = url::Url::parse(&page).map_err(|e| FetchError::Http { url: page.clone(), message: e.to_string() })?;
+        Ok(openshell_pypi::parse_index(&body, &content_type, &url, name)?)
+    }
+
+    fn metadata(&mut self, file: &openshell_pypi::DistFile) -> Result<Vec<u8>, PypiSourceError> {
+        if file.core_metadata.is_some() {
+            self.progress.step(&format!("metadata of {}", file.filename));
+            return Ok(self.fetcher.get(file.metadata_url().as_str())?);
+        }
+        let expected =
+            file.sha256.clone().ok_or_else(|| PypiSourceError::NoSha256 { filename: file.filename.clone() })?;
+        self.progress.step(&format!("{} (no PEP 658 metadata: reading the wheel)", file.filename));
+        let wheel = self.fetcher.get(file.url.as_str())?;
+        let actual = Digest::sha256(&wheel).hex();
+        if actual != expected {
+            return Err(PypiSourceError::WheelHash {
+                filename: file.filename.clone(),
+                url: file.url.to_string(),
+                expected,
+                actual,
+            });
+        }
+        self.sizes.insert(file.filename.clone(), wheel.len() as u64);
+        openshell_pypi::wheel_metadata(&wheel)
+            .map_err(|source| PypiSourceError::Wheel { filename: file.filename.clone(), source })
+    }
+}
+
+fn lock_pypi(
+    p: &crate::def::PypiDef,
+    fetcher: &Fetcher,
+    opts: &LockOptions,
+    progress: &dyn LockProgress,
+) -> Result<Vec<WheelArtifact>, LockError> {
+    let index = sources::pypi_index(opts.sources.pypi_index.as_deref())?;
+    progress.step(&format!("PyPI index {} (from {})", index.url, index.origin));
+    url::Url::parse(&index.url).map_err(|source| LockError::PypiIndexUrl { url: index.url.clone(), source })?;
+    let mut source = PypiSource { index: index.url.clone(), fetcher, progress, sizes: HashMap::new() };
+    let roots: Vec<&str> = p.packages.iter().map(String::as_str).collect();
+    progress.step(&format!("resolving {} PyPI requirement(s)", roots.len()));
+    let target = openshell_pypi::Target::cpython313_manylinux_x86_64();
+    let resolved = openshell_pypi::resolve(&mut source, &roots, &target).map_err(|e| LockError::Pypi(Box::new(e)))?;
+    let mut out = Vec::new();
+    for d in &resolved {
+        let hash_error = |problem: &str| LockError::PypiHash {
+            project: d.name.clone(),
+            version: d.version.clone(),
+            filename: d.filename.clone(),
+            problem: problem.to_owned(),
+        };
+        let hex = d.sha256.as_deref().ok_or_else(|| hash_error("no sha256"))?;
+        let sha256: Digest =
+            format!("sha256:{hex}").parse().map_err(|_| hash_error(&format!("an invalid sha256 `{hex}`")))?;
+        let size = match d.size.or_else(|| source.sizes.get(&d.filename).copied()) {
+            Some(n) => Some(n),
+            None => fetcher.size(&d.url)?,
+        };
+        // The distribution name as the wheel (and its .dist-info) spells it.
+        let name = openshell_pypi::WheelFilename::parse(&d.filename).map_or_else(|_| d.name.clone(), |w| w.name);
+        out.push(WheelArtifact {
+            name,
+            version: d.version.clone(),
+            project: d.name.clone(),
+            filename: d.filename.clone(),
+            size,
+            sha256: sha256.to_string(),
         });
     }
     Ok(out)

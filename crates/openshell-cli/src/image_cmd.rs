@@ -38,6 +38,10 @@ pub enum ImageCmdError {
     Build(#[from] BuildError),
     #[error("not reproducible: the two builds differ ({first} vs {second}):\n{description}")]
     NotReproducible { first: String, second: String, description: String },
+    #[error(transparent)]
+    Images(#[from] openshell_build::images::ImagesError),
+    #[error("{}: {message}", path.display())]
+    Layout { path: PathBuf, message: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -145,6 +149,36 @@ pub struct BuildArgs {
     pub check: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List the images built into the store.
+    Ls {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show an image's manifest, config and layers.
+    Inspect {
+        /// `name:tag`, `name` (tag latest) or a manifest digest (prefix).
+        reference: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Forget an image; its blobs go at the next `openshell store gc`.
+    Rm {
+        reference: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Re-hash every blob of an image in the store, or of an OCI layout directory or
+    /// archive on disk.
+    Verify {
+        /// An image reference, or a path to an OCI layout directory or archive.
+        target: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -473,6 +507,7 @@ pub fn build(out: &Output, args: &BuildArgs) -> Result<Outcome, CliError> {
     let built = openshell_build::build::build(&lock, &name, &store, &Steps(out)).map_err(ImageCmdError::from)?;
     openshell_build::build::write_outputs(&store, &built, args.oci_dir.as_deref(), args.archive.as_deref())
         .map_err(ImageCmdError::from)?;
+    openshell_build::images::register(&store, &built).map_err(ImageCmdError::from)?;
     closure::register_root(&store, &args.lockfile).map_err(ImageCmdError::from)?;
     let manifest = built.image.manifest_digest().to_string();
     if out.json() {
@@ -505,6 +540,91 @@ pub fn build(out: &Output, args: &BuildArgs) -> Result<Outcome, CliError> {
             );
         }
         out.line(&manifest);
+    }
+    Ok(Outcome::Ok)
+}
+
+pub fn image(out: &Output, cmd: &ImageCommand) -> Result<Outcome, CliError> {
+    use openshell_build::images;
+    match cmd {
+        ImageCommand::Ls { store } => {
+            let store = store.open()?;
+            let all = images::list(&store).map_err(ImageCmdError::from)?;
+            if out.json() {
+                out.print_json(&all);
+            } else {
+                out.line(&format!(
+                    "{:<40} {:<12} {:<20} {:>12} {:>14}",
+                    "NAME", "TAG", "MANIFEST", "SIZE", "UNCOMPRESSED"
+                ));
+                for r in &all {
+                    let short = r.manifest.trim_start_matches("sha256:").get(..12).unwrap_or("");
+                    out.line(&format!(
+                        "{:<40} {:<12} sha256:{:<13} {:>12} {:>14}",
+                        r.name, r.tag, short, r.size, r.uncompressed_size
+                    ));
+                }
+            }
+        }
+        ImageCommand::Inspect { reference, store } => {
+            let store = store.open()?;
+            let rec = images::find(&store, reference).map_err(ImageCmdError::from)?;
+            let (manifest, config) = images::documents(&store, &rec).map_err(ImageCmdError::from)?;
+            let doc = json!({"name": rec.name, "tag": rec.tag, "manifest_digest": rec.manifest, "size": rec.size,
+                "uncompressed_size": rec.uncompressed_size, "manifest": manifest, "config": config});
+            match serde_json::to_string_pretty(&doc) {
+                Ok(text) => out.line(&text),
+                Err(e) => tracing::error!("cannot render: {e}"),
+            }
+        }
+        ImageCommand::Rm { reference, store } => {
+            let store = store.open()?;
+            let rec = images::remove(&store, reference).map_err(ImageCmdError::from)?;
+            report(out, json!({"removed": rec.reference(), "manifest": rec.manifest}), || {
+                format!("removed {} ({}); run `openshell store gc` to free its blobs", rec.reference(), rec.manifest)
+            });
+        }
+        ImageCommand::Verify { target, store } => {
+            let path = Path::new(target);
+            if path.is_dir() {
+                let r = openshell_oci::verify_layout(path)
+                    .map_err(|e| ImageCmdError::Layout { path: path.to_owned(), message: e.to_string() })?;
+                report(out, json!({"verified": r.blobs, "images": r.images, "bytes": r.bytes}), || {
+                    format!(
+                        "{}: {} blobs of {} image(s) verified ({} bytes)",
+                        path.display(),
+                        r.blobs,
+                        r.images,
+                        r.bytes
+                    )
+                });
+            } else if path.is_file() {
+                let dir = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
+                let f = File::open(path).map_err(io(path))?;
+                tar::Archive::new(BufReader::new(f)).unpack(dir.path()).map_err(|e| ImageCmdError::Layout {
+                    path: path.to_owned(),
+                    message: format!("not a tar archive: {e}"),
+                })?;
+                let r = openshell_oci::verify_layout(dir.path())
+                    .map_err(|e| ImageCmdError::Layout { path: path.to_owned(), message: e.to_string() })?;
+                report(out, json!({"verified": r.blobs, "images": r.images, "bytes": r.bytes}), || {
+                    format!(
+                        "{}: {} blobs of {} image(s) verified ({} bytes)",
+                        path.display(),
+                        r.blobs,
+                        r.images,
+                        r.bytes
+                    )
+                });
+            } else {
+                let store = store.open()?;
+                let rec = images::find(&store, target).map_err(ImageCmdError::from)?;
+                let n = images::verify(&store, &rec).map_err(ImageCmdError::from)?;
+                report(out, json!({"verified": n, "image": rec.reference(), "manifest": rec.manifest}), || {
+                    format!("{}: {n} blobs verified", rec.reference())
+                });
+            }
+        }
     }
     Ok(Outcome::Ok)
 }

@@ -48,6 +48,9 @@ enum Command {
     Fetch(image_cmd::FetchArgs),
     /// Build the OCI image of a lockfile from the store, with no network.
     Build(image_cmd::BuildArgs),
+    /// List, inspect, remove and verify built images.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
     /// Manage the content-addressed store (export/import closures, gc, verify).
     #[command(subcommand)]
     Store(image_cmd::StoreCommand),
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
         Command::Lock(args) => image_cmd::lock(&out, &args),
         Command::Fetch(args) => image_cmd::fetch(&out, &args),
         Command::Build(args) => image_cmd::build(&out, &args),
+        Command::Image(cmd) => image_cmd::image(&out, &cmd),
         Command::Store(cmd) => image_cmd::store(&out, &cmd),
         Command::Completions { shell } => {
             let mut stdout = std::io::stdout().lock();

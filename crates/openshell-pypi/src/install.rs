@@ -15,8 +15,9 @@
 //!   site-packages, generated files included, lines sorted), so `pip` can later list or
 //!   uninstall the package.
 //!
-//! Modes: `0o755` for scripts and for files whose zip entry has an execute bit, `0o644`
-//! otherwise. No `.pyc` files are produced.
+//! Modes: `0o755` for scripts and for files whose zip entry is a regular file with an
+//! execute bit (pip's rule, whatever system made the zip), `0o644` otherwise. No `.pyc`
+//! files are produced.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Cursor, Read};
@@ -174,7 +175,10 @@ fn read_zip(wheel: &[u8]) -> Result<BTreeMap<String, (Vec<u8>, u32)>, InstallErr
         }
         let mut data = Vec::with_capacity(usize::try_from(f.size()).unwrap_or(0).min(1 << 30));
         f.read_to_end(&mut data).map_err(|source| InstallError::Read { path: name.clone(), source })?;
-        let mode = f.unix_mode().unwrap_or(0o644);
+        // pip's `zip_item_is_executable`: the high 16 bits of the external attributes are
+        // a regular file's st_mode with an execute bit, whatever system made the zip.
+        let st_mode = f.external_attributes() >> 16;
+        let mode = if st_mode & 0o170000 == 0o100000 && st_mode & 0o111 != 0 { 0o755 } else { 0o644 };
         if out.insert(name.clone(), (data, mode)).is_some() {
             return Err(InstallError::Duplicate(name));
         }

@@ -198,3 +198,47 @@ fn entry_points_are_validated() {
     let names: Vec<&str> = eps.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
 }
+
+/// Sets the host system (`made_by`) and the external attributes of `name`'s central
+/// directory entry.
+fn patch_central(zip: &mut [u8], name: &str, made_by: u8, external: u32) {
+    let mut i = 0;
+    let mut patched = false;
+    while i + 46 <= zip.len() {
+        if zip[i..i + 4] == [0x50, 0x4b, 0x01, 0x02] {
+            let n = u16::from_le_bytes([zip[i + 28], zip[i + 29]]) as usize;
+            if zip.get(i + 46..i + 46 + n) == Some(name.as_bytes()) {
+                zip[i + 5] = made_by;
+                zip[i + 38..i + 42].copy_from_slice(&external.to_le_bytes());
+                patched = true;
+            }
+        }
+        i += 1;
+    }
+    assert!(patched, "{name} not in the central directory");
+}
+
+#[test]
+fn executable_bits_follow_pip() {
+    let files = |mode| {
+        vec![
+            ("demo_pkg/tool", b"#!/bin/sh\n".as_slice(), mode),
+            ("demo_pkg-1.2.0.dist-info/METADATA", METADATA, 0o644),
+            ("demo_pkg-1.2.0.dist-info/WHEEL", WHEEL, 0o644),
+        ]
+    };
+    let mode_of = |w: &[u8]| {
+        let inst = install_wheel(w, &opts()).expect("installs");
+        inst.files.iter().find(|f| f.path.ends_with("demo_pkg/tool")).expect("tool").mode
+    };
+    assert_eq!(mode_of(&wheel(&files(0o755), |r| r)), 0o755);
+    assert_eq!(mode_of(&wheel(&files(0o644), |r| r)), 0o644);
+    // pip reads the st_mode in the high bits whatever system made the zip...
+    let mut dos = wheel(&files(0o644), |r| r);
+    patch_central(&mut dos, "demo_pkg/tool", 0, (0o100755 << 16) | 0x20);
+    assert_eq!(mode_of(&dos), 0o755);
+    // ...and makes only regular files executable.
+    let mut untyped = wheel(&files(0o644), |r| r);
+    patch_central(&mut untyped, "demo_pkg/tool", 3, 0o755 << 16);
+    assert_eq!(mode_of(&untyped), 0o644);
+}

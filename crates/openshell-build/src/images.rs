@@ -1,0 +1,173 @@
+//! The store's image index: what `openshell build` produced, by `name:tag`, for
+//! `openshell image ls|inspect|rm|verify`. Each record keeps its manifest, config
+//! and layers alive across `store gc`.
+
+use std::path::{Path, PathBuf};
+
+use openshell_store::{Digest, Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::build::Built;
+
+/// One built image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub name: String,
+    pub tag: String,
+    pub manifest: String,
+    pub config: String,
+    pub layers: Vec<String>,
+    /// Compressed size of the layers, in bytes.
+    pub size: u64,
+    /// Uncompressed size of the layers, in bytes.
+    pub uncompressed_size: u64,
+}
+
+impl ImageRecord {
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.name, self.tag)
+    }
+
+    /// Every blob of the image (manifest, config, layers).
+    pub fn blobs(&self) -> Vec<Digest> {
+        std::iter::once(&self.manifest)
+            .chain(std::iter::once(&self.config))
+            .chain(self.layers.iter())
+            .filter_map(|d| d.parse().ok())
+            .collect()
+    }
+}
+
+/// Errors of the image index.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagesError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("no image `{0}` in the store (see `openshell image ls`)")]
+    NotFound(String),
+    #[error("`{reference}` is ambiguous: it matches {}", matches.join(", "))]
+    Ambiguous { reference: String, matches: Vec<String> },
+    #[error("image record {}: {message}", path.display())]
+    Corrupt { path: PathBuf, message: String },
+    #[error("{0}")]
+    Verify(String),
+}
+
+fn dir(store: &Store) -> PathBuf {
+    store.root().join("images")
+}
+
+fn record_path(store: &Store, name: &str, tag: &str) -> PathBuf {
+    dir(store).join(format!("{}.json", Digest::sha256(format!("{name}:{tag}").as_bytes()).hex()))
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImagesError + '_ {
+    move |source| ImagesError::Store(StoreError::Io { path: path.to_owned(), source })
+}
+
+/// Records a built image (its manifest and config go into the store too).
+pub fn register(store: &Store, built: &Built) -> Result<ImageRecord, ImagesError> {
+    let manifest = store.insert_bytes(built.image.manifest_bytes())?;
+    let config = store.insert_bytes(built.image.config_bytes())?;
+    let record = ImageRecord {
+        name: built.reference.repository().to_owned(),
+        tag: built.reference.tag().to_owned(),
+        manifest: manifest.to_string(),
+        config: config.to_string(),
+        layers: built.layers.iter().map(|l| l.digest.to_string()).collect(),
+        size: built.layers.iter().map(|l| l.size).sum(),
+        uncompressed_size: built.layers.iter().map(|l| l.uncompressed_size).sum(),
+    };
+    let d = dir(store);
+    std::fs::create_dir_all(&d).map_err(io(&d))?;
+    let path = record_path(store, &record.name, &record.tag);
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_vec_pretty(&record)
+        .map_err(|e| ImagesError::Corrupt { path: path.clone(), message: e.to_string() })?;
+    std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(record)
+}
+
+/// Every recorded image, sorted by reference.
+pub fn list(store: &Store) -> Result<Vec<ImageRecord>, ImagesError> {
+    let d = dir(store);
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(&d) else { return Ok(out) };
+    for entry in rd.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let rec: ImageRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| ImagesError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        out.push(rec);
+    }
+    out.sort_by_key(ImageRecord::reference);
+    Ok(out)
+}
+
+/// Finds an image by `name:tag`, `name` (tag `latest`), or manifest digest (full, or
+/// an unambiguous hex prefix of at least 8 digits).
+pub fn find(store: &Store, reference: &str) -> Result<ImageRecord, ImagesError> {
+    let all = list(store)?;
+    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+    let is_digest = hex.len() >= 8 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    let matches: Vec<&ImageRecord> = all
+        .iter()
+        .filter(|r| {
+            let (name, tag) =
+                reference.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((reference, "latest"));
+            (r.name == name && r.tag == tag) || (is_digest && r.manifest.trim_start_matches("sha256:").starts_with(hex))
+        })
+        .collect();
+    match matches.as_slice() {
+        [] => Err(ImagesError::NotFound(reference.to_owned())),
+        [one] => Ok((*one).clone()),
+        many => Err(ImagesError::Ambiguous {
+            reference: reference.to_owned(),
+            matches: many.iter().map(|r| r.reference()).collect(),
+        }),
+    }
+}
+
+/// Forgets an image (its blobs go at the next `store gc`).
+pub fn remove(store: &Store, reference: &str) -> Result<ImageRecord, ImagesError> {
+    let rec = find(store, reference)?;
+    let path = record_path(store, &rec.name, &rec.tag);
+    std::fs::remove_file(&path).map_err(io(&path))?;
+    Ok(rec)
+}
+
+/// The stored manifest and config documents of an image.
+pub fn documents(store: &Store, rec: &ImageRecord) -> Result<(serde_json::Value, serde_json::Value), ImagesError> {
+    let read = |d: &str| -> Result<serde_json::Value, ImagesError> {
+        let digest: Digest = d.parse().map_err(|_| ImagesError::Verify(format!("bad digest `{d}` in the record")))?;
+        let path = store.blob_path(&digest);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        serde_json::from_slice(&bytes).map_err(|e| ImagesError::Verify(format!("{d}: not JSON: {e}")))
+    };
+    Ok((read(&rec.manifest)?, read(&rec.config)?))
+}
+
+/// Re-hashes every blob of a recorded image.
+pub fn verify(store: &Store, rec: &ImageRecord) -> Result<usize, ImagesError> {
+    let blobs = rec.blobs();
+    let mut failures = Vec::new();
+    for d in &blobs {
+        if let Err(e) = store.verify(d) {
+            failures.push(e.to_string());
+        }
+    }
+    if failures.is_empty() {
+        Ok(blobs.len())
+    } else {
+        Err(ImagesError::Verify(format!(
+            "{}: {} blob(s) failed:\n{}",
+            rec.reference(),
+            failures.len(),
+            failures.join("\n")
+        )))
+    }
+}
