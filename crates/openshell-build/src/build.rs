@@ -20,7 +20,7 @@ use crate::lockfile::Lockfile;
 
 /// Bumped whenever the builder's output for the same lockfile changes; part of the
 /// build cache key.
-pub const BUILDER_VERSION: &str = "openshell-build/3";
+pub const BUILDER_VERSION: &str = "openshell-build/4";
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +307,7 @@ pub fn assemble(lock: &Lockfile, store: &Store, progress: &dyn BuildProgress) ->
     let mut tree = Tree::new(OnConflict::Error);
     let debian = Origin::new("debian");
     let mut status = String::new();
+    let mut alternatives = Vec::new();
     let mut debs = lock.debian.clone();
     debs.sort();
     for d in &debs {
@@ -330,6 +331,9 @@ pub fn assemble(lock: &Lockfile, store: &Store, progress: &dyn BuildProgress) ->
         if let Some(md5) = control.files.get("md5sums") {
             generated(&mut tree, &format!("var/lib/dpkg/info/{}.md5sums", d.name), md5.clone(), 0o644, (0, 0))?;
         }
+        if let Some(script) = control.files.get("postinst") {
+            alternatives.extend(crate::maintainer::parse_alternatives(&d.name, &String::from_utf8_lossy(script)));
+        }
         if let Some(c) = control.files.get("conffiles") {
             generated(&mut tree, &format!("var/lib/dpkg/info/{}.conffiles", d.name), c.clone(), 0o644, (0, 0))?;
         }
@@ -337,6 +341,8 @@ pub fn assemble(lock: &Lockfile, store: &Store, progress: &dyn BuildProgress) ->
     if !debs.is_empty() {
         generated(&mut tree, "var/lib/dpkg/status", status.into_bytes(), 0o644, (0, 0))?;
         ca_bundle(&mut tree, store)?;
+        crate::maintainer::apply_alternatives(&mut tree, &alternatives)?;
+        crate::maintainer::shells(&mut tree, &|t: &Tree, p: &str| file_content(t, store, p).ok().flatten())?;
     }
 
     let prefix = lock.image.npm_prefix.clone().unwrap_or_else(|| "/usr/local".into());

@@ -8,5 +8,6 @@ pub mod fetch;
 pub mod images;
 pub mod lock;
 pub mod lockfile;
+pub mod maintainer;
 pub mod sources;
 pub mod wheels;
