@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
 use openshell_build::build::{self, BuildProgress};
 use openshell_build::lockfile::Lockfile;
 use openshell_oci::{LayerOptions, Origin};
@@ -51,7 +52,10 @@ fn warm_store(lock: &Lockfile, from: &Store) -> (tempfile::TempDir, Store) {
 fn bench(c: &mut Criterion) {
     let (lock, name, main) = inputs();
     let mut g = c.benchmark_group("build");
+    // Tens of seconds per build: ten flat samples of one iteration each.
     g.sample_size(10);
+    g.sampling_mode(criterion::SamplingMode::Flat);
+    g.warm_up_time(Duration::from_millis(1));
     g.measurement_time(Duration::from_secs(1));
     g.bench_function("full_build_warm_store", |b| {
         b.iter_custom(|iters| {

@@ -586,26 +586,21 @@ pub fn image(out: &Output, cmd: &ImageCommand) -> Result<Outcome, CliError> {
         }
         ImageCommand::Verify { target, store } => {
             let path = Path::new(target);
-            if path.is_dir() {
-                let r = openshell_oci::verify_layout(path)
-                    .map_err(|e| ImageCmdError::Layout { path: path.to_owned(), message: e.to_string() })?;
-                report(out, json!({"verified": r.blobs, "images": r.images, "bytes": r.bytes}), || {
-                    format!(
-                        "{}: {} blobs of {} image(s) verified ({} bytes)",
-                        path.display(),
-                        r.blobs,
-                        r.images,
-                        r.bytes
-                    )
-                });
-            } else if path.is_file() {
-                let dir = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
-                let f = File::open(path).map_err(io(path))?;
-                tar::Archive::new(BufReader::new(f)).unpack(dir.path()).map_err(|e| ImageCmdError::Layout {
-                    path: path.to_owned(),
-                    message: format!("not a tar archive: {e}"),
-                })?;
-                let r = openshell_oci::verify_layout(dir.path())
+            if path.exists() {
+                // A layout directory, or an archive unpacked into a temporary one.
+                let unpacked = if path.is_dir() {
+                    None
+                } else {
+                    let dir = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
+                    let f = File::open(path).map_err(io(path))?;
+                    tar::Archive::new(BufReader::new(f)).unpack(dir.path()).map_err(|e| ImageCmdError::Layout {
+                        path: path.to_owned(),
+                        message: format!("not a tar archive: {e}"),
+                    })?;
+                    Some(dir)
+                };
+                let layout = unpacked.as_ref().map_or(path, |d| d.path());
+                let r = openshell_oci::verify_layout(layout)
                     .map_err(|e| ImageCmdError::Layout { path: path.to_owned(), message: e.to_string() })?;
                 report(out, json!({"verified": r.blobs, "images": r.images, "bytes": r.bytes}), || {
                     format!(
