@@ -104,6 +104,35 @@ fn bench(name: Option<&str>) -> Result<(), String> {
         None | Some("decide") | Some("policy") => {
             run(&cargo, &["bench", "-p", "openshell-policy", "--bench", "decide"])
         }
-        Some(other) => Err(format!("unknown benchmark `{other}`; available: decide")),
+        Some("build") => {
+            // Set-up: the default image's closure in a store (downloads it once).
+            let store = std::env::var("OPENSHELL_BENCH_STORE")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| root().join("target/bench-store").display().to_string());
+            run(
+                &cargo,
+                &[
+                    "run",
+                    "--release",
+                    "--locked",
+                    "-p",
+                    "openshell-cli",
+                    "--",
+                    "fetch",
+                    "lockfiles/default.lock",
+                    "--store",
+                    &store,
+                ],
+            )?;
+            let status = Command::new(&cargo)
+                .args(["bench", "--locked", "-p", "openshell-build", "--bench", "build"])
+                .env("OPENSHELL_BENCH_STORE", &store)
+                .current_dir(root())
+                .status()
+                .map_err(|e| format!("cannot run cargo bench: {e}"))?;
+            if status.success() { Ok(()) } else { Err(format!("cargo bench failed ({status})")) }
+        }
+        Some(other) => Err(format!("unknown benchmark `{other}`; available: decide, build")),
     }
 }
