@@ -94,7 +94,12 @@ fn quickstart() -> Result<(), String> {
             "/usr/local/bin/claude",
         ],
     )?;
-    eprintln!("xtask: the openshell binary is {bin}");
+    // The default agent image: fetch its closure (verified) and build it, offline.
+    run(bin, &["fetch", "lockfiles/default.lock"])?;
+    let archive = target.join("openshell-default.tar");
+    let archive = archive.to_str().ok_or("target directory path is not UTF-8")?;
+    run(bin, &["build", "lockfiles/default.lock", "--archive", archive])?;
+    eprintln!("xtask: the openshell binary is {bin}; the default image is {archive} (docker load -i {archive})");
     Ok(())
 }
 
