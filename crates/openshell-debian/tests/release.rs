@@ -1,85 +1,13 @@
 //! InRelease verification with throwaway gpg keys, and Release parsing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use openshell_debian::release::{self, Release, ReleaseError, verify_clearsigned, verify_inrelease};
 
-/// A throwaway gpg home with one signing key; kills its agent on drop.
-struct Key {
-    dir: tempfile::TempDir,
-    fpr: String,
-}
+#[path = "../../../tests/support/gpg.rs"]
+mod gpg;
 
-impl Key {
-    fn new(uid: &str) -> Key {
-        Key::new_at(uid, None, "never")
-    }
-
-    /// A key created at `faked_time` (gpg's `--faked-system-time`) expiring after `expire`.
-    fn new_at(uid: &str, faked_time: Option<&str>, expire: &str) -> Key {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut key = Key { dir, fpr: String::new() };
-        let mut args = vec!["--quick-gen-key", uid, "ed25519", "sign", expire];
-        if let Some(t) = faked_time {
-            args.splice(0..0, ["--faked-system-time", t]);
-        }
-        key.gpg(&args, None);
-        let out = key.gpg(&["--list-keys", "--with-colons"], None);
-        let fpr = String::from_utf8_lossy(&out)
-            .lines()
-            .find_map(|l| l.strip_prefix("fpr:").map(|r| r.trim_matches(':').to_owned()))
-            .expect("fingerprint");
-        key.fpr = fpr;
-        key
-    }
-
-    fn home(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn gpg(&self, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
-        let mut cmd = Command::new("gpg");
-        cmd.args(["--batch", "--quiet", "--homedir"])
-            .arg(self.home())
-            .args(["--pinentry-mode", "loopback", "--passphrase", ""])
-            .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("gpg is installed");
-        if let Some(data) = stdin {
-            use std::io::Write;
-            child.stdin.take().expect("stdin").write_all(data).expect("write");
-        }
-        let out = child.wait_with_output().expect("gpg runs");
-        assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    }
-
-    /// Exports the public key as a binary keyring file.
-    fn keyring(&self, dir: &Path, name: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, self.gpg(&["--export", &self.fpr], None)).expect("write keyring");
-        path
-    }
-
-    fn clearsign(&self, text: &[u8]) -> Vec<u8> {
-        self.gpg(&["--clearsign", "--local-user", &self.fpr], Some(text))
-    }
-}
-
-impl Drop for Key {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(self.dir.path())
-            .args(["--kill", "gpg-agent"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
+use gpg::Key;
 
 const RELEASE: &str = "\
 Origin: Debian
