@@ -1,0 +1,117 @@
+//! Layer cache and overlay: layers unpacked once per diff_id (modes, owners,
+//! setuid, links kept), diff_ids verified, an overlay whose writes land in the
+//! sandbox's upper directory only. Needs root (CI runs as root).
+
+use openshell_oci::{
+    ContentRef, Entry, EntryKind, LayerInfo, LayerOptions, OnConflict, Origin, Tree, partition, write_layer,
+};
+use openshell_runtime::rootfs::{LayerCache, Overlay, RootfsError};
+use openshell_store::{Digest, Store};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test mounts overlays and sets owners: run it as root (CI does)"
+    );
+}
+
+fn file(mode: u32, data: &[u8], uid: u32, origin: &Origin) -> Entry {
+    Entry {
+        kind: EntryKind::File { mode, content: ContentRef::bytes(data.to_vec()) },
+        uid,
+        gid: uid,
+        origin: origin.clone(),
+    }
+}
+
+fn image(store: &Store) -> Vec<LayerInfo> {
+    let (base, top) = (Origin::new("base"), Origin::new("top"));
+    let mut tree = Tree::new(OnConflict::Error);
+    tree.insert("etc/base", file(0o644, b"base\n", 0, &base)).expect("insert");
+    tree.insert("usr/bin/tool", file(0o4755, b"#!/bin/false\n", 0, &base)).expect("insert");
+    tree.insert(
+        "usr/bin/tool-link",
+        Entry { kind: EntryKind::Symlink { target: "tool".into() }, uid: 0, gid: 0, origin: base.clone() },
+    )
+    .expect("insert");
+    tree.insert("sandbox", Entry { kind: EntryKind::Dir { mode: 0o755 }, uid: 1000, gid: 1000, origin: top.clone() })
+        .expect("insert");
+    tree.insert("etc/top", file(0o600, b"top\n", 1000, &top)).expect("insert");
+    partition(&tree, &[base, top])
+        .expect("partition")
+        .iter()
+        .map(|p| write_layer(store, p, &LayerOptions { mtime: 0 }).expect("layer"))
+        .collect()
+}
+
+#[test]
+fn layers_unpack_once_and_overlay_isolates_writes() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("store")).expect("store");
+    let layers = image(&store);
+    let cache = LayerCache::open(dir.path().join("layers")).expect("cache");
+    let paths: Vec<_> = layers.iter().map(|l| cache.ensure(&store, &l.digest, &l.diff_id).expect("unpack")).collect();
+    // A second call reuses the directory (same inode: not unpacked again).
+    let again = cache.ensure(&store, &layers[0].digest, &layers[0].diff_id).expect("again");
+    assert_eq!(std::fs::metadata(&again).expect("meta").ino(), std::fs::metadata(&paths[0]).expect("meta").ino());
+    let tool = std::fs::metadata(paths[0].join("usr/bin/tool")).expect("tool");
+    assert_eq!(tool.permissions().mode() & 0o7777, 0o4755, "setuid kept");
+    assert_eq!(std::fs::read_link(paths[0].join("usr/bin/tool-link")).expect("link").to_str(), Some("tool"));
+    assert_eq!(std::fs::metadata(paths[1].join("sandbox")).expect("home").uid(), 1000);
+
+    let sandbox = dir.path().join("sandbox-1");
+    let overlay = Overlay {
+        layers: paths.clone(),
+        upper: sandbox.join("upper"),
+        work: sandbox.join("work"),
+        target: sandbox.join("rootfs"),
+    };
+    overlay.mount().expect("mount");
+    let root = &overlay.target;
+    let result = std::panic::catch_unwind(|| {
+        assert_eq!(std::fs::read(root.join("etc/base")).expect("base"), b"base\n");
+        assert_eq!(std::fs::read(root.join("etc/top")).expect("top"), b"top\n");
+        std::fs::write(root.join("sandbox/work.txt"), b"mine").expect("write");
+        std::fs::write(root.join("etc/base"), b"changed").expect("copy-up");
+    });
+    overlay.unmount().expect("unmount");
+    result.expect("checks inside the overlay");
+    assert_eq!(std::fs::read(sandbox.join("upper/sandbox/work.txt")).expect("upper"), b"mine");
+    assert_eq!(std::fs::read(paths[0].join("etc/base")).expect("cache"), b"base\n", "the shared cache is untouched");
+    assert!(!paths[1].join("sandbox/work.txt").exists());
+}
+
+#[test]
+fn wrong_diff_id_is_refused_and_nothing_is_cached() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("store")).expect("store");
+    let layers = image(&store);
+    let cache = LayerCache::open(dir.path().join("layers")).expect("cache");
+    let wrong = Digest::sha256(b"not this layer");
+    let e = cache.ensure(&store, &layers[0].digest, &wrong).expect_err("mismatch");
+    assert!(matches!(e, RootfsError::DiffId { .. }), "{e}");
+    assert!(!cache.path(&wrong).exists());
+    assert_eq!(std::fs::read_dir(dir.path().join("layers")).expect("dir").count(), 0, "temporary directories removed");
+}
+
+#[test]
+fn concurrent_unpacks_of_one_layer() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("store")).expect("store");
+    let layers = image(&store);
+    let cache = LayerCache::open(dir.path().join("layers")).expect("cache");
+    let l = layers[0].clone();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (cache, store, l) = (cache.clone(), store.clone(), l.clone());
+            std::thread::spawn(move || cache.ensure(&store, &l.digest, &l.diff_id).expect("ensure"))
+        })
+        .collect();
+    let paths: Vec<_> = handles.into_iter().map(|h| h.join().expect("join")).collect();
+    assert!(paths.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(std::fs::read_dir(dir.path().join("layers")).expect("dir").count(), 1, "one directory, no leftovers");
+}
