@@ -464,7 +464,11 @@ fn npm_packages_lock_fetch_and_build() {
                 name: "greeter",
                 version: "1.0.0",
                 manifest: r#""bin":{"greet":"cli.js"},"dependencies":{"@test/words":"^2.0.0"}"#,
-                files: vec![("cli.js", "#!/usr/bin/env node\nconsole.log(require('@test/words'))\n")],
+                files: vec![
+                    ("cli.js", "#!/usr/bin/env node\nconsole.log(require('@test/words'))\n"),
+                    ("data.mode0666", "world-writable in the tarball\n"),
+                    ("tool.mode0700", "#!/bin/sh\n"),
+                ],
             },
             NpmPkg {
                 name: "@test/words",
@@ -524,6 +528,9 @@ fn npm_packages_lock_fetch_and_build() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(root.join("lib/node_modules/greeter/cli.js")).expect("cli").permissions().mode();
     assert_eq!(mode & 0o111, 0o111, "bin targets are executable");
+    let mode_of = |p: &str| std::fs::metadata(root.join(p)).expect("file").permissions().mode() & 0o7777;
+    assert_eq!(mode_of("lib/node_modules/greeter/data.mode0666"), 0o644, "npm's umask: not group/world-writable");
+    assert_eq!(mode_of("lib/node_modules/greeter/tool.mode0700"), 0o744, "execute bits kept, reads added");
     assert_eq!(
         std::fs::read_to_string(root.join("lib/node_modules/greeter/node_modules/@test/words/index.js")).expect("dep"),
         "module.exports='hi'\n"

@@ -40,7 +40,12 @@ pub fn serve(server: &Server, work: &Path, pkgs: &[NpmPkg]) -> String {
         for (path, content) in &p.files {
             let f = pkg.join(path);
             std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
-            std::fs::write(f, content).expect("write");
+            std::fs::write(&f, content).expect("write");
+            // A name like `x.mode0666` sets that mode in the tarball (odd modes occur on npm).
+            if let Some(mode) = path.rsplit_once(".mode").and_then(|(_, m)| u32::from_str_radix(m, 8).ok()) {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            }
         }
         let tgz = dir.join("pkg.tgz");
         let out = Command::new("tar").arg("-czf").arg(&tgz).arg("-C").arg(&dir).arg("package").output().expect("tar");

@@ -20,7 +20,7 @@ use crate::lockfile::Lockfile;
 
 /// Bumped whenever the builder's output for the same lockfile changes; part of the
 /// build cache key.
-pub const BUILDER_VERSION: &str = "openshell-build/4";
+pub const BUILDER_VERSION: &str = "openshell-build/5";
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -289,8 +289,7 @@ fn file_content(tree: &Tree, store: &Store, path: &str) -> Result<Option<Vec<u8>
 
 fn generated(tree: &mut Tree, path: &str, content: Vec<u8>, mode: u32, owner: (u32, u32)) -> Result<(), BuildError> {
     let origin = Origin::new("generated");
-    tree.remove(path);
-    tree.insert(
+    tree.set(
         path,
         Entry {
             kind: EntryKind::File { mode, content: ContentRef::bytes(content) },
@@ -363,6 +362,7 @@ pub fn assemble(lock: &Lockfile, store: &Store, progress: &dyn BuildProgress) ->
             &origin,
             &TarImport { strip_components: 1, prefix: dest.clone(), owner: Some((0, 0)) },
         )?;
+        npm_modes(&mut tree, &dest)?;
         let is_root = n.install.strip_prefix("lib/node_modules/").is_some_and(|rest| !rest.contains("/node_modules/"));
         if is_root {
             link_bins(&mut tree, store, &prefix, &dest, &origin)?;
@@ -382,8 +382,7 @@ pub fn assemble(lock: &Lockfile, store: &Store, progress: &dyn BuildProgress) ->
             f.sha256.parse().map_err(|_| BuildError::Unpack { label: f.path.clone(), message: "bad sha256".into() })?;
         let mode = u32::from_str_radix(&f.mode, 8)
             .map_err(|_| BuildError::Mode { path: f.path.clone(), mode: f.mode.clone() })?;
-        tree.remove(&f.path);
-        tree.insert(
+        tree.set(
             &f.path,
             Entry {
                 kind: EntryKind::File { mode, content: ContentRef::blob(digest, f.size) },
@@ -416,13 +415,40 @@ fn postinstall_link(tree: &mut Tree, link: &str, target: &str) -> Result<(), Bui
     else {
         return Ok(());
     };
-    tree.remove(target);
-    tree.insert(target, Entry { kind: EntryKind::File { mode: mode | 0o755, content }, uid, gid, origin })?;
-    tree.remove(link);
-    tree.insert(
+    tree.set(target, Entry { kind: EntryKind::File { mode: mode | 0o755, content }, uid, gid, origin })?;
+    tree.set(
         link,
         Entry { kind: EntryKind::Hardlink { to: target.to_owned() }, uid: old.uid, gid: old.gid, origin: old.origin },
     )?;
+    Ok(())
+}
+
+/// The modes pacote (npm's extractor) gives, with npm's default umask 022: every
+/// file and directory readable by all, directories traversable, nothing group- or
+/// world-writable; execute and setuid/setgid bits as the tarball says.
+fn npm_modes(tree: &mut Tree, dest: &str) -> Result<(), BuildError> {
+    let prefix = format!("{dest}/");
+    let fix: Vec<(String, Entry)> = tree
+        .iter()
+        .filter(|(p, _, implicit)| !implicit && (p.starts_with(&prefix) || *p == dest))
+        .filter_map(|(p, e, _)| {
+            let kind = match &e.kind {
+                EntryKind::File { mode, content } => {
+                    let m = (mode | 0o644) & !0o022;
+                    (m != *mode).then(|| EntryKind::File { mode: m, content: content.clone() })?
+                }
+                EntryKind::Dir { mode } => {
+                    let m = (mode | 0o755) & !0o022;
+                    (m != *mode).then_some(EntryKind::Dir { mode: m })?
+                }
+                _ => return None,
+            };
+            Some((p.to_owned(), Entry { kind, ..e.clone() }))
+        })
+        .collect();
+    for (path, entry) in fix {
+        tree.set(&path, entry)?;
+    }
     Ok(())
 }
 
@@ -456,8 +482,7 @@ fn link_bins(tree: &mut Tree, store: &Store, prefix: &str, dest: &str, origin: &
         }
         let target = target.trim_start_matches("./");
         let link = format!("{}/bin/{bin}", prefix.trim_matches('/'));
-        tree.remove(&link);
-        tree.insert(
+        tree.set(
             &link,
             Entry {
                 kind: EntryKind::Symlink { target: format!("../{rel_pkg}/{target}") },
@@ -469,8 +494,7 @@ fn link_bins(tree: &mut Tree, store: &Store, prefix: &str, dest: &str, origin: &
         // npm makes bin targets executable.
         let path = format!("{dest}/{target}");
         if let Some(Entry { kind: EntryKind::File { mode, content }, uid, gid, origin: o }) = tree.get(&path).cloned() {
-            tree.remove(&path);
-            tree.insert(&path, Entry { kind: EntryKind::File { mode: mode | 0o111, content }, uid, gid, origin: o })?;
+            tree.set(&path, Entry { kind: EntryKind::File { mode: mode | 0o111, content }, uid, gid, origin: o })?;
         }
     }
     Ok(())
@@ -536,8 +560,7 @@ fn users(tree: &mut Tree, store: &Store, lock: &Lockfile) -> Result<(), BuildErr
         if d.is_empty() {
             continue;
         }
-        tree.remove(d);
-        tree.insert(
+        tree.set(
             d,
             Entry { kind: EntryKind::Dir { mode: 0o755 }, uid: i.uid, gid: i.gid, origin: Origin::new("generated") },
         )?;

@@ -61,8 +61,7 @@ fn exists(tree: &Tree, abs: &str) -> bool {
 
 fn put(tree: &mut Tree, path: &str, kind: EntryKind) -> Result<(), BuildError> {
     let path = path.trim_start_matches('/');
-    tree.remove(path);
-    tree.insert(path, Entry { kind, uid: 0, gid: 0, origin: Origin::new("generated") })?;
+    tree.set(path, Entry { kind, uid: 0, gid: 0, origin: Origin::new("generated") })?;
     Ok(())
 }
 

@@ -555,6 +555,25 @@ impl Tree {
         Ok(())
     }
 
+    /// Sets the entry at `path`, replacing whatever is there: a directory replaced by
+    /// a directory keeps its children (only its metadata changes); anything else that
+    /// is replaced goes with its subtree.
+    pub fn set(&mut self, path: &str, entry: Entry) -> Result<(), TreeError> {
+        let norm = normalize_path(path)?;
+        let keep_children = entry.is_dir() && self.nodes.get(&norm).is_some_and(|n| n.entry.is_dir());
+        if keep_children {
+            if let EntryKind::Dir { mode } = entry.kind
+                && mode & !0o7777 != 0
+            {
+                return Err(TreeError::InvalidMode { path: norm, mode });
+            }
+            self.nodes.insert(norm, Node { entry, implicit: false });
+            return Ok(());
+        }
+        self.remove(&norm);
+        self.insert(&norm, entry)
+    }
+
     /// Removes `path` and everything under it; returns how many entries went.
     pub fn remove(&mut self, path: &str) -> usize {
         let Ok(path) = normalize_path(path) else { return 0 };

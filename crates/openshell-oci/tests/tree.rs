@@ -209,3 +209,17 @@ fn import_tar_refuses_device_nodes_and_fifos() {
         }
     }
 }
+
+#[test]
+fn set_keeps_children_of_a_directory_and_replaces_the_rest() {
+    use openshell_oci::{ContentRef, Entry, EntryKind, OnConflict, Origin, Tree};
+    let o = Origin::new("o");
+    let mut tree = Tree::new(OnConflict::Error);
+    tree.insert("home/user/file", Entry::file(0o644, ContentRef::bytes(b"x".to_vec()), &o)).expect("insert");
+    tree.set("home/user", Entry::dir(0o700, &o).with_owner(1000, 1000)).expect("set dir");
+    assert!(tree.get("home/user/file").is_some(), "children kept");
+    assert_eq!(tree.get("home/user").map(|e| (e.kind.clone(), e.uid)), Some((EntryKind::Dir { mode: 0o700 }, 1000)));
+    tree.set("home/user", Entry::symlink("/elsewhere", &o)).expect("set link");
+    assert!(tree.get("home/user/file").is_none(), "a replaced directory goes with its subtree");
+    assert!(tree.set("x", Entry::dir(0o17777, &o)).is_err());
+}
