@@ -1,13 +1,18 @@
-//! openshell sandboxes. So far: the OCI runtime spec a sandbox is created with,
-//! derived from the image's config and the policy's compiled kernel profile
-//! (`spec`), and the lookup of the policy's `sandbox` user and group in the image
-//! (`identity`), applying the policy's Landlock rules (`landlock`), and root
-//! filesystems from cached layers under a per-sandbox overlay (`rootfs`). Running it (libcontainer, the in-sandbox init that applies
-//! Landlock, the gateway) is issue 4's remaining work and does not exist yet.
+//! openshell sandboxes. So far:
+//! - `spec`: the OCI runtime spec of a sandbox, from the image's process and the
+//!   policy's compiled kernel profile;
+//! - `identity`: the policy's `sandbox` user and group, looked up in the image;
+//! - `landlock`: applying the policy's Landlock rules;
+//! - `rootfs`: layers unpacked once per diff_id, under a per-sandbox overlay;
+//! - `run`: a bundle run through libcontainer, Landlock applied right before exec.
+//!
+//! Managing sandboxes (the gateway, `openshell sandbox ...`) is issue 4's remaining
+//! work and does not exist yet.
 
 pub mod identity;
 pub mod landlock;
 pub mod rootfs;
+pub mod run;
 pub mod spec;
 
 pub use identity::{IdentityError, resolve_group, resolve_user};
