@@ -478,25 +478,6 @@ pub struct ArchiveInfo {
     pub manifest_digest: Digest,
 }
 
-struct Counting<W> {
-    inner: W,
-    hasher: openshell_store::Hasher,
-    count: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Writes one tar at `path` that is both an OCI image layout and a `docker load`
 /// archive (`manifest.json`). Entries are sorted, with mode 0644/0755, owner 0:0 and
 /// mtime 0, so the archive's bytes depend only on the image and the name. Written to a
@@ -510,7 +491,7 @@ pub fn write_archive(
     let tmp = tmp_name(path);
     let file = File::create(&tmp).map_err(io_err(&tmp))?;
     let result = (|| {
-        let mut out = Counting {
+        let mut out = crate::layer::HashingWriter {
             inner: BufWriter::with_capacity(1024 * 1024, file),
             hasher: Algorithm::Sha256.hasher(),
             count: 0,

@@ -135,10 +135,10 @@ impl LayerError {
 }
 
 /// Hashes and counts what passes through.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Hasher,
-    count: u64,
+pub(crate) struct HashingWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) hasher: Hasher,
+    pub(crate) count: u64,
 }
 
 impl<W: Write> Write for HashingWriter<W> {
