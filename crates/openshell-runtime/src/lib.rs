@@ -4,12 +4,14 @@
 //! - `identity`: the policy's `sandbox` user and group, looked up in the image;
 //! - `landlock`: applying the policy's Landlock rules;
 //! - `rootfs`: layers unpacked once per diff_id, under a per-sandbox overlay;
+//! - `init`: process 1 of a sandbox (reaps orphans, forwards signals);
 //! - `run`: a bundle run through libcontainer, Landlock applied right before exec.
 //!
 //! Managing sandboxes (the gateway, `openshell sandbox ...`) is issue 4's remaining
 //! work and does not exist yet.
 
 pub mod identity;
+pub mod init;
 pub mod landlock;
 pub mod rootfs;
 pub mod run;

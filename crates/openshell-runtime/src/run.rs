@@ -14,10 +14,14 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorSetEnvsError, Exec
 use nix::sys::wait::{WaitStatus, waitpid};
 use openshell_policy::profile::LandlockProfile;
 
-/// Applies Landlock, then executes the workload as libcontainer's default executor does.
+/// Applies Landlock, then runs the workload: as process 1 of the sandbox
+/// ([`crate::init`]: reaps orphans, forwards signals) when `supervise` is set,
+/// otherwise by executing it in place as libcontainer's default executor does
+/// (processes joining a running sandbox).
 #[derive(Clone)]
 pub struct LandlockExecutor {
     pub profile: LandlockProfile,
+    pub supervise: bool,
 }
 
 impl Executor for LandlockExecutor {
@@ -29,7 +33,16 @@ impl Executor for LandlockExecutor {
             skipped = report.skipped.len(),
             "landlock"
         );
-        DefaultExecutor {}.exec(spec)
+        if !self.supervise {
+            return DefaultExecutor {}.exec(spec);
+        }
+        let process = spec.process().as_ref();
+        let args = process.and_then(|p| p.args().as_deref()).unwrap_or_default();
+        let terminal = process.and_then(|p| p.terminal()).unwrap_or(false);
+        match crate::init::supervise(args, terminal) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(ExecutorError::Other(format!("sandbox init: {e}"))),
+        }
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
@@ -75,7 +88,7 @@ pub fn run(req: RunRequest) -> Result<i32, RunError> {
     let mut builder = ContainerBuilder::new(req.id.clone(), SyscallType::default())
         .with_root_path(&req.state_root)
         .map_err(|e| cerr(&e))?
-        .with_executor(LandlockExecutor { profile: req.landlock.clone() });
+        .with_executor(LandlockExecutor { profile: req.landlock.clone(), supervise: true });
     if let Some(fd) = req.stdout {
         builder = builder.with_stdout(fd);
     }
