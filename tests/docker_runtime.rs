@@ -1,7 +1,8 @@
 //! End-to-end: `openshell-runtime` registered with a private dockerd, running an
 //! image built by `openshell lock` + `openshell build` (a static probe compiled by
-//! the test): output, exit codes, `docker run -d` + `exec` + `top` + `stop` + `rm`,
-//! and policies — denial with a positive control, a bad policy in docker's error.
+//! the test): output, exit codes, `docker run -d` + `exec` (under Docker's seccomp
+//! profile) + `top` + `stop` + `rm`, and policies — denial with a positive control,
+//! `exec` under the container's policy, a bad policy in docker's error.
 //!
 //! The dockerd is the test's own (its own data root, exec root, socket, and the
 //! containerd it starts), with no bridge and no iptables; the machine's dockerd is
@@ -288,18 +289,24 @@ fn docker_runs_containers_through_openshell_runtime() {
         eprintln!("note: dockerd API {api:?} < 1.43 cannot pass annotations; the policy went through runtimeArgs");
     }
 
-    // Detached, under the deny policy: exec runs under the same policy; top, stop, rm.
-    let o = d.docker(&["run", "-d", "--network", "none", "--runtime", "openshell-deny", IMAGE, "/probe", "serve"]);
-    assert!(o.status.success(), "docker run -d: {}\n{}", text(&o), d.log());
-    let id = stdout(&o).trim().to_owned();
-    let start = Instant::now();
-    while !text(&d.docker(&["logs", &id])).contains("serving") {
-        assert!(start.elapsed() < Duration::from_secs(30), "the container did not start serving");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let o = d.docker(&["exec", &id, "/probe", "hello", "read:/data/secret", "exit:5"]);
+    // Detached: exec (under Docker's seccomp profile, which denies keyctl), top, stop, rm.
+    let o = run("openshell", &["--security-opt", "seccomp=unconfined"], &["/probe", "keyctl"]);
+    assert_eq!(stdout(&o), "keyctl: allowed\n", "without Docker's profile keyctl answers: {}", text(&o));
+    let serve = |runtime: &str| {
+        let o = d.docker(&["run", "-d", "--network", "none", "--runtime", runtime, IMAGE, "/probe", "serve"]);
+        assert!(o.status.success(), "docker run -d: {}\n{}", text(&o), d.log());
+        let id = stdout(&o).trim().to_owned();
+        let start = Instant::now();
+        while !text(&d.docker(&["logs", &id])).contains("serving") {
+            assert!(start.elapsed() < Duration::from_secs(30), "the container did not start serving");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        id
+    };
+    let id = serve("openshell");
+    let o = d.docker(&["exec", &id, "/probe", "hello", "keyctl", "exit:5"]);
     assert_eq!(o.status.code(), Some(5), "docker exec: {}", text(&o));
-    assert_eq!(stdout(&o), "hello from openshell\nread /data/secret: Permission denied\n");
+    assert_eq!(stdout(&o), "hello from openshell\nkeyctl: denied\n");
     let o = d.docker(&["top", &id]);
     assert!(o.status.success() && stdout(&o).contains("/probe serve"), "docker top: {}", text(&o));
     let o = d.docker(&["stop", "-t", "10", &id]);
@@ -308,6 +315,17 @@ fn docker_runs_containers_through_openshell_runtime() {
     assert_eq!(stdout(&o).trim(), "exited 0", "the probe exits 0 on SIGTERM: {}", text(&o));
     let o = d.docker(&["rm", &id]);
     assert!(o.status.success(), "docker rm: {}", text(&o));
+
+    // Under a policy, exec'd processes get the same policy.
+    let id = serve("openshell-deny");
+    let o = d.docker(&["exec", &id, "/probe", "hello", "read:/data/secret", "ptrace", "exit:5"]);
+    assert_eq!(o.status.code(), Some(5), "docker exec: {}", text(&o));
+    assert_eq!(
+        stdout(&o),
+        "hello from openshell\nread /data/secret: Permission denied\nptrace: Operation not permitted\n"
+    );
+    let o = d.docker(&["rm", "-f", &id]);
+    assert!(o.status.success(), "docker rm -f: {}", text(&o));
     let o = d.docker(&["ps", "-aq"]);
     assert_eq!(stdout(&o).trim(), "", "nothing left");
     drop(d);

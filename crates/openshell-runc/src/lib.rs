@@ -25,9 +25,14 @@
 //! to give a policy through dockerd older than 24, which cannot set annotations. The
 //! annotation wins over `--policy`. With neither, the bundle's spec runs as given.
 //!
-//! Modules: `ops` (the container operations), `policy`, `logging` (runc's log
-//! formats) and `spec` (`spec` and `features`).
+//! libcontainer 0.7 does not apply the spec's seccomp filter to `exec`'d processes;
+//! this runtime installs it in them (see `executor`), under no_new_privs unless the
+//! process keeps CAP_SYS_ADMIN.
+//!
+//! Modules: `ops` (the container operations), `policy`, `executor` (what an exec'd
+//! process applies), `logging` (runc's log formats) and `spec` (`spec` and `features`).
 
+pub mod executor;
 pub mod logging;
 pub mod ops;
 pub mod policy;

@@ -15,6 +15,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::Serialize;
 
+use crate::executor::ExecExecutor;
 use crate::policy::{self, PolicyError, SandboxPolicy};
 
 /// Why an operation failed.
@@ -284,17 +285,23 @@ impl Runtime {
         container.delete(force).map_err(|e| self.container_error(id, &e))
     }
 
-    /// Runs another process in the running container, under the container's policy
-    /// (if it was created with one). Returns its exit code, or `None` when detached.
+    /// Runs another process in the running container, under the container's seccomp
+    /// filter and policy (if it was created with one). Returns its exit code, or
+    /// `None` when detached.
     pub fn exec(&self, id: &str, opts: &ExecOptions) -> Result<Option<i32>, RuntimeError> {
         let container = self.load(id)?;
         let dir = self.container_dir(id)?;
         let policy = SandboxPolicy::saved(&dir)?;
+        let spec = load_spec(container.bundle())?;
+        let executor = ExecExecutor {
+            spec_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+            policy: policy.as_ref().map(SandboxPolicy::executor),
+        };
         let process_file = match &opts.process {
             Some(path) => path.clone(),
             None => {
                 let path = dir.join(format!("openshell-exec-{}.json", std::process::id()));
-                let process = exec_process(&load_spec(container.bundle())?, opts)?;
+                let process = exec_process(&spec, opts)?;
                 let json = serde_json::to_vec(&process)
                     .map_err(|e| RuntimeError::Io { path: path.clone(), source: e.into() })?;
                 std::fs::write(&path, json).map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
@@ -303,17 +310,19 @@ impl Runtime {
         };
         let cerr = |e: &dyn std::error::Error| self.container_error(id, e);
         let built = (|| {
-            let mut builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+            ContainerBuilder::new(id.to_owned(), SyscallType::default())
                 .with_root_path(&self.root)
                 .map_err(|e| cerr(&e))?
                 .with_pid_file(opts.pid_file.as_ref())
                 .map_err(|e| cerr(&e))?
                 .with_console_socket(opts.console_socket.as_ref())
-                .with_preserved_fds(opts.preserve_fds);
-            if let Some(policy) = &policy {
-                builder = builder.with_executor(policy.executor());
-            }
-            builder.as_tenant().with_process(Some(&process_file)).with_detach(opts.detach).build().map_err(|e| cerr(&e))
+                .with_preserved_fds(opts.preserve_fds)
+                .with_executor(executor)
+                .as_tenant()
+                .with_process(Some(&process_file))
+                .with_detach(opts.detach)
+                .build()
+                .map_err(|e| cerr(&e))
         })();
         if opts.process.is_none() {
             let _ = std::fs::remove_file(&process_file);

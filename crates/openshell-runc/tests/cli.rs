@@ -78,6 +78,13 @@ impl Fixture {
         std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write config");
     }
 
+    fn edit_config(&self, edit: impl FnOnce(&mut Value)) {
+        let path = self.bundle().join("config.json");
+        let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+        edit(&mut spec);
+        std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write config");
+    }
+
     fn state(&self, id: &str) -> Value {
         let o = self.runtime(&["state", id]);
         assert!(o.status.success(), "state: {}", text(&o));
@@ -108,6 +115,13 @@ fn lifecycle_as_containerd_drives_it() {
     let f = Fixture::new();
     let id = format!("osrt-life-{}", std::process::id());
     f.configure(&id, &["/probe", "serve"], &[]);
+    // The bundle's own seccomp filter, which exec'd processes must get too.
+    f.edit_config(|spec| {
+        spec["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["keyctl"], "action": "SCMP_ACT_ERRNO"}]
+        })
+    });
     let bundle = f.bundle().display().to_string();
     let pid_file = f.path().join("init.pid");
     // The container's stdio is the creating process's: files, so nothing waits on a pipe.
@@ -139,10 +153,10 @@ fn lifecycle_as_containerd_drives_it() {
     let o = f.runtime(&["start", &id]);
     assert!(!o.status.success() && text(&o).contains("is running"), "second start: {}", text(&o));
 
-    // exec: a second process, its exit code and output passed through.
-    let o = f.runtime(&["exec", &id, "/probe", "hello", "exit:4"]);
+    // exec: a second process, its exit code and output passed through, under the bundle's filter.
+    let o = f.runtime(&["exec", &id, "/probe", "hello", "keyctl", "exit:4"]);
     assert_eq!(o.status.code(), Some(4), "exec: {}", text(&o));
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from openshell\n");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from openshell\nkeyctl: denied\n");
     // exec --process, as the shim does it.
     let process = f.path().join("process.json");
     let mut spec: Value =
@@ -209,13 +223,16 @@ fn run_passes_exit_codes_and_applies_an_annotated_policy() {
     };
     let id = format!("osrt-run-{}", std::process::id());
 
-    // No annotation: the bundle's spec as given.
+    // No annotation: the bundle's spec as given (without a seccomp filter, keyctl answers).
     let o = run(&id, &[], &[]);
     assert_eq!(o.status.code(), Some(7), "{}", text(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         "hello from openshell\nread /data/secret: s3cret\nptrace: allowed\n"
     );
+    f.configure(&id, &["/probe", "keyctl"], &[]);
+    let o = f.runtime(&["run", "--bundle", &bundle, &id]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "keyctl: allowed\n", "{}", text(&o));
     let o = f.runtime(&["state", &id]);
     assert!(!o.status.success(), "run deletes the container afterwards: {}", text(&o));
 
