@@ -1,11 +1,16 @@
-//! What a process added by `exec` runs right before it executes its command.
+//! What a container's process runs right before it executes its command.
 //!
 //! libcontainer 0.7 rebuilds an exec'd process's spec without the container's
 //! seccomp filter (runc applies it), so without this an exec'd process would escape
 //! e.g. Docker's seccomp profile. [`ExecExecutor`] installs the container's filter
 //! first, then applies the container's policy (if any) as `create` did.
+//!
+//! These steps run after `start` has returned, so their failure would only be an
+//! exit status; [`Reporting`] also writes it to the process's stderr, which is the
+//! container's (what `docker run` and `docker logs` show).
 
 use std::collections::HashMap;
+use std::io::Write;
 
 use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use libcontainer::workload::default::DefaultExecutor;
@@ -64,5 +69,27 @@ impl Executor for ExecExecutor {
 
     fn setup_envs(&self, envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
         DefaultExecutor {}.setup_envs(envs)
+    }
+}
+
+/// Runs `E`; if it fails (it returns only on failure), writes why to stderr first.
+#[derive(Clone)]
+pub struct Reporting<E>(pub E);
+
+impl<E: Executor + Clone + 'static> Executor for Reporting<E> {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        let result = self.0.exec(spec);
+        if let Err(e) = &result {
+            let _ = writeln!(std::io::stderr(), "openshell-runtime: {}", crate::ops::chain(e));
+        }
+        result
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        self.0.validate(spec)
+    }
+
+    fn setup_envs(&self, envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
+        self.0.setup_envs(envs)
     }
 }

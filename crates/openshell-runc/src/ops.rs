@@ -10,12 +10,13 @@ use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::oci_spec::runtime::{Spec, UserBuilder};
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
 use nix::sys::signal::{SigSet, Signal as NixSignal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::executor::ExecExecutor;
+use crate::executor::{ExecExecutor, Reporting};
 use crate::policy::{self, PolicyError, SandboxPolicy};
 
 /// Why an operation failed.
@@ -195,17 +196,20 @@ impl Runtime {
             None => None,
         };
         let cerr = |e: &dyn std::error::Error| self.container_error(id, e);
-        let mut builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        let builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
             .with_root_path(&self.root)
             .map_err(|e| cerr(&e))?
             .with_pid_file(opts.pid_file.as_ref())
             .map_err(|e| cerr(&e))?
             .with_console_socket(opts.console_socket.as_ref())
             .with_preserved_fds(opts.preserve_fds);
-        if let Some(policy) = &policy {
-            tracing::debug!(policy = %policy.source.display(), "applying the policy's Landlock rules and seccomp filter");
-            builder = builder.with_executor(policy.executor());
-        }
+        let builder = match &policy {
+            Some(policy) => {
+                tracing::debug!(policy = %policy.source.display(), "applying the policy's Landlock rules and seccomp filter");
+                builder.with_executor(Reporting(policy.executor()))
+            }
+            None => builder.with_executor(Reporting(DefaultExecutor {})),
+        };
         let container = builder
             .as_init(&bundle)
             .with_systemd(self.systemd_cgroup)
@@ -317,7 +321,7 @@ impl Runtime {
                 .map_err(|e| cerr(&e))?
                 .with_console_socket(opts.console_socket.as_ref())
                 .with_preserved_fds(opts.preserve_fds)
-                .with_executor(executor)
+                .with_executor(Reporting(executor))
                 .as_tenant()
                 .with_process(Some(&process_file))
                 .with_detach(opts.detach)

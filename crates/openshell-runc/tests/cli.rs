@@ -284,6 +284,17 @@ fn run_passes_exit_codes_and_applies_an_annotated_policy() {
     let o = f.runtime(&["state", &id]);
     assert!(text(&o).contains("does not exist"), "a failed create leaves nothing: {}", text(&o));
 
+    // A policy that does not let the workload be executed: the failure, which comes
+    // after start, is on the container's stderr.
+    let noexec = f.policy(
+        "noexec.yaml",
+        "version: 1\nlandlock: {compatibility: hard_requirement}\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/data]\n",
+    );
+    let o = run(&id, &[("run.openshell.policy", noexec)], &[]);
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("openshell-runtime: ") && stderr.contains("Permission denied"), "{}", text(&o));
+
     let o = run(&id, &[("run.openshell.policy", "relative.yaml".into())], &[]);
     assert!(!o.status.success() && text(&o).contains("is not an absolute path"), "{}", text(&o));
 }
