@@ -292,7 +292,7 @@ fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<(), CliError> {
     let out = std::process::Command::new("ps")
         .args(&args)
         .output()
-        .map_err(|source| CliError::Io { what: "running ps".into(), source })?;
+        .map_err(|source| CliError::Io { what: "running ps(1) (Debian package procps)".into(), source })?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();

@@ -332,21 +332,25 @@ impl Runtime {
             let _ = std::fs::remove_file(&process_file);
         }
         let pid = built?;
-        if opts.detach { Ok(None) } else { wait_forwarding(pid).map(Some) }
+        if opts.detach {
+            return Ok(None);
+        }
+        let set = block_forwarded()?;
+        wait_forwarding(pid, &set).map(Some)
     }
 
     /// `create` + `start`; in the foreground, waits (forwarding signals), deletes
     /// the container and returns its exit code; detached, returns `None`.
     pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> Result<Option<i32>, RuntimeError> {
         let pid = self.create(id, opts)?;
+        // Before start, so that no signal meant for the container is lost in between.
+        let set = if detach { None } else { Some(block_forwarded()?) };
         if let Err(e) = self.start(id) {
             let _ = self.delete(id, true);
             return Err(e);
         }
-        if detach {
-            return Ok(None);
-        }
-        let code = wait_forwarding(pid);
+        let Some(set) = set else { return Ok(None) };
+        let code = wait_forwarding(pid, &set);
         let deleted = self.delete(id, true);
         let code = code?;
         deleted?;
@@ -468,16 +472,23 @@ const FORWARDED: &[NixSignal] = &[
     NixSignal::SIGWINCH,
 ];
 
-/// Waits for our child `pid` (the container's process), forwarding signals to it;
-/// returns its exit code (128 + signal when killed). Other children are reaped.
-fn wait_forwarding(pid: Pid) -> Result<i32, RuntimeError> {
+/// Blocks the signals a foreground `run`/`exec` forwards (and SIGCHLD), so that they
+/// queue for [`wait_forwarding`]. Called once the container's process is forked (it
+/// keeps the mask it was forked with; commands libcontainer runs later, such as
+/// hooks, start with an empty mask).
+fn block_forwarded() -> Result<SigSet, RuntimeError> {
     let mut set = SigSet::empty();
     set.add(NixSignal::SIGCHLD);
     for s in FORWARDED {
         set.add(*s);
     }
-    // Blocked here, after the container's process was forked with our old mask.
     set.thread_block().map_err(|source| RuntimeError::Sys { what: "blocking signals", source })?;
+    Ok(set)
+}
+
+/// Waits for our child `pid` (the container's process), forwarding the signals of
+/// `set` to it; returns its exit code (128 + signal when killed). Other children are reaped.
+fn wait_forwarding(pid: Pid, set: &SigSet) -> Result<i32, RuntimeError> {
     loop {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {

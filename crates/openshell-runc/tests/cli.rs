@@ -333,6 +333,38 @@ fn exec_applies_the_policy_the_container_was_created_with() {
 }
 
 #[test]
+fn a_foreground_run_forwards_signals_to_the_container() {
+    let f = Fixture::new();
+    let id = format!("osrt-fg-{}", std::process::id());
+    f.configure(&id, &["/probe", "serve"], &[]);
+    let bundle = f.bundle().display().to_string();
+    let out_path = f.path().join("container.out");
+    let mut child = f
+        .command(&["run", "--bundle", &bundle, &id])
+        .stdout(Stdio::from(File::create(&out_path).expect("out")))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run");
+    wait_until("the probe to serve", || std::fs::read_to_string(&out_path).is_ok_and(|s| s.contains("serving")));
+    assert_eq!(f.state(&id)["status"], "running");
+    // SIGTERM to the runtime reaches the probe (pid 1 of its namespace: it exits 0 only
+    // because it handles the signal, so the exit code shows the signal got there).
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(ok.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "run did not end after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "the container's exit code");
+    let o = f.runtime(&["state", &id]);
+    assert!(text(&o).contains("does not exist"), "run deletes the container: {}", text(&o));
+}
+
+#[test]
 fn features_and_version() {
     let o = Command::new(RUNTIME).arg("features").output().expect("features");
     assert!(o.status.success(), "{}", text(&o));
