@@ -253,6 +253,10 @@ fn docker_runs_containers_through_openshell_runtime() {
     let o = run("openshell", &[], &["/probe", "hello", "exit:7"]);
     assert_eq!(o.status.code(), Some(7), "{}", text(&o));
     assert_eq!(stdout(&o), "hello from openshell\n");
+    // A terminal (the runtime hands its master to containerd through --console-socket).
+    let o = run("openshell", &["-t"], &["/probe", "hello"]);
+    assert!(o.status.success(), "docker run -t: {}", text(&o));
+    assert_eq!(stdout(&o), "hello from openshell\r\n", "a pty turns \\n into \\r\\n");
 
     // No policy: the bundle's spec as docker made it (its seccomp profile allows ptrace).
     let probe = ["/probe", "read:/data/secret", "ptrace"];
@@ -307,6 +311,10 @@ fn docker_runs_containers_through_openshell_runtime() {
     let o = d.docker(&["exec", &id, "/probe", "hello", "keyctl", "exit:5"]);
     assert_eq!(o.status.code(), Some(5), "docker exec: {}", text(&o));
     assert_eq!(stdout(&o), "hello from openshell\nkeyctl: denied\n");
+    let o = d.docker(&["exec", "-t", &id, "/probe", "hello"]);
+    assert_eq!(stdout(&o), "hello from openshell\r\n", "docker exec -t: {}", text(&o));
+    let o = d.docker(&["exec", "-u", "1000:1000", "-w", "/data", &id, "/probe", "read:secret"]);
+    assert_eq!(stdout(&o), "read secret: s3cret\n", "docker exec -u -w: {}", text(&o));
     let o = d.docker(&["top", &id]);
     assert!(o.status.success() && stdout(&o).contains("/probe serve"), "docker top: {}", text(&o));
     let o = d.docker(&["stop", "-t", "10", &id]);
