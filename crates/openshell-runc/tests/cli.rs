@@ -98,6 +98,17 @@ impl Fixture {
     }
 }
 
+impl Drop for Fixture {
+    /// A test that failed half-way must not leave its containers running.
+    fn drop(&mut self) {
+        if let Ok(o) = self.command(&["list", "-q"]).output() {
+            for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = self.command(&["delete", "--force", id]).output();
+            }
+        }
+    }
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
