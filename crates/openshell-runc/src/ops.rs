@@ -152,8 +152,14 @@ fn load_spec(bundle: &Path) -> Result<Spec, RuntimeError> {
 }
 
 impl Runtime {
+    /// Creates the state root if missing, readable by root only (as runc's).
     fn ensure_root(&self) -> Result<(), RuntimeError> {
-        std::fs::create_dir_all(&self.root).map_err(|source| RuntimeError::Io { path: self.root.clone(), source })
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .map_err(|source| RuntimeError::Io { path: self.root.clone(), source })
     }
 
     /// The state directory of `id` (the id checked first: it becomes a path).

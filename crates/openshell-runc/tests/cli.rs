@@ -147,6 +147,9 @@ fn lifecycle_as_containerd_drives_it() {
 
     let state = f.state(&id);
     assert_eq!(state["status"], "created", "{state}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(f.root()).expect("state root").permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the state root is root's only");
     assert_eq!(state["id"], id.as_str());
     let pid: i64 = std::fs::read_to_string(&pid_file).expect("pid file").trim().parse().expect("pid");
     assert_eq!(state["pid"], pid, "{state}");
