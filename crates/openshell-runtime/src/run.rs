@@ -2,25 +2,30 @@
 //! Landlock rules applied by the container's own init process right before it
 //! executes the workload (after the namespaces, mounts, cgroups, seccomp filter,
 //! capability drop and user switch that libcontainer performs from the spec).
+//! An extra seccomp filter can be installed at the same point, on top of the spec's
+//! own (the kernel stacks filters: a syscall must pass every one of them).
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError};
 use nix::sys::wait::{WaitStatus, waitpid};
 use openshell_policy::profile::LandlockProfile;
 
-/// Applies Landlock, then runs the workload: as process 1 of the sandbox
-/// ([`crate::init`]: reaps orphans, forwards signals) when `supervise` is set,
-/// otherwise by executing it in place as libcontainer's default executor does
-/// (processes joining a running sandbox).
+/// Applies Landlock, then (when given) installs an extra seccomp filter, then runs
+/// the workload: as process 1 of the sandbox ([`crate::init`]: reaps orphans,
+/// forwards signals) when `supervise` is set, otherwise by executing it in place
+/// as libcontainer's default executor does.
 #[derive(Clone)]
 pub struct LandlockExecutor {
     pub profile: LandlockProfile,
+    /// Installed after Landlock, right before exec, on top of any filter of the
+    /// spec. It must allow what the workload needs from exec on (`execve` first).
+    pub seccomp: Option<LinuxSeccomp>,
     pub supervise: bool,
 }
 
@@ -33,6 +38,9 @@ impl Executor for LandlockExecutor {
             skipped = report.skipped.len(),
             "landlock"
         );
+        if let Some(filter) = &self.seccomp {
+            install_seccomp(filter).map_err(|e| ExecutorError::Other(e.to_string()))?;
+        }
         if !self.supervise {
             return DefaultExecutor {}.exec(spec);
         }
@@ -52,6 +60,38 @@ impl Executor for LandlockExecutor {
     fn setup_envs(&self, envs: std::collections::HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
         DefaultExecutor {}.setup_envs(envs)
     }
+}
+
+/// Why the extra seccomp filter could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("seccomp: the filter uses SCMP_ACT_NOTIFY, which needs a listener this runtime does not run")]
+    Notify,
+    #[error("seccomp: setting no_new_privs: {0}")]
+    NoNewPrivs(nix::Error),
+    /// libcontainer's error with its causes (libseccomp's message is in the source).
+    #[error("seccomp: {0}")]
+    Load(String),
+}
+
+/// Installs `filter` on the calling thread (and everything it later executes).
+/// Sets no_new_privs first: loading a filter without CAP_SYS_ADMIN requires it, and
+/// a sandboxed process must not regain privileges through setuid binaries anyway.
+pub fn install_seccomp(filter: &LinuxSeccomp) -> Result<(), SeccompError> {
+    if libcontainer::seccomp::is_notify(filter) {
+        return Err(SeccompError::Notify);
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(SeccompError::NoNewPrivs)?;
+    libcontainer::seccomp::initialize_seccomp(filter).map_err(|e| {
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        SeccompError::Load(message)
+    })?;
+    Ok(())
 }
 
 /// A container to run in the foreground.
@@ -88,7 +128,7 @@ pub fn run(req: RunRequest) -> Result<i32, RunError> {
     let mut builder = ContainerBuilder::new(req.id.clone(), SyscallType::default())
         .with_root_path(&req.state_root)
         .map_err(|e| cerr(&e))?
-        .with_executor(LandlockExecutor { profile: req.landlock.clone(), supervise: true });
+        .with_executor(LandlockExecutor { profile: req.landlock.clone(), seccomp: None, supervise: true });
     if let Some(fd) = req.stdout {
         builder = builder.with_stdout(fd);
     }

@@ -1,0 +1,392 @@
+//! `openshell-runtime` driven directly, as containerd's shim drives runc: `spec`,
+//! `create`/`start`/`state`/`exec`/`ps`/`list`/`pause`/`resume`/`kill`/`delete`,
+//! `run`, `features`, and a policy given by the bundle's annotation.
+//! Needs root (containers) and gcc with static libc (the probe); CI has both.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const RUNTIME: &str = env!("CARGO_BIN_EXE_openshell-runtime");
+const PROBE: &str = include_str!("../../../tests/fixtures/runtime-probe.c");
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A bundle from `openshell-runtime spec` with the probe and /data/secret in its rootfs.
+    fn new() -> Fixture {
+        let euid = Command::new("id").arg("-u").output().expect("id -u");
+        assert_eq!(
+            String::from_utf8_lossy(&euid.stdout).trim(),
+            "0",
+            "these tests create containers: run them as root (CI does)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = Fixture { dir };
+        let rootfs = f.bundle().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("data")).expect("mkdir");
+        std::fs::write(f.path().join("probe.c"), PROBE).expect("write probe.c");
+        let out = Command::new("gcc")
+            .args(["-static", "-Os", "-o"])
+            .arg(rootfs.join("probe"))
+            .arg(f.path().join("probe.c"))
+            .output()
+            .expect("gcc is not installed: install gcc and libc6-dev");
+        assert!(out.status.success(), "gcc -static (install libc6-dev): {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(rootfs.join("data/secret"), "s3cret\n").expect("secret");
+        let o = f.runtime(&["spec", "--bundle", &f.bundle().display().to_string()]);
+        assert!(o.status.success(), "spec: {}", text(&o));
+        let o = f.runtime(&["spec", "--bundle", &f.bundle().display().to_string()]);
+        assert!(!o.status.success() && text(&o).contains("exists already"), "spec must not overwrite: {}", text(&o));
+        f
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.path().join("bundle")
+    }
+
+    fn root(&self) -> String {
+        self.path().join("state").display().to_string()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(RUNTIME);
+        c.arg("--root").arg(self.root()).args(args);
+        c
+    }
+
+    fn runtime(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run openshell-runtime")
+    }
+
+    /// Sets the process's arguments, a unique cgroup and the annotations.
+    fn configure(&self, id: &str, args: &[&str], annotations: &[(&str, String)]) {
+        let path = self.bundle().join("config.json");
+        let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+        spec["process"]["args"] = args.iter().map(|a| Value::from(*a)).collect();
+        spec["linux"]["cgroupsPath"] = Value::from(format!("/openshell-runc-test/{id}"));
+        spec["annotations"] = annotations.iter().map(|(k, v)| (k.to_string(), Value::from(v.as_str()))).collect();
+        std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write config");
+    }
+
+    fn edit_config(&self, edit: impl FnOnce(&mut Value)) {
+        let path = self.bundle().join("config.json");
+        let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+        edit(&mut spec);
+        std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write config");
+    }
+
+    fn state(&self, id: &str) -> Value {
+        let o = self.runtime(&["state", id]);
+        assert!(o.status.success(), "state: {}", text(&o));
+        serde_json::from_slice(&o.stdout).expect("state json")
+    }
+
+    fn policy(&self, name: &str, body: &str) -> String {
+        let path = self.path().join(name);
+        std::fs::write(&path, body).expect("policy");
+        path.display().to_string()
+    }
+}
+
+impl Drop for Fixture {
+    /// A test that failed half-way must not leave its containers running.
+    fn drop(&mut self) {
+        if let Ok(o) = self.command(&["list", "-q"]).output() {
+            for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = self.command(&["delete", "--force", id]).output();
+            }
+        }
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn lifecycle_as_containerd_drives_it() {
+    let f = Fixture::new();
+    let id = format!("osrt-life-{}", std::process::id());
+    f.configure(&id, &["/probe", "serve"], &[]);
+    // The bundle's own seccomp filter, which exec'd processes must get too.
+    f.edit_config(|spec| {
+        spec["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["keyctl"], "action": "SCMP_ACT_ERRNO"}]
+        })
+    });
+    let bundle = f.bundle().display().to_string();
+    let pid_file = f.path().join("init.pid");
+    // The container's stdio is the creating process's: files, so nothing waits on a pipe.
+    let out_path = f.path().join("container.out");
+    let o = f
+        .command(&["create", "--bundle", &bundle, "--pid-file", &pid_file.display().to_string(), &id])
+        .stdout(Stdio::from(File::create(&out_path).expect("out")))
+        .stderr(Stdio::from(File::create(f.path().join("container.err")).expect("err")))
+        .status()
+        .expect("create");
+    assert!(o.success(), "create: {}", std::fs::read_to_string(f.path().join("container.err")).unwrap_or_default());
+
+    let state = f.state(&id);
+    assert_eq!(state["status"], "created", "{state}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(f.root()).expect("state root").permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the state root is root's only");
+    assert_eq!(state["id"], id.as_str());
+    let pid: i64 = std::fs::read_to_string(&pid_file).expect("pid file").trim().parse().expect("pid");
+    assert_eq!(state["pid"], pid, "{state}");
+    let canonical = std::fs::canonicalize(f.bundle()).expect("canonical");
+    assert_eq!(state["bundle"], canonical.display().to_string());
+    assert_eq!(state["rootfs"], canonical.join("rootfs").display().to_string());
+    assert!(state["created"].as_str().is_some_and(|c| c.ends_with('Z') && c.contains('T')), "{state}");
+    let o = f.runtime(&["create", "--bundle", &bundle, &id]);
+    assert!(!o.status.success() && text(&o).contains("already exists"), "{}", text(&o));
+
+    let o = f.runtime(&["start", &id]);
+    assert!(o.status.success(), "start: {}", text(&o));
+    wait_until("the probe to serve", || std::fs::read_to_string(&out_path).is_ok_and(|s| s.contains("serving")));
+    assert_eq!(f.state(&id)["status"], "running");
+    let o = f.runtime(&["start", &id]);
+    assert!(!o.status.success() && text(&o).contains("is running"), "second start: {}", text(&o));
+
+    // exec: a second process, its exit code and output passed through, under the bundle's filter.
+    let o = f.runtime(&["exec", &id, "/probe", "hello", "keyctl", "exit:4"]);
+    assert_eq!(o.status.code(), Some(4), "exec: {}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from openshell\nkeyctl: denied\n");
+    // exec --process, as the shim does it.
+    let process = f.path().join("process.json");
+    let mut spec: Value =
+        serde_json::from_slice(&std::fs::read(f.bundle().join("config.json")).expect("config")).expect("json");
+    spec["process"]["args"] = serde_json::json!(["/probe", "read:/data/secret", "exit:6"]);
+    std::fs::write(&process, spec["process"].to_string()).expect("process.json");
+    let o = f.runtime(&["exec", "--process", &process.display().to_string(), &id]);
+    assert_eq!(o.status.code(), Some(6), "exec --process: {}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "read /data/secret: s3cret\n");
+
+    let o = f.runtime(&["ps", "--format", "json", &id]);
+    assert!(o.status.success(), "ps: {}", text(&o));
+    let pids: Vec<i64> = serde_json::from_slice(&o.stdout).expect("ps json");
+    assert!(pids.contains(&pid), "{pids:?} lacks {pid}");
+    let o = f.runtime(&["ps", &id]);
+    assert!(o.status.success() && text(&o).contains("/probe serve"), "ps table: {}", text(&o));
+
+    let o = f.runtime(&["list", "--format", "json"]);
+    let list: Vec<Value> = serde_json::from_slice(&o.stdout).expect("list json");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], id.as_str());
+    let o = f.runtime(&["list", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), id);
+
+    let o = f.runtime(&["pause", &id]);
+    assert!(o.status.success(), "pause: {}", text(&o));
+    assert_eq!(f.state(&id)["status"], "paused");
+    let o = f.runtime(&["resume", &id]);
+    assert!(o.status.success(), "resume: {}", text(&o));
+    assert_eq!(f.state(&id)["status"], "running");
+
+    let o = f.runtime(&["delete", &id]);
+    assert!(!o.status.success() && text(&o).contains("is running"), "delete of a running container: {}", text(&o));
+    let o = f.runtime(&["kill", &id, "NOSUCHSIGNAL"]);
+    assert!(!o.status.success() && text(&o).contains("invalid signal"), "{}", text(&o));
+    // Default signal SIGTERM: the probe exits 0.
+    let o = f.runtime(&["kill", &id]);
+    assert!(o.status.success(), "kill: {}", text(&o));
+    wait_until("the container to stop", || f.state(&id)["status"] == "stopped");
+    assert_eq!(f.state(&id)["pid"], 0);
+    let o = f.runtime(&["kill", &id, "9"]);
+    assert!(!o.status.success() && text(&o).contains("container not running"), "{}", text(&o));
+
+    let o = f.runtime(&["delete", &id]);
+    assert!(o.status.success(), "delete: {}", text(&o));
+    let o = f.runtime(&["state", &id]);
+    assert!(!o.status.success() && text(&o).contains("does not exist"), "{}", text(&o));
+    let o = f.runtime(&["delete", &id]);
+    assert!(!o.status.success() && text(&o).contains("does not exist"), "{}", text(&o));
+    let o = f.runtime(&["delete", "--force", &id]);
+    assert!(o.status.success(), "delete --force of a missing container: {}", text(&o));
+}
+
+#[test]
+fn run_passes_exit_codes_and_applies_an_annotated_policy() {
+    let f = Fixture::new();
+    let bundle = f.bundle().display().to_string();
+    let args = ["/probe", "hello", "read:/data/secret", "ptrace", "exit:7"];
+    let run = |id: &str, annotations: &[(&str, String)], extra: &[&str]| {
+        f.configure(id, &args, annotations);
+        let mut a: Vec<&str> = extra.to_vec();
+        a.extend(["run", "--bundle", &bundle, id]);
+        f.runtime(&a)
+    };
+    let id = format!("osrt-run-{}", std::process::id());
+
+    // No annotation: the bundle's spec as given (without a seccomp filter, keyctl answers).
+    let o = run(&id, &[], &[]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello from openshell\nread /data/secret: s3cret\nptrace: allowed\n"
+    );
+    f.configure(&id, &["/probe", "keyctl"], &[]);
+    let o = f.runtime(&["run", "--bundle", &bundle, &id]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "keyctl: allowed\n", "{}", text(&o));
+    let o = f.runtime(&["state", &id]);
+    assert!(!o.status.success(), "run deletes the container afterwards: {}", text(&o));
+
+    // A policy that lists the probe but not /data: Landlock denies the read, and the
+    // policy's seccomp filter denies ptrace.
+    let deny = f.policy(
+        "deny.yaml",
+        "version: 1\nlandlock: {compatibility: hard_requirement}\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/probe]\n",
+    );
+    let o = run(&id, &[("run.openshell.policy", deny.clone())], &[]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello from openshell\nread /data/secret: Permission denied\nptrace: Operation not permitted\n"
+    );
+
+    // Positive control: the same with /data listed reads it (ptrace stays denied).
+    let allow = f.policy(
+        "allow.yaml",
+        "version: 1\nlandlock: {compatibility: hard_requirement}\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/probe, /data]\n",
+    );
+    let o = run(&id, &[("run.openshell.policy", allow.clone())], &[]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello from openshell\nread /data/secret: s3cret\nptrace: Operation not permitted\n"
+    );
+
+    // The runtime's --policy is the default for bundles without the annotation; the annotation wins.
+    let o = run(&id, &[], &["--policy", &deny]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("read /data/secret: Permission denied"), "{}", text(&o));
+    let o = run(&id, &[("run.openshell.policy", allow)], &["--policy", &deny]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("read /data/secret: s3cret"), "{}", text(&o));
+
+    // A bad policy fails create with file:line:column, on stderr and in the JSON log.
+    let bad = f.policy("bad.yaml", "version: 1\nfilesystem_policy:\n  read_only: 7\n");
+    let log = f.path().join("log.json");
+    let log_arg = log.display().to_string();
+    let o = run(&id, &[("run.openshell.policy", bad.clone())], &["--log", &log_arg, "--log-format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let expected = format!("{bad}:3:14: filesystem_policy.read_only:");
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&expected), "{}", text(&o));
+    assert!(o.stdout.is_empty(), "the workload never ran: {}", text(&o));
+    let logged = std::fs::read_to_string(&log).expect("log");
+    let last: Value = serde_json::from_str(logged.lines().last().expect("a log line")).expect("json line");
+    assert_eq!(last["level"], "error", "{logged}");
+    assert!(last["msg"].as_str().is_some_and(|m| m.contains(&expected)), "{logged}");
+    assert!(last["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{logged}");
+    let o = f.runtime(&["state", &id]);
+    assert!(text(&o).contains("does not exist"), "a failed create leaves nothing: {}", text(&o));
+
+    // A policy that does not let the workload be executed: the failure, which comes
+    // after start, is on the container's stderr.
+    let noexec = f.policy(
+        "noexec.yaml",
+        "version: 1\nlandlock: {compatibility: hard_requirement}\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/data]\n",
+    );
+    let o = run(&id, &[("run.openshell.policy", noexec)], &[]);
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("openshell-runtime: ") && stderr.contains("Permission denied"), "{}", text(&o));
+
+    let o = run(&id, &[("run.openshell.policy", "relative.yaml".into())], &[]);
+    assert!(!o.status.success() && text(&o).contains("is not an absolute path"), "{}", text(&o));
+}
+
+#[test]
+fn exec_applies_the_policy_the_container_was_created_with() {
+    let f = Fixture::new();
+    let id = format!("osrt-exec-{}", std::process::id());
+    let deny = f.policy(
+        "deny.yaml",
+        "version: 1\nlandlock: {compatibility: hard_requirement}\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/probe]\n",
+    );
+    f.configure(&id, &["/probe", "serve"], &[("run.openshell.policy", deny.clone())]);
+    let bundle = f.bundle().display().to_string();
+    let out_path = f.path().join("container.out");
+    let ok = f
+        .command(&["run", "--detach", "--bundle", &bundle, &id])
+        .stdout(Stdio::from(File::create(&out_path).expect("out")))
+        .stderr(Stdio::null())
+        .status()
+        .expect("run -d");
+    assert!(ok.success());
+    wait_until("the probe to serve", || std::fs::read_to_string(&out_path).is_ok_and(|s| s.contains("serving")));
+    // Editing the file afterwards changes nothing for the running container.
+    std::fs::write(&deny, "not: [a policy").expect("overwrite");
+    let o = f.runtime(&["exec", &id, "/probe", "read:/data/secret", "ptrace"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "read /data/secret: Permission denied\nptrace: Operation not permitted\n"
+    );
+    let o = f.runtime(&["delete", "--force", &id]);
+    assert!(o.status.success(), "delete --force: {}", text(&o));
+    let o = f.runtime(&["state", &id]);
+    assert!(text(&o).contains("does not exist"), "{}", text(&o));
+}
+
+#[test]
+fn a_foreground_run_forwards_signals_to_the_container() {
+    let f = Fixture::new();
+    let id = format!("osrt-fg-{}", std::process::id());
+    f.configure(&id, &["/probe", "serve"], &[]);
+    let bundle = f.bundle().display().to_string();
+    let out_path = f.path().join("container.out");
+    let mut child = f
+        .command(&["run", "--bundle", &bundle, &id])
+        .stdout(Stdio::from(File::create(&out_path).expect("out")))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run");
+    wait_until("the probe to serve", || std::fs::read_to_string(&out_path).is_ok_and(|s| s.contains("serving")));
+    assert_eq!(f.state(&id)["status"], "running");
+    // SIGTERM to the runtime reaches the probe (pid 1 of its namespace: it exits 0 only
+    // because it handles the signal, so the exit code shows the signal got there).
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(ok.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "run did not end after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "the container's exit code");
+    let o = f.runtime(&["state", &id]);
+    assert!(text(&o).contains("does not exist"), "run deletes the container: {}", text(&o));
+}
+
+#[test]
+fn features_and_version() {
+    let o = Command::new(RUNTIME).arg("features").output().expect("features");
+    assert!(o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("features json");
+    assert!(v["ociVersionMax"].as_str().is_some_and(|s| s.starts_with("1.")), "{v}");
+    assert_eq!(v["linux"]["seccomp"]["enabled"], true);
+    assert_eq!(v["annotations"]["run.openshell.policy.annotation"], "run.openshell.policy");
+    let o = Command::new(RUNTIME).arg("--version").output().expect("version");
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("openshell-runtime {}", env!("CARGO_PKG_VERSION")));
+}

@@ -1,0 +1,340 @@
+//! End-to-end: `openshell-runtime` registered with a private dockerd, running an
+//! image built by `openshell lock` + `openshell build` (a static probe compiled by
+//! the test): output, exit codes, `docker run -d` + `exec` (under Docker's seccomp
+//! profile) + `top` + `stop` + `rm`, and policies — denial with a positive control,
+//! `exec` under the container's policy, a bad policy in docker's error.
+//!
+//! The dockerd is the test's own (its own data root, exec root, socket, and the
+//! containerd it starts), with no bridge and no iptables; the machine's dockerd is
+//! not touched. Policies reach the runtime through `runtimeArgs` (`--policy FILE`)
+//! of runtimes registered in the daemon's config file, because dockerd before 24
+//! (Debian bookworm has 20.10) cannot pass annotations; where the daemon can, the
+//! `run.openshell.policy` annotation is checked as well.
+//!
+//! Needs root, dockerd and docker (Debian `docker.io`), gcc with static libc
+//! (`gcc`, `libc6-dev`), and the `openshell-runtime` binary built next to
+//! `openshell` (`cargo nextest run --workspace` builds it; alone:
+//! `cargo build -p openshell-runc`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const PROBE: &str = include_str!("fixtures/runtime-probe.c");
+const IMAGE: &str = "openshell/runtime-e2e:1";
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn require(tool: &str, package: &str) {
+    let ok = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "`{tool}` is not installed: install the Debian package `{package}` (.ci/run does)");
+}
+
+fn newest_mtime(dir: &Path) -> SystemTime {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH)
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// The runtime binary: built by Cargo into the same directory as `openshell`
+/// (another package's binary, so Cargo gives no `CARGO_BIN_EXE_` for it).
+fn runtime_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_openshell")).with_file_name("openshell-runtime");
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: build it with `cargo build -p openshell-runc` (`cargo nextest run --workspace` does)",
+            path.display()
+        )
+    });
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for krate in ["openshell-runc/src", "openshell-runtime/src", "openshell-policy/src"] {
+        assert!(
+            newest_mtime(&sources.join(krate)) <= built,
+            "{} is older than crates/{krate}: rebuild it with `cargo build -p openshell-runc`",
+            path.display()
+        );
+    }
+    path
+}
+
+/// A dockerd of the test's own, stopped (with its containers) and unmounted on drop.
+struct Dockerd {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Dockerd {
+    fn start(dir: &Path, config: &serde_json::Value) -> Dockerd {
+        let config_path = dir.join("daemon.json");
+        std::fs::write(&config_path, config.to_string()).expect("daemon.json");
+        let log = std::fs::File::create(dir.join("dockerd.log")).expect("log");
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(&config_path)
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("x"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("dockerd is not installed: install the Debian package `docker.io`");
+        let mut d = Dockerd { dir: dir.to_owned(), child };
+        let start = Instant::now();
+        loop {
+            if d.docker(&["info"]).status.success() {
+                return d;
+            }
+            let exited = d.child.try_wait().expect("try_wait");
+            if exited.is_some() || start.elapsed() > Duration::from_secs(60) {
+                let log = std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default();
+                panic!("the test's dockerd did not come up ({exited:?}); its log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.dir.join("docker.sock").display()))
+            .env("DOCKER_CONFIG", self.dir.join("cli"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker is not installed: install the Debian package `docker.io`")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let ids = self.docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.docker(&["rm", "-f", id]);
+        }
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Whatever dockerd left mounted under its directories (overlays, netns), deepest first.
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut under: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| Path::new(m).starts_with(&self.dir))
+            .collect();
+        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in under {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+    }
+}
+
+/// Builds the probe image with `openshell lock` + `openshell build`; returns the archive.
+fn build_image(dir: &Path) -> PathBuf {
+    let work = dir.join("image");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::write(work.join("probe.c"), PROBE).expect("probe.c");
+    let out = Command::new("gcc")
+        .args(["-static", "-Os", "-o"])
+        .arg(work.join("probe"))
+        .arg(work.join("probe.c"))
+        .output()
+        .expect("gcc is not installed: install gcc and libc6-dev");
+    assert!(out.status.success(), "gcc -static failed (install libc6-dev): {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        work.join("image.yaml"),
+        "name: openshell/runtime-e2e\ntag: \"1\"\nfiles:\n  - path: /probe\n    source: probe\n    mode: \"0755\"\n  - path: /data/secret\n    content: \"s3cret\\n\"\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\ncmd: [/probe, hello]\n",
+    )
+    .expect("image.yaml");
+    let store = work.join("store").display().to_string();
+    for args in [
+        vec!["lock", "image.yaml", "-o", "e2e.lock", "--store", &store],
+        vec!["build", "e2e.lock", "--archive", "image.tar", "--store", &store],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_openshell"))
+            .args(&args)
+            .current_dir(&work)
+            .env_remove("OPENSHELL_STORE")
+            .env("HOME", &work)
+            .output()
+            .expect("run openshell");
+        assert!(o.status.success(), "openshell {args:?}: {}", text(&o));
+    }
+    work.join("image.tar")
+}
+
+fn policy(dir: &Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("policy");
+    path.display().to_string()
+}
+
+fn landlock_policy(read_only: &str) -> String {
+    format!(
+        "version: 1\nlandlock: {{compatibility: hard_requirement}}\nfilesystem_policy:\n  include_workdir: false\n  read_only: [{read_only}]\n"
+    )
+}
+
+#[test]
+fn docker_runs_containers_through_openshell_runtime() {
+    let euid = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&euid.stdout).trim(),
+        "0",
+        "this test starts its own dockerd: run it as root (CI does)"
+    );
+    require("dockerd", "docker.io");
+    require("docker", "docker.io");
+    let runtime = runtime_binary();
+    // Short: dockerd's and containerd's unix sockets live under it.
+    let dir = tempfile::Builder::new().prefix("osd").tempdir_in("/tmp").expect("tempdir");
+    let image = build_image(dir.path());
+
+    let deny = policy(dir.path(), "deny.yaml", &landlock_policy("/probe"));
+    let allow = policy(dir.path(), "allow.yaml", &landlock_policy("/probe, /data"));
+    let bad = policy(dir.path(), "bad.yaml", "version: 1\nfilesystem_policy:\n  read_only: 7\n");
+    let rt = runtime.display().to_string();
+    let with_policy = |p: &str| serde_json::json!({"path": rt, "runtimeArgs": ["--policy", p]});
+    let config = serde_json::json!({"runtimes": {
+        "openshell": {"path": rt},
+        "openshell-deny": with_policy(&deny),
+        "openshell-allow": with_policy(&allow),
+        "openshell-bad": with_policy(&bad),
+    }});
+    let d = Dockerd::start(dir.path(), &config);
+    let o = d.docker(&["info", "--format", "{{json .Runtimes}}"]);
+    assert!(stdout(&o).contains("openshell-deny"), "runtimes registered: {}", text(&o));
+    let o = d.docker(&["load", "-i", &image.display().to_string()]);
+    assert!(o.status.success(), "docker load: {}", text(&o));
+
+    let run = |runtime: &str, extra: &[&str], cmd: &[&str]| {
+        let mut args = vec!["run", "--rm", "--network", "none", "--runtime", runtime];
+        args.extend_from_slice(extra);
+        args.push(IMAGE);
+        args.extend_from_slice(cmd);
+        d.docker(&args)
+    };
+
+    // The image's command, then an exit code passed through.
+    let o = run("openshell", &[], &[]);
+    assert!(o.status.success(), "docker run: {}\n{}", text(&o), d.log());
+    assert_eq!(stdout(&o), "hello from openshell\n");
+    let o = run("openshell", &[], &["/probe", "hello", "exit:7"]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert_eq!(stdout(&o), "hello from openshell\n");
+    // A terminal (the runtime hands its master to containerd through --console-socket).
+    let o = run("openshell", &["-t"], &["/probe", "hello"]);
+    assert!(o.status.success(), "docker run -t: {}", text(&o));
+    assert_eq!(stdout(&o), "hello from openshell\r\n", "a pty turns \\n into \\r\\n");
+
+    // No policy: the bundle's spec as docker made it (its seccomp profile allows ptrace).
+    let probe = ["/probe", "read:/data/secret", "ptrace"];
+    let o = run("openshell", &[], &probe);
+    assert_eq!(stdout(&o), "read /data/secret: s3cret\nptrace: allowed\n", "{}", text(&o));
+    // A policy not listing /data: Landlock denies the read, its seccomp filter ptrace.
+    let o = run("openshell-deny", &[], &probe);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(stdout(&o), "read /data/secret: Permission denied\nptrace: Operation not permitted\n", "{}", text(&o));
+    // Positive control: listing /data lets the same probe read it.
+    let o = run("openshell-allow", &[], &probe);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(stdout(&o), "read /data/secret: s3cret\nptrace: Operation not permitted\n", "{}", text(&o));
+    // A bad policy: docker run fails and shows the policy's file:line:column.
+    let o = run("openshell-bad", &[], &["/probe", "hello"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(!stdout(&o).contains("hello"), "the workload must not run: {}", text(&o));
+    let expected = format!("{bad}:3:14: filesystem_policy.read_only: expected a list");
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&expected), "docker's error lacks `{expected}`: {}", text(&o));
+
+    // The annotation, where the daemon can pass one (API 1.43, dockerd 24).
+    let o = d.docker(&["version", "--format", "{{.Server.APIVersion}}"]);
+    let api: Vec<u32> = stdout(&o).trim().split('.').filter_map(|p| p.parse().ok()).collect();
+    if api >= vec![1, 43] {
+        let annotation = format!("run.openshell.policy={deny}");
+        let o = run("openshell", &["--annotation", &annotation], &probe);
+        assert_eq!(
+            stdout(&o),
+            "read /data/secret: Permission denied\nptrace: Operation not permitted\n",
+            "{}",
+            text(&o)
+        );
+    } else {
+        eprintln!("note: dockerd API {api:?} < 1.43 cannot pass annotations; the policy went through runtimeArgs");
+    }
+
+    // Detached: exec (under Docker's seccomp profile, which denies keyctl), top, stop, rm.
+    let o = run("openshell", &["--security-opt", "seccomp=unconfined"], &["/probe", "keyctl"]);
+    assert_eq!(stdout(&o), "keyctl: allowed\n", "without Docker's profile keyctl answers: {}", text(&o));
+    let serve = |runtime: &str| {
+        let o = d.docker(&["run", "-d", "--network", "none", "--runtime", runtime, IMAGE, "/probe", "serve"]);
+        assert!(o.status.success(), "docker run -d: {}\n{}", text(&o), d.log());
+        let id = stdout(&o).trim().to_owned();
+        let start = Instant::now();
+        while !text(&d.docker(&["logs", &id])).contains("serving") {
+            assert!(start.elapsed() < Duration::from_secs(30), "the container did not start serving");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        id
+    };
+    let id = serve("openshell");
+    let o = d.docker(&["exec", &id, "/probe", "hello", "keyctl", "exit:5"]);
+    assert_eq!(o.status.code(), Some(5), "docker exec: {}", text(&o));
+    assert_eq!(stdout(&o), "hello from openshell\nkeyctl: denied\n");
+    let o = d.docker(&["exec", "-t", &id, "/probe", "hello"]);
+    assert_eq!(stdout(&o), "hello from openshell\r\n", "docker exec -t: {}", text(&o));
+    let o = d.docker(&["exec", "-u", "1000:1000", "-w", "/data", &id, "/probe", "read:secret"]);
+    assert_eq!(stdout(&o), "read secret: s3cret\n", "docker exec -u -w: {}", text(&o));
+    let o = d.docker(&["top", &id]);
+    assert!(o.status.success() && stdout(&o).contains("/probe serve"), "docker top: {}", text(&o));
+    let o = d.docker(&["stop", "-t", "10", &id]);
+    assert!(o.status.success(), "docker stop: {}", text(&o));
+    let o = d.docker(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", &id]);
+    assert_eq!(stdout(&o).trim(), "exited 0", "the probe exits 0 on SIGTERM: {}", text(&o));
+    let o = d.docker(&["rm", &id]);
+    assert!(o.status.success(), "docker rm: {}", text(&o));
+
+    // Under a policy, exec'd processes get the same policy.
+    let id = serve("openshell-deny");
+    let o = d.docker(&["exec", &id, "/probe", "hello", "read:/data/secret", "ptrace", "exit:5"]);
+    assert_eq!(o.status.code(), Some(5), "docker exec: {}", text(&o));
+    assert_eq!(
+        stdout(&o),
+        "hello from openshell\nread /data/secret: Permission denied\nptrace: Operation not permitted\n"
+    );
+    let o = d.docker(&["rm", "-f", &id]);
+    assert!(o.status.success(), "docker rm -f: {}", text(&o));
+    let o = d.docker(&["ps", "-aq"]);
+    assert_eq!(stdout(&o).trim(), "", "nothing left");
+    drop(d);
+}
