@@ -2,6 +2,13 @@
 //! allowlist (EPERM for anything not listed), with argument filters for
 //! `socket`, `clone`, `unshare` and `personality`, and `clone3` answering ENOSYS
 //! so libc falls back to `clone`, whose flags can be inspected.
+//!
+//! Argument filters use only `SCMP_CMP_EQ` and `SCMP_CMP_LT`, never
+//! `SCMP_CMP_MASKED_EQ`: runtimes disagree on its operands (runc reads
+//! `(arg & value) == valueTwo`, libcontainer 0.7 `(arg & valueTwo) == value`), and
+//! a masked rule read the other way round matched every argument: the sandbox
+//! could create user namespaces and the socket type filter let raw sockets through
+//! (found by tests/isolation.rs).
 
 use serde::Serialize;
 
@@ -54,10 +61,17 @@ const NETLINK_ROUTE: u64 = 0;
 const SOCK_STREAM: u64 = 1;
 const SOCK_DGRAM: u64 = 2;
 const SOCK_SEQPACKET: u64 = 5;
-/// The socket type without SOCK_NONBLOCK / SOCK_CLOEXEC.
-const SOCK_TYPE_MASK: u64 = 0xf;
+/// Flags a socket type may carry (x86_64 and aarch64 values).
+const SOCK_NONBLOCK: u64 = 0x800;
+const SOCK_CLOEXEC: u64 = 0x8_0000;
 /// CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWTIME.
 pub const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0080;
+/// `clone` and `unshare` are allowed only with flags below this value
+/// (CLONE_NEWCGROUP, the lowest of CLONE_NEWCGROUP, NEWUTS, NEWIPC, NEWUSER,
+/// NEWPID, NEWNET). The namespace flags under it, CLONE_NEWNS and CLONE_NEWTIME,
+/// need CAP_SYS_ADMIN, which a sandbox never has and, without a user namespace,
+/// cannot get. The flags libc uses for fork, threads and posix_spawn are all below.
+pub const CLONE_FLAGS_LIMIT: u64 = 0x0200_0000;
 
 /// Syscalls that are never allowed: each is absent from the allowlist (and so
 /// answered EPERM). Kept as a list so tests and docs can name them.
@@ -413,10 +427,6 @@ fn arg(index: u32, value: u64, op: &'static str) -> SyscallArg {
     SyscallArg { index, value, value_two: 0, op }
 }
 
-fn masked(index: u32, mask: u64, value: u64) -> SyscallArg {
-    SyscallArg { index, value: mask, value_two: value, op: "SCMP_CMP_MASKED_EQ" }
-}
-
 fn allow(names: &[&'static str], args: Vec<SyscallArg>) -> SyscallRule {
     SyscallRule { names: names.to_vec(), action: "SCMP_ACT_ALLOW", errno_ret: None, args }
 }
@@ -435,16 +445,21 @@ pub fn architectures(arch: &str) -> Vec<&'static str> {
 pub fn profile(arch: &str) -> LinuxSeccomp {
     let mut syscalls = vec![allow(ALLOWED, Vec::new())];
     // socket: only UNIX, IPv4 and IPv6 stream/datagram/seqpacket sockets (no raw,
-    // no packet), and netlink only for NETLINK_ROUTE.
+    // no packet), each type alone or with SOCK_NONBLOCK / SOCK_CLOEXEC, and netlink
+    // only for NETLINK_ROUTE.
     for family in [AF_UNIX, AF_INET, AF_INET6] {
         for ty in [SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET] {
-            syscalls.push(allow(&["socket"], vec![arg(0, family, "SCMP_CMP_EQ"), masked(1, SOCK_TYPE_MASK, ty)]));
+            for flags in [0, SOCK_NONBLOCK, SOCK_CLOEXEC, SOCK_NONBLOCK | SOCK_CLOEXEC] {
+                syscalls
+                    .push(allow(&["socket"], vec![arg(0, family, "SCMP_CMP_EQ"), arg(1, ty | flags, "SCMP_CMP_EQ")]));
+            }
         }
     }
     syscalls.push(allow(&["socket"], vec![arg(0, AF_NETLINK, "SCMP_CMP_EQ"), arg(2, NETLINK_ROUTE, "SCMP_CMP_EQ")]));
     syscalls.push(allow(&["socketpair"], vec![arg(0, AF_UNIX, "SCMP_CMP_EQ")]));
-    // clone/unshare without any namespace flag (a user namespace would grant capabilities).
-    syscalls.push(allow(&["clone", "unshare"], vec![masked(0, CLONE_NAMESPACE_FLAGS, 0)]));
+    // clone/unshare without the namespace flags that need no privilege (a user
+    // namespace would grant capabilities); see CLONE_FLAGS_LIMIT.
+    syscalls.push(allow(&["clone", "unshare"], vec![arg(0, CLONE_FLAGS_LIMIT, "SCMP_CMP_LT")]));
     // personality: the values Docker allows (Linux default, UNAME26, query).
     for p in [0x0_u64, 0x8, 0x20000, 0x20008, 0xffff_ffff] {
         syscalls.push(allow(&["personality"], vec![arg(0, p, "SCMP_CMP_EQ")]));
@@ -487,6 +502,31 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted, ALLOWED, "keep ALLOWED sorted and free of duplicates");
+    }
+
+    #[test]
+    fn no_masked_comparisons() {
+        // Runtimes read SCMP_CMP_MASKED_EQ's operands in different orders.
+        for rule in &profile("x86_64").syscalls {
+            for a in &rule.args {
+                assert!(matches!(a.op, "SCMP_CMP_EQ" | "SCMP_CMP_LT"), "{rule:?}");
+                assert_eq!(a.value_two, 0, "{rule:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn clone_limit_excludes_unprivileged_namespaces_and_keeps_libc_flags() {
+        const CLONE_NEWNS: u64 = 0x2_0000;
+        const CLONE_NEWTIME: u64 = 0x80;
+        for bit in (0..64).map(|b| 1_u64 << b).filter(|b| CLONE_NAMESPACE_FLAGS & b != 0) {
+            let below = bit < CLONE_FLAGS_LIMIT;
+            assert_eq!(below, bit == CLONE_NEWNS || bit == CLONE_NEWTIME, "namespace flag {bit:#x}");
+        }
+        // glibc fork (CHILD_SETTID|CHILD_CLEARTID|SIGCHLD), pthread_create, posix_spawn (VM|VFORK|SIGCHLD).
+        for flags in [0x0120_0011_u64, 0x003d_0f00, 0x4111] {
+            assert!(flags < CLONE_FLAGS_LIMIT, "{flags:#x}");
+        }
     }
 
     #[test]

@@ -141,7 +141,10 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    /// Mounts the overlay at `target` (creating upper, work and target).
+    /// Mounts the overlay at `target` (creating upper, work and target), `nodev`:
+    /// device nodes that come with an image are never devices in a sandbox (the
+    /// runtime's own /dev is a separate mount). The container's root is a recursive
+    /// bind of this mount, so it keeps the flag.
     pub fn mount(&self) -> Result<(), RootfsError> {
         for d in [&self.upper, &self.work, &self.target] {
             std::fs::create_dir_all(d).map_err(io(d))?;
@@ -151,7 +154,7 @@ impl Overlay {
             format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), self.upper.display(), self.work.display());
         let data = std::ffi::CString::new(data)
             .map_err(|e| RootfsError::Mount { target: self.target.clone(), source: std::io::Error::other(e) })?;
-        rustix::mount::mount("overlay", &self.target, "overlay", rustix::mount::MountFlags::empty(), data.as_c_str())
+        rustix::mount::mount("overlay", &self.target, "overlay", rustix::mount::MountFlags::NODEV, data.as_c_str())
             .map_err(|e| RootfsError::Mount { target: self.target.clone(), source: e.into() })
     }
 

@@ -122,6 +122,12 @@ pub enum RunError {
 
 /// Creates, starts and waits for the container; returns the process's exit code
 /// (128 + signal when killed). The container is deleted afterwards.
+///
+/// Call it from a single-threaded process: libcontainer clones the calling process
+/// without fork handlers and its init keeps running Rust code (and sets environment
+/// variables) before exec, so a lock another thread holds at that moment (std's
+/// environment lock, held by any concurrent `Command::spawn`; a malloc arena)
+/// deadlocks the container's init. tests/isolation.rs hit exactly that.
 pub fn run(req: RunRequest) -> Result<i32, RunError> {
     let id = req.id.clone();
     let cerr = |e: &dyn std::fmt::Display| RunError::Container { id: id.clone(), message: e.to_string() };

@@ -80,3 +80,25 @@ fn hard_requirement_with_no_usable_path_refuses() {
     let e = std::thread::spawn(move || apply(&profile)).join().expect("thread").expect_err("no paths");
     assert!(e.to_string().contains("none of the policy's paths could be applied"), "{e}");
 }
+
+#[test]
+fn a_profile_that_handles_no_right_applies_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"data").expect("write");
+    let policy = "version: 1\nlandlock: {compatibility: hard_requirement}\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/usr]\n";
+    let policy = load_str("t.yaml", policy).unwrap_or_else(|e| panic!("{e}"));
+    let mut profile = KernelProfile::compile(&policy, "/sandbox").landlock;
+    // As compiled, the file (not listed) is out of reach.
+    let (p, f) = (profile.clone(), file.clone());
+    let (report, readable) =
+        std::thread::spawn(move || (apply(&p).unwrap_or_else(|e| panic!("{e}")), read(&f))).join().expect("thread");
+    assert_eq!((report.status, readable), ("fully enforced", false));
+    // Handling nothing: no domain, the same read succeeds.
+    profile.handled.clear();
+    let (report, readable) =
+        std::thread::spawn(move || (apply(&profile).unwrap_or_else(|e| panic!("{e}")), read(&file)))
+            .join()
+            .expect("thread");
+    assert_eq!((report.status, readable, report.applied.len()), ("not enforced", true, 0));
+}

@@ -71,6 +71,8 @@ fn layers_unpack_once_and_overlay_isolates_writes() {
     overlay.mount().expect("mount");
     let root = &overlay.target;
     let result = std::panic::catch_unwind(|| {
+        let flags = rustix::fs::statvfs(root).expect("statvfs").f_flag;
+        assert!(flags.contains(rustix::fs::StatVfsMountFlags::NODEV), "image device nodes are not devices: {flags:?}");
         assert_eq!(std::fs::read(root.join("etc/base")).expect("base"), b"base\n");
         assert_eq!(std::fs::read(root.join("etc/top")).expect("top"), b"top\n");
         std::fs::write(root.join("sandbox/work.txt"), b"mine").expect("write");
