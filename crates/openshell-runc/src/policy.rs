@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use openshell_policy::profile::LandlockProfile;
 use openshell_policy::{KernelProfile, LoadError, MAX_POLICY_BYTES};
-use openshell_runtime::run::LandlockExecutor;
+use openshell_runtime::run::{InitMode, LandlockExecutor};
 use serde::{Deserialize, Serialize};
 
 /// Bundle annotation naming the policy: the absolute host path of an openshell policy YAML.
@@ -115,7 +115,7 @@ impl SandboxPolicy {
     /// The executor applying this policy in the container's process right before exec.
     pub fn executor(&self) -> LandlockExecutor {
         // Docker and containerd bring their own init (`--init`); the bundle's process runs as given.
-        LandlockExecutor { profile: self.landlock.clone(), seccomp: Some(self.seccomp.clone()), supervise: false }
+        LandlockExecutor { profile: self.landlock.clone(), seccomp: Some(self.seccomp.clone()), mode: InitMode::Exec }
     }
 
     /// Saves the policy with the container's state (`container_dir`).

@@ -87,6 +87,21 @@ pub fn supervise(args: &[String], terminal: bool) -> Result<i32, InitError> {
 /// a job-control shell send). Others stay with the init.
 const FORWARDED: &[i32] = &[SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT];
 
+/// Process 1 of a sandbox with no workload of its own (processes join it with
+/// `exec`): reaps orphans until asked to stop (SIGTERM, SIGINT, SIGHUP), then
+/// exits 0.
+pub fn idle() -> Result<i32, InitError> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD]).map_err(InitError::Signals)?;
+    for signal in signals.forever() {
+        if signal == SIGCHLD {
+            reap(Pid::from_raw(0));
+        } else {
+            return Ok(0);
+        }
+    }
+    Ok(0)
+}
+
 /// Reaps every exited child; returns the workload's exit code once it has exited.
 fn reap(workload: Pid) -> Option<i32> {
     let mut exited = None;

@@ -7,14 +7,14 @@
 //! - `init`: process 1 of a sandbox (reaps orphans, forwards signals);
 //! - `run`: a bundle run through libcontainer, Landlock applied right before exec.
 //!
-//! Managing sandboxes (the gateway, `openshell sandbox ...`) is issue 4's remaining
-//! work and does not exist yet.
+//! - `sandbox`: one sandbox's directory, its supervisor and `exec`.
 
 pub mod identity;
 pub mod init;
 pub mod landlock;
 pub mod rootfs;
 pub mod run;
+pub mod sandbox;
 pub mod spec;
 
 pub use identity::{IdentityError, resolve_group, resolve_user};

@@ -17,16 +17,25 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use openshell_policy::profile::LandlockProfile;
 
 /// Applies Landlock, then (when given) installs an extra seccomp filter, then runs
-/// the workload: as process 1 of the sandbox ([`crate::init`]: reaps orphans,
-/// forwards signals) when `supervise` is set, otherwise by executing it in place
-/// as libcontainer's default executor does.
+/// the workload as `mode` says.
 #[derive(Clone)]
 pub struct LandlockExecutor {
     pub profile: LandlockProfile,
     /// Installed after Landlock, right before exec, on top of any filter of the
     /// spec. It must allow what the workload needs from exec on (`execve` first).
     pub seccomp: Option<LinuxSeccomp>,
-    pub supervise: bool,
+    pub mode: InitMode,
+}
+
+/// What the container's process does once the policy is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitMode {
+    /// Executes the spec's process in place (exec'd processes; bundles run as given).
+    Exec,
+    /// Stays as process 1 and runs the spec's process under it ([`crate::init::supervise`]).
+    Supervise,
+    /// Stays as process 1 with no workload ([`crate::init::idle`]).
+    Idle,
 }
 
 impl Executor for LandlockExecutor {
@@ -41,19 +50,25 @@ impl Executor for LandlockExecutor {
         if let Some(filter) = &self.seccomp {
             install_seccomp(filter).map_err(|e| ExecutorError::Other(e.to_string()))?;
         }
-        if !self.supervise {
-            return DefaultExecutor {}.exec(spec);
-        }
         let process = spec.process().as_ref();
-        let args = process.and_then(|p| p.args().as_deref()).unwrap_or_default();
-        let terminal = process.and_then(|p| p.terminal()).unwrap_or(false);
-        match crate::init::supervise(args, terminal) {
+        let outcome = match self.mode {
+            InitMode::Exec => return DefaultExecutor {}.exec(spec),
+            InitMode::Supervise => {
+                let args = process.and_then(|p| p.args().as_deref()).unwrap_or_default();
+                crate::init::supervise(args, process.and_then(|p| p.terminal()).unwrap_or(false))
+            }
+            InitMode::Idle => crate::init::idle(),
+        };
+        match outcome {
             Ok(code) => std::process::exit(code),
             Err(e) => Err(ExecutorError::Other(format!("sandbox init: {e}"))),
         }
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        if self.mode == InitMode::Idle {
+            return Ok(());
+        }
         DefaultExecutor {}.validate(spec)
     }
 
@@ -134,7 +149,7 @@ pub fn run(req: RunRequest) -> Result<i32, RunError> {
     let mut builder = ContainerBuilder::new(req.id.clone(), SyscallType::default())
         .with_root_path(&req.state_root)
         .map_err(|e| cerr(&e))?
-        .with_executor(LandlockExecutor { profile: req.landlock.clone(), seccomp: None, supervise: true });
+        .with_executor(LandlockExecutor { profile: req.landlock.clone(), seccomp: None, mode: InitMode::Supervise });
     if let Some(fd) = req.stdout {
         builder = builder.with_stdout(fd);
     }

@@ -1,0 +1,307 @@
+//! One sandbox on the host: its directory, what is fixed at creation, and the two
+//! short programs the gateway runs for it.
+//!
+//! Layout of a sandbox directory (all owned by the gateway's user):
+//! - `sandbox.json`: [`SandboxConfig`], written once at creation;
+//! - `policy.yaml`: the policy's text as given at creation (static sections are
+//!   compiled from it on every start, so they cannot drift);
+//! - `bundle/config.json`: the OCI runtime spec, written once at creation;
+//! - `upper/`, `work/`: the overlay's writable layer (persists across stop/start,
+//!   so `/sandbox` and every other read-write path keep their contents);
+//! - `rootfs/`: where the overlay is mounted while the sandbox runs;
+//! - `output.log`: everything the sandbox's main process wrote;
+//! - `exit.json`: how the last run ended (written by the supervisor).
+//!
+//! [`supervise`] is the per-sandbox supervisor: mounts the overlay, creates and
+//! starts the container (our init as process 1), copies its output into the log
+//! (and to an attached client), waits, records the exit, cleans up. It is a
+//! process of its own so that sandboxes outlive the gateway. [`exec`] runs one
+//! more process inside a running sandbox under the same restrictions.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::wait::{WaitStatus, waitpid};
+use openshell_policy::KernelProfile;
+use serde::{Deserialize, Serialize};
+
+use crate::rootfs::Overlay;
+use crate::run::{InitMode, LandlockExecutor};
+
+/// What is fixed when a sandbox is created (besides its spec and policy files).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SandboxConfig {
+    pub id: String,
+    /// Where libcontainer keeps container state (shared by all sandboxes of a gateway).
+    pub state_root: PathBuf,
+    /// Unpacked layers, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// The directory the policy's workdir entry means (e.g. `/sandbox`).
+    pub workdir: String,
+    /// No workload: process 1 waits for processes that join with `exec`.
+    pub idle: bool,
+    /// Owner of read-write directories the image does not have.
+    pub uid: u32,
+    pub gid: u32,
+    /// Read-write paths bound from the overlay (created when missing).
+    pub bind_paths: Vec<String>,
+}
+
+/// How a run of a sandbox ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExitRecord {
+    pub code: i32,
+    /// Seconds since the Unix epoch.
+    pub finished: u64,
+}
+
+/// Why a sandbox operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("policy of sandbox {id}: {message}")]
+    Policy { id: String, message: String },
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error("sandbox {id}: {message}")]
+    Container { id: String, message: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
+    move |source| SandboxError::Io { path: path.to_path_buf(), source }
+}
+
+/// The files of one sandbox directory.
+#[derive(Debug, Clone)]
+pub struct SandboxDir(pub PathBuf);
+
+impl SandboxDir {
+    pub fn config(&self) -> PathBuf {
+        self.0.join("sandbox.json")
+    }
+    pub fn policy(&self) -> PathBuf {
+        self.0.join("policy.yaml")
+    }
+    pub fn bundle(&self) -> PathBuf {
+        self.0.join("bundle")
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.0.join("rootfs")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.0.join("output.log")
+    }
+    pub fn exit(&self) -> PathBuf {
+        self.0.join("exit.json")
+    }
+    pub fn overlay(&self, layers: &[PathBuf]) -> Overlay {
+        Overlay {
+            layers: layers.to_vec(),
+            upper: self.0.join("upper"),
+            work: self.0.join("work"),
+            target: self.rootfs(),
+        }
+    }
+
+    pub fn read_config(&self) -> Result<SandboxConfig, SandboxError> {
+        let path = self.config();
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        serde_json::from_slice(&bytes).map_err(|e| SandboxError::Format { path, message: e.to_string() })
+    }
+
+    /// How the last run ended, if it has.
+    pub fn read_exit(&self) -> Option<ExitRecord> {
+        serde_json::from_slice(&std::fs::read(self.exit()).ok()?).ok()
+    }
+
+    fn profile(&self, config: &SandboxConfig) -> Result<KernelProfile, SandboxError> {
+        let path = self.policy();
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let policy = openshell_policy::load_str(&path.display().to_string(), &text)
+            .map_err(|e| SandboxError::Policy { id: config.id.clone(), message: e.to_string() })?;
+        Ok(KernelProfile::compile(&policy, &config.workdir))
+    }
+}
+
+/// Writes `value` as JSON to `path` atomically (temporary file + rename).
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), SandboxError> {
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| SandboxError::Format { path: path.to_path_buf(), message: e.to_string() })?;
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Called by the supervisor once the sandbox's init runs (its pid on the host).
+pub type OnStarted<'a> = &'a mut dyn FnMut(i32);
+
+/// Runs the sandbox in `dir` until its process 1 exits; returns its exit code.
+/// stdin is the caller's; the main process's stdout and stderr go to the log and,
+/// while they accept it, to the caller's stdout and stderr.
+pub fn supervise(dir: &SandboxDir, on_started: OnStarted<'_>) -> Result<i32, SandboxError> {
+    let config = dir.read_config()?;
+    let profile = dir.profile(&config)?;
+    let overlay = dir.overlay(&config.layers);
+    // A leftover mount of a supervisor that was killed is replaced.
+    let _ = overlay.unmount();
+    overlay.mount()?;
+    let outcome = run_mounted(dir, &config, &profile, on_started);
+    let unmounted = overlay.unmount();
+    let code = outcome?;
+    let finished = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    write_json(&dir.exit(), &ExitRecord { code, finished })?;
+    unmounted?;
+    Ok(code)
+}
+
+fn run_mounted(
+    dir: &SandboxDir,
+    config: &SandboxConfig,
+    profile: &KernelProfile,
+    on_started: OnStarted<'_>,
+) -> Result<i32, SandboxError> {
+    let rootfs = dir.rootfs();
+    for path in &config.bind_paths {
+        let target = rootfs.join(path.trim_start_matches('/'));
+        if !target.exists() {
+            std::fs::create_dir_all(&target).map_err(io(&target))?;
+            std::os::unix::fs::chown(&target, Some(config.uid), Some(config.gid)).map_err(io(&target))?;
+        }
+    }
+    let log_path = dir.log();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(log));
+    let pipe_err = |e: rustix::io::Errno| SandboxError::Io { path: log_path.clone(), source: e.into() };
+    let (out_r, out_w) = rustix::pipe::pipe().map_err(pipe_err)?;
+    let (err_r, err_w) = rustix::pipe::pipe().map_err(pipe_err)?;
+    let cerr = |e: &dyn std::fmt::Display| SandboxError::Container { id: config.id.clone(), message: e.to_string() };
+    let mode = if config.idle { InitMode::Idle } else { InitMode::Supervise };
+    let container = ContainerBuilder::new(config.id.clone(), SyscallType::default())
+        .with_root_path(&config.state_root)
+        .map_err(|e| cerr(&e))?
+        .with_executor(LandlockExecutor { profile: profile.landlock.clone(), seccomp: None, mode })
+        .with_stdout(out_w)
+        .with_stderr(err_w)
+        .as_init(dir.bundle())
+        .with_systemd(false)
+        .with_detach(true)
+        .build();
+    let mut container = match container {
+        Ok(c) => c,
+        Err(e) => {
+            // A container half made by a failed build is removed with its state.
+            if let Ok(mut c) = Container::load(config.state_root.join(&config.id)) {
+                let _ = c.delete(true);
+            }
+            return Err(cerr(&e));
+        }
+    };
+    let copies = [
+        tee(out_r, std::io::stdout(), std::sync::Arc::clone(&log)),
+        tee(err_r, std::io::stderr(), std::sync::Arc::clone(&log)),
+    ];
+    let waited = (|| {
+        container.start().map_err(|e| cerr(&e))?;
+        let pid = container.pid().ok_or_else(|| cerr(&"no process id after start"))?;
+        on_started(pid.as_raw());
+        loop {
+            match waitpid(pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                Ok(_) | Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(cerr(&format!("waiting for process 1: {e}"))),
+            }
+        }
+    })();
+    let deleted = container.delete(true).map_err(|e| cerr(&e));
+    for copy in copies {
+        let _ = copy.join();
+    }
+    let code = waited?;
+    deleted?;
+    Ok(code)
+}
+
+/// Copies a pipe into the log and to `out` until the pipe closes; `out` is given
+/// up on its first error (a client that went away), the log never.
+fn tee(
+    from: OwnedFd,
+    mut out: impl Write + Send + 'static,
+    log: std::sync::Arc<std::sync::Mutex<std::fs::File>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut from = std::fs::File::from(from);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut out_ok = true;
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            if let Ok(mut log) = log.lock() {
+                let _ = log.write_all(&buf[..n]);
+            }
+            if out_ok {
+                out_ok = out.write_all(&buf[..n]).and_then(|()| out.flush()).is_ok();
+            }
+        }
+    })
+}
+
+/// One more process in a running sandbox.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// A console socket path: the process gets a new terminal whose master end
+    /// libcontainer sends there. Without it, the process has the caller's stdio.
+    pub console_socket: Option<PathBuf>,
+}
+
+/// Runs `req` in the sandbox of `dir` (which must be running) under the same
+/// user, seccomp filter and Landlock rules as its main process; waits and returns
+/// its exit code (128 + signal when killed).
+pub fn exec(dir: &SandboxDir, req: &ExecRequest) -> Result<i32, SandboxError> {
+    let config = dir.read_config()?;
+    let profile = dir.profile(&config)?;
+    let cerr = |e: &dyn std::fmt::Display| SandboxError::Container { id: config.id.clone(), message: e.to_string() };
+    // libcontainer does not put an exec'd process under the spec's seccomp filter:
+    // the executor installs it.
+    let spec_path = dir.bundle().join("config.json");
+    let spec = libcontainer::oci_spec::runtime::Spec::load(&spec_path)
+        .map_err(|e| SandboxError::Format { path: spec_path.clone(), message: e.to_string() })?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let executor = LandlockExecutor { profile: profile.landlock.clone(), seccomp, mode: InitMode::Exec };
+    let pid = ContainerBuilder::new(config.id.clone(), SyscallType::default())
+        .with_root_path(&config.state_root)
+        .map_err(|e| cerr(&e))?
+        .with_console_socket(req.console_socket.as_ref())
+        .with_executor(executor)
+        .as_tenant()
+        .with_container_args(req.args.clone())
+        .with_env(req.env.iter().cloned().collect())
+        .with_detach(true)
+        .build()
+        .map_err(|e| cerr(&e))?;
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(cerr(&format!("waiting for the process: {e}"))),
+        }
+    }
+}
