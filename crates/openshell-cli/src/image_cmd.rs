@@ -623,3 +623,27 @@ pub fn image(out: &Output, cmd: &ImageCommand) -> Result<Outcome, CliError> {
     }
     Ok(Outcome::Ok)
 }
+
+/// Builds the image of a lockfile (a no-op when cached) into the store and
+/// registers it; returns its `name:tag` reference.
+pub fn build_for_sandbox(store: &StoreArgs, lockfile: &Path) -> Result<(PathBuf, String), CliError> {
+    let lock = Lockfile::load(lockfile).map_err(ImageCmdError::from)?;
+    let store = store.open()?;
+    let name = lockfile.display().to_string();
+    let built = openshell_build::build::build(&lock, &name, &store, &Quiet).map_err(ImageCmdError::from)?;
+    openshell_build::build::write_outputs(&store, &built, None, None).map_err(ImageCmdError::from)?;
+    let rec = openshell_build::images::register(&store, &built).map_err(ImageCmdError::from)?;
+    closure::register_root(&store, lockfile).map_err(ImageCmdError::from)?;
+    Ok((store.root().to_owned(), rec.reference()))
+}
+
+/// The store's root directory.
+pub fn store_root(store: &StoreArgs) -> Result<PathBuf, CliError> {
+    Ok(store.open()?.root().to_owned())
+}
+
+struct Quiet;
+
+impl openshell_build::build::BuildProgress for Quiet {
+    fn step(&self, _message: &str) {}
+}

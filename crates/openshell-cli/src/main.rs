@@ -5,6 +5,7 @@
 mod image_cmd;
 mod output;
 mod policy_cmd;
+mod sandbox_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -54,6 +55,12 @@ enum Command {
     /// Manage the content-addressed store (export/import closures, gc, verify).
     #[command(subcommand)]
     Store(image_cmd::StoreCommand),
+    /// Create, run and manage sandboxes (through the local gateway).
+    #[command(subcommand)]
+    Sandbox(sandbox_cmd::SandboxCommand),
+    /// The local gateway that owns sandboxes and their state.
+    #[command(subcommand)]
+    Gateway(sandbox_cmd::GatewayCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -85,6 +92,14 @@ enum PolicyCommand {
         old: PathBuf,
         /// The policy to apply.
         new: PathBuf,
+    },
+    /// Replace the policy of a sandbox. Changes to the filesystem, landlock or
+    /// process sections are refused: they are fixed at creation.
+    Set {
+        /// The sandbox (name or id).
+        sandbox: String,
+        /// The new policy.
+        file: PathBuf,
     },
 }
 
@@ -138,7 +153,15 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    // Helper processes: libcontainer logs from inside a container would land in
+    // the container's stderr (the user's output); their failures are reported.
+    let helper = matches!(
+        &cli.command,
+        Command::Gateway(
+            sandbox_cmd::GatewayCommand::Supervise { .. } | sandbox_cmd::GatewayCommand::ExecHelper { .. }
+        )
+    );
+    init_tracing(if helper { 0 } else { cli.verbose }, helper);
     let out = Output::new(cli.output, cli.quiet);
     let result = match cli.command {
         Command::Policy(cmd) => match cmd {
@@ -146,7 +169,12 @@ fn main() -> ExitCode {
             PolicyCommand::Check(args) => policy_cmd::check(&out, &args),
             PolicyCommand::Explain { file, workdir } => policy_cmd::explain(&out, &file, &workdir),
             PolicyCommand::Diff { old, new } => policy_cmd::diff(&out, &old, &new),
+            PolicyCommand::Set { sandbox, file } => {
+                return sandbox_exit(&out, sandbox_cmd::policy_set(&out, &sandbox, &file));
+            }
         },
+        Command::Sandbox(cmd) => return sandbox_exit(&out, sandbox_cmd::sandbox(&out, cmd)),
+        Command::Gateway(cmd) => return sandbox_exit(&out, sandbox_cmd::gateway(&out, cmd)),
         Command::Lock(args) => image_cmd::lock(&out, &args),
         Command::Fetch(args) => image_cmd::fetch(&out, &args),
         Command::Build(args) => image_cmd::build(&out, &args),
@@ -170,7 +198,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
+/// Sandbox commands exit with their command's code (or their own failure's).
+fn sandbox_exit(out: &Output, result: Result<u8, sandbox_cmd::SandboxCmdError>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            out.message_error(&e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, helper: bool) {
     use tracing_subscriber::EnvFilter;
     let level = match verbose {
         0 => "warn",
@@ -178,6 +217,7 @@ fn init_tracing(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
+    let level = if helper { "warn,libcontainer=off,libcgroups=off" } else { level };
     let filter = EnvFilter::try_from_env("OPENSHELL_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
 }

@@ -50,4 +50,13 @@ impl Output {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "error: {e}");
     }
+
+    /// A plain error message (stderr; with `--output json`, also on stdout).
+    pub fn message_error(&self, message: &str) {
+        if self.json() {
+            self.print_json(&serde_json::json!({ "error": message }));
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "error: {message}");
+    }
 }

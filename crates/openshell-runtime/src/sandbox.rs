@@ -146,17 +146,26 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), SandboxErro
 /// Called by the supervisor once the sandbox's init runs (its pid on the host).
 pub type OnStarted<'a> = &'a mut dyn FnMut(i32);
 
+/// A client's stdio to attach; a missing stdin is /dev/null, missing outputs are
+/// only logged.
+#[derive(Debug, Default)]
+pub struct Stdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
 /// Runs the sandbox in `dir` until its process 1 exits; returns its exit code.
-/// stdin is the caller's; the main process's stdout and stderr go to the log and,
-/// while they accept it, to the caller's stdout and stderr.
-pub fn supervise(dir: &SandboxDir, on_started: OnStarted<'_>) -> Result<i32, SandboxError> {
+/// The main process's stdout and stderr go to the log and, while they accept it,
+/// to the attached ones.
+pub fn supervise(dir: &SandboxDir, stdio: Stdio, on_started: OnStarted<'_>) -> Result<i32, SandboxError> {
     let config = dir.read_config()?;
     let profile = dir.profile(&config)?;
     let overlay = dir.overlay(&config.layers);
     // A leftover mount of a supervisor that was killed is replaced.
     let _ = overlay.unmount();
     overlay.mount()?;
-    let outcome = run_mounted(dir, &config, &profile, on_started);
+    let outcome = run_mounted(dir, &config, &profile, stdio, on_started);
     let unmounted = overlay.unmount();
     let code = outcome?;
     let finished = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -169,8 +178,13 @@ fn run_mounted(
     dir: &SandboxDir,
     config: &SandboxConfig,
     profile: &KernelProfile,
+    stdio: Stdio,
     on_started: OnStarted<'_>,
 ) -> Result<i32, SandboxError> {
+    let stdin = match stdio.stdin {
+        Some(fd) => fd,
+        None => OwnedFd::from(std::fs::File::open("/dev/null").map_err(io(Path::new("/dev/null")))?),
+    };
     let rootfs = dir.rootfs();
     for path in &config.bind_paths {
         let target = rootfs.join(path.trim_start_matches('/'));
@@ -191,6 +205,7 @@ fn run_mounted(
         .with_root_path(&config.state_root)
         .map_err(|e| cerr(&e))?
         .with_executor(LandlockExecutor { profile: profile.landlock.clone(), seccomp: None, mode })
+        .with_stdin(stdin)
         .with_stdout(out_w)
         .with_stderr(err_w)
         .as_init(dir.bundle())
@@ -208,21 +223,14 @@ fn run_mounted(
         }
     };
     let copies = [
-        tee(out_r, std::io::stdout(), std::sync::Arc::clone(&log)),
-        tee(err_r, std::io::stderr(), std::sync::Arc::clone(&log)),
+        tee(out_r, stdio.stdout.map(std::fs::File::from), std::sync::Arc::clone(&log)),
+        tee(err_r, stdio.stderr.map(std::fs::File::from), std::sync::Arc::clone(&log)),
     ];
     let waited = (|| {
         container.start().map_err(|e| cerr(&e))?;
         let pid = container.pid().ok_or_else(|| cerr(&"no process id after start"))?;
         on_started(pid.as_raw());
-        loop {
-            match waitpid(pid, None) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-                Ok(_) | Err(nix::Error::EINTR) => continue,
-                Err(e) => return Err(cerr(&format!("waiting for process 1: {e}"))),
-            }
-        }
+        wait_exit(pid.as_raw()).map_err(|e| cerr(&format!("waiting for process 1: {e}")))
     })();
     let deleted = container.delete(true).map_err(|e| cerr(&e));
     for copy in copies {
@@ -237,13 +245,12 @@ fn run_mounted(
 /// up on its first error (a client that went away), the log never.
 fn tee(
     from: OwnedFd,
-    mut out: impl Write + Send + 'static,
+    mut out: Option<std::fs::File>,
     log: std::sync::Arc<std::sync::Mutex<std::fs::File>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut from = std::fs::File::from(from);
         let mut buf = vec![0u8; 64 * 1024];
-        let mut out_ok = true;
         loop {
             let n = match from.read(&mut buf) {
                 Ok(0) => return,
@@ -254,8 +261,10 @@ fn tee(
             if let Ok(mut log) = log.lock() {
                 let _ = log.write_all(&buf[..n]);
             }
-            if out_ok {
-                out_ok = out.write_all(&buf[..n]).and_then(|()| out.flush()).is_ok();
+            if let Some(o) = &mut out
+                && o.write_all(&buf[..n]).is_err()
+            {
+                out = None;
             }
         }
     })
@@ -271,10 +280,11 @@ pub struct ExecRequest {
     pub console_socket: Option<PathBuf>,
 }
 
-/// Runs `req` in the sandbox of `dir` (which must be running) under the same
-/// user, seccomp filter and Landlock rules as its main process; waits and returns
-/// its exit code (128 + signal when killed).
-pub fn exec(dir: &SandboxDir, req: &ExecRequest) -> Result<i32, SandboxError> {
+/// Starts `req` in the sandbox of `dir` (which must be running) under the same
+/// user, seccomp filter and Landlock rules as its main process, with `stdio`
+/// (ignored with a console socket); returns its host pid, a child of the caller.
+/// Call it from a single-threaded process (see [`crate::run::run`]).
+pub fn exec(dir: &SandboxDir, req: &ExecRequest, stdio: Stdio) -> Result<i32, SandboxError> {
     let config = dir.read_config()?;
     let profile = dir.profile(&config)?;
     let cerr = |e: &dyn std::fmt::Display| SandboxError::Container { id: config.id.clone(), message: e.to_string() };
@@ -285,23 +295,49 @@ pub fn exec(dir: &SandboxDir, req: &ExecRequest) -> Result<i32, SandboxError> {
         .map_err(|e| SandboxError::Format { path: spec_path.clone(), message: e.to_string() })?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
     let executor = LandlockExecutor { profile: profile.landlock.clone(), seccomp, mode: InitMode::Exec };
-    let pid = ContainerBuilder::new(config.id.clone(), SyscallType::default())
+    // The exec'd process is the main process's (user, cwd, capabilities, rlimits,
+    // no_new_privs) with its own arguments, extra environment and terminal.
+    let mut process = spec.process().clone().ok_or_else(|| cerr(&"the spec has no process"))?;
+    process.set_args(Some(req.args.clone()));
+    let mut env = process.env().clone().unwrap_or_default();
+    for (key, value) in &req.env {
+        env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key.as_str()));
+        env.push(format!("{key}={value}"));
+    }
+    process.set_env(Some(env));
+    process.set_terminal(Some(req.console_socket.is_some()));
+    let process_path = dir.0.join(format!("exec-{}.json", std::process::id()));
+    write_json(&process_path, &process)?;
+    let mut builder = ContainerBuilder::new(config.id.clone(), SyscallType::default())
         .with_root_path(&config.state_root)
         .map_err(|e| cerr(&e))?
         .with_console_socket(req.console_socket.as_ref())
-        .with_executor(executor)
-        .as_tenant()
-        .with_container_args(req.args.clone())
-        .with_env(req.env.iter().cloned().collect())
-        .with_detach(true)
-        .build()
-        .map_err(|e| cerr(&e))?;
+        .with_executor(executor);
+    if req.console_socket.is_none() {
+        if let Some(fd) = stdio.stdin {
+            builder = builder.with_stdin(fd);
+        }
+        if let Some(fd) = stdio.stdout {
+            builder = builder.with_stdout(fd);
+        }
+        if let Some(fd) = stdio.stderr {
+            builder = builder.with_stderr(fd);
+        }
+    }
+    let pid = builder.as_tenant().with_process(Some(&process_path)).with_detach(true).build();
+    let _ = std::fs::remove_file(&process_path);
+    let pid = pid.map_err(|e| cerr(&e))?;
+    Ok(pid.as_raw())
+}
+
+/// Waits for a child process; its exit code, 128 + signal when it was killed.
+pub fn wait_exit(pid: i32) -> Result<i32, nix::Error> {
     loop {
-        match waitpid(pid, None) {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code),
             Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
             Ok(_) | Err(nix::Error::EINTR) => continue,
-            Err(e) => return Err(cerr(&format!("waiting for the process: {e}"))),
+            Err(e) => return Err(e),
         }
     }
 }

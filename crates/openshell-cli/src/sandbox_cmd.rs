@@ -1,0 +1,478 @@
+//! `openshell sandbox ...`, `openshell gateway ...` and `openshell policy set`:
+//! requests to the local gateway (started on first use).
+
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use openshell_gateway::client::{Client, ClientError, relay_terminal};
+use openshell_gateway::proto::{CreateRequest, Request, Response, SandboxInfo};
+use openshell_gateway::{GatewayDir, helper, server};
+use serde_json::json;
+
+use crate::image_cmd::StoreArgs;
+use crate::output::Output;
+
+/// The policy a sandbox gets when none is given.
+const DEFAULT_POLICY: &str = include_str!("../../../policies/default.yaml");
+const DEFAULT_POLICY_NAME: &str = "policies/default.yaml (built in)";
+/// The image a sandbox gets when none is given (the newest tag in the store).
+const DEFAULT_IMAGE: &str = "openshell/default";
+
+/// Why a sandbox command failed; `code` is its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SandboxCmdError {
+    pub message: String,
+    pub code: u8,
+}
+
+fn fail(message: impl std::fmt::Display) -> SandboxCmdError {
+    SandboxCmdError { message: message.to_string(), code: 1 }
+}
+
+/// Exit code of openshell's own failure around a command run in a sandbox (as
+/// `docker run` does), so it cannot be mistaken for the command's own 1 or 2.
+pub const EXIT_RUN_FAILED: u8 = 125;
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Create a sandbox from an image under a policy, and run a command in it (or,
+    /// without one, open a shell; with --detach, keep it idle for `exec`).
+    /// Exit code: the command's; 125 when the sandbox could not run it.
+    Create(CreateArgs),
+    /// Run a command in a running sandbox; exit code: the command's.
+    Exec {
+        name: String,
+        /// Give the command a terminal (interactive programs).
+        #[arg(long, short = 't')]
+        tty: bool,
+        /// Extra environment, K=V (repeatable).
+        #[arg(long = "env", short = 'e', value_name = "K=V")]
+        env: Vec<String>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Open an interactive shell in a running sandbox.
+    Connect { name: String },
+    /// List sandboxes.
+    List,
+    /// Show one sandbox.
+    Get { name: String },
+    /// Print what a sandbox's main process wrote.
+    Logs {
+        name: String,
+        /// Keep printing until the sandbox stops.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Stop a sandbox (SIGTERM to its process 1, which passes it on; SIGKILL after --time).
+    Stop {
+        name: String,
+        /// Seconds to wait before SIGKILL.
+        #[arg(long, short = 't', default_value_t = 10)]
+        time: u64,
+    },
+    /// Start a stopped sandbox again (its read-write paths, e.g. /sandbox, kept).
+    Start { name: String },
+    /// Delete a sandbox and everything it wrote (stopping it first).
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Sandbox name (default: sandbox-<id>).
+    #[arg(long)]
+    name: Option<String>,
+    /// An image reference in the store (`name:tag`, digest), or a lockfile to build
+    /// (a no-op when built). Default: the newest `openshell/default` in the store.
+    #[arg(long, value_name = "REF|LOCK")]
+    image: Option<String>,
+    /// The policy (default: policies/default.yaml, built in).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Delete the sandbox when its command exits.
+    #[arg(long)]
+    rm: bool,
+    /// Return once the sandbox runs; its output goes to `sandbox logs`.
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Extra environment, K=V (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    env: Vec<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The command and its arguments (default: none; see above).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Show the gateway (starting it if none runs).
+    Status,
+    /// Stop the gateway; running sandboxes keep running and are found again.
+    Stop,
+    /// Run the gateway in the foreground (sandbox commands start it on their own).
+    Run,
+    /// (internal) The supervisor of one sandbox run.
+    #[command(hide = true)]
+    Supervise { dir: PathBuf },
+    /// (internal) One exec into a running sandbox.
+    #[command(hide = true)]
+    ExecHelper { dir: PathBuf },
+}
+
+fn gateway_dir() -> Result<GatewayDir, SandboxCmdError> {
+    GatewayDir::from_env().ok_or_else(|| fail("no gateway directory: set OPENSHELL_GATEWAY_DIR or HOME"))
+}
+
+fn exe() -> Result<PathBuf, SandboxCmdError> {
+    std::env::current_exe().map_err(|e| fail(format!("finding the openshell executable: {e}")))
+}
+
+fn connect(start: bool) -> Result<Client, SandboxCmdError> {
+    let dir = gateway_dir()?;
+    Client::connect(&dir, &exe()?, start).map_err(fail)
+}
+
+fn rpc_err(e: ClientError) -> SandboxCmdError {
+    fail(e)
+}
+
+/// Sends a request with one answer; an `Error` answer is an error.
+fn call(request: &Request) -> Result<Response, SandboxCmdError> {
+    let client = connect(true)?;
+    match client.call(request).map_err(rpc_err)? {
+        Response::Error { message } => Err(fail(message)),
+        other => Ok(other),
+    }
+}
+
+fn age(secs: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let d = now.saturating_sub(secs);
+    match d {
+        0..60 => format!("{d}s ago"),
+        60..3600 => format!("{}m ago", d / 60),
+        3600..86400 => format!("{}h ago", d / 3600),
+        _ => format!("{}d ago", d / 86400),
+    }
+}
+
+fn status_text(s: &SandboxInfo) -> String {
+    match (s.status.as_str(), s.exit_code) {
+        ("stopped", Some(code)) => format!("stopped ({code})"),
+        (status, _) => status.to_owned(),
+    }
+}
+
+fn print_sandbox(out: &Output, s: &SandboxInfo) {
+    if out.json() {
+        out.print_json(s);
+        return;
+    }
+    out.line(&format!("name:      {}", s.name));
+    out.line(&format!("id:        {}", s.id));
+    out.line(&format!("status:    {}", status_text(s)));
+    out.line(&format!("image:     {} ({})", s.image, s.image_digest));
+    out.line(&format!("policy:    {} (revision {})", s.policy_name, s.policy_revision));
+    let command =
+        if s.command.is_empty() { "(none: idle, join with exec/connect)".to_owned() } else { s.command.join(" ") };
+    out.line(&format!("command:   {command}"));
+    out.line(&format!("created:   {}", age(s.created)));
+    if let Some(pid) = s.pid {
+        out.line(&format!("pid:       {pid}"));
+    }
+}
+
+/// Reads answers until the last one; returns the exit code of an attached run.
+fn finish_attached(client: &Client) -> Result<u8, SandboxCmdError> {
+    loop {
+        match client.recv().map_err(rpc_err)? {
+            (Response::Exited { code }, _) => return Ok(code.clamp(0, 255) as u8),
+            (Response::Error { message }, _) => return Err(SandboxCmdError { message, code: EXIT_RUN_FAILED }),
+            (Response::Console, fds) => {
+                let master = fds.into_iter().next().ok_or_else(|| fail("the gateway sent no terminal"))?;
+                match relay_terminal(client, master).map_err(rpc_err)? {
+                    (Response::Exited { code }, _) => return Ok(code.clamp(0, 255) as u8),
+                    (Response::Error { message }, _) => return Err(SandboxCmdError { message, code: EXIT_RUN_FAILED }),
+                    (other, _) => return Err(fail(format!("unexpected answer {other:?}"))),
+                }
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// Passes SIGINT, SIGTERM and SIGHUP of this process on to the sandbox while a
+/// foreground command runs (the sandbox does not die with the client).
+fn forward_signals(name: String) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else { return };
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if let Ok(client) = connect(false) {
+                let _ = client.call(&Request::Kill { name: name.clone(), signal });
+            }
+        }
+    });
+}
+
+/// Sends `request` with this process's stdin, stdout and stderr attached.
+fn send_with_stdio(client: &Client, request: &Request) -> Result<(), SandboxCmdError> {
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    client.send(request, &[stdin.as_fd(), stdout.as_fd(), stderr.as_fd()]).map_err(rpc_err)
+}
+
+fn shell() -> Vec<String> {
+    ["/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn exec_tty(name: &str, command: Vec<String>, env: Vec<String>, tty: bool) -> Result<u8, SandboxCmdError> {
+    let client = connect(true)?;
+    let request = Request::Exec { name: name.to_owned(), args: command, env, tty };
+    if tty {
+        client.send(&request, &[]).map_err(rpc_err)?;
+    } else {
+        send_with_stdio(&client, &request)?;
+    }
+    forward_signals(name.to_owned());
+    finish_attached(&client)
+}
+
+fn read_policy(policy: &Option<PathBuf>) -> Result<(String, String), SandboxCmdError> {
+    match policy {
+        None => Ok((DEFAULT_POLICY_NAME.to_owned(), DEFAULT_POLICY.to_owned())),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+            Ok((path.display().to_string(), text))
+        }
+    }
+}
+
+fn resolve_image(args: &CreateArgs) -> Result<(PathBuf, String), SandboxCmdError> {
+    let to_err = |e: crate::policy_cmd::CliError| fail(e.to_string());
+    match &args.image {
+        Some(image) if Path::new(image).is_file() => {
+            crate::image_cmd::build_for_sandbox(&args.store, Path::new(image)).map_err(to_err)
+        }
+        Some(image) => Ok((crate::image_cmd::store_root(&args.store).map_err(to_err)?, image.clone())),
+        None => Ok((crate::image_cmd::store_root(&args.store).map_err(to_err)?, DEFAULT_IMAGE.to_owned())),
+    }
+}
+
+pub fn sandbox(out: &Output, cmd: SandboxCommand) -> Result<u8, SandboxCmdError> {
+    match cmd {
+        SandboxCommand::Create(args) => create(out, args),
+        SandboxCommand::Exec { name, tty, env, command } => exec_tty(&name, command, env, tty),
+        SandboxCommand::Connect { name } => {
+            if !std::io::stdin().is_terminal() {
+                return Err(fail("`sandbox connect` needs a terminal on stdin; use `sandbox exec NAME -- CMD`"));
+            }
+            exec_tty(&name, shell(), Vec::new(), true)
+        }
+        SandboxCommand::List => {
+            let Response::Sandboxes { sandboxes } = call(&Request::List)? else {
+                return Err(fail("unexpected answer"));
+            };
+            if out.json() {
+                out.print_json(&sandboxes);
+            } else {
+                out.line(&format!("{:<24} {:<14} {:<28} {:<10} COMMAND", "NAME", "STATUS", "IMAGE", "CREATED"));
+                for s in &sandboxes {
+                    out.line(&format!(
+                        "{:<24} {:<14} {:<28} {:<10} {}",
+                        s.name,
+                        status_text(s),
+                        s.image,
+                        age(s.created),
+                        s.command.join(" ")
+                    ));
+                }
+            }
+            Ok(0)
+        }
+        SandboxCommand::Get { name } => {
+            let Response::Sandbox { sandbox } = call(&Request::Get { name })? else {
+                return Err(fail("unexpected answer"));
+            };
+            print_sandbox(out, &sandbox);
+            Ok(0)
+        }
+        SandboxCommand::Logs { name, follow } => {
+            let client = connect(true)?;
+            client.send(&Request::Logs { name, follow }, &[]).map_err(rpc_err)?;
+            let mut stdout = std::io::stdout().lock();
+            loop {
+                match client.recv().map_err(rpc_err)? {
+                    (Response::Output { .. }, _) => {
+                        let bytes = client.output().map_err(rpc_err)?;
+                        if stdout.write_all(&bytes).and_then(|()| stdout.flush()).is_err() {
+                            return Ok(0);
+                        }
+                    }
+                    (Response::Error { message }, _) => return Err(fail(message)),
+                    _ => return Ok(0),
+                }
+            }
+        }
+        SandboxCommand::Stop { name, time } => {
+            let Response::Sandbox { sandbox } = call(&Request::Stop { name, timeout_secs: time })? else {
+                return Err(fail("unexpected answer"));
+            };
+            if out.json() {
+                out.print_json(&sandbox);
+            } else {
+                out.info(&format!("{}: {}", sandbox.name, status_text(&sandbox)));
+            }
+            Ok(0)
+        }
+        SandboxCommand::Start { name } => {
+            let Response::Sandbox { sandbox } = call(&Request::Start { name, attach: false })? else {
+                return Err(fail("unexpected answer"));
+            };
+            if out.json() {
+                out.print_json(&sandbox);
+            } else {
+                out.info(&format!("{}: {}", sandbox.name, status_text(&sandbox)));
+            }
+            Ok(0)
+        }
+        SandboxCommand::Delete { name } => {
+            let response = call(&Request::Delete { name })?;
+            if let Response::Done { message } = response {
+                if out.json() {
+                    out.print_json(&json!({"deleted": true, "message": message}));
+                } else {
+                    out.info(&message);
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn create(out: &Output, args: CreateArgs) -> Result<u8, SandboxCmdError> {
+    let interactive = args.command.is_empty() && !args.detach;
+    if interactive && !std::io::stdin().is_terminal() {
+        return Err(fail(
+            "no command given and stdin is not a terminal: give a command after `--`, or --detach and use `sandbox exec`",
+        ));
+    }
+    for kv in &args.env {
+        if !kv.contains('=') || kv.starts_with('=') {
+            return Err(SandboxCmdError { message: format!("--env `{kv}`: expected K=V"), code: 2 });
+        }
+    }
+    let (policy_name, policy) = read_policy(&args.policy)?;
+    let (store, image) = resolve_image(&args)?;
+    let attach = !args.detach && !interactive;
+    let request = Request::Create(CreateRequest {
+        name: args.name.clone(),
+        store,
+        image,
+        policy_name,
+        policy,
+        command: args.command.clone(),
+        env: args.env.clone(),
+        rm: args.rm,
+        attach,
+    });
+    let client = connect(true)?;
+    if attach {
+        send_with_stdio(&client, &request)?;
+    } else {
+        client.send(&request, &[]).map_err(rpc_err)?;
+    }
+    let sandbox = match client.recv().map_err(rpc_err)? {
+        (Response::Sandbox { sandbox }, _) => sandbox,
+        (Response::Error { message }, _) => return Err(SandboxCmdError { message, code: EXIT_RUN_FAILED }),
+        (other, _) => return Err(fail(format!("unexpected answer {other:?}"))),
+    };
+    if attach {
+        forward_signals(sandbox.name.clone());
+        return finish_attached(&client);
+    }
+    if interactive {
+        let code = exec_tty(&sandbox.name, shell(), args.env.clone(), true);
+        if args.rm {
+            let _ = call(&Request::Delete { name: sandbox.name.clone() });
+        }
+        return code;
+    }
+    if out.json() {
+        out.print_json(&sandbox);
+    } else {
+        out.line(&sandbox.name);
+    }
+    Ok(0)
+}
+
+pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError> {
+    match cmd {
+        GatewayCommand::Status => {
+            let Response::Status { status } = call(&Request::Status)? else {
+                return Err(fail("unexpected answer"));
+            };
+            if out.json() {
+                out.print_json(&status);
+            } else {
+                out.line(&format!("gateway:   running (pid {}, version {})", status.pid, status.version));
+                out.line(&format!("socket:    {}", status.socket.display()));
+                out.line(&format!("state:     {}", status.dir.display()));
+                out.line(&format!("driver:    {}", status.driver));
+                out.line(&format!("sandboxes: {} ({} running)", status.sandboxes, status.running));
+                out.line(&format!("started:   {}", age(status.started)));
+            }
+            Ok(0)
+        }
+        GatewayCommand::Stop => {
+            let client = match connect(false) {
+                Ok(c) => c,
+                Err(_) => {
+                    out.info("no gateway runs");
+                    return Ok(0);
+                }
+            };
+            match client.call(&Request::Shutdown).map_err(rpc_err)? {
+                Response::Done { message } => out.info(&message),
+                Response::Error { message } => return Err(fail(message)),
+                _ => {}
+            }
+            Ok(0)
+        }
+        GatewayCommand::Run => {
+            let dir = gateway_dir()?;
+            match server::serve(dir, exe()?) {
+                Ok(()) => Ok(0),
+                Err(e @ server::ServerError::AlreadyRunning(_)) => {
+                    out.info(&e.to_string());
+                    Ok(0)
+                }
+                Err(e) => Err(fail(e)),
+            }
+        }
+        GatewayCommand::Supervise { dir } => Ok(helper::supervisor_main(&dir).clamp(0, 255) as u8),
+        GatewayCommand::ExecHelper { dir } => Ok(helper::exec_main(&dir).clamp(0, 255) as u8),
+    }
+}
+
+/// `openshell policy set SANDBOX FILE`.
+pub fn policy_set(out: &Output, sandbox: &str, file: &Path) -> Result<u8, SandboxCmdError> {
+    let (policy_name, policy) = read_policy(&Some(file.to_path_buf()))?;
+    let response = call(&Request::PolicySet { name: sandbox.to_owned(), policy_name, policy })?;
+    if let Response::Done { message } = response {
+        if out.json() {
+            out.print_json(&json!({"accepted": true, "message": message}));
+        } else {
+            out.info(&message);
+        }
+    }
+    Ok(0)
+}

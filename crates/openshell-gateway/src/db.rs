@@ -1,0 +1,208 @@
+//! The gateway's durable state: one SQLite database (WAL) in the gateway directory.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::proto::SandboxInfo;
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("gateway state {path}: {source}")]
+pub struct DbError {
+    pub path: String,
+    #[source]
+    pub source: rusqlite::Error,
+}
+
+/// One sandbox's row: what `SandboxInfo` shows, plus what only the gateway needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub info: SandboxInfo,
+    pub supervisor_pid: Option<i32>,
+    pub auto_remove: bool,
+    pub idle: bool,
+}
+
+pub struct Db {
+    conn: Connection,
+    path: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    image TEXT NOT NULL,
+    image_digest TEXT NOT NULL,
+    policy_name TEXT NOT NULL,
+    command TEXT NOT NULL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    pid INTEGER,
+    supervisor_pid INTEGER,
+    auto_remove INTEGER NOT NULL,
+    idle INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    started INTEGER,
+    finished INTEGER
+);
+CREATE TABLE IF NOT EXISTS policies (
+    sandbox TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+    revision INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    text TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (sandbox, revision)
+);
+";
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let name = path.display().to_string();
+        let err = |source| DbError { path: name.clone(), source };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Db { conn, path: name })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> DbError + '_ {
+        move |source| DbError { path: self.path.clone(), source }
+    }
+
+    pub fn insert(&self, rec: &Record, policy_text: &str) -> Result<(), DbError> {
+        let i = &rec.info;
+        let command = serde_json::to_string(&i.command).unwrap_or_else(|_| "[]".into());
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        tx.execute(
+            "INSERT INTO sandboxes (id, name, image, image_digest, policy_name, command, status, auto_remove, idle, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![i.id, i.name, i.image, i.image_digest, i.policy_name, command, i.status, rec.auto_remove, rec.idle, i.created as i64],
+        )
+        .map_err(self.err())?;
+        tx.execute(
+            "INSERT INTO policies (sandbox, revision, name, text, created) VALUES (?1, 1, ?2, ?3, ?4)",
+            params![i.id, i.policy_name, policy_text, now() as i64],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    pub fn name_taken(&self, name: &str) -> Result<bool, DbError> {
+        self.conn
+            .query_row("SELECT 1 FROM sandboxes WHERE name = ?1", [name], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(self.err())
+    }
+
+    fn select(&self, filter: &str, arg: Option<&str>) -> Result<Vec<Record>, DbError> {
+        let sql = format!(
+            "SELECT s.id, s.name, s.image, s.image_digest, s.policy_name, s.command, s.status, s.exit_code, s.pid,
+                    s.supervisor_pid, s.auto_remove, s.idle, s.created, s.started, s.finished,
+                    (SELECT MAX(revision) FROM policies p WHERE p.sandbox = s.id)
+             FROM sandboxes s {filter} ORDER BY s.created, s.name"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
+        let map = |row: &rusqlite::Row<'_>| {
+            let command: String = row.get(5)?;
+            Ok(Record {
+                info: SandboxInfo {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    image: row.get(2)?,
+                    image_digest: row.get(3)?,
+                    policy_name: row.get(4)?,
+                    command: serde_json::from_str(&command).unwrap_or_default(),
+                    status: row.get(6)?,
+                    exit_code: row.get(7)?,
+                    pid: row.get(8)?,
+                    created: row.get::<_, i64>(12)? as u64,
+                    started: row.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+                    finished: row.get::<_, Option<i64>>(14)?.map(|v| v as u64),
+                    policy_revision: row.get::<_, Option<i64>>(15)?.unwrap_or(0),
+                },
+                supervisor_pid: row.get(9)?,
+                auto_remove: row.get(10)?,
+                idle: row.get(11)?,
+            })
+        };
+        let rows = match arg {
+            Some(a) => stmt.query_map([a], map),
+            None => stmt.query_map([], map),
+        }
+        .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    pub fn all(&self) -> Result<Vec<Record>, DbError> {
+        self.select("", None)
+    }
+
+    /// By name, or by id when no name matches.
+    pub fn find(&self, name_or_id: &str) -> Result<Option<Record>, DbError> {
+        let by_name = self.select("WHERE s.name = ?1", Some(name_or_id))?;
+        if let Some(r) = by_name.into_iter().next() {
+            return Ok(Some(r));
+        }
+        Ok(self.select("WHERE s.id = ?1", Some(name_or_id))?.into_iter().next())
+    }
+
+    pub fn set_running(&self, id: &str, pid: i32, supervisor_pid: i32) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "UPDATE sandboxes SET status = 'running', pid = ?2, supervisor_pid = ?3, exit_code = NULL,
+                 started = ?4, finished = NULL WHERE id = ?1",
+                params![id, pid, supervisor_pid, now() as i64],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    /// `stopped` with an exit code, or `dead` without one.
+    pub fn set_finished(&self, id: &str, exit_code: Option<i32>, finished: Option<u64>) -> Result<(), DbError> {
+        let status = if exit_code.is_some() { "stopped" } else { "dead" };
+        self.conn
+            .execute(
+                "UPDATE sandboxes SET status = ?2, exit_code = ?3, pid = NULL, supervisor_pid = NULL, finished = ?4
+                 WHERE id = ?1",
+                params![id, status, exit_code, finished.unwrap_or_else(now) as i64],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    pub fn remove(&self, id: &str) -> Result<(), DbError> {
+        self.conn.execute("DELETE FROM sandboxes WHERE id = ?1", [id]).map(drop).map_err(self.err())
+    }
+
+    /// The current policy text and its revision.
+    pub fn policy(&self, id: &str) -> Result<Option<(i64, String, String)>, DbError> {
+        self.conn
+            .query_row(
+                "SELECT revision, name, text FROM policies WHERE sandbox = ?1 ORDER BY revision DESC LIMIT 1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    pub fn add_policy(&self, id: &str, name: &str, text: &str) -> Result<i64, DbError> {
+        let next = self.policy(id)?.map(|(r, _, _)| r + 1).unwrap_or(1);
+        self.conn
+            .execute(
+                "INSERT INTO policies (sandbox, revision, name, text, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, next, name, text, now() as i64],
+            )
+            .map_err(self.err())?;
+        Ok(next)
+    }
+}

@@ -1,0 +1,324 @@
+//! Where sandboxes run. The gateway talks to a [`Driver`]; the local driver (the
+//! embedded default) runs them on this host through libcontainer, with one
+//! supervisor process per running sandbox, so sandboxes outlive the gateway.
+//! Other drivers (Docker, Kubernetes) implement the same trait.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use nix::sys::signal::Signal;
+use openshell_policy::KernelProfile;
+use openshell_runtime::rootfs::LayerCache;
+use openshell_runtime::sandbox::{ExitRecord, SandboxConfig, SandboxDir, write_json};
+use openshell_runtime::{ProcessConfig, SpecInput, Writable, resolve_group, resolve_user, runtime_spec};
+use openshell_store::{Digest, Store};
+
+use crate::proto::{CreateRequest, HelperMessage};
+use crate::{GatewayDir, wire};
+
+/// Why a driver operation failed; the message is for people.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DriverError(pub String);
+
+impl DriverError {
+    fn new(message: impl std::fmt::Display) -> DriverError {
+        DriverError(message.to_string())
+    }
+}
+
+/// What creation fixed.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub image: String,
+    pub image_digest: String,
+    pub idle: bool,
+}
+
+/// A started run: its process 1 and the handle to wait for its end.
+pub struct Run {
+    pub pid: i32,
+    pub supervisor_pid: i32,
+    pub waiter: Waiter,
+}
+
+/// Waits for the end of a run (or of an exec).
+pub struct Waiter {
+    child: Child,
+    control: OwnedFd,
+}
+
+impl Waiter {
+    /// The exit code, or why there is none (the helper failed or died).
+    pub fn wait(mut self) -> Result<i32, String> {
+        let mut outcome = Err("the helper process ended without a result".to_owned());
+        while let Ok(Some((message, _))) = wire::recv::<HelperMessage>(&self.control) {
+            match message {
+                HelperMessage::Exited { code } => outcome = Ok(code),
+                HelperMessage::Failed { message } => outcome = Err(message),
+                _ => {}
+            }
+        }
+        let _ = self.child.wait();
+        outcome
+    }
+
+    /// The next message from the helper (with its descriptors).
+    pub fn next(&self) -> Option<(HelperMessage, Vec<OwnedFd>)> {
+        wire::recv::<HelperMessage>(&self.control).ok().flatten()
+    }
+}
+
+/// The boundary between the gateway (state, API) and where sandboxes run.
+pub trait Driver: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Fixes everything about a new sandbox (image, spec, policy) without starting it.
+    fn create(&self, id: &str, name: &str, req: &CreateRequest) -> Result<Created, DriverError>;
+    /// Starts the sandbox's process 1, with the client's stdio when given.
+    fn start(&self, id: &str, stdio: Vec<OwnedFd>) -> Result<Run, DriverError>;
+    /// Runs one more process in a running sandbox; `tty` answers with a terminal.
+    fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        env: &[String],
+        tty: bool,
+        stdio: Vec<OwnedFd>,
+    ) -> Result<Waiter, DriverError>;
+    /// Signals the sandbox's process 1 (which passes it on to the workload).
+    fn signal(&self, pid: i32, signal: Signal) -> Result<(), DriverError>;
+    /// Whether a supervisor found in the state still runs this sandbox.
+    fn alive(&self, id: &str, supervisor_pid: i32) -> bool;
+    /// How the sandbox's last run ended, if it did.
+    fn last_exit(&self, id: &str) -> Option<ExitRecord>;
+    /// The sandbox's output log.
+    fn log_path(&self, id: &str) -> PathBuf;
+    /// Removes everything of a stopped sandbox.
+    fn remove(&self, id: &str) -> Result<(), DriverError>;
+}
+
+/// Runs sandboxes on this host (libcontainer).
+pub struct LocalDriver {
+    dir: GatewayDir,
+    /// The `openshell` executable, for helper processes.
+    exe: PathBuf,
+    /// Helpers are spawned one at a time (a spawn while another thread is
+    /// between its fork and exec cannot leak a message socket into it).
+    spawn: std::sync::Mutex<()>,
+}
+
+impl LocalDriver {
+    pub fn new(dir: GatewayDir, exe: PathBuf) -> LocalDriver {
+        LocalDriver { dir, exe, spawn: std::sync::Mutex::new(()) }
+    }
+
+    fn sandbox(&self, id: &str) -> SandboxDir {
+        SandboxDir(self.dir.sandboxes().join(id))
+    }
+
+    fn helper(&self, verb: &str, id: &str, attach: HelperMessage, stdio: &[OwnedFd]) -> Result<Waiter, DriverError> {
+        let dir = self.sandbox(id);
+        let (ours, theirs) = wire::pair().map_err(DriverError::new)?;
+        let log_path = dir.0.join("helper.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| DriverError::new(format!("{}: {e}", log_path.display())))?;
+        let log2 = log.try_clone().map_err(|e| DriverError::new(format!("{}: {e}", log_path.display())))?;
+        let child = {
+            let _one = self.spawn.lock().unwrap_or_else(|p| p.into_inner());
+            use std::os::unix::process::CommandExt;
+            Command::new(&self.exe)
+                .args(["gateway", verb])
+                .arg(&dir.0)
+                .stdin(std::process::Stdio::from(theirs))
+                .stdout(log)
+                .stderr(log2)
+                .process_group(0)
+                .spawn()
+                .map_err(|e| DriverError::new(format!("starting {} gateway {verb}: {e}", self.exe.display())))?
+        };
+        let fds: Vec<_> = stdio.iter().map(|f| f.as_fd()).collect();
+        wire::send(&ours, &attach, &fds).map_err(|e| DriverError::new(format!("gateway {verb}: {e}")))?;
+        Ok(Waiter { child, control: ours })
+    }
+}
+
+fn image_config(config: &serde_json::Value) -> (Vec<String>, Vec<String>, String) {
+    let c = &config["config"];
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    };
+    let mut args = strings(&c["Entrypoint"]);
+    args.extend(strings(&c["Cmd"]));
+    let workdir = c["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_owned();
+    (strings(&c["Env"]), args, workdir)
+}
+
+/// `/etc/<name>` of the image: the top-most layer that has it.
+fn image_file(layers: &[PathBuf], name: &str) -> String {
+    layers.iter().rev().find_map(|l| std::fs::read_to_string(l.join("etc").join(name)).ok()).unwrap_or_default()
+}
+
+impl Driver for LocalDriver {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn create(&self, id: &str, name: &str, req: &CreateRequest) -> Result<Created, DriverError> {
+        let policy = openshell_policy::load_str(&req.policy_name, &req.policy).map_err(DriverError::new)?;
+        let store = Store::open(&req.store).map_err(DriverError::new)?;
+        let rec = openshell_build::images::find(&store, &req.image).map_err(DriverError::new)?;
+        let (manifest, config) = openshell_build::images::documents(&store, &rec).map_err(DriverError::new)?;
+        let blobs: Vec<&str> =
+            manifest["layers"].as_array().into_iter().flatten().filter_map(|l| l["digest"].as_str()).collect();
+        let diff_ids: Vec<&str> =
+            config["rootfs"]["diff_ids"].as_array().into_iter().flatten().filter_map(|d| d.as_str()).collect();
+        if blobs.len() != diff_ids.len() {
+            return Err(DriverError::new(format!(
+                "image {}: {} layers but {} diff_ids",
+                rec.reference(),
+                blobs.len(),
+                diff_ids.len()
+            )));
+        }
+        let cache = LayerCache::open(self.dir.layers()).map_err(DriverError::new)?;
+        let mut layers = Vec::new();
+        for (blob, diff_id) in blobs.iter().zip(&diff_ids) {
+            let parse = |d: &str| d.parse::<Digest>().map_err(|e| DriverError::new(format!("image layer {d}: {e}")));
+            layers.push(cache.ensure(&store, &parse(blob)?, &parse(diff_id)?).map_err(DriverError::new)?);
+        }
+        let (image_env, image_args, image_cwd) = image_config(&config);
+        let workdir =
+            if image_cwd == "/" { openshell_policy::profile::DEFAULT_WORKDIR.to_owned() } else { image_cwd.clone() };
+        let profile = KernelProfile::compile(&policy, &workdir);
+        let uid = resolve_user(profile.user.user, &image_file(&layers, "passwd")).map_err(DriverError::new)?;
+        let gid = resolve_group(profile.user.group, &image_file(&layers, "group")).map_err(DriverError::new)?;
+
+        let dir = self.sandbox(id);
+        std::fs::create_dir_all(dir.bundle()).map_err(|e| DriverError::new(format!("{}: {e}", dir.0.display())))?;
+        let idle = req.command.is_empty();
+        // An idle sandbox's process 1 runs nothing; the spec still names the image's command.
+        let args = if idle { image_args } else { req.command.clone() };
+        let args = if args.is_empty() { vec!["/bin/sh".to_owned()] } else { args };
+        let mut env = image_env;
+        for kv in &req.env {
+            let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv);
+            env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
+            env.push(kv.clone());
+        }
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        }
+        let mut writable = Vec::new();
+        let mut bind_paths = Vec::new();
+        for path in &profile.mounts.read_write {
+            if path == "/tmp" {
+                writable.push(Writable::Tmpfs { path: path.clone() });
+            } else if !path.starts_with("/dev/") && path != "/" {
+                writable.push(Writable::Bind { path: path.clone(), source: dir.rootfs().join(&path[1..]) });
+                bind_paths.push(path.clone());
+            }
+        }
+        let spec = runtime_spec(&SpecInput {
+            profile: &profile,
+            process: ProcessConfig { args, env, cwd: image_cwd, terminal: false },
+            uid,
+            gid,
+            rootfs: dir.rootfs(),
+            hostname: name.to_owned(),
+            writable,
+            cgroups_path: format!("/openshell/{id}"),
+        })
+        .map_err(DriverError::new)?;
+        let spec_path = dir.bundle().join("config.json");
+        write_json(&spec_path, &spec).map_err(DriverError::new)?;
+        std::fs::write(dir.policy(), &req.policy)
+            .map_err(|e| DriverError::new(format!("{}: {e}", dir.policy().display())))?;
+        let config = SandboxConfig {
+            id: id.to_owned(),
+            state_root: self.dir.containers(),
+            layers,
+            workdir,
+            idle,
+            uid,
+            gid,
+            bind_paths,
+        };
+        write_json(&dir.config(), &config).map_err(DriverError::new)?;
+        Ok(Created { image: rec.reference(), image_digest: rec.manifest.clone(), idle })
+    }
+
+    fn start(&self, id: &str, stdio: Vec<OwnedFd>) -> Result<Run, DriverError> {
+        let _ = std::fs::remove_file(self.sandbox(id).exit());
+        let attach = HelperMessage::Attach { args: Vec::new(), env: Vec::new(), tty: false };
+        let waiter = self.helper("supervise", id, attach, &stdio)?;
+        drop(stdio);
+        let supervisor_pid = waiter.child.id() as i32;
+        match waiter.next() {
+            Some((HelperMessage::Started { pid }, _)) => Ok(Run { pid, supervisor_pid, waiter }),
+            Some((HelperMessage::Failed { message }, _)) => {
+                let _ = waiter.wait();
+                Err(DriverError::new(message))
+            }
+            other => {
+                let _ = waiter.wait();
+                let log = self.sandbox(id).0.join("helper.log");
+                Err(DriverError::new(format!(
+                    "the sandbox's supervisor ended without starting it ({other:?}); see {}",
+                    log.display()
+                )))
+            }
+        }
+    }
+
+    fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        env: &[String],
+        tty: bool,
+        stdio: Vec<OwnedFd>,
+    ) -> Result<Waiter, DriverError> {
+        let attach = HelperMessage::Attach { args: args.to_vec(), env: env.to_vec(), tty };
+        self.helper("exec-helper", id, attach, &stdio)
+    }
+
+    fn signal(&self, pid: i32, signal: Signal) -> Result<(), DriverError> {
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(DriverError::new(format!("signalling process {pid}: {e}"))),
+        }
+    }
+
+    fn alive(&self, id: &str, supervisor_pid: i32) -> bool {
+        // The pid must still be our supervisor of this sandbox, not a reused pid.
+        let cmdline = std::fs::read(format!("/proc/{supervisor_pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let dir = self.sandbox(id).0;
+        args.iter().any(|a| *a == b"supervise") && args.iter().any(|a| Path::new(&*String::from_utf8_lossy(a)) == dir)
+    }
+
+    fn last_exit(&self, id: &str) -> Option<ExitRecord> {
+        self.sandbox(id).read_exit()
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.sandbox(id).log()
+    }
+
+    fn remove(&self, id: &str) -> Result<(), DriverError> {
+        let dir = self.sandbox(id);
+        if let Ok(config) = dir.read_config() {
+            let _ = dir.overlay(&config.layers).unmount();
+        }
+        let _ = std::fs::remove_dir_all(self.dir.containers().join(id));
+        match std::fs::remove_dir_all(&dir.0) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DriverError::new(format!("{}: {e}", dir.0.display()))),
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! The gateway process: one per gateway directory (a file lock says which),
+//! listening on an owner-only Unix socket, keeping state in SQLite, driving
+//! sandboxes through a [`Driver`].
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+use crate::db::{Db, DbError, Record};
+use crate::driver::{Driver, LocalDriver, Waiter};
+use crate::proto::{CreateRequest, GatewayStatus, HelperMessage, Request, Response, SandboxInfo};
+use crate::{GatewayDir, now, wire};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a gateway already runs for {0}")]
+    AlreadyRunning(std::path::PathBuf),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+struct Gateway {
+    dir: GatewayDir,
+    db: Mutex<Db>,
+    driver: Arc<dyn Driver>,
+    started: u64,
+}
+
+type Reply<'a> = &'a OwnedFd;
+
+/// Sends one response; false when the client went away.
+fn send(conn: Reply<'_>, response: &Response, fds: &[std::os::fd::BorrowedFd<'_>]) -> bool {
+    wire::send(conn, response, fds).is_ok()
+}
+
+/// Sends output: an `Output` header, then the raw bytes.
+fn send_output(conn: Reply<'_>, bytes: &[u8]) -> bool {
+    send(conn, &Response::Output { len: bytes.len() }, &[]) && wire::send_bytes(conn, bytes, &[]).is_ok()
+}
+
+/// Runs the gateway of `dir` until asked to shut down. `exe` is the `openshell`
+/// executable (for helper processes).
+pub fn serve(dir: GatewayDir, exe: std::path::PathBuf) -> Result<(), ServerError> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| ServerError::Io { path, source }
+    };
+    std::fs::create_dir_all(&dir.0).map_err(io(&dir.0))?;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700)).map_err(io(&dir.0))?;
+    for sub in [dir.sandboxes(), dir.layers(), dir.containers()] {
+        std::fs::create_dir_all(&sub).map_err(io(&sub))?;
+    }
+    let lock_path = dir.lock();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(ServerError::AlreadyRunning(dir.0.clone())),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+    }
+    let db = Db::open(&dir.db())?;
+    let driver: Arc<dyn Driver> = Arc::new(LocalDriver::new(dir.clone(), exe));
+    let gateway = Arc::new(Gateway { dir: dir.clone(), db: Mutex::new(db), driver, started: now() });
+    gateway.recover();
+
+    let socket_path = dir.socket();
+    let _ = std::fs::remove_file(&socket_path);
+    let listener = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+        .map_err(|e| io(&socket_path)(e.into()))?;
+    let addr = SocketAddrUnix::new(&socket_path).map_err(|e| io(&socket_path)(e.into()))?;
+    rustix::net::bind(&listener, &addr).map_err(|e| io(&socket_path)(e.into()))?;
+    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(io(&socket_path))?;
+    rustix::net::listen(&listener, 128).map_err(|e| io(&socket_path)(e.into()))?;
+    tracing::info!(socket = %socket_path.display(), pid = std::process::id(), "gateway listening");
+    let uid = rustix::process::geteuid();
+    loop {
+        let conn = match rustix::net::accept_with(&listener, SocketFlags::CLOEXEC) {
+            Ok(c) => c,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                tracing::warn!(%e, "accept");
+                continue;
+            }
+        };
+        match rustix::net::sockopt::socket_peercred(&conn) {
+            Ok(cred) if cred.uid == uid => {}
+            Ok(cred) => {
+                tracing::warn!(
+                    uid = cred.uid.as_raw(),
+                    pid = cred.pid.as_raw_nonzero().get(),
+                    "refused a connection of another user"
+                );
+                let _ = wire::send(
+                    &conn,
+                    &Response::Error { message: "permission denied: not the gateway's owner".into() },
+                    &[],
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(%e, "peer credentials");
+                continue;
+            }
+        }
+        let gateway = Arc::clone(&gateway);
+        std::thread::spawn(move || gateway.connection(conn));
+    }
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 6];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        bytes.copy_from_slice(&(t as u64 ^ u64::from(std::process::id())).to_le_bytes()[..6]);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Names are `[a-z0-9][a-z0-9_.-]*`, at most 63 characters (they become hostnames).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid sandbox name `{name}`: use 1 to 63 of a-z, 0-9, `_`, `.`, `-`, starting with a letter or digit"
+        ))
+    }
+}
+
+impl Gateway {
+    fn db(&self) -> std::sync::MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sandboxes the state says run: still supervised (watch them again), or
+    /// ended while no gateway watched (their exit.json says how), or lost (`dead`).
+    fn recover(self: &Arc<Self>) {
+        let records = match self.db().all() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(%e, "reading the state");
+                return;
+            }
+        };
+        for rec in records.into_iter().filter(|r| r.info.status == "running") {
+            match rec.supervisor_pid {
+                Some(sup) if self.driver.alive(&rec.info.id, sup) => {
+                    tracing::info!(sandbox = %rec.info.name, supervisor = sup, "found running");
+                    let gateway = Arc::clone(self);
+                    std::thread::spawn(move || {
+                        wait_for_pid(sup);
+                        gateway.finish(&rec.info.id, None);
+                    });
+                }
+                _ => self.finish(&rec.info.id, None),
+            }
+        }
+    }
+
+    /// Records the end of a run (`code` from the supervisor, else its exit.json,
+    /// else `dead`) and removes `--rm` sandboxes.
+    fn finish(&self, id: &str, code: Option<i32>) {
+        let last = self.driver.last_exit(id);
+        let code = code.or(last.map(|e| e.code));
+        let db = self.db();
+        if let Err(e) = db.set_finished(id, code, last.map(|e| e.finished)) {
+            tracing::error!(%e, "recording an exit");
+        }
+        if let Ok(Some(rec)) = db.find(id)
+            && rec.auto_remove
+        {
+            if let Err(e) = self.driver.remove(id) {
+                tracing::error!(%e, "removing a --rm sandbox");
+            }
+            let _ = db.remove(id);
+        }
+    }
+
+    fn find(&self, name: &str) -> Result<Record, String> {
+        match self.db().find(name) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(format!("no sandbox named `{name}`")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn info(&self, id: &str) -> Result<SandboxInfo, String> {
+        self.find(id).map(|r| r.info)
+    }
+
+    fn connection(self: Arc<Self>, conn: OwnedFd) {
+        let (request, fds) = match wire::recv::<Request>(&conn) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                let _ = wire::send(&conn, &Response::Error { message: format!("bad request: {e}") }, &[]);
+                return;
+            }
+        };
+        match self.handle(request, fds, &conn) {
+            Ok(Some(last)) => {
+                send(&conn, &last, &[]);
+            }
+            Ok(None) => {}
+            Err(message) => {
+                send(&conn, &Response::Error { message }, &[]);
+            }
+        }
+    }
+
+    /// Answers one request; the returned response (if any) is the last message.
+    fn handle(
+        self: &Arc<Self>,
+        request: Request,
+        fds: Vec<OwnedFd>,
+        reply: Reply<'_>,
+    ) -> Result<Option<Response>, String> {
+        match request {
+            Request::Create(req) => self.create(req, fds, reply),
+            Request::Start { name, attach } => {
+                let rec = self.find(&name)?;
+                if rec.info.status == "running" {
+                    return Err(format!("sandbox `{}` is already running", rec.info.name));
+                }
+                self.run(&rec.info.id, if attach { fds } else { Vec::new() }, attach, reply)
+            }
+            Request::Stop { name, timeout_secs } => {
+                let rec = self.find(&name)?;
+                self.stop(&rec, Duration::from_secs(timeout_secs))?;
+                Ok(Some(Response::Sandbox { sandbox: self.info(&rec.info.id)? }))
+            }
+            Request::Kill { name, signal } => {
+                let rec = self.find(&name)?;
+                let pid = rec.info.pid.filter(|_| rec.info.status == "running");
+                let pid = pid.ok_or_else(|| format!("sandbox `{}` is not running", rec.info.name))?;
+                let signal = Signal::try_from(signal).map_err(|e| format!("signal {signal}: {e}"))?;
+                self.driver.signal(pid, signal).map_err(|e| e.to_string())?;
+                Ok(Some(Response::Done { message: String::new() }))
+            }
+            Request::Delete { name } => {
+                let rec = self.find(&name)?;
+                if rec.info.status == "running" {
+                    self.stop(&rec, Duration::from_secs(10))?;
+                }
+                self.driver.remove(&rec.info.id).map_err(|e| e.to_string())?;
+                self.db().remove(&rec.info.id).map_err(|e| e.to_string())?;
+                Ok(Some(Response::Done { message: format!("deleted sandbox `{}`", rec.info.name) }))
+            }
+            Request::List => {
+                let all = self.db().all().map_err(|e| e.to_string())?;
+                Ok(Some(Response::Sandboxes { sandboxes: all.into_iter().map(|r| r.info).collect() }))
+            }
+            Request::Get { name } => Ok(Some(Response::Sandbox { sandbox: self.find(&name)?.info })),
+            Request::Logs { name, follow } => self.logs(&name, follow, reply),
+            Request::Exec { name, args, env, tty } => {
+                let rec = self.find(&name)?;
+                if rec.info.status != "running" {
+                    return Err(format!("sandbox `{}` is not running ({})", rec.info.name, rec.info.status));
+                }
+                let waiter = self.driver.exec(&rec.info.id, &args, &env, tty, fds).map_err(|e| e.to_string())?;
+                relay_exec(waiter, tty, reply)
+            }
+            Request::PolicySet { name, policy_name, policy } => self.policy_set(&name, &policy_name, &policy),
+            Request::Status => {
+                let all = self.db().all().map_err(|e| e.to_string())?;
+                Ok(Some(Response::Status {
+                    status: GatewayStatus {
+                        pid: std::process::id(),
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                        dir: self.dir.0.clone(),
+                        socket: self.dir.socket(),
+                        started: self.started,
+                        sandboxes: all.len(),
+                        running: all.iter().filter(|r| r.info.status == "running").count(),
+                        driver: self.driver.name().to_owned(),
+                    },
+                }))
+            }
+            Request::Shutdown => {
+                send(reply, &Response::Done { message: "gateway stopped; running sandboxes keep running".into() }, &[]);
+                let _ = std::fs::remove_file(self.dir.socket());
+                tracing::info!("shutting down");
+                std::process::exit(0);
+            }
+        }
+    }
+
+    fn create(
+        self: &Arc<Self>,
+        req: CreateRequest,
+        fds: Vec<OwnedFd>,
+        reply: Reply<'_>,
+    ) -> Result<Option<Response>, String> {
+        if !rustix::process::geteuid().is_root() {
+            return Err("sandboxes need root: the local driver creates namespaces, cgroups and mounts (rootless sandboxes are not supported)".into());
+        }
+        let id = random_id();
+        let name = match &req.name {
+            Some(n) => {
+                check_name(n)?;
+                n.clone()
+            }
+            None => format!("sandbox-{id}"),
+        };
+        if self.db().name_taken(&name).map_err(|e| e.to_string())? {
+            return Err(format!("a sandbox named `{name}` exists already"));
+        }
+        let created = match self.driver.create(&id, &name, &req) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.driver.remove(&id);
+                return Err(e.to_string());
+            }
+        };
+        let rec = Record {
+            info: SandboxInfo {
+                id: id.clone(),
+                name,
+                image: created.image,
+                image_digest: created.image_digest,
+                policy_name: req.policy_name.clone(),
+                policy_revision: 1,
+                command: req.command.clone(),
+                status: "created".into(),
+                exit_code: None,
+                pid: None,
+                created: now(),
+                started: None,
+                finished: None,
+            },
+            supervisor_pid: None,
+            auto_remove: req.rm,
+            idle: created.idle,
+        };
+        if let Err(e) = self.db().insert(&rec, &req.policy) {
+            let _ = self.driver.remove(&id);
+            return Err(e.to_string());
+        }
+        self.run(&id, if req.attach { fds } else { Vec::new() }, req.attach, reply)
+    }
+
+    /// Starts a sandbox; attached, waits for its end and answers its exit code.
+    fn run(
+        self: &Arc<Self>,
+        id: &str,
+        stdio: Vec<OwnedFd>,
+        attach: bool,
+        reply: Reply<'_>,
+    ) -> Result<Option<Response>, String> {
+        let run = match self.driver.start(id, stdio) {
+            Ok(r) => r,
+            Err(e) => {
+                self.finish(id, None);
+                return Err(e.to_string());
+            }
+        };
+        self.db().set_running(id, run.pid, run.supervisor_pid).map_err(|e| e.to_string())?;
+        let info = self.info(id)?;
+        send(reply, &Response::Sandbox { sandbox: info }, &[]);
+        if attach {
+            let outcome = run.waiter.wait();
+            self.finish(id, outcome.as_ref().ok().copied());
+            return Ok(Some(match outcome {
+                Ok(code) => Response::Exited { code },
+                Err(message) => Response::Error { message },
+            }));
+        }
+        let gateway = Arc::clone(self);
+        let id = id.to_owned();
+        std::thread::spawn(move || {
+            let outcome = run.waiter.wait();
+            gateway.finish(&id, outcome.ok());
+        });
+        Ok(None)
+    }
+
+    /// SIGTERM to process 1 (passed on to the workload), SIGKILL after `timeout`.
+    fn stop(&self, rec: &Record, timeout: Duration) -> Result<(), String> {
+        let Some(pid) = rec.info.pid.filter(|_| rec.info.status == "running") else {
+            return Ok(());
+        };
+        let running = || self.db().find(&rec.info.id).ok().flatten().is_some_and(|r| r.info.status == "running");
+        self.driver.signal(pid, Signal::SIGTERM).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + timeout;
+        while running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if running() {
+            self.driver.signal(pid, Signal::SIGKILL).map_err(|e| e.to_string())?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if running() {
+            return Err(format!("sandbox `{}` did not stop", rec.info.name));
+        }
+        Ok(())
+    }
+
+    fn logs(&self, name: &str, follow: bool, reply: Reply<'_>) -> Result<Option<Response>, String> {
+        let rec = self.find(name)?;
+        let path = self.driver.log_path(&rec.info.id);
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if file.is_none() {
+                file = std::fs::File::open(&path).ok();
+            }
+            let n = match &mut file {
+                Some(f) => f.read(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?,
+                None => 0,
+            };
+            if n > 0 {
+                if !send_output(reply, &buf[..n]) {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let running = self.db().find(&rec.info.id).ok().flatten().is_some_and(|r| r.info.status == "running");
+            if !follow || !running {
+                // One last read: output written just before the end.
+                if let Some(f) = &mut file {
+                    let n = f.read(&mut buf).unwrap_or(0);
+                    if n > 0 && !send_output(reply, &buf[..n]) {
+                        return Ok(None);
+                    }
+                    if n > 0 {
+                        continue;
+                    }
+                }
+                return Ok(Some(Response::Done { message: String::new() }));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn policy_set(&self, name: &str, policy_name: &str, text: &str) -> Result<Option<Response>, String> {
+        let rec = self.find(name)?;
+        let new = openshell_policy::load_str(policy_name, text).map_err(|e| e.to_string())?;
+        let (_, old_name, old_text) = self
+            .db()
+            .policy(&rec.info.id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("sandbox `{name}` has no policy recorded"))?;
+        let old = openshell_policy::load_str(&old_name, &old_text).map_err(|e| e.to_string())?;
+        openshell_policy::PolicyDiff::between(&old, &new)
+            .ensure_live()
+            .map_err(|e| format!("sandbox `{}`: {e}", rec.info.name))?;
+        let revision = self.db().add_policy(&rec.info.id, policy_name, text).map_err(|e| e.to_string())?;
+        Ok(Some(Response::Done {
+            message: format!(
+                "sandbox `{}`: policy revision {revision} recorded (network rules are enforced once the egress proxy exists; until then the sandbox's network is loopback only)",
+                rec.info.name
+            ),
+        }))
+    }
+}
+
+/// Passes an exec helper's terminal (if any) and exit code to the client.
+fn relay_exec(waiter: Waiter, tty: bool, reply: Reply<'_>) -> Result<Option<Response>, String> {
+    if tty {
+        match waiter.next() {
+            Some((HelperMessage::Console, fds)) if !fds.is_empty() => {
+                let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+                send(reply, &Response::Console, &fds);
+            }
+            Some((HelperMessage::Failed { message }, _)) => {
+                let _ = waiter.wait();
+                return Err(message);
+            }
+            other => {
+                let _ = waiter.wait();
+                return Err(format!("exec ended without a terminal ({other:?})"));
+            }
+        }
+    }
+    waiter.wait().map(|code| Some(Response::Exited { code }))
+}
+
+/// Blocks until process `pid` (not a child) has exited.
+fn wait_for_pid(pid: i32) {
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else { return };
+    match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => {
+            let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+            while let Err(rustix::io::Errno::INTR) = rustix::event::poll(&mut fds, None) {}
+        }
+        Err(_) => {
+            while std::path::Path::new(&format!("/proc/{}", pid.as_raw_nonzero())).exists() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
