@@ -1,0 +1,395 @@
+//! End-to-end: `openshell sandbox ...` through the local gateway, on an image
+//! built by the test (busybox from Debian's busybox-static as its only program).
+//! Needs root (namespaces, cgroups, mounts) and `script` (util-linux) for the
+//! terminal case; CI has both.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_openshell");
+
+/// One test's gateway, store and image; stops its sandboxes and gateway on drop.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "sandbox tests create namespaces, cgroups and mounts: run them as root (CI does)"
+        );
+        assert!(
+            Path::new("/bin/busybox").is_file(),
+            "/bin/busybox is missing: install Debian's busybox-static (the test image's only program)"
+        );
+        // Short paths: the gateway's socket path must fit a sockaddr_un.
+        let dir = tempfile::Builder::new().prefix("osb").tempdir_in("/tmp").expect("tempdir");
+        let env = Env { dir };
+        // busybox runs the applet its name says: one copy per command the tests use.
+        let mut def = String::from("name: openshell/sbtest\nfiles:\n");
+        for name in ["busybox", "sh", "cat", "sleep", "true", "id", "tr", "echo", "tty"] {
+            def.push_str(&format!("  - path: /bin/{name}\n    source: /bin/busybox\n    mode: \"0755\"\n"));
+        }
+        def.push_str("user: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\nworkdir: /sandbox\nenv:\n  PATH: /bin\ncmd: [/bin/sh]\n");
+        std::fs::write(env.path().join("image.yaml"), def).expect("definition");
+        let store = env.store();
+        let out = env.run(&["lock", "image.yaml", "--store", &store]);
+        assert!(out.status.success(), "lock: {}", text(&out));
+        let out = env.run(&["build", "lockfiles/image.lock", "--store", &store]);
+        assert!(out.status.success(), "build: {}", text(&out));
+        env
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn store(&self) -> String {
+        self.path().join("store").display().to_string()
+    }
+
+    fn gateway_dir(&self) -> PathBuf {
+        self.path().join("gw")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.path())
+            .env("HOME", self.path())
+            .env("OPENSHELL_GATEWAY_DIR", self.gateway_dir())
+            .env_remove("OPENSHELL_STORE")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run openshell")
+    }
+
+    /// `sandbox create` of the test image with `args` (flags, then `--` and a command).
+    fn create(&self, args: &[&str]) -> Output {
+        let store = self.store();
+        let mut all = vec!["sandbox", "create", "--store", &store, "--image", "openshell/sbtest"];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
+    fn sandbox(&self, name: &str) -> serde_json::Value {
+        let out = self.run(&["--output", "json", "sandbox", "get", name]);
+        assert!(out.status.success(), "get {name}: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("sandbox json")
+    }
+
+    fn names(&self) -> Vec<String> {
+        let out = self.run(&["--output", "json", "sandbox", "list"]);
+        assert!(out.status.success(), "list: {}", text(&out));
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("list json");
+        list.iter().filter_map(|s| s["name"].as_str().map(str::to_owned)).collect()
+    }
+
+    fn wait_status(&self, name: &str, status: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.sandbox(name);
+            if s["status"] == status {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{name} never became {status}: {s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.gateway_dir().join("gateway.sock").exists() {
+            for name in self.names_quiet() {
+                let _ = self.run(&["sandbox", "delete", &name]);
+            }
+            let _ = self.run(&["gateway", "stop"]);
+        }
+    }
+}
+
+impl Env {
+    fn names_quiet(&self) -> Vec<String> {
+        let out = self.run(&["--output", "json", "sandbox", "list"]);
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn foreground_runs_pass_output_stdin_and_exit_codes() {
+    let env = Env::new();
+    let out = env.create(&["--rm", "--", "sh", "-c", "echo out; echo err >&2; id -u; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(stdout(&out), "out\n1000\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert!(env.names().is_empty(), "--rm removed it");
+    // stdin reaches the command.
+    let store = env.store();
+    let mut child = env
+        .command(&[
+            "sandbox",
+            "create",
+            "--rm",
+            "--store",
+            &store,
+            "--image",
+            "openshell/sbtest",
+            "--",
+            "sh",
+            "-c",
+            "read l; echo got $l",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(b"hello\n").expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "got hello\n"));
+    // A command that does not exist: openshell's own failure (125), naming it.
+    let out = env.create(&["--rm", "--", "/no/such"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(text(&out).contains("'/no/such' not found"), "{}", text(&out));
+    assert!(env.names().is_empty(), "--rm removed it: {:?}", env.names());
+    // Environment: the image's, plus --env.
+    let out = env.create(&["--rm", "--env", "GREETING=hi", "--", "sh", "-c", "echo $GREETING $PATH $HOME"]);
+    assert_eq!(stdout(&out), "hi /bin /sandbox\n", "{}", text(&out));
+}
+
+#[test]
+fn lifecycle_keeps_sandbox_across_stop_start_and_delete_removes_it() {
+    let env = Env::new();
+    let out = env.create(&[
+        "--detach",
+        "--name",
+        "keep",
+        "--",
+        "sh",
+        "-c",
+        "echo started; echo persisted > /sandbox/note; exec sleep 1000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(stdout(&out), "keep\n");
+    let s = env.sandbox("keep");
+    assert_eq!(s["status"], "running");
+    assert!(s["pid"].as_i64().is_some_and(|p| p > 1), "{s}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stdout(&env.run(&["sandbox", "logs", "keep"])) != "started\n" {
+        assert!(Instant::now() < deadline, "logs never showed the output");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = env.run(&["sandbox", "exec", "keep", "--", "sh", "-c", "cat /sandbox/note; id -u; pwd; exit 9"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(9), "persisted\n1000\n/sandbox\n"), "{}", text(&out));
+    // The workload is not process 1; the init is.
+    let out = env.run(&["sandbox", "exec", "keep", "--", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"]);
+    assert!(!stdout(&out).contains("sleep"), "{}", text(&out));
+
+    let out = env.run(&["sandbox", "stop", "keep", "--time", "5"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = env.sandbox("keep");
+    assert_eq!(s["status"], "stopped");
+    // SIGTERM reached sleep through the init: 128 + 15.
+    assert_eq!(s["exit_code"], 143, "{s}");
+    let out = env.run(&["sandbox", "exec", "keep", "--", "true"]);
+    assert!(!out.status.success() && text(&out).contains("not running"), "{}", text(&out));
+
+    let out = env.run(&["sandbox", "start", "keep"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.run(&["sandbox", "exec", "keep", "--", "cat", "/sandbox/note"]);
+    assert_eq!(stdout(&out), "persisted\n", "/sandbox persists across stop/start: {}", text(&out));
+
+    let id = s["id"].as_str().expect("id").to_owned();
+    let dir = env.gateway_dir().join("sandboxes").join(&id);
+    assert!(dir.is_dir());
+    let out = env.run(&["sandbox", "delete", "keep"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!dir.exists(), "delete removes the sandbox's files");
+    assert!(env.names().is_empty());
+    let out = env.run(&["sandbox", "get", "keep"]);
+    assert!(!out.status.success() && text(&out).contains("no sandbox named `keep`"), "{}", text(&out));
+}
+
+#[test]
+fn state_survives_a_gateway_restart() {
+    let env = Env::new();
+    assert!(env.create(&["-d", "--name", "idle"]).status.success());
+    assert!(env.create(&["-d", "--name", "ends", "--", "sh", "-c", "sleep 1; exit 4"]).status.success());
+    assert!(env.create(&["-d", "--name", "lost", "--", "sleep", "1000"]).status.success());
+    let lost = env.sandbox("lost");
+    let gw_pid: i64 = {
+        let out = env.run(&["--output", "json", "gateway", "status"]);
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+        assert_eq!(status["running"], 3, "{status}");
+        status["pid"].as_i64().expect("pid")
+    };
+    let out = env.run(&["gateway", "stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{gw_pid}")).exists() {
+        assert!(Instant::now() < deadline, "gateway did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // While no gateway runs: `ends` exits on its own; `lost` loses its supervisor and process 1.
+    let supervisor = find_supervisor(lost["id"].as_str().expect("id"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    let init = lost["pid"].as_i64().expect("pid") as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // Any command starts a new gateway, which finds the state again.
+    let idle = env.sandbox("idle");
+    assert_eq!(idle["status"], "running", "{idle}");
+    let out = env.run(&["sandbox", "exec", "idle", "--", "echo", "still here"]);
+    assert_eq!(stdout(&out), "still here\n", "{}", text(&out));
+    let ends = env.wait_status("ends", "stopped");
+    assert_eq!(ends["exit_code"], 4, "the exit recorded while no gateway watched: {ends}");
+    let lost = env.sandbox("lost");
+    assert_eq!(lost["status"], "dead", "{lost}");
+}
+
+fn find_supervisor(id: &str) -> i32 {
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("supervise") && cmdline.contains(id) && !cmdline.contains("INIT") {
+            return pid;
+        }
+    }
+    panic!("no supervisor for sandbox {id}");
+}
+
+#[test]
+fn exec_with_a_terminal_and_connect() {
+    let env = Env::new();
+    assert!(
+        Command::new("script").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "`script` is missing: install Debian's bsdutils (util-linux)"
+    );
+    assert!(env.create(&["-d", "--name", "term"]).status.success());
+    let cmd = format!("{BIN} sandbox exec -t term -- sh -c 'tty; exit 4'");
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("OPENSHELL_GATEWAY_DIR", env.gateway_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(stdout(&out).contains("/dev/pts/"), "the command has a terminal: {}", text(&out));
+    // connect: an interactive shell that reads what is typed.
+    let cmd = format!("{BIN} sandbox connect term");
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("OPENSHELL_GATEWAY_DIR", env.gateway_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"echo inside-$((6*7)); id -u\nexit 5\n").expect("type");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(stdout(&out).contains("inside-42") && stdout(&out).contains("1000"), "{}", text(&out));
+    // Without a terminal, connect refuses clearly.
+    let out = env.run(&["sandbox", "connect", "term"]);
+    assert!(!out.status.success() && text(&out).contains("needs a terminal"), "{}", text(&out));
+}
+
+#[test]
+fn static_policy_is_locked_at_creation() {
+    let env = Env::new();
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml");
+    let default_text = std::fs::read_to_string(&default).expect("default policy");
+    // The same policy with /srv read-write (a filesystem change).
+    let wider = default_text.replace("  read_write:\n    - /sandbox\n", "  read_write:\n    - /srv\n    - /sandbox\n");
+    assert_ne!(wider, default_text, "the default policy's read_write list moved");
+    std::fs::write(env.path().join("wider.yaml"), &wider).expect("write");
+    // A network-only change is allowed on a live sandbox.
+    let network = format!(
+        "{default_text}\n  extra:\n    endpoints:\n      - {{ host: example.com, port: 443 }}\n    binaries:\n      - path: /bin/busybox\n"
+    );
+    std::fs::write(env.path().join("network.yaml"), &network).expect("write");
+
+    assert!(env.create(&["-d", "--name", "locked"]).status.success());
+    let write_opt = ["sandbox", "exec", "locked", "--", "sh", "-c", "echo x > /srv/x"];
+    let out = env.run(&write_opt);
+    assert!(!out.status.success(), "/srv is not writable under the default policy: {}", text(&out));
+
+    let out = env.run(&["policy", "set", "locked", "wider.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot be changed on a live sandbox")
+            && text(&out).contains("filesystem_policy.read_write"),
+        "{}",
+        text(&out)
+    );
+    // Enforcement inside is unchanged.
+    let out = env.run(&write_opt);
+    assert!(!out.status.success(), "still read-only after the refused change: {}", text(&out));
+    assert_eq!(env.sandbox("locked")["policy_revision"], 1);
+
+    let out = env.run(&["policy", "set", "locked", "network.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.sandbox("locked")["policy_revision"], 2);
+
+    // Positive control: a sandbox created with the wider policy writes /srv.
+    assert!(env.create(&["-d", "--name", "wide", "--policy", "wider.yaml"]).status.success());
+    let out = env.run(&["sandbox", "exec", "wide", "--", "sh", "-c", "echo x > /srv/x && cat /srv/x"]);
+    assert_eq!(stdout(&out), "x\n", "{}", text(&out));
+}
+
+#[test]
+fn bad_input_is_named_and_the_socket_is_owner_only() {
+    let env = Env::new();
+    std::fs::write(env.path().join("bad.yaml"), "version: 1\nfilesystem_policy:\n  read_wrte: [/tmp]\n")
+        .expect("write");
+    let out = env.create(&["--rm", "--policy", "bad.yaml", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(text(&out).contains("bad.yaml:3:3"), "policy errors carry file:line:column: {}", text(&out));
+    let store = env.store();
+    let out = env.run(&["sandbox", "create", "--store", &store, "--image", "nope:1", "--", "true"]);
+    assert!(!out.status.success() && text(&out).contains("nope:1"), "{}", text(&out));
+    let out = env.create(&["--name", "Bad Name", "--", "true"]);
+    assert!(!out.status.success() && text(&out).contains("invalid sandbox name"), "{}", text(&out));
+    let out = env.create(&["--env", "NOEQUALS", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(env.create(&["-d", "--name", "dup"]).status.success());
+    let out = env.create(&["-d", "--name", "dup"]);
+    assert!(!out.status.success() && text(&out).contains("exists already"), "{}", text(&out));
+    assert!(env.names() == ["dup"], "failed creations leave nothing behind: {:?}", env.names());
+
+    let dir = env.gateway_dir();
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("gateway.sock")), 0o600);
+    // Another user cannot reach the gateway (the directory and socket are the owner's).
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "sandbox", "list"])
+        .env("OPENSHELL_GATEWAY_DIR", &dir)
+        .env("HOME", "/nonexistent")
+        .output()
+        .expect("setpriv is missing: install Debian's util-linux");
+    assert!(!out.status.success(), "another uid listed sandboxes: {}", text(&out));
+    assert!(text(&out).contains("ermission denied"), "{}", text(&out));
+}
