@@ -666,10 +666,11 @@ fn escapes_through_proc_root_symlinks_dotdot_and_descriptors_fail() {
     let m = marker.path();
     let me = std::process::id().to_string();
 
-    // /proc/1/root: pid 1 of a sandbox is the sandbox's own process, its root the
-    // sandbox's root. Control: on the host, /proc/PID/root of a host process (this
-    // test; the host's pid 1 may refuse even root) reaches the host's files.
-    in_sandbox(&d, &["procroot", "1", m]).denied_with("procroot", &["ENOENT"]);
+    // /proc/1/root: pid 1 of a sandbox is the sandbox's own init (not dumpable after
+    // its switch to the sandbox user: EACCES; its root would be the sandbox's root
+    // anyway). Control: on the host, /proc/PID/root of a host process (this test; the
+    // host's pid 1 may refuse even root) reaches the host's files.
+    in_sandbox(&d, &["procroot", "1", m]).denied_with("procroot", &["ENOENT", "EACCES"]);
     on_host(&["procroot", &me, m], Path::new("/")).ok("procroot");
     // The host's pid for this test does not exist in a sandbox.
     in_sandbox(&d, &["procroot", &me, m]).denied_with("procroot", &["ENOENT"]);
