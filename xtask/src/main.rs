@@ -5,7 +5,11 @@
 //! - `ci`: format check, clippy with `-D warnings`, and every test.
 //! - `bench [NAME]`: the criterion benchmarks (`decide`: the policy decision function;
 //!   `build`: an image build from a warm store against tar+gzip of the same bytes, and
-//!   the no-op rebuild, on the default image).
+//!   the no-op rebuild, on the default image; `sandbox`: `openshell sandbox create` to
+//!   exit against `runc run`, `bwrap` and `docker run` of the same rootfs, `sandbox exec`
+//!   latency and the memory per idle sandbox, see `bench_sandbox.rs`).
+
+mod bench_sandbox;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -15,9 +19,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("quickstart") => quickstart(),
-        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("bench") => bench(args.get(1).map(String::as_str), args.get(2..).unwrap_or_default()),
         Some("help") | Some("--help") | Some("-h") | None => {
-            println!("usage: cargo xtask <quickstart | ci | bench [decide|build]>");
+            println!("usage: cargo xtask <quickstart | ci | bench [decide|build|sandbox [--iterations N]]>");
             Ok(())
         }
         Some(other) => Err(format!("unknown task `{other}`; try `cargo xtask help`")),
@@ -49,6 +53,15 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("`{program} {}` failed ({status})", args.join(" "))) }
 }
 
+/// Where cargo puts builds: `$CARGO_TARGET_DIR`, else `target/` of the workspace.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root().join(d) })
+        .unwrap_or_else(|| root().join("target"))
+}
+
 fn has_nextest() -> bool {
     Command::new(cargo()).args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success())
 }
@@ -75,7 +88,7 @@ fn ci() -> Result<(), String> {
 fn quickstart() -> Result<(), String> {
     let cargo = cargo();
     run(&cargo, &["build", "--release", "--locked", "-p", "openshell-cli"])?;
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
+    let target = target_dir();
     let bin = target.join("release").join("openshell");
     let bin = bin.to_str().ok_or("target directory path is not UTF-8")?;
     run(bin, &["policy", "validate", "policies/default.yaml"])?;
@@ -103,7 +116,7 @@ fn quickstart() -> Result<(), String> {
     Ok(())
 }
 
-fn bench(name: Option<&str>) -> Result<(), String> {
+fn bench(name: Option<&str>, rest: &[String]) -> Result<(), String> {
     let cargo = cargo();
     match name {
         None | Some("decide") | Some("policy") => {
@@ -138,6 +151,7 @@ fn bench(name: Option<&str>) -> Result<(), String> {
                 .map_err(|e| format!("cannot run cargo bench: {e}"))?;
             if status.success() { Ok(()) } else { Err(format!("cargo bench failed ({status})")) }
         }
-        Some(other) => Err(format!("unknown benchmark `{other}`; available: decide, build")),
+        Some("sandbox") => bench_sandbox::bench_sandbox(rest),
+        Some(other) => Err(format!("unknown benchmark `{other}`; available: decide, build, sandbox")),
     }
 }

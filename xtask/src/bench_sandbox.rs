@@ -1,0 +1,839 @@
+//! `cargo xtask bench sandbox [--iterations N] [--warmup N] [--idle N]`: the cost of a
+//! sandbox, against its peers on the same rootfs, in one run.
+//!
+//! Set-up (hermetic, offline): a busybox-only image built from `files:` entries (its
+//! lockfile, an OCI layout and a `docker load` archive), an OCI bundle of the same
+//! layers (`umoci unpack` + `runc spec` running `/bin/true`), and one gateway for the
+//! whole run (its own `OPENSHELL_GATEWAY_DIR`, stopped at the end).
+//!
+//! Timed, interleaved round by round (so load on the machine hits every subject alike),
+//! each the whole command's wall time from spawn to exit:
+//! - `openshell sandbox create --rm --image REF --store S -- /bin/true` (default policy,
+//!   cached image);
+//! - `runc run --bundle B ID`, `bwrap --unshare-all --ro-bind ROOTFS / ... /bin/true` and
+//!   `docker run --rm --network none IMAGE /bin/true` (not measured, with the reason,
+//!   when `docker info` or a run fails; the others failing fails the bench);
+//!
+//! then `openshell sandbox exec NAME -- /bin/true` into an idle sandbox, and the resident
+//! memory per idle sandbox: its supervisor's VmRSS plus the gateway's divided by the
+//! number of sandboxes (also as PSS, which splits the pages the supervisors share).
+//! Medians and p90s go to a table and to `bench-sandbox.json` in the target directory.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::{cargo, root, run, target_dir};
+
+/// The image's name (its tag is whatever `openshell build` gives it).
+const IMAGE: &str = "openshell/bench";
+/// Debian's busybox-static installs it here.
+const BUSYBOX: &str = "/bin/busybox";
+/// Longest a single timed command may take before the bench gives up on it.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Options {
+    iterations: usize,
+    warmup: usize,
+    idle: usize,
+}
+
+const USAGE: &str = "usage: cargo xtask bench sandbox [--iterations N (30)] [--warmup N (2)] [--idle N (5)]";
+
+/// The options, or `None` for --help.
+fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
+    let mut options = Options { iterations: 30, warmup: 2, idle: 5 };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_owned())),
+            None => (arg.as_str(), None),
+        };
+        let slot = match flag {
+            "-n" | "--iterations" => &mut options.iterations,
+            "--warmup" => &mut options.warmup,
+            "--idle" => &mut options.idle,
+            "-h" | "--help" => return Ok(None),
+            other => return Err(format!("bench sandbox: unknown option `{other}` (try --help)")),
+        };
+        let value = inline.or_else(|| args.next().cloned()).ok_or_else(|| format!("{flag} needs a number"))?;
+        *slot = value.parse().map_err(|_| format!("{flag} `{value}`: not a number"))?;
+    }
+    if options.iterations == 0 || options.idle == 0 {
+        return Err("--iterations and --idle must be at least 1".into());
+    }
+    Ok(Some(options))
+}
+
+pub fn bench_sandbox(args: &[String]) -> Result<(), String> {
+    let Some(options) = parse_options(args)? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    prerequisites()?;
+    run(&cargo(), &["build", "--release", "--locked", "-p", "openshell-cli", "-p", "openshell-runc"])?;
+    let target = target_dir();
+    let bin = target.join("release").join("openshell");
+    let dir = target.join("bench-sandbox");
+    let os = Openshell { bin, gateway: dir.join("gateway") };
+    clean_previous(&os, &dir)?;
+    let image = prepare_image(&os, &dir)?;
+    let rootfs = prepare_bundle(&dir, &image)?;
+    let report = measure(&os, &dir, &image, &rootfs, &options)?;
+    println!("{}", report.table());
+    let json_path = target.join("bench-sandbox.json");
+    std::fs::write(&json_path, report.json()).map_err(|e| format!("{}: {e}", json_path.display()))?;
+    eprintln!("xtask: wrote {}", json_path.display());
+    let mut failed: Vec<&str> = report
+        .subjects
+        .iter()
+        .chain([&report.exec])
+        .filter(|s| s.required && s.skipped.is_some())
+        .map(|s| s.label)
+        .collect();
+    if report.memory.is_err() {
+        failed.push("RSS per sandbox");
+    }
+    if failed.is_empty() { Ok(()) } else { Err(format!("not measured: {}", failed.join(", "))) }
+}
+
+// ---- prerequisites -------------------------------------------------------------------
+
+fn in_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
+}
+
+/// Whether an ELF executable names a program interpreter (is dynamically linked).
+fn elf_has_interpreter(bytes: &[u8]) -> Option<bool> {
+    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at = |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |o: usize| {
+        bytes.get(o..o + 8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(|b| u64::from_le_bytes(b) as usize)
+    };
+    // 64-bit little-endian ELF only (the machines this bench runs on).
+    if bytes.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let (phoff, phentsize, phnum) = (u64_at(32)?, u16_at(54)?, u16_at(56)?);
+    const PT_INTERP: u32 = 3;
+    Some((0..phnum).any(|i| u32_at(phoff + i * phentsize) == Some(PT_INTERP)))
+}
+
+fn prerequisites() -> Result<(), String> {
+    // (what is missing, the Debian package that has it)
+    let mut missing: Vec<(String, &str)> = Vec::new();
+    match std::fs::read(BUSYBOX) {
+        Err(e) => missing.push((format!("{BUSYBOX} ({e})"), "busybox-static")),
+        Ok(bytes) => match elf_has_interpreter(&bytes) {
+            Some(false) => {}
+            Some(true) => {
+                missing.push((format!("a static {BUSYBOX} (this one is dynamically linked)"), "busybox-static"))
+            }
+            None => missing.push((format!("{BUSYBOX} as a 64-bit ELF executable"), "busybox-static")),
+        },
+    }
+    for (tool, package) in [("runc", "runc"), ("bwrap", "bubblewrap"), ("umoci", "umoci")] {
+        if in_path(tool).is_none() {
+            missing.push((format!("`{tool}` on PATH"), package));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let what: Vec<String> = missing.iter().map(|(what, package)| format!("{what}: Debian package {package}")).collect();
+    let packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
+    Err(format!("bench sandbox needs {}; install with `apt-get install {}`", what.join("; "), packages.join(" ")))
+}
+
+// ---- commands ------------------------------------------------------------------------
+
+/// The release `openshell` with the bench's gateway directory.
+#[derive(Clone)]
+struct Openshell {
+    bin: PathBuf,
+    gateway: PathBuf,
+}
+
+impl Openshell {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(args).env("OPENSHELL_GATEWAY_DIR", &self.gateway).current_dir(root());
+        c
+    }
+
+    fn output(&self, args: &[&str]) -> Result<String, String> {
+        capture(&mut self.cmd(args))
+    }
+}
+
+fn show(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a set-up command (logged), returning its stdout; fails with its stderr.
+fn capture(cmd: &mut Command) -> Result<String, String> {
+    let line = show(cmd);
+    eprintln!("xtask: $ {line}");
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("cannot run `{line}`: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("`{line}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Runs one timed command: stdin and stdout /dev/null, stderr to `errors` (read back
+/// on failure); the time is from spawn to the process's exit.
+fn time_once(mut cmd: Command, errors: &Path) -> Result<Duration, String> {
+    let line = show(&cmd);
+    let err = File::create(errors).map_err(|e| format!("{}: {e}", errors.display()))?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+    let (tx, rx) = mpsc::channel();
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run `{line}`: {e}"))?;
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = tx.send((status, start.elapsed()));
+    });
+    let (status, elapsed) = match rx.recv_timeout(RUN_TIMEOUT) {
+        Ok(done) => done,
+        Err(_) => {
+            // Our own child, by its pid.
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            return Err(format!("`{line}` took longer than {} s; killed it", RUN_TIMEOUT.as_secs()));
+        }
+    };
+    let status = status.map_err(|e| format!("`{line}`: {e}"))?;
+    if status.success() {
+        Ok(elapsed)
+    } else {
+        let stderr = std::fs::read_to_string(errors).unwrap_or_default();
+        Err(format!("`{line}` failed ({status}): {}", stderr.trim()))
+    }
+}
+
+// ---- set-up --------------------------------------------------------------------------
+
+/// Names of the sandboxes a gateway knows (from `sandbox list`).
+fn sandbox_names(os: &Openshell) -> Result<Vec<String>, String> {
+    let list = os.output(&["sandbox", "list"])?;
+    Ok(list.lines().skip(1).filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect())
+}
+
+/// Removes what an interrupted earlier run left: its sandboxes (their overlays are
+/// mounted under the gateway directory), its gateway, then the directory.
+fn clean_previous(os: &Openshell, dir: &Path) -> Result<(), String> {
+    if os.gateway.join("state.db").exists() {
+        for name in sandbox_names(os).unwrap_or_default() {
+            let _ = os.output(&["sandbox", "delete", &name]);
+        }
+        let _ = os.output(&["gateway", "stop"]);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| format!("removing the previous run's {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+const DEFINITION: &str = "\
+# cargo xtask bench sandbox: busybox-static alone (it dispatches on argv[0]).
+name: openshell/bench
+files:
+  - path: /bin/busybox
+    source: /bin/busybox
+    mode: \"0755\"
+  - path: /bin/true
+    source: /bin/busybox
+    mode: \"0755\"
+  - path: /bin/sh
+    source: /bin/busybox
+    mode: \"0755\"
+user: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }
+workdir: /sandbox
+env:
+  PATH: /bin
+cmd: [/bin/sh]
+";
+
+/// The built image.
+struct Image {
+    /// Its reference in the store (`name:tag`).
+    reference: String,
+    /// Its tag (also in the OCI layout).
+    tag: String,
+    oci_dir: PathBuf,
+    archive: PathBuf,
+}
+
+fn prepare_image(os: &Openshell, dir: &Path) -> Result<Image, String> {
+    let def_dir = dir.join("image");
+    std::fs::create_dir_all(&def_dir).map_err(|e| format!("{}: {e}", def_dir.display()))?;
+    let def = def_dir.join("image.yaml");
+    std::fs::write(&def, DEFINITION).map_err(|e| format!("{}: {e}", def.display()))?;
+    let store = dir.join("store");
+    let lock = def_dir.join("lockfiles/image.lock");
+    let oci_dir = dir.join("oci");
+    let archive = dir.join("image.tar");
+    let s = |p: &Path| p.display().to_string();
+    os.output(&["lock", &s(&def), "--store", &s(&store), "--lockfile", &s(&lock)])?;
+    os.output(&["build", &s(&lock), "--store", &s(&store), "-o", &s(&oci_dir), "--archive", &s(&archive)])?;
+    // The tag `openshell build` gave it: umoci lists the layout's tags.
+    let tags = capture(Command::new("umoci").args(["ls", "--layout", &s(&oci_dir)]))?;
+    let tag = tags.lines().map(str::trim).find(|t| !t.is_empty()).ok_or("umoci ls: the OCI layout has no tag")?;
+    Ok(Image { reference: format!("{IMAGE}:{tag}"), tag: tag.to_owned(), oci_dir, archive })
+}
+
+/// An OCI bundle of the image's layers with `runc spec`'s defaults running
+/// `/bin/true` without a terminal; returns its rootfs.
+fn prepare_bundle(dir: &Path, image: &Image) -> Result<PathBuf, String> {
+    let (oci, tag) = (image.oci_dir.display().to_string(), &image.tag);
+    let bundle = dir.join("bundle");
+    let b = bundle.display().to_string();
+    capture(Command::new("umoci").args(["unpack", "--image", &format!("{oci}:{tag}"), &b]))?;
+    // runc's defaults, not umoci's config from the image.
+    let config = bundle.join("config.json");
+    std::fs::remove_file(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    capture(Command::new("runc").args(["spec", "--bundle", &b]))?;
+    let spec = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let spec = edit_runc_spec(&spec)?;
+    std::fs::write(&config, spec).map_err(|e| format!("{}: {e}", config.display()))?;
+    let rootfs = bundle.join("rootfs");
+    if !rootfs.join("bin/true").is_file() {
+        return Err(format!("{}: no bin/true after umoci unpack", rootfs.display()));
+    }
+    Ok(rootfs)
+}
+
+/// `runc spec`'s config with `"terminal": false` and `"args": ["/bin/true"]`.
+fn edit_runc_spec(spec: &str) -> Result<String, String> {
+    let terminal = "\"terminal\": true";
+    if !spec.contains(terminal) {
+        return Err(format!("runc spec: no `{terminal}` to turn off"));
+    }
+    let spec = spec.replacen(terminal, "\"terminal\": false", 1);
+    let start = spec.find("\"args\": [").ok_or("runc spec: no process args")?;
+    let end = spec[start..].find(']').map(|i| start + i + 1).ok_or("runc spec: unterminated args")?;
+    Ok(format!("{}\"args\": [\"/bin/true\"]{}", &spec[..start], &spec[end..]))
+}
+
+// ---- measuring -----------------------------------------------------------------------
+
+/// One timed subject.
+struct Subject {
+    key: &'static str,
+    label: &'static str,
+    /// Whether the bench fails when it cannot be measured.
+    required: bool,
+    samples: Vec<Duration>,
+    /// Why it was not measured.
+    skipped: Option<String>,
+}
+
+impl Subject {
+    fn new(key: &'static str, label: &'static str, required: bool) -> Subject {
+        Subject { key, label, required, samples: Vec::new(), skipped: None }
+    }
+}
+
+/// Resident memory of the sandboxes kept idle.
+struct Memory {
+    sandboxes: usize,
+    /// Each supervisor's VmRSS, KiB.
+    supervisors_kib: Vec<u64>,
+    gateway_kib: u64,
+    /// The same as PSS (shared pages divided among their sharers), KiB, when readable.
+    supervisors_pss_kib: Vec<u64>,
+    gateway_pss_kib: Option<u64>,
+    /// Each sandbox's process 1 (inside the sandbox, not counted), KiB.
+    inits_kib: Vec<u64>,
+}
+
+impl Memory {
+    fn supervisor_mean_kib(&self) -> f64 {
+        self.supervisors_kib.iter().sum::<u64>() as f64 / self.supervisors_kib.len().max(1) as f64
+    }
+    fn gateway_share_kib(&self) -> f64 {
+        self.gateway_kib as f64 / self.sandboxes.max(1) as f64
+    }
+    fn per_sandbox_kib(&self) -> f64 {
+        self.supervisor_mean_kib() + self.gateway_share_kib()
+    }
+    /// The same sum in PSS, when every process's was readable.
+    fn per_sandbox_pss_kib(&self) -> Option<f64> {
+        if self.supervisors_pss_kib.len() != self.supervisors_kib.len() || self.supervisors_pss_kib.is_empty() {
+            return None;
+        }
+        let mean = self.supervisors_pss_kib.iter().sum::<u64>() as f64 / self.supervisors_pss_kib.len() as f64;
+        Some(mean + self.gateway_pss_kib? as f64 / self.sandboxes.max(1) as f64)
+    }
+}
+
+struct Report {
+    iterations: usize,
+    warmup: usize,
+    image: String,
+    subjects: Vec<Subject>,
+    exec: Subject,
+    memory: Result<Memory, String>,
+}
+
+/// Stops the gateway, deleting the sandboxes it was given, when dropped.
+struct Gateway {
+    os: Openshell,
+    sandboxes: Vec<String>,
+    docker_image: Option<String>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        for name in self.sandboxes.drain(..) {
+            if let Err(e) = self.os.output(&["sandbox", "delete", &name]) {
+                eprintln!("xtask: {e}");
+            }
+        }
+        if let Err(e) = self.os.output(&["gateway", "stop"]) {
+            eprintln!("xtask: {e}");
+        }
+        if let Some(image) = self.docker_image.take() {
+            let _ = capture(Command::new("docker").args(["rmi", &image]));
+        }
+    }
+}
+
+/// `docker info` then `docker load`; the loaded image's reference, or why not.
+fn docker_image(image: &Image) -> Result<String, String> {
+    if in_path("docker").is_none() {
+        return Err("no `docker` on PATH (Debian package docker.io)".into());
+    }
+    capture(Command::new("docker").arg("info"))?;
+    let loaded = capture(Command::new("docker").args(["load", "-i", &image.archive.display().to_string()]))?;
+    loaded
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: ").or_else(|| l.strip_prefix("Loaded image ID: ")))
+        .map(|r| r.trim().to_owned())
+        .ok_or_else(|| format!("docker load: no `Loaded image` in its output: {}", loaded.trim()))
+}
+
+fn measure(os: &Openshell, dir: &Path, image: &Image, rootfs: &Path, options: &Options) -> Result<Report, String> {
+    let store = dir.join("store").display().to_string();
+    let rootfs = rootfs.display().to_string();
+    let bundle = dir.join("bundle").display().to_string();
+    let errors = dir.join("stderr.log");
+    // The gateway, started once before any timing.
+    let mut gateway = Gateway { os: os.clone(), sandboxes: Vec::new(), docker_image: None };
+    os.output(&["gateway", "status"])?;
+    let docker = docker_image(image);
+    if let Ok(reference) = &docker {
+        gateway.docker_image = Some(reference.clone());
+    }
+    eprintln!("xtask: OCI layout {}, bundle {bundle}", image.oci_dir.display());
+
+    let mut subjects = vec![
+        Subject::new("openshell_create", "openshell create→exit", true),
+        Subject::new("runc_run", "runc run", true),
+        Subject::new("bwrap", "bwrap", true),
+        Subject::new("docker_run", "docker run", false),
+    ];
+    if let Err(reason) = &docker {
+        subjects[3].skipped = Some(reason.clone());
+    }
+    let reference = image.reference.as_str();
+    let command = |key: &str, round: usize| -> Command {
+        match key {
+            "openshell_create" => {
+                os.cmd(&["sandbox", "create", "--rm", "--image", reference, "--store", &store, "--", "/bin/true"])
+            }
+            "runc_run" => {
+                let mut c = Command::new("runc");
+                c.args(["run", "--bundle", &bundle, &format!("openshell-bench-{}-{round}", std::process::id())]);
+                c
+            }
+            "bwrap" => {
+                let mut c = Command::new("bwrap");
+                c.args(["--unshare-all", "--ro-bind", &rootfs, "/", "--proc", "/proc", "--dev", "/dev", "/bin/true"]);
+                c
+            }
+            _ => {
+                let mut c = Command::new("docker");
+                let docker_ref = docker.as_deref().unwrap_or(reference);
+                c.args(["run", "--rm", "--network", "none", docker_ref, "/bin/true"]);
+                c
+            }
+        }
+    };
+    let rounds = options.warmup + options.iterations;
+    eprintln!(
+        "xtask: timing {} rounds ({} warm-up) of: {}",
+        rounds,
+        options.warmup,
+        subjects.iter().filter(|s| s.skipped.is_none()).map(|s| s.label).collect::<Vec<_>>().join(", ")
+    );
+    for round in 0..rounds {
+        for subject in subjects.iter_mut().filter(|s| s.skipped.is_none()) {
+            match time_once(command(subject.key, round), &errors) {
+                Ok(t) if round >= options.warmup => subject.samples.push(t),
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("xtask: {}: {e}", subject.label);
+                    subject.skipped = Some(e);
+                }
+            }
+        }
+    }
+
+    // exec into one idle sandbox, then the memory of `idle` idle sandboxes.
+    let mut exec = Subject::new("openshell_exec", "openshell exec", true);
+    let create_idle =
+        |name: &str| os.output(&["sandbox", "create", "-d", "--name", name, "--image", reference, "--store", &store]);
+    // Named for deletion first: a failed create may still leave a sandbox behind.
+    gateway.sandboxes.push("bench-exec".into());
+    create_idle("bench-exec")?;
+    for round in 0..rounds {
+        match time_once(os.cmd(&["sandbox", "exec", "bench-exec", "--", "/bin/true"]), &errors) {
+            Ok(t) if round >= options.warmup => exec.samples.push(t),
+            Ok(_) => {}
+            Err(e) => {
+                exec.skipped = Some(e);
+                break;
+            }
+        }
+    }
+    let mut names = vec!["bench-exec".to_owned()];
+    for i in 1..options.idle {
+        let name = format!("bench-idle-{i}");
+        gateway.sandboxes.push(name.clone());
+        create_idle(&name)?;
+        names.push(name);
+    }
+    // Let them settle before reading their memory.
+    std::thread::sleep(Duration::from_millis(500));
+    let memory = memory(os, &names);
+    drop(gateway);
+    Ok(Report {
+        iterations: options.iterations,
+        warmup: options.warmup,
+        image: image.reference.clone(),
+        subjects,
+        exec,
+        memory,
+    })
+}
+
+/// VmRSS of a process, KiB.
+fn rss_kib(pid: u32) -> Result<u64, String> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("/proc/{pid}/status: no VmRSS"))
+}
+
+/// `field:   value` of `openshell sandbox get` / `gateway status` output.
+fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(str::trim)
+}
+
+/// A field of `/proc/PID/status`, e.g. `PPid`.
+fn proc_status(pid: u32, name: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(|v| v.trim().to_owned())
+}
+
+/// PSS of a process (its resident pages, shared ones divided among their sharers), KiB.
+fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The supervisor of the sandbox whose directory is `dir`: the `... supervise DIR`
+/// process whose parent is not one too (the sandbox's process 1, forked from it
+/// without an exec, has the same command line).
+fn supervisor_pid(dir: &Path) -> Option<u32> {
+    let procs = std::fs::read_dir("/proc").ok()?;
+    let matching: Vec<u32> = procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.contains(&&b"supervise"[..]) && args.iter().any(|a| Path::new(&*String::from_utf8_lossy(a)) == dir)
+        })
+        .collect();
+    matching.iter().copied().find(|pid| {
+        proc_status(*pid, "PPid").and_then(|p| p.parse::<u32>().ok()).is_none_or(|ppid| !matching.contains(&ppid))
+    })
+}
+
+fn memory(os: &Openshell, names: &[String]) -> Result<Memory, String> {
+    let status = os.output(&["gateway", "status"])?;
+    let gateway_pid: u32 = field(&status, "gateway")
+        .and_then(|v| v.split("pid ").nth(1))
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("gateway status: no pid in {status:?}"))?;
+    let mut memory = Memory {
+        sandboxes: names.len(),
+        supervisors_kib: Vec::new(),
+        gateway_kib: rss_kib(gateway_pid)?,
+        supervisors_pss_kib: Vec::new(),
+        gateway_pss_kib: pss_kib(gateway_pid),
+        inits_kib: Vec::new(),
+    };
+    for name in names {
+        let info = os.output(&["sandbox", "get", name])?;
+        let id = field(&info, "id").ok_or_else(|| format!("sandbox get {name}: no id"))?;
+        if field(&info, "status") != Some("running") {
+            return Err(format!("sandbox {name} is not running: {info}"));
+        }
+        let dir = os.gateway.join("sandboxes").join(id);
+        let pid = supervisor_pid(&dir).ok_or_else(|| format!("no `supervise {}` process", dir.display()))?;
+        memory.supervisors_kib.push(rss_kib(pid)?);
+        memory.supervisors_pss_kib.extend(pss_kib(pid));
+        if let Some(init) = field(&info, "pid").and_then(|p| p.parse().ok()) {
+            memory.inits_kib.push(rss_kib(init)?);
+        }
+    }
+    Ok(memory)
+}
+
+// ---- statistics and output -----------------------------------------------------------
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The median (the mean of the middle two of an even count).
+fn median(samples: &[Duration]) -> Option<f64> {
+    let mut v: Vec<f64> = samples.iter().copied().map(ms).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// The 90th percentile, nearest rank.
+fn p90(samples: &[Duration]) -> Option<f64> {
+    let mut v: Vec<f64> = samples.iter().copied().map(ms).collect();
+    v.sort_by(f64::total_cmp);
+    let rank = (v.len() * 9).div_ceil(10);
+    v.get(rank.checked_sub(1)?).copied()
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_num(x: Option<f64>) -> String {
+    x.filter(|x| x.is_finite()).map(|x| format!("{x:.3}")).unwrap_or_else(|| "null".into())
+}
+
+fn mib(kib: f64) -> String {
+    format!("{:.1} MiB", kib / 1024.0)
+}
+
+impl Report {
+    fn openshell_median(&self) -> Option<f64> {
+        self.subjects.first().and_then(|s| median(&s.samples))
+    }
+
+    /// openshell's median over this subject's (for the peers).
+    fn ratio(&self, subject: &Subject) -> Option<f64> {
+        if !matches!(subject.key, "runc_run" | "bwrap" | "docker_run") {
+            return None;
+        }
+        Some(self.openshell_median()? / median(&subject.samples)?)
+    }
+
+    fn table(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "\nsandbox bench: {} iterations (+{} warm-up, interleaved), image {}, default policy",
+            self.iterations, self.warmup, self.image
+        );
+        let _ = writeln!(t, "{:<24} {:>10} {:>10} {:>15}", "", "median", "p90", "openshell/peer");
+        for s in self.subjects.iter().chain([&self.exec]) {
+            match (&s.skipped, median(&s.samples), p90(&s.samples)) {
+                (None, Some(m), Some(p)) => {
+                    let ratio = self.ratio(s).map(|r| format!("{r:.2}×")).unwrap_or_default();
+                    let _ = writeln!(t, "{:<24} {:>7.2} ms {:>7.2} ms {:>15}", s.label, m, p, ratio);
+                }
+                (Some(reason), _, _) => {
+                    let reason = reason.lines().next().unwrap_or_default();
+                    let _ = writeln!(t, "{:<24} not measured: {reason}", s.label);
+                }
+                _ => {
+                    let _ = writeln!(t, "{:<24} no samples", s.label);
+                }
+            }
+        }
+        match &self.memory {
+            Ok(m) => {
+                let _ = writeln!(
+                    t,
+                    "{:<24} {:>10}    = supervisor {} + gateway {} / {} idle sandboxes (VmRSS)",
+                    "RSS per sandbox",
+                    mib(m.per_sandbox_kib()),
+                    mib(m.supervisor_mean_kib()),
+                    mib(m.gateway_kib as f64),
+                    m.sandboxes,
+                );
+                let pss = m.per_sandbox_pss_kib().map(mib).unwrap_or_else(|| "unreadable".into());
+                let init = m.inits_kib.iter().sum::<u64>() as f64 / m.inits_kib.len().max(1) as f64;
+                let _ = writeln!(
+                    t,
+                    "{:<24} {:>10}    (the same in PSS; not counted: each sandbox's own process 1, {} VmRSS)",
+                    "",
+                    pss,
+                    mib(init),
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(t, "{:<24} not measured: {e}", "RSS per idle sandbox");
+            }
+        }
+        t
+    }
+
+    fn json(&self) -> String {
+        let mut j = String::from("{\n");
+        let _ = writeln!(j, "  \"iterations\": {},", self.iterations);
+        let _ = writeln!(j, "  \"warmup\": {},", self.warmup);
+        let _ = writeln!(j, "  \"image\": {},", json_str(&self.image));
+        j.push_str("  \"results\": {\n");
+        let all: Vec<&Subject> = self.subjects.iter().chain([&self.exec]).collect();
+        for (i, s) in all.iter().enumerate() {
+            let _ = write!(j, "    {}: {{\"label\": {}, ", json_str(s.key), json_str(s.label));
+            match &s.skipped {
+                Some(reason) => {
+                    let _ = write!(j, "\"measured\": false, \"reason\": {}", json_str(reason));
+                }
+                None => {
+                    let samples: Vec<String> = s.samples.iter().map(|d| format!("{:.3}", ms(*d))).collect();
+                    let _ = write!(
+                        j,
+                        "\"measured\": true, \"median_ms\": {}, \"p90_ms\": {}, \"openshell_over_peer\": {}, \"samples_ms\": [{}]",
+                        json_num(median(&s.samples)),
+                        json_num(p90(&s.samples)),
+                        json_num(self.ratio(s)),
+                        samples.join(", ")
+                    );
+                }
+            }
+            j.push_str(if i + 1 == all.len() { "}\n" } else { "},\n" });
+        }
+        j.push_str("  },\n");
+        match &self.memory {
+            Ok(m) => {
+                let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+                let _ = writeln!(
+                    j,
+                    "  \"rss\": {{\"measured\": true, \"sandboxes\": {}, \"per_sandbox_kib\": {:.1}, \"supervisor_mean_kib\": {:.1}, \"gateway_kib\": {}, \"gateway_share_kib\": {:.1}, \"supervisors_kib\": [{}], \"per_sandbox_pss_kib\": {}, \"supervisors_pss_kib\": [{}], \"gateway_pss_kib\": {}, \"sandbox_init_kib\": [{}]}}",
+                    m.sandboxes,
+                    m.per_sandbox_kib(),
+                    m.supervisor_mean_kib(),
+                    m.gateway_kib,
+                    m.gateway_share_kib(),
+                    list(&m.supervisors_kib),
+                    json_num(m.per_sandbox_pss_kib()),
+                    list(&m.supervisors_pss_kib),
+                    m.gateway_pss_kib.map(|k| k.to_string()).unwrap_or_else(|| "null".into()),
+                    list(&m.inits_kib),
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(j, "  \"rss\": {{\"measured\": false, \"reason\": {}}}", json_str(e));
+            }
+        }
+        j.push_str("}\n");
+        j
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ds(ms: &[u64]) -> Vec<Duration> {
+        ms.iter().map(|m| Duration::from_millis(*m)).collect()
+    }
+
+    #[test]
+    fn median_and_p90() {
+        assert_eq!(median(&ds(&[3, 1, 2])), Some(2.0));
+        assert_eq!(median(&ds(&[4, 1, 3, 2])), Some(2.5));
+        assert_eq!(median(&[]), None);
+        let ten = ds(&[10, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(p90(&ten), Some(9.0));
+        assert_eq!(p90(&ds(&[5])), Some(5.0));
+        assert_eq!(p90(&[]), None);
+    }
+
+    #[test]
+    fn runc_spec_runs_true_without_terminal() {
+        let spec = "{\n\t\"process\": {\n\t\t\"terminal\": true,\n\t\t\"args\": [\n\t\t\t\"sh\"\n\t\t],\n\t\t\"cwd\": \"/\"\n\t}\n}";
+        let edited = edit_runc_spec(spec).expect("edit");
+        assert!(edited.contains("\"terminal\": false,"));
+        assert!(edited.contains("\"args\": [\"/bin/true\"],"));
+        assert!(!edited.contains("\"sh\""));
+    }
+
+    #[test]
+    fn options() {
+        let args: Vec<String> = ["-n", "7", "--idle=3"].iter().map(|s| s.to_string()).collect();
+        let o = parse_options(&args).expect("options").expect("not --help");
+        assert_eq!((o.iterations, o.warmup, o.idle), (7, 2, 3));
+        assert!(parse_options(&["--iterations".to_string(), "x".to_string()]).is_err());
+    }
+
+    #[test]
+    fn static_elf() {
+        // An ELF64 header with one PT_LOAD program header, then with PT_INTERP.
+        let mut elf = vec![0u8; 64 + 56];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[32..40].copy_from_slice(&64u64.to_le_bytes());
+        elf[54..56].copy_from_slice(&56u16.to_le_bytes());
+        elf[56..58].copy_from_slice(&1u16.to_le_bytes());
+        elf[64..68].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(elf_has_interpreter(&elf), Some(false));
+        elf[64..68].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(elf_has_interpreter(&elf), Some(true));
+        assert_eq!(elf_has_interpreter(b"#!/bin/sh"), None);
+    }
+
+    #[test]
+    fn json_escapes() {
+        assert_eq!(json_str("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+    }
+}
