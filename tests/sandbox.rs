@@ -44,6 +44,45 @@ impl Env {
         env
     }
 
+    /// A second image: the isolation probe (tests/fixtures/isolation/probe.c) with a
+    /// setuid-root copy and a world-readable secret in /root.
+    fn build_probe_image(&self) {
+        let src = self.path().join("probe.c");
+        std::fs::write(&src, include_str!("fixtures/isolation/probe.c")).expect("probe source");
+        let probe = self.path().join("probe");
+        let out = Command::new("gcc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&probe)
+            .arg(&src)
+            .output()
+            .expect("gcc is not installed: install gcc and libc6-dev");
+        assert!(out.status.success(), "gcc -static (install libc6-dev): {}", String::from_utf8_lossy(&out.stderr));
+        let p = probe.display();
+        let def = format!(
+            "name: openshell/probe\nfiles:\n  - {{ path: /usr/bin/probe, source: {p}, mode: \"0755\" }}\n  - {{ path: /usr/bin/probe-suid, source: {p}, mode: \"4755\" }}\n  - {{ path: /root/secret, content: \"image secret\\n\", mode: \"0644\" }}\nuser: {{ name: sandbox, uid: 1000, gid: 1000, home: /sandbox }}\nworkdir: /sandbox\nenv:\n  PATH: /usr/bin\n"
+        );
+        std::fs::create_dir_all(self.path().join("probe-image")).expect("mkdir");
+        std::fs::write(self.path().join("probe-image/image.yaml"), def).expect("definition");
+        let store = self.store();
+        let out = self.run(&["lock", "probe-image/image.yaml", "--store", &store, "-o", "probe.lock"]);
+        assert!(out.status.success(), "lock: {}", text(&out));
+        let out = self.run(&["build", "probe.lock", "--store", &store]);
+        assert!(out.status.success(), "build: {}", text(&out));
+    }
+
+    /// The probe with `args` in a new `--rm` sandbox of the probe image; (exit code, line).
+    fn probe(&self, policy: Option<&str>, args: &[&str]) -> (i32, String) {
+        let store = self.store();
+        let mut all = vec!["sandbox", "create", "--rm", "--store", &store, "--image", "openshell/probe"];
+        if let Some(policy) = policy {
+            all.extend(["--policy", policy]);
+        }
+        all.extend(["--", "/usr/bin/probe"]);
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        (out.status.code().unwrap_or(-1), text(&out))
+    }
+
     fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -392,4 +431,77 @@ fn bad_input_is_named_and_the_socket_is_owner_only() {
         .expect("setpriv is missing: install Debian's util-linux");
     assert!(!out.status.success(), "another uid listed sandboxes: {}", text(&out));
     assert!(text(&out).contains("ermission denied"), "{}", text(&out));
+}
+
+/// The isolation suite's escapes, through the product path (`openshell sandbox
+/// create` under the built-in default policy): each is denied. tests/isolation.rs
+/// runs the same probe with every positive control; here the controls are the
+/// cases the default policy allows and policy variants given with --policy.
+#[test]
+fn escapes_fail_through_the_gateway_under_the_default_policy() {
+    let env = Env::new();
+    env.build_probe_image();
+    let denied: &[&[&str]] = &[
+        &["write", "/usr/x"],
+        &["write", "/etc/x"],
+        &["write", "/x"],
+        &["read", "/root/secret"],
+        &["read", "/sandbox/../root/secret"],
+        &["ps"],
+        &["ptrace"],
+        &["mount"],
+        &["userns", "unshare"],
+        &["userns", "clone"],
+        &["module"],
+        &["socket", "raw"],
+        &["socket", "packet"],
+        &["netlink", "AUDIT"],
+        &["io_uring"],
+        &["bpf"],
+        &["perf"],
+        &["keyctl"],
+        &["setuid", "/usr/bin/probe-suid"],
+        &["sysctl", "/proc/sys/vm/swappiness"],
+        &["syswrite", "/sys/class/net/lo/mtu"],
+        &["lsdev"],
+        &["mknod", "/tmp/dev", "1", "3"],
+        &["procroot", "1", "/etc/passwd"],
+        &["dotdot", "40", "/root/secret"],
+        &["fds"],
+    ];
+    for args in denied {
+        let (code, out) = env.probe(None, args);
+        assert!(
+            code == 1 && out.starts_with(&format!("{}: denied ", args[0])),
+            "{args:?} must be denied in a sandbox: exit {code}: {out}"
+        );
+    }
+    // What the default policy allows works (the probe is not broken).
+    for args in
+        [&["write", "/sandbox/x"][..], &["write", "/tmp/x"], &["netlink", "ROUTE"], &["socket", "tcp"], &["thread"]]
+    {
+        let (code, out) = env.probe(None, args);
+        assert!(code == 0 && out.starts_with(&format!("{}: ok", args[0])), "{args:?}: exit {code}: {out}");
+    }
+    // Policy variants permit what the default denies.
+    let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
+        .expect("default policy");
+    let root_listed = default.replace("  read_only:\n", "  read_only:\n    - /root\n");
+    std::fs::write(env.path().join("root.yaml"), root_listed).expect("write");
+    let (code, out) = env.probe(Some("root.yaml"), &["read", "/root/secret"]);
+    assert!(code == 0 && out.starts_with("read: ok"), "{out}");
+    // Memory: killed inside at the policy's limit; an allocation under it succeeds.
+    let small = default.replace("memory: 4GiB", "memory: 64MiB");
+    std::fs::write(env.path().join("small.yaml"), small).expect("write");
+    let (code, out) = env.probe(Some("small.yaml"), &["oom", "256"]);
+    assert_eq!(code, 137, "killed by the OOM killer inside: {out}");
+    let (code, out) = env.probe(Some("small.yaml"), &["oom", "32"]);
+    assert!(code == 0 && out.starts_with("oom: ok"), "{out}");
+    // Processes: the pids limit stops a fork bomb; a higher limit allows more.
+    let few = default.replace("pids: 4096", "pids: 64");
+    std::fs::write(env.path().join("few.yaml"), few).expect("write");
+    let (code, out) = env.probe(Some("few.yaml"), &["forkbomb", "1000", "0"]);
+    assert!(code == 1 && out.starts_with("forkbomb: denied EAGAIN"), "{out}");
+    let (code, out) = env.probe(None, &["forkbomb", "1000", "0"]);
+    assert!(code == 0 && out.starts_with("forkbomb: ok 1000 forks"), "{out}");
 }
