@@ -67,6 +67,9 @@ impl Db {
         let err = |source| DbError { path: name.clone(), source };
         let conn = Connection::open(path).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        // WAL + NORMAL: a crash may lose the last transactions, never corrupt the file;
+        // the state also lives in each sandbox's directory (exit.json) for recovery.
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;

@@ -50,18 +50,38 @@ pub struct Waiter {
 }
 
 impl Waiter {
-    /// The exit code, or why there is none (the helper failed or died).
-    pub fn wait(mut self) -> Result<i32, String> {
-        let mut outcome = Err("the helper process ended without a result".to_owned());
+    /// The exit code as soon as the helper reports it, or why there is none (the
+    /// helper failed or died). The helper may still be cleaning up: [`Waiter::reap`].
+    pub fn code(&mut self) -> Result<i32, String> {
         while let Ok(Some((message, _))) = wire::recv::<HelperMessage>(&self.control) {
             match message {
-                HelperMessage::Exited { code } => outcome = Ok(code),
-                HelperMessage::Failed { message } => outcome = Err(message),
+                HelperMessage::Exited { code } => return Ok(code),
+                HelperMessage::Failed { message } => return Err(message),
                 _ => {}
+            }
+        }
+        Err("the helper process ended without a result".to_owned())
+    }
+
+    /// Waits for the helper process to end (its cleanup done); a failure it
+    /// reports after the exit code is returned.
+    pub fn reap(mut self) -> Result<(), String> {
+        let mut outcome = Ok(());
+        while let Ok(Some((message, _))) = wire::recv::<HelperMessage>(&self.control) {
+            if let HelperMessage::Failed { message } = message {
+                outcome = Err(message);
             }
         }
         let _ = self.child.wait();
         outcome
+    }
+
+    /// The exit code once the helper has ended.
+    pub fn wait(mut self) -> Result<i32, String> {
+        let code = self.code();
+        let reaped = self.reap();
+        let code = code?;
+        reaped.map(|()| code)
     }
 
     /// The next message from the helper (with its descriptors).

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
-use openshell_runtime::sandbox::{ExecRequest, SandboxDir, Stdio, exec, supervise, wait_exit};
+use openshell_runtime::sandbox::{Event, ExecRequest, SandboxDir, Stdio, exec, supervise, wait_exit};
 
 use crate::proto::HelperMessage;
 use crate::wire;
@@ -45,11 +45,13 @@ pub fn supervisor_main(dir: &Path) -> i32 {
         }
     };
     let dir = SandboxDir(dir.to_path_buf());
-    match supervise(&dir, stdio, &mut |pid| report(&HelperMessage::Started { pid })) {
-        Ok(code) => {
-            report(&HelperMessage::Exited { code });
-            code
-        }
+    let mut on_event = |event| match event {
+        Event::Started(pid) => report(&HelperMessage::Started { pid }),
+        // Reported as soon as the output is delivered; cleanup follows.
+        Event::Exited(code) => report(&HelperMessage::Exited { code }),
+    };
+    match supervise(&dir, stdio, &mut on_event) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("supervisor: {e}");
             report(&HelperMessage::Failed { message: e.to_string() });

@@ -36,6 +36,10 @@ struct Gateway {
     db: Mutex<Db>,
     driver: Arc<dyn Driver>,
     started: u64,
+    /// Sandboxes whose last run is still being cleaned up by its supervisor (the
+    /// exit was reported first); starting or removing them waits.
+    cleaning: Mutex<std::collections::HashSet<String>>,
+    cleaned: std::sync::Condvar,
 }
 
 type Reply<'a> = &'a OwnedFd;
@@ -76,7 +80,14 @@ pub fn serve(dir: GatewayDir, exe: std::path::PathBuf) -> Result<(), ServerError
     }
     let db = Db::open(&dir.db())?;
     let driver: Arc<dyn Driver> = Arc::new(LocalDriver::new(dir.clone(), exe));
-    let gateway = Arc::new(Gateway { dir: dir.clone(), db: Mutex::new(db), driver, started: now() });
+    let gateway = Arc::new(Gateway {
+        dir: dir.clone(),
+        db: Mutex::new(db),
+        driver,
+        started: now(),
+        cleaning: Mutex::new(std::collections::HashSet::new()),
+        cleaned: std::sync::Condvar::new(),
+    });
     gateway.recover();
 
     let socket_path = dir.socket();
@@ -170,30 +181,44 @@ impl Gateway {
                     let gateway = Arc::clone(self);
                     std::thread::spawn(move || {
                         wait_for_pid(sup);
-                        gateway.finish(&rec.info.id, None);
+                        gateway.finish_and_remove(&rec.info.id, None);
                     });
                 }
-                _ => self.finish(&rec.info.id, None),
+                _ => self.finish_and_remove(&rec.info.id, None),
             }
         }
     }
 
     /// Records the end of a run (`code` from the supervisor, else its exit.json,
-    /// else `dead`) and removes `--rm` sandboxes.
-    fn finish(&self, id: &str, code: Option<i32>) {
+    /// else `dead`). A `--rm` sandbox leaves the state at once; returns true when
+    /// its files are to be removed (by the caller, once its supervisor is done).
+    fn finish(&self, id: &str, code: Option<i32>) -> bool {
         let last = self.driver.last_exit(id);
         let code = code.or(last.map(|e| e.code));
         let db = self.db();
         if let Err(e) = db.set_finished(id, code, last.map(|e| e.finished)) {
             tracing::error!(%e, "recording an exit");
         }
-        if let Ok(Some(rec)) = db.find(id)
-            && rec.auto_remove
+        let remove = matches!(db.find(id), Ok(Some(rec)) if rec.auto_remove);
+        if remove && let Err(e) = db.remove(id) {
+            tracing::error!(%e, "removing a --rm sandbox from the state");
+        }
+        remove
+    }
+
+    fn finish_and_remove(&self, id: &str, code: Option<i32>) {
+        if self.finish(id, code)
+            && let Err(e) = self.driver.remove(id)
         {
-            if let Err(e) = self.driver.remove(id) {
-                tracing::error!(%e, "removing a --rm sandbox");
-            }
-            let _ = db.remove(id);
+            tracing::error!(%e, "removing a --rm sandbox");
+        }
+    }
+
+    /// Waits until the supervisor of `id`'s last run has cleaned up.
+    fn wait_cleaned(&self, id: &str) {
+        let mut cleaning = self.cleaning.lock().unwrap_or_else(|p| p.into_inner());
+        while cleaning.contains(id) {
+            cleaning = self.cleaned.wait(cleaning).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -263,6 +288,7 @@ impl Gateway {
                 if rec.info.status == "running" {
                     self.stop(&rec, Duration::from_secs(10))?;
                 }
+                self.wait_cleaned(&rec.info.id);
                 self.driver.remove(&rec.info.id).map_err(|e| e.to_string())?;
                 self.db().remove(&rec.info.id).map_err(|e| e.to_string())?;
                 Ok(Some(Response::Done { message: format!("deleted sandbox `{}`", rec.info.name) }))
@@ -368,10 +394,11 @@ impl Gateway {
         attach: bool,
         reply: Reply<'_>,
     ) -> Result<Option<Response>, String> {
+        self.wait_cleaned(id);
         let run = match self.driver.start(id, stdio) {
             Ok(r) => r,
             Err(e) => {
-                self.finish(id, None);
+                self.finish_and_remove(id, None);
                 return Err(e.to_string());
             }
         };
@@ -379,18 +406,35 @@ impl Gateway {
         let info = self.info(id)?;
         send(reply, &Response::Sandbox { sandbox: info }, &[]);
         if attach {
-            let outcome = run.waiter.wait();
-            self.finish(id, outcome.as_ref().ok().copied());
-            return Ok(Some(match outcome {
-                Ok(code) => Response::Exited { code },
-                Err(message) => Response::Error { message },
-            }));
+            // The client gets the code as soon as the output is complete; the
+            // sandbox's cleanup (and a --rm removal) happens after.
+            let mut waiter = run.waiter;
+            let outcome = waiter.code();
+            self.cleaning.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
+            let remove = self.finish(id, outcome.as_ref().ok().copied());
+            send(
+                reply,
+                &match &outcome {
+                    Ok(code) => Response::Exited { code: *code },
+                    Err(message) => Response::Error { message: message.clone() },
+                },
+                &[],
+            );
+            if let Err(message) = waiter.reap() {
+                tracing::warn!(sandbox = id, %message, "cleanup after the run");
+            }
+            if remove && let Err(e) = self.driver.remove(id) {
+                tracing::error!(%e, "removing a --rm sandbox");
+            }
+            self.cleaning.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+            self.cleaned.notify_all();
+            return Ok(None);
         }
         let gateway = Arc::clone(self);
         let id = id.to_owned();
         std::thread::spawn(move || {
             let outcome = run.waiter.wait();
-            gateway.finish(&id, outcome.ok());
+            gateway.finish_and_remove(&id, outcome.ok());
         });
         Ok(None)
     }

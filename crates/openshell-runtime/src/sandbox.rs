@@ -143,8 +143,18 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), SandboxErro
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
-/// Called by the supervisor once the sandbox's init runs (its pid on the host).
-pub type OnStarted<'a> = &'a mut dyn FnMut(i32);
+/// What the supervisor reports while it runs a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Process 1 runs, with this host pid.
+    Started(i32),
+    /// Process 1 exited with this code and all output has been delivered; the
+    /// container and the overlay are being cleaned up.
+    Exited(i32),
+}
+
+/// Receives the supervisor's [`Event`]s.
+pub type OnEvent<'a> = &'a mut dyn FnMut(Event);
 
 /// A client's stdio to attach; a missing stdin is /dev/null, missing outputs are
 /// only logged.
@@ -158,14 +168,14 @@ pub struct Stdio {
 /// Runs the sandbox in `dir` until its process 1 exits; returns its exit code.
 /// The main process's stdout and stderr go to the log and, while they accept it,
 /// to the attached ones.
-pub fn supervise(dir: &SandboxDir, stdio: Stdio, on_started: OnStarted<'_>) -> Result<i32, SandboxError> {
+pub fn supervise(dir: &SandboxDir, stdio: Stdio, on_event: OnEvent<'_>) -> Result<i32, SandboxError> {
     let config = dir.read_config()?;
     let profile = dir.profile(&config)?;
     let overlay = dir.overlay(&config.layers);
     // A leftover mount of a supervisor that was killed is replaced.
     let _ = overlay.unmount();
     overlay.mount()?;
-    let outcome = run_mounted(dir, &config, &profile, stdio, on_started);
+    let outcome = run_mounted(dir, &config, &profile, stdio, on_event);
     let unmounted = overlay.unmount();
     let code = outcome?;
     let finished = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -179,7 +189,7 @@ fn run_mounted(
     config: &SandboxConfig,
     profile: &KernelProfile,
     stdio: Stdio,
-    on_started: OnStarted<'_>,
+    on_event: OnEvent<'_>,
 ) -> Result<i32, SandboxError> {
     let stdin = match stdio.stdin {
         Some(fd) => fd,
@@ -229,13 +239,21 @@ fn run_mounted(
     let waited = (|| {
         container.start().map_err(|e| cerr(&e))?;
         let pid = container.pid().ok_or_else(|| cerr(&"no process id after start"))?;
-        on_started(pid.as_raw());
+        on_event(Event::Started(pid.as_raw()));
         wait_exit(pid.as_raw()).map_err(|e| cerr(&format!("waiting for process 1: {e}")))
     })();
-    let deleted = container.delete(true).map_err(|e| cerr(&e));
+    if waited.is_err() {
+        // Nothing of the container may keep the output pipes open.
+        let _ = container.kill(nix::sys::signal::Signal::SIGKILL, true);
+    }
+    // Process 1's end kills the rest of its pid namespace, closing the pipes.
     for copy in copies {
         let _ = copy.join();
     }
+    if let Ok(code) = waited {
+        on_event(Event::Exited(code));
+    }
+    let deleted = container.delete(true).map_err(|e| cerr(&e));
     let code = waited?;
     deleted?;
     Ok(code)
