@@ -289,7 +289,7 @@ fn state_survives_a_gateway_restart() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // While no gateway runs: `ends` exits on its own; `lost` loses its supervisor and process 1.
-    let supervisor = find_supervisor(lost["id"].as_str().expect("id"));
+    let supervisor = find_supervisor(&env, lost["id"].as_str().expect("id"));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), nix::sys::signal::Signal::SIGKILL).expect("kill");
     let init = lost["pid"].as_i64().expect("pid") as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL).expect("kill");
@@ -306,16 +306,11 @@ fn state_survives_a_gateway_restart() {
     assert_eq!(lost["status"], "dead", "{lost}");
 }
 
-fn find_supervisor(id: &str) -> i32 {
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("supervise") && cmdline.contains(id) && !cmdline.contains("INIT") {
-            return pid;
-        }
-    }
-    panic!("no supervisor for sandbox {id}");
+/// The supervisor of a sandbox, as it records itself (pid and start time).
+fn find_supervisor(env: &Env, id: &str) -> i32 {
+    let path = env.gateway_dir().join("sandboxes").join(id).join("supervisor.pid");
+    let record = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    record.split_whitespace().next().and_then(|p| p.parse().ok()).expect("a pid in supervisor.pid")
 }
 
 #[test]

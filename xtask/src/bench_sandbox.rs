@@ -545,12 +545,6 @@ fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(str::trim)
 }
 
-/// A field of `/proc/PID/status`, e.g. `PPid`.
-fn proc_status(pid: u32, name: &str) -> Option<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(|v| v.trim().to_owned())
-}
-
 /// PSS of a process (its resident pages, shared ones divided among their sharers), KiB.
 fn pss_kib(pid: u32) -> Option<u64> {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
@@ -560,23 +554,28 @@ fn pss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// The supervisor of the sandbox whose directory is `dir`: the `... supervise DIR`
-/// process whose parent is not one too (the sandbox's process 1, forked from it
-/// without an exec, has the same command line).
-fn supervisor_pid(dir: &Path) -> Option<u32> {
-    let procs = std::fs::read_dir("/proc").ok()?;
-    let matching: Vec<u32> = procs
+/// The gateway's helper processes still waiting for a job (`gateway helper`,
+/// children of the gateway, without a sandbox directory open as their log).
+fn spare_helpers(gateway: u32) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.contains(&&b"supervise"[..]) && args.iter().any(|a| Path::new(&*String::from_utf8_lossy(a)) == dir)
+            let log = std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap_or_default();
+            ppid == Some(gateway) && cmdline.ends_with(b"gateway\0helper\0") && log.ends_with("helpers.log")
         })
-        .collect();
-    matching.iter().copied().find(|pid| {
-        proc_status(*pid, "PPid").and_then(|p| p.parse::<u32>().ok()).is_none_or(|ppid| !matching.contains(&ppid))
-    })
+        .collect()
+}
+
+/// The supervisor of the sandbox whose directory is `dir`, as it records itself in
+/// `supervisor.pid` (pid and start time).
+fn supervisor_pid(dir: &Path) -> Option<u32> {
+    let record = std::fs::read_to_string(dir.join("supervisor.pid")).ok()?;
+    record.split_whitespace().next()?.parse().ok()
 }
 
 fn memory(os: &Openshell, names: &[String]) -> Result<Memory, String> {
@@ -586,12 +585,20 @@ fn memory(os: &Openshell, names: &[String]) -> Result<Memory, String> {
         .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("gateway status: no pid in {status:?}"))?;
+    // The gateway keeps a spare helper process ready: it counts as the gateway's.
+    let spares = spare_helpers(gateway_pid);
+    let mut gateway_kib = rss_kib(gateway_pid)?;
+    let mut gateway_pss_kib = pss_kib(gateway_pid);
+    for pid in &spares {
+        gateway_kib += rss_kib(*pid)?;
+        gateway_pss_kib = gateway_pss_kib.zip(pss_kib(*pid)).map(|(a, b)| a + b);
+    }
     let mut memory = Memory {
         sandboxes: names.len(),
         supervisors_kib: Vec::new(),
-        gateway_kib: rss_kib(gateway_pid)?,
+        gateway_kib,
         supervisors_pss_kib: Vec::new(),
-        gateway_pss_kib: pss_kib(gateway_pid),
+        gateway_pss_kib,
         inits_kib: Vec::new(),
     };
     for name in names {
@@ -601,7 +608,8 @@ fn memory(os: &Openshell, names: &[String]) -> Result<Memory, String> {
             return Err(format!("sandbox {name} is not running: {info}"));
         }
         let dir = os.gateway.join("sandboxes").join(id);
-        let pid = supervisor_pid(&dir).ok_or_else(|| format!("no `supervise {}` process", dir.display()))?;
+        let pid = supervisor_pid(&dir)
+            .ok_or_else(|| format!("no supervisor recorded in {}/supervisor.pid", dir.display()))?;
         memory.supervisors_kib.push(rss_kib(pid)?);
         memory.supervisors_pss_kib.extend(pss_kib(pid));
         if let Some(init) = field(&info, "pid").and_then(|p| p.parse().ok()) {
@@ -702,7 +710,7 @@ impl Report {
             Ok(m) => {
                 let _ = writeln!(
                     t,
-                    "{:<24} {:>10}    = supervisor {} + gateway {} / {} idle sandboxes (VmRSS)",
+                    "{:<24} {:>10}    = supervisor {} + (gateway + its spare helper) {} / {} idle sandboxes (VmRSS)",
                     "RSS per sandbox",
                     mib(m.per_sandbox_kib()),
                     mib(m.supervisor_mean_kib()),

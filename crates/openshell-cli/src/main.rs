@@ -155,12 +155,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Helper processes: libcontainer logs from inside a container would land in
     // the container's stderr (the user's output); their failures are reported.
-    let helper = matches!(
-        &cli.command,
-        Command::Gateway(
-            sandbox_cmd::GatewayCommand::Supervise { .. } | sandbox_cmd::GatewayCommand::ExecHelper { .. }
-        )
-    );
+    let helper = matches!(&cli.command, Command::Gateway(sandbox_cmd::GatewayCommand::Helper));
     init_tracing(if helper { 0 } else { cli.verbose }, helper);
     let out = Output::new(cli.output, cli.quiet);
     let result = match cli.command {

@@ -117,12 +117,9 @@ pub enum GatewayCommand {
     Stop,
     /// Run the gateway in the foreground (sandbox commands start it on their own).
     Run,
-    /// (internal) The supervisor of one sandbox run.
+    /// (internal) A helper process waiting for a job from the gateway.
     #[command(hide = true)]
-    Supervise { dir: PathBuf },
-    /// (internal) One exec into a running sandbox.
-    #[command(hide = true)]
-    ExecHelper { dir: PathBuf },
+    Helper,
 }
 
 fn gateway_dir() -> Result<GatewayDir, SandboxCmdError> {
@@ -458,8 +455,7 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
                 Err(e) => Err(fail(e)),
             }
         }
-        GatewayCommand::Supervise { dir } => Ok(helper::supervisor_main(&dir).clamp(0, 255) as u8),
-        GatewayCommand::ExecHelper { dir } => Ok(helper::exec_main(&dir).clamp(0, 255) as u8),
+        GatewayCommand::Helper => Ok(helper::helper_main().clamp(0, 255) as u8),
     }
 }
 

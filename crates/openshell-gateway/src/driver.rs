@@ -14,7 +14,7 @@ use openshell_runtime::sandbox::{ExitRecord, SandboxConfig, SandboxDir, write_js
 use openshell_runtime::{ProcessConfig, SpecInput, Writable, resolve_group, resolve_user, runtime_spec};
 use openshell_store::{Digest, Store};
 
-use crate::proto::{CreateRequest, HelperMessage};
+use crate::proto::{CreateRequest, HelperMessage, Job};
 use crate::{GatewayDir, wire};
 
 /// Why a driver operation failed; the message is for people.
@@ -123,46 +123,82 @@ pub struct LocalDriver {
     dir: GatewayDir,
     /// The `openshell` executable, for helper processes.
     exe: PathBuf,
-    /// Helpers are spawned one at a time (a spawn while another thread is
-    /// between its fork and exec cannot leak a message socket into it).
-    spawn: std::sync::Mutex<()>,
+    /// A helper process started ahead of need (`openshell gateway helper`).
+    spare: std::sync::Arc<std::sync::Mutex<Option<Spare>>>,
+}
+
+/// A helper process waiting for its job.
+struct Spare {
+    child: Child,
+    control: OwnedFd,
+}
+
+fn spawn_helper(exe: &Path, dir: &GatewayDir) -> Result<Spare, DriverError> {
+    let (ours, theirs) = wire::pair().map_err(DriverError::new)?;
+    let log_path = dir.0.join("helpers.log");
+    let open_log = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| DriverError::new(format!("{}: {e}", log_path.display())))
+    };
+    use std::os::unix::process::CommandExt;
+    let child = Command::new(exe)
+        .args(["gateway", "helper"])
+        .stdin(std::process::Stdio::from(theirs))
+        .stdout(open_log()?)
+        .stderr(open_log()?)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| DriverError::new(format!("starting {} gateway helper: {e}", exe.display())))?;
+    Ok(Spare { child, control: ours })
 }
 
 impl LocalDriver {
     pub fn new(dir: GatewayDir, exe: PathBuf) -> LocalDriver {
-        LocalDriver { dir, exe, spawn: std::sync::Mutex::new(()) }
+        let driver = LocalDriver { dir, exe, spare: Default::default() };
+        driver.refill();
+        driver
     }
 
     fn sandbox(&self, id: &str) -> SandboxDir {
         SandboxDir(self.dir.sandboxes().join(id))
     }
 
-    fn helper(&self, verb: &str, id: &str, attach: HelperMessage, stdio: &[OwnedFd]) -> Result<Waiter, DriverError> {
-        let dir = self.sandbox(id);
-        let (ours, theirs) = wire::pair().map_err(DriverError::new)?;
-        let log_path = dir.0.join("helper.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| DriverError::new(format!("{}: {e}", log_path.display())))?;
-        let log2 = log.try_clone().map_err(|e| DriverError::new(format!("{}: {e}", log_path.display())))?;
-        let child = {
-            let _one = self.spawn.lock().unwrap_or_else(|p| p.into_inner());
-            use std::os::unix::process::CommandExt;
-            Command::new(&self.exe)
-                .args(["gateway", verb])
-                .arg(&dir.0)
-                .stdin(std::process::Stdio::from(theirs))
-                .stdout(log)
-                .stderr(log2)
-                .process_group(0)
-                .spawn()
-                .map_err(|e| DriverError::new(format!("starting {} gateway {verb}: {e}", self.exe.display())))?
+    /// Starts the next spare helper in the background.
+    fn refill(&self) {
+        let (exe, dir, spare) = (self.exe.clone(), self.dir.clone(), std::sync::Arc::clone(&self.spare));
+        std::thread::spawn(move || match spawn_helper(&exe, &dir) {
+            Ok(new) => {
+                let mut slot = spare.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_none() {
+                    *slot = Some(new);
+                }
+                // Otherwise `new` is dropped: its control socket closes and it exits.
+            }
+            Err(e) => tracing::warn!(%e, "starting a spare helper"),
+        });
+    }
+
+    /// Gives a helper its job: the spare one when it is ready, else a new one.
+    fn helper(&self, attach: HelperMessage, stdio: &[OwnedFd]) -> Result<Waiter, DriverError> {
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut helper = match spare {
+            Some(mut s) => match s.child.try_wait() {
+                Ok(None) => s,
+                _ => spawn_helper(&self.exe, &self.dir)?,
+            },
+            None => spawn_helper(&self.exe, &self.dir)?,
         };
+        self.refill();
         let fds: Vec<_> = stdio.iter().map(|f| f.as_fd()).collect();
-        wire::send(&ours, &attach, &fds).map_err(|e| DriverError::new(format!("gateway {verb}: {e}")))?;
-        Ok(Waiter { child, control: ours })
+        if let Err(e) = wire::send(&helper.control, &attach, &fds) {
+            let _ = helper.child.kill();
+            let _ = helper.child.wait();
+            return Err(DriverError::new(format!("gateway helper: {e}")));
+        }
+        Ok(Waiter { child: helper.child, control: helper.control })
     }
 }
 
@@ -273,8 +309,14 @@ impl Driver for LocalDriver {
 
     fn start(&self, id: &str, stdio: Vec<OwnedFd>) -> Result<Run, DriverError> {
         let _ = std::fs::remove_file(self.sandbox(id).exit());
-        let attach = HelperMessage::Attach { args: Vec::new(), env: Vec::new(), tty: false };
-        let waiter = self.helper("supervise", id, attach, &stdio)?;
+        let attach = HelperMessage::Attach {
+            job: Job::Supervise,
+            dir: self.sandbox(id).0,
+            args: Vec::new(),
+            env: Vec::new(),
+            tty: false,
+        };
+        let waiter = self.helper(attach, &stdio)?;
         drop(stdio);
         let supervisor_pid = waiter.child.id() as i32;
         match waiter.next() {
@@ -302,8 +344,14 @@ impl Driver for LocalDriver {
         tty: bool,
         stdio: Vec<OwnedFd>,
     ) -> Result<Waiter, DriverError> {
-        let attach = HelperMessage::Attach { args: args.to_vec(), env: env.to_vec(), tty };
-        self.helper("exec-helper", id, attach, &stdio)
+        let attach = HelperMessage::Attach {
+            job: Job::Exec,
+            dir: self.sandbox(id).0,
+            args: args.to_vec(),
+            env: env.to_vec(),
+            tty,
+        };
+        self.helper(attach, &stdio)
     }
 
     fn signal(&self, pid: i32, signal: Signal) -> Result<(), DriverError> {
@@ -314,11 +362,12 @@ impl Driver for LocalDriver {
     }
 
     fn alive(&self, id: &str, supervisor_pid: i32) -> bool {
-        // The pid must still be our supervisor of this sandbox, not a reused pid.
-        let cmdline = std::fs::read(format!("/proc/{supervisor_pid}/cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let dir = self.sandbox(id).0;
-        args.iter().any(|a| *a == b"supervise") && args.iter().any(|a| Path::new(&*String::from_utf8_lossy(a)) == dir)
+        // The supervisor recorded its pid and start time: a reused pid does not match.
+        let record =
+            std::fs::read_to_string(self.sandbox(id).0.join(crate::helper::SUPERVISOR_FILE)).unwrap_or_default();
+        let mut fields = record.split_whitespace().map(|f| f.parse::<u64>().ok());
+        let (Some(Some(pid)), Some(Some(started))) = (fields.next(), fields.next()) else { return false };
+        pid == supervisor_pid as u64 && crate::helper::start_time(supervisor_pid) == Some(started)
     }
 
     fn last_exit(&self, id: &str) -> Option<ExitRecord> {

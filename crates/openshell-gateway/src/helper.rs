@@ -1,9 +1,11 @@
-//! The helper processes the gateway starts (`openshell gateway supervise DIR`,
-//! `openshell gateway exec-helper DIR`). Their stdin is a message socket to the
-//! gateway: the first message is [`HelperMessage::Attach`] with the client's stdio
-//! attached (or none); they answer `Started`/`Console`, then `Exited` or `Failed`.
-//! Both are single-threaded until the container exists (libcontainer clones its
-//! caller). Their stdout and stderr are the sandbox's `helper.log`.
+//! The helper process the gateway keeps one of in reserve (`openshell gateway
+//! helper`), so that starting a sandbox or an exec does not wait for a process
+//! to start. Its stdin is a message socket to the gateway: the first message is
+//! [`HelperMessage::Attach`] naming the job and the sandbox directory, with the
+//! client's stdio attached (or none); it answers `Started`/`Console`, then
+//! `Exited` or `Failed`. It is single-threaded until the container exists
+//! (libcontainer clones its caller). Once it has a job its stdout and stderr are
+//! the sandbox's `helper.log`.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -11,7 +13,7 @@ use std::path::Path;
 
 use openshell_runtime::sandbox::{Event, ExecRequest, SandboxDir, Stdio, exec, supervise, wait_exit};
 
-use crate::proto::HelperMessage;
+use crate::proto::{HelperMessage, Job};
 use crate::wire;
 
 fn report(message: &HelperMessage) {
@@ -21,54 +23,77 @@ fn report(message: &HelperMessage) {
     }
 }
 
-fn attach() -> Result<(Vec<String>, Vec<String>, bool, Stdio), String> {
-    let control = std::io::stdin();
-    match wire::recv::<HelperMessage>(control.as_fd()) {
-        Ok(Some((HelperMessage::Attach { args, env, tty }, fds))) => {
-            let mut fds = fds.into_iter();
-            let stdio = Stdio { stdin: fds.next(), stdout: fds.next(), stderr: fds.next() };
-            Ok((args, env, tty, stdio))
-        }
-        Ok(Some((other, _))) => Err(format!("unexpected first message {other:?}")),
-        Ok(None) => Err("the gateway closed the connection".into()),
-        Err(e) => Err(e.to_string()),
-    }
+/// Where a running supervisor records itself (pid and start time, so a reused
+/// pid is never mistaken for it).
+pub const SUPERVISOR_FILE: &str = "supervisor.pid";
+
+/// The start time of process `pid` (field 22 of /proc/PID/stat), if it exists.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it are plain.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// The supervisor of one sandbox run; returns the process's exit code.
-pub fn supervisor_main(dir: &Path) -> i32 {
-    let (_, _, _, stdio) = match attach() {
-        Ok(a) => a,
-        Err(message) => {
-            eprintln!("supervisor: {message}");
+/// `openshell gateway helper`: waits for a job, then does it; returns the exit code.
+pub fn helper_main() -> i32 {
+    let control = std::io::stdin();
+    let (job, dir, args, env, tty, fds) = match wire::recv::<HelperMessage>(control.as_fd()) {
+        Ok(Some((HelperMessage::Attach { job, dir, args, env, tty }, fds))) => (job, dir, args, env, tty, fds),
+        Ok(Some((other, _))) => {
+            eprintln!("helper: unexpected first message {other:?}");
+            return 125;
+        }
+        // The gateway stopped before it needed this helper.
+        Ok(None) => return 0,
+        Err(e) => {
+            eprintln!("helper: {e}");
             return 125;
         }
     };
+    let log_path = dir.join("helper.log");
+    match std::fs::OpenOptions::new().create(true).append(true).open(&log_path) {
+        Ok(log) => {
+            let _ = rustix::stdio::dup2_stdout(&log);
+            let _ = rustix::stdio::dup2_stderr(&log);
+        }
+        Err(e) => eprintln!("helper: {}: {e}", log_path.display()),
+    }
+    let mut fds = fds.into_iter();
+    let stdio = Stdio { stdin: fds.next(), stdout: fds.next(), stderr: fds.next() };
+    match job {
+        Job::Supervise => supervise_job(&dir, stdio),
+        Job::Exec => exec_job(&dir, args, env, tty, stdio),
+    }
+}
+
+/// One run of a sandbox; returns its exit code.
+fn supervise_job(dir: &Path, stdio: Stdio) -> i32 {
+    let pid = std::process::id() as i32;
+    let record = dir.join(SUPERVISOR_FILE);
+    if let Err(e) = std::fs::write(&record, format!("{pid} {}\n", start_time(pid).unwrap_or(0))) {
+        eprintln!("supervisor: {}: {e}", record.display());
+    }
     let dir = SandboxDir(dir.to_path_buf());
     let mut on_event = |event| match event {
         Event::Started(pid) => report(&HelperMessage::Started { pid }),
         // Reported as soon as the output is delivered; cleanup follows.
         Event::Exited(code) => report(&HelperMessage::Exited { code }),
     };
-    match supervise(&dir, stdio, &mut on_event) {
+    let code = match supervise(&dir, stdio, &mut on_event) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("supervisor: {e}");
             report(&HelperMessage::Failed { message: e.to_string() });
             125
         }
-    }
+    };
+    let _ = std::fs::remove_file(&record);
+    code
 }
 
 /// One `exec` into a running sandbox; returns the process's exit code.
-pub fn exec_main(dir: &Path) -> i32 {
-    let (args, env, tty, stdio) = match attach() {
-        Ok(a) => a,
-        Err(message) => {
-            eprintln!("exec: {message}");
-            return 125;
-        }
-    };
+fn exec_job(dir: &Path, args: Vec<String>, env: Vec<String>, tty: bool, stdio: Stdio) -> i32 {
     let dir = SandboxDir(dir.to_path_buf());
     let env = env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     let outcome = (|| -> Result<i32, String> {

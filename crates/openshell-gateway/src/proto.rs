@@ -139,8 +139,10 @@ pub enum Response {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum HelperMessage {
-    /// To a helper: descriptors attached (stdin, stdout, stderr) or none.
+    /// To a helper: its job, with descriptors attached (stdin, stdout, stderr) or none.
     Attach {
+        job: Job,
+        dir: PathBuf,
         args: Vec<String>,
         env: Vec<String>,
         tty: bool,
@@ -157,4 +159,14 @@ pub enum HelperMessage {
     Failed {
         message: String,
     },
+}
+
+/// What a helper process does for the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Job {
+    /// Supervise one run of the sandbox in `dir`.
+    Supervise,
+    /// One process joining the sandbox in `dir`.
+    Exec,
 }
