@@ -174,8 +174,13 @@ impl LocalDriver {
                 let mut slot = spare.lock().unwrap_or_else(|p| p.into_inner());
                 if slot.is_none() {
                     *slot = Some(new);
+                    return;
                 }
-                // Otherwise `new` is dropped: its control socket closes and it exits.
+                drop(slot);
+                // One is ready already: closing its control socket ends this one.
+                let Spare { mut child, control } = new;
+                drop(control);
+                let _ = child.wait();
             }
             Err(e) => tracing::warn!(%e, "starting a spare helper"),
         });
