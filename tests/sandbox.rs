@@ -471,6 +471,26 @@ fn escapes_fail_through_the_gateway_under_the_default_policy() {
             "{args:?} must be denied in a sandbox: exit {code}: {out}"
         );
     }
+    // Processes joining with exec are under the same filter and rules (libcontainer
+    // leaves the spec's seccomp filter out of exec'd processes; openshell installs it).
+    let store = env.store();
+    let out =
+        env.run(&["sandbox", "create", "-d", "--name", "joined", "--store", &store, "--image", "openshell/probe"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for args in
+        [&["userns", "unshare"][..], &["ptrace"], &["socket", "raw"], &["read", "/root/secret"], &["write", "/usr/x"]]
+    {
+        let mut all = vec!["sandbox", "exec", "joined", "--", "/usr/bin/probe"];
+        all.extend_from_slice(args);
+        let out = env.run(&all);
+        assert!(
+            out.status.code() == Some(1) && stdout(&out).starts_with(&format!("{}: denied ", args[0])),
+            "exec {args:?} must be denied: {}",
+            text(&out)
+        );
+    }
+    let out = env.run(&["sandbox", "exec", "joined", "--", "/usr/bin/probe", "netlink", "ROUTE"]);
+    assert!(stdout(&out).starts_with("netlink: ok"), "{}", text(&out));
     // What the default policy allows works (the probe is not broken).
     for args in
         [&["write", "/sandbox/x"][..], &["write", "/tmp/x"], &["netlink", "ROUTE"], &["socket", "tcp"], &["thread"]]

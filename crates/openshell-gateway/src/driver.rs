@@ -294,6 +294,16 @@ impl Driver for LocalDriver {
             cgroups_path: format!("/openshell/{id}"),
         })
         .map_err(DriverError::new)?;
+        // The seccomp filter is compiled once, here, and installed from BPF at every
+        // start and exec (libcontainer would compile it each time).
+        let mut spec = spec;
+        if let Some(filter) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
+            openshell_runtime::seccomp_bpf::compile_to(&filter, &dir.bpf()).map_err(DriverError::new)?;
+            write_json(&dir.0.join("seccomp.json"), &filter).map_err(DriverError::new)?;
+            if let Some(linux) = spec.linux_mut() {
+                linux.set_seccomp(None);
+            }
+        }
         let spec_path = dir.bundle().join("config.json");
         write_json(&spec_path, &spec).map_err(DriverError::new)?;
         std::fs::write(dir.policy(), &req.policy)

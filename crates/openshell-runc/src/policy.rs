@@ -115,7 +115,12 @@ impl SandboxPolicy {
     /// The executor applying this policy in the container's process right before exec.
     pub fn executor(&self) -> LandlockExecutor {
         // Docker and containerd bring their own init (`--init`); the bundle's process runs as given.
-        LandlockExecutor { profile: self.landlock.clone(), seccomp: Some(self.seccomp.clone()), mode: InitMode::Exec }
+        LandlockExecutor {
+            profile: self.landlock.clone(),
+            seccomp: Some(self.seccomp.clone()),
+            bpf: None,
+            mode: InitMode::Exec,
+        }
     }
 
     /// Saves the policy with the container's state (`container_dir`).

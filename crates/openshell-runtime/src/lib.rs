@@ -7,7 +7,8 @@
 //! - `init`: process 1 of a sandbox (reaps orphans, forwards signals);
 //! - `run`: a bundle run through libcontainer, Landlock applied right before exec.
 //!
-//! - `sandbox`: one sandbox's directory, its supervisor and `exec`.
+//! - `sandbox`: one sandbox's directory, its supervisor and `exec`;
+//! - `seccomp_bpf`: the seccomp filter compiled once at creation, installed from BPF.
 
 pub mod identity;
 pub mod init;
@@ -15,6 +16,7 @@ pub mod landlock;
 pub mod rootfs;
 pub mod run;
 pub mod sandbox;
+pub mod seccomp_bpf;
 pub mod spec;
 
 pub use identity::{IdentityError, resolve_group, resolve_user};

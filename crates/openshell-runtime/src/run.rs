@@ -24,6 +24,8 @@ pub struct LandlockExecutor {
     /// Installed after Landlock, right before exec, on top of any filter of the
     /// spec. It must allow what the workload needs from exec on (`execve` first).
     pub seccomp: Option<LinuxSeccomp>,
+    /// A filter compiled ahead of time ([`crate::seccomp_bpf`]), installed at the same point.
+    pub bpf: Option<std::sync::Arc<Vec<u8>>>,
     pub mode: InitMode,
 }
 
@@ -49,6 +51,9 @@ impl Executor for LandlockExecutor {
         );
         if let Some(filter) = &self.seccomp {
             install_seccomp(filter).map_err(|e| ExecutorError::Other(e.to_string()))?;
+        }
+        if let Some(program) = &self.bpf {
+            crate::seccomp_bpf::install(program).map_err(|e| ExecutorError::Other(e.to_string()))?;
         }
         let process = spec.process().as_ref();
         let outcome = match self.mode {
@@ -149,7 +154,12 @@ pub fn run(req: RunRequest) -> Result<i32, RunError> {
     let mut builder = ContainerBuilder::new(req.id.clone(), SyscallType::default())
         .with_root_path(&req.state_root)
         .map_err(|e| cerr(&e))?
-        .with_executor(LandlockExecutor { profile: req.landlock.clone(), seccomp: None, mode: InitMode::Supervise });
+        .with_executor(LandlockExecutor {
+            profile: req.landlock.clone(),
+            seccomp: None,
+            bpf: None,
+            mode: InitMode::Supervise,
+        });
     if let Some(fd) = req.stdout {
         builder = builder.with_stdout(fd);
     }

@@ -120,6 +120,20 @@ impl SandboxDir {
         serde_json::from_slice(&bytes).map_err(|e| SandboxError::Format { path, message: e.to_string() })
     }
 
+    /// The seccomp filter compiled at creation (`seccomp.bpf`), when there is one.
+    pub fn bpf(&self) -> PathBuf {
+        self.0.join("seccomp.bpf")
+    }
+
+    fn read_bpf(&self) -> Result<Option<std::sync::Arc<Vec<u8>>>, SandboxError> {
+        let path = self.bpf();
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(std::sync::Arc::new(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(SandboxError::Io { path, source }),
+        }
+    }
+
     /// How the last run ended, if it has.
     pub fn read_exit(&self) -> Option<ExitRecord> {
         serde_json::from_slice(&std::fs::read(self.exit()).ok()?).ok()
@@ -214,7 +228,12 @@ fn run_mounted(
     let container = ContainerBuilder::new(config.id.clone(), SyscallType::default())
         .with_root_path(&config.state_root)
         .map_err(|e| cerr(&e))?
-        .with_executor(LandlockExecutor { profile: profile.landlock.clone(), seccomp: None, mode })
+        .with_executor(LandlockExecutor {
+            profile: profile.landlock.clone(),
+            seccomp: None,
+            bpf: dir.read_bpf()?,
+            mode,
+        })
         .with_stdin(stdin)
         .with_stdout(out_w)
         .with_stderr(err_w)
@@ -307,12 +326,13 @@ pub fn exec(dir: &SandboxDir, req: &ExecRequest, stdio: Stdio) -> Result<i32, Sa
     let profile = dir.profile(&config)?;
     let cerr = |e: &dyn std::fmt::Display| SandboxError::Container { id: config.id.clone(), message: e.to_string() };
     // libcontainer does not put an exec'd process under the spec's seccomp filter:
-    // the executor installs it.
+    // the executor installs it (the spec's, or the one compiled at creation).
     let spec_path = dir.bundle().join("config.json");
     let spec = libcontainer::oci_spec::runtime::Spec::load(&spec_path)
         .map_err(|e| SandboxError::Format { path: spec_path.clone(), message: e.to_string() })?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-    let executor = LandlockExecutor { profile: profile.landlock.clone(), seccomp, mode: InitMode::Exec };
+    let executor =
+        LandlockExecutor { profile: profile.landlock.clone(), seccomp, bpf: dir.read_bpf()?, mode: InitMode::Exec };
     // The exec'd process is the main process's (user, cwd, capabilities, rlimits,
     // no_new_privs) with its own arguments, extra environment and terminal.
     let mut process = spec.process().clone().ok_or_else(|| cerr(&"the spec has no process"))?;
