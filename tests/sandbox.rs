@@ -205,10 +205,10 @@ fn foreground_runs_pass_output_stdin_and_exit_codes() {
     child.stdin.take().expect("stdin").write_all(b"hello\n").expect("write");
     let out = child.wait_with_output().expect("wait");
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "got hello\n"));
-    // A command that does not exist: openshell's own failure (125), naming it.
+    // A command that does not exist: 127, as a shell says, naming it.
     let out = env.create(&["--rm", "--", "/no/such"]);
-    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
-    assert!(text(&out).contains("'/no/such' not found"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    assert!(text(&out).contains("cannot run /no/such in the sandbox"), "{}", text(&out));
     assert!(env.names().is_empty(), "--rm removed it: {:?}", env.names());
     // Environment: the image's, plus --env.
     let out = env.create(&["--rm", "--env", "GREETING=hi", "--", "sh", "-c", "echo $GREETING $PATH $HOME"]);
@@ -286,6 +286,16 @@ fn state_survives_a_gateway_restart() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Path::new(&format!("/proc/{gw_pid}")).exists() {
         assert!(Instant::now() < deadline, "gateway did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The standby sandbox the gateway kept (not a sandbox of anyone's) went with it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dirs = std::fs::read_dir(env.gateway_dir().join("sandboxes")).expect("sandboxes dir").count();
+        if dirs == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{dirs} sandbox directories for 3 sandboxes after the gateway stopped");
         std::thread::sleep(Duration::from_millis(20));
     }
     // While no gateway runs: `ends` exits on its own; `lost` loses its supervisor and process 1.

@@ -33,7 +33,22 @@ impl DriverError {
 pub struct Created {
     pub image: String,
     pub image_digest: String,
-    pub idle: bool,
+    /// The image's environment (with a default PATH): the base of every job's.
+    pub env: Vec<String>,
+}
+
+impl Created {
+    /// The job of a sandbox created by `req`: its command (none: idle) and the
+    /// image's environment with the request's entries on top.
+    pub fn job(&self, req: &CreateRequest) -> openshell_runtime::init::Job {
+        let mut env = self.env.clone();
+        for kv in &req.env {
+            let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv);
+            env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
+            env.push(kv.clone());
+        }
+        openshell_runtime::init::Job { args: req.command.clone(), env, idle: req.command.is_empty() }
+    }
 }
 
 /// A started run: its process 1 and the handle to wait for its end.
@@ -93,10 +108,18 @@ impl Waiter {
 /// The boundary between the gateway (state, API) and where sandboxes run.
 pub trait Driver: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Fixes everything about a new sandbox (image, spec, policy) without starting it.
-    fn create(&self, id: &str, name: &str, req: &CreateRequest) -> Result<Created, DriverError>;
-    /// Starts the sandbox's process 1, with the client's stdio when given.
+    /// Fixes everything about a new sandbox (image, spec, policy) without starting
+    /// it; its job (command, environment) is set apart ([`Driver::set_job`]).
+    fn create(&self, id: &str, req: &CreateRequest) -> Result<Created, DriverError>;
+    /// Sets what the sandbox's process 1 runs (at its next start or assignment).
+    fn set_job(&self, id: &str, job: &openshell_runtime::init::Job) -> Result<(), DriverError>;
+    /// Starts the sandbox's process 1 with its job, with the client's stdio when given.
     fn start(&self, id: &str, stdio: Vec<OwnedFd>) -> Result<Run, DriverError>;
+    /// Starts the sandbox's process 1 ahead of need: it waits for [`Driver::assign`].
+    /// Dropping the run unassigned discards the sandbox (its files go with it).
+    fn standby(&self, id: &str) -> Result<Run, DriverError>;
+    /// Gives a standby sandbox its job (set before) and the client's stdio.
+    fn assign(&self, run: &Run, stdio: Vec<OwnedFd>) -> Result<(), DriverError>;
     /// Runs one more process in a running sandbox; `tty` answers with a terminal.
     fn exec(
         &self,
@@ -207,6 +230,25 @@ impl LocalDriver {
     }
 }
 
+/// Waits for a supervisor's `Started` (or its failure).
+fn started(waiter: Waiter, dir: SandboxDir) -> Result<Run, DriverError> {
+    let supervisor_pid = waiter.child.id() as i32;
+    match waiter.next() {
+        Some((HelperMessage::Started { pid }, _)) => Ok(Run { pid, supervisor_pid, waiter }),
+        Some((HelperMessage::Failed { message }, _)) => {
+            let _ = waiter.wait();
+            Err(DriverError::new(message))
+        }
+        other => {
+            let _ = waiter.wait();
+            Err(DriverError::new(format!(
+                "the sandbox's supervisor ended without starting it ({other:?}); see {}",
+                dir.0.join("helper.log").display()
+            )))
+        }
+    }
+}
+
 fn image_config(config: &serde_json::Value) -> (Vec<String>, Vec<String>, String) {
     let c = &config["config"];
     let strings = |v: &serde_json::Value| -> Vec<String> {
@@ -228,7 +270,7 @@ impl Driver for LocalDriver {
         "local"
     }
 
-    fn create(&self, id: &str, name: &str, req: &CreateRequest) -> Result<Created, DriverError> {
+    fn create(&self, id: &str, req: &CreateRequest) -> Result<Created, DriverError> {
         let policy = openshell_policy::load_str(&req.policy_name, &req.policy).map_err(DriverError::new)?;
         let store = Store::open(&req.store).map_err(DriverError::new)?;
         let rec = openshell_build::images::find(&store, &req.image).map_err(DriverError::new)?;
@@ -260,16 +302,9 @@ impl Driver for LocalDriver {
 
         let dir = self.sandbox(id);
         std::fs::create_dir_all(dir.bundle()).map_err(|e| DriverError::new(format!("{}: {e}", dir.0.display())))?;
-        let idle = req.command.is_empty();
-        // An idle sandbox's process 1 runs nothing; the spec still names the image's command.
-        let args = if idle { image_args } else { req.command.clone() };
-        let args = if args.is_empty() { vec!["/bin/sh".to_owned()] } else { args };
+        // Process 1 runs its job (job.json); the spec names the image's command.
+        let args = if image_args.is_empty() { vec!["/bin/sh".to_owned()] } else { image_args };
         let mut env = image_env;
-        for kv in &req.env {
-            let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv);
-            env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
-            env.push(kv.clone());
-        }
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
         }
@@ -285,11 +320,11 @@ impl Driver for LocalDriver {
         }
         let spec = runtime_spec(&SpecInput {
             profile: &profile,
-            process: ProcessConfig { args, env, cwd: image_cwd, terminal: false },
+            process: ProcessConfig { args, env: env.clone(), cwd: image_cwd, terminal: false },
             uid,
             gid,
             rootfs: dir.rootfs(),
-            hostname: name.to_owned(),
+            hostname: format!("sandbox-{id}"),
             writable,
             cgroups_path: format!("/openshell/{id}"),
         })
@@ -313,13 +348,34 @@ impl Driver for LocalDriver {
             state_root: self.dir.containers(),
             layers,
             workdir,
-            idle,
             uid,
             gid,
             bind_paths,
         };
         write_json(&dir.config(), &config).map_err(DriverError::new)?;
-        Ok(Created { image: rec.reference(), image_digest: rec.manifest.clone(), idle })
+        Ok(Created { image: rec.reference(), image_digest: rec.manifest.clone(), env })
+    }
+
+    fn set_job(&self, id: &str, job: &openshell_runtime::init::Job) -> Result<(), DriverError> {
+        write_json(&self.sandbox(id).job(), job).map_err(DriverError::new)
+    }
+
+    fn standby(&self, id: &str) -> Result<Run, DriverError> {
+        let attach = HelperMessage::Attach {
+            job: Job::Standby,
+            dir: self.sandbox(id).0,
+            args: Vec::new(),
+            env: Vec::new(),
+            tty: false,
+        };
+        let waiter = self.helper(attach, &[])?;
+        started(waiter, self.sandbox(id))
+    }
+
+    fn assign(&self, run: &Run, stdio: Vec<OwnedFd>) -> Result<(), DriverError> {
+        let fds: Vec<_> = stdio.iter().map(|f| f.as_fd()).collect();
+        wire::send(&run.waiter.control, &HelperMessage::Assign, &fds)
+            .map_err(|e| DriverError::new(format!("assigning a standby sandbox: {e}")))
     }
 
     fn start(&self, id: &str, stdio: Vec<OwnedFd>) -> Result<Run, DriverError> {
@@ -333,22 +389,7 @@ impl Driver for LocalDriver {
         };
         let waiter = self.helper(attach, &stdio)?;
         drop(stdio);
-        let supervisor_pid = waiter.child.id() as i32;
-        match waiter.next() {
-            Some((HelperMessage::Started { pid }, _)) => Ok(Run { pid, supervisor_pid, waiter }),
-            Some((HelperMessage::Failed { message }, _)) => {
-                let _ = waiter.wait();
-                Err(DriverError::new(message))
-            }
-            other => {
-                let _ = waiter.wait();
-                let log = self.sandbox(id).0.join("helper.log");
-                Err(DriverError::new(format!(
-                    "the sandbox's supervisor ended without starting it ({other:?}); see {}",
-                    log.display()
-                )))
-            }
-        }
+        started(waiter, self.sandbox(id))
     }
 
     fn exec(

@@ -62,13 +62,27 @@ pub fn helper_main() -> i32 {
     let mut fds = fds.into_iter();
     let stdio = Stdio { stdin: fds.next(), stdout: fds.next(), stderr: fds.next() };
     match job {
-        Job::Supervise => supervise_job(&dir, stdio),
+        Job::Supervise => supervise_job(&dir, Some(stdio)),
+        Job::Standby => supervise_job(&dir, None),
         Job::Exec => exec_job(&dir, args, env, tty, stdio),
     }
 }
 
-/// One run of a sandbox; returns its exit code.
-fn supervise_job(dir: &Path, stdio: Stdio) -> i32 {
+/// Waits for the gateway's `Assign` (with the client's stdio); `None` when the
+/// gateway discards the sandbox (or goes away) instead.
+fn wait_for_assignment() -> Option<Stdio> {
+    match wire::recv::<HelperMessage>(std::io::stdin().as_fd()) {
+        Ok(Some((HelperMessage::Assign, fds))) => {
+            let mut fds = fds.into_iter();
+            Some(Stdio { stdin: fds.next(), stdout: fds.next(), stderr: fds.next() })
+        }
+        _ => None,
+    }
+}
+
+/// One run of a sandbox (given its stdio now, or on assignment); returns its exit code.
+fn supervise_job(dir: &Path, stdio: Option<Stdio>) -> i32 {
+    let standby = stdio.is_none();
     let pid = std::process::id() as i32;
     let record = dir.join(SUPERVISOR_FILE);
     if let Err(e) = std::fs::write(&record, format!("{pid} {}\n", start_time(pid).unwrap_or(0))) {
@@ -80,8 +94,18 @@ fn supervise_job(dir: &Path, stdio: Stdio) -> i32 {
         // Reported as soon as the output is delivered; cleanup follows.
         Event::Exited(code) => report(&HelperMessage::Exited { code }),
     };
-    let code = match supervise(&dir, stdio, &mut on_event) {
-        Ok(code) => code,
+    let mut stdio = stdio;
+    let mut assign = || stdio.take().or_else(|| if standby { wait_for_assignment() } else { None });
+    let code = match supervise(&dir, &mut on_event, &mut assign) {
+        Ok(Some(code)) => code,
+        Ok(None) => {
+            // Discarded before it had a job: nothing of it is kept.
+            let _ = std::fs::remove_file(dir.0.join(SUPERVISOR_FILE));
+            if let Err(e) = std::fs::remove_dir_all(&dir.0) {
+                eprintln!("supervisor: removing {}: {e}", dir.0.display());
+            }
+            return 0;
+        }
         Err(e) => {
             eprintln!("supervisor: {e}");
             report(&HelperMessage::Failed { message: e.to_string() });

@@ -147,6 +147,8 @@ pub enum HelperMessage {
         env: Vec<String>,
         tty: bool,
     },
+    /// To a standby supervisor: its job is set; the client's stdio attached.
+    Assign,
     /// From the supervisor: process 1 runs, with this host pid.
     Started {
         pid: i32,
@@ -167,6 +169,8 @@ pub enum HelperMessage {
 pub enum Job {
     /// Supervise one run of the sandbox in `dir`.
     Supervise,
+    /// Start the sandbox in `dir` ahead of need; supervise it once assigned.
+    Standby,
     /// One process joining the sandbox in `dir`.
     Exec,
 }

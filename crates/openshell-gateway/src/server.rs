@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use crate::db::{Db, DbError, Record};
-use crate::driver::{Driver, LocalDriver, Waiter};
+use crate::driver::{Created, Driver, DriverError, LocalDriver, Run, Waiter};
 use crate::proto::{CreateRequest, GatewayStatus, HelperMessage, Request, Response, SandboxInfo};
 use crate::{GatewayDir, now, wire};
 
@@ -40,6 +40,24 @@ struct Gateway {
     /// exit was reported first); starting or removing them waits.
     cleaning: Mutex<std::collections::HashSet<String>>,
     cleaned: std::sync::Condvar,
+    /// A sandbox started ahead of need for the last image and policy used.
+    standby: Mutex<Option<Standby>>,
+    /// Whether standby sandboxes are kept (`OPENSHELL_STANDBY=0` turns them off).
+    pool: bool,
+}
+
+/// A sandbox whose process 1 runs and waits for a job.
+struct Standby {
+    key: String,
+    id: String,
+    created: Created,
+    run: Run,
+}
+
+/// Requests with the same key can take the same standby sandbox: same store,
+/// image and policy (the command and environment are the job's).
+fn standby_key(req: &CreateRequest) -> String {
+    format!("{}\n{}\n{}\n{}", req.store.display(), req.image, req.policy_name, req.policy)
 }
 
 type Reply<'a> = &'a OwnedFd;
@@ -87,6 +105,8 @@ pub fn serve(dir: GatewayDir, exe: std::path::PathBuf) -> Result<(), ServerError
         started: now(),
         cleaning: Mutex::new(std::collections::HashSet::new()),
         cleaned: std::sync::Condvar::new(),
+        standby: Mutex::new(None),
+        pool: std::env::var("OPENSHELL_STANDBY").map_or(true, |v| v != "0"),
     });
     gateway.recover();
 
@@ -174,6 +194,23 @@ impl Gateway {
                 return;
             }
         };
+        // Directories no record names: standby sandboxes of a gateway that died (their
+        // supervisors discard them when alive; what a killed one left is removed here).
+        let known: std::collections::HashSet<&str> = records.iter().map(|r| r.info.id.as_str()).collect();
+        for entry in std::fs::read_dir(self.dir.sandboxes()).into_iter().flatten().flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if known.contains(id.as_str()) {
+                continue;
+            }
+            let record = std::fs::read_to_string(entry.path().join(crate::helper::SUPERVISOR_FILE)).unwrap_or_default();
+            let pid = record.split_whitespace().next().and_then(|p| p.parse().ok());
+            if !pid.is_some_and(|pid| self.driver.alive(&id, pid)) {
+                tracing::info!(%id, "removing an unrecorded sandbox directory");
+                if let Err(e) = self.driver.remove(&id) {
+                    tracing::warn!(%e, "removing an unrecorded sandbox directory");
+                }
+            }
+        }
         for rec in records.into_iter().filter(|r| r.info.status == "running") {
             match rec.supervisor_pid {
                 Some(sup) if self.driver.alive(&rec.info.id, sup) => {
@@ -341,30 +378,39 @@ impl Gateway {
         if !rustix::process::geteuid().is_root() {
             return Err("sandboxes need root: the local driver creates namespaces, cgroups and mounts (rootless sandboxes are not supported)".into());
         }
-        let id = random_id();
-        let name = match &req.name {
-            Some(n) => {
-                check_name(n)?;
-                n.clone()
+        if let Some(n) = &req.name {
+            check_name(n)?;
+            if self.db().name_taken(n).map_err(|e| e.to_string())? {
+                return Err(format!("a sandbox named `{n}` exists already"));
             }
-            None => format!("sandbox-{id}"),
-        };
-        if self.db().name_taken(&name).map_err(|e| e.to_string())? {
-            return Err(format!("a sandbox named `{name}` exists already"));
         }
-        let created = match self.driver.create(&id, &name, &req) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = self.driver.remove(&id);
-                return Err(e.to_string());
-            }
+        let stdio = if req.attach { fds } else { Vec::new() };
+        let key = standby_key(&req);
+        let taken = {
+            let mut slot = self.standby.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.as_ref().is_some_and(|s| s.key == key) { slot.take() } else { None }
         };
+        let outcome = match taken {
+            // A sandbox of this image and policy was started ahead of need: it only
+            // needs its job.
+            Some(standby) => self.assign(standby, &req, stdio, reply),
+            None => self.create_cold(&req, stdio, reply),
+        };
+        if outcome.is_ok() && self.pool {
+            self.refill_standby(key, req);
+        }
+        outcome
+    }
+
+    /// The record of a new sandbox, in the state from now on.
+    fn insert(&self, id: &str, req: &CreateRequest, created: &Created) -> Result<(), String> {
+        let name = req.name.clone().unwrap_or_else(|| format!("sandbox-{id}"));
         let rec = Record {
             info: SandboxInfo {
-                id: id.clone(),
+                id: id.to_owned(),
                 name,
-                image: created.image,
-                image_digest: created.image_digest,
+                image: created.image.clone(),
+                image_digest: created.image_digest.clone(),
                 policy_name: req.policy_name.clone(),
                 policy_revision: 1,
                 command: req.command.clone(),
@@ -377,13 +423,105 @@ impl Gateway {
             },
             supervisor_pid: None,
             auto_remove: req.rm,
-            idle: created.idle,
+            idle: req.command.is_empty(),
         };
-        if let Err(e) = self.db().insert(&rec, &req.policy) {
+        self.db().insert(&rec, &req.policy).map_err(|e| e.to_string())
+    }
+
+    fn create_cold(
+        self: &Arc<Self>,
+        req: &CreateRequest,
+        stdio: Vec<OwnedFd>,
+        reply: Reply<'_>,
+    ) -> Result<Option<Response>, String> {
+        let id = random_id();
+        let prepared = self.driver.create(&id, req).and_then(|created| {
+            self.driver.set_job(&id, &created.job(req))?;
+            Ok(created)
+        });
+        let created = match prepared {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.driver.remove(&id);
+                return Err(e.to_string());
+            }
+        };
+        if let Err(e) = self.insert(&id, req, &created) {
             let _ = self.driver.remove(&id);
+            return Err(e);
+        }
+        self.run(&id, stdio, req.attach, reply)
+    }
+
+    /// Gives a standby sandbox the request's job and stdio.
+    fn assign(
+        self: &Arc<Self>,
+        standby: Standby,
+        req: &CreateRequest,
+        stdio: Vec<OwnedFd>,
+        reply: Reply<'_>,
+    ) -> Result<Option<Response>, String> {
+        let Standby { id, created, run, .. } = standby;
+        if let Err(e) = self
+            .driver
+            .set_job(&id, &created.job(req))
+            .and_then(|()| self.insert(&id, req, &created).map_err(DriverError))
+        {
+            self.discard(run);
             return Err(e.to_string());
         }
-        self.run(&id, if req.attach { fds } else { Vec::new() }, req.attach, reply)
+        if let Err(e) = self.driver.assign(&run, stdio) {
+            self.discard(run);
+            let _ = self.db().remove(&id);
+            return Err(e.to_string());
+        }
+        self.follow(&id, run, req.attach, reply)
+    }
+
+    /// Starts a sandbox ahead of need for the next request like `req` (one at a
+    /// time: a standby for another image or policy is discarded).
+    fn refill_standby(self: &Arc<Self>, key: String, req: CreateRequest) {
+        let gateway = Arc::clone(self);
+        std::thread::spawn(move || {
+            if gateway.standby.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.key == key) {
+                return;
+            }
+            let id = random_id();
+            let created = match gateway.driver.create(&id, &req) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%e, "preparing a standby sandbox");
+                    let _ = gateway.driver.remove(&id);
+                    return;
+                }
+            };
+            match gateway.driver.standby(&id) {
+                Ok(run) => {
+                    let old = gateway.standby.lock().unwrap_or_else(|p| p.into_inner()).replace(Standby {
+                        key,
+                        id,
+                        created,
+                        run,
+                    });
+                    if let Some(old) = old {
+                        gateway.discard(old.run);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%e, "starting a standby sandbox");
+                    let _ = gateway.driver.remove(&id);
+                }
+            }
+        });
+    }
+
+    /// Ends an unassigned standby sandbox: its supervisor sees the control socket
+    /// close, kills it and removes its files.
+    fn discard(&self, run: Run) {
+        std::thread::spawn(move || {
+            let Run { waiter, .. } = run;
+            let _ = waiter.wait();
+        });
     }
 
     /// Starts a sandbox; attached, waits for its end and answers its exit code.
@@ -402,6 +540,17 @@ impl Gateway {
                 return Err(e.to_string());
             }
         };
+        self.follow(id, run, attach, reply)
+    }
+
+    /// Records a started run; attached, waits for its end and answers its exit code.
+    fn follow(
+        self: &Arc<Self>,
+        id: &str,
+        run: Run,
+        attach: bool,
+        reply: Reply<'_>,
+    ) -> Result<Option<Response>, String> {
         self.db().set_running(id, run.pid, run.supervisor_pid).map_err(|e| e.to_string())?;
         let info = self.info(id)?;
         send(reply, &Response::Sandbox { sandbox: info }, &[]);

@@ -119,6 +119,7 @@ impl SandboxPolicy {
             profile: self.landlock.clone(),
             seccomp: Some(self.seccomp.clone()),
             bpf: None,
+            job: None,
             mode: InitMode::Exec,
         }
     }

@@ -35,6 +35,8 @@ pub const EXIT_CANNOT_EXECUTE: i32 = 126;
 pub enum InitError {
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("reading the sandbox's job: {0}")]
+    Job(std::io::Error),
 }
 
 /// Spawns `args` and supervises it as process 1 until it exits; returns the code
@@ -42,20 +44,60 @@ pub enum InitError {
 /// group in the foreground of the terminal on stdin, so the terminal's signals
 /// (Ctrl-C, window size) reach it directly.
 pub fn supervise(args: &[String], terminal: bool) -> Result<i32, InitError> {
+    supervise_with_env(args, None, terminal)
+}
+
+/// What process 1 of a sandbox runs, sent by its supervisor as one JSON line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Job {
+    pub args: Vec<String>,
+    /// `K=V` entries: the workload's whole environment.
+    pub env: Vec<String>,
+    /// No workload: wait for processes that join with `exec`.
+    pub idle: bool,
+}
+
+/// Process 1 of a sandbox that was started before its command was known: reads
+/// its [`Job`] from `source` (one line), then supervises it (or idles). A source
+/// that ends first means the sandbox was discarded: exit 0.
+pub fn run_job(source: std::fs::File, terminal: bool) -> Result<i32, InitError> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(source).read_line(&mut line).map_err(InitError::Job)?;
+    if line.trim().is_empty() {
+        return Ok(0);
+    }
+    let job: Job = serde_json::from_str(&line).map_err(|e| InitError::Job(e.into()))?;
+    if job.idle {
+        return idle();
+    }
+    supervise_with_env(&job.args, Some(&job.env), terminal)
+}
+
+fn supervise_with_env(args: &[String], env: Option<&[String]>, terminal: bool) -> Result<i32, InitError> {
     let Some((program, rest)) = args.split_first() else {
-        eprintln!("openshell-init: no command to run");
+        eprintln!("openshell: no command to run in the sandbox");
         return Ok(EXIT_NOT_FOUND);
     };
     let mut signals = Signals::new(FORWARDED.iter().chain([&SIGCHLD])).map_err(InitError::Signals)?;
     let mut command = Command::new(program);
     command.args(rest);
+    if let Some(env) = env {
+        command.env_clear().envs(env.iter().filter_map(|kv| kv.split_once('=')));
+        // libcontainer sets HOME from the image's passwd when the spec has none.
+        if !env.iter().any(|kv| kv.starts_with("HOME="))
+            && let Some(home) = std::env::var_os("HOME")
+        {
+            command.env("HOME", home);
+        }
+    }
     if terminal {
         command.process_group(0);
     }
     let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            eprintln!("openshell-init: cannot run {program}: {e}");
+            eprintln!("openshell: cannot run {program} in the sandbox: {e}");
             return Ok(if e.kind() == std::io::ErrorKind::NotFound { EXIT_NOT_FOUND } else { EXIT_CANNOT_EXECUTE });
         }
     };

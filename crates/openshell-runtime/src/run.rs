@@ -26,6 +26,8 @@ pub struct LandlockExecutor {
     pub seccomp: Option<LinuxSeccomp>,
     /// A filter compiled ahead of time ([`crate::seccomp_bpf`]), installed at the same point.
     pub bpf: Option<std::sync::Arc<Vec<u8>>>,
+    /// Where process 1 reads its job ([`InitMode::Job`]).
+    pub job: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     pub mode: InitMode,
 }
 
@@ -38,6 +40,8 @@ pub enum InitMode {
     Supervise,
     /// Stays as process 1 with no workload ([`crate::init::idle`]).
     Idle,
+    /// Stays as process 1 and runs the [`crate::init::Job`] read from `job`.
+    Job,
 }
 
 impl Executor for LandlockExecutor {
@@ -63,6 +67,12 @@ impl Executor for LandlockExecutor {
                 crate::init::supervise(args, process.and_then(|p| p.terminal()).unwrap_or(false))
             }
             InitMode::Idle => crate::init::idle(),
+            InitMode::Job => {
+                let source =
+                    self.job.as_ref().ok_or_else(|| ExecutorError::Other("sandbox init: no job source".into()))?;
+                let source = source.try_clone().map_err(|e| ExecutorError::Other(format!("sandbox init: {e}")))?;
+                crate::init::run_job(std::fs::File::from(source), process.and_then(|p| p.terminal()).unwrap_or(false))
+            }
         };
         match outcome {
             Ok(code) => std::process::exit(code),
@@ -71,7 +81,7 @@ impl Executor for LandlockExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        if self.mode == InitMode::Idle {
+        if matches!(self.mode, InitMode::Idle | InitMode::Job) {
             return Ok(());
         }
         DefaultExecutor {}.validate(spec)
@@ -158,6 +168,7 @@ pub fn run(req: RunRequest) -> Result<i32, RunError> {
             profile: req.landlock.clone(),
             seccomp: None,
             bpf: None,
+            job: None,
             mode: InitMode::Supervise,
         });
     if let Some(fd) = req.stdout {

@@ -42,8 +42,6 @@ pub struct SandboxConfig {
     pub layers: Vec<PathBuf>,
     /// The directory the policy's workdir entry means (e.g. `/sandbox`).
     pub workdir: String,
-    /// No workload: process 1 waits for processes that join with `exec`.
-    pub idle: bool,
     /// Owner of read-write directories the image does not have.
     pub uid: u32,
     pub gid: u32,
@@ -104,6 +102,10 @@ impl SandboxDir {
     }
     pub fn exit(&self) -> PathBuf {
         self.0.join("exit.json")
+    }
+    /// What process 1 runs ([`crate::init::Job`]), written by the gateway.
+    pub fn job(&self) -> PathBuf {
+        self.0.join("job.json")
     }
     pub fn overlay(&self, layers: &[PathBuf]) -> Overlay {
         Overlay {
@@ -179,36 +181,41 @@ pub struct Stdio {
     pub stderr: Option<OwnedFd>,
 }
 
-/// Runs the sandbox in `dir` until its process 1 exits; returns its exit code.
-/// The main process's stdout and stderr go to the log and, while they accept it,
-/// to the attached ones.
-pub fn supervise(dir: &SandboxDir, stdio: Stdio, on_event: OnEvent<'_>) -> Result<i32, SandboxError> {
+/// Gives the supervisor the client's stdio once the sandbox has its job
+/// (`job.json`, written before); `None`: the sandbox is discarded unused.
+pub type Assign<'a> = &'a mut dyn FnMut() -> Option<Stdio>;
+
+/// Runs the sandbox in `dir` until its process 1 exits; returns its exit code
+/// (`None` when it was discarded before it got a job). Process 1 starts first and
+/// waits for its job: `assign` may block (a sandbox started ahead of need). The
+/// main process's stdout and stderr go to the log and, while they accept it, to
+/// the attached ones; the attached stdin is copied to the main process.
+pub fn supervise(dir: &SandboxDir, on_event: OnEvent<'_>, assign: Assign<'_>) -> Result<Option<i32>, SandboxError> {
     let config = dir.read_config()?;
     let profile = dir.profile(&config)?;
     let overlay = dir.overlay(&config.layers);
     // A leftover mount of a supervisor that was killed is replaced.
     let _ = overlay.unmount();
     overlay.mount()?;
-    let outcome = run_mounted(dir, &config, &profile, stdio, on_event);
+    let outcome = run_mounted(dir, &config, &profile, on_event, assign);
     let unmounted = overlay.unmount();
-    let code = outcome?;
+    let Some(code) = outcome? else {
+        unmounted?;
+        return Ok(None);
+    };
     let finished = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     write_json(&dir.exit(), &ExitRecord { code, finished })?;
     unmounted?;
-    Ok(code)
+    Ok(Some(code))
 }
 
 fn run_mounted(
     dir: &SandboxDir,
     config: &SandboxConfig,
     profile: &KernelProfile,
-    stdio: Stdio,
     on_event: OnEvent<'_>,
-) -> Result<i32, SandboxError> {
-    let stdin = match stdio.stdin {
-        Some(fd) => fd,
-        None => OwnedFd::from(std::fs::File::open("/dev/null").map_err(io(Path::new("/dev/null")))?),
-    };
+    assign: Assign<'_>,
+) -> Result<Option<i32>, SandboxError> {
     let rootfs = dir.rootfs();
     for path in &config.bind_paths {
         let target = rootfs.join(path.trim_start_matches('/'));
@@ -221,10 +228,11 @@ fn run_mounted(
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
     let log = std::sync::Arc::new(std::sync::Mutex::new(log));
     let pipe_err = |e: rustix::io::Errno| SandboxError::Io { path: log_path.clone(), source: e.into() };
+    let (in_r, in_w) = rustix::pipe::pipe().map_err(pipe_err)?;
     let (out_r, out_w) = rustix::pipe::pipe().map_err(pipe_err)?;
     let (err_r, err_w) = rustix::pipe::pipe().map_err(pipe_err)?;
+    let (job_r, job_w) = rustix::pipe::pipe().map_err(pipe_err)?;
     let cerr = |e: &dyn std::fmt::Display| SandboxError::Container { id: config.id.clone(), message: e.to_string() };
-    let mode = if config.idle { InitMode::Idle } else { InitMode::Supervise };
     let container = ContainerBuilder::new(config.id.clone(), SyscallType::default())
         .with_root_path(&config.state_root)
         .map_err(|e| cerr(&e))?
@@ -232,9 +240,10 @@ fn run_mounted(
             profile: profile.landlock.clone(),
             seccomp: None,
             bpf: dir.read_bpf()?,
-            mode,
+            job: Some(std::sync::Arc::new(job_r)),
+            mode: InitMode::Job,
         })
-        .with_stdin(stdin)
+        .with_stdin(in_r)
         .with_stdout(out_w)
         .with_stderr(err_w)
         .as_init(dir.bundle())
@@ -251,14 +260,32 @@ fn run_mounted(
             return Err(cerr(&e));
         }
     };
-    let copies = [
-        tee(out_r, stdio.stdout.map(std::fs::File::from), std::sync::Arc::clone(&log)),
-        tee(err_r, stdio.stderr.map(std::fs::File::from), std::sync::Arc::clone(&log)),
-    ];
+    let mut assigned = false;
+    let mut copies = Vec::new();
     let waited = (|| {
         container.start().map_err(|e| cerr(&e))?;
         let pid = container.pid().ok_or_else(|| cerr(&"no process id after start"))?;
         on_event(Event::Started(pid.as_raw()));
+        if let Some(stdio) = assign() {
+            let job_path = dir.job();
+            let job = std::fs::read_to_string(&job_path).map_err(io(&job_path))?;
+            let job: crate::init::Job = serde_json::from_str(&job)
+                .map_err(|e| SandboxError::Format { path: job_path.clone(), message: e.to_string() })?;
+            let mut line = serde_json::to_vec(&job)
+                .map_err(|e| SandboxError::Format { path: job_path.clone(), message: e.to_string() })?;
+            line.push(b'\n');
+            let mut job_w = std::fs::File::from(job_w);
+            job_w.write_all(&line).map_err(io(&job_path))?;
+            assigned = true;
+            copies.push(tee(out_r, stdio.stdout.map(std::fs::File::from), std::sync::Arc::clone(&log)));
+            copies.push(tee(err_r, stdio.stderr.map(std::fs::File::from), std::sync::Arc::clone(&log)));
+            // The attached stdin goes to the main process; none is end of file at once.
+            if let Some(stdin) = stdio.stdin {
+                copy_stdin(stdin, in_w);
+            }
+        } else {
+            let _ = container.kill(nix::sys::signal::Signal::SIGKILL, true);
+        }
         wait_exit(pid.as_raw()).map_err(|e| cerr(&format!("waiting for process 1: {e}")))
     })();
     if waited.is_err() {
@@ -269,13 +296,21 @@ fn run_mounted(
     for copy in copies {
         let _ = copy.join();
     }
-    if let Ok(code) = waited {
+    if assigned && let Ok(code) = waited {
         on_event(Event::Exited(code));
     }
     let deleted = container.delete(true).map_err(|e| cerr(&e));
     let code = waited?;
     deleted?;
-    Ok(code)
+    Ok(assigned.then_some(code))
+}
+
+/// Copies the client's stdin to the main process until either side closes.
+fn copy_stdin(from: OwnedFd, to: OwnedFd) {
+    std::thread::spawn(move || {
+        let (mut from, mut to) = (std::fs::File::from(from), std::fs::File::from(to));
+        let _ = std::io::copy(&mut from, &mut to);
+    });
 }
 
 /// Copies a pipe into the log and to `out` until the pipe closes; `out` is given
@@ -331,13 +366,23 @@ pub fn exec(dir: &SandboxDir, req: &ExecRequest, stdio: Stdio) -> Result<i32, Sa
     let spec = libcontainer::oci_spec::runtime::Spec::load(&spec_path)
         .map_err(|e| SandboxError::Format { path: spec_path.clone(), message: e.to_string() })?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-    let executor =
-        LandlockExecutor { profile: profile.landlock.clone(), seccomp, bpf: dir.read_bpf()?, mode: InitMode::Exec };
+    let executor = LandlockExecutor {
+        profile: profile.landlock.clone(),
+        seccomp,
+        bpf: dir.read_bpf()?,
+        job: None,
+        mode: InitMode::Exec,
+    };
     // The exec'd process is the main process's (user, cwd, capabilities, rlimits,
     // no_new_privs) with its own arguments, extra environment and terminal.
     let mut process = spec.process().clone().ok_or_else(|| cerr(&"the spec has no process"))?;
     process.set_args(Some(req.args.clone()));
-    let mut env = process.env().clone().unwrap_or_default();
+    // The main process's environment (its job's, when the sandbox has one).
+    let job_env = std::fs::read_to_string(dir.job())
+        .ok()
+        .and_then(|text| serde_json::from_str::<crate::init::Job>(&text).ok())
+        .map(|job| job.env);
+    let mut env = job_env.or_else(|| process.env().clone()).unwrap_or_default();
     for (key, value) in &req.env {
         env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key.as_str()));
         env.push(format!("{key}={value}"));
