@@ -78,11 +78,12 @@ pub fn bench_sandbox(args: &[String]) -> Result<(), String> {
     let target = target_dir();
     let bin = target.join("release").join("openshell");
     let dir = target.join("bench-sandbox");
-    let os = Openshell { bin, gateway: dir.join("gateway") };
-    clean_previous(&os, &dir)?;
+    let os = Openshell { bin: bin.clone(), gateway: dir.join("gateway"), standby: true };
+    let cold = Openshell { bin, gateway: dir.join("gateway-cold"), standby: false };
+    clean_previous(&[&os, &cold], &dir)?;
     let image = prepare_image(&os, &dir)?;
     let rootfs = prepare_bundle(&dir, &image)?;
-    let report = measure(&os, &dir, &image, &rootfs, &options)?;
+    let report = measure(&os, &cold, &dir, &image, &rootfs, &options)?;
     println!("{}", report.table());
     let json_path = target.join("bench-sandbox.json");
     std::fs::write(&json_path, report.json()).map_err(|e| format!("{}: {e}", json_path.display()))?;
@@ -156,12 +157,17 @@ fn prerequisites() -> Result<(), String> {
 struct Openshell {
     bin: PathBuf,
     gateway: PathBuf,
+    /// Whether the gateway (started by the first command) keeps a standby sandbox.
+    standby: bool,
 }
 
 impl Openshell {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.args(args).env("OPENSHELL_GATEWAY_DIR", &self.gateway).current_dir(root());
+        if !self.standby {
+            c.env("OPENSHELL_STANDBY", "0");
+        }
         c
     }
 
@@ -232,17 +238,31 @@ fn sandbox_names(os: &Openshell) -> Result<Vec<String>, String> {
 
 /// Removes what an interrupted earlier run left: its sandboxes (their overlays are
 /// mounted under the gateway directory), its gateway, then the directory.
-fn clean_previous(os: &Openshell, dir: &Path) -> Result<(), String> {
-    if os.gateway.join("state.db").exists() {
-        for name in sandbox_names(os).unwrap_or_default() {
-            let _ = os.output(&["sandbox", "delete", &name]);
+fn clean_previous(gateways: &[&Openshell], dir: &Path) -> Result<(), String> {
+    for os in gateways {
+        if os.gateway.join("state.db").exists() {
+            for name in sandbox_names(os).unwrap_or_default() {
+                let _ = os.output(&["sandbox", "delete", &name]);
+            }
+            let _ = os.output(&["gateway", "stop"]);
+            wait_for_standby_cleanup(os);
         }
-        let _ = os.output(&["gateway", "stop"]);
     }
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| format!("removing the previous run's {}: {e}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// A stopped gateway's standby sandbox is removed by its supervisor: wait for it
+/// (its overlay is mounted until then).
+fn wait_for_standby_cleanup(os: &Openshell) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(os.gateway.join("sandboxes")).map(|d| d.count() > 0).unwrap_or(false)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 const DEFINITION: &str = "\
@@ -404,6 +424,7 @@ impl Drop for Gateway {
         if let Err(e) = self.os.output(&["gateway", "stop"]) {
             eprintln!("xtask: {e}");
         }
+        wait_for_standby_cleanup(&self.os);
         if let Some(image) = self.docker_image.take() {
             let _ = capture(Command::new("docker").args(["rmi", &image]));
         }
@@ -424,7 +445,14 @@ fn docker_image(image: &Image) -> Result<String, String> {
         .ok_or_else(|| format!("docker load: no `Loaded image` in its output: {}", loaded.trim()))
 }
 
-fn measure(os: &Openshell, dir: &Path, image: &Image, rootfs: &Path, options: &Options) -> Result<Report, String> {
+fn measure(
+    os: &Openshell,
+    cold: &Openshell,
+    dir: &Path,
+    image: &Image,
+    rootfs: &Path,
+    options: &Options,
+) -> Result<Report, String> {
     let store = dir.join("store").display().to_string();
     let rootfs = rootfs.display().to_string();
     let bundle = dir.join("bundle").display().to_string();
@@ -432,6 +460,8 @@ fn measure(os: &Openshell, dir: &Path, image: &Image, rootfs: &Path, options: &O
     // The gateway, started once before any timing.
     let mut gateway = Gateway { os: os.clone(), sandboxes: Vec::new(), docker_image: None };
     os.output(&["gateway", "status"])?;
+    let _cold_gateway = Gateway { os: cold.clone(), sandboxes: Vec::new(), docker_image: None };
+    cold.output(&["gateway", "status"])?;
     let docker = docker_image(image);
     if let Ok(reference) = &docker {
         gateway.docker_image = Some(reference.clone());
@@ -440,18 +470,22 @@ fn measure(os: &Openshell, dir: &Path, image: &Image, rootfs: &Path, options: &O
 
     let mut subjects = vec![
         Subject::new("openshell_create", "openshell create→exit", true),
+        Subject::new("openshell_create_cold", "  without standby", true),
         Subject::new("runc_run", "runc run", true),
         Subject::new("bwrap", "bwrap", true),
         Subject::new("docker_run", "docker run", false),
     ];
     if let Err(reason) = &docker {
-        subjects[3].skipped = Some(reason.clone());
+        subjects[4].skipped = Some(reason.clone());
     }
     let reference = image.reference.as_str();
     let command = |key: &str, round: usize| -> Command {
         match key {
             "openshell_create" => {
                 os.cmd(&["sandbox", "create", "--rm", "--image", reference, "--store", &store, "--", "/bin/true"])
+            }
+            "openshell_create_cold" => {
+                cold.cmd(&["sandbox", "create", "--rm", "--image", reference, "--store", &store, "--", "/bin/true"])
             }
             "runc_run" => {
                 let mut c = Command::new("runc");
@@ -554,9 +588,10 @@ fn pss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// The gateway's helper processes still waiting for a job (`gateway helper`,
-/// children of the gateway, without a sandbox directory open as their log).
-fn spare_helpers(gateway: u32) -> Vec<u32> {
+/// The gateway's own helper processes (`gateway helper` children of the gateway)
+/// other than `supervisors`: the spare one waiting for a job, and the supervisor
+/// of its standby sandbox.
+fn gateway_helpers(gateway: u32, supervisors: &[u32]) -> Vec<u32> {
     let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
     procs
         .flatten()
@@ -565,8 +600,7 @@ fn spare_helpers(gateway: u32) -> Vec<u32> {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let log = std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap_or_default();
-            ppid == Some(gateway) && cmdline.ends_with(b"gateway\0helper\0") && log.ends_with("helpers.log")
+            ppid == Some(gateway) && cmdline.ends_with(b"gateway\0helper\0") && !supervisors.contains(pid)
         })
         .collect()
 }
@@ -585,22 +619,15 @@ fn memory(os: &Openshell, names: &[String]) -> Result<Memory, String> {
         .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("gateway status: no pid in {status:?}"))?;
-    // The gateway keeps a spare helper process ready: it counts as the gateway's.
-    let spares = spare_helpers(gateway_pid);
-    let mut gateway_kib = rss_kib(gateway_pid)?;
-    let mut gateway_pss_kib = pss_kib(gateway_pid);
-    for pid in &spares {
-        gateway_kib += rss_kib(*pid)?;
-        gateway_pss_kib = gateway_pss_kib.zip(pss_kib(*pid)).map(|(a, b)| a + b);
-    }
     let mut memory = Memory {
         sandboxes: names.len(),
         supervisors_kib: Vec::new(),
-        gateway_kib,
+        gateway_kib: rss_kib(gateway_pid)?,
         supervisors_pss_kib: Vec::new(),
-        gateway_pss_kib,
+        gateway_pss_kib: pss_kib(gateway_pid),
         inits_kib: Vec::new(),
     };
+    let mut supervisors = Vec::new();
     for name in names {
         let info = os.output(&["sandbox", "get", name])?;
         let id = field(&info, "id").ok_or_else(|| format!("sandbox get {name}: no id"))?;
@@ -610,11 +637,18 @@ fn memory(os: &Openshell, names: &[String]) -> Result<Memory, String> {
         let dir = os.gateway.join("sandboxes").join(id);
         let pid = supervisor_pid(&dir)
             .ok_or_else(|| format!("no supervisor recorded in {}/supervisor.pid", dir.display()))?;
+        supervisors.push(pid);
         memory.supervisors_kib.push(rss_kib(pid)?);
         memory.supervisors_pss_kib.extend(pss_kib(pid));
         if let Some(init) = field(&info, "pid").and_then(|p| p.parse().ok()) {
             memory.inits_kib.push(rss_kib(init)?);
         }
+    }
+    // The gateway keeps a spare helper and a standby sandbox's supervisor: both
+    // count as the gateway's.
+    for pid in gateway_helpers(gateway_pid, &supervisors) {
+        memory.gateway_kib += rss_kib(pid)?;
+        memory.gateway_pss_kib = memory.gateway_pss_kib.zip(pss_kib(pid)).map(|(a, b)| a + b);
     }
     Ok(memory)
 }
@@ -683,6 +717,15 @@ impl Report {
         Some(self.openshell_median()? / median(&subject.samples)?)
     }
 
+    /// The same without standby sandboxes (every create a cold start).
+    fn cold_ratio(&self, subject: &Subject) -> Option<f64> {
+        if !matches!(subject.key, "runc_run" | "bwrap" | "docker_run") {
+            return None;
+        }
+        let cold = self.subjects.iter().find(|s| s.key == "openshell_create_cold")?;
+        Some(median(&cold.samples)? / median(&subject.samples)?)
+    }
+
     fn table(&self) -> String {
         let mut t = String::new();
         let _ = writeln!(
@@ -690,12 +733,17 @@ impl Report {
             "\nsandbox bench: {} iterations (+{} warm-up, interleaved), image {}, default policy",
             self.iterations, self.warmup, self.image
         );
-        let _ = writeln!(t, "{:<24} {:>10} {:>10} {:>15}", "", "median", "p90", "openshell/peer");
+        let _ = writeln!(
+            t,
+            "{:<24} {:>10} {:>10} {:>15} {:>22}",
+            "", "median", "p90", "openshell/peer", "without standby/peer"
+        );
         for s in self.subjects.iter().chain([&self.exec]) {
             match (&s.skipped, median(&s.samples), p90(&s.samples)) {
                 (None, Some(m), Some(p)) => {
                     let ratio = self.ratio(s).map(|r| format!("{r:.2}×")).unwrap_or_default();
-                    let _ = writeln!(t, "{:<24} {:>7.2} ms {:>7.2} ms {:>15}", s.label, m, p, ratio);
+                    let cold = self.cold_ratio(s).map(|r| format!("{r:.2}×")).unwrap_or_default();
+                    let _ = writeln!(t, "{:<24} {:>7.2} ms {:>7.2} ms {:>15} {:>22}", s.label, m, p, ratio, cold);
                 }
                 (Some(reason), _, _) => {
                     let reason = reason.lines().next().unwrap_or_default();
@@ -710,7 +758,7 @@ impl Report {
             Ok(m) => {
                 let _ = writeln!(
                     t,
-                    "{:<24} {:>10}    = supervisor {} + (gateway + its spare helper) {} / {} idle sandboxes (VmRSS)",
+                    "{:<24} {:>10}    = supervisor {} + (gateway, its spare helper and standby supervisor) {} / {} idle sandboxes (VmRSS)",
                     "RSS per sandbox",
                     mib(m.per_sandbox_kib()),
                     mib(m.supervisor_mean_kib()),
@@ -751,10 +799,11 @@ impl Report {
                     let samples: Vec<String> = s.samples.iter().map(|d| format!("{:.3}", ms(*d))).collect();
                     let _ = write!(
                         j,
-                        "\"measured\": true, \"median_ms\": {}, \"p90_ms\": {}, \"openshell_over_peer\": {}, \"samples_ms\": [{}]",
+                        "\"measured\": true, \"median_ms\": {}, \"p90_ms\": {}, \"openshell_over_peer\": {}, \"openshell_without_standby_over_peer\": {}, \"samples_ms\": [{}]",
                         json_num(median(&s.samples)),
                         json_num(p90(&s.samples)),
                         json_num(self.ratio(s)),
+                        json_num(self.cold_ratio(s)),
                         samples.join(", ")
                     );
                 }
