@@ -530,3 +530,50 @@ fn escapes_fail_through_the_gateway_under_the_default_policy() {
     let (code, out) = env.probe(None, &["forkbomb", "1000", "0"]);
     assert!(code == 0 && out.starts_with("forkbomb: ok 1000 forks"), "{out}");
 }
+
+#[test]
+fn logs_follow_and_signals_reach_a_foreground_command() {
+    let env = Env::new();
+    // logs --follow prints output as it comes and ends when the sandbox stops.
+    assert!(env.create(&["-d", "--name", "talker", "--", "sh", "-c", "echo one; sleep 1; echo two"]).status.success());
+    let out = env.run(&["sandbox", "logs", "--follow", "talker"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "one\ntwo\n"), "{}", text(&out));
+    assert_eq!(env.sandbox("talker")["status"], "stopped");
+
+    // SIGTERM to the client of a foreground command reaches the command.
+    let store = env.store();
+    let script = "trap 'echo got TERM; exit 3' TERM; echo ready; sleep 100 & wait";
+    let mut child = env
+        .command(&[
+            "sandbox",
+            "create",
+            "--rm",
+            "--store",
+            &store,
+            "--image",
+            "openshell/sbtest",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout_pipe = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("ready") {
+        let n = std::io::Read::read(&mut stdout_pipe, &mut buf).expect("read");
+        assert!(n > 0, "the command ended before it was ready: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .expect("signal the client");
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stdout_pipe, &mut rest).expect("read");
+    seen.extend_from_slice(&rest);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(3), "{}", String::from_utf8_lossy(&seen));
+    assert_eq!(String::from_utf8_lossy(&seen), "ready\ngot TERM\n");
+}
