@@ -31,7 +31,7 @@ impl Env {
         let env = Env { dir };
         // busybox runs the applet its name says: one copy per command the tests use.
         let mut def = String::from("name: openshell/sbtest\nfiles:\n");
-        for name in ["busybox", "sh", "cat", "sleep", "true", "id", "tr", "echo", "tty"] {
+        for name in ["busybox", "sh", "cat", "sleep", "true", "id", "tr", "echo", "tty", "ip", "nc"] {
             def.push_str(&format!("  - path: /bin/{name}\n    source: /bin/busybox\n    mode: \"0755\"\n"));
         }
         def.push_str("user: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\nworkdir: /sandbox\nenv:\n  PATH: /bin\ncmd: [/bin/sh]\n");
@@ -213,6 +213,21 @@ fn foreground_runs_pass_output_stdin_and_exit_codes() {
     // Environment: the image's, plus --env.
     let out = env.create(&["--rm", "--env", "GREETING=hi", "--", "sh", "-c", "echo $GREETING $PATH $HOME"]);
     assert_eq!(stdout(&out), "hi /bin /sandbox\n", "{}", text(&out));
+}
+
+#[test]
+fn the_network_is_loopback_only() {
+    let env = Env::new();
+    let out =
+        env.create(&["--rm", "--", "sh", "-c", "ip -o link | cut -d: -f2; ip -o addr | tr -s ' ' | cut -d' ' -f2,4"]);
+    assert_eq!(stdout(&out), " lo\nlo 127.0.0.1/8\nlo ::1/128\n", "{}", text(&out));
+    // A server and a client on 127.0.0.1 inside the sandbox talk.
+    let out =
+        env.create(&["--rm", "--", "sh", "-c", "nc -l -p 8080 & sleep 0.3; echo over-loopback | nc 127.0.0.1 8080"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "over-loopback\n"), "{}", text(&out));
+    // Nothing else is reachable: there is no route out.
+    let out = env.create(&["--rm", "--", "sh", "-c", "echo x | nc -w 2 10.0.0.1 80"]);
+    assert!(!out.status.success() && text(&out).contains("Network is unreachable"), "{}", text(&out));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! - `identity`: the policy's `sandbox` user and group, looked up in the image;
 //! - `landlock`: applying the policy's Landlock rules;
 //! - `rootfs`: layers unpacked once per diff_id, under a per-sandbox overlay;
+//! - `loopback`: `lo` brought up in a sandbox's new network namespace;
 //! - `init`: process 1 of a sandbox (reaps orphans, forwards signals);
 //! - `run`: a bundle run through libcontainer, Landlock applied right before exec.
 //!
@@ -13,6 +14,7 @@
 pub mod identity;
 pub mod init;
 pub mod landlock;
+pub mod loopback;
 pub mod rootfs;
 pub mod run;
 pub mod sandbox;

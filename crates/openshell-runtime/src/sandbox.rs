@@ -263,8 +263,10 @@ fn run_mounted(
     let mut assigned = false;
     let mut copies = Vec::new();
     let waited = (|| {
+        let pid = container.pid().ok_or_else(|| cerr(&"no process id after create"))?;
+        // Until egress control exists, the sandbox's network is its loopback alone.
+        crate::loopback::bring_up(pid.as_raw()).map_err(|e| cerr(&e))?;
         container.start().map_err(|e| cerr(&e))?;
-        let pid = container.pid().ok_or_else(|| cerr(&"no process id after start"))?;
         on_event(Event::Started(pid.as_raw()));
         if let Some(stdio) = assign() {
             let job_path = dir.job();
