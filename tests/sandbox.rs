@@ -110,6 +110,14 @@ impl Env {
         self.command(args).output().expect("run openshell")
     }
 
+    /// `sandbox create --rm` of the test image running `command`, to spawn.
+    fn foreground(&self, command: &[&str]) -> Command {
+        let store = self.store();
+        let mut args = vec!["sandbox", "create", "--rm", "--store", &store, "--image", "openshell/sbtest", "--"];
+        args.extend_from_slice(command);
+        self.command(&args)
+    }
+
     /// `sandbox create` of the test image with `args` (flags, then `--` and a command).
     fn create(&self, args: &[&str]) -> Output {
         let store = self.store();
@@ -183,21 +191,8 @@ fn foreground_runs_pass_output_stdin_and_exit_codes() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     assert!(env.names().is_empty(), "--rm removed it");
     // stdin reaches the command.
-    let store = env.store();
     let mut child = env
-        .command(&[
-            "sandbox",
-            "create",
-            "--rm",
-            "--store",
-            &store,
-            "--image",
-            "openshell/sbtest",
-            "--",
-            "sh",
-            "-c",
-            "read l; echo got $l",
-        ])
+        .foreground(&["sh", "-c", "read l; echo got $l"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -556,25 +551,8 @@ fn logs_follow_and_signals_reach_a_foreground_command() {
     assert_eq!(env.sandbox("talker")["status"], "stopped");
 
     // SIGTERM to the client of a foreground command reaches the command.
-    let store = env.store();
     let script = "trap 'echo got TERM; exit 3' TERM; echo ready; sleep 100 & wait";
-    let mut child = env
-        .command(&[
-            "sandbox",
-            "create",
-            "--rm",
-            "--store",
-            &store,
-            "--image",
-            "openshell/sbtest",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = env.foreground(&["sh", "-c", script]).stdout(Stdio::piped()).spawn().expect("spawn");
     let mut stdout_pipe = child.stdout.take().expect("stdout");
     let mut seen = Vec::new();
     let mut buf = [0u8; 256];

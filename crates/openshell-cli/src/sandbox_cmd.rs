@@ -319,28 +319,8 @@ pub fn sandbox(out: &Output, cmd: SandboxCommand) -> Result<u8, SandboxCmdError>
                 }
             }
         }
-        SandboxCommand::Stop { name, time } => {
-            let Response::Sandbox { sandbox } = call(&Request::Stop { name, timeout_secs: time })? else {
-                return Err(fail("unexpected answer"));
-            };
-            if out.json() {
-                out.print_json(&sandbox);
-            } else {
-                out.info(&format!("{}: {}", sandbox.name, status_text(&sandbox)));
-            }
-            Ok(0)
-        }
-        SandboxCommand::Start { name } => {
-            let Response::Sandbox { sandbox } = call(&Request::Start { name, attach: false })? else {
-                return Err(fail("unexpected answer"));
-            };
-            if out.json() {
-                out.print_json(&sandbox);
-            } else {
-                out.info(&format!("{}: {}", sandbox.name, status_text(&sandbox)));
-            }
-            Ok(0)
-        }
+        SandboxCommand::Stop { name, time } => report_sandbox(out, &Request::Stop { name, timeout_secs: time }),
+        SandboxCommand::Start { name } => report_sandbox(out, &Request::Start { name, attach: false }),
         SandboxCommand::Delete { name } => {
             let response = call(&Request::Delete { name })?;
             if let Response::Done { message } = response {
@@ -353,6 +333,19 @@ pub fn sandbox(out: &Output, cmd: SandboxCommand) -> Result<u8, SandboxCmdError>
             Ok(0)
         }
     }
+}
+
+/// Sends a request answered by a sandbox (stop, start) and reports its status.
+fn report_sandbox(out: &Output, request: &Request) -> Result<u8, SandboxCmdError> {
+    let Response::Sandbox { sandbox } = call(request)? else {
+        return Err(fail("unexpected answer"));
+    };
+    if out.json() {
+        out.print_json(&sandbox);
+    } else {
+        out.info(&format!("{}: {}", sandbox.name, status_text(&sandbox)));
+    }
+    Ok(0)
 }
 
 fn create(out: &Output, args: CreateArgs) -> Result<u8, SandboxCmdError> {
