@@ -211,6 +211,36 @@ fn foreground_runs_pass_output_stdin_and_exit_codes() {
 }
 
 #[test]
+fn images_by_lockfile_and_the_default_image() {
+    let env = Env::new();
+    let store = env.store();
+    // --image LOCK: the lockfile's image (built already: a no-op).
+    let out =
+        env.run(&["sandbox", "create", "--rm", "--store", &store, "--image", "lockfiles/image.lock", "--", "id", "-u"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "1000\n"), "{}", text(&out));
+    // No --image and no openshell/default in the store: says how to get one.
+    let out = env.run(&["sandbox", "create", "--rm", "--store", &store, "--", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(
+        text(&out).contains("no openshell/default image") && text(&out).contains("openshell build"),
+        "{}",
+        text(&out)
+    );
+    // An image named openshell/default (any tag) is the default.
+    let def = std::fs::read_to_string(env.path().join("image.yaml")).expect("definition");
+    let def = def.replace("name: openshell/sbtest", "name: openshell/default\ntag: \"0.1\"");
+    std::fs::create_dir_all(env.path().join("default-image")).expect("mkdir");
+    std::fs::write(env.path().join("default-image/image.yaml"), def).expect("write");
+    let out = env.run(&["lock", "default-image/image.yaml", "--store", &store, "-o", "default.lock"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.run(&["build", "default.lock", "--store", &store]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.run(&["--output", "json", "sandbox", "create", "-d", "--name", "dflt", "--store", &store]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.sandbox("dflt")["image"], "openshell/default:0.1");
+}
+
+#[test]
 fn the_network_is_loopback_only() {
     let env = Env::new();
     let out =

@@ -132,6 +132,19 @@ pub fn find(store: &Store, reference: &str) -> Result<ImageRecord, ImagesError> 
     }
 }
 
+/// The most recently built (registered) image named `name`, any tag.
+pub fn newest(store: &Store, name: &str) -> Result<ImageRecord, ImagesError> {
+    let mut best: Option<(std::time::SystemTime, ImageRecord)> = None;
+    for rec in list(store)?.into_iter().filter(|r| r.name == name) {
+        let path = record_path(store, &rec.name, &rec.tag);
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).map_err(io(&path))?;
+        if best.as_ref().is_none_or(|(t, _)| modified > *t) {
+            best = Some((modified, rec));
+        }
+    }
+    best.map(|(_, rec)| rec).ok_or_else(|| ImagesError::NotFound(name.to_owned()))
+}
+
 /// Forgets an image (its blobs go at the next `store gc`).
 pub fn remove(store: &Store, reference: &str) -> Result<ImageRecord, ImagesError> {
     let rec = find(store, reference)?;

@@ -260,7 +260,20 @@ fn resolve_image(args: &CreateArgs) -> Result<(PathBuf, String), SandboxCmdError
             crate::image_cmd::build_for_sandbox(&args.store, Path::new(image)).map_err(to_err)
         }
         Some(image) => Ok((crate::image_cmd::store_root(&args.store).map_err(to_err)?, image.clone())),
-        None => Ok((crate::image_cmd::store_root(&args.store).map_err(to_err)?, DEFAULT_IMAGE.to_owned())),
+        None => {
+            let root = crate::image_cmd::store_root(&args.store).map_err(to_err)?;
+            let store = openshell_store::Store::open(&root).map_err(|e| fail(e.to_string()))?;
+            match openshell_build::images::newest(&store, DEFAULT_IMAGE) {
+                Ok(rec) => Ok((root, rec.reference())),
+                Err(_) => Err(SandboxCmdError {
+                    message: format!(
+                        "no --image given and no {DEFAULT_IMAGE} image in the store {}: build it with `openshell build lockfiles/default.lock`, or give --image",
+                        root.display()
+                    ),
+                    code: EXIT_RUN_FAILED,
+                }),
+            }
+        }
     }
 }
 
