@@ -111,6 +111,8 @@ pub trait Driver: Send + Sync {
     /// Fixes everything about a new sandbox (image, spec, policy) without starting
     /// it; its job (command, environment) is set apart ([`Driver::set_job`]).
     fn create(&self, id: &str, req: &CreateRequest) -> Result<Created, DriverError>;
+    /// The manifest digest the request's image reference names now.
+    fn image_digest(&self, req: &CreateRequest) -> Result<String, DriverError>;
     /// Sets what the sandbox's process 1 runs (at its next start or assignment).
     fn set_job(&self, id: &str, job: &openshell_runtime::init::Job) -> Result<(), DriverError>;
     /// Starts the sandbox's process 1 with its job, with the client's stdio when given.
@@ -354,6 +356,11 @@ impl Driver for LocalDriver {
         };
         write_json(&dir.config(), &config).map_err(DriverError::new)?;
         Ok(Created { image: rec.reference(), image_digest: rec.manifest.clone(), env })
+    }
+
+    fn image_digest(&self, req: &CreateRequest) -> Result<String, DriverError> {
+        let store = Store::open(&req.store).map_err(DriverError::new)?;
+        Ok(openshell_build::images::find(&store, &req.image).map_err(DriverError::new)?.manifest)
     }
 
     fn set_job(&self, id: &str, job: &openshell_runtime::init::Job) -> Result<(), DriverError> {

@@ -55,9 +55,9 @@ struct Standby {
 }
 
 /// Requests with the same key can take the same standby sandbox: same store,
-/// image and policy (the command and environment are the job's).
-fn standby_key(req: &CreateRequest) -> String {
-    format!("{}\n{}\n{}\n{}", req.store.display(), req.image, req.policy_name, req.policy)
+/// image (by manifest digest) and policy (the command and environment are the job's).
+fn standby_key(req: &CreateRequest, digest: &str) -> String {
+    format!("{}\n{digest}\n{}\n{}", req.store.display(), req.policy_name, req.policy)
 }
 
 type Reply<'a> = &'a OwnedFd;
@@ -385,7 +385,8 @@ impl Gateway {
             }
         }
         let stdio = if req.attach { fds } else { Vec::new() };
-        let key = standby_key(&req);
+        // The key names the image by digest: a rebuilt tag is another image.
+        let key = standby_key(&req, &self.driver.image_digest(&req).map_err(|e| e.to_string())?);
         let taken = {
             let mut slot = self.standby.lock().unwrap_or_else(|p| p.into_inner());
             if slot.as_ref().is_some_and(|s| s.key == key) { slot.take() } else { None }
