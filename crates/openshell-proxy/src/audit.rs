@@ -1,0 +1,65 @@
+//! Audit events: one OCSF JSON line per decision — network activity (class 4001)
+//! for connections, HTTP activity (class 4002) for plain-HTTP requests. They
+//! carry time, sandbox, binary, destination, decision, and the matched policy or
+//! the reason; never query strings, headers or bodies.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// One decision, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEvent {
+    /// Milliseconds since the Unix epoch.
+    pub time: u64,
+    /// 4001 (network activity) or 4002 (HTTP activity).
+    pub class_uid: u32,
+    pub class_name: &'static str,
+    /// `allowed`, `blocked`, or `audited` (allowed; enforcement would block it).
+    pub disposition: &'static str,
+    pub sandbox: String,
+    /// The caller's executable; `null` when it could not be identified.
+    pub actor_process: Option<String>,
+    pub dst_hostname: String,
+    pub dst_port: u16,
+    /// The address the proxy connected to (or refused).
+    pub dst_ip: Option<String>,
+    /// For HTTP: method and path, without the query string.
+    pub http_method: Option<String>,
+    pub http_path: Option<String>,
+    /// The policy key that allowed it.
+    pub policy: Option<String>,
+    /// Why it was blocked (or would be).
+    pub reason: Option<String>,
+    /// The policy revision that decided.
+    pub revision: u64,
+}
+
+/// Where audit events go.
+pub trait AuditSink: Send + Sync {
+    fn record(&self, event: &AuditEvent);
+}
+
+/// Writes each event as one JSON line.
+pub struct JsonLines<W: Write + Send>(pub Mutex<W>);
+
+impl<W: Write + Send> AuditSink for JsonLines<W> {
+    fn record(&self, event: &AuditEvent) {
+        let Ok(mut line) = serde_json::to_vec(event) else { return };
+        line.push(b'\n');
+        if let Ok(mut w) = self.0.lock() {
+            let _ = w.write_all(&line).and_then(|()| w.flush());
+        }
+    }
+}
+
+impl<W: Write + Send> JsonLines<W> {
+    pub fn new(w: W) -> Self {
+        JsonLines(Mutex::new(w))
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

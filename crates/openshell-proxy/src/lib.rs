@@ -1,0 +1,25 @@
+//! openshell's egress proxy (issue 5, first part): CONNECT and absolute-form HTTP
+//! through one pipeline, decided by the policy engine, with the SSRF rules,
+//! audit events and atomic hot reload.
+//!
+//! - `proxy`: the listener and the per-connection pipeline (read the request head,
+//!   identify the caller, resolve, decide, connect to the checked address, relay);
+//! - `identify`: who is calling ([`Identify`]; the sandbox's kernel-based identity
+//!   plugs in here);
+//! - `resolve`: name resolution in the proxy ([`Resolve`]: the system's, or a
+//!   fixed table);
+//! - `audit`: OCSF JSON lines (network activity 4001, HTTP activity 4002).
+//!
+//! Not here yet: the sandbox's network fence, the kernel-based caller identity,
+//! TLS termination for L7 rules, and wiring into sandboxes. A sandbox's network
+//! is still loopback only.
+
+pub mod audit;
+pub mod identify;
+pub mod proxy;
+pub mod resolve;
+
+pub use audit::{AuditEvent, AuditSink, JsonLines};
+pub use identify::{Caller, Fixed, Identify};
+pub use proxy::{Connect, Direct, Proxy, ProxyConfig, ProxyError, ProxyHandle};
+pub use resolve::{Resolve, StaticResolver, SystemResolver};

@@ -1,0 +1,310 @@
+//! The proxy pipeline against servers of the test's own on loopback. The names
+//! resolve (in the proxy) to private addresses the policy allows with
+//! `allowed_ips`; the test's connector carries those connections to its loopback
+//! servers and records what was dialled, so the SSRF rules see real private
+//! addresses and the test sees that exactly the checked address is dialled.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openshell_policy::load_str;
+use openshell_proxy::proxy::Connect;
+use openshell_proxy::{AuditSink, Caller, Fixed, Proxy, ProxyConfig, ProxyHandle, Resolve, StaticResolver};
+
+const POLICY: &str = "version: 1
+network_policies:
+  api:
+    endpoints:
+      - { host: api.test, port: 80, allowed_ips: [10.200.0.0/24] }
+      - { host: api.test, port: 443, allowed_ips: [10.200.0.0/24] }
+    binaries:
+      - path: /usr/bin/curl
+  metadata:
+    endpoints:
+      - { host: meta.test, port: 80 }
+    binaries:
+      - path: /usr/bin/curl
+";
+
+/// The same without port 443 (a live change: network policies only).
+const NARROWER: &str = "version: 1
+network_policies:
+  api:
+    endpoints:
+      - { host: api.test, port: 80, allowed_ips: [10.200.0.0/24] }
+    binaries:
+      - path: /usr/bin/curl
+";
+
+/// A static change (filesystem): refused on a live proxy.
+const STATIC_CHANGE: &str = "version: 1
+filesystem_policy:
+  read_write: [/tmp]
+network_policies:
+  api:
+    endpoints:
+      - { host: api.test, port: 80, allowed_ips: [10.200.0.0/24] }
+    binaries:
+      - path: /usr/bin/curl
+";
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+/// The proxy's audit sink, writing into a shared [`Recorder`].
+struct Sink(Arc<Recorder>);
+
+impl AuditSink for Sink {
+    fn record(&self, event: &openshell_proxy::AuditEvent) {
+        self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
+    }
+}
+
+/// Counts lookups (a denied name must never be looked up).
+struct Counting(StaticResolver, Arc<Mutex<Vec<String>>>);
+
+impl Resolve for Counting {
+    fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<IpAddr>> {
+        self.1.lock().expect("lock").push(host.to_owned());
+        self.0.resolve(host, port)
+    }
+}
+
+/// Carries connections for the private test addresses to loopback servers.
+struct Redirect(HashMap<SocketAddr, SocketAddr>, Arc<Mutex<Vec<SocketAddr>>>);
+
+impl Connect for Redirect {
+    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        self.1.lock().expect("lock").push(addr);
+        let to = self.0.get(&addr).ok_or_else(|| std::io::Error::other(format!("no test server for {addr}")))?;
+        TcpStream::connect(to)
+    }
+}
+
+/// An HTTP server answering `hello` and recording each request head.
+fn http_server(heads: Arc<Mutex<Vec<String>>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            heads.lock().expect("lock").push(head);
+            let mut conn = conn;
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+        }
+    });
+    addr
+}
+
+/// A server echoing what it reads (behind a CONNECT tunnel).
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().expect("clone");
+                let mut conn = conn;
+                let _ = std::io::copy(&mut conn, &mut out);
+            });
+        }
+    });
+    addr
+}
+
+struct Setup {
+    addr: SocketAddr,
+    handle: ProxyHandle,
+    audit: Arc<Recorder>,
+    lookups: Arc<Mutex<Vec<String>>>,
+    dialled: Arc<Mutex<Vec<SocketAddr>>>,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+fn setup(caller: Option<&str>) -> Setup {
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let http = http_server(Arc::clone(&heads));
+    let echo = echo_server();
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    let resolver = StaticResolver(HashMap::from([
+        ("api.test".to_owned(), vec![ip("10.200.0.2")]),
+        ("meta.test".to_owned(), vec![ip("169.254.169.254")]),
+    ]));
+    let lookups = Arc::new(Mutex::new(Vec::new()));
+    let dialled = Arc::new(Mutex::new(Vec::new()));
+    let redirect = HashMap::from([
+        (SocketAddr::new(ip("10.200.0.2"), 80), http),
+        (SocketAddr::new(ip("10.200.0.2"), 443), echo),
+        (SocketAddr::new(ip("169.254.169.254"), 80), http),
+    ]);
+    let audit = Arc::new(Recorder::default());
+    let proxy = Proxy::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        ProxyConfig {
+            sandbox: "test-sandbox".into(),
+            policy: load_str("policy.yaml", POLICY).expect("policy"),
+            identify: Box::new(Fixed(
+                caller.map(|b| Caller { binary: b.into(), ancestors: vec!["/usr/bin/bash".into()] }),
+            )),
+            resolver: Box::new(Counting(resolver, Arc::clone(&lookups))),
+            connector: Box::new(Redirect(redirect, Arc::clone(&dialled))),
+            audit: Box::new(Sink(Arc::clone(&audit))),
+        },
+    )
+    .expect("bind proxy");
+    let addr = proxy.local_addr().expect("addr");
+    let handle = proxy.handle();
+    std::thread::spawn(move || proxy.serve());
+    Setup { addr, handle, audit, lookups, dialled, heads }
+}
+
+/// Sends `request` to the proxy and reads the answer until the proxy closes.
+fn ask(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to the proxy");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn json_body(response: &str) -> serde_json::Value {
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not a JSON body ({e}): {response}"))
+}
+
+fn events(audit: &Recorder) -> Vec<serde_json::Value> {
+    audit.0.lock().expect("lock").iter().map(|l| serde_json::from_str(l).expect("json")).collect()
+}
+
+#[test]
+fn connect_tunnels_to_the_checked_address() {
+    let t = setup(Some("/usr/bin/curl"));
+    let mut s = TcpStream::connect(t.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(b"CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n").expect("write");
+    let mut reply = [0u8; 39];
+    s.read_exact(&mut reply).expect("read");
+    assert_eq!(&reply[..], b"HTTP/1.1 200 Connection Established\r\n\r\n");
+    s.write_all(b"ping through the tunnel").expect("write");
+    let mut echoed = [0u8; 23];
+    s.read_exact(&mut echoed).expect("echo");
+    assert_eq!(&echoed[..], b"ping through the tunnel");
+    assert_eq!(*t.dialled.lock().expect("lock"), ["10.200.0.2:443".parse::<SocketAddr>().expect("addr")]);
+    let e = &events(&t.audit)[0];
+    assert_eq!((e["class_uid"].as_u64(), e["disposition"].as_str()), (Some(4001), Some("allowed")), "{e}");
+    assert_eq!((e["policy"].as_str(), e["dst_ip"].as_str()), (Some("api"), Some("10.200.0.2")), "{e}");
+    assert_eq!(e["actor_process"], "/usr/bin/curl");
+}
+
+#[test]
+fn plain_http_is_forwarded_without_proxy_headers_and_audited_without_query() {
+    let t = setup(Some("/usr/bin/curl"));
+    let answer = ask(
+        t.addr,
+        "GET http://api.test/v1/items?token=s3cret HTTP/1.1\r\nHost: api.test\r\nProxy-Authorization: Basic eA==\r\nProxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("hello"), "{answer}");
+    let heads = t.heads.lock().expect("lock");
+    assert!(heads[0].starts_with("GET /v1/items?token=s3cret HTTP/1.1\r\n"), "{heads:?}");
+    assert!(!heads[0].to_ascii_lowercase().contains("proxy-"), "proxy headers are not forwarded: {heads:?}");
+    let e = &events(&t.audit)[0];
+    assert_eq!((e["class_uid"].as_u64(), e["http_method"].as_str()), (Some(4002), Some("GET")), "{e}");
+    assert_eq!(e["http_path"], "/v1/items");
+    let all = t.audit.0.lock().expect("lock").join("\n");
+    assert!(!all.contains("s3cret") && !all.contains("token"), "no query strings in audit: {all}");
+}
+
+#[test]
+fn denials_answer_403_with_the_reason_and_are_never_resolved() {
+    let t = setup(Some("/usr/bin/wget"));
+    let answer = ask(t.addr, "CONNECT api.test:443 HTTP/1.1\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 403 Forbidden"), "{answer}");
+    assert_eq!(json_body(&answer)["reason"], "binary not allowed");
+    let answer = ask(t.addr, "GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert_eq!(json_body(&answer)["reason"], "no matching policy");
+    assert!(t.lookups.lock().expect("lock").is_empty(), "denied names are not looked up");
+    assert!(t.dialled.lock().expect("lock").is_empty());
+    let e = events(&t.audit);
+    assert_eq!(e.len(), 2);
+    assert!(e.iter().all(|e| e["disposition"] == "blocked"), "{e:?}");
+    assert_eq!(e[0]["reason"], "binary not allowed");
+
+    // An unidentified caller is denied (fail closed).
+    let t = setup(None);
+    let answer = ask(t.addr, "CONNECT api.test:443 HTTP/1.1\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(t.dialled.lock().expect("lock").is_empty());
+}
+
+#[test]
+fn ssrf_addresses_are_refused_after_resolution() {
+    let t = setup(Some("/usr/bin/curl"));
+    // meta.test is allowed by name, but resolves to the metadata address.
+    let answer = ask(t.addr, "GET http://meta.test/latest/meta-data HTTP/1.1\r\nHost: meta.test\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert_eq!(json_body(&answer)["reason"], "SSRF-blocked address");
+    assert_eq!(*t.lookups.lock().expect("lock"), ["meta.test"]);
+    assert!(t.dialled.lock().expect("lock").is_empty(), "the refused address is never dialled");
+    // An IP literal of a private range not in allowed_ips: no policy names it.
+    let answer = ask(t.addr, "CONNECT 10.200.0.2:443 HTTP/1.1\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+}
+
+#[test]
+fn bad_requests_get_400() {
+    let t = setup(Some("/usr/bin/curl"));
+    for request in [
+        "GET /relative HTTP/1.1\r\n\r\n",
+        "CONNECT nohostport HTTP/1.1\r\n\r\n",
+        "GET https://api.test/ HTTP/1.1\r\n\r\n",
+    ] {
+        let answer = ask(t.addr, request);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{request:?}: {answer}");
+        assert!(json_body(&answer)["error"].is_string());
+    }
+}
+
+#[test]
+fn reload_swaps_the_policy_and_closes_tunnels_it_denies() {
+    let t = setup(Some("/usr/bin/curl"));
+    let mut s = TcpStream::connect(t.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(b"CONNECT api.test:443 HTTP/1.1\r\n\r\n").expect("write");
+    let mut reply = [0u8; 39];
+    s.read_exact(&mut reply).expect("read");
+    while t.handle.open_connections() == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A static change is refused and nothing changes.
+    let refused = t.handle.reload(load_str("static.yaml", STATIC_CHANGE).expect("policy"));
+    let message = refused.expect_err("a filesystem change is static").to_string();
+    assert!(message.contains("filesystem"), "{message}");
+    assert_eq!(t.handle.revision(), 1);
+    // A network-only change applies at once and closes the tunnel it denies.
+    let revision = t.handle.reload(load_str("narrower.yaml", NARROWER).expect("policy")).expect("live change");
+    assert_eq!((revision, t.handle.revision()), (2, 2));
+    let mut rest = Vec::new();
+    let n = s.read_to_end(&mut rest).expect("the tunnel is closed, not hung");
+    assert_eq!(n, 0);
+    let answer = ask(t.addr, "CONNECT api.test:443 HTTP/1.1\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert_eq!(json_body(&answer)["revision"], 2);
+    let answer = ask(t.addr, "GET http://api.test/ HTTP/1.1\r\nHost: api.test\r\n\r\n");
+    assert!(answer.ends_with("hello"), "port 80 is still allowed: {answer}");
+    let closed =
+        events(&t.audit).into_iter().find(|e| e["reason"].as_str().is_some_and(|r| r.contains("new revision")));
+    assert!(closed.is_some(), "closing the tunnel is audited");
+}
