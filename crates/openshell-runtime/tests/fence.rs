@@ -1,0 +1,136 @@
+//! The network fence in a network namespace this test creates: only the proxy's
+//! address and port are reachable, everything else fails fast. Positive control:
+//! with the fence's table removed, the same connection to a second host-side
+//! server succeeds. Needs root, `ip` (iproute2) and `nft` (nftables); CI has them.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use openshell_runtime::fence::{Fence, install, remove};
+
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = remove(&self.host_if);
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+fn require(tool: &str, package: &str) {
+    let found = Command::new(tool).arg("-V").output().is_ok_and(|o| o.status.success());
+    assert!(found, "`{tool}` is missing: install Debian's {package}");
+}
+
+/// Runs `f` on a thread inside the namespace.
+fn inside<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = std::fs::File::open(netns).expect("open the namespace");
+    std::thread::spawn(move || {
+        rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+            .expect("setns");
+        f()
+    })
+    .join()
+    .expect("the thread inside the namespace")
+}
+
+fn serve(addr: SocketAddr, greeting: &'static [u8]) {
+    let listener = TcpListener::bind(addr).expect("bind on the host side");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.write_all(greeting);
+        }
+    });
+}
+
+fn fast(started: Instant) -> bool {
+    started.elapsed() < Duration::from_secs(1)
+}
+
+#[test]
+fn only_the_proxy_is_reachable_and_the_rest_fails_fast() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the fence test creates network namespaces: run it as root (CI does)"
+    );
+    require("ip", "iproute2");
+    require("nft", "nftables");
+    let pid = std::process::id();
+    let ns = Netns { name: format!("osh-fence-{pid}"), host_if: format!("oshf{}", pid % 100_000) };
+    let status = Command::new("ip").args(["netns", "add", &ns.name]).status().expect("ip netns add");
+    assert!(status.success());
+    let netns = format!("/run/netns/{}", ns.name);
+    let third = (pid % 200 + 20) as u8;
+    let fence = Fence {
+        host_if: ns.host_if.clone(),
+        host_addr: Ipv4Addr::new(10, 213, third, 1),
+        sandbox_addr: Ipv4Addr::new(10, 213, third, 2),
+        proxy_port: 3128,
+    };
+    install(&fence, &netns).unwrap_or_else(|e| panic!("{e}"));
+    let proxy = SocketAddr::new(fence.host_addr.into(), 3128);
+    let other = SocketAddr::new(fence.host_addr.into(), 8080);
+    serve(proxy, b"proxy");
+    serve(other, b"other");
+
+    let results = inside(&netns, move || {
+        let mut out = Vec::new();
+        // The proxy answers.
+        let mut s = TcpStream::connect_timeout(&proxy, Duration::from_secs(5)).expect("the proxy is reachable");
+        let mut greeting = String::new();
+        s.read_to_string(&mut greeting).expect("read");
+        out.push(("proxy", greeting));
+        // Another port of the same host, another host, UDP, IPv6: refused at once.
+        for (what, addr) in [("other port", other), ("other host", "192.0.2.1:80".parse().expect("addr"))] {
+            let started = Instant::now();
+            let e = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect_err(what);
+            out.push((what, format!("{:?} fast={}", e.kind(), fast(started))));
+        }
+        let started = Instant::now();
+        let udp = UdpSocket::bind("0.0.0.0:0").expect("udp");
+        udp.connect("192.0.2.1:53").expect("udp connect");
+        udp.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let sent = udp.send(b"query");
+        let mut buf = [0u8; 16];
+        let got = sent.and_then(|_| udp.recv(&mut buf));
+        out.push(("udp", format!("{:?} fast={}", got.map_err(|e| e.kind()), fast(started))));
+        let started = Instant::now();
+        let v6 = TcpStream::connect_timeout(&"[2001:db8::1]:80".parse().expect("addr"), Duration::from_secs(5));
+        out.push(("ipv6", format!("failed={} fast={}", v6.is_err(), fast(started))));
+        // Loopback inside the namespace works.
+        let lo = TcpListener::bind("127.0.0.1:0").expect("bind lo");
+        let lo_addr = lo.local_addr().expect("addr");
+        out.push(("loopback", format!("{}", TcpStream::connect(lo_addr).is_ok())));
+        out
+    });
+    let get = |what: &str| results.iter().find(|(w, _)| *w == what).map(|(_, r)| r.clone()).expect(what);
+    assert_eq!(get("proxy"), "proxy");
+    assert_eq!(get("other port"), "ConnectionRefused fast=true");
+    assert_eq!(get("other host"), "ConnectionRefused fast=true");
+    // A datagram the fence rejects on its way out fails in send(): EPERM, at once.
+    assert_eq!(get("udp"), "Err(PermissionDenied) fast=true");
+    assert_eq!(get("ipv6"), "failed=true fast=true");
+    assert_eq!(get("loopback"), "true");
+
+    // Positive control: without the fence's table, the other port is reachable.
+    let inside_ns = std::fs::File::open(&netns).expect("namespace");
+    let control = std::thread::spawn(move || {
+        rustix::thread::move_into_link_name_space(inside_ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+            .expect("setns");
+        let status = Command::new("nft").args(["delete", "table", "inet", "openshell_fence"]).status().expect("nft");
+        assert!(status.success());
+        let mut s = TcpStream::connect_timeout(&other, Duration::from_secs(5)).expect("reachable without the fence");
+        let mut greeting = String::new();
+        s.read_to_string(&mut greeting).expect("read");
+        greeting
+    })
+    .join()
+    .expect("control thread");
+    assert_eq!(control, "other");
+}
