@@ -20,6 +20,6 @@ pub mod proxy;
 pub mod resolve;
 
 pub use audit::{AuditEvent, AuditSink, JsonLines};
-pub use identify::{Caller, Fixed, Identify};
+pub use identify::{Caller, Fixed, Identify, ProcIdentify};
 pub use proxy::{Connect, Direct, Proxy, ProxyConfig, ProxyError, ProxyHandle};
 pub use resolve::{Resolve, StaticResolver, SystemResolver};
