@@ -67,6 +67,9 @@ pub enum SandboxCommand {
         /// Keep printing until the sandbox stops.
         #[arg(long, short = 'f')]
         follow: bool,
+        /// The audit log instead: one OCSF JSON line per network decision.
+        #[arg(long)]
+        audit: bool,
     },
     /// Stop a sandbox (SIGTERM to its process 1, which passes it on; SIGKILL after --time).
     Stop {
@@ -315,9 +318,9 @@ pub fn sandbox(out: &Output, cmd: SandboxCommand) -> Result<u8, SandboxCmdError>
             print_sandbox(out, &sandbox);
             Ok(0)
         }
-        SandboxCommand::Logs { name, follow } => {
+        SandboxCommand::Logs { name, follow, audit } => {
             let client = connect(true)?;
-            client.send(&Request::Logs { name, follow }, &[]).map_err(rpc_err)?;
+            client.send(&Request::Logs { name, follow, audit }, &[]).map_err(rpc_err)?;
             let mut stdout = std::io::stdout().lock();
             loop {
                 match client.recv().map_err(rpc_err)? {

@@ -35,6 +35,8 @@ pub struct Created {
     pub image_digest: String,
     /// The image's environment (with a default PATH): the base of every job's.
     pub env: Vec<String>,
+    /// The sandbox's egress proxy, when its policy has network policies.
+    pub proxy: Option<String>,
 }
 
 impl Created {
@@ -42,6 +44,24 @@ impl Created {
     /// image's environment with the request's entries on top.
     pub fn job(&self, req: &CreateRequest) -> openshell_runtime::init::Job {
         let mut env = self.env.clone();
+        if let Some(proxy) = &self.proxy {
+            // Every client finds the proxy; Node's fetch only with NODE_USE_ENV_PROXY.
+            let no_proxy = "localhost,127.0.0.1,::1";
+            for (k, v) in [
+                ("HTTP_PROXY", proxy.as_str()),
+                ("HTTPS_PROXY", proxy),
+                ("ALL_PROXY", proxy),
+                ("http_proxy", proxy),
+                ("https_proxy", proxy),
+                ("all_proxy", proxy),
+                ("NO_PROXY", no_proxy),
+                ("no_proxy", no_proxy),
+                ("NODE_USE_ENV_PROXY", "1"),
+            ] {
+                env.retain(|e| e.split_once('=').map(|(key, _)| key) != Some(k));
+                env.push(format!("{k}={v}"));
+            }
+        }
         for kv in &req.env {
             let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv);
             env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
@@ -139,6 +159,20 @@ pub trait Driver: Send + Sync {
     fn last_exit(&self, id: &str) -> Option<ExitRecord>;
     /// The sandbox's output log.
     fn log_path(&self, id: &str) -> PathBuf;
+    /// The sandbox's audit log (network decisions).
+    fn audit_path(&self, id: &str) -> PathBuf;
+    /// Whether the sandbox has a network (and a proxy) at all.
+    fn has_network(&self, id: &str) -> bool;
+    /// Hands a new network policy revision to the sandbox's proxy: applied at once
+    /// when `supervisor` (running) is given (true), else at its next start (false).
+    fn reload_network(
+        &self,
+        id: &str,
+        revision: i64,
+        name: &str,
+        text: &str,
+        supervisor: Option<i32>,
+    ) -> Result<bool, DriverError>;
     /// Removes everything of a stopped sandbox.
     fn remove(&self, id: &str) -> Result<(), DriverError>;
 }
@@ -150,7 +184,12 @@ pub struct LocalDriver {
     exe: PathBuf,
     /// A helper process started ahead of need (`openshell gateway helper`).
     spare: std::sync::Arc<std::sync::Mutex<Option<Spare>>>,
+    /// Held while a sandbox's network is numbered (creates run concurrently).
+    numbering: std::sync::Mutex<()>,
 }
+
+/// The port of every sandbox's proxy, on the host end of its link.
+pub const PROXY_PORT: u16 = 3128;
 
 /// A helper process waiting for its job.
 struct Spare {
@@ -182,13 +221,36 @@ fn spawn_helper(exe: &Path, dir: &GatewayDir) -> Result<Spare, DriverError> {
 
 impl LocalDriver {
     pub fn new(dir: GatewayDir, exe: PathBuf) -> LocalDriver {
-        let driver = LocalDriver { dir, exe, spare: Default::default() };
+        let driver = LocalDriver { dir, exe, spare: Default::default(), numbering: Default::default() };
         driver.refill();
         driver
     }
 
     fn sandbox(&self, id: &str) -> SandboxDir {
         SandboxDir(self.dir.sandboxes().join(id))
+    }
+
+    /// The lowest network number no sandbox directory holds.
+    fn number_network(&self, id: &str) -> Result<openshell_runtime::fence::Fence, DriverError> {
+        let mut used = std::collections::HashSet::new();
+        for entry in std::fs::read_dir(self.dir.sandboxes()).into_iter().flatten().flatten() {
+            if let Ok(config) = SandboxDir(entry.path()).read_config()
+                && let Some(fence) = config.network
+            {
+                used.insert(fence.host_addr);
+            }
+        }
+        let host_if = format!("osh{}", &id[..id.len().min(12)]);
+        // Other gateways on this machine number their sandboxes too: start at a place
+        // of this id's own, and skip addresses the host has already (a bind to one
+        // succeeds only when it is local).
+        let start = u32::from_str_radix(&id[..id.len().min(4)], 16).unwrap_or(0);
+        (0..1u32 << 14)
+            .filter_map(|i| {
+                openshell_runtime::fence::Fence::numbered((start + i) % (1 << 14), host_if.clone(), PROXY_PORT)
+            })
+            .find(|f| !used.contains(&f.host_addr) && std::net::TcpListener::bind((f.host_addr, 0)).is_err())
+            .ok_or_else(|| DriverError::new("no free sandbox network in 10.213.0.0/16"))
     }
 
     /// Starts the next spare helper in the background.
@@ -345,7 +407,13 @@ impl Driver for LocalDriver {
         write_json(&spec_path, &spec).map_err(DriverError::new)?;
         std::fs::write(dir.policy(), &req.policy)
             .map_err(|e| DriverError::new(format!("{}: {e}", dir.policy().display())))?;
+        // A sandbox with network policies gets a fenced link to its own proxy;
+        // without any, loopback alone (network policies cannot be added later).
+        let _numbering = self.numbering.lock().unwrap_or_else(|p| p.into_inner());
+        let network = if policy.network_policies.is_empty() { None } else { Some(self.number_network(id)?) };
+        let proxy = network.as_ref().map(|f| f.proxy_url());
         let config = SandboxConfig {
+            network,
             id: id.to_owned(),
             state_root: self.dir.containers(),
             layers,
@@ -355,7 +423,7 @@ impl Driver for LocalDriver {
             bind_paths,
         };
         write_json(&dir.config(), &config).map_err(DriverError::new)?;
-        Ok(Created { image: rec.reference(), image_digest: rec.manifest.clone(), env })
+        Ok(Created { image: rec.reference(), image_digest: rec.manifest.clone(), env, proxy })
     }
 
     fn image_digest(&self, req: &CreateRequest) -> Result<String, DriverError> {
@@ -439,6 +507,48 @@ impl Driver for LocalDriver {
 
     fn log_path(&self, id: &str) -> PathBuf {
         self.sandbox(id).log()
+    }
+
+    fn audit_path(&self, id: &str) -> PathBuf {
+        self.sandbox(id).0.join(crate::helper::AUDIT_FILE)
+    }
+
+    fn has_network(&self, id: &str) -> bool {
+        self.sandbox(id).read_config().is_ok_and(|c| c.network.is_some())
+    }
+
+    fn reload_network(
+        &self,
+        id: &str,
+        revision: i64,
+        name: &str,
+        text: &str,
+        supervisor: Option<i32>,
+    ) -> Result<bool, DriverError> {
+        let dir = self.sandbox(id);
+        let record =
+            crate::helper::NetworkRevision { revision: revision as u64, name: name.to_owned(), text: text.to_owned() };
+        write_json(&dir.0.join(crate::helper::NETWORK_FILE), &record).map_err(DriverError::new)?;
+        let Some(pid) = supervisor.filter(|pid| self.alive(id, *pid)) else { return Ok(false) };
+        let _ = std::fs::remove_file(dir.0.join(crate::helper::APPLIED_FILE));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
+            .map_err(|e| DriverError::new(format!("signalling the supervisor: {e}")))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if let Ok(bytes) = std::fs::read(dir.0.join(crate::helper::APPLIED_FILE))
+                && let Ok(applied) = serde_json::from_slice::<crate::helper::Applied>(&bytes)
+                && applied.revision >= revision as u64
+            {
+                return match applied.error {
+                    None => Ok(true),
+                    Some(e) => Err(DriverError::new(e)),
+                };
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(DriverError::new("the proxy did not confirm within 5 s"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     fn remove(&self, id: &str) -> Result<(), DriverError> {

@@ -89,10 +89,14 @@ fn supervise_job(dir: &Path, stdio: Option<Stdio>) -> i32 {
         eprintln!("supervisor: {}: {e}", record.display());
     }
     let dir = SandboxDir(dir.to_path_buf());
-    let mut on_event = |event| match event {
-        Event::Started(pid) => report(&HelperMessage::Started { pid }),
-        // Reported as soon as the output is delivered; cleanup follows.
-        Event::Exited(code) => report(&HelperMessage::Exited { code }),
+    let mut on_event = |event| {
+        match event {
+            Event::Created(pid) => return start_proxy(&dir, pid),
+            Event::Started(pid) => report(&HelperMessage::Started { pid }),
+            // Reported as soon as the output is delivered; cleanup follows.
+            Event::Exited(code) => report(&HelperMessage::Exited { code }),
+        }
+        Ok(())
     };
     let mut stdio = stdio;
     let mut assign = || stdio.take().or_else(|| if standby { wait_for_assignment() } else { None });
@@ -114,6 +118,105 @@ fn supervise_job(dir: &Path, stdio: Option<Stdio>) -> i32 {
     };
     let _ = std::fs::remove_file(&record);
     code
+}
+
+/// The audit log of a sandbox's proxy (OCSF JSON lines).
+pub const AUDIT_FILE: &str = "audit.log";
+/// The newest network policy revision ([`NetworkRevision`]), written by the gateway.
+pub const NETWORK_FILE: &str = "network.json";
+/// What the proxy made of it ([`Applied`]), written by the supervisor.
+pub const APPLIED_FILE: &str = "network.applied.json";
+
+/// A network policy revision for the proxy.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NetworkRevision {
+    pub revision: u64,
+    pub name: String,
+    pub text: String,
+}
+
+/// The proxy's answer to a revision.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Applied {
+    pub revision: u64,
+    pub error: Option<String>,
+}
+
+/// The policy the proxy starts with: the newest revision, else the creation's.
+fn network_policy(dir: &SandboxDir) -> Result<(u64, openshell_policy::Policy), String> {
+    if let Ok(bytes) = std::fs::read(dir.0.join(NETWORK_FILE))
+        && let Ok(rev) = serde_json::from_slice::<NetworkRevision>(&bytes)
+    {
+        let policy = openshell_policy::load_str(&rev.name, &rev.text).map_err(|e| e.to_string())?;
+        return Ok((rev.revision, policy));
+    }
+    let text = std::fs::read_to_string(dir.policy()).map_err(|e| format!("{}: {e}", dir.policy().display()))?;
+    let policy = openshell_policy::load_str(&dir.policy().display().to_string(), &text).map_err(|e| e.to_string())?;
+    Ok((1, policy))
+}
+
+/// Applies the newest revision on SIGHUP (from the gateway) and says how it went.
+fn reload_on_hangup(dir: SandboxDir, handle: openshell_proxy::ProxyHandle) -> Result<(), String> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| format!("SIGHUP handler: {e}"))?;
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            let outcome = std::fs::read(dir.0.join(NETWORK_FILE))
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<NetworkRevision>(&b).map_err(|e| e.to_string()))
+                .and_then(|rev| {
+                    let policy = openshell_policy::load_str(&rev.name, &rev.text).map_err(|e| e.to_string())?;
+                    handle.reload_as(policy, rev.revision).map_err(|e| e.to_string()).map(|()| rev.revision)
+                });
+            let applied = match outcome {
+                Ok(revision) => Applied { revision, error: None },
+                Err(error) => Applied { revision: u64::MAX, error: Some(error) },
+            };
+            if let Err(e) = openshell_runtime::sandbox::write_json(&dir.0.join(APPLIED_FILE), &applied) {
+                eprintln!("proxy: {e}");
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The sandbox's egress proxy, on the host end of its fenced link, in this
+/// supervisor (threads; started once the container exists). Without a link (no
+/// network policies) there is nothing to start.
+fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
+    let config = dir.read_config().map_err(|e| e.to_string())?;
+    let Some(fence) = config.network else { return Ok(()) };
+    let (revision, policy) = network_policy(dir)?;
+    let resolver = match std::env::var("OPENSHELL_PROXY_HOSTS") {
+        Ok(spec) => openshell_proxy::WithOverrides::parse(&spec).map_err(|e| format!("OPENSHELL_PROXY_HOSTS: {e}"))?,
+        Err(_) => openshell_proxy::WithOverrides::default(),
+    };
+    let audit_path = dir.0.join(AUDIT_FILE);
+    let audit = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&audit_path)
+        .map_err(|e| format!("{}: {e}", audit_path.display()))?;
+    let proxy = openshell_proxy::Proxy::bind(
+        std::net::SocketAddr::new(fence.host_addr.into(), fence.proxy_port),
+        openshell_proxy::ProxyConfig {
+            sandbox: config.id.clone(),
+            policy,
+            revision,
+            identify: Box::new(openshell_proxy::ProcIdentify::new(init as u32)),
+            resolver: Box::new(resolver),
+            connector: Box::new(openshell_proxy::Direct),
+            audit: Box::new(openshell_proxy::JsonLines::new(audit)),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    reload_on_hangup(dir.clone(), proxy.handle())?;
+    std::thread::spawn(move || {
+        if let Err(e) = proxy.serve() {
+            eprintln!("proxy: {e}");
+        }
+    });
+    Ok(())
 }
 
 /// One `exec` into a running sandbox; returns the process's exit code.

@@ -32,6 +32,9 @@ pub enum Request {
         name: String,
     },
     Logs {
+        /// The audit log (one OCSF JSON line per network decision) instead of the output.
+        #[serde(default)]
+        audit: bool,
         name: String,
         follow: bool,
     },

@@ -335,7 +335,7 @@ impl Gateway {
                 Ok(Some(Response::Sandboxes { sandboxes: all.into_iter().map(|r| r.info).collect() }))
             }
             Request::Get { name } => Ok(Some(Response::Sandbox { sandbox: self.find(&name)?.info })),
-            Request::Logs { name, follow } => self.logs(&name, follow, reply),
+            Request::Logs { name, follow, audit } => self.logs(&name, follow, audit, reply),
             Request::Exec { name, args, env, tty } => {
                 let rec = self.find(&name)?;
                 if rec.info.status != "running" {
@@ -613,9 +613,9 @@ impl Gateway {
         Ok(())
     }
 
-    fn logs(&self, name: &str, follow: bool, reply: Reply<'_>) -> Result<Option<Response>, String> {
+    fn logs(&self, name: &str, follow: bool, audit: bool, reply: Reply<'_>) -> Result<Option<Response>, String> {
         let rec = self.find(name)?;
-        let path = self.driver.log_path(&rec.info.id);
+        let path = if audit { self.driver.audit_path(&rec.info.id) } else { self.driver.log_path(&rec.info.id) };
         let mut file = match std::fs::File::open(&path) {
             Ok(f) => Some(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -666,12 +666,33 @@ impl Gateway {
         openshell_policy::PolicyDiff::between(&old, &new)
             .ensure_live()
             .map_err(|e| format!("sandbox `{}`: {e}", rec.info.name))?;
-        let revision = self.db().add_policy(&rec.info.id, policy_name, text).map_err(|e| e.to_string())?;
-        Ok(Some(Response::Done {
-            message: format!(
-                "sandbox `{}`: policy revision {revision} recorded (network rules are enforced once the egress proxy exists; until then the sandbox's network is loopback only)",
+        if !self.driver.has_network(&rec.info.id) {
+            if new.network_policies.is_empty() {
+                let revision = self.db().add_policy(&rec.info.id, policy_name, text).map_err(|e| e.to_string())?;
+                return Ok(Some(Response::Done {
+                    message: format!("sandbox `{}`: policy revision {revision} (no network policies)", rec.info.name),
+                }));
+            }
+            return Err(format!(
+                "sandbox `{}` was created without network policies: its network is loopback only, and network policies cannot be added to it; recreate it with them",
                 rec.info.name
-            ),
+            ));
+        }
+        let revision = self.db().add_policy(&rec.info.id, policy_name, text).map_err(|e| e.to_string())?;
+        let running = rec.info.status == "running";
+        let applied = self
+            .driver
+            .reload_network(&rec.info.id, revision, policy_name, text, rec.supervisor_pid.filter(|_| running))
+            .map_err(|e| format!("sandbox `{}`: revision {revision} recorded, but: {e}", rec.info.name))?;
+        Ok(Some(Response::Done {
+            message: if applied {
+                format!("sandbox `{}`: network policy revision {revision} applied", rec.info.name)
+            } else {
+                format!(
+                    "sandbox `{}`: network policy revision {revision} recorded; it applies when the sandbox starts",
+                    rec.info.name
+                )
+            },
         }))
     }
 }

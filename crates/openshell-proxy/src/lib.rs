@@ -22,4 +22,4 @@ pub mod resolve;
 pub use audit::{AuditEvent, AuditSink, JsonLines};
 pub use identify::{Caller, Fixed, Identify, ProcIdentify};
 pub use proxy::{Connect, Direct, Proxy, ProxyConfig, ProxyError, ProxyHandle};
-pub use resolve::{Resolve, StaticResolver, SystemResolver};
+pub use resolve::{Resolve, StaticResolver, SystemResolver, WithOverrides};

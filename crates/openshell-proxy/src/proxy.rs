@@ -95,6 +95,8 @@ pub struct ProxyHandle {
 pub struct ProxyConfig {
     pub sandbox: String,
     pub policy: Policy,
+    /// The policy's revision (1 for a sandbox's creation policy).
+    pub revision: u64,
     pub identify: Box<dyn Identify>,
     pub resolver: Box<dyn Resolve>,
     pub connector: Box<dyn Connect>,
@@ -107,7 +109,7 @@ impl Proxy {
         let engine = Engine::new(&config.policy);
         let shared = Arc::new(Shared {
             sandbox: config.sandbox,
-            generation: RwLock::new(Arc::new(Generation { revision: 1, policy: config.policy, engine })),
+            generation: RwLock::new(Arc::new(Generation { revision: config.revision, policy: config.policy, engine })),
             identify: config.identify,
             resolver: config.resolver,
             connector: config.connector,
@@ -146,11 +148,21 @@ impl ProxyHandle {
     /// the spine's error and nothing changes. New connections are decided by the
     /// new revision from the moment this returns; open ones it denies are closed.
     pub fn reload(&self, policy: Policy) -> Result<u64, StaticChangeError> {
+        self.swap(policy, None)
+    }
+
+    /// [`ProxyHandle::reload`] numbered by the caller (the gateway's revisions).
+    pub fn reload_as(&self, policy: Policy, revision: u64) -> Result<(), StaticChangeError> {
+        self.swap(policy, Some(revision)).map(drop)
+    }
+
+    fn swap(&self, policy: Policy, revision: Option<u64>) -> Result<u64, StaticChangeError> {
         let new = {
             let mut current = self.shared.generation.write().unwrap_or_else(|p| p.into_inner());
             PolicyDiff::between(&current.policy, &policy).ensure_live()?;
             let engine = Engine::new(&policy);
-            let new = Arc::new(Generation { revision: current.revision + 1, policy, engine });
+            let revision = revision.unwrap_or(current.revision + 1);
+            let new = Arc::new(Generation { revision, policy, engine });
             *current = Arc::clone(&new);
             new
         };

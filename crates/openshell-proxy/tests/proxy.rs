@@ -154,6 +154,7 @@ fn setup(caller: Option<&str>) -> Setup {
         ProxyConfig {
             sandbox: "test-sandbox".into(),
             policy: load_str("policy.yaml", POLICY).expect("policy"),
+            revision: 1,
             identify: Box::new(Fixed(
                 caller.map(|b| Caller { binary: b.into(), ancestors: vec!["/usr/bin/bash".into()] }),
             )),

@@ -14,7 +14,7 @@ use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 
 /// One sandbox's fence.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fence {
     /// The host side of the veth pair (at most 15 bytes).
     pub host_if: String,
@@ -136,4 +136,20 @@ pub fn install(fence: &Fence, netns: &str) -> Result<(), FenceError> {
 /// Removes the veth pair (the namespace's end and its rules go with the namespace).
 pub fn remove(host_if: &str) -> Result<(), FenceError> {
     ip_batch(&format!("link del {host_if}\n"))
+}
+
+impl Fence {
+    /// The fence of the `index`th sandbox: 10.213.0.0/16 cut into /30s.
+    pub fn numbered(index: u32, host_if: String, proxy_port: u16) -> Option<Fence> {
+        if index >= 1 << 14 {
+            return None;
+        }
+        let base = u32::from(Ipv4Addr::new(10, 213, 0, 0)) + index * 4;
+        Some(Fence { host_if, host_addr: Ipv4Addr::from(base + 1), sandbox_addr: Ipv4Addr::from(base + 2), proxy_port })
+    }
+
+    /// The proxy's URL for the sandbox's environment.
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}:{}", self.host_addr, self.proxy_port)
+    }
 }

@@ -47,6 +47,9 @@ pub struct SandboxConfig {
     pub gid: u32,
     /// Read-write paths bound from the overlay (created when missing).
     pub bind_paths: Vec<String>,
+    /// The sandbox's fenced link to its egress proxy; without it, loopback only.
+    #[serde(default)]
+    pub network: Option<crate::fence::Fence>,
 }
 
 /// How a run of a sandbox ended.
@@ -162,6 +165,9 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), SandboxErro
 /// What the supervisor reports while it runs a sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
+    /// The container exists (process 1 waits to be started) and its network is
+    /// set up: what must listen for it (its proxy) starts now.
+    Created(i32),
     /// Process 1 runs, with this host pid.
     Started(i32),
     /// Process 1 exited with this code and all output has been delivered; the
@@ -169,8 +175,9 @@ pub enum Event {
     Exited(i32),
 }
 
-/// Receives the supervisor's [`Event`]s.
-pub type OnEvent<'a> = &'a mut dyn FnMut(Event);
+/// Receives the supervisor's [`Event`]s; an error at `Created` stops the sandbox
+/// before it starts (what it needs could not be provided).
+pub type OnEvent<'a> = &'a mut dyn FnMut(Event) -> Result<(), String>;
 
 /// A client's stdio to attach; a missing stdin is /dev/null, missing outputs are
 /// only logged.
@@ -264,10 +271,17 @@ fn run_mounted(
     let mut copies = Vec::new();
     let waited = (|| {
         let pid = container.pid().ok_or_else(|| cerr(&"no process id after create"))?;
-        // Until egress control exists, the sandbox's network is its loopback alone.
-        crate::loopback::bring_up(pid.as_raw()).map_err(|e| cerr(&e))?;
+        match &config.network {
+            // The fence: a link to the proxy and nothing else (lo comes up too).
+            Some(fence) => {
+                crate::fence::install(fence, &format!("/proc/{}/ns/net", pid.as_raw())).map_err(|e| cerr(&e))?
+            }
+            // No network policy: loopback alone.
+            None => crate::loopback::bring_up(pid.as_raw()).map_err(|e| cerr(&e))?,
+        }
+        on_event(Event::Created(pid.as_raw())).map_err(|e| cerr(&e))?;
         container.start().map_err(|e| cerr(&e))?;
-        on_event(Event::Started(pid.as_raw()));
+        let _ = on_event(Event::Started(pid.as_raw()));
         if let Some(stdio) = assign() {
             let job_path = dir.job();
             let job = std::fs::read_to_string(&job_path).map_err(io(&job_path))?;
@@ -299,9 +313,13 @@ fn run_mounted(
         let _ = copy.join();
     }
     if assigned && let Ok(code) = waited {
-        on_event(Event::Exited(code));
+        let _ = on_event(Event::Exited(code));
     }
     let deleted = container.delete(true).map_err(|e| cerr(&e));
+    if let Some(fence) = &config.network {
+        // Usually gone with the namespace already; a leftover host end goes here.
+        let _ = crate::fence::remove(&fence.host_if);
+    }
     let code = waited?;
     deleted?;
     Ok(assigned.then_some(code))
