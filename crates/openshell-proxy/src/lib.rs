@@ -10,9 +10,10 @@
 //!   fixed table);
 //! - `audit`: OCSF JSON lines (network activity 4001, HTTP activity 4002).
 //!
-//! Not here yet: the sandbox's network fence, the kernel-based caller identity,
-//! TLS termination for L7 rules, and wiring into sandboxes. A sandbox's network
-//! is still loopback only.
+//! A sandbox whose policy has network policies runs one of these in its
+//! supervisor (see the gateway's helper), behind the runtime's fence. Not here
+//! yet: TLS termination for L7 rules (such endpoints are refused, fail closed)
+//! and pinning the caller's binary by hash.
 
 pub mod audit;
 pub mod identify;

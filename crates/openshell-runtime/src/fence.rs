@@ -1,5 +1,4 @@
-//! The network fence of a sandbox (issue 5, first part; not wired into sandboxes
-//! yet): a veth pair from the host into the sandbox's network namespace, with an
+//! The network fence of a sandbox with network policies: a veth pair from the host into the sandbox's network namespace, with an
 //! nftables table inside the namespace under which the only reachable destination
 //! is the proxy's address and port. Everything else fails fast, IPv4 and IPv6
 //! alike: TCP is answered with a reset (connection refused); a datagram is

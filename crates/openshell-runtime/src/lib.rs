@@ -4,8 +4,7 @@
 //! - `identity`: the policy's `sandbox` user and group, looked up in the image;
 //! - `landlock`: applying the policy's Landlock rules;
 //! - `rootfs`: layers unpacked once per diff_id, under a per-sandbox overlay;
-//! - `fence`: a veth pair and nftables under which only the proxy is reachable
-//!   (issue 5; not wired into sandboxes yet);
+//! - `fence`: a veth pair and nftables under which only the proxy is reachable;
 //! - `loopback`: `lo` brought up in a sandbox's new network namespace;
 //! - `init`: process 1 of a sandbox (reaps orphans, forwards signals);
 //! - `run`: a bundle run through libcontainer, Landlock applied right before exec.
