@@ -185,6 +185,17 @@ fn json_body(response: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not a JSON body ({e}): {response}"))
 }
 
+/// A CONNECT tunnel to api.test:443 through the proxy, established.
+fn tunnel(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(b"CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n").expect("write");
+    let mut reply = [0u8; 39];
+    s.read_exact(&mut reply).expect("read");
+    assert_eq!(&reply[..], b"HTTP/1.1 200 Connection Established\r\n\r\n");
+    s
+}
+
 fn events(audit: &Recorder) -> Vec<serde_json::Value> {
     audit.0.lock().expect("lock").iter().map(|l| serde_json::from_str(l).expect("json")).collect()
 }
@@ -192,12 +203,7 @@ fn events(audit: &Recorder) -> Vec<serde_json::Value> {
 #[test]
 fn connect_tunnels_to_the_checked_address() {
     let t = setup(Some("/usr/bin/curl"));
-    let mut s = TcpStream::connect(t.addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    s.write_all(b"CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n").expect("write");
-    let mut reply = [0u8; 39];
-    s.read_exact(&mut reply).expect("read");
-    assert_eq!(&reply[..], b"HTTP/1.1 200 Connection Established\r\n\r\n");
+    let mut s = tunnel(t.addr);
     s.write_all(b"ping through the tunnel").expect("write");
     let mut echoed = [0u8; 23];
     s.read_exact(&mut echoed).expect("echo");
@@ -281,11 +287,7 @@ fn bad_requests_get_400() {
 #[test]
 fn reload_swaps_the_policy_and_closes_tunnels_it_denies() {
     let t = setup(Some("/usr/bin/curl"));
-    let mut s = TcpStream::connect(t.addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    s.write_all(b"CONNECT api.test:443 HTTP/1.1\r\n\r\n").expect("write");
-    let mut reply = [0u8; 39];
-    s.read_exact(&mut reply).expect("read");
+    let mut s = tunnel(t.addr);
     while t.handle.open_connections() == 0 {
         std::thread::sleep(Duration::from_millis(5));
     }
