@@ -757,8 +757,15 @@ fn egress_goes_through_the_proxy_only_and_reloads_live() {
 
     // Hot reload: the port moves to 9090; the next request is denied, without a restart.
     let pid_before = env.sandbox("net")["pid"].clone();
-    let out = env.run(&["policy", "set", "net", "egress-9090.yaml"]);
+    let out = env.run(&["policy", "set", "--wait", "net", "egress-9090.yaml"]);
     assert!(out.status.success() && text(&out).contains("revision 2 applied"), "{}", text(&out));
+    let out = env.run(&["policy", "get", "net"]);
+    assert!(stdout(&out).contains("port: 9090"), "policy get prints the current text: {}", text(&out));
+    let out = env.run(&["--output", "json", "policy", "history", "net"]);
+    let history: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("history json");
+    let revisions: Vec<(i64, &str)> =
+        history.iter().map(|r| (r["revision"].as_i64().unwrap_or(0), r["name"].as_str().unwrap_or(""))).collect();
+    assert_eq!(revisions, [(1, "egress.yaml"), (2, "egress-9090.yaml")]);
     let out = wget("http://api.test:8080/hello");
     assert!(!out.status.success() && text(&out).contains("403 Forbidden"), "{}", text(&out));
     assert_eq!(env.sandbox("net")["pid"], pid_before, "the sandbox was not restarted");

@@ -100,6 +100,19 @@ enum PolicyCommand {
         sandbox: String,
         /// The new policy.
         file: PathBuf,
+        /// Return once the sandbox's proxy has applied it.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print a sandbox's current policy (the text of its newest revision).
+    Get {
+        /// The sandbox (name or id).
+        sandbox: String,
+    },
+    /// List a sandbox's policy revisions.
+    History {
+        /// The sandbox (name or id).
+        sandbox: String,
     },
 }
 
@@ -164,8 +177,14 @@ fn main() -> ExitCode {
             PolicyCommand::Check(args) => policy_cmd::check(&out, &args),
             PolicyCommand::Explain { file, workdir } => policy_cmd::explain(&out, &file, &workdir),
             PolicyCommand::Diff { old, new } => policy_cmd::diff(&out, &old, &new),
-            PolicyCommand::Set { sandbox, file } => {
-                return sandbox_exit(&out, sandbox_cmd::policy_set(&out, &sandbox, &file));
+            PolicyCommand::Set { sandbox, file, wait } => {
+                return sandbox_exit(&out, sandbox_cmd::policy_set(&out, &sandbox, &file, wait));
+            }
+            PolicyCommand::Get { sandbox } => {
+                return sandbox_exit(&out, sandbox_cmd::policy_get(&out, &sandbox, false));
+            }
+            PolicyCommand::History { sandbox } => {
+                return sandbox_exit(&out, sandbox_cmd::policy_get(&out, &sandbox, true));
             }
         },
         Command::Sandbox(cmd) => return sandbox_exit(&out, sandbox_cmd::sandbox(&out, cmd)),

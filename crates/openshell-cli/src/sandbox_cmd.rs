@@ -469,15 +469,40 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
 }
 
 /// `openshell policy set SANDBOX FILE`.
-pub fn policy_set(out: &Output, sandbox: &str, file: &Path) -> Result<u8, SandboxCmdError> {
+pub fn policy_set(out: &Output, sandbox: &str, file: &Path, wait: bool) -> Result<u8, SandboxCmdError> {
     let (policy_name, policy) = read_policy(&Some(file.to_path_buf()))?;
-    let response = call(&Request::PolicySet { name: sandbox.to_owned(), policy_name, policy })?;
+    let response = call(&Request::PolicySet { name: sandbox.to_owned(), policy_name, policy, wait })?;
     if let Response::Done { message } = response {
         if out.json() {
             out.print_json(&json!({"accepted": true, "message": message}));
         } else {
             out.info(&message);
         }
+    }
+    Ok(0)
+}
+
+/// `openshell policy get SANDBOX` (the current text) and `policy history SANDBOX`.
+pub fn policy_get(out: &Output, sandbox: &str, all: bool) -> Result<u8, SandboxCmdError> {
+    let Response::Policies { revisions } = call(&Request::PolicyGet { name: sandbox.to_owned(), all })? else {
+        return Err(fail("unexpected answer"));
+    };
+    if out.json() {
+        if all {
+            out.print_json(&revisions);
+        } else if let Some(current) = revisions.last() {
+            out.print_json(current);
+        }
+        return Ok(0);
+    }
+    if all {
+        out.line(&format!("{:<9} {:<10} SOURCE", "REVISION", "CREATED"));
+        for r in &revisions {
+            out.line(&format!("{:<9} {:<10} {}", r.revision, age(r.created), r.name));
+        }
+    } else if let Some(current) = revisions.last() {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(current.text.as_bytes());
     }
     Ok(0)
 }

@@ -198,6 +198,25 @@ impl Db {
             .map_err(self.err())
     }
 
+    /// Every revision of the sandbox's policy, oldest first.
+    pub fn policies(&self, id: &str) -> Result<Vec<crate::proto::PolicyRevision>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT revision, name, created, text FROM policies WHERE sandbox = ?1 ORDER BY revision")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([id], |r| {
+                Ok(crate::proto::PolicyRevision {
+                    revision: r.get(0)?,
+                    name: r.get(1)?,
+                    created: r.get::<_, i64>(2)? as u64,
+                    text: r.get(3)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
     pub fn add_policy(&self, id: &str, name: &str, text: &str) -> Result<i64, DbError> {
         let next = self.policy(id)?.map(|(r, _, _)| r + 1).unwrap_or(1);
         self.conn

@@ -163,8 +163,8 @@ pub trait Driver: Send + Sync {
     fn audit_path(&self, id: &str) -> PathBuf;
     /// Whether the sandbox has a network (and a proxy) at all.
     fn has_network(&self, id: &str) -> bool;
-    /// Hands a new network policy revision to the sandbox's proxy: applied at once
-    /// when `supervisor` (running) is given (true), else at its next start (false).
+    /// Hands a new network policy revision to the sandbox's proxy: at once when
+    /// `supervisor` (running) is given (confirmed when `wait`), else at its next start.
     fn reload_network(
         &self,
         id: &str,
@@ -172,7 +172,8 @@ pub trait Driver: Send + Sync {
         name: &str,
         text: &str,
         supervisor: Option<i32>,
-    ) -> Result<bool, DriverError>;
+        wait: bool,
+    ) -> Result<Applied, DriverError>;
     /// Removes everything of a stopped sandbox.
     fn remove(&self, id: &str) -> Result<(), DriverError>;
 }
@@ -186,6 +187,17 @@ pub struct LocalDriver {
     spare: std::sync::Arc<std::sync::Mutex<Option<Spare>>>,
     /// Held while a sandbox's network is numbered (creates run concurrently).
     numbering: std::sync::Mutex<()>,
+}
+
+/// What became of a network policy revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The proxy confirmed it: new connections are decided by it.
+    Confirmed,
+    /// Handed to the running proxy (not waited for).
+    Sent,
+    /// The sandbox is not running: its proxy starts with it.
+    AtStart,
 }
 
 /// The port of every sandbox's proxy, on the host end of its link.
@@ -524,15 +536,19 @@ impl Driver for LocalDriver {
         name: &str,
         text: &str,
         supervisor: Option<i32>,
-    ) -> Result<bool, DriverError> {
+        wait: bool,
+    ) -> Result<Applied, DriverError> {
         let dir = self.sandbox(id);
         let record =
             crate::helper::NetworkRevision { revision: revision as u64, name: name.to_owned(), text: text.to_owned() };
         write_json(&dir.0.join(crate::helper::NETWORK_FILE), &record).map_err(DriverError::new)?;
-        let Some(pid) = supervisor.filter(|pid| self.alive(id, *pid)) else { return Ok(false) };
+        let Some(pid) = supervisor.filter(|pid| self.alive(id, *pid)) else { return Ok(Applied::AtStart) };
         let _ = std::fs::remove_file(dir.0.join(crate::helper::APPLIED_FILE));
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
             .map_err(|e| DriverError::new(format!("signalling the supervisor: {e}")))?;
+        if !wait {
+            return Ok(Applied::Sent);
+        }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             if let Ok(bytes) = std::fs::read(dir.0.join(crate::helper::APPLIED_FILE))
@@ -540,7 +556,7 @@ impl Driver for LocalDriver {
                 && applied.revision >= revision as u64
             {
                 return match applied.error {
-                    None => Ok(true),
+                    None => Ok(Applied::Confirmed),
                     Some(e) => Err(DriverError::new(e)),
                 };
             }

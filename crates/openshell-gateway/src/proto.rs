@@ -48,6 +48,14 @@ pub enum Request {
         name: String,
         policy_name: String,
         policy: String,
+        /// Answer once the proxy has applied it (else once it has been handed over).
+        #[serde(default)]
+        wait: bool,
+    },
+    /// The sandbox's policy revisions, oldest first (with `all`), or the current one.
+    PolicyGet {
+        name: String,
+        all: bool,
     },
     Status,
     Shutdown,
@@ -95,6 +103,17 @@ pub struct SandboxInfo {
     pub finished: Option<u64>,
 }
 
+/// One revision of a sandbox's policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyRevision {
+    pub revision: i64,
+    /// Where the text came from.
+    pub name: String,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    pub text: String,
+}
+
 /// The gateway itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GatewayStatus {
@@ -129,6 +148,9 @@ pub enum Response {
     },
     Status {
         status: GatewayStatus,
+    },
+    Policies {
+        revisions: Vec<PolicyRevision>,
     },
     Done {
         message: String,

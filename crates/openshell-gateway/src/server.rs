@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use crate::db::{Db, DbError, Record};
-use crate::driver::{Created, Driver, DriverError, LocalDriver, Run, Waiter};
+use crate::driver::{Applied, Created, Driver, DriverError, LocalDriver, Run, Waiter};
 use crate::proto::{CreateRequest, GatewayStatus, HelperMessage, Request, Response, SandboxInfo};
 use crate::{GatewayDir, now, wire};
 
@@ -344,7 +344,17 @@ impl Gateway {
                 let waiter = self.driver.exec(&rec.info.id, &args, &env, tty, fds).map_err(|e| e.to_string())?;
                 relay_exec(waiter, tty, reply)
             }
-            Request::PolicySet { name, policy_name, policy } => self.policy_set(&name, &policy_name, &policy),
+            Request::PolicySet { name, policy_name, policy, wait } => {
+                self.policy_set(&name, &policy_name, &policy, wait)
+            }
+            Request::PolicyGet { name, all } => {
+                let rec = self.find(&name)?;
+                let mut revisions = self.db().policies(&rec.info.id).map_err(|e| e.to_string())?;
+                if !all {
+                    revisions = revisions.split_off(revisions.len().saturating_sub(1));
+                }
+                Ok(Some(Response::Policies { revisions }))
+            }
             Request::Status => {
                 let all = self.db().all().map_err(|e| e.to_string())?;
                 Ok(Some(Response::Status {
@@ -654,7 +664,7 @@ impl Gateway {
         }
     }
 
-    fn policy_set(&self, name: &str, policy_name: &str, text: &str) -> Result<Option<Response>, String> {
+    fn policy_set(&self, name: &str, policy_name: &str, text: &str, wait: bool) -> Result<Option<Response>, String> {
         let rec = self.find(name)?;
         let new = openshell_policy::load_str(policy_name, text).map_err(|e| e.to_string())?;
         let (_, old_name, old_text) = self
@@ -682,16 +692,23 @@ impl Gateway {
         let running = rec.info.status == "running";
         let applied = self
             .driver
-            .reload_network(&rec.info.id, revision, policy_name, text, rec.supervisor_pid.filter(|_| running))
+            .reload_network(&rec.info.id, revision, policy_name, text, rec.supervisor_pid.filter(|_| running), wait)
             .map_err(|e| format!("sandbox `{}`: revision {revision} recorded, but: {e}", rec.info.name))?;
         Ok(Some(Response::Done {
-            message: if applied {
-                format!("sandbox `{}`: network policy revision {revision} applied", rec.info.name)
-            } else {
-                format!(
+            message: match applied {
+                Applied::Confirmed => {
+                    format!("sandbox `{}`: network policy revision {revision} applied", rec.info.name)
+                }
+                Applied::Sent => {
+                    format!(
+                        "sandbox `{}`: network policy revision {revision} handed to the proxy (--wait confirms)",
+                        rec.info.name
+                    )
+                }
+                Applied::AtStart => format!(
                     "sandbox `{}`: network policy revision {revision} recorded; it applies when the sandbox starts",
                     rec.info.name
-                )
+                ),
             },
         }))
     }
