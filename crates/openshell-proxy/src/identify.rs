@@ -12,6 +12,9 @@ pub struct Caller {
     pub binary: String,
     /// The same for its ancestors, nearest first.
     pub ancestors: Vec<String>,
+    /// sha256 of the executable's content (hex), when it could be read: the
+    /// proxy pins it on first use.
+    pub sha256: Option<String>,
 }
 
 /// Finds the caller of a connection from its addresses; `None`: unknown.
@@ -36,17 +39,46 @@ impl Identify for Fixed {
 /// parent chain while it stays in the namespace. Never argv. The caller's
 /// executable can still be a script's interpreter, or have a library preloaded:
 /// binary identity is a convenience, not a boundary.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ProcIdentify {
     /// A process in the sandbox's network namespace (e.g. its process 1).
     pub member: u32,
     /// The `/proc` to read (tests point it elsewhere only to fail).
     pub proc_root: std::path::PathBuf,
+    /// Hashes of executables by (device, inode, size, mtime): a 100 MB runtime is
+    /// hashed once, not per connection.
+    hashes: std::sync::Mutex<std::collections::HashMap<(u64, u64, u64, i64), String>>,
 }
 
 impl ProcIdentify {
     pub fn new(member: u32) -> ProcIdentify {
-        ProcIdentify { member, proc_root: "/proc".into() }
+        ProcIdentify { member, proc_root: "/proc".into(), hashes: Default::default() }
+    }
+
+    /// sha256 of `/proc/PID/exe`'s content (the file the process runs, even when
+    /// its path was replaced since).
+    fn sha256(&self, pid: u32) -> Option<String> {
+        use sha2::Digest;
+        use std::os::unix::fs::MetadataExt;
+        let path = self.proc_root.join(pid.to_string()).join("exe");
+        let meta = std::fs::metadata(&path).ok()?;
+        let key = (meta.dev(), meta.ino(), meta.size(), meta.mtime());
+        if let Some(h) = self.hashes.lock().ok()?.get(&key) {
+            return Some(h.clone());
+        }
+        let mut file = std::fs::File::open(&path).ok()?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf).ok()?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        self.hashes.lock().ok()?.insert(key, hex.clone());
+        Some(hex)
     }
 
     fn netns(&self, pid: &str) -> Option<std::path::PathBuf> {
@@ -121,6 +153,7 @@ impl Identify for ProcIdentify {
         let inode = self.socket_inode(peer, local)?;
         let pid = self.owner(inode, &netns)?;
         let binary = self.exe(pid)?;
+        let sha256 = self.sha256(pid);
         let mut ancestors = Vec::new();
         let mut current = pid;
         while let Some(parent) = self.parent(current) {
@@ -133,7 +166,7 @@ impl Identify for ProcIdentify {
             }
             current = parent;
         }
-        Some(Caller { binary, ancestors })
+        Some(Caller { binary, ancestors, sha256 })
     }
 }
 

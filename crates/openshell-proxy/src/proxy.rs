@@ -77,6 +77,9 @@ struct Shared {
     audit: Box<dyn AuditSink>,
     open: Mutex<HashMap<u64, Open>>,
     next: AtomicU64,
+    /// Each binary's sha256 as first seen: a binary whose content changed since
+    /// is denied.
+    pins: Mutex<HashMap<String, String>>,
 }
 
 /// A bound proxy; [`Proxy::serve`] runs it.
@@ -116,6 +119,7 @@ impl Proxy {
             audit: config.audit,
             open: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
+            pins: Mutex::new(HashMap::new()),
         });
         Ok(Proxy { listener, shared })
     }
@@ -345,6 +349,32 @@ fn connection(shared: &Shared, mut client: TcpStream) {
         Err((status, message)) => return respond(&mut client, status, &json!({ "error": message })),
     };
     let caller = shared.identify.identify(peer, local);
+    if let Some(Caller { binary, sha256: Some(hash), .. }) = &caller {
+        let mut pins = shared.pins.lock().unwrap_or_else(|p| p.into_inner());
+        let pinned = pins.entry(binary.clone()).or_insert_with(|| hash.clone());
+        if pinned != hash {
+            let generation = Arc::clone(&*shared.generation.read().unwrap_or_else(|p| p.into_inner()));
+            drop(pins);
+            shared.audit.record(&AuditEvent {
+                time: now_ms(),
+                class_uid: 4001,
+                class_name: "Network Activity",
+                disposition: "blocked",
+                sandbox: shared.sandbox.clone(),
+                actor_process: Some(binary.clone()),
+                dst_hostname: head.host.clone(),
+                dst_port: head.port,
+                dst_ip: None,
+                http_method: None,
+                http_path: None,
+                policy: None,
+                reason: Some("binary changed since first use".into()),
+                revision: generation.revision,
+            });
+            let body = json!({"error": "blocked: the calling binary changed since its first use in this sandbox", "binary": binary, "reason": "binary changed since first use"});
+            return respond(&mut client, 403, &body);
+        }
+    }
     let generation = Arc::clone(&*shared.generation.read().unwrap_or_else(|p| p.into_inner()));
     let ancestors: Vec<&str> = caller.iter().flat_map(|c| c.ancestors.iter().map(String::as_str)).collect();
     let query: Vec<(&str, &str)> = Vec::new();

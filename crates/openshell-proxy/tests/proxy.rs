@@ -155,9 +155,11 @@ fn setup(caller: Option<&str>) -> Setup {
             sandbox: "test-sandbox".into(),
             policy: load_str("policy.yaml", POLICY).expect("policy"),
             revision: 1,
-            identify: Box::new(Fixed(
-                caller.map(|b| Caller { binary: b.into(), ancestors: vec!["/usr/bin/bash".into()] }),
-            )),
+            identify: Box::new(Fixed(caller.map(|b| Caller {
+                binary: b.into(),
+                ancestors: vec!["/usr/bin/bash".into()],
+                sha256: None,
+            }))),
             resolver: Box::new(Counting(resolver, Arc::clone(&lookups))),
             connector: Box::new(Redirect(redirect, Arc::clone(&dialled))),
             audit: Box::new(Sink(Arc::clone(&audit))),
