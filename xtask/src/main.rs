@@ -152,6 +152,7 @@ fn bench(name: Option<&str>, rest: &[String]) -> Result<(), String> {
             if status.success() { Ok(()) } else { Err(format!("cargo bench failed ({status})")) }
         }
         Some("sandbox") => bench_sandbox::bench_sandbox(rest),
-        Some(other) => Err(format!("unknown benchmark `{other}`; available: decide, build, sandbox")),
+        Some("proxy") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "proxy"]),
+        Some(other) => Err(format!("unknown benchmark `{other}`; available: decide, build, sandbox, proxy")),
     }
 }

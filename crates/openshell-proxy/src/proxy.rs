@@ -470,10 +470,42 @@ fn relay(shared: &Shared, client: TcpStream, upstream: TcpStream, head: &Head, i
     shared.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
 }
 
-/// Copies until the source ends, then ends the destination's writing side.
+/// Copies until the source ends, then ends the destination's writing side. The
+/// bytes move socket → pipe → socket inside the kernel (splice), never through
+/// this process; without a pipe, through a buffer.
 fn copy_then_close(mut from: TcpStream, mut to: TcpStream) {
-    let _ = std::io::copy(&mut from, &mut to);
+    if splice_all(&from, &to).is_err() {
+        let _ = std::io::copy(&mut from, &mut to);
+    }
     let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Moves everything `from` sends to `to` with splice(2); `Err` before the first
+/// byte when splicing is not possible (the caller copies instead).
+fn splice_all(from: &TcpStream, to: &TcpStream) -> Result<(), ()> {
+    use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice};
+    const CHUNK: usize = 1 << 20;
+    let (pipe_r, pipe_w) = pipe_with(PipeFlags::CLOEXEC).map_err(drop)?;
+    let mut moved_any = false;
+    loop {
+        let n = match splice(from, None, &pipe_w, None, CHUNK, SpliceFlags::MOVE) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) if !moved_any => return Err(()),
+            Err(_) => return Ok(()),
+        };
+        moved_any = true;
+        let mut left = n;
+        while left > 0 {
+            match splice(&pipe_r, None, to, None, left, SpliceFlags::MOVE) {
+                Ok(0) => return Ok(()),
+                Ok(m) => left -= m,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return Ok(()),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
