@@ -165,6 +165,14 @@ impl Drop for Env {
                 let _ = self.run(&["sandbox", "delete", &name]);
             }
             let _ = self.run(&["gateway", "stop"]);
+            // The gateway's standby sandbox is discarded by its supervisor once the
+            // gateway is gone: let it finish before the directory goes.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::fs::read_dir(self.gateway_dir().join("sandboxes")).is_ok_and(|mut d| d.next().is_some())
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }
@@ -359,16 +367,6 @@ fn state_survives_a_gateway_restart() {
         assert!(Instant::now() < deadline, "gateway did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The standby sandbox the gateway kept (not a sandbox of anyone's) went with it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let dirs = std::fs::read_dir(env.gateway_dir().join("sandboxes")).expect("sandboxes dir").count();
-        if dirs == 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{dirs} sandbox directories for 3 sandboxes after the gateway stopped");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     // While no gateway runs: `ends` exits on its own; `lost` loses its supervisor and process 1.
     let supervisor = find_supervisor(&env, lost["id"].as_str().expect("id"));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), nix::sys::signal::Signal::SIGKILL).expect("kill");
@@ -385,6 +383,17 @@ fn state_survives_a_gateway_restart() {
     assert_eq!(ends["exit_code"], 4, "the exit recorded while no gateway watched: {ends}");
     let lost = env.sandbox("lost");
     assert_eq!(lost["status"], "dead", "{lost}");
+    // The standby sandbox the old gateway kept (nobody's sandbox) is gone: its
+    // supervisor discarded it, or the new gateway removed what a half-made one left.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dirs = std::fs::read_dir(env.gateway_dir().join("sandboxes")).expect("sandboxes dir").count();
+        if dirs == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{dirs} sandbox directories for 3 sandboxes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The supervisor of a sandbox, as it records itself (pid and start time).
@@ -600,6 +609,19 @@ fn escapes_fail_through_the_gateway_under_the_default_policy() {
     assert!(code == 1 && out.starts_with("forkbomb: denied EAGAIN"), "{out}");
     let (code, out) = env.probe(None, &["forkbomb", "1000", "0"]);
     assert!(code == 0 && out.starts_with("forkbomb: ok 1000 forks"), "{out}");
+
+    // Each policy switch above replaced the gateway's standby sandbox: the replaced
+    // ones are gone (directory, processes), not left waiting for a job.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dirs = std::fs::read_dir(env.gateway_dir().join("sandboxes")).expect("sandboxes dir").count();
+        let recorded = env.names().len();
+        if dirs <= recorded + 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{dirs} sandbox directories for {recorded} sandboxes and one standby");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -111,6 +111,14 @@ impl Waiter {
         outcome
     }
 
+    /// Ends an unassigned helper: closing its control socket is its signal to
+    /// discard the sandbox; then waits for it to finish.
+    pub fn discard(self) {
+        let Waiter { mut child, control } = self;
+        drop(control);
+        let _ = child.wait();
+    }
+
     /// The exit code once the helper has ended.
     pub fn wait(mut self) -> Result<i32, String> {
         let code = self.code();
@@ -572,7 +580,21 @@ impl Driver for LocalDriver {
         if let Ok(config) = dir.read_config() {
             let _ = dir.overlay(&config.layers).unmount();
         }
-        let _ = std::fs::remove_dir_all(self.dir.containers().join(id));
+        // The container's state knows its cgroups: libcontainer removes both.
+        let state = self.dir.containers().join(id);
+        if state.exists() {
+            match libcontainer::container::Container::load(state.clone()) {
+                Ok(mut container) => {
+                    if let Err(e) = container.delete(true) {
+                        tracing::warn!(%e, sandbox = id, "deleting the container");
+                    }
+                }
+                Err(e) => tracing::warn!(%e, sandbox = id, "loading the container's state"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&state);
+        // Whatever is left of its cgroups.
+        openshell_runtime::sandbox::remove_cgroups(&format!("/openshell/{id}"));
         match std::fs::remove_dir_all(&dir.0) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

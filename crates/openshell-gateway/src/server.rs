@@ -529,10 +529,9 @@ impl Gateway {
     /// Ends an unassigned standby sandbox: its supervisor sees the control socket
     /// close, kills it and removes its files.
     fn discard(&self, run: Run) {
-        std::thread::spawn(move || {
-            let Run { waiter, .. } = run;
-            let _ = waiter.wait();
-        });
+        // The supervisor discards it when its control socket closes (not before:
+        // waiting on the socket open would keep it waiting for an assignment).
+        std::thread::spawn(move || run.waiter.discard());
     }
 
     /// Starts a sandbox; attached, waits for its end and answers its exit code.

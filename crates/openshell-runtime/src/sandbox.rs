@@ -153,6 +153,16 @@ impl SandboxDir {
     }
 }
 
+/// Removes what is left of a container's cgroups (`path` like `/openshell/<id>`)
+/// in every hierarchy; a cgroup still holding processes stays.
+pub fn remove_cgroups(path: &str) {
+    let rel = path.trim_start_matches('/');
+    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(rel));
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(hierarchy.path().join(rel));
+    }
+}
+
 /// Writes `value` as JSON to `path` atomically (temporary file + rename).
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), SandboxError> {
     let tmp = path.with_extension("json.tmp");
@@ -300,13 +310,18 @@ fn run_mounted(
                 copy_stdin(stdin, in_w);
             }
         } else {
-            let _ = container.kill(nix::sys::signal::Signal::SIGKILL, true);
+            // Discarded: SIGKILL to process 1 ends the whole pid namespace.
+            // (libcontainer's kill refused this state and left it running.)
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
         wait_exit(pid.as_raw()).map_err(|e| cerr(&format!("waiting for process 1: {e}")))
     })();
-    if waited.is_err() {
+    if waited.is_err()
+        && let Some(pid) = container.pid()
+    {
         // Nothing of the container may keep the output pipes open.
-        let _ = container.kill(nix::sys::signal::Signal::SIGKILL, true);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = wait_exit(pid.as_raw());
     }
     // Process 1's end kills the rest of its pid namespace, closing the pipes.
     for copy in copies {
@@ -316,6 +331,9 @@ fn run_mounted(
         let _ = on_event(Event::Exited(code));
     }
     let deleted = container.delete(true).map_err(|e| cerr(&e));
+    if deleted.is_err() {
+        remove_cgroups(&format!("/openshell/{}", config.id));
+    }
     if let Some(fence) = &config.network {
         // Usually gone with the namespace already; a leftover host end goes here.
         let _ = crate::fence::remove(&fence.host_if);
