@@ -168,9 +168,17 @@ impl Drop for Env {
             // The gateway's standby sandbox is discarded by its supervisor once the
             // gateway is gone: let it finish before the directory goes.
             let deadline = Instant::now() + Duration::from_secs(10);
-            while std::fs::read_dir(self.gateway_dir().join("sandboxes")).is_ok_and(|mut d| d.next().is_some())
-                && Instant::now() < deadline
-            {
+            while std::fs::read_dir(self.gateway_dir().join("sandboxes")).is_ok_and(|mut d| d.next().is_some()) {
+                if Instant::now() > deadline {
+                    let left: Vec<_> = std::fs::read_dir(self.gateway_dir().join("sandboxes"))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.file_name())
+                        .collect();
+                    eprintln!("sandbox directories left after the gateway stopped: {left:?}");
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }

@@ -207,18 +207,39 @@ fn finish_attached(client: &Client) -> Result<u8, SandboxCmdError> {
     }
 }
 
+/// Where signals to a foreground client go: the sandbox, once its name is known.
+type Target = std::sync::Arc<(std::sync::Mutex<Option<String>>, std::sync::Condvar)>;
+
 /// Passes SIGINT, SIGTERM and SIGHUP of this process on to the sandbox while a
-/// foreground command runs (the sandbox does not die with the client).
-fn forward_signals(name: String) {
+/// foreground command runs (the sandbox does not die with the client). Installed
+/// before the request goes out: the command may run (and be signalled) before
+/// the answer naming its sandbox arrives; such signals wait for [`aim`].
+fn forward_signals() -> Target {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else { return };
+    let target: Target = Default::default();
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else { return target };
+    let aimed = std::sync::Arc::clone(&target);
     std::thread::spawn(move || {
         for signal in signals.forever() {
+            let (lock, named) = &*aimed;
+            let mut name = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while name.is_none() {
+                name = named.wait(name).unwrap_or_else(|p| p.into_inner());
+            }
+            let name = name.clone().unwrap_or_default();
             if let Ok(client) = connect(false) {
-                let _ = client.call(&Request::Kill { name: name.clone(), signal });
+                let _ = client.call(&Request::Kill { name, signal });
             }
         }
     });
+    target
+}
+
+/// Names the sandbox that forwarded signals go to.
+fn aim(target: &Target, name: &str) {
+    let (lock, named) = &**target;
+    *lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(name.to_owned());
+    named.notify_all();
 }
 
 /// Sends `request` with this process's stdin, stdout and stderr attached.
@@ -237,12 +258,13 @@ fn shell() -> Vec<String> {
 fn exec_tty(name: &str, command: Vec<String>, env: Vec<String>, tty: bool) -> Result<u8, SandboxCmdError> {
     let client = connect(true)?;
     let request = Request::Exec { name: name.to_owned(), args: command, env, tty };
+    let target = forward_signals();
+    aim(&target, name);
     if tty {
         client.send(&request, &[]).map_err(rpc_err)?;
     } else {
         send_with_stdio(&client, &request)?;
     }
-    forward_signals(name.to_owned());
     finish_attached(&client)
 }
 
@@ -391,6 +413,7 @@ fn create(out: &Output, args: CreateArgs) -> Result<u8, SandboxCmdError> {
         attach,
     });
     let client = connect(true)?;
+    let target = attach.then(forward_signals);
     if attach {
         send_with_stdio(&client, &request)?;
     } else {
@@ -401,8 +424,8 @@ fn create(out: &Output, args: CreateArgs) -> Result<u8, SandboxCmdError> {
         (Response::Error { message }, _) => return Err(SandboxCmdError { message, code: EXIT_RUN_FAILED }),
         (other, _) => return Err(fail(format!("unexpected answer {other:?}"))),
     };
-    if attach {
-        forward_signals(sandbox.name.clone());
+    if let Some(target) = &target {
+        aim(target, &sandbox.name);
         return finish_attached(&client);
     }
     if interactive {

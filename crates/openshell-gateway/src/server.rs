@@ -44,6 +44,8 @@ struct Gateway {
     standby: Mutex<Option<Standby>>,
     /// Whether standby sandboxes are kept (`OPENSHELL_STANDBY=0` turns them off).
     pool: bool,
+    /// Standby sandboxes being made.
+    refilling: std::sync::atomic::AtomicUsize,
 }
 
 /// A sandbox whose process 1 runs and waits for a job.
@@ -107,6 +109,7 @@ pub fn serve(dir: GatewayDir, exe: std::path::PathBuf) -> Result<(), ServerError
         cleaned: std::sync::Condvar::new(),
         standby: Mutex::new(None),
         pool: std::env::var("OPENSHELL_STANDBY").map_or(true, |v| v != "0"),
+        refilling: std::sync::atomic::AtomicUsize::new(0),
     });
     gateway.recover();
 
@@ -371,9 +374,18 @@ impl Gateway {
                 }))
             }
             Request::Shutdown => {
-                send(reply, &Response::Done { message: "gateway stopped; running sandboxes keep running".into() }, &[]);
                 let _ = std::fs::remove_file(self.dir.socket());
                 tracing::info!("shutting down");
+                // A standby being made is finished, then discarded with the others:
+                // nothing half-made is left behind.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while self.refilling.load(std::sync::atomic::Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if let Some(standby) = self.standby.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    standby.run.waiter.discard();
+                }
+                send(reply, &Response::Done { message: "gateway stopped; running sandboxes keep running".into() }, &[]);
                 std::process::exit(0);
             }
         }
@@ -493,37 +505,44 @@ impl Gateway {
     /// time: a standby for another image or policy is discarded).
     fn refill_standby(self: &Arc<Self>, key: String, req: CreateRequest) {
         let gateway = Arc::clone(self);
+        self.refilling.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::thread::spawn(move || {
-            if gateway.standby.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.key == key) {
+            gateway.refill(key, req);
+            gateway.refilling.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+
+    fn refill(self: &Arc<Self>, key: String, req: CreateRequest) {
+        let gateway = self;
+        if gateway.standby.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.key == key) {
+            return;
+        }
+        let id = random_id();
+        let created = match gateway.driver.create(&id, &req) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%e, "preparing a standby sandbox");
+                let _ = gateway.driver.remove(&id);
                 return;
             }
-            let id = random_id();
-            let created = match gateway.driver.create(&id, &req) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(%e, "preparing a standby sandbox");
-                    let _ = gateway.driver.remove(&id);
-                    return;
-                }
-            };
-            match gateway.driver.standby(&id) {
-                Ok(run) => {
-                    let old = gateway.standby.lock().unwrap_or_else(|p| p.into_inner()).replace(Standby {
-                        key,
-                        id,
-                        created,
-                        run,
-                    });
-                    if let Some(old) = old {
-                        gateway.discard(old.run);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(%e, "starting a standby sandbox");
-                    let _ = gateway.driver.remove(&id);
+        };
+        match gateway.driver.standby(&id) {
+            Ok(run) => {
+                let old = gateway.standby.lock().unwrap_or_else(|p| p.into_inner()).replace(Standby {
+                    key,
+                    id,
+                    created,
+                    run,
+                });
+                if let Some(old) = old {
+                    gateway.discard(old.run);
                 }
             }
-        });
+            Err(e) => {
+                tracing::warn!(%e, "starting a standby sandbox");
+                let _ = gateway.driver.remove(&id);
+            }
+        }
     }
 
     /// Ends an unassigned standby sandbox: its supervisor sees the control socket
