@@ -21,7 +21,6 @@ pub struct Record {
     pub info: SandboxInfo,
     pub supervisor_pid: Option<i32>,
     pub auto_remove: bool,
-    pub idle: bool,
 }
 
 pub struct Db {
@@ -42,7 +41,6 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     pid INTEGER,
     supervisor_pid INTEGER,
     auto_remove INTEGER NOT NULL,
-    idle INTEGER NOT NULL,
     created INTEGER NOT NULL,
     started INTEGER,
     finished INTEGER
@@ -85,9 +83,19 @@ impl Db {
         let command = serde_json::to_string(&i.command).unwrap_or_else(|_| "[]".into());
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
         tx.execute(
-            "INSERT INTO sandboxes (id, name, image, image_digest, policy_name, command, status, auto_remove, idle, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![i.id, i.name, i.image, i.image_digest, i.policy_name, command, i.status, rec.auto_remove, rec.idle, i.created as i64],
+            "INSERT INTO sandboxes (id, name, image, image_digest, policy_name, command, status, auto_remove, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                i.id,
+                i.name,
+                i.image,
+                i.image_digest,
+                i.policy_name,
+                command,
+                i.status,
+                rec.auto_remove,
+                i.created as i64
+            ],
         )
         .map_err(self.err())?;
         tx.execute(
@@ -109,7 +117,7 @@ impl Db {
     fn select(&self, filter: &str, arg: Option<&str>) -> Result<Vec<Record>, DbError> {
         let sql = format!(
             "SELECT s.id, s.name, s.image, s.image_digest, s.policy_name, s.command, s.status, s.exit_code, s.pid,
-                    s.supervisor_pid, s.auto_remove, s.idle, s.created, s.started, s.finished,
+                    s.supervisor_pid, s.auto_remove, s.created, s.started, s.finished,
                     (SELECT MAX(revision) FROM policies p WHERE p.sandbox = s.id)
              FROM sandboxes s {filter} ORDER BY s.created, s.name"
         );
@@ -127,14 +135,13 @@ impl Db {
                     status: row.get(6)?,
                     exit_code: row.get(7)?,
                     pid: row.get(8)?,
-                    created: row.get::<_, i64>(12)? as u64,
-                    started: row.get::<_, Option<i64>>(13)?.map(|v| v as u64),
-                    finished: row.get::<_, Option<i64>>(14)?.map(|v| v as u64),
-                    policy_revision: row.get::<_, Option<i64>>(15)?.unwrap_or(0),
+                    created: row.get::<_, i64>(11)? as u64,
+                    started: row.get::<_, Option<i64>>(12)?.map(|v| v as u64),
+                    finished: row.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+                    policy_revision: row.get::<_, Option<i64>>(14)?.unwrap_or(0),
                 },
                 supervisor_pid: row.get(9)?,
                 auto_remove: row.get(10)?,
-                idle: row.get(11)?,
             })
         };
         let rows = match arg {

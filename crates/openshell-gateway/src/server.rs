@@ -446,7 +446,6 @@ impl Gateway {
             },
             supervisor_pid: None,
             auto_remove: req.rm,
-            idle: req.command.is_empty(),
         };
         self.db().insert(&rec, &req.policy).map_err(|e| e.to_string())
     }

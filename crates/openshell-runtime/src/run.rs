@@ -38,8 +38,6 @@ pub enum InitMode {
     Exec,
     /// Stays as process 1 and runs the spec's process under it ([`crate::init::supervise`]).
     Supervise,
-    /// Stays as process 1 with no workload ([`crate::init::idle`]).
-    Idle,
     /// Stays as process 1 and runs the [`crate::init::Job`] read from `job`.
     Job,
 }
@@ -66,7 +64,6 @@ impl Executor for LandlockExecutor {
                 let args = process.and_then(|p| p.args().as_deref()).unwrap_or_default();
                 crate::init::supervise(args, process.and_then(|p| p.terminal()).unwrap_or(false))
             }
-            InitMode::Idle => crate::init::idle(),
             InitMode::Job => {
                 let source =
                     self.job.as_ref().ok_or_else(|| ExecutorError::Other("sandbox init: no job source".into()))?;
@@ -81,7 +78,7 @@ impl Executor for LandlockExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        if matches!(self.mode, InitMode::Idle | InitMode::Job) {
+        if self.mode == InitMode::Job {
             return Ok(());
         }
         DefaultExecutor {}.validate(spec)
