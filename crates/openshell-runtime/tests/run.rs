@@ -171,9 +171,16 @@ fn init_forwards_signals() {
                 assert!(std::time::Instant::now() < deadline, "the workload never became ready");
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            let state: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&state).expect("container state")).expect("state json");
-            let pid = state["pid"].as_i64().expect("init pid in state.json") as i32;
+            // libcontainer may be rewriting state.json: read it until it parses.
+            let pid = loop {
+                let parsed =
+                    std::fs::read(&state).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+                if let Some(pid) = parsed.and_then(|s| s["pid"].as_i64()) {
+                    break pid as i32;
+                }
+                assert!(std::time::Instant::now() < deadline, "no init pid in {}", state.display());
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            };
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
                 .expect("signal the init");
         })
