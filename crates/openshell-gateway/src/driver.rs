@@ -35,7 +35,8 @@ pub struct Created {
     pub image_digest: String,
     /// The image's environment (with a default PATH): the base of every job's.
     pub env: Vec<String>,
-    /// The sandbox's egress proxy, when its policy has network policies.
+    /// The sandbox's egress proxy, when its policy has network policies (its
+    /// trust bundle is then at [`CA_BUNDLE`]).
     pub proxy: Option<String>,
 }
 
@@ -57,6 +58,12 @@ impl Created {
                 ("NO_PROXY", no_proxy),
                 ("no_proxy", no_proxy),
                 ("NODE_USE_ENV_PROXY", "1"),
+                // The trust bundle: system roots plus the CA of L7 inspection.
+                ("SSL_CERT_FILE", CA_BUNDLE),
+                ("REQUESTS_CA_BUNDLE", CA_BUNDLE),
+                ("CURL_CA_BUNDLE", CA_BUNDLE),
+                ("NODE_EXTRA_CA_CERTS", CA_BUNDLE),
+                ("GIT_SSL_CAINFO", CA_BUNDLE),
             ] {
                 env.retain(|e| e.split_once('=').map(|(key, _)| key) != Some(k));
                 env.push(format!("{k}={v}"));
@@ -345,8 +352,64 @@ fn image_config(config: &serde_json::Value) -> (Vec<String>, Vec<String>, String
 }
 
 /// `/etc/<name>` of the image: the top-most layer that has it.
-fn image_file(layers: &[PathBuf], name: &str) -> String {
-    layers.iter().rev().find_map(|l| std::fs::read_to_string(l.join("etc").join(name)).ok()).unwrap_or_default()
+/// A file of the image (`rel` relative to its root), from the topmost layer
+/// that has it. Symlinks resolve inside that layer, never onto the host.
+fn image_file(layers: &[PathBuf], rel: &str) -> Option<String> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    layers.iter().rev().find_map(|layer| {
+        let root = rustix::fs::open(layer, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+        let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV;
+        let fd = rustix::fs::openat2(&root, rel, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), how).ok()?;
+        std::io::read_to_string(std::fs::File::from(fd)).ok()
+    })
+}
+
+/// Where a sandbox with an egress proxy finds its trust bundle (the image's
+/// system roots plus the sandbox's CA).
+pub const CA_BUNDLE: &str = "/etc/openshell/ca-bundle.pem";
+/// The sandbox CA's certificate and key, in the sandbox directory (host side).
+pub const CA_CERT_FILE: &str = "ca.pem";
+pub const CA_KEY_FILE: &str = "ca-key.pem";
+
+/// Makes the sandbox's CA (key owner-only, on the host side) and puts the
+/// trust bundle into its writable layer, where the sandbox reads it.
+fn install_ca(dir: &SandboxDir, id: &str, layers: &[PathBuf]) -> Result<(), DriverError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let ca = openshell_proxy::SandboxCa::generate(id).map_err(DriverError::new)?;
+    let write = |path: PathBuf, text: &str, mode: u32| -> Result<(), DriverError> {
+        let _ = std::fs::remove_file(&path);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(|e| DriverError::new(format!("{}: {e}", path.display())))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .and_then(|()| file.write_all(text.as_bytes()))
+            .map_err(|e| DriverError::new(format!("{}: {e}", path.display())))
+    };
+    write(dir.0.join(CA_KEY_FILE), ca.key_pem(), 0o600)?;
+    write(dir.0.join(CA_CERT_FILE), ca.cert_pem(), 0o644)?;
+    let roots = image_file(layers, openshell_proxy::tls::SYSTEM_BUNDLE);
+    if roots.is_none() {
+        tracing::warn!(sandbox = id, "the image has no system roots; its trust bundle holds only the sandbox CA");
+    }
+    let bundle = openshell_proxy::tls::trust_bundle(roots.as_deref(), &ca);
+    // Directories made here are the sandbox's view of them: 0755 whatever the umask.
+    let mut at = dir.0.join("upper");
+    let parents = Path::new(CA_BUNDLE).parent().into_iter().flat_map(|p| p.components().skip(1));
+    for part in std::iter::once(None).chain(parents.map(Some)) {
+        if let Some(part) = part {
+            at.push(part);
+        }
+        if !at.exists() {
+            std::fs::create_dir(&at)
+                .and_then(|()| std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755)))
+                .map_err(|e| DriverError::new(format!("{}: {e}", at.display())))?;
+        }
+    }
+    write(dir.0.join("upper").join(CA_BUNDLE.trim_start_matches('/')), &bundle, 0o644)
 }
 
 impl Driver for LocalDriver {
@@ -381,8 +444,10 @@ impl Driver for LocalDriver {
         let workdir =
             if image_cwd == "/" { openshell_policy::profile::DEFAULT_WORKDIR.to_owned() } else { image_cwd.clone() };
         let profile = KernelProfile::compile(&policy, &workdir);
-        let uid = resolve_user(profile.user.user, &image_file(&layers, "passwd")).map_err(DriverError::new)?;
-        let gid = resolve_group(profile.user.group, &image_file(&layers, "group")).map_err(DriverError::new)?;
+        let passwd = image_file(&layers, "etc/passwd").unwrap_or_default();
+        let uid = resolve_user(profile.user.user, &passwd).map_err(DriverError::new)?;
+        let group = image_file(&layers, "etc/group").unwrap_or_default();
+        let gid = resolve_group(profile.user.group, &group).map_err(DriverError::new)?;
 
         let dir = self.sandbox(id);
         std::fs::create_dir_all(dir.bundle()).map_err(|e| DriverError::new(format!("{}: {e}", dir.0.display())))?;
@@ -432,6 +497,9 @@ impl Driver for LocalDriver {
         let _numbering = self.numbering.lock().unwrap_or_else(|p| p.into_inner());
         let network = if policy.network_policies.is_empty() { None } else { Some(self.number_network(id)?) };
         let proxy = network.as_ref().map(|f| f.proxy_url());
+        if network.is_some() {
+            install_ca(&dir, id, &layers)?;
+        }
         let config = SandboxConfig {
             network,
             id: id.to_owned(),

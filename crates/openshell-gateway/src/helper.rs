@@ -13,6 +13,7 @@ use std::path::Path;
 
 use openshell_runtime::sandbox::{Event, ExecRequest, SandboxDir, Stdio, exec, supervise, wait_exit};
 
+use crate::driver::{CA_CERT_FILE, CA_KEY_FILE};
 use crate::proto::{HelperMessage, Job};
 use crate::wire;
 
@@ -180,6 +181,29 @@ fn reload_on_hangup(dir: SandboxDir, handle: openshell_proxy::ProxyHandle) -> Re
     Ok(())
 }
 
+/// TLS inspection for the sandbox's L7 endpoints: its CA (made at creation)
+/// and the upstream roots (the system's plus `OPENSHELL_UPSTREAM_CA`). Without
+/// it, endpoints with L7 rules are refused and the reason is logged.
+fn interceptor(dir: &SandboxDir, id: &str) -> Option<std::sync::Arc<openshell_proxy::Interceptor>> {
+    let made = (|| -> Result<openshell_proxy::Interceptor, String> {
+        let read = |name: &str| {
+            let path = dir.0.join(name);
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let ca = openshell_proxy::SandboxCa::from_pem(id, &read(CA_CERT_FILE)?, &read(CA_KEY_FILE)?)
+            .map_err(|e| e.to_string())?;
+        let roots = openshell_proxy::tls::upstream_roots_from_env().map_err(|e| e.to_string())?;
+        openshell_proxy::Interceptor::new(ca, roots).map_err(|e| e.to_string())
+    })();
+    match made {
+        Ok(i) => Some(std::sync::Arc::new(i)),
+        Err(e) => {
+            eprintln!("proxy: no TLS inspection, endpoints with L7 rules are refused: {e}");
+            None
+        }
+    }
+}
+
 /// The sandbox's egress proxy, on the host end of its fenced link, in this
 /// supervisor (threads; started once the container exists). Without a link (no
 /// network policies) there is nothing to start.
@@ -207,6 +231,7 @@ fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
             resolver: Box::new(resolver),
             connector: Box::new(openshell_proxy::Direct),
             audit: Box::new(openshell_proxy::JsonLines::new(audit)),
+            tls: interceptor(dir, &config.id),
         },
     )
     .map_err(|e| e.to_string())?;

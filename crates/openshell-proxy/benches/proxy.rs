@@ -127,6 +127,7 @@ fn main() {
                 (SocketAddr::new(ip, 80), small),
             ]))),
             audit: Box::new(JsonLines::new(std::io::sink())),
+            tls: None,
         },
     )
     .expect("proxy");

@@ -16,11 +16,15 @@
 //! and pinning the caller's binary by hash.
 
 pub mod audit;
+pub mod http1;
 pub mod identify;
+mod l7;
 pub mod proxy;
 pub mod resolve;
+pub mod tls;
 
 pub use audit::{AuditEvent, AuditSink, JsonLines};
 pub use identify::{Caller, Fixed, Identify, ProcIdentify};
 pub use proxy::{Connect, Direct, Proxy, ProxyConfig, ProxyError, ProxyHandle};
 pub use resolve::{Resolve, StaticResolver, SystemResolver, WithOverrides};
+pub use tls::{Interceptor, SandboxCa, TlsError};

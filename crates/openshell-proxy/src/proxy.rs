@@ -21,6 +21,8 @@ use serde_json::json;
 use crate::audit::{AuditEvent, AuditSink, now_ms};
 use crate::identify::{Caller, Identify};
 use crate::resolve::Resolve;
+use crate::tls::Interceptor;
+use crate::{http1, l7};
 
 /// The largest request head read before deciding.
 const MAX_HEAD: usize = 64 * 1024;
@@ -53,10 +55,10 @@ impl Connect for Direct {
     }
 }
 
-struct Generation {
-    revision: u64,
+pub(crate) struct Generation {
+    pub(crate) revision: u64,
     policy: Policy,
-    engine: Engine,
+    pub(crate) engine: Engine,
 }
 
 /// An open relay, re-decided when the policy changes.
@@ -68,13 +70,14 @@ struct Open {
     streams: [TcpStream; 2],
 }
 
-struct Shared {
+pub(crate) struct Shared {
     sandbox: String,
-    generation: RwLock<Arc<Generation>>,
+    pub(crate) generation: RwLock<Arc<Generation>>,
     identify: Box<dyn Identify>,
     resolver: Box<dyn Resolve>,
     connector: Box<dyn Connect>,
     audit: Box<dyn AuditSink>,
+    tls: Option<Arc<Interceptor>>,
     open: Mutex<HashMap<u64, Open>>,
     next: AtomicU64,
     /// Each binary's sha256 as first seen: a binary whose content changed since
@@ -104,6 +107,9 @@ pub struct ProxyConfig {
     pub resolver: Box<dyn Resolve>,
     pub connector: Box<dyn Connect>,
     pub audit: Box<dyn AuditSink>,
+    /// TLS termination for endpoints with L7 rules; without it such endpoints
+    /// are refused (fail closed).
+    pub tls: Option<Arc<Interceptor>>,
 }
 
 impl Proxy {
@@ -117,6 +123,7 @@ impl Proxy {
             resolver: config.resolver,
             connector: config.connector,
             audit: config.audit,
+            tls: config.tls,
             open: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             pins: Mutex::new(HashMap::new()),
@@ -201,17 +208,17 @@ impl ProxyHandle {
 }
 
 /// The request head: what the client asked for.
-struct Head {
+pub(crate) struct Head {
     connect: bool,
     method: String,
-    host: String,
-    port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// Absolute-form HTTP: the path (without query) and the whole origin-form target.
     path: String,
     target: String,
     headers: Vec<(String, Vec<u8>)>,
     /// Bytes read after the head (the start of a body or of the tunnelled stream).
-    rest: Vec<u8>,
+    pub(crate) rest: Vec<u8>,
 }
 
 fn read_head(client: &mut TcpStream) -> Result<Head, (u16, String)> {
@@ -263,7 +270,7 @@ fn read_head(client: &mut TcpStream) -> Result<Head, (u16, String)> {
 }
 
 /// `host:port`, `[v6]:port`, or `host` with a default port.
-fn authority(s: &str, default: Option<u16>) -> Option<(String, u16)> {
+pub(crate) fn authority(s: &str, default: Option<u16>) -> Option<(String, u16)> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest.split_once(']')?;
         let port = match after.strip_prefix(':') {
@@ -281,32 +288,23 @@ fn authority(s: &str, default: Option<u16>) -> Option<(String, u16)> {
 }
 
 fn respond(client: &mut TcpStream, status: u16, body: &serde_json::Value) {
-    let reason = match status {
-        400 => "Bad Request",
-        403 => "Forbidden",
-        431 => "Request Header Fields Too Large",
-        502 => "Bad Gateway",
-        _ => "Error",
-    };
-    let body = body.to_string();
-    let _ = write!(
-        client,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let _ = client.write_all(&http1::json_response(status, body, true));
     let _ = client.flush();
 }
 
-fn record(shared: &Shared, generation: &Generation, req: &Request<'_>, decision: &Decision<'_>, note: Option<&str>) {
-    let disposition = match decision.verdict {
-        Verdict::Allow => "allowed",
-        Verdict::Audit => "audited",
-        Verdict::Deny => "blocked",
-    };
-    let reason = decision.reason.map(|r| match note {
-        Some(n) => format!("{r} ({n})"),
-        None => r.to_string(),
-    });
+/// Records a refusal made by the proxy itself (not by the policy).
+pub(crate) fn record_refusal(shared: &Shared, generation: &Generation, req: &Request<'_>, reason: &str) {
+    audit_event(shared, generation, req, "blocked", None, Some(reason.to_owned()));
+}
+
+fn audit_event(
+    shared: &Shared,
+    generation: &Generation,
+    req: &Request<'_>,
+    disposition: &'static str,
+    policy: Option<&str>,
+    reason: Option<String>,
+) {
     let http = req.http.as_ref();
     shared.audit.record(&AuditEvent {
         time: now_ms(),
@@ -320,13 +318,32 @@ fn record(shared: &Shared, generation: &Generation, req: &Request<'_>, decision:
         dst_ip: req.resolved_ip.map(|ip| ip.to_string()),
         http_method: http.map(|h| h.method.to_owned()),
         http_path: http.map(|h| h.path.to_owned()),
-        policy: decision.policy.map(str::to_owned),
+        policy: policy.map(str::to_owned),
         reason,
         revision: generation.revision,
     });
 }
 
-fn denial(
+pub(crate) fn record(
+    shared: &Shared,
+    generation: &Generation,
+    req: &Request<'_>,
+    decision: &Decision<'_>,
+    note: Option<&str>,
+) {
+    let disposition = match decision.verdict {
+        Verdict::Allow => "allowed",
+        Verdict::Audit => "audited",
+        Verdict::Deny => "blocked",
+    };
+    let reason = decision.reason.map(|r| match note {
+        Some(n) => format!("{r} ({n})"),
+        None => r.to_string(),
+    });
+    audit_event(shared, generation, req, disposition, decision.policy, reason);
+}
+
+pub(crate) fn denial(
     head: &Head,
     decision: &Decision<'_>,
     generation: &Generation,
@@ -355,29 +372,16 @@ fn connection(shared: &Shared, mut client: TcpStream) {
         if pinned != hash {
             let generation = Arc::clone(&*shared.generation.read().unwrap_or_else(|p| p.into_inner()));
             drop(pins);
-            shared.audit.record(&AuditEvent {
-                time: now_ms(),
-                class_uid: 4001,
-                class_name: "Network Activity",
-                disposition: "blocked",
-                sandbox: shared.sandbox.clone(),
-                actor_process: Some(binary.clone()),
-                dst_hostname: head.host.clone(),
-                dst_port: head.port,
-                dst_ip: None,
-                http_method: None,
-                http_path: None,
-                policy: None,
-                reason: Some("binary changed since first use".into()),
-                revision: generation.revision,
-            });
+            let req = Request::l4(&head.host, head.port, binary);
+            record_refusal(shared, &generation, &req, "binary changed since first use");
             let body = json!({"error": "blocked: the calling binary changed since its first use in this sandbox", "binary": binary, "reason": "binary changed since first use"});
             return respond(&mut client, 403, &body);
         }
     }
     let generation = Arc::clone(&*shared.generation.read().unwrap_or_else(|p| p.into_inner()));
     let ancestors: Vec<&str> = caller.iter().flat_map(|c| c.ancestors.iter().map(String::as_str)).collect();
-    let query: Vec<(&str, &str)> = Vec::new();
+    let pairs = head.target.split_once('?').map(|(_, q)| http1::query_pairs(q.split('#').next().unwrap_or(q)));
+    let query: Vec<(&str, &str)> = pairs.iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let http = (!head.connect).then(|| HttpRequest { method: &head.method, path: &head.path, query: &query });
     let mut req = Request {
         host: &head.host,
@@ -393,13 +397,15 @@ fn connection(shared: &Shared, mut client: TcpStream) {
         record(shared, &generation, &req, &decision, None);
         return respond(&mut client, 403, &denial(&head, &decision, &generation, &req));
     }
-    if head.connect && decision.inspect {
-        // Fail closed: this endpoint's rules need TLS termination, which does not exist yet.
-        record(shared, &generation, &req, &decision, Some("L7 inspection is not available"));
+    let inspect = head.connect && decision.inspect;
+    if inspect && shared.tls.is_none() {
+        // Fail closed: this endpoint's rules need TLS termination, and this proxy has no CA.
+        let reason = "L7 rules need TLS inspection, and this proxy has no CA";
+        record_refusal(shared, &generation, &req, reason);
         return respond(
             &mut client,
             403,
-            &json!({"error": "blocked: this endpoint has L7 rules, and TLS inspection is not available yet", "host": head.host, "port": head.port}),
+            &json!({"error": format!("blocked: {reason}"), "host": head.host, "port": head.port}),
         );
     }
     let ips = match shared.resolver.resolve(&head.host, head.port) {
@@ -423,6 +429,20 @@ fn connection(shared: &Shared, mut client: TcpStream) {
             return respond(&mut client, 502, &body);
         }
     };
+    if let (true, Some(tls)) = (inspect, shared.tls.as_ref()) {
+        let server = match tls.server_config(&head.host) {
+            Ok(s) => s,
+            Err(e) => return respond(&mut client, 502, &json!({"error": e.to_string(), "host": head.host})),
+        };
+        if client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").is_err() {
+            return;
+        }
+        let (Ok(c), Ok(u)) = (client.try_clone(), upstream.try_clone()) else { return };
+        let id = register(shared, &head, ip, caller.clone(), [c, u]);
+        let tunnel = l7::Tunnel { head: &head, ip, caller: caller.as_ref(), ancestors: &ancestors };
+        l7::inspect(shared, tls, server, client, upstream, &tunnel);
+        return unregister(shared, id);
+    }
     let started = if head.connect {
         client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
     } else {
@@ -439,15 +459,7 @@ fn connection(shared: &Shared, mut client: TcpStream) {
 fn origin_form(head: &Head) -> Vec<u8> {
     const DROPPED: &[&str] = &["proxy-authorization", "proxy-connection", "connection", "keep-alive"];
     let mut out = format!("{} {} HTTP/1.1\r\n", head.method, head.target).into_bytes();
-    for (name, value) in &head.headers {
-        if DROPPED.contains(&name.to_ascii_lowercase().as_str()) {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
+    http1::push_headers(&mut out, &head.headers, DROPPED);
     out.extend_from_slice(b"Connection: close\r\n\r\n");
     out
 }
@@ -458,15 +470,22 @@ fn relay(shared: &Shared, client: TcpStream, upstream: TcpStream, head: &Head, i
     else {
         return;
     };
-    let id = shared.next.fetch_add(1, Ordering::Relaxed);
-    shared
-        .open
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, Open { host: head.host.clone(), port: head.port, ip, caller, streams: [c3, u3] });
+    let id = register(shared, head, ip, caller, [c3, u3]);
     let down = std::thread::spawn(move || copy_then_close(u2, c2));
     copy_then_close(client, upstream);
     let _ = down.join();
+    unregister(shared, id);
+}
+
+/// Tracks an open connection so that a reload can re-decide and close it.
+fn register(shared: &Shared, head: &Head, ip: IpAddr, caller: Option<Caller>, streams: [TcpStream; 2]) -> u64 {
+    let id = shared.next.fetch_add(1, Ordering::Relaxed);
+    let open = Open { host: head.host.clone(), port: head.port, ip, caller, streams };
+    shared.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, open);
+    id
+}
+
+fn unregister(shared: &Shared, id: u64) {
     shared.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
 }
 

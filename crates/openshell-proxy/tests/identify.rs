@@ -70,6 +70,7 @@ fn a_binary_changed_since_first_use_is_denied() {
             resolver: Box::new(StaticResolver(HashMap::from([("api.test".to_owned(), vec![ip])]))),
             connector: Box::new(ToEcho(echo_addr)),
             audit: Box::new(JsonLines::new(std::io::sink())),
+            tls: None,
         },
     )
     .expect("proxy");

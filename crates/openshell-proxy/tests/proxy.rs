@@ -163,6 +163,7 @@ fn setup(caller: Option<&str>) -> Setup {
             resolver: Box::new(Counting(resolver, Arc::clone(&lookups))),
             connector: Box::new(Redirect(redirect, Arc::clone(&dialled))),
             audit: Box::new(Sink(Arc::clone(&audit))),
+            tls: None,
         },
     )
     .expect("bind proxy");

@@ -2,7 +2,9 @@
 //! nftables table inside the namespace under which the only reachable destination
 //! is the proxy's address and port. Everything else fails fast, IPv4 and IPv6
 //! alike: TCP is answered with a reset (connection refused); a datagram is
-//! rejected on its way out, so `send` fails at once (EPERM); IPv6 has no route.
+//! redirected to a closed port of the sandbox's own address, so the kernel
+//! answers port-unreachable and a connected socket gets connection refused;
+//! IPv6 has no route (network unreachable).
 //!
 //! It is set up with `ip` (iproute2) and `nft` (nftables): from a thread that has
 //! joined the sandbox's network namespace, so the commands it starts run there.
@@ -46,9 +48,14 @@ pub enum FenceError {
 pub fn ruleset(fence: &Fence) -> String {
     format!(
         "table inet openshell_fence {{
+  chain udp_refuse {{
+    type nat hook output priority -100; policy accept;
+    meta nfproto ipv4 meta l4proto udp oif != \"lo\" dnat ip to {sandbox}:9
+  }}
   chain output {{
     type filter hook output priority 0; policy drop;
     oif \"lo\" accept
+    ip daddr {sandbox} accept
     ip daddr {proxy} tcp dport {port} accept
     meta l4proto tcp reject with tcp reset
     reject with icmpx type port-unreachable
@@ -63,7 +70,8 @@ pub fn ruleset(fence: &Fence) -> String {
 }}
 ",
         proxy = fence.host_addr,
-        port = fence.proxy_port
+        port = fence.proxy_port,
+        sandbox = fence.sandbox_addr
     )
 }
 
