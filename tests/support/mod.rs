@@ -7,5 +7,6 @@ pub mod server;
 
 pub mod debian_archive;
 pub mod gpg;
+pub mod https;
 pub mod npm_registry;
 pub mod pypi_index;

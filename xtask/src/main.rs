@@ -44,9 +44,14 @@ fn cargo() -> String {
 }
 
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    run_with(program, args, &[])
+}
+
+fn run_with(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     eprintln!("xtask: $ {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root())
         .status()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
@@ -75,14 +80,39 @@ fn ci() -> Result<(), String> {
     // clippy --all-targets compiles it; it runs under `cargo xtask bench build`.
     run(&cargo, &["test", "--locked", "-p", "openshell-policy", "--benches"])?;
     run(&cargo, &["test", "--workspace", "--locked", "--doc"])?;
+    // The real-client tests run in a sandbox of the default image: its closure is
+    // fetched here (from the package registries, verified) and the image built, so
+    // the tests themselves run offline. A warm store makes both no-ops.
+    let store = default_image_store()?;
+    let store = store.to_str().ok_or("the store path is not UTF-8")?;
+    run(&cargo, &["build", "--locked", "-p", "openshell-cli"])?;
+    let bin = target_dir().join("debug").join("openshell");
+    let bin = bin.to_str().ok_or("target directory path is not UTF-8")?;
+    run(bin, &["--quiet", "fetch", "lockfiles/default.lock", "--store", store])?;
+    run(bin, &["--quiet", "build", "lockfiles/default.lock", "--store", store])?;
+    let env = [("OPENSHELL_TEST_DEFAULT_STORE", store)];
     if has_nextest() {
-        run(&cargo, &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"])
+        run_with(&cargo, &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"], &env)
     } else {
         eprintln!(
             "xtask: cargo-nextest not found (install it with `cargo install cargo-nextest --locked`); using cargo test"
         );
-        run(&cargo, &["test", "--workspace", "--locked", "--lib", "--bins", "--tests", "--no-fail-fast"])
+        run_with(&cargo, &["test", "--workspace", "--locked", "--lib", "--bins", "--tests", "--no-fail-fast"], &env)
     }
+}
+
+/// Where the tests find the default image: `$OPENSHELL_TEST_DEFAULT_STORE`, else
+/// the user's store (`$OPENSHELL_STORE`, `$XDG_DATA_HOME/openshell/store`,
+/// `~/.local/share/openshell/store`), where `quickstart` puts it too.
+fn default_image_store() -> Result<PathBuf, String> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(store) = var("OPENSHELL_TEST_DEFAULT_STORE").or_else(|| var("OPENSHELL_STORE")) {
+        return Ok(store);
+    }
+    if let Some(data) = var("XDG_DATA_HOME") {
+        return Ok(data.join("openshell/store"));
+    }
+    var("HOME").map(|h| h.join(".local/share/openshell/store")).ok_or_else(|| "HOME is not set".to_owned())
 }
 
 fn quickstart() -> Result<(), String> {

@@ -360,7 +360,8 @@ fn a_foreground_run_forwards_signals_to_the_container() {
         .spawn()
         .expect("run");
     wait_until("the probe to serve", || std::fs::read_to_string(&out_path).is_ok_and(|s| s.contains("serving")));
-    assert_eq!(f.state(&id)["status"], "running");
+    // `run` records the state after the process starts: the probe may print first.
+    wait_until("the state to say running", || f.state(&id)["status"] == "running");
     // SIGTERM to the runtime reaches the probe (pid 1 of its namespace: it exits 0 only
     // because it handles the signal, so the exit code shows the signal got there).
     let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
