@@ -1057,6 +1057,40 @@ fn real_clients_in_the_default_image() {
         "403",
     );
 
+    // Around the proxy: direct connections fail at once (`timeout 3` would say 124),
+    // to the test's server, to another port of the host's end of the link, over
+    // UDP and over IPv6.
+    let up = &upstream.addr;
+    for (what, script, says) in [
+        // curl 8.14 words a refused connection "(7) ... Could not connect to server".
+        ("curl --noproxy", format!("timeout 3 curl -sS --noproxy '*' https://{up}/"), "(7) Failed to connect"),
+        (
+            "a Python socket",
+            format!("timeout 3 python3 -c 'import socket; socket.create_connection((\"{up}\", 443))'"),
+            "ConnectionRefusedError",
+        ),
+        ("bash /dev/tcp", format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{up}/443'"), "Connection refused"),
+        (
+            "the host's end of the link, another port",
+            "h=${HTTP_PROXY#http://}; h=${h%:*}; timeout 3 bash -c \"exec 3<>/dev/tcp/$h/22\"".to_owned(),
+            "Connection refused",
+        ),
+        (
+            "UDP",
+            format!(
+                "timeout 3 python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((\"{up}\", 53)); s.send(b\"q\"); s.recv(1)'"
+            ),
+            "ConnectionRefusedError",
+        ),
+        (
+            "IPv6",
+            "timeout 3 python3 -c 'import socket; socket.create_connection((\"2001:db8::1\", 443))'".to_owned(),
+            "Network is unreachable",
+        ),
+    ] {
+        denied(what, &script, says);
+    }
+
     // The audit log names each denial with the kernel-identified binary.
     let lines: Vec<serde_json::Value> =
         audit().lines().map(|l| serde_json::from_str(l).expect("an OCSF JSON line")).collect();

@@ -4,6 +4,11 @@
 //!   direct (3 rounds each, interleaved; medians);
 //! - added latency per request: a small plain-HTTP request through the proxy
 //!   (absolute-form, a new connection each) vs the same request direct (p50, p99);
+//! - the L7 path (TLS terminated with the sandbox's CA, each request decided,
+//!   verified TLS to the upstream): a 1 GiB HTTPS download through it vs the same
+//!   download over TLS direct, and the added latency of a request on an open
+//!   keep-alive connection (p50, p99);
+//! - decision cost: the policy engine's decision for an L4 and an L7 request;
 //! - hot reload: from `reload()` being called to the new revision deciding.
 //!
 //! `OPENSHELL_BENCH_PROXY_BYTES` changes the download size; under `cargo test
@@ -12,11 +17,17 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::Instant;
 
-use openshell_policy::load_str;
+use openshell_policy::{Engine, HttpRequest, Request, load_str};
+use openshell_proxy::http1;
 use openshell_proxy::proxy::Connect;
-use openshell_proxy::{Caller, Fixed, JsonLines, Proxy, ProxyConfig, StaticResolver};
+use openshell_proxy::{Caller, Fixed, Interceptor, JsonLines, Proxy, ProxyConfig, SandboxCa, StaticResolver};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
 const POLICY: &str = "version: 1
 network_policies:
@@ -24,6 +35,14 @@ network_policies:
     endpoints:
       - { host: bulk.test, port: 443, allowed_ips: [10.200.0.0/24] }
       - { host: small.test, port: 80, allowed_ips: [10.200.0.0/24] }
+      - host: tls.test
+        port: 443
+        protocol: rest
+        allowed_ips: [10.200.0.0/24]
+        rules:
+          - allow: { method: GET, path: '/**' }
+        deny_rules:
+          - { method: GET, path: '/admin/**' }
     binaries:
       - path: /usr/bin/curl
 ";
@@ -79,6 +98,105 @@ fn small_server() -> SocketAddr {
     addr
 }
 
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A CA standing in for a public one, and a server certificate for `tls.test`.
+fn upstream_tls() -> (Arc<ServerConfig>, CertificateDer<'static>) {
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name.push(DnType::CommonName, "bench upstream CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("ca").der().clone();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["tls.test".to_owned()]).expect("params").signed_by(&key, &issuer);
+    let key = PrivateKeyDer::try_from(key.serialize_der()).expect("key");
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.expect("leaf").der().clone()], key)
+        .expect("server");
+    (Arc::new(config), ca_cert)
+}
+
+/// HTTPS on keep-alive connections: `/bulk` is `bytes` zero bytes, anything
+/// else a 2-byte body.
+fn tls_server(config: Arc<ServerConfig>, bytes: u64) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let config = Arc::clone(&config);
+            std::thread::spawn(move || {
+                let _ = tcp.set_nodelay(true);
+                let Ok(conn) = ServerConnection::new(config) else { return };
+                let mut tls = BufReader::new(StreamOwned::new(conn, tcp));
+                let chunk = vec![0u8; 256 * 1024];
+                while let Ok(Some(head)) = http1::read_head_bytes(&mut tls) {
+                    let out = tls.get_mut();
+                    if head.starts_with(b"GET /bulk ") {
+                        let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {bytes}\r\n\r\n");
+                        let mut left = bytes;
+                        while left > 0 {
+                            let n = left.min(chunk.len() as u64) as usize;
+                            if out.write_all(&chunk[..n]).is_err() {
+                                return;
+                            }
+                            left -= n as u64;
+                        }
+                    } else {
+                        let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    }
+                    let _ = out.flush();
+                }
+            });
+        }
+    });
+    addr
+}
+
+type Tls = BufReader<StreamOwned<ClientConnection, TcpStream>>;
+
+/// TLS to `tls.test` over `tcp`, trusting only `root`.
+fn tls_client(tcp: TcpStream, root: &CertificateDer<'static>) -> Tls {
+    let _ = tcp.set_nodelay(true);
+    let mut roots = RootCertStore::empty();
+    roots.add(root.clone()).expect("root");
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("tls.test").expect("name");
+    let conn = ClientConnection::new(Arc::new(config), name).expect("client");
+    BufReader::with_capacity(256 * 1024, StreamOwned::new(conn, tcp))
+}
+
+/// A CONNECT tunnel to `host:443` through the proxy.
+fn open_tunnel(proxy: SocketAddr, host: &str) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).expect("proxy");
+    write!(s, "CONNECT {host}:443 HTTP/1.1\r\n\r\n").expect("write");
+    let mut reply = [0u8; 39];
+    s.read_exact(&mut reply).expect("reply");
+    assert_eq!(&reply[..12], b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&reply));
+    s
+}
+
+/// One GET on `c`; returns the body's length.
+fn get(c: &mut Tls, path: &str) -> u64 {
+    let out = c.get_mut();
+    write!(out, "GET {path} HTTP/1.1\r\nHost: tls.test\r\n\r\n").expect("write");
+    out.flush().expect("flush");
+    let head = http1::read_head_bytes(c).expect("head").expect("response");
+    let parsed = http1::parse_response(&head).expect("parse");
+    assert_eq!(parsed.status, 200, "{}", String::from_utf8_lossy(&head));
+    let mut sink = std::io::sink();
+    http1::copy_body(c, &mut sink, http1::response_body("GET", &parsed)).expect("body")
+}
+
 fn drain(mut s: TcpStream) -> u64 {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
@@ -110,6 +228,13 @@ fn main() {
     let (rounds, requests) = if test_mode { (1, 20) } else { (3, 400) };
     let bulk = bulk_server(bytes);
     let small = small_server();
+    let (upstream_config, upstream_ca) = upstream_tls();
+    let tls = tls_server(upstream_config, bytes);
+    let sandbox_ca = SandboxCa::generate("bench").expect("sandbox CA");
+    let sandbox_root = CertificateDer::from_pem_slice(sandbox_ca.cert_pem().as_bytes()).expect("pem");
+    let mut upstream_roots = RootCertStore::empty();
+    upstream_roots.add(upstream_ca.clone()).expect("root");
+    let interceptor = Interceptor::new(sandbox_ca, upstream_roots).expect("interceptor");
     let ip: IpAddr = "10.200.0.2".parse().expect("ip");
     let proxy = Proxy::bind(
         "127.0.0.1:0".parse().expect("addr"),
@@ -121,13 +246,15 @@ fn main() {
             resolver: Box::new(StaticResolver(HashMap::from([
                 ("bulk.test".to_owned(), vec![ip]),
                 ("small.test".to_owned(), vec![ip]),
+                ("tls.test".to_owned(), vec!["10.200.0.3".parse().expect("ip")]),
             ]))),
             connector: Box::new(Redirect(HashMap::from([
                 (SocketAddr::new(ip, 443), bulk),
                 (SocketAddr::new(ip, 80), small),
+                (SocketAddr::new("10.200.0.3".parse().expect("ip"), 443), tls),
             ]))),
             audit: Box::new(JsonLines::new(std::io::sink())),
-            tls: None,
+            tls: Some(Arc::new(interceptor)),
         },
     )
     .expect("proxy");
@@ -154,6 +281,53 @@ fn main() {
         tunnel.push(bytes as f64 / started.elapsed().as_secs_f64());
     }
     let (d, t) = (median(&mut direct), median(&mut tunnel));
+
+    // L7 throughput, interleaved: HTTPS direct vs through the TLS-terminating proxy.
+    let (mut tls_direct, mut tls_l7) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let mut c = tls_client(TcpStream::connect(tls).expect("direct"), &upstream_ca);
+        assert_eq!(get(&mut c, "/bulk"), bytes);
+        tls_direct.push(bytes as f64 / started.elapsed().as_secs_f64());
+
+        let started = Instant::now();
+        let mut c = tls_client(open_tunnel(proxy_addr, "tls.test"), &sandbox_root);
+        assert_eq!(get(&mut c, "/bulk"), bytes);
+        tls_l7.push(bytes as f64 / started.elapsed().as_secs_f64());
+    }
+    let (td, tl) = (median(&mut tls_direct), median(&mut tls_l7));
+
+    // L7 latency: a request on an open keep-alive connection, direct vs inspected.
+    let mut direct_conn = tls_client(TcpStream::connect(tls).expect("direct"), &upstream_ca);
+    let mut l7_conn = tls_client(open_tunnel(proxy_addr, "tls.test"), &sandbox_root);
+    let (mut d7, mut p7) = (Vec::new(), Vec::new());
+    for _ in 0..requests {
+        let started = Instant::now();
+        assert_eq!(get(&mut direct_conn, "/small"), 2);
+        d7.push(started.elapsed().as_secs_f64() * 1e6);
+        let started = Instant::now();
+        assert_eq!(get(&mut l7_conn, "/small"), 2);
+        p7.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+
+    // Decision cost: the engine alone, an L4 request and an L7 one.
+    let engine = Engine::new(&load_str("bench.yaml", POLICY).expect("policy"));
+    let ancestors = ["/usr/bin/bash"];
+    let mut l4 = Request::l4("bulk.test", 443, "/usr/bin/curl");
+    l4.ancestors = &ancestors;
+    let query = [("page", "2")];
+    let mut l7 = Request::l4("tls.test", 443, "/usr/bin/curl");
+    l7.resolved_ip = Some("10.200.0.3".parse().expect("ip"));
+    l7.http = Some(HttpRequest { method: "GET", path: "/v1/items/7", query: &query });
+    let n = if test_mode { 1_000 } else { 200_000 };
+    let time_decide = |req: &Request<'_>| {
+        let started = Instant::now();
+        for _ in 0..n {
+            assert!(std::hint::black_box(engine.decide(std::hint::black_box(req))).is_allowed());
+        }
+        started.elapsed().as_secs_f64() * 1e9 / n as f64
+    };
+    let (decide4, decide7) = (time_decide(&l4), time_decide(&l7));
 
     // Latency per request, interleaved.
     let (mut d_lat, mut p_lat) = (Vec::new(), Vec::new());
@@ -214,6 +388,18 @@ fn main() {
         pct(&mut p_lat, 0.99),
         format!("+{added99:.0} µs")
     );
+    println!(
+        "{:<40} {:>10.0} MB/s {:>10.0} MB/s {:>7.1}%",
+        "HTTPS download, L7 path (median)",
+        td / 1e6,
+        tl / 1e6,
+        100.0 * tl / td
+    );
+    for (label, p) in [("HTTPS request on an open conn, p50", 0.5), ("HTTPS request on an open conn, p99", 0.99)] {
+        let (a, b) = (pct(&mut d7, p), pct(&mut p7, p));
+        println!("{label:<40} {a:>11.0} µs {b:>11.0} µs {:>8}", format!("+{:.0} µs", b - a));
+    }
+    println!("{:<40} {:>29.0} ns", "decision, L4 request", decide4);
+    println!("{:<40} {:>29.0} ns", "decision, L7 request", decide7);
     println!("{:<40} {:>29.0} µs (median, reload + first decision)", "hot reload", median(&mut reload));
-    println!("L7 (TLS-terminated) path: not measured, it does not exist yet.");
 }

@@ -67,6 +67,10 @@ pub(crate) fn inspect(
     upstream: TcpStream,
     tunnel: &Tunnel<'_>,
 ) {
+    // Requests and responses are small writes in turn: Nagle's algorithm would
+    // hold each one for the peer's delayed ACK.
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
     let conn = match ServerConnection::new(server) {
         Ok(c) => c,
         Err(e) => return tracing::warn!(error = %e, "starting TLS towards the sandbox"),

@@ -505,6 +505,9 @@ fn splice_all(from: &TcpStream, to: &TcpStream) -> Result<(), ()> {
     use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice};
     const CHUNK: usize = 1 << 20;
     let (pipe_r, pipe_w) = pipe_with(PipeFlags::CLOEXEC).map_err(drop)?;
+    // A larger pipe moves more per splice (the default holds 64 KiB); the
+    // system's pipe-max-size may refuse, and then the default does.
+    let _ = rustix::pipe::fcntl_setpipe_size(&pipe_w, CHUNK);
     let mut moved_any = false;
     loop {
         let n = match splice(from, None, &pipe_w, None, CHUNK, SpliceFlags::MOVE) {
