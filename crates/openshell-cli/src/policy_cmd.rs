@@ -176,6 +176,7 @@ pub fn check(out: &Output, args: &CheckArgs) -> Result<Outcome, CliError> {
             "reason_code": d.reason,
             "detail": detail,
             "inspect": d.inspect,
+            "route": d.route,
         }));
     } else {
         out.line(&format!("{}: {detail}", d.verdict));

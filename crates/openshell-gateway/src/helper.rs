@@ -136,6 +136,29 @@ pub struct NetworkRevision {
     pub text: String,
 }
 
+/// The inference route for this sandbox's privacy router ([`RouteFile`]),
+/// written by the gateway (0600: it holds the backend's credential).
+pub const ROUTE_FILE: &str = "inference.json";
+/// What the proxy made of it ([`Applied`], `revision` = the file's generation).
+pub const ROUTE_APPLIED_FILE: &str = "inference.applied.json";
+
+/// The gateway's inference route as one sandbox's proxy gets it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RouteFile {
+    /// Grows with every change, so an answer can be matched to it.
+    pub generation: u64,
+    pub route: Option<openshell_proxy::router::InferenceRoute>,
+}
+
+fn read_route(dir: &SandboxDir) -> Result<RouteFile, String> {
+    let path = dir.0.join(ROUTE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RouteFile { generation: 0, route: None }),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
 /// The proxy's answer to a revision.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Applied {
@@ -156,12 +179,27 @@ fn network_policy(dir: &SandboxDir) -> Result<(u64, openshell_policy::Policy), S
     Ok((1, policy))
 }
 
-/// Applies the newest revision on SIGHUP (from the gateway) and says how it went.
+/// Applies the newest network revision on SIGHUP and the newest inference route
+/// on SIGUSR1 (both from the gateway), and says how it went.
 fn reload_on_hangup(dir: SandboxDir, handle: openshell_proxy::ProxyHandle) -> Result<(), String> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
-        .map_err(|e| format!("SIGHUP handler: {e}"))?;
+    use signal_hook::consts::{SIGHUP, SIGUSR1};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGHUP, SIGUSR1]).map_err(|e| format!("signal handlers: {e}"))?;
     std::thread::spawn(move || {
-        for _ in signals.forever() {
+        for signal in signals.forever() {
+            if signal == SIGUSR1 {
+                let applied = match read_route(&dir) {
+                    Ok(file) => match handle.set_route(file.route) {
+                        Ok(()) => Applied { revision: file.generation, error: None },
+                        Err(error) => Applied { revision: file.generation, error: Some(error) },
+                    },
+                    Err(error) => Applied { revision: u64::MAX, error: Some(error) },
+                };
+                if let Err(e) = openshell_runtime::sandbox::write_json(&dir.0.join(ROUTE_APPLIED_FILE), &applied) {
+                    eprintln!("proxy: {e}");
+                }
+                continue;
+            }
             let outcome = std::fs::read(dir.0.join(NETWORK_FILE))
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice::<NetworkRevision>(&b).map_err(|e| e.to_string()))
@@ -232,6 +270,7 @@ fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
             connector: Box::new(openshell_proxy::Direct),
             audit: Box::new(openshell_proxy::JsonLines::new(audit)),
             tls: interceptor(dir, &config.id),
+            route: read_route(dir)?.route,
         },
     )
     .map_err(|e| e.to_string())?;

@@ -129,6 +129,7 @@ const ENDPOINT: Spec = Spec {
         "deny_rules",
         "allowed_ips",
         "tls",
+        "routing",
     ],
     unsupported: &[
         "path",
@@ -773,6 +774,22 @@ impl Decoder {
         };
         ok &= tls.is_some();
 
+        let routing = self.choice(&f, "routing", key, "value", &[("inference", Routing::Inference)]);
+        ok &= routing.is_some();
+        let routing = routing.flatten();
+        if routing.is_some() {
+            for field in ["protocol", "access", "rules", "deny_rules", "tls", "enforcement"] {
+                if f.get(field).is_some() {
+                    ok = false;
+                    self.err(
+                        f.key_pos(field),
+                        &join(key, field),
+                        format!("`{field}` cannot be combined with `routing: inference`: the privacy router decides what such an endpoint accepts"),
+                    );
+                }
+            }
+        }
+
         // Rules that could never take effect.
         if !is_rest {
             for field in ["access", "rules", "deny_rules"] {
@@ -850,6 +867,7 @@ impl Decoder {
             deny_rules,
             allowed_ips: allowed_ips?,
             tls: tls?,
+            routing,
         })
     }
 

@@ -111,11 +111,22 @@ pub struct Decision<'e> {
     pub range: Option<&'static str>,
     /// The connection must be TLS-terminated and each request decided (L7).
     pub inspect: bool,
+    /// The connection goes to the privacy router (`routing: inference`).
+    pub route: bool,
 }
 
 impl<'e> Decision<'e> {
     fn new(verdict: Verdict, reason: Option<Reason>) -> Self {
-        Decision { verdict, policy: None, endpoint: None, reason, rule: None, range: None, inspect: false }
+        Decision {
+            verdict,
+            policy: None,
+            endpoint: None,
+            reason,
+            rule: None,
+            range: None,
+            inspect: false,
+            route: false,
+        }
     }
 
     pub fn is_allowed(&self) -> bool {
@@ -363,14 +374,16 @@ impl Engine {
             None => {
                 // L4: allowed by the first candidate; inspect when any candidate is REST.
                 let mut first = None;
-                let mut inspect = false;
+                let (mut inspect, mut route) = (false, false);
                 for r in candidates.clone().filter(|r| private_ok(r)) {
                     first.get_or_insert(r);
                     inspect |= self.endpoint(r).protocol == Some(Protocol::Rest);
+                    route |= self.endpoint(r).routing.is_some();
                 }
                 first.map(|r| {
                     let mut d = self.decision_for(Verdict::Allow, None, r);
                     d.inspect = inspect;
+                    d.route = route;
                     d
                 })
             }

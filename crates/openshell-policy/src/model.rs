@@ -150,6 +150,9 @@ pub struct Endpoint {
     pub allowed_ips: Vec<IpNet>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    /// **Ours**: requests to this endpoint go to the privacy router.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
 }
 
 impl Endpoint {
@@ -207,6 +210,15 @@ impl Access {
 pub enum Tls {
     /// Relay without terminating TLS.
     Skip,
+}
+
+/// **Ours**: where an endpoint's requests are routed instead of to the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// The gateway's inference route: TLS terminated, the caller's credentials
+    /// stripped, the backend's injected.
+    Inference,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

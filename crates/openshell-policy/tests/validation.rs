@@ -2112,6 +2112,19 @@ fn valid_fixtures_load() {
                 assert_eq!(policies["postgres"].endpoints[0].allowed_ips.len(), 2);
             }
             "minimal_l4.yaml" => assert_eq!(policies["ntp"].endpoints[0].ports, [123]),
+            "routing.yaml" => {
+                let e = &policies["inference"].endpoints;
+                assert_eq!(
+                    (e[0].routing, e[1].routing),
+                    (
+                        Some(openshell_policy::model::Routing::Inference),
+                        Some(openshell_policy::model::Routing::Inference)
+                    )
+                );
+                let engine = openshell_policy::Engine::new(&policy);
+                let d = engine.decide(&openshell_policy::Request::l4("api.openai.com", 443, "/usr/bin/python3.13"));
+                assert!(d.is_allowed() && d.route && !d.inspect, "{d:?}");
+            }
             other => panic!("{other}: add the checks of this new valid fixture"),
         }
     }

@@ -1,7 +1,7 @@
 //! `cargo xtask bench proxy`: the proxy against a direct connection on the same
 //! path, in one run (loopback servers of the bench's own):
 //! - throughput: a 1 GiB download through a CONNECT tunnel vs the same download
-//!   direct (3 rounds each, interleaved; medians);
+//!   direct (5 rounds each, interleaved; medians);
 //! - added latency per request: a small plain-HTTP request through the proxy
 //!   (absolute-form, a new connection each) vs the same request direct (p50, p99);
 //! - the L7 path (TLS terminated with the sandbox's CA, each request decided,
@@ -225,7 +225,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if test_mode { 8 << 20 } else { 1 << 30 });
-    let (rounds, requests) = if test_mode { (1, 20) } else { (3, 400) };
+    let (rounds, requests) = if test_mode { (1, 20) } else { (5, 400) };
     let bulk = bulk_server(bytes);
     let small = small_server();
     let (upstream_config, upstream_ca) = upstream_tls();
@@ -255,6 +255,7 @@ fn main() {
             ]))),
             audit: Box::new(JsonLines::new(std::io::sink())),
             tls: Some(Arc::new(interceptor)),
+            route: None,
         },
     )
     .expect("proxy");

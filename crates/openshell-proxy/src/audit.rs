@@ -1,5 +1,6 @@
 //! Audit events: one OCSF JSON line per decision — network activity (class 4001)
-//! for connections, HTTP activity (class 4002) for plain-HTTP requests. They
+//! for connections, HTTP activity (class 4002) for inspected requests, API
+//! activity (class 6003) for requests through the privacy router. They
 //! carry time, sandbox, binary, destination, decision, and the matched policy or
 //! the reason; never query strings, headers or bodies.
 
@@ -36,9 +37,36 @@ pub struct AuditEvent {
     pub revision: u64,
 }
 
+/// One request through the privacy router (OCSF API activity, class 6003):
+/// what was asked, of whom, and how it went; never bodies or credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiEvent {
+    pub time: u64,
+    pub class_uid: u32,
+    pub class_name: &'static str,
+    pub sandbox: String,
+    pub actor_process: Option<String>,
+    /// What the sandbox connected to (`inference.local` or a routed endpoint).
+    pub dst_hostname: String,
+    /// `POST /v1/chat/completions`.
+    pub operation: String,
+    pub provider: Option<String>,
+    /// The backend's host (and port when not the scheme's).
+    pub backend: Option<String>,
+    pub model: Option<String>,
+    /// The HTTP status the sandbox got.
+    pub status: u16,
+    pub latency_ms: u64,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    /// Why it failed or ended early, when it did.
+    pub note: Option<String>,
+}
+
 /// Where audit events go.
 pub trait AuditSink: Send + Sync {
     fn record(&self, event: &AuditEvent);
+    fn record_api(&self, event: &ApiEvent);
 }
 
 /// Writes each event as one JSON line.
@@ -46,17 +74,24 @@ pub struct JsonLines<W: Write + Send>(pub Mutex<W>);
 
 impl<W: Write + Send> AuditSink for JsonLines<W> {
     fn record(&self, event: &AuditEvent) {
-        let Ok(mut line) = serde_json::to_vec(event) else { return };
-        line.push(b'\n');
-        if let Ok(mut w) = self.0.lock() {
-            let _ = w.write_all(&line).and_then(|()| w.flush());
-        }
+        self.line(event);
+    }
+    fn record_api(&self, event: &ApiEvent) {
+        self.line(event);
     }
 }
 
 impl<W: Write + Send> JsonLines<W> {
     pub fn new(w: W) -> Self {
         JsonLines(Mutex::new(w))
+    }
+
+    fn line(&self, event: &impl Serialize) {
+        let Ok(mut line) = serde_json::to_vec(event) else { return };
+        line.push(b'\n');
+        if let Ok(mut w) = self.0.lock() {
+            let _ = w.write_all(&line).and_then(|()| w.flush());
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub enum HeadError {
 
 /// Reads one head (through the blank line). `Ok(None)`: the peer closed
 /// cleanly before sending anything.
-pub fn read_head_bytes<R: BufRead>(r: &mut R) -> Result<Option<Vec<u8>>, HeadError> {
+pub fn read_head_bytes<R: BufRead + ?Sized>(r: &mut R) -> Result<Option<Vec<u8>>, HeadError> {
     let mut head = Vec::with_capacity(1024);
     loop {
         let before = head.len();
@@ -42,7 +42,7 @@ pub fn read_head_bytes<R: BufRead>(r: &mut R) -> Result<Option<Vec<u8>>, HeadErr
 }
 
 /// Appends one line (with its `\n`) to `out`, refusing to grow past `limit`.
-fn read_line_into<R: BufRead>(r: &mut R, out: &mut Vec<u8>, limit: usize) -> Result<usize, HeadError> {
+fn read_line_into<R: BufRead + ?Sized>(r: &mut R, out: &mut Vec<u8>, limit: usize) -> Result<usize, HeadError> {
     let mut total = 0;
     loop {
         let buf = match r.fill_buf() {
@@ -214,7 +214,7 @@ pub fn response_body(method: &str, head: &ResponseHead) -> Body {
 
 /// Copies a body from `r` to `w` as framed, flushing as data arrives (so
 /// streamed responses, such as server-sent events, are not held back).
-pub fn copy_body<R: BufRead, W: Write>(r: &mut R, w: &mut W, body: Body) -> io::Result<u64> {
+pub fn copy_body<R: BufRead + ?Sized, W: Write + ?Sized>(r: &mut R, w: &mut W, body: Body) -> io::Result<u64> {
     match body {
         Body::Empty => Ok(0),
         Body::Length(n) => copy_exact(r, w, n),
@@ -224,7 +224,7 @@ pub fn copy_body<R: BufRead, W: Write>(r: &mut R, w: &mut W, body: Body) -> io::
 }
 
 /// Copies `n` bytes (`u64::MAX`: until the end of the stream).
-fn copy_exact<R: BufRead, W: Write>(r: &mut R, w: &mut W, n: u64) -> io::Result<u64> {
+fn copy_exact<R: BufRead + ?Sized, W: Write + ?Sized>(r: &mut R, w: &mut W, n: u64) -> io::Result<u64> {
     let mut left = n;
     while left > 0 {
         let buf = match r.fill_buf() {
@@ -248,7 +248,7 @@ fn copy_exact<R: BufRead, W: Write>(r: &mut R, w: &mut W, n: u64) -> io::Result<
     Ok(n.saturating_sub(left))
 }
 
-fn copy_chunked<R: BufRead, W: Write>(r: &mut R, w: &mut W) -> io::Result<u64> {
+fn copy_chunked<R: BufRead + ?Sized, W: Write + ?Sized>(r: &mut R, w: &mut W) -> io::Result<u64> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
     let mut total = 0;
     let mut line = Vec::with_capacity(64);

@@ -22,9 +22,9 @@ use crate::tls::Interceptor;
 const HOP_BY_HOP: &[&str] = &["proxy-authorization", "proxy-connection", "keep-alive", "expect"];
 
 /// A client stream with bytes that were read ahead of the TLS handshake.
-struct Prefixed {
-    prefix: io::Cursor<Vec<u8>>,
-    inner: TcpStream,
+pub(crate) struct Prefixed {
+    pub(crate) prefix: io::Cursor<Vec<u8>>,
+    pub(crate) inner: TcpStream,
 }
 
 impl Read for Prefixed {
@@ -209,7 +209,7 @@ fn connect_upstream(tls: &Interceptor, tcp: TcpStream, host: &str) -> Result<Ups
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| format!("TLS to the upstream failed: {e}"))?;
     }
-    Ok(BufReader::with_capacity(64 * 1024, StreamOwned::new(conn, tcp)))
+    Ok(BufReader::with_capacity(256 * 1024, StreamOwned::new(conn, tcp)))
 }
 
 /// Forwards one request and its response. `Ok(false)`: the connection ends

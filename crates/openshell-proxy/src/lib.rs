@@ -21,9 +21,10 @@ pub mod identify;
 mod l7;
 pub mod proxy;
 pub mod resolve;
+pub mod router;
 pub mod tls;
 
-pub use audit::{AuditEvent, AuditSink, JsonLines};
+pub use audit::{ApiEvent, AuditEvent, AuditSink, JsonLines};
 pub use identify::{Caller, Fixed, Identify, ProcIdentify};
 pub use proxy::{Connect, Direct, Proxy, ProxyConfig, ProxyError, ProxyHandle};
 pub use resolve::{Resolve, StaticResolver, SystemResolver, WithOverrides};

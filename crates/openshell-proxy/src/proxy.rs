@@ -21,8 +21,9 @@ use serde_json::json;
 use crate::audit::{AuditEvent, AuditSink, now_ms};
 use crate::identify::{Caller, Identify};
 use crate::resolve::Resolve;
+use crate::router::{Active, INFERENCE_HOST, InferenceRoute};
 use crate::tls::Interceptor;
-use crate::{http1, l7};
+use crate::{http1, l7, router};
 
 /// The largest request head read before deciding.
 const MAX_HEAD: usize = 64 * 1024;
@@ -38,6 +39,13 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the inference route: {0}")]
+    Route(String),
+}
+
+fn active(route: InferenceRoute) -> Result<Arc<Active>, String> {
+    let backend = route.validate()?;
+    Ok(Arc::new(Active { route, backend }))
 }
 
 /// Opens upstream connections; the real one connects to the checked address.
@@ -65,19 +73,22 @@ pub(crate) struct Generation {
 struct Open {
     host: String,
     port: u16,
-    ip: IpAddr,
+    /// The checked address (none for a routed connection: never resolved).
+    ip: Option<IpAddr>,
     caller: Option<Caller>,
-    streams: [TcpStream; 2],
+    streams: Vec<TcpStream>,
 }
 
 pub(crate) struct Shared {
-    sandbox: String,
+    pub(crate) sandbox: String,
     pub(crate) generation: RwLock<Arc<Generation>>,
     identify: Box<dyn Identify>,
-    resolver: Box<dyn Resolve>,
-    connector: Box<dyn Connect>,
-    audit: Box<dyn AuditSink>,
+    pub(crate) resolver: Box<dyn Resolve>,
+    pub(crate) connector: Box<dyn Connect>,
+    pub(crate) audit: Box<dyn AuditSink>,
     tls: Option<Arc<Interceptor>>,
+    /// The privacy router's route (none: inference requests get a 503 saying so).
+    pub(crate) route: RwLock<Option<Arc<Active>>>,
     open: Mutex<HashMap<u64, Open>>,
     next: AtomicU64,
     /// Each binary's sha256 as first seen: a binary whose content changed since
@@ -107,13 +118,16 @@ pub struct ProxyConfig {
     pub resolver: Box<dyn Resolve>,
     pub connector: Box<dyn Connect>,
     pub audit: Box<dyn AuditSink>,
-    /// TLS termination for endpoints with L7 rules; without it such endpoints
-    /// are refused (fail closed).
+    /// TLS termination for endpoints with L7 rules and for the privacy router;
+    /// without it such endpoints are refused (fail closed).
     pub tls: Option<Arc<Interceptor>>,
+    /// Where inference requests go (changed live with [`ProxyHandle::set_route`]).
+    pub route: Option<InferenceRoute>,
 }
 
 impl Proxy {
     pub fn bind(addr: SocketAddr, config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        let route = config.route.map(active).transpose().map_err(ProxyError::Route)?;
         let listener = TcpListener::bind(addr).map_err(|source| ProxyError::Bind { addr, source })?;
         let engine = Engine::new(&config.policy);
         let shared = Arc::new(Shared {
@@ -124,6 +138,7 @@ impl Proxy {
             connector: config.connector,
             audit: config.audit,
             tls: config.tls,
+            route: RwLock::new(route),
             open: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             pins: Mutex::new(HashMap::new()),
@@ -185,7 +200,7 @@ impl ProxyHandle {
                 port: o.port,
                 binary: o.caller.as_ref().map(|c| c.binary.as_str()),
                 ancestors: &ancestors,
-                resolved_ip: Some(o.ip),
+                resolved_ip: o.ip,
                 http: None,
             };
             let decision = new.engine.decide(&req);
@@ -199,6 +214,13 @@ impl ProxyHandle {
             false
         });
         Ok(new.revision)
+    }
+
+    /// Replaces the inference route (`None`: no route); the next request uses it.
+    pub fn set_route(&self, route: Option<InferenceRoute>) -> Result<(), String> {
+        let route = route.map(active).transpose()?;
+        *self.shared.route.write().unwrap_or_else(|p| p.into_inner()) = route;
+        Ok(())
     }
 
     /// How many connections are being relayed.
@@ -336,10 +358,11 @@ pub(crate) fn record(
         Verdict::Audit => "audited",
         Verdict::Deny => "blocked",
     };
-    let reason = decision.reason.map(|r| match note {
-        Some(n) => format!("{r} ({n})"),
-        None => r.to_string(),
-    });
+    let reason = match (decision.reason, note) {
+        (Some(r), Some(n)) => Some(format!("{r} ({n})")),
+        (Some(r), None) => Some(r.to_string()),
+        (None, n) => n.map(str::to_owned),
+    };
     audit_event(shared, generation, req, disposition, decision.policy, reason);
 }
 
@@ -391,11 +414,29 @@ fn connection(shared: &Shared, mut client: TcpStream) {
         resolved_ip: None,
         http,
     };
+    // The privacy router's own name: open to every caller (the router is the
+    // boundary; no credential of the sandbox's reaches it), never resolved.
+    if head.host == INFERENCE_HOST {
+        if !head.connect || head.port != 443 {
+            let body = json!({"error": format!("{INFERENCE_HOST} is reached over HTTPS (https://{INFERENCE_HOST}/)")});
+            return respond(&mut client, 400, &body);
+        }
+        audit_event(shared, &generation, &req, "allowed", Some("privacy router"), None);
+        return route_connection(shared, client, &head, caller.as_ref(), None);
+    }
     // Decided before resolving: a name the policy does not allow is never looked up.
     let decision = generation.engine.decide(&req);
     if !decision.is_allowed() {
         record(shared, &generation, &req, &decision, None);
         return respond(&mut client, 403, &denial(&head, &decision, &generation, &req));
+    }
+    if decision.route {
+        record(shared, &generation, &req, &decision, Some("routed to the privacy router"));
+        if !head.connect {
+            let body = json!({"error": "this endpoint is routed to the privacy router, which is reached over HTTPS"});
+            return respond(&mut client, 400, &body);
+        }
+        return route_connection(shared, client, &head, caller.as_ref(), Some(&ancestors));
     }
     let inspect = head.connect && decision.inspect;
     if inspect && shared.tls.is_none() {
@@ -438,7 +479,7 @@ fn connection(shared: &Shared, mut client: TcpStream) {
             return;
         }
         let (Ok(c), Ok(u)) = (client.try_clone(), upstream.try_clone()) else { return };
-        let id = register(shared, &head, ip, caller.clone(), [c, u]);
+        let id = register(shared, &head, Some(ip), caller.clone(), vec![c, u]);
         let tunnel = l7::Tunnel { head: &head, ip, caller: caller.as_ref(), ancestors: &ancestors };
         l7::inspect(shared, tls, server, client, upstream, &tunnel);
         return unregister(shared, id);
@@ -470,15 +511,46 @@ fn relay(shared: &Shared, client: TcpStream, upstream: TcpStream, head: &Head, i
     else {
         return;
     };
-    let id = register(shared, head, ip, caller, [c3, u3]);
+    let id = register(shared, head, Some(ip), caller, vec![c3, u3]);
     let down = std::thread::spawn(move || copy_then_close(u2, c2));
     copy_then_close(client, upstream);
     let _ = down.join();
     unregister(shared, id);
 }
 
+/// Hands a CONNECT to the privacy router. `policy_routed`: the connection was
+/// allowed by a `routing: inference` endpoint (a reload that denies it closes it).
+fn route_connection(
+    shared: &Shared,
+    mut client: TcpStream,
+    head: &Head,
+    caller: Option<&Caller>,
+    policy_routed: Option<&[&str]>,
+) {
+    let Some(tls) = shared.tls.as_ref() else {
+        let body = json!({"error": "blocked: the privacy router needs TLS termination, and this proxy has no CA"});
+        return respond(&mut client, 403, &body);
+    };
+    let server = match tls.server_config(&head.host) {
+        Ok(s) => s,
+        Err(e) => return respond(&mut client, 502, &json!({"error": e.to_string(), "host": head.host})),
+    };
+    if client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").is_err() {
+        return;
+    }
+    let id = match (policy_routed, client.try_clone()) {
+        (Some(_), Ok(c)) => Some(register(shared, head, None, caller.cloned(), vec![c])),
+        _ => None,
+    };
+    let who = router::Caller { binary: caller.map(|c| c.binary.as_str()), host: &head.host };
+    router::serve(shared, tls, server, client, head.rest.clone(), &who);
+    if let Some(id) = id {
+        unregister(shared, id);
+    }
+}
+
 /// Tracks an open connection so that a reload can re-decide and close it.
-fn register(shared: &Shared, head: &Head, ip: IpAddr, caller: Option<Caller>, streams: [TcpStream; 2]) -> u64 {
+fn register(shared: &Shared, head: &Head, ip: Option<IpAddr>, caller: Option<Caller>, streams: Vec<TcpStream>) -> u64 {
     let id = shared.next.fetch_add(1, Ordering::Relaxed);
     let open = Open { host: head.host.clone(), port: head.port, ip, caller, streams };
     shared.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, open);

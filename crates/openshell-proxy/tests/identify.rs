@@ -71,6 +71,7 @@ fn a_binary_changed_since_first_use_is_denied() {
             connector: Box::new(ToEcho(echo_addr)),
             audit: Box::new(JsonLines::new(std::io::sink())),
             tls: None,
+            route: None,
         },
     )
     .expect("proxy");

@@ -74,6 +74,9 @@ impl AuditSink for Sink {
     fn record(&self, event: &openshell_proxy::AuditEvent) {
         self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
     }
+    fn record_api(&self, event: &openshell_proxy::ApiEvent) {
+        self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
+    }
 }
 
 /// Carries the private test addresses to loopback servers.
@@ -232,6 +235,7 @@ fn setup(with_tls: bool) -> Setup {
             connector: Box::new(Redirect(redirect)),
             audit: Box::new(Sink(Arc::clone(&audit))),
             tls,
+            route: None,
         },
     )
     .expect("bind proxy");

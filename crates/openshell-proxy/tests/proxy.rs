@@ -61,6 +61,9 @@ impl AuditSink for Sink {
     fn record(&self, event: &openshell_proxy::AuditEvent) {
         self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
     }
+    fn record_api(&self, event: &openshell_proxy::ApiEvent) {
+        self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
+    }
 }
 
 /// Counts lookups (a denied name must never be looked up).
@@ -164,6 +167,7 @@ fn setup(caller: Option<&str>) -> Setup {
             connector: Box::new(Redirect(redirect, Arc::clone(&dialled))),
             audit: Box::new(Sink(Arc::clone(&audit))),
             tls: None,
+            route: None,
         },
     )
     .expect("bind proxy");
