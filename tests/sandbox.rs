@@ -299,7 +299,8 @@ fn the_network_is_loopback_only() {
         "--",
         "sh",
         "-c",
-        "nc -l -p 8080 & sleep 0.3; echo over-loopback | nc 127.0.0.1 8080",
+        // The client retries until the listener is up (a fixed sleep raced under load).
+        "nc -l -p 8080 & i=0; while [ $i -lt 100 ]; do echo over-loopback | nc 127.0.0.1 8080 2>/dev/null && break; sleep 0.05; i=$((i+1)); done; wait",
     ]);
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "over-loopback\n"), "{}", text(&out));
     // Nothing else is reachable: there is no route out.
@@ -1115,4 +1116,225 @@ fn real_clients_in_the_default_image() {
         lines.iter().any(|e| e["disposition"] == "allowed" && e["http_path"] == "/repo.git/git-upload-pack"),
         "{all}"
     );
+}
+
+/// A mock inference backend (plain HTTP, keep-alive) on `listener`, recording
+/// every request's head and body. The request's `model` picks the behaviour:
+/// `stream`: two server-sent events 1.5 s apart; `stall`: one event, then
+/// nothing for 6 s; otherwise a JSON answer with usage.
+fn mock_backend(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use openshell_proxy::http1;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(tcp.try_clone().expect("clone"));
+                let mut out = tcp;
+                while let Ok(Some(head)) = http1::read_head_bytes(&mut reader) {
+                    let req = http1::parse_request(&head).expect("head");
+                    let mut body = Vec::new();
+                    let framing = http1::request_body(&req.headers).expect("framing");
+                    http1::copy_body(&mut reader, &mut body, framing).expect("body");
+                    log.lock().expect("lock").push(format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&head),
+                        String::from_utf8_lossy(&body)
+                    ));
+                    let model = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["model"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    let event = |data: &str| {
+                        let e = format!("data: {data}\n\n");
+                        format!("{:x}\r\n{e}\r\n", e.len())
+                    };
+                    let sse =
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+                    let first = r#"{"choices":[{"index":0,"delta":{"content":"first"}}]}"#;
+                    match model.as_str() {
+                        "stream" | "stall" => {
+                            let _ = write!(out, "{sse}{}", event(first));
+                            let _ = out.flush();
+                            if model == "stall" {
+                                std::thread::sleep(Duration::from_secs(6));
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(1500));
+                            let last = r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}"#;
+                            let _ = write!(out, "{}{}0\r\n\r\n", event(last), event("[DONE]"));
+                        }
+                        _ => {
+                            let answer = format!(
+                                r#"{{"id":"r1","object":"chat.completion","model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"routed hello"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":11,"completion_tokens":4,"total_tokens":15}}}}"#
+                            );
+                            let _ = write!(
+                                out,
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                                answer.len()
+                            );
+                        }
+                    }
+                    let _ = out.flush();
+                }
+            });
+        }
+    });
+    seen
+}
+
+/// The privacy router end to end: a provider and route on the gateway, a
+/// sandbox of the default image calling https://inference.local with Python's
+/// urllib. The backend gets the backend's key and never the caller's; the
+/// sandbox cannot find the backend's key anywhere it can look; streams arrive
+/// incrementally; a stalled backend meets the idle timeout; other requests are
+/// refused; route changes apply to the running sandbox.
+#[test]
+fn inference_is_routed_and_the_key_never_enters_the_sandbox() {
+    const KEY: &str = "sk-backend-7f3a9c2e";
+    let store = default_image_store();
+    let mut env = Env::new();
+    let upstream = Upstream::start(env.path());
+    let seen = mock_backend(upstream.bind(8000));
+    env.hosts = format!("backend.test={}", upstream.addr);
+    let ok = |out: &Output| assert!(out.status.success(), "{}", text(out));
+    let out = env
+        .command(&[
+            "provider",
+            "create",
+            "--name",
+            "mock",
+            "--type",
+            "openai-compatible",
+            "--base-url",
+            "http://backend.test:8000/v1",
+            "--credential",
+            "MOCK_API_KEY",
+        ])
+        .env("MOCK_API_KEY", KEY)
+        .output()
+        .expect("run");
+    ok(&out);
+    let out = env.run(&["provider", "list"]);
+    assert!(stdout(&out).contains("MOCK_API_KEY (set)") && !text(&out).contains(KEY), "{}", text(&out));
+    ok(&env.run(&["inference", "set", "--provider", "mock", "--model", "served-model", "--timeout", "2"]));
+
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lockfiles/default.lock").display().to_string();
+    ok(&env.run(&["sandbox", "create", "-d", "--name", "agent", "--store", &store, "--image", &lock]));
+    let py = |script: &str| env.run(&["sandbox", "exec", "agent", "--", "python3", "-c", script]);
+    let audit = || stdout(&env.run(&["sandbox", "logs", "--audit", "agent"]));
+
+    // The agents' SDKs are pointed at the router, with a placeholder key.
+    let out = env.run(&[
+        "sandbox",
+        "exec",
+        "agent",
+        "--",
+        "sh",
+        "-c",
+        "echo $OPENAI_BASE_URL $OPENAI_API_KEY $ANTHROPIC_BASE_URL",
+    ]);
+    assert_eq!(stdout(&out), "https://inference.local/v1 openshell-routed https://inference.local\n", "{}", text(&out));
+
+    let request = r#"
+import json, os, sys, time, urllib.request, urllib.error
+def call(path, body=None, method="POST", headers={}):
+    req = urllib.request.Request("https://inference.local" + path, method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Bearer sk-caller-in-sandbox", "Content-Type": "application/json",
+                 "X-Trace-Id": "t-1", "Cookie": "s=1", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+"#;
+    let out = py(&format!(
+        "{request}\nstatus, body = call('/v1/chat/completions', {{'model': 'gpt-x', 'messages': [{{'role': 'user', 'content': 'hi'}}]}})\nprint(status, json.loads(body)['choices'][0]['message']['content'])"
+    ));
+    assert_eq!(stdout(&out), "200 routed hello\n", "{}\n{}", text(&out), audit());
+    let backend_saw = seen.lock().expect("lock").join("\n---\n");
+    assert!(backend_saw.contains(&format!("Authorization: Bearer {KEY}")), "{backend_saw}");
+    assert!(backend_saw.contains(r#""model":"served-model""#), "the route's model: {backend_saw}");
+    for absent in ["sk-caller-in-sandbox", "X-Trace-Id", "Cookie"] {
+        assert!(!backend_saw.contains(absent), "{absent} reached the backend: {backend_saw}");
+    }
+
+    // Streaming (a live route change first): the first event arrives well before
+    // the last (the backend sends them 1.5 s apart).
+    ok(&env.run(&["inference", "set", "--provider", "mock", "--model", "stream", "--timeout", "2"]));
+    let out = py(&format!(
+        "{request}\nreq = urllib.request.Request('https://inference.local/v1/chat/completions', data=json.dumps({{'model': 'x', 'stream': True}}).encode(), headers={{'Content-Type': 'application/json'}})\nstart = time.time(); times = []\nwith urllib.request.urlopen(req) as r:\n    for line in r:\n        if line.startswith(b'data:'): times.append(time.time() - start)\nprint(len(times), times[-1] - times[0] >= 1.0)"
+    ));
+    assert_eq!(stdout(&out), "3 True\n", "{}\n{}", text(&out), audit());
+
+    // A stalled backend: the first event, then the idle timeout (2 s) ends it.
+    ok(&env.run(&["inference", "set", "--provider", "mock", "--model", "stall", "--timeout", "2"]));
+    let out = py(&format!(
+        "{request}\nreq = urllib.request.Request('https://inference.local/v1/chat/completions', data=b'{{}}', headers={{'Content-Type': 'application/json'}})\nstart = time.time(); got = b''\ntry:\n    with urllib.request.urlopen(req) as r:\n        for line in r: got += line\nexcept Exception as e: pass\nprint(b'first' in got, time.time() - start < 4.5)"
+    ));
+    assert_eq!(stdout(&out), "True True\n", "{}\n{}", text(&out), audit());
+
+    // Other requests are refused, saying what is supported.
+    let out = py(&format!(
+        "{request}\nstatus, body = call('/v1/files', method='GET')\nprint(status, 'POST /v1/chat/completions' in body.decode())"
+    ));
+    assert_eq!(stdout(&out), "400 True\n", "{}", text(&out));
+
+    // The backend's key is nowhere the sandbox can look: environment, files,
+    // /proc of every process it sees, error messages.
+    // (Python: the image has no grep.) Every readable file under the image's
+    // top-level directories (Landlock does not let `/` itself be listed), and
+    // every other visible process's environment and command line.
+    let hunt = format!(
+        r#"
+import os
+k = b"{head}" + b"{tail}"
+env = sum(k in v.encode() for v in os.environ.values())
+procs = 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    if int(pid) == os.getpid(): continue
+    for f in ("environ", "cmdline"):
+        try: procs += k in open(f"/proc/{{pid}}/{{f}}", "rb").read()
+        except OSError: pass
+files = scanned = 0
+tops = ["/usr", "/etc", "/sandbox", "/tmp", "/opt", "/var", "/home", "/root", "/run", "/srv", "/lib", "/bin", "/sbin", "/mnt", "/media"]
+for root, dirs, names in (w for t in tops for w in os.walk(t)):
+    for n in names:
+        p = os.path.join(root, n)
+        try:
+            if os.path.islink(p) or not os.path.isfile(p): continue
+            with open(p, "rb") as fh: files += k in fh.read(); scanned += 1
+        except OSError: pass
+print(env, procs, files, scanned > 1000)
+"#,
+        head = &KEY[..8],
+        tail = &KEY[8..]
+    );
+    let out = py(&hunt);
+    assert_eq!(stdout(&out), "0 0 0 True\n", "{}", text(&out));
+    let all = audit();
+    assert!(!all.contains(KEY) && !all.contains("sk-caller-in-sandbox"), "{all}");
+    let api: Vec<serde_json::Value> = all
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["class_uid"] == 6003)
+        .collect();
+    assert!(
+        api.iter().any(|e| e["provider"] == "mock"
+            && e["model"] == "served-model"
+            && e["status"] == 200
+            && e["input_tokens"] == 11
+            && e["output_tokens"] == 4),
+        "{all}"
+    );
+    assert!(api.iter().any(|e| e["note"].as_str().is_some_and(|n| n.contains("idle timeout"))), "{all}");
+
+    // Without a route: 503 naming the command that sets one.
+    ok(&env.run(&["inference", "delete"]));
+    let out = py(&format!(
+        "{request}\nstatus, body = call('/v1/chat/completions', {{}})\nprint(status, 'inference set' in body.decode())"
+    ));
+    assert_eq!(stdout(&out), "503 True\n", "{}", text(&out));
 }

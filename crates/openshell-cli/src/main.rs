@@ -3,6 +3,7 @@
 //! programs (`--output json`).
 
 mod image_cmd;
+mod inference_cmd;
 mod output;
 mod policy_cmd;
 mod sandbox_cmd;
@@ -61,6 +62,12 @@ enum Command {
     /// The local gateway that owns sandboxes and their state.
     #[command(subcommand)]
     Gateway(sandbox_cmd::GatewayCommand),
+    /// Model providers for the privacy router (credentials stay with the gateway).
+    #[command(subcommand)]
+    Provider(inference_cmd::ProviderCommand),
+    /// The inference route: where sandboxes' model requests go.
+    #[command(subcommand)]
+    Inference(inference_cmd::InferenceCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -189,6 +196,8 @@ fn main() -> ExitCode {
         },
         Command::Sandbox(cmd) => return sandbox_exit(&out, sandbox_cmd::sandbox(&out, cmd)),
         Command::Gateway(cmd) => return sandbox_exit(&out, sandbox_cmd::gateway(&out, cmd)),
+        Command::Provider(cmd) => return sandbox_exit(&out, inference_cmd::provider(&out, cmd)),
+        Command::Inference(cmd) => return sandbox_exit(&out, inference_cmd::inference(&out, cmd)),
         Command::Lock(args) => image_cmd::lock(&out, &args),
         Command::Fetch(args) => image_cmd::fetch(&out, &args),
         Command::Build(args) => image_cmd::build(&out, &args),

@@ -28,7 +28,7 @@ pub struct SandboxCmdError {
     pub code: u8,
 }
 
-fn fail(message: impl std::fmt::Display) -> SandboxCmdError {
+pub(crate) fn fail(message: impl std::fmt::Display) -> SandboxCmdError {
     SandboxCmdError { message: message.to_string(), code: 1 }
 }
 
@@ -143,7 +143,7 @@ fn rpc_err(e: ClientError) -> SandboxCmdError {
 }
 
 /// Sends a request with one answer; an `Error` answer is an error.
-fn call(request: &Request) -> Result<Response, SandboxCmdError> {
+pub(crate) fn call(request: &Request) -> Result<Response, SandboxCmdError> {
     let client = connect(true)?;
     match client.call(request).map_err(rpc_err)? {
         Response::Error { message } => Err(fail(message)),
@@ -151,7 +151,7 @@ fn call(request: &Request) -> Result<Response, SandboxCmdError> {
     }
 }
 
-fn age(secs: u64) -> String {
+pub(crate) fn age(secs: u64) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let d = now.saturating_sub(secs);
     match d {

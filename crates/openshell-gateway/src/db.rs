@@ -53,7 +53,50 @@ CREATE TABLE IF NOT EXISTS policies (
     created INTEGER NOT NULL,
     PRIMARY KEY (sandbox, revision)
 );
+CREATE TABLE IF NOT EXISTS providers (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    base_url TEXT NOT NULL,
+    credential_name TEXT NOT NULL,
+    credential TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inference (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    provider TEXT NOT NULL REFERENCES providers(name),
+    model TEXT NOT NULL,
+    timeout_secs INTEGER NOT NULL,
+    generation INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 ";
+
+/// A provider as stored: its credential only in `credential`, never in `info`.
+#[derive(Clone)]
+pub struct ProviderRow {
+    pub info: crate::proto::ProviderInfo,
+    pub credential: String,
+}
+
+/// The inference route as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InferenceRow {
+    pub provider: String,
+    pub model: String,
+    pub timeout_secs: u64,
+    pub generation: u64,
+}
+
+fn next_generation(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> {
+    tx.execute(
+        "INSERT INTO counters (name, value) VALUES ('route', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
+        [],
+    )?;
+    tx.query_row("SELECT value FROM counters WHERE name = 'route'", [], |r| r.get::<_, i64>(0)).map(|v| v as u64)
+}
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -69,9 +112,103 @@ impl Db {
         // the state also lives in each sandbox's directory (exit.json) for recovery.
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        // A deleted provider's credential is overwritten, not left in free pages.
+        conn.pragma_update(None, "secure_delete", "ON").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // Provider credentials live here: owner-only, whatever the umask.
+        use std::os::unix::fs::PermissionsExt;
+        for file in [path.to_path_buf(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
+            if file.exists() {
+                let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+            }
+        }
         Ok(Db { conn, path: name })
+    }
+
+    pub fn add_provider(&self, row: &ProviderRow) -> Result<bool, DbError> {
+        let i = &row.info;
+        let n = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO providers (name, kind, base_url, credential_name, credential, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![i.name, i.kind, i.base_url, i.credential_name, row.credential, i.created as i64],
+            )
+            .map_err(self.err())?;
+        Ok(n == 1)
+    }
+
+    pub fn providers(&self) -> Result<Vec<ProviderRow>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, kind, base_url, credential_name, credential, created FROM providers ORDER BY name")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ProviderRow {
+                    info: crate::proto::ProviderInfo {
+                        name: r.get(0)?,
+                        kind: r.get(1)?,
+                        base_url: r.get(2)?,
+                        credential_name: r.get(3)?,
+                        created: r.get::<_, i64>(5)? as u64,
+                    },
+                    credential: r.get(4)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    pub fn delete_provider(&self, name: &str) -> Result<bool, DbError> {
+        let n = self.conn.execute("DELETE FROM providers WHERE name = ?1", params![name]).map_err(self.err())?;
+        Ok(n == 1)
+    }
+
+    /// Sets the route; returns its generation (grows with every change).
+    pub fn set_inference(&self, provider: &str, model: &str, timeout_secs: u64) -> Result<u64, DbError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let generation = next_generation(&tx).map_err(self.err())?;
+        tx.execute(
+            "INSERT OR REPLACE INTO inference (id, provider, model, timeout_secs, generation) VALUES (1, ?1, ?2, ?3, ?4)",
+            params![provider, model, timeout_secs as i64, generation as i64],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        Ok(generation)
+    }
+
+    pub fn inference(&self) -> Result<Option<InferenceRow>, DbError> {
+        self.conn
+            .query_row("SELECT provider, model, timeout_secs, generation FROM inference WHERE id = 1", [], |r| {
+                Ok(InferenceRow {
+                    provider: r.get(0)?,
+                    model: r.get(1)?,
+                    timeout_secs: r.get::<_, i64>(2)? as u64,
+                    generation: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Removes the route; returns the generation of "no route".
+    pub fn delete_inference(&self) -> Result<u64, DbError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let generation = next_generation(&tx).map_err(self.err())?;
+        tx.execute("DELETE FROM inference", []).map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        Ok(generation)
+    }
+
+    /// The generation of the current route (or of its removal).
+    pub fn route_generation(&self) -> Result<u64, DbError> {
+        self.conn
+            .query_row("SELECT value FROM counters WHERE name = 'route'", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|v| v.unwrap_or(0) as u64)
+            .map_err(self.err())
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> DbError + '_ {

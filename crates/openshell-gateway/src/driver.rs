@@ -42,9 +42,17 @@ pub struct Created {
 
 impl Created {
     /// The job of a sandbox created by `req`: its command (none: idle) and the
-    /// image's environment with the request's entries on top.
-    pub fn job(&self, req: &CreateRequest) -> openshell_runtime::init::Job {
+    /// image's environment with the request's entries on top. `routed`: an
+    /// inference route exists, so the agents' SDKs are pointed at the router
+    /// (with a placeholder key: the real one never enters the sandbox).
+    pub fn job(&self, req: &CreateRequest, routed: bool) -> openshell_runtime::init::Job {
         let mut env = self.env.clone();
+        if routed && self.proxy.is_some() {
+            for (k, v) in ROUTED_ENV {
+                env.retain(|e| e.split_once('=').map(|(key, _)| key) != Some(*k));
+                env.push(format!("{k}={v}"));
+            }
+        }
         if let Some(proxy) = &self.proxy {
             // Every client finds the proxy; Node's fetch only with NODE_USE_ENV_PROXY.
             let no_proxy = "localhost,127.0.0.1,::1";
@@ -77,6 +85,22 @@ impl Created {
         openshell_runtime::init::Job { args: req.command.clone(), env, idle: req.command.is_empty() }
     }
 }
+
+/// What a sandbox's agents get when an inference route exists: base URLs at the
+/// privacy router and a key that is only a placeholder.
+pub const ROUTED_ENV: &[(&str, &str)] = &[
+    ("ANTHROPIC_BASE_URL", "https://inference.local"),
+    ("ANTHROPIC_API_KEY", ROUTED_KEY),
+    ("OPENAI_BASE_URL", "https://inference.local/v1"),
+    ("OPENAI_API_KEY", ROUTED_KEY),
+    (
+        "OPENCODE_CONFIG_CONTENT",
+        r#"{"provider":{"anthropic":{"options":{"baseURL":"https://inference.local/v1","apiKey":"openshell-routed"}},"openai":{"options":{"baseURL":"https://inference.local/v1","apiKey":"openshell-routed"}}}}"#,
+    ),
+];
+
+/// The placeholder key routed sandboxes see (the router replaces it).
+pub const ROUTED_KEY: &str = "openshell-routed";
 
 /// A started run: its process 1 and the handle to wait for its end.
 pub struct Run {
@@ -186,6 +210,15 @@ pub trait Driver: Send + Sync {
         revision: i64,
         name: &str,
         text: &str,
+        supervisor: Option<i32>,
+        wait: bool,
+    ) -> Result<Applied, DriverError>;
+    /// Hands the inference route to the sandbox's proxy (the file is owner-only:
+    /// it holds the backend's credential); like [`Driver::reload_network`].
+    fn set_route(
+        &self,
+        id: &str,
+        route: &crate::helper::RouteFile,
         supervisor: Option<i32>,
         wait: bool,
     ) -> Result<Applied, DriverError>;
@@ -352,6 +385,40 @@ fn image_config(config: &serde_json::Value) -> (Vec<String>, Vec<String>, String
 }
 
 /// `/etc/<name>` of the image: the top-most layer that has it.
+/// Signals a running supervisor that a new file awaits its proxy and, with
+/// `wait`, waits (5 s at most) for its answer in `applied` to reach `revision`.
+fn hand_over(
+    applied: &Path,
+    supervisor: Option<i32>,
+    signal: Signal,
+    revision: u64,
+    wait: bool,
+) -> Result<Applied, DriverError> {
+    let Some(pid) = supervisor else { return Ok(Applied::AtStart) };
+    let _ = std::fs::remove_file(applied);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .map_err(|e| DriverError::new(format!("signalling the supervisor: {e}")))?;
+    if !wait {
+        return Ok(Applied::Sent);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if let Ok(bytes) = std::fs::read(applied)
+            && let Ok(answer) = serde_json::from_slice::<crate::helper::Applied>(&bytes)
+            && answer.revision >= revision
+        {
+            return match answer.error {
+                None => Ok(Applied::Confirmed),
+                Some(e) => Err(DriverError::new(e)),
+            };
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(DriverError::new("the proxy did not confirm within 5 s"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// A file of the image (`rel` relative to its root), from the topmost layer
 /// that has it. Symlinks resolve inside that layer, never onto the host.
 fn image_file(layers: &[PathBuf], rel: &str) -> Option<String> {
@@ -618,29 +685,36 @@ impl Driver for LocalDriver {
         let record =
             crate::helper::NetworkRevision { revision: revision as u64, name: name.to_owned(), text: text.to_owned() };
         write_json(&dir.0.join(crate::helper::NETWORK_FILE), &record).map_err(DriverError::new)?;
-        let Some(pid) = supervisor.filter(|pid| self.alive(id, *pid)) else { return Ok(Applied::AtStart) };
-        let _ = std::fs::remove_file(dir.0.join(crate::helper::APPLIED_FILE));
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
-            .map_err(|e| DriverError::new(format!("signalling the supervisor: {e}")))?;
-        if !wait {
-            return Ok(Applied::Sent);
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            if let Ok(bytes) = std::fs::read(dir.0.join(crate::helper::APPLIED_FILE))
-                && let Ok(applied) = serde_json::from_slice::<crate::helper::Applied>(&bytes)
-                && applied.revision >= revision as u64
-            {
-                return match applied.error {
-                    None => Ok(Applied::Confirmed),
-                    Some(e) => Err(DriverError::new(e)),
-                };
-            }
-            if std::time::Instant::now() > deadline {
-                return Err(DriverError::new("the proxy did not confirm within 5 s"));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        let running = supervisor.filter(|pid| self.alive(id, *pid));
+        let signal = nix::sys::signal::Signal::SIGHUP;
+        hand_over(&dir.0.join(crate::helper::APPLIED_FILE), running, signal, revision as u64, wait)
+    }
+
+    fn set_route(
+        &self,
+        id: &str,
+        route: &crate::helper::RouteFile,
+        supervisor: Option<i32>,
+        wait: bool,
+    ) -> Result<Applied, DriverError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.sandbox(id);
+        let path = dir.0.join(crate::helper::ROUTE_FILE);
+        let tmp = dir.0.join(format!("{}.tmp", crate::helper::ROUTE_FILE));
+        let bytes = serde_json::to_vec(route).map_err(DriverError::new)?;
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| DriverError::new(format!("{}: {e}", path.display())))?;
+        let running = supervisor.filter(|pid| self.alive(id, *pid));
+        let signal = nix::sys::signal::Signal::SIGUSR1;
+        hand_over(&dir.0.join(crate::helper::ROUTE_APPLIED_FILE), running, signal, route.generation, wait)
     }
 
     fn remove(&self, id: &str) -> Result<(), DriverError> {

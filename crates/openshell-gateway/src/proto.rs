@@ -59,6 +59,51 @@ pub enum Request {
     },
     Status,
     Shutdown,
+    /// A provider: its credential travels once, here, and is never sent back.
+    ProviderCreate {
+        name: String,
+        kind: String,
+        base_url: Option<String>,
+        credential_name: String,
+        credential: String,
+    },
+    ProviderList,
+    ProviderGet {
+        name: String,
+    },
+    ProviderDelete {
+        name: String,
+    },
+    /// The inference route; running sandboxes switch to it.
+    InferenceSet {
+        provider: String,
+        model: String,
+        timeout_secs: u64,
+    },
+    InferenceGet,
+    InferenceDelete,
+}
+
+/// A provider as shown: never its credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    pub name: String,
+    /// `openai`, `anthropic` or `openai-compatible`.
+    pub kind: String,
+    pub base_url: String,
+    /// The name the credential was given by (e.g. `OPENAI_API_KEY`).
+    pub credential_name: String,
+    pub created: u64,
+}
+
+/// The inference route as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    pub provider: String,
+    pub kind: String,
+    pub base_url: String,
+    pub model: String,
+    pub timeout_secs: u64,
 }
 
 /// `sandbox create`.
@@ -151,6 +196,12 @@ pub enum Response {
     },
     Policies {
         revisions: Vec<PolicyRevision>,
+    },
+    Providers {
+        providers: Vec<ProviderInfo>,
+    },
+    Inference {
+        route: Option<RouteInfo>,
     },
     Done {
         message: String,

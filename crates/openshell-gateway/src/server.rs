@@ -16,6 +16,8 @@ use crate::driver::{Applied, Created, Driver, DriverError, LocalDriver, Run, Wai
 use crate::proto::{CreateRequest, GatewayStatus, HelperMessage, Request, Response, SandboxInfo};
 use crate::{GatewayDir, now, wire};
 
+mod inference;
+
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -358,6 +360,17 @@ impl Gateway {
                 }
                 Ok(Some(Response::Policies { revisions }))
             }
+            Request::ProviderCreate { name, kind, base_url, credential_name, credential } => {
+                self.provider_create(&name, &kind, base_url.as_deref(), &credential_name, credential)
+            }
+            Request::ProviderList => self.provider_list(None),
+            Request::ProviderGet { name } => self.provider_list(Some(&name)),
+            Request::ProviderDelete { name } => self.provider_delete(&name),
+            Request::InferenceSet { provider, model, timeout_secs } => {
+                self.inference_set(&provider, &model, timeout_secs)
+            }
+            Request::InferenceGet => self.inference_get(),
+            Request::InferenceDelete => self.inference_delete(),
             Request::Status => {
                 let all = self.db().all().map_err(|e| e.to_string())?;
                 Ok(Some(Response::Status {
@@ -458,7 +471,8 @@ impl Gateway {
     ) -> Result<Option<Response>, String> {
         let id = random_id();
         let prepared = self.driver.create(&id, req).and_then(|created| {
-            self.driver.set_job(&id, &created.job(req))?;
+            let routed = self.give_route(&id).map_err(DriverError)?;
+            self.driver.set_job(&id, &created.job(req, routed))?;
             Ok(created)
         });
         let created = match prepared {
@@ -484,9 +498,10 @@ impl Gateway {
         reply: Reply<'_>,
     ) -> Result<Option<Response>, String> {
         let Standby { id, created, run, .. } = standby;
+        let routed = self.db().inference().is_ok_and(|r| r.is_some()) && self.driver.has_network(&id);
         if let Err(e) = self
             .driver
-            .set_job(&id, &created.job(req))
+            .set_job(&id, &created.job(req, routed))
             .and_then(|()| self.insert(&id, req, &created).map_err(DriverError))
         {
             self.discard(run);
@@ -517,7 +532,10 @@ impl Gateway {
             return;
         }
         let id = random_id();
-        let created = match gateway.driver.create(&id, &req) {
+        let created = match gateway.driver.create(&id, &req).and_then(|c| {
+            gateway.give_route(&id).map_err(DriverError)?;
+            Ok(c)
+        }) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(%e, "preparing a standby sandbox");

@@ -234,15 +234,24 @@ fn call(c: &mut Client, method: &str, path: &str, extra: &str, body: &str) -> (u
     (parsed.status, String::from_utf8_lossy(&head).into_owned(), got)
 }
 
-fn api_events(audit: &Recorder) -> Vec<serde_json::Value> {
-    audit
-        .0
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
-        .filter(|e| e["class_uid"] == 6003)
-        .collect()
+/// The API-activity lines, once there are at least `n` (the router writes one
+/// after the response has gone to the client).
+fn api_events(audit: &Recorder, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let events: Vec<serde_json::Value> = audit
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+            .filter(|e| e["class_uid"] == 6003)
+            .collect();
+        if events.len() >= n || Instant::now() > deadline {
+            return events;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
@@ -268,7 +277,7 @@ fn the_callers_credentials_are_replaced_by_the_backends() {
     assert!(!format!("{r:?}").contains(CALLER_KEY), "the caller's key never reaches the backend");
     assert_eq!(r.body["model"], "served-model", "the route's model");
 
-    let events = api_events(&s.audit);
+    let events = api_events(&s.audit, 1);
     let e = &events[0];
     assert_eq!(
         (e["operation"].as_str(), e["provider"].as_str(), e["model"].as_str(), e["status"].as_u64()),
@@ -330,7 +339,7 @@ fn streams_arrive_chunk_by_chunk() {
         rest.push(byte[0] as char);
     }
     assert!(rest.contains("completion_tokens"), "{rest}");
-    let events = api_events(&s.audit);
+    let events = api_events(&s.audit, 1);
     assert_eq!((events[0]["input_tokens"].as_u64(), events[0]["output_tokens"].as_u64()), (Some(5), Some(2)));
 }
 
@@ -359,7 +368,7 @@ fn a_stalled_backend_meets_the_idle_timeout() {
     let _ = c.read_to_end(&mut got);
     assert!(String::from_utf8_lossy(&got).contains("first"));
     assert!(started.elapsed() < Duration::from_secs(3), "ended by the idle timeout: {:?}", started.elapsed());
-    let events = api_events(&s.audit);
+    let events = api_events(&s.audit, 2);
     assert!(events.iter().any(|e| e["note"].as_str().is_some_and(|n| n.contains("idle timeout"))), "{events:?}");
 }
 

@@ -1,0 +1,211 @@
+//! Providers and the inference route: kept by the gateway (credentials only in
+//! its owner-only database and in each fenced sandbox's owner-only route file,
+//! on the host side), handed to every running sandbox's proxy when they change.
+
+use openshell_proxy::router::{Backend, InferenceRoute, ProviderKind, Secret};
+
+use super::{Gateway, check_name};
+use crate::db::ProviderRow;
+use crate::driver::Applied;
+use crate::helper::RouteFile;
+use crate::now;
+use crate::proto::{ProviderInfo, Response, RouteInfo};
+
+/// The longest idle timeout a route may have, in seconds.
+const MAX_TIMEOUT: u64 = 3600;
+
+/// Whether `name` can name an environment variable (how credentials are named).
+fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+impl Gateway {
+    pub(super) fn provider_create(
+        &self,
+        name: &str,
+        kind: &str,
+        base_url: Option<&str>,
+        credential_name: &str,
+        credential: String,
+    ) -> Result<Option<Response>, String> {
+        check_name(name).map_err(|e| e.replace("sandbox name", "provider name"))?;
+        let kind = ProviderKind::parse(kind)
+            .ok_or_else(|| format!("unknown provider type `{kind}`: use openai, anthropic or openai-compatible"))?;
+        let base_url = match (base_url, kind.default_base_url()) {
+            (Some(url), _) => url.trim_end_matches('/').to_owned(),
+            (None, Some(url)) => url.to_owned(),
+            (None, None) => return Err(format!("a provider of type {} needs --base-url", kind.as_str())),
+        };
+        Backend::parse(&base_url).map_err(|e| format!("--base-url: {e}"))?;
+        if !is_env_name(credential_name) {
+            return Err(format!(
+                "credential name `{credential_name}`: use a variable name such as OPENAI_API_KEY (letters, digits, `_`)"
+            ));
+        }
+        if credential.trim().is_empty() {
+            return Err(format!("the credential {credential_name} is empty"));
+        }
+        let row = ProviderRow {
+            info: ProviderInfo {
+                name: name.to_owned(),
+                kind: kind.as_str().to_owned(),
+                base_url,
+                credential_name: credential_name.to_owned(),
+                created: now(),
+            },
+            credential,
+        };
+        if !self.db().add_provider(&row).map_err(|e| e.to_string())? {
+            return Err(format!("a provider named `{name}` exists already (delete it first)"));
+        }
+        Ok(Some(Response::Done { message: format!("provider `{name}` ({}) created", kind.as_str()) }))
+    }
+
+    pub(super) fn provider_list(&self, only: Option<&str>) -> Result<Option<Response>, String> {
+        let mut providers: Vec<ProviderInfo> =
+            self.db().providers().map_err(|e| e.to_string())?.into_iter().map(|p| p.info).collect();
+        if let Some(name) = only {
+            providers.retain(|p| p.name == name);
+            if providers.is_empty() {
+                return Err(format!("no provider named `{name}`"));
+            }
+        }
+        Ok(Some(Response::Providers { providers }))
+    }
+
+    pub(super) fn provider_delete(&self, name: &str) -> Result<Option<Response>, String> {
+        if let Some(route) = self.db().inference().map_err(|e| e.to_string())?
+            && route.provider == name
+        {
+            return Err(format!(
+                "provider `{name}` serves the inference route: `openshell inference delete` (or set another) first"
+            ));
+        }
+        if !self.db().delete_provider(name).map_err(|e| e.to_string())? {
+            return Err(format!("no provider named `{name}`"));
+        }
+        Ok(Some(Response::Done { message: format!("provider `{name}` deleted") }))
+    }
+
+    /// The route as every sandbox's proxy gets it (with the credential).
+    pub(super) fn route_file(&self) -> Result<RouteFile, String> {
+        let db = self.db();
+        let generation = db.route_generation().map_err(|e| e.to_string())?;
+        let Some(row) = db.inference().map_err(|e| e.to_string())? else {
+            return Ok(RouteFile { generation, route: None });
+        };
+        let provider = db
+            .providers()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|p| p.info.name == row.provider)
+            .ok_or_else(|| format!("the route names provider `{}`, which does not exist", row.provider))?;
+        let kind = ProviderKind::parse(&provider.info.kind)
+            .ok_or_else(|| format!("provider `{}` has an unknown type", provider.info.name))?;
+        Ok(RouteFile {
+            generation,
+            route: Some(InferenceRoute {
+                provider: provider.info.name,
+                kind,
+                base_url: provider.info.base_url,
+                credential: Secret(provider.credential),
+                model: Some(row.model),
+                timeout_secs: row.timeout_secs,
+            }),
+        })
+    }
+
+    pub(super) fn inference_set(
+        &self,
+        provider: &str,
+        model: &str,
+        timeout_secs: u64,
+    ) -> Result<Option<Response>, String> {
+        if model.trim().is_empty() {
+            return Err("--model is empty".into());
+        }
+        if !(1..=MAX_TIMEOUT).contains(&timeout_secs) {
+            return Err(format!("--timeout {timeout_secs}: use 1 to {MAX_TIMEOUT} seconds"));
+        }
+        let exists = self.db().providers().map_err(|e| e.to_string())?.iter().any(|p| p.info.name == provider);
+        if !exists {
+            return Err(format!("no provider named `{provider}` (`openshell provider list`)"));
+        }
+        self.db().set_inference(provider, model, timeout_secs).map_err(|e| e.to_string())?;
+        let pushed = self.push_route()?;
+        Ok(Some(Response::Done {
+            message: format!("inference route: provider `{provider}`, model `{model}` ({pushed})"),
+        }))
+    }
+
+    pub(super) fn inference_get(&self) -> Result<Option<Response>, String> {
+        let route = self.route_file()?.route.map(|r| RouteInfo {
+            provider: r.provider,
+            kind: r.kind.as_str().to_owned(),
+            base_url: r.base_url,
+            model: r.model.unwrap_or_default(),
+            timeout_secs: r.timeout_secs,
+        });
+        Ok(Some(Response::Inference { route }))
+    }
+
+    pub(super) fn inference_delete(&self) -> Result<Option<Response>, String> {
+        if self.db().inference().map_err(|e| e.to_string())?.is_none() {
+            return Err("no inference route is set".into());
+        }
+        self.db().delete_inference().map_err(|e| e.to_string())?;
+        let pushed = self.push_route()?;
+        Ok(Some(Response::Done { message: format!("inference route deleted ({pushed})") }))
+    }
+
+    /// Hands the current route to every sandbox with a proxy: running ones (and
+    /// the standby) at once, confirmed; stopped ones at their next start.
+    fn push_route(&self) -> Result<String, String> {
+        let file = self.route_file()?;
+        let records = self.db().all().map_err(|e| e.to_string())?;
+        let mut applied = 0;
+        let mut failed = Vec::new();
+        for rec in records.iter().filter(|r| self.driver.has_network(&r.info.id)) {
+            let running = rec.supervisor_pid.filter(|_| rec.info.status == "running");
+            match self.driver.set_route(&rec.info.id, &file, running, true) {
+                Ok(Applied::Confirmed) => applied += 1,
+                Ok(_) => {}
+                Err(e) => failed.push(format!("{}: {e}", rec.info.name)),
+            }
+        }
+        if let Some(standby) = self.standby.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && let Err(e) = self.driver.set_route(&standby.id, &file, Some(standby.run.supervisor_pid), true)
+        {
+            tracing::warn!(%e, "handing the route to the standby sandbox");
+        }
+        if failed.is_empty() {
+            Ok(format!("applied to {applied} running sandbox{}", if applied == 1 { "" } else { "es" }))
+        } else {
+            Err(format!("recorded, but not applied to: {}", failed.join("; ")))
+        }
+    }
+
+    /// Gives a new sandbox the current route (before it starts), when it has a proxy.
+    pub(super) fn give_route(&self, id: &str) -> Result<bool, String> {
+        if !self.driver.has_network(id) {
+            return Ok(false);
+        }
+        let file = self.route_file()?;
+        let routed = file.route.is_some();
+        self.driver.set_route(id, &file, None, false).map_err(|e| e.to_string())?;
+        Ok(routed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_env_name;
+
+    #[test]
+    fn credential_names() {
+        assert!(is_env_name("OPENAI_API_KEY") && is_env_name("_k1"));
+        assert!(!is_env_name("") && !is_env_name("1KEY") && !is_env_name("A-B") && !is_env_name("A B"));
+    }
+}
