@@ -1119,9 +1119,11 @@ fn real_clients_in_the_default_image() {
 }
 
 /// A mock inference backend (plain HTTP, keep-alive) on `listener`, recording
-/// every request's head and body. The request's `model` picks the behaviour:
-/// `stream`: two server-sent events 1.5 s apart; `stall`: one event, then
-/// nothing for 6 s; otherwise a JSON answer with usage.
+/// every request's head and body, answering in the OpenAI shape (or, for
+/// `/v1/messages`, the Anthropic one) as the real SDKs parse it. A request with
+/// `"stream": true` (or model `stream`) gets server-sent events, the first at
+/// once and the rest 1.5 s later; model `stall` gets one event and then
+/// nothing for 6 s; anything else a JSON answer with usage.
 fn mock_backend(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     use openshell_proxy::http1;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1142,39 +1144,69 @@ fn mock_backend(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::Mu
                         String::from_utf8_lossy(&head),
                         String::from_utf8_lossy(&body)
                     ));
-                    let model = serde_json::from_slice::<serde_json::Value>(&body)
-                        .ok()
-                        .and_then(|v| v["model"].as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    let event = |data: &str| {
-                        let e = format!("data: {data}\n\n");
+                    let doc = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+                    let model = doc["model"].as_str().unwrap_or_default().to_owned();
+                    let anthropic = req.target.starts_with("/v1/messages");
+                    let stream = doc["stream"] == true || model == "stream";
+                    let chunk = |text: &str| {
+                        let e = if anthropic {
+                            format!(
+                                "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{text}\"}}}}\n\n"
+                            )
+                        } else {
+                            format!(
+                                "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"{model}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}},\"finish_reason\":null}}]}}\n\n"
+                            )
+                        };
                         format!("{:x}\r\n{e}\r\n", e.len())
                     };
+                    let raw = |e: String| format!("{:x}\r\n{e}\r\n", e.len());
                     let sse =
                         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
-                    let first = r#"{"choices":[{"index":0,"delta":{"content":"first"}}]}"#;
-                    match model.as_str() {
-                        "stream" | "stall" => {
-                            let _ = write!(out, "{sse}{}", event(first));
-                            let _ = out.flush();
-                            if model == "stall" {
-                                std::thread::sleep(Duration::from_secs(6));
-                                return;
-                            }
-                            std::thread::sleep(Duration::from_millis(1500));
-                            let last = r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}"#;
-                            let _ = write!(out, "{}{}0\r\n\r\n", event(last), event("[DONE]"));
+                    if stream || model == "stall" {
+                        let mut start = String::from(sse);
+                        if anthropic {
+                            start.push_str(&raw(format!("event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"m1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"{model}\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":9,\"output_tokens\":1}}}}}}\n\n")));
+                            start.push_str(&raw("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".to_owned()));
                         }
-                        _ => {
-                            let answer = format!(
-                                r#"{{"id":"r1","object":"chat.completion","model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"routed hello"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":11,"completion_tokens":4,"total_tokens":15}}}}"#
-                            );
-                            let _ = write!(
-                                out,
-                                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
-                                answer.len()
-                            );
+                        start.push_str(&chunk("first"));
+                        let _ = out.write_all(start.as_bytes());
+                        let _ = out.flush();
+                        if model == "stall" {
+                            std::thread::sleep(Duration::from_secs(6));
+                            return;
                         }
+                        std::thread::sleep(Duration::from_millis(1500));
+                        let mut rest = chunk(" last");
+                        if anthropic {
+                            rest.push_str(&raw(
+                                "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+                                    .to_owned(),
+                            ));
+                            rest.push_str(&raw("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":2}}\n\n".to_owned()));
+                            rest.push_str(
+                                &raw("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_owned()),
+                            );
+                        } else {
+                            rest.push_str(&raw(format!("data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"{model}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}}}\n\n")));
+                            rest.push_str(&raw("data: [DONE]\n\n".to_owned()));
+                        }
+                        let _ = write!(out, "{rest}0\r\n\r\n");
+                    } else {
+                        let answer = if anthropic {
+                            format!(
+                                r#"{{"id":"m1","type":"message","role":"assistant","model":"{model}","content":[{{"type":"text","text":"routed hello"}}],"stop_reason":"end_turn","stop_sequence":null,"usage":{{"input_tokens":11,"output_tokens":4}}}}"#
+                            )
+                        } else {
+                            format!(
+                                r#"{{"id":"r1","object":"chat.completion","created":1,"model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"routed hello"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":11,"completion_tokens":4,"total_tokens":15}}}}"#
+                            )
+                        };
+                        let _ = write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
                     }
                     let _ = out.flush();
                 }
@@ -1267,7 +1299,7 @@ def call(path, body=None, method="POST", headers={}):
     let out = py(&format!(
         "{request}\nreq = urllib.request.Request('https://inference.local/v1/chat/completions', data=json.dumps({{'model': 'x', 'stream': True}}).encode(), headers={{'Content-Type': 'application/json'}})\nstart = time.time(); times = []\nwith urllib.request.urlopen(req) as r:\n    for line in r:\n        if line.startswith(b'data:'): times.append(time.time() - start)\nprint(len(times), times[-1] - times[0] >= 1.0)"
     ));
-    assert_eq!(stdout(&out), "3 True\n", "{}\n{}", text(&out), audit());
+    assert_eq!(stdout(&out), "4 True\n", "{}\n{}", text(&out), audit());
 
     // A stalled backend: the first event, then the idle timeout (2 s) ends it.
     ok(&env.run(&["inference", "set", "--provider", "mock", "--model", "stall", "--timeout", "2"]));
@@ -1337,4 +1369,106 @@ print(env, procs, files, scanned > 1000)
         "{request}\nstatus, body = call('/v1/chat/completions', {{}})\nprint(status, 'inference set' in body.decode())"
     ));
     assert_eq!(stdout(&out), "503 True\n", "{}", text(&out));
+}
+
+/// The real openai and anthropic Python SDKs (the sdk-test image, from PyPI
+/// wheels pinned in lockfiles/sdk-test.lock) in a sandbox, through the router
+/// to the mock backend: their default configuration from the environment the
+/// sandbox gets, plain and streamed calls, a header the allow-list drops, an
+/// unsupported call refused, a stalled stream ended by the idle timeout.
+#[test]
+fn the_openai_and_anthropic_sdks_work_through_the_router() {
+    const KEY: &str = "sk-backend-5d1e0b44";
+    let store = default_image_store();
+    let mut env = Env::new();
+    let upstream = Upstream::start(env.path());
+    let seen = mock_backend(upstream.bind(8000));
+    env.hosts = format!("backend.test={}", upstream.addr);
+    let ok = |out: &Output| assert!(out.status.success(), "{}", text(out));
+    for (name, kind, base) in [
+        ("mock-openai", "openai-compatible", "http://backend.test:8000/v1"),
+        ("mock-anthropic", "anthropic", "http://backend.test:8000"),
+    ] {
+        let credential = format!("MOCK_KEY={KEY}");
+        ok(&env.run(&[
+            "provider",
+            "create",
+            "--name",
+            name,
+            "--type",
+            kind,
+            "--base-url",
+            base,
+            "--credential",
+            &credential,
+        ]));
+    }
+    ok(&env.run(&["inference", "set", "--provider", "mock-openai", "--model", "served-model", "--timeout", "2"]));
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lockfiles/sdk-test.lock").display().to_string();
+    ok(&env.run(&["sandbox", "create", "-d", "--name", "sdk", "--store", &store, "--image", &lock]));
+    let py = |script: &str| env.run(&["sandbox", "exec", "sdk", "--", "python3", "-c", script]);
+    let audit = || stdout(&env.run(&["sandbox", "logs", "--audit", "sdk"]));
+
+    let openai = r#"
+import time, openai
+c = openai.OpenAI(max_retries=0)
+r = c.chat.completions.create(model="gpt-x", messages=[{"role": "user", "content": "hi"}],
+                              extra_headers={"X-Not-Allowed": "dropped"})
+print(r.choices[0].message.content, r.model, r.usage.prompt_tokens)
+times = []
+start = time.time()
+for chunk in c.chat.completions.create(model="gpt-x", messages=[{"role": "user", "content": "hi"}], stream=True):
+    if chunk.choices and chunk.choices[0].delta.content:
+        times.append(time.time() - start)
+print(len(times), times[-1] - times[0] >= 1.0)
+try:
+    c.files.list()
+except openai.BadRequestError as e:
+    print("refused", e.status_code, "supported" in str(e))
+"#;
+    let out = py(openai);
+    assert_eq!(stdout(&out), "routed hello served-model 11\n2 True\nrefused 400 True\n", "{}\n{}", text(&out), audit());
+    assert!(!text(&out).contains(KEY));
+
+    ok(&env.run(&["inference", "set", "--provider", "mock-anthropic", "--model", "claude-served", "--timeout", "2"]));
+    let anthropic = r#"
+import time, anthropic
+c = anthropic.Anthropic(max_retries=0)
+m = c.messages.create(model="claude-x", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+print(m.content[0].text, m.model, m.usage.input_tokens)
+times = []
+start = time.time()
+with c.messages.stream(model="claude-x", max_tokens=16, messages=[{"role": "user", "content": "hi"}]) as s:
+    for text in s.text_stream:
+        times.append(time.time() - start)
+print(len(times), times[-1] - times[0] >= 1.0)
+"#;
+    let out = py(anthropic);
+    assert_eq!(stdout(&out), "routed hello claude-served 11\n2 True\n", "{}\n{}", text(&out), audit());
+
+    // A stalled stream: the SDK gets the first event, then an error within the
+    // idle timeout (2 s), long before the backend would send more (6 s).
+    ok(&env.run(&["inference", "set", "--provider", "mock-openai", "--model", "stall", "--timeout", "2"]));
+    let out = py(r#"
+import time, openai
+c = openai.OpenAI(max_retries=0)
+start = time.time(); got = []
+try:
+    for chunk in c.chat.completions.create(model="x", messages=[], stream=True):
+        got += [x.delta.content for x in chunk.choices]
+except Exception as e:
+    print("ended:", type(e).__name__)
+print(got, time.time() - start < 4.5)
+"#);
+    assert!(stdout(&out).ends_with("['first'] True\n"), "{}\n{}", text(&out), audit());
+
+    let backend_saw = seen.lock().expect("lock").join("\n---\n");
+    assert!(backend_saw.contains(&format!("Authorization: Bearer {KEY}")), "{backend_saw}");
+    assert!(backend_saw.contains(&format!("x-api-key: {KEY}")), "{backend_saw}");
+    assert!(!backend_saw.contains("openshell-routed"), "the placeholder key never reaches the backend");
+    assert!(!backend_saw.contains("X-Not-Allowed"), "{backend_saw}");
+    assert!(backend_saw.contains("anthropic-version:"), "{backend_saw}");
+    let all = audit();
+    assert!(!all.contains(KEY), "{all}");
+    assert!(all.contains(r#""provider":"mock-anthropic""#) && all.contains(r#""model":"claude-served""#), "{all}");
 }

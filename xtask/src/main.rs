@@ -7,7 +7,9 @@
 //!   `build`: an image build from a warm store against tar+gzip of the same bytes, and
 //!   the no-op rebuild, on the default image; `sandbox`: `openshell sandbox create` to
 //!   exit against `runc run`, `bwrap` and `docker run` of the same rootfs, `sandbox exec`
-//!   latency and the memory per idle sandbox, see `bench_sandbox.rs`).
+//!   latency and the memory per idle sandbox, see `bench_sandbox.rs`; `proxy`: the egress
+//!   proxy's tunnel and L7 path against direct connections; `router`: the privacy
+//!   router's time to first byte against the same requests direct).
 
 mod bench_sandbox;
 
@@ -21,7 +23,9 @@ fn main() -> ExitCode {
         Some("quickstart") => quickstart(),
         Some("bench") => bench(args.get(1).map(String::as_str), args.get(2..).unwrap_or_default()),
         Some("help") | Some("--help") | Some("-h") | None => {
-            println!("usage: cargo xtask <quickstart | ci | bench [decide|build|sandbox [--iterations N]]>");
+            println!(
+                "usage: cargo xtask <quickstart | ci | bench [decide|build|sandbox [--iterations N]|proxy|router]>"
+            );
             Ok(())
         }
         Some(other) => Err(format!("unknown task `{other}`; try `cargo xtask help`")),
@@ -78,7 +82,7 @@ fn ci() -> Result<(), String> {
     // Benchmarks must at least compile and run once (criterion's --test mode). The
     // build benchmark needs a fetched store of the default image (see `bench build`):
     // clippy --all-targets compiles it; it runs under `cargo xtask bench build`.
-    run(&cargo, &["test", "--locked", "-p", "openshell-policy", "--benches"])?;
+    run(&cargo, &["test", "--locked", "-p", "openshell-policy", "-p", "openshell-proxy", "--benches"])?;
     run(&cargo, &["test", "--workspace", "--locked", "--doc"])?;
     // The real-client tests run in a sandbox of the default image: its closure is
     // fetched here (from the package registries, verified) and the image built, so
@@ -88,8 +92,12 @@ fn ci() -> Result<(), String> {
     run(&cargo, &["build", "--locked", "-p", "openshell-cli"])?;
     let bin = target_dir().join("debug").join("openshell");
     let bin = bin.to_str().ok_or("target directory path is not UTF-8")?;
-    run(bin, &["--quiet", "fetch", "lockfiles/default.lock", "--store", store])?;
-    run(bin, &["--quiet", "build", "lockfiles/default.lock", "--store", store])?;
+    // The default image, and the privacy router's SDK test image (the openai and
+    // anthropic Python SDKs; it shares the store's Debian packages).
+    for lock in ["lockfiles/default.lock", "lockfiles/sdk-test.lock"] {
+        run(bin, &["--quiet", "fetch", lock, "--store", store])?;
+        run(bin, &["--quiet", "build", lock, "--store", store])?;
+    }
     let env = [("OPENSHELL_TEST_DEFAULT_STORE", store)];
     if has_nextest() {
         run_with(&cargo, &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"], &env)
@@ -183,6 +191,7 @@ fn bench(name: Option<&str>, rest: &[String]) -> Result<(), String> {
         }
         Some("sandbox") => bench_sandbox::bench_sandbox(rest),
         Some("proxy") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "proxy"]),
-        Some(other) => Err(format!("unknown benchmark `{other}`; available: decide, build, sandbox, proxy")),
+        Some("router") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "router"]),
+        Some(other) => Err(format!("unknown benchmark `{other}`; available: decide, build, sandbox, proxy, router")),
     }
 }

@@ -319,7 +319,11 @@ fn request(
         let close = !drain(client, framing);
         let supported: Vec<String> = kind.shapes().iter().map(|(m, p)| format!("{m} {p}")).collect();
         let body = json!({
-            "error": format!("`{operation}` is not an inference request the router forwards to this route's provider ({})", kind.as_str()),
+            "error": format!(
+                "`{operation}` is not an inference request the privacy router forwards to this route's provider ({}); supported: {}",
+                kind.as_str(),
+                supported.join(", ")
+            ),
             "supported": supported,
         });
         refuse(client, 400, body, close);
@@ -525,8 +529,24 @@ fn drain(client: &mut ClientSide, body: Body) -> bool {
 
 fn reply(client: &mut ClientSide, status: u16, body: &Value, close: bool) {
     let stream = client.get_mut();
-    let _ = stream.write_all(&http1::json_response(status, body, close));
+    let _ = stream.write_all(&http1::json_response(status, &api_error(status, body), close));
     let _ = stream.flush();
+}
+
+/// The router's own answers in the providers' error shape (`{"type": "error",
+/// "error": {"type", "message"}}`), so SDKs show the message; other fields stay.
+fn api_error(status: u16, body: &Value) -> Value {
+    let mut out = body.clone();
+    if let Some(Value::String(message)) = body.get("error") {
+        let kind = match status {
+            400 | 413 => "invalid_request_error",
+            403 => "permission_error",
+            _ => "api_error",
+        };
+        out["type"] = json!("error");
+        out["error"] = json!({"type": kind, "message": message});
+    }
+    out
 }
 
 /// A `Vec` writer that refuses to grow past [`MAX_BODY`].
