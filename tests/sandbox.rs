@@ -1216,6 +1216,18 @@ fn mock_backend(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::Mu
     seen
 }
 
+/// A gateway environment whose proxies resolve `backend.test` to a mock
+/// backend on port 8000 in a namespace of the test's own.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn routed_env() -> (Env, Upstream, Seen) {
+    let mut env = Env::new();
+    let upstream = Upstream::start(env.path());
+    let seen = mock_backend(upstream.bind(8000));
+    env.hosts = format!("backend.test={}", upstream.addr);
+    (env, upstream, seen)
+}
+
 /// The privacy router end to end: a provider and route on the gateway, a
 /// sandbox of the default image calling https://inference.local with Python's
 /// urllib. The backend gets the backend's key and never the caller's; the
@@ -1226,10 +1238,7 @@ fn mock_backend(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::Mu
 fn inference_is_routed_and_the_key_never_enters_the_sandbox() {
     const KEY: &str = "sk-backend-7f3a9c2e";
     let store = default_image_store();
-    let mut env = Env::new();
-    let upstream = Upstream::start(env.path());
-    let seen = mock_backend(upstream.bind(8000));
-    env.hosts = format!("backend.test={}", upstream.addr);
+    let (env, _upstream, seen) = routed_env();
     let ok = |out: &Output| assert!(out.status.success(), "{}", text(out));
     let out = env
         .command(&[
@@ -1380,10 +1389,7 @@ print(env, procs, files, scanned > 1000)
 fn the_openai_and_anthropic_sdks_work_through_the_router() {
     const KEY: &str = "sk-backend-5d1e0b44";
     let store = default_image_store();
-    let mut env = Env::new();
-    let upstream = Upstream::start(env.path());
-    let seen = mock_backend(upstream.bind(8000));
-    env.hosts = format!("backend.test={}", upstream.addr);
+    let (env, _upstream, seen) = routed_env();
     let ok = |out: &Output| assert!(out.status.success(), "{}", text(out));
     for (name, kind, base) in [
         ("mock-openai", "openai-compatible", "http://backend.test:8000/v1"),
