@@ -1146,6 +1146,11 @@ fn mock_backend(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::Mu
                     ));
                     let doc = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
                     let model = doc["model"].as_str().unwrap_or_default().to_owned();
+                    if req.target.starts_with("/v1/responses") {
+                        let _ = out.write_all(responses_api(&model, doc["stream"] == true).as_bytes());
+                        let _ = out.flush();
+                        continue;
+                    }
                     let anthropic = req.target.starts_with("/v1/messages");
                     let stream = doc["stream"] == true || model == "stream";
                     let chunk = |text: &str| {
@@ -1214,6 +1219,80 @@ fn mock_backend(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::Mu
         }
     });
     seen
+}
+
+/// An OpenAI Responses API answer saying "routed hello" (events when `stream`),
+/// as codex and opencode parse it.
+fn responses_api(model: &str, stream: bool) -> String {
+    use serde_json::json;
+    let item = json!({"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+        "content": [{"type": "output_text", "text": "routed hello", "annotations": []}]});
+    let response = json!({"id": "resp_1", "object": "response", "created_at": 1, "status": "completed",
+        "model": model, "output": [item],
+        "usage": {"input_tokens": 9, "output_tokens": 3, "total_tokens": 12,
+                  "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}});
+    if !stream {
+        let body = response.to_string();
+        return format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    let mut started = response.clone();
+    started["status"] = json!("in_progress");
+    started["output"] = json!([]);
+    let mut open_item = item.clone();
+    open_item["status"] = json!("in_progress");
+    open_item["content"] = json!([]);
+    let part = json!({"type": "output_text", "text": "routed hello", "annotations": []});
+    let at = |n: u32, mut e: serde_json::Value| {
+        e["sequence_number"] = json!(n);
+        e
+    };
+    let events = [
+        at(0, json!({"type": "response.created", "response": started})),
+        at(1, json!({"type": "response.output_item.added", "output_index": 0, "item": open_item})),
+        at(
+            2,
+            json!({"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ),
+        at(
+            3,
+            json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+            "delta": "routed hello"}),
+        ),
+        at(
+            4,
+            json!({"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+            "text": "routed hello"}),
+        ),
+        at(
+            5,
+            json!({"type": "response.content_part.done", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+            "part": part}),
+        ),
+        at(6, json!({"type": "response.output_item.done", "output_index": 0, "item": item})),
+        at(7, json!({"type": "response.completed", "response": response})),
+    ];
+    let body: String =
+        events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or_default())).collect();
+    format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+}
+
+/// Providers `mock-openai` (openai-compatible) and `mock-anthropic` for the
+/// mock backend, with `key` as their credential.
+fn mock_providers(env: &Env, key: &str) {
+    let credential = format!("MOCK_KEY={key}");
+    for (name, kind, base) in [
+        ("mock-openai", "openai-compatible", "http://backend.test:8000/v1"),
+        ("mock-anthropic", "anthropic", "http://backend.test:8000"),
+    ] {
+        let args =
+            ["provider", "create", "--name", name, "--type", kind, "--base-url", base, "--credential", &credential];
+        let out = env.run(&args);
+        assert!(out.status.success(), "{}", text(&out));
+    }
 }
 
 /// A gateway environment whose proxies resolve `backend.test` to a mock
@@ -1391,24 +1470,7 @@ fn the_openai_and_anthropic_sdks_work_through_the_router() {
     let store = default_image_store();
     let (env, _upstream, seen) = routed_env();
     let ok = |out: &Output| assert!(out.status.success(), "{}", text(out));
-    for (name, kind, base) in [
-        ("mock-openai", "openai-compatible", "http://backend.test:8000/v1"),
-        ("mock-anthropic", "anthropic", "http://backend.test:8000"),
-    ] {
-        let credential = format!("MOCK_KEY={KEY}");
-        ok(&env.run(&[
-            "provider",
-            "create",
-            "--name",
-            name,
-            "--type",
-            kind,
-            "--base-url",
-            base,
-            "--credential",
-            &credential,
-        ]));
-    }
+    mock_providers(&env, KEY);
     ok(&env.run(&["inference", "set", "--provider", "mock-openai", "--model", "served-model", "--timeout", "2"]));
     let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lockfiles/sdk-test.lock").display().to_string();
     ok(&env.run(&["sandbox", "create", "-d", "--name", "sdk", "--store", &store, "--image", &lock]));
@@ -1477,4 +1539,41 @@ print(got, time.time() - start < 4.5)
     let all = audit();
     assert!(!all.contains(KEY), "{all}");
     assert!(all.contains(r#""provider":"mock-anthropic""#) && all.contains(r#""model":"claude-served""#), "{all}");
+}
+
+/// The agents of the default image, run as a user would (`sandbox create --
+/// AGENT ...`), reach the routed backend with nothing configured in the sandbox:
+/// codex and opencode through an OpenAI-compatible route (codex by the
+/// provider's host, opencode by its injected configuration), Claude Code through
+/// an Anthropic route (ANTHROPIC_BASE_URL).
+#[test]
+fn the_agents_reach_the_routed_backend() {
+    let store = default_image_store();
+    let (env, _upstream, seen) = routed_env();
+    let ok = |out: &Output| assert!(out.status.success(), "{}", text(out));
+    mock_providers(&env, "sk-agents");
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lockfiles/default.lock").display().to_string();
+    let agent = |command: &[&str]| {
+        let mut args = vec!["sandbox", "create", "--rm", "--store", &store, "--image", &lock, "--"];
+        args.extend_from_slice(command);
+        env.run(&args)
+    };
+    ok(&env.run(&["inference", "set", "--provider", "mock-openai", "--model", "served-model"]));
+    for command in [&["codex", "exec", "--skip-git-repo-check", "say hello"][..], &["opencode", "run", "say hello"]] {
+        let out = agent(command);
+        assert!(
+            out.status.success() && stdout(&out).contains("routed hello"),
+            "{command:?}: {}\nbackend saw:\n{}",
+            text(&out),
+            seen.lock().expect("lock").join("\n---\n")
+        );
+    }
+    ok(&env.run(&["inference", "set", "--provider", "mock-anthropic", "--model", "claude-served"]));
+    let out = agent(&["claude", "-p", "say hello"]);
+    assert!(out.status.success() && stdout(&out).contains("first last"), "claude: {}", text(&out));
+    let backend_saw = seen.lock().expect("lock").join("\n---\n");
+    for shape in ["POST /v1/responses", "POST /v1/messages"] {
+        assert!(backend_saw.contains(shape), "{shape} never reached the backend");
+    }
+    assert!(!backend_saw.contains("openshell-routed"), "the placeholder key never reaches the backend");
 }

@@ -42,14 +42,19 @@ pub struct Created {
 
 impl Created {
     /// The job of a sandbox created by `req`: its command (none: idle) and the
-    /// image's environment with the request's entries on top. `routed`: an
-    /// inference route exists, so the agents' SDKs are pointed at the router
-    /// (with a placeholder key: the real one never enters the sandbox).
-    pub fn job(&self, req: &CreateRequest, routed: bool) -> openshell_runtime::init::Job {
+    /// image's environment with the request's entries on top. `route`: the
+    /// inference route's provider type, when one exists: the agents' SDKs are
+    /// pointed at the router (with a placeholder key: the real one never enters
+    /// the sandbox).
+    pub fn job(
+        &self,
+        req: &CreateRequest,
+        route: Option<openshell_proxy::router::ProviderKind>,
+    ) -> openshell_runtime::init::Job {
         let mut env = self.env.clone();
-        if routed && self.proxy.is_some() {
-            for (k, v) in ROUTED_ENV {
-                env.retain(|e| e.split_once('=').map(|(key, _)| key) != Some(*k));
+        if let (Some(kind), Some(_)) = (route, &self.proxy) {
+            for (k, v) in routed_env(kind) {
+                env.retain(|e| e.split_once('=').map(|(key, _)| key) != Some(k));
                 env.push(format!("{k}={v}"));
             }
         }
@@ -87,17 +92,27 @@ impl Created {
 }
 
 /// What a sandbox's agents get when an inference route exists: base URLs at the
-/// privacy router and a key that is only a placeholder.
-pub const ROUTED_ENV: &[(&str, &str)] = &[
-    ("ANTHROPIC_BASE_URL", "https://inference.local"),
-    ("ANTHROPIC_API_KEY", ROUTED_KEY),
-    ("OPENAI_BASE_URL", "https://inference.local/v1"),
-    ("OPENAI_API_KEY", ROUTED_KEY),
-    (
-        "OPENCODE_CONFIG_CONTENT",
-        r#"{"provider":{"anthropic":{"options":{"baseURL":"https://inference.local/v1","apiKey":"openshell-routed"}},"openai":{"options":{"baseURL":"https://inference.local/v1","apiKey":"openshell-routed"}}}}"#,
-    ),
-];
+/// privacy router, a key that is only a placeholder, and opencode's providers
+/// at the router with a default model of the route's API (the router rewrites
+/// the model; codex, whose base URL is built in, is routed by host).
+pub fn routed_env(kind: openshell_proxy::router::ProviderKind) -> Vec<(&'static str, String)> {
+    use openshell_proxy::router::ProviderKind;
+    let provider = r#""options":{"baseURL":"https://inference.local/v1","apiKey":"openshell-routed"}"#;
+    let model = match kind {
+        ProviderKind::Anthropic => "anthropic/claude-sonnet-4-5",
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => "openai/gpt-4.1",
+    };
+    vec![
+        ("ANTHROPIC_BASE_URL", "https://inference.local".to_owned()),
+        ("ANTHROPIC_API_KEY", ROUTED_KEY.to_owned()),
+        ("OPENAI_BASE_URL", "https://inference.local/v1".to_owned()),
+        ("OPENAI_API_KEY", ROUTED_KEY.to_owned()),
+        (
+            "OPENCODE_CONFIG_CONTENT",
+            format!(r#"{{"model":"{model}","provider":{{"anthropic":{{{provider}}},"openai":{{{provider}}}}}}}"#),
+        ),
+    ]
+}
 
 /// The placeholder key routed sandboxes see (the router replaces it).
 pub const ROUTED_KEY: &str = "openshell-routed";

@@ -471,8 +471,8 @@ impl Gateway {
     ) -> Result<Option<Response>, String> {
         let id = random_id();
         let prepared = self.driver.create(&id, req).and_then(|created| {
-            let routed = self.give_route(&id).map_err(DriverError)?;
-            self.driver.set_job(&id, &created.job(req, routed))?;
+            let route = self.give_route(&id).map_err(DriverError)?;
+            self.driver.set_job(&id, &created.job(req, route))?;
             Ok(created)
         });
         let created = match prepared {
@@ -498,10 +498,10 @@ impl Gateway {
         reply: Reply<'_>,
     ) -> Result<Option<Response>, String> {
         let Standby { id, created, run, .. } = standby;
-        let routed = self.db().inference().is_ok_and(|r| r.is_some()) && self.driver.has_network(&id);
+        let route = self.route_file().ok().and_then(|f| f.route).map(|r| r.kind);
         if let Err(e) = self
             .driver
-            .set_job(&id, &created.job(req, routed))
+            .set_job(&id, &created.job(req, route))
             .and_then(|()| self.insert(&id, req, &created).map_err(DriverError))
         {
             self.discard(run);

@@ -151,6 +151,7 @@ pub fn json_response(status: u16, body: &serde_json::Value, close: bool) -> Vec<
     let reason = match status {
         400 => "Bad Request",
         403 => "Forbidden",
+        426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         _ => "Error",

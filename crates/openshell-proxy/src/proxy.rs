@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::audit::{AuditEvent, AuditSink, now_ms};
 use crate::identify::{Caller, Identify};
 use crate::resolve::Resolve;
-use crate::router::{Active, INFERENCE_HOST, InferenceRoute};
+use crate::router::{Active, INFERENCE_HOST, InferenceRoute, PROVIDER_HOSTS};
 use crate::tls::Interceptor;
 use crate::{http1, l7, router};
 
@@ -41,6 +41,12 @@ pub enum ProxyError {
     },
     #[error("the inference route: {0}")]
     Route(String),
+}
+
+impl Shared {
+    fn routed(&self) -> bool {
+        self.route.read().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
 }
 
 fn active(route: InferenceRoute) -> Result<Arc<Active>, String> {
@@ -424,6 +430,14 @@ fn connection(shared: &Shared, mut client: TcpStream) {
         audit_event(shared, &generation, &req, "allowed", Some("privacy router"), None);
         return route_connection(shared, client, &head, caller.as_ref(), None);
     }
+    // While a route exists, the providers' own API hosts are the router too:
+    // agents with built-in base URLs (codex) are routed, and a key a sandbox
+    // might hold never reaches the provider.
+    if head.connect && head.port == 443 && PROVIDER_HOSTS.contains(&head.host.as_str()) && shared.routed() {
+        let note = Some("a provider's API host, routed while a route exists".to_owned());
+        audit_event(shared, &generation, &req, "allowed", Some("privacy router"), note);
+        return route_connection(shared, client, &head, caller.as_ref(), None);
+    }
     // Decided before resolving: a name the policy does not allow is never looked up.
     let decision = generation.engine.decide(&req);
     if !decision.is_allowed() {
@@ -452,6 +466,7 @@ fn connection(shared: &Shared, mut client: TcpStream) {
     let ips = match shared.resolver.resolve(&head.host, head.port) {
         Ok(ips) if !ips.is_empty() => ips,
         Ok(_) | Err(_) => {
+            record_refusal(shared, &generation, &req, "cannot resolve the host");
             return respond(&mut client, 502, &json!({"error": "cannot resolve the host", "host": head.host}));
         }
     };

@@ -25,6 +25,9 @@ use crate::tls::Interceptor;
 /// The name a sandbox reaches the router by.
 pub const INFERENCE_HOST: &str = "inference.local";
 
+/// The providers' public API hosts: routed too while a route exists.
+pub const PROVIDER_HOSTS: &[&str] = &["api.openai.com", "api.anthropic.com"];
+
 /// The largest request body the router reads (it rewrites JSON bodies).
 const MAX_BODY: u64 = 32 << 20;
 
@@ -315,6 +318,18 @@ fn request(
         return Ok(!close);
     };
     let kind = active.route.kind;
+    if http1::header(&req.headers, "upgrade").is_some() {
+        // WebSocket transports are not routed: clients that have an HTTP
+        // transport (codex's Responses WebSocket) fall back to it.
+        let close = !drain(client, framing);
+        let message = "the privacy router does not route WebSocket upgrades; use the HTTP API";
+        refuse(client, 426, json!({"error": message}), close);
+        audit(
+            &Outcome { status: 426, model: None, tokens: Usage::default(), note: Some("upgrade refused".into()) },
+            Some(&active),
+        );
+        return Ok(!close);
+    }
     if !kind.shapes().iter().any(|(m, p)| req.method.eq_ignore_ascii_case(m) && path == *p) {
         let close = !drain(client, framing);
         let supported: Vec<String> = kind.shapes().iter().map(|(m, p)| format!("{m} {p}")).collect();

@@ -24,7 +24,7 @@ const POLICY: &str = "version: 1
 network_policies:
   openai:
     endpoints:
-      - { host: api.openai.com, port: 443, routing: inference }
+      - { host: llm.example.com, port: 443, routing: inference }
     binaries:
       - path: /usr/bin/python3*
 ";
@@ -408,7 +408,7 @@ fn without_a_route_the_router_says_how_to_set_one_and_a_new_route_applies_live()
 #[test]
 fn endpoints_the_policy_routes_reach_the_router() {
     let s = setup(Some(route(ProviderKind::Openai, None, 30)));
-    let mut c = open(&s, "api.openai.com");
+    let mut c = open(&s, "llm.example.com");
     let (status, _, _) = call(
         &mut c,
         "POST",
@@ -421,4 +421,23 @@ fn endpoints_the_policy_routes_reach_the_router() {
     assert_eq!(r.header("authorization"), Some(format!("Bearer {BACKEND_KEY}").as_str()));
     let all = s.audit.0.lock().expect("lock").join("\n");
     assert!(all.contains("routed to the privacy router"), "{all}");
+}
+
+#[test]
+fn the_providers_hosts_are_routed_while_a_route_exists() {
+    let s = setup(Some(route(ProviderKind::Openai, None, 30)));
+    // No policy names api.anthropic.com; with a route it is the router.
+    let mut c = open(&s, "api.anthropic.com");
+    let (status, _, body) = call(&mut c, "POST", "/v1/chat/completions", "", r#"{"model":"m"}"#);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // A WebSocket upgrade is refused with 426, so clients fall back to HTTP.
+    let (status, _, _) = call(&mut c, "GET", "/v1/responses", "Upgrade: websocket\r\nConnection: Upgrade\r\n", "");
+    assert_eq!(status, 426);
+    // Without a route, the policy decides (and denies): the router is not involved.
+    s.handle.set_route(None).expect("no route");
+    let mut tcp = TcpStream::connect(s.addr).expect("connect");
+    tcp.write_all(b"CONNECT api.anthropic.com:443 HTTP/1.1\r\n\r\n").expect("write");
+    let mut reply = String::new();
+    let _ = tcp.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
 }

@@ -42,6 +42,22 @@ pub enum InitMode {
     Job,
 }
 
+/// Closes every descriptor above stderr except `keep`: those listed in
+/// /proc/self/fd, else (no /proc under the policy) every number up to the
+/// open-files limit.
+fn close_inherited(keep: Option<std::os::fd::RawFd>) {
+    let listed: Option<Vec<i32>> = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|dir| dir.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect());
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft.min(65_536) as i32)
+        .unwrap_or(1024);
+    let candidates = listed.unwrap_or_else(|| (3..limit).collect());
+    for fd in candidates.into_iter().filter(|&fd| fd > 2 && Some(fd) != keep) {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
 impl Executor for LandlockExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         let report = crate::landlock::apply(&self.profile).map_err(|e| ExecutorError::Other(e.to_string()))?;
@@ -58,6 +74,13 @@ impl Executor for LandlockExecutor {
             crate::seccomp_bpf::install(program).map_err(|e| ExecutorError::Other(e.to_string()))?;
         }
         let process = spec.process().as_ref();
+        if self.mode != InitMode::Exec {
+            // openshell's init stays (no exec): it would keep every descriptor the
+            // supervisor had when libcontainer cloned it, among them the write end
+            // of the workload's stdin, which then never reached end of file.
+            let keep = self.job.as_ref().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&**fd));
+            close_inherited(keep);
+        }
         let outcome = match self.mode {
             InitMode::Exec => return DefaultExecutor {}.exec(spec),
             InitMode::Supervise => {

@@ -187,15 +187,16 @@ impl Gateway {
         }
     }
 
-    /// Gives a new sandbox the current route (before it starts), when it has a proxy.
-    pub(super) fn give_route(&self, id: &str) -> Result<bool, String> {
+    /// Gives a new sandbox the current route (before it starts), when it has a
+    /// proxy; returns the route's provider type.
+    pub(super) fn give_route(&self, id: &str) -> Result<Option<ProviderKind>, String> {
         if !self.driver.has_network(id) {
-            return Ok(false);
+            return Ok(None);
         }
         let file = self.route_file()?;
-        let routed = file.route.is_some();
+        let kind = file.route.as_ref().map(|r| r.kind);
         self.driver.set_route(id, &file, None, false).map_err(|e| e.to_string())?;
-        Ok(routed)
+        Ok(kind)
     }
 }
 
