@@ -80,6 +80,7 @@ pub fn provider(out: &Output, cmd: ProviderCommand) -> Result<u8, SandboxCmdErro
     match cmd {
         ProviderCommand::Create { name, kind, base_url, credential: spec } => {
             let (credential_name, credential) = credential(&spec)?;
+            let credential = openshell_gateway::Secret(credential);
             done(out, call(&Request::ProviderCreate { name, kind, base_url, credential_name, credential })?);
         }
         ProviderCommand::List | ProviderCommand::Get { .. } => {

@@ -20,6 +20,8 @@ pub mod proto;
 pub mod server;
 pub mod wire;
 
+pub use openshell_proxy::router::Secret;
+
 use std::path::{Path, PathBuf};
 
 /// The files of a gateway directory.

@@ -65,7 +65,8 @@ pub enum Request {
         kind: String,
         base_url: Option<String>,
         credential_name: String,
-        credential: String,
+        /// Never printed (`Debug` shows `<redacted>`).
+        credential: openshell_proxy::router::Secret,
     },
     ProviderList,
     ProviderGet {

@@ -361,7 +361,7 @@ impl Gateway {
                 Ok(Some(Response::Policies { revisions }))
             }
             Request::ProviderCreate { name, kind, base_url, credential_name, credential } => {
-                self.provider_create(&name, &kind, base_url.as_deref(), &credential_name, credential)
+                self.provider_create(&name, &kind, base_url.as_deref(), &credential_name, credential.0)
             }
             Request::ProviderList => self.provider_list(None),
             Request::ProviderGet { name } => self.provider_list(Some(&name)),
