@@ -400,32 +400,50 @@ fn request(
     head.extend_from_slice(b"\r\n");
 
     let timeout = Duration::from_secs(active.route.timeout_secs);
-    let reuse = matches!(upstream, Some((a, _)) if Arc::ptr_eq(a, &active));
-    if !reuse {
+    if !matches!(upstream, Some((a, _)) if Arc::ptr_eq(a, &active)) {
         *upstream = None;
     }
-    let sent = match upstream.as_mut() {
-        Some((_, up)) => send(up, &head, &body).is_ok(),
-        None => false,
-    };
-    if !sent {
-        // A new connection (or the kept one had gone away).
-        match connect(shared, tls, &active.backend, timeout) {
-            Ok(mut up) => {
-                if let Err(e) = send(&mut up, &head, &body) {
-                    let message = format!("sending to the backend: {e}");
-                    refuse(client, 502, json!({"error": message}), false);
+    // Send, and wait for the first response head. A kept connection that the
+    // backend had closed fails before any answer: then once more on a new one.
+    let mut first = None;
+    let mut retried = false;
+    while first.is_none() {
+        let fresh = upstream.is_none();
+        if fresh {
+            match connect(shared, tls, &active.backend, timeout) {
+                Ok(up) => *upstream = Some((Arc::clone(&active), up)),
+                Err(message) => {
+                    refuse(client, 502, json!({"error": message, "backend": active.backend.host_header()}), false);
                     audit(
                         &Outcome { status: 502, model, tokens: Usage::default(), note: Some(message) },
                         Some(&active),
                     );
                     return Ok(true);
                 }
-                *upstream = Some((Arc::clone(&active), up));
             }
-            Err(message) => {
-                refuse(client, 502, json!({"error": message, "backend": active.backend.host_header()}), false);
-                audit(&Outcome { status: 502, model, tokens: Usage::default(), note: Some(message) }, Some(&active));
+        }
+        let Some((_, up)) = upstream.as_mut() else { return Ok(false) };
+        let answered = send(up, &head, &body).and_then(|()| match http1::read_head_bytes(up.reader()) {
+            Ok(Some(b)) => Ok(b),
+            Ok(None) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
+            Err(HeadError::Io(e)) => Err(e),
+            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        });
+        match answered {
+            Ok(bytes) => first = Some(bytes),
+            Err(_) if !fresh && !retried => {
+                retried = true;
+                *upstream = None;
+            }
+            Err(e) => {
+                *upstream = None;
+                let (status, message) = if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+                    (504, format!("the backend sent nothing for {} s", timeout.as_secs()))
+                } else {
+                    (502, format!("the backend did not answer: {e}"))
+                };
+                refuse(client, status, json!({"error": message}), false);
+                audit(&Outcome { status, model, tokens: Usage::default(), note: Some(message) }, Some(&active));
                 return Ok(true);
             }
         }
@@ -433,20 +451,17 @@ fn request(
     let Some((_, up)) = upstream.as_mut() else { return Ok(false) };
     // The response head: interim ones passed on; the wait bounded by the timeout.
     let response = loop {
-        let bytes = match http1::read_head_bytes(up.reader()) {
-            Ok(Some(b)) => b,
-            Ok(None) | Err(_) => {
-                *upstream = None;
-                let timed_out = started.elapsed() >= timeout;
-                let (status, message) = if timed_out {
-                    (504, format!("the backend sent nothing for {} s", timeout.as_secs()))
-                } else {
-                    (502, "the backend closed the connection without answering".to_owned())
-                };
-                refuse(client, status, json!({"error": message}), false);
-                audit(&Outcome { status, model, tokens: Usage::default(), note: Some(message) }, Some(&active));
-                return Ok(true);
-            }
+        let bytes = match first.take() {
+            Some(b) => b,
+            None => match http1::read_head_bytes(up.reader()) {
+                Ok(Some(b)) => b,
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the backend ended after an interim answer",
+                    ));
+                }
+            },
         };
         let parsed = http1::parse_response(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         client.get_mut().write_all(&bytes)?;

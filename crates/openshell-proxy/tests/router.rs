@@ -126,6 +126,12 @@ fn backend(seen: Arc<Mutex<Vec<Seen>>>, release: mpsc::Receiver<()>) -> SocketAd
                             std::thread::sleep(Duration::from_secs(4));
                             return;
                         }
+                        "once" => {
+                            // Answers, then closes without saying so (a backend's keep-alive timeout).
+                            let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                            let _ = out.flush();
+                            return;
+                        }
                         _ => {
                             let answer = r#"{"id":"r1","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":11,"completion_tokens":4}}"#;
                             let _ = write!(
@@ -370,6 +376,17 @@ fn a_stalled_backend_meets_the_idle_timeout() {
     assert!(started.elapsed() < Duration::from_secs(3), "ended by the idle timeout: {:?}", started.elapsed());
     let events = api_events(&s.audit, 2);
     assert!(events.iter().any(|e| e["note"].as_str().is_some_and(|n| n.contains("idle timeout"))), "{events:?}");
+}
+
+#[test]
+fn a_kept_backend_connection_that_closed_is_replaced() {
+    let s = setup(Some(route(ProviderKind::Openai, Some("once"), 30)));
+    let mut c = open(&s, "inference.local");
+    for _ in 0..3 {
+        let (status, _, body) = call(&mut c, "POST", "/v1/chat/completions", "", "{}");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(s.seen.lock().expect("lock").len(), 3);
 }
 
 #[test]
