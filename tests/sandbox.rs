@@ -1295,6 +1295,39 @@ fn mock_providers(env: &Env, key: &str) {
     }
 }
 
+/// A Python script (the default image has no grep) that looks for `key` in a
+/// sandbox: its environment, every other visible process's environment and
+/// command line, and every readable file under the image's top-level
+/// directories (Landlock does not let `/` itself be listed). Prints
+/// `0 0 0 True` when the key is nowhere and more than 1000 files were read.
+fn key_hunt(key: &str) -> String {
+    format!(
+        r#"
+import os
+k = b"{head}" + b"{tail}"
+env = sum(k in v.encode() for v in os.environ.values())
+procs = 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    if int(pid) == os.getpid(): continue
+    for f in ("environ", "cmdline"):
+        try: procs += k in open(f"/proc/{{pid}}/{{f}}", "rb").read()
+        except OSError: pass
+files = scanned = 0
+tops = ["/usr", "/etc", "/sandbox", "/tmp", "/opt", "/var", "/home", "/root", "/run", "/srv", "/lib", "/bin", "/sbin", "/mnt", "/media"]
+for root, dirs, names in (w for t in tops for w in os.walk(t)):
+    for n in names:
+        p = os.path.join(root, n)
+        try:
+            if os.path.islink(p) or not os.path.isfile(p): continue
+            with open(p, "rb") as fh: files += k in fh.read(); scanned += 1
+        except OSError: pass
+print(env, procs, files, scanned > 1000)
+"#,
+        head = &key[..8],
+        tail = &key[8..]
+    )
+}
+
 /// A gateway environment whose proxies resolve `backend.test` to a mock
 /// backend on port 8000 in a namespace of the test's own.
 type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
@@ -1404,34 +1437,7 @@ def call(path, body=None, method="POST", headers={}):
 
     // The backend's key is nowhere the sandbox can look: environment, files,
     // /proc of every process it sees, error messages.
-    // (Python: the image has no grep.) Every readable file under the image's
-    // top-level directories (Landlock does not let `/` itself be listed), and
-    // every other visible process's environment and command line.
-    let hunt = format!(
-        r#"
-import os
-k = b"{head}" + b"{tail}"
-env = sum(k in v.encode() for v in os.environ.values())
-procs = 0
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    if int(pid) == os.getpid(): continue
-    for f in ("environ", "cmdline"):
-        try: procs += k in open(f"/proc/{{pid}}/{{f}}", "rb").read()
-        except OSError: pass
-files = scanned = 0
-tops = ["/usr", "/etc", "/sandbox", "/tmp", "/opt", "/var", "/home", "/root", "/run", "/srv", "/lib", "/bin", "/sbin", "/mnt", "/media"]
-for root, dirs, names in (w for t in tops for w in os.walk(t)):
-    for n in names:
-        p = os.path.join(root, n)
-        try:
-            if os.path.islink(p) or not os.path.isfile(p): continue
-            with open(p, "rb") as fh: files += k in fh.read(); scanned += 1
-        except OSError: pass
-print(env, procs, files, scanned > 1000)
-"#,
-        head = &KEY[..8],
-        tail = &KEY[8..]
-    );
+    let hunt = key_hunt(KEY);
     let out = py(&hunt);
     assert_eq!(stdout(&out), "0 0 0 True\n", "{}", text(&out));
     let all = audit();
@@ -1530,6 +1536,9 @@ print(got, time.time() - start < 4.5)
 "#);
     assert!(stdout(&out).ends_with("['first'] True\n"), "{}\n{}", text(&out), audit());
 
+    // The backend's key is nowhere in the sandbox.
+    let out = py(&key_hunt(KEY));
+    assert_eq!(stdout(&out), "0 0 0 True\n", "{}", text(&out));
     let backend_saw = seen.lock().expect("lock").join("\n---\n");
     assert!(backend_saw.contains(&format!("Authorization: Bearer {KEY}")), "{backend_saw}");
     assert!(backend_saw.contains(&format!("x-api-key: {KEY}")), "{backend_saw}");
