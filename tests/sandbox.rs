@@ -227,6 +227,16 @@ fn foreground_runs_pass_output_stdin_and_exit_codes() {
     child.stdin.take().expect("stdin").write_all(b"hello\n").expect("write");
     let out = child.wait_with_output().expect("wait");
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "got hello\n"));
+    // The end of stdin reaches the command (process 1 holds no copy of the pipe).
+    let mut child = env
+        .foreground(&["sh", "-c", "cat; echo end of input"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(b"some input\n").expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "some input\nend of input\n"));
     // A command that does not exist: 127, as a shell says, naming it.
     let out = env.create(&["--rm", "--", "/no/such"]);
     assert_eq!(out.status.code(), Some(127), "{}", text(&out));
