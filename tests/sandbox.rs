@@ -936,7 +936,7 @@ fn real_clients_in_the_default_image() {
         ("npm.test".to_owned(), Route::Plain(npm_addr)),
         ("git.test".to_owned(), Route::Git(git_root.clone())),
     ]);
-    support::https::serve(upstream.bind(443), ca.server(&names), routes);
+    support::https::serve(upstream.bind(443), ca.server_for(&names), routes);
     env.hosts = names.iter().map(|n| format!("{n}={}", upstream.addr)).collect::<Vec<_>>().join(",");
 
     let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))

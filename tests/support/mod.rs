@@ -5,6 +5,9 @@
 #[path = "../../crates/openshell-build/tests/support/server.rs"]
 pub mod server;
 
+#[path = "../../crates/openshell-proxy/tests/common/mod.rs"]
+pub mod proxy_common;
+
 pub mod debian_archive;
 pub mod gpg;
 pub mod https;

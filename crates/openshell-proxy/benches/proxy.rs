@@ -14,6 +14,9 @@
 //! `OPENSHELL_BENCH_PROXY_BYTES` changes the download size; under `cargo test
 //! --benches` (no `--bench` argument) it runs one small round.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -24,9 +27,8 @@ use openshell_policy::{Engine, HttpRequest, Request, load_str};
 use openshell_proxy::http1;
 use openshell_proxy::proxy::Connect;
 use openshell_proxy::{Caller, Fixed, Interceptor, JsonLines, Proxy, ProxyConfig, SandboxCa, StaticResolver};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
 const POLICY: &str = "version: 1
@@ -98,30 +100,6 @@ fn small_server() -> SocketAddr {
     addr
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A CA standing in for a public one, and a server certificate for `tls.test`.
-fn upstream_tls() -> (Arc<ServerConfig>, CertificateDer<'static>) {
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name.push(DnType::CommonName, "bench upstream CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).expect("ca").der().clone();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().expect("key");
-    let leaf = CertificateParams::new(vec!["tls.test".to_owned()]).expect("params").signed_by(&key, &issuer);
-    let key = PrivateKeyDer::try_from(key.serialize_der()).expect("key");
-    let config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.expect("leaf").der().clone()], key)
-        .expect("server");
-    (Arc::new(config), ca_cert)
-}
-
 /// HTTPS on keep-alive connections: `/bulk` is `bytes` zero bytes, anything
 /// else a 2-byte body.
 fn tls_server(config: Arc<ServerConfig>, bytes: u64) -> SocketAddr {
@@ -162,6 +140,7 @@ type Tls = BufReader<StreamOwned<ClientConnection, TcpStream>>;
 
 /// TLS to `tls.test` over `tcp`, trusting only `root`.
 fn tls_client(tcp: TcpStream, root: &CertificateDer<'static>) -> Tls {
+    use common::provider;
     let _ = tcp.set_nodelay(true);
     let mut roots = RootCertStore::empty();
     roots.add(root.clone()).expect("root");
@@ -228,8 +207,9 @@ fn main() {
     let (rounds, requests) = if test_mode { (1, 20) } else { (5, 400) };
     let bulk = bulk_server(bytes);
     let small = small_server();
-    let (upstream_config, upstream_ca) = upstream_tls();
-    let tls = tls_server(upstream_config, bytes);
+    let upstream = common::TestCa::new("bench upstream CA");
+    let upstream_ca = upstream.root.clone();
+    let tls = tls_server(upstream.server("tls.test"), bytes);
     let sandbox_ca = SandboxCa::generate("bench").expect("sandbox CA");
     let sandbox_root = CertificateDer::from_pem_slice(sandbox_ca.cert_pem().as_bytes()).expect("pem");
     let mut upstream_roots = RootCertStore::empty();

@@ -3,6 +3,8 @@
 //! an HTTPS server of the test's own on loopback with a certificate from a test
 //! CA that the proxy is told to trust; the client trusts only the sandbox CA.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -10,14 +12,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{Recorder, Sink, TestCa, provider};
 use openshell_policy::load_str;
 use openshell_proxy::http1::{self, Body};
 use openshell_proxy::proxy::Connect;
-use openshell_proxy::{
-    AuditSink, Caller, Fixed, Interceptor, Proxy, ProxyConfig, ProxyHandle, SandboxCa, StaticResolver,
-};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use openshell_proxy::{Caller, Fixed, Interceptor, Proxy, ProxyConfig, ProxyHandle, SandboxCa, StaticResolver};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
 const POLICY: &str = r#"version: 1
@@ -65,20 +65,6 @@ network_policies:
       - path: /usr/bin/curl
 "#;
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<String>>);
-
-struct Sink(Arc<Recorder>);
-
-impl AuditSink for Sink {
-    fn record(&self, event: &openshell_proxy::AuditEvent) {
-        self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
-    }
-    fn record_api(&self, event: &openshell_proxy::ApiEvent) {
-        self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
-    }
-}
-
 /// Carries the private test addresses to loopback servers.
 struct Redirect(HashMap<SocketAddr, SocketAddr>);
 
@@ -86,41 +72,6 @@ impl Connect for Redirect {
     fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
         let to = self.0.get(&addr).ok_or_else(|| std::io::Error::other(format!("no test server for {addr}")))?;
         TcpStream::connect(to)
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A CA of the test's own (standing in for a public CA) and a leaf from it.
-struct TestCa {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl TestCa {
-    fn new(name: &str) -> TestCa {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let pem = params.self_signed(&key).expect("self-signed").pem();
-        TestCa { pem, issuer: Issuer::new(params, key) }
-    }
-
-    fn server(&self, host: &str) -> Arc<ServerConfig> {
-        let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(vec![host.to_owned()]).expect("params").signed_by(&key, &self.issuer);
-        let chain = vec![cert.expect("leaf").der().clone()];
-        let key = PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
-        let config = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("server config");
-        Arc::new(config)
     }
 }
 

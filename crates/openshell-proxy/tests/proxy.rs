@@ -4,15 +4,18 @@
 //! servers and records what was dialled, so the SSRF rules see real private
 //! addresses and the test sees that exactly the checked address is dialled.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{Recorder, Sink};
 use openshell_policy::load_str;
 use openshell_proxy::proxy::Connect;
-use openshell_proxy::{AuditSink, Caller, Fixed, Proxy, ProxyConfig, ProxyHandle, Resolve, StaticResolver};
+use openshell_proxy::{Caller, Fixed, Proxy, ProxyConfig, ProxyHandle, Resolve, StaticResolver};
 
 const POLICY: &str = "version: 1
 network_policies:
@@ -50,21 +53,6 @@ network_policies:
     binaries:
       - path: /usr/bin/curl
 ";
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<String>>);
-
-/// The proxy's audit sink, writing into a shared [`Recorder`].
-struct Sink(Arc<Recorder>);
-
-impl AuditSink for Sink {
-    fn record(&self, event: &openshell_proxy::AuditEvent) {
-        self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
-    }
-    fn record_api(&self, event: &openshell_proxy::ApiEvent) {
-        self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
-    }
-}
 
 /// Counts lookups (a denied name must never be looked up).
 struct Counting(StaticResolver, Arc<Mutex<Vec<String>>>);

@@ -2,20 +2,20 @@
 //! to `inference.local` (or to an endpoint its policy routes), trusting only
 //! the sandbox CA; a mock backend on loopback records what reaches it.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use common::{Recorder, Sink, TestCa, provider};
 use openshell_policy::load_str;
 use openshell_proxy::http1;
 use openshell_proxy::proxy::Connect;
 use openshell_proxy::router::{InferenceRoute, ProviderKind, Secret};
-use openshell_proxy::{
-    ApiEvent, AuditEvent, AuditSink, Caller, Fixed, Interceptor, Proxy, ProxyConfig, ProxyHandle, SandboxCa,
-    StaticResolver,
-};
+use openshell_proxy::{Caller, Fixed, Interceptor, Proxy, ProxyConfig, ProxyHandle, SandboxCa, StaticResolver};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
@@ -31,20 +31,6 @@ network_policies:
 
 const BACKEND_KEY: &str = "sk-backend-0123456789";
 const CALLER_KEY: &str = "sk-caller-abcdef";
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<String>>);
-
-struct Sink(Arc<Recorder>);
-
-impl AuditSink for Sink {
-    fn record(&self, event: &AuditEvent) {
-        self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
-    }
-    fn record_api(&self, event: &ApiEvent) {
-        self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
-    }
-}
 
 struct Redirect(HashMap<SocketAddr, SocketAddr>);
 
@@ -149,6 +135,36 @@ fn backend(seen: Arc<Mutex<Vec<Seen>>>, release: mpsc::Receiver<()>) -> SocketAd
     addr
 }
 
+/// HTTPS in front of the plain mock: each request forwarded, its whole answer back.
+fn tls_front(config: Arc<rustls::ServerConfig>, plain: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let config = Arc::clone(&config);
+            std::thread::spawn(move || {
+                let Ok(conn) = rustls::ServerConnection::new(config) else { return };
+                let mut tls = BufReader::new(StreamOwned::new(conn, tcp));
+                while let Ok(Some(head)) = http1::read_head_bytes(&mut tls) {
+                    let req = http1::parse_request(&head).expect("head");
+                    let mut body = Vec::new();
+                    let framing = http1::request_body(&req.headers).expect("framing");
+                    http1::copy_body(&mut tls, &mut body, framing).expect("body");
+                    let mut up = BufReader::new(TcpStream::connect(plain).expect("mock"));
+                    up.get_mut().write_all(&head).and_then(|()| up.get_mut().write_all(&body)).expect("forward");
+                    let answer = http1::read_head_bytes(&mut up).expect("answer").expect("a head");
+                    let parsed = http1::parse_response(&answer).expect("parse");
+                    let out = tls.get_mut();
+                    out.write_all(&answer).expect("head back");
+                    http1::copy_body(&mut up, out, http1::response_body(&req.method, &parsed)).expect("body back");
+                    out.flush().expect("flush");
+                }
+            });
+        }
+    });
+    addr
+}
+
 struct Setup {
     addr: SocketAddr,
     handle: ProxyHandle,
@@ -173,6 +189,12 @@ fn setup(route: Option<InferenceRoute>) -> Setup {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (release, gate) = mpsc::channel();
     let mock = backend(Arc::clone(&seen), gate);
+    // HTTPS backends: one with a certificate the proxy trusts (8443), one without (8444).
+    let (trusted, stranger) = (TestCa::new("test backend CA"), TestCa::new("a CA nobody trusts"));
+    let https = tls_front(trusted.server("backend.test"), mock);
+    let forged = tls_front(stranger.server("backend.test"), mock);
+    let mut roots = RootCertStore::empty();
+    roots.add(trusted.root.clone()).expect("root");
     let ip: IpAddr = "10.200.0.9".parse().expect("ip");
     let ca = SandboxCa::generate("router-test").expect("ca");
     let ca_pem = ca.cert_pem().to_owned();
@@ -189,9 +211,13 @@ fn setup(route: Option<InferenceRoute>) -> Setup {
                 sha256: None,
             }))),
             resolver: Box::new(StaticResolver(HashMap::from([("backend.test".to_owned(), vec![ip])]))),
-            connector: Box::new(Redirect(HashMap::from([(SocketAddr::new(ip, 8000), mock)]))),
+            connector: Box::new(Redirect(HashMap::from([
+                (SocketAddr::new(ip, 8000), mock),
+                (SocketAddr::new(ip, 8443), https),
+                (SocketAddr::new(ip, 8444), forged),
+            ]))),
             audit: Box::new(Sink(Arc::clone(&audit))),
-            tls: Some(Arc::new(Interceptor::new(ca, RootCertStore::empty()).expect("interceptor"))),
+            tls: Some(Arc::new(Interceptor::new(ca, roots).expect("interceptor"))),
             route,
         },
     )
@@ -213,7 +239,7 @@ fn open(s: &Setup, host: &str) -> Client {
     assert_eq!(&reply[..12], b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&reply));
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(s.ca.as_bytes()).expect("pem")).expect("root");
-    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(roots)
@@ -376,6 +402,26 @@ fn a_stalled_backend_meets_the_idle_timeout() {
     assert!(started.elapsed() < Duration::from_secs(3), "ended by the idle timeout: {:?}", started.elapsed());
     let events = api_events(&s.audit, 2);
     assert!(events.iter().any(|e| e["note"].as_str().is_some_and(|n| n.contains("idle timeout"))), "{events:?}");
+}
+
+#[test]
+fn https_backends_are_verified() {
+    let https =
+        InferenceRoute { base_url: "https://backend.test:8443/v1".into(), ..route(ProviderKind::Openai, None, 30) };
+    let s = setup(Some(https));
+    let mut c = open(&s, "inference.local");
+    let (status, _, body) = call(&mut c, "POST", "/v1/chat/completions", "", r#"{"model":"m"}"#);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(s.seen.lock().expect("lock")[0].header("authorization"), Some(format!("Bearer {BACKEND_KEY}").as_str()));
+    // A backend whose certificate no trusted CA signed: 502, nothing sent to it.
+    let forged =
+        InferenceRoute { base_url: "https://backend.test:8444/v1".into(), ..route(ProviderKind::Openai, None, 30) };
+    s.handle.set_route(Some(forged)).expect("route");
+    let (status, _, body) = call(&mut c, "POST", "/v1/chat/completions", "", r#"{"model":"m"}"#);
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("TLS to the backend failed") && text.contains("UnknownIssuer"), "{text}");
+    assert_eq!(s.seen.lock().expect("lock").len(), 1);
 }
 
 #[test]

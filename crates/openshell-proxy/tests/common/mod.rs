@@ -1,0 +1,81 @@
+//! What the proxy's tests (and benches) share: an audit sink that records, and a
+//! CA of the test's own with server certificates from it.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use openshell_proxy::{ApiEvent, AuditEvent, AuditSink};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Every audit line, as JSON text.
+#[derive(Default)]
+pub struct Recorder(pub Mutex<Vec<String>>);
+
+impl Recorder {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().expect("lock").clone()
+    }
+}
+
+/// The proxy's audit sink, writing into a shared [`Recorder`].
+pub struct Sink(pub Arc<Recorder>);
+
+impl AuditSink for Sink {
+    fn record(&self, event: &AuditEvent) {
+        self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
+    }
+    fn record_api(&self, event: &ApiEvent) {
+        self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
+    }
+}
+
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A CA standing in for a public one.
+pub struct TestCa {
+    pub pem: String,
+    pub root: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        let cert = params.self_signed(&key).expect("self-signed");
+        TestCa { pem: cert.pem(), root: cert.der().clone(), issuer: Issuer::new(params, key) }
+    }
+
+    /// A server configuration with a certificate for `host` from this CA.
+    pub fn server(&self, host: &str) -> Arc<ServerConfig> {
+        self.server_for(&[host])
+    }
+
+    /// The same for several names (HTTP/1.1 offered by ALPN).
+    pub fn server_for(&self, names: &[&str]) -> Arc<ServerConfig> {
+        let key = KeyPair::generate().expect("key");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).expect("names");
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.use_authority_key_identifier_extension = true;
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        let key = PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .expect("server config");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
