@@ -309,8 +309,9 @@ fn the_network_is_loopback_only() {
         "--",
         "sh",
         "-c",
-        // The client retries until the listener is up (a fixed sleep raced under load).
-        "nc -l -p 8080 & i=0; while [ $i -lt 100 ]; do echo over-loopback | nc 127.0.0.1 8080 2>/dev/null && break; sleep 0.05; i=$((i+1)); done; wait",
+        // The client retries until the listener is up (a fixed sleep raced under
+        // load); the listener's stdin stays open (at its end, busybox nc would close).
+        "sleep 3 | nc -l -p 8080 & i=0; while [ $i -lt 100 ]; do echo over-loopback | nc 127.0.0.1 8080 2>/dev/null && break; sleep 0.05; i=$((i+1)); done; wait",
     ]);
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "over-loopback\n"), "{}", text(&out));
     // Nothing else is reachable: there is no route out.
