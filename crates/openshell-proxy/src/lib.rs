@@ -1,19 +1,23 @@
-//! openshell's egress proxy (issue 5, first part): CONNECT and absolute-form HTTP
+//! openshell's egress proxy and privacy router: CONNECT and absolute-form HTTP
 //! through one pipeline, decided by the policy engine, with the SSRF rules,
-//! audit events and atomic hot reload.
+//! L7 inspection, inference routing, audit events and atomic hot reload.
 //!
 //! - `proxy`: the listener and the per-connection pipeline (read the request head,
-//!   identify the caller, resolve, decide, connect to the checked address, relay);
-//! - `identify`: who is calling ([`Identify`]; the sandbox's kernel-based identity
-//!   plugs in here);
+//!   identify the caller, decide, resolve, decide again, connect to the checked
+//!   address, relay with splice; or hand over to `l7` or `router`);
+//! - `l7`: inspected tunnels (TLS terminated, each request decided);
+//! - `router`: the privacy router (`inference.local`, routed endpoints);
+//! - `tls`: the sandbox CA, its leaves, the upstream roots;
+//! - `http1`: message heads and body framing;
+//! - `identify`: who is calling ([`Identify`]; the kernel's view in a sandbox,
+//!   with the binary's sha256 pinned at first use);
 //! - `resolve`: name resolution in the proxy ([`Resolve`]: the system's, or a
 //!   fixed table);
-//! - `audit`: OCSF JSON lines (network activity 4001, HTTP activity 4002).
+//! - `audit`: OCSF JSON lines (network activity 4001, HTTP activity 4002, API
+//!   activity 6003).
 //!
 //! A sandbox whose policy has network policies runs one of these in its
-//! supervisor (see the gateway's helper), behind the runtime's fence. Not here
-//! yet: TLS termination for L7 rules (such endpoints are refused, fail closed)
-//! and pinning the caller's binary by hash.
+//! supervisor (see the gateway's helper), behind the runtime's fence.
 
 pub mod audit;
 pub mod http1;
