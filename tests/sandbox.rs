@@ -217,25 +217,17 @@ fn foreground_runs_pass_output_stdin_and_exit_codes() {
     assert_eq!(stdout(&out), "out\n1000\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     assert!(env.names().is_empty(), "--rm removed it");
-    // stdin reaches the command.
-    let mut child = env
-        .foreground(&["sh", "-c", "read l; echo got $l"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child.stdin.take().expect("stdin").write_all(b"hello\n").expect("write");
-    let out = child.wait_with_output().expect("wait");
+    // stdin reaches the command, and so does its end (process 1 holds no copy
+    // of the pipe).
+    let fed = |script: &str, input: &[u8]| {
+        let mut child =
+            env.foreground(&["sh", "-c", script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn");
+        child.stdin.take().expect("stdin").write_all(input).expect("write");
+        child.wait_with_output().expect("wait")
+    };
+    let out = fed("read l; echo got $l", b"hello\n");
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "got hello\n"));
-    // The end of stdin reaches the command (process 1 holds no copy of the pipe).
-    let mut child = env
-        .foreground(&["sh", "-c", "cat; echo end of input"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child.stdin.take().expect("stdin").write_all(b"some input\n").expect("write");
-    let out = child.wait_with_output().expect("wait");
+    let out = fed("cat; echo end of input", b"some input\n");
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "some input\nend of input\n"));
     // A command that does not exist: 127, as a shell says, naming it.
     let out = env.create(&["--rm", "--", "/no/such"]);

@@ -219,9 +219,10 @@ fn reload_on_hangup(dir: SandboxDir, handle: openshell_proxy::ProxyHandle) -> Re
     Ok(())
 }
 
-/// TLS inspection for the sandbox's L7 endpoints: its CA (made at creation)
-/// and the upstream roots (the system's plus `OPENSHELL_UPSTREAM_CA`). Without
-/// it, endpoints with L7 rules are refused and the reason is logged.
+/// TLS inspection for the sandbox's L7 endpoints and its router: its CA (made at
+/// creation); the upstream roots (the system's plus `OPENSHELL_UPSTREAM_CA`) are
+/// read when first needed. Without a CA, such endpoints are refused and the
+/// reason is logged.
 fn interceptor(dir: &SandboxDir, id: &str) -> Option<std::sync::Arc<openshell_proxy::Interceptor>> {
     let made = (|| -> Result<openshell_proxy::Interceptor, String> {
         let read = |name: &str| {
@@ -230,8 +231,7 @@ fn interceptor(dir: &SandboxDir, id: &str) -> Option<std::sync::Arc<openshell_pr
         };
         let ca = openshell_proxy::SandboxCa::from_pem(id, &read(CA_CERT_FILE)?, &read(CA_KEY_FILE)?)
             .map_err(|e| e.to_string())?;
-        let roots = openshell_proxy::tls::upstream_roots_from_env().map_err(|e| e.to_string())?;
-        openshell_proxy::Interceptor::new(ca, roots).map_err(|e| e.to_string())
+        openshell_proxy::Interceptor::with_env_roots(ca).map_err(|e| e.to_string())
     })();
     match made {
         Ok(i) => Some(std::sync::Arc::new(i)),

@@ -18,6 +18,8 @@
 mod common;
 
 use std::collections::HashMap;
+
+use common::Redirect;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -25,7 +27,6 @@ use std::time::Instant;
 
 use openshell_policy::{Engine, HttpRequest, Request, load_str};
 use openshell_proxy::http1;
-use openshell_proxy::proxy::Connect;
 use openshell_proxy::{Caller, Fixed, Interceptor, JsonLines, Proxy, ProxyConfig, SandboxCa, StaticResolver};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -48,14 +49,6 @@ network_policies:
     binaries:
       - path: /usr/bin/curl
 ";
-
-struct Redirect(HashMap<SocketAddr, SocketAddr>);
-
-impl Connect for Redirect {
-    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        TcpStream::connect(self.0.get(&addr).ok_or_else(|| std::io::Error::other("no server"))?)
-    }
-}
 
 /// Sends `bytes` zero bytes to every connection.
 fn bulk_server(bytes: u64) -> SocketAddr {

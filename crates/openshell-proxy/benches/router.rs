@@ -9,7 +9,12 @@
 //! router's TLS, header filtering, credential injection and model rewrite.
 //! Under `cargo test --benches` it runs a few rounds only.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
+
+use common::Redirect;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -17,20 +22,11 @@ use std::time::Instant;
 
 use openshell_policy::load_str;
 use openshell_proxy::http1;
-use openshell_proxy::proxy::Connect;
 use openshell_proxy::router::{InferenceRoute, ProviderKind, Secret};
 use openshell_proxy::{Caller, Fixed, Interceptor, JsonLines, Proxy, ProxyConfig, SandboxCa, StaticResolver};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-
-struct Redirect(HashMap<SocketAddr, SocketAddr>);
-
-impl Connect for Redirect {
-    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        TcpStream::connect(self.0.get(&addr).ok_or_else(|| std::io::Error::other("no server"))?)
-    }
-}
 
 /// A mock backend: `"stream": true` gets three events (the first at once), the
 /// rest a small JSON body.

@@ -204,7 +204,8 @@ fn split_target(target: &str) -> (&str, &str) {
 /// Opens verified TLS to the upstream; the error says why, for the client.
 fn connect_upstream(tls: &Interceptor, tcp: TcpStream, host: &str) -> Result<UpstreamSide, String> {
     let name = Interceptor::server_name(host).map_err(|e| e.to_string())?;
-    let mut conn = ClientConnection::new(tls.client_config(), name).map_err(|e| format!("TLS to the upstream: {e}"))?;
+    let config = tls.client_config().map_err(|e| format!("TLS to the upstream: {e}"))?;
+    let mut conn = ClientConnection::new(config, name).map_err(|e| format!("TLS to the upstream: {e}"))?;
     let mut tcp = tcp;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| format!("TLS to the upstream failed: {e}"))?;

@@ -524,7 +524,8 @@ fn connect(shared: &Shared, tls: &Interceptor, backend: &Backend, timeout: Durat
         return Ok(Upstream::Plain(BufReader::with_capacity(64 * 1024, tcp)));
     }
     let name = Interceptor::server_name(&backend.host).map_err(|e| e.to_string())?;
-    let mut conn = ClientConnection::new(tls.client_config(), name).map_err(|e| format!("TLS to the backend: {e}"))?;
+    let config = tls.client_config().map_err(|e| format!("TLS to the backend: {e}"))?;
+    let mut conn = ClientConnection::new(config, name).map_err(|e| format!("TLS to the backend: {e}"))?;
     let mut tcp = tcp;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| format!("TLS to the backend failed: {e}"))?;

@@ -176,19 +176,38 @@ pub struct Interceptor {
     ca: SandboxCa,
     leaf_key: KeyPair,
     servers: Mutex<HashMap<String, Arc<ServerConfig>>>,
-    client: Arc<ClientConfig>,
+    /// Where the upstream roots come from, taken when the client side is first made.
+    roots: Mutex<Option<Roots>>,
+    client: std::sync::OnceLock<Result<Arc<ClientConfig>, String>>,
+}
+
+/// The upstream roots: given, or read (system + `OPENSHELL_UPSTREAM_CA`) on
+/// first use, so a sandbox that never opens verified TLS never pays for it.
+enum Roots {
+    Given(RootCertStore),
+    FromEnv,
 }
 
 impl Interceptor {
     pub fn new(ca: SandboxCa, roots: RootCertStore) -> Result<Interceptor, TlsError> {
+        Interceptor::with(ca, Roots::Given(roots))
+    }
+
+    /// Upstream roots from the system and `OPENSHELL_UPSTREAM_CA`, read when the
+    /// first upstream TLS connection is made (about 5 ms, kept off sandbox start).
+    pub fn with_env_roots(ca: SandboxCa) -> Result<Interceptor, TlsError> {
+        Interceptor::with(ca, Roots::FromEnv)
+    }
+
+    fn with(ca: SandboxCa, roots: Roots) -> Result<Interceptor, TlsError> {
         let leaf_key = KeyPair::generate().map_err(TlsError::Generate)?;
-        let mut client = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(TlsError::Config)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        client.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Interceptor { ca, leaf_key, servers: Mutex::new(HashMap::new()), client: Arc::new(client) })
+        Ok(Interceptor {
+            ca,
+            leaf_key,
+            servers: Mutex::new(HashMap::new()),
+            roots: Mutex::new(Some(roots)),
+            client: std::sync::OnceLock::new(),
+        })
     }
 
     pub fn ca(&self) -> &SandboxCa {
@@ -219,9 +238,24 @@ impl Interceptor {
         Ok(config)
     }
 
-    /// The client side towards the real `host`.
-    pub fn client_config(&self) -> Arc<ClientConfig> {
-        Arc::clone(&self.client)
+    /// The client side towards real upstreams; the error says why there is none.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
+        self.client
+            .get_or_init(|| {
+                let roots = match self.roots.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    Some(Roots::Given(roots)) => roots,
+                    Some(Roots::FromEnv) => upstream_roots_from_env().map_err(|e| e.to_string())?,
+                    None => return Err("the upstream roots were taken already".into()),
+                };
+                let mut client = ClientConfig::builder_with_provider(provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                client.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Ok(Arc::new(client))
+            })
+            .clone()
     }
 
     /// `host` as a TLS server name (DNS name or IP address).

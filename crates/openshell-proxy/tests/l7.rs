@@ -12,10 +12,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Recorder, Sink, TestCa, provider};
+use common::{Recorder, Redirect, Sink, TestCa, provider};
 use openshell_policy::load_str;
 use openshell_proxy::http1::{self, Body};
-use openshell_proxy::proxy::Connect;
 use openshell_proxy::{Caller, Fixed, Interceptor, Proxy, ProxyConfig, ProxyHandle, SandboxCa, StaticResolver};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
@@ -64,16 +63,6 @@ network_policies:
     binaries:
       - path: /usr/bin/curl
 "#;
-
-/// Carries the private test addresses to loopback servers.
-struct Redirect(HashMap<SocketAddr, SocketAddr>);
-
-impl Connect for Redirect {
-    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        let to = self.0.get(&addr).ok_or_else(|| std::io::Error::other(format!("no test server for {addr}")))?;
-        TcpStream::connect(to)
-    }
-}
 
 /// What the upstream received, one entry per request.
 #[derive(Debug, Clone)]

@@ -10,10 +10,9 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{Recorder, Sink, TestCa, provider};
+use common::{Recorder, Redirect, Sink, TestCa, provider};
 use openshell_policy::load_str;
 use openshell_proxy::http1;
-use openshell_proxy::proxy::Connect;
 use openshell_proxy::router::{InferenceRoute, ProviderKind, Secret};
 use openshell_proxy::{Caller, Fixed, Interceptor, Proxy, ProxyConfig, ProxyHandle, SandboxCa, StaticResolver};
 use rustls::pki_types::pem::PemObject;
@@ -31,15 +30,6 @@ network_policies:
 
 const BACKEND_KEY: &str = "sk-backend-0123456789";
 const CALLER_KEY: &str = "sk-caller-abcdef";
-
-struct Redirect(HashMap<SocketAddr, SocketAddr>);
-
-impl Connect for Redirect {
-    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        let to = self.0.get(&addr).ok_or_else(|| std::io::Error::other(format!("no test server for {addr}")))?;
-        TcpStream::connect(to)
-    }
-}
 
 /// One request as the backend saw it.
 #[derive(Debug, Clone)]

@@ -3,8 +3,11 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 
+use openshell_proxy::proxy::Connect;
 use openshell_proxy::{ApiEvent, AuditEvent, AuditSink};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::ServerConfig;
@@ -29,6 +32,17 @@ impl AuditSink for Sink {
     }
     fn record_api(&self, event: &ApiEvent) {
         self.0.0.lock().expect("lock").push(serde_json::to_string(event).expect("json"));
+    }
+}
+
+/// Carries connections for the (private) addresses the test's names resolve to
+/// to its loopback servers.
+pub struct Redirect(pub HashMap<SocketAddr, SocketAddr>);
+
+impl Connect for Redirect {
+    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let to = self.0.get(&addr).ok_or_else(|| std::io::Error::other(format!("no test server for {addr}")))?;
+        TcpStream::connect(to)
     }
 }
 
