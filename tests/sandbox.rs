@@ -70,13 +70,19 @@ impl Env {
         let def = format!(
             "name: openshell/probe\nfiles:\n  - {{ path: /usr/bin/probe, source: {p}, mode: \"0755\" }}\n  - {{ path: /usr/bin/probe-suid, source: {p}, mode: \"4755\" }}\n  - {{ path: /root/secret, content: \"image secret\\n\", mode: \"0644\" }}\nuser: {{ name: sandbox, uid: 1000, gid: 1000, home: /sandbox }}\nworkdir: /sandbox\nenv:\n  PATH: /usr/bin\n"
         );
-        std::fs::create_dir_all(self.path().join("probe-image")).expect("mkdir");
-        std::fs::write(self.path().join("probe-image/image.yaml"), def).expect("definition");
+        self.build_image("probe-image", &def);
+    }
+
+    /// Locks and builds the image `definition` (its lockfile is `NAME.lock`).
+    fn build_image(&self, name: &str, definition: &str) {
+        std::fs::create_dir_all(self.path().join(name)).expect("mkdir");
+        std::fs::write(self.path().join(name).join("image.yaml"), definition).expect("definition");
         let store = self.store();
-        let out = self.run(&["lock", "probe-image/image.yaml", "--store", &store, "-o", "probe.lock"]);
-        assert!(out.status.success(), "lock: {}", text(&out));
-        let out = self.run(&["build", "probe.lock", "--store", &store]);
-        assert!(out.status.success(), "build: {}", text(&out));
+        let (def, lock) = (format!("{name}/image.yaml"), format!("{name}.lock"));
+        let out = self.run(&["lock", &def, "--store", &store, "-o", &lock]);
+        assert!(out.status.success(), "lock {name}: {}", text(&out));
+        let out = self.run(&["build", &lock, "--store", &store]);
+        assert!(out.status.success(), "build {name}: {}", text(&out));
     }
 
     /// The probe with `args` in a new `--rm` sandbox of the probe image; (exit code, line).
@@ -1588,4 +1594,155 @@ fn the_agents_reach_the_routed_backend() {
         assert!(backend_saw.contains(shape), "{shape} never reached the backend");
     }
     assert!(!backend_saw.contains("openshell-routed"), "the placeholder key never reaches the backend");
+}
+
+// ---- issue 12: the boundary against a determined sandbox ------------------------
+
+/// A host directory a sandbox's planted links point at: `x/marker` and
+/// `b/x/marker` owned by uid 1000 (the sandbox user's number), and a listing to
+/// compare after each attempt.
+struct HostTarget {
+    dir: tempfile::TempDir,
+}
+
+impl HostTarget {
+    fn new() -> HostTarget {
+        let dir = tempfile::Builder::new().prefix("oshost").tempdir_in("/tmp").expect("tempdir");
+        for rel in ["x", "b/x"] {
+            let x = dir.path().join(rel);
+            std::fs::create_dir_all(&x).expect("mkdir");
+            std::fs::write(x.join("marker"), "host secret\n").expect("marker");
+            for p in [&x, &x.join("marker")] {
+                std::os::unix::fs::chown(p, Some(1000), Some(1000)).expect("chown");
+            }
+            std::fs::set_permissions(&x, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        HostTarget { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Every entry below the directory with its owner, mode, size and content.
+    fn snapshot(&self) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = Vec::new();
+        let mut stack = vec![self.path().to_path_buf()];
+        while let Some(p) = stack.pop() {
+            let m = std::fs::symlink_metadata(&p).expect("stat");
+            let content = if m.is_file() { std::fs::read_to_string(&p).unwrap_or_default() } else { String::new() };
+            out.push(format!("{} {}:{} {:o} {} {content:?}", p.display(), m.uid(), m.gid(), m.mode(), m.len()));
+            if m.is_dir() {
+                stack.extend(std::fs::read_dir(&p).expect("readdir").flatten().map(|e| e.path()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Whether the host's mount table names this directory (it never should).
+    fn mounted(&self) -> bool {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .contains(self.path().to_str().expect("utf-8"))
+    }
+}
+
+/// Issue 12 point 1, reproduced on the code before it: with read_write
+/// `[/sandbox, /sandbox/a/x]`, the sandbox replaced `/sandbox/a` by a link to a
+/// host directory; after `stop` and `start` the host's own `x` was bind-mounted
+/// into the sandbox. Every variant (absolute and relative link targets, `..`, a
+/// link as the last component, a link in a middle component) must now either
+/// start with the in-root target or refuse with an error naming the path; the
+/// host directory is never mounted or changed. Positive control: the same
+/// sequence without a link keeps a working, persistent read-write `x`.
+#[test]
+fn read_write_paths_never_follow_links_out_of_the_sandbox() {
+    let env = Env::new();
+    let target = HostTarget::new();
+    let host = target.path().display().to_string();
+    let before = target.snapshot();
+    // The image has the same path, so that a link followed inside the root finds a
+    // directory too (else the start would fail whatever the resolution).
+    let mut def = String::from("name: openshell/linktarget\nfiles:\n");
+    for name in ["busybox", "sh", "cat"] {
+        def.push_str(&format!("  - {{ path: /bin/{name}, source: /bin/busybox, mode: \"0755\" }}\n"));
+    }
+    for rel in ["x", "b/x"] {
+        def.push_str(&format!("  - {{ path: {host}/{rel}/in-image, content: \"image\\n\", mode: \"0644\" }}\n"));
+    }
+    def.push_str("user: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\nworkdir: /sandbox\nenv:\n  PATH: /bin\ncmd: [/bin/sh]\n");
+    env.build_image("linktarget", &def);
+    let store = env.store();
+    let default = no_network_policy(&env);
+    let default = std::fs::read_to_string(default).expect("policy");
+    // read_write exactly `[/sandbox, PATH]`, in that order (as reported).
+    let policy = |name: &str, path: &str| {
+        let text = default.replace("    - /sandbox\n    - /tmp\n", &format!("    - /sandbox\n    - {path}\n"));
+        assert_ne!(text, default, "the default policy's read_write list starts with /sandbox, /tmp");
+        let file = env.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, text).expect("policy");
+        file.display().to_string()
+    };
+    let up = "../".repeat(24);
+    let cases: &[(&str, &str, String)] = &[
+        ("absolute", "/sandbox/a/x", format!("busybox mv /sandbox/a /sandbox/a2 && busybox ln -s {host} /sandbox/a")),
+        (
+            "relative",
+            "/sandbox/a/x",
+            format!("busybox mv /sandbox/a /sandbox/a2 && busybox ln -s {up}{host} /sandbox/a"),
+        ),
+        (
+            "dotdot",
+            "/sandbox/a/x",
+            format!("busybox mv /sandbox/a /sandbox/a2 && busybox ln -s /sandbox/../../..{host} /sandbox/a"),
+        ),
+        (
+            "last",
+            "/sandbox/a/x",
+            format!(
+                "busybox mv /sandbox/a /sandbox/a2 && busybox mkdir /sandbox/a && busybox ln -s {host}/x /sandbox/a/x"
+            ),
+        ),
+        ("middle", "/sandbox/a/b/x", format!("busybox mv /sandbox/a /sandbox/a2 && busybox ln -s {host} /sandbox/a")),
+        ("control", "/sandbox/a/x", "echo kept > /sandbox/a/x/note".to_owned()),
+    ];
+    // Every variant is tried; what went wrong is collected and reported at once.
+    let mut failures = Vec::new();
+    for (name, path, plant) in cases {
+        let file = policy(name, path);
+        let image = ["-d", "--name", name, "--policy", &file, "--store", &store, "--image", "openshell/linktarget"];
+        let out = env.run(&[&["sandbox", "create"][..], &image].concat());
+        assert!(out.status.success(), "{name}: create: {}", text(&out));
+        let out = env.run(&["sandbox", "exec", name, "--", "sh", "-c", plant]);
+        assert!(out.status.success(), "{name}: planting `{plant}`: {}", text(&out));
+        let out = env.run(&["sandbox", "stop", name, "--time", "2"]);
+        assert!(out.status.success(), "{name}: stop: {}", text(&out));
+        let started = env.run(&["sandbox", "start", name]);
+        if *name == "control" {
+            assert!(started.status.success(), "control: start: {}", text(&started));
+            let out = env.run(&["sandbox", "exec", name, "--", "cat", "/sandbox/a/x/note"]);
+            assert_eq!(stdout(&out), "kept\n", "control: the read-write path persists: {}", text(&out));
+            continue;
+        }
+        if started.status.success() {
+            // Started: `x` must be the in-root target, never the host's.
+            let probe = format!("cat {path}/marker; echo planted > {path}/from-sandbox; busybox ls -la {path}");
+            let out = env.run(&["sandbox", "exec", name, "--", "sh", "-c", &probe]);
+            if stdout(&out).contains("host secret") {
+                failures.push(format!("{name}: the host's directory is mounted: {}", text(&out)));
+            }
+        } else if !text(&started).contains(path) {
+            failures.push(format!("{name}: a refused start must name the path: {}", text(&started)));
+        }
+        if target.mounted() {
+            failures.push(format!("{name}: the host directory appears in the host's mount table"));
+        }
+        if target.snapshot() != before {
+            failures.push(format!("{name}: the host directory changed: {:#?}", target.snapshot()));
+        }
+        let _ = env.run(&["sandbox", "delete", name]);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

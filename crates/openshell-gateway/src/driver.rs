@@ -545,7 +545,10 @@ impl Driver for LocalDriver {
             if path == "/tmp" {
                 writable.push(Writable::Tmpfs { path: path.clone() });
             } else if !path.starts_with("/dev/") && path != "/" {
-                writable.push(Writable::Bind { path: path.clone(), source: dir.rootfs().join(&path[1..]) });
+                // Bound from the directory the supervisor resolves inside the overlay
+                // at each start (see `SandboxDir::bind_source`), never from a path
+                // string through the sandbox's own files.
+                writable.push(Writable::Bind { path: path.clone(), source: dir.bind_source(bind_paths.len()) });
                 bind_paths.push(path.clone());
             }
         }
@@ -734,9 +737,7 @@ impl Driver for LocalDriver {
 
     fn remove(&self, id: &str) -> Result<(), DriverError> {
         let dir = self.sandbox(id);
-        if let Ok(config) = dir.read_config() {
-            let _ = dir.overlay(&config.layers).unmount();
-        }
+        // Its mounts lived in its supervisor's own mount namespace: nothing to unmount.
         // The container's state knows its cgroups: libcontainer removes both.
         let state = self.dir.containers().join(id);
         if state.exists() {

@@ -391,3 +391,83 @@ fn features_and_version() {
     assert!(o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("openshell-runtime {}", env!("CARGO_PKG_VERSION")));
 }
+
+/// Issue 12 point 1 through the runtime binary: a bundle whose rootfs holds links
+/// out of it (absolute, relative, through `..`, as the last component) under the
+/// destinations of its mounts. Each destination is resolved inside the rootfs
+/// (the in-root directories exist, so the run succeeds): the host directory the
+/// links name is never mounted over, never written, and never shows inside.
+/// Positive control: the same mounts land where the links point inside the root,
+/// so the container reads what was mounted there.
+#[test]
+fn mount_destinations_never_follow_links_out_of_the_rootfs() {
+    let f = Fixture::new();
+    let host = tempfile::Builder::new().prefix("oshost").tempdir_in("/tmp").expect("tempdir");
+    std::fs::create_dir(host.path().join("x")).expect("mkdir");
+    std::fs::write(host.path().join("x/marker"), "host secret\n").expect("marker");
+    let snapshot = || {
+        let mut names: Vec<String> = walk(host.path()).iter().map(|p| p.display().to_string()).collect();
+        names.sort();
+        (names, std::fs::read_to_string(host.path().join("x/marker")).expect("marker"))
+    };
+    let before = snapshot();
+    let h = host.path().display().to_string();
+    let rootfs = f.bundle().join("rootfs");
+    // The same path inside the rootfs, so that in-root resolution finds directories.
+    std::fs::create_dir_all(rootfs.join(h.trim_start_matches('/')).join("x")).expect("mkdir in-root");
+    std::fs::create_dir_all(rootfs.join("links/last")).expect("mkdir");
+    let up = "../".repeat(24);
+    for (name, target) in [
+        ("abs", h.clone()),
+        ("rel", format!("{up}{}", h.trim_start_matches('/'))),
+        ("dotdot", format!("/links/../../..{h}")),
+    ] {
+        std::os::unix::fs::symlink(target, rootfs.join("links").join(name)).expect("symlink");
+    }
+    std::os::unix::fs::symlink(format!("{h}/x"), rootfs.join("links/last/x")).expect("symlink");
+    let source = f.path().join("bound");
+    std::fs::create_dir(&source).expect("mkdir");
+    std::fs::write(source.join("bound"), "bound by the bundle\n").expect("write");
+    let id = format!("osrt-links-{}", std::process::id());
+    f.configure(
+        &id,
+        &["/probe", "read:/links/abs/x/bound", "read:/links/rel/x/marker", "read:/links/last/x/marker"],
+        &[],
+    );
+    f.edit_config(|spec| {
+        let mounts = spec["mounts"].as_array_mut().expect("mounts");
+        let bind = |dest: &str| {
+            serde_json::json!({"destination": dest, "type": "bind", "source": source, "options": ["rbind", "ro"]})
+        };
+        let tmpfs = |dest: &str| serde_json::json!({"destination": dest, "type": "tmpfs", "source": "tmpfs"});
+        // All four resolve to the same in-root directory: the bind goes on top.
+        mounts.push(tmpfs("/links/rel/x"));
+        mounts.push(tmpfs("/links/dotdot/x"));
+        mounts.push(tmpfs("/links/last/x"));
+        mounts.push(bind("/links/abs/x"));
+    });
+    let mut runtime = f.command(&["run", "--bundle", &f.bundle().display().to_string(), &id]);
+    let o = runtime.stdin(Stdio::null()).output().expect("run");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains("host secret"), "a host file shows inside: {}", text(&o));
+    // The bind landed where the link points inside the root: the control.
+    assert!(out.contains("read /links/abs/x/bound: bound by the bundle"), "{}", text(&o));
+    assert!(out.contains("read /links/rel/x/marker: No such file"), "{}", text(&o));
+    assert!(out.contains("read /links/last/x/marker: No such file"), "{}", text(&o));
+    assert_eq!(snapshot(), before, "the host directory changed");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&h), "the host directory is in the host's mount table");
+}
+
+/// Every path below `dir` (not following links).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("readdir").flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}

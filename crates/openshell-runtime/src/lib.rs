@@ -4,6 +4,8 @@
 //! - `identity`: the policy's `sandbox` user and group, looked up in the image;
 //! - `landlock`: applying the policy's Landlock rules;
 //! - `rootfs`: layers unpacked once per diff_id, under a per-sandbox overlay;
+//! - `inroot`: paths inside a sandbox's root resolved without leaving it, and
+//!   mounted through their handles;
 //! - `fence`: a veth pair and nftables under which only the proxy is reachable;
 //! - `loopback`: `lo` brought up in a sandbox's new network namespace;
 //! - `init`: process 1 of a sandbox (reaps orphans, forwards signals);
@@ -15,6 +17,7 @@
 pub mod fence;
 pub mod identity;
 pub mod init;
+pub mod inroot;
 pub mod landlock;
 pub mod loopback;
 pub mod rootfs;

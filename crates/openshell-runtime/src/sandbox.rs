@@ -9,10 +9,13 @@
 //! - `upper/`, `work/`: the overlay's writable layer (persists across stop/start,
 //!   so `/sandbox` and every other read-write path keep their contents);
 //! - `rootfs/`: where the overlay is mounted while the sandbox runs;
+//! - `binds/N/`: where the `N`th read-write bind path, resolved inside the
+//!   overlay, is mounted while the sandbox runs (the spec binds from there);
 //! - `output.log`: everything the sandbox's main process wrote;
 //! - `exit.json`: how the last run ended (written by the supervisor).
 //!
-//! [`supervise`] is the per-sandbox supervisor: mounts the overlay, creates and
+//! [`supervise`] is the per-sandbox supervisor: in a mount namespace of its own,
+//! mounts the overlay and the read-write paths (see [`crate::inroot`]), creates and
 //! starts the container (our init as process 1), copies its output into the log
 //! (and to an attached client), waits, records the exit, cleans up. It is a
 //! process of its own so that sandboxes outlive the gateway. [`exec`] runs one
@@ -45,7 +48,9 @@ pub struct SandboxConfig {
     /// Owner of read-write directories the image does not have.
     pub uid: u32,
     pub gid: u32,
-    /// Read-write paths bound from the overlay (created when missing).
+    /// Read-write paths bound from the overlay (created when missing): the `n`th
+    /// is resolved inside the overlay at each start and mounted at
+    /// [`SandboxDir::bind_source`]`(n)`, which the spec binds from.
     pub bind_paths: Vec<String>,
     /// The sandbox's fenced link to its egress proxy; without it, loopback only.
     #[serde(default)]
@@ -75,6 +80,18 @@ pub enum SandboxError {
     Policy { id: String, message: String },
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error("sandbox {id}: {source}")]
+    InRoot {
+        id: String,
+        #[source]
+        source: crate::inroot::InRootError,
+    },
+    #[error("sandbox {id}: making the supervisor's mounts private: {source}")]
+    MountNamespace {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("sandbox {id}: {message}")]
     Container { id: String, message: String },
 }
@@ -99,6 +116,12 @@ impl SandboxDir {
     }
     pub fn rootfs(&self) -> PathBuf {
         self.0.join("rootfs")
+    }
+    /// Where the `n`th read-write bind path is mounted for the container to bind
+    /// from (a directory of ours, never one the sandbox can write: the spec's
+    /// bind sources are these, see [`SandboxConfig::bind_paths`]).
+    pub fn bind_source(&self, n: usize) -> PathBuf {
+        self.0.join("binds").join(n.to_string())
     }
     pub fn log(&self) -> PathBuf {
         self.0.join("output.log")
@@ -207,14 +230,20 @@ pub type Assign<'a> = &'a mut dyn FnMut() -> Option<Stdio>;
 /// waits for its job: `assign` may block (a sandbox started ahead of need). The
 /// main process's stdout and stderr go to the log and, while they accept it, to
 /// the attached ones; the attached stdin is copied to the main process.
+///
+/// Call it from a single-threaded process: it moves the process into a mount
+/// namespace of its own (everything it mounts for the run is seen by nobody else
+/// and goes away with it), and libcontainer clones it.
 pub fn supervise(dir: &SandboxDir, on_event: OnEvent<'_>, assign: Assign<'_>) -> Result<Option<i32>, SandboxError> {
     let config = dir.read_config()?;
     let profile = dir.profile(&config)?;
+    private_mounts().map_err(|source| SandboxError::MountNamespace { id: config.id.clone(), source })?;
     let overlay = dir.overlay(&config.layers);
-    // A leftover mount of a supervisor that was killed is replaced.
-    let _ = overlay.unmount();
     overlay.mount()?;
-    let outcome = run_mounted(dir, &config, &profile, on_event, assign);
+    let outcome = place_bind_paths(dir, &config).and_then(|()| run_mounted(dir, &config, &profile, on_event, assign));
+    for n in 0..config.bind_paths.len() {
+        let _ = rustix::mount::unmount(dir.bind_source(n), rustix::mount::UnmountFlags::DETACH);
+    }
     let unmounted = overlay.unmount();
     let Some(code) = outcome? else {
         unmounted?;
@@ -226,6 +255,33 @@ pub fn supervise(dir: &SandboxDir, on_event: OnEvent<'_>, assign: Assign<'_>) ->
     Ok(Some(code))
 }
 
+/// Moves the calling process into a mount namespace of its own, which receives
+/// the host's mounts but sends none back.
+fn private_mounts() -> std::io::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::DOWNSTREAM | rustix::mount::MountPropagationFlags::REC,
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// Resolves each read-write bind path inside the mounted overlay (refusing
+/// links the sandbox planted in its writable layer, never leaving the root) and
+/// mounts the directory found, through its handle, where the spec binds it from.
+fn place_bind_paths(dir: &SandboxDir, config: &SandboxConfig) -> Result<(), SandboxError> {
+    let inroot = |source| SandboxError::InRoot { id: config.id.clone(), source };
+    let overlay = dir.overlay(&config.layers);
+    for (n, path) in config.bind_paths.iter().enumerate() {
+        crate::inroot::check_writable_layer(&overlay.upper, path).map_err(inroot)?;
+        let handle = crate::inroot::ensure_dir(&overlay.target, path, (config.uid, config.gid)).map_err(inroot)?;
+        let at = dir.bind_source(n);
+        std::fs::create_dir_all(&at).map_err(io(&at))?;
+        crate::inroot::bind_handle(&handle, path, &at).map_err(inroot)?;
+    }
+    Ok(())
+}
+
 fn run_mounted(
     dir: &SandboxDir,
     config: &SandboxConfig,
@@ -233,14 +289,6 @@ fn run_mounted(
     on_event: OnEvent<'_>,
     assign: Assign<'_>,
 ) -> Result<Option<i32>, SandboxError> {
-    let rootfs = dir.rootfs();
-    for path in &config.bind_paths {
-        let target = rootfs.join(path.trim_start_matches('/'));
-        if !target.exists() {
-            std::fs::create_dir_all(&target).map_err(io(&target))?;
-            std::os::unix::fs::chown(&target, Some(config.uid), Some(config.gid)).map_err(io(&target))?;
-        }
-    }
     let log_path = dir.log();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
     let log = std::sync::Arc::new(std::sync::Mutex::new(log));
