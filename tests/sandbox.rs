@@ -1677,10 +1677,15 @@ fn read_write_paths_never_follow_links_out_of_the_sandbox() {
     let store = env.store();
     let default = no_network_policy(&env);
     let default = std::fs::read_to_string(default).expect("policy");
-    // read_write exactly `[/sandbox, PATH]`, in that order (as reported).
+    // read_write exactly `[/sandbox, PATH]`, in that order (as reported); for the
+    // read-only case, PATH first in read_only.
     let policy = |name: &str, path: &str| {
-        let text = default.replace("    - /sandbox\n    - /tmp\n", &format!("    - /sandbox\n    - {path}\n"));
-        assert_ne!(text, default, "the default policy's read_write list starts with /sandbox, /tmp");
+        let text = if name == "read-only" {
+            default.replace("  read_only:\n", &format!("  read_only:\n    - {path}\n"))
+        } else {
+            default.replace("    - /sandbox\n    - /tmp\n", &format!("    - /sandbox\n    - {path}\n"))
+        };
+        assert_ne!(text, default, "the default policy's lists changed");
         let file = env.path().join(format!("{name}.yaml"));
         std::fs::write(&file, text).expect("policy");
         file.display().to_string()
@@ -1706,6 +1711,8 @@ fn read_write_paths_never_follow_links_out_of_the_sandbox() {
             ),
         ),
         ("middle", "/sandbox/a/b/x", format!("busybox mv /sandbox/a /sandbox/a2 && busybox ln -s {host} /sandbox/a")),
+        // A read-only path redirected by a link would widen its Landlock rule.
+        ("read-only", "/sandbox/ro", format!("busybox ln -s {host}/x /sandbox/ro")),
         ("control", "/sandbox/a/x", "echo kept > /sandbox/a/x/note".to_owned()),
     ];
     // Every variant is tried; what went wrong is collected and reported at once.
@@ -1728,10 +1735,14 @@ fn read_write_paths_never_follow_links_out_of_the_sandbox() {
         }
         if started.status.success() {
             // Started: `x` must be the in-root target, never the host's.
-            let probe = format!("cat {path}/marker; echo planted > {path}/from-sandbox; busybox ls -la {path}");
+            let probe =
+                format!("cat {path}/marker {path}/in-image; echo planted > {path}/from-sandbox; busybox ls -la {path}");
             let out = env.run(&["sandbox", "exec", name, "--", "sh", "-c", &probe]);
             if stdout(&out).contains("host secret") {
                 failures.push(format!("{name}: the host's directory is mounted: {}", text(&out)));
+            }
+            if *name == "read-only" && stdout(&out).contains("image") {
+                failures.push(format!("{name}: the link widened the Landlock rule: {}", text(&out)));
             }
         } else if !text(&started).contains(path) {
             failures.push(format!("{name}: a refused start must name the path: {}", text(&started)));

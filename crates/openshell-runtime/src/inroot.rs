@@ -26,14 +26,14 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 #[derive(Debug, thiserror::Error)]
 pub enum InRootError {
     #[error(
-        "read-write path {path}: {link} is a symbolic link the sandbox made in its writable layer; refusing to mount through it (delete and recreate the sandbox)"
+        "policy path {path}: {link} is a symbolic link the sandbox made in its writable layer; refusing to start through it (delete and recreate the sandbox)"
     )]
     PlantedLink { path: String, link: String },
-    #[error("read-write path {path}: {component} exists and is not a directory")]
+    #[error("policy path {path}: {component} exists and is not a directory")]
     NotDirectory { path: String, component: String },
-    #[error("read-write path {path}: `{path}` is not an absolute path without `.` or `..`")]
+    #[error("policy path `{path}` is not an absolute path without `.` or `..`")]
     NotCanonical { path: String },
-    #[error("read-write path {path}: resolving {component} inside {}: {source}", root.display())]
+    #[error("policy path {path}: resolving {component} inside {}: {source}", root.display())]
     Resolve {
         path: String,
         component: String,

@@ -240,7 +240,8 @@ pub fn supervise(dir: &SandboxDir, on_event: OnEvent<'_>, assign: Assign<'_>) ->
     private_mounts().map_err(|source| SandboxError::MountNamespace { id: config.id.clone(), source })?;
     let overlay = dir.overlay(&config.layers);
     overlay.mount()?;
-    let outcome = place_bind_paths(dir, &config).and_then(|()| run_mounted(dir, &config, &profile, on_event, assign));
+    let outcome =
+        place_paths(dir, &config, &profile).and_then(|()| run_mounted(dir, &config, &profile, on_event, assign));
     for n in 0..config.bind_paths.len() {
         let _ = rustix::mount::unmount(dir.bind_source(n), rustix::mount::UnmountFlags::DETACH);
     }
@@ -266,14 +267,18 @@ fn private_mounts() -> std::io::Result<()> {
     .map_err(std::io::Error::from)
 }
 
-/// Resolves each read-write bind path inside the mounted overlay (refusing
-/// links the sandbox planted in its writable layer, never leaving the root) and
-/// mounts the directory found, through its handle, where the spec binds it from.
-fn place_bind_paths(dir: &SandboxDir, config: &SandboxConfig) -> Result<(), SandboxError> {
+/// Refuses a start through links the sandbox planted in its writable layer on
+/// any path of its policy (a read-only path redirected by one would widen its
+/// Landlock rules), then resolves each read-write bind path inside the mounted
+/// overlay (never leaving the root) and mounts the directory found, through its
+/// handle, where the spec binds it from.
+fn place_paths(dir: &SandboxDir, config: &SandboxConfig, profile: &KernelProfile) -> Result<(), SandboxError> {
     let inroot = |source| SandboxError::InRoot { id: config.id.clone(), source };
     let overlay = dir.overlay(&config.layers);
-    for (n, path) in config.bind_paths.iter().enumerate() {
+    for path in profile.mounts.read_only.iter().chain(&profile.mounts.read_write) {
         crate::inroot::check_writable_layer(&overlay.upper, path).map_err(inroot)?;
+    }
+    for (n, path) in config.bind_paths.iter().enumerate() {
         let handle = crate::inroot::ensure_dir(&overlay.target, path, (config.uid, config.gid)).map_err(inroot)?;
         let at = dir.bind_source(n);
         std::fs::create_dir_all(&at).map_err(io(&at))?;
