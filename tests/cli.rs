@@ -266,6 +266,19 @@ fn explain_text_and_json() {
     assert_eq!(v["kernel"]["capabilities"]["bounding"], serde_json::json!([]));
     assert_eq!(v["kernel"]["cgroup"]["memory_max"], 4u64 << 30);
     assert_eq!(v["kernel"]["user"]["user"], "sandbox");
+    // A policy that omits Landlock's compatibility gets hard_requirement wherever the
+    // kernel has Landlock, and explain says so (issue 12: fail closed).
+    let omitted = temp_file("omitted.yaml", "version: 1\n");
+    let o = openshell(&["policy", "explain", omitted.to_str().expect("utf8")]);
+    assert!(
+        stdout(&o).contains(
+            "compatibility hard_requirement (the default when omitted; best_effort only on a kernel without Landlock)"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    let o = openshell(&["--output", "json", "policy", "explain", omitted.to_str().expect("utf8")]);
+    assert_eq!(json(&o)["kernel"]["landlock"]["compatibility"], "hard_where_supported");
 }
 
 #[test]

@@ -156,6 +156,18 @@ impl Env {
         list.iter().filter_map(|s| s["name"].as_str().map(str::to_owned)).collect()
     }
 
+    /// The sandbox once it is no longer `status` (or after 20 s, whatever it is).
+    fn wait_status_not(&self, name: &str, status: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.sandbox(name);
+            if s["status"] != status || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn wait_status(&self, name: &str, status: &str) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -1756,4 +1768,80 @@ fn read_write_paths_never_follow_links_out_of_the_sandbox() {
         let _ = env.run(&["sandbox", "delete", name]);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Issue 12 point 7: a sandbox whose seccomp program is missing or cannot be
+/// installed does not start, and exec into it is refused too; on the code before,
+/// a missing `seccomp.bpf` started it unfiltered. Positive control: the same
+/// sandbox with its program in place starts, and the probe sees the filter.
+#[test]
+fn sandboxes_fail_closed_without_their_seccomp_filter() {
+    let env = Env::new();
+    env.build_probe_image();
+    let store = env.store();
+    let create = ["sandbox", "create", "-d", "--name", "f", "--store", &store, "--image", "openshell/probe"];
+    let out = env.run(&create);
+    assert!(out.status.success(), "{}", text(&out));
+    let keyctl = || env.run(&["sandbox", "exec", "f", "--", "/usr/bin/probe", "keyctl"]);
+    let out = keyctl();
+    assert!(stdout(&out).starts_with("keyctl: denied"), "control: the filter is installed: {}", text(&out));
+    let id = env.sandbox("f")["id"].as_str().expect("id").to_owned();
+    let program = env.gateway_dir().join("sandboxes").join(&id).join("seccomp.bpf");
+    let saved = std::fs::read(&program).expect("seccomp.bpf");
+    assert!(env.run(&["sandbox", "stop", "f", "--time", "2"]).status.success());
+
+    for (case, content) in [
+        ("missing", None),
+        ("truncated", Some(saved[..saved.len() - 3].to_vec())),
+        ("rejected by the kernel", Some(vec![0xff; 64])),
+    ] {
+        match &content {
+            None => std::fs::remove_file(&program).expect("remove"),
+            Some(bytes) => std::fs::write(&program, bytes).expect("write"),
+        }
+        let started = env.run(&["sandbox", "start", "f"]);
+        let s = env.wait_status_not("f", "running");
+        let out = keyctl();
+        assert!(
+            !stdout(&out).contains("keyctl: ok"),
+            "{case}: a syscall the filter denies ran in the sandbox: {}",
+            text(&out)
+        );
+        assert!(
+            !started.status.success() || s["exit_code"] == 125,
+            "{case}: the sandbox started: {} {s}",
+            text(&started)
+        );
+        let log = stdout(&env.run(&["sandbox", "logs", "f"])) + &text(&started);
+        assert!(log.contains("seccomp"), "{case}: the refusal names the seccomp filter: {log}");
+    }
+    std::fs::write(&program, &saved).expect("restore");
+    let out = env.run(&["sandbox", "start", "f"]);
+    assert!(out.status.success(), "control: {}", text(&out));
+    let out = keyctl();
+    assert!(stdout(&out).starts_with("keyctl: denied"), "control: {}", text(&out));
+}
+
+/// Issue 12 point 7: a sandbox whose Landlock rules cannot be put in place under
+/// hard_requirement (here: none of its paths exists) does not start, and says why;
+/// the positive control: the same policy with a path that exists starts and runs.
+#[test]
+fn sandboxes_fail_closed_without_their_landlock_rules() {
+    let env = Env::new();
+    let policy = |name: &str, read_only: &str| {
+        let text = format!(
+            "version: 1\nlandlock:\n  compatibility: hard_requirement\nfilesystem_policy:\n  include_workdir: false\n  read_only: [{read_only}]\n"
+        );
+        let path = env.path().join(name);
+        std::fs::write(&path, text).expect("policy");
+        path.display().to_string()
+    };
+    let hard = policy("hard.yaml", "/nonexistent");
+    let out = env.create(&["--rm", "--policy", &hard, "--", "/bin/echo", "ran"]);
+    assert!(!stdout(&out).contains("ran"), "the workload ran without its Landlock rules: {}", text(&out));
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(text(&out).contains("landlock"), "the refusal names Landlock: {}", text(&out));
+    let present = policy("present.yaml", "/nonexistent, /bin");
+    let out = env.create(&["--rm", "--policy", &present, "--", "/bin/echo", "ran"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "ran\n"), "control: {}", text(&out));
 }

@@ -225,14 +225,7 @@ pub fn explain(out: &Output, file: &Path, workdir: &str) -> Result<Outcome, CliE
     }
     push(&mut s, String::new());
     let ll = &profile.landlock;
-    push(
-        &mut s,
-        format!(
-            "Landlock (ABI >= {}, compatibility {}):",
-            ll.abi,
-            serde_json::to_string(&ll.compatibility).unwrap_or_default().trim_matches('"')
-        ),
-    );
+    push(&mut s, format!("Landlock (ABI >= {}, compatibility {}):", ll.abi, ll.compatibility.describe()));
     push(&mut s, format!("  handled rights: {}", ll.handled.join(", ")));
     push(&mut s, "  everything not listed below is inaccessible".into());
     for r in &ll.rules {

@@ -45,10 +45,28 @@ pub struct Landlock {
 #[serde(rename_all = "snake_case")]
 pub enum Compatibility {
     /// Warn and continue without Landlock where the kernel lacks it; skip missing paths.
-    #[default]
     BestEffort,
     /// Fail sandbox creation instead.
     HardRequirement,
+    /// **Ours**, when `compatibility` is omitted (OpenShell's omitted default is
+    /// `best_effort`): `hard_requirement` on a kernel that has Landlock,
+    /// `best_effort` (with a warning) only on a kernel without it. Fail closed
+    /// wherever the kernel can enforce the rules.
+    #[default]
+    HardWhereSupported,
+}
+
+impl Compatibility {
+    /// How `policy explain` and errors name it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Compatibility::BestEffort => "best_effort",
+            Compatibility::HardRequirement => "hard_requirement",
+            Compatibility::HardWhereSupported => {
+                "hard_requirement (the default when omitted; best_effort only on a kernel without Landlock)"
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

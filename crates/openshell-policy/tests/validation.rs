@@ -231,7 +231,8 @@ fn document_and_version() {
                 assert_eq!(p.version, 1);
                 assert!(p.filesystem_policy.include_workdir);
                 assert!(p.filesystem_policy.read_only.is_empty() && p.filesystem_policy.read_write.is_empty());
-                assert_eq!(p.landlock.compatibility, Compatibility::BestEffort);
+                // Omitted: hard_requirement wherever the kernel has Landlock (ours).
+                assert_eq!(p.landlock.compatibility, Compatibility::HardWhereSupported);
                 assert_eq!(p.process.run_as_user, Identity::Sandbox);
                 assert_eq!(p.process.run_as_group, Identity::Sandbox);
                 assert_eq!(p.resources, Default::default());
@@ -895,7 +896,7 @@ fn landlock_compatibility() {
                 assert_eq!(p.landlock.compatibility, Compatibility::HardRequirement)
             }),
             ok("empty landlock section", "version: 1\nlandlock: {}\n", |p| {
-                assert_eq!(p.landlock.compatibility, Compatibility::BestEffort)
+                assert_eq!(p.landlock.compatibility, Compatibility::HardWhereSupported)
             }),
             bad(
                 "strict",

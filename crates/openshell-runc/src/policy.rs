@@ -120,6 +120,7 @@ impl SandboxPolicy {
             seccomp: Some(self.seccomp.clone()),
             bpf: None,
             job: None,
+            ready: None,
             mode: InitMode::Exec,
         }
     }

@@ -26,10 +26,12 @@ pub enum LandlockError {
     #[error("`{0}` is not a Landlock access right")]
     UnknownRight(String),
     #[error(
-        "landlock: compatibility is hard_requirement, but the kernel {status} the filesystem rules; refusing to start the sandbox"
+        "landlock: compatibility is hard_requirement (the default when the policy omits it), but the kernel {status} the filesystem rules; refusing to start the sandbox"
     )]
     NotEnforced { status: &'static str },
-    #[error("landlock: compatibility is hard_requirement, but none of the policy's paths could be applied: {0}")]
+    #[error(
+        "landlock: compatibility is hard_requirement (the default when the policy omits it), but none of the policy's paths could be applied: {0}"
+    )]
     NoPaths(String),
     #[error("landlock: {0}")]
     Ruleset(String),
@@ -60,9 +62,30 @@ fn rights(names: &[&str]) -> Result<BitFlags<AccessFs>, LandlockError> {
     names.iter().try_fold(BitFlags::empty(), |acc, n| Ok(acc | right(n)?))
 }
 
+/// Whether the running kernel has Landlock at all (a ruleset of the first ABI's
+/// rights can be made). Nothing is restricted by asking.
+pub fn kernel_has_landlock() -> bool {
+    Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(ABI::V1))
+        .and_then(|r| r.create())
+        .is_ok()
+}
+
+/// Whether anything less than full enforcement is an error: the omitted
+/// default is hard wherever the kernel has Landlock at all.
+fn is_hard(compatibility: Compatibility, kernel_has_landlock: impl FnOnce() -> bool) -> bool {
+    match compatibility {
+        Compatibility::HardRequirement => true,
+        Compatibility::BestEffort => false,
+        Compatibility::HardWhereSupported => kernel_has_landlock(),
+    }
+}
+
 /// Restricts the calling thread to the profile's rules. `best_effort`: a kernel
-/// without (enough) Landlock is reported, not fatal; `hard_requirement`: anything
-/// less than full enforcement is an error. Missing paths are skipped in both modes.
+/// without (enough) Landlock is reported, not fatal; `hard_requirement` (and the
+/// omitted default on a kernel with Landlock): anything less than full
+/// enforcement is an error. Missing paths are skipped in both modes.
 ///
 /// A profile that handles no right at all restricts nothing, so no domain is
 /// created (and no_new_privs is not set here). Policies never compile to that
@@ -71,7 +94,7 @@ pub fn apply(profile: &LandlockProfile) -> Result<LandlockReport, LandlockError>
     if profile.handled.is_empty() {
         return Ok(LandlockReport { status: "not enforced", applied: Vec::new(), skipped: Vec::new() });
     }
-    let hard = profile.compatibility == Compatibility::HardRequirement;
+    let hard = is_hard(profile.compatibility, kernel_has_landlock);
     let abi = match profile.abi {
         1 => ABI::V1,
         2 => ABI::V2,
@@ -130,4 +153,19 @@ pub fn apply(profile: &LandlockProfile) -> Result<LandlockReport, LandlockError>
         tracing::warn!(status, "landlock (best_effort): the kernel does not fully enforce the filesystem rules");
     }
     Ok(LandlockReport { status, applied, skipped })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_omitted_default_is_hard_wherever_the_kernel_has_landlock() {
+        assert!(is_hard(Compatibility::HardWhereSupported, || true));
+        assert!(!is_hard(Compatibility::HardWhereSupported, || false));
+        assert!(is_hard(Compatibility::HardRequirement, || false));
+        assert!(!is_hard(Compatibility::BestEffort, || true));
+        // This machine's kernel has it (CI's too): the default is hard here.
+        assert!(kernel_has_landlock(), "the kernel has no Landlock (LSM list in /sys/kernel/security/lsm)");
+    }
 }

@@ -28,6 +28,11 @@ pub struct LandlockExecutor {
     pub bpf: Option<std::sync::Arc<Vec<u8>>>,
     /// Where process 1 reads its job ([`InitMode::Job`]).
     pub job: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    /// Where the process says whether its restrictions are in place, before
+    /// anything of the workload runs: an empty line, or why not (then it exits
+    /// [`EXIT_NOT_STARTED`] without running anything). See [`wait_ready`]; a
+    /// close-on-exec descriptor, so the workload never holds it.
+    pub ready: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     pub mode: InitMode,
 }
 
@@ -58,9 +63,15 @@ fn close_inherited(keep: Option<std::os::fd::RawFd>) {
     }
 }
 
-impl Executor for LandlockExecutor {
-    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        let report = crate::landlock::apply(&self.profile).map_err(|e| ExecutorError::Other(e.to_string()))?;
+/// The exit code of a sandbox process whose restrictions could not be put in
+/// place (nothing of its workload ran), as `openshell` reports a sandbox it
+/// could not start.
+pub const EXIT_NOT_STARTED: i32 = 125;
+
+impl LandlockExecutor {
+    /// Landlock, then the seccomp filters: all or nothing.
+    fn restrict(&self) -> Result<(), String> {
+        let report = crate::landlock::apply(&self.profile).map_err(|e| e.to_string())?;
         tracing::debug!(
             status = report.status,
             applied = report.applied.len(),
@@ -68,10 +79,33 @@ impl Executor for LandlockExecutor {
             "landlock"
         );
         if let Some(filter) = &self.seccomp {
-            install_seccomp(filter).map_err(|e| ExecutorError::Other(e.to_string()))?;
+            install_seccomp(filter).map_err(|e| e.to_string())?;
         }
         if let Some(program) = &self.bpf {
-            crate::seccomp_bpf::install(program).map_err(|e| ExecutorError::Other(e.to_string()))?;
+            crate::seccomp_bpf::install(program).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+impl Executor for LandlockExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        let restricted = self.restrict();
+        if let Some(ready) = &self.ready {
+            let line = restricted.as_ref().err().map_or_else(String::new, |e| e.replace('\n', " "));
+            let _ = std::io::Write::write_all(
+                &mut std::fs::File::from(
+                    ready
+                        .try_clone()
+                        .map_err(|e| ExecutorError::Other(format!("sandbox init: the ready pipe: {e}")))?,
+                ),
+                format!("{line}\n").as_bytes(),
+            );
+        }
+        if let Err(why) = restricted {
+            // Fail closed: nothing of the workload runs without its restrictions.
+            eprintln!("openshell: the sandbox's restrictions could not be put in place, so it does not start: {why}");
+            std::process::exit(EXIT_NOT_STARTED);
         }
         let process = spec.process().as_ref();
         if self.mode != InitMode::Exec {
@@ -109,6 +143,20 @@ impl Executor for LandlockExecutor {
 
     fn setup_envs(&self, envs: std::collections::HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
         DefaultExecutor {}.setup_envs(envs)
+    }
+}
+
+/// Waits for a process's [`LandlockExecutor::ready`] answer on `from` (whose
+/// write end the caller has closed): `Ok` once its restrictions are in place,
+/// `Err` with the process's reason, or with "ended before" when it died first.
+pub fn wait_ready(from: OwnedFd) -> Result<(), String> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    match std::io::BufReader::new(std::fs::File::from(from)).read_line(&mut line) {
+        Ok(0) => Err("the sandbox's process ended before its restrictions were in place".into()),
+        Ok(_) if line.trim().is_empty() => Ok(()),
+        Ok(_) => Err(line.trim().to_owned()),
+        Err(e) => Err(format!("reading whether the sandbox's restrictions are in place: {e}")),
     }
 }
 
@@ -189,6 +237,7 @@ pub fn run(req: RunRequest) -> Result<i32, RunError> {
             seccomp: None,
             bpf: None,
             job: None,
+            ready: None,
             mode: InitMode::Supervise,
         });
     if let Some(fd) = req.stdout {

@@ -76,6 +76,8 @@ pub enum SandboxError {
     },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
+    #[error("seccomp filter {path}: {message}")]
+    Seccomp { path: PathBuf, message: String },
     #[error("policy of sandbox {id}: {message}")]
     Policy { id: String, message: String },
     #[error(transparent)]
@@ -153,13 +155,17 @@ impl SandboxDir {
         self.0.join("seccomp.bpf")
     }
 
-    fn read_bpf(&self) -> Result<Option<std::sync::Arc<Vec<u8>>>, SandboxError> {
+    /// The compiled filter, which every sandbox has: a missing or malformed one
+    /// stops the start (fail closed), it never runs unfiltered.
+    fn read_bpf(&self) -> Result<std::sync::Arc<Vec<u8>>, SandboxError> {
         let path = self.bpf();
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(std::sync::Arc::new(bytes))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(SandboxError::Io { path, source }),
-        }
+        let bytes = std::fs::read(&path).map_err(|source| SandboxError::Seccomp {
+            path: path.clone(),
+            message: format!("{source}; refusing to run the sandbox without its seccomp filter"),
+        })?;
+        crate::seccomp_bpf::check(&bytes)
+            .map_err(|e| SandboxError::Seccomp { path: path.clone(), message: e.to_string() })?;
+        Ok(std::sync::Arc::new(bytes))
     }
 
     /// How the last run ended, if it has.
@@ -302,6 +308,7 @@ fn run_mounted(
     let (out_r, out_w) = rustix::pipe::pipe().map_err(pipe_err)?;
     let (err_r, err_w) = rustix::pipe::pipe().map_err(pipe_err)?;
     let (job_r, job_w) = rustix::pipe::pipe().map_err(pipe_err)?;
+    let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(pipe_err)?;
     let cerr = |e: &dyn std::fmt::Display| SandboxError::Container { id: config.id.clone(), message: e.to_string() };
     let container = ContainerBuilder::new(config.id.clone(), SyscallType::default())
         .with_root_path(&config.state_root)
@@ -309,8 +316,9 @@ fn run_mounted(
         .with_executor(LandlockExecutor {
             profile: profile.landlock.clone(),
             seccomp: None,
-            bpf: dir.read_bpf()?,
+            bpf: Some(dir.read_bpf()?),
             job: Some(std::sync::Arc::new(job_r)),
+            ready: Some(std::sync::Arc::new(ready_w)),
             mode: InitMode::Job,
         })
         .with_stdin(in_r)
@@ -344,6 +352,8 @@ fn run_mounted(
         }
         on_event(Event::Created(pid.as_raw())).map_err(|e| cerr(&e))?;
         container.start().map_err(|e| cerr(&e))?;
+        // Landlock and seccomp are in place before it counts as started (fail closed).
+        crate::run::wait_ready(ready_r).map_err(|e| cerr(&e))?;
         let _ = on_event(Event::Started(pid.as_raw()));
         if let Some(stdio) = assign() {
             let job_path = dir.job();
@@ -457,11 +467,14 @@ pub fn exec(dir: &SandboxDir, req: &ExecRequest, stdio: Stdio) -> Result<i32, Sa
     let spec = libcontainer::oci_spec::runtime::Spec::load(&spec_path)
         .map_err(|e| SandboxError::Format { path: spec_path.clone(), message: e.to_string() })?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| SandboxError::Io { path: dir.0.clone(), source: e.into() })?;
     let executor = LandlockExecutor {
         profile: profile.landlock.clone(),
         seccomp,
-        bpf: dir.read_bpf()?,
+        bpf: Some(dir.read_bpf()?),
         job: None,
+        ready: Some(std::sync::Arc::new(ready_w)),
         mode: InitMode::Exec,
     };
     // The exec'd process is the main process's (user, cwd, capabilities, rlimits,
@@ -501,6 +514,11 @@ pub fn exec(dir: &SandboxDir, req: &ExecRequest, stdio: Stdio) -> Result<i32, Sa
     let pid = builder.as_tenant().with_process(Some(&process_path)).with_detach(true).build();
     let _ = std::fs::remove_file(&process_path);
     let pid = pid.map_err(|e| cerr(&e))?;
+    // The builder (and with it our write end) is gone: the answer, or the end.
+    if let Err(why) = crate::run::wait_ready(ready_r) {
+        let _ = wait_exit(pid.as_raw());
+        return Err(cerr(&why));
+    }
     Ok(pid.as_raw())
 }
 

@@ -136,12 +136,19 @@ pub fn compile_to(filter: &LinuxSeccomp, path: &Path) -> Result<(), BpfError> {
     Ok(())
 }
 
-/// Installs a BPF program written by [`compile_to`] on the calling thread (after
-/// setting no_new_privs, which an unprivileged process needs for it).
-pub fn install(program: &[u8]) -> Result<(), BpfError> {
+/// Whether `program` can be a BPF program at all (a whole, non-zero number of
+/// instructions); what the kernel's verifier says shows at [`install`].
+pub fn check(program: &[u8]) -> Result<(), BpfError> {
     if program.is_empty() || !program.len().is_multiple_of(8) {
         return Err(BpfError::Malformed(program.len()));
     }
+    Ok(())
+}
+
+/// Installs a BPF program written by [`compile_to`] on the calling thread (after
+/// setting no_new_privs, which an unprivileged process needs for it).
+pub fn install(program: &[u8]) -> Result<(), BpfError> {
+    check(program)?;
     let filter: Vec<seccompiler::sock_filter> = program
         .chunks_exact(8)
         .map(|i| seccompiler::sock_filter {
