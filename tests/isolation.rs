@@ -8,6 +8,9 @@
 //! - a kernel-profile [`Lift`], where only the kernel profile can (seccomp,
 //!   capabilities, Landlock as a whole, the pid namespace, no_new_privs): the compiled
 //!   default profile with exactly that restriction lifted;
+//! - a lifted user namespace, where the sandbox's ids being a range of the host's
+//!   is what refuses (device nodes, bpf, /proc without a pid namespace,
+//!   host-owned files);
 //! - the host, where a sandbox can never be given the permission (writing kernel
 //!   settings needs uid 0; `/proc/PID/root` of a host process), or where the point is
 //!   that the object exists outside the sandbox (the host's /root, another sandbox's
@@ -40,7 +43,8 @@ use openshell_policy::model::Compatibility;
 use openshell_policy::profile::{LandlockProfile, LandlockRule, PathAccess};
 use openshell_policy::seccomp::SyscallRule;
 use openshell_policy::{KernelProfile, load_str};
-use openshell_runtime::rootfs::Overlay;
+use openshell_runtime::idmap::IdMap;
+use openshell_runtime::rootfs::{LayerOwners, Overlay, OverlayIds};
 use openshell_runtime::run::{RunRequest, run};
 use openshell_runtime::{ProcessConfig, SpecInput, Writable, resolve_group, resolve_user, runtime_spec};
 use serde_json::{Value, json};
@@ -53,6 +57,8 @@ const RUNNER_ENV: &str = "OPENSHELL_ISOLATION_RUNNER_REQUEST";
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// The sandbox's working directory (the default image's).
 const WORKDIR: &str = "/sandbox";
+/// The host range sandboxes' ids map to in this suite (`OPENSHELL_ID_RANGE` form).
+const TEST_ID_RANGE: &str = "1879048192";
 /// Read-write policy paths the runtime's own /dev provides (no mount of ours).
 const DEVICE_PATHS: &[&str] =
     &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/pts", "/dev/ptmx"];
@@ -84,6 +90,8 @@ enum Lift {
     LandlockRights(&'static str, &'static [&'static str]),
     /// No pid namespace.
     NoPidNamespace,
+    /// No user namespace: the sandbox's ids are the host's (as before issue 12).
+    NoUserNamespace,
     /// `noNewPrivileges` left out of the spec, so libcontainer does not set it
     /// (with `false` it would install the seccomp filter after dropping
     /// capabilities, without no_new_privs, and fail).
@@ -116,7 +124,7 @@ impl Lift {
                 rule.directory_rights.extend(rights.iter().copied());
             }
             Lift::NoPidNamespace => p.namespaces.retain(|n| *n != "pid"),
-            Lift::Caps(_) | Lift::NewPrivileges => {}
+            Lift::Caps(_) | Lift::NewPrivileges | Lift::NoUserNamespace => {}
         }
     }
 
@@ -146,12 +154,15 @@ struct Variant {
     /// How `yaml` differs from policies/default.yaml, for messages.
     edits: Vec<String>,
     lifts: Vec<Lift>,
+    /// Files the host puts into the sandbox's read-write directories before it
+    /// starts: (path inside, content, host owner uid and gid, mode).
+    host_files: Vec<(&'static str, &'static str, u32, u32)>,
 }
 
 impl Variant {
     /// `policies/default.yaml` as it is.
     fn default_policy() -> Variant {
-        Variant { yaml: DEFAULT_POLICY.to_owned(), edits: Vec::new(), lifts: Vec::new() }
+        Variant { yaml: DEFAULT_POLICY.to_owned(), edits: Vec::new(), lifts: Vec::new(), host_files: Vec::new() }
     }
 
     /// The policy text with `from` replaced by `to`; `from` must occur exactly once.
@@ -175,9 +186,24 @@ impl Variant {
         self.edit("  read_only:\n", &format!("  read_only:\n    - {path}\n"))
     }
 
+    /// A file the host puts at `path` (in a read-write directory) before the start,
+    /// owned by host uid and gid `owner` with `mode`.
+    fn host_file(mut self, path: &'static str, content: &'static str, owner: u32, mode: u32) -> Variant {
+        self.host_files.push((path, content, owner, mode));
+        self
+    }
+
     fn lift(mut self, lift: Lift) -> Variant {
         self.lifts.push(lift);
         self
+    }
+
+    /// The host range the sandbox's ids map to (its own user namespace), unless
+    /// a control lifts it. A fixed test range, not the dedicated user's (the suite
+    /// does not create users on the machine it runs on).
+    fn ids(&self) -> Option<IdMap> {
+        let lifted = self.lifts.iter().any(|l| matches!(l, Lift::NoUserNamespace));
+        (!lifted).then(|| IdMap::parse(TEST_ID_RANGE).expect("test id range"))
     }
 
     fn profile(&self) -> KernelProfile {
@@ -321,7 +347,7 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 /// hierarchy, killing any process still in them) and the rootfs overlay.
 struct Cleanup {
     cgroup: String,
-    overlay: Option<PathBuf>,
+    overlay: Option<Overlay>,
 }
 
 impl Drop for Cleanup {
@@ -343,8 +369,10 @@ impl Drop for Cleanup {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        if let Some(target) = &self.overlay {
-            let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+        if let Some(overlay) = &self.overlay
+            && overlay.unmount().is_err()
+        {
+            let _ = nix::mount::umount2(&overlay.target, nix::mount::MntFlags::MNT_DETACH);
         }
     }
 }
@@ -369,6 +397,7 @@ fn in_sandbox_watching(variant: &Variant, args: &[&str], on_line: &mut dyn FnMut
         variant.lifts
     );
     let mut cleanup = Cleanup { cgroup: format!("/openshell-test/{id}"), overlay: None };
+    let ids = variant.ids();
 
     let image = base.join("image");
     build_image(&image);
@@ -390,9 +419,18 @@ fn in_sandbox_watching(variant: &Variant, args: &[&str], on_line: &mut dyn FnMut
         }
         let source = base.join("rw").join(path.trim_start_matches('/').replace('/', "_"));
         std::fs::create_dir_all(&source).expect("mkdir read-write source");
-        std::os::unix::fs::chown(&source, Some(uid), Some(gid)).expect("chown read-write source");
+        let (owner, group) = ids.map_or((uid, gid), |ids| ids.to_host((uid, gid)));
+        std::os::unix::fs::chown(&source, Some(owner), Some(group)).expect("chown read-write source");
         if path == WORKDIR {
             workdir = Some(source.clone());
+        }
+        for &(file, content, owner, mode) in &variant.host_files {
+            if let Some(rel) = file.strip_prefix(path.as_str()).and_then(|r| r.strip_prefix('/')) {
+                let at = source.join(rel);
+                std::fs::write(&at, content).expect("host file");
+                std::os::unix::fs::chown(&at, Some(owner), Some(owner)).expect("chown host file");
+                std::fs::set_permissions(&at, std::fs::Permissions::from_mode(mode)).expect("chmod host file");
+            }
         }
         writable.push(Writable::Bind { path: path.clone(), source });
     }
@@ -402,9 +440,10 @@ fn in_sandbox_watching(variant: &Variant, args: &[&str], on_line: &mut dyn FnMut
         upper: base.join("upper"),
         work: base.join("work"),
         target: base.join("rootfs"),
+        ids: ids.map(|map| OverlayIds { map, layers: LayerOwners::Idmapped { staging: base.join("lower") } }),
     };
     overlay.mount().unwrap_or_else(|e| panic!("{e}"));
-    cleanup.overlay = Some(overlay.target.clone());
+    cleanup.overlay = Some(overlay.clone());
 
     let mut process_args = vec!["/usr/bin/probe".to_owned()];
     process_args.extend(args.iter().map(|a| a.to_string()));
@@ -422,6 +461,7 @@ fn in_sandbox_watching(variant: &Variant, args: &[&str], on_line: &mut dyn FnMut
         hostname: id.clone(),
         writable,
         cgroups_path: cleanup.cgroup.clone(),
+        ids,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let mut spec = serde_json::to_value(&spec).expect("spec as JSON");
@@ -512,6 +552,7 @@ fn landlock_from_json(v: &Value) -> LandlockProfile {
         compatibility: match v["compatibility"].as_str() {
             Some("hard_requirement") => Compatibility::HardRequirement,
             Some("best_effort") => Compatibility::BestEffort,
+            Some("hard_where_supported") => Compatibility::HardWhereSupported,
             other => panic!("compatibility {other:?}"),
         },
         abi: v["abi"].as_u64().and_then(|a| u32::try_from(a).ok()).expect("abi"),
@@ -643,6 +684,17 @@ fn reading_paths_the_policy_does_not_list_fails() {
     on_host(&["read", host.path()], Path::new("/")).ok("read");
 }
 
+/// Issue 12 point 3: the sandbox's uid 1000 is not the host's uid 1000. A host file
+/// owned by host uid 1000, mode 0600, in a directory the policy lists read-write,
+/// cannot be read inside (the sandbox's 1000 is a host id of its range); the
+/// control, without the user namespace, reads it.
+#[test]
+fn the_sandbox_user_is_not_the_host_user_of_the_same_number() {
+    let d = default().host_file("/sandbox/host-owned", "host secret\n", 1000, 0o600);
+    in_sandbox(&d, &["read", "/sandbox/host-owned"]).denied_with("read", &["EACCES"]);
+    in_sandbox(&d.clone().lift(Lift::NoUserNamespace), &["read", "/sandbox/host-owned"]).ok("read");
+}
+
 #[test]
 fn other_sandboxes_files_are_unreachable() {
     let d = default();
@@ -715,8 +767,10 @@ fn host_processes_are_invisible() {
     let status = format!("/proc/{}/status", std::process::id());
     in_sandbox(&d, &["ps"]).denied_with("ps", &["ESRCH"]);
     in_sandbox(&d, &["read", &status]).denied_with("read", &["ENOENT"]);
-    // Control: without the pid namespace the same sandbox sees the host's processes.
-    let no_pidns = d.clone().lift(Lift::NoPidNamespace);
+    // Control: without the pid namespace the same sandbox sees the host's processes
+    // (and without its user namespace, which cannot mount /proc without its own
+    // pid namespace).
+    let no_pidns = d.clone().lift(Lift::NoPidNamespace).lift(Lift::NoUserNamespace);
     in_sandbox(&no_pidns, &["ps"]).ok("ps");
     in_sandbox(&no_pidns, &["read", &status]).ok("read");
 }
@@ -861,10 +915,10 @@ fn netlink_other_than_route_fails() {
 #[test]
 fn io_uring_bpf_perf_and_keyctl_fail() {
     // (case, the control's lifts): seccomp alone, except bpf, which this kernel
-    // (unprivileged_bpf_disabled) also keeps to CAP_BPF.
+    // (unprivileged_bpf_disabled) also keeps to CAP_BPF in the host's user namespace.
     let cases: [(&str, Vec<Lift>); 4] = [
         ("io_uring", vec![Lift::Syscalls(&["io_uring_setup"])]),
-        ("bpf", vec![Lift::Syscalls(&["bpf"]), Lift::Caps(&["CAP_BPF"])]),
+        ("bpf", vec![Lift::Syscalls(&["bpf"]), Lift::Caps(&["CAP_BPF"]), Lift::NoUserNamespace]),
         ("perf", vec![Lift::Syscalls(&["perf_event_open"])]),
         ("keyctl", vec![Lift::Syscalls(&["keyctl"])]),
     ];
@@ -918,10 +972,15 @@ fn only_the_usual_devices_are_reachable() {
         on_host(&["opendev", host_nodes.path().join(name).to_str().expect("UTF-8")], Path::new("/")).ok("opendev");
     }
 
-    // mknod: no CAP_MKNOD, and Landlock grants no make_char. Control: both lifted, a
-    // copy of /dev/null is made (and removed) in /tmp.
+    // mknod: no CAP_MKNOD, Landlock grants no make_char, and a user namespace never
+    // makes device nodes. Control: all three lifted, a copy of /dev/null is made
+    // (and removed) in /tmp.
     let mknod = ["mknod", "/tmp/null-copy", "1", "3"];
     in_sandbox(&d, &mknod).denied_with("mknod", &["EPERM", "EACCES"]);
-    let lifted = d.clone().lift(Lift::Caps(&["CAP_MKNOD"])).lift(Lift::LandlockRights("/tmp", &["make_char"]));
+    let lifted = d
+        .clone()
+        .lift(Lift::Caps(&["CAP_MKNOD"]))
+        .lift(Lift::LandlockRights("/tmp", &["make_char"]))
+        .lift(Lift::NoUserNamespace);
     in_sandbox(&lifted, &mknod).ok("mknod");
 }

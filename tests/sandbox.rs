@@ -13,6 +13,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_openshell");
+/// The host range sandboxes' ids map to in these tests.
+const TEST_ID_RANGE: u32 = 1_879_048_192;
 
 /// One test's gateway, store and image; stops its sandboxes and gateway on drop.
 struct Env {
@@ -118,6 +120,10 @@ impl Env {
             .env("OPENSHELL_GATEWAY_DIR", self.gateway_dir())
             .env("OPENSHELL_PROXY_HOSTS", &self.hosts)
             .env("OPENSHELL_UPSTREAM_CA", self.upstream_ca.as_deref().unwrap_or(Path::new("")))
+            // A fixed test range: the tests do not create the dedicated user on the
+            // machine they run on (`user_namespaces_map_to_the_dedicated_users_range`
+            // does, in a copy of /etc).
+            .env("OPENSHELL_ID_RANGE", TEST_ID_RANGE.to_string())
             .env_remove("OPENSHELL_STORE")
             .stdin(Stdio::null());
         c
@@ -1844,4 +1850,93 @@ fn sandboxes_fail_closed_without_their_landlock_rules() {
     let present = policy("present.yaml", "/nonexistent, /bin");
     let out = env.create(&["--rm", "--policy", &present, "--", "/bin/echo", "ran"]);
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "ran\n"), "control: {}", text(&out));
+}
+
+/// Issue 12 point 3: on the host, a sandbox's processes run as host ids of its
+/// range, not as the host's uid 1000 (the code before showed them under whichever
+/// host account has uid 1000). Inside, the same process is uid 1000.
+#[test]
+fn sandbox_processes_run_as_their_range_on_the_host() {
+    let env = Env::new();
+    let out = env.create(&["-d", "--name", "ids", "--", "sleep", "1000"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = env.sandbox("ids")["pid"].as_i64().expect("pid");
+    let out = env.run(&["sandbox", "exec", "ids", "--", "id"]);
+    assert!(stdout(&out).starts_with("uid=1000(sandbox) gid=1000(sandbox)"), "inside: {}", text(&out));
+    let expected = TEST_ID_RANGE + 1000;
+    let ps = Command::new("ps").args(["-o", "uid=,gid=", "-p", &pid.to_string()]).output().expect("ps (procps)");
+    let shown: Vec<u32> =
+        String::from_utf8_lossy(&ps.stdout).split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    assert_eq!(shown, vec![expected, expected], "ps on the host shows process 1 under the mapped ids");
+    // Every process of the sandbox, the workload included.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).expect("children");
+    let child = status.split_whitespace().next().expect("the workload");
+    let uids = std::fs::read_to_string(format!("/proc/{child}/status")).expect("status");
+    let line = uids.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
+    assert!(line.split_whitespace().skip(1).all(|u| u == expected.to_string()), "{line}");
+    // A process started by `exec` too (libcontainer's exec left the user namespace
+    // out: it ran as the host's uid 1000).
+    let mut exec = env.command(&["sandbox", "exec", "ids", "--", "sleep", "1234"]).spawn().expect("exec");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let uid = loop {
+        let found = std::fs::read_dir("/proc").expect("/proc").flatten().find_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            (cmdline == b"sleep\x001234\x00").then(|| std::fs::metadata(e.path()).ok()).flatten()
+        });
+        if let Some(meta) = found {
+            use std::os::unix::fs::MetadataExt;
+            break meta.uid();
+        }
+        assert!(Instant::now() < deadline, "the exec'd process never showed up");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = exec.kill();
+    let _ = exec.wait();
+    assert_eq!(uid, expected, "the exec'd process runs as the mapped uid");
+}
+
+/// Issue 12 point 3: with no range configured, the gateway takes the dedicated
+/// user `openshell`'s subordinate ids, creating the user and a free range of 65536
+/// when missing (through shadow's useradd and usermod). Run in a private mount
+/// namespace over a copy of /etc, so the machine's own /etc is untouched; a second
+/// gateway start finds the same range again.
+#[test]
+fn user_namespaces_map_to_the_dedicated_users_range() {
+    let env = Env::new();
+    let etc = env.path().join("etc-copy");
+    let out = Command::new("cp").args(["-a", "/etc"]).arg(&etc).output().expect("cp");
+    assert!(out.status.success(), "copying /etc: {}", text(&out));
+    let before = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    let run = |args: &str| {
+        let script = format!("mount --bind {} /etc && exec {BIN} {args}", etc.display());
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .current_dir(env.path())
+            .env("HOME", env.path())
+            .env("OPENSHELL_GATEWAY_DIR", env.gateway_dir())
+            .env("OPENSHELL_STANDBY", "0")
+            .env_remove("OPENSHELL_ID_RANGE")
+            .env_remove("OPENSHELL_STORE")
+            .stdin(Stdio::null());
+        c.output().expect("unshare (util-linux)")
+    };
+    let store = env.store();
+    let out = run(&format!("sandbox create --rm --store {store} --image openshell/sbtest -- id"));
+    assert!(stdout(&out).starts_with("uid=1000"), "{}", text(&out));
+    let subuid = std::fs::read_to_string(etc.join("subuid")).expect("subuid in the copy");
+    let line = subuid.lines().find(|l| l.starts_with("openshell:")).unwrap_or_else(|| panic!("no range: {subuid}"));
+    let fields: Vec<u64> = line.split(':').skip(1).filter_map(|f| f.parse().ok()).collect();
+    assert!(fields.len() == 2 && fields[0] >= 100_000 && fields[1] == 65536, "{line}");
+    let subgid = std::fs::read_to_string(etc.join("subgid")).expect("subgid");
+    assert!(subgid.lines().any(|l| l == line), "the same range for gids: {subgid}");
+    let passwd = std::fs::read_to_string(etc.join("passwd")).expect("passwd");
+    assert!(passwd.lines().any(|l| l.starts_with("openshell:") && l.ends_with(":/usr/sbin/nologin")), "{passwd}");
+    assert_eq!(std::fs::read_to_string("/etc/subuid").unwrap_or_default(), before, "the machine's /etc is untouched");
+    // The next gateway reuses the range (no second one is added).
+    let _ = run("gateway stop");
+    let out = run(&format!("sandbox create --rm --store {store} --image openshell/sbtest -- id"));
+    assert!(out.status.success(), "{}", text(&out));
+    let again = std::fs::read_to_string(etc.join("subuid")).expect("subuid");
+    assert_eq!(again.matches("openshell:").count(), 1, "{again}");
+    let _ = run("gateway stop");
 }

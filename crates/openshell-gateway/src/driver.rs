@@ -9,6 +9,7 @@ use std::process::{Child, Command};
 
 use nix::sys::signal::Signal;
 use openshell_policy::KernelProfile;
+use openshell_runtime::idmap::IdMap;
 use openshell_runtime::rootfs::LayerCache;
 use openshell_runtime::sandbox::{ExitRecord, SandboxConfig, SandboxDir, write_json};
 use openshell_runtime::{ProcessConfig, SpecInput, Writable, resolve_group, resolve_user, runtime_spec};
@@ -250,6 +251,9 @@ pub struct LocalDriver {
     spare: std::sync::Arc<std::sync::Mutex<Option<Spare>>>,
     /// Held while a sandbox's network is numbered (creates run concurrently).
     numbering: std::sync::Mutex<()>,
+    /// The host range sandboxes' ids map to, and whether layers can be mounted
+    /// idmapped here: found at the first create.
+    user_namespaces: std::sync::OnceLock<Result<(IdMap, bool), String>>,
 }
 
 /// What became of a network policy revision.
@@ -296,13 +300,36 @@ fn spawn_helper(exe: &Path, dir: &GatewayDir) -> Result<Spare, DriverError> {
 
 impl LocalDriver {
     pub fn new(dir: GatewayDir, exe: PathBuf) -> LocalDriver {
-        let driver = LocalDriver { dir, exe, spare: Default::default(), numbering: Default::default() };
+        let driver = LocalDriver {
+            dir,
+            exe,
+            spare: Default::default(),
+            numbering: Default::default(),
+            user_namespaces: Default::default(),
+        };
         driver.refill();
         driver
     }
 
     fn sandbox(&self, id: &str) -> SandboxDir {
         SandboxDir(self.dir.sandboxes().join(id))
+    }
+
+    /// The range sandboxes' ids map to (`OPENSHELL_ID_RANGE`, else the dedicated
+    /// user's, made when missing) and whether layers can be idmapped here (else
+    /// they are unpacked with shifted owners).
+    fn user_namespaces(&self) -> Result<(IdMap, bool), DriverError> {
+        self.user_namespaces
+            .get_or_init(|| {
+                let ids = IdMap::for_host().map_err(|e| format!("the sandboxes' user namespace: {e}"))?;
+                let idmapped = openshell_runtime::rootfs::idmapped_overlay_works(&self.dir.layers(), &ids);
+                if !idmapped {
+                    tracing::warn!("this kernel cannot idmap image layers; they are unpacked with shifted owners");
+                }
+                Ok((ids, idmapped))
+            })
+            .clone()
+            .map_err(DriverError)
     }
 
     /// The lowest network number no sandbox directory holds.
@@ -455,7 +482,7 @@ pub const CA_KEY_FILE: &str = "ca-key.pem";
 
 /// Makes the sandbox's CA (key owner-only, on the host side) and puts the
 /// trust bundle into its writable layer, where the sandbox reads it.
-fn install_ca(dir: &SandboxDir, id: &str, layers: &[PathBuf]) -> Result<(), DriverError> {
+fn install_ca(dir: &SandboxDir, id: &str, layers: &[PathBuf], root: (u32, u32)) -> Result<(), DriverError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let ca = openshell_proxy::SandboxCa::generate(id).map_err(DriverError::new)?;
@@ -488,10 +515,15 @@ fn install_ca(dir: &SandboxDir, id: &str, layers: &[PathBuf]) -> Result<(), Driv
         if !at.exists() {
             std::fs::create_dir(&at)
                 .and_then(|()| std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755)))
+                .and_then(|()| std::os::unix::fs::chown(&at, Some(root.0), Some(root.1)))
                 .map_err(|e| DriverError::new(format!("{}: {e}", at.display())))?;
         }
     }
-    write(dir.0.join("upper").join(CA_BUNDLE.trim_start_matches('/')), &bundle, 0o644)
+    let bundle_path = dir.0.join("upper").join(CA_BUNDLE.trim_start_matches('/'));
+    write(bundle_path.clone(), &bundle, 0o644)?;
+    // Owned by the sandbox's root, as files of the image are.
+    std::os::unix::fs::chown(&bundle_path, Some(root.0), Some(root.1))
+        .map_err(|e| DriverError::new(format!("{}: {e}", bundle_path.display())))
 }
 
 impl Driver for LocalDriver {
@@ -516,11 +548,18 @@ impl Driver for LocalDriver {
                 diff_ids.len()
             )));
         }
+        let (ids, idmapped) = self.user_namespaces()?;
         let cache = LayerCache::open(self.dir.layers()).map_err(DriverError::new)?;
         let mut layers = Vec::new();
         for (blob, diff_id) in blobs.iter().zip(&diff_ids) {
             let parse = |d: &str| d.parse::<Digest>().map_err(|e| DriverError::new(format!("image layer {d}: {e}")));
-            layers.push(cache.ensure(&store, &parse(blob)?, &parse(diff_id)?).map_err(DriverError::new)?);
+            let (blob, diff_id) = (parse(blob)?, parse(diff_id)?);
+            let layer = if idmapped {
+                cache.ensure(&store, &blob, &diff_id)
+            } else {
+                cache.ensure_shifted(&store, &blob, &diff_id, &ids)
+            };
+            layers.push(layer.map_err(DriverError::new)?);
         }
         let (image_env, image_args, image_cwd) = image_config(&config);
         let workdir =
@@ -561,6 +600,7 @@ impl Driver for LocalDriver {
             hostname: format!("sandbox-{id}"),
             writable,
             cgroups_path: format!("/openshell/{id}"),
+            ids: Some(ids),
         })
         .map_err(DriverError::new)?;
         // The seccomp filter is compiled once, here, and installed from BPF at every
@@ -583,7 +623,7 @@ impl Driver for LocalDriver {
         let network = if policy.network_policies.is_empty() { None } else { Some(self.number_network(id)?) };
         let proxy = network.as_ref().map(|f| f.proxy_url());
         if network.is_some() {
-            install_ca(&dir, id, &layers)?;
+            install_ca(&dir, id, &layers, ids.to_host((0, 0)))?;
         }
         let config = SandboxConfig {
             network,
@@ -594,6 +634,8 @@ impl Driver for LocalDriver {
             uid,
             gid,
             bind_paths,
+            ids: Some(ids),
+            idmapped_layers: idmapped,
         };
         write_json(&dir.config(), &config).map_err(DriverError::new)?;
         Ok(Created { image: rec.reference(), image_digest: rec.manifest.clone(), env, proxy })

@@ -471,3 +471,59 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Issue 12 point 3 through the runtime binary: in a bundle with a user namespace,
+/// a process started by `exec` runs in it, as its init does (libcontainer 0.7's
+/// exec left the user namespace out, so an exec'd root was the host's root; the
+/// patched copy in vendor/libcontainer joins it). Root inside is the range's
+/// first id on the host.
+#[test]
+fn exec_joins_the_container_user_namespace() {
+    let f = Fixture::new();
+    let id = format!("osrt-userns-{}", std::process::id());
+    let base: u32 = 1_879_048_192;
+    f.configure(&id, &["/probe", "serve"], &[]);
+    f.edit_config(|spec| {
+        let ns = spec["linux"]["namespaces"].as_array_mut().expect("namespaces");
+        ns.push(serde_json::json!({"type": "user"}));
+        let map = serde_json::json!([{"containerID": 0, "hostID": base, "size": 65536}]);
+        spec["linux"]["uidMappings"] = map.clone();
+        spec["linux"]["gidMappings"] = map;
+    });
+    // A user namespace's bundle belongs to its root (as with runc).
+    let rootfs = f.bundle().join("rootfs");
+    for path in walk(&rootfs).into_iter().chain([rootfs.clone()]) {
+        std::os::unix::fs::lchown(&path, Some(base), Some(base)).expect("chown rootfs");
+    }
+    let bundle = f.bundle().display().to_string();
+    let out_path = f.path().join("container.out");
+    // The container keeps what it inherits open: files, not pipes.
+    let err_path = f.path().join("container.err");
+    let ok = f
+        .command(&["run", "--detach", "--bundle", &bundle, &id])
+        .stdout(Stdio::from(File::create(&out_path).expect("out")))
+        .stderr(Stdio::from(File::create(&err_path).expect("err")))
+        .status()
+        .expect("run -d");
+    assert!(ok.success(), "run -d: {}", std::fs::read_to_string(&err_path).unwrap_or_default());
+    wait_until("the probe to serve", || std::fs::read_to_string(&out_path).is_ok_and(|s| s.contains("serving")));
+    let host_uid = |pid: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid").to_owned();
+        line.split_whitespace().nth(1).and_then(|u| u.parse::<u32>().ok()).expect("uid")
+    };
+    let init = f.state(&id)["pid"].as_i64().expect("pid").to_string();
+    assert_eq!(host_uid(&init), base, "the container's root is the range's first id");
+    let pid_file = f.path().join("exec.pid");
+    let ok = f
+        .command(&["exec", "--detach", "--pid-file", &pid_file.display().to_string(), &id, "/probe", "serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(File::create(&err_path).expect("err")))
+        .status()
+        .expect("exec");
+    assert!(ok.success(), "exec: {}", std::fs::read_to_string(&err_path).unwrap_or_default());
+    let exec_pid = std::fs::read_to_string(&pid_file).expect("pid file").trim().to_owned();
+    assert_eq!(host_uid(&exec_pid), base, "the exec'd process is in the container's user namespace");
+    let o = f.runtime(&["delete", "--force", &id]);
+    assert!(o.status.success(), "delete --force: {}", text(&o));
+}

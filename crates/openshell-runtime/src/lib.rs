@@ -2,6 +2,7 @@
 //! - `spec`: the OCI runtime spec of a sandbox, from the image's process and the
 //!   policy's compiled kernel profile;
 //! - `identity`: the policy's `sandbox` user and group, looked up in the image;
+//! - `idmap`: the unprivileged host range a sandbox's ids map to (user namespaces);
 //! - `landlock`: applying the policy's Landlock rules;
 //! - `rootfs`: layers unpacked once per diff_id, under a per-sandbox overlay;
 //! - `inroot`: paths inside a sandbox's root resolved without leaving it, and
@@ -16,6 +17,7 @@
 
 pub mod fence;
 pub mod identity;
+pub mod idmap;
 pub mod init;
 pub mod inroot;
 pub mod landlock;

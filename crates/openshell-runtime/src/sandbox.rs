@@ -8,9 +8,9 @@
 //! - `bundle/config.json`: the OCI runtime spec, written once at creation;
 //! - `upper/`, `work/`: the overlay's writable layer (persists across stop/start,
 //!   so `/sandbox` and every other read-write path keep their contents);
-//! - `rootfs/`: where the overlay is mounted while the sandbox runs;
-//! - `binds/N/`: where the `N`th read-write bind path, resolved inside the
-//!   overlay, is mounted while the sandbox runs (the spec binds from there);
+//!
+//! While it runs, its mounts (the overlay, idmapped layers, read-write paths) live
+//! under [`RUN_DIR`] in its supervisor's own mount namespace.
 //! - `output.log`: everything the sandbox's main process wrote;
 //! - `exit.json`: how the last run ended (written by the supervisor).
 //!
@@ -32,7 +32,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use openshell_policy::KernelProfile;
 use serde::{Deserialize, Serialize};
 
-use crate::rootfs::Overlay;
+use crate::rootfs::{LayerOwners, Overlay, OverlayIds};
 use crate::run::{InitMode, LandlockExecutor};
 
 /// What is fixed when a sandbox is created (besides its spec and policy files).
@@ -55,6 +55,15 @@ pub struct SandboxConfig {
     /// The sandbox's fenced link to its egress proxy; without it, loopback only.
     #[serde(default)]
     pub network: Option<crate::fence::Fence>,
+    /// The host range its uids and gids map to (a user namespace of its own).
+    /// `uid` and `gid` above are ids inside it. `None`: made before sandboxes
+    /// had user namespaces; it runs without one.
+    #[serde(default)]
+    pub ids: Option<crate::idmap::IdMap>,
+    /// Whether `layers` keep the image's owners and are mounted idmapped; else
+    /// they were unpacked with owners shifted into `ids`.
+    #[serde(default)]
+    pub idmapped_layers: bool,
 }
 
 /// How a run of a sandbox ended.
@@ -116,14 +125,16 @@ impl SandboxDir {
     pub fn bundle(&self) -> PathBuf {
         self.0.join("bundle")
     }
+    /// Where the overlay is mounted while the sandbox runs: in the supervisor's
+    /// own mount namespace ([`RUN_DIR`]), never on the host.
     pub fn rootfs(&self) -> PathBuf {
-        self.0.join("rootfs")
+        Path::new(RUN_DIR).join("rootfs")
     }
     /// Where the `n`th read-write bind path is mounted for the container to bind
     /// from (a directory of ours, never one the sandbox can write: the spec's
     /// bind sources are these, see [`SandboxConfig::bind_paths`]).
     pub fn bind_source(&self, n: usize) -> PathBuf {
-        self.0.join("binds").join(n.to_string())
+        Path::new(RUN_DIR).join("binds").join(n.to_string())
     }
     pub fn log(&self) -> PathBuf {
         self.0.join("output.log")
@@ -135,12 +146,22 @@ impl SandboxDir {
     pub fn job(&self) -> PathBuf {
         self.0.join("job.json")
     }
-    pub fn overlay(&self, layers: &[PathBuf]) -> Overlay {
+    /// The sandbox's overlay (idmapped layers, when it has them, at `lower/N`).
+    pub fn overlay(&self, config: &SandboxConfig) -> Overlay {
+        let ids = config.ids.map(|map| OverlayIds {
+            map,
+            layers: if config.idmapped_layers {
+                LayerOwners::Idmapped { staging: Path::new(RUN_DIR).join("lower") }
+            } else {
+                LayerOwners::Shifted
+            },
+        });
         Overlay {
-            layers: layers.to_vec(),
+            layers: config.layers.clone(),
             upper: self.0.join("upper"),
             work: self.0.join("work"),
             target: self.rootfs(),
+            ids,
         }
     }
 
@@ -244,7 +265,7 @@ pub fn supervise(dir: &SandboxDir, on_event: OnEvent<'_>, assign: Assign<'_>) ->
     let config = dir.read_config()?;
     let profile = dir.profile(&config)?;
     private_mounts().map_err(|source| SandboxError::MountNamespace { id: config.id.clone(), source })?;
-    let overlay = dir.overlay(&config.layers);
+    let overlay = dir.overlay(&config);
     overlay.mount()?;
     let outcome =
         place_paths(dir, &config, &profile).and_then(|()| run_mounted(dir, &config, &profile, on_event, assign));
@@ -262,15 +283,29 @@ pub fn supervise(dir: &SandboxDir, on_event: OnEvent<'_>, assign: Assign<'_>) ->
     Ok(Some(code))
 }
 
+/// Where a running sandbox's mounts live: a fresh tmpfs here in its
+/// supervisor's own mount namespace holds the overlay (`rootfs`), its idmapped
+/// layers (`lower/N`) and its read-write bind paths (`binds/N`). On the host it
+/// is an empty directory. A fixed, world-traversable path: the container's init
+/// runs as the sandbox's root, a host id of its range, which cannot traverse the
+/// gateway's owner-only directories.
+pub const RUN_DIR: &str = "/run/openshell/sandbox";
+
 /// Moves the calling process into a mount namespace of its own, which receives
-/// the host's mounts but sends none back.
+/// the host's mounts but sends none back, with a fresh tmpfs at [`RUN_DIR`].
 fn private_mounts() -> std::io::Result<()> {
+    // On the host, `rootfs` is an empty directory: libcontainer's exec (which joins
+    // the container's namespaces from the host's) canonicalizes the spec's root.
+    std::fs::create_dir_all(Path::new(RUN_DIR).join("rootfs"))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)?;
     rustix::mount::mount_change(
         "/",
         rustix::mount::MountPropagationFlags::DOWNSTREAM | rustix::mount::MountPropagationFlags::REC,
-    )
-    .map_err(std::io::Error::from)
+    )?;
+    let flags =
+        rustix::mount::MountFlags::NODEV | rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NOEXEC;
+    rustix::mount::mount("tmpfs", RUN_DIR, "tmpfs", flags, c"mode=0755,size=1m")?;
+    Ok(())
 }
 
 /// Refuses a start through links the sandbox planted in its writable layer on
@@ -280,12 +315,13 @@ fn private_mounts() -> std::io::Result<()> {
 /// handle, where the spec binds it from.
 fn place_paths(dir: &SandboxDir, config: &SandboxConfig, profile: &KernelProfile) -> Result<(), SandboxError> {
     let inroot = |source| SandboxError::InRoot { id: config.id.clone(), source };
-    let overlay = dir.overlay(&config.layers);
+    let overlay = dir.overlay(config);
     for path in profile.mounts.read_only.iter().chain(&profile.mounts.read_write) {
         crate::inroot::check_writable_layer(&overlay.upper, path).map_err(inroot)?;
     }
+    let owner = config.ids.map_or((config.uid, config.gid), |ids| ids.to_host((config.uid, config.gid)));
     for (n, path) in config.bind_paths.iter().enumerate() {
-        let handle = crate::inroot::ensure_dir(&overlay.target, path, (config.uid, config.gid)).map_err(inroot)?;
+        let handle = crate::inroot::ensure_dir(&overlay.target, path, owner).map_err(inroot)?;
         let at = dir.bind_source(n);
         std::fs::create_dir_all(&at).map_err(io(&at))?;
         crate::inroot::bind_handle(&handle, path, &at).map_err(inroot)?;

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::Spec;
 use openshell_policy::KernelProfile;
+
+use crate::idmap::IdMap;
 use serde_json::{Value, json};
 
 /// The image's process (from its OCI config, possibly overridden by the caller).
@@ -37,6 +39,9 @@ pub struct SpecInput<'a> {
     pub writable: Vec<Writable>,
     /// cgroup path of the sandbox (e.g. `/openshell/<id>`).
     pub cgroups_path: String,
+    /// The host range the sandbox's ids map to: a user namespace of its own, so
+    /// `uid` inside is not `uid` outside. `None`: no user namespace.
+    pub ids: Option<IdMap>,
 }
 
 /// Why a spec could not be made.
@@ -100,7 +105,10 @@ pub fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     }
     let rlimits: Vec<Value> =
         p.rlimits.iter().map(|r| json!({"type": r.kind, "hard": r.hard, "soft": r.soft})).collect();
-    let namespaces: Vec<Value> = p.namespaces.iter().map(|n| json!({"type": n})).collect();
+    let mut namespaces: Vec<Value> = p.namespaces.iter().map(|n| json!({"type": n})).collect();
+    if input.ids.is_some() {
+        namespaces.insert(0, json!({"type": "user"}));
+    }
     let mut resources = json!({
         "memory": {"limit": p.cgroup.memory_max, "swap": p.cgroup.memory_max},
         "pids": {"limit": p.cgroup.pids_max},
@@ -135,5 +143,11 @@ pub fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             "rootfsPropagation": "private",
         },
     });
+    let mut spec = spec;
+    if let Some(ids) = &input.ids {
+        let map = |r: crate::idmap::IdRange| json!([{"containerID": 0, "hostID": r.host, "size": r.size}]);
+        spec["linux"]["uidMappings"] = map(ids.uids);
+        spec["linux"]["gidMappings"] = map(ids.gids);
+    }
     serde_json::from_value(spec).map_err(|e| SpecError::Invalid(e.to_string()))
 }

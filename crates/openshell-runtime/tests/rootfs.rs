@@ -5,7 +5,8 @@
 use openshell_oci::{
     ContentRef, Entry, EntryKind, LayerInfo, LayerOptions, OnConflict, Origin, Tree, partition, write_layer,
 };
-use openshell_runtime::rootfs::{LayerCache, Overlay, RootfsError};
+use openshell_runtime::idmap::IdMap;
+use openshell_runtime::rootfs::{LayerCache, LayerOwners, Overlay, OverlayIds, RootfsError};
 use openshell_store::{Digest, Store};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -67,6 +68,7 @@ fn layers_unpack_once_and_overlay_isolates_writes() {
         upper: sandbox.join("upper"),
         work: sandbox.join("work"),
         target: sandbox.join("rootfs"),
+        ids: None,
     };
     overlay.mount().expect("mount");
     let root = &overlay.target;
@@ -116,4 +118,59 @@ fn concurrent_unpacks_of_one_layer() {
     let paths: Vec<_> = handles.into_iter().map(|h| h.join().expect("join")).collect();
     assert!(paths.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(std::fs::read_dir(dir.path().join("layers")).expect("dir").count(), 1, "one directory, no leftovers");
+}
+
+/// Issue 12 point 3: a sandbox with a user namespace sees its layers' owners
+/// through its range, both ways the runtime can give it them: idmapped mounts of
+/// the shared layers (the cache keeps the image's owners), and layers unpacked
+/// with shifted owners (the fallback). What the sandbox writes lands in the upper
+/// directory under host ids of the range. Owners are compared as the host sees
+/// them (base + the image's id).
+#[test]
+fn layers_are_seen_through_the_sandbox_range_idmapped_or_shifted() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("store")).expect("store");
+    let layers = image(&store);
+    let cache = LayerCache::open(dir.path().join("layers")).expect("cache");
+    let map = IdMap::parse("1879048192").expect("range");
+    let base = map.uids.host;
+    assert!(
+        openshell_runtime::rootfs::idmapped_overlay_works(&dir.path().join("layers"), &map),
+        "this kernel (>= 5.19 with overlayfs idmapped layers) and filesystem idmap layers"
+    );
+    let plain: Vec<_> = layers.iter().map(|l| cache.ensure(&store, &l.digest, &l.diff_id).expect("unpack")).collect();
+    let shifted: Vec<_> =
+        layers.iter().map(|l| cache.ensure_shifted(&store, &l.digest, &l.diff_id, &map).expect("unpack")).collect();
+    assert_eq!(std::fs::metadata(plain[0].join("etc/base")).expect("meta").uid(), 0, "the shared cache is the image's");
+    let tool = std::fs::metadata(shifted[0].join("usr/bin/tool")).expect("meta");
+    assert_eq!((tool.uid(), tool.mode() & 0o7777), (base, 0o4755), "shifted, setuid kept");
+    assert_eq!(std::fs::symlink_metadata(shifted[0].join("usr/bin/tool-link")).expect("link").uid(), base);
+    for (name, paths, owners) in [
+        ("idmapped", plain, LayerOwners::Idmapped { staging: dir.path().join("lower") }),
+        ("shifted", shifted, LayerOwners::Shifted),
+    ] {
+        let sandbox = dir.path().join(name);
+        let overlay = Overlay {
+            layers: paths,
+            upper: sandbox.join("upper"),
+            work: sandbox.join("work"),
+            target: sandbox.join("rootfs"),
+            ids: Some(OverlayIds { map, layers: owners }),
+        };
+        overlay.mount().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let root = overlay.target.clone();
+        let seen = std::panic::catch_unwind(|| {
+            let uid = |p: &str| std::fs::symlink_metadata(root.join(p)).expect(p).uid();
+            (uid("etc/base"), uid("usr/bin/tool"), uid("sandbox"), uid("etc/top"), uid(""))
+        });
+        overlay.unmount().expect("unmount");
+        assert_eq!(seen.expect("stat"), (base, base, base + 1000, base + 1000, base), "{name}");
+        assert_eq!(
+            std::fs::metadata(&overlay.upper).expect("upper").uid(),
+            base,
+            "{name}: the upper root is its root's"
+        );
+    }
+    assert_eq!(std::fs::read_dir(dir.path().join("lower/0")).expect("lower").count(), 0, "idmapped mounts are gone");
 }

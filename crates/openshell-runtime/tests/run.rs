@@ -114,6 +114,7 @@ fn run_in(dir: &Path, id: &str, read_only: &str, args: &[&str], tmp: Option<&Pat
         hostname: id.into(),
         writable: vec![writable],
         cgroups_path: format!("/openshell-test/{id}"),
+        ids: None,
     })
     .expect("spec");
     std::fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec).expect("json")).expect("config");

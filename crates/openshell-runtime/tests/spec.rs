@@ -30,6 +30,7 @@ fn input(profile: &KernelProfile) -> SpecInput<'_> {
             Writable::Tmpfs { path: "/dev/null".into() },
         ],
         cgroups_path: "/openshell/x".into(),
+        ids: None,
     }
 }
 
@@ -95,4 +96,21 @@ fn identities_come_from_the_image() {
     assert!(matches!(e, IdentityError::Root { .. }));
     let e = resolve_group(Identity::Sandbox, "sandbox:x\n").expect_err("malformed");
     assert!(e.to_string().contains("line 1"), "{e}");
+}
+
+/// Issue 12 point 3: with a range, the spec has a user namespace (first, so every
+/// other namespace belongs to it) mapping container ids 0.. to the range.
+#[test]
+fn a_user_namespace_maps_the_sandbox_to_its_range() {
+    let p = profile();
+    let mut input = input(&p);
+    input.ids = Some(openshell_runtime::idmap::IdMap::parse("1879048192").expect("range"));
+    let v = serde_json::to_value(runtime_spec(&input).expect("spec")).expect("json");
+    assert_eq!(v["linux"]["namespaces"][0]["type"], "user");
+    for key in ["uidMappings", "gidMappings"] {
+        assert_eq!(v["linux"][key], serde_json::json!([{"containerID": 0, "hostID": 1879048192u32, "size": 65536}]));
+    }
+    assert_eq!(v["process"]["user"]["uid"], 1000, "the process's ids are inside the namespace");
+    let plain = serde_json::to_value(runtime_spec(&self::input(&p)).expect("spec")).expect("json");
+    assert!(plain["linux"].get("uidMappings").is_none(), "no range, no user namespace");
 }
