@@ -259,8 +259,15 @@ fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
         .append(true)
         .open(&audit_path)
         .map_err(|e| format!("{}: {e}", audit_path.display()))?;
-    let proxy = openshell_proxy::Proxy::bind(
-        std::net::SocketAddr::new(fence.host_addr.into(), fence.proxy_port),
+    // Only the sandbox reaches it: bound to the host end of its link, serving
+    // the sandbox's address alone.
+    let listen = openshell_proxy::Fenced {
+        addr: std::net::SocketAddr::new(fence.host_addr.into(), fence.proxy_port),
+        device: fence.host_if.clone(),
+        peer: fence.sandbox_addr.into(),
+    };
+    let proxy = openshell_proxy::Proxy::bind_fenced(
+        &listen,
         openshell_proxy::ProxyConfig {
             sandbox: config.id.clone(),
             policy,
@@ -271,6 +278,7 @@ fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
             audit: Box::new(openshell_proxy::JsonLines::new(audit)),
             tls: interceptor(dir, &config.id),
             route: read_route(dir)?.route,
+            limits: Default::default(),
         },
     )
     .map_err(|e| e.to_string())?;

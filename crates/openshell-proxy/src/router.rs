@@ -7,20 +7,22 @@
 //! chunks rather than a total one. Each request is one OCSF API-activity line
 //! (provider, model, status, latency, token counts); never bodies or secrets.
 
-use std::io::{self, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::{ClientConnection, ServerConfig, ServerConnection, StreamOwned};
+use rustls::ServerConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio_rustls::{TlsAcceptor, TlsConnector, server};
 
 use crate::audit::{ApiEvent, now_ms};
-use crate::http1::{self, Body, HeadError, RequestHead};
-use crate::l7::Prefixed;
-use crate::proxy::Shared;
+use crate::http1::{self, Body, HeadError, Kind, RequestHead};
+use crate::proxy::{CLIENT_BUFFER, Client, Shared, check_host};
 use crate::tls::Interceptor;
+use crate::{aio, exchange};
 
 /// The name a sandbox reaches the router by.
 pub const INFERENCE_HOST: &str = "inference.local";
@@ -185,66 +187,58 @@ pub(crate) struct Active {
     pub backend: Backend,
 }
 
-type ClientSide = BufReader<StreamOwned<ServerConnection, Prefixed>>;
+type ClientSide = BufReader<server::TlsStream<Client>>;
+
+/// A backend connection: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// An open connection to the backend (reused while the route stays the same).
-enum Upstream {
-    Plain(BufReader<TcpStream>),
-    Tls(Box<BufReader<StreamOwned<ClientConnection, TcpStream>>>),
-}
-
-impl Upstream {
-    fn reader(&mut self) -> &mut dyn io::BufRead {
-        match self {
-            Upstream::Plain(r) => r,
-            Upstream::Tls(r) => r.as_mut(),
-        }
-    }
-
-    fn writer(&mut self) -> &mut dyn Write {
-        match self {
-            Upstream::Plain(r) => r.get_mut(),
-            Upstream::Tls(r) => r.get_mut(),
-        }
-    }
-}
+type Upstream = BufReader<Box<dyn Io>>;
 
 /// Who is calling, for the audit line.
 pub(crate) struct Caller<'a> {
     pub binary: Option<&'a str>,
     /// The host the sandbox asked for (`inference.local` or a routed endpoint).
     pub host: &'a str,
+    pub port: u16,
 }
 
 /// Serves one routed connection until either side closes. The client has been
 /// told `200 Connection Established`.
-pub(crate) fn serve(
+pub(crate) async fn serve(
     shared: &Shared,
     tls: &Interceptor,
     server: Arc<ServerConfig>,
-    client: TcpStream,
-    prefix: Vec<u8>,
+    client: Client,
     caller: &Caller<'_>,
 ) {
-    let _ = client.set_nodelay(true);
-    let Ok(conn) = ServerConnection::new(server) else { return };
-    let prefixed = Prefixed { prefix: io::Cursor::new(prefix), inner: client };
-    let mut client: ClientSide = BufReader::with_capacity(64 * 1024, StreamOwned::new(conn, prefixed));
+    let _ = client.get_ref().set_nodelay(true);
+    let limits = &shared.limits;
+    let accepted = tokio::time::timeout(limits.head_timeout, TlsAcceptor::from(server).accept(client)).await;
+    let Ok(Ok(tls_client)) = accepted else { return };
+    let mut client: ClientSide = BufReader::with_capacity(CLIENT_BUFFER, tls_client);
     let mut upstream: Option<(Arc<Active>, Upstream)> = None;
+    let mut wait = limits.head_timeout;
     loop {
-        let head = match http1::read_head_bytes(&mut client) {
+        let head = match aio::read_head(&mut client, Kind::Request, wait, limits.head_timeout).await {
             Ok(Some(b)) => b,
-            Ok(None) | Err(HeadError::Io(_)) => break,
+            Ok(None) | Err(HeadError::Io(_) | HeadError::Idle(_)) => break,
             Err(e) => {
-                reply(&mut client, 400, &json!({"error": e.to_string()}), true);
+                reply(&mut client, e.status(), &json!({"error": e.to_string()}), true, limits.idle_timeout).await;
                 break;
             }
         };
-        let Ok(req) = http1::parse_request(&head) else {
-            reply(&mut client, 400, &json!({"error": "malformed request head"}), true);
-            break;
+        wait = limits.keepalive_timeout;
+        let req = match http1::parse_request(&head) {
+            Ok(r) => r,
+            Err(e) => {
+                reply(&mut client, e.status(), &json!({"error": e.to_string()}), true, limits.idle_timeout).await;
+                break;
+            }
         };
-        match request(shared, tls, &mut client, &mut upstream, &req, caller) {
+        let mut exchange = Exchange::new(shared, caller, &req);
+        match exchange.request(tls, &mut client, &mut upstream, &req).await {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
@@ -253,13 +247,11 @@ pub(crate) fn serve(
             }
         }
     }
-    let stream = client.get_mut();
-    stream.conn.send_close_notify();
-    let _ = stream.flush();
-    let _ = stream.sock.inner.shutdown(std::net::Shutdown::Both);
+    let _ = client.get_mut().shutdown().await;
 }
 
 /// What one request came to, for the audit line.
+#[derive(Default)]
 struct Outcome {
     status: u16,
     model: Option<String>,
@@ -267,111 +259,305 @@ struct Outcome {
     note: Option<String>,
 }
 
-/// Handles one request; `Ok(false)`: close the connection.
-fn request(
-    shared: &Shared,
-    tls: &Interceptor,
-    client: &mut ClientSide,
-    upstream: &mut Option<(Arc<Active>, Upstream)>,
-    req: &RequestHead,
-    caller: &Caller<'_>,
-) -> io::Result<bool> {
-    let started = Instant::now();
-    let active = shared.route.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let path = req.target.split(['?', '#']).next().unwrap_or("/").to_owned();
-    let operation = format!("{} {path}", req.method);
-    let audit = |outcome: &Outcome, active: Option<&Active>| {
-        shared.audit.record_api(&ApiEvent {
+impl Outcome {
+    fn refused(status: u16, note: impl Into<String>) -> Outcome {
+        Outcome { status, note: Some(note.into()), ..Outcome::default() }
+    }
+}
+
+/// One request through the router, and its audit line.
+struct Exchange<'a> {
+    shared: &'a Shared,
+    caller: &'a Caller<'a>,
+    started: Instant,
+    operation: String,
+    path: String,
+    active: Option<Arc<Active>>,
+}
+
+impl<'a> Exchange<'a> {
+    fn new(shared: &'a Shared, caller: &'a Caller<'a>, req: &RequestHead) -> Exchange<'a> {
+        let path = req.target.split(['?', '#']).next().unwrap_or("/").to_owned();
+        Exchange {
+            shared,
+            caller,
+            started: Instant::now(),
+            operation: format!("{} {path}", req.method),
+            path,
+            active: shared.route.read().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    fn audit(&self, outcome: &Outcome) {
+        let active = self.active.as_deref();
+        self.shared.audit.record_api(&ApiEvent {
             time: now_ms(),
             class_uid: 6003,
             class_name: "API Activity",
-            sandbox: shared.sandbox.clone(),
-            actor_process: caller.binary.map(str::to_owned),
-            dst_hostname: caller.host.to_owned(),
-            operation: operation.clone(),
+            sandbox: self.shared.sandbox.clone(),
+            actor_process: self.caller.binary.map(str::to_owned),
+            dst_hostname: self.caller.host.to_owned(),
+            operation: self.operation.clone(),
             provider: active.map(|a| a.route.provider.clone()),
             backend: active.map(|a| a.backend.host_header()),
             model: outcome.model.clone(),
             status: outcome.status,
-            latency_ms: started.elapsed().as_millis() as u64,
+            latency_ms: self.started.elapsed().as_millis() as u64,
             input_tokens: outcome.tokens.input,
             output_tokens: outcome.tokens.output,
             note: outcome.note.clone(),
         });
-    };
-    let refuse = |client: &mut ClientSide, status: u16, body: Value, close: bool| {
-        reply(client, status, &body, close);
-    };
-    let framing = match http1::request_body(&req.headers) {
-        Ok(b) => b,
-        Err(message) => {
-            refuse(client, 400, json!({"error": message}), true);
-            audit(&Outcome { status: 400, model: None, tokens: Usage::default(), note: Some(message.into()) }, None);
+    }
+
+    /// Answers with the router's own error (after reading past the request's
+    /// body when it can), audited; `Ok(false)`: the connection closes.
+    async fn refuse(
+        &self,
+        client: &mut ClientSide,
+        framing: Body,
+        keep: bool,
+        body: Value,
+        outcome: Outcome,
+    ) -> io::Result<bool> {
+        let idle = self.shared.limits.idle_timeout;
+        let keep = keep && aio::drain(client, framing, idle).await;
+        reply(client, outcome.status, &body, !keep, idle).await;
+        self.audit(&outcome);
+        Ok(keep)
+    }
+
+    /// Handles one request; `Ok(false)`: close the connection.
+    async fn request(
+        &mut self,
+        tls: &Interceptor,
+        client: &mut ClientSide,
+        upstream: &mut Option<(Arc<Active>, Upstream)>,
+        req: &RequestHead,
+    ) -> io::Result<bool> {
+        let framing = match http1::request_framing(req) {
+            Ok(b) => b,
+            Err(e) => {
+                return self
+                    .refuse(
+                        client,
+                        Body::Empty,
+                        false,
+                        json!({"error": e.to_string()}),
+                        Outcome::refused(400, e.to_string()),
+                    )
+                    .await;
+            }
+        };
+        if let Err(e) = check_host(req, self.caller.host, self.caller.port, 443) {
+            return self
+                .refuse(client, framing, false, json!({"error": e.to_string()}), Outcome::refused(400, e.to_string()))
+                .await;
+        }
+        let Some(active) = self.active.clone() else {
+            let message =
+                "no inference route is set: on the host, `openshell inference set --provider NAME --model MODEL`";
+            return self
+                .refuse(client, framing, true, json!({"error": message}), Outcome::refused(503, "no route"))
+                .await;
+        };
+        let kind = active.route.kind;
+        if http1::header(&req.headers, "upgrade").is_some() {
+            // WebSocket transports are not routed: clients that have an HTTP
+            // transport (codex's Responses WebSocket) fall back to it.
+            let message = "the privacy router does not route WebSocket upgrades; use the HTTP API";
+            return self
+                .refuse(client, framing, true, json!({"error": message}), Outcome::refused(426, "upgrade refused"))
+                .await;
+        }
+        if !kind.shapes().iter().any(|(m, p)| req.method.eq_ignore_ascii_case(m) && self.path == *p) {
+            let supported: Vec<String> = kind.shapes().iter().map(|(m, p)| format!("{m} {p}")).collect();
+            let body = json!({
+                "error": format!(
+                    "`{}` is not an inference request the privacy router forwards to this route's provider ({}); supported: {}",
+                    self.operation,
+                    kind.as_str(),
+                    supported.join(", ")
+                ),
+                "supported": supported,
+            });
+            return self.refuse(client, framing, true, body, Outcome::refused(400, "unsupported request")).await;
+        }
+        let idle = self.shared.limits.idle_timeout;
+        // The body: read whole (bounded), the model rewritten when the route says so.
+        let mut body = Vec::new();
+        let mut too_big = false;
+        let read = aio::copy_body(client, &mut tokio::io::sink(), framing, idle, &mut |data: &[u8]| {
+            if body.len() + data.len() > MAX_BODY as usize {
+                too_big = true;
+            } else {
+                body.extend_from_slice(data);
+            }
+        })
+        .await;
+        if read.is_err() || too_big {
+            let message = format!("reading the request body failed or it is over {MAX_BODY} bytes");
+            reply(client, 413, &json!({"error": message}), true, idle).await;
             return Ok(false);
         }
-    };
-    let Some(active) = active else {
-        let close = !drain(client, framing);
-        let message = "no inference route is set: on the host, `openshell inference set --provider NAME --model MODEL`";
-        refuse(client, 503, json!({"error": message}), close);
-        audit(&Outcome { status: 503, model: None, tokens: Usage::default(), note: Some("no route".into()) }, None);
-        return Ok(!close);
-    };
-    let kind = active.route.kind;
-    if http1::header(&req.headers, "upgrade").is_some() {
-        // WebSocket transports are not routed: clients that have an HTTP
-        // transport (codex's Responses WebSocket) fall back to it.
-        let close = !drain(client, framing);
-        let message = "the privacy router does not route WebSocket upgrades; use the HTTP API";
-        refuse(client, 426, json!({"error": message}), close);
-        audit(
-            &Outcome { status: 426, model: None, tokens: Usage::default(), note: Some("upgrade refused".into()) },
-            Some(&active),
-        );
-        return Ok(!close);
-    }
-    if !kind.shapes().iter().any(|(m, p)| req.method.eq_ignore_ascii_case(m) && path == *p) {
-        let close = !drain(client, framing);
-        let supported: Vec<String> = kind.shapes().iter().map(|(m, p)| format!("{m} {p}")).collect();
-        let body = json!({
-            "error": format!(
-                "`{operation}` is not an inference request the privacy router forwards to this route's provider ({}); supported: {}",
-                kind.as_str(),
-                supported.join(", ")
-            ),
-            "supported": supported,
-        });
-        refuse(client, 400, body, close);
-        audit(
-            &Outcome { status: 400, model: None, tokens: Usage::default(), note: Some("unsupported request".into()) },
-            Some(&active),
-        );
-        return Ok(!close);
-    }
-    // The body: read whole (bounded), the model rewritten when the route says so.
-    let mut body = Vec::new();
-    let read = match framing {
-        Body::Length(n) if n > MAX_BODY => Err(io::Error::other("request body too large")),
-        _ => http1::copy_body(client, &mut LimitedVec(&mut body), framing).map(drop),
-    };
-    if let Err(e) = read {
-        refuse(client, 413, json!({"error": format!("reading the request body: {e} (limit {MAX_BODY} bytes)")}), true);
-        return Ok(false);
-    }
-    let body = if framing == Body::Chunked { dechunk(&body) } else { body };
-    let (body, model) = match rewrite_model(&body, active.route.model.as_deref()) {
-        Ok(b) => b,
-        Err(message) => {
-            refuse(client, 400, json!({"error": message}), false);
-            audit(&Outcome { status: 400, model: None, tokens: Usage::default(), note: Some(message) }, Some(&active));
-            return Ok(true);
+        let (body, model) = match rewrite_model(&body, active.route.model.as_deref()) {
+            Ok(b) => b,
+            Err(message) => {
+                return self
+                    .refuse(client, Body::Empty, true, json!({"error": message}), Outcome::refused(400, message))
+                    .await;
+            }
+        };
+        let mut head = backend_head(req, &active);
+        if !body.is_empty() || req.method.eq_ignore_ascii_case("POST") {
+            head.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
         }
-    };
-    // The backend request: allow-listed headers only, the backend's credential.
+        head.extend_from_slice(b"\r\n");
+        let timeout = Duration::from_secs(active.route.timeout_secs);
+        if !matches!(upstream, Some((a, _)) if Arc::ptr_eq(a, &active)) {
+            *upstream = None;
+        }
+        let first = match self.send(tls, upstream, &active, &head, &body, timeout).await {
+            Ok(first) => first,
+            Err(answer) => {
+                let outcome = Outcome { model, ..answer.outcome };
+                return self.refuse(client, Body::Empty, true, answer.body, outcome).await;
+            }
+        };
+        let Some((_, up)) = upstream.as_mut() else { return Ok(false) };
+        self.relay(client, up, req, first, model, timeout).await.map(|(keep_client, keep_backend)| {
+            if !keep_backend {
+                *upstream = None;
+            }
+            keep_client
+        })
+    }
+
+    /// Sends the request and waits for the first response head. A kept
+    /// connection that the backend had closed fails before any answer: then
+    /// once more on a new one.
+    async fn send(
+        &self,
+        tls: &Interceptor,
+        upstream: &mut Option<(Arc<Active>, Upstream)>,
+        active: &Arc<Active>,
+        head: &[u8],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Refused> {
+        let mut retried = false;
+        loop {
+            let fresh = upstream.is_none();
+            if fresh {
+                match connect(self.shared, tls, &active.backend, timeout).await {
+                    Ok(up) => *upstream = Some((Arc::clone(active), up)),
+                    Err(message) => {
+                        let body = json!({"error": message, "backend": active.backend.host_header()});
+                        return Err(Refused { body, outcome: Outcome::refused(502, message) });
+                    }
+                }
+            }
+            let Some((_, up)) = upstream.as_mut() else { continue };
+            let answered = async {
+                aio::send(up.get_mut(), head, timeout).await?;
+                aio::send(up.get_mut(), body, timeout).await?;
+                aio::read_head(up, Kind::Response, timeout, timeout).await.map_err(head_io)?.ok_or_else(closed)
+            };
+            match answered.await {
+                Ok(bytes) => return Ok(bytes),
+                Err(_) if !fresh && !retried => {
+                    retried = true;
+                    *upstream = None;
+                }
+                Err(e) => {
+                    *upstream = None;
+                    let (status, message) = if e.kind() == io::ErrorKind::TimedOut {
+                        (504, format!("the backend sent nothing for {} s", timeout.as_secs()))
+                    } else {
+                        (502, format!("the backend did not answer: {e}"))
+                    };
+                    return Err(Refused {
+                        body: json!({"error": message}),
+                        outcome: Outcome::refused(status, message),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Relays the response (interim heads passed on), counting tokens as they
+    /// pass; audited. `(keep the client's connection, keep the backend's)`.
+    async fn relay(
+        &self,
+        client: &mut ClientSide,
+        up: &mut Upstream,
+        req: &RequestHead,
+        first: Vec<u8>,
+        model: Option<String>,
+        timeout: Duration,
+    ) -> io::Result<(bool, bool)> {
+        let mut next = Some(first);
+        let response = loop {
+            let bytes = match next.take() {
+                Some(b) => b,
+                None => {
+                    aio::read_head(up, Kind::Response, timeout, timeout).await.map_err(head_io)?.ok_or_else(closed)?
+                }
+            };
+            let parsed = http1::parse_response(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            aio::send(client.get_mut(), &bytes, timeout).await?;
+            if !(100..200).contains(&parsed.status) {
+                break parsed;
+            }
+        };
+        let framing = http1::response_body(&req.method, &response);
+        let mut usage = UsageScanner::default();
+        let copied = aio::copy_body(up, client.get_mut(), framing, timeout, &mut |data: &[u8]| usage.feed(data)).await;
+        let note = match &copied {
+            Err(e) if e.is_idle() => {
+                Some(format!("idle timeout: the backend sent nothing for {} s", timeout.as_secs()))
+            }
+            Err(e) => Some(format!("the response ended early: {e}")),
+            Ok(_) => None,
+        };
+        self.audit(&Outcome { status: response.status, model, tokens: usage.finish(), note: note.clone() });
+        let keep_backend = copied.is_ok()
+            && framing != Body::UntilClose
+            && !http1::has_token(&response.headers, "connection", "close");
+        // A response cut short cannot be mended: the client's connection ends too.
+        let keep_client = note.is_none() && framing != Body::UntilClose && exchange::client_keeps(req);
+        Ok((keep_client, keep_backend))
+    }
+}
+
+/// The router's answer when the backend could not be asked.
+struct Refused {
+    body: Value,
+    outcome: Outcome,
+}
+
+fn head_io(e: HeadError) -> io::Error {
+    match e {
+        HeadError::Io(e) => e,
+        HeadError::Timeout(_) | HeadError::Idle(_) => {
+            io::Error::new(io::ErrorKind::TimedOut, "the backend sent nothing")
+        }
+        e => io::Error::new(io::ErrorKind::InvalidData, e),
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "the backend closed")
+}
+
+/// The backend request's head without its framing and final blank line:
+/// allow-listed headers only, the backend's credential.
+fn backend_head(req: &RequestHead, active: &Active) -> Vec<u8> {
+    let kind = active.route.kind;
+    let target = req.target.split('#').next().unwrap_or("/");
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\n",
         req.method,
-        active.backend.join(&path_and_query(req)),
+        active.backend.join(target),
         active.backend.host_header()
     )
     .into_bytes();
@@ -394,143 +580,31 @@ fn request(
             head.extend_from_slice(format!("Authorization: Bearer {}\r\n", active.route.credential.0).as_bytes());
         }
     }
-    if !body.is_empty() || req.method.eq_ignore_ascii_case("POST") {
-        head.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-    }
-    head.extend_from_slice(b"\r\n");
-
-    let timeout = Duration::from_secs(active.route.timeout_secs);
-    if !matches!(upstream, Some((a, _)) if Arc::ptr_eq(a, &active)) {
-        *upstream = None;
-    }
-    // Send, and wait for the first response head. A kept connection that the
-    // backend had closed fails before any answer: then once more on a new one.
-    let mut first = None;
-    let mut retried = false;
-    while first.is_none() {
-        let fresh = upstream.is_none();
-        if fresh {
-            match connect(shared, tls, &active.backend, timeout) {
-                Ok(up) => *upstream = Some((Arc::clone(&active), up)),
-                Err(message) => {
-                    refuse(client, 502, json!({"error": message, "backend": active.backend.host_header()}), false);
-                    audit(
-                        &Outcome { status: 502, model, tokens: Usage::default(), note: Some(message) },
-                        Some(&active),
-                    );
-                    return Ok(true);
-                }
-            }
-        }
-        let Some((_, up)) = upstream.as_mut() else { return Ok(false) };
-        let answered = send(up, &head, &body).and_then(|()| match http1::read_head_bytes(up.reader()) {
-            Ok(Some(b)) => Ok(b),
-            Ok(None) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
-            Err(HeadError::Io(e)) => Err(e),
-            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-        });
-        match answered {
-            Ok(bytes) => first = Some(bytes),
-            Err(_) if !fresh && !retried => {
-                retried = true;
-                *upstream = None;
-            }
-            Err(e) => {
-                *upstream = None;
-                let (status, message) = if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
-                    (504, format!("the backend sent nothing for {} s", timeout.as_secs()))
-                } else {
-                    (502, format!("the backend did not answer: {e}"))
-                };
-                refuse(client, status, json!({"error": message}), false);
-                audit(&Outcome { status, model, tokens: Usage::default(), note: Some(message) }, Some(&active));
-                return Ok(true);
-            }
-        }
-    }
-    let Some((_, up)) = upstream.as_mut() else { return Ok(false) };
-    // The response head: interim ones passed on; the wait bounded by the timeout.
-    let response = loop {
-        let bytes = match first.take() {
-            Some(b) => b,
-            None => match http1::read_head_bytes(up.reader()) {
-                Ok(Some(b)) => b,
-                _ => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the backend ended after an interim answer",
-                    ));
-                }
-            },
-        };
-        let parsed = http1::parse_response(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        client.get_mut().write_all(&bytes)?;
-        if (100..200).contains(&parsed.status) {
-            client.get_mut().flush()?;
-            continue;
-        }
-        break parsed;
-    };
-    let framing = http1::response_body(&req.method, &response);
-    let mut usage = UsageScanner::default();
-    let copied = {
-        let mut tee = Tee { out: client.get_mut(), scanner: &mut usage };
-        http1::copy_body(up.reader(), &mut tee, framing)
-    };
-    client.get_mut().flush()?;
-    let keep_backend =
-        copied.is_ok() && framing != Body::UntilClose && !http1::has_token(&response.headers, "connection", "close");
-    let note = match &copied {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
-            Some(format!("idle timeout: the backend sent nothing for {} s", timeout.as_secs()))
-        }
-        Err(e) => Some(format!("the response ended early: {e}")),
-        Ok(_) => None,
-    };
-    audit(&Outcome { status: response.status, model, tokens: usage.finish(), note: note.clone() }, Some(&active));
-    if !keep_backend {
-        *upstream = None;
-    }
-    // A response cut short cannot be mended: the client's connection ends too.
-    Ok(note.is_none() && framing != Body::UntilClose && !http1::has_token(&req.headers, "connection", "close"))
-}
-
-fn path_and_query(req: &RequestHead) -> String {
-    let target = req.target.split('#').next().unwrap_or("/");
-    target.to_owned()
-}
-
-fn send(up: &mut Upstream, head: &[u8], body: &[u8]) -> io::Result<()> {
-    let w = up.writer();
-    w.write_all(head)?;
-    w.write_all(body)?;
-    w.flush()
+    head
 }
 
 /// Opens a connection to the backend (TLS verified against the upstream roots).
-fn connect(shared: &Shared, tls: &Interceptor, backend: &Backend, timeout: Duration) -> Result<Upstream, String> {
+async fn connect(shared: &Shared, tls: &Interceptor, backend: &Backend, timeout: Duration) -> Result<Upstream, String> {
     let ips = shared
-        .resolver
         .resolve(&backend.host, backend.port)
+        .await
         .map_err(|e| format!("cannot resolve the backend {}: {e}", backend.host))?;
     let ip = ips.first().ok_or_else(|| format!("cannot resolve the backend {}", backend.host))?;
     let tcp = shared
-        .connector
         .connect(SocketAddr::new(*ip, backend.port))
+        .await
         .map_err(|e| format!("cannot connect to the backend {}: {e}", backend.host_header()))?;
     let _ = tcp.set_nodelay(true);
-    tcp.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     if !backend.tls {
-        return Ok(Upstream::Plain(BufReader::with_capacity(64 * 1024, tcp)));
+        return Ok(BufReader::with_capacity(CLIENT_BUFFER, Box::new(tcp)));
     }
     let name = Interceptor::server_name(&backend.host).map_err(|e| e.to_string())?;
     let config = tls.client_config().map_err(|e| format!("TLS to the backend: {e}"))?;
-    let mut conn = ClientConnection::new(config, name).map_err(|e| format!("TLS to the backend: {e}"))?;
-    let mut tcp = tcp;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut tcp).map_err(|e| format!("TLS to the backend failed: {e}"))?;
+    match tokio::time::timeout(timeout, TlsConnector::from(config).connect(name, tcp)).await {
+        Ok(Ok(stream)) => Ok(BufReader::with_capacity(CLIENT_BUFFER, Box::new(stream))),
+        Ok(Err(e)) => Err(format!("TLS to the backend failed: {e}")),
+        Err(_) => Err("TLS to the backend timed out".into()),
     }
-    Ok(Upstream::Tls(Box::new(BufReader::with_capacity(64 * 1024, StreamOwned::new(conn, tcp)))))
 }
 
 /// Replaces the JSON body's `model` when the route names one; returns the body
@@ -553,15 +627,8 @@ fn rewrite_model(body: &[u8], model: Option<&str>) -> Result<(Vec<u8>, Option<St
     }
 }
 
-/// Reads and drops a refused request's body; `false` when it cannot be delimited.
-fn drain(client: &mut ClientSide, body: Body) -> bool {
-    http1::copy_body(client, &mut io::sink(), body).is_ok()
-}
-
-fn reply(client: &mut ClientSide, status: u16, body: &Value, close: bool) {
-    let stream = client.get_mut();
-    let _ = stream.write_all(&http1::json_response(status, &api_error(status, body), close));
-    let _ = stream.flush();
+async fn reply(client: &mut ClientSide, status: u16, body: &Value, close: bool, idle: Duration) {
+    let _ = aio::send(client.get_mut(), &http1::json_response(status, &api_error(status, body), close), idle).await;
 }
 
 /// The router's own answers in the providers' error shape (`{"type": "error",
@@ -578,85 +645,6 @@ fn api_error(status: u16, body: &Value) -> Value {
         out["error"] = json!({"type": kind, "message": message});
     }
     out
-}
-
-/// A `Vec` writer that refuses to grow past [`MAX_BODY`].
-struct LimitedVec<'a>(&'a mut Vec<u8>);
-
-impl Write for LimitedVec<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.0.len() as u64 + buf.len() as u64 > MAX_BODY {
-            return Err(io::Error::other("request body too large"));
-        }
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A chunked body's data.
-fn dechunk(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut r = BufReader::new(raw);
-    let mut w = Dechunk { out: &mut out, state: DechunkState::default() };
-    let _ = io::copy(&mut r, &mut w);
-    out
-}
-
-#[derive(Default)]
-struct DechunkState {
-    left: usize,
-    line: Vec<u8>,
-    done: bool,
-    /// After a chunk's data: its CRLF is skipped.
-    skip_crlf: bool,
-}
-
-struct Dechunk<'a> {
-    out: &'a mut Vec<u8>,
-    state: DechunkState,
-}
-
-impl Write for Dechunk<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let s = &mut self.state;
-        let mut i = 0;
-        while i < buf.len() && !s.done {
-            if s.left > 0 {
-                let take = s.left.min(buf.len() - i);
-                self.out.extend_from_slice(&buf[i..i + take]);
-                s.left -= take;
-                i += take;
-                if s.left == 0 {
-                    s.skip_crlf = true;
-                }
-                continue;
-            }
-            let b = buf[i];
-            i += 1;
-            if b != b'\n' {
-                s.line.push(b);
-                continue;
-            }
-            let line = String::from_utf8_lossy(&s.line).trim().to_owned();
-            s.line.clear();
-            if s.skip_crlf {
-                s.skip_crlf = false;
-                continue;
-            }
-            let size = usize::from_str_radix(line.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
-            if size == 0 {
-                s.done = true;
-            }
-            s.left = size;
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Token counts, when the response carries them.
@@ -719,30 +707,11 @@ impl UsageScanner {
     fn finish(mut self) -> Usage {
         if !self.overflow && self.usage == Usage::default() {
             let body = std::mem::take(&mut self.body);
-            // A chunked JSON body: its data, without the framing.
-            let plain = serde_json::from_slice::<Value>(&body).or_else(|_| serde_json::from_slice(&dechunk(&body)));
-            if let Ok(v) = plain {
+            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
                 self.take(&v);
             }
         }
         self.usage
-    }
-}
-
-/// Writes to the client and shows the scanner what passed.
-struct Tee<'a, W: Write> {
-    out: &'a mut W,
-    scanner: &'a mut UsageScanner,
-}
-
-impl<W: Write> Write for Tee<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.scanner.feed(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
     }
 }
 
@@ -793,11 +762,6 @@ mod tests {
         s.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n");
         s.feed(b"data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n");
         assert_eq!(s.finish(), Usage { input: Some(9), output: Some(7) });
-    }
-
-    #[test]
-    fn chunked_bodies_are_decoded() {
-        assert_eq!(dechunk(b"4\r\nWiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n"), b"Wikipedia");
     }
 
     #[test]

@@ -209,6 +209,7 @@ fn setup(route: Option<InferenceRoute>) -> Setup {
             audit: Box::new(Sink(Arc::clone(&audit))),
             tls: Some(Arc::new(Interceptor::new(ca, roots).expect("interceptor"))),
             route,
+            limits: Default::default(),
         },
     )
     .expect("bind");
@@ -239,12 +240,17 @@ fn open(s: &Setup, host: &str) -> Client {
     BufReader::new(StreamOwned::new(conn, tcp))
 }
 
-/// Sends a request; returns (status, head, body).
+/// Sends a request to inference.local; returns (status, head, body).
 fn call(c: &mut Client, method: &str, path: &str, extra: &str, body: &str) -> (u16, String, Vec<u8>) {
+    call_as(c, "inference.local", method, path, extra, body)
+}
+
+/// The same with `host` as the Host header.
+fn call_as(c: &mut Client, host: &str, method: &str, path: &str, extra: &str, body: &str) -> (u16, String, Vec<u8>) {
     let out = c.get_mut();
     write!(
         out,
-        "{method} {path} HTTP/1.1\r\nHost: inference.local\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
         body.len()
     )
     .expect("write");
@@ -462,8 +468,9 @@ fn without_a_route_the_router_says_how_to_set_one_and_a_new_route_applies_live()
 fn endpoints_the_policy_routes_reach_the_router() {
     let s = setup(Some(route(ProviderKind::Openai, None, 30)));
     let mut c = open(&s, "llm.example.com");
-    let (status, _, _) = call(
+    let (status, _, _) = call_as(
         &mut c,
+        "llm.example.com",
         "POST",
         "/v1/embeddings",
         &format!("Authorization: Bearer {CALLER_KEY}\r\n"),
@@ -481,10 +488,12 @@ fn the_providers_hosts_are_routed_while_a_route_exists() {
     let s = setup(Some(route(ProviderKind::Openai, None, 30)));
     // No policy names api.anthropic.com; with a route it is the router.
     let mut c = open(&s, "api.anthropic.com");
-    let (status, _, body) = call(&mut c, "POST", "/v1/chat/completions", "", r#"{"model":"m"}"#);
+    let (status, _, body) =
+        call_as(&mut c, "api.anthropic.com", "POST", "/v1/chat/completions", "", r#"{"model":"m"}"#);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     // A WebSocket upgrade is refused with 426, so clients fall back to HTTP.
-    let (status, _, _) = call(&mut c, "GET", "/v1/responses", "Upgrade: websocket\r\nConnection: Upgrade\r\n", "");
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+    let (status, _, _) = call_as(&mut c, "api.anthropic.com", "GET", "/v1/responses", upgrade, "");
     assert_eq!(status, 426);
     // Without a route, the policy decides (and denies): the router is not involved.
     s.handle.set_route(None).expect("no route");
