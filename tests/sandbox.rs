@@ -1412,7 +1412,8 @@ def call(path, body=None, method="POST", headers={}):
     assert_eq!(stdout(&out), "200 routed hello\n", "{}\n{}", text(&out), audit());
     let backend_saw = seen.lock().expect("lock").join("\n---\n");
     assert!(backend_saw.contains(&format!("Authorization: Bearer {KEY}")), "{backend_saw}");
-    assert!(backend_saw.contains(r#""model":"served-model""#), "the route's model: {backend_saw}");
+    // The body keeps the caller's spelling; only the model's value changes.
+    assert!(backend_saw.contains(r#""model": "served-model""#), "the route's model: {backend_saw}");
     for absent in ["sk-caller-in-sandbox", "X-Trace-Id", "Cookie"] {
         assert!(!backend_saw.contains(absent), "{absent} reached the backend: {backend_saw}");
     }

@@ -134,3 +134,47 @@ async fn bounded<T>(idle: Duration, f: impl Future<Output = io::Result<T>>) -> R
         Err(_) => Err(CopyError::Idle(idle)),
     }
 }
+
+/// A body's payload, pulled piece by piece (framing left out).
+pub(crate) struct Payload {
+    decoder: BodyDecoder,
+    /// Bytes of the last piece handed out, consumed on the next pull.
+    used: usize,
+}
+
+impl Payload {
+    pub(crate) fn new(body: Body) -> Payload {
+        Payload { decoder: BodyDecoder::new(body), used: 0 }
+    }
+
+    /// The next payload bytes (borrowed from the reader's buffer); `None` at
+    /// the end of the body. Each read may wait up to `idle`.
+    pub(crate) async fn next<'r, R: AsyncRead + Unpin>(
+        &mut self,
+        r: &'r mut BufReader<R>,
+        idle: Duration,
+    ) -> Result<Option<&'r [u8]>, CopyError> {
+        std::pin::Pin::new(&mut *r).consume(std::mem::take(&mut self.used));
+        loop {
+            if self.decoder.is_done() {
+                return Ok(None);
+            }
+            let buf = match bounded(idle, r.fill_buf()).await {
+                Ok(b) => b,
+                Err(CopyError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => &[],
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                self.decoder.finish()?;
+                return Ok(None);
+            }
+            let (used, piece) = self.decoder.decode(buf)?;
+            if let Some(Piece::Data(_)) = piece {
+                self.used = used;
+                let buf = r.buffer();
+                return Ok(Some(&buf[..used]));
+            }
+            std::pin::Pin::new(&mut *r).consume(used);
+        }
+    }
+}

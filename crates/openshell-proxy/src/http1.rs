@@ -475,6 +475,11 @@ impl BodyDecoder {
         self.state == State::Done
     }
 
+    /// Bytes the decoder holds (a chunk or trailer line being collected).
+    pub fn held(&self) -> usize {
+        self.line.capacity()
+    }
+
     /// Takes bytes from `input`: how many were used, and what they came to
     /// (`None`: all of `input` was used and more is needed).
     pub fn decode<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Option<Piece<'a>>), BodyError> {
@@ -629,16 +634,44 @@ pub fn read_head_bytes<R: BufRead + ?Sized>(r: &mut R) -> Result<Option<Vec<u8>>
     }
 }
 
-/// Copies a body from `r` to `w` as framed, flushing as data arrives (so
-/// streamed responses, such as server-sent events, are not held back);
-/// returns the payload's length.
+/// Copies a body from `r` to `w` as framed (chunked framing re-encoded),
+/// flushing as data arrives (so streamed responses, such as server-sent
+/// events, are not held back); returns the payload's length.
 pub fn copy_body<R: BufRead + ?Sized, W: Write + ?Sized>(r: &mut R, w: &mut W, body: Body) -> io::Result<u64> {
-    let mut decoder = BodyDecoder::new(body);
     let mut total = 0;
+    walk_body(r, body, &mut |piece| match piece {
+        Piece::Data(data) => {
+            total += data.len() as u64;
+            w.write_all(data)
+        }
+        Piece::Framing(bytes) => w.write_all(&bytes),
+        Piece::Done => w.flush(),
+    })?;
+    Ok(total)
+}
+
+/// Reads a body's payload (framing left out) from a blocking reader.
+pub fn read_payload<R: BufRead + ?Sized>(r: &mut R, body: Body) -> io::Result<Vec<u8>> {
+    let mut payload = Vec::new();
+    walk_body(r, body, &mut |piece| {
+        if let Piece::Data(data) = piece {
+            payload.extend_from_slice(data);
+        }
+        Ok(())
+    })?;
+    Ok(payload)
+}
+
+/// Reads a body from `r`, showing each piece to `each` (then `Done`).
+fn walk_body<R: BufRead + ?Sized>(
+    r: &mut R,
+    body: Body,
+    each: &mut dyn FnMut(Piece<'_>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut decoder = BodyDecoder::new(body);
     loop {
         if decoder.is_done() {
-            w.flush()?;
-            return Ok(total);
+            return each(Piece::Done);
         }
         let buf = match r.fill_buf() {
             Ok(b) => b,
@@ -648,21 +681,14 @@ pub fn copy_body<R: BufRead + ?Sized, W: Write + ?Sized>(r: &mut R, w: &mut W, b
         };
         if buf.is_empty() {
             decoder.finish()?;
-            w.flush()?;
-            return Ok(total);
+            return each(Piece::Done);
         }
         let (used, piece) = decoder.decode(buf)?;
         match piece {
-            Some(Piece::Data(data)) => {
-                w.write_all(data)?;
-                total += data.len() as u64;
-            }
-            Some(Piece::Framing(bytes)) => w.write_all(&bytes)?,
-            Some(Piece::Done) => {
-                w.flush()?;
-                return Ok(total);
-            }
-            None => w.flush()?,
+            Some(Piece::Done) => {}
+            Some(piece) => each(piece)?,
+            // More is needed: what was handed on goes out before the wait.
+            None => each(Piece::Done)?,
         }
         r.consume(used);
     }

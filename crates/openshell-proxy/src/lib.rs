@@ -18,6 +18,8 @@
 //!   with the binary's sha256 pinned at first use);
 //! - `resolve`: name resolution in the proxy ([`Resolve`]: the system's, or a
 //!   fixed table);
+//! - `json`: JSON as it streams (the router's model rewrite, token counts in
+//!   bodies and server-sent events), in bounded memory;
 //! - `audit`: OCSF JSON lines (network activity 4001, HTTP activity 4002, API
 //!   activity 6003).
 //!
@@ -30,6 +32,7 @@ mod exchange;
 mod forward;
 pub mod http1;
 pub mod identify;
+pub mod json;
 mod l7;
 pub mod proxy;
 pub mod resolve;

@@ -63,9 +63,8 @@ fn backend(seen: Arc<Mutex<Vec<Seen>>>, release: mpsc::Receiver<()>) -> SocketAd
                 let mut out = tcp;
                 while let Ok(Some(head)) = http1::read_head_bytes(&mut reader) {
                     let req = http1::parse_request(&head).expect("head");
-                    let mut body = Vec::new();
                     let framing = http1::request_body(&req.headers).expect("framing");
-                    http1::copy_body(&mut reader, &mut body, framing).expect("body");
+                    let body = http1::read_payload(&mut reader, framing).expect("body");
                     let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                     let model = body["model"].as_str().unwrap_or_default().to_owned();
                     seen.lock().expect("lock").push(Seen {
@@ -502,4 +501,35 @@ fn the_providers_hosts_are_routed_while_a_route_exists() {
     let mut reply = String::new();
     let _ = tcp.read_to_string(&mut reply);
     assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+}
+
+/// A body larger than the router holds (and than the 32 MiB it used to
+/// buffer whole) streams through, its model rewritten on the way.
+#[test]
+fn large_bodies_stream_through_with_the_model_rewritten() {
+    let s = setup(Some(route(ProviderKind::Openai, Some("served-model"), 30)));
+    let mut c = open(&s, "inference.local");
+    let text = "x".repeat(40 << 20);
+    let body = format!(r#"{{"messages":[{{"role":"user","content":"{text}"}}],"model":"gpt-x"}}"#);
+    let (status, _, answer) = call(&mut c, "POST", "/v1/chat/completions", "", &body);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let seen = s.seen.lock().expect("lock").clone();
+    assert_eq!(seen[0].body["model"], "served-model");
+    assert_eq!(seen[0].body["messages"][0]["content"].as_str().map(str::len), Some(40 << 20));
+    assert_eq!(seen[0].header("transfer-encoding"), Some("chunked"), "streamed, not held");
+}
+
+/// A large body that stops being JSON part-way: 400 to the sandbox, and the
+/// backend, which got its start, never sees a complete request.
+#[test]
+fn a_large_body_that_is_not_json_is_refused_part_way() {
+    let s = setup(Some(route(ProviderKind::Openai, Some("served-model"), 30)));
+    let mut c = open(&s, "inference.local");
+    let body = format!(r#"{{"messages":["{}"]"#, "y".repeat(200 << 10)) + "} trailing";
+    let (status, _, answer) = call(&mut c, "POST", "/v1/chat/completions", "", &body);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer).contains("not JSON"), "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(call(&mut c, "POST", "/v1/chat/completions", "", "{}").0, 200, "the connection stays usable");
+    let seen = s.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1, "only the second request reached the backend whole: {seen:?}");
 }
