@@ -1139,9 +1139,9 @@ fn mock_backend(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::Mu
                 let mut out = tcp;
                 while let Ok(Some(head)) = http1::read_head_bytes(&mut reader) {
                     let req = http1::parse_request(&head).expect("head");
-                    let mut body = Vec::new();
                     let framing = http1::request_body(&req.headers).expect("framing");
-                    http1::copy_body(&mut reader, &mut body, framing).expect("body");
+                    // Large bodies come chunked (the router streams them): the payload.
+                    let body = http1::read_payload(&mut reader, framing).expect("body");
                     log.lock().expect("lock").push(format!(
                         "{}{}",
                         String::from_utf8_lossy(&head),

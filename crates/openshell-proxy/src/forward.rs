@@ -149,5 +149,5 @@ async fn connect(
     })?;
     let _ = tcp.set_nodelay(true);
     conn.register(Target { host: host.clone(), port, ip: Some(ip), caller: caller.cloned() });
-    Ok(Upstream { host, port, ip, conn: BufReader::with_capacity(crate::proxy::CLIENT_BUFFER, tcp) })
+    Ok(Upstream { host, port, ip, conn: BufReader::with_capacity(crate::proxy::UPSTREAM_BUFFER, tcp) })
 }

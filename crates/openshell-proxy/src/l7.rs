@@ -15,13 +15,13 @@ use rustls::ServerConfig;
 use serde_json::json;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
+use tokio_rustls::{TlsAcceptor, client, server};
 
 use crate::aio;
 use crate::exchange::{self, answer, refuse};
 use crate::http1::{self, Body, HeadError, Kind, RequestHead};
 use crate::identify::Caller;
-use crate::proxy::{CLIENT_BUFFER, Client, Conn, Head, authority, check_host, denial, record};
+use crate::proxy::{CLIENT_BUFFER, Client, Conn, Head, UPSTREAM_BUFFER, authority, check_host, denial, record};
 use crate::tls::Interceptor;
 
 type ClientSide = BufReader<server::TlsStream<Client>>;
@@ -121,10 +121,10 @@ async fn request(
     }
     if open.is_none() {
         let Some(tcp) = upstream.take() else { return false };
-        match connect_upstream(tls, tcp, &tunnel.head.host, idle).await {
-            Ok(u) => *open = Some(u),
-            Err(message) => {
-                let body = json!({"error": message, "host": tunnel.head.host});
+        match crate::tls::dial(tls, tcp, &tunnel.head.host, idle).await {
+            Ok(u) => *open = Some(BufReader::with_capacity(UPSTREAM_BUFFER, u)),
+            Err(e) => {
+                let body = json!({"error": format!("TLS to the upstream {e}"), "host": tunnel.head.host});
                 return answer(client, 502, &body, framing, false, idle).await;
             }
         }
@@ -194,23 +194,6 @@ fn split_target(target: &str) -> (&str, &str) {
     match origin.split_once('?') {
         Some((p, q)) => (p, q),
         None => (origin, ""),
-    }
-}
-
-/// Opens verified TLS to the upstream; the error says why, for the client.
-async fn connect_upstream(
-    tls: &Interceptor,
-    tcp: TcpStream,
-    host: &str,
-    idle: std::time::Duration,
-) -> Result<UpstreamSide, String> {
-    let name = Interceptor::server_name(host).map_err(|e| e.to_string())?;
-    let config = tls.client_config().map_err(|e| format!("TLS to the upstream: {e}"))?;
-    let handshake = TlsConnector::from(config).connect(name, tcp);
-    match tokio::time::timeout(idle, handshake).await {
-        Ok(Ok(stream)) => Ok(BufReader::with_capacity(CLIENT_BUFFER, stream)),
-        Ok(Err(e)) => Err(format!("TLS to the upstream failed: {e}")),
-        Err(_) => Err("TLS to the upstream timed out".into()),
     }
 }
 

@@ -36,6 +36,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer per client connection (a head may grow past it, up to
 /// `http1::MAX_HEAD`).
 pub(crate) const CLIENT_BUFFER: usize = 16 * 1024;
+/// Read buffer per upstream connection of an inspected or forwarded exchange
+/// (downloads come this way: larger reads, fewer wake-ups).
+pub(crate) const UPSTREAM_BUFFER: usize = 64 * 1024;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]

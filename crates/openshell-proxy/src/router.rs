@@ -16,14 +16,14 @@ use rustls::ServerConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio_rustls::{TlsAcceptor, TlsConnector, server};
+use tokio_rustls::{TlsAcceptor, server};
 
 use crate::aio::Payload;
 use crate::audit::{ApiEvent, now_ms};
 use crate::http1::{self, Body, HeadError, Kind, RequestHead};
 use crate::json::{JsonError, ModelRewriter, SseUsage, Usage, UsageFinder};
-use crate::proxy::{CLIENT_BUFFER, Client, Shared, check_host};
-use crate::tls::Interceptor;
+use crate::proxy::{CLIENT_BUFFER, Client, Shared, UPSTREAM_BUFFER, check_host};
+use crate::tls::{DialError, Interceptor};
 use crate::{aio, exchange};
 
 /// The name a sandbox reaches the router by.
@@ -472,10 +472,9 @@ impl<'a> Exchange<'a> {
                 *upstream = None;
             }
             if upstream.is_none() {
-                let up = connect(self.shared, tls, &active.backend, timeout).await.map_err(|message| {
-                    let body = json!({"error": message, "backend": active.backend.host_header()});
-                    Failed::Refused(Refused { body, outcome: Outcome::refused(502, message) }, false)
-                })?;
+                let up = connect(self.shared, tls, &active.backend, timeout)
+                    .await
+                    .map_err(|e| Failed::Refused(e.refused(&active.backend), false))?;
                 *upstream = Some((Arc::clone(active), up));
             }
             let Some((_, up)) = upstream.as_mut() else { return Err(Failed::Closed(closed())) };
@@ -534,10 +533,7 @@ impl<'a> Exchange<'a> {
             if fresh {
                 match connect(self.shared, tls, &active.backend, timeout).await {
                     Ok(up) => *upstream = Some((Arc::clone(active), up)),
-                    Err(message) => {
-                        let body = json!({"error": message, "backend": active.backend.host_header()});
-                        return Err(Refused { body, outcome: Outcome::refused(502, message) });
-                    }
+                    Err(e) => return Err(e.refused(&active.backend)),
                 }
             }
             let Some((_, up)) = upstream.as_mut() else { continue };
@@ -731,28 +727,53 @@ fn backend_head(req: &RequestHead, active: &Active) -> Vec<u8> {
     head
 }
 
+/// Why the backend could not be reached.
+#[derive(Debug, thiserror::Error)]
+enum BackendError {
+    #[error("cannot resolve the backend {host}: {source}")]
+    Resolve { host: String, source: io::Error },
+    #[error("cannot resolve the backend {0}")]
+    NoAddress(String),
+    #[error("cannot connect to the backend {host}: {source}")]
+    Connect { host: String, source: io::Error },
+    #[error("TLS to the backend {0}")]
+    Tls(#[from] DialError),
+}
+
+impl BackendError {
+    /// The router's answer (502), naming the backend.
+    fn refused(&self, backend: &Backend) -> Refused {
+        let message = self.to_string();
+        Refused {
+            body: json!({"error": message, "backend": backend.host_header()}),
+            outcome: Outcome::refused(502, message),
+        }
+    }
+}
+
 /// Opens a connection to the backend (TLS verified against the upstream roots).
-async fn connect(shared: &Shared, tls: &Interceptor, backend: &Backend, timeout: Duration) -> Result<Upstream, String> {
+async fn connect(
+    shared: &Shared,
+    tls: &Interceptor,
+    backend: &Backend,
+    timeout: Duration,
+) -> Result<Upstream, BackendError> {
+    let host = || backend.host.clone();
     let ips = shared
         .resolve(&backend.host, backend.port)
         .await
-        .map_err(|e| format!("cannot resolve the backend {}: {e}", backend.host))?;
-    let ip = ips.first().ok_or_else(|| format!("cannot resolve the backend {}", backend.host))?;
+        .map_err(|source| BackendError::Resolve { host: host(), source })?;
+    let ip = ips.first().ok_or_else(|| BackendError::NoAddress(host()))?;
     let tcp = shared
         .connect(SocketAddr::new(*ip, backend.port))
         .await
-        .map_err(|e| format!("cannot connect to the backend {}: {e}", backend.host_header()))?;
+        .map_err(|source| BackendError::Connect { host: backend.host_header(), source })?;
     let _ = tcp.set_nodelay(true);
     if !backend.tls {
-        return Ok(BufReader::with_capacity(CLIENT_BUFFER, Box::new(tcp)));
+        return Ok(BufReader::with_capacity(UPSTREAM_BUFFER, Box::new(tcp)));
     }
-    let name = Interceptor::server_name(&backend.host).map_err(|e| e.to_string())?;
-    let config = tls.client_config().map_err(|e| format!("TLS to the backend: {e}"))?;
-    match tokio::time::timeout(timeout, TlsConnector::from(config).connect(name, tcp)).await {
-        Ok(Ok(stream)) => Ok(BufReader::with_capacity(CLIENT_BUFFER, Box::new(stream))),
-        Ok(Err(e)) => Err(format!("TLS to the backend failed: {e}")),
-        Err(_) => Err("TLS to the backend timed out".into()),
-    }
+    let stream = crate::tls::dial(tls, tcp, &backend.host, timeout).await?;
+    Ok(BufReader::with_capacity(UPSTREAM_BUFFER, Box::new(stream)))
 }
 
 async fn reply(client: &mut ClientSide, status: u16, body: &Value, close: bool, idle: Duration) {
