@@ -30,6 +30,9 @@ struct Upstream {
 /// Serves a connection whose first request was `first`, until either side
 /// ends it.
 pub(crate) async fn serve(conn: &Conn, mut client: Client, first: Head, caller: Option<Caller>) {
+    // Requests and responses are small writes in turn: Nagle's algorithm would
+    // hold each one for the peer's delayed ACK.
+    let _ = client.get_ref().set_nodelay(true);
     let limits = &conn.shared.limits;
     let mut upstream: Option<Upstream> = None;
     let mut next = Some(first);
