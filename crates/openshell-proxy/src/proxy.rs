@@ -317,8 +317,12 @@ fn transient(errno: i32) -> bool {
 fn busy(shared: &Shared, client: TcpStream) {
     let limit = shared.limits.max_connections;
     let body = json!({"error": format!("too many connections from this sandbox (limit {limit}); retry when some have closed")});
-    let _ = client.try_write(&http1::json_response(503, &body, true));
     shared.refuse_quietly(&format!("over the limit of {limit} open connections"));
+    // Written straight to the socket (it is non-blocking; a fresh socket
+    // takes a short answer at once), not through the runtime's readiness.
+    if let Ok(mut socket) = client.into_std() {
+        let _ = std::io::Write::write(&mut socket, &http1::json_response(503, &body, true));
+    }
 }
 
 /// A listener on `fenced.addr` that the kernel lets only the sandbox reach:

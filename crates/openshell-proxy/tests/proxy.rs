@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::{Recorder, Sink};
 use openshell_policy::load_str;
 use openshell_proxy::proxy::Connect;
-use openshell_proxy::{Caller, Fixed, Proxy, ProxyConfig, ProxyHandle, Resolve, StaticResolver};
+use openshell_proxy::{Caller, Fixed, Limits, Proxy, ProxyConfig, ProxyHandle, Resolve, StaticResolver};
 
 const POLICY: &str = "version: 1
 network_policies:
@@ -167,6 +167,10 @@ struct Setup {
 }
 
 fn setup(caller: Option<&str>) -> Setup {
+    setup_with(caller, Limits::default())
+}
+
+fn setup_with(caller: Option<&str>, limits: Limits) -> Setup {
     let heads = Arc::new(Mutex::new(Vec::new()));
     let http = http_server(Arc::clone(&heads));
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
@@ -203,7 +207,7 @@ fn setup(caller: Option<&str>) -> Setup {
             audit: Box::new(Sink(Arc::clone(&audit))),
             tls: None,
             route: None,
-            limits: Default::default(),
+            limits,
         },
     )
     .expect("bind proxy");
@@ -482,4 +486,50 @@ fn ambiguous_heads_are_refused() {
         format!("GET http://rest.test/allowed HTTP/1.1\r\nHost: rest.test\r\nX-A: {}\r\n\r\n", "a".repeat(20_000));
     assert!(ask(t.addr, &long).starts_with("HTTP/1.1 431"));
     assert!(t.seen.lock().expect("lock").is_empty());
+}
+
+/// The proxy holds at most its limit of connections (the next gets a 503
+/// saying so, audited); a connection that sends nothing, or a head too
+/// slowly, is closed at the head timeout (the slow one with a 408).
+#[test]
+fn connections_are_bounded_in_number_and_time() {
+    let limits = Limits { max_connections: 3, head_timeout: Duration::from_millis(800), ..Limits::default() };
+    let t = setup_with(Some("/usr/bin/curl"), limits);
+    let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(t.addr).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let answer = ask(t.addr, "GET http://rest.test/allowed HTTP/1.1\r\nHost: rest.test\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("limit 3"), "{answer}");
+    assert!(
+        t.audit.lines().iter().any(|l| l.contains("over the limit of 3 open connections")),
+        "{:?}",
+        t.audit.lines()
+    );
+    // The idle ones are closed at the head timeout, silently.
+    for mut s in held {
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut rest = Vec::new();
+        let started = std::time::Instant::now();
+        assert_eq!(s.read_to_end(&mut rest).expect("closed, not hung"), 0);
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+    // A head sent a byte at a time is cut off with a 408.
+    let mut slow = TcpStream::connect(t.addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    let mut answer = Vec::new();
+    for b in b"GET http://rest.test/allowed HTTP/1.1\r\nHost: rest.test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaa" {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        if let Ok(n) = slow.read(&mut buf) {
+            answer.extend_from_slice(&buf[..n]);
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Positive control: a whole request in time is served.
+    let mut c = keepalive(t.addr);
+    c.get_mut().write_all(get("http://rest.test/allowed", "rest.test").as_bytes()).expect("write");
+    assert_eq!(response(&mut c), Some((200, "ok:/allowed".to_owned())));
 }
