@@ -243,8 +243,9 @@ fn interceptor(dir: &SandboxDir, id: &str) -> Option<std::sync::Arc<openshell_pr
 }
 
 /// The sandbox's egress proxy, on the host end of its fenced link, in this
-/// supervisor (threads; started once the container exists). Without a link (no
-/// network policies) there is nothing to start.
+/// supervisor (a small tokio runtime on its own threads: started once the
+/// container exists, since libcontainer needs this process single-threaded
+/// until then). Without a link (no network policies) there is nothing to start.
 fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
     let config = dir.read_config().map_err(|e| e.to_string())?;
     let Some(fence) = config.network else { return Ok(()) };
