@@ -243,8 +243,9 @@ fn interceptor(dir: &SandboxDir, id: &str) -> Option<std::sync::Arc<openshell_pr
 }
 
 /// The sandbox's egress proxy, on the host end of its fenced link, in this
-/// supervisor (threads; started once the container exists). Without a link (no
-/// network policies) there is nothing to start.
+/// supervisor (a small tokio runtime on its own threads: started once the
+/// container exists, since libcontainer needs this process single-threaded
+/// until then). Without a link (no network policies) there is nothing to start.
 fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
     let config = dir.read_config().map_err(|e| e.to_string())?;
     let Some(fence) = config.network else { return Ok(()) };
@@ -259,8 +260,15 @@ fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
         .append(true)
         .open(&audit_path)
         .map_err(|e| format!("{}: {e}", audit_path.display()))?;
-    let proxy = openshell_proxy::Proxy::bind(
-        std::net::SocketAddr::new(fence.host_addr.into(), fence.proxy_port),
+    // Only the sandbox reaches it: bound to the host end of its link, serving
+    // the sandbox's address alone.
+    let listen = openshell_proxy::Fenced {
+        addr: std::net::SocketAddr::new(fence.host_addr.into(), fence.proxy_port),
+        device: fence.host_if.clone(),
+        peer: fence.sandbox_addr.into(),
+    };
+    let proxy = openshell_proxy::Proxy::bind_fenced(
+        &listen,
         openshell_proxy::ProxyConfig {
             sandbox: config.id.clone(),
             policy,
@@ -271,6 +279,7 @@ fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
             audit: Box::new(openshell_proxy::JsonLines::new(audit)),
             tls: interceptor(dir, &config.id),
             route: read_route(dir)?.route,
+            limits: Default::default(),
         },
     )
     .map_err(|e| e.to_string())?;

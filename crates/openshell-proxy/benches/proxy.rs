@@ -229,6 +229,7 @@ fn main() {
             audit: Box::new(JsonLines::new(std::io::sink())),
             tls: Some(Arc::new(interceptor)),
             route: None,
+            limits: Default::default(),
         },
     )
     .expect("proxy");

@@ -144,6 +144,7 @@ fn main() {
                 model: Some("served".into()),
                 timeout_secs: 30,
             }),
+            limits: Default::default(),
         },
     )
     .expect("proxy");

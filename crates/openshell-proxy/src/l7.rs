@@ -1,53 +1,31 @@
 //! L7 inspection of a CONNECT tunnel: TLS is terminated with a leaf from the
-//! sandbox's CA, and each request on the (keep-alive) connection is decided by
+//! sandbox's CA, and each request on the (keep-alive or pipelined) connection
+//! is read, checked (one Host header naming the tunnel's host) and decided by
 //! the policy generation current when it arrives: method, path and query. An
 //! allowed request is forwarded over verified TLS to the address that was
 //! checked at CONNECT time; a denied one gets a 403 with a JSON body and the
-//! connection stays usable.
+//! connection stays usable. The next request's bytes stay in the proxy's
+//! buffer until the previous one was decided and answered.
 
-use std::io::{self, BufReader, Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use openshell_policy::{HttpRequest, Request};
-use rustls::{ClientConnection, ServerConfig, ServerConnection, StreamOwned};
+use rustls::ServerConfig;
 use serde_json::json;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, client, server};
 
-use crate::http1::{self, Body, HeadError, RequestHead};
+use crate::aio;
+use crate::exchange::{self, answer, refuse};
+use crate::http1::{self, Body, HeadError, Kind, RequestHead};
 use crate::identify::Caller;
-use crate::proxy::{Head, Shared, authority, denial, record, record_refusal};
+use crate::proxy::{CLIENT_BUFFER, Client, Conn, Head, UPSTREAM_BUFFER, authority, check_host, denial, record};
 use crate::tls::Interceptor;
 
-/// Request headers never forwarded upstream.
-const HOP_BY_HOP: &[&str] = &["proxy-authorization", "proxy-connection", "keep-alive", "expect"];
-
-/// A client stream with bytes that were read ahead of the TLS handshake.
-pub(crate) struct Prefixed {
-    pub(crate) prefix: io::Cursor<Vec<u8>>,
-    pub(crate) inner: TcpStream,
-}
-
-impl Read for Prefixed {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.prefix.read(buf)?;
-        if n > 0 {
-            return Ok(n);
-        }
-        self.inner.read(buf)
-    }
-}
-
-impl Write for Prefixed {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-type ClientSide = BufReader<StreamOwned<ServerConnection, Prefixed>>;
-type UpstreamSide = BufReader<StreamOwned<ClientConnection, TcpStream>>;
+type ClientSide = BufReader<server::TlsStream<Client>>;
+type UpstreamSide = BufReader<client::TlsStream<TcpStream>>;
 
 /// What the tunnel was opened for.
 pub(crate) struct Tunnel<'a> {
@@ -59,122 +37,140 @@ pub(crate) struct Tunnel<'a> {
 
 /// Runs an inspected tunnel until either side closes. The client has been told
 /// `200 Connection Established`.
-pub(crate) fn inspect(
-    shared: &Shared,
+pub(crate) async fn inspect(
+    conn: &Conn,
     tls: &Interceptor,
     server: Arc<ServerConfig>,
-    client: TcpStream,
+    client: Client,
     upstream: TcpStream,
     tunnel: &Tunnel<'_>,
 ) {
     // Requests and responses are small writes in turn: Nagle's algorithm would
     // hold each one for the peer's delayed ACK.
-    let _ = client.set_nodelay(true);
+    let _ = client.get_ref().set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    let conn = match ServerConnection::new(server) {
-        Ok(c) => c,
-        Err(e) => return tracing::warn!(error = %e, "starting TLS towards the sandbox"),
+    let limits = &conn.shared.limits;
+    let accepted = tokio::time::timeout(limits.head_timeout, TlsAcceptor::from(server).accept(client)).await;
+    let Ok(Ok(tls_client)) = accepted else {
+        return tracing::debug!(host = %tunnel.head.host, "the sandbox's TLS handshake failed");
     };
-    let prefixed = Prefixed { prefix: io::Cursor::new(tunnel.head.rest.clone()), inner: client };
-    let mut client: ClientSide = BufReader::with_capacity(64 * 1024, StreamOwned::new(conn, prefixed));
+    let mut client: ClientSide = BufReader::with_capacity(CLIENT_BUFFER, tls_client);
     let mut upstream = Some(upstream);
     let mut open: Option<UpstreamSide> = None;
+    let mut wait = limits.head_timeout;
     loop {
-        let bytes = match http1::read_head_bytes(&mut client) {
-            Ok(Some(b)) => b,
-            Ok(None) => break,
-            Err(HeadError::Io(e)) => {
-                tracing::debug!(error = %e, host = %tunnel.head.host, "inspected connection ended");
-                break;
-            }
-            Err(e) => {
-                reply(&mut client, 400, &json!({"error": e.to_string()}), true);
-                break;
-            }
-        };
-        let req = match http1::parse_request(&bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                reply(&mut client, 400, &json!({"error": e.to_string()}), true);
-                break;
-            }
-        };
-        let body = match http1::request_body(&req.headers) {
-            Ok(b) => b,
-            Err(message) => {
-                reply(&mut client, 400, &json!({"error": message}), true);
-                break;
-            }
-        };
-        let generation = Arc::clone(&*shared.generation.read().unwrap_or_else(|p| p.into_inner()));
-        if let Some(refusal) = refuse(&req, tunnel) {
-            let (path, _) = split_target(&req.target);
-            let http = HttpRequest { method: &req.method, path, query: &[] };
-            record_refusal(shared, &generation, &engine_request(tunnel, Some(http)), refusal);
-            if !drain(&mut client, body) {
-                reply(&mut client, 403, &json!({"error": format!("blocked: {refusal}")}), true);
-                break;
-            }
-            reply(&mut client, 403, &json!({"error": format!("blocked: {refusal}")}), false);
-            continue;
-        }
-        let (path, query) = split_target(&req.target);
-        let pairs = http1::query_pairs(query);
-        let query: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let http = HttpRequest { method: &req.method, path, query: &query };
-        let engine_req = engine_request(tunnel, Some(http));
-        let decision = generation.engine.decide(&engine_req);
-        record(shared, &generation, &engine_req, &decision, None);
-        if !decision.is_allowed() {
-            let body_json = denial(tunnel.head, &decision, &generation, &engine_req);
-            let close = !drain(&mut client, body);
-            reply(&mut client, 403, &body_json, close);
-            if close {
-                break;
-            }
-            continue;
-        }
-        if open.is_none() {
-            let Some(tcp) = upstream.take() else { break };
-            match connect_upstream(tls, tcp, &tunnel.head.host) {
-                Ok(u) => open = Some(u),
-                Err(message) => {
-                    let body = json!({"error": message, "host": tunnel.head.host});
-                    reply(&mut client, 502, &body, true);
-                    break;
-                }
-            }
-        }
-        let Some(up) = open.as_mut() else { break };
-        match exchange(&mut client, up, &req, body) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                tracing::debug!(error = %e, host = %tunnel.head.host, "inspected exchange ended");
-                break;
-            }
+        let Some(req) = next_request(conn, &mut client, wait).await else { break };
+        wait = limits.keepalive_timeout;
+        if !request(conn, tls, &mut client, &mut upstream, &mut open, &req, tunnel).await {
+            break;
         }
     }
-    let stream = client.get_mut();
-    stream.conn.send_close_notify();
-    let _ = stream.flush();
-    let _ = stream.sock.inner.shutdown(std::net::Shutdown::Both);
+    let _ = client.get_mut().shutdown().await;
 }
 
-/// A request the proxy will not forward whatever the policy says.
-fn refuse(req: &RequestHead, tunnel: &Tunnel<'_>) -> Option<&'static str> {
-    if http1::header(&req.headers, "upgrade").is_some() {
-        return Some("protocol upgrades (such as WebSocket) are not inspected");
+/// Reads and parses the next request; `None` (after answering, when there is
+/// something to say) ends the connection.
+async fn next_request(conn: &Conn, client: &mut ClientSide, wait: std::time::Duration) -> Option<RequestHead> {
+    let limits = &conn.shared.limits;
+    let bytes = match aio::read_head(client, Kind::Request, wait, limits.head_timeout).await {
+        Ok(Some(b)) => b,
+        Ok(None) | Err(HeadError::Io(_) | HeadError::Idle(_)) => return None,
+        Err(e) => {
+            answer(client, e.status(), &json!({"error": e.to_string()}), Body::Empty, false, limits.idle_timeout).await;
+            return None;
+        }
+    };
+    match http1::parse_request(&bytes) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            answer(client, e.status(), &json!({"error": e.to_string()}), Body::Empty, false, limits.idle_timeout).await;
+            None
+        }
     }
+}
+
+/// One request on the tunnel; `false`: the connection ends.
+async fn request(
+    conn: &Conn,
+    tls: &Interceptor,
+    client: &mut ClientSide,
+    upstream: &mut Option<TcpStream>,
+    open: &mut Option<UpstreamSide>,
+    req: &RequestHead,
+    tunnel: &Tunnel<'_>,
+) -> bool {
+    let shared = &conn.shared;
+    let idle = shared.limits.idle_timeout;
+    let generation = shared.generation();
+    let (path, raw_query) = split_target(&req.target);
+    let pairs = http1::query_pairs(raw_query);
+    let query: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let engine_req = engine_request(tunnel, Some(HttpRequest { method: &req.method, path, query: &query }));
+    let framing = match http1::request_framing(req) {
+        Ok(b) => b,
+        Err(e) => return refuse(conn, client, &engine_req, 400, &e.to_string(), Body::Empty, false).await,
+    };
+    if let Some((status, reason)) = refuse_always(req, tunnel) {
+        return refuse(conn, client, &engine_req, status, reason, framing, status == 403).await;
+    }
+    let decision = generation.engine.decide(&engine_req);
+    record(shared, &generation, &engine_req, &decision, None);
+    if !decision.is_allowed() {
+        let body = denial(&tunnel.head.host, tunnel.head.port, &decision, &generation, &engine_req);
+        return answer(client, 403, &body, framing, true, idle).await;
+    }
+    if open.is_none() {
+        let Some(tcp) = upstream.take() else { return false };
+        match crate::tls::dial(tls, tcp, &tunnel.head.host, idle).await {
+            Ok(u) => *open = Some(BufReader::with_capacity(UPSTREAM_BUFFER, u)),
+            Err(e) => {
+                let body = json!({"error": format!("TLS to the upstream {e}"), "host": tunnel.head.host});
+                return answer(client, 502, &body, framing, false, idle).await;
+            }
+        }
+    }
+    let Some(up) = open.as_mut() else { return false };
+    let origin = if raw_query.is_empty() { path.to_owned() } else { format!("{path}?{raw_query}") };
+    match exchange::exchange(client, up, req, &origin, framing, idle).await {
+        Ok(keep) => keep,
+        Err(e) => {
+            tracing::debug!(error = %e, host = %tunnel.head.host, "inspected exchange ended");
+            false
+        }
+    }
+}
+
+/// A request the proxy will not forward whatever the policy says, with its
+/// status: 400 for a Host header (or absolute-form target) that does not name
+/// the tunnel's host (anything else would let a request reach a virtual host
+/// the policy never saw), 403 for what is not inspected.
+fn refuse_always(req: &RequestHead, tunnel: &Tunnel<'_>) -> Option<(u16, &'static str)> {
     if req.method.eq_ignore_ascii_case("CONNECT") {
-        return Some("CONNECT inside an inspected tunnel");
+        return Some((403, "CONNECT inside an inspected tunnel"));
     }
-    // The Host header must name the host the tunnel was decided for: anything
-    // else would let a request reach a virtual host the policy never saw.
-    let host = http1::header(&req.headers, "host").and_then(|v| std::str::from_utf8(v).ok())?;
-    let same =
-        authority(host, Some(tunnel.head.port)).is_some_and(|(h, p)| h == tunnel.head.host && p == tunnel.head.port);
-    (!same).then_some("the Host header does not name the host of the tunnel")
+    if let Err(e) = check_host(req, &tunnel.head.host, tunnel.head.port, 443) {
+        return Some((400, host_reason(e)));
+    }
+    if let Some(i) = req.target.find("://") {
+        let auth = req.target[i + 3..].split(['/', '?', '#']).next().unwrap_or_default();
+        let same = authority(auth, Some(443)).is_some_and(|(h, p)| h == tunnel.head.host && p == tunnel.head.port);
+        if !req.target[..i].eq_ignore_ascii_case("https") || !same {
+            return Some((400, "the request's target does not name the host of the tunnel"));
+        }
+    }
+    if http1::header(&req.headers, "upgrade").is_some() {
+        return Some((403, "protocol upgrades (such as WebSocket) are not inspected"));
+    }
+    None
+}
+
+fn host_reason(e: http1::HostError) -> &'static str {
+    match e {
+        http1::HostError::Missing => "the request has no Host header",
+        http1::HostError::Duplicate => "the request has more than one Host header",
+        http1::HostError::Malformed => "the Host header is not a host[:port]",
+        http1::HostError::Mismatch => "the Host header does not name the host of the tunnel",
+    }
 }
 
 fn engine_request<'a>(tunnel: &'a Tunnel<'a>, http: Option<HttpRequest<'a>>) -> Request<'a> {
@@ -199,82 +195,6 @@ fn split_target(target: &str) -> (&str, &str) {
         Some((p, q)) => (p, q),
         None => (origin, ""),
     }
-}
-
-/// Opens verified TLS to the upstream; the error says why, for the client.
-fn connect_upstream(tls: &Interceptor, tcp: TcpStream, host: &str) -> Result<UpstreamSide, String> {
-    let name = Interceptor::server_name(host).map_err(|e| e.to_string())?;
-    let config = tls.client_config().map_err(|e| format!("TLS to the upstream: {e}"))?;
-    let mut conn = ClientConnection::new(config, name).map_err(|e| format!("TLS to the upstream: {e}"))?;
-    let mut tcp = tcp;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut tcp).map_err(|e| format!("TLS to the upstream failed: {e}"))?;
-    }
-    Ok(BufReader::with_capacity(256 * 1024, StreamOwned::new(conn, tcp)))
-}
-
-/// Forwards one request and its response. `Ok(false)`: the connection ends
-/// after this exchange.
-fn exchange(client: &mut ClientSide, up: &mut UpstreamSide, req: &RequestHead, body: Body) -> io::Result<bool> {
-    if http1::has_token(&req.headers, "expect", "100-continue") {
-        // Answered here: the request was decided already, the body may come.
-        client.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-        client.get_mut().flush()?;
-    }
-    let (path, query) = split_target(&req.target);
-    let mut head = Vec::with_capacity(1024);
-    head.extend_from_slice(req.method.as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(path.as_bytes());
-    if !query.is_empty() {
-        head.push(b'?');
-        head.extend_from_slice(query.as_bytes());
-    }
-    head.extend_from_slice(if req.version == 0 { b" HTTP/1.0\r\n" } else { b" HTTP/1.1\r\n" });
-    http1::push_headers(&mut head, &req.headers, HOP_BY_HOP);
-    head.extend_from_slice(b"\r\n");
-    up.get_mut().write_all(&head)?;
-    http1::copy_body(client, up.get_mut(), body)?;
-    up.get_mut().flush()?;
-    let response = loop {
-        let bytes = match http1::read_head_bytes(up) {
-            Ok(Some(b)) => b,
-            Ok(None) | Err(HeadError::Truncated) => {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the upstream closed without answering"));
-            }
-            Err(HeadError::Io(e)) => return Err(e),
-            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-        };
-        let parsed = http1::parse_response(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        client.get_mut().write_all(&bytes)?;
-        if (100..200).contains(&parsed.status) && parsed.status != 101 {
-            client.get_mut().flush()?;
-            continue;
-        }
-        break parsed;
-    };
-    let framing = http1::response_body(&req.method, &response);
-    http1::copy_body(up, client.get_mut(), framing)?;
-    client.get_mut().flush()?;
-    let keep = response.status != 101
-        && framing != Body::UntilClose
-        && req.version == 1
-        && response.version == 1
-        && !http1::has_token(&req.headers, "connection", "close")
-        && !http1::has_token(&response.headers, "connection", "close");
-    Ok(keep)
-}
-
-/// Reads and drops a refused request's body; `false` when it cannot be
-/// delimited (the connection must then close).
-fn drain(client: &mut ClientSide, body: Body) -> bool {
-    http1::copy_body(client, &mut io::sink(), body).is_ok()
-}
-
-fn reply(client: &mut ClientSide, status: u16, body: &serde_json::Value, close: bool) {
-    let stream = client.get_mut();
-    let _ = stream.write_all(&http1::json_response(status, body, close));
-    let _ = stream.flush();
 }
 
 #[cfg(test)]

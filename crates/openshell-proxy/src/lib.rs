@@ -2,34 +2,46 @@
 //! through one pipeline, decided by the policy engine, with the SSRF rules,
 //! L7 inspection, inference routing, audit events and atomic hot reload.
 //!
-//! - `proxy`: the listener and the per-connection pipeline (read the request head,
-//!   identify the caller, decide, resolve, decide again, connect to the checked
-//!   address, relay with splice; or hand over to `l7` or `router`);
+//! - `proxy`: the listener, the limits, and the first request of each
+//!   connection (read the request head, identify the caller, decide, resolve,
+//!   decide again, connect to the checked address; then `splice`, `l7`,
+//!   `router` or `forward`), on a small tokio runtime;
+//! - `forward`: plain HTTP, each request of a connection checked and decided;
 //! - `l7`: inspected tunnels (TLS terminated, each request decided);
+//! - `exchange`: one decided request forwarded and its response relayed;
+//! - `splice`: plain tunnels, socket → pipe → socket in the kernel;
+//! - `aio`: heads and bodies read on tokio, every wait bounded;
 //! - `router`: the privacy router (`inference.local`, routed endpoints);
 //! - `tls`: the sandbox CA, its leaves, the upstream roots;
-//! - `http1`: message heads and body framing;
+//! - `http1`: message heads and body framing, without I/O (checked line by line);
 //! - `identify`: who is calling ([`Identify`]; the kernel's view in a sandbox,
 //!   with the binary's sha256 pinned at first use);
 //! - `resolve`: name resolution in the proxy ([`Resolve`]: the system's, or a
 //!   fixed table);
+//! - `json`: JSON as it streams (the router's model rewrite, token counts in
+//!   bodies and server-sent events), in bounded memory;
 //! - `audit`: OCSF JSON lines (network activity 4001, HTTP activity 4002, API
 //!   activity 6003).
 //!
 //! A sandbox whose policy has network policies runs one of these in its
 //! supervisor (see the gateway's helper), behind the runtime's fence.
 
+mod aio;
 pub mod audit;
+mod exchange;
+mod forward;
 pub mod http1;
 pub mod identify;
+pub mod json;
 mod l7;
 pub mod proxy;
 pub mod resolve;
 pub mod router;
+mod splice;
 pub mod tls;
 
 pub use audit::{ApiEvent, AuditEvent, AuditSink, JsonLines};
 pub use identify::{Caller, Fixed, Identify, ProcIdentify};
-pub use proxy::{Connect, Direct, Proxy, ProxyConfig, ProxyError, ProxyHandle};
+pub use proxy::{Connect, Direct, Fenced, Limits, Proxy, ProxyConfig, ProxyError, ProxyHandle};
 pub use resolve::{Resolve, StaticResolver, SystemResolver, WithOverrides};
 pub use tls::{Interceptor, SandboxCa, TlsError};

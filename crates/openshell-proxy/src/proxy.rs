@@ -1,34 +1,44 @@
-//! The proxy: one thread per connection.
+//! The proxy: the listener, the limits, and the first request of each
+//! connection, on a small tokio runtime (no thread per connection).
 //!
 //! Pipeline: read the request head (CONNECT `host:port`, or an absolute-form
 //! `http://` request) → identify the caller → decide on host, port and caller
 //! (before any name resolution, so a denied name is never looked up) → resolve →
 //! decide again with the address (the SSRF rules) → connect to exactly that
-//! address → relay. Every decision is an audit event. A denial answers 403 with a
-//! JSON body naming the reason. Reloading the network policy swaps the engine
-//! atomically; open connections the new revision denies are closed.
+//! address → relay (`splice`), inspect (`l7`), route (`router`), or, for plain
+//! HTTP, forward request by request (`forward`). Every decision is an audit
+//! event. A denial answers 403 with a JSON body naming the reason. Reloading
+//! the network policy swaps the engine atomically; open connections the new
+//! revision denies are closed.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use openshell_policy::{Decision, Engine, HttpRequest, Policy, PolicyDiff, Request, StaticChangeError, Verdict};
+use openshell_policy::{Decision, Engine, Policy, PolicyDiff, Request, StaticChangeError, Verdict};
 use serde_json::json;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::audit::{AuditEvent, AuditSink, now_ms};
+use crate::http1::{self, HeadError, Kind, RequestHead};
 use crate::identify::{Caller, Identify};
 use crate::resolve::Resolve;
 use crate::router::{Active, INFERENCE_HOST, InferenceRoute, PROVIDER_HOSTS};
 use crate::tls::Interceptor;
-use crate::{http1, l7, router};
+use crate::{aio, forward, l7, router, splice};
 
-/// The largest request head read before deciding.
-const MAX_HEAD: usize = 64 * 1024;
 /// How long connecting upstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read buffer per client connection (a head may grow past it, up to
+/// `http1::MAX_HEAD`).
+pub(crate) const CLIENT_BUFFER: usize = 16 * 1024;
+/// Read buffer per upstream connection of an inspected or forwarded exchange
+/// (downloads come this way: larger reads, fewer wake-ups).
+pub(crate) const UPSTREAM_BUFFER: usize = 64 * 1024;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +53,42 @@ pub enum ProxyError {
     Route(String),
 }
 
+/// What one sandbox may make its proxy hold. The defaults are documented in
+/// README (Sandboxes).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// From a request head's first byte to its end (and, on a new connection,
+    /// to its first byte).
+    pub head_timeout: Duration,
+    /// Between requests on a kept-alive connection.
+    pub keepalive_timeout: Duration,
+    /// Nothing moving either way (tunnels, bodies, waiting for a response).
+    pub idle_timeout: Duration,
+    /// The longest a connection may last.
+    pub max_lifetime: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 512,
+            head_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(15 * 60),
+            max_lifetime: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
 impl Shared {
-    fn routed(&self) -> bool {
+    pub(crate) fn routed(&self) -> bool {
         self.route.read().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    pub(crate) fn generation(&self) -> Arc<Generation> {
+        Arc::clone(&*self.generation.read().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -56,7 +99,7 @@ fn active(route: InferenceRoute) -> Result<Arc<Active>, String> {
 
 /// Opens upstream connections; the real one connects to the checked address.
 pub trait Connect: Send + Sync {
-    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream>;
+    fn connect(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpStream>;
 }
 
 /// Connects to the address it is given.
@@ -64,8 +107,8 @@ pub trait Connect: Send + Sync {
 pub struct Direct;
 
 impl Connect for Direct {
-    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+    fn connect(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+        std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
     }
 }
 
@@ -75,37 +118,71 @@ pub(crate) struct Generation {
     pub(crate) engine: Engine,
 }
 
-/// An open relay, re-decided when the policy changes.
-struct Open {
-    host: String,
-    port: u16,
+/// What an open connection is relaying to, re-decided when the policy changes.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// The checked address (none for a routed connection: never resolved).
-    ip: Option<IpAddr>,
-    caller: Option<Caller>,
-    streams: Vec<TcpStream>,
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) caller: Option<Caller>,
+}
+
+struct Open {
+    target: Target,
+    cancel: Arc<Notify>,
 }
 
 pub(crate) struct Shared {
     pub(crate) sandbox: String,
     pub(crate) generation: RwLock<Arc<Generation>>,
-    identify: Box<dyn Identify>,
-    pub(crate) resolver: Box<dyn Resolve>,
-    pub(crate) connector: Box<dyn Connect>,
+    identify: Arc<dyn Identify>,
+    pub(crate) resolver: Arc<dyn Resolve>,
+    connector: Arc<dyn Connect>,
     pub(crate) audit: Box<dyn AuditSink>,
-    tls: Option<Arc<Interceptor>>,
+    pub(crate) tls: Option<Arc<Interceptor>>,
     /// The privacy router's route (none: inference requests get a 503 saying so).
     pub(crate) route: RwLock<Option<Arc<Active>>>,
+    pub(crate) limits: Limits,
+    slots: Arc<Semaphore>,
     open: Mutex<HashMap<u64, Open>>,
     next: AtomicU64,
+    /// Refusals not audited one by one (see [`Shared::refuse_quietly`]).
+    quiet: Mutex<Quiet>,
     /// Each binary's sha256 as first seen: a binary whose content changed since
     /// is denied.
     pins: Mutex<HashMap<String, String>>,
 }
 
+/// Connection-level refusals are audited at most once a second, with a count.
+#[derive(Default)]
+struct Quiet {
+    last: Option<Instant>,
+    held: u64,
+}
+
 /// A bound proxy; [`Proxy::serve`] runs it.
 pub struct Proxy {
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     shared: Arc<Shared>,
+    /// The only peer address served (a fenced sandbox's own); `None`: any.
+    peer: Option<IpAddr>,
+}
+
+/// Where a sandbox's proxy listens: on the host end of its fenced link, for
+/// its own sandbox only.
+#[derive(Debug, Clone)]
+pub struct Fenced {
+    /// The host end's address and the proxy's port.
+    pub addr: SocketAddr,
+    /// The host end's interface: the listener is bound to it (SO_BINDTODEVICE),
+    /// so a connection that arrives over another sandbox's link is refused by
+    /// the kernel.
+    pub device: String,
+    /// The sandbox's address (IPv4): packets from any other source are dropped
+    /// by the kernel (a socket filter; this is what keeps the host's own
+    /// processes out), and any other peer is refused in-process too.
+    pub peer: IpAddr,
 }
 
 /// Controls a running proxy.
@@ -129,27 +206,49 @@ pub struct ProxyConfig {
     pub tls: Option<Arc<Interceptor>>,
     /// Where inference requests go (changed live with [`ProxyHandle::set_route`]).
     pub route: Option<InferenceRoute>,
+    pub limits: Limits,
 }
 
 impl Proxy {
+    /// A proxy serving whoever reaches `addr` (tests and benches on loopback;
+    /// a sandbox's proxy is [`Proxy::bind_fenced`]).
     pub fn bind(addr: SocketAddr, config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        let listener = std::net::TcpListener::bind(addr).map_err(|source| ProxyError::Bind { addr, source })?;
+        Proxy::with_listener(listener, None, config)
+    }
+
+    /// A sandbox's proxy: bound to the host end of its link, serving only
+    /// the sandbox's own address.
+    pub fn bind_fenced(fenced: &Fenced, config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        let addr = fenced.addr;
+        let listener = fenced_listener(fenced).map_err(|source| ProxyError::Bind { addr, source })?;
+        Proxy::with_listener(listener, Some(fenced.peer), config)
+    }
+
+    fn with_listener(
+        listener: std::net::TcpListener,
+        peer: Option<IpAddr>,
+        config: ProxyConfig,
+    ) -> Result<Proxy, ProxyError> {
         let route = config.route.map(active).transpose().map_err(ProxyError::Route)?;
-        let listener = TcpListener::bind(addr).map_err(|source| ProxyError::Bind { addr, source })?;
         let engine = Engine::new(&config.policy);
         let shared = Arc::new(Shared {
             sandbox: config.sandbox,
             generation: RwLock::new(Arc::new(Generation { revision: config.revision, policy: config.policy, engine })),
-            identify: config.identify,
-            resolver: config.resolver,
-            connector: config.connector,
+            identify: Arc::from(config.identify),
+            resolver: Arc::from(config.resolver),
+            connector: Arc::from(config.connector),
             audit: config.audit,
             tls: config.tls,
             route: RwLock::new(route),
+            slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            limits: config.limits,
             open: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
+            quiet: Mutex::new(Quiet::default()),
             pins: Mutex::new(HashMap::new()),
         });
-        Ok(Proxy { listener, shared })
+        Ok(Proxy { listener, shared, peer })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -160,20 +259,152 @@ impl Proxy {
         ProxyHandle { shared: Arc::clone(&self.shared) }
     }
 
-    /// Accepts connections until the listener fails.
+    /// Runs the proxy on a runtime of its own (two worker threads; lookups,
+    /// caller identification and hashing on at most four more) until the
+    /// listener fails.
     pub fn serve(self) -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(4)
+            .thread_name("openshell-proxy")
+            .enable_all()
+            .build()?;
+        runtime.block_on(self.accept_loop())
+    }
+
+    async fn accept_loop(self) -> std::io::Result<()> {
+        self.listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
         loop {
-            let (client, _) = self.listener.accept()?;
+            let (client, from) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                // Out of descriptors or memory for a moment, or a connection
+                // that went away before it was accepted: not the listener's end.
+                Err(e) if e.raw_os_error().is_some_and(transient) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if self.peer.is_some_and(|p| p != from.ip()) {
+                let reason = format!("a connection from {from}, which is not this sandbox's address");
+                self.shared.refuse_quietly(&reason);
+                continue;
+            }
+            let Ok(slot) = Arc::clone(&self.shared.slots).try_acquire_owned() else {
+                busy(&self.shared, client);
+                continue;
+            };
             let shared = Arc::clone(&self.shared);
-            std::thread::spawn(move || connection(&shared, client));
+            tokio::spawn(async move {
+                let conn = Conn::new(shared);
+                conn.run(client).await;
+                drop(slot);
+            });
         }
+    }
+}
+
+fn transient(errno: i32) -> bool {
+    use rustix::io::Errno;
+    [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM, Errno::CONNABORTED, Errno::PERM]
+        .iter()
+        .any(|e| e.raw_os_error() == errno)
+}
+
+/// Over the connection limit: a 503 saying so (if the socket takes it at
+/// once), closed, audited.
+fn busy(shared: &Shared, client: TcpStream) {
+    let limit = shared.limits.max_connections;
+    let body = json!({"error": format!("too many connections from this sandbox (limit {limit}); retry when some have closed")});
+    shared.refuse_quietly(&format!("over the limit of {limit} open connections"));
+    // Written straight to the socket (it is non-blocking; a fresh socket
+    // takes a short answer at once), not through the runtime's readiness.
+    if let Ok(mut socket) = client.into_std() {
+        let _ = std::io::Write::write(&mut socket, &http1::json_response(503, &body, true));
+    }
+}
+
+/// A listener on `fenced.addr` that the kernel lets only the sandbox reach:
+/// bound to `fenced.device` (SO_BINDTODEVICE: a SYN that arrives over another
+/// sandbox's link finds no listener and is refused), with a socket filter that
+/// drops every packet whose source is not the sandbox's address (the host's
+/// own connections to the link's address arrive with the host's address and
+/// are dropped before a handshake; the device binding alone would let them
+/// in, since the kernel sees them on the device that owns the address).
+fn fenced_listener(fenced: &Fenced) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, SockFilter, Socket, Type};
+    let IpAddr::V4(peer) = fenced.peer else {
+        return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "a fenced sandbox's address is IPv4"));
+    };
+    // Classic BPF: load the IPv4 source address (SKF_NET_OFF + 12), keep the
+    // packet when it is the sandbox's, drop it otherwise.
+    const SKF_NET_OFF: u32 = 0xfff0_0000;
+    let (ld_w_abs, jeq_k, ret_k) = (0x20, 0x15, 0x06);
+    let filter = [
+        SockFilter::new(ld_w_abs, 0, 0, SKF_NET_OFF + 12),
+        SockFilter::new(jeq_k, 0, 1, u32::from(peer)),
+        SockFilter::new(ret_k, 0, 0, u32::MAX),
+        SockFilter::new(ret_k, 0, 0, 0),
+    ];
+    let socket = Socket::new(Domain::for_address(fenced.addr), Type::STREAM.cloexec(), None)?;
+    socket.bind_device(Some(fenced.device.as_bytes()))?;
+    socket.attach_filter(&filter)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&fenced.addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+impl Shared {
+    /// Audits a connection-level refusal: the first at once, later ones at
+    /// most once a second with the number held back (a flood of connections
+    /// does not become a flood of audit lines).
+    fn refuse_quietly(&self, reason: &str) {
+        let held = {
+            let mut quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if quiet.last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+                quiet.held += 1;
+                return;
+            }
+            quiet.last = Some(now);
+            std::mem::take(&mut quiet.held)
+        };
+        let reason = match held {
+            0 => reason.to_owned(),
+            n => format!("{reason} (and {n} more refusals in the last second)"),
+        };
+        let req = Request { host: "", port: 0, binary: None, ancestors: &[], resolved_ip: None, http: None };
+        record_refusal(self, &self.generation(), &req, &reason);
+    }
+
+    /// Connects to the checked address (on the blocking pool: the connector
+    /// is synchronous), within [`CONNECT_TIMEOUT`].
+    pub(crate) async fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let connector = Arc::clone(&self.connector);
+        let dial = tokio::task::spawn_blocking(move || connector.connect(addr));
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(e)) => return Err(std::io::Error::other(e)),
+            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out")),
+        };
+        tcp.set_nonblocking(true)?;
+        TcpStream::from_std(tcp)
+    }
+
+    /// Resolves in the proxy (on the blocking pool: getaddrinfo blocks).
+    pub(crate) async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<IpAddr>> {
+        let resolver = Arc::clone(&self.resolver);
+        let host = host.to_owned();
+        tokio::task::spawn_blocking(move || resolver.resolve(&host, port)).await.map_err(std::io::Error::other)?
     }
 }
 
 impl ProxyHandle {
     /// The revision deciding new connections.
     pub fn revision(&self) -> u64 {
-        self.shared.generation.read().unwrap_or_else(|p| p.into_inner()).revision
+        self.shared.generation().revision
     }
 
     /// Replaces the network policy. A change to a static section is refused with
@@ -200,13 +431,14 @@ impl ProxyHandle {
         };
         let mut open = self.shared.open.lock().unwrap_or_else(|p| p.into_inner());
         open.retain(|_, o| {
-            let ancestors: Vec<&str> = o.caller.iter().flat_map(|c| c.ancestors.iter().map(String::as_str)).collect();
+            let t = &o.target;
+            let ancestors: Vec<&str> = t.caller.iter().flat_map(|c| c.ancestors.iter().map(String::as_str)).collect();
             let req = Request {
-                host: &o.host,
-                port: o.port,
-                binary: o.caller.as_ref().map(|c| c.binary.as_str()),
+                host: &t.host,
+                port: t.port,
+                binary: t.caller.as_ref().map(|c| c.binary.as_str()),
                 ancestors: &ancestors,
-                resolved_ip: o.ip,
+                resolved_ip: t.ip,
                 http: None,
             };
             let decision = new.engine.decide(&req);
@@ -214,9 +446,7 @@ impl ProxyHandle {
                 return true;
             }
             record(&self.shared, &new, &req, &decision, Some("closed: the new revision denies it"));
-            for s in &o.streams {
-                let _ = s.shutdown(Shutdown::Both);
-            }
+            o.cancel.notify_one();
             false
         });
         Ok(new.revision)
@@ -235,66 +465,305 @@ impl ProxyHandle {
     }
 }
 
-/// The request head: what the client asked for.
-pub(crate) struct Head {
-    connect: bool,
-    method: String,
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    /// Absolute-form HTTP: the path (without query) and the whole origin-form target.
-    path: String,
-    target: String,
-    headers: Vec<(String, Vec<u8>)>,
-    /// Bytes read after the head (the start of a body or of the tunnelled stream).
-    pub(crate) rest: Vec<u8>,
+/// One client connection: its id, how a reload closes it, its caller.
+pub(crate) struct Conn {
+    pub(crate) shared: Arc<Shared>,
+    id: u64,
+    cancel: Arc<Notify>,
 }
 
-fn read_head(client: &mut TcpStream) -> Result<Head, (u16, String)> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
+/// The client's side of a connection: reads are buffered, writes go through.
+pub(crate) type Client = BufReader<TcpStream>;
+
+impl Conn {
+    fn new(shared: Arc<Shared>) -> Conn {
+        let id = shared.next.fetch_add(1, Ordering::Relaxed);
+        Conn { shared, id, cancel: Arc::new(Notify::new()) }
+    }
+
+    /// Serves the connection until it ends, a reload denies what it relays,
+    /// or it reaches its lifetime.
+    async fn run(self, client: TcpStream) {
+        let lifetime = self.shared.limits.max_lifetime;
+        let cancel = Arc::clone(&self.cancel);
+        tokio::select! {
+            () = self.serve(client) => {}
+            () = cancel.notified() => {}
+            () = tokio::time::sleep(lifetime) => {
+                let req = Request { host: "", port: 0, binary: None, ancestors: &[], resolved_ip: None, http: None };
+                let reason = format!("closed: open longer than {} s", lifetime.as_secs());
+                record_refusal(&self.shared, &self.shared.generation(), &req, &reason);
+            }
         }
-        if buf.len() > MAX_HEAD {
-            return Err((431, "request head too large".into()));
+        self.shared.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
+
+    async fn serve(&self, client: TcpStream) {
+        let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else { return };
+        let mut client = BufReader::with_capacity(CLIENT_BUFFER, client);
+        let limits = &self.shared.limits;
+        let head = match read_request(&mut client, limits.head_timeout, limits.head_timeout).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(refusal) => return refusal.send(&mut client).await,
+        };
+        let caller = self.identify(peer, local).await;
+        if let Some(refusal) = self.pinned(&head, caller.as_ref()) {
+            return refusal.send(&mut client).await;
         }
-        match client.read(&mut chunk) {
-            Ok(0) => return Err((400, "connection closed before the request head ended".into())),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err((400, format!("reading the request: {e}"))),
+        if head.connect {
+            self.tunnel(client, &head, caller).await;
+        } else {
+            forward::serve(self, client, head, caller).await;
         }
+    }
+
+    /// The kernel's answer (reads /proc: on the blocking pool).
+    async fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Option<Caller> {
+        let identify = Arc::clone(&self.shared.identify);
+        tokio::task::spawn_blocking(move || identify.identify(peer, local)).await.ok().flatten()
+    }
+
+    /// A binary whose content changed since its first use is refused.
+    fn pinned(&self, head: &Head, caller: Option<&Caller>) -> Option<Refusal> {
+        let Some(Caller { binary, sha256: Some(hash), .. }) = caller else { return None };
+        {
+            let mut pins = self.shared.pins.lock().unwrap_or_else(|p| p.into_inner());
+            let pinned = pins.entry(binary.clone()).or_insert_with(|| hash.clone());
+            if pinned == hash {
+                return None;
+            }
+        }
+        let req = Request::l4(&head.host, head.port, binary);
+        record_refusal(&self.shared, &self.shared.generation(), &req, "binary changed since first use");
+        let body = json!({"error": "blocked: the calling binary changed since its first use in this sandbox", "binary": binary, "reason": "binary changed since first use"});
+        Some(Refusal { status: 403, body })
+    }
+
+    /// Tracks what the connection relays to, so that a reload can re-decide and close it.
+    pub(crate) fn register(&self, target: Target) {
+        let open = Open { target, cancel: Arc::clone(&self.cancel) };
+        self.shared.open.lock().unwrap_or_else(|p| p.into_inner()).insert(self.id, open);
+    }
+
+    /// A CONNECT: the privacy router, an inspected tunnel, or a plain one.
+    pub(crate) async fn tunnel(&self, mut client: Client, head: &Head, caller: Option<Caller>) {
+        let shared = &self.shared;
+        let generation = shared.generation();
+        let ancestors: Vec<&str> = caller.iter().flat_map(|c| c.ancestors.iter().map(String::as_str)).collect();
+        let mut req = Request {
+            host: &head.host,
+            port: head.port,
+            binary: caller.as_ref().map(|c| c.binary.as_str()),
+            ancestors: &ancestors,
+            resolved_ip: None,
+            http: None,
+        };
+        // The privacy router's own name, and the providers' API hosts while a
+        // route exists (agents with built-in base URLs are routed, and a key a
+        // sandbox might hold never reaches the provider): open to every process
+        // of the sandbox the kernel identified, never resolved.
+        let provider = PROVIDER_HOSTS.contains(&head.host.as_str()) && head.port == 443 && shared.routed();
+        if head.host == INFERENCE_HOST || provider {
+            if caller.is_none() {
+                let reason = "the privacy router serves only callers identified in the sandbox";
+                record_refusal(shared, &generation, &req, reason);
+                return Refusal::new(403, &format!("blocked: {reason}")).send(&mut client).await;
+            }
+            if head.port != 443 {
+                let message = format!("{INFERENCE_HOST} is reached over HTTPS (https://{INFERENCE_HOST}/)");
+                return Refusal::new(400, &message).send(&mut client).await;
+            }
+            let note = provider.then(|| "a provider's API host, routed while a route exists".to_owned());
+            audit_event(shared, &generation, &req, "allowed", Some("privacy router"), note);
+            return self.route(client, head, caller.as_ref(), false).await;
+        }
+        // Decided before resolving: a name the policy does not allow is never looked up.
+        let decision = generation.engine.decide(&req);
+        if !decision.is_allowed() {
+            record(shared, &generation, &req, &decision, None);
+            let body = denial(&head.host, head.port, &decision, &generation, &req);
+            return Refusal { status: 403, body }.send(&mut client).await;
+        }
+        if decision.route {
+            record(shared, &generation, &req, &decision, Some("routed to the privacy router"));
+            return self.route(client, head, caller.as_ref(), true).await;
+        }
+        let inspect = decision.inspect;
+        if inspect && shared.tls.is_none() {
+            // Fail closed: this endpoint's rules need TLS termination, and this proxy has no CA.
+            let reason = "L7 rules need TLS inspection, and this proxy has no CA";
+            record_refusal(shared, &generation, &req, reason);
+            return Refusal::new(403, &format!("blocked: {reason}")).send(&mut client).await;
+        }
+        let ip = match self.checked_address(&mut req, &generation).await {
+            Ok(ip) => ip,
+            Err(refusal) => return refusal.send(&mut client).await,
+        };
+        let upstream = match shared.connect(SocketAddr::new(ip, head.port)).await {
+            Ok(s) => s,
+            Err(e) => return Refusal::unreachable(&head.host, ip, &e).send(&mut client).await,
+        };
+        let target = Target { host: head.host.clone(), port: head.port, ip: Some(ip), caller: caller.clone() };
+        if let (true, Some(tls)) = (inspect, shared.tls.as_ref()) {
+            let server = match tls.server_config(&head.host) {
+                Ok(s) => s,
+                Err(e) => return Refusal::new(502, &e.to_string()).send(&mut client).await,
+            };
+            if !established(&mut client).await {
+                return;
+            }
+            self.register(target);
+            let tunnel = l7::Tunnel { head, ip, caller: caller.as_ref(), ancestors: &ancestors };
+            return l7::inspect(self, tls, server, client, upstream, &tunnel).await;
+        }
+        let pipes = match (splice::Pipe::new(), splice::Pipe::new()) {
+            (Ok(a), Ok(b)) => [a, b],
+            (Err(e), _) | (_, Err(e)) => {
+                return Refusal::new(503, &format!("no pipe for the tunnel: {e}")).send(&mut client).await;
+            }
+        };
+        if !established(&mut client).await {
+            return;
+        }
+        // Bytes the client sent after the CONNECT head go first.
+        let early = client.buffer().to_vec();
+        let client = client.into_inner();
+        let mut upstream = upstream;
+        if upstream.write_all(&early).await.is_err() {
+            return;
+        }
+        self.register(target);
+        splice::relay(&client, &upstream, pipes, shared.limits.idle_timeout).await;
+    }
+
+    /// Resolves the host and decides again with the first address (the SSRF
+    /// rules); exactly that address is dialled. Records the decision.
+    pub(crate) async fn checked_address(
+        &self,
+        req: &mut Request<'_>,
+        generation: &Generation,
+    ) -> Result<IpAddr, Refusal> {
+        let shared = &self.shared;
+        let ips = match shared.resolve(req.host, req.port).await {
+            Ok(ips) if !ips.is_empty() => ips,
+            Ok(_) | Err(_) => {
+                record_refusal(shared, generation, req, "cannot resolve the host");
+                let body = json!({"error": "cannot resolve the host", "host": req.host});
+                return Err(Refusal { status: 502, body });
+            }
+        };
+        let ip = ips[0];
+        req.resolved_ip = Some(ip);
+        let decision = generation.engine.decide(req);
+        record(shared, generation, req, &decision, None);
+        if !decision.is_allowed() {
+            return Err(Refusal { status: 403, body: denial(req.host, req.port, &decision, generation, req) });
+        }
+        Ok(ip)
+    }
+
+    /// Hands a CONNECT to the privacy router. `policy_routed`: the connection was
+    /// allowed by a `routing: inference` endpoint (a reload that denies it closes it).
+    async fn route(&self, mut client: Client, head: &Head, caller: Option<&Caller>, policy_routed: bool) {
+        let Some(tls) = self.shared.tls.as_ref() else {
+            let message = "blocked: the privacy router needs TLS termination, and this proxy has no CA";
+            return Refusal::new(403, message).send(&mut client).await;
+        };
+        let server = match tls.server_config(&head.host) {
+            Ok(s) => s,
+            Err(e) => return Refusal::new(502, &e.to_string()).send(&mut client).await,
+        };
+        if !established(&mut client).await {
+            return;
+        }
+        if policy_routed {
+            self.register(Target { host: head.host.clone(), port: head.port, ip: None, caller: caller.cloned() });
+        }
+        let who = router::Caller { binary: caller.map(|c| c.binary.as_str()), host: &head.host, port: head.port };
+        router::serve(&self.shared, tls, server, client, &who).await;
+    }
+}
+
+/// Tells the client its tunnel is open; `false` when it is gone.
+async fn established(client: &mut Client) -> bool {
+    let idle = Duration::from_secs(10);
+    aio::send(client.get_mut(), b"HTTP/1.1 200 Connection Established\r\n\r\n", idle).await.is_ok()
+}
+
+/// A request head as the proxy reads it: what the client asked for.
+pub(crate) struct Head {
+    pub(crate) connect: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// Absolute-form HTTP: the path (without query) and the origin-form target.
+    pub(crate) path: String,
+    pub(crate) target: String,
+    pub(crate) req: RequestHead,
+}
+
+/// An answer the proxy gives instead of relaying.
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    pub(crate) body: serde_json::Value,
+}
+
+impl Refusal {
+    pub(crate) fn new(status: u16, message: &str) -> Refusal {
+        Refusal { status, body: json!({ "error": message }) }
+    }
+
+    fn unreachable(host: &str, ip: IpAddr, e: &std::io::Error) -> Refusal {
+        Refusal {
+            status: 502,
+            body: json!({"error": format!("cannot connect: {e}"), "host": host, "ip": ip.to_string()}),
+        }
+    }
+
+    /// Sends it; the connection closes after.
+    pub(crate) async fn send(self, client: &mut Client) {
+        let _ =
+            aio::send(client.get_mut(), &http1::json_response(self.status, &self.body, true), Duration::from_secs(10))
+                .await;
+        let _ = client.get_mut().shutdown().await;
+    }
+}
+
+/// Reads the next request head. `Ok(None)`: the client closed (or stayed
+/// silent) before one began.
+pub(crate) async fn read_request(
+    client: &mut Client,
+    first: Duration,
+    whole: Duration,
+) -> Result<Option<Head>, Refusal> {
+    let bytes = match aio::read_head(client, Kind::Request, first, whole).await {
+        Ok(Some(b)) => b,
+        Ok(None) | Err(HeadError::Io(_) | HeadError::Idle(_)) => return Ok(None),
+        Err(e) => return Err(Refusal::new(e.status(), &e.to_string())),
     };
-    let mut headers = [httparse::EMPTY_HEADER; 100];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(&buf[..end]) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) | Err(_) => return Err((400, "malformed request head".into())),
+    let req = http1::parse_request(&bytes).map_err(|e| Refusal::new(e.status(), &e.to_string()))?;
+    if req.method.eq_ignore_ascii_case("CONNECT") {
+        let (host, port) = authority(&req.target, None)
+            .ok_or_else(|| Refusal::new(400, &format!("CONNECT target `{}` is not host:port", req.target)))?;
+        return Ok(Some(Head { connect: true, host, port, path: String::new(), target: String::new(), req }));
     }
-    let method = req.method.unwrap_or("").to_owned();
-    let target = req.path.unwrap_or("").to_owned();
-    let headers: Vec<(String, Vec<u8>)> = req.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect();
-    let rest = buf[end..].to_vec();
-    if method.eq_ignore_ascii_case("CONNECT") {
-        let (host, port) =
-            authority(&target, None).ok_or((400, format!("CONNECT target `{target}` is not host:port")))?;
-        return Ok(Head { connect: true, method, host, port, path: String::new(), target, headers, rest });
-    }
-    let Some(after) = target.strip_prefix("http://") else {
-        let message = if target.starts_with("https://") {
+    let Some(after) = req.target.strip_prefix("http://") else {
+        let message = if req.target.starts_with("https://") {
             "https:// requests go through CONNECT".to_owned()
         } else {
-            format!("`{target}` is not an absolute http:// URL (this is a proxy)")
+            format!("`{}` is not an absolute http:// URL (this is a proxy)", req.target)
         };
-        return Err((400, message));
+        return Err(Refusal::new(400, &message));
     };
     let (auth, origin) = match after.find('/') {
         Some(i) => (&after[..i], &after[i..]),
         None => (after, "/"),
     };
-    let (host, port) = authority(auth, Some(80)).ok_or((400, format!("bad host in `{target}`")))?;
+    let (host, port) =
+        authority(auth, Some(80)).ok_or_else(|| Refusal::new(400, &format!("bad host in `{}`", req.target)))?;
     let path = origin.split(['?', '#']).next().unwrap_or("/").to_owned();
-    Ok(Head { connect: false, method, host, port, path, target: origin.to_owned(), headers, rest })
+    let target = origin.split('#').next().unwrap_or(origin).to_owned();
+    Ok(Some(Head { connect: false, host, port, path, target, req }))
 }
 
 /// `host:port`, `[v6]:port`, or `host` with a default port.
@@ -302,22 +771,31 @@ pub(crate) fn authority(s: &str, default: Option<u16>) -> Option<(String, u16)> 
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest.split_once(']')?;
         let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None => default?,
+            Some(p) => parse_port(p)?,
+            None if after.is_empty() => default?,
+            None => return None,
         };
         (h.to_owned(), port)
     } else {
         match s.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse().ok()?),
+            Some((h, p)) => (h.to_owned(), parse_port(p)?),
             None => (s.to_owned(), default?),
         }
     };
     (!host.is_empty() && port != 0).then_some((host.to_ascii_lowercase(), port))
 }
 
-fn respond(client: &mut TcpStream, status: u16, body: &serde_json::Value) {
-    let _ = client.write_all(&http1::json_response(status, body, true));
-    let _ = client.flush();
+fn parse_port(p: &str) -> Option<u16> {
+    (!p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok()).flatten()
+}
+
+/// Checks that the request carries exactly one Host header naming `host:port`
+/// (case-insensitive; `default` is the port a Host without one means).
+pub(crate) fn check_host(req: &RequestHead, host: &str, port: u16, default: u16) -> Result<(), http1::HostError> {
+    let value = http1::host_header(&req.headers)?;
+    let (h, p) = authority(value, Some(default)).ok_or(http1::HostError::Malformed)?;
+    let h = h.trim_end_matches('.');
+    if h == host.trim_end_matches('.') && p == port { Ok(()) } else { Err(http1::HostError::Mismatch) }
 }
 
 /// Records a refusal made by the proxy itself (not by the policy).
@@ -373,248 +851,20 @@ pub(crate) fn record(
 }
 
 pub(crate) fn denial(
-    head: &Head,
+    host: &str,
+    port: u16,
     decision: &Decision<'_>,
     generation: &Generation,
     engine_req: &Request<'_>,
 ) -> serde_json::Value {
     json!({
         "error": "blocked by the sandbox's network policy",
-        "host": head.host,
-        "port": head.port,
+        "host": host,
+        "port": port,
         "reason": decision.reason.map(|r| r.as_str()),
         "detail": decision.explain(&generation.engine, engine_req),
         "revision": generation.revision,
     })
-}
-
-fn connection(shared: &Shared, mut client: TcpStream) {
-    let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else { return };
-    let head = match read_head(&mut client) {
-        Ok(h) => h,
-        Err((status, message)) => return respond(&mut client, status, &json!({ "error": message })),
-    };
-    let caller = shared.identify.identify(peer, local);
-    if let Some(Caller { binary, sha256: Some(hash), .. }) = &caller {
-        let mut pins = shared.pins.lock().unwrap_or_else(|p| p.into_inner());
-        let pinned = pins.entry(binary.clone()).or_insert_with(|| hash.clone());
-        if pinned != hash {
-            let generation = Arc::clone(&*shared.generation.read().unwrap_or_else(|p| p.into_inner()));
-            drop(pins);
-            let req = Request::l4(&head.host, head.port, binary);
-            record_refusal(shared, &generation, &req, "binary changed since first use");
-            let body = json!({"error": "blocked: the calling binary changed since its first use in this sandbox", "binary": binary, "reason": "binary changed since first use"});
-            return respond(&mut client, 403, &body);
-        }
-    }
-    let generation = Arc::clone(&*shared.generation.read().unwrap_or_else(|p| p.into_inner()));
-    let ancestors: Vec<&str> = caller.iter().flat_map(|c| c.ancestors.iter().map(String::as_str)).collect();
-    let pairs = head.target.split_once('?').map(|(_, q)| http1::query_pairs(q.split('#').next().unwrap_or(q)));
-    let query: Vec<(&str, &str)> = pairs.iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let http = (!head.connect).then(|| HttpRequest { method: &head.method, path: &head.path, query: &query });
-    let mut req = Request {
-        host: &head.host,
-        port: head.port,
-        binary: caller.as_ref().map(|c| c.binary.as_str()),
-        ancestors: &ancestors,
-        resolved_ip: None,
-        http,
-    };
-    // The privacy router's own name: open to every caller (the router is the
-    // boundary; no credential of the sandbox's reaches it), never resolved.
-    if head.host == INFERENCE_HOST {
-        if !head.connect || head.port != 443 {
-            let body = json!({"error": format!("{INFERENCE_HOST} is reached over HTTPS (https://{INFERENCE_HOST}/)")});
-            return respond(&mut client, 400, &body);
-        }
-        audit_event(shared, &generation, &req, "allowed", Some("privacy router"), None);
-        return route_connection(shared, client, &head, caller.as_ref(), None);
-    }
-    // While a route exists, the providers' own API hosts are the router too:
-    // agents with built-in base URLs (codex) are routed, and a key a sandbox
-    // might hold never reaches the provider.
-    if head.connect && head.port == 443 && PROVIDER_HOSTS.contains(&head.host.as_str()) && shared.routed() {
-        let note = Some("a provider's API host, routed while a route exists".to_owned());
-        audit_event(shared, &generation, &req, "allowed", Some("privacy router"), note);
-        return route_connection(shared, client, &head, caller.as_ref(), None);
-    }
-    // Decided before resolving: a name the policy does not allow is never looked up.
-    let decision = generation.engine.decide(&req);
-    if !decision.is_allowed() {
-        record(shared, &generation, &req, &decision, None);
-        return respond(&mut client, 403, &denial(&head, &decision, &generation, &req));
-    }
-    if decision.route {
-        record(shared, &generation, &req, &decision, Some("routed to the privacy router"));
-        if !head.connect {
-            let body = json!({"error": "this endpoint is routed to the privacy router, which is reached over HTTPS"});
-            return respond(&mut client, 400, &body);
-        }
-        return route_connection(shared, client, &head, caller.as_ref(), Some(&ancestors));
-    }
-    let inspect = head.connect && decision.inspect;
-    if inspect && shared.tls.is_none() {
-        // Fail closed: this endpoint's rules need TLS termination, and this proxy has no CA.
-        let reason = "L7 rules need TLS inspection, and this proxy has no CA";
-        record_refusal(shared, &generation, &req, reason);
-        return respond(
-            &mut client,
-            403,
-            &json!({"error": format!("blocked: {reason}"), "host": head.host, "port": head.port}),
-        );
-    }
-    let ips = match shared.resolver.resolve(&head.host, head.port) {
-        Ok(ips) if !ips.is_empty() => ips,
-        Ok(_) | Err(_) => {
-            record_refusal(shared, &generation, &req, "cannot resolve the host");
-            return respond(&mut client, 502, &json!({"error": "cannot resolve the host", "host": head.host}));
-        }
-    };
-    // The first address: checked against the SSRF rules, then exactly it is dialled.
-    let ip = ips[0];
-    req.resolved_ip = Some(ip);
-    let decision = generation.engine.decide(&req);
-    record(shared, &generation, &req, &decision, None);
-    if !decision.is_allowed() {
-        return respond(&mut client, 403, &denial(&head, &decision, &generation, &req));
-    }
-    let mut upstream = match shared.connector.connect(SocketAddr::new(ip, head.port)) {
-        Ok(s) => s,
-        Err(e) => {
-            let body = json!({"error": format!("cannot connect: {e}"), "host": head.host, "ip": ip.to_string()});
-            return respond(&mut client, 502, &body);
-        }
-    };
-    if let (true, Some(tls)) = (inspect, shared.tls.as_ref()) {
-        let server = match tls.server_config(&head.host) {
-            Ok(s) => s,
-            Err(e) => return respond(&mut client, 502, &json!({"error": e.to_string(), "host": head.host})),
-        };
-        if client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").is_err() {
-            return;
-        }
-        let (Ok(c), Ok(u)) = (client.try_clone(), upstream.try_clone()) else { return };
-        let id = register(shared, &head, Some(ip), caller.clone(), vec![c, u]);
-        let tunnel = l7::Tunnel { head: &head, ip, caller: caller.as_ref(), ancestors: &ancestors };
-        l7::inspect(shared, tls, server, client, upstream, &tunnel);
-        return unregister(shared, id);
-    }
-    let started = if head.connect {
-        client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-    } else {
-        upstream.write_all(&origin_form(&head))
-    };
-    if started.and_then(|()| upstream.write_all(&head.rest)).is_err() {
-        return;
-    }
-    relay(shared, client, upstream, &head, ip, caller);
-}
-
-/// The absolute-form request rewritten for the origin: origin-form target, the
-/// client's headers without proxy and hop-by-hop ones, one request per connection.
-fn origin_form(head: &Head) -> Vec<u8> {
-    const DROPPED: &[&str] = &["proxy-authorization", "proxy-connection", "connection", "keep-alive"];
-    let mut out = format!("{} {} HTTP/1.1\r\n", head.method, head.target).into_bytes();
-    http1::push_headers(&mut out, &head.headers, DROPPED);
-    out.extend_from_slice(b"Connection: close\r\n\r\n");
-    out
-}
-
-fn relay(shared: &Shared, client: TcpStream, upstream: TcpStream, head: &Head, ip: IpAddr, caller: Option<Caller>) {
-    let (Ok(c2), Ok(u2), Ok(c3), Ok(u3)) =
-        (client.try_clone(), upstream.try_clone(), client.try_clone(), upstream.try_clone())
-    else {
-        return;
-    };
-    let id = register(shared, head, Some(ip), caller, vec![c3, u3]);
-    let down = std::thread::spawn(move || copy_then_close(u2, c2));
-    copy_then_close(client, upstream);
-    let _ = down.join();
-    unregister(shared, id);
-}
-
-/// Hands a CONNECT to the privacy router. `policy_routed`: the connection was
-/// allowed by a `routing: inference` endpoint (a reload that denies it closes it).
-fn route_connection(
-    shared: &Shared,
-    mut client: TcpStream,
-    head: &Head,
-    caller: Option<&Caller>,
-    policy_routed: Option<&[&str]>,
-) {
-    let Some(tls) = shared.tls.as_ref() else {
-        let body = json!({"error": "blocked: the privacy router needs TLS termination, and this proxy has no CA"});
-        return respond(&mut client, 403, &body);
-    };
-    let server = match tls.server_config(&head.host) {
-        Ok(s) => s,
-        Err(e) => return respond(&mut client, 502, &json!({"error": e.to_string(), "host": head.host})),
-    };
-    if client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").is_err() {
-        return;
-    }
-    let id = match (policy_routed, client.try_clone()) {
-        (Some(_), Ok(c)) => Some(register(shared, head, None, caller.cloned(), vec![c])),
-        _ => None,
-    };
-    let who = router::Caller { binary: caller.map(|c| c.binary.as_str()), host: &head.host };
-    router::serve(shared, tls, server, client, head.rest.clone(), &who);
-    if let Some(id) = id {
-        unregister(shared, id);
-    }
-}
-
-/// Tracks an open connection so that a reload can re-decide and close it.
-fn register(shared: &Shared, head: &Head, ip: Option<IpAddr>, caller: Option<Caller>, streams: Vec<TcpStream>) -> u64 {
-    let id = shared.next.fetch_add(1, Ordering::Relaxed);
-    let open = Open { host: head.host.clone(), port: head.port, ip, caller, streams };
-    shared.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, open);
-    id
-}
-
-fn unregister(shared: &Shared, id: u64) {
-    shared.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-}
-
-/// Copies until the source ends, then ends the destination's writing side. The
-/// bytes move socket → pipe → socket inside the kernel (splice), never through
-/// this process; without a pipe, through a buffer.
-fn copy_then_close(mut from: TcpStream, mut to: TcpStream) {
-    if splice_all(&from, &to).is_err() {
-        let _ = std::io::copy(&mut from, &mut to);
-    }
-    let _ = to.shutdown(Shutdown::Write);
-}
-
-/// Moves everything `from` sends to `to` with splice(2); `Err` before the first
-/// byte when splicing is not possible (the caller copies instead).
-fn splice_all(from: &TcpStream, to: &TcpStream) -> Result<(), ()> {
-    use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice};
-    const CHUNK: usize = 1 << 20;
-    let (pipe_r, pipe_w) = pipe_with(PipeFlags::CLOEXEC).map_err(drop)?;
-    // A larger pipe moves more per splice (the default holds 64 KiB); the
-    // system's pipe-max-size may refuse, and then the default does.
-    let _ = rustix::pipe::fcntl_setpipe_size(&pipe_w, CHUNK);
-    let mut moved_any = false;
-    loop {
-        let n = match splice(from, None, &pipe_w, None, CHUNK, SpliceFlags::MOVE) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(_) if !moved_any => return Err(()),
-            Err(_) => return Ok(()),
-        };
-        moved_any = true;
-        let mut left = n;
-        while left > 0 {
-            match splice(&pipe_r, None, to, None, left, SpliceFlags::MOVE) {
-                Ok(0) => return Ok(()),
-                Ok(m) => left -= m,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(_) => return Ok(()),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -629,5 +879,8 @@ mod tests {
         assert_eq!(authority("api.test", None), None);
         assert_eq!(authority(":443", None), None);
         assert_eq!(authority("h:0", None), None);
+        assert_eq!(authority("h:+80", None), None);
+        assert_eq!(authority("h: 80", None), None);
+        assert_eq!(authority("[::1]x", Some(80)), None);
     }
 }

@@ -7,29 +7,30 @@
 //! chunks rather than a total one. Each request is one OCSF API-activity line
 //! (provider, model, status, latency, token counts); never bodies or secrets.
 
-use std::io::{self, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::{ClientConnection, ServerConfig, ServerConnection, StreamOwned};
+use rustls::ServerConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio_rustls::{TlsAcceptor, server};
 
+use crate::aio::Payload;
 use crate::audit::{ApiEvent, now_ms};
-use crate::http1::{self, Body, HeadError, RequestHead};
-use crate::l7::Prefixed;
-use crate::proxy::Shared;
-use crate::tls::Interceptor;
+use crate::http1::{self, Body, HeadError, Kind, RequestHead};
+use crate::json::{JsonError, ModelRewriter, SseUsage, Usage, UsageFinder};
+use crate::proxy::{CLIENT_BUFFER, Client, Shared, UPSTREAM_BUFFER, check_host};
+use crate::tls::{DialError, Interceptor};
+use crate::{aio, exchange};
 
 /// The name a sandbox reaches the router by.
 pub const INFERENCE_HOST: &str = "inference.local";
 
 /// The providers' public API hosts: routed too while a route exists.
 pub const PROVIDER_HOSTS: &[&str] = &["api.openai.com", "api.anthropic.com"];
-
-/// The largest request body the router reads (it rewrites JSON bodies).
-const MAX_BODY: u64 = 32 << 20;
 
 /// The API a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,66 +186,58 @@ pub(crate) struct Active {
     pub backend: Backend,
 }
 
-type ClientSide = BufReader<StreamOwned<ServerConnection, Prefixed>>;
+type ClientSide = BufReader<server::TlsStream<Client>>;
+
+/// A backend connection: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// An open connection to the backend (reused while the route stays the same).
-enum Upstream {
-    Plain(BufReader<TcpStream>),
-    Tls(Box<BufReader<StreamOwned<ClientConnection, TcpStream>>>),
-}
-
-impl Upstream {
-    fn reader(&mut self) -> &mut dyn io::BufRead {
-        match self {
-            Upstream::Plain(r) => r,
-            Upstream::Tls(r) => r.as_mut(),
-        }
-    }
-
-    fn writer(&mut self) -> &mut dyn Write {
-        match self {
-            Upstream::Plain(r) => r.get_mut(),
-            Upstream::Tls(r) => r.get_mut(),
-        }
-    }
-}
+type Upstream = BufReader<Box<dyn Io>>;
 
 /// Who is calling, for the audit line.
 pub(crate) struct Caller<'a> {
     pub binary: Option<&'a str>,
     /// The host the sandbox asked for (`inference.local` or a routed endpoint).
     pub host: &'a str,
+    pub port: u16,
 }
 
 /// Serves one routed connection until either side closes. The client has been
 /// told `200 Connection Established`.
-pub(crate) fn serve(
+pub(crate) async fn serve(
     shared: &Shared,
     tls: &Interceptor,
     server: Arc<ServerConfig>,
-    client: TcpStream,
-    prefix: Vec<u8>,
+    client: Client,
     caller: &Caller<'_>,
 ) {
-    let _ = client.set_nodelay(true);
-    let Ok(conn) = ServerConnection::new(server) else { return };
-    let prefixed = Prefixed { prefix: io::Cursor::new(prefix), inner: client };
-    let mut client: ClientSide = BufReader::with_capacity(64 * 1024, StreamOwned::new(conn, prefixed));
+    let _ = client.get_ref().set_nodelay(true);
+    let limits = &shared.limits;
+    let accepted = tokio::time::timeout(limits.head_timeout, TlsAcceptor::from(server).accept(client)).await;
+    let Ok(Ok(tls_client)) = accepted else { return };
+    let mut client: ClientSide = BufReader::with_capacity(CLIENT_BUFFER, tls_client);
     let mut upstream: Option<(Arc<Active>, Upstream)> = None;
+    let mut wait = limits.head_timeout;
     loop {
-        let head = match http1::read_head_bytes(&mut client) {
+        let head = match aio::read_head(&mut client, Kind::Request, wait, limits.head_timeout).await {
             Ok(Some(b)) => b,
-            Ok(None) | Err(HeadError::Io(_)) => break,
+            Ok(None) | Err(HeadError::Io(_) | HeadError::Idle(_)) => break,
             Err(e) => {
-                reply(&mut client, 400, &json!({"error": e.to_string()}), true);
+                reply(&mut client, e.status(), &json!({"error": e.to_string()}), true, limits.idle_timeout).await;
                 break;
             }
         };
-        let Ok(req) = http1::parse_request(&head) else {
-            reply(&mut client, 400, &json!({"error": "malformed request head"}), true);
-            break;
+        wait = limits.keepalive_timeout;
+        let req = match http1::parse_request(&head) {
+            Ok(r) => r,
+            Err(e) => {
+                reply(&mut client, e.status(), &json!({"error": e.to_string()}), true, limits.idle_timeout).await;
+                break;
+            }
         };
-        match request(shared, tls, &mut client, &mut upstream, &req, caller) {
+        let mut exchange = Exchange::new(shared, caller, &req);
+        match exchange.request(tls, &mut client, &mut upstream, &req).await {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
@@ -253,13 +246,11 @@ pub(crate) fn serve(
             }
         }
     }
-    let stream = client.get_mut();
-    stream.conn.send_close_notify();
-    let _ = stream.flush();
-    let _ = stream.sock.inner.shutdown(std::net::Shutdown::Both);
+    let _ = client.get_mut().shutdown().await;
 }
 
 /// What one request came to, for the audit line.
+#[derive(Default)]
 struct Outcome {
     status: u16,
     model: Option<String>,
@@ -267,111 +258,450 @@ struct Outcome {
     note: Option<String>,
 }
 
-/// Handles one request; `Ok(false)`: close the connection.
-fn request(
-    shared: &Shared,
-    tls: &Interceptor,
-    client: &mut ClientSide,
-    upstream: &mut Option<(Arc<Active>, Upstream)>,
-    req: &RequestHead,
-    caller: &Caller<'_>,
-) -> io::Result<bool> {
-    let started = Instant::now();
-    let active = shared.route.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let path = req.target.split(['?', '#']).next().unwrap_or("/").to_owned();
-    let operation = format!("{} {path}", req.method);
-    let audit = |outcome: &Outcome, active: Option<&Active>| {
-        shared.audit.record_api(&ApiEvent {
+impl Outcome {
+    fn refused(status: u16, note: impl Into<String>) -> Outcome {
+        Outcome { status, note: Some(note.into()), ..Outcome::default() }
+    }
+}
+
+/// One request through the router, and its audit line.
+struct Exchange<'a> {
+    shared: &'a Shared,
+    caller: &'a Caller<'a>,
+    started: Instant,
+    operation: String,
+    path: String,
+    active: Option<Arc<Active>>,
+}
+
+impl<'a> Exchange<'a> {
+    fn new(shared: &'a Shared, caller: &'a Caller<'a>, req: &RequestHead) -> Exchange<'a> {
+        let path = req.target.split(['?', '#']).next().unwrap_or("/").to_owned();
+        Exchange {
+            shared,
+            caller,
+            started: Instant::now(),
+            operation: format!("{} {path}", req.method),
+            path,
+            active: shared.route.read().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    fn audit(&self, outcome: &Outcome) {
+        let active = self.active.as_deref();
+        self.shared.audit.record_api(&ApiEvent {
             time: now_ms(),
             class_uid: 6003,
             class_name: "API Activity",
-            sandbox: shared.sandbox.clone(),
-            actor_process: caller.binary.map(str::to_owned),
-            dst_hostname: caller.host.to_owned(),
-            operation: operation.clone(),
+            sandbox: self.shared.sandbox.clone(),
+            actor_process: self.caller.binary.map(str::to_owned),
+            dst_hostname: self.caller.host.to_owned(),
+            operation: self.operation.clone(),
             provider: active.map(|a| a.route.provider.clone()),
             backend: active.map(|a| a.backend.host_header()),
             model: outcome.model.clone(),
             status: outcome.status,
-            latency_ms: started.elapsed().as_millis() as u64,
+            latency_ms: self.started.elapsed().as_millis() as u64,
             input_tokens: outcome.tokens.input,
             output_tokens: outcome.tokens.output,
             note: outcome.note.clone(),
         });
-    };
-    let refuse = |client: &mut ClientSide, status: u16, body: Value, close: bool| {
-        reply(client, status, &body, close);
-    };
-    let framing = match http1::request_body(&req.headers) {
-        Ok(b) => b,
-        Err(message) => {
-            refuse(client, 400, json!({"error": message}), true);
-            audit(&Outcome { status: 400, model: None, tokens: Usage::default(), note: Some(message.into()) }, None);
-            return Ok(false);
+    }
+
+    /// Answers with the router's own error (after reading past the request's
+    /// body when it can), audited; `Ok(false)`: the connection closes.
+    async fn refuse(
+        &self,
+        client: &mut ClientSide,
+        framing: Body,
+        keep: bool,
+        body: Value,
+        outcome: Outcome,
+    ) -> io::Result<bool> {
+        let idle = self.shared.limits.idle_timeout;
+        let keep = keep && aio::drain(client, framing, idle).await;
+        reply(client, outcome.status, &body, !keep, idle).await;
+        self.audit(&outcome);
+        Ok(keep)
+    }
+
+    /// Handles one request; `Ok(false)`: close the connection.
+    async fn request(
+        &mut self,
+        tls: &Interceptor,
+        client: &mut ClientSide,
+        upstream: &mut Option<(Arc<Active>, Upstream)>,
+        req: &RequestHead,
+    ) -> io::Result<bool> {
+        let framing = match http1::request_framing(req) {
+            Ok(b) => b,
+            Err(e) => {
+                return self
+                    .refuse(
+                        client,
+                        Body::Empty,
+                        false,
+                        json!({"error": e.to_string()}),
+                        Outcome::refused(400, e.to_string()),
+                    )
+                    .await;
+            }
+        };
+        if let Err(e) = check_host(req, self.caller.host, self.caller.port, 443) {
+            return self
+                .refuse(client, framing, false, json!({"error": e.to_string()}), Outcome::refused(400, e.to_string()))
+                .await;
         }
+        let Some(active) = self.active.clone() else {
+            let message =
+                "no inference route is set: on the host, `openshell inference set --provider NAME --model MODEL`";
+            return self
+                .refuse(client, framing, true, json!({"error": message}), Outcome::refused(503, "no route"))
+                .await;
+        };
+        let kind = active.route.kind;
+        if http1::header(&req.headers, "upgrade").is_some() {
+            // WebSocket transports are not routed: clients that have an HTTP
+            // transport (codex's Responses WebSocket) fall back to it.
+            let message = "the privacy router does not route WebSocket upgrades; use the HTTP API";
+            return self
+                .refuse(client, framing, true, json!({"error": message}), Outcome::refused(426, "upgrade refused"))
+                .await;
+        }
+        if !kind.shapes().iter().any(|(m, p)| req.method.eq_ignore_ascii_case(m) && self.path == *p) {
+            let supported: Vec<String> = kind.shapes().iter().map(|(m, p)| format!("{m} {p}")).collect();
+            let body = json!({
+                "error": format!(
+                    "`{}` is not an inference request the privacy router forwards to this route's provider ({}); supported: {}",
+                    self.operation,
+                    kind.as_str(),
+                    supported.join(", ")
+                ),
+                "supported": supported,
+            });
+            return self.refuse(client, framing, true, body, Outcome::refused(400, "unsupported request")).await;
+        }
+        let timeout = Duration::from_secs(active.route.timeout_secs);
+        if !matches!(upstream, Some((a, _)) if Arc::ptr_eq(a, &active)) {
+            *upstream = None;
+        }
+        let route_model = active.route.model.as_deref();
+        let mut body = Outgoing { rewriter: ModelRewriter::new(route_model), held: Vec::new(), streaming: false };
+        let first = match self.forward(tls, client, upstream, &active, req, framing, &mut body, timeout).await {
+            Ok(first) => first,
+            Err(Failed::Refused(answer, keep)) => {
+                let outcome = Outcome { model: body.rewriter.model(route_model), ..answer.outcome };
+                return self.refuse(client, Body::Empty, keep, answer.body, outcome).await;
+            }
+            Err(Failed::Closed(e)) => return Err(e),
+        };
+        let model = body.rewriter.model(route_model);
+        let Some((_, up)) = upstream.as_mut() else { return Ok(false) };
+        self.relay(client, up, req, first, model, timeout).await.map(|(keep_client, keep_backend)| {
+            if !keep_backend {
+                *upstream = None;
+            }
+            keep_client
+        })
+    }
+
+    /// Reads the request body from the client and sends it on, the model
+    /// rewritten as it passes. A body that fits [`HOLD`] goes whole, with a
+    /// Content-Length (and once more on a new connection if a kept one turns
+    /// out closed); a larger one streams, chunked, as it arrives: the router
+    /// never holds more than [`HOLD`] of it. Returns the first response head.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        tls: &Interceptor,
+        client: &mut ClientSide,
+        upstream: &mut Option<(Arc<Active>, Upstream)>,
+        active: &Arc<Active>,
+        req: &RequestHead,
+        framing: Body,
+        body: &mut Outgoing,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Failed> {
+        let idle = self.shared.limits.idle_timeout;
+        let head = backend_head(req, active);
+        let mut payload = Payload::new(framing);
+        let empty = framing == Body::Empty;
+        loop {
+            let data = match payload.next(client, idle).await {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(e) => return Err(Failed::Closed(io::Error::other(e))),
+            };
+            if let Err(e) = body.rewriter.feed(data, &mut body.held) {
+                return Err(self.bad_body(client, &mut payload, upstream, body.streaming, &e).await);
+            }
+            if body.held.len() >= HOLD {
+                self.stream(tls, upstream, active, &head, body, timeout).await?;
+            }
+        }
+        if !empty && let Err(e) = body.rewriter.finish() {
+            return Err(self.bad_body(client, &mut payload, upstream, body.streaming, &e).await);
+        }
+        if body.streaming {
+            return finish_stream(upstream, &body.held, timeout).await;
+        }
+        let mut whole = head;
+        if !body.held.is_empty() || req.method.eq_ignore_ascii_case("POST") {
+            whole.extend_from_slice(format!("Content-Length: {}\r\n", body.held.len()).as_bytes());
+        }
+        whole.extend_from_slice(b"\r\n");
+        whole.extend_from_slice(&body.held);
+        self.send(tls, upstream, active, &whole, timeout).await.map_err(|answer| Failed::Refused(answer, true))
+    }
+
+    /// The held part of a large body goes out: the request head first (on a
+    /// connection known to be open: a streamed body cannot be sent twice).
+    async fn stream(
+        &self,
+        tls: &Interceptor,
+        upstream: &mut Option<(Arc<Active>, Upstream)>,
+        active: &Arc<Active>,
+        head: &[u8],
+        body: &mut Outgoing,
+        timeout: Duration,
+    ) -> Result<(), Failed> {
+        if !body.streaming {
+            if let Some((_, up)) = upstream.as_mut()
+                && !alive(up).await
+            {
+                *upstream = None;
+            }
+            if upstream.is_none() {
+                let up = connect(self.shared, tls, &active.backend, timeout)
+                    .await
+                    .map_err(|e| Failed::Refused(e.refused(&active.backend), false))?;
+                *upstream = Some((Arc::clone(active), up));
+            }
+            let Some((_, up)) = upstream.as_mut() else { return Err(Failed::Closed(closed())) };
+            let mut chunked = head.to_vec();
+            chunked.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            aio::send(up.get_mut(), &chunked, timeout).await.map_err(Failed::Closed)?;
+            body.streaming = true;
+        }
+        let Some((_, up)) = upstream.as_mut() else { return Err(Failed::Closed(closed())) };
+        send_chunk(up, &body.held, timeout).await.map_err(Failed::Closed)?;
+        body.held.clear();
+        Ok(())
+    }
+
+    /// A body that is not the JSON object the route needs: 400, after reading
+    /// past the rest of it (the connection stays open when that works); a
+    /// backend that already got part of it is dropped, so it never sees a
+    /// complete request.
+    async fn bad_body(
+        &self,
+        client: &mut ClientSide,
+        payload: &mut Payload,
+        upstream: &mut Option<(Arc<Active>, Upstream)>,
+        streaming: bool,
+        e: &JsonError,
+    ) -> Failed {
+        if streaming {
+            *upstream = None;
+        }
+        let idle = self.shared.limits.idle_timeout;
+        let keep = loop {
+            match payload.next(client, idle).await {
+                Ok(Some(_)) => {}
+                Ok(None) => break true,
+                Err(_) => break false,
+            }
+        };
+        let message = e.to_string();
+        Failed::Refused(Refused { body: json!({"error": message}), outcome: Outcome::refused(400, message) }, keep)
+    }
+
+    /// Sends the request and waits for the first response head. A kept
+    /// connection that the backend had closed fails before any answer: then
+    /// once more on a new one.
+    async fn send(
+        &self,
+        tls: &Interceptor,
+        upstream: &mut Option<(Arc<Active>, Upstream)>,
+        active: &Arc<Active>,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Refused> {
+        let mut retried = false;
+        loop {
+            let fresh = upstream.is_none();
+            if fresh {
+                match connect(self.shared, tls, &active.backend, timeout).await {
+                    Ok(up) => *upstream = Some((Arc::clone(active), up)),
+                    Err(e) => return Err(e.refused(&active.backend)),
+                }
+            }
+            let Some((_, up)) = upstream.as_mut() else { continue };
+            let answered = async {
+                aio::send(up.get_mut(), message, timeout).await?;
+                aio::read_head(up, Kind::Response, timeout, timeout).await.map_err(head_io)?.ok_or_else(closed)
+            };
+            match answered.await {
+                Ok(bytes) => return Ok(bytes),
+                Err(_) if !fresh && !retried => {
+                    retried = true;
+                    *upstream = None;
+                }
+                Err(e) => {
+                    *upstream = None;
+                    return Err(unanswered(&e, timeout));
+                }
+            }
+        }
+    }
+
+    /// Relays the response (interim heads passed on), counting tokens as they
+    /// pass; audited. `(keep the client's connection, keep the backend's)`.
+    async fn relay(
+        &self,
+        client: &mut ClientSide,
+        up: &mut Upstream,
+        req: &RequestHead,
+        first: Vec<u8>,
+        model: Option<String>,
+        timeout: Duration,
+    ) -> io::Result<(bool, bool)> {
+        let mut next = Some(first);
+        let response = loop {
+            let bytes = match next.take() {
+                Some(b) => b,
+                None => {
+                    aio::read_head(up, Kind::Response, timeout, timeout).await.map_err(head_io)?.ok_or_else(closed)?
+                }
+            };
+            let parsed = http1::parse_response(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            aio::send(client.get_mut(), &bytes, timeout).await?;
+            if !(100..200).contains(&parsed.status) {
+                break parsed;
+            }
+        };
+        let framing = http1::response_body(&req.method, &response);
+        // Token counts from a JSON body or from server-sent events, whichever it is.
+        let (mut body_usage, mut events) = (UsageFinder::default(), SseUsage::new());
+        let copied = aio::copy_body(up, client.get_mut(), framing, timeout, &mut |data: &[u8]| {
+            body_usage.feed(data);
+            events.feed(data);
+        })
+        .await;
+        let (a, b) = (body_usage.finish(), events.finish());
+        let usage = Usage { input: a.input.or(b.input), output: a.output.or(b.output) };
+        let note = match &copied {
+            Err(e) if e.is_idle() => {
+                Some(format!("idle timeout: the backend sent nothing for {} s", timeout.as_secs()))
+            }
+            Err(e) => Some(format!("the response ended early: {e}")),
+            Ok(_) => None,
+        };
+        self.audit(&Outcome { status: response.status, model, tokens: usage, note: note.clone() });
+        let keep_backend = copied.is_ok()
+            && framing != Body::UntilClose
+            && !http1::has_token(&response.headers, "connection", "close");
+        // A response cut short cannot be mended: the client's connection ends too.
+        let keep_client = note.is_none() && framing != Body::UntilClose && exchange::client_keeps(req);
+        Ok((keep_client, keep_backend))
+    }
+}
+
+/// The router's answer when the backend could not be asked.
+struct Refused {
+    body: Value,
+    outcome: Outcome,
+}
+
+/// Why a request was not forwarded: answered (keep the client's connection
+/// or not), or the connection is gone.
+enum Failed {
+    Refused(Refused, bool),
+    Closed(io::Error),
+}
+
+/// The most of a request body the router holds: a larger one is streamed.
+const HOLD: usize = 64 * 1024;
+
+/// A request body on its way to the backend.
+struct Outgoing {
+    rewriter: ModelRewriter,
+    /// Rewritten bytes not sent yet.
+    held: Vec<u8>,
+    /// The head has gone, chunked: the rest follows as chunks.
+    streaming: bool,
+}
+
+/// The backend's silence or failure, as the sandbox hears of it.
+fn unanswered(e: &io::Error, timeout: Duration) -> Refused {
+    let (status, message) = if e.kind() == io::ErrorKind::TimedOut {
+        (504, format!("the backend sent nothing for {} s", timeout.as_secs()))
+    } else {
+        (502, format!("the backend did not answer: {e}"))
     };
-    let Some(active) = active else {
-        let close = !drain(client, framing);
-        let message = "no inference route is set: on the host, `openshell inference set --provider NAME --model MODEL`";
-        refuse(client, 503, json!({"error": message}), close);
-        audit(&Outcome { status: 503, model: None, tokens: Usage::default(), note: Some("no route".into()) }, None);
-        return Ok(!close);
+    Refused { body: json!({"error": message}), outcome: Outcome::refused(status, message) }
+}
+
+/// Whether a kept backend connection is still open (nothing waiting on it:
+/// a backend that closed it shows as the end of the stream).
+async fn alive(up: &mut Upstream) -> bool {
+    tokio::time::timeout(Duration::ZERO, up.fill_buf()).await.is_err()
+}
+
+async fn send_chunk(up: &mut Upstream, data: &[u8], timeout: Duration) -> io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
+    chunk.extend_from_slice(data);
+    chunk.extend_from_slice(b"\r\n");
+    aio::send(up.get_mut(), &chunk, timeout).await
+}
+
+/// The last chunks of a streamed body, then the first response head.
+async fn finish_stream(
+    upstream: &mut Option<(Arc<Active>, Upstream)>,
+    held: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, Failed> {
+    let Some((_, up)) = upstream.as_mut() else { return Err(Failed::Closed(closed())) };
+    let sent = async {
+        send_chunk(up, held, timeout).await?;
+        aio::send(up.get_mut(), b"0\r\n\r\n", timeout).await?;
+        aio::read_head(up, Kind::Response, timeout, timeout).await.map_err(head_io)?.ok_or_else(closed)
     };
+    match sent.await {
+        Ok(head) => Ok(head),
+        Err(e) => {
+            *upstream = None;
+            Err(Failed::Refused(unanswered(&e, timeout), true))
+        }
+    }
+}
+
+fn head_io(e: HeadError) -> io::Error {
+    match e {
+        HeadError::Io(e) => e,
+        HeadError::Timeout(_) | HeadError::Idle(_) => {
+            io::Error::new(io::ErrorKind::TimedOut, "the backend sent nothing")
+        }
+        e => io::Error::new(io::ErrorKind::InvalidData, e),
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "the backend closed")
+}
+
+/// The backend request's head without its framing and final blank line:
+/// allow-listed headers only, the backend's credential.
+fn backend_head(req: &RequestHead, active: &Active) -> Vec<u8> {
     let kind = active.route.kind;
-    if http1::header(&req.headers, "upgrade").is_some() {
-        // WebSocket transports are not routed: clients that have an HTTP
-        // transport (codex's Responses WebSocket) fall back to it.
-        let close = !drain(client, framing);
-        let message = "the privacy router does not route WebSocket upgrades; use the HTTP API";
-        refuse(client, 426, json!({"error": message}), close);
-        audit(
-            &Outcome { status: 426, model: None, tokens: Usage::default(), note: Some("upgrade refused".into()) },
-            Some(&active),
-        );
-        return Ok(!close);
-    }
-    if !kind.shapes().iter().any(|(m, p)| req.method.eq_ignore_ascii_case(m) && path == *p) {
-        let close = !drain(client, framing);
-        let supported: Vec<String> = kind.shapes().iter().map(|(m, p)| format!("{m} {p}")).collect();
-        let body = json!({
-            "error": format!(
-                "`{operation}` is not an inference request the privacy router forwards to this route's provider ({}); supported: {}",
-                kind.as_str(),
-                supported.join(", ")
-            ),
-            "supported": supported,
-        });
-        refuse(client, 400, body, close);
-        audit(
-            &Outcome { status: 400, model: None, tokens: Usage::default(), note: Some("unsupported request".into()) },
-            Some(&active),
-        );
-        return Ok(!close);
-    }
-    // The body: read whole (bounded), the model rewritten when the route says so.
-    let mut body = Vec::new();
-    let read = match framing {
-        Body::Length(n) if n > MAX_BODY => Err(io::Error::other("request body too large")),
-        _ => http1::copy_body(client, &mut LimitedVec(&mut body), framing).map(drop),
-    };
-    if let Err(e) = read {
-        refuse(client, 413, json!({"error": format!("reading the request body: {e} (limit {MAX_BODY} bytes)")}), true);
-        return Ok(false);
-    }
-    let body = if framing == Body::Chunked { dechunk(&body) } else { body };
-    let (body, model) = match rewrite_model(&body, active.route.model.as_deref()) {
-        Ok(b) => b,
-        Err(message) => {
-            refuse(client, 400, json!({"error": message}), false);
-            audit(&Outcome { status: 400, model: None, tokens: Usage::default(), note: Some(message) }, Some(&active));
-            return Ok(true);
-        }
-    };
-    // The backend request: allow-listed headers only, the backend's credential.
+    let target = req.target.split('#').next().unwrap_or("/");
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\n",
         req.method,
-        active.backend.join(&path_and_query(req)),
+        active.backend.join(target),
         active.backend.host_header()
     )
     .into_bytes();
@@ -394,174 +724,60 @@ fn request(
             head.extend_from_slice(format!("Authorization: Bearer {}\r\n", active.route.credential.0).as_bytes());
         }
     }
-    if !body.is_empty() || req.method.eq_ignore_ascii_case("POST") {
-        head.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-    }
-    head.extend_from_slice(b"\r\n");
-
-    let timeout = Duration::from_secs(active.route.timeout_secs);
-    if !matches!(upstream, Some((a, _)) if Arc::ptr_eq(a, &active)) {
-        *upstream = None;
-    }
-    // Send, and wait for the first response head. A kept connection that the
-    // backend had closed fails before any answer: then once more on a new one.
-    let mut first = None;
-    let mut retried = false;
-    while first.is_none() {
-        let fresh = upstream.is_none();
-        if fresh {
-            match connect(shared, tls, &active.backend, timeout) {
-                Ok(up) => *upstream = Some((Arc::clone(&active), up)),
-                Err(message) => {
-                    refuse(client, 502, json!({"error": message, "backend": active.backend.host_header()}), false);
-                    audit(
-                        &Outcome { status: 502, model, tokens: Usage::default(), note: Some(message) },
-                        Some(&active),
-                    );
-                    return Ok(true);
-                }
-            }
-        }
-        let Some((_, up)) = upstream.as_mut() else { return Ok(false) };
-        let answered = send(up, &head, &body).and_then(|()| match http1::read_head_bytes(up.reader()) {
-            Ok(Some(b)) => Ok(b),
-            Ok(None) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
-            Err(HeadError::Io(e)) => Err(e),
-            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-        });
-        match answered {
-            Ok(bytes) => first = Some(bytes),
-            Err(_) if !fresh && !retried => {
-                retried = true;
-                *upstream = None;
-            }
-            Err(e) => {
-                *upstream = None;
-                let (status, message) = if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
-                    (504, format!("the backend sent nothing for {} s", timeout.as_secs()))
-                } else {
-                    (502, format!("the backend did not answer: {e}"))
-                };
-                refuse(client, status, json!({"error": message}), false);
-                audit(&Outcome { status, model, tokens: Usage::default(), note: Some(message) }, Some(&active));
-                return Ok(true);
-            }
-        }
-    }
-    let Some((_, up)) = upstream.as_mut() else { return Ok(false) };
-    // The response head: interim ones passed on; the wait bounded by the timeout.
-    let response = loop {
-        let bytes = match first.take() {
-            Some(b) => b,
-            None => match http1::read_head_bytes(up.reader()) {
-                Ok(Some(b)) => b,
-                _ => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the backend ended after an interim answer",
-                    ));
-                }
-            },
-        };
-        let parsed = http1::parse_response(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        client.get_mut().write_all(&bytes)?;
-        if (100..200).contains(&parsed.status) {
-            client.get_mut().flush()?;
-            continue;
-        }
-        break parsed;
-    };
-    let framing = http1::response_body(&req.method, &response);
-    let mut usage = UsageScanner::default();
-    let copied = {
-        let mut tee = Tee { out: client.get_mut(), scanner: &mut usage };
-        http1::copy_body(up.reader(), &mut tee, framing)
-    };
-    client.get_mut().flush()?;
-    let keep_backend =
-        copied.is_ok() && framing != Body::UntilClose && !http1::has_token(&response.headers, "connection", "close");
-    let note = match &copied {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
-            Some(format!("idle timeout: the backend sent nothing for {} s", timeout.as_secs()))
-        }
-        Err(e) => Some(format!("the response ended early: {e}")),
-        Ok(_) => None,
-    };
-    audit(&Outcome { status: response.status, model, tokens: usage.finish(), note: note.clone() }, Some(&active));
-    if !keep_backend {
-        *upstream = None;
-    }
-    // A response cut short cannot be mended: the client's connection ends too.
-    Ok(note.is_none() && framing != Body::UntilClose && !http1::has_token(&req.headers, "connection", "close"))
+    head
 }
 
-fn path_and_query(req: &RequestHead) -> String {
-    let target = req.target.split('#').next().unwrap_or("/");
-    target.to_owned()
+/// Why the backend could not be reached.
+#[derive(Debug, thiserror::Error)]
+enum BackendError {
+    #[error("cannot resolve the backend {host}: {source}")]
+    Resolve { host: String, source: io::Error },
+    #[error("cannot resolve the backend {0}")]
+    NoAddress(String),
+    #[error("cannot connect to the backend {host}: {source}")]
+    Connect { host: String, source: io::Error },
+    #[error("TLS to the backend {0}")]
+    Tls(#[from] DialError),
 }
 
-fn send(up: &mut Upstream, head: &[u8], body: &[u8]) -> io::Result<()> {
-    let w = up.writer();
-    w.write_all(head)?;
-    w.write_all(body)?;
-    w.flush()
+impl BackendError {
+    /// The router's answer (502), naming the backend.
+    fn refused(&self, backend: &Backend) -> Refused {
+        let message = self.to_string();
+        Refused {
+            body: json!({"error": message, "backend": backend.host_header()}),
+            outcome: Outcome::refused(502, message),
+        }
+    }
 }
 
 /// Opens a connection to the backend (TLS verified against the upstream roots).
-fn connect(shared: &Shared, tls: &Interceptor, backend: &Backend, timeout: Duration) -> Result<Upstream, String> {
+async fn connect(
+    shared: &Shared,
+    tls: &Interceptor,
+    backend: &Backend,
+    timeout: Duration,
+) -> Result<Upstream, BackendError> {
+    let host = || backend.host.clone();
     let ips = shared
-        .resolver
         .resolve(&backend.host, backend.port)
-        .map_err(|e| format!("cannot resolve the backend {}: {e}", backend.host))?;
-    let ip = ips.first().ok_or_else(|| format!("cannot resolve the backend {}", backend.host))?;
+        .await
+        .map_err(|source| BackendError::Resolve { host: host(), source })?;
+    let ip = ips.first().ok_or_else(|| BackendError::NoAddress(host()))?;
     let tcp = shared
-        .connector
         .connect(SocketAddr::new(*ip, backend.port))
-        .map_err(|e| format!("cannot connect to the backend {}: {e}", backend.host_header()))?;
+        .await
+        .map_err(|source| BackendError::Connect { host: backend.host_header(), source })?;
     let _ = tcp.set_nodelay(true);
-    tcp.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     if !backend.tls {
-        return Ok(Upstream::Plain(BufReader::with_capacity(64 * 1024, tcp)));
+        return Ok(BufReader::with_capacity(UPSTREAM_BUFFER, Box::new(tcp)));
     }
-    let name = Interceptor::server_name(&backend.host).map_err(|e| e.to_string())?;
-    let config = tls.client_config().map_err(|e| format!("TLS to the backend: {e}"))?;
-    let mut conn = ClientConnection::new(config, name).map_err(|e| format!("TLS to the backend: {e}"))?;
-    let mut tcp = tcp;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut tcp).map_err(|e| format!("TLS to the backend failed: {e}"))?;
-    }
-    Ok(Upstream::Tls(Box::new(BufReader::with_capacity(64 * 1024, StreamOwned::new(conn, tcp)))))
+    let stream = crate::tls::dial(tls, tcp, &backend.host, timeout).await?;
+    Ok(BufReader::with_capacity(UPSTREAM_BUFFER, Box::new(stream)))
 }
 
-/// Replaces the JSON body's `model` when the route names one; returns the body
-/// and the model the backend is asked for.
-fn rewrite_model(body: &[u8], model: Option<&str>) -> Result<(Vec<u8>, Option<String>), String> {
-    if body.is_empty() {
-        return Ok((Vec::new(), model.map(str::to_owned)));
-    }
-    let mut doc: Value = serde_json::from_slice(body).map_err(|e| format!("the request body is not JSON: {e}"))?;
-    let Some(obj) = doc.as_object_mut() else {
-        return Err("the request body is not a JSON object".into());
-    };
-    match model {
-        Some(m) => {
-            obj.insert("model".into(), Value::String(m.to_owned()));
-            let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
-            Ok((bytes, Some(m.to_owned())))
-        }
-        None => Ok((body.to_vec(), obj.get("model").and_then(Value::as_str).map(str::to_owned))),
-    }
-}
-
-/// Reads and drops a refused request's body; `false` when it cannot be delimited.
-fn drain(client: &mut ClientSide, body: Body) -> bool {
-    http1::copy_body(client, &mut io::sink(), body).is_ok()
-}
-
-fn reply(client: &mut ClientSide, status: u16, body: &Value, close: bool) {
-    let stream = client.get_mut();
-    let _ = stream.write_all(&http1::json_response(status, &api_error(status, body), close));
-    let _ = stream.flush();
+async fn reply(client: &mut ClientSide, status: u16, body: &Value, close: bool, idle: Duration) {
+    let _ = aio::send(client.get_mut(), &http1::json_response(status, &api_error(status, body), close), idle).await;
 }
 
 /// The router's own answers in the providers' error shape (`{"type": "error",
@@ -578,172 +794,6 @@ fn api_error(status: u16, body: &Value) -> Value {
         out["error"] = json!({"type": kind, "message": message});
     }
     out
-}
-
-/// A `Vec` writer that refuses to grow past [`MAX_BODY`].
-struct LimitedVec<'a>(&'a mut Vec<u8>);
-
-impl Write for LimitedVec<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.0.len() as u64 + buf.len() as u64 > MAX_BODY {
-            return Err(io::Error::other("request body too large"));
-        }
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A chunked body's data.
-fn dechunk(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut r = BufReader::new(raw);
-    let mut w = Dechunk { out: &mut out, state: DechunkState::default() };
-    let _ = io::copy(&mut r, &mut w);
-    out
-}
-
-#[derive(Default)]
-struct DechunkState {
-    left: usize,
-    line: Vec<u8>,
-    done: bool,
-    /// After a chunk's data: its CRLF is skipped.
-    skip_crlf: bool,
-}
-
-struct Dechunk<'a> {
-    out: &'a mut Vec<u8>,
-    state: DechunkState,
-}
-
-impl Write for Dechunk<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let s = &mut self.state;
-        let mut i = 0;
-        while i < buf.len() && !s.done {
-            if s.left > 0 {
-                let take = s.left.min(buf.len() - i);
-                self.out.extend_from_slice(&buf[i..i + take]);
-                s.left -= take;
-                i += take;
-                if s.left == 0 {
-                    s.skip_crlf = true;
-                }
-                continue;
-            }
-            let b = buf[i];
-            i += 1;
-            if b != b'\n' {
-                s.line.push(b);
-                continue;
-            }
-            let line = String::from_utf8_lossy(&s.line).trim().to_owned();
-            s.line.clear();
-            if s.skip_crlf {
-                s.skip_crlf = false;
-                continue;
-            }
-            let size = usize::from_str_radix(line.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
-            if size == 0 {
-                s.done = true;
-            }
-            s.left = size;
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Token counts, when the response carries them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Usage {
-    input: Option<u64>,
-    output: Option<u64>,
-}
-
-/// Finds token counts in a response as it passes: a JSON body's `usage`, or
-/// the `usage` of server-sent events (OpenAI's last chunk; Anthropic's
-/// `message_start` and `message_delta`). Bounded: it keeps at most 1 MiB.
-#[derive(Default)]
-struct UsageScanner {
-    body: Vec<u8>,
-    overflow: bool,
-    line: Vec<u8>,
-    usage: Usage,
-}
-
-const SCAN_LIMIT: usize = 1 << 20;
-
-impl UsageScanner {
-    fn feed(&mut self, bytes: &[u8]) {
-        if !self.overflow {
-            if self.body.len() + bytes.len() <= SCAN_LIMIT {
-                self.body.extend_from_slice(bytes);
-            } else {
-                self.overflow = true;
-                self.body = Vec::new();
-            }
-        }
-        for &b in bytes {
-            if b == b'\n' {
-                let line = std::mem::take(&mut self.line);
-                if let Some(data) = line.strip_prefix(b"data:")
-                    && let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii())
-                {
-                    self.take(&v);
-                }
-            } else if self.line.len() < SCAN_LIMIT {
-                self.line.push(b);
-            }
-        }
-    }
-
-    fn take(&mut self, v: &Value) {
-        let usage = v.get("usage").or_else(|| v.get("message").and_then(|m| m.get("usage")));
-        let usage = usage.or_else(|| v.get("response").and_then(|r| r.get("usage")));
-        let Some(u) = usage else { return };
-        let n = |k: &str| u.get(k).and_then(Value::as_u64);
-        if let Some(i) = n("prompt_tokens").or_else(|| n("input_tokens")) {
-            self.usage.input = Some(i);
-        }
-        if let Some(o) = n("completion_tokens").or_else(|| n("output_tokens")) {
-            self.usage.output = Some(o);
-        }
-    }
-
-    fn finish(mut self) -> Usage {
-        if !self.overflow && self.usage == Usage::default() {
-            let body = std::mem::take(&mut self.body);
-            // A chunked JSON body: its data, without the framing.
-            let plain = serde_json::from_slice::<Value>(&body).or_else(|_| serde_json::from_slice(&dechunk(&body)));
-            if let Ok(v) = plain {
-                self.take(&v);
-            }
-        }
-        self.usage
-    }
-}
-
-/// Writes to the client and shows the scanner what passed.
-struct Tee<'a, W: Write> {
-    out: &'a mut W,
-    scanner: &'a mut UsageScanner,
-}
-
-impl<W: Write> Write for Tee<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.scanner.feed(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
 }
 
 /// Parses a route file (`inference.json`).
@@ -771,33 +821,6 @@ mod tests {
         assert!(Backend::parse("ftp://x").is_err());
         assert!(Backend::parse("https://").is_err());
         assert!(Backend::parse("https://h/v1?x=1").is_err());
-    }
-
-    #[test]
-    fn models_are_rewritten_only_when_the_route_says() {
-        let (body, model) = rewrite_model(br#"{"model":"gpt-x","messages":[]}"#, Some("local-7b")).expect("json");
-        let v: Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!((v["model"].as_str(), model.as_deref()), (Some("local-7b"), Some("local-7b")));
-        let (body, model) = rewrite_model(br#"{"model":"gpt-x"}"#, None).expect("json");
-        assert_eq!((body.as_slice(), model.as_deref()), (&br#"{"model":"gpt-x"}"#[..], Some("gpt-x")));
-        assert!(rewrite_model(b"not json", None).is_err());
-        assert!(rewrite_model(b"[1]", Some("m")).is_err());
-    }
-
-    #[test]
-    fn usage_is_found_in_json_and_in_events() {
-        let mut s = UsageScanner::default();
-        s.feed(br#"{"id":"x","usage":{"prompt_tokens":12,"completion_tokens":3}}"#);
-        assert_eq!(s.finish(), Usage { input: Some(12), output: Some(3) });
-        let mut s = UsageScanner::default();
-        s.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n");
-        s.feed(b"data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n");
-        assert_eq!(s.finish(), Usage { input: Some(9), output: Some(7) });
-    }
-
-    #[test]
-    fn chunked_bodies_are_decoded() {
-        assert_eq!(dechunk(b"4\r\nWiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n"), b"Wikipedia");
     }
 
     #[test]

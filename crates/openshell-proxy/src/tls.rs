@@ -264,6 +264,36 @@ impl Interceptor {
     }
 }
 
+/// Why verified TLS to an upstream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("{0}")]
+    Name(#[from] TlsError),
+    #[error("has no roots to verify with: {0}")]
+    Config(String),
+    #[error("failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("timed out")]
+    Timeout,
+}
+
+/// Opens TLS to `host` over `tcp`, verified against the upstream roots,
+/// within `timeout`.
+pub(crate) async fn dial(
+    interceptor: &Interceptor,
+    tcp: tokio::net::TcpStream,
+    host: &str,
+    timeout: std::time::Duration,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, DialError> {
+    let name = Interceptor::server_name(host)?;
+    let config = interceptor.client_config().map_err(DialError::Config)?;
+    match tokio::time::timeout(timeout, tokio_rustls::TlsConnector::from(config).connect(name, tcp)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(DialError::Handshake(e)),
+        Err(_) => Err(DialError::Timeout),
+    }
+}
+
 /// Writes the sandbox's trust bundle: the image's system roots (when it has
 /// them) followed by the sandbox CA. Clients pointed at it keep trusting the
 /// public roots for endpoints that are not inspected.

@@ -72,6 +72,7 @@ fn a_binary_changed_since_first_use_is_denied() {
             audit: Box::new(JsonLines::new(std::io::sink())),
             tls: None,
             route: None,
+            limits: Default::default(),
         },
     )
     .expect("proxy");

@@ -176,6 +176,7 @@ fn setup(with_tls: bool) -> Setup {
             audit: Box::new(Sink(Arc::clone(&audit))),
             tls,
             route: None,
+            limits: Default::default(),
         },
     )
     .expect("bind proxy");
@@ -349,16 +350,63 @@ fn a_client_that_does_not_trust_the_sandbox_ca_refuses_the_leaf() {
 #[test]
 fn the_host_header_must_name_the_tunnelled_host() {
     let s = setup(true);
+    // Positive control: the same host, spelled differently (case, default port).
     let mut c = open(s.addr, "api.test", &s.sandbox_ca).expect("tunnel");
-    let (status, _, body) = request(&mut c, &get("/v1/items", "watch.test"), b"");
-    assert_eq!(status, 403);
-    assert!(String::from_utf8_lossy(&body).contains("Host header"));
     let (status, _, _) = request(&mut c, &get("/v1/items", "API.test:443"), b"");
     assert_eq!(status, 200, "the same host, spelled differently");
+    // Missing, duplicate and non-matching Host headers: 400, audited, and the
+    // connection closes; the upstream never sees them.
+    let bad = [
+        "GET /v1/items HTTP/1.1\r\nX-Trace: 7\r\n\r\n",
+        "GET /v1/items HTTP/1.1\r\nHost: api.test\r\nHost: watch.test\r\n\r\n",
+        "GET /v1/items HTTP/1.1\r\nHost: watch.test\r\n\r\n",
+        "GET /v1/items HTTP/1.1\r\nHost: api.test:8443\r\n\r\n",
+        "GET https://watch.test/v1/items HTTP/1.1\r\nHost: api.test\r\n\r\n",
+    ];
+    for head in bad {
+        let mut c = open(s.addr, "api.test", &s.sandbox_ca).expect("tunnel");
+        let (status, response, body) = request(&mut c, head, b"");
+        assert_eq!(status, 400, "{head:?}: {response}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("Host") || text.contains("target"), "{head:?}: {text}");
+        assert!(response.contains("Connection: close"), "{response}");
+    }
     let upgrade = "GET /v1/ws HTTP/1.1\r\nHost: api.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
     let (status, _, _) = request(&mut c, upgrade, b"");
     assert_eq!(status, 403);
-    assert_eq!(s.seen.lock().expect("lock").len(), 1);
+    assert_eq!(s.seen.lock().expect("lock").len(), 1, "only the positive control reached the upstream");
+    let refusals: Vec<serde_json::Value> = events(&s.audit)
+        .into_iter()
+        .filter(|e| e["reason"].as_str().is_some_and(|r| r.contains("Host") || r.contains("target")))
+        .collect();
+    assert_eq!(refusals.len(), bad.len(), "each refusal is audited: {refusals:?}");
+}
+
+/// Requests pipelined inside the tunnel are decided one by one: the denied
+/// one never reaches the upstream, the allowed ones around it do.
+#[test]
+fn pipelined_requests_in_a_tunnel_are_decided_one_by_one() {
+    let s = setup(true);
+    let mut c = open(s.addr, "api.test", &s.sandbox_ca).expect("tunnel");
+    let all = format!(
+        "{}{}{}",
+        get("/v1/items", "api.test"),
+        get("/v1/secret/keys", "api.test"),
+        get("/v1/other", "api.test")
+    );
+    let out = c.get_mut();
+    out.write_all(all.as_bytes()).expect("write");
+    out.flush().expect("flush");
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let bytes = http1::read_head_bytes(&mut c).expect("head").expect("a response");
+        let parsed = http1::parse_response(&bytes).expect("parse");
+        http1::copy_body(&mut c, &mut std::io::sink(), http1::response_body("GET", &parsed)).expect("body");
+        statuses.push(parsed.status);
+    }
+    assert_eq!(statuses, [200, 403, 200]);
+    let targets: Vec<String> = s.seen.lock().expect("lock").iter().map(|r| r.target.clone()).collect();
+    assert_eq!(targets, ["/v1/items", "/v1/other"]);
 }
 
 #[test]

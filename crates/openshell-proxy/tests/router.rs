@@ -63,9 +63,8 @@ fn backend(seen: Arc<Mutex<Vec<Seen>>>, release: mpsc::Receiver<()>) -> SocketAd
                 let mut out = tcp;
                 while let Ok(Some(head)) = http1::read_head_bytes(&mut reader) {
                     let req = http1::parse_request(&head).expect("head");
-                    let mut body = Vec::new();
                     let framing = http1::request_body(&req.headers).expect("framing");
-                    http1::copy_body(&mut reader, &mut body, framing).expect("body");
+                    let body = http1::read_payload(&mut reader, framing).expect("body");
                     let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                     let model = body["model"].as_str().unwrap_or_default().to_owned();
                     seen.lock().expect("lock").push(Seen {
@@ -209,6 +208,7 @@ fn setup(route: Option<InferenceRoute>) -> Setup {
             audit: Box::new(Sink(Arc::clone(&audit))),
             tls: Some(Arc::new(Interceptor::new(ca, roots).expect("interceptor"))),
             route,
+            limits: Default::default(),
         },
     )
     .expect("bind");
@@ -239,12 +239,17 @@ fn open(s: &Setup, host: &str) -> Client {
     BufReader::new(StreamOwned::new(conn, tcp))
 }
 
-/// Sends a request; returns (status, head, body).
+/// Sends a request to inference.local; returns (status, head, body).
 fn call(c: &mut Client, method: &str, path: &str, extra: &str, body: &str) -> (u16, String, Vec<u8>) {
+    call_as(c, "inference.local", method, path, extra, body)
+}
+
+/// The same with `host` as the Host header.
+fn call_as(c: &mut Client, host: &str, method: &str, path: &str, extra: &str, body: &str) -> (u16, String, Vec<u8>) {
     let out = c.get_mut();
     write!(
         out,
-        "{method} {path} HTTP/1.1\r\nHost: inference.local\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
         body.len()
     )
     .expect("write");
@@ -462,8 +467,9 @@ fn without_a_route_the_router_says_how_to_set_one_and_a_new_route_applies_live()
 fn endpoints_the_policy_routes_reach_the_router() {
     let s = setup(Some(route(ProviderKind::Openai, None, 30)));
     let mut c = open(&s, "llm.example.com");
-    let (status, _, _) = call(
+    let (status, _, _) = call_as(
         &mut c,
+        "llm.example.com",
         "POST",
         "/v1/embeddings",
         &format!("Authorization: Bearer {CALLER_KEY}\r\n"),
@@ -481,10 +487,12 @@ fn the_providers_hosts_are_routed_while_a_route_exists() {
     let s = setup(Some(route(ProviderKind::Openai, None, 30)));
     // No policy names api.anthropic.com; with a route it is the router.
     let mut c = open(&s, "api.anthropic.com");
-    let (status, _, body) = call(&mut c, "POST", "/v1/chat/completions", "", r#"{"model":"m"}"#);
+    let (status, _, body) =
+        call_as(&mut c, "api.anthropic.com", "POST", "/v1/chat/completions", "", r#"{"model":"m"}"#);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     // A WebSocket upgrade is refused with 426, so clients fall back to HTTP.
-    let (status, _, _) = call(&mut c, "GET", "/v1/responses", "Upgrade: websocket\r\nConnection: Upgrade\r\n", "");
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+    let (status, _, _) = call_as(&mut c, "api.anthropic.com", "GET", "/v1/responses", upgrade, "");
     assert_eq!(status, 426);
     // Without a route, the policy decides (and denies): the router is not involved.
     s.handle.set_route(None).expect("no route");
@@ -493,4 +501,35 @@ fn the_providers_hosts_are_routed_while_a_route_exists() {
     let mut reply = String::new();
     let _ = tcp.read_to_string(&mut reply);
     assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+}
+
+/// A body larger than the router holds (and than the 32 MiB it used to
+/// buffer whole) streams through, its model rewritten on the way.
+#[test]
+fn large_bodies_stream_through_with_the_model_rewritten() {
+    let s = setup(Some(route(ProviderKind::Openai, Some("served-model"), 30)));
+    let mut c = open(&s, "inference.local");
+    let text = "x".repeat(40 << 20);
+    let body = format!(r#"{{"messages":[{{"role":"user","content":"{text}"}}],"model":"gpt-x"}}"#);
+    let (status, _, answer) = call(&mut c, "POST", "/v1/chat/completions", "", &body);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let seen = s.seen.lock().expect("lock").clone();
+    assert_eq!(seen[0].body["model"], "served-model");
+    assert_eq!(seen[0].body["messages"][0]["content"].as_str().map(str::len), Some(40 << 20));
+    assert_eq!(seen[0].header("transfer-encoding"), Some("chunked"), "streamed, not held");
+}
+
+/// A large body that stops being JSON part-way: 400 to the sandbox, and the
+/// backend, which got its start, never sees a complete request.
+#[test]
+fn a_large_body_that_is_not_json_is_refused_part_way() {
+    let s = setup(Some(route(ProviderKind::Openai, Some("served-model"), 30)));
+    let mut c = open(&s, "inference.local");
+    let body = format!(r#"{{"messages":["{}"]"#, "y".repeat(200 << 10)) + "} trailing";
+    let (status, _, answer) = call(&mut c, "POST", "/v1/chat/completions", "", &body);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer).contains("not JSON"), "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(call(&mut c, "POST", "/v1/chat/completions", "", "{}").0, 200, "the connection stays usable");
+    let seen = s.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1, "only the second request reached the backend whole: {seen:?}");
 }
