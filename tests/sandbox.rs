@@ -2137,3 +2137,96 @@ print("loris", round(time.time() - start), closed, answer.split(b"\r\n")[0].deco
     let audit = stdout(&env.run(&["sandbox", "logs", "--audit", "flood"]));
     assert!(audit.contains("over the limit of 512 open connections"), "{audit}");
 }
+
+/// Issue 12 point 6: what a sandbox writes stops at its policy's sizes. Its
+/// writable layer (here 32 MiB) is a filesystem of that size: a write past it
+/// fails with "No space left on device", the host spends at most that on it, and
+/// the sandbox keeps working once it deletes the file. Its output and audit logs
+/// (here rotated at 64 KiB) keep at most twice that each, the newest lines last.
+/// On the code before, the write went on to 96 MiB and the logs grew with it.
+#[test]
+fn a_sandbox_is_stopped_at_its_disk_and_log_sizes() {
+    let env = Env::new();
+    let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
+        .expect("default policy");
+    let small = default.replace("  open_files: 8192\n", "  open_files: 8192\n  disk: 32MiB\n  logs: 64KiB\n");
+    assert_ne!(small, default);
+    std::fs::write(env.path().join("small.yaml"), &small).expect("write");
+    let out = env.create(&["-d", "--name", "full", "--policy", "small.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.run(&[
+        "sandbox",
+        "exec",
+        "full",
+        "--",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/sandbox/big",
+        "bs=1M",
+        "count=96",
+    ]);
+    assert!(!out.status.success() && text(&out).contains("No space left on device"), "{}", text(&out));
+    let out = env.run(&["sandbox", "exec", "full", "--", "busybox", "stat", "-c", "%s", "/sandbox/big"]);
+    let written: u64 = stdout(&out).trim().parse().unwrap_or_else(|_| panic!("size: {}", text(&out)));
+    assert!(written <= 32 << 20, "{written} bytes written past a 32 MiB disk");
+    let id = env.sandbox("full")["id"].as_str().expect("id").to_owned();
+    let sandbox_dir = env.gateway_dir().join("sandboxes").join(&id);
+    // What the host holds for it: every block of its directory (the image is sparse).
+    let held: u64 = std::fs::read_dir(&sandbox_dir)
+        .expect("sandbox dir")
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .sum();
+    assert!(held <= 34 << 20, "the host holds {held} bytes for a 32 MiB disk");
+    // Control: the layer works again once there is room.
+    let out = env.run(&[
+        "sandbox",
+        "exec",
+        "full",
+        "--",
+        "sh",
+        "-c",
+        "busybox rm /sandbox/big && echo ok > /sandbox/small && cat /sandbox/small",
+    ]);
+    assert_eq!(stdout(&out), "ok\n", "{}", text(&out));
+    assert!(env.run(&["sandbox", "delete", "full"]).status.success());
+
+    // The output log: about 590 KB printed, rotated at 64 KiB.
+    let out = env.create(&["--name", "chatty", "--policy", "small.yaml", "--", "busybox", "seq", "1", "100000"]);
+    assert!(out.status.success() && stdout(&out).ends_with("99999\n100000\n"), "the client gets it all");
+    let id = env.sandbox("chatty")["id"].as_str().expect("id").to_owned();
+    let dir = env.gateway_dir().join("sandboxes").join(&id);
+    for name in ["output.log", "output.log.1"] {
+        let len = std::fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(len <= 64 << 10, "{name} holds {len} bytes");
+    }
+    let logs = stdout(&env.run(&["sandbox", "logs", "chatty"]));
+    assert!(
+        logs.ends_with("99999\n100000\n") && logs.len() <= 128 << 10,
+        "{} bytes, ends {:?}",
+        logs.len(),
+        &logs[logs.len().saturating_sub(20)..]
+    );
+
+    // The audit log: 400 refused requests through the proxy.
+    let out = env.create(&[
+        "--name",
+        "refused",
+        "--policy",
+        "small.yaml",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 400 ]; do wget -q -O /dev/null http://refused-$i.example.com/ 2>/dev/null; i=$((i+1)); done; echo done",
+    ]);
+    assert_eq!(stdout(&out), "done\n", "{}", text(&out));
+    let id = env.sandbox("refused")["id"].as_str().expect("id").to_owned();
+    let dir = env.gateway_dir().join("sandboxes").join(&id);
+    let total: u64 =
+        ["audit.log", "audit.log.1"].iter().map(|n| std::fs::metadata(dir.join(n)).map_or(0, |m| m.len())).sum();
+    assert!(dir.join("audit.log.1").exists() && total <= 128 << 10, "audit logs: {total} bytes");
+    let audit = stdout(&env.run(&["sandbox", "logs", "--audit", "refused"]));
+    assert!(audit.contains("refused-399.example.com"), "the newest refusal is kept");
+}

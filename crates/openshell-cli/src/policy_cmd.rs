@@ -251,6 +251,13 @@ pub fn explain(out: &Output, file: &Path, workdir: &str) -> Result<Outcome, CliE
         Some((quota, period)) => push(&mut s, format!("  cpu.max         {quota} {period}")),
         None => push(&mut s, "  cpu.max         max (unlimited)".into()),
     }
+    let st = &profile.storage;
+    push(&mut s, "Storage:".into());
+    push(&mut s, format!("  writable layer  {} ({}; writes beyond it fail: no space)", st.disk, human_bytes(st.disk)));
+    push(
+        &mut s,
+        format!("  logs rotate at  {} ({}; one previous file kept)", st.log_rotate, human_bytes(st.log_rotate)),
+    );
     push(&mut s, String::new());
     push(
         &mut s,

@@ -9,9 +9,10 @@ use std::process::{Child, Command};
 
 use nix::sys::signal::Signal;
 use openshell_policy::KernelProfile;
+use openshell_runtime::disk::Disk;
 use openshell_runtime::idmap::IdMap;
 use openshell_runtime::rootfs::LayerCache;
-use openshell_runtime::sandbox::{ExitRecord, SandboxConfig, SandboxDir, write_json};
+use openshell_runtime::sandbox::{ExitRecord, PlacedFile, SandboxConfig, SandboxDir, write_json};
 use openshell_runtime::{ProcessConfig, SpecInput, Writable, resolve_group, resolve_user, runtime_spec};
 use openshell_store::{Digest, Store};
 
@@ -482,7 +483,9 @@ pub const CA_KEY_FILE: &str = "ca-key.pem";
 
 /// Makes the sandbox's CA (key owner-only, on the host side) and puts the
 /// trust bundle into its writable layer, where the sandbox reads it.
-fn install_ca(dir: &SandboxDir, id: &str, layers: &[PathBuf], root: (u32, u32)) -> Result<(), DriverError> {
+/// Makes the sandbox's CA (key owner-only, on the host side) and its trust
+/// bundle, which the supervisor puts into the sandbox's root at every start.
+fn install_ca(dir: &SandboxDir, id: &str, layers: &[PathBuf]) -> Result<PlacedFile, DriverError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let ca = openshell_proxy::SandboxCa::generate(id).map_err(DriverError::new)?;
@@ -505,26 +508,13 @@ fn install_ca(dir: &SandboxDir, id: &str, layers: &[PathBuf], root: (u32, u32)) 
         tracing::warn!(sandbox = id, "the image has no system roots; its trust bundle holds only the sandbox CA");
     }
     let bundle = openshell_proxy::tls::trust_bundle(roots.as_deref(), &ca);
-    // Directories made here are the sandbox's view of them: 0755 whatever the umask.
-    let mut at = dir.0.join("upper");
-    let parents = Path::new(CA_BUNDLE).parent().into_iter().flat_map(|p| p.components().skip(1));
-    for part in std::iter::once(None).chain(parents.map(Some)) {
-        if let Some(part) = part {
-            at.push(part);
-        }
-        if !at.exists() {
-            std::fs::create_dir(&at)
-                .and_then(|()| std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755)))
-                .and_then(|()| std::os::unix::fs::chown(&at, Some(root.0), Some(root.1)))
-                .map_err(|e| DriverError::new(format!("{}: {e}", at.display())))?;
-        }
-    }
-    let bundle_path = dir.0.join("upper").join(CA_BUNDLE.trim_start_matches('/'));
-    write(bundle_path.clone(), &bundle, 0o644)?;
-    // Owned by the sandbox's root, as files of the image are.
-    std::os::unix::fs::chown(&bundle_path, Some(root.0), Some(root.1))
-        .map_err(|e| DriverError::new(format!("{}: {e}", bundle_path.display())))
+    let source = dir.0.join(CA_BUNDLE_FILE);
+    write(source.clone(), &bundle, 0o644)?;
+    Ok(PlacedFile { path: CA_BUNDLE.to_owned(), source, mode: 0o644 })
 }
+
+/// The trust bundle on the host side (the supervisor copies it into the root).
+pub const CA_BUNDLE_FILE: &str = "ca-bundle.pem";
 
 impl Driver for LocalDriver {
     fn name(&self) -> &'static str {
@@ -622,9 +612,13 @@ impl Driver for LocalDriver {
         let _numbering = self.numbering.lock().unwrap_or_else(|p| p.into_inner());
         let network = if policy.network_policies.is_empty() { None } else { Some(self.number_network(id)?) };
         let proxy = network.as_ref().map(|f| f.proxy_url());
-        if network.is_some() {
-            install_ca(&dir, id, &layers, ids.to_host((0, 0)))?;
-        }
+        let files = match network {
+            Some(_) => vec![install_ca(&dir, id, &layers)?],
+            None => Vec::new(),
+        };
+        // The writable layer on a filesystem of the policy's size.
+        let disk = Disk { image: dir.0.join("disk.img"), size: profile.storage.disk };
+        disk.create(&self.dir.0.join("disk-templates")).map_err(DriverError::new)?;
         let config = SandboxConfig {
             network,
             id: id.to_owned(),
@@ -636,6 +630,8 @@ impl Driver for LocalDriver {
             bind_paths,
             ids: Some(ids),
             idmapped_layers: idmapped,
+            disk: Some(disk),
+            files,
         };
         write_json(&dir.config(), &config).map_err(DriverError::new)?;
         Ok(Created { image: rec.reference(), image_digest: rec.manifest.clone(), env, proxy })

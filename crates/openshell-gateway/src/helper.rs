@@ -255,10 +255,10 @@ fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
         Err(_) => openshell_proxy::WithOverrides::default(),
     };
     let audit_path = dir.0.join(AUDIT_FILE);
-    let audit = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&audit_path)
+    // Rotated at the policy's size, as the output log is: a sandbox that makes
+    // its proxy refuse in a loop cannot fill the host's disk with audit lines.
+    let rotate = policy.resources.logs.unwrap_or(openshell_policy::model::Resources::DEFAULT_LOGS);
+    let audit = openshell_runtime::logs::RotatingLog::open(&audit_path, rotate)
         .map_err(|e| format!("{}: {e}", audit_path.display()))?;
     // Only the sandbox reaches it: bound to the host end of its link, serving
     // the sandbox's address alone.

@@ -661,12 +661,24 @@ impl Gateway {
     fn logs(&self, name: &str, follow: bool, audit: bool, reply: Reply<'_>) -> Result<Option<Response>, String> {
         let rec = self.find(name)?;
         let path = if audit { self.driver.audit_path(&rec.info.id) } else { self.driver.log_path(&rec.info.id) };
+        let mut buf = vec![0u8; 64 * 1024];
+        // A log rotates at the policy's size: the older file first.
+        if let Ok(mut older) = std::fs::File::open(openshell_runtime::logs::previous(&path)) {
+            loop {
+                let n = older.read(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?;
+                if n == 0 {
+                    break;
+                }
+                if !send_output(reply, &buf[..n]) {
+                    return Ok(None);
+                }
+            }
+        }
         let mut file = match std::fs::File::open(&path) {
             Ok(f) => Some(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
             if file.is_none() {
                 file = std::fs::File::open(&path).ok();
@@ -679,6 +691,11 @@ impl Gateway {
                 if !send_output(reply, &buf[..n]) {
                     return Ok(None);
                 }
+                continue;
+            }
+            // Followed past a rotation: the old file is read to its end, the new one next.
+            if file.as_ref().is_some_and(|f| rotated_away(f, &path)) {
+                file = std::fs::File::open(&path).ok();
                 continue;
             }
             let running = self.db().find(&rec.info.id).ok().flatten().is_some_and(|r| r.info.status == "running");
@@ -746,6 +763,15 @@ impl Gateway {
                 ),
             },
         }))
+    }
+}
+
+/// Whether the log at `path` is no longer the file `open` (it was rotated).
+fn rotated_away(open: &std::fs::File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (open.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+        _ => false,
     }
 }
 

@@ -115,7 +115,7 @@ const TOP: Spec = Spec {
 const FILESYSTEM: Spec = Spec { fields: &["include_workdir", "read_only", "read_write"], unsupported: &[] };
 const LANDLOCK: Spec = Spec { fields: &["compatibility"], unsupported: &[] };
 const PROCESS: Spec = Spec { fields: &["run_as_user", "run_as_group"], unsupported: &[] };
-const RESOURCES: Spec = Spec { fields: &["memory", "pids", "cpu", "open_files"], unsupported: &[] };
+const RESOURCES: Spec = Spec { fields: &["memory", "pids", "cpu", "open_files", "disk", "logs"], unsupported: &[] };
 const NETWORK_POLICY: Spec = Spec { fields: &["name", "endpoints", "binaries"], unsupported: &[] };
 const ENDPOINT: Spec = Spec {
     fields: &[
@@ -503,11 +503,25 @@ impl Decoder {
             ok &= v.is_some();
             v
         });
-        ok.then_some(Resources { memory, pids, cpu_millis, open_files })
+        let disk = r.get("disk").and_then(|n| {
+            let v = self.bytes(n, "resources.disk");
+            ok &= v.is_some();
+            v
+        });
+        let logs = r.get("logs").and_then(|n| {
+            let v = self.bytes_from(n, "resources.logs", 64 << 10);
+            ok &= v.is_some();
+            v
+        });
+        ok.then_some(Resources { memory, pids, cpu_millis, open_files, disk, logs })
     }
 
+    /// A size of at least 16 MiB.
     fn bytes(&mut self, node: &Node, key: &str) -> Option<u64> {
-        const MIN: u64 = 16 << 20;
+        self.bytes_from(node, key, 16 << 20)
+    }
+
+    fn bytes_from(&mut self, node: &Node, key: &str, min: u64) -> Option<u64> {
         let value = match &node.kind {
             Kind::Int(i) => u64::try_from(*i).ok(),
             Kind::Str(s) => parse_size(s),
@@ -517,9 +531,9 @@ impl Decoder {
             }
         };
         match value {
-            Some(v) if v >= MIN => Some(v),
+            Some(v) if v >= min => Some(v),
             Some(v) => {
-                self.err(node.pos, key, format!("{v} bytes is below the minimum of 16 MiB"));
+                self.err(node.pos, key, format!("{v} bytes is below the minimum of {}", human_size(min)));
                 None
             }
             None => {
@@ -1163,4 +1177,13 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(mult)
+}
+
+/// `16 MiB`, `64 KiB`: a minimum as errors name it.
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
 }

@@ -109,12 +109,20 @@ pub struct Resources {
     pub cpu_millis: Option<u64>,
     /// RLIMIT_NOFILE, soft and hard.
     pub open_files: Option<u64>,
+    /// Size of the sandbox's writable layer (every read-write path that persists,
+    /// `/sandbox` among them), in bytes: writes beyond it fail with ENOSPC.
+    pub disk: Option<u64>,
+    /// Size at which each of the sandbox's logs (output, audit) is rotated, in
+    /// bytes; one previous file is kept, so each takes at most twice this.
+    pub logs: Option<u64>,
 }
 
 impl Resources {
     pub const DEFAULT_MEMORY: u64 = 4 << 30;
     pub const DEFAULT_PIDS: u64 = 4096;
     pub const DEFAULT_OPEN_FILES: u64 = 8192;
+    pub const DEFAULT_DISK: u64 = 10 << 30;
+    pub const DEFAULT_LOGS: u64 = 16 << 20;
 }
 
 /// The dynamic part: hot-reloadable on a running sandbox.

@@ -17,6 +17,8 @@ pub const DEFAULT_WORKDIR: &str = "/sandbox";
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KernelProfile {
     pub mounts: MountPlan,
+    /// What the sandbox may make the host hold on disk.
+    pub storage: StorageLimits,
     pub landlock: LandlockProfile,
     pub seccomp: LinuxSeccomp,
     pub user: UserSpec,
@@ -160,6 +162,15 @@ pub struct CgroupLimits {
     pub cpu_max: Option<(u64, u64)>,
 }
 
+/// Disk the host spends on a sandbox (our `resources` extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StorageLimits {
+    /// Size of the writable layer (a filesystem of this size holds it).
+    pub disk: u64,
+    /// Size at which each log rotates (one previous file kept).
+    pub log_rotate: u64,
+}
+
 /// The CPU period used for `cpu.max`.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
@@ -192,6 +203,10 @@ impl KernelProfile {
         let memory = r.memory.unwrap_or(Resources::DEFAULT_MEMORY);
         let open_files = r.open_files.unwrap_or(Resources::DEFAULT_OPEN_FILES);
         KernelProfile {
+            storage: StorageLimits {
+                disk: r.disk.unwrap_or(Resources::DEFAULT_DISK),
+                log_rotate: r.logs.unwrap_or(Resources::DEFAULT_LOGS),
+            },
             mounts: MountPlan {
                 rootfs_read_only: true,
                 read_only,

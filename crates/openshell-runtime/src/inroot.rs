@@ -155,6 +155,37 @@ pub fn ensure_dir(root: &Path, path: &str, owner: (u32, u32)) -> Result<pathrs::
     Ok(handle)
 }
 
+/// Writes `content` to the file `path` inside `root` (its directory made as by
+/// [`ensure_dir`]; the file itself never followed if it is a link), owned by
+/// `owner` with `mode`.
+pub fn write_file(root: &Path, path: &str, content: &[u8], owner: (u32, u32), mode: u32) -> Result<(), InRootError> {
+    let names = components(path)?;
+    let Some((name, parents)) = names.split_last() else {
+        return Err(InRootError::NotCanonical { path: path.to_owned() });
+    };
+    let parent = format!("/{}", parents.join("/"));
+    let dir = ensure_dir(root, &parent, owner)?;
+    let err = |source: std::io::Error| InRootError::Resolve {
+        path: path.to_owned(),
+        component: path.to_owned(),
+        root: root.to_path_buf(),
+        source,
+    };
+    let _ = rustix::fs::unlinkat(&dir, *name, AtFlags::empty());
+    let fd = rustix::fs::openat(
+        &dir,
+        *name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+    .map_err(|e| err(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, content).map_err(err)?;
+    rustix::fs::fchown(&file, Some(rustix::fs::Uid::from_raw(owner.0)), Some(rustix::fs::Gid::from_raw(owner.1)))
+        .map_err(|e| err(e.into()))?;
+    rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(|e| err(e.into()))
+}
+
 /// Mounts the directory `handle` refers to at `at` (an existing directory): a
 /// clone of the mount tree at that handle, moved into place.
 pub fn bind_handle(handle: &pathrs::Handle, path: &str, at: &Path) -> Result<(), InRootError> {

@@ -7,7 +7,9 @@
 //! - `rootfs`: layers unpacked once per diff_id, under a per-sandbox overlay;
 //! - `inroot`: paths inside a sandbox's root resolved without leaving it, and
 //!   mounted through their handles;
+//! - `disk`: the filesystem of a sandbox's size that holds its writable layer;
 //! - `fence`: a veth pair and nftables under which only the proxy is reachable;
+//! - `logs`: a sandbox's logs on the host, rotated at the policy's size;
 //! - `loopback`: `lo` brought up in a sandbox's new network namespace;
 //! - `init`: process 1 of a sandbox (reaps orphans, forwards signals);
 //! - `run`: a bundle run through libcontainer, Landlock applied right before exec.
@@ -15,12 +17,14 @@
 //! - `sandbox`: one sandbox's directory, its supervisor and `exec`;
 //! - `seccomp_bpf`: the seccomp filter compiled once at creation, installed from BPF.
 
+pub mod disk;
 pub mod fence;
 pub mod identity;
 pub mod idmap;
 pub mod init;
 pub mod inroot;
 pub mod landlock;
+pub mod logs;
 pub mod loopback;
 pub mod rootfs;
 pub mod run;

@@ -6,13 +6,15 @@
 //! - `policy.yaml`: the policy's text as given at creation (static sections are
 //!   compiled from it on every start, so they cannot drift);
 //! - `bundle/config.json`: the OCI runtime spec, written once at creation;
-//! - `upper/`, `work/`: the overlay's writable layer (persists across stop/start,
-//!   so `/sandbox` and every other read-write path keep their contents);
-//!
-//! While it runs, its mounts (the overlay, idmapped layers, read-write paths) live
-//! under [`RUN_DIR`] in its supervisor's own mount namespace.
-//! - `output.log`: everything the sandbox's main process wrote;
+//! - `disk.img`: the filesystem that holds the overlay's writable layer (`upper/`,
+//!   `work/`; persists across stop/start, so `/sandbox` and every other read-write
+//!   path keep their contents), of the policy's size (see [`crate::disk`]);
+//! - `output.log` (and `output.log.1`): what the sandbox's main process wrote,
+//!   rotated at the policy's size (see [`crate::logs`]);
 //! - `exit.json`: how the last run ended (written by the supervisor).
+//!
+//! While it runs, its mounts (the disk, the overlay, idmapped layers, read-write
+//! paths) live under [`RUN_DIR`] in its supervisor's own mount namespace.
 //!
 //! [`supervise`] is the per-sandbox supervisor: in a mount namespace of its own,
 //! mounts the overlay and the read-write paths (see [`crate::inroot`]), creates and
@@ -64,6 +66,24 @@ pub struct SandboxConfig {
     /// they were unpacked with owners shifted into `ids`.
     #[serde(default)]
     pub idmapped_layers: bool,
+    /// The filesystem that holds its writable layer (the policy's
+    /// `resources.disk`); `None`: the layer is a directory of the sandbox's
+    /// (made before disks had a size).
+    #[serde(default)]
+    pub disk: Option<crate::disk::Disk>,
+    /// Files put into its root at every start (e.g. the trust bundle).
+    #[serde(default)]
+    pub files: Vec<PlacedFile>,
+}
+
+/// A file of the host's that a sandbox finds in its root, owned by its root.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlacedFile {
+    /// Where inside the sandbox.
+    pub path: String,
+    /// Its content, on the host (in the sandbox's directory).
+    pub source: PathBuf,
+    pub mode: u32,
 }
 
 /// How a run of a sandbox ended.
@@ -96,6 +116,12 @@ pub enum SandboxError {
         id: String,
         #[source]
         source: crate::inroot::InRootError,
+    },
+    #[error("sandbox {id}: its disk: {source}")]
+    Disk {
+        id: String,
+        #[source]
+        source: crate::disk::DiskError,
     },
     #[error("sandbox {id}: making the supervisor's mounts private: {source}")]
     MountNamespace {
@@ -156,10 +182,11 @@ impl SandboxDir {
                 LayerOwners::Shifted
             },
         });
+        let writable = if config.disk.is_some() { Path::new(RUN_DIR).join("disk") } else { self.0.clone() };
         Overlay {
             layers: config.layers.clone(),
-            upper: self.0.join("upper"),
-            work: self.0.join("work"),
+            upper: writable.join("upper"),
+            work: writable.join("work"),
             target: self.rootfs(),
             ids,
         }
@@ -265,6 +292,10 @@ pub fn supervise(dir: &SandboxDir, on_event: OnEvent<'_>, assign: Assign<'_>) ->
     let config = dir.read_config()?;
     let profile = dir.profile(&config)?;
     private_mounts().map_err(|source| SandboxError::MountNamespace { id: config.id.clone(), source })?;
+    if let Some(disk) = &config.disk {
+        let at = Path::new(RUN_DIR).join("disk");
+        disk.mount(&at).map_err(|source| SandboxError::Disk { id: config.id.clone(), source })?;
+    }
     let overlay = dir.overlay(&config);
     overlay.mount()?;
     let outcome =
@@ -310,16 +341,21 @@ fn private_mounts() -> std::io::Result<()> {
 
 /// Refuses a start through links the sandbox planted in its writable layer on
 /// any path of its policy (a read-only path redirected by one would widen its
-/// Landlock rules), then resolves each read-write bind path inside the mounted
-/// overlay (never leaving the root) and mounts the directory found, through its
-/// handle, where the spec binds it from.
+/// Landlock rules), puts its files in place, then resolves each read-write bind
+/// path inside the mounted overlay (never leaving the root) and mounts the
+/// directory found, through its handle, where the spec binds it from.
 fn place_paths(dir: &SandboxDir, config: &SandboxConfig, profile: &KernelProfile) -> Result<(), SandboxError> {
     let inroot = |source| SandboxError::InRoot { id: config.id.clone(), source };
     let overlay = dir.overlay(config);
     for path in profile.mounts.read_only.iter().chain(&profile.mounts.read_write) {
         crate::inroot::check_writable_layer(&overlay.upper, path).map_err(inroot)?;
     }
-    let owner = config.ids.map_or((config.uid, config.gid), |ids| ids.to_host((config.uid, config.gid)));
+    let host = |ids: (u32, u32)| config.ids.map_or(ids, |map| map.to_host(ids));
+    for file in &config.files {
+        let content = std::fs::read(&file.source).map_err(io(&file.source))?;
+        crate::inroot::write_file(&overlay.target, &file.path, &content, host((0, 0)), file.mode).map_err(inroot)?;
+    }
+    let owner = host((config.uid, config.gid));
     for (n, path) in config.bind_paths.iter().enumerate() {
         let handle = crate::inroot::ensure_dir(&overlay.target, path, owner).map_err(inroot)?;
         let at = dir.bind_source(n);
@@ -337,7 +373,7 @@ fn run_mounted(
     assign: Assign<'_>,
 ) -> Result<Option<i32>, SandboxError> {
     let log_path = dir.log();
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
+    let log = crate::logs::RotatingLog::open(&log_path, profile.storage.log_rotate).map_err(io(&log_path))?;
     let log = std::sync::Arc::new(std::sync::Mutex::new(log));
     let pipe_err = |e: rustix::io::Errno| SandboxError::Io { path: log_path.clone(), source: e.into() };
     let (in_r, in_w) = rustix::pipe::pipe().map_err(pipe_err)?;
@@ -455,7 +491,7 @@ fn copy_stdin(from: OwnedFd, to: OwnedFd) {
 fn tee(
     from: OwnedFd,
     mut out: Option<std::fs::File>,
-    log: std::sync::Arc<std::sync::Mutex<std::fs::File>>,
+    log: std::sync::Arc<std::sync::Mutex<crate::logs::RotatingLog>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut from = std::fs::File::from(from);
