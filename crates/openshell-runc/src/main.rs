@@ -185,6 +185,14 @@ enum CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands whose processes enter a container's namespaces run from a sealed
+    // copy of this binary (CVE-2019-5736): a container can never reach the file.
+    if matches!(cli.command, Command::Create(_) | Command::Run { .. } | Command::Exec { .. })
+        && let Err(e) = openshell_runtime::sealed::reexec_sealed()
+    {
+        eprintln!("openshell-runtime: {e}");
+        return ExitCode::from(1);
+    }
     if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         eprintln!("openshell-runtime: cannot open the log file: {e}");
         return ExitCode::from(1);

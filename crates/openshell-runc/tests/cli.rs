@@ -527,3 +527,73 @@ fn exec_joins_the_container_user_namespace() {
     let o = f.runtime(&["delete", "--force", &id]);
     assert!(o.status.success(), "delete --force: {}", text(&o));
 }
+
+/// Issue 12 point 2 (CVE-2019-5736): a root process of a container, with every
+/// capability, waits for the runtime's process that `exec` puts into its pid
+/// namespace, holds its `/proc/PID/exe`, and once the runtime has moved on
+/// reopens it for writing. The runtime runs from a sealed copy of itself: the
+/// write is refused and the runtime's file on the host (a copy made for this
+/// test, so a successful attack damages nothing else) keeps its sha256. Positive
+/// control: the same attack on a process of the container's own binary writes.
+#[test]
+fn a_container_cannot_overwrite_the_runtime_through_proc_exe() {
+    use sha2::Digest;
+    let f = Fixture::new();
+    let runtime = f.path().join("openshell-runtime");
+    std::fs::copy(RUNTIME, &runtime).expect("copy the runtime");
+    let sha = || sha2::Sha256::digest(std::fs::read(&runtime).expect("runtime")).to_vec();
+    let before = sha();
+    let rootfs = f.bundle().join("rootfs");
+    std::fs::copy(rootfs.join("probe"), rootfs.join("victim")).expect("victim");
+    let bundle = f.bundle().display().to_string();
+    let root = f.root();
+    let attack = |id: &str, name: &str, exec: &[&str]| -> String {
+        f.configure(id, &["/probe", &format!("hijack:{name}")], &[]);
+        f.edit_config(|spec| {
+            let all: Vec<&str> = vec![
+                "CAP_CHOWN",
+                "CAP_DAC_OVERRIDE",
+                "CAP_DAC_READ_SEARCH",
+                "CAP_FOWNER",
+                "CAP_FSETID",
+                "CAP_KILL",
+                "CAP_SETGID",
+                "CAP_SETUID",
+                "CAP_SYS_PTRACE",
+                "CAP_SYS_ADMIN",
+                "CAP_SYS_CHROOT",
+            ];
+            for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
+                spec["process"]["capabilities"][set] = serde_json::json!(all);
+            }
+            spec["root"]["readonly"] = serde_json::json!(false);
+        });
+        let out_path = f.path().join(format!("{id}.out"));
+        let ok = Command::new(&runtime)
+            .args(["--root", &root, "run", "--detach", "--bundle", &bundle, id])
+            .stdout(Stdio::from(File::create(&out_path).expect("out")))
+            .stderr(Stdio::null())
+            .status()
+            .expect("run -d");
+        assert!(ok.success(), "run -d {id}");
+        let mut args = vec!["--root", root.as_str(), "exec", id];
+        args.extend_from_slice(exec);
+        let exec = Command::new(&runtime).args(&args).output().expect("exec");
+        assert!(exec.status.success(), "exec: {}", text(&exec));
+        wait_until("the attack's outcome", || {
+            std::fs::read_to_string(&out_path).is_ok_and(|s| s.lines().count() >= 2 || s.contains("nothing found"))
+        });
+        let _ = f.runtime(&["delete", "--force", id]);
+        std::fs::read_to_string(&out_path).expect("out")
+    };
+    let pid = std::process::id();
+    // Control: the container's own binary, run by exec, is overwritten.
+    let control = attack(&format!("osrt-victim-{pid}"), "/victim", &["/victim", "sleep:300"]);
+    assert!(control.contains("hijack: found /victim") && control.contains("hijack: wrote"), "control: {control}");
+    assert_eq!(std::fs::read(rootfs.join("victim")).expect("victim")[0], b'#', "control: the write landed");
+    // The runtime's process, seen inside during exec, cannot be written.
+    let out = attack(&format!("osrt-hijack-{pid}"), "openshell-runtime", &["/probe", "hello"]);
+    assert!(out.contains("hijack: found") && out.contains("memfd:openshell-runtime"), "{out}");
+    assert!(!out.contains("hijack: wrote"), "the runtime's exe took a write: {out}");
+    assert_eq!(sha(), before, "the runtime binary on the host changed");
+}

@@ -15,6 +15,7 @@
 //! - `run`: a bundle run through libcontainer, Landlock applied right before exec.
 //!
 //! - `sandbox`: one sandbox's directory, its supervisor and `exec`;
+//! - `sealed`: the runtime binary re-executed from a sealed copy of itself;
 //! - `seccomp_bpf`: the seccomp filter compiled once at creation, installed from BPF.
 
 pub mod disk;
@@ -29,6 +30,7 @@ pub mod loopback;
 pub mod rootfs;
 pub mod run;
 pub mod sandbox;
+pub mod sealed;
 pub mod seccomp_bpf;
 pub mod spec;
 
