@@ -207,10 +207,19 @@ pub trait Driver: Send + Sync {
         tty: bool,
         stdio: Vec<OwnedFd>,
     ) -> Result<Waiter, DriverError>;
-    /// Signals the sandbox's process 1 (which passes it on to the workload).
-    fn signal(&self, pid: i32, signal: Signal) -> Result<(), DriverError>;
+    /// Signals the running sandbox's process 1 (which passes it on to the
+    /// workload), through a pidfd: a process that ended is never confused with
+    /// one that reused its number.
+    fn signal(&self, id: &str, signal: Signal) -> Result<(), DriverError>;
     /// Whether a supervisor found in the state still runs this sandbox.
     fn alive(&self, id: &str, supervisor_pid: i32) -> bool;
+    /// Takes over a sandbox a previous gateway started: pidfds of its supervisor
+    /// and process 1, each checked to be the recorded process after it was
+    /// opened (the supervisor by its start time, process 1 as its child). False
+    /// when either is gone.
+    fn adopt(&self, id: &str, supervisor_pid: i32, init_pid: i32) -> bool;
+    /// Blocks until the supervisor of an adopted sandbox has ended.
+    fn wait_adopted(&self, id: &str);
     /// How the sandbox's last run ended, if it did.
     fn last_exit(&self, id: &str) -> Option<ExitRecord>;
     /// The sandbox's output log.
@@ -220,14 +229,14 @@ pub trait Driver: Send + Sync {
     /// Whether the sandbox has a network (and a proxy) at all.
     fn has_network(&self, id: &str) -> bool;
     /// Hands a new network policy revision to the sandbox's proxy: at once when
-    /// `supervisor` (running) is given (confirmed when `wait`), else at its next start.
+    /// it is `running` (confirmed when `wait`), else at its next start.
     fn reload_network(
         &self,
         id: &str,
         revision: i64,
         name: &str,
         text: &str,
-        supervisor: Option<i32>,
+        running: bool,
         wait: bool,
     ) -> Result<Applied, DriverError>;
     /// Hands the inference route to the sandbox's proxy (the file is owner-only:
@@ -236,7 +245,7 @@ pub trait Driver: Send + Sync {
         &self,
         id: &str,
         route: &crate::helper::RouteFile,
-        supervisor: Option<i32>,
+        running: bool,
         wait: bool,
     ) -> Result<Applied, DriverError>;
     /// Removes everything of a stopped sandbox.
@@ -255,6 +264,26 @@ pub struct LocalDriver {
     /// The host range sandboxes' ids map to, and whether layers can be mounted
     /// idmapped here: found at the first create.
     user_namespaces: std::sync::OnceLock<Result<(IdMap, bool), String>>,
+    /// Pidfds of each running sandbox's supervisor and process 1, by sandbox id.
+    running: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Pidfds>>>,
+}
+
+/// A running sandbox's processes, as pidfds: signals never reach a process that
+/// reused one's number.
+#[derive(Debug)]
+pub struct Pidfds {
+    pub supervisor: OwnedFd,
+    pub init: OwnedFd,
+}
+
+/// Sends `signal` through `pidfd`; a process that has ended is not an error.
+pub fn signal_pidfd(pidfd: &OwnedFd, signal: Signal) -> Result<(), DriverError> {
+    let sig = rustix::process::Signal::from_named_raw(signal as i32)
+        .ok_or_else(|| DriverError::new(format!("signal {signal} has no pidfd form")))?;
+    match rustix::process::pidfd_send_signal(pidfd, sig) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(DriverError::new(format!("signalling through a pidfd: {e}"))),
+    }
 }
 
 /// What became of a network policy revision.
@@ -307,6 +336,7 @@ impl LocalDriver {
             spare: Default::default(),
             numbering: Default::default(),
             user_namespaces: Default::default(),
+            running: Default::default(),
         };
         driver.refill();
         driver
@@ -314,6 +344,18 @@ impl LocalDriver {
 
     fn sandbox(&self, id: &str) -> SandboxDir {
         SandboxDir(self.dir.sandboxes().join(id))
+    }
+
+    /// The pidfds of a sandbox's current run (or of its last one: signals
+    /// through them reach nothing once it ended).
+    fn pidfds(&self, id: &str) -> Option<std::sync::Arc<Pidfds>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    /// Keeps a started run's pidfds.
+    fn record(&self, id: &str, (run, pidfds): (Run, Pidfds)) -> Result<Run, DriverError> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), pidfds.into());
+        Ok(run)
     }
 
     /// The range sandboxes' ids map to (`OPENSHELL_ID_RANGE`, else the dedicated
@@ -397,11 +439,20 @@ impl LocalDriver {
     }
 }
 
-/// Waits for a supervisor's `Started` (or its failure).
-fn started(waiter: Waiter, dir: SandboxDir) -> Result<Run, DriverError> {
+/// Waits for a supervisor's `Started` (or its failure); the pidfds of the
+/// supervisor (our child, not reaped) and of process 1 (sent by its parent).
+fn started(waiter: Waiter, dir: SandboxDir) -> Result<(Run, Pidfds), DriverError> {
     let supervisor_pid = waiter.child.id() as i32;
+    let supervisor = crate::helper::pidfd(supervisor_pid);
     match waiter.next() {
-        Some((HelperMessage::Started { pid }, _)) => Ok(Run { pid, supervisor_pid, waiter }),
+        Some((HelperMessage::Started { pid }, fds)) => {
+            let init = fds.into_iter().next();
+            match (supervisor, init) {
+                (Ok(supervisor), Some(init)) => Ok((Run { pid, supervisor_pid, waiter }, Pidfds { supervisor, init })),
+                (Err(e), _) => Err(DriverError::new(format!("a pidfd of the supervisor: {e}"))),
+                (_, None) => Err(DriverError::new("the supervisor sent no pidfd of process 1")),
+            }
+        }
         Some((HelperMessage::Failed { message }, _)) => {
             let _ = waiter.wait();
             Err(DriverError::new(message))
@@ -432,15 +483,14 @@ fn image_config(config: &serde_json::Value) -> (Vec<String>, Vec<String>, String
 /// `wait`, waits (5 s at most) for its answer in `applied` to reach `revision`.
 fn hand_over(
     applied: &Path,
-    supervisor: Option<i32>,
+    supervisor: Option<std::sync::Arc<Pidfds>>,
     signal: Signal,
     revision: u64,
     wait: bool,
 ) -> Result<Applied, DriverError> {
-    let Some(pid) = supervisor else { return Ok(Applied::AtStart) };
+    let Some(pidfds) = supervisor else { return Ok(Applied::AtStart) };
     let _ = std::fs::remove_file(applied);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
-        .map_err(|e| DriverError::new(format!("signalling the supervisor: {e}")))?;
+    signal_pidfd(&pidfds.supervisor, signal)?;
     if !wait {
         return Ok(Applied::Sent);
     }
@@ -655,7 +705,7 @@ impl Driver for LocalDriver {
             tty: false,
         };
         let waiter = self.helper(attach, &[])?;
-        started(waiter, self.sandbox(id))
+        self.record(id, started(waiter, self.sandbox(id))?)
     }
 
     fn assign(&self, run: &Run, stdio: Vec<OwnedFd>) -> Result<(), DriverError> {
@@ -675,7 +725,7 @@ impl Driver for LocalDriver {
         };
         let waiter = self.helper(attach, &stdio)?;
         drop(stdio);
-        started(waiter, self.sandbox(id))
+        self.record(id, started(waiter, self.sandbox(id))?)
     }
 
     fn exec(
@@ -696,10 +746,31 @@ impl Driver for LocalDriver {
         self.helper(attach, &stdio)
     }
 
-    fn signal(&self, pid: i32, signal: Signal) -> Result<(), DriverError> {
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(DriverError::new(format!("signalling process {pid}: {e}"))),
+    fn signal(&self, id: &str, signal: Signal) -> Result<(), DriverError> {
+        let pidfds = self.pidfds(id).ok_or_else(|| DriverError::new(format!("sandbox {id} is not running")))?;
+        signal_pidfd(&pidfds.init, signal)
+    }
+
+    fn adopt(&self, id: &str, supervisor_pid: i32, init_pid: i32) -> bool {
+        let opened = crate::helper::pidfd(supervisor_pid).and_then(|s| crate::helper::pidfd(init_pid).map(|i| (s, i)));
+        let Ok((supervisor, init)) = opened else { return false };
+        // Checked after opening: the pidfds hold the processes, so what the
+        // checks see is what the pidfds name.
+        let own_child = crate::helper::parent(init_pid) == Some(supervisor_pid);
+        if !self.alive(id, supervisor_pid) || !own_child {
+            return false;
+        }
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), Pidfds { supervisor, init }.into());
+        true
+    }
+
+    fn wait_adopted(&self, id: &str) {
+        if let Some(pidfds) = self.pidfds(id) {
+            let mut fds = [rustix::event::PollFd::new(&pidfds.supervisor, rustix::event::PollFlags::IN)];
+            while let Err(rustix::io::Errno::INTR) = rustix::event::poll(&mut fds, None) {}
         }
     }
 
@@ -734,23 +805,23 @@ impl Driver for LocalDriver {
         revision: i64,
         name: &str,
         text: &str,
-        supervisor: Option<i32>,
+        running: bool,
         wait: bool,
     ) -> Result<Applied, DriverError> {
         let dir = self.sandbox(id);
         let record =
             crate::helper::NetworkRevision { revision: revision as u64, name: name.to_owned(), text: text.to_owned() };
         write_json(&dir.0.join(crate::helper::NETWORK_FILE), &record).map_err(DriverError::new)?;
-        let running = supervisor.filter(|pid| self.alive(id, *pid));
+        let supervisor = self.pidfds(id).filter(|_| running);
         let signal = nix::sys::signal::Signal::SIGHUP;
-        hand_over(&dir.0.join(crate::helper::APPLIED_FILE), running, signal, revision as u64, wait)
+        hand_over(&dir.0.join(crate::helper::APPLIED_FILE), supervisor, signal, revision as u64, wait)
     }
 
     fn set_route(
         &self,
         id: &str,
         route: &crate::helper::RouteFile,
-        supervisor: Option<i32>,
+        running: bool,
         wait: bool,
     ) -> Result<Applied, DriverError> {
         use std::io::Write;
@@ -768,12 +839,13 @@ impl Driver for LocalDriver {
             .and_then(|mut f| f.write_all(&bytes))
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| DriverError::new(format!("{}: {e}", path.display())))?;
-        let running = supervisor.filter(|pid| self.alive(id, *pid));
+        let supervisor = self.pidfds(id).filter(|_| running);
         let signal = nix::sys::signal::Signal::SIGUSR1;
-        hand_over(&dir.0.join(crate::helper::ROUTE_APPLIED_FILE), running, signal, route.generation, wait)
+        hand_over(&dir.0.join(crate::helper::ROUTE_APPLIED_FILE), supervisor, signal, route.generation, wait)
     }
 
     fn remove(&self, id: &str) -> Result<(), DriverError> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         let dir = self.sandbox(id);
         // Its mounts lived in its supervisor's own mount namespace: nothing to unmount.
         // The container's state knows its cgroups: libcontainer removes both.

@@ -18,22 +18,41 @@ use crate::proto::{HelperMessage, Job};
 use crate::wire;
 
 fn report(message: &HelperMessage) {
+    report_with(message, &[]);
+}
+
+fn report_with(message: &HelperMessage, fds: &[std::os::fd::BorrowedFd<'_>]) {
     // A gateway that went away (restarted) is not an error: the exit is also in exit.json.
-    if let Err(e) = wire::send(std::io::stdin().as_fd(), message, &[]) {
+    if let Err(e) = wire::send(std::io::stdin().as_fd(), message, fds) {
         eprintln!("reporting to the gateway: {e}");
     }
+}
+
+/// A pidfd of process `pid`.
+pub fn pidfd(pid: i32) -> std::io::Result<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid).ok_or_else(|| std::io::Error::other("pid 0"))?;
+    Ok(rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?)
 }
 
 /// Where a running supervisor records itself (pid and start time, so a reused
 /// pid is never mistaken for it).
 pub const SUPERVISOR_FILE: &str = "supervisor.pid";
 
-/// The start time of process `pid` (field 22 of /proc/PID/stat), if it exists.
-pub fn start_time(pid: i32) -> Option<u64> {
+/// The parent of process `pid` (field 4 of /proc/PID/stat), if it exists.
+pub fn parent(pid: i32) -> Option<i32> {
+    stat_field(pid, 1)?.parse().ok()
+}
+
+/// Field `n` (counted from 0 after the command name, field 3 being 0) of /proc/PID/stat.
+fn stat_field(pid: i32, n: usize) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; fields after it are plain.
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    stat.rsplit_once(')')?.1.split_whitespace().nth(n).map(str::to_owned)
+}
+
+/// The start time of process `pid` (field 22 of /proc/PID/stat), if it exists.
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat_field(pid, 19)?.parse().ok()
 }
 
 /// `openshell gateway helper`: waits for a job, then does it; returns the exit code.
@@ -93,7 +112,12 @@ fn supervise_job(dir: &Path, stdio: Option<Stdio>) -> i32 {
     let mut on_event = |event| {
         match event {
             Event::Created(pid) => return start_proxy(&dir, pid),
-            Event::Started(pid) => report(&HelperMessage::Started { pid }),
+            // With a pidfd of process 1, opened here, by its parent, before it can
+            // have been reaped: the gateway signals through it, never by number.
+            Event::Started(pid) => match pidfd(pid) {
+                Ok(fd) => report_with(&HelperMessage::Started { pid }, &[fd.as_fd()]),
+                Err(e) => return Err(format!("a pidfd of process 1 ({pid}): {e}")),
+            },
             // Reported as soon as the output is delivered; cleanup follows.
             Event::Exited(code) => report(&HelperMessage::Exited { code }),
         }

@@ -217,12 +217,12 @@ impl Gateway {
             }
         }
         for rec in records.into_iter().filter(|r| r.info.status == "running") {
-            match rec.supervisor_pid {
-                Some(sup) if self.driver.alive(&rec.info.id, sup) => {
+            match (rec.supervisor_pid, rec.info.pid) {
+                (Some(sup), Some(init)) if self.driver.adopt(&rec.info.id, sup, init) => {
                     tracing::info!(sandbox = %rec.info.name, supervisor = sup, "found running");
                     let gateway = Arc::clone(self);
                     std::thread::spawn(move || {
-                        wait_for_pid(sup);
+                        gateway.driver.wait_adopted(&rec.info.id);
                         gateway.finish_and_remove(&rec.info.id, None);
                     });
                 }
@@ -319,10 +319,11 @@ impl Gateway {
             }
             Request::Kill { name, signal } => {
                 let rec = self.find(&name)?;
-                let pid = rec.info.pid.filter(|_| rec.info.status == "running");
-                let pid = pid.ok_or_else(|| format!("sandbox `{}` is not running", rec.info.name))?;
+                if rec.info.status != "running" {
+                    return Err(format!("sandbox `{}` is not running", rec.info.name));
+                }
                 let signal = Signal::try_from(signal).map_err(|e| format!("signal {signal}: {e}"))?;
-                self.driver.signal(pid, signal).map_err(|e| e.to_string())?;
+                self.driver.signal(&rec.info.id, signal).map_err(|e| e.to_string())?;
                 Ok(Some(Response::Done { message: String::new() }))
             }
             Request::Delete { name } => {
@@ -636,17 +637,18 @@ impl Gateway {
 
     /// SIGTERM to process 1 (passed on to the workload), SIGKILL after `timeout`.
     fn stop(&self, rec: &Record, timeout: Duration) -> Result<(), String> {
-        let Some(pid) = rec.info.pid.filter(|_| rec.info.status == "running") else {
+        if rec.info.status != "running" {
             return Ok(());
-        };
-        let running = || self.db().find(&rec.info.id).ok().flatten().is_some_and(|r| r.info.status == "running");
-        self.driver.signal(pid, Signal::SIGTERM).map_err(|e| e.to_string())?;
+        }
+        let id = rec.info.id.as_str();
+        let running = || self.db().find(id).ok().flatten().is_some_and(|r| r.info.status == "running");
+        self.driver.signal(id, Signal::SIGTERM).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + timeout;
         while running() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         if running() {
-            self.driver.signal(pid, Signal::SIGKILL).map_err(|e| e.to_string())?;
+            self.driver.signal(id, Signal::SIGKILL).map_err(|e| e.to_string())?;
             let deadline = Instant::now() + Duration::from_secs(10);
             while running() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
@@ -744,7 +746,7 @@ impl Gateway {
         let running = rec.info.status == "running";
         let applied = self
             .driver
-            .reload_network(&rec.info.id, revision, policy_name, text, rec.supervisor_pid.filter(|_| running), wait)
+            .reload_network(&rec.info.id, revision, policy_name, text, running, wait)
             .map_err(|e| format!("sandbox `{}`: revision {revision} recorded, but: {e}", rec.info.name))?;
         Ok(Some(Response::Done {
             message: match applied {
@@ -794,20 +796,4 @@ fn relay_exec(waiter: Waiter, tty: bool, reply: Reply<'_>) -> Result<Option<Resp
         }
     }
     waiter.wait().map(|code| Some(Response::Exited { code }))
-}
-
-/// Blocks until process `pid` (not a child) has exited.
-fn wait_for_pid(pid: i32) {
-    let Some(pid) = rustix::process::Pid::from_raw(pid) else { return };
-    match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-        Ok(fd) => {
-            let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
-            while let Err(rustix::io::Errno::INTR) = rustix::event::poll(&mut fds, None) {}
-        }
-        Err(_) => {
-            while std::path::Path::new(&format!("/proc/{}", pid.as_raw_nonzero())).exists() {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
 }

@@ -168,7 +168,7 @@ impl Gateway {
         let mut applied = 0;
         let mut failed = Vec::new();
         for rec in records.iter().filter(|r| self.driver.has_network(&r.info.id)) {
-            let running = rec.supervisor_pid.filter(|_| rec.info.status == "running");
+            let running = rec.info.status == "running";
             match self.driver.set_route(&rec.info.id, &file, running, true) {
                 Ok(Applied::Confirmed) => applied += 1,
                 Ok(_) => {}
@@ -176,7 +176,7 @@ impl Gateway {
             }
         }
         if let Some(standby) = self.standby.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-            && let Err(e) = self.driver.set_route(&standby.id, &file, Some(standby.run.supervisor_pid), true)
+            && let Err(e) = self.driver.set_route(&standby.id, &file, true, true)
         {
             tracing::warn!(%e, "handing the route to the standby sandbox");
         }
@@ -195,7 +195,7 @@ impl Gateway {
         }
         let file = self.route_file()?;
         let kind = file.route.as_ref().map(|r| r.kind);
-        self.driver.set_route(id, &file, None, false).map_err(|e| e.to_string())?;
+        self.driver.set_route(id, &file, false, false).map_err(|e| e.to_string())?;
         Ok(kind)
     }
 }
