@@ -224,13 +224,14 @@ fn write_cache(store: &Store, key: &Digest, layers: &[LayerInfo]) -> Result<(), 
 }
 
 /// The uncompressed data tar of a .deb, kept in the store (derived once per .deb).
+/// The .deb is hashed whole first: its control member is read on every build.
 fn deb_data_tar(
     store: &Store,
     deb: &Digest,
     label: &str,
 ) -> Result<(Digest, openshell_debian::DebControl), BuildError> {
     let deb_err = |source| BuildError::Deb { label: label.to_owned(), source: Box::new(source) };
-    let file = store.open_blob(deb)?;
+    let file = store.open_ranges(deb)?;
     let reader = DebReader::new(label.to_owned(), std::io::BufReader::new(file)).map_err(deb_err)?;
     let record = store.root().join("derived").join(format!("deb-data-{}", deb.hex()));
     if let Some(d) = std::fs::read_to_string(&record).ok().and_then(|t| t.trim().parse::<Digest>().ok())
@@ -255,9 +256,10 @@ fn npm_tar(store: &Store, tgz: &Digest) -> Result<Digest, BuildError> {
     {
         return Ok(d);
     }
-    let file = store.open_blob(tgz)?;
-    let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
-    let digest = store.insert_reader(Algorithm::Sha256, None, gz)?;
+    let mut gz = flate2::read::GzDecoder::new(std::io::BufReader::new(store.open_verified(tgz)?));
+    let digest = store.insert_reader(Algorithm::Sha256, None, &mut gz)?;
+    // gzip's end is not the blob's: what follows it is hashed too.
+    gz.into_inner().into_inner().finish()?;
     if let Some(dir) = record.parent() {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
     }
@@ -270,7 +272,7 @@ fn read_content(store: &Store, c: &ContentRef) -> Result<Vec<u8>, BuildError> {
         ContentRef::Bytes(b) => Ok(b.to_vec()),
         ContentRef::Blob { digest, offset, len } => {
             use std::io::{Seek, SeekFrom};
-            let mut f = store.open_blob(digest)?;
+            let mut f = store.open_ranges(digest)?;
             let path = store.blob_path(digest);
             f.seek(SeekFrom::Start(*offset)).map_err(|source| StoreError::Io { path: path.clone(), source })?;
             let mut buf = Vec::with_capacity(*len as usize);

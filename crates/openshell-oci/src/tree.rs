@@ -592,7 +592,8 @@ impl Tree {
         removed
     }
 
-    /// Adds every member of an *uncompressed* tar stored in `store` under `digest`.
+    /// Adds every member of an *uncompressed* tar stored in `store` under `digest`
+    /// (verified first: see [`Store::open_ranges`]).
     /// Regular files reference their bytes in the blob (no copy). Directories, symlinks
     /// and hard links are kept; device nodes, fifos and sparse files are refused.
     /// Extended attributes and names (uname/gname) are dropped; modes keep their
@@ -606,7 +607,7 @@ impl Tree {
     ) -> Result<usize, TreeError> {
         let archive_name = digest.to_string();
         let file =
-            store.open_blob(digest).map_err(|source| TreeError::Store { archive: archive_name.clone(), source })?;
+            store.open_ranges(digest).map_err(|source| TreeError::Store { archive: archive_name.clone(), source })?;
         let archive_err = |message: String| TreeError::Archive { archive: archive_name.clone(), message };
         let prefix = if opts.prefix.is_empty() { String::new() } else { normalize_path(&opts.prefix)? };
         let map_path = |raw: &str| -> Result<Option<String>, TreeError> {
