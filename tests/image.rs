@@ -103,6 +103,16 @@ impl Env {
     }
 }
 
+/// A test environment whose loopback server is also an npm registry of `pkgs`
+/// (packed under `npm-build/` of the environment); the registry's URL.
+fn with_npm_registry(pkgs: &[support::npm_registry::NpmPkg]) -> (Env, String) {
+    let env = Env::new();
+    let work = env.path().join("npm-build");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let registry = support::npm_registry::serve(&env.server, &work, pkgs);
+    (env, registry)
+}
+
 #[test]
 fn lock_fetch_export_import_offline() {
     let env = Env::new();
@@ -452,38 +462,31 @@ fn build_checks_with_oci_tools_and_docker() {
 /// global install (dependencies nested under the package), bin links made.
 #[test]
 fn npm_packages_lock_fetch_and_build() {
-    use support::npm_registry::{self, NpmPkg};
-    let env = Env::new();
-    let work = env.path().join("npm-build");
-    std::fs::create_dir_all(&work).expect("mkdir");
-    let registry = npm_registry::serve(
-        &env.server,
-        &work,
-        &[
-            NpmPkg {
-                name: "greeter",
-                version: "1.0.0",
-                manifest: r#""bin":{"greet":"cli.js"},"dependencies":{"@test/words":"^2.0.0"}"#,
-                files: vec![
-                    ("cli.js", "#!/usr/bin/env node\nconsole.log(require('@test/words'))\n"),
-                    ("data.mode0666", "world-writable in the tarball\n"),
-                    ("tool.mode0700", "#!/bin/sh\n"),
-                ],
-            },
-            NpmPkg {
-                name: "@test/words",
-                version: "1.0.0",
-                manifest: "",
-                files: vec![("index.js", "module.exports='old'\n")],
-            },
-            NpmPkg {
-                name: "@test/words",
-                version: "2.1.0",
-                manifest: "",
-                files: vec![("index.js", "module.exports='hi'\n")],
-            },
-        ],
-    );
+    use support::npm_registry::NpmPkg;
+    let (env, registry) = with_npm_registry(&[
+        NpmPkg {
+            name: "greeter",
+            version: "1.0.0",
+            manifest: r#""bin":{"greet":"cli.js"},"dependencies":{"@test/words":"^2.0.0"}"#,
+            files: vec![
+                ("cli.js", "#!/usr/bin/env node\nconsole.log(require('@test/words'))\n"),
+                ("data.mode0666", "world-writable in the tarball\n"),
+                ("tool.mode0700", "#!/bin/sh\n"),
+            ],
+        },
+        NpmPkg {
+            name: "@test/words",
+            version: "1.0.0",
+            manifest: "",
+            files: vec![("index.js", "module.exports='old'\n")],
+        },
+        NpmPkg {
+            name: "@test/words",
+            version: "2.1.0",
+            manifest: "",
+            files: vec![("index.js", "module.exports='hi'\n")],
+        },
+    ]);
     std::fs::write(
         env.path().join("image.yaml"),
         "name: openshell/npm-test\ndebian:\n  suites: [testing]\n  packages: [base-files]\nnpm:\n  packages:\n    greeter: latest\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\n",
@@ -713,22 +716,17 @@ fn alter_blob(store: &Path, digest: &str, content: &[u8]) -> PathBuf {
 /// untouched store builds (the positive control).
 #[test]
 fn builds_refuse_blobs_altered_in_the_store() {
-    use support::npm_registry::{self, NpmPkg};
+    use support::npm_registry::NpmPkg;
     use support::pypi_index::{self, Page, Wheel};
-    let env = Env::new();
-    let work = env.path().join("npm-build");
-    std::fs::create_dir_all(&work).expect("mkdir");
     let words = |version: &'static str, text: &'static str| NpmPkg {
         name: "@test/words",
         version,
         manifest: "",
         files: vec![("index.js", text)],
     };
-    let registry = npm_registry::serve(
-        &env.server,
-        &work,
-        &[words("1.0.0", "module.exports='old'\n"), words("2.1.0", "module.exports='hi'\n")],
-    );
+    let (env, registry) =
+        with_npm_registry(&[words("1.0.0", "module.exports='old'\n"), words("2.1.0", "module.exports='hi'\n")]);
+    let work = env.path().join("npm-build");
     let wheel = |version: &'static str, text: &'static str| Wheel {
         dist: "py_words",
         name: "py-words",
@@ -838,4 +836,58 @@ fn not_refused(what: &str, o: &Output, digest: &str) -> Option<String> {
     let t = text(o);
     let refused = o.status.code() == Some(1) && t.contains(digest) && t.contains("changed on disk");
     (!refused).then(|| format!("{what}: expected exit 1 naming {digest} as changed on disk, got {}: {t}", o.status))
+}
+
+/// npm tarballs keep their links in an image, so a link leaving its package is
+/// refused by `openshell build`, naming the package, its archive and the entry; a
+/// link inside the package lands in the image (the positive control).
+#[test]
+fn npm_links_leaving_the_package_are_refused() {
+    use support::npm_registry::NpmPkg;
+    let (env, registry) = with_npm_registry(&[
+        NpmPkg {
+            name: "linky",
+            version: "1.0.0",
+            manifest: "",
+            files: vec![("index.js", "module.exports=1\n"), ("alias.js.symlink", "index.js")],
+        },
+        NpmPkg {
+            name: "escapee",
+            version: "1.0.0",
+            manifest: "",
+            files: vec![("index.js", "\n"), ("lib/up.symlink", ".."), ("lib/passwd.symlink", "up/../../../etc/passwd")],
+        },
+    ]);
+    let store = env.store("store");
+    let build = |package: &str| {
+        std::fs::write(
+            env.path().join("image.yaml"),
+            format!("name: openshell/{package}\ndebian:\n  suites: [testing]\n  packages: [base-files]\nnpm:\n  packages:\n    {package}: \"1.0.0\"\nuser: {{ name: sandbox, uid: 1000, gid: 1000, home: /sandbox }}\n"),
+        )
+        .expect("definition");
+        let lock = format!("{package}.lock");
+        let o = env.lock(&["-o", &lock, "--npm-registry", &registry]);
+        assert!(o.status.success(), "{}", text(&o));
+        let o = openshell(
+            env.path(),
+            &["fetch", &lock, "--debian-mirror", &env.archive.base, "--npm-registry", &registry, "--store", &store],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        openshell(env.path(), &["--output", "json", "build", &lock, "--store", &store])
+    };
+
+    let o = build("linky");
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let layer = v["layers"].as_array().expect("layers").iter().find(|l| l["origin"] == "npm/linky").expect("npm layer");
+    let hex = layer["digest"].as_str().and_then(|d| d.strip_prefix("sha256:")).expect("digest");
+    let listing = Command::new("tar").arg("-tvzf").arg(Path::new(&store).join("blobs/sha256").join(hex)).output();
+    let listing = String::from_utf8_lossy(&listing.expect("tar").stdout).into_owned();
+    assert!(listing.contains("usr/local/lib/node_modules/linky/alias.js -> index.js"), "{listing}");
+
+    let o = build("escapee");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("npm escapee@1.0.0 (sha512:"), "names the package and its archive: {t}");
+    assert!(t.contains("symbolic link `lib/passwd` → `up/../../../etc/passwd` leaves the package"), "{t}");
 }

@@ -44,6 +44,13 @@ pub enum BuildError {
     },
     #[error("{label}: {message}")]
     Unpack { label: String, message: String },
+    #[error("{label} ({archive}): {source}")]
+    Npm {
+        label: String,
+        archive: Digest,
+        #[source]
+        source: Box<openshell_npm::UnpackError>,
+    },
     #[error("image tree: {0}")]
     Tree(#[from] openshell_oci::TreeError),
     #[error("layers: {0}")]
@@ -355,6 +362,10 @@ pub fn assemble(lock: &Lockfile, store: &Store, progress: &dyn BuildProgress) ->
         let digest = crate::fetch::digest_from_sri(&n.integrity)
             .map_err(|e| BuildError::Unpack { label: label.clone(), message: e.to_string() })?;
         let tar = npm_tar(store, &digest)?;
+        // Links are kept in the image: each must stay inside its package.
+        openshell_npm::check_tar_links(std::io::BufReader::new(store.open_ranges(&tar)?)).map_err(|source| {
+            BuildError::Npm { label: label.clone(), archive: digest.clone(), source: Box::new(source) }
+        })?;
         let top = top_level_package(&n.install);
         let origin = Origin::new(&format!("npm/{top}"));
         let dest = format!("{}/{}", prefix.trim_matches('/'), n.install);
