@@ -401,7 +401,14 @@ fn provider_credentials_never_reach_a_command_line() {
 
     // Positive control: the scan sees a value that is on a command line, and sees
     // the gateway the CLI started.
-    let mut marker = Command::new("sh").args(["-c", "sleep 30; true", &key]).spawn().expect("sh");
+    // One process (`read` is a builtin: no child outlives it), stdio not the test's.
+    let mut marker = Command::new("sh")
+        .args(["-c", "read line", &key])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sh");
     let marker_line = std::path::PathBuf::from(format!("/proc/{}/cmdline", marker.id()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !std::fs::read(&marker_line).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&key)) {
