@@ -329,3 +329,110 @@ fn help_everywhere_and_completions() {
     let o = openshell(&["completions", "tcsh"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// A gateway directory of the test's own (the gateway starts on first use and is
+/// stopped when this is dropped).
+struct Gateway {
+    dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn new() -> Gateway {
+        // Short: the gateway's socket path must fit a sockaddr_un.
+        Gateway { dir: tempfile::Builder::new().prefix("osc").tempdir_in("/tmp").expect("tempdir") }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_openshell"));
+        c.args(args)
+            .env("HOME", self.dir.path())
+            .env("OPENSHELL_GATEWAY_DIR", self.dir.path().join("gw"))
+            .env_remove("OPENSHELL_LOG")
+            .stdin(std::process::Stdio::null());
+        c
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.command(&["gateway", "stop"]).output();
+    }
+}
+
+/// Every process's command line (`/proc/PID/cmdline`, what `ps` shows any user).
+fn all_command_lines() -> Vec<String> {
+    let procs = std::fs::read_dir("/proc").expect("/proc");
+    let pids = procs.flatten().filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()));
+    pids.filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .collect()
+}
+
+/// `provider create --credential NAME` reads the value from stdin when NAME is not
+/// set: the provider works, `provider get` shows it set and never prints it, and no
+/// process the CLI started (the gateway, its helper) carries it in its command line.
+/// `NAME=VALUE` is refused without echoing the value.
+#[test]
+fn provider_credentials_never_reach_a_command_line() {
+    let key = format!("sk-stdin-{}-5d1e8b2a9c", std::process::id());
+    let gw = Gateway::new();
+    let create = |credential: &str| {
+        let mut c = gw.command(&["provider", "create", "--name", "p", "--type", "openai", "--credential", credential]);
+        c.env_remove("TEST_PROVIDER_KEY");
+        c
+    };
+
+    let o = create(&format!("TEST_PROVIDER_KEY={key}")).output().expect("run");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("never taken from the command line"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("`--credential TEST_PROVIDER_KEY`"), "says how: {}", stderr(&o));
+    assert!(!stderr(&o).contains(&key) && !stdout(&o).contains(&key), "the value is not echoed");
+    let o = create("TEST_PROVIDER_KEY").output().expect("run");
+    assert_eq!(o.status.code(), Some(1), "no variable, empty stdin: {}", stderr(&o));
+    assert!(stderr(&o).contains("stdin gave an empty line"), "{}", stderr(&o));
+
+    let mut child = create("TEST_PROVIDER_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(format!("{key}\n").as_bytes()).expect("write the key");
+    }
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{}", stderr(&o));
+    for args in [&["provider", "get", "p"][..], &["--output", "json", "provider", "list"]] {
+        let o = gw.command(args).output().expect("run");
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains("TEST_PROVIDER_KEY"), "{}", stdout(&o));
+        assert!(!stdout(&o).contains(&key) && !stderr(&o).contains(&key), "never printed");
+    }
+    assert!(stdout(&gw.command(&["provider", "get", "p"]).output().expect("run")).contains("TEST_PROVIDER_KEY (set)"));
+
+    // Positive control: the scan sees a value that is on a command line, and sees
+    // the gateway the CLI started.
+    // One process (`read` is a builtin: no child outlives it), stdio not the test's.
+    let mut marker = Command::new("sh")
+        .args(["-c", "read line", &key])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sh");
+    let marker_line = std::path::PathBuf::from(format!("/proc/{}/cmdline", marker.id()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !std::fs::read(&marker_line).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&key)) {
+        assert!(std::time::Instant::now() < deadline, "the marker process did not start");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let lines = all_command_lines();
+    let _ = marker.kill();
+    let _ = marker.wait();
+    assert!(lines.iter().any(|l| l.contains(&key)), "the scan finds a value in argv");
+    assert!(lines.iter().any(|l| l.contains("gateway run")), "the gateway runs: {lines:?}");
+    let leaked: Vec<String> = all_command_lines().into_iter().filter(|l| l.contains(&key)).collect();
+    assert!(leaked.is_empty(), "the credential is on a command line: {leaked:?}");
+}

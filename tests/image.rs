@@ -103,6 +103,16 @@ impl Env {
     }
 }
 
+/// A test environment whose loopback server is also an npm registry of `pkgs`
+/// (packed under `npm-build/` of the environment); the registry's URL.
+fn with_npm_registry(pkgs: &[support::npm_registry::NpmPkg]) -> (Env, String) {
+    let env = Env::new();
+    let work = env.path().join("npm-build");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let registry = support::npm_registry::serve(&env.server, &work, pkgs);
+    (env, registry)
+}
+
 #[test]
 fn lock_fetch_export_import_offline() {
     let env = Env::new();
@@ -452,38 +462,31 @@ fn build_checks_with_oci_tools_and_docker() {
 /// global install (dependencies nested under the package), bin links made.
 #[test]
 fn npm_packages_lock_fetch_and_build() {
-    use support::npm_registry::{self, NpmPkg};
-    let env = Env::new();
-    let work = env.path().join("npm-build");
-    std::fs::create_dir_all(&work).expect("mkdir");
-    let registry = npm_registry::serve(
-        &env.server,
-        &work,
-        &[
-            NpmPkg {
-                name: "greeter",
-                version: "1.0.0",
-                manifest: r#""bin":{"greet":"cli.js"},"dependencies":{"@test/words":"^2.0.0"}"#,
-                files: vec![
-                    ("cli.js", "#!/usr/bin/env node\nconsole.log(require('@test/words'))\n"),
-                    ("data.mode0666", "world-writable in the tarball\n"),
-                    ("tool.mode0700", "#!/bin/sh\n"),
-                ],
-            },
-            NpmPkg {
-                name: "@test/words",
-                version: "1.0.0",
-                manifest: "",
-                files: vec![("index.js", "module.exports='old'\n")],
-            },
-            NpmPkg {
-                name: "@test/words",
-                version: "2.1.0",
-                manifest: "",
-                files: vec![("index.js", "module.exports='hi'\n")],
-            },
-        ],
-    );
+    use support::npm_registry::NpmPkg;
+    let (env, registry) = with_npm_registry(&[
+        NpmPkg {
+            name: "greeter",
+            version: "1.0.0",
+            manifest: r#""bin":{"greet":"cli.js"},"dependencies":{"@test/words":"^2.0.0"}"#,
+            files: vec![
+                ("cli.js", "#!/usr/bin/env node\nconsole.log(require('@test/words'))\n"),
+                ("data.mode0666", "world-writable in the tarball\n"),
+                ("tool.mode0700", "#!/bin/sh\n"),
+            ],
+        },
+        NpmPkg {
+            name: "@test/words",
+            version: "1.0.0",
+            manifest: "",
+            files: vec![("index.js", "module.exports='old'\n")],
+        },
+        NpmPkg {
+            name: "@test/words",
+            version: "2.1.0",
+            manifest: "",
+            files: vec![("index.js", "module.exports='hi'\n")],
+        },
+    ]);
     std::fs::write(
         env.path().join("image.yaml"),
         "name: openshell/npm-test\ndebian:\n  suites: [testing]\n  packages: [base-files]\nnpm:\n  packages:\n    greeter: latest\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\n",
@@ -682,4 +685,209 @@ fn pypi_packages_lock_fetch_and_build() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("py_words==2.1.0") && t.contains("does not match its digest"), "{t}");
+}
+
+/// Copies the blobs of store `from` into a new store `to` (own files, no derived
+/// data and no build cache).
+fn copy_store(from: &Path, to: &Path) {
+    for algo in ["sha256", "sha512"] {
+        let dir = to.join("blobs").join(algo);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for e in std::fs::read_dir(from.join("blobs").join(algo)).expect("blobs").flatten() {
+            std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy blob");
+        }
+    }
+}
+
+/// Replaces a blob's content in place, as anyone with write access to the store could.
+fn alter_blob(store: &Path, digest: &str, content: &[u8]) -> PathBuf {
+    let (algo, hex) = digest.split_once(':').expect("algo:hex");
+    let path = store.join("blobs").join(algo).join(hex);
+    assert!(path.is_file(), "{} is stored", path.display());
+    std::fs::remove_file(&path).expect("unlink");
+    std::fs::write(&path, content).expect("write");
+    path
+}
+
+/// Store blobs are re-hashed when a build reads them: a .deb, an npm tarball, a
+/// wheel or a file whose stored bytes were replaced after `fetch` (by another valid
+/// artifact, which the unpackers would happily use) fails the build, naming the
+/// blob; so does a derived blob (a .deb's data tar) altered between builds. The
+/// untouched store builds (the positive control).
+#[test]
+fn builds_refuse_blobs_altered_in_the_store() {
+    use support::npm_registry::NpmPkg;
+    use support::pypi_index::{self, Page, Wheel};
+    let words = |version: &'static str, text: &'static str| NpmPkg {
+        name: "@test/words",
+        version,
+        manifest: "",
+        files: vec![("index.js", text)],
+    };
+    let (env, registry) =
+        with_npm_registry(&[words("1.0.0", "module.exports='old'\n"), words("2.1.0", "module.exports='hi'\n")]);
+    let work = env.path().join("npm-build");
+    let wheel = |version: &'static str, text: &'static str| Wheel {
+        dist: "py_words",
+        name: "py-words",
+        version,
+        requires: vec![],
+        entry_points: "",
+        files: vec![("py_words/__init__.py", text, 0o644)],
+    };
+    let (index, served) = pypi_index::serve(
+        &env.server,
+        &[("py-words", Page::Json, vec![wheel("1.0", "W = 1\n"), wheel("2.1.0", "W = 2\n")])],
+    );
+    std::fs::write(
+        env.path().join("image.yaml"),
+        "name: openshell/altered\ndebian:\n  suites: [testing]\n  packages: [hello-openshell]\nnpm:\n  packages:\n    \"@test/words\": \"2.1.0\"\npypi:\n  packages: [\"py-words==2.1.0\"]\nfiles:\n  - path: /etc/motd\n    content: \"welcome\\n\"\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\n",
+    )
+    .expect("definition");
+    let o = env.lock(&["-o", "a.lock", "--npm-registry", &registry, "--pypi-index", &index]);
+    assert!(o.status.success(), "{}", text(&o));
+    let store = env.store("store");
+    let o = openshell(
+        env.path(),
+        &[
+            "fetch",
+            "a.lock",
+            "--debian-mirror",
+            &env.archive.base,
+            "--npm-registry",
+            &registry,
+            "--pypi-index",
+            &index,
+            "--store",
+            &store,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let lock = openshell_build::lockfile::Lockfile::load(&env.path().join("a.lock")).expect("lockfile");
+    let artifacts = lock.artifacts().expect("artifacts");
+    let recorded = |label: &str| -> String {
+        let a = artifacts.iter().find(|a| a.label == label);
+        let labels: Vec<&str> = artifacts.iter().map(|a| a.label.as_str()).collect();
+        a.unwrap_or_else(|| panic!("{label} in the lockfile: {labels:?}")).digest.to_string()
+    };
+    let other_deb = env.archive.debs.iter().find(|(p, _)| p.contains("libgreet_0.9")).expect("libgreet 0.9").1.clone();
+    let other_tgz = std::fs::read(work.join("npm-@test_words-1.0.0/pkg.tgz")).expect("words 1.0.0");
+    let other_wheel = served.iter().find(|s| s.filename.starts_with("py_words-1.0-")).expect("wheel 1.0").bytes.clone();
+    let victims = [
+        ("deb", recorded("debian libgreet 1.2-1"), other_deb),
+        ("npm", recorded("npm @test/words@2.1.0"), other_tgz),
+        ("wheel", recorded("pypi py_words==2.1.0"), other_wheel),
+        ("file", recorded("file /etc/motd"), b"altered\n".to_vec()),
+    ];
+
+    let mut wrong = Vec::new();
+    let control = env.path().join("control-store");
+    copy_store(Path::new(&store), &control);
+    let o = openshell(env.path(), &["build", "a.lock", "--store", &control.display().to_string()]);
+    assert!(o.status.success(), "the untouched store builds: {}", text(&o));
+
+    for (kind, digest, replacement) in victims {
+        let copy = env.path().join(format!("store-{kind}"));
+        copy_store(Path::new(&store), &copy);
+        alter_blob(&copy, &digest, &replacement);
+        let o = openshell(env.path(), &["build", "a.lock", "--store", &copy.display().to_string()]);
+        wrong.extend(not_refused(&format!("build with the {kind} blob altered"), &o, &digest));
+    }
+
+    // A derived blob (the uncompressed data tar kept for each .deb) altered after a build.
+    // hello-openshell's data tar: flip a byte of its script (a valid tar still).
+    let derived = std::fs::read_dir(control.join("derived")).expect("derived").flatten().find_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let digest = std::fs::read_to_string(e.path()).expect("record").trim().to_owned();
+        let bytes = std::fs::read(control.join("blobs/sha256").join(digest.split_once(':')?.1)).ok()?;
+        let at = bytes.windows(10).position(|w| w == b"hello from")?;
+        name.starts_with("deb-data-").then_some((digest, bytes, at))
+    });
+    let (derived, mut bytes, at) = derived.expect("hello-openshell's derived data tar");
+    bytes[at] = b'j';
+    alter_blob(&control, &derived, &bytes);
+    std::fs::remove_dir_all(control.join("builds")).expect("forget the cached build");
+    let o = openshell(env.path(), &["build", "a.lock", "--store", &control.display().to_string()]);
+    wrong.extend(not_refused("build with a derived data tar altered", &o, &derived));
+
+    // The image's manifest and config, as the gateway reads them to prepare a
+    // sandbox's rootfs (and `image inspect` to show them), altered after the build.
+    let control = control.display().to_string();
+    let inspect = || openshell(env.path(), &["image", "inspect", "openshell/altered", "--store", &control]);
+    let o = inspect();
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let manifest = v["manifest_digest"].as_str().expect("manifest").to_owned();
+    let config = v["manifest"]["config"]["digest"].as_str().expect("config").to_owned();
+    for digest in [config, manifest] {
+        let (_, hex) = digest.split_once(':').expect("digest");
+        let original = std::fs::read(Path::new(&control).join("blobs/sha256").join(hex)).expect("document");
+        let altered = String::from_utf8(original.clone()).expect("json").replacen("amd64", "arm64", 1);
+        let altered = if altered.as_bytes() == original { altered.replacen("sha256:", "sha256:0", 1) } else { altered };
+        alter_blob(Path::new(&control), &digest, altered.as_bytes());
+        wrong.extend(not_refused("image inspect with a document altered", &inspect(), &digest));
+        alter_blob(Path::new(&control), &digest, &original);
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
+
+/// `None` when `o` failed (exit 1) naming `digest` as changed on disk, else what it did.
+fn not_refused(what: &str, o: &Output, digest: &str) -> Option<String> {
+    let t = text(o);
+    let refused = o.status.code() == Some(1) && t.contains(digest) && t.contains("changed on disk");
+    (!refused).then(|| format!("{what}: expected exit 1 naming {digest} as changed on disk, got {}: {t}", o.status))
+}
+
+/// npm tarballs keep their links in an image, so a link leaving its package is
+/// refused by `openshell build`, naming the package, its archive and the entry; a
+/// link inside the package lands in the image (the positive control).
+#[test]
+fn npm_links_leaving_the_package_are_refused() {
+    use support::npm_registry::NpmPkg;
+    let (env, registry) = with_npm_registry(&[
+        NpmPkg {
+            name: "linky",
+            version: "1.0.0",
+            manifest: "",
+            files: vec![("index.js", "module.exports=1\n"), ("alias.js.symlink", "index.js")],
+        },
+        NpmPkg {
+            name: "escapee",
+            version: "1.0.0",
+            manifest: "",
+            files: vec![("index.js", "\n"), ("lib/up.symlink", ".."), ("lib/passwd.symlink", "up/../../../etc/passwd")],
+        },
+    ]);
+    let store = env.store("store");
+    let build = |package: &str| {
+        std::fs::write(
+            env.path().join("image.yaml"),
+            format!("name: openshell/{package}\ndebian:\n  suites: [testing]\n  packages: [base-files]\nnpm:\n  packages:\n    {package}: \"1.0.0\"\nuser: {{ name: sandbox, uid: 1000, gid: 1000, home: /sandbox }}\n"),
+        )
+        .expect("definition");
+        let lock = format!("{package}.lock");
+        let o = env.lock(&["-o", &lock, "--npm-registry", &registry]);
+        assert!(o.status.success(), "{}", text(&o));
+        let o = openshell(
+            env.path(),
+            &["fetch", &lock, "--debian-mirror", &env.archive.base, "--npm-registry", &registry, "--store", &store],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        openshell(env.path(), &["--output", "json", "build", &lock, "--store", &store])
+    };
+
+    let o = build("linky");
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let layer = v["layers"].as_array().expect("layers").iter().find(|l| l["origin"] == "npm/linky").expect("npm layer");
+    let hex = layer["digest"].as_str().and_then(|d| d.strip_prefix("sha256:")).expect("digest");
+    let listing = Command::new("tar").arg("-tvzf").arg(Path::new(&store).join("blobs/sha256").join(hex)).output();
+    let listing = String::from_utf8_lossy(&listing.expect("tar").stdout).into_owned();
+    assert!(listing.contains("usr/local/lib/node_modules/linky/alias.js -> index.js"), "{listing}");
+
+    let o = build("escapee");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("npm escapee@1.0.0 (sha512:"), "names the package and its archive: {t}");
+    assert!(t.contains("symbolic link `lib/passwd` → `up/../../../etc/passwd` leaves the package"), "{t}");
 }

@@ -1308,16 +1308,16 @@ fn responses_api(model: &str, stream: bool) -> String {
 }
 
 /// Providers `mock-openai` (openai-compatible) and `mock-anthropic` for the
-/// mock backend, with `key` as their credential.
+/// mock backend, with `key` as their credential (in the environment variable the
+/// command names).
 fn mock_providers(env: &Env, key: &str) {
-    let credential = format!("MOCK_KEY={key}");
     for (name, kind, base) in [
         ("mock-openai", "openai-compatible", "http://backend.test:8000/v1"),
         ("mock-anthropic", "anthropic", "http://backend.test:8000"),
     ] {
         let args =
-            ["provider", "create", "--name", name, "--type", kind, "--base-url", base, "--credential", &credential];
-        let out = env.run(&args);
+            ["provider", "create", "--name", name, "--type", kind, "--base-url", base, "--credential", "MOCK_KEY"];
+        let out = env.command(&args).env("MOCK_KEY", key).output().expect("run openshell");
         assert!(out.status.success(), "{}", text(&out));
     }
 }

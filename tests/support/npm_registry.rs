@@ -7,7 +7,8 @@ use base64::Engine as _;
 
 use super::server::Server;
 
-/// One package version: files under `package/`.
+/// One package version: files under `package/`. A file named `x.symlink` is a
+/// symbolic link `x` to its content instead.
 pub struct NpmPkg {
     pub name: &'static str,
     pub version: &'static str,
@@ -40,6 +41,10 @@ pub fn serve(server: &Server, work: &Path, pkgs: &[NpmPkg]) -> String {
         for (path, content) in &p.files {
             let f = pkg.join(path);
             std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+            if let Some(link) = path.strip_suffix(".symlink") {
+                std::os::unix::fs::symlink(content, pkg.join(link)).expect("symlink");
+                continue;
+            }
             std::fs::write(&f, content).expect("write");
             // A name like `x.mode0666` sets that mode in the tarball (odd modes occur on npm).
             if let Some(mode) = path.rsplit_once(".mode").and_then(|(_, m)| u32::from_str_radix(m, 8).ok()) {

@@ -1,7 +1,10 @@
 //! Developer tasks, run as `cargo xtask <task>`:
 //!
-//! - `quickstart`: build the release binary, validate and explain the default policy,
-//!   then fetch and build the default agent image (the main job as it stands).
+//! - `quickstart`: check the machine's prerequisites (installing missing Debian
+//!   packages as root, see `prereqs.rs`), build the release binary, validate and
+//!   explain the default policy, then fetch and build the default agent image (the
+//!   main job as it stands).
+//! - `prereqs [--install]`: only the check (`--install`: install as quickstart does).
 //! - `ci`: format check, clippy with `-D warnings`, and every test.
 //! - `bench [NAME]`: the criterion benchmarks (`decide`: the policy decision function;
 //!   `build`: an image build from a warm store against tar+gzip of the same bytes, and
@@ -12,6 +15,7 @@
 //!   router's time to first byte against the same requests direct).
 
 mod bench_sandbox;
+mod prereqs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -21,10 +25,15 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("quickstart") => quickstart(),
+        Some("prereqs") => match args.get(1).map(String::as_str) {
+            None => prereqs::ensure(prereqs::OnMissing::Report).map_err(|e| e.to_string()),
+            Some("--install") => prereqs::ensure(prereqs::OnMissing::InstallAsRoot).map_err(|e| e.to_string()),
+            Some(other) => Err(format!("prereqs: unknown flag `{other}` (only --install)")),
+        },
         Some("bench") => bench(args.get(1).map(String::as_str), args.get(2..).unwrap_or_default()),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!(
-                "usage: cargo xtask <quickstart | ci | bench [decide|build|sandbox [--iterations N]|proxy|router]>"
+                "usage: cargo xtask <quickstart | prereqs [--install] | ci | bench [decide|build|sandbox [--iterations N]|proxy|router]>"
             );
             Ok(())
         }
@@ -124,6 +133,7 @@ fn default_image_store() -> Result<PathBuf, String> {
 }
 
 fn quickstart() -> Result<(), String> {
+    prereqs::ensure(prereqs::OnMissing::InstallAsRoot).map_err(|e| e.to_string())?;
     let cargo = cargo();
     run(&cargo, &["build", "--release", "--locked", "-p", "openshell-cli"])?;
     let target = target_dir();

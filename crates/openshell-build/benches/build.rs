@@ -1,6 +1,8 @@
 //! `cargo xtask bench build`: a full image build from a warm store (every artifact
 //! fetched, nothing derived) against the limit — only tar + gzip of the same trees
-//! with the same compressor — and the no-op rebuild.
+//! with the same compressor —, a rebuild with everything derived but no cached build
+//! (what a changed lockfile costs; every blob read is re-hashed, by a new store
+//! handle), and the no-op rebuild.
 //!
 //! Inputs: `OPENSHELL_BENCH_LOCK` (default `lockfiles/default.lock`) and
 //! `OPENSHELL_BENCH_STORE` (a store holding its closure: `openshell fetch LOCK --store DIR`).
@@ -85,9 +87,24 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    // No-op rebuild: the build cache answers.
+    // Derived data present, no cached build: each iteration forgets the build.
     let (_dir2, cached) = warm_store(&lock, &main);
     build::build(&lock, &name, &cached, &Quiet).expect("first build");
+    g.bench_function("rebuild_derived_warm", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                std::fs::remove_dir_all(cached.root().join("builds")).expect("forget the build");
+                let store = Store::open(cached.root()).expect("a new handle");
+                let start = Instant::now();
+                let built = build::build(&lock, &name, &store, &Quiet).expect("build");
+                total += start.elapsed();
+                assert!(!built.cached);
+            }
+            total
+        })
+    });
+    // No-op rebuild: the build cache answers.
     g.bench_function("noop_rebuild", |b| {
         b.iter(|| assert!(build::build(&lock, &name, &cached, &Quiet).expect("rebuild").cached))
     });

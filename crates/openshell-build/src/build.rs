@@ -44,6 +44,13 @@ pub enum BuildError {
     },
     #[error("{label}: {message}")]
     Unpack { label: String, message: String },
+    #[error("{label} ({archive}): {source}")]
+    Npm {
+        label: String,
+        archive: Digest,
+        #[source]
+        source: Box<openshell_npm::UnpackError>,
+    },
     #[error("image tree: {0}")]
     Tree(#[from] openshell_oci::TreeError),
     #[error("layers: {0}")]
@@ -224,13 +231,14 @@ fn write_cache(store: &Store, key: &Digest, layers: &[LayerInfo]) -> Result<(), 
 }
 
 /// The uncompressed data tar of a .deb, kept in the store (derived once per .deb).
+/// The .deb is hashed whole first: its control member is read on every build.
 fn deb_data_tar(
     store: &Store,
     deb: &Digest,
     label: &str,
 ) -> Result<(Digest, openshell_debian::DebControl), BuildError> {
     let deb_err = |source| BuildError::Deb { label: label.to_owned(), source: Box::new(source) };
-    let file = store.open_blob(deb)?;
+    let file = store.open_ranges(deb)?;
     let reader = DebReader::new(label.to_owned(), std::io::BufReader::new(file)).map_err(deb_err)?;
     let record = store.root().join("derived").join(format!("deb-data-{}", deb.hex()));
     if let Some(d) = std::fs::read_to_string(&record).ok().and_then(|t| t.trim().parse::<Digest>().ok())
@@ -255,9 +263,10 @@ fn npm_tar(store: &Store, tgz: &Digest) -> Result<Digest, BuildError> {
     {
         return Ok(d);
     }
-    let file = store.open_blob(tgz)?;
-    let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
-    let digest = store.insert_reader(Algorithm::Sha256, None, gz)?;
+    let mut gz = flate2::read::GzDecoder::new(std::io::BufReader::new(store.open_verified(tgz)?));
+    let digest = store.insert_reader(Algorithm::Sha256, None, &mut gz)?;
+    // gzip's end is not the blob's: what follows it is hashed too.
+    gz.into_inner().into_inner().finish()?;
     if let Some(dir) = record.parent() {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
     }
@@ -270,7 +279,7 @@ fn read_content(store: &Store, c: &ContentRef) -> Result<Vec<u8>, BuildError> {
         ContentRef::Bytes(b) => Ok(b.to_vec()),
         ContentRef::Blob { digest, offset, len } => {
             use std::io::{Seek, SeekFrom};
-            let mut f = store.open_blob(digest)?;
+            let mut f = store.open_ranges(digest)?;
             let path = store.blob_path(digest);
             f.seek(SeekFrom::Start(*offset)).map_err(|source| StoreError::Io { path: path.clone(), source })?;
             let mut buf = Vec::with_capacity(*len as usize);
@@ -353,6 +362,10 @@ pub fn assemble(lock: &Lockfile, store: &Store, progress: &dyn BuildProgress) ->
         let digest = crate::fetch::digest_from_sri(&n.integrity)
             .map_err(|e| BuildError::Unpack { label: label.clone(), message: e.to_string() })?;
         let tar = npm_tar(store, &digest)?;
+        // Links are kept in the image: each must stay inside its package.
+        openshell_npm::check_tar_links(std::io::BufReader::new(store.open_ranges(&tar)?)).map_err(|source| {
+            BuildError::Npm { label: label.clone(), archive: digest.clone(), source: Box::new(source) }
+        })?;
         let top = top_level_package(&n.install);
         let origin = Origin::new(&format!("npm/{top}"));
         let dest = format!("{}/{}", prefix.trim_matches('/'), n.install);

@@ -153,12 +153,12 @@ pub fn remove(store: &Store, reference: &str) -> Result<ImageRecord, ImagesError
     Ok(rec)
 }
 
-/// The stored manifest and config documents of an image.
+/// The stored manifest and config documents of an image (verified: a document
+/// changed on disk after the build is refused by its digest).
 pub fn documents(store: &Store, rec: &ImageRecord) -> Result<(serde_json::Value, serde_json::Value), ImagesError> {
     let read = |d: &str| -> Result<serde_json::Value, ImagesError> {
         let digest: Digest = d.parse().map_err(|_| ImagesError::Verify(format!("bad digest `{d}` in the record")))?;
-        let path = store.blob_path(&digest);
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let bytes = store.read_verified(&digest)?;
         serde_json::from_slice(&bytes).map_err(|e| ImagesError::Verify(format!("{d}: not JSON: {e}")))
     };
     Ok((read(&rec.manifest)?, read(&rec.config)?))

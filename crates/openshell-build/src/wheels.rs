@@ -5,11 +5,10 @@
 //! Everything lands in the `pypi` layer; directories are created 0755 root-owned.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use openshell_oci::{ContentRef, Entry, Origin, Tree};
 use openshell_pypi::{InstallOptions, install_wheel};
-use openshell_store::{Digest, Store, StoreError};
+use openshell_store::{Digest, Store};
 
 use crate::build::{BuildError, BuildProgress};
 use crate::lockfile::Lockfile;
@@ -54,11 +53,7 @@ pub fn install_wheels(
         progress.step(&format!("installing {label}"));
         let digest: Digest =
             w.sha256.parse().map_err(|_| BuildError::Unpack { label: label.clone(), message: "bad sha256".into() })?;
-        let mut bytes = Vec::new();
-        store
-            .open_blob(&digest)?
-            .read_to_end(&mut bytes)
-            .map_err(|source| StoreError::Io { path: store.blob_path(&digest), source })?;
+        let bytes = store.read_verified(&digest)?;
         let installed = install_wheel(&bytes, &options).map_err(|source| BuildError::Wheel {
             label: label.clone(),
             filename: w.filename.clone(),

@@ -22,8 +22,11 @@ pub enum ProviderCommand {
         /// required for openai-compatible, e.g. http://10.0.0.5:8000/v1).
         #[arg(long)]
         base_url: Option<String>,
-        /// KEY=VALUE, or KEY to take the value from this environment.
-        #[arg(long, value_name = "KEY[=VALUE]")]
+        /// The credential's name: its value is read from the environment variable
+        /// NAME or, when NAME is not set, from one line of stdin (not echoed on a
+        /// terminal). `NAME=VALUE` is refused: a value on a command line is visible
+        /// to every user in `ps` and stays in shell history.
+        #[arg(long, value_name = "NAME")]
         credential: String,
     },
     /// List providers (never their credentials).
@@ -53,17 +56,87 @@ pub enum InferenceCommand {
     Delete,
 }
 
-/// `--credential KEY[=VALUE]`: the value given, else the environment's.
-fn credential(spec: &str) -> Result<(String, String), SandboxCmdError> {
-    match spec.split_once('=') {
-        Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
-        None => match std::env::var(spec) {
-            Ok(v) if !v.is_empty() => Ok((spec.to_owned(), v)),
-            _ => Err(fail(format!(
-                "--credential {spec}: the variable {spec} is not set in this environment (or give {spec}=VALUE)"
-            ))),
-        },
+/// Why `--credential` gave no value.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error(
+        "--credential {name}=...: a credential's value is never taken from the command line (every user sees \
+         command lines in `ps`, and shells keep them in history); give its name, `--credential {name}`, with the \
+         value in the environment variable {name} or on stdin"
+    )]
+    OnCommandLine { name: String },
+    #[error("--credential {0:?}: not a variable name (letters, digits and `_`, not starting with a digit)")]
+    BadName(String),
+    #[error("--credential {name}: {name} is not set, and stdin gave an empty line")]
+    Empty { name: String },
+    #[error("--credential {name}: {name} is not set, and reading stdin failed: {source}")]
+    Stdin {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CredentialError {
+    /// 2 for a bad flag (as for any other), 1 when no value came.
+    fn exit_code(&self) -> u8 {
+        match self {
+            CredentialError::OnCommandLine { .. } | CredentialError::BadName(_) => 2,
+            CredentialError::Empty { .. } | CredentialError::Stdin { .. } => 1,
+        }
     }
+}
+
+/// The longest credential line read from stdin.
+const MAX_CREDENTIAL: u64 = 64 * 1024;
+
+/// `--credential NAME`: the value of the variable NAME, else one line of stdin.
+fn credential(name: &str) -> Result<String, CredentialError> {
+    if let Some((key, _)) = name.split_once('=') {
+        return Err(CredentialError::OnCommandLine { name: key.to_owned() });
+    }
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(CredentialError::BadName(name.to_owned()));
+    }
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => stdin_line(name),
+    }
+}
+
+/// One line of stdin, without its line ending; on a terminal, prompted on stderr
+/// and not echoed.
+fn stdin_line(name: &str) -> Result<String, CredentialError> {
+    use std::io::{BufRead, IsTerminal, Read};
+    let stdin = std::io::stdin();
+    let echo = stdin.is_terminal().then(|| {
+        eprint!("{name} (not echoed): ");
+        quiet_terminal(&stdin)
+    });
+    let mut line = String::new();
+    let read = stdin.lock().take(MAX_CREDENTIAL).read_line(&mut line);
+    if let Some(Some(saved)) = echo {
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &saved);
+        eprintln!();
+    }
+    read.map_err(|source| CredentialError::Stdin { name: name.to_owned(), source })?;
+    let value = line.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        return Err(CredentialError::Empty { name: name.to_owned() });
+    }
+    Ok(value.to_owned())
+}
+
+/// Turns the terminal's echo off; the settings to restore.
+fn quiet_terminal(stdin: &std::io::Stdin) -> Option<rustix::termios::Termios> {
+    let saved = rustix::termios::tcgetattr(stdin).ok()?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+    rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Now, &quiet).ok()?;
+    Some(saved)
 }
 
 fn done(out: &Output, response: Response) {
@@ -78,8 +151,9 @@ fn done(out: &Output, response: Response) {
 
 pub fn provider(out: &Output, cmd: ProviderCommand) -> Result<u8, SandboxCmdError> {
     match cmd {
-        ProviderCommand::Create { name, kind, base_url, credential: spec } => {
-            let (credential_name, credential) = credential(&spec)?;
+        ProviderCommand::Create { name, kind, base_url, credential: credential_name } => {
+            let credential = credential(&credential_name)
+                .map_err(|e| SandboxCmdError { message: e.to_string(), code: e.exit_code() })?;
             let credential = openshell_gateway::Secret(credential);
             done(out, call(&Request::ProviderCreate { name, kind, base_url, credential_name, credential })?);
         }

@@ -27,6 +27,6 @@ pub use packument::{Manifest, Packument, PackumentError, TarballLocation};
 pub use resolve::{PackumentSource, Platform, Resolution, ResolveError, ResolvedPackage, SkippedPackage, resolve};
 pub use spec::{PickError, Spec, SpecError, pick_manifest};
 pub use tarball::{
-    Entry, EntryKind, IntegrityError, UnpackError, UnpackSummary, fix_bin_shebang, sha512_integrity, unpack_entries,
-    verify_integrity, verify_shasum,
+    Entry, EntryKind, IntegrityError, UnpackError, UnpackSummary, check_tar_links, fix_bin_shebang, sha512_integrity,
+    unpack_entries, verify_integrity, verify_shasum,
 };

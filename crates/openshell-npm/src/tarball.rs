@@ -6,6 +6,8 @@
 //! - keeps only regular files: symbolic links and hard links are **dropped** (npm ignores
 //!   them, and so do we), directory entries are not extracted as such (directories are
 //!   created as needed for the files below them), devices and FIFOs are dropped;
+//!   a tarball whose links leave the package is refused all the same
+//!   ([`openshell_archive::PackageLinks`]), since `openshell build` keeps links;
 //! - renames `.gitignore` to `.npmignore` unless a `.npmignore` was seen earlier in the same
 //!   directory (npm pack's old behaviour);
 //! - skips paths containing `..` and strips a leading `/`.
@@ -26,6 +28,7 @@ use std::io::{self, Read};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use openshell_archive::{LinkError, PackageLinks};
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -188,6 +191,9 @@ pub enum UnpackError {
     /// The gzip or tar stream is damaged.
     #[error("corrupt package tarball: {0}")]
     Corrupt(#[source] io::Error),
+    /// A link leaves the package, or a member lies under a link.
+    #[error("package tarball: {0}")]
+    Link(#[from] LinkError),
     /// A path is used both as a file and as a directory.
     #[error("package tarball uses {path:?} both as a file and as a directory")]
     FileDirectoryConflict {
@@ -229,6 +235,34 @@ fn stripped_path(raw: &str) -> Option<String> {
     if clean.is_empty() { None } else { Some(clean.join("/")) }
 }
 
+/// Records a member for the link check: its stripped path, and a link's target
+/// (a hard link's as a path from the package root). Pax headers are not members.
+fn record_link<R: Read>(links: &mut PackageLinks, entry: &tar::Entry<'_, R>) {
+    let et = entry.header().entry_type();
+    if et.is_pax_global_extensions() || et.is_pax_local_extensions() {
+        return;
+    }
+    let Some(path) = std::str::from_utf8(&entry.path_bytes()).ok().and_then(stripped_path) else { return };
+    let target = entry.link_name_bytes().map(|t| String::from_utf8_lossy(&t).into_owned()).unwrap_or_default();
+    if et.is_symlink() {
+        links.symlink(&path, &target);
+    } else if et.is_hard_link() {
+        links.hardlink(&path, target.split_once('/').map_or("", |(_, rest)| rest));
+    } else {
+        links.plain(&path);
+    }
+}
+
+/// Checks that every link in a plain (uncompressed) package tar stays inside the
+/// package, for callers that keep links (`openshell build`). Reads headers only.
+pub fn check_tar_links(tar: impl Read + io::Seek) -> Result<(), UnpackError> {
+    let mut links = PackageLinks::new();
+    for entry in tar::Archive::new(tar).entries_with_seek().map_err(UnpackError::Corrupt)? {
+        record_link(&mut links, &entry.map_err(UnpackError::Corrupt)?);
+    }
+    Ok(links.check()?)
+}
+
 fn parent_dir(raw: &str) -> &str {
     raw.rfind('/').map(|i| &raw[..i]).unwrap_or("")
 }
@@ -247,10 +281,12 @@ pub fn unpack_entries(
     let mut last: BTreeMap<String, usize> = BTreeMap::new();
     let mut first_mode: BTreeMap<String, u32> = BTreeMap::new();
     let mut saw_npmignore: BTreeSet<String> = BTreeSet::new();
+    let mut links = PackageLinks::new();
     {
         let mut ar = archive(bytes);
         for entry in ar.entries().map_err(UnpackError::Corrupt)? {
             let entry = entry.map_err(UnpackError::Corrupt)?;
+            record_link(&mut links, &entry);
             let raw_bytes = entry.path_bytes();
             let Ok(raw) = std::str::from_utf8(&raw_bytes).map(str::to_string) else {
                 summary.skipped.push(Skipped {
@@ -308,6 +344,7 @@ pub fn unpack_entries(
             plans.push(plan);
         }
     }
+    links.check()?;
     // A path that is a file must not also be a directory of another file.
     for path in last.keys() {
         let mut dir = parent_dir(path);

@@ -189,3 +189,59 @@ fn integrity_of_a_tarball() {
     assert!(matches!(verify_integrity(&bytes, "sha512-"), Err(IntegrityError::Mismatch { .. })));
     assert!(matches!(verify_integrity(&bytes, ""), Err(IntegrityError::NoUsableHash { .. })));
 }
+
+/// Links that leave the package are refused, naming the entry, from `unpack_entries`
+/// (which drops links, as pacote does) and from `check_tar_links` (for callers that
+/// keep them, as `openshell build` does); a link inside the package passes.
+#[test]
+fn links_leaving_the_package_are_refused() {
+    let refused = |entries: &[E<'_>], entry: &str| {
+        let bytes = tgz(entries);
+        let e = unpack(&bytes).map(|_| ()).expect_err("unpack_entries refuses");
+        assert!(matches!(e, UnpackError::Link(_)), "{e}");
+        assert!(e.to_string().contains(&format!("`{entry}`")), "names the entry: {e}");
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut plain).expect("gunzip");
+        let e2 = openshell_npm::check_tar_links(std::io::Cursor::new(&plain[..])).expect_err("check_tar_links refuses");
+        assert_eq!(e.to_string(), e2.to_string());
+        e.to_string()
+    };
+    let file = E::File("package/index.js", 0o644, b"x");
+    let e = refused(&[E::Symlink("package/evil", "/etc/passwd"), E::File("package/a", 0o644, b"")], "evil");
+    assert_eq!(
+        e,
+        "package tarball: symbolic link `evil` → `/etc/passwd` leaves the package: its target is an absolute path"
+    );
+    let e = refused(&[E::File("package/lib/a.js", 0o644, b""), E::Symlink("package/lib/up", "../../x")], "lib/up");
+    assert!(e.contains("`..` climbs above the package root"), "{e}");
+    let e = refused(&[E::Symlink("package/a", "b"), E::Symlink("package/b", "/etc")], "a");
+    assert!(e.contains("through symbolic link `b`"), "a link to a link: {e}");
+    // `d/up` → `..` is the root (inside); `d/evil` → `up/../x` leaves only through it.
+    let e = refused(
+        &[E::Dir("package/d/"), E::Symlink("package/d/up", ".."), E::Symlink("package/d/evil", "up/../x")],
+        "d/evil",
+    );
+    assert!(e.contains("`..` climbs above the package root"), "{e}");
+    let e = refused(&[E::Hardlink("package/h", "package/../../etc/shadow")], "h");
+    assert!(e.starts_with("package tarball: hard link `h`"), "{e}");
+    // A member written through a link (even one that stays inside).
+    let e = refused(
+        &[E::Dir("package/real/"), E::Symlink("package/lib", "real"), E::File("package/lib/x.so", 0o644, b"")],
+        "lib/x.so",
+    );
+    assert!(e.contains("may not write through a link"), "{e}");
+
+    // Positive control: links inside the package (npm drops them; nothing is refused).
+    let bytes = tgz(&[
+        file,
+        E::Symlink("package/alias.js", "index.js"),
+        E::Symlink("package/bin/tool", "../index.js"),
+        E::Hardlink("package/hard.js", "package/index.js"),
+    ]);
+    let (entries, summary) = unpack(&bytes).expect("links inside pass");
+    assert_eq!(entries.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["index.js"]);
+    assert_eq!(summary.skipped.len(), 3, "{:?}", summary.skipped);
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut plain).expect("gunzip");
+    openshell_npm::check_tar_links(std::io::Cursor::new(&plain[..])).expect("links inside pass");
+}

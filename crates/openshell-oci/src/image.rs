@@ -537,7 +537,8 @@ pub fn write_archive_to(
             }
             BlobSource::Store(size) => {
                 let src = check_store_blob(store, &digest, size)?;
-                let mut f = File::open(&src).map_err(io_err(&src))?;
+                let store_err = |source| ImageError::Store { digest: digest.clone(), source };
+                let mut f = store.open_verified(&digest).map_err(store_err)?;
                 tar.header(&name, Kind::File, &file, size, "").map_err(werr)?;
                 let mut left = size;
                 while left > 0 {
@@ -546,11 +547,12 @@ pub fn write_archive_to(
                         Ok(0) => return Err(ImageError::BlobSize { digest, expected: size, actual: size - left }),
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(ImageError::Io { path: src, source: e }),
+                        Err(e) => return Err(store_err(openshell_store::store_error(e, &src))),
                     };
                     tar.data(&buf[..n]).map_err(werr)?;
                     left -= n as u64;
                 }
+                f.finish().map_err(store_err)?;
                 tar.pad(size).map_err(werr)?;
             }
         }

@@ -60,7 +60,7 @@ pub enum LayerError {
         #[source]
         source: io::Error,
     },
-    /// The store does not have a blob a file refers to.
+    /// The store does not have a blob a file refers to, or it changed on disk.
     #[error("{path}: {source}")]
     MissingContent {
         /// The entry.
@@ -167,7 +167,7 @@ impl BlobCache {
             Some(c) if c.0 == *digest => c,
             _ => {
                 let file = store
-                    .open_blob(digest)
+                    .open_ranges(digest)
                     .map_err(|source| LayerError::MissingContent { path: path.to_owned(), source })?;
                 let size = file
                     .metadata()

@@ -259,7 +259,7 @@ pub enum TreeError {
         /// The mode given.
         mode: u32,
     },
-    /// A symlink target that is empty or holds a NUL byte.
+    /// A symlink target that is empty, too long, or holds a NUL byte or a newline.
     #[error("{path}: invalid symlink target `{target}`: {reason}")]
     InvalidSymlink {
         /// The path.
@@ -340,12 +340,22 @@ pub enum TreeError {
     },
 }
 
+/// Why paths and link targets may not hold a newline: a long or non-ASCII one goes
+/// into a pax record, and the `tar` crate (which unpacks layers at run time) splits
+/// pax records at newlines instead of by their length, so the records after it —
+/// uid, gid, even size — are lost (a file owned by uid 2^21 came back root's; found
+/// by tests/fuzz.rs).
+const NEWLINE: &str = "contains a newline (tar readers disagree about pax records that hold one)";
+
 /// Normalizes a path: strips leading `/` and `./`, drops empty and `.` components.
-/// Rejects `..`, NUL bytes, the root itself, and over-long paths or names.
+/// Rejects `..`, NUL bytes, newlines, the root itself, and over-long paths or names.
 pub fn normalize_path(path: &str) -> Result<String, TreeError> {
     let bad = |reason| TreeError::InvalidPath { path: path.to_owned(), reason };
     if path.contains('\0') {
         return Err(bad("contains a NUL byte"));
+    }
+    if path.contains('\n') {
+        return Err(bad(NEWLINE));
     }
     let mut out = String::with_capacity(path.len());
     for comp in path.split('/') {
@@ -467,6 +477,8 @@ impl Tree {
                     Some("empty")
                 } else if target.contains('\0') {
                     Some("contains a NUL byte")
+                } else if target.contains('\n') {
+                    Some(NEWLINE)
                 } else if target.len() > MAX_PATH_LEN {
                     Some("longer than 4095 bytes")
                 } else {
@@ -592,7 +604,8 @@ impl Tree {
         removed
     }
 
-    /// Adds every member of an *uncompressed* tar stored in `store` under `digest`.
+    /// Adds every member of an *uncompressed* tar stored in `store` under `digest`
+    /// (verified first: see [`Store::open_ranges`]).
     /// Regular files reference their bytes in the blob (no copy). Directories, symlinks
     /// and hard links are kept; device nodes, fifos and sparse files are refused.
     /// Extended attributes and names (uname/gname) are dropped; modes keep their
@@ -606,7 +619,7 @@ impl Tree {
     ) -> Result<usize, TreeError> {
         let archive_name = digest.to_string();
         let file =
-            store.open_blob(digest).map_err(|source| TreeError::Store { archive: archive_name.clone(), source })?;
+            store.open_ranges(digest).map_err(|source| TreeError::Store { archive: archive_name.clone(), source })?;
         let archive_err = |message: String| TreeError::Archive { archive: archive_name.clone(), message };
         let prefix = if opts.prefix.is_empty() { String::new() } else { normalize_path(&opts.prefix)? };
         let map_path = |raw: &str| -> Result<Option<String>, TreeError> {

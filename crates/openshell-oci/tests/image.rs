@@ -470,7 +470,7 @@ fn diff_reports_compression_only_changes() {
     let image = build(&f.store, &common::sample_tree(&f.store, false));
     let mut layers = image.layers().to_vec();
     let mut blob = Vec::new();
-    f.store.open_blob(&layers[0].digest).expect("blob").read_to_end(&mut blob).expect("read");
+    f.store.open_verified(&layers[0].digest).expect("blob").read_to_end(&mut blob).expect("read");
     blob[9] = 3; // OS byte: Unix
     let d = f.store.insert_bytes(&blob).expect("insert");
     layers[0].digest = d;

@@ -277,3 +277,26 @@ fn non_ascii_names_use_pax_path() {
     let cafe = e.iter().find(|e| e.path.ends_with("café")).expect("entry");
     assert_eq!(cafe.pax, vec![("path".to_owned(), "usr/share/locale/café".to_owned())]);
 }
+
+/// Paths and link targets holding a newline are refused: in a pax record a newline
+/// makes the `tar` crate (which unpacks layers at run time) lose the records after
+/// it, so a symlink owned by uid 2^21 came back root's (tests/fuzz.rs found it; its
+/// regression file keeps the case). Other non-ASCII targets round-trip (the
+/// positive control).
+#[test]
+fn newlines_in_paths_and_targets_are_refused() {
+    let (_d, store) = store();
+    let origin = Origin::new("o");
+    let mut tree = Tree::new(OnConflict::Error);
+    let e = tree.insert("a", Entry::symlink("\n¡", &origin).with_owner(2_097_152, 0)).expect_err("newline target");
+    assert!(e.to_string().contains("contains a newline"), "{e}");
+    let e = tree.insert("a\nb", Entry::dir(0o755, &origin)).expect_err("newline path");
+    assert!(e.to_string().contains("contains a newline"), "{e}");
+    tree.insert("a", Entry::symlink("¡x", &origin).with_owner(2_097_152, 0)).expect("non-ASCII target");
+    let mut tar = Vec::new();
+    write_tar(&store, &whole(&tree).expect("plan"), &LayerOptions::default(), &mut tar).expect("tar");
+    let digest = store.insert_bytes(&tar).expect("store");
+    let mut back = Tree::new(OnConflict::Error);
+    back.import_tar(&store, &digest, &origin, &openshell_oci::TarImport::default()).expect("import");
+    assert_eq!(back.get("a").map(|e| (e.uid, &e.kind)), tree.get("a").map(|e| (e.uid, &e.kind)));
+}

@@ -18,6 +18,11 @@
 //! Modes: `0o755` for scripts and for files whose zip entry is a regular file with an
 //! execute bit (pip's rule, whatever system made the zip), `0o644` otherwise. No `.pyc`
 //! files are produced.
+//!
+//! A zip entry whose mode says symbolic link is installed as pip installs it: a file
+//! holding the target's path. A wheel with such a link leaving the wheel (an absolute
+//! target, `..` above its root, or through another link) is refused, naming the entry
+//! ([`openshell_archive::PackageLinks`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Cursor, Read};
@@ -109,6 +114,10 @@ pub enum InstallError {
     /// `WHEEL` is missing or says something unsupported.
     #[error("{0}")]
     WheelFile(String),
+    /// A symbolic link that leaves the wheel (installed, like pip, as a file holding
+    /// its target, but refused all the same).
+    #[error("wheel member {0}")]
+    Link(#[from] openshell_archive::LinkError),
     /// An entry path that could escape the target or is malformed.
     #[error("unsafe path {0:?} in wheel")]
     UnsafePath(String),
@@ -160,6 +169,7 @@ pub enum InstallError {
 fn read_zip(wheel: &[u8]) -> Result<BTreeMap<String, (Vec<u8>, u32)>, InstallError> {
     let mut z = zip::ZipArchive::new(Cursor::new(wheel))?;
     let mut out = BTreeMap::new();
+    let mut links = openshell_archive::PackageLinks::new();
     for i in 0..z.len() {
         let mut f = z.by_index(i)?;
         let name = f.name()?.into_owned();
@@ -179,10 +189,16 @@ fn read_zip(wheel: &[u8]) -> Result<BTreeMap<String, (Vec<u8>, u32)>, InstallErr
         // a regular file's st_mode with an execute bit, whatever system made the zip.
         let st_mode = f.external_attributes() >> 16;
         let mode = if st_mode & 0o170000 == 0o100000 && st_mode & 0o111 != 0 { 0o755 } else { 0o644 };
+        if st_mode & 0o170000 == 0o120000 {
+            links.symlink(&name, &String::from_utf8_lossy(&data));
+        } else {
+            links.plain(&name);
+        }
         if out.insert(name.clone(), (data, mode)).is_some() {
             return Err(InstallError::Duplicate(name));
         }
     }
+    links.check()?;
     Ok(out)
 }
 

@@ -14,7 +14,8 @@ fn record_hash(data: &[u8]) -> String {
 }
 
 /// A wheel with `files` (path, contents, unix mode) plus a RECORD listing them; `tamper`
-/// edits the RECORD text before it is written.
+/// edits the RECORD text before it is written. A mode with the symbolic-link type
+/// (`0o120000`) makes a symbolic link to `contents`.
 fn wheel(files: &[(&str, &[u8], u32)], tamper: impl Fn(String) -> String) -> Vec<u8> {
     let mut z = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let mut record = String::new();
@@ -22,8 +23,12 @@ fn wheel(files: &[(&str, &[u8], u32)], tamper: impl Fn(String) -> String) -> Vec
     for (path, data, mode) in files {
         let opts =
             SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated).unix_permissions(*mode);
-        z.start_file(*path, opts).expect("start");
-        z.write_all(data).expect("write");
+        if mode & 0o170000 == 0o120000 {
+            z.add_symlink(*path, String::from_utf8_lossy(data), opts).expect("symlink");
+        } else {
+            z.start_file(*path, opts).expect("start");
+            z.write_all(data).expect("write");
+        }
         record.push_str(&format!("{path},{},{}\n", record_hash(data), data.len()));
         if let Some((top, _)) = path.split_once('/')
             && top.ends_with(".dist-info")
@@ -241,4 +246,39 @@ fn executable_bits_follow_pip() {
     let mut untyped = wheel(&files(0o644), |r| r);
     patch_central(&mut untyped, "demo_pkg/tool", 3, 0o755 << 16);
     assert_eq!(mode_of(&untyped), 0o644);
+}
+
+/// A wheel's symbolic links that leave it are refused, naming the entry; one inside
+/// installs as pip installs it (a file holding its target).
+#[test]
+fn links_leaving_the_wheel_are_refused() {
+    const LINK: u32 = 0o120777;
+    let with = |extra: &[(&'static str, &'static [u8], u32)]| {
+        let mut files = demo_files();
+        files.extend_from_slice(extra);
+        install_wheel(&wheel(&files, |r| r), &opts())
+    };
+    for (extra, entry, why) in [
+        (vec![("demo_pkg/evil", &b"/etc/passwd"[..], LINK)], "demo_pkg/evil", "its target is an absolute path"),
+        (vec![("demo_pkg/evil", &b"../../../etc"[..], LINK)], "demo_pkg/evil", "`..` climbs above the package root"),
+        (
+            vec![("demo_pkg/a", &b"b"[..], LINK), ("demo_pkg/b", &b"../../x"[..], LINK)],
+            "demo_pkg/a",
+            "through symbolic link `demo_pkg/b`",
+        ),
+        (
+            vec![("demo_pkg/up", &b".."[..], LINK), ("demo_pkg/evil", &b"up/../x"[..], LINK)],
+            "demo_pkg/evil",
+            "`..` climbs above the package root",
+        ),
+    ] {
+        let e = with(&extra).map(drop).expect_err("refused");
+        assert!(matches!(e, InstallError::Link(_)), "{e}");
+        let text = e.to_string();
+        assert!(text.contains(&format!("symbolic link `{entry}`")) && text.contains(why), "{text}");
+    }
+    let ok = with(&[("demo_pkg/alias.py", &b"cli.py"[..], LINK), ("demo_pkg/up", &b"../demo_pkg"[..], LINK)])
+        .expect("links inside pass");
+    let alias = ok.files.iter().find(|f| f.path.ends_with("demo_pkg/alias.py")).expect("installed");
+    assert_eq!(alias.contents, b"cli.py", "as pip installs it");
 }

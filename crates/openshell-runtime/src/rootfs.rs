@@ -151,8 +151,7 @@ impl LayerCache {
         into: &Path,
         shift: Option<&IdMap>,
     ) -> Result<(), RootfsError> {
-        let file = store.open_blob(blob)?;
-        let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
+        let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(store.open_verified(blob)?));
         let mut hashing = HashingReader { inner: gz, hasher: Algorithm::Sha256.hasher() };
         {
             let mut archive = tar::Archive::new(&mut hashing);
@@ -176,6 +175,8 @@ impl LayerCache {
         // Read what tar left (end-of-archive padding) so the hash covers the whole stream.
         std::io::copy(&mut hashing, &mut std::io::sink())
             .map_err(|e| RootfsError::Unpack { blob: blob.clone(), message: e.to_string() })?;
+        // The blob itself, past the gzip stream too: one changed on disk is refused by name.
+        hashing.inner.into_inner().into_inner().finish()?;
         let actual = hashing.hasher.finish();
         if actual != *diff_id {
             return Err(RootfsError::DiffId { blob: blob.clone(), expected: diff_id.clone(), actual });

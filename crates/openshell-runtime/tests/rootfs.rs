@@ -7,7 +7,7 @@ use openshell_oci::{
 };
 use openshell_runtime::idmap::IdMap;
 use openshell_runtime::rootfs::{LayerCache, LayerOwners, Overlay, OverlayIds, RootfsError};
-use openshell_store::{Digest, Store};
+use openshell_store::{Digest, Store, StoreError};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 fn require_root() {
@@ -173,4 +173,36 @@ fn layers_are_seen_through_the_sandbox_range_idmapped_or_shifted() {
         );
     }
     assert_eq!(std::fs::read_dir(dir.path().join("lower/0")).expect("lower").count(), 0, "idmapped mounts are gone");
+}
+
+/// A layer blob changed on disk after the build is refused by name when a rootfs is
+/// prepared from it, even when its uncompressed content (its diff_id) is unchanged:
+/// a different gzip header byte, or bytes after the gzip stream. An intact layer of
+/// the same image unpacks (the positive control).
+#[test]
+fn layer_blobs_altered_on_disk_are_refused() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("store")).expect("store");
+    let layers = image(&store);
+    let blob = store.blob_path(&layers[0].digest);
+    let original = std::fs::read(&blob).expect("blob");
+    let mut other_os = original.clone();
+    other_os[9] ^= 0x01;
+    let mut trailing = original.clone();
+    trailing.extend_from_slice(b"appended");
+    for altered in [other_os, trailing] {
+        std::fs::remove_file(&blob).expect("unlink");
+        std::fs::write(&blob, &altered).expect("alter");
+        let store = Store::open(dir.path().join("store")).expect("a new handle");
+        let cache = LayerCache::open(dir.path().join("layers")).expect("cache");
+        cache.ensure(&store, &layers[1].digest, &layers[1].diff_id).expect("the intact layer unpacks");
+        let e = cache.ensure(&store, &layers[0].digest, &layers[0].diff_id).expect_err("altered layer");
+        assert!(
+            matches!(&e, RootfsError::Store(StoreError::Altered { digest, .. }) if *digest == layers[0].digest),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&layers[0].digest.to_string()), "{e}");
+        assert!(!cache.path(&layers[0].diff_id).exists(), "nothing cached");
+    }
 }

@@ -10,17 +10,26 @@
 //!
 //! Writers racing on the same digest are safe: both write their own temporary file
 //! and the first link wins; the content is identical by construction.
+//!
+//! Reads are verified: a blob changed on disk after it was stored is refused by name
+//! ([`StoreError::Altered`]). [`Store::open_verified`] hashes a blob as it is read
+//! whole and fails at its end; [`Store::open_ranges`] hashes the whole blob before
+//! ranges of it are read (once per [`Store`] handle: callers that read many ranges
+//! of one blob pay for one pass). There is no unverified read.
 
 pub mod digest;
+mod read;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use read::{BlobReader, store_error};
 
 /// Errors of the store. Each names the blob or path involved.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +46,10 @@ pub enum StoreError {
     Missing { digest: Digest, root: PathBuf },
     #[error("stored blob {digest} is corrupt (its content hashes to {actual}); it was removed, fetch it again")]
     Corrupt { digest: Digest, actual: Digest },
+    #[error(
+        "stored blob {digest} changed on disk after it was stored: its content hashes to {actual}; refusing to use it (`openshell store verify` removes it, then fetch it again)"
+    )]
+    Altered { digest: Digest, actual: Digest },
     #[error("closure archive: {0}")]
     Archive(String),
     #[error("no store directory: set OPENSHELL_STORE or --store, or HOME")]
@@ -51,6 +64,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Blobs this handle (or a clone) hashed whole: by [`Store::open_ranges`], or
+    /// while inserting them.
+    verified: Arc<Mutex<BTreeSet<Digest>>>,
 }
 
 /// What garbage collection did.
@@ -93,7 +109,7 @@ impl Store {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        Ok(Store { root })
+        Ok(Store { root, verified: Arc::default() })
     }
 
     pub fn root(&self) -> &Path {
@@ -109,13 +125,53 @@ impl Store {
         self.blob_path(d).is_file()
     }
 
-    /// Opens a stored blob for reading.
-    pub fn open_blob(&self, d: &Digest) -> Result<File, StoreError> {
+    fn open_file(&self, d: &Digest) -> Result<File, StoreError> {
         let p = self.blob_path(d);
         File::open(&p).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::Missing { digest: d.clone(), root: self.root.clone() },
             _ => StoreError::Io { path: p.clone(), source: e },
         })
+    }
+
+    /// Opens a stored blob to read it whole: the reader hashes what it reads and
+    /// fails at the end of the blob ([`StoreError::Altered`], inside the
+    /// `io::Error`) when the content no longer matches `d`. A caller that stops
+    /// before the end calls [`BlobReader::finish`].
+    pub fn open_verified(&self, d: &Digest) -> Result<BlobReader, StoreError> {
+        Ok(BlobReader::new(d.clone(), self.blob_path(d), self.open_file(d)?))
+    }
+
+    /// A stored blob's bytes, verified.
+    pub fn read_verified(&self, d: &Digest) -> Result<Vec<u8>, StoreError> {
+        let mut reader = self.open_verified(d)?;
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).map_err(|e| store_error(e, &self.blob_path(d)))?;
+        Ok(bytes)
+    }
+
+    /// Opens a stored blob to read ranges of it, after hashing it whole (the first
+    /// time this handle opens it; a blob this handle inserted counts as hashed).
+    pub fn open_ranges(&self, d: &Digest) -> Result<File, StoreError> {
+        let mut file = self.open_file(d)?;
+        if self.is_verified(d) {
+            return Ok(file);
+        }
+        let path = self.blob_path(d);
+        let actual = hash_reader(d.algorithm(), &mut file).map_err(io_err(&path))?;
+        if actual != *d {
+            return Err(StoreError::Altered { digest: d.clone(), actual });
+        }
+        file.seek(SeekFrom::Start(0)).map_err(io_err(&path))?;
+        self.mark_verified(d);
+        Ok(file)
+    }
+
+    fn is_verified(&self, d: &Digest) -> bool {
+        self.verified.lock().unwrap_or_else(PoisonError::into_inner).contains(d)
+    }
+
+    fn mark_verified(&self, d: &Digest) {
+        self.verified.lock().unwrap_or_else(PoisonError::into_inner).insert(d.clone());
     }
 
     /// Size in bytes of a stored blob.
@@ -171,6 +227,7 @@ impl Store {
             }
             file.sync_all().map_err(io_err(&tmp))?;
             self.publish(&tmp, &actual)?;
+            self.mark_verified(&actual);
             Ok(actual)
         })();
         let _ = fs::remove_file(&tmp);
@@ -212,7 +269,7 @@ impl Store {
 
     /// Re-hashes a stored blob; a corrupt blob is removed and reported.
     pub fn verify(&self, d: &Digest) -> Result<(), StoreError> {
-        let mut f = self.open_blob(d)?;
+        let mut f = self.open_file(d)?;
         let actual = hash_reader(d.algorithm(), &mut f).map_err(io_err(&self.blob_path(d)))?;
         if actual == *d {
             return Ok(());
@@ -295,12 +352,13 @@ impl Store {
     }
 
     /// Writes the given blobs as a tar stream (`blobs/<algo>/<hex>`, sorted, with
-    /// fixed metadata, so the same closure always gives the same bytes).
+    /// fixed metadata, so the same closure always gives the same bytes). A blob
+    /// altered on disk fails the export.
     pub fn export(&self, digests: &BTreeSet<Digest>, out: impl Write) -> Result<(), StoreError> {
         let mut builder = tar::Builder::new(out);
         for d in digests {
-            let mut f = self.open_blob(d)?;
-            let size = f.metadata().map_err(io_err(&self.blob_path(d)))?.len();
+            let mut f = self.open_verified(d)?;
+            let size = f.len().map_err(io_err(&self.blob_path(d)))?;
             let mut header = tar::Header::new_gnu();
             header.set_size(size);
             header.set_mode(0o444);
@@ -312,6 +370,7 @@ impl Store {
             builder
                 .append_data(&mut header, &name, &mut f)
                 .map_err(|e| StoreError::Archive(format!("writing {name}: {e}")))?;
+            f.finish()?;
         }
         builder.into_inner().and_then(|mut w| w.flush()).map_err(|e| StoreError::Archive(e.to_string()))
     }
@@ -394,6 +453,7 @@ impl Partial<'_> {
             return Err(StoreError::Mismatch { expected: self.digest.clone(), actual });
         }
         self.store.publish(&self.path, &self.digest)?;
+        self.store.mark_verified(&self.digest);
         let _ = fs::remove_file(&self.path);
         Ok(actual)
     }

@@ -52,7 +52,7 @@ fn expected_digest_is_enforced() {
 fn missing_blob_is_named() {
     let (_d, s) = store();
     let d = Digest::sha256(b"absent");
-    let e = s.open_blob(&d).expect_err("missing");
+    let e = s.open_verified(&d).expect_err("missing");
     assert!(e.to_string().contains(&d.to_string()), "{e}");
 }
 
@@ -70,6 +70,71 @@ fn tampered_blob_is_detected_and_removed() {
     assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("corrupt"), "{e}");
     assert!(!s.contains(&d), "corrupt blob removed");
+}
+
+/// Replaces a stored blob's content in place, as something with write access to
+/// the store could.
+fn alter(s: &Store, d: &Digest, content: &[u8]) {
+    let p = s.blob_path(d);
+    let mut perms = std::fs::metadata(&p).expect("meta").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&p, perms).expect("chmod");
+    std::fs::write(&p, content).expect("alter");
+}
+
+fn assert_altered(e: &StoreError, d: &Digest) {
+    assert!(matches!(e, StoreError::Altered { digest, .. } if digest == d), "{e}");
+    assert!(e.to_string().contains(&d.to_string()) && e.to_string().contains("changed on disk"), "{e}");
+}
+
+/// Every read path refuses a blob whose content changed after it was stored, naming
+/// it, and leaves it in place (`store verify` is what removes blobs).
+#[test]
+fn reads_refuse_a_blob_altered_on_disk() {
+    use std::io::Read;
+    let (dir, s) = store();
+    let good = s.insert_bytes(b"the original content").expect("insert");
+    let d = s.insert_bytes(b"content to be altered").expect("insert");
+    // Positive control: every path reads an intact blob.
+    assert_eq!(s.read_verified(&good).expect("read"), b"the original content");
+    let mut r = s.open_verified(&good).expect("open");
+    let mut head = [0u8; 3];
+    r.read_exact(&mut head).expect("read");
+    r.finish().expect("intact");
+    s.open_ranges(&good).expect("ranges");
+    let mut out = Vec::new();
+    s.export(&BTreeSet::from([good.clone()]), &mut out).expect("export");
+
+    // Same length and a different length.
+    for content in [&b"CONTENT to be altered"[..], b"short"] {
+        alter(&s, &d, content);
+        let s = Store::open(dir.path().join("store")).expect("a new handle");
+        assert_altered(&s.read_verified(&d).expect_err("read whole"), &d);
+        let mut r = s.open_verified(&d).expect("open");
+        let e = r.read_to_end(&mut Vec::new()).expect_err("the read reaching the end fails");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert_altered(&openshell_store::store_error(e, &s.blob_path(&d)), &d);
+        let mut r = s.open_verified(&d).expect("open");
+        r.read_exact(&mut head).expect("the first bytes read");
+        assert_altered(&r.finish().expect_err("finish reads the rest"), &d);
+        assert_altered(&s.open_ranges(&d).expect_err("ranges"), &d);
+        let e = s.export(&BTreeSet::from([d.clone()]), std::io::sink()).expect_err("export");
+        assert!(e.to_string().contains(&d.to_string()), "{e}");
+        assert!(s.blob_path(&d).exists(), "a read does not delete");
+    }
+}
+
+/// `open_ranges` hashes a blob once per handle (inserted blobs count as hashed); a new
+/// handle hashes it again.
+#[test]
+fn ranges_are_verified_once_per_handle() {
+    let (dir, s) = store();
+    let d = s.insert_bytes(b"inserted by this handle").expect("insert");
+    alter(&s, &d, b"INSERTED by this handle");
+    s.open_ranges(&d).expect("this handle hashed it while inserting it");
+    let other = Store::open(dir.path().join("store")).expect("a new handle");
+    assert_altered(&other.open_ranges(&d).expect_err("a new handle hashes it"), &d);
 }
 
 #[test]
