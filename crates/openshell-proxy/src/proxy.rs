@@ -269,7 +269,11 @@ impl Proxy {
             .thread_name("openshell-proxy")
             .enable_all()
             .build()?;
-        runtime.block_on(self.accept_loop())
+        // The accept loop runs as a task on a worker (a future given to
+        // `block_on` runs on this thread, which is not one): each connection's
+        // task then starts on the worker that accepted it, with no other
+        // thread woken on the way.
+        runtime.block_on(async { tokio::spawn(self.accept_loop()).await.map_err(std::io::Error::other)? })
     }
 
     async fn accept_loop(self) -> std::io::Result<()> {
