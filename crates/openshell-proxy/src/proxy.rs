@@ -398,8 +398,12 @@ impl Shared {
         }
     }
 
-    /// Resolves in the proxy (on the blocking pool: getaddrinfo blocks).
+    /// Resolves in the proxy: a known answer at once, a lookup on the
+    /// blocking pool (getaddrinfo blocks).
     pub(crate) async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<IpAddr>> {
+        if let Some(answer) = self.resolver.known(host, port) {
+            return answer;
+        }
         let resolver = Arc::clone(&self.resolver);
         let host = host.to_owned();
         tokio::task::spawn_blocking(move || resolver.resolve(&host, port)).await.map_err(std::io::Error::other)?
@@ -523,8 +527,12 @@ impl Conn {
         }
     }
 
-    /// The kernel's answer (reads /proc: on the blocking pool).
+    /// The kernel's answer (reads /proc: on the blocking pool; an answer
+    /// held in memory at once).
     async fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Option<Caller> {
+        if !self.shared.identify.blocks() {
+            return self.shared.identify.identify(peer, local);
+        }
         let identify = Arc::clone(&self.shared.identify);
         tokio::task::spawn_blocking(move || identify.identify(peer, local)).await.ok().flatten()
     }
