@@ -20,6 +20,13 @@ pub struct Caller {
 /// Finds the caller of a connection from its addresses; `None`: unknown.
 pub trait Identify: Send + Sync {
     fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Option<Caller>;
+
+    /// Whether [`Identify::identify`] may block (reads files, scans `/proc`):
+    /// the proxy then runs it on its blocking pool; one that answers from
+    /// memory runs in place.
+    fn blocks(&self) -> bool {
+        true
+    }
 }
 
 /// Every connection is the same caller (tests, and single-binary setups).
@@ -29,6 +36,10 @@ pub struct Fixed(pub Option<Caller>);
 impl Identify for Fixed {
     fn identify(&self, _peer: SocketAddr, _local: SocketAddr) -> Option<Caller> {
         self.0.clone()
+    }
+
+    fn blocks(&self) -> bool {
+        false
     }
 }
 

@@ -42,6 +42,6 @@ pub mod tls;
 
 pub use audit::{ApiEvent, AuditEvent, AuditSink, JsonLines};
 pub use identify::{Caller, Fixed, Identify, ProcIdentify};
-pub use proxy::{Connect, Direct, Fenced, Limits, Proxy, ProxyConfig, ProxyError, ProxyHandle};
+pub use proxy::{Connect, Dialing, Direct, Fenced, Limits, Proxy, ProxyConfig, ProxyError, ProxyHandle};
 pub use resolve::{Resolve, StaticResolver, SystemResolver, WithOverrides};
 pub use tls::{Interceptor, SandboxCa, TlsError};

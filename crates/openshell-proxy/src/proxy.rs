@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -97,9 +98,15 @@ fn active(route: InferenceRoute) -> Result<Arc<Active>, String> {
     Ok(Arc::new(Active { route, backend }))
 }
 
+/// An upstream connection being opened (awaited on the proxy's runtime,
+/// within [`CONNECT_TIMEOUT`]).
+pub type Dialing = Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send>>;
+
 /// Opens upstream connections; the real one connects to the checked address.
+/// The dial is awaited, never run on a thread of its own: a connect that hangs
+/// (an address that drops SYNs) holds no thread.
 pub trait Connect: Send + Sync {
-    fn connect(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpStream>;
+    fn connect(&self, addr: SocketAddr) -> Dialing;
 }
 
 /// Connects to the address it is given.
@@ -107,8 +114,8 @@ pub trait Connect: Send + Sync {
 pub struct Direct;
 
 impl Connect for Direct {
-    fn connect(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
-        std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+    fn connect(&self, addr: SocketAddr) -> Dialing {
+        Box::pin(TcpStream::connect(addr))
     }
 }
 
@@ -138,7 +145,7 @@ pub(crate) struct Shared {
     pub(crate) generation: RwLock<Arc<Generation>>,
     identify: Arc<dyn Identify>,
     pub(crate) resolver: Arc<dyn Resolve>,
-    connector: Arc<dyn Connect>,
+    connector: Box<dyn Connect>,
     pub(crate) audit: Box<dyn AuditSink>,
     pub(crate) tls: Option<Arc<Interceptor>>,
     /// The privacy router's route (none: inference requests get a 503 saying so).
@@ -237,7 +244,7 @@ impl Proxy {
             generation: RwLock::new(Arc::new(Generation { revision: config.revision, policy: config.policy, engine })),
             identify: Arc::from(config.identify),
             resolver: Arc::from(config.resolver),
-            connector: Arc::from(config.connector),
+            connector: config.connector,
             audit: config.audit,
             tls: config.tls,
             route: RwLock::new(route),
@@ -269,7 +276,11 @@ impl Proxy {
             .thread_name("openshell-proxy")
             .enable_all()
             .build()?;
-        runtime.block_on(self.accept_loop())
+        // The accept loop runs as a task on a worker (a future given to
+        // `block_on` runs on this thread, which is not one): each connection's
+        // task then starts on the worker that accepted it, with no other
+        // thread woken on the way.
+        runtime.block_on(async { tokio::spawn(self.accept_loop()).await.map_err(std::io::Error::other)? })
     }
 
     async fn accept_loop(self) -> std::io::Result<()> {
@@ -379,22 +390,20 @@ impl Shared {
         record_refusal(self, &self.generation(), &req, &reason);
     }
 
-    /// Connects to the checked address (on the blocking pool: the connector
-    /// is synchronous), within [`CONNECT_TIMEOUT`].
+    /// Connects to the checked address within [`CONNECT_TIMEOUT`].
     pub(crate) async fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        let connector = Arc::clone(&self.connector);
-        let dial = tokio::task::spawn_blocking(move || connector.connect(addr));
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
-            Ok(Ok(r)) => r?,
-            Ok(Err(e)) => return Err(std::io::Error::other(e)),
-            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out")),
-        };
-        tcp.set_nonblocking(true)?;
-        TcpStream::from_std(tcp)
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.connector.connect(addr)).await {
+            Ok(dialled) => dialled,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out")),
+        }
     }
 
-    /// Resolves in the proxy (on the blocking pool: getaddrinfo blocks).
+    /// Resolves in the proxy: a known answer at once, a lookup on the
+    /// blocking pool (getaddrinfo blocks).
     pub(crate) async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<IpAddr>> {
+        if let Some(answer) = self.resolver.known(host, port) {
+            return answer;
+        }
         let resolver = Arc::clone(&self.resolver);
         let host = host.to_owned();
         tokio::task::spawn_blocking(move || resolver.resolve(&host, port)).await.map_err(std::io::Error::other)?
@@ -518,8 +527,12 @@ impl Conn {
         }
     }
 
-    /// The kernel's answer (reads /proc: on the blocking pool).
+    /// The kernel's answer (reads /proc: on the blocking pool; an answer
+    /// held in memory at once).
     async fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Option<Caller> {
+        if !self.shared.identify.blocks() {
+            return self.shared.identify.identify(peer, local);
+        }
         let identify = Arc::clone(&self.shared.identify);
         tokio::task::spawn_blocking(move || identify.identify(peer, local)).await.ok().flatten()
     }

@@ -35,16 +35,16 @@ fn the_kernel_names_the_caller_and_argv_does_not() {
 #[test]
 fn a_binary_changed_since_first_use_is_denied() {
     use std::collections::HashMap;
-    use std::net::{IpAddr, SocketAddr, TcpStream};
+    use std::net::{IpAddr, SocketAddr};
     use std::os::unix::fs::PermissionsExt;
 
-    use openshell_proxy::proxy::Connect;
+    use openshell_proxy::{Connect, Dialing};
     use openshell_proxy::{JsonLines, Proxy, ProxyConfig, StaticResolver};
 
     struct ToEcho(SocketAddr);
     impl Connect for ToEcho {
-        fn connect(&self, _addr: SocketAddr) -> std::io::Result<TcpStream> {
-            TcpStream::connect(self.0)
+        fn connect(&self, _addr: SocketAddr) -> Dialing {
+            Box::pin(tokio::net::TcpStream::connect(self.0))
         }
     }
     let echo = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use common::{Recorder, Sink};
 use openshell_policy::load_str;
-use openshell_proxy::proxy::Connect;
 use openshell_proxy::{Caller, Fixed, Limits, Proxy, ProxyConfig, ProxyHandle, Resolve, StaticResolver};
+use openshell_proxy::{Connect, Dialing};
 
 const POLICY: &str = "version: 1
 network_policies:
@@ -23,6 +23,7 @@ network_policies:
     endpoints:
       - { host: api.test, port: 80, allowed_ips: [10.200.0.0/24] }
       - { host: api.test, port: 443, allowed_ips: [10.200.0.0/24] }
+      - { host: silent.test, port: 443, allowed_ips: [10.200.0.0/24] }
     binaries:
       - path: /usr/bin/curl
   metadata:
@@ -74,14 +75,20 @@ impl Resolve for Counting {
     }
 }
 
-/// Carries connections for the private test addresses to loopback servers.
+/// Carries connections for the private test addresses to loopback servers;
+/// a dial to [`SILENT`] never completes (an address that drops SYNs).
 struct Redirect(HashMap<SocketAddr, SocketAddr>, Arc<Mutex<Vec<SocketAddr>>>);
 
+/// Where silent.test resolves.
+const SILENT: &str = "10.200.0.9";
+
 impl Connect for Redirect {
-    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    fn connect(&self, addr: SocketAddr) -> Dialing {
         self.1.lock().expect("lock").push(addr);
-        let to = self.0.get(&addr).ok_or_else(|| std::io::Error::other(format!("no test server for {addr}")))?;
-        TcpStream::connect(to)
+        if addr.ip().to_string() == SILENT {
+            return Box::pin(std::future::pending());
+        }
+        common::redirect(&self.0, addr)
     }
 }
 
@@ -181,6 +188,7 @@ fn setup_with(caller: Option<&str>, limits: Limits) -> Setup {
         ("api.test".to_owned(), vec![ip("10.200.0.2")]),
         ("meta.test".to_owned(), vec![ip("169.254.169.254")]),
         ("rest.test".to_owned(), vec![ip("10.200.0.5")]),
+        ("silent.test".to_owned(), vec![ip(SILENT)]),
     ]));
     let lookups = Arc::new(Mutex::new(Vec::new()));
     let dialled = Arc::new(Mutex::new(Vec::new()));
@@ -532,4 +540,33 @@ fn connections_are_bounded_in_number_and_time() {
     let mut c = keepalive(t.addr);
     c.get_mut().write_all(get("http://rest.test/allowed", "rest.test").as_bytes()).expect("write");
     assert_eq!(response(&mut c), Some((200, "ok:/allowed".to_owned())));
+}
+
+/// A dial that never completes holds no thread: with more of them waiting than
+/// the proxy has blocking threads (four), a request to a server that answers is
+/// still served at once.
+#[test]
+fn dials_that_hang_hold_no_thread() {
+    let t = setup(Some("/usr/bin/curl"));
+    let silent: SocketAddr = format!("{SILENT}:443").parse().expect("addr");
+    let hanging: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(t.addr).expect("connect");
+            s.write_all(b"CONNECT silent.test:443 HTTP/1.1\r\nHost: silent.test:443\r\n\r\n").expect("write");
+            s
+        })
+        .collect();
+    let dialling = || t.dialled.lock().expect("lock").iter().filter(|a| **a == silent).count();
+    let started = std::time::Instant::now();
+    while dialling() < 4 && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(dialling() >= 4, "the silent dials began: {:?}", t.dialled.lock().expect("lock"));
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let answer = ask(t.addr, "GET http://api.test/ HTTP/1.1\r\nHost: api.test\r\n\r\n");
+    assert!(answer.ends_with("hello"), "served while {} dials hang: {answer:?}", dialling());
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert_eq!(dialling(), 8, "every silent dial is under way, none waits for a thread");
+    drop(hanging);
 }

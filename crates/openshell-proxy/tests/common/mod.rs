@@ -4,11 +4,11 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use openshell_proxy::proxy::Connect;
 use openshell_proxy::{ApiEvent, AuditEvent, AuditSink};
+use openshell_proxy::{Connect, Dialing};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -40,10 +40,16 @@ impl AuditSink for Sink {
 pub struct Redirect(pub HashMap<SocketAddr, SocketAddr>);
 
 impl Connect for Redirect {
-    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        let to = self.0.get(&addr).ok_or_else(|| std::io::Error::other(format!("no test server for {addr}")))?;
-        TcpStream::connect(to)
+    fn connect(&self, addr: SocketAddr) -> Dialing {
+        redirect(&self.0, addr)
     }
+}
+
+/// Dials the test server that stands for `addr` in `servers` (none: the
+/// dial fails).
+pub fn redirect(servers: &HashMap<SocketAddr, SocketAddr>, addr: SocketAddr) -> Dialing {
+    let to = servers.get(&addr).copied().ok_or_else(|| std::io::Error::other(format!("no test server for {addr}")));
+    Box::pin(async move { tokio::net::TcpStream::connect(to?).await })
 }
 
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
