@@ -12,8 +12,10 @@ use openshell_proxy::identify::ProcIdentify;
 fn the_kernel_names_the_caller_and_argv_does_not() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    // argv[0] claims to be curl; the executable is bash.
-    let script = format!("exec -a /usr/bin/curl bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; sleep 5'");
+    // argv[0] claims to be curl; the executable is bash. The wait is bash's
+    // own `read`: an external command as the last one would be exec'd in
+    // place of bash, racing the test's look at /proc/PID/exe.
+    let script = format!("exec -a /usr/bin/curl bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}; read -t 5 <&3'");
     let mut child = Command::new("bash").args(["-c", &script]).spawn().expect("bash is installed");
     let (conn, peer) = listener.accept().expect("accept");
     let local = conn.local_addr().expect("local");
