@@ -436,3 +436,27 @@ fn provider_credentials_never_reach_a_command_line() {
     let leaked: Vec<String> = all_command_lines().into_iter().filter(|l| l.contains(&key)).collect();
     assert!(leaked.is_empty(), "the credential is on a command line: {leaked:?}");
 }
+
+/// A credential read from the caller's environment (`--credential NAME` with NAME
+/// set) does not follow the gateway that command starts: the gateway keeps only
+/// the variables it reads. Positive control: an `OPENSHELL_*` variable set on the
+/// same command is in the gateway's environment, so the check reads the right one.
+#[test]
+fn a_credential_in_the_environment_does_not_reach_the_gateway() {
+    let key = format!("sk-env-{}-7c2f9e1d", std::process::id());
+    let gw = Gateway::new();
+    let o = gw
+        .command(&["provider", "create", "--name", "p", "--type", "openai", "--credential", "TEST_PROVIDER_KEY"])
+        .env("TEST_PROVIDER_KEY", &key)
+        .env("OPENSHELL_TEST_MARKER", "marker-7c2f9e1d")
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = gw.command(&["--output", "json", "gateway", "status"]).output().expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status json");
+    let pid = status["pid"].as_i64().expect("the gateway's pid");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(environ.contains("OPENSHELL_TEST_MARKER=marker-7c2f9e1d"), "control: {environ}");
+    assert!(!environ.contains(&key), "the credential followed the gateway into its environment");
+}

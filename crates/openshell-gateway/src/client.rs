@@ -63,6 +63,10 @@ impl Client {
         use std::os::unix::process::CommandExt;
         let mut child = std::process::Command::new(exe)
             .args(["gateway", "run"])
+            // Only what a gateway reads: a caller's credential variables
+            // (`provider create --credential NAME`) never follow it.
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(k, _)| gateway_reads(k)))
             .env("OPENSHELL_GATEWAY_DIR", &dir.0)
             .stdin(std::process::Stdio::null())
             .stdout(log)
@@ -181,4 +185,15 @@ pub fn relay_terminal(client: &Client, master: OwnedFd) -> Result<(Response, Vec
         let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, saved);
     }
     answer
+}
+
+/// The variables an auto-started gateway keeps from its caller's environment: its
+/// own (`OPENSHELL_*`), logging (`RUST_LOG`, `RUST_BACKTRACE`), where things are
+/// (`PATH`, `HOME`, `TMPDIR`, `XDG_*`), locale, and the system's TLS roots
+/// (`SSL_CERT_FILE`, `SSL_CERT_DIR`: upstream verification reads them).
+fn gateway_reads(name: &std::ffi::OsStr) -> bool {
+    let Some(name) = name.to_str() else { return false };
+    const EXACT: &[&str] =
+        &["PATH", "HOME", "TMPDIR", "LANG", "RUST_LOG", "RUST_BACKTRACE", "SSL_CERT_FILE", "SSL_CERT_DIR"];
+    EXACT.contains(&name) || ["OPENSHELL_", "XDG_", "LC_"].iter().any(|p| name.starts_with(p))
 }
