@@ -4,7 +4,7 @@
 //! included). The check only looks at files, so it takes milliseconds; as root,
 //! quickstart installs what is missing with apt-get, otherwise it stops at once
 //! with the apt-get line to run. `cargo xtask prereqs` runs the check alone
-//! (`--install` installs as quickstart does); `.ci/run` installs through it.
+//! (`--install` installs as quickstart does); `.ci/run` runs quickstart.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -43,7 +43,9 @@ const fn file(what: &'static str, path: &'static str, package: &'static str) -> 
 /// library (libcontainer links `-lseccomp`). Running: the CA bundle (downloads are
 /// verified against the system roots), gpgv and the archive keyring (`openshell
 /// lock` verifies Debian's InRelease), `ip` and `nft` (a sandbox's network fence),
-/// `mkfs.ext4` (a sandbox's disk quota).
+/// `mkfs.ext4` and `mount` (a sandbox's disk quota), `useradd`/`usermod` and
+/// `unshare` (the dedicated user whose subordinate ids a sandbox maps to, and the
+/// user namespace holding them), `ps` (`openshell-runtime ps`).
 pub const PREREQS: &[Prereq] = &[
     program("a C compiler (gcc)", "gcc", "gcc"),
     file("libc headers", "/usr/include/stdio.h", "libc6-dev"),
@@ -55,6 +57,10 @@ pub const PREREQS: &[Prereq] = &[
     program("ip", "ip", "iproute2"),
     program("nft", "nft", "nftables"),
     program("mkfs.ext4", "mkfs.ext4", "e2fsprogs"),
+    program("mount", "mount", "mount"),
+    program("useradd", "useradd", "passwd"),
+    program("unshare", "unshare", "util-linux"),
+    program("ps", "ps", "procps"),
 ];
 
 /// Searched after `PATH` for programs.
@@ -214,13 +220,13 @@ mod tests {
         assert!(!empty.present(None), "a file must be regular and non-empty");
     }
 
-    /// `.ci/run` installs through this check (`prereqs --install`); where it still
+    /// `.ci/run` installs through this check (quickstart's); where it still
     /// probes for something itself (the linker cargo needs before xtask builds, the
     /// test-only tools), a probe the check also makes names the same package.
     #[test]
     fn ci_agrees_with_the_check() {
         let run = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/run")).expect(".ci/run");
-        assert!(run.contains("cargo xtask prereqs --install"), ".ci/run installs through the check");
+        assert!(run.contains("\ncargo xtask quickstart\n"), ".ci/run installs through quickstart's check");
         let mut probes = 0;
         for line in run.lines().map(str::trim).filter(|l| l.contains("|| need_pkgs+=(")) {
             let (probe, rest) = line.split_once("||").expect("probe || need_pkgs");
