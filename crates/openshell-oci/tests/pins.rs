@@ -80,12 +80,18 @@ fn full() -> (Image, Reference) {
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
     let layers = vec![layer(Some("debian"), "11", "aa", 1234), layer(None, "22", "bb", 56)];
-    (Image::new(&config, layers, &annotations), Reference::parse("openshell/claude:1.0").expect("reference"))
+    (
+        Image::new(&config, layers, &annotations).expect("image"),
+        Reference::parse("openshell/claude:1.0").expect("reference"),
+    )
 }
 
 fn bare() -> (Image, Reference) {
     let config = ImageConfig { architecture: "armbe".into(), entrypoint: Some(Vec::new()), ..ImageConfig::default() };
-    (Image::new(&config, Vec::new(), &BTreeMap::new()), Reference::parse("localhost:5000/bare").expect("reference"))
+    (
+        Image::new(&config, Vec::new(), &BTreeMap::new()).expect("image"),
+        Reference::parse("localhost:5000/bare").expect("reference"),
+    )
 }
 
 fn text(bytes: &[u8]) -> &str {
@@ -101,10 +107,10 @@ fn check(image: &Image, reference: &Reference, pins: [(&str, &str); 4]) {
     assert_eq!(text(image.manifest_bytes()), manifest);
     assert_eq!(image.manifest_digest().to_string(), manifest_digest);
     assert_eq!(Digest::sha256(image.manifest_bytes()).to_string(), manifest_digest);
-    let index_bytes = image.index_bytes(reference);
+    let index_bytes = image.index_bytes(reference).expect("index");
     assert_eq!(text(&index_bytes), index);
     assert_eq!(Digest::sha256(&index_bytes).to_string(), index_digest);
-    let docker_bytes = image.docker_manifest_bytes(reference);
+    let docker_bytes = image.docker_manifest_bytes(reference).expect("manifest.json");
     assert_eq!(text(&docker_bytes), docker);
     assert_eq!(Digest::sha256(&docker_bytes).to_string(), docker_digest);
 }
@@ -174,6 +180,6 @@ fn sample_tree_image_digest_is_pinned() {
         .iter()
         .map(|plan| write_layer(&store, plan, &LayerOptions::default()).expect("layer"))
         .collect();
-    let image = Image::new(&full_config(), layers, &BTreeMap::new());
+    let image = Image::new(&full_config(), layers, &BTreeMap::new()).expect("image");
     assert_eq!(image.manifest_digest().to_string(), SAMPLE_MANIFEST_DIGEST);
 }
