@@ -891,3 +891,28 @@ fn npm_links_leaving_the_package_are_refused() {
     assert!(t.contains("npm escapee@1.0.0 (sha512:"), "names the package and its archive: {t}");
     assert!(t.contains("symbolic link `lib/passwd` → `up/../../../etc/passwd` leaves the package"), "{t}");
 }
+
+/// The default image's manifest digest on main before config, manifest and index
+/// were written through oci-spec types; any change to how they are serialized (or to
+/// the layers) moves it.
+const DEFAULT_IMAGE_MANIFEST: &str = "sha256:33a4d98747a217a2bd87cd4dcf2bd4ef552f9797cd95fac8aa88bad5e3502cbf";
+
+/// `lockfiles/default.lock` built from the store at `OPENSHELL_TEST_DEFAULT_STORE`
+/// gives the pinned digest. A build served from the build cache still serializes the
+/// config and the manifest anew, so the pin holds the serializer either way.
+#[test]
+fn default_image_digest_is_pinned() {
+    let store = std::env::var("OPENSHELL_TEST_DEFAULT_STORE").unwrap_or_default();
+    assert!(
+        !store.is_empty() && Path::new(&store).is_dir(),
+        "OPENSHELL_TEST_DEFAULT_STORE must name a store holding the default image's closure: \
+         `openshell fetch lockfiles/default.lock --store DIR` (cargo xtask ci does this), then \
+         OPENSHELL_TEST_DEFAULT_STORE=DIR"
+    );
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lockfiles/default.lock");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = openshell(dir.path(), &["--output", "json", "build", &lock.display().to_string(), "--store", &store]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["manifest"].as_str(), Some(DEFAULT_IMAGE_MANIFEST), "{v}");
+}

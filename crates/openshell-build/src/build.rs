@@ -138,7 +138,7 @@ pub fn build(
     let key = cache_key(lock)?;
     if let Some(layers) = read_cache(store, &key) {
         progress.step("no-op: the image of this lockfile is in the build cache");
-        let image = Image::new(&config, layers.clone(), &annotations);
+        let image = Image::new(&config, layers.clone(), &annotations)?;
         return Ok(Built { image, reference, layers, cached: true });
     }
     progress.step("assembling the image tree");
@@ -156,7 +156,7 @@ pub fn build(
         layers.push(openshell_oci::write_layer(store, plan, &LayerOptions { mtime: 0 })?);
     }
     write_cache(store, &key, &layers)?;
-    let image = Image::new(&config, layers.clone(), &annotations);
+    let image = Image::new(&config, layers.clone(), &annotations)?;
     Ok(Built { image, reference, layers, cached: false })
 }
 

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use openshell_oci::LayoutError;
+use openshell_oci::spec::{ImageConfiguration, ImageManifest};
 use openshell_store::{Digest, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +53,9 @@ pub enum ImagesError {
     Corrupt { path: PathBuf, message: String },
     #[error("{0}")]
     Verify(String),
+    /// A stored manifest or config that does not read as its OCI document.
+    #[error(transparent)]
+    Document(#[from] LayoutError),
 }
 
 fn dir(store: &Store) -> PathBuf {
@@ -154,14 +159,15 @@ pub fn remove(store: &Store, reference: &str) -> Result<ImageRecord, ImagesError
 }
 
 /// The stored manifest and config documents of an image (verified: a document
-/// changed on disk after the build is refused by its digest).
-pub fn documents(store: &Store, rec: &ImageRecord) -> Result<(serde_json::Value, serde_json::Value), ImagesError> {
-    let read = |d: &str| -> Result<serde_json::Value, ImagesError> {
-        let digest: Digest = d.parse().map_err(|_| ImagesError::Verify(format!("bad digest `{d}` in the record")))?;
-        let bytes = store.read_verified(&digest)?;
-        serde_json::from_slice(&bytes).map_err(|e| ImagesError::Verify(format!("{d}: not JSON: {e}")))
-    };
-    Ok((read(&rec.manifest)?, read(&rec.config)?))
+/// changed on disk after the build is refused by its digest), read as oci-spec types.
+pub fn documents(store: &Store, rec: &ImageRecord) -> Result<(ImageManifest, ImageConfiguration), ImagesError> {
+    Ok((document(store, &rec.manifest)?, document(store, &rec.config)?))
+}
+
+fn document<T: serde::de::DeserializeOwned>(store: &Store, digest: &str) -> Result<T, ImagesError> {
+    let d: Digest = digest.parse().map_err(|_| ImagesError::Verify(format!("bad digest `{digest}` in the record")))?;
+    let bytes = store.read_verified(&d)?;
+    Ok(openshell_oci::parse_document(&store.blob_path(&d), &bytes)?)
 }
 
 /// Re-hashes every blob of a recorded image.

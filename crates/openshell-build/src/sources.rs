@@ -32,12 +32,21 @@ pub enum SourceError {
     BadUrl { what: &'static str, url: String },
 }
 
+/// A source's base URL, parsed by `url::Url` (so a malformed one, `http:/host` or a
+/// bad port, is refused here rather than at the first download), http(s) only, with
+/// a trailing `/` so that relative paths join under it.
 fn normalize(what: &'static str, url: &str) -> Result<String, SourceError> {
     let url = url.trim();
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(SourceError::BadUrl { what, url: url.to_owned() });
+    let bad = || SourceError::BadUrl { what, url: url.to_owned() };
+    let mut parsed = url::Url::parse(url).map_err(|_| bad())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
+        return Err(bad());
     }
-    Ok(if url.ends_with('/') { url.to_owned() } else { format!("{url}/") })
+    if !parsed.path().ends_with('/') {
+        let path = format!("{}/", parsed.path());
+        parsed.set_path(&path);
+    }
+    Ok(parsed.into())
 }
 
 /// One apt source entry.
@@ -225,5 +234,12 @@ mod tests {
         let flag = debian_mirror(Some("http://127.0.0.1:9/debian"), "trixie", &[]).expect("flag");
         assert_eq!(flag.url, "http://127.0.0.1:9/debian/");
         assert!(debian_mirror(Some("ftp://x"), "trixie", &[]).is_err());
+        // Parsed as URLs: a malformed one is refused, a host alone gets its `/`.
+        assert!(debian_mirror(Some("http://[::1/debian"), "trixie", &[]).is_err());
+        assert!(debian_mirror(Some("http://host:99999/debian"), "trixie", &[]).is_err());
+        assert_eq!(
+            debian_mirror(Some(" http://127.0.0.1:9 "), "trixie", &[]).expect("host").url,
+            "http://127.0.0.1:9/"
+        );
     }
 }

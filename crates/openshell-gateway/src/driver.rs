@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use nix::sys::signal::Signal;
+use openshell_oci::spec::ImageConfiguration;
 use openshell_policy::KernelProfile;
 use openshell_runtime::disk::Disk;
 use openshell_runtime::idmap::IdMap;
@@ -467,15 +468,13 @@ fn started(waiter: Waiter, dir: SandboxDir) -> Result<(Run, Pidfds), DriverError
     }
 }
 
-fn image_config(config: &serde_json::Value) -> (Vec<String>, Vec<String>, String) {
-    let c = &config["config"];
-    let strings = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
-    };
-    let mut args = strings(&c["Entrypoint"]);
-    args.extend(strings(&c["Cmd"]));
-    let workdir = c["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_owned();
-    (strings(&c["Env"]), args, workdir)
+/// The image's environment, command (`Entrypoint` then `Cmd`) and working directory.
+fn image_config(config: &ImageConfiguration) -> (Vec<String>, Vec<String>, String) {
+    let Some(c) = config.config() else { return (Vec::new(), Vec::new(), "/".to_owned()) };
+    let mut args = c.entrypoint().clone().unwrap_or_default();
+    args.extend(c.cmd().iter().flatten().cloned());
+    let workdir = c.working_dir().as_deref().filter(|w| !w.is_empty()).unwrap_or("/").to_owned();
+    (c.env().clone().unwrap_or_default(), args, workdir)
 }
 
 /// `/etc/<name>` of the image: the top-most layer that has it.
@@ -576,10 +575,8 @@ impl Driver for LocalDriver {
         let store = Store::open(&req.store).map_err(DriverError::new)?;
         let rec = openshell_build::images::find(&store, &req.image).map_err(DriverError::new)?;
         let (manifest, config) = openshell_build::images::documents(&store, &rec).map_err(DriverError::new)?;
-        let blobs: Vec<&str> =
-            manifest["layers"].as_array().into_iter().flatten().filter_map(|l| l["digest"].as_str()).collect();
-        let diff_ids: Vec<&str> =
-            config["rootfs"]["diff_ids"].as_array().into_iter().flatten().filter_map(|d| d.as_str()).collect();
+        let blobs: Vec<&str> = manifest.layers().iter().map(|l| l.digest().as_ref()).collect();
+        let diff_ids: Vec<&str> = config.rootfs().diff_ids().iter().map(String::as_str).collect();
         if blobs.len() != diff_ids.len() {
             return Err(DriverError::new(format!(
                 "image {}: {} layers but {} diff_ids",

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use openshell_store::Digest;
 
-use crate::json::Value;
+use serde::Serialize;
+use serde_json::Value;
+
 use crate::layout::{self, Descriptor, Layout, LayoutError, LayoutImage};
 
 /// How one tar entry differs between the two sides.
@@ -278,6 +280,9 @@ pub enum DiffError {
     /// A layout could not be read.
     #[error(transparent)]
     Layout(#[from] LayoutError),
+    /// A document could not be turned into JSON to compare it.
+    #[error("cannot compare documents: {0}")]
+    Json(#[source] serde_json::Error),
     /// A layer could not be read as a tar.
     #[error("layer {index} ({}): {source}", path.display())]
     Tar {
@@ -334,7 +339,7 @@ fn diff_images(adir: &Path, a: &LayoutImage, bdir: &Path, b: &LayoutImage) -> Re
             continue;
         }
         let detail = if la.media_type != lb.media_type {
-            LayerDiff::MediaType { a: la.media_type.clone(), b: lb.media_type.clone() }
+            LayerDiff::MediaType { a: la.media_type.to_string(), b: lb.media_type.to_string() }
         } else if a.diff_ids.get(index) == b.diff_ids.get(index) {
             LayerDiff::CompressionOnly
         } else {
@@ -346,7 +351,7 @@ fn diff_images(adir: &Path, a: &LayoutImage, bdir: &Path, b: &LayoutImage) -> Re
         return Ok(Difference::LayerCount { a: a.layers.len(), b: b.layers.len() });
     }
     if a.config.digest != b.config.digest {
-        let (pointer, a_value, b_value) = first_json_diff(&a.config_json, &b.config_json);
+        let (pointer, a_value, b_value) = first_json_diff(&as_json(&a.config_doc)?, &as_json(&b.config_doc)?);
         return Ok(Difference::Config {
             a: a.config.digest.clone(),
             b: b.config.digest.clone(),
@@ -355,12 +360,18 @@ fn diff_images(adir: &Path, a: &LayoutImage, bdir: &Path, b: &LayoutImage) -> Re
             b_value,
         });
     }
-    let (pointer, a_value, b_value) = first_json_diff(&a.manifest_json, &b.manifest_json);
+    let (pointer, a_value, b_value) = first_json_diff(&as_json(&a.manifest_doc)?, &as_json(&b.manifest_doc)?);
     Ok(Difference::Manifest { pointer, a_value, b_value })
 }
 
+/// A document as a JSON tree, for [`first_json_diff`] (which walks any JSON, so it
+/// works on the generic tree rather than on each oci-spec type).
+fn as_json<T: Serialize>(doc: &T) -> Result<Value, DiffError> {
+    serde_json::to_value(doc).map_err(DiffError::Json)
+}
+
 fn shorten(v: &Value) -> String {
-    let s = String::from_utf8_lossy(&v.to_canonical()).into_owned();
+    let s = v.to_string();
     if s.len() > 200 {
         let mut end = 200;
         while !s.is_char_boundary(end) {

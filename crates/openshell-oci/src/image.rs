@@ -1,21 +1,36 @@
 //! OCI image config, manifest and index, and the two on-disk forms: an OCI image
 //! layout directory and one tar that is both an OCI layout and a `docker load` archive.
 //!
-//! Config and manifest are serialized once, canonically (see [`crate::json`]), and
-//! their exact bytes are kept in [`Image`]: whatever is written or pushed later uses
-//! those bytes, never a re-serialization.
+//! Config, manifest and index are built as `oci_spec::image` values
+//! ([`ImageConfiguration`], [`ImageManifest`], [`ImageIndex`], [`Descriptor`]) and
+//! serialized once, canonically (see [`crate::json`]). Config and manifest bytes are
+//! kept in [`Image`]: whatever is written or pushed later uses those bytes, never a
+//! re-serialization.
+//!
+//! Where oci-spec's serialization and the bytes this builder has always written could
+//! part, the choice is made here, explicitly: the run config (`config`) is always
+//! present (an empty object when nothing is set), `Env` and `Labels` are omitted when
+//! empty, `Entrypoint` and `Cmd` are kept when given empty, `history` is always
+//! present (one entry per layer), and architecture and OS names are kept exactly as
+//! given (see [`arch`]). `tests/pins.rs` holds the bytes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use oci_spec::OciSpecError;
+use oci_spec::image::{
+    Arch, Config, Descriptor, History, ImageConfiguration, ImageIndex, ImageManifest, ImageManifestBuilder, MediaType,
+    Os, Platform, RootFs, SCHEMA_VERSION,
+};
 use openshell_store::{Algorithm, Digest, Store, StoreError};
+use serde::Serialize;
 
 use crate::compress::COMPRESSOR;
-use crate::json::Value;
+use crate::json::{self, JsonError};
 use crate::layer::LayerInfo;
 use crate::tarfmt::{Kind, Meta, TAR_FORMAT, TarWriter};
 
@@ -132,6 +147,25 @@ pub enum ImageError {
         expected: u64,
         /// Size in the store.
         actual: u64,
+    },
+    /// An oci-spec document could not be built (a digest it does not accept, a
+    /// missing required field).
+    #[error("image {document}: {source}")]
+    Document {
+        /// `config`, `manifest` or `index`.
+        document: &'static str,
+        /// oci-spec's error.
+        #[source]
+        source: OciSpecError,
+    },
+    /// A document could not be written as canonical JSON.
+    #[error("image {document}: {source}")]
+    Json {
+        /// `config`, `manifest`, `index` or `manifest.json`.
+        document: &'static str,
+        /// Why.
+        #[source]
+        source: JsonError,
     },
     /// The output directory holds something that is not an OCI layout.
     #[error("{}: exists, is not empty and has no `oci-layout` file; refusing to write an image layout into it", dir.display())]
@@ -251,75 +285,136 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Value {
-    Value::object().with("mediaType", media_type).with("digest", digest.to_string()).with("size", size)
+/// oci-spec's digest of a store digest (the same text; oci-spec checks it again).
+fn oci_digest(digest: &Digest, document: &'static str) -> Result<oci_spec::image::Digest, ImageError> {
+    digest.to_string().parse().map_err(|source| ImageError::Document { document, source })
+}
+
+fn descriptor(
+    media_type: MediaType,
+    digest: &Digest,
+    size: u64,
+    document: &'static str,
+) -> Result<Descriptor, ImageError> {
+    Ok(Descriptor::new(media_type, size, oci_digest(digest, document)?))
+}
+
+/// oci-spec's architecture for `name`, spelled exactly as given: `Arch` parses some
+/// names into a variant that prints differently (`armbe` reads as `arm64be`), so a
+/// name that does not print back unchanged is kept as `Arch::Other`.
+fn arch(name: &str) -> Arch {
+    match Arch::from(name) {
+        a if a.to_string() == name => a,
+        _ => Arch::Other(name.to_owned()),
+    }
+}
+
+/// oci-spec's OS for `name`, spelled exactly as given (as [`arch`]).
+fn os(name: &str) -> Os {
+    match Os::from(name) {
+        o if o.to_string() == name => o,
+        _ => Os::Other(name.to_owned()),
+    }
+}
+
+/// The run config. Always present in the image config, even empty (`{}`); `Env` and
+/// `Labels` are left out when empty, `Entrypoint` and `Cmd` kept whenever given.
+fn run_config(config: &ImageConfig) -> Config {
+    let mut run = Config::default();
+    run.set_user(config.user.clone())
+        .set_env((!config.env.is_empty()).then(|| config.env.clone()))
+        .set_entrypoint(config.entrypoint.clone())
+        .set_cmd(config.cmd.clone())
+        .set_working_dir(config.working_dir.clone())
+        .set_labels((!config.labels.is_empty()).then(|| config.labels.clone().into_iter().collect()));
+    run
+}
+
+/// The image config: no host fields, one history entry per layer (the list is there,
+/// empty, for an image without layers).
+fn image_configuration(config: &ImageConfig, layers: &[LayerInfo]) -> ImageConfiguration {
+    let created = rfc3339(config.created);
+    let history = layers
+        .iter()
+        .map(|l| {
+            let by = match &l.origin {
+                Some(o) => format!("openshell build: layer `{o}`"),
+                None => "openshell build: layer".to_owned(),
+            };
+            let mut h = History::default();
+            h.set_created(Some(created.clone())).set_created_by(Some(by));
+            h
+        })
+        .collect();
+    let mut rootfs = RootFs::default();
+    rootfs.set_diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect());
+    let mut doc = ImageConfiguration::default();
+    doc.set_created(Some(created))
+        .set_architecture(arch(&config.architecture))
+        .set_os(os(&config.os))
+        .set_config(Some(run_config(config)))
+        .set_rootfs(rootfs)
+        .set_history(Some(history));
+    doc
+}
+
+fn image_manifest(
+    config: Descriptor,
+    layers: &[LayerInfo],
+    annotations: &BTreeMap<String, String>,
+) -> Result<ImageManifest, ImageError> {
+    let layers = layers
+        .iter()
+        .map(|l| descriptor(MediaType::from(l.media_type), &l.digest, l.size, "manifest"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ann: HashMap<String, String> = annotations.clone().into_iter().collect();
+    ann.insert(ANNOTATION_COMPRESSOR.to_owned(), COMPRESSOR.to_owned());
+    ann.insert(ANNOTATION_TAR_FORMAT.to_owned(), TAR_FORMAT.to_owned());
+    ImageManifestBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageManifest)
+        .config(config)
+        .layers(layers)
+        .annotations(ann)
+        .build()
+        .map_err(|source| ImageError::Document { document: "manifest", source })
+}
+
+fn canonical<T: Serialize>(value: &T, document: &'static str) -> Result<Vec<u8>, ImageError> {
+    json::to_canonical(value).map_err(|source| ImageError::Json { document, source })
+}
+
+/// One entry of docker's `manifest.json` (`docker load`'s format, which oci-spec
+/// does not model).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerLoadEntry {
+    config: String,
+    repo_tags: Vec<String>,
+    layers: Vec<String>,
 }
 
 impl Image {
     /// Builds config and manifest for `layers` (bottom first). `annotations` go into the
     /// manifest, with [`ANNOTATION_COMPRESSOR`] and [`ANNOTATION_TAR_FORMAT`] set here.
-    pub fn new(config: &ImageConfig, layers: Vec<LayerInfo>, annotations: &BTreeMap<String, String>) -> Image {
-        let created = rfc3339(config.created);
-        let mut run = Value::object();
-        if let Some(u) = &config.user {
-            run = run.with("User", u);
-        }
-        if !config.env.is_empty() {
-            run = run.with("Env", config.env.as_slice());
-        }
-        if let Some(e) = &config.entrypoint {
-            run = run.with("Entrypoint", e.as_slice());
-        }
-        if let Some(c) = &config.cmd {
-            run = run.with("Cmd", c.as_slice());
-        }
-        if let Some(w) = &config.working_dir {
-            run = run.with("WorkingDir", w);
-        }
-        if !config.labels.is_empty() {
-            run = run.with("Labels", &config.labels);
-        }
-        let history: Vec<Value> = layers
-            .iter()
-            .map(|l| {
-                let by = match &l.origin {
-                    Some(o) => format!("openshell build: layer `{o}`"),
-                    None => "openshell build: layer".to_owned(),
-                };
-                Value::object().with("created", created.as_str()).with("created_by", by)
-            })
-            .collect();
-        let diff_ids: Vec<Value> = layers.iter().map(|l| Value::from(l.diff_id.to_string())).collect();
-        let config_json = Value::object()
-            .with("architecture", config.architecture.as_str())
-            .with("os", config.os.as_str())
-            .with("created", created.as_str())
-            .with("config", run)
-            .with("rootfs", Value::object().with("type", "layers").with("diff_ids", diff_ids))
-            .with("history", history);
-        let config_bytes = config_json.to_canonical();
+    pub fn new(
+        config: &ImageConfig,
+        layers: Vec<LayerInfo>,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Image, ImageError> {
+        let config_bytes = canonical(&image_configuration(config, &layers), "config")?;
         let config_digest = Digest::sha256(&config_bytes);
-
-        let mut ann = annotations.clone();
-        ann.insert(ANNOTATION_COMPRESSOR.to_owned(), COMPRESSOR.to_owned());
-        ann.insert(ANNOTATION_TAR_FORMAT.to_owned(), TAR_FORMAT.to_owned());
-        let layer_descs: Vec<Value> = layers.iter().map(|l| descriptor(l.media_type, &l.digest, l.size)).collect();
-        let manifest_json = Value::object()
-            .with("schemaVersion", 2i64)
-            .with("mediaType", MANIFEST_MEDIA_TYPE)
-            .with("config", descriptor(CONFIG_MEDIA_TYPE, &config_digest, config_bytes.len() as u64))
-            .with("layers", layer_descs)
-            .with("annotations", &ann);
-        let manifest_bytes = manifest_json.to_canonical();
+        let config_desc = descriptor(MediaType::ImageConfig, &config_digest, config_bytes.len() as u64, "manifest")?;
+        let manifest_bytes = canonical(&image_manifest(config_desc, &layers, annotations)?, "manifest")?;
         let manifest_digest = Digest::sha256(&manifest_bytes);
-        Image {
+        Ok(Image {
             config: config_bytes,
             config_digest,
             manifest: manifest_bytes,
             manifest_digest,
             layers,
             platform: (config.architecture.clone(), config.os.clone()),
-        }
+        })
     }
 
     /// The config's exact bytes.
@@ -348,31 +443,29 @@ impl Image {
     }
 
     /// `index.json` naming this image.
-    pub fn index_bytes(&self, reference: &Reference) -> Vec<u8> {
-        let ann = Value::object()
-            .with(ANNOTATION_REF_NAME, reference.tag())
-            .with(ANNOTATION_CONTAINERD_NAME, reference.full_name());
-        let platform =
-            Value::object().with("architecture", self.platform.0.as_str()).with("os", self.platform.1.as_str());
-        let desc = descriptor(MANIFEST_MEDIA_TYPE, &self.manifest_digest, self.manifest.len() as u64)
-            .with("annotations", ann)
-            .with("platform", platform);
-        Value::object()
-            .with("schemaVersion", 2i64)
-            .with("mediaType", INDEX_MEDIA_TYPE)
-            .with("manifests", vec![desc])
-            .to_canonical()
+    pub fn index_bytes(&self, reference: &Reference) -> Result<Vec<u8>, ImageError> {
+        let mut platform = Platform::default();
+        platform.set_architecture(arch(&self.platform.0)).set_os(os(&self.platform.1));
+        let mut desc =
+            descriptor(MediaType::ImageManifest, &self.manifest_digest, self.manifest.len() as u64, "index")?;
+        desc.set_annotations(Some(HashMap::from([
+            (ANNOTATION_REF_NAME.to_owned(), reference.tag().to_owned()),
+            (ANNOTATION_CONTAINERD_NAME.to_owned(), reference.full_name()),
+        ])))
+        .set_platform(Some(platform));
+        let mut index = ImageIndex::default();
+        index.set_schema_version(SCHEMA_VERSION).set_media_type(Some(MediaType::ImageIndex)).set_manifests(vec![desc]);
+        canonical(&index, "index")
     }
 
     /// docker's `manifest.json` for `docker load`.
-    pub fn docker_manifest_bytes(&self, reference: &Reference) -> Vec<u8> {
-        let layers: Vec<Value> =
-            self.layers.iter().map(|l| Value::from(format!("blobs/sha256/{}", l.digest.hex()))).collect();
-        let entry = Value::object()
-            .with("Config", format!("blobs/sha256/{}", self.config_digest.hex()))
-            .with("RepoTags", vec![reference.repo_tag()])
-            .with("Layers", layers);
-        Value::Array(vec![entry]).to_canonical()
+    pub fn docker_manifest_bytes(&self, reference: &Reference) -> Result<Vec<u8>, ImageError> {
+        let entry = DockerLoadEntry {
+            config: format!("blobs/sha256/{}", self.config_digest.hex()),
+            repo_tags: vec![reference.repo_tag()],
+            layers: self.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect(),
+        };
+        canonical(&[entry], "manifest.json")
     }
 
     /// Every blob of the image, by digest (layers deduplicated), with its source.
@@ -454,7 +547,7 @@ pub fn write_layout(store: &Store, dir: &Path, image: &Image, reference: &Refere
         }
     }
     write_atomic(&dir.join("oci-layout"), OCI_LAYOUT)?;
-    write_atomic(&dir.join("index.json"), &image.index_bytes(reference))?;
+    write_atomic(&dir.join("index.json"), &image.index_bytes(reference)?)?;
     let keep: BTreeSet<String> = blobs.keys().map(Digest::hex).collect();
     for entry in fs::read_dir(&blob_dir).map_err(io_err(&blob_dir))? {
         let entry = entry.map_err(io_err(&blob_dir))?;
@@ -558,8 +651,8 @@ pub fn write_archive_to(
         }
     }
     for (name, bytes) in [
-        ("index.json", image.index_bytes(reference)),
-        ("manifest.json", image.docker_manifest_bytes(reference)),
+        ("index.json", image.index_bytes(reference)?),
+        ("manifest.json", image.docker_manifest_bytes(reference)?),
         ("oci-layout", OCI_LAYOUT.to_vec()),
     ] {
         tar.header(name, Kind::File, &file, bytes.len() as u64, "").map_err(werr)?;

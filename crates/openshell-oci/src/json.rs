@@ -1,171 +1,61 @@
-//! Canonical JSON for image configs, manifests and indexes, so their digests are stable.
+//! Canonical JSON bytes for image configs, manifests and indexes, so their digests are stable.
 //!
-//! Output follows RFC 8785 (JCS) for the values used here: object keys sorted by their
-//! UTF-16 code units, no whitespace, strings as UTF-8 with only `"`, `\` and control
-//! characters escaped (`\b \t \n \f \r` short forms, others `\u00xx` in lower case),
-//! integers only (no floats, so no number formatting question). Objects are `BTreeMap`s:
-//! no hash map ever decides an order.
+//! The documents themselves are oci-spec values (see [`crate::image`]); serde turns
+//! them into a `serde_json::Value` and this module writes that value canonically:
+//! RFC 8785 (JCS) for the values used here. Object keys sorted by their UTF-16 code
+//! units, no whitespace, strings as UTF-8 with only `"`, `\` and control characters
+//! escaped (`\b \t \n \f \r` short forms, others `\u00xx` in lower case), integers
+//! only (no floats, so no number formatting question).
 //!
-//! [`parse`] reads JSON (through serde_json) into the same [`Value`], for the readers.
+//! Why the writer is still hand-written: serde_json's own writer emits keys in the
+//! map's order, and that order is not ours to rely on. oci-spec holds labels and
+//! annotations in `HashMap`s; serde_json's `Map` is a `BTreeMap` only while its
+//! `preserve_order` feature is off, and any crate in the build can turn it on; and
+//! even a `BTreeMap` sorts by UTF-8 bytes where JCS sorts by UTF-16 code units (they
+//! differ for keys mixing U+E000..U+FFFF with supplementary characters). The string
+//! escapes above are serde_json's too; writing them here keeps every byte in one place.
 
-use std::collections::BTreeMap;
+use serde::Serialize;
+use serde_json::Value;
 
-/// A JSON value with integer numbers only.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
-    /// `null`
-    Null,
-    /// `true` / `false`
-    Bool(bool),
-    /// An integer.
-    Int(i64),
-    /// A string.
-    String(String),
-    /// An array.
-    Array(Vec<Value>),
-    /// An object; written with keys in canonical order.
-    Object(BTreeMap<String, Value>),
-}
-
-/// Errors parsing JSON.
+/// Errors writing canonical JSON.
 #[derive(Debug, thiserror::Error)]
 pub enum JsonError {
-    /// Not JSON.
-    #[error("invalid JSON: {0}")]
-    Syntax(String),
-    /// A number that is not an integer in the i64 range.
+    /// The value did not serialize to JSON.
+    #[error("cannot serialize: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// A number that is not an integer (only integers are used in image metadata).
     #[error("number {0} is not an integer (only integers are used in image metadata)")]
     NotInteger(String),
 }
 
-impl Value {
-    /// An empty object.
-    pub fn object() -> Value {
-        Value::Object(BTreeMap::new())
-    }
-
-    /// Adds a member (for building objects); no-op on non-objects.
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Value {
-        if let Value::Object(m) = &mut self {
-            m.insert(key.to_owned(), value.into());
-        }
-        self
-    }
-
-    /// Member of an object.
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        match self {
-            Value::Object(m) => m.get(key),
-            _ => None,
-        }
-    }
-
-    /// The string, if this is one.
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::String(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The integer, if this is one.
-    pub fn as_i64(&self) -> Option<i64> {
-        match self {
-            Value::Int(i) => Some(*i),
-            _ => None,
-        }
-    }
-
-    /// The elements, if this is an array.
-    pub fn as_array(&self) -> Option<&[Value]> {
-        match self {
-            Value::Array(a) => Some(a),
-            _ => None,
-        }
-    }
-
-    /// The members, if this is an object.
-    pub fn as_object(&self) -> Option<&BTreeMap<String, Value>> {
-        match self {
-            Value::Object(m) => Some(m),
-            _ => None,
-        }
-    }
-
-    /// Canonical bytes.
-    pub fn to_canonical(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        write_value(self, &mut out);
-        out
-    }
+/// Canonical bytes of any serializable value (an oci-spec document).
+pub fn to_canonical<T: Serialize>(value: &T) -> Result<Vec<u8>, JsonError> {
+    value_to_canonical(&serde_json::to_value(value)?)
 }
 
-impl From<&str> for Value {
-    fn from(s: &str) -> Value {
-        Value::String(s.to_owned())
-    }
+/// Canonical bytes of a JSON value.
+pub fn value_to_canonical(value: &Value) -> Result<Vec<u8>, JsonError> {
+    let mut out = Vec::with_capacity(256);
+    write_value(value, &mut out)?;
+    Ok(out)
 }
 
-impl From<String> for Value {
-    fn from(s: String) -> Value {
-        Value::String(s)
-    }
+/// Whether `bytes` are exactly the canonical form of the JSON they hold.
+pub fn is_canonical(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| value_to_canonical(&v).ok())
+        .is_some_and(|canonical| canonical == bytes)
 }
 
-impl From<&String> for Value {
-    fn from(s: &String) -> Value {
-        Value::String(s.clone())
-    }
-}
-
-impl From<bool> for Value {
-    fn from(b: bool) -> Value {
-        Value::Bool(b)
-    }
-}
-
-impl From<i64> for Value {
-    fn from(i: i64) -> Value {
-        Value::Int(i)
-    }
-}
-
-impl From<u64> for Value {
-    /// Sizes and counts; values past `i64::MAX` (never a real size) saturate.
-    fn from(i: u64) -> Value {
-        Value::Int(i64::try_from(i).unwrap_or(i64::MAX))
-    }
-}
-
-impl<T: Into<Value>> From<Vec<T>> for Value {
-    fn from(v: Vec<T>) -> Value {
-        Value::Array(v.into_iter().map(Into::into).collect())
-    }
-}
-
-impl<T: Into<Value> + Clone> From<&[T]> for Value {
-    fn from(v: &[T]) -> Value {
-        Value::Array(v.iter().cloned().map(Into::into).collect())
-    }
-}
-
-impl<V: Into<Value> + Clone> From<&BTreeMap<String, V>> for Value {
-    fn from(m: &BTreeMap<String, V>) -> Value {
-        Value::Object(m.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect())
-    }
-}
-
-/// Canonical bytes of a value.
-pub fn to_vec(value: &Value) -> Vec<u8> {
-    value.to_canonical()
-}
-
-fn write_value(v: &Value, out: &mut Vec<u8>) {
+fn write_value(v: &Value, out: &mut Vec<u8>) -> Result<(), JsonError> {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Number(n) => return Err(JsonError::NotInteger(n.to_string())),
         Value::String(s) => write_string(s, out),
         Value::Array(items) => {
             out.push(b'[');
@@ -173,17 +63,13 @@ fn write_value(v: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_value(item, out);
+                write_value(item, out)?;
             }
             out.push(b']');
         }
         Value::Object(map) => {
             let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            // BTreeMap order is UTF-8 byte order; JCS wants UTF-16 code units. They
-            // differ only for keys mixing U+E000..U+FFFF with supplementary characters.
-            if map.keys().any(|k| k.chars().any(|c| c >= '\u{e000}')) {
-                members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            }
+            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
             out.push(b'{');
             for (i, (k, v)) in members.into_iter().enumerate() {
                 if i > 0 {
@@ -191,11 +77,12 @@ fn write_value(v: &Value, out: &mut Vec<u8>) {
                 }
                 write_string(k, out);
                 out.push(b':');
-                write_value(v, out);
+                write_value(v, out)?;
             }
             out.push(b'}');
         }
     }
+    Ok(())
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
@@ -227,28 +114,4 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
-}
-
-/// Parses JSON into a [`Value`]. Non-integer numbers are refused.
-pub fn parse(bytes: &[u8]) -> Result<Value, JsonError> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| JsonError::Syntax(e.to_string()))?;
-    convert(v)
-}
-
-fn convert(v: serde_json::Value) -> Result<Value, JsonError> {
-    Ok(match v {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(b) => Value::Bool(b),
-        serde_json::Value::Number(n) => Value::Int(n.as_i64().ok_or_else(|| JsonError::NotInteger(n.to_string()))?),
-        serde_json::Value::String(s) => Value::String(s),
-        serde_json::Value::Array(a) => Value::Array(a.into_iter().map(convert).collect::<Result<_, _>>()?),
-        serde_json::Value::Object(m) => {
-            Value::Object(m.into_iter().map(|(k, v)| Ok((k, convert(v)?))).collect::<Result<_, JsonError>>()?)
-        }
-    })
-}
-
-/// Whether `bytes` are exactly the canonical form of the JSON they hold.
-pub fn is_canonical(bytes: &[u8]) -> bool {
-    parse(bytes).is_ok_and(|v| v.to_canonical() == bytes)
 }

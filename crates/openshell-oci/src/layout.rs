@@ -1,4 +1,10 @@
 //! Reading and verifying OCI image layouts.
+//!
+//! `oci-layout`, `index.json`, manifests and configs are read as oci-spec documents
+//! ([`OciLayout`], [`ImageIndex`], [`ImageManifest`], [`ImageConfiguration`]) through
+//! [`parse_document`], whose errors name the file and the field. The descriptors the
+//! verifier works from ([`Descriptor`]) are those documents' descriptors with the digest
+//! parsed into the store's [`Digest`], which the hashing needs.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -8,19 +14,18 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType, OciLayout};
 use openshell_store::{Algorithm, Digest, Hasher};
-
-use crate::image::{CONFIG_MEDIA_TYPE, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
-use crate::json::{self, Value};
+use serde::de::DeserializeOwned;
 
 /// Largest JSON blob (index, manifest, config) read.
 pub const MAX_JSON_SIZE: u64 = 4 * 1024 * 1024;
 
-/// An OCI content descriptor.
+/// An OCI content descriptor, its digest in the store's form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
     /// `mediaType`.
-    pub media_type: String,
+    pub media_type: MediaType,
     /// `digest`.
     pub digest: Digest,
     /// `size`.
@@ -40,10 +45,10 @@ pub struct LayoutImage {
     pub layers: Vec<Descriptor>,
     /// `rootfs.diff_ids` of the config.
     pub diff_ids: Vec<Digest>,
-    /// The parsed manifest.
-    pub manifest_json: Value,
-    /// The parsed config.
-    pub config_json: Value,
+    /// The manifest.
+    pub manifest_doc: ImageManifest,
+    /// The config.
+    pub config_doc: ImageConfiguration,
 }
 
 /// An OCI image layout directory.
@@ -80,7 +85,18 @@ pub enum LayoutError {
         #[source]
         source: io::Error,
     },
-    /// A JSON file or blob is malformed or lacks a field.
+    /// A JSON file or blob that does not read as its OCI document: not JSON, a
+    /// missing field, a field of the wrong type or an invalid value.
+    #[error("{}: {}: {message}", path.display(), if field.is_empty() { "the document" } else { field.as_str() })]
+    Field {
+        /// The file.
+        path: PathBuf,
+        /// Where in the document (`manifests[0].digest`), empty for the document itself.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A JSON file or blob whose fields disagree with each other or with the layout.
     #[error("{}: {message}", path.display())]
     Invalid {
         /// The file.
@@ -166,13 +182,25 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, LayoutError> {
     Ok(bytes)
 }
 
-fn read_json_file(path: &Path) -> Result<Value, LayoutError> {
-    let bytes = read_limited(path)?;
-    json::parse(&bytes).map_err(|e| invalid(path, e.to_string()))
+/// Parses `bytes` (the content of `path`) as the oci-spec document `T`. An error names
+/// the field it is in (a path like `manifests[0].size`) and what is wrong there.
+pub fn parse_document<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, LayoutError> {
+    let field_err = |field: String, message: String| LayoutError::Field { path: path.to_owned(), field, message };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let doc: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = if e.path().iter().next().is_none() { String::new() } else { e.path().to_string() };
+        field_err(field, e.into_inner().to_string())
+    })?;
+    de.end().map_err(|e| field_err(String::new(), e.to_string()))?;
+    Ok(doc)
+}
+
+fn read_document<T: DeserializeOwned>(path: &Path) -> Result<T, LayoutError> {
+    parse_document(path, &read_limited(path)?)
 }
 
 /// Reads a JSON blob, checks it against its descriptor, then parses it.
-fn read_json_blob(dir: &Path, desc: &Descriptor, role: &str) -> Result<Value, LayoutError> {
+fn read_blob_document<T: DeserializeOwned>(dir: &Path, desc: &Descriptor, role: &str) -> Result<T, LayoutError> {
     let path = blob_path(dir, &desc.digest);
     let bytes = read_limited(&path)?;
     let actual = hash_bytes(desc.digest.algorithm(), &bytes);
@@ -182,7 +210,7 @@ fn read_json_blob(dir: &Path, desc: &Descriptor, role: &str) -> Result<Value, La
     if bytes.len() as u64 != desc.size {
         return Err(LayoutError::Size { path, role: role.to_owned(), expected: desc.size, actual: bytes.len() as u64 });
     }
-    json::parse(&bytes).map_err(|e| invalid(&path, e.to_string()))
+    parse_document(&path, &bytes)
 }
 
 fn hash_bytes(algorithm: Algorithm, bytes: &[u8]) -> Digest {
@@ -191,104 +219,83 @@ fn hash_bytes(algorithm: Algorithm, bytes: &[u8]) -> Digest {
     h.finish()
 }
 
-fn field<'v>(v: &'v Value, key: &str, path: &Path) -> Result<&'v Value, LayoutError> {
-    v.get(key).ok_or_else(|| invalid(path, format!("missing `{key}`")))
+/// A store digest from an OCI digest string; the error names `field` of `path`.
+fn store_digest(text: &str, path: &Path, field: &str) -> Result<Digest, LayoutError> {
+    text.parse::<Digest>().map_err(|e| LayoutError::Field {
+        path: path.to_owned(),
+        field: field.to_owned(),
+        message: e.to_string(),
+    })
 }
 
-fn parse_descriptor(v: &Value, path: &Path, what: &str) -> Result<Descriptor, LayoutError> {
-    let media_type = field(v, "mediaType", path)?
-        .as_str()
-        .ok_or_else(|| invalid(path, format!("{what}: `mediaType` is not a string")))?
-        .to_owned();
-    let digest_str =
-        field(v, "digest", path)?.as_str().ok_or_else(|| invalid(path, format!("{what}: `digest` is not a string")))?;
-    let digest = digest_str.parse::<Digest>().map_err(|e| invalid(path, format!("{what}: {e}")))?;
-    let size = field(v, "size", path)?
-        .as_i64()
-        .and_then(|s| u64::try_from(s).ok())
-        .ok_or_else(|| invalid(path, format!("{what}: `size` is not a non-negative integer")))?;
-    let mut annotations = BTreeMap::new();
-    if let Some(a) = v.get("annotations") {
-        let obj = a.as_object().ok_or_else(|| invalid(path, format!("{what}: `annotations` is not an object")))?;
-        for (k, val) in obj {
-            let s = val.as_str().ok_or_else(|| invalid(path, format!("{what}: annotation `{k}` is not a string")))?;
-            annotations.insert(k.clone(), s.to_owned());
-        }
-    }
-    Ok(Descriptor { media_type, digest, size, annotations })
+fn descriptor(d: &oci_spec::image::Descriptor, path: &Path, field: &str) -> Result<Descriptor, LayoutError> {
+    Ok(Descriptor {
+        media_type: d.media_type().clone(),
+        digest: store_digest(d.digest().as_ref(), path, &format!("{field}.digest"))?,
+        size: d.size(),
+        annotations: d.annotations().iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    })
 }
 
 /// Reads `oci-layout`, `index.json`, and each image's manifest and config (checking
 /// their digests and sizes). Layer blobs are not read; see [`verify_layout`].
 pub fn read_layout(dir: &Path) -> Result<Layout, LayoutError> {
     let marker = dir.join("oci-layout");
-    let layout = read_json_file(&marker)?;
-    match layout.get("imageLayoutVersion").and_then(Value::as_str) {
-        Some("1.0.0") => {}
-        Some(v) => {
-            return Err(LayoutError::Unsupported { path: marker, message: format!("imageLayoutVersion {v}") });
-        }
-        None => return Err(invalid(&marker, "missing `imageLayoutVersion`")),
+    let layout: OciLayout = read_document(&marker)?;
+    if layout.image_layout_version() != "1.0.0" {
+        let message = format!("imageLayoutVersion {}", layout.image_layout_version());
+        return Err(LayoutError::Unsupported { path: marker, message });
     }
     let index_path = dir.join("index.json");
-    let index = read_json_file(&index_path)?;
-    let manifests = field(&index, "manifests", &index_path)?
-        .as_array()
-        .ok_or_else(|| invalid(&index_path, "`manifests` is not an array"))?;
-    let mut images = Vec::with_capacity(manifests.len());
-    for (i, m) in manifests.iter().enumerate() {
-        let desc = parse_descriptor(m, &index_path, &format!("manifests[{i}]"))?;
-        if desc.media_type == INDEX_MEDIA_TYPE {
-            return Err(LayoutError::Unsupported {
-                path: index_path,
-                message: format!("manifests[{i}] is a nested index (multi-platform images are not read)"),
-            });
-        }
-        if desc.media_type != MANIFEST_MEDIA_TYPE {
-            return Err(LayoutError::Unsupported {
-                path: index_path,
-                message: format!("manifests[{i}] has media type {}", desc.media_type),
-            });
-        }
-        let mpath = blob_path(dir, &desc.digest);
-        let manifest_json = read_json_blob(dir, &desc, "manifest")?;
-        let config = parse_descriptor(field(&manifest_json, "config", &mpath)?, &mpath, "config")?;
-        let layers = field(&manifest_json, "layers", &mpath)?
-            .as_array()
-            .ok_or_else(|| invalid(&mpath, "`layers` is not an array"))?
-            .iter()
-            .enumerate()
-            .map(|(j, l)| parse_descriptor(l, &mpath, &format!("layers[{j}]")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let cpath = blob_path(dir, &config.digest);
-        if config.media_type != CONFIG_MEDIA_TYPE {
-            return Err(LayoutError::Unsupported {
-                path: mpath,
-                message: format!("config media type {}", config.media_type),
-            });
-        }
-        let config_json = read_json_blob(dir, &config, "config")?;
-        let diff_ids = field(&config_json, "rootfs", &cpath)
-            .and_then(|r| field(r, "diff_ids", &cpath))?
-            .as_array()
-            .ok_or_else(|| invalid(&cpath, "`rootfs.diff_ids` is not an array"))?
-            .iter()
-            .map(|d| {
-                d.as_str()
-                    .ok_or_else(|| invalid(&cpath, "a diff_id is not a string"))?
-                    .parse::<Digest>()
-                    .map_err(|e| invalid(&cpath, e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if diff_ids.len() != layers.len() {
-            return Err(invalid(
-                &cpath,
-                format!("{} diff_ids for {} layers in manifest {}", diff_ids.len(), layers.len(), desc.digest),
-            ));
-        }
-        images.push(LayoutImage { manifest: desc, config, layers, diff_ids, manifest_json, config_json });
-    }
+    let index: ImageIndex = read_document(&index_path)?;
+    let images = index
+        .manifests()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| read_image(dir, &index_path, &descriptor(m, &index_path, &format!("manifests[{i}]"))?, i))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Layout { dir: dir.to_owned(), images })
+}
+
+/// The image of `index.json`'s `manifests[i]`: its manifest, config and layers.
+fn read_image(dir: &Path, index_path: &Path, desc: &Descriptor, i: usize) -> Result<LayoutImage, LayoutError> {
+    let unsupported = |path: &Path, message: String| LayoutError::Unsupported { path: path.to_owned(), message };
+    match desc.media_type {
+        MediaType::ImageManifest => {}
+        MediaType::ImageIndex => {
+            let message = format!("manifests[{i}] is a nested index (multi-platform images are not read)");
+            return Err(unsupported(index_path, message));
+        }
+        ref other => return Err(unsupported(index_path, format!("manifests[{i}] has media type {other}"))),
+    }
+    let mpath = blob_path(dir, &desc.digest);
+    let manifest_doc: ImageManifest = read_blob_document(dir, desc, "manifest")?;
+    let config = descriptor(manifest_doc.config(), &mpath, "config")?;
+    let layers = manifest_doc
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(j, l)| descriptor(l, &mpath, &format!("layers[{j}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if config.media_type != MediaType::ImageConfig {
+        return Err(unsupported(&mpath, format!("config media type {}", config.media_type)));
+    }
+    let cpath = blob_path(dir, &config.digest);
+    let config_doc: ImageConfiguration = read_blob_document(dir, &config, "config")?;
+    let diff_ids = config_doc
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .enumerate()
+        .map(|(k, d)| store_digest(d, &cpath, &format!("rootfs.diff_ids[{k}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if diff_ids.len() != layers.len() {
+        return Err(invalid(
+            &cpath,
+            format!("{} diff_ids for {} layers in manifest {}", diff_ids.len(), layers.len(), desc.digest),
+        ));
+    }
+    Ok(LayoutImage { manifest: desc.clone(), config, layers, diff_ids, manifest_doc, config_doc })
 }
 
 /// A reader that hashes and counts what is read through it.
@@ -309,22 +316,24 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// A reader that yields the uncompressed content of a layer blob, by media type.
 pub(crate) fn decompressor<'r, R: io::BufRead + 'r>(
-    media_type: &str,
+    media_type: &MediaType,
     raw: R,
     path: &Path,
 ) -> Result<Box<dyn Read + 'r>, LayoutError> {
     match media_type {
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-        | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+        MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip => {
             Ok(Box::new(flate2::bufread::MultiGzDecoder::new(raw)))
         }
-        "application/vnd.oci.image.layer.v1.tar" | "application/vnd.oci.image.layer.nondistributable.v1.tar" => {
-            Ok(Box::new(raw))
+        MediaType::Other(docker) if docker == DOCKER_LAYER_GZIP => {
+            Ok(Box::new(flate2::bufread::MultiGzDecoder::new(raw)))
         }
+        MediaType::ImageLayer | MediaType::ImageLayerNonDistributable => Ok(Box::new(raw)),
         other => Err(LayoutError::Unsupported { path: path.to_owned(), message: format!("layer media type {other}") }),
     }
 }
+
+/// Docker's gzip layer media type, which oci-spec names only as `Other`.
+const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 struct LayerCheck {
     bytes: u64,

@@ -3,14 +3,17 @@
 //! Data flow: a [`tree::Tree`] (every file of the image, each labelled with its
 //! origin) → [`partition::partition`] into one [`partition::LayerPlan`] per origin →
 //! [`layer::write_layer`] streams each plan as a deterministic tar through gzip into the
-//! content-addressed store → [`image::Image`] builds the canonical config and manifest
-//! → [`image::write_layout`] / [`image::write_archive`] write an OCI layout or one tar
+//! content-addressed store → [`image::Image`] builds the config and manifest as
+//! oci-spec documents and keeps their canonical bytes → [`image::write_layout`] / [`image::write_archive`] write an OCI layout or one tar
 //! that is both an OCI layout and a `docker load` archive. [`layout::verify_layout`]
 //! re-hashes a layout and [`diff::diff_layouts`] explains why two builds differ.
 //!
 //! Every rule of `shared/design/reproducibility.md` is enforced here: the tar format
 //! is written by [`tarfmt`] (PAX, sorted, fixed metadata), the compressor is fixed and
 //! recorded ([`compress::COMPRESSOR`]), and JSON is canonical ([`json`]).
+//!
+//! The OCI documents are `oci_spec::image` types, re-exported as [`spec`] so that
+//! callers read them with the same types and version.
 
 #![warn(missing_docs)]
 
@@ -29,7 +32,8 @@ pub use compress::COMPRESSOR;
 pub use diff::{Difference, EntryDiff, LayerDiff, LayoutDiff, diff_layouts};
 pub use image::{ArchiveInfo, Image, ImageConfig, ImageError, Reference, write_archive, write_layout};
 pub use layer::{LayerError, LayerInfo, LayerOptions, write_layer, write_tar};
-pub use layout::{Layout, LayoutError, VerifyReport, read_layout, verify_layout};
+pub use layout::{Layout, LayoutError, VerifyReport, parse_document, read_layout, verify_layout};
+pub use oci_spec::image as spec;
 pub use partition::{LayerPlan, PartitionError, partition};
 pub use tarfmt::TAR_FORMAT;
 pub use tree::{ContentRef, Entry, EntryKind, OnConflict, Origin, TarImport, Tree, TreeError};

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use openshell_oci::diff::first_json_diff;
 use openshell_oci::image::{ANNOTATION_COMPRESSOR, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, rfc3339};
-use openshell_oci::json::{self, Value};
+use openshell_oci::json;
 use openshell_oci::layout::blob_path;
 use openshell_oci::{
     COMPRESSOR, ContentRef, Difference, Entry, EntryDiff, Image, ImageConfig, ImageError, LayerDiff, LayerOptions,
@@ -17,6 +17,7 @@ use openshell_oci::{
     write_archive, write_layer, write_layout,
 };
 use openshell_store::{Digest, Store};
+use serde_json::{Value, json};
 
 fn config() -> ImageConfig {
     let mut labels = BTreeMap::new();
@@ -39,7 +40,7 @@ fn build(store: &Store, tree: &Tree) -> Image {
         .iter()
         .map(|plan| write_layer(store, plan, &LayerOptions::default()).expect("layer"))
         .collect();
-    Image::new(&config(), layers, &BTreeMap::new())
+    Image::new(&config(), layers, &BTreeMap::new()).expect("image")
 }
 
 struct Fixture {
@@ -81,14 +82,14 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 fn config_and_manifest_are_canonical_and_complete() {
     let f = fixture();
     let image = build(&f.store, &common::sample_tree(&f.store, false));
-    let config = json::parse(image.config_bytes()).expect("config");
+    let config = serde_json::from_slice::<Value>(image.config_bytes()).expect("config");
     assert!(json::is_canonical(image.config_bytes()));
     assert!(json::is_canonical(image.manifest_bytes()));
     assert_eq!(Digest::sha256(image.config_bytes()), *image.config_digest());
     assert_eq!(Digest::sha256(image.manifest_bytes()), *image.manifest_digest());
     let text = String::from_utf8(image.config_bytes().to_vec()).expect("utf8");
     assert!(text.starts_with(r#"{"architecture":"amd64","config":{"Entrypoint":["/usr/bin/claude"],"Env":["PATH=/usr/bin:/bin","HOME=/home/sandbox"],"Labels":{"dev.openshell.agent":"claude","org.opencontainers.image.title":"sandbox"},"User":"1000:1000","WorkingDir":"/home/sandbox"},"created":"1970-01-01T00:00:00Z","history":[{"created":"1970-01-01T00:00:00Z","created_by":"openshell build: layer `debian`"}"#), "{text}");
-    let diff_ids = config.get("rootfs").and_then(|r| r.get("diff_ids")).and_then(Value::as_array).expect("diff_ids");
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().expect("diff_ids");
     assert_eq!(diff_ids.len(), 4);
     for (d, l) in diff_ids.iter().zip(image.layers()) {
         assert_eq!(d.as_str(), Some(l.diff_id.to_string().as_str()));
@@ -97,12 +98,12 @@ fn config_and_manifest_are_canonical_and_complete() {
     for key in ["author", "container", "docker_version", "hostname", "container_config"] {
         assert!(config.get(key).is_none(), "{key}");
     }
-    let manifest = json::parse(image.manifest_bytes()).expect("manifest");
+    let manifest = serde_json::from_slice::<Value>(image.manifest_bytes()).expect("manifest");
     assert_eq!(manifest.get("schemaVersion").and_then(Value::as_i64), Some(2));
     assert_eq!(manifest.get("mediaType").and_then(Value::as_str), Some("application/vnd.oci.image.manifest.v1+json"));
     let layers = manifest.get("layers").and_then(Value::as_array).expect("layers");
     for (d, l) in layers.iter().zip(image.layers()) {
-        assert_eq!(d.get("size").and_then(Value::as_i64), Some(l.size as i64));
+        assert_eq!(d.get("size").and_then(Value::as_u64), Some(l.size));
         assert_eq!(d.get("digest").and_then(Value::as_str), Some(l.digest.to_string().as_str()));
     }
     let ann = manifest.get("annotations").expect("annotations");
@@ -149,7 +150,7 @@ fn layout_is_deterministic_and_reads_back() {
     assert_eq!(m1, m2);
     assert_eq!(snapshot(&d1), snapshot(&d2));
     assert_eq!(fs::read(d1.join("oci-layout")).expect("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#);
-    let index = json::parse(&fs::read(d1.join("index.json")).expect("index")).expect("json");
+    let index = serde_json::from_slice::<Value>(&fs::read(d1.join("index.json")).expect("index")).expect("json");
     let desc = &index.get("manifests").and_then(Value::as_array).expect("manifests")[0];
     let ann = desc.get("annotations").expect("annotations");
     assert_eq!(ann.get(ANNOTATION_REF_NAME).and_then(Value::as_str), Some("1.0"));
@@ -225,17 +226,17 @@ fn archive_is_layout_and_docker_archive_and_deterministic() {
         assert_eq!(e.mode(), if e.typeflag == b'5' { 0o755 } else { 0o644 });
     }
     let get = |n: &str| entries.iter().find(|e| e.path == n).expect(n);
-    let docker = json::parse(&get("manifest.json").data).expect("manifest.json");
+    let docker = serde_json::from_slice::<Value>(&get("manifest.json").data).expect("manifest.json");
     let d = &docker.as_array().expect("array")[0];
     assert_eq!(
         d.get("Config").and_then(Value::as_str),
         Some(format!("blobs/sha256/{}", i1.config_digest().hex()).as_str())
     );
-    assert_eq!(d.get("RepoTags"), Some(&Value::from(vec!["openshell/claude:1.0"])));
+    assert_eq!(d.get("RepoTags"), Some(&json!(["openshell/claude:1.0"])));
     let layers: Vec<String> = i1.layers().iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect();
-    assert_eq!(d.get("Layers"), Some(&Value::from(layers)));
+    assert_eq!(d.get("Layers"), Some(&json!(layers)));
     assert_eq!(get("oci-layout").data, br#"{"imageLayoutVersion":"1.0.0"}"#);
-    assert_eq!(get("index.json").data, i1.index_bytes(&reference()));
+    assert_eq!(get("index.json").data, i1.index_bytes(&reference()).expect("index"));
     // Blob entries hold the blobs.
     for l in i1.layers() {
         let e = get(&format!("blobs/sha256/{}", l.digest.hex()));
@@ -299,7 +300,7 @@ fn verify_detects_a_diff_id_that_does_not_match() {
     // Same blobs, but the config claims another diff_id: rewrite config and manifest.
     let mut layers = image.layers().to_vec();
     layers[2].diff_id = Digest::sha256(b"something else");
-    let forged = Image::new(&config(), layers, &BTreeMap::new());
+    let forged = Image::new(&config(), layers, &BTreeMap::new()).expect("image");
     let out = f.root.join("out");
     write_layout(&f.store, &out, &forged, &reference()).expect("layout");
     match verify_layout(&out).expect_err("diff_id") {
@@ -430,7 +431,7 @@ fn diff_explains_config_and_manifest_only_changes() {
     // Same layers, another Env.
     let mut cfg = config();
     cfg.env.push("DEBUG=1".into());
-    let other = Image::new(&cfg, image.layers().to_vec(), &BTreeMap::new());
+    let other = Image::new(&cfg, image.layers().to_vec(), &BTreeMap::new()).expect("image");
     let b = f.root.join("b");
     write_layout(&f.store, &b, &other, &reference()).expect("b");
     match diff_layouts(&a, &b).expect("diff") {
@@ -443,7 +444,7 @@ fn diff_explains_config_and_manifest_only_changes() {
     // Same config, another manifest annotation.
     let mut ann = BTreeMap::new();
     ann.insert("org.opencontainers.image.version".to_owned(), "2".to_owned());
-    let annotated = Image::new(&config(), image.layers().to_vec(), &ann);
+    let annotated = Image::new(&config(), image.layers().to_vec(), &ann).expect("image");
     let c = f.root.join("c");
     write_layout(&f.store, &c, &annotated, &reference()).expect("c");
     match diff_layouts(&a, &c).expect("diff") {
@@ -459,7 +460,7 @@ fn diff_explains_config_and_manifest_only_changes() {
         diff_layouts(&a, &d).expect("diff"),
         LayoutDiff::Differs { difference: Difference::Index { .. }, .. }
     ));
-    let (p, x, y) = first_json_diff(&Value::from(vec![1i64]), &Value::from(vec![1i64, 2]));
+    let (p, x, y) = first_json_diff(&json!([1]), &json!([1, 2]));
     assert_eq!((p.as_str(), x, y.as_deref()), ("/1", None, Some("2")));
 }
 
@@ -474,7 +475,7 @@ fn diff_reports_compression_only_changes() {
     blob[9] = 3; // OS byte: Unix
     let d = f.store.insert_bytes(&blob).expect("insert");
     layers[0].digest = d;
-    let other = Image::new(&config(), layers, &BTreeMap::new());
+    let other = Image::new(&config(), layers, &BTreeMap::new()).expect("image");
     let (a, b) = (f.root.join("a"), f.root.join("b"));
     write_layout(&f.store, &a, &image, &reference()).expect("a");
     write_layout(&f.store, &b, &other, &reference()).expect("b");
@@ -483,4 +484,79 @@ fn diff_reports_compression_only_changes() {
         diff_layouts(&a, &b).expect("diff"),
         LayoutDiff::Differs { difference: Difference::Layer { index: 0, detail: LayerDiff::CompressionOnly, .. }, .. }
     ));
+}
+
+/// A layout whose index names one manifest, which names `config` (each written as a
+/// blob with its true digest and size).
+fn hand_made_layout(dir: &Path, config: &str, layers: &str) -> PathBuf {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).expect("mkdir");
+    let blob = |bytes: &str| {
+        let d = Digest::sha256(bytes.as_bytes());
+        fs::write(blobs.join(d.hex()), bytes).expect("blob");
+        (d, bytes.len())
+    };
+    let (cd, cs) = blob(config);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{cs}}},"layers":{layers}}}"#
+    );
+    let (md, ms) = blob(&manifest);
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{md}","size":{ms}}}]}}"#
+    );
+    fs::write(dir.join("index.json"), index).expect("index");
+    blobs.join(cd.hex())
+}
+
+fn field_error(dir: &Path) -> (PathBuf, String, String) {
+    match read_layout(dir).expect_err("malformed") {
+        LayoutError::Field { path, field, message } => (path, field, message),
+        other => panic!("{other}"),
+    }
+}
+
+/// Malformed documents are refused by the oci-spec types, naming the file and field.
+#[test]
+fn readers_name_the_file_and_the_field() {
+    let f = fixture();
+    let config = r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let good = f.root.join("good");
+    hand_made_layout(&good, config, "[]");
+    assert_eq!(read_layout(&good).expect("a well-formed layout reads").images.len(), 1);
+
+    let dir = f.root.join("no-rootfs");
+    let cpath = hand_made_layout(&dir, r#"{"architecture":"amd64","os":"linux"}"#, "[]");
+    let (path, field, message) = field_error(&dir);
+    assert_eq!((path, field.as_str()), (cpath, ""));
+    assert!(message.contains("missing field `rootfs`"), "{message}");
+
+    let dir = f.root.join("bad-diff-id");
+    let cpath = hand_made_layout(
+        &dir,
+        r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:00"]}}"#,
+        r#"[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1}]"#,
+    );
+    let (path, field, _) = field_error(&dir);
+    assert_eq!((path, field.as_str()), (cpath, "rootfs.diff_ids[0]"));
+
+    let dir = f.root.join("bad-layer");
+    hand_made_layout(
+        &dir,
+        config,
+        r#"[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:xyz","size":1}]"#,
+    );
+    let (path, field, message) = field_error(&dir);
+    assert_eq!(field, "layers[0].digest", "{message}");
+    assert!(path.starts_with(dir.join("blobs")), "{}", path.display());
+
+    let dir = f.root.join("bad-index");
+    hand_made_layout(&dir, config, "[]");
+    let index = fs::read_to_string(dir.join("index.json")).expect("index");
+    fs::write(dir.join("index.json"), index.replacen(r#""size":"#, r#""size":"x","ignored":"#, 1)).expect("write");
+    let (path, field, _) = field_error(&dir);
+    assert_eq!(field, "manifests[0].size");
+    assert_eq!(path, dir.join("index.json"));
+    let err = read_layout(&dir).expect_err("malformed").to_string();
+    assert!(err.contains("index.json") && err.contains("manifests[0].size"), "{err}");
 }

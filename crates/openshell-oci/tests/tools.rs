@@ -44,7 +44,7 @@ fn built() -> Built {
         .map(|p| write_layer(&store, p, &LayerOptions::default()).expect("layer"))
         .collect();
     let config = ImageConfig { cmd: Some(vec!["/bin/sh".into()]), ..ImageConfig::default() };
-    let image = Image::new(&config, layers, &BTreeMap::new());
+    let image = Image::new(&config, layers, &BTreeMap::new()).expect("image");
     let reference = Reference::parse("openshell/test:1").expect("ref");
     let layout = dir.path().join("layout");
     write_layout(&store, &layout, &image, &reference).expect("layout");
