@@ -2230,3 +2230,64 @@ fn a_sandbox_is_stopped_at_its_disk_and_log_sizes() {
     let audit = stdout(&env.run(&["sandbox", "logs", "--audit", "refused"]));
     assert!(audit.contains("refused-399.example.com"), "the newest refusal is kept");
 }
+
+/// The default image as a new user meets it: the agents start, the runtimes run
+/// code, and the tools agents shell out to are there and work. What the image
+/// leaves out (manual pages, documentation, translations) is gone, while each
+/// Debian package's copyright file stays.
+#[test]
+fn the_default_image_has_the_agents_and_their_tools() {
+    let store = default_image_store();
+    let env = Env::new();
+    let policy = no_network_policy(&env);
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lockfiles/default.lock").display().to_string();
+    let script = r#"set -e
+for agent in claude opencode codex; do v=$($agent --version 2>&1 | head -1); echo "$agent: $v"; done
+python3 -c 'import sys, ssl, sqlite3; print("python", sys.version_info[:2] >= (3, 13))'
+node -e 'console.log("node", process.versions.node.split(".")[0])'
+npm --version >/dev/null && pip --version >/dev/null && git --version >/dev/null && curl --version >/dev/null
+for tool in grep sed find xargs diff patch ps gzip xz unzip zip less ssh jq make file rg vi; do
+  command -v $tool >/dev/null || { echo "missing: $tool"; exit 1; }
+done
+cd /tmp && printf 'a\nb\n' > x && printf 'a\nc\n' > y
+diff -u x y > d || true; patch -s x < d; cmp x y
+echo '{"k": [1, 2]}' | jq -c '.k'
+printf 'needle\n' > n && rg -c needle n && grep -c needle n && find . -name n | xargs cat
+gzip -k x && zip -q z.zip y && unzip -l z.zip | grep -c ' y$' && file -b x.gz | cut -d, -f1
+printf 'all:\n\t@echo made\n' > Makefile && make -s
+ps -o comm= -p $$
+echo "man: $(ls /usr/share/man 2>/dev/null | wc -l) docs: $(find /usr/share/doc -type f ! -name copyright | wc -l) copyright: $(test -f /usr/share/doc/bash/copyright && echo kept)"
+"#;
+    let out = env.run(&[
+        "sandbox", "create", "--rm", "--store", &store, "--image", &lock, "--policy", &policy, "--", "bash", "-c",
+        script,
+    ]);
+    let got = stdout(&out);
+    assert!(out.status.success(), "{}", text(&out));
+    for agent in ["claude", "opencode", "codex"] {
+        let line = got.lines().find(|l| l.starts_with(&format!("{agent}: "))).unwrap_or_default();
+        assert!(line.chars().any(|c| c.is_ascii_digit()), "{agent} --version: {line:?}\n{}", text(&out));
+    }
+    let rest: Vec<&str> = got
+        .lines()
+        .filter(|l| !l.starts_with("claude") && !l.starts_with("opencode") && !l.starts_with("codex"))
+        .collect();
+    assert_eq!(
+        rest,
+        [
+            "python True",
+            "node 22",
+            "[1,2]",
+            "1",
+            "1",
+            "needle",
+            "1",
+            "gzip compressed data",
+            "made",
+            "bash",
+            "man: 0 docs: 0 copyright: kept"
+        ],
+        "{}",
+        text(&out)
+    );
+}

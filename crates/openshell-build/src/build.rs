@@ -55,6 +55,8 @@ pub enum BuildError {
     Tree(#[from] openshell_oci::TreeError),
     #[error("layers: {0}")]
     Partition(#[from] openshell_oci::PartitionError),
+    #[error("image exclusions: {0}")]
+    Exclude(#[from] crate::exclude::ExcludeError),
     #[error("layer: {0}")]
     Layer(#[from] openshell_oci::LayerError),
     #[error("image: {0}")]
@@ -407,6 +409,11 @@ pub fn assemble(lock: &Lockfile, store: &Store, progress: &dyn BuildProgress) ->
     }
 
     users(&mut tree, store, lock)?;
+    let exclusions = crate::exclude::Exclusions::new(&lock.image.exclude, &lock.image.keep)?;
+    let removed = exclusions.apply(&mut tree)?;
+    if removed > 0 {
+        progress.step(&format!("left out {removed} excluded paths"));
+    }
     Ok(tree)
 }
 

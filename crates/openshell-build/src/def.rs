@@ -35,6 +35,12 @@ pub struct ImageDef {
     pub cmd: Vec<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Paths left out of the image: absolute globs (see [`crate::exclude`]).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Exceptions to `exclude` (e.g. each package's copyright file).
+    #[serde(default)]
+    pub keep: Vec<String>,
 }
 
 fn default_tag() -> String {
@@ -191,6 +197,7 @@ impl ImageDef {
                 ));
             }
         }
+        crate::exclude::validate(&self.exclude, &self.keep).map_err(|e| e.to_string())?;
         if let Some(d) = &self.debian
             && (d.suites.is_empty() || d.packages.is_empty())
         {

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod closure;
 pub mod def;
+pub mod exclude;
 pub mod fetch;
 pub mod images;
 pub mod lock;

@@ -143,6 +143,8 @@ pub fn lock(
             labels: def.labels.clone(),
             npm_prefix: def.npm.as_ref().map(|n| n.prefix.clone()),
             site_packages: def.pypi.as_ref().map(|p| p.site_packages.clone()),
+            exclude: def.exclude.clone(),
+            keep: def.keep.clone(),
         },
         debian: Vec::new(),
         npm: Vec::new(),

@@ -67,6 +67,11 @@ pub struct ImageConfig {
     pub npm_prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site_packages: Option<String>,
+    /// Paths left out of the image (absolute globs), and exceptions to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep: Vec<String>,
 }
 
 /// A Debian package: `path` is relative to the root of the archive serving

@@ -38,6 +38,8 @@ fn image() -> ImageConfig {
         labels: BTreeMap::new(),
         npm_prefix: None,
         site_packages: None,
+        exclude: Vec::new(),
+        keep: Vec::new(),
     }
 }
 

@@ -51,6 +51,12 @@ fn definition_errors_have_positions() {
         ("path: /etc/motd", "path: etc/motd", "absolute"),
         ("content: \"hi\\n\"", "mode: \"0644\"", "exactly one of"),
         ("name: openshell/test", "name: Bad Name", "lower-case"),
+        (
+            "cmd: [/bin/bash]",
+            "cmd: [/bin/bash]\nexclude: [usr/share/doc]",
+            "exclude: `usr/share/doc` must be an absolute",
+        ),
+        ("cmd: [/bin/bash]", "cmd: [/bin/bash]\nkeep: [\"/usr/{a\"]", "keep: `/usr/{a` is not a valid glob"),
     ] {
         let text = DEF.replace(from, to);
         let e = ImageDef::parse("t.yaml", text.as_bytes()).expect_err(want);
@@ -77,6 +83,8 @@ fn lock() -> Lockfile {
             labels: BTreeMap::new(),
             npm_prefix: Some("/usr/local".into()),
             site_packages: None,
+            exclude: Vec::new(),
+            keep: Vec::new(),
         },
         debian: vec![
             DebArtifact {

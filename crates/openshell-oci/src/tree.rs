@@ -456,7 +456,8 @@ impl Tree {
         &self.conflicts
     }
 
-    fn has_children(&self, path: &str) -> bool {
+    /// Whether anything lies under the normalized `path`.
+    pub fn has_children(&self, path: &str) -> bool {
         let mut prefix = String::with_capacity(path.len() + 1);
         prefix.push_str(path);
         prefix.push('/');
