@@ -185,7 +185,7 @@ fn read_json_blob(dir: &Path, desc: &Descriptor, role: &str) -> Result<Value, La
     json::parse(&bytes).map_err(|e| invalid(&path, e.to_string()))
 }
 
-fn hash_bytes(algorithm: Algorithm, bytes: &[u8]) -> Digest {
+pub(crate) fn hash_bytes(algorithm: Algorithm, bytes: &[u8]) -> Digest {
     let mut h = algorithm.hasher();
     h.update(bytes);
     h.finish()
@@ -195,7 +195,7 @@ fn field<'v>(v: &'v Value, key: &str, path: &Path) -> Result<&'v Value, LayoutEr
     v.get(key).ok_or_else(|| invalid(path, format!("missing `{key}`")))
 }
 
-fn parse_descriptor(v: &Value, path: &Path, what: &str) -> Result<Descriptor, LayoutError> {
+pub(crate) fn parse_descriptor(v: &Value, path: &Path, what: &str) -> Result<Descriptor, LayoutError> {
     let media_type = field(v, "mediaType", path)?
         .as_str()
         .ok_or_else(|| invalid(path, format!("{what}: `mediaType` is not a string")))?
@@ -252,6 +252,12 @@ pub fn read_layout(dir: &Path) -> Result<Layout, LayoutError> {
         }
         let mpath = blob_path(dir, &desc.digest);
         let manifest_json = read_json_blob(dir, &desc, "manifest")?;
+        // A referrer (an SBOM attached beside the image) is no image of the layout;
+        // its blobs are checked here.
+        if crate::referrer::is_referrer(&manifest_json) {
+            crate::referrer::verify_blobs(dir, &manifest_json, &mpath)?;
+            continue;
+        }
         let config = parse_descriptor(field(&manifest_json, "config", &mpath)?, &mpath, "config")?;
         let layers = field(&manifest_json, "layers", &mpath)?
             .as_array()
