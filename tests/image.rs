@@ -417,6 +417,7 @@ fn build_checks_with_oci_tools_and_docker() {
     assert!(o.status.success(), "skopeo inspect: {}", text(&o));
     let inspected: serde_json::Value = serde_json::from_slice(&o.stdout).expect("skopeo json");
     assert_eq!(inspected["Digest"], manifest.as_str());
+    sbom_referrer(p, &oci, &manifest, &store);
     let bundle = dir.path().join("bundle");
     let o = Command::new("umoci")
         .args(["unpack", "--image"])
@@ -456,6 +457,38 @@ fn build_checks_with_oci_tools_and_docker() {
     assert!(o.status.success(), "docker run: {}", text(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from openshell\n");
     let _ = Command::new("docker").args(["rmi", "openshell/e2e:1"]).output();
+}
+
+/// `build -o` put the lockfile's SPDX SBOM beside the image as an OCI referrer: listed
+/// in index.json after the image, `subject` the image's manifest, the document (the
+/// same bytes `openshell sbom` writes) its layer; the layout still verifies (and
+/// skopeo, umoci and oci-image-tool, above and below, read the image by its tag).
+fn sbom_referrer(dir: &Path, oci: &Path, manifest: &str, store: &str) {
+    let blob = |digest: &str| {
+        std::fs::read(oci.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))).expect("referrer blob")
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oci.join("index.json")).expect("index")).expect("index json");
+    let manifests = index["manifests"].as_array().expect("manifests");
+    assert_eq!(manifests.len(), 2, "{index}");
+    assert_eq!(manifests[0]["digest"], manifest, "the image comes first, unchanged");
+    let desc = &manifests[1];
+    assert_eq!(desc["artifactType"], "application/spdx+json", "{desc}");
+    assert_eq!(desc["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert!(desc.get("annotations").is_none(), "no ref.name: tools picking the image by tag ignore it");
+    let referrer: serde_json::Value =
+        serde_json::from_slice(&blob(desc["digest"].as_str().expect("digest"))).expect("json");
+    assert_eq!(referrer["subject"]["digest"], manifest);
+    assert_eq!(referrer["artifactType"], "application/spdx+json");
+    assert_eq!(referrer["config"]["mediaType"], "application/vnd.oci.empty.v1+json");
+    assert_eq!(blob(referrer["config"]["digest"].as_str().expect("config")), b"{}");
+    assert_eq!(referrer["layers"][0]["mediaType"], "application/spdx+json");
+    let document = blob(referrer["layers"][0]["digest"].as_str().expect("layer"));
+    let o = openshell(dir, &["sbom", "e2e.lock", "--store", store]);
+    assert!(o.status.success(), "openshell sbom: {}", text(&o));
+    assert_eq!(document, o.stdout, "the attached SBOM is the lockfile's");
+    let o = openshell(dir, &["image", "verify", oci.to_str().expect("utf-8")]);
+    assert!(o.status.success() && text(&o).contains("1 image(s)"), "image verify: {}", text(&o));
 }
 
 /// npm packages from a loopback registry: locked with their integrity, laid out as a

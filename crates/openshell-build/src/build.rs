@@ -22,6 +22,10 @@ use crate::lockfile::Lockfile;
 /// build cache key.
 pub const BUILDER_VERSION: &str = "openshell-build/5";
 
+/// The image's fixed creation time (seconds since the epoch): the config's
+/// `created`, and the time of anything else made from the lockfile (its SBOM).
+pub const IMAGE_CREATED: u64 = 0;
+
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -76,6 +80,8 @@ pub enum BuildError {
 #[derive(Debug, Clone)]
 pub struct Built {
     pub image: Image,
+    /// The lockfile's text, stored (so that the image's SBOM is made from it).
+    pub lockfile: Digest,
     pub reference: Reference,
     pub layers: Vec<LayerInfo>,
     /// Served from the build cache: no work was done.
@@ -138,10 +144,11 @@ pub fn build(
         ("dev.openshell.lockfile.definition".to_owned(), lock.definition.sha256.clone()),
     ]);
     let key = cache_key(lock)?;
+    let lockfile = store_lockfile(store, lock)?;
     if let Some(layers) = read_cache(store, &key) {
         progress.step("no-op: the image of this lockfile is in the build cache");
         let image = Image::new(&config, layers.clone(), &annotations)?;
-        return Ok(Built { image, reference, layers, cached: true });
+        return Ok(Built { image, reference, lockfile, layers, cached: true });
     }
     progress.step("assembling the image tree");
     let tree = assemble(lock, store, progress)?;
@@ -159,7 +166,13 @@ pub fn build(
     }
     write_cache(store, &key, &layers)?;
     let image = Image::new(&config, layers.clone(), &annotations)?;
-    Ok(Built { image, reference, layers, cached: false })
+    Ok(Built { image, reference, lockfile, layers, cached: false })
+}
+
+/// Puts the lockfile's text in the store; the image record names it.
+fn store_lockfile(store: &Store, lock: &Lockfile) -> Result<Digest, BuildError> {
+    let text = lock.to_text().map_err(|e| BuildError::Unpack { label: "lockfile".into(), message: e.to_string() })?;
+    Ok(store.insert_bytes(text.as_bytes())?)
 }
 
 fn image_config(lock: &Lockfile) -> ImageConfig {
@@ -176,7 +189,7 @@ fn image_config(lock: &Lockfile) -> ImageConfig {
         cmd: (!lock.image.cmd.is_empty()).then(|| lock.image.cmd.clone()),
         working_dir: Some(lock.image.workdir.clone()),
         labels: lock.image.labels.clone(),
-        created: 0,
+        created: IMAGE_CREATED,
     }
 }
 

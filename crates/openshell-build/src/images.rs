@@ -23,6 +23,10 @@ pub struct ImageRecord {
     pub size: u64,
     /// Uncompressed size of the layers, in bytes.
     pub uncompressed_size: u64,
+    /// The stored text of the lockfile the image was built from (absent in records
+    /// written before openshell kept it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockfile: Option<String>,
 }
 
 impl ImageRecord {
@@ -30,11 +34,12 @@ impl ImageRecord {
         format!("{}:{}", self.name, self.tag)
     }
 
-    /// Every blob of the image (manifest, config, layers).
+    /// Every blob of the image (manifest, config, layers) and its lockfile's text.
     pub fn blobs(&self) -> Vec<Digest> {
         std::iter::once(&self.manifest)
             .chain(std::iter::once(&self.config))
             .chain(self.layers.iter())
+            .chain(self.lockfile.iter())
             .filter_map(|d| d.parse().ok())
             .collect()
     }
@@ -56,6 +61,14 @@ pub enum ImagesError {
     /// A stored manifest or config that does not read as its OCI document.
     #[error(transparent)]
     Document(#[from] LayoutError),
+    #[error("image `{0}` was built before openshell recorded its lockfile; build it again")]
+    NoLockfile(String),
+    #[error("image `{reference}`: its stored lockfile: {source}")]
+    Lockfile {
+        reference: String,
+        #[source]
+        source: crate::lockfile::LockfileError,
+    },
 }
 
 fn dir(store: &Store) -> PathBuf {
@@ -82,6 +95,7 @@ pub fn register(store: &Store, built: &Built) -> Result<ImageRecord, ImagesError
         layers: built.layers.iter().map(|l| l.digest.to_string()).collect(),
         size: built.layers.iter().map(|l| l.size).sum(),
         uncompressed_size: built.layers.iter().map(|l| l.uncompressed_size).sum(),
+        lockfile: Some(built.lockfile.to_string()),
     };
     let d = dir(store);
     std::fs::create_dir_all(&d).map_err(io(&d))?;
@@ -168,6 +182,20 @@ fn document<T: serde::de::DeserializeOwned>(store: &Store, digest: &str) -> Resu
     let d: Digest = digest.parse().map_err(|_| ImagesError::Verify(format!("bad digest `{digest}` in the record")))?;
     let bytes = store.read_verified(&d)?;
     Ok(openshell_oci::parse_document(&store.blob_path(&d), &bytes)?)
+}
+
+/// The lockfile an image was built from (its stored text, verified and parsed).
+pub fn lockfile(store: &Store, rec: &ImageRecord) -> Result<crate::lockfile::Lockfile, ImagesError> {
+    let digest: Digest = rec
+        .lockfile
+        .as_deref()
+        .ok_or_else(|| ImagesError::NoLockfile(rec.reference()))?
+        .parse()
+        .map_err(|_| ImagesError::Verify(format!("{}: bad lockfile digest in the record", rec.reference())))?;
+    let bytes = store.read_verified(&digest)?;
+    let text = String::from_utf8_lossy(&bytes);
+    crate::lockfile::Lockfile::parse(&format!("lockfile of {}", rec.reference()), &text)
+        .map_err(|source| ImagesError::Lockfile { reference: rec.reference(), source })
 }
 
 /// Re-hashes every blob of a recorded image.

@@ -40,6 +40,8 @@ pub enum ImageCmdError {
     NotReproducible { first: String, second: String, description: String },
     #[error(transparent)]
     Images(#[from] openshell_build::images::ImagesError),
+    #[error(transparent)]
+    Sbom(#[from] openshell_sbom::SbomError),
     #[error("{}: {message}", path.display())]
     Layout { path: PathBuf, message: String },
     #[error("{}: {source}", path.display())]
@@ -72,7 +74,7 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn open(&self) -> Result<Store, CliError> {
+    pub(crate) fn open(&self) -> Result<Store, CliError> {
         let root = match &self.store {
             Some(p) => p.clone(),
             None => Store::default_root().map_err(ImageCmdError::from)?,
@@ -138,7 +140,8 @@ pub struct FetchArgs {
 pub struct BuildArgs {
     /// Lockfile (lockfiles/NAME.lock).
     pub lockfile: PathBuf,
-    /// Write an OCI image layout to this directory.
+    /// Write an OCI image layout to this directory, with the image's SPDX SBOM
+    /// beside it as an OCI referrer (the image's digest does not change).
     #[arg(short = 'o', long = "oci-dir", value_name = "OCI_DIR")]
     pub oci_dir: Option<PathBuf>,
     /// Write one tar that is both an OCI layout and a `docker load` archive.
@@ -287,7 +290,7 @@ pub fn lock(out: &Output, args: &LockArgs) -> Result<Outcome, CliError> {
     Ok(Outcome::Ok)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let tmp = path.with_extension("lock.tmp");
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
@@ -507,6 +510,12 @@ pub fn build(out: &Output, args: &BuildArgs) -> Result<Outcome, CliError> {
     let built = openshell_build::build::build(&lock, &name, &store, &Steps(out)).map_err(ImageCmdError::from)?;
     openshell_build::build::write_outputs(&store, &built, args.oci_dir.as_deref(), args.archive.as_deref())
         .map_err(ImageCmdError::from)?;
+    let sbom = match &args.oci_dir {
+        Some(dir) => {
+            Some(openshell_sbom::attach_to_layout(&lock, &store, &built.image, dir).map_err(ImageCmdError::from)?)
+        }
+        None => None,
+    };
     openshell_build::images::register(&store, &built).map_err(ImageCmdError::from)?;
     closure::register_root(&store, &args.lockfile).map_err(ImageCmdError::from)?;
     let manifest = built.image.manifest_digest().to_string();
@@ -523,6 +532,7 @@ pub fn build(out: &Output, args: &BuildArgs) -> Result<Outcome, CliError> {
                 "uncompressed_size": l.uncompressed_size,
             })).collect::<Vec<_>>(),
             "oci_dir": args.oci_dir.as_ref().map(|p| p.display().to_string()),
+            "sbom": sbom.as_ref().map(ToString::to_string),
             "archive": args.archive.as_ref().map(|p| p.display().to_string()),
             "seconds": started.elapsed().as_secs_f64(),
         }));

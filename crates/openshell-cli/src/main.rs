@@ -7,6 +7,7 @@ mod inference_cmd;
 mod output;
 mod policy_cmd;
 mod sandbox_cmd;
+mod sbom_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ enum Command {
     Fetch(image_cmd::FetchArgs),
     /// Build the OCI image of a lockfile from the store, with no network.
     Build(image_cmd::BuildArgs),
+    /// Write the SBOM (SPDX 2.3 or CycloneDX 1.5 JSON) of a lockfile or a built image.
+    Sbom(sbom_cmd::SbomArgs),
     /// List, inspect, remove and verify built images.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -202,6 +205,7 @@ fn main() -> ExitCode {
         Command::Fetch(args) => image_cmd::fetch(&out, &args),
         Command::Build(args) => image_cmd::build(&out, &args),
         Command::Image(cmd) => image_cmd::image(&out, &cmd),
+        Command::Sbom(args) => sbom_cmd::sbom(&out, &args),
         Command::Store(cmd) => image_cmd::store(&out, &cmd),
         Command::Completions { shell } => {
             let mut stdout = std::io::stdout().lock();

@@ -213,7 +213,7 @@ fn read_blob_document<T: DeserializeOwned>(dir: &Path, desc: &Descriptor, role: 
     parse_document(&path, &bytes)
 }
 
-fn hash_bytes(algorithm: Algorithm, bytes: &[u8]) -> Digest {
+pub(crate) fn hash_bytes(algorithm: Algorithm, bytes: &[u8]) -> Digest {
     let mut h = algorithm.hasher();
     h.update(bytes);
     h.finish()
@@ -228,7 +228,7 @@ fn store_digest(text: &str, path: &Path, field: &str) -> Result<Digest, LayoutEr
     })
 }
 
-fn descriptor(d: &oci_spec::image::Descriptor, path: &Path, field: &str) -> Result<Descriptor, LayoutError> {
+pub(crate) fn descriptor(d: &oci_spec::image::Descriptor, path: &Path, field: &str) -> Result<Descriptor, LayoutError> {
     Ok(Descriptor {
         media_type: d.media_type().clone(),
         digest: store_digest(d.digest().as_ref(), path, &format!("{field}.digest"))?,
@@ -253,12 +253,15 @@ pub fn read_layout(dir: &Path) -> Result<Layout, LayoutError> {
         .iter()
         .enumerate()
         .map(|(i, m)| read_image(dir, &index_path, &descriptor(m, &index_path, &format!("manifests[{i}]"))?, i))
+        .filter_map(Result::transpose)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Layout { dir: dir.to_owned(), images })
 }
 
 /// The image of `index.json`'s `manifests[i]`: its manifest, config and layers.
-fn read_image(dir: &Path, index_path: &Path, desc: &Descriptor, i: usize) -> Result<LayoutImage, LayoutError> {
+/// The image `desc` names, or `None` for a referrer (an SBOM attached beside an
+/// image is no image of the layout; its blobs are checked here).
+fn read_image(dir: &Path, index_path: &Path, desc: &Descriptor, i: usize) -> Result<Option<LayoutImage>, LayoutError> {
     let unsupported = |path: &Path, message: String| LayoutError::Unsupported { path: path.to_owned(), message };
     match desc.media_type {
         MediaType::ImageManifest => {}
@@ -270,6 +273,10 @@ fn read_image(dir: &Path, index_path: &Path, desc: &Descriptor, i: usize) -> Res
     }
     let mpath = blob_path(dir, &desc.digest);
     let manifest_doc: ImageManifest = read_blob_document(dir, desc, "manifest")?;
+    if crate::referrer::is_referrer(&manifest_doc) {
+        crate::referrer::verify_blobs(dir, &manifest_doc, &mpath)?;
+        return Ok(None);
+    }
     let config = descriptor(manifest_doc.config(), &mpath, "config")?;
     let layers = manifest_doc
         .layers()
@@ -295,7 +302,7 @@ fn read_image(dir: &Path, index_path: &Path, desc: &Descriptor, i: usize) -> Res
             format!("{} diff_ids for {} layers in manifest {}", diff_ids.len(), layers.len(), desc.digest),
         ));
     }
-    Ok(LayoutImage { manifest: desc.clone(), config, layers, diff_ids, manifest_doc, config_doc })
+    Ok(Some(LayoutImage { manifest: desc.clone(), config, layers, diff_ids, manifest_doc, config_doc }))
 }
 
 /// A reader that hashes and counts what is read through it.

@@ -25,6 +25,7 @@ pub mod layer;
 pub mod layout;
 pub mod partition;
 mod pipeline;
+pub mod referrer;
 pub mod tarfmt;
 pub mod tree;
 
