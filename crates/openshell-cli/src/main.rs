@@ -6,6 +6,7 @@ mod image_cmd;
 mod inference_cmd;
 mod output;
 mod policy_cmd;
+mod registry_cmd;
 mod sandbox_cmd;
 
 use std::io::Write;
@@ -50,7 +51,11 @@ enum Command {
     Fetch(image_cmd::FetchArgs),
     /// Build the OCI image of a lockfile from the store, with no network.
     Build(image_cmd::BuildArgs),
-    /// List, inspect, remove and verify built images.
+    /// Push an image of the store, or an OCI layout or archive, to a registry.
+    Push(registry_cmd::PushArgs),
+    /// Pull an image from a registry into the store (then `image ls`, `sandbox create --image`).
+    Pull(registry_cmd::PullArgs),
+    /// List, inspect, remove and verify built and pulled images.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
     /// Manage the content-addressed store (export/import closures, gc, verify).
@@ -201,6 +206,8 @@ fn main() -> ExitCode {
         Command::Lock(args) => image_cmd::lock(&out, &args),
         Command::Fetch(args) => image_cmd::fetch(&out, &args),
         Command::Build(args) => image_cmd::build(&out, &args),
+        Command::Push(args) => registry_cmd::push(&out, &args),
+        Command::Pull(args) => registry_cmd::pull(&out, &args),
         Command::Image(cmd) => image_cmd::image(&out, &cmd),
         Command::Store(cmd) => image_cmd::store(&out, &cmd),
         Command::Completions { shell } => {

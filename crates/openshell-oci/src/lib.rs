@@ -29,7 +29,7 @@ pub use compress::COMPRESSOR;
 pub use diff::{Difference, EntryDiff, LayerDiff, LayoutDiff, diff_layouts};
 pub use image::{ArchiveInfo, Image, ImageConfig, ImageError, Reference, write_archive, write_layout};
 pub use layer::{LayerError, LayerInfo, LayerOptions, write_layer, write_tar};
-pub use layout::{Layout, LayoutError, VerifyReport, read_layout, verify_layout};
+pub use layout::{Layout, LayoutDir, LayoutError, VerifyReport, read_layout, verify_layout};
 pub use partition::{LayerPlan, PartitionError, partition};
 pub use tarfmt::TAR_FORMAT;
 pub use tree::{ContentRef, Entry, EntryKind, OnConflict, Origin, TarImport, Tree, TreeError};
