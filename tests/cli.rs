@@ -316,6 +316,8 @@ fn help_everywhere_and_completions() {
         vec!["policy", "explain", "--help"],
         vec!["policy", "diff", "--help"],
         vec!["completions", "--help"],
+        vec!["push", "--help"],
+        vec!["pull", "--help"],
     ] {
         let o = openshell(&args);
         assert_eq!(o.status.code(), Some(0), "{args:?}");

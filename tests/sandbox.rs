@@ -293,6 +293,24 @@ fn images_by_lockfile_and_the_default_image() {
     assert_eq!(env.sandbox("dflt")["image"], "openshell/default:0.1");
 }
 
+/// An image pushed to a registry and pulled into another, empty store runs there
+/// (`openshell pull` records it like a built image).
+#[test]
+fn a_pulled_image_runs() {
+    let env = Env::new();
+    let registry = support::registry::Registry::start(&env.path().join("registry"), None, None);
+    let target = format!("{}/openshell/sbtest:pulled", registry.host());
+    let store = env.store();
+    let out = env.run(&["push", "openshell/sbtest", &target, "--insecure", "--store", &store]);
+    assert!(out.status.success(), "push: {}", text(&out));
+    let pulled = env.path().join("pulled-store").display().to_string();
+    let out = env.run(&["pull", &target, "--insecure", "--store", &pulled]);
+    assert!(out.status.success(), "pull: {}", text(&out));
+    let out =
+        env.run(&["sandbox", "create", "--rm", "--store", &pulled, "--image", &target, "--", "sh", "-c", "id -u"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "1000\n"), "{}", text(&out));
+}
+
 /// The default policy without its network policies.
 fn no_network_policy(env: &Env) -> String {
     let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))

@@ -13,3 +13,4 @@ pub mod gpg;
 pub mod https;
 pub mod npm_registry;
 pub mod pypi_index;
+pub mod registry;

@@ -12,8 +12,10 @@
 //!   exit against `runc run`, `bwrap` and `docker run` of the same rootfs, `sandbox exec`
 //!   latency and the memory per idle sandbox, see `bench_sandbox.rs`; `proxy`: the egress
 //!   proxy's tunnel and L7 path against direct connections; `router`: the privacy
-//!   router's time to first byte against the same requests direct).
+//!   router's time to first byte against the same requests direct; `push`: `openshell
+//!   push` and `pull` against `skopeo copy` of the same image, see `bench_push.rs`).
 
+mod bench_push;
 mod bench_sandbox;
 mod prereqs;
 
@@ -33,7 +35,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(args.get(1).map(String::as_str), args.get(2..).unwrap_or_default()),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!(
-                "usage: cargo xtask <quickstart | prereqs [--install] | ci | bench [decide|build|sandbox [--iterations N]|proxy|router]>"
+                "usage: cargo xtask <quickstart | prereqs [--install] | ci | bench [decide|build|sandbox [--iterations N]|proxy|router|push [--mb N] [--rounds N]]>"
             );
             Ok(())
         }
@@ -200,8 +202,11 @@ fn bench(name: Option<&str>, rest: &[String]) -> Result<(), String> {
             if status.success() { Ok(()) } else { Err(format!("cargo bench failed ({status})")) }
         }
         Some("sandbox") => bench_sandbox::bench_sandbox(rest),
+        Some("push") => bench_push::bench_push(rest).map_err(|e| e.to_string()),
         Some("proxy") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "proxy"]),
         Some("router") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "router"]),
-        Some(other) => Err(format!("unknown benchmark `{other}`; available: decide, build, sandbox, proxy, router")),
+        Some(other) => {
+            Err(format!("unknown benchmark `{other}`; available: decide, build, sandbox, proxy, router, push"))
+        }
     }
 }

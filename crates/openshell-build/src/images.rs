@@ -1,4 +1,5 @@
-//! The store's image index: what `openshell build` produced, by `name:tag`, for
+//! The store's image index: what `openshell build` produced or `openshell pull`
+//! fetched, by `name:tag`, for
 //! `openshell image ls|inspect|rm|verify`. Each record keeps its manifest, config
 //! and layers alive across `store gc`.
 
@@ -61,7 +62,9 @@ pub enum ImagesError {
     /// A stored manifest or config that does not read as its OCI document.
     #[error(transparent)]
     Document(#[from] LayoutError),
-    #[error("image `{0}` was built before openshell recorded its lockfile; build it again")]
+    #[error(
+        "image `{0}` has no recorded lockfile (it was pulled, or built before openshell kept lockfiles): use `openshell sbom LOCK`, or build it again"
+    )]
     NoLockfile(String),
     #[error("image `{reference}`: its stored lockfile: {source}")]
     Lockfile {
@@ -97,15 +100,22 @@ pub fn register(store: &Store, built: &Built) -> Result<ImageRecord, ImagesError
         uncompressed_size: built.layers.iter().map(|l| l.uncompressed_size).sum(),
         lockfile: Some(built.lockfile.to_string()),
     };
+    self::record(store, &record)?;
+    Ok(record)
+}
+
+/// Records an image whose manifest, config and layers are in the store already
+/// (a built one through [`register`], a pulled one directly), replacing any record
+/// of the same `name:tag`.
+pub fn record(store: &Store, record: &ImageRecord) -> Result<(), ImagesError> {
     let d = dir(store);
     std::fs::create_dir_all(&d).map_err(io(&d))?;
     let path = record_path(store, &record.name, &record.tag);
     let tmp = path.with_extension("tmp");
-    let text = serde_json::to_vec_pretty(&record)
+    let text = serde_json::to_vec_pretty(record)
         .map_err(|e| ImagesError::Corrupt { path: path.clone(), message: e.to_string() })?;
     std::fs::write(&tmp, text).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    Ok(record)
+    std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 
 /// Every recorded image, sorted by reference.

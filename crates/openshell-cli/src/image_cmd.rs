@@ -14,6 +14,7 @@ use openshell_build::closure::{self, ClosureError, Progress, SourceFlags};
 use openshell_build::def::{DefError, ImageDef};
 use openshell_build::lock::{LockError, LockOptions, LockProgress};
 use openshell_build::lockfile::{Lockfile, LockfileError};
+use openshell_registry::RegistryError;
 use openshell_store::{Store, StoreError};
 use serde_json::json;
 
@@ -44,6 +45,10 @@ pub enum ImageCmdError {
     Sbom(#[from] openshell_sbom::SbomError),
     #[error("{}: {message}", path.display())]
     Layout { path: PathBuf, message: String },
+    #[error(transparent)]
+    Registry(#[from] openshell_registry::RegistryError),
+    #[error("--password-stdin: {0}")]
+    Password(String),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -55,7 +60,14 @@ pub enum ImageCmdError {
 impl ImageCmdError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            ImageCmdError::Def(_) | ImageCmdError::Lockfile(_) => 2,
+            ImageCmdError::Def(_)
+            | ImageCmdError::Lockfile(_)
+            | ImageCmdError::Password(_)
+            | ImageCmdError::Registry(
+                RegistryError::Reference { .. }
+                | RegistryError::InsecureNotLoopback { .. }
+                | RegistryError::CaFile { .. },
+            ) => 2,
             _ => 1,
         }
     }
@@ -74,7 +86,7 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    pub(crate) fn open(&self) -> Result<Store, CliError> {
+    pub fn open(&self) -> Result<Store, CliError> {
         let root = match &self.store {
             Some(p) => p.clone(),
             None => Store::default_root().map_err(ImageCmdError::from)?,
@@ -156,7 +168,7 @@ pub struct BuildArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// List the images built into the store.
+    /// List the images built or pulled into the store.
     Ls {
         #[command(flatten)]
         store: StoreArgs,
@@ -598,20 +610,12 @@ pub fn image(out: &Output, cmd: &ImageCommand) -> Result<Outcome, CliError> {
             let path = Path::new(target);
             if path.exists() {
                 // A layout directory, or an archive unpacked into a temporary one.
-                let unpacked = if path.is_dir() {
-                    None
-                } else {
-                    let dir = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
-                    let f = File::open(path).map_err(io(path))?;
-                    tar::Archive::new(BufReader::new(f)).unpack(dir.path()).map_err(|e| ImageCmdError::Layout {
-                        path: path.to_owned(),
-                        message: format!("not a tar archive: {e}"),
-                    })?;
-                    Some(dir)
+                let layout_err = |e: openshell_oci::LayoutError| ImageCmdError::Layout {
+                    path: path.to_owned(),
+                    message: e.to_string(),
                 };
-                let layout = unpacked.as_ref().map_or(path, |d| d.path());
-                let r = openshell_oci::verify_layout(layout)
-                    .map_err(|e| ImageCmdError::Layout { path: path.to_owned(), message: e.to_string() })?;
+                let layout = openshell_oci::LayoutDir::open(path).map_err(layout_err)?;
+                let r = openshell_oci::verify_layout(layout.path()).map_err(layout_err)?;
                 report(out, json!({"verified": r.blobs, "images": r.images, "bytes": r.bytes}), || {
                     format!(
                         "{}: {} blobs of {} image(s) verified ({} bytes)",

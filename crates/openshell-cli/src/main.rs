@@ -6,6 +6,7 @@ mod image_cmd;
 mod inference_cmd;
 mod output;
 mod policy_cmd;
+mod registry_cmd;
 mod sandbox_cmd;
 mod sbom_cmd;
 
@@ -53,7 +54,11 @@ enum Command {
     Build(image_cmd::BuildArgs),
     /// Write the SBOM (SPDX 2.3 or CycloneDX 1.5 JSON) of a lockfile or a built image.
     Sbom(sbom_cmd::SbomArgs),
-    /// List, inspect, remove and verify built images.
+    /// Push an image of the store, or an OCI layout or archive, to a registry.
+    Push(registry_cmd::PushArgs),
+    /// Pull an image from a registry into the store (then `image ls`, `sandbox create --image`).
+    Pull(registry_cmd::PullArgs),
+    /// List, inspect, remove and verify built and pulled images.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
     /// Manage the content-addressed store (export/import closures, gc, verify).
@@ -204,6 +209,8 @@ fn main() -> ExitCode {
         Command::Lock(args) => image_cmd::lock(&out, &args),
         Command::Fetch(args) => image_cmd::fetch(&out, &args),
         Command::Build(args) => image_cmd::build(&out, &args),
+        Command::Push(args) => registry_cmd::push(&out, &args),
+        Command::Pull(args) => registry_cmd::pull(&out, &args),
         Command::Image(cmd) => image_cmd::image(&out, &cmd),
         Command::Sbom(args) => sbom_cmd::sbom(&out, &args),
         Command::Store(cmd) => image_cmd::store(&out, &cmd),

@@ -165,6 +165,37 @@ fn invalid(path: &Path, message: impl Into<String>) -> LayoutError {
     LayoutError::Invalid { path: path.to_owned(), message: message.into() }
 }
 
+/// A layout on disk to read: a directory, or a tar of one (such as the archive
+/// [`crate::write_archive`] writes) unpacked into a temporary directory that lives
+/// as long as this value.
+#[derive(Debug)]
+pub struct LayoutDir {
+    path: PathBuf,
+    _unpacked: Option<tempfile::TempDir>,
+}
+
+impl LayoutDir {
+    /// Opens `path`: a directory as it is, a file as a tar unpacked into a temporary
+    /// directory (under `$TMPDIR`).
+    pub fn open(path: &Path) -> Result<LayoutDir, LayoutError> {
+        if path.is_dir() {
+            return Ok(LayoutDir { path: path.to_owned(), _unpacked: None });
+        }
+        let io = |source| LayoutError::Io { path: path.to_owned(), source };
+        let file = File::open(path).map_err(io)?;
+        let dir = tempfile::tempdir().map_err(|source| LayoutError::Io { path: std::env::temp_dir(), source })?;
+        tar::Archive::new(BufReader::new(file))
+            .unpack(dir.path())
+            .map_err(|e| invalid(path, format!("neither an OCI layout directory nor a tar archive of one: {e}")))?;
+        Ok(LayoutDir { path: dir.path().to_owned(), _unpacked: Some(dir) })
+    }
+
+    /// The directory holding the layout.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// Path of a blob in a layout.
 pub fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
     dir.join("blobs").join(digest.algorithm().name()).join(digest.hex())

@@ -33,7 +33,7 @@ pub use compress::COMPRESSOR;
 pub use diff::{Difference, EntryDiff, LayerDiff, LayoutDiff, diff_layouts};
 pub use image::{ArchiveInfo, Image, ImageConfig, ImageError, Reference, write_archive, write_layout};
 pub use layer::{LayerError, LayerInfo, LayerOptions, write_layer, write_tar};
-pub use layout::{Layout, LayoutError, VerifyReport, parse_document, read_layout, verify_layout};
+pub use layout::{Layout, LayoutDir, LayoutError, VerifyReport, parse_document, read_layout, verify_layout};
 pub use oci_spec::image as spec;
 pub use partition::{LayerPlan, PartitionError, partition};
 pub use tarfmt::TAR_FORMAT;

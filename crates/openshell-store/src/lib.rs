@@ -204,34 +204,27 @@ impl Store {
         expected: Option<&Digest>,
         mut reader: impl Read,
     ) -> Result<Digest, StoreError> {
-        let algorithm = expected.map_or(algorithm, Digest::algorithm);
-        let (tmp, mut file) = self.tmp_file()?;
-        let result = (|| {
-            let mut hasher = algorithm.hasher();
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(StoreError::Io { path: tmp.clone(), source: e }),
-                };
-                hasher.update(&buf[..n]);
-                file.write_all(&buf[..n]).map_err(io_err(&tmp))?;
-            }
-            let actual = hasher.finish();
-            if let Some(exp) = expected
-                && *exp != actual
-            {
-                return Err(StoreError::Mismatch { expected: exp.clone(), actual });
-            }
-            file.sync_all().map_err(io_err(&tmp))?;
-            self.publish(&tmp, &actual)?;
-            self.mark_verified(&actual);
-            Ok(actual)
-        })();
-        let _ = fs::remove_file(&tmp);
-        result
+        let mut staging = self.stage(expected.map_or(algorithm, Digest::algorithm))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::Io { path: staging.path.clone(), source: e }),
+            };
+            staging.write_all(&buf[..n]).map_err(io_err(&staging.path))?;
+        }
+        staging.finish(expected)?.publish()
+    }
+
+    /// Starts a blob in `tmp/`, hashed with `algorithm` as it is written. Nothing is
+    /// in `blobs/` until [`Staging::finish`] has checked it and [`Staged::publish`]
+    /// links it there: a caller that fetches several blobs can check all of them
+    /// before storing any. Dropping either removes the temporary file.
+    pub fn stage(&self, algorithm: Algorithm) -> Result<Staging<'_>, StoreError> {
+        let (path, file) = self.tmp_file()?;
+        Ok(Staging { store: self, path, file, hasher: algorithm.hasher(), len: 0 })
     }
 
     /// Copies a file into the store.
@@ -413,6 +406,95 @@ impl Store {
             }
         }
         Ok(report)
+    }
+}
+
+/// A blob being written into `tmp/` (see [`Store::stage`]).
+pub struct Staging<'s> {
+    store: &'s Store,
+    path: PathBuf,
+    file: File,
+    hasher: Hasher,
+    len: u64,
+}
+
+impl Write for Staging<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl<'s> Staging<'s> {
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Checks the content against `expected` (when given) and syncs it: a mismatch
+    /// is [`StoreError::Mismatch`] and the file is removed.
+    pub fn finish(mut self, expected: Option<&Digest>) -> Result<Staged<'s>, StoreError> {
+        let hasher = std::mem::replace(&mut self.hasher, Algorithm::Sha256.hasher());
+        let actual = hasher.finish();
+        if let Some(exp) = expected
+            && *exp != actual
+        {
+            return Err(StoreError::Mismatch { expected: exp.clone(), actual });
+        }
+        self.file.sync_all().map_err(io_err(&self.path))?;
+        let path = std::mem::take(&mut self.path);
+        Ok(Staged { store: self.store, path, digest: actual })
+    }
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A complete, checked blob in `tmp/`, not yet in `blobs/`.
+pub struct Staged<'s> {
+    store: &'s Store,
+    path: PathBuf,
+    digest: Digest,
+}
+
+impl Staged<'_> {
+    /// Its digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The temporary file (to read the blob again before publishing it).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Links the blob into `blobs/` (atomic, never clobbering).
+    pub fn publish(self) -> Result<Digest, StoreError> {
+        self.store.publish(&self.path, &self.digest)?;
+        self.store.mark_verified(&self.digest);
+        Ok(self.digest.clone())
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 

@@ -281,3 +281,30 @@ fn default_root_follows_environment() {
         assert!(root.expect("root").ends_with("openshell/store"));
     }
 }
+
+#[test]
+fn staged_blobs_reach_blobs_only_when_published() {
+    use std::io::Write;
+    let (_d, s) = store();
+    let tmp_is_empty = |s: &Store| std::fs::read_dir(s.root().join("tmp")).expect("tmp").next().is_none();
+    let good = Digest::sha256(b"layer");
+    let mut w = s.stage(Algorithm::Sha256).expect("stage");
+    w.write_all(b"layer").expect("write");
+    let staged = w.finish(Some(&good)).expect("matches");
+    assert!(!s.contains(&good), "a staged blob is not in blobs/ yet");
+    assert_eq!(std::fs::read(staged.path()).expect("read staged"), b"layer");
+    // A mismatch is refused and leaves nothing behind.
+    let mut bad = s.stage(Algorithm::Sha256).expect("stage");
+    bad.write_all(b"evil").expect("write");
+    assert!(matches!(bad.finish(Some(&good)), Err(StoreError::Mismatch { .. })));
+    assert_eq!(staged.publish().expect("publish"), good);
+    assert!(s.contains(&good));
+    assert!(tmp_is_empty(&s), "no temporary files left after publish");
+    // Dropped without publishing: nothing stored, nothing left in tmp/.
+    let other = Digest::sha256(b"other");
+    let mut w = s.stage(Algorithm::Sha256).expect("stage");
+    w.write_all(b"other").expect("write");
+    drop(w.finish(Some(&other)).expect("matches"));
+    assert!(!s.contains(&other));
+    assert!(tmp_is_empty(&s));
+}
