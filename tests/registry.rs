@@ -274,6 +274,21 @@ fn blobs_in(store: &Path) -> usize {
     std::fs::read_dir(store.join("blobs/sha256")).map_or(0, |d| d.count())
 }
 
+/// `openshell --output json push openshell/regtest TARGET --insecure` from the
+/// built store; its report.
+fn push_json(p: &Path, target: &str, built: &Built) -> serde_json::Value {
+    json(&ok(openshell(p).args([
+        "--output",
+        "json",
+        "push",
+        "openshell/regtest",
+        target,
+        "--insecure",
+        "--store",
+        &built.store(),
+    ])))
+}
+
 /// Push by name, pull into an empty store (same digest, listed, inspectable and
 /// verifiable), push again (nothing sent), push the layout and the archive;
 /// skopeo reads what was pushed.
@@ -286,10 +301,7 @@ fn push_pull_round_trip_on_a_plain_loopback_registry() {
     let proxy = Proxy::start(reg.port);
     let target = format!("{}/openshell/regtest:v1", proxy.host());
 
-    let o = ok(openshell(p)
-        .args(["--output", "json", "push", "openshell/regtest", &target, "--insecure"])
-        .args(["--store", &built.store()]));
-    let v = json(&o);
+    let v = push_json(p, &target, &built);
     assert_eq!(v["manifest"], built.manifest.as_str());
     assert_eq!(v["uploaded"].as_u64(), Some(built.blob_count() as u64), "{v}");
     let first = proxy.take();
@@ -298,16 +310,7 @@ fn push_pull_round_trip_on_a_plain_loopback_registry() {
     assert_eq!(count(&first, "PUT", "/manifests/v1"), 1);
 
     // Again: the registry has every blob; only the manifest is sent.
-    let v = json(&ok(openshell(p).args([
-        "--output",
-        "json",
-        "push",
-        "openshell/regtest",
-        &target,
-        "--insecure",
-        "--store",
-        &built.store(),
-    ])));
+    let v = push_json(p, &target, &built);
     assert_eq!((v["uploaded"].as_u64(), v["skipped"].as_u64()), (Some(0), Some(built.blob_count() as u64)), "{v}");
     let second = proxy.take();
     for method in ["POST", "PATCH"] {
@@ -407,16 +410,7 @@ fn an_interrupted_push_resumes() {
     assert!(text(&o).contains("uploading layer 1"), "{}", text(&o));
     proxy.take();
     proxy.set(Mode::Pass);
-    let v = json(&ok(openshell(p).args([
-        "--output",
-        "json",
-        "push",
-        "openshell/regtest",
-        &target,
-        "--insecure",
-        "--store",
-        &built.store(),
-    ])));
+    let v = push_json(p, &target, &built);
     assert_eq!((v["uploaded"].as_u64(), v["skipped"].as_u64()), (Some(n as u64 - 1), Some(1)), "{v}");
     let log = proxy.take();
     assert_eq!(count(&log, "POST", "/blobs/uploads/"), n - 1, "{log:?}");

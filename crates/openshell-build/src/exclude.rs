@@ -34,17 +34,12 @@ pub enum ExcludeError {
 pub struct Exclusions {
     exclude: GlobSet,
     keep: GlobSet,
-    empty: bool,
 }
 
 impl Exclusions {
     /// Compiles both lists; each pattern must be absolute and a valid glob.
     pub fn new(exclude: &[String], keep: &[String]) -> Result<Exclusions, ExcludeError> {
-        Ok(Exclusions {
-            exclude: compile("exclude", exclude)?,
-            keep: compile("keep", keep)?,
-            empty: exclude.is_empty(),
-        })
+        Ok(Exclusions { exclude: compile("exclude", exclude)?, keep: compile("keep", keep)? })
     }
 
     fn drops(&self, path: &str) -> bool {
@@ -53,7 +48,7 @@ impl Exclusions {
 
     /// Removes the excluded entries from `tree`; returns how many went.
     pub fn apply(&self, tree: &mut Tree) -> Result<usize, ExcludeError> {
-        if self.empty {
+        if self.exclude.is_empty() {
             return Ok(0);
         }
         let mut files = Vec::new();
