@@ -47,13 +47,7 @@ fn packages() -> Vec<Pkg> {
             fields: "",
             files: vec![("/usr/lib/libgreet.so.1", b"new".to_vec(), 0o644)],
         },
-        Pkg {
-            name: "base-files",
-            version: "13",
-            arch: "amd64",
-            fields: "Essential: yes",
-            files: vec![("/etc/debian_version", b"13\n".to_vec(), 0o644)],
-        },
+        debian_archive::base_files(),
         Pkg {
             name: "unrelated",
             version: "1",

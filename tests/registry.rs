@@ -94,13 +94,7 @@ impl Built {
                 fields: "Depends: base-files",
                 files: vec![("/usr/bin/hello-openshell", b"#!/bin/sh\necho hello from a registry\n".to_vec(), 0o755)],
             },
-            Pkg {
-                name: "base-files",
-                version: "13",
-                arch: "amd64",
-                fields: "Essential: yes",
-                files: vec![("/etc/debian_version", b"13\n".to_vec(), 0o644)],
-            },
+            debian_archive::base_files(),
         ];
         let archive = debian_archive::serve(&server, &work, "testing", &pkgs);
         let p = dir.path();

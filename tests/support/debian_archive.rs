@@ -18,6 +18,18 @@ pub struct Pkg {
     pub files: Vec<(&'static str, Vec<u8>, u32)>,
 }
 
+/// Debian's `base-files`, reduced to `/etc/debian_version`: what a test image's
+/// packages depend on.
+pub fn base_files() -> Pkg {
+    Pkg {
+        name: "base-files",
+        version: "13",
+        arch: "amd64",
+        fields: "Essential: yes",
+        files: vec![("/etc/debian_version", b"13\n".to_vec(), 0o644)],
+    }
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     openshell_store::Digest::sha256(data).hex()
 }

@@ -47,6 +47,8 @@ pub enum ImageCmdError {
     Layout { path: PathBuf, message: String },
     #[error(transparent)]
     Registry(#[from] openshell_registry::RegistryError),
+    #[error(transparent)]
+    Bundle(Box<openshell_bundle::BundleError>),
     #[error("--password-stdin: {0}")]
     Password(String),
     #[error("{}: {source}", path.display())]
@@ -68,8 +70,18 @@ impl ImageCmdError {
                 | RegistryError::InsecureNotLoopback { .. }
                 | RegistryError::CaFile { .. },
             ) => 2,
+            ImageCmdError::Bundle(e) => match **e {
+                openshell_bundle::BundleError::Input { .. } | openshell_bundle::BundleError::Key(_) => 2,
+                _ => 1,
+            },
             _ => 1,
         }
+    }
+}
+
+impl From<openshell_bundle::BundleError> for ImageCmdError {
+    fn from(e: openshell_bundle::BundleError) -> ImageCmdError {
+        ImageCmdError::Bundle(Box::new(e))
     }
 }
 

@@ -2,6 +2,7 @@
 //! library crates, rendering their results for people (`--output text`) or
 //! programs (`--output json`).
 
+mod bundle_cmd;
 mod image_cmd;
 mod inference_cmd;
 mod output;
@@ -58,6 +59,12 @@ enum Command {
     Push(registry_cmd::PushArgs),
     /// Pull an image from a registry into the store (then `image ls`, `sandbox create --image`).
     Pull(registry_cmd::PullArgs),
+    /// Signed air-gap bundles: create, verify and install one file offline.
+    #[command(subcommand)]
+    Bundle(bundle_cmd::BundleCommand),
+    /// Ed25519 keys that sign bundles.
+    #[command(subcommand)]
+    Key(bundle_cmd::KeyCommand),
     /// List, inspect, remove and verify built and pulled images.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -211,6 +218,8 @@ fn main() -> ExitCode {
         Command::Build(args) => image_cmd::build(&out, &args),
         Command::Push(args) => registry_cmd::push(&out, &args),
         Command::Pull(args) => registry_cmd::pull(&out, &args),
+        Command::Bundle(cmd) => bundle_cmd::bundle(&out, &cmd),
+        Command::Key(cmd) => bundle_cmd::key(&out, &cmd),
         Command::Image(cmd) => image_cmd::image(&out, &cmd),
         Command::Sbom(args) => sbom_cmd::sbom(&out, &args),
         Command::Store(cmd) => image_cmd::store(&out, &cmd),

@@ -167,6 +167,14 @@ pub enum ImageError {
         #[source]
         source: JsonError,
     },
+    /// A manifest or config read back that is not what an image's documents must be.
+    #[error("image {document}: {message}")]
+    Inconsistent {
+        /// `config` or `manifest`.
+        document: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// The output directory holds something that is not an OCI layout.
     #[error("{}: exists, is not empty and has no `oci-layout` file; refusing to write an image layout into it", dir.display())]
     NotALayout {
@@ -469,6 +477,58 @@ impl Image {
     }
 
     /// Every blob of the image, by digest (layers deduplicated), with its source.
+    /// The image whose manifest and config are these bytes (read back from the store
+    /// or a layout; kept as they are). The documents do not record a layer's origin
+    /// or uncompressed size: each layer's `origin` is `None` and its
+    /// `uncompressed_size` 0.
+    pub fn from_documents(manifest: Vec<u8>, config: Vec<u8>) -> Result<Image, ImageError> {
+        let bad = |document, message: String| ImageError::Inconsistent { document, message };
+        let m: ImageManifest =
+            serde_json::from_slice(&manifest).map_err(|e| bad("manifest", format!("not an image manifest: {e}")))?;
+        let c: ImageConfiguration =
+            serde_json::from_slice(&config).map_err(|e| bad("config", format!("not an image config: {e}")))?;
+        let config_digest = Digest::sha256(&config);
+        if m.config().digest().to_string() != config_digest.to_string() {
+            return Err(bad("manifest", format!("names config {}, not {config_digest}", m.config().digest())));
+        }
+        let diff_ids = c.rootfs().diff_ids();
+        if diff_ids.len() != m.layers().len() {
+            let message = format!("{} diff_ids for {} layers", diff_ids.len(), m.layers().len());
+            return Err(bad("config", message));
+        }
+        let layers = m
+            .layers()
+            .iter()
+            .zip(diff_ids)
+            .enumerate()
+            .map(|(i, (d, diff_id))| {
+                let digest = |text: &str, what: &str| {
+                    text.parse::<Digest>().map_err(|e| bad("manifest", format!("layers[{i}] {what} `{text}`: {e}")))
+                };
+                let media_type =
+                    crate::layer::LAYER_MEDIA_TYPES.iter().find(|t| **t == d.media_type().to_string()).ok_or_else(
+                        || bad("manifest", format!("layers[{i}]: unsupported media type {}", d.media_type())),
+                    )?;
+                Ok(LayerInfo {
+                    origin: None,
+                    diff_id: digest(diff_id, "diff_id")?,
+                    digest: digest(d.digest().as_ref(), "digest")?,
+                    size: d.size(),
+                    uncompressed_size: 0,
+                    media_type,
+                })
+            })
+            .collect::<Result<Vec<_>, ImageError>>()?;
+        Ok(Image {
+            config_digest,
+            config,
+            manifest_digest: Digest::sha256(&manifest),
+            manifest,
+            layers,
+            platform: (c.architecture().to_string(), c.os().to_string()),
+        })
+    }
+
     fn blobs(&self) -> BTreeMap<Digest, BlobSource<'_>> {
         let mut out = BTreeMap::new();
         out.insert(self.config_digest.clone(), BlobSource::Bytes(&self.config));

@@ -21,6 +21,8 @@ use crate::tree::ContentRef;
 
 /// Media type of the layers written.
 pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// Every layer media type this crate writes (and so reads back).
+pub const LAYER_MEDIA_TYPES: &[&str] = &[LAYER_MEDIA_TYPE];
 
 /// Layer writing settings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

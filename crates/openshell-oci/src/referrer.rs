@@ -150,23 +150,30 @@ pub fn attach_to_layout(dir: &Path, referrer: &Referrer) -> Result<(), ReferrerE
     }
     let index_path = dir.join("index.json");
     let text = fs::read(&index_path).map_err(io_err(&index_path))?;
-    let json_err = |source| ReferrerError::Json { path: index_path.clone(), source };
+    let bytes = index_with(&text, referrer, &index_path)?;
+    let tmp = dir.join(format!(".tmp-{}-index.json", std::process::id()));
+    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &index_path).map_err(io_err(&index_path))
+}
+
+/// The `index.json` bytes `index` (`label` names it in errors) with `referrer`'s
+/// descriptor after the manifests already there, replacing an earlier referrer of
+/// the same digest: what [`attach_to_layout`] writes.
+pub fn index_with(index: &[u8], referrer: &Referrer, label: &Path) -> Result<Vec<u8>, ReferrerError> {
+    let json_err = |source| ReferrerError::Json { path: label.to_owned(), source };
     // Read as a generic value, not oci-spec's `ImageIndex`, whose annotation maps
     // would come back in hash order: serde_json's map keeps keys sorted, as the
     // image's canonical index has them.
-    let mut index: serde_json::Value = serde_json::from_slice(&text).map_err(json_err)?;
+    let mut index: serde_json::Value = serde_json::from_slice(index).map_err(json_err)?;
     let descriptor = serde_json::to_value(referrer.descriptor()?).map_err(json_err)?;
     let manifests = index
         .get_mut("manifests")
         .and_then(serde_json::Value::as_array_mut)
-        .ok_or_else(|| ReferrerError::NoManifests { path: index_path.clone() })?;
+        .ok_or_else(|| ReferrerError::NoManifests { path: label.to_owned() })?;
     let digest = referrer.manifest_digest.to_string();
     manifests.retain(|m| m.get("digest").and_then(serde_json::Value::as_str) != Some(digest.as_str()));
     manifests.push(descriptor);
-    let bytes = serde_json::to_vec(&index).map_err(json_err)?;
-    let tmp = dir.join(format!(".tmp-{}-index.json", std::process::id()));
-    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &index_path).map_err(io_err(&index_path))
+    serde_json::to_vec(&index).map_err(json_err)
 }
 
 /// Checks every blob a referrer manifest names (its config and layers: small
