@@ -425,3 +425,28 @@ fn an_installed_bundle_loads_into_docker() {
     );
     let _ = Command::new("docker").args(["rmi", "openshell/site:7"]).output();
 }
+
+#[test]
+fn an_installed_bundle_loads_into_containerd() {
+    let site = Site::new();
+    let p = site.path();
+    site.small_bundle("site.bundle");
+    let containerd = support::containerd::Containerd::start(&p.join("containerd"));
+    let target = p.join("t");
+    let o = ok(openshell(p)
+        .args(["--output", "json", "bundle", "install", "site.bundle", "--trust", "key.pub", "--no-binaries"])
+        .args(["--load", "containerd", "--containerd-namespace", "openshell-test"])
+        .arg("--containerd-address")
+        .arg(&containerd.address)
+        .arg("--store")
+        .arg(target.join("store"))
+        .arg("--lockfile-dir")
+        .arg(target.join("locks")));
+    assert_eq!(json(&o)["loaded"][0]["into"], "containerd", "{}", text(&o));
+    let index = ok(Command::new("tar").arg("-xOf").arg(p.join("site.bundle")).arg("openshell-bundle.json"));
+    let index: serde_json::Value = serde_json::from_slice(&index.stdout).expect("index");
+    let manifest = index["images"][0]["record"]["manifest"].as_str().expect("manifest").to_owned();
+    let o = containerd.ctr("openshell-test", &["images", "ls"]);
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(listed.lines().any(|l| l.contains("openshell/site:7") && l.contains(&manifest)), "ctr images ls: {listed}");
+}
