@@ -412,6 +412,15 @@ fn build_checks_with_oci_tools_and_docker() {
     let inspected: serde_json::Value = serde_json::from_slice(&o.stdout).expect("skopeo json");
     assert_eq!(inspected["Digest"], manifest.as_str());
     sbom_referrer(p, &oci, &manifest, &store);
+    // The archive carries the same referrer, and skopeo reads the image from it.
+    let unpacked = dir.path().join("archive-unpacked");
+    std::fs::create_dir_all(&unpacked).expect("mkdir");
+    let o = Command::new("tar").arg("-xf").arg(dir.path().join("image.tar")).arg("-C").arg(&unpacked).output();
+    assert!(o.expect("tar").status.success(), "tar -xf image.tar");
+    sbom_referrer(p, &unpacked, &manifest, &store);
+    let archive = format!("oci-archive:{}:1", dir.path().join("image.tar").display());
+    let o = Command::new("skopeo").arg("inspect").arg(archive).output().expect("skopeo");
+    assert!(o.status.success(), "skopeo inspect oci-archive: {}", text(&o));
     let bundle = dir.path().join("bundle");
     let o = Command::new("umoci")
         .args(["unpack", "--image"])
@@ -453,7 +462,7 @@ fn build_checks_with_oci_tools_and_docker() {
     let _ = Command::new("docker").args(["rmi", "openshell/e2e:1"]).output();
 }
 
-/// `build -o` put the lockfile's SPDX SBOM beside the image as an OCI referrer: listed
+/// `build -o` (and `--archive`) put the lockfile's SPDX SBOM beside the image as an OCI referrer: listed
 /// in index.json after the image, `subject` the image's manifest, the document (the
 /// same bytes `openshell sbom` writes) its layer; the layout still verifies (and
 /// skopeo, umoci and oci-image-tool, above and below, read the image by its tag).

@@ -19,7 +19,7 @@ use crate::{cargo, root};
 /// What can stop the benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("bench push: {0} (options: --mb N, --rounds N)")]
+    #[error("bench: {0}")]
     Usage(String),
     #[error("`{tool}` is missing: apt-get install {package}")]
     Missing { tool: &'static str, package: &'static str },
@@ -55,21 +55,22 @@ fn parse_options(args: &[String]) -> Result<Options, BenchError> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let value = |it: &mut std::slice::Iter<'_, String>| -> Result<usize, BenchError> {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .filter(|v| *v > 0)
-                .ok_or_else(|| BenchError::Usage(format!("{a} needs a positive number")))
+            it.next().and_then(|v| v.parse().ok()).filter(|v| *v > 0).ok_or_else(|| {
+                BenchError::Usage(format!("push: {a} needs a positive number (options: --mb N, --rounds N)"))
+            })
         };
         match a.as_str() {
             "--mb" => opts.mb = value(&mut it)?,
             "--rounds" => opts.rounds = value(&mut it)?,
-            other => return Err(BenchError::Usage(format!("unknown option `{other}`"))),
+            other => {
+                return Err(BenchError::Usage(format!("push: unknown option `{other}` (options: --mb N, --rounds N)")));
+            }
         }
     }
     Ok(opts)
 }
 
-fn require(path: &'static str, package: &'static str) -> Result<(), BenchError> {
+pub(crate) fn require(path: &'static str, package: &'static str) -> Result<(), BenchError> {
     let found = if path.starts_with('/') {
         Path::new(path).exists()
     } else {
@@ -197,7 +198,7 @@ impl Drop for Registry {
 }
 
 /// Wall time and peak RSS (KiB) of one command.
-fn measure(cmd: &mut Command) -> Result<(Duration, u64), BenchError> {
+pub(crate) fn measure(cmd: &mut Command) -> Result<(Duration, u64), BenchError> {
     let start = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -232,18 +233,18 @@ fn measure(cmd: &mut Command) -> Result<(Duration, u64), BenchError> {
 }
 
 #[derive(Default)]
-struct Samples {
+pub(crate) struct Samples {
     times: Vec<f64>,
-    peak_kib: u64,
+    pub(crate) peak_kib: u64,
 }
 
 impl Samples {
-    fn add(&mut self, (d, kib): (Duration, u64)) {
+    pub(crate) fn add(&mut self, (d, kib): (Duration, u64)) {
         self.times.push(d.as_secs_f64());
         self.peak_kib = self.peak_kib.max(kib);
     }
 
-    fn median(&self) -> f64 {
+    pub(crate) fn median(&self) -> f64 {
         let mut t = self.times.clone();
         t.sort_by(f64::total_cmp);
         t.get(t.len() / 2).copied().unwrap_or(f64::NAN)

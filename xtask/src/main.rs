@@ -15,6 +15,7 @@
 //!   router's time to first byte against the same requests direct; `push`: `openshell
 //!   push` and `pull` against `skopeo copy` of the same image, see `bench_push.rs`).
 
+mod bench_bundle;
 mod bench_push;
 mod bench_sandbox;
 mod prereqs;
@@ -35,7 +36,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(args.get(1).map(String::as_str), args.get(2..).unwrap_or_default()),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!(
-                "usage: cargo xtask <quickstart | prereqs [--install] | ci | bench [decide|build|sandbox [--iterations N]|proxy|router|push [--mb N] [--rounds N]]>"
+                "usage: cargo xtask <quickstart | prereqs [--install] | ci | bench [decide|build|sandbox [--iterations N]|proxy|router|push [--mb N] [--rounds N]|bundle [--rounds N]]>"
             );
             Ok(())
         }
@@ -203,10 +204,11 @@ fn bench(name: Option<&str>, rest: &[String]) -> Result<(), String> {
         }
         Some("sandbox") => bench_sandbox::bench_sandbox(rest),
         Some("push") => bench_push::bench_push(rest).map_err(|e| e.to_string()),
+        Some("bundle") => bench_bundle::bench_bundle(rest).map_err(|e| e.to_string()),
         Some("proxy") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "proxy"]),
         Some("router") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "router"]),
         Some(other) => {
-            Err(format!("unknown benchmark `{other}`; available: decide, build, sandbox, proxy, router, push"))
+            Err(format!("unknown benchmark `{other}`; available: decide, build, sandbox, proxy, router, push, bundle"))
         }
     }
 }

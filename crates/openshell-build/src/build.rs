@@ -9,6 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use openshell_debian::DebReader;
+use openshell_oci::referrer::{self, Referrer};
 use openshell_oci::{
     ContentRef, Entry, EntryKind, Image, ImageConfig, LayerInfo, LayerOptions, OnConflict, Origin, Reference,
     TarImport, Tree,
@@ -65,6 +66,9 @@ pub enum BuildError {
     Layer(#[from] openshell_oci::LayerError),
     #[error("image: {0}")]
     Image(#[from] openshell_oci::ImageError),
+    /// A document beside the image (the SBOM referrer) could not be written.
+    #[error(transparent)]
+    Referrer(#[from] openshell_oci::referrer::ReferrerError),
     #[error("file `{path}`: mode `{mode}` is not octal")]
     Mode { path: String, mode: String },
     #[error("{label} ({filename}): {source}")]
@@ -601,18 +605,24 @@ fn users(tree: &mut Tree, store: &Store, lock: &Lockfile) -> Result<(), BuildErr
     Ok(())
 }
 
-/// Writes the image as an OCI layout directory and/or a single archive.
+/// Writes the image as an OCI layout directory and/or a single archive, each with
+/// `referrers` (the SBOM) beside the image.
 pub fn write_outputs(
     store: &Store,
     built: &Built,
     layout: Option<&Path>,
     archive: Option<&Path>,
+    referrers: &[Referrer],
 ) -> Result<(), BuildError> {
     if let Some(dir) = layout {
         openshell_oci::write_layout(store, dir, &built.image, &built.reference)?;
+        for r in referrers {
+            referrer::attach_to_layout(dir, r)?;
+        }
     }
     if let Some(file) = archive {
-        openshell_oci::write_archive(store, file, &built.image, &built.reference)?;
+        let beside = referrer::beside(&built.image, &built.reference, referrers)?;
+        openshell_oci::write_archive_beside(store, file, &built.image, &built.reference, &beside)?;
     }
     Ok(())
 }
@@ -653,7 +663,7 @@ pub fn check(
         progress.step(&format!("{round} build in {}", dir.path().display()));
         let built = build(lock, lock_name, &tmp_store, progress)?;
         let layout = dir.path().join("layout");
-        write_outputs(&tmp_store, &built, Some(&layout), None)?;
+        write_outputs(&tmp_store, &built, Some(&layout), None, &[])?;
         layouts.push((layout, built.image.manifest_digest().clone()));
         dirs.push(dir);
     }

@@ -532,14 +532,14 @@ pub fn build(out: &Output, args: &BuildArgs) -> Result<Outcome, CliError> {
         };
     }
     let built = openshell_build::build::build(&lock, &name, &store, &Steps(out)).map_err(ImageCmdError::from)?;
-    openshell_build::build::write_outputs(&store, &built, args.oci_dir.as_deref(), args.archive.as_deref())
-        .map_err(ImageCmdError::from)?;
-    let sbom = match &args.oci_dir {
-        Some(dir) => {
-            Some(openshell_sbom::attach_to_layout(&lock, &store, &built.image, dir).map_err(ImageCmdError::from)?)
-        }
-        None => None,
+    let sbom = match args.oci_dir.is_some() || args.archive.is_some() {
+        true => Some(openshell_sbom::referrer(&lock, &store, &built.image).map_err(ImageCmdError::from)?),
+        false => None,
     };
+    let referrers: Vec<_> = sbom.iter().cloned().collect();
+    openshell_build::build::write_outputs(&store, &built, args.oci_dir.as_deref(), args.archive.as_deref(), &referrers)
+        .map_err(ImageCmdError::from)?;
+    let sbom = sbom.map(|r| r.manifest_digest().clone());
     openshell_build::images::register(&store, &built).map_err(ImageCmdError::from)?;
     closure::register_root(&store, &args.lockfile).map_err(ImageCmdError::from)?;
     let manifest = built.image.manifest_digest().to_string();
@@ -657,7 +657,7 @@ pub fn build_for_sandbox(store: &StoreArgs, lockfile: &Path) -> Result<(PathBuf,
     let store = store.open()?;
     let name = lockfile.display().to_string();
     let built = openshell_build::build::build(&lock, &name, &store, &Quiet).map_err(ImageCmdError::from)?;
-    openshell_build::build::write_outputs(&store, &built, None, None).map_err(ImageCmdError::from)?;
+    openshell_build::build::write_outputs(&store, &built, None, None, &[]).map_err(ImageCmdError::from)?;
     let rec = openshell_build::images::register(&store, &built).map_err(ImageCmdError::from)?;
     closure::register_root(&store, lockfile).map_err(ImageCmdError::from)?;
     Ok((store.root().to_owned(), rec.reference()))

@@ -631,6 +631,16 @@ pub struct ArchiveInfo {
     pub manifest_digest: Digest,
 }
 
+/// Documents an archive carries beside its image (an OCI referrer's blobs, see
+/// `referrer::beside`) and the `index.json` that lists them after the image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Beside {
+    /// Their blobs, by digest.
+    pub blobs: BTreeMap<Digest, Vec<u8>>,
+    /// The index to write instead of the image's own (`None`: the image's).
+    pub index: Option<Vec<u8>>,
+}
+
 /// Writes one tar at `path` that is both an OCI image layout and a `docker load`
 /// archive (`manifest.json`). Entries are sorted, with mode 0644/0755, owner 0:0 and
 /// mtime 0, so the archive's bytes depend only on the image and the name. Written to a
@@ -641,6 +651,17 @@ pub fn write_archive(
     image: &Image,
     reference: &Reference,
 ) -> Result<ArchiveInfo, ImageError> {
+    write_archive_beside(store, path, image, reference, &Beside::default())
+}
+
+/// [`write_archive`], with documents beside the image.
+pub fn write_archive_beside(
+    store: &Store,
+    path: &Path,
+    image: &Image,
+    reference: &Reference,
+    beside: &Beside,
+) -> Result<ArchiveInfo, ImageError> {
     let tmp = tmp_name(path);
     let file = File::create(&tmp).map_err(io_err(&tmp))?;
     let result = (|| {
@@ -649,7 +670,7 @@ pub fn write_archive(
             hasher: Algorithm::Sha256.hasher(),
             count: 0,
         };
-        write_archive_to(store, &mut out, image, reference, &tmp)?;
+        write_archive_to_beside(store, &mut out, image, reference, &tmp, beside)?;
         let file = out.inner.into_inner().map_err(|e| ImageError::Io { path: tmp.clone(), source: e.into_error() })?;
         file.sync_all().map_err(io_err(&tmp))?;
         Ok((out.hasher.finish(), out.count))
@@ -673,6 +694,17 @@ pub fn write_archive_to(
     reference: &Reference,
     label: &Path,
 ) -> Result<(), ImageError> {
+    write_archive_to_beside(store, out, image, reference, label, &Beside::default())
+}
+
+fn write_archive_to_beside(
+    store: &Store,
+    out: impl Write,
+    image: &Image,
+    reference: &Reference,
+    label: &Path,
+    beside: &Beside,
+) -> Result<(), ImageError> {
     let werr = |source| ImageError::Io { path: label.to_owned(), source };
     let dir = Meta { mode: 0o755, uid: 0, gid: 0, mtime: 0 };
     let file = Meta { mode: 0o644, uid: 0, gid: 0, mtime: 0 };
@@ -680,7 +712,11 @@ pub fn write_archive_to(
     tar.header("blobs", Kind::Dir, &dir, 0, "").map_err(werr)?;
     tar.header("blobs/sha256", Kind::Dir, &dir, 0, "").map_err(werr)?;
     let mut buf = vec![0u8; 1024 * 1024];
-    for (digest, source) in image.blobs() {
+    let mut blobs = image.blobs();
+    for (digest, bytes) in &beside.blobs {
+        blobs.entry(digest.clone()).or_insert(BlobSource::Bytes(bytes));
+    }
+    for (digest, source) in blobs {
         let name = format!("blobs/sha256/{}", digest.hex());
         match source {
             BlobSource::Bytes(b) => {
@@ -711,7 +747,7 @@ pub fn write_archive_to(
         }
     }
     for (name, bytes) in [
-        ("index.json", image.index_bytes(reference)?),
+        ("index.json", beside.index.clone().map_or_else(|| image.index_bytes(reference), Ok)?),
         ("manifest.json", image.docker_manifest_bytes(reference)?),
         ("oci-layout", OCI_LAYOUT.to_vec()),
     ] {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType};
 use openshell_store::Digest;
 
-use crate::image::Image;
+use crate::image::{Beside, Image, ImageError, Reference};
 use crate::layout::{self, LayoutError};
 
 /// The empty JSON config every artifact manifest without a config of its own uses.
@@ -44,6 +44,9 @@ pub enum ReferrerError {
         /// The index.
         path: PathBuf,
     },
+    /// The image's own index could not be made.
+    #[error(transparent)]
+    Image(#[from] ImageError),
     /// A file system operation failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -174,6 +177,20 @@ pub fn index_with(index: &[u8], referrer: &Referrer, label: &Path) -> Result<Vec
     manifests.retain(|m| m.get("digest").and_then(serde_json::Value::as_str) != Some(digest.as_str()));
     manifests.push(descriptor);
     serde_json::to_vec(&index).map_err(json_err)
+}
+
+/// What an archive of `image` carries beside it for `referrers`: their blobs, and
+/// the image's index with their descriptors after it (as [`attach_to_layout`]
+/// leaves a layout).
+pub fn beside(image: &Image, reference: &Reference, referrers: &[Referrer]) -> Result<Beside, ReferrerError> {
+    let label = Path::new("index.json");
+    let mut index = image.index_bytes(reference)?;
+    let mut blobs = std::collections::BTreeMap::new();
+    for r in referrers {
+        index = index_with(&index, r, label)?;
+        blobs.extend(r.blobs().into_iter().map(|(d, b)| (d, b.to_vec())));
+    }
+    Ok(Beside { blobs, index: Some(index) })
 }
 
 /// Checks every blob a referrer manifest names (its config and layers: small

@@ -47,19 +47,16 @@ impl Format {
     }
 }
 
-/// Attaches the SPDX SBOM of `lock` to `image` in the OCI layout at `dir` (written
-/// by `openshell_oci::write_layout`) as an OCI referrer: the image's bytes and
-/// digest do not change. Returns the referrer manifest's digest.
-pub fn attach_to_layout(
+/// The SPDX SBOM of `lock` as an OCI referrer of `image` (for `build -o` and
+/// `--archive`, which write it beside the image: the image's bytes and digest do
+/// not change).
+pub fn referrer(
     lock: &openshell_build::lockfile::Lockfile,
     store: &openshell_store::Store,
     image: &openshell_oci::Image,
-    dir: &std::path::Path,
-) -> Result<openshell_store::Digest, SbomError> {
+) -> Result<openshell_oci::referrer::Referrer, SbomError> {
     let document = render(&collect(lock, store)?, Format::Spdx)?;
-    let referrer = openshell_oci::referrer::Referrer::new(image, Format::Spdx.media_type(), document)?;
-    openshell_oci::referrer::attach_to_layout(dir, &referrer)?;
-    Ok(referrer.manifest_digest().clone())
+    Ok(openshell_oci::referrer::Referrer::new(image, Format::Spdx.media_type(), document)?)
 }
 
 /// The document's bytes (pretty JSON ending in a newline).
