@@ -9,6 +9,7 @@ mod policy_cmd;
 mod registry_cmd;
 mod sandbox_cmd;
 mod sbom_cmd;
+mod verify_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -58,6 +59,9 @@ enum Command {
     Push(registry_cmd::PushArgs),
     /// Pull an image from a registry into the store (then `image ls`, `sandbox create --image`).
     Pull(registry_cmd::PullArgs),
+    /// Check that the image at REF (OCI dir, archive or registry) is the one LOCK builds.
+    #[command(after_help = verify_cmd::EXIT_STATUS)]
+    Verify(verify_cmd::VerifyArgs),
     /// List, inspect, remove and verify built and pulled images.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -211,6 +215,7 @@ fn main() -> ExitCode {
         Command::Build(args) => image_cmd::build(&out, &args),
         Command::Push(args) => registry_cmd::push(&out, &args),
         Command::Pull(args) => registry_cmd::pull(&out, &args),
+        Command::Verify(args) => verify_cmd::verify(&out, &args),
         Command::Image(cmd) => image_cmd::image(&out, &cmd),
         Command::Sbom(args) => sbom_cmd::sbom(&out, &args),
         Command::Store(cmd) => image_cmd::store(&out, &cmd),
