@@ -13,32 +13,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::built::{Built, json, ok, openshell, run, text};
-use support::registry::{Registry, free_port, make_tls, require_file};
-
-const USER: &str = "tester";
-const PASSWORD: &str = "s3cret-registry-pw";
+use support::built::{Built, json, ok, openshell, run, text, with_stdin_line};
+use support::registry::{PASSWORD, Registry, USER, free_port, make_htpasswd, make_tls};
 
 fn require_tool(tool: &str, package: &str) {
     let ok = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
     assert!(ok, "`{tool}` is not installed: install the Debian package `{package}` (.ci/run does)");
-}
-
-/// An htpasswd file with one bcrypt entry (`htpasswd -B`, the password on stdin).
-fn make_htpasswd(dir: &Path) -> PathBuf {
-    require_file("/usr/bin/htpasswd", "apache2-utils");
-    let mut child = Command::new("htpasswd")
-        .args(["-B", "-i", "-n", USER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("htpasswd");
-    child.stdin.take().expect("stdin").write_all(PASSWORD.as_bytes()).expect("write");
-    let o = child.wait_with_output().expect("htpasswd");
-    assert!(o.status.success(), "htpasswd failed");
-    let path = dir.join("htpasswd");
-    std::fs::write(&path, &o.stdout).expect("write htpasswd");
-    path
 }
 
 /// What the proxy does to the traffic it forwards.
@@ -319,11 +299,7 @@ fn tls_and_basic_auth() {
     let reg = Registry::start(&p.join("registry"), Some(&tls), Some(&htpasswd));
     let target = format!("{}/openshell/regtest:tls", reg.host());
     let ca = tls.ca.display().to_string();
-    let with_password = |c: &mut Command, password: &str| -> Output {
-        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-        child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write");
-        child.wait_with_output().expect("wait")
-    };
+    let with_password = |c: &mut Command, password: &str| -> Output { with_stdin_line(c, password) };
     let push = |extra: &[&str]| {
         let mut c = openshell(p);
         c.args(["--output", "json", "push", "openshell/regtest", &target, "--store", &built.store()]).args(extra);

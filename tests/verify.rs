@@ -7,11 +7,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use sha2::{Digest as _, Sha256};
-use support::built::{Built, json, ok, openshell, run, text};
-use support::registry::Registry;
+use support::built::{Built, json, ok, openshell, run, text, with_stdin_line};
+use support::registry::{PASSWORD, Registry, USER, make_htpasswd, make_tls};
 
 /// An image of the test archive's two packages, with no plain files, so that an
 /// empty store can fetch all of it from the archive.
@@ -29,8 +29,14 @@ fn code(o: &Output) -> i32 {
 }
 
 /// `openshell verify TARGET --lock t.lock --store STORE [extra...]`.
+fn verify_command(b: &Built, target: &str, extra: &[&str]) -> Command {
+    let mut c = openshell(b.path());
+    c.args(["verify", target, "--lock", "t.lock", "--store", &b.store()]).args(extra);
+    c
+}
+
 fn verify(b: &Built, target: &str, extra: &[&str]) -> Output {
-    run(openshell(b.path()).args(["verify", target, "--lock", "t.lock", "--store", &b.store()]).args(extra))
+    run(&mut verify_command(b, target, extra))
 }
 
 /// One field of the victim's tar header or content.
@@ -311,6 +317,36 @@ fn registry_ref_verifies_and_a_different_image_under_the_tag_is_named() {
     // The original is still there by digest.
     let o = verify(&b, &by_digest, &["--insecure"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
+}
+
+/// A registry that refuses: exit 2 naming the registry and the credentials (none,
+/// then wrong ones); the right ones (`--password-stdin`, over TLS with `--ca-file`)
+/// verify.
+#[test]
+fn registry_authentication_failure_exits_2() {
+    let b = Built::from_definition(IMAGE);
+    let tls = make_tls(&b.path().join("tls"));
+    let htpasswd = make_htpasswd(b.path());
+    let reg = Registry::start(&b.path().join("registry"), Some(&tls), Some(&htpasswd));
+    let tag = format!("{}/openshell/vtest:tls", reg.host());
+    let ca = tls.ca.display().to_string();
+    let login = ["--ca-file", ca.as_str(), "--username", USER, "--password-stdin"];
+    let o = with_stdin_line(openshell(b.path()).args(["push", "oci", &tag]).args(login), PASSWORD);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = verify(&b, &tag, &["--ca-file", &ca]);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(text(&o).contains(&format!("{}: authentication failed with no credentials", reg.host())), "{}", text(&o));
+    let o = with_stdin_line(&mut verify_command(&b, &tag, &login), "wrong");
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("authentication failed with the credentials of --username {USER}")),
+        "{}",
+        text(&o)
+    );
+    let o = with_stdin_line(&mut verify_command(&b, &tag, &login), PASSWORD);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), b.manifest);
 }
 
 /// Exit 2, naming the input: a REF that is neither a path nor a registry

@@ -36,6 +36,14 @@ pub fn ok(c: &mut Command) -> Output {
     o
 }
 
+/// Runs `c` with `line` and a newline on its stdin (`--password-stdin`).
+pub fn with_stdin_line(c: &mut Command, line: &str) -> Output {
+    use std::io::Write;
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    child.stdin.take().expect("stdin").write_all(format!("{line}\n").as_bytes()).expect("write");
+    child.wait_with_output().expect("wait")
+}
+
 /// stdout as JSON.
 pub fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
