@@ -15,7 +15,7 @@ use openshell_build::build::{BuildError, Built, check_closure};
 use openshell_build::closure;
 use openshell_build::lockfile::Lockfile;
 use openshell_build::verify::{self, Verdict, VerifyError};
-use openshell_oci::diff::{Difference, EntryInfo, LayerDiff};
+use openshell_oci::diff::{Difference, EntryDiff, EntryInfo, LayerDiff};
 use openshell_oci::{LayoutDir, LayoutError};
 use openshell_registry::{Fetch, RegistryError, RemoteImage};
 use openshell_store::{Digest, Store};
@@ -238,7 +238,7 @@ fn mismatch_text(target: &str, lock: &str, rebuilt: &Digest, found: &Digest, d: 
             ));
             match detail {
                 LayerDiff::Entry { path, diff, a, b } => {
-                    s.push_str(&format!("  file /{path}: {} differs ({diff})\n", diff.field()));
+                    s.push_str(&format!("  file /{path}: {}\n", entry_difference(diff, target)));
                     s.push_str(&format!("    rebuilt: {}\n", side(a.as_deref())));
                     s.push_str(&format!("    {target}: {}", side(b.as_deref())));
                 }
@@ -248,6 +248,16 @@ fn mismatch_text(target: &str, lock: &str, rebuilt: &Digest, found: &Digest, d: 
         _ => s.push_str(&format!("  first difference: {d}")),
     }
     s
+}
+
+/// How an entry differs, in this command's words (the rebuilt image, then REF).
+fn entry_difference(diff: &EntryDiff, target: &str) -> String {
+    let there = |next: &Option<String>| next.as_ref().map_or_else(String::new, |n| format!(" (it has /{n} there)"));
+    match diff {
+        EntryDiff::OnlyInA { next } => format!("only in the rebuilt image, not in {target}{}", there(next)),
+        EntryDiff::OnlyInB { next } => format!("only in {target}, not in the rebuilt image{}", there(next)),
+        other => format!("{} differs ({other})", other.field()),
+    }
 }
 
 fn layer_detail(detail: &LayerDiff) -> String {
@@ -289,5 +299,23 @@ fn difference_json(d: &openshell_oci::LayoutDiff) -> Value {
             v
         }
         _ => json!({ "description": description }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_on_one_side_is_named_by_side() {
+        let only_rebuilt = EntryDiff::OnlyInA { next: Some("etc/alternatives/".into()) };
+        assert_eq!(
+            entry_difference(&only_rebuilt, "oci"),
+            "only in the rebuilt image, not in oci (it has /etc/alternatives/ there)"
+        );
+        let only_ref = EntryDiff::OnlyInB { next: None };
+        assert_eq!(entry_difference(&only_ref, "oci"), "only in oci, not in the rebuilt image");
+        let mode = EntryDiff::Mode { a: 0o644, b: 0o600 };
+        assert_eq!(entry_difference(&mode, "oci"), "mode differs (mode 0644 vs 0600)");
     }
 }
