@@ -7,29 +7,20 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use sha2::Digest as _;
-use support::debian_archive::{self, Pkg};
-use support::server::Server;
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+use support::built::{self, Built, json, ok, text};
 
 fn require_tool(tool: &str, args: &[&str], package: &str) {
     let ok = Command::new(tool).args(args).output().is_ok_and(|o| o.status.success());
     assert!(ok, "`{tool}` is not usable: install the Debian package `{package}` (.ci/run does)");
 }
 
-/// `openshell` in `dir`, with no key or store from the environment.
+/// `openshell` in `dir`, with no signing key from the environment.
 fn openshell(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_openshell"));
-    c.current_dir(dir)
-        .env_remove("OPENSHELL_BUNDLE_KEY")
-        .env_remove("OPENSHELL_STORE")
-        .env_remove("OPENSHELL_LOG")
-        .stdin(Stdio::null());
+    let mut c = built::openshell(dir);
+    c.env_remove("OPENSHELL_BUNDLE_KEY");
     c
 }
 
@@ -42,16 +33,6 @@ fn offline(dir: &Path) -> Command {
     c
 }
 
-fn ok(c: &mut Command) -> Output {
-    let o = c.output().expect("run");
-    assert!(o.status.success(), "{c:?}: {}", text(&o));
-    o
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
-}
-
 fn sha256(path: &Path) -> String {
     hex(&sha2::Sha256::digest(std::fs::read(path).expect("read")))
 }
@@ -60,55 +41,32 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A store with one fetched lockfile (`site.lock`) of a two-package image, and a
+/// The image the bundles carry.
+const SITE_IMAGE: &str = "name: openshell/site\ntag: \"7\"\ndebian:\n  suites: [testing]\n  packages: [hello-openshell]\nfiles:\n  - path: /etc/motd\n    content: \"air-gapped\\n\"\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\ncmd: [/usr/bin/hello-openshell]\n";
+
+/// A store with one built lockfile (`t.lock`) of a two-package image, and a
 /// signing key pair (`key`, `key.pub`).
 struct Site {
-    dir: tempfile::TempDir,
+    built: Built,
     store: String,
 }
 
 impl Site {
     fn new() -> Site {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let server = Server::start();
-        let p = dir.path();
-        let work = p.join("archive-build");
-        std::fs::create_dir_all(&work).expect("mkdir");
-        let pkgs = vec![
-            Pkg {
-                name: "site-tool",
-                version: "2.0-1",
-                arch: "amd64",
-                fields: "Depends: base-files",
-                files: vec![("/usr/bin/site-tool", b"#!/bin/sh\necho offline site\n".to_vec(), 0o755)],
-            },
-            debian_archive::base_files(),
-        ];
-        let archive = debian_archive::serve(&server, &work, "testing", &pkgs);
-        std::fs::write(
-            p.join("site.yaml"),
-            "name: openshell/site\ntag: \"7\"\ndebian:\n  suites: [testing]\n  packages: [site-tool]\nfiles:\n  - path: /etc/motd\n    content: \"air-gapped\\n\"\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\ncmd: [/usr/bin/site-tool]\n",
-        )
-        .expect("write definition");
-        let store = p.join("store").display().to_string();
-        let keyring = archive.keyring.display().to_string();
-        ok(openshell(p)
-            .args(["lock", "site.yaml", "-o", "site.lock", "--debian-mirror", &archive.base, "--keyring", &keyring])
-            .args(["--store", &store]));
-        ok(openshell(p).args(["fetch", "site.lock", "--debian-mirror", &archive.base, "--store", &store]));
-        let o = ok(openshell(p).args(["--output", "json", "key", "generate", "-o", "key"]));
+        let built = Built::from_definition(SITE_IMAGE);
+        let o = ok(openshell(built.path()).args(["--output", "json", "key", "generate", "-o", "key"]));
         assert_eq!(json(&o)["public"], "key.pub");
-        Site { dir, store }
+        Site { store: built.store(), built }
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
+        self.built.path()
     }
 
     /// Creates `name` without binaries: returns its JSON report.
     fn small_bundle(&self, name: &str) -> serde_json::Value {
         let o = ok(openshell(self.path())
-            .args(["--output", "json", "bundle", "create", "site.lock", "-o", name, "--key", "key", "--no-binaries"])
+            .args(["--output", "json", "bundle", "create", "t.lock", "-o", name, "--key", "key", "--no-binaries"])
             .args(["--store", &self.store]));
         json(&o)
     }
@@ -176,7 +134,7 @@ fn a_bundle_installs_and_rebuilds_offline_with_the_same_digest() {
         "json",
         "bundle",
         "create",
-        "site.lock",
+        "t.lock",
         "-o",
         "site.bundle",
         "--store",
@@ -212,7 +170,7 @@ fn a_bundle_installs_and_rebuilds_offline_with_the_same_digest() {
         .arg("-sigfile")
         .arg(x.join("openshell-bundle.json.sig")));
     // The bundled layout is one skopeo reads, and it names the built image.
-    let o = ok(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:7", x.join("images/site").display())));
+    let o = ok(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:7", x.join("images/t").display())));
     assert!(text(&o).contains("\"Architecture\": \"amd64\""), "{}", text(&o));
     assert_eq!(sha256(&x.join("bin/openshell")), sha256(Path::new(env!("CARGO_BIN_EXE_openshell"))));
 
@@ -235,10 +193,10 @@ fn a_bundle_installs_and_rebuilds_offline_with_the_same_digest() {
     assert_eq!(sha256(&p.join("offline/bin/openshell-runtime")), sha256(&x.join("bin/openshell-runtime")));
     let o = ok(offline(p).args(["--output", "json", "image", "ls", "--store", &offline_store]));
     assert!(text(&o).contains(&manifest), "{}", text(&o));
-    let o = ok(offline(p).args(["--output", "json", "build", "offline/locks/site.lock", "--store", &offline_store]));
+    let o = ok(offline(p).args(["--output", "json", "build", "offline/locks/t.lock", "--store", &offline_store]));
     assert_eq!(json(&o)["manifest"].as_str(), Some(manifest.as_str()), "the offline rebuild differs");
     assert_eq!(json(&o)["cached"], false, "the rebuild must build, not reuse a record");
-    assert!(p.join("offline/locks/site.spdx.json").is_file());
+    assert!(p.join("offline/locks/t.spdx.json").is_file());
 }
 
 /// The ways a bundle can be altered, each with the member or part it must name.
@@ -355,11 +313,11 @@ fn bad_inputs_are_named() {
         assert_eq!(o.status.code(), Some(code), "{args:?}: {}", text(&o));
         assert!(text(&o).contains(named), "{args:?} must name `{named}`: {}", text(&o));
     };
-    fails(&["bundle", "create", "site.lock", "-o", "b", "--no-binaries", "--store", store], 2, "OPENSHELL_BUNDLE_KEY");
+    fails(&["bundle", "create", "t.lock", "-o", "b", "--no-binaries", "--store", store], 2, "OPENSHELL_BUNDLE_KEY");
     fails(&["key", "generate", "-o", "key"], 2, "refusing to overwrite");
     std::fs::set_permissions(p.join("key"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
     fails(
-        &["bundle", "create", "site.lock", "-o", "b", "--key", "key", "--no-binaries", "--store", store],
+        &["bundle", "create", "t.lock", "-o", "b", "--key", "key", "--no-binaries", "--store", store],
         2,
         "chmod 600",
     );
@@ -371,15 +329,15 @@ fn bad_inputs_are_named() {
     );
     let empty = p.join("empty-store").display().to_string();
     fails(
-        &["bundle", "create", "site.lock", "-o", "b", "--key", "key", "--no-binaries", "--store", &empty],
+        &["bundle", "create", "t.lock", "-o", "b", "--key", "key", "--no-binaries", "--store", &empty],
         2,
-        "openshell fetch site.lock",
+        "openshell fetch t.lock",
     );
     fails(
         &[
             "bundle",
             "create",
-            "site.lock",
+            "t.lock",
             "-o",
             "b",
             "--key",
@@ -395,7 +353,7 @@ fn bad_inputs_are_named() {
     std::fs::write(p.join("garbage.pub"), "not a key\n").expect("write");
     site.small_bundle("good.bundle");
     fails(&["bundle", "verify", "good.bundle", "--trust", "garbage.pub"], 2, "garbage.pub");
-    fails(&["bundle", "verify", "site.lock", "--trust", "key.pub"], 1, "not a bundle");
+    fails(&["bundle", "verify", "t.lock", "--trust", "key.pub"], 1, "not a bundle");
     assert!(!p.join("b").exists(), "a refused create wrote its output");
 }
 

@@ -13,140 +13,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::debian_archive::{self, Pkg};
-use support::registry::{Registry, free_port, make_tls, require_file};
-use support::server::Server;
-
-const USER: &str = "tester";
-const PASSWORD: &str = "s3cret-registry-pw";
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+use support::built::{Built, json, ok, openshell, run, text, with_stdin_line};
+use support::registry::{PASSWORD, Registry, USER, free_port, make_htpasswd, make_tls};
 
 fn require_tool(tool: &str, package: &str) {
     let ok = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
     assert!(ok, "`{tool}` is not installed: install the Debian package `{package}` (.ci/run does)");
-}
-
-/// `openshell` with a home of its own (no Docker config unless the test writes one).
-fn openshell(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_openshell"));
-    c.current_dir(home)
-        .env("HOME", home)
-        .env_remove("DOCKER_CONFIG")
-        .env_remove("OPENSHELL_STORE")
-        .env_remove("OPENSHELL_LOG")
-        .stdin(Stdio::null());
-    c
-}
-
-fn run(c: &mut Command) -> Output {
-    c.output().expect("run openshell")
-}
-
-fn ok(c: &mut Command) -> Output {
-    let o = run(c);
-    assert!(o.status.success(), "{c:?}: {}", text(&o));
-    o
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
-}
-
-/// An htpasswd file with one bcrypt entry (`htpasswd -B`, the password on stdin).
-fn make_htpasswd(dir: &Path) -> PathBuf {
-    require_file("/usr/bin/htpasswd", "apache2-utils");
-    let mut child = Command::new("htpasswd")
-        .args(["-B", "-i", "-n", USER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("htpasswd");
-    child.stdin.take().expect("stdin").write_all(PASSWORD.as_bytes()).expect("write");
-    let o = child.wait_with_output().expect("htpasswd");
-    assert!(o.status.success(), "htpasswd failed");
-    let path = dir.join("htpasswd");
-    std::fs::write(&path, &o.stdout).expect("write htpasswd");
-    path
-}
-
-/// A store holding one image (`openshell/regtest:latest`) built from a signed test
-/// archive, and its OCI layout at `oci/`.
-struct Built {
-    dir: tempfile::TempDir,
-    _server: Server,
-    manifest: String,
-}
-
-impl Built {
-    fn new() -> Built {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let server = Server::start();
-        let work = dir.path().join("archive-build");
-        std::fs::create_dir_all(&work).expect("mkdir");
-        let pkgs = vec![
-            Pkg {
-                name: "hello-openshell",
-                version: "1.0-1",
-                arch: "amd64",
-                fields: "Depends: base-files",
-                files: vec![("/usr/bin/hello-openshell", b"#!/bin/sh\necho hello from a registry\n".to_vec(), 0o755)],
-            },
-            debian_archive::base_files(),
-        ];
-        let archive = debian_archive::serve(&server, &work, "testing", &pkgs);
-        let p = dir.path();
-        std::fs::write(
-            p.join("image.yaml"),
-            "name: openshell/regtest\ndebian:\n  suites: [testing]\n  packages: [hello-openshell]\nfiles:\n  - path: /etc/motd\n    content: \"pushed\\n\"\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\ncmd: [/usr/bin/hello-openshell]\n",
-        )
-        .expect("write definition");
-        let store = p.join("store").display().to_string();
-        let keyring = archive.keyring.display().to_string();
-        ok(openshell(p).args(["lock", "image.yaml", "-o", "t.lock", "--debian-mirror", &archive.base]).args([
-            "--keyring",
-            &keyring,
-            "--store",
-            &store,
-        ]));
-        ok(openshell(p).args(["fetch", "t.lock", "--debian-mirror", &archive.base, "--store", &store]));
-        let o = ok(openshell(p).args(["build", "t.lock", "-o", "oci", "--archive", "t.tar", "--store", &store]));
-        let manifest = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-        assert!(manifest.starts_with("sha256:"), "build prints the manifest digest: {}", text(&o));
-        Built { dir, _server: server, manifest }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn store(&self) -> String {
-        self.path().join("store").display().to_string()
-    }
-
-    /// Blobs of the image: config and layers (the layout also holds the manifest and
-    /// the SBOM attached beside the image, which are not the image's blobs).
-    fn blob_count(&self) -> usize {
-        let m: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(self.path().join("oci/blobs/sha256").join(self.manifest.trim_start_matches("sha256:")))
-                .expect("manifest"),
-        )
-        .expect("json");
-        1 + m["layers"].as_array().expect("layers").len()
-    }
-
-    fn largest_layer(&self) -> String {
-        let m: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(self.path().join("oci/blobs/sha256").join(self.manifest.trim_start_matches("sha256:")))
-                .expect("manifest"),
-        )
-        .expect("json");
-        let layers = m["layers"].as_array().expect("layers");
-        let l = layers.iter().max_by_key(|l| l["size"].as_u64()).expect("a layer");
-        l["digest"].as_str().expect("digest").to_owned()
-    }
 }
 
 /// What the proxy does to the traffic it forwards.
@@ -427,11 +299,7 @@ fn tls_and_basic_auth() {
     let reg = Registry::start(&p.join("registry"), Some(&tls), Some(&htpasswd));
     let target = format!("{}/openshell/regtest:tls", reg.host());
     let ca = tls.ca.display().to_string();
-    let with_password = |c: &mut Command, password: &str| -> Output {
-        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-        child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write");
-        child.wait_with_output().expect("wait")
-    };
+    let with_password = |c: &mut Command, password: &str| -> Output { with_stdin_line(c, password) };
     let push = |extra: &[&str]| {
         let mut c = openshell(p);
         c.args(["--output", "json", "push", "openshell/regtest", &target, "--store", &built.store()]).args(extra);

@@ -8,6 +8,7 @@ pub mod server;
 #[path = "../../crates/openshell-proxy/tests/common/mod.rs"]
 pub mod proxy_common;
 
+pub mod built;
 pub mod containerd;
 pub mod debian_archive;
 pub mod gpg;

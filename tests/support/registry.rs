@@ -1,12 +1,34 @@
 //! Debian's `docker-registry` (the distribution registry) on loopback, for the push
 //! and pull tests: plain, or with TLS from a CA made here and htpasswd auth.
 
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const REGISTRY: &str = "/usr/bin/docker-registry";
+
+/// The user and password [`make_htpasswd`] writes.
+pub const USER: &str = "tester";
+pub const PASSWORD: &str = "s3cret-registry-pw";
+
+/// An htpasswd file with one bcrypt entry (`htpasswd -B`, the password on stdin).
+pub fn make_htpasswd(dir: &Path) -> PathBuf {
+    require_file("/usr/bin/htpasswd", "apache2-utils");
+    let mut child = Command::new("htpasswd")
+        .args(["-B", "-i", "-n", USER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("htpasswd");
+    child.stdin.take().expect("stdin").write_all(PASSWORD.as_bytes()).expect("write");
+    let o = child.wait_with_output().expect("htpasswd");
+    assert!(o.status.success(), "htpasswd failed");
+    let path = dir.join("htpasswd");
+    std::fs::write(&path, &o.stdout).expect("write htpasswd");
+    path
+}
 
 pub fn require_file(path: &str, package: &str) {
     assert!(Path::new(path).exists(), "{path} is missing: install the Debian package `{package}` (.ci/run does)");

@@ -11,4 +11,5 @@ pub mod lock;
 pub mod lockfile;
 pub mod maintainer;
 pub mod sources;
+pub mod verify;
 pub mod wheels;

@@ -121,7 +121,7 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
-    fn flags(&self) -> SourceFlags {
+    pub(crate) fn flags(&self) -> SourceFlags {
         SourceFlags {
             debian_mirror: self.debian_mirror.clone(),
             npm_registry: self.npm_registry.clone(),
@@ -249,7 +249,7 @@ pub enum StoreCommand {
     },
 }
 
-struct Steps<'a>(&'a Output);
+pub(crate) struct Steps<'a>(pub(crate) &'a Output);
 
 impl BuildProgress for Steps<'_> {
     fn step(&self, message: &str) {
@@ -322,14 +322,14 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CliError
 }
 
 /// Progress bars per download, hidden with --quiet or --output json.
-struct Bars {
+pub(crate) struct Bars {
     multi: MultiProgress,
     bars: Mutex<HashMap<String, ProgressBar>>,
-    total: ProgressBar,
+    pub(crate) total: ProgressBar,
 }
 
 impl Bars {
-    fn new(out: &Output, artifacts: u64) -> Bars {
+    pub(crate) fn new(out: &Output, artifacts: u64) -> Bars {
         let target = if out.quiet || out.json() { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
         let multi = MultiProgress::with_draw_target(target);
         let total = multi.add(ProgressBar::new(artifacts));

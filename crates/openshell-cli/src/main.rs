@@ -10,6 +10,7 @@ mod policy_cmd;
 mod registry_cmd;
 mod sandbox_cmd;
 mod sbom_cmd;
+mod verify_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -65,6 +66,9 @@ enum Command {
     /// Ed25519 keys that sign bundles.
     #[command(subcommand)]
     Key(bundle_cmd::KeyCommand),
+    /// Check that the image at REF (OCI dir, archive or registry) is the one LOCK builds.
+    #[command(after_help = verify_cmd::EXIT_STATUS)]
+    Verify(verify_cmd::VerifyArgs),
     /// List, inspect, remove and verify built and pulled images.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -220,6 +224,7 @@ fn main() -> ExitCode {
         Command::Pull(args) => registry_cmd::pull(&out, &args),
         Command::Bundle(cmd) => bundle_cmd::bundle(&out, &cmd),
         Command::Key(cmd) => bundle_cmd::key(&out, &cmd),
+        Command::Verify(args) => verify_cmd::verify(&out, &args),
         Command::Image(cmd) => image_cmd::image(&out, &cmd),
         Command::Sbom(args) => sbom_cmd::sbom(&out, &args),
         Command::Store(cmd) => image_cmd::store(&out, &cmd),

@@ -19,13 +19,19 @@ pub enum CliError {
     BadArgument { flag: &'static str, value: String, problem: &'static str },
     #[error(transparent)]
     Image(#[from] crate::image_cmd::ImageCmdError),
+    #[error(transparent)]
+    Verify(#[from] crate::verify_cmd::VerifyCmdError),
+    /// A command whose exit 1 is a negative answer (`verify`) could not answer.
+    #[error(transparent)]
+    Unanswered(Box<CliError>),
 }
 
 impl CliError {
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
             CliError::Load(e) => e.diagnostics(),
-            CliError::BadArgument { .. } | CliError::Image(_) => &[],
+            CliError::Unanswered(e) => e.diagnostics(),
+            CliError::BadArgument { .. } | CliError::Image(_) | CliError::Verify(_) => &[],
         }
     }
 

@@ -31,7 +31,7 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn options(&self) -> Result<ConnectOptions, CliError> {
+    pub(crate) fn options(&self) -> Result<ConnectOptions, CliError> {
         let login = match &self.username {
             Some(username) => Some(Login { username: username.clone(), password: read_password()? }),
             None => None,

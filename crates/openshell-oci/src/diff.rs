@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use openshell_store::Digest;
+use openshell_store::{Algorithm, Digest};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -124,6 +124,60 @@ impl fmt::Display for EntryDiff {
     }
 }
 
+impl EntryDiff {
+    /// The name of the field that differs (`content`, `mode`, `mtime`, ...).
+    pub fn field(&self) -> &'static str {
+        match self {
+            EntryDiff::OnlyInA { .. } | EntryDiff::OnlyInB { .. } => "presence",
+            EntryDiff::Type { .. } => "type",
+            EntryDiff::Mode { .. } => "mode",
+            EntryDiff::Owner { .. } => "owner",
+            EntryDiff::OwnerNames { .. } => "owner names",
+            EntryDiff::Mtime { .. } => "mtime",
+            EntryDiff::LinkTarget { .. } => "link target",
+            EntryDiff::Size { .. } => "size",
+            EntryDiff::Content { .. } => "content",
+            EntryDiff::PaxRecords { .. } => "pax records",
+            EntryDiff::HeaderBytes { .. } => "header bytes",
+        }
+    }
+}
+
+/// One side's tar entry: its header's fields and its content's sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// The entry type (`file`, `directory`, `symlink`, ...).
+    pub kind: String,
+    /// Permission bits (with setuid/setgid/sticky).
+    pub mode: u32,
+    /// Numeric owner.
+    pub uid: u64,
+    /// Numeric group.
+    pub gid: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: u64,
+    /// Content size in bytes.
+    pub size: u64,
+    /// A link's target.
+    pub link: Option<String>,
+    /// sha256 of the content (of no bytes for entries without content).
+    pub sha256: Digest,
+}
+
+impl fmt::Display for EntryInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} mode {:04o} owner {}:{} mtime {} size {} {}",
+            self.kind, self.mode, self.uid, self.gid, self.mtime, self.size, self.sha256
+        )?;
+        match &self.link {
+            Some(target) => write!(f, " -> {target}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What differs inside a layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerDiff {
@@ -133,6 +187,10 @@ pub enum LayerDiff {
         path: String,
         /// How it differs.
         diff: EntryDiff,
+        /// The entry in the first layer (none when only the second has it).
+        a: Option<Box<EntryInfo>>,
+        /// The entry in the second layer.
+        b: Option<Box<EntryInfo>>,
     },
     /// Same uncompressed content, different compressed bytes: the compressor differs.
     CompressionOnly,
@@ -172,6 +230,10 @@ pub enum Difference {
         a: Digest,
         /// Second side's blob.
         b: Digest,
+        /// First side's diff_id (the uncompressed tar's digest, from its config).
+        a_diff_id: Digest,
+        /// Second side's diff_id.
+        b_diff_id: Digest,
         /// What differs inside.
         detail: LayerDiff,
     },
@@ -205,6 +267,9 @@ pub enum Difference {
 }
 
 /// The outcome of comparing two layouts.
+// One value per comparison: the size of the variants does not matter, and boxing the
+// difference would keep callers from matching on it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayoutDiff {
     /// Same manifest digests (so the same image).
@@ -252,10 +317,10 @@ impl fmt::Display for LayoutDiff {
         match difference {
             Difference::ImageCount { a, b } => write!(f, "index.json names {a} vs {b} images"),
             Difference::LayerCount { a, b } => write!(f, "{a} vs {b} layers"),
-            Difference::Layer { index, a, b, detail } => {
+            Difference::Layer { index, a, b, detail, .. } => {
                 write!(f, "layer {index} ({a} vs {b}): ")?;
                 match detail {
-                    LayerDiff::Entry { path, diff } => write!(f, "{path}: {diff}"),
+                    LayerDiff::Entry { path, diff, .. } => write!(f, "{path}: {diff}"),
                     LayerDiff::CompressionOnly => {
                         write!(f, "same uncompressed content, different compressed bytes (compressor differs)")
                     }
@@ -334,18 +399,29 @@ pub fn diff_layouts(a: &Path, b: &Path) -> Result<LayoutDiff, DiffError> {
 }
 
 fn diff_images(adir: &Path, a: &LayoutImage, bdir: &Path, b: &LayoutImage) -> Result<Difference, DiffError> {
-    for (index, (la, lb)) in a.layers.iter().zip(&b.layers).enumerate() {
+    // `read_layout` checked that each config has one diff_id per layer.
+    let sides = a.layers.iter().zip(&a.diff_ids).zip(b.layers.iter().zip(&b.diff_ids));
+    for (index, ((la, da), (lb, db))) in sides.enumerate() {
         if la.digest == lb.digest {
             continue;
         }
-        let detail = if la.media_type != lb.media_type {
-            LayerDiff::MediaType { a: la.media_type.to_string(), b: lb.media_type.to_string() }
-        } else if a.diff_ids.get(index) == b.diff_ids.get(index) {
-            LayerDiff::CompressionOnly
-        } else {
+        // Different content is walked whatever the compression: the file says more
+        // than the media type.
+        let detail = if da != db {
             diff_layer(index, adir, la, bdir, lb)?
+        } else if la.media_type != lb.media_type {
+            LayerDiff::MediaType { a: la.media_type.to_string(), b: lb.media_type.to_string() }
+        } else {
+            LayerDiff::CompressionOnly
         };
-        return Ok(Difference::Layer { index, a: la.digest.clone(), b: lb.digest.clone(), detail });
+        return Ok(Difference::Layer {
+            index,
+            a: la.digest.clone(),
+            b: lb.digest.clone(),
+            a_diff_id: da.clone(),
+            b_diff_id: db.clone(),
+            detail,
+        });
     }
     if a.layers.len() != b.layers.len() {
         return Ok(Difference::LayerCount { a: a.layers.len(), b: b.layers.len() });
@@ -483,19 +559,19 @@ fn bytes_name(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Compares two entries at the same path; reads their content.
-fn compare_entries<R: Read>(ea: &mut tar::Entry<'_, R>, eb: &mut tar::Entry<'_, R>) -> io::Result<Option<EntryDiff>> {
-    let (ha, hb) = (ea.header().clone(), eb.header().clone());
+/// The header fields of an entry that [`compare_entries`] compares, in that order.
+fn header_diff<R: Read>(ea: &tar::Entry<'_, R>, eb: &tar::Entry<'_, R>) -> Option<EntryDiff> {
+    let (ha, hb) = (ea.header(), eb.header());
     if ha.entry_type() != hb.entry_type() {
-        return Ok(Some(EntryDiff::Type { a: type_name(ha.entry_type()), b: type_name(hb.entry_type()) }));
+        return Some(EntryDiff::Type { a: type_name(ha.entry_type()), b: type_name(hb.entry_type()) });
     }
     let (ma, mb) = (ha.mode().unwrap_or(u32::MAX), hb.mode().unwrap_or(u32::MAX));
     if ma != mb {
-        return Ok(Some(EntryDiff::Mode { a: ma, b: mb }));
+        return Some(EntryDiff::Mode { a: ma, b: mb });
     }
     let owner = |h: &tar::Header| (h.uid().unwrap_or(u64::MAX), h.gid().unwrap_or(u64::MAX));
-    if owner(&ha) != owner(&hb) {
-        return Ok(Some(EntryDiff::Owner { a: owner(&ha), b: owner(&hb) }));
+    if owner(ha) != owner(hb) {
+        return Some(EntryDiff::Owner { a: owner(ha), b: owner(hb) });
     }
     let names = |h: &tar::Header| {
         format!(
@@ -504,45 +580,120 @@ fn compare_entries<R: Read>(ea: &mut tar::Entry<'_, R>, eb: &mut tar::Entry<'_, 
             h.groupname_bytes().map(bytes_name).unwrap_or_default()
         )
     };
-    if names(&ha) != names(&hb) {
-        return Ok(Some(EntryDiff::OwnerNames { a: names(&ha), b: names(&hb) }));
+    if names(ha) != names(hb) {
+        return Some(EntryDiff::OwnerNames { a: names(ha), b: names(hb) });
     }
     let (ta, tb) = (ha.mtime().unwrap_or(u64::MAX), hb.mtime().unwrap_or(u64::MAX));
     if ta != tb {
-        return Ok(Some(EntryDiff::Mtime { a: ta, b: tb }));
+        return Some(EntryDiff::Mtime { a: ta, b: tb });
     }
-    let link = |e: &tar::Entry<'_, R>| e.link_name_bytes().map(|b| bytes_name(&b)).unwrap_or_default();
-    if link(ea) != link(eb) {
-        return Ok(Some(EntryDiff::LinkTarget { a: link(ea), b: link(eb) }));
+    let (la, lb) = (link_target(ea), link_target(eb));
+    if la != lb {
+        return Some(EntryDiff::LinkTarget { a: la.unwrap_or_default(), b: lb.unwrap_or_default() });
     }
-    let (pa, pb) = (pax_records(ea), pax_records(eb));
-    if pa != pb {
-        return Ok(Some(EntryDiff::PaxRecords { a: pa, b: pb }));
+    None
+}
+
+fn link_target<R: Read>(e: &tar::Entry<'_, R>) -> Option<String> {
+    e.link_name_bytes().map(|b| bytes_name(&b))
+}
+
+/// An entry's header fields, with the sha256 of its content (read by the caller).
+fn entry_info<R: Read>(e: &tar::Entry<'_, R>, sha256: Digest) -> EntryInfo {
+    let h = e.header();
+    EntryInfo {
+        kind: type_name(h.entry_type()),
+        mode: h.mode().unwrap_or(u32::MAX),
+        uid: h.uid().unwrap_or(u64::MAX),
+        gid: h.gid().unwrap_or(u64::MAX),
+        mtime: h.mtime().unwrap_or(u64::MAX),
+        size: e.size(),
+        link: link_target(e),
+        sha256,
     }
-    if ea.size() != eb.size() {
-        return Ok(Some(EntryDiff::Size { a: ea.size(), b: eb.size() }));
+}
+
+/// Reads an entry's content whole; its sha256.
+fn hash_entry<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Digest> {
+    let mut h = Algorithm::Sha256.hasher();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = read_full(e, &mut buf)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
     }
+}
+
+/// An entry only one side has, with what is known of it.
+fn only_in(path: String, diff: EntryDiff, info: EntryInfo, in_a: bool) -> LayerDiff {
+    let info = Some(Box::new(info));
+    if in_a {
+        LayerDiff::Entry { path, diff, a: info, b: None }
+    } else {
+        LayerDiff::Entry { path, diff, a: None, b: info }
+    }
+}
+
+/// What reading two contents in step found: the first differing offset (if any)
+/// and each side's sha256.
+struct Contents {
+    differs_at: Option<u64>,
+    a: Digest,
+    b: Digest,
+}
+
+/// Reads both contents to their ends, comparing and hashing them.
+fn read_contents<R: Read>(ea: &mut tar::Entry<'_, R>, eb: &mut tar::Entry<'_, R>) -> io::Result<Contents> {
+    let (mut ha, mut hb) = (Algorithm::Sha256.hasher(), Algorithm::Sha256.hasher());
     let mut ba = vec![0u8; 64 * 1024];
     let mut bb = vec![0u8; 64 * 1024];
     let mut offset = 0u64;
+    let mut differs_at = None;
     loop {
         let na = read_full(ea, &mut ba)?;
         let nb = read_full(eb, &mut bb)?;
-        if let Some(i) = ba[..na.min(nb)].iter().zip(&bb[..na.min(nb)]).position(|(x, y)| x != y) {
-            return Ok(Some(EntryDiff::Content { offset: offset + i as u64 }));
+        if na == 0 && nb == 0 {
+            return Ok(Contents { differs_at, a: ha.finish(), b: hb.finish() });
         }
-        if na != nb {
-            return Ok(Some(EntryDiff::Content { offset: offset + na.min(nb) as u64 }));
+        ha.update(&ba[..na]);
+        hb.update(&bb[..nb]);
+        if differs_at.is_none() {
+            let common = na.min(nb);
+            differs_at = match ba[..common].iter().zip(&bb[..common]).position(|(x, y)| x != y) {
+                Some(i) => Some(offset + i as u64),
+                None if na != nb => Some(offset + common as u64),
+                None => None,
+            };
         }
-        if na == 0 {
-            break;
-        }
-        offset += na as u64;
+        offset += na.max(nb) as u64;
     }
-    if let Some(offset) = ha.as_bytes().iter().zip(hb.as_bytes()).position(|(x, y)| x != y) {
-        return Ok(Some(EntryDiff::HeaderBytes { offset }));
-    }
-    Ok(None)
+}
+
+/// Compares two entries at the same path (reading both contents whole, for their
+/// sha256): how they differ and each side, or `None` when they are the same.
+fn compare_entries<R: Read>(
+    ea: &mut tar::Entry<'_, R>,
+    eb: &mut tar::Entry<'_, R>,
+) -> io::Result<Option<(EntryDiff, EntryInfo, EntryInfo)>> {
+    let header = header_diff(ea, eb);
+    let (pa, pb) = (pax_records(ea), pax_records(eb));
+    let (sa, sb) = (ea.size(), eb.size());
+    let contents = read_contents(ea, eb)?;
+    let diff = if let Some(d) = header {
+        Some(d)
+    } else if pa != pb {
+        Some(EntryDiff::PaxRecords { a: pa, b: pb })
+    } else if sa != sb {
+        Some(EntryDiff::Size { a: sa, b: sb })
+    } else if let Some(offset) = contents.differs_at {
+        Some(EntryDiff::Content { offset })
+    } else {
+        let (ha, hb) = (ea.header().as_bytes(), eb.header().as_bytes());
+        ha.iter().zip(hb).position(|(x, y)| x != y).map(|offset| EntryDiff::HeaderBytes { offset })
+    };
+    Ok(diff.map(|d| (d, entry_info(ea, contents.a), entry_info(eb, contents.b))))
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -580,13 +731,17 @@ pub(crate) fn diff_layer(
         let eb = ib.next().transpose().map_err(terr(&pb))?;
         let (mut ea, mut eb) = match (ea, eb) {
             (None, None) => return Ok(LayerDiff::Trailer),
-            (Some(ea), None) => {
+            (Some(mut ea), None) => {
                 let path = bytes_name(&ea.path_bytes());
-                return Ok(LayerDiff::Entry { path, diff: EntryDiff::OnlyInA { next: None } });
+                let sha256 = hash_entry(&mut ea).map_err(terr(&pa))?;
+                let info = entry_info(&ea, sha256);
+                return Ok(only_in(path, EntryDiff::OnlyInA { next: None }, info, true));
             }
-            (None, Some(eb)) => {
+            (None, Some(mut eb)) => {
                 let path = bytes_name(&eb.path_bytes());
-                return Ok(LayerDiff::Entry { path, diff: EntryDiff::OnlyInB { next: None } });
+                let sha256 = hash_entry(&mut eb).map_err(terr(&pb))?;
+                let info = entry_info(&eb, sha256);
+                return Ok(only_in(path, EntryDiff::OnlyInB { next: None }, info, false));
             }
             (Some(ea), Some(eb)) => (ea, eb),
         };
@@ -594,13 +749,17 @@ pub(crate) fn diff_layer(
         if na != nb {
             // Layers are sorted: the smaller path is missing from the other side.
             return Ok(if na < nb {
-                LayerDiff::Entry { path: bytes_name(&na), diff: EntryDiff::OnlyInA { next: Some(bytes_name(&nb)) } }
+                let sha256 = hash_entry(&mut ea).map_err(terr(&pa))?;
+                let info = entry_info(&ea, sha256);
+                only_in(bytes_name(&na), EntryDiff::OnlyInA { next: Some(bytes_name(&nb)) }, info, true)
             } else {
-                LayerDiff::Entry { path: bytes_name(&nb), diff: EntryDiff::OnlyInB { next: Some(bytes_name(&na)) } }
+                let sha256 = hash_entry(&mut eb).map_err(terr(&pb))?;
+                let info = entry_info(&eb, sha256);
+                only_in(bytes_name(&nb), EntryDiff::OnlyInB { next: Some(bytes_name(&na)) }, info, false)
             });
         }
-        if let Some(diff) = compare_entries(&mut ea, &mut eb).map_err(terr(&pa))? {
-            return Ok(LayerDiff::Entry { path: bytes_name(&na), diff });
+        if let Some((diff, a, b)) = compare_entries(&mut ea, &mut eb).map_err(terr(&pa))? {
+            return Ok(LayerDiff::Entry { path: bytes_name(&na), diff, a: Some(Box::new(a)), b: Some(Box::new(b)) });
         }
     }
 }

@@ -620,6 +620,17 @@ pub fn write_layout(store: &Store, dir: &Path, image: &Image, reference: &Refere
     Ok(image.manifest_digest.clone())
 }
 
+/// Makes `dir`, whose `blobs/sha256/` already hold one image (a manifest fetched
+/// from a registry, its config and layers), an OCI layout naming that manifest:
+/// writes `oci-layout` and an `index.json` with the one descriptor.
+pub fn write_layout_index(dir: &Path, manifest: &Digest, size: u64) -> Result<(), ImageError> {
+    let desc = descriptor(MediaType::ImageManifest, manifest, size, "index")?;
+    let mut index = ImageIndex::default();
+    index.set_schema_version(SCHEMA_VERSION).set_media_type(Some(MediaType::ImageIndex)).set_manifests(vec![desc]);
+    write_atomic(&dir.join("oci-layout"), OCI_LAYOUT)?;
+    write_atomic(&dir.join("index.json"), &canonical(&index, "index")?)
+}
+
 /// The archive written by [`write_archive`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveInfo {

@@ -336,11 +336,25 @@ fn diff_names_the_first_differing_path() {
     let d = diff_layouts(&a, &b).expect("diff");
     match &d {
         LayoutDiff::Differs {
-            difference: Difference::Layer { index: 2, detail: LayerDiff::Entry { path, diff }, .. },
+            difference:
+                Difference::Layer {
+                    index: 2,
+                    a_diff_id,
+                    b_diff_id,
+                    detail: LayerDiff::Entry { path, diff, a: Some(ea), b: Some(eb) },
+                    ..
+                },
             ..
         } => {
             assert_eq!(path, &common::long_path());
             assert_eq!(diff, &EntryDiff::Content { offset: 3 });
+            assert_eq!(diff.field(), "content");
+            assert_ne!(a_diff_id, b_diff_id);
+            // Each side is named whole: its header's fields and its content's sha256.
+            assert_eq!(eb.sha256, openshell_store::Digest::sha256(b"lonG"));
+            assert_ne!(ea.sha256, eb.sha256);
+            assert_eq!((ea.kind.as_str(), ea.mode, ea.mtime, ea.size), ("file", 0o644, 0, 4));
+            assert_eq!((eb.kind.as_str(), eb.mode, eb.mtime, eb.size), ("file", 0o644, 0, 4));
         }
         other => panic!("{other}"),
     }
@@ -354,7 +368,7 @@ fn diff_names_the_first_differing_path() {
     let d = diff_layouts(&a, &layout_of(&f, "mode", &t)).expect("diff");
     match d {
         LayoutDiff::Differs {
-            difference: Difference::Layer { index: 0, detail: LayerDiff::Entry { path, diff }, .. },
+            difference: Difference::Layer { index: 0, detail: LayerDiff::Entry { path, diff, .. }, .. },
             ..
         } => {
             assert_eq!((path.as_str(), diff), ("usr/bin/sudo", EntryDiff::Mode { a: 0o4755, b: 0o755 }));
@@ -369,10 +383,14 @@ fn diff_names_the_first_differing_path() {
     let d = diff_layouts(&a, &layout_of(&f, "added", &t)).expect("diff");
     match d {
         LayoutDiff::Differs {
-            difference: Difference::Layer { detail: LayerDiff::Entry { path, diff }, .. }, ..
+            difference: Difference::Layer { detail: LayerDiff::Entry { path, diff, a, b }, .. },
+            ..
         } => {
             assert_eq!(path, "etc/machine-id");
             assert_eq!(diff, EntryDiff::OnlyInB { next: Some("etc/passwd".into()) });
+            assert!(a.is_none(), "the first build has no such entry");
+            let b = b.expect("the second build's entry");
+            assert_eq!((b.mode, b.sha256), (0o444, openshell_store::Digest::sha256(b"0123")));
         }
         other => panic!("{other}"),
     }

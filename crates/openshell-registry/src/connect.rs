@@ -81,6 +81,22 @@ pub fn parse_reference(reference: &str) -> Result<Reference, RegistryError> {
         .map_err(|e| RegistryError::Reference { reference: reference.to_owned(), reason: e.to_string() })
 }
 
+/// Parses a reference that names its registry: the part before the first `/` has a
+/// `.` or a `:` or is `localhost` (Docker's rule). Used where an argument may also
+/// be a path: without the rule, a mistyped path like `image.tar` would parse as an
+/// image on Docker Hub.
+pub fn parse_registry_reference(reference: &str) -> Result<Reference, RegistryError> {
+    let names_host =
+        reference.split_once('/').is_some_and(|(first, _)| first.contains(['.', ':']) || first == "localhost");
+    if !names_host {
+        return Err(RegistryError::Reference {
+            reference: reference.to_owned(),
+            reason: "it names no registry host (HOST[:PORT]/REPOSITORY[:TAG|@sha256:HEX])".into(),
+        });
+    }
+    parse_reference(reference)
+}
+
 /// Whether a registry host (`host[:port]`, `[v6]:port`) is a loopback address.
 pub fn is_loopback(registry: &str) -> bool {
     let host = match registry.strip_prefix('[') {
@@ -238,6 +254,22 @@ mod tests {
         }
         for host in ["10.0.0.1:5000", "registry.example:5000", "[fe80::1]:5000", "0.0.0.0:5000", "localhost.example"] {
             assert!(!is_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn a_registry_reference_names_its_host() {
+        for (good, host) in [
+            ("127.0.0.1:5000/a/b:v1", "127.0.0.1:5000"),
+            ("localhost/a", "localhost"),
+            ("registry.example/a", "registry.example"),
+        ] {
+            let r = parse_registry_reference(good).expect(good);
+            assert_eq!(r.registry(), host);
+        }
+        for bad in ["image.tar", "out/image.tar", "name:tag", "library/debian"] {
+            let e = parse_registry_reference(bad).expect_err(bad).to_string();
+            assert!(e.contains(bad) && e.contains("names no registry host"), "{e}");
         }
     }
 

@@ -14,6 +14,9 @@
 //!   are checked against their digests (and each layer's content against the config's
 //!   diff_id) in the store's `tmp/` before any of them is published into `blobs/` and
 //!   the image is recorded for `image ls` and `sandbox create --image`.
+//!   [`fetch_layout`] (for `openshell verify`) resolves the same way, stops there when
+//!   the manifest digest is the one expected, and otherwise checks every blob the
+//!   same way into a directory that becomes an OCI layout, leaving the store alone.
 
 pub mod connect;
 pub mod pull;
@@ -23,8 +26,8 @@ use std::path::PathBuf;
 
 use openshell_store::{Digest, StoreError};
 
-pub use connect::{ConnectOptions, CredentialSource, Login};
-pub use pull::{PullReport, pull};
+pub use connect::{ConnectOptions, CredentialSource, Login, parse_registry_reference};
+pub use pull::{Fetch, PullReport, RemoteImage, fetch_layout, pull};
 pub use push::{PushReport, PushSource, push};
 
 /// Errors of push and pull. Each names the registry, reference, file or blob involved.
@@ -145,6 +148,9 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+    /// The fetched image could not be written as an OCI layout.
+    #[error("writing the fetched image as an OCI layout: {0}")]
+    Layout(#[source] openshell_oci::ImageError),
     /// The async runtime could not start.
     #[error("starting the network runtime: {0}")]
     Runtime(#[source] std::io::Error),

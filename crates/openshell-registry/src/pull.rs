@@ -10,6 +10,7 @@
 //! the image recorded: a registry serving one wrong byte leaves nothing behind.
 
 use std::io::{self, Read, Write};
+use std::path::Path;
 
 use futures_util::StreamExt;
 use oci_client::client::linux_amd64_resolver;
@@ -64,6 +65,74 @@ const MAX_DOCUMENT: usize = 4 * 1024 * 1024;
 pub fn pull(store: &Store, reference: &str, opts: &ConnectOptions) -> Result<PullReport, RegistryError> {
     let r = parse_reference(reference)?;
     block_on(pull_image(store, &r, opts))
+}
+
+/// What [`fetch_layout`] did with the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetch {
+    /// Its manifest digest was the one expected: nothing but the manifest was read.
+    Skipped,
+    /// Config and layers were downloaded, checked and written as an OCI layout.
+    Written {
+        /// Blob bytes downloaded.
+        bytes: u64,
+    },
+}
+
+/// The image a reference names, as [`fetch_layout`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteImage {
+    /// The reference as given.
+    pub reference: String,
+    /// The digest the reference resolved to (an index's, for a multi-platform image).
+    pub resolved: String,
+    /// The image manifest's digest (the linux/amd64 one of an index).
+    pub manifest: Digest,
+    /// Whether its blobs were fetched.
+    pub fetch: Fetch,
+}
+
+/// Resolves `reference` once and, unless its image's manifest digest is `unless`,
+/// fetches the image into `dir` (which becomes an OCI layout holding it alone):
+/// the manifest checked against its digest, every blob against its digest and size,
+/// each layer's content against its diff_id, as [`pull`] does. The store is not
+/// touched.
+pub fn fetch_layout(
+    reference: &str,
+    opts: &ConnectOptions,
+    dir: &Path,
+    unless: Option<&Digest>,
+) -> Result<RemoteImage, RegistryError> {
+    let r = parse_reference(reference)?;
+    block_on(fetch_layout_async(&r, opts, dir, unless))
+}
+
+async fn fetch_layout_async(
+    r: &Reference,
+    opts: &ConnectOptions,
+    dir: &Path,
+    unless: Option<&Digest>,
+) -> Result<RemoteImage, RegistryError> {
+    let session = Session::open(r, opts, RegistryOperation::Pull).await?;
+    let (resolved, digest, bytes) = resolve_manifest(&session, r).await?;
+    let manifest_digest = parse_digest(&session, &digest, "manifest")?;
+    let mut image = RemoteImage { reference: r.whole(), resolved, manifest: manifest_digest, fetch: Fetch::Skipped };
+    if unless == Some(&image.manifest) {
+        return Ok(image);
+    }
+    let manifest = parse_manifest(&session, &bytes, &digest)?;
+    // A layout's `blobs/sha256/` is laid out as a store's, so the directory is opened
+    // as one: each blob is checked in its `tmp/` before it is linked into place.
+    let staging = Store::open(dir)?;
+    let fetched = fetch_image(&session, r, &staging, &manifest).await?;
+    let downloaded = fetched.bytes;
+    for s in fetched.staged {
+        s.publish()?;
+    }
+    staging.insert_reader(image.manifest.algorithm(), Some(&image.manifest), bytes.as_slice())?;
+    openshell_oci::write_layout_index(dir, &image.manifest, bytes.len() as u64).map_err(RegistryError::Layout)?;
+    image.fetch = Fetch::Written { bytes: downloaded };
+    Ok(image)
 }
 
 struct Fetched<'s> {
