@@ -365,7 +365,7 @@ pub(crate) fn decompressor<'r, R: io::BufRead + 'r>(
     }
     let unsupported =
         || LayoutError::Unsupported { path: path.to_owned(), message: format!("layer media type {media_type}") };
-    let compression = Compression::of_media_type(&media_type.to_string()).ok_or_else(unsupported)?;
+    let compression = Compression::of_media_type(media_type.as_ref()).ok_or_else(unsupported)?;
     let decoder =
         LayerDecoder::new(compression, raw).map_err(|source| LayoutError::Io { path: path.to_owned(), source })?;
     Ok(Box::new(decoder))
