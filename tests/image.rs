@@ -291,6 +291,69 @@ fn image_commands() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 }
 
+/// `build --compression zstd`: the same tars (diff_ids) as the gzip build in zstd
+/// frames that Debian's `zstd -d` decompresses to them; reproducible (no-op rebuild,
+/// `--check`); its own cache entry; its layout verifies and `image inspect` shows it.
+#[test]
+fn zstd_builds_hold_the_gzip_builds_tars() {
+    let env = Env::new();
+    let store = env.store("store");
+    let p = env.path();
+    assert!(env.lock(&["-o", "t.lock"]).status.success());
+    let ok = |args: &[&str]| {
+        let o = openshell(p, args);
+        assert!(o.status.success(), "openshell {args:?}: {}", text(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    ok(&["fetch", "t.lock", "--debian-mirror", &env.archive.base, "--store", &store]);
+    let gzip = ok(&["--output", "json", "build", "t.lock", "--store", &store]);
+    let zstd = ok(&["--output", "json", "build", "t.lock", "--compression", "zstd", "-o", "oci", "--store", &store]);
+    assert_eq!((gzip["compression"].as_str(), zstd["compression"].as_str()), (Some("gzip"), Some("zstd")));
+    assert_eq!(zstd["cached"], false, "the gzip build's cache entry is not the zstd build's");
+    assert_ne!(gzip["manifest"], zstd["manifest"]);
+    let layers = |v: &serde_json::Value, field: &str| -> Vec<String> {
+        v["layers"].as_array().expect("layers").iter().map(|l| l[field].as_str().expect(field).to_owned()).collect()
+    };
+    assert_eq!(layers(&gzip, "diff_id"), layers(&zstd, "diff_id"));
+    assert!(layers(&gzip, "digest").iter().zip(layers(&zstd, "digest")).all(|(g, z)| *g != z));
+    assert!(layers(&zstd, "media_type").iter().all(|m| m == "application/vnd.oci.image.layer.v1.tar+zstd"));
+
+    // The oracle: Debian's zstd decompresses each layer to its diff_id.
+    require("zstd", "zstd");
+    for (digest, diff_id) in layers(&zstd, "digest").iter().zip(layers(&zstd, "diff_id")) {
+        let blob = p.join("oci/blobs/sha256").join(digest.trim_start_matches("sha256:"));
+        let o = Command::new("zstd").args(["-d", "-c", "-q"]).arg(&blob).output().expect("zstd");
+        assert!(o.status.success(), "zstd -d {digest}: {}", text(&o));
+        assert_eq!(openshell_store::Digest::sha256(&o.stdout).to_string(), diff_id, "layer {digest}");
+    }
+
+    // Reproducible: a no-op rebuild, and two builds in fresh stores.
+    let again = ok(&["--output", "json", "build", "t.lock", "--compression", "zstd", "--store", &store]);
+    assert_eq!((again["cached"].as_bool(), &again["manifest"]), (Some(true), &zstd["manifest"]));
+    let check = ok(&["--output", "json", "build", "t.lock", "--compression", "zstd", "--check", "--store", &store]);
+    assert_eq!((check["reproducible"].as_bool(), &check["manifest"]), (Some(true), &zstd["manifest"]));
+
+    // Read back: the layout verifies, the recorded image inspects with zstd layers.
+    let o = openshell(p, &["image", "verify", "oci", "--store", &store]);
+    assert!(o.status.success(), "{}", text(&o));
+    let inspect = ok(&["image", "inspect", "openshell/test", "--store", &store]);
+    assert_eq!(inspect["manifest_digest"], zstd["manifest"]);
+    let types: Vec<&str> = inspect["manifest"]["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["mediaType"].as_str().expect("mediaType"))
+        .collect();
+    assert!(!types.is_empty() && types.iter().all(|t| t.ends_with("tar+zstd")), "{types:?}");
+    let compressor = inspect["manifest"]["annotations"]["dev.openshell.layer.compressor"].as_str().expect("annotation");
+    assert!(compressor.starts_with("zstd ") && compressor.contains("level 12"), "{compressor}");
+
+    // An unknown compression is named.
+    let o = openshell(p, &["build", "t.lock", "--compression", "xz", "--store", &store]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o).contains("unknown layer compression `xz`"), "{}", text(&o));
+}
+
 /// A static "hello" binary compiled by the test (gcc with static libc), so the test
 /// image runs under docker with nothing else in it.
 fn static_hello(dir: &Path) -> Vec<u8> {

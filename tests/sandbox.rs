@@ -311,6 +311,50 @@ fn a_pulled_image_runs() {
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "1000\n"), "{}", text(&out));
 }
 
+/// The test image built with zstd layers runs; pushed to a registry and pulled into
+/// another, empty store, it runs there too.
+#[test]
+fn a_zstd_image_runs_and_travels_through_a_registry() {
+    let env = Env::new();
+    let store = env.store();
+    let out =
+        env.run(&["--output", "json", "build", "lockfiles/image.lock", "--compression", "zstd", "--store", &store]);
+    assert!(out.status.success(), "build: {}", text(&out));
+    let built: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(built["compression"], "zstd");
+    let out = env.run(&["--output", "json", "image", "inspect", "openshell/sbtest", "--store", &store]);
+    let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect json");
+    assert_eq!(inspected["manifest_digest"], built["manifest"], "the recorded image is the zstd one");
+    let out = env.run(&[
+        "sandbox",
+        "create",
+        "--rm",
+        "--store",
+        &store,
+        "--image",
+        "openshell/sbtest",
+        "--",
+        "sh",
+        "-c",
+        "id -u",
+    ]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "1000\n"), "{}", text(&out));
+
+    let registry = support::registry::Registry::start(&env.path().join("registry"), None, None);
+    let target = format!("{}/openshell/sbtest:zstd", registry.host());
+    let out = env.run(&["push", "openshell/sbtest", &target, "--insecure", "--store", &store]);
+    assert!(out.status.success(), "push: {}", text(&out));
+    let pulled = env.path().join("pulled-store").display().to_string();
+    let out = env.run(&["--output", "json", "pull", &target, "--insecure", "--store", &pulled]);
+    assert!(out.status.success(), "pull: {}", text(&out));
+    let out = env.run(&["--output", "json", "image", "inspect", &target, "--store", &pulled]);
+    let pulled_image: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect json");
+    assert_eq!(pulled_image["manifest_digest"], built["manifest"], "same digest after push and pull");
+    let out =
+        env.run(&["sandbox", "create", "--rm", "--store", &pulled, "--image", &target, "--", "sh", "-c", "id -u"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "1000\n"), "{}", text(&out));
+}
+
 /// The default policy without its network policies.
 fn no_network_policy(env: &Env) -> String {
     let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))

@@ -401,3 +401,16 @@ fn help_documents_exit_codes_and_the_sample_workflow_uses_real_flags() {
         assert!(workflow.contains(flag) && help.contains(flag), "{flag}: in the workflow and in --help");
     }
 }
+
+/// A zstd image verifies against a zstd rebuild (`--compression zstd`); against the
+/// default gzip rebuild it is another image (exit 1).
+#[test]
+fn a_zstd_image_verifies_with_its_compression() {
+    let b = Built::from_definition(IMAGE);
+    let store = b.store();
+    ok(openshell(b.path()).args(["build", "t.lock", "--compression", "zstd", "-o", "zoci", "--store", &store]));
+    let o = verify(&b, "zoci", &["--compression", "zstd"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let o = verify(&b, "zoci", &[]);
+    assert_eq!(code(&o), 1, "a gzip rebuild is another image: {}", text(&o));
+}

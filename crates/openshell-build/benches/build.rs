@@ -14,6 +14,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 use openshell_build::build::{self, BuildProgress};
 use openshell_build::lockfile::Lockfile;
+use openshell_oci::compress::Compression;
 use openshell_oci::{LayerOptions, Origin};
 use openshell_store::Store;
 
@@ -59,19 +60,26 @@ fn bench(c: &mut Criterion) {
     g.sampling_mode(criterion::SamplingMode::Flat);
     g.warm_up_time(Duration::from_millis(1));
     g.measurement_time(Duration::from_secs(1));
-    g.bench_function("full_build_warm_store", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let (_dir, store) = warm_store(&lock, &main);
-                let start = Instant::now();
-                let built = build::build(&lock, &name, &store, &Quiet).expect("build");
-                total += start.elapsed();
-                assert!(!built.cached);
-            }
-            total
-        })
-    });
+    // The same build with each layer compression; each prints its image's compressed size.
+    for (bench, compression) in
+        [("full_build_warm_store", Compression::Gzip), ("full_build_warm_store_zstd", Compression::Zstd)]
+    {
+        g.bench_function(bench, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (_dir, store) = warm_store(&lock, &main);
+                    let start = Instant::now();
+                    let built = build::build(&lock, &name, &store, compression, &Quiet).expect("build");
+                    total += start.elapsed();
+                    assert!(!built.cached);
+                    let size: u64 = built.layers.iter().map(|l| l.size).sum();
+                    eprintln!("{bench}: {compression} layers, {size} bytes compressed");
+                }
+                total
+            })
+        });
+    }
     // The limit: the same trees, only tar + gzip with the same compressor, no store.
     let (_dir, store) = warm_store(&lock, &main);
     let tree = build::assemble(&lock, &store, &Quiet).expect("assemble");
@@ -83,13 +91,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             for plan in &plans {
                 let gz = openshell_oci::compress::GzipWriter::new(std::io::sink()).expect("gzip");
-                let (_, _) = openshell_oci::write_tar(&store, plan, &LayerOptions { mtime: 0 }, gz).expect("tar");
+                let (_, _) = openshell_oci::write_tar(&store, plan, &LayerOptions::default(), gz).expect("tar");
             }
         })
     });
     // Derived data present, no cached build: each iteration forgets the build.
     let (_dir2, cached) = warm_store(&lock, &main);
-    build::build(&lock, &name, &cached, &Quiet).expect("first build");
+    build::build(&lock, &name, &cached, Compression::Gzip, &Quiet).expect("first build");
     g.bench_function("rebuild_derived_warm", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -97,7 +105,7 @@ fn bench(c: &mut Criterion) {
                 std::fs::remove_dir_all(cached.root().join("builds")).expect("forget the build");
                 let store = Store::open(cached.root()).expect("a new handle");
                 let start = Instant::now();
-                let built = build::build(&lock, &name, &store, &Quiet).expect("build");
+                let built = build::build(&lock, &name, &store, Compression::Gzip, &Quiet).expect("build");
                 total += start.elapsed();
                 assert!(!built.cached);
             }
@@ -106,7 +114,7 @@ fn bench(c: &mut Criterion) {
     });
     // No-op rebuild: the build cache answers.
     g.bench_function("noop_rebuild", |b| {
-        b.iter(|| assert!(build::build(&lock, &name, &cached, &Quiet).expect("rebuild").cached))
+        b.iter(|| assert!(build::build(&lock, &name, &cached, Compression::Gzip, &Quiet).expect("rebuild").cached))
     });
     g.finish();
 }

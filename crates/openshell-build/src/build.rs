@@ -9,6 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use openshell_debian::DebReader;
+use openshell_oci::compress::Compression;
 use openshell_oci::referrer::{self, Referrer};
 use openshell_oci::{
     ContentRef, Entry, EntryKind, Image, ImageConfig, LayerInfo, LayerOptions, OnConflict, Origin, Reference,
@@ -123,21 +124,29 @@ pub fn check_closure(lock: &Lockfile, lock_name: &str, store: &Store) -> Result<
     }
 }
 
-/// The build-cache key: the lockfile's content and the builder version.
-pub fn cache_key(lock: &Lockfile) -> Result<Digest, BuildError> {
+/// The build-cache key: the lockfile's content, the builder version and the layer
+/// compression. A gzip build keeps the key it had before zstd existed (the builder
+/// version alone), so the caches of existing stores stay valid.
+pub fn cache_key(lock: &Lockfile, compression: Compression) -> Result<Digest, BuildError> {
     let text = lock.to_text().map_err(|e| BuildError::Unpack { label: "lockfile".into(), message: e.to_string() })?;
-    Ok(Digest::sha256(format!("{BUILDER_VERSION}\n{text}").as_bytes()))
+    let builder = match compression {
+        Compression::Gzip => BUILDER_VERSION.to_owned(),
+        other => format!("{BUILDER_VERSION} {other}"),
+    };
+    Ok(Digest::sha256(format!("{builder}\n{text}").as_bytes()))
 }
 
 fn cache_path(store: &Store, key: &Digest) -> PathBuf {
     store.root().join("builds").join(key.hex())
 }
 
-/// Builds (or finds in the cache) the image of `lock`.
+/// Builds (or finds in the cache) the image of `lock`, its layers compressed with
+/// `compression` (the tars, and so the diff_ids, do not depend on it).
 pub fn build(
     lock: &Lockfile,
     lock_name: &str,
     store: &Store,
+    compression: Compression,
     progress: &dyn BuildProgress,
 ) -> Result<Built, BuildError> {
     check_closure(lock, lock_name, store)?;
@@ -147,9 +156,9 @@ pub fn build(
         ("org.opencontainers.image.ref.name".to_owned(), lock.image.tag.clone()),
         ("dev.openshell.lockfile.definition".to_owned(), lock.definition.sha256.clone()),
     ]);
-    let key = cache_key(lock)?;
+    let key = cache_key(lock, compression)?;
     let lockfile = store_lockfile(store, lock)?;
-    if let Some(layers) = read_cache(store, &key) {
+    if let Some(layers) = read_cache(store, &key, compression) {
         progress.step("no-op: the image of this lockfile is in the build cache");
         let image = Image::new(&config, layers.clone(), &annotations)?;
         return Ok(Built { image, reference, lockfile, layers, cached: true });
@@ -166,7 +175,7 @@ pub fn build(
     let mut layers = Vec::new();
     for plan in &plans {
         progress.step(&format!("writing layer {}", plan.origin.as_ref().map_or("(all)", |o| o.as_str())));
-        layers.push(openshell_oci::write_layer(store, plan, &LayerOptions { mtime: 0 })?);
+        layers.push(openshell_oci::write_layer(store, plan, &LayerOptions { mtime: 0, compression })?);
     }
     write_cache(store, &key, &layers)?;
     let image = Image::new(&config, layers.clone(), &annotations)?;
@@ -198,7 +207,7 @@ fn image_config(lock: &Lockfile) -> ImageConfig {
 }
 
 /// Layer records of a cached build, if every blob is still in the store.
-fn read_cache(store: &Store, key: &Digest) -> Option<Vec<LayerInfo>> {
+fn read_cache(store: &Store, key: &Digest, compression: Compression) -> Option<Vec<LayerInfo>> {
     let text = std::fs::read_to_string(cache_path(store, key)).ok()?;
     let mut layers = Vec::new();
     for line in text.lines() {
@@ -209,7 +218,7 @@ fn read_cache(store: &Store, key: &Digest) -> Option<Vec<LayerInfo>> {
         let size: u64 = f.next()?.parse().ok()?;
         let uncompressed_size: u64 = f.next()?.parse().ok()?;
         let media_type = f.next()?;
-        if media_type != openshell_oci::layer::LAYER_MEDIA_TYPE {
+        if media_type != compression.media_type() {
             return None;
         }
         if !store.contains(&digest) {
@@ -221,7 +230,7 @@ fn read_cache(store: &Store, key: &Digest) -> Option<Vec<LayerInfo>> {
             digest,
             size,
             uncompressed_size,
-            media_type: openshell_oci::layer::LAYER_MEDIA_TYPE,
+            media_type: compression.media_type(),
         });
     }
     Some(layers)
@@ -642,6 +651,7 @@ pub fn check(
     lock: &Lockfile,
     lock_name: &str,
     store: &Store,
+    compression: Compression,
     progress: &dyn BuildProgress,
 ) -> Result<CheckOutcome, BuildError> {
     check_closure(lock, lock_name, store)?;
@@ -661,7 +671,7 @@ pub fn check(
             }
         }
         progress.step(&format!("{round} build in {}", dir.path().display()));
-        let built = build(lock, lock_name, &tmp_store, progress)?;
+        let built = build(lock, lock_name, &tmp_store, compression, progress)?;
         let layout = dir.path().join("layout");
         write_outputs(&tmp_store, &built, Some(&layout), None, &[])?;
         layouts.push((layout, built.image.manifest_digest().clone()));

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use openshell_store::{Digest, Store};
+use url::Url;
 
 use crate::fetch::{FetchError, Fetcher, digest_from_sri};
 use crate::lockfile::{Lockfile, LockfileError};
@@ -196,10 +197,11 @@ pub fn fetch(
                     let Some(a) = next else { break };
                     let result = (|| -> Result<u64, ClosureError> {
                         let url = match &a.origin {
-                            Origin::Debian { suite } => format!("{}{}", mirrors[suite].url, a.path),
-                            Origin::Npm => format!("{}{}", npm.as_ref().map_or("", |s| s.url.as_str()), a.path),
+                            Origin::Debian { suite } => mirrors[suite].join(&a.path)?,
+                            Origin::Npm => npm.as_ref().ok_or(SourceError::NoNpmRegistry)?.join(&a.path)?,
                             Origin::Pypi { project } => {
-                                wheel_url(&fetcher, pypi.as_ref().map_or("", |s| s.url.as_str()), project, &a.path)?
+                                let index = pypi.as_ref().ok_or(SourceError::NoPypiIndex)?;
+                                wheel_url(&fetcher, index, project, &a.path)?
                             }
                             Origin::Local => {
                                 return Err(ClosureError::LocalMissing {
@@ -209,7 +211,7 @@ pub fn fetch(
                             }
                         };
                         progress.start(&a.label, a.size);
-                        let n = fetcher.fetch_into(store, &url, &a.digest, |done, total| {
+                        let n = fetcher.fetch_into(store, url.as_str(), &a.digest, |done, total| {
                             progress.advance(&a.label, done, total)
                         })?;
                         progress.finish(&a.label, n);
@@ -243,18 +245,17 @@ pub fn fetch(
 }
 
 /// Finds a wheel's URL on its project's simple-index page (PEP 503 HTML or PEP 691 JSON).
-fn wheel_url(fetcher: &Fetcher, index: &str, project: &str, filename: &str) -> Result<String, ClosureError> {
-    let page = format!("{index}{project}/");
+fn wheel_url(fetcher: &Fetcher, index: &Source, project: &str, filename: &str) -> Result<Url, ClosureError> {
+    let page = index.pypi_project(project)?;
     let not_listed = || ClosureError::WheelNotListed {
         project: project.to_owned(),
         filename: filename.to_owned(),
-        url: page.clone(),
+        url: page.to_string(),
     };
-    let (body, content_type) = fetcher.get_typed(&page, &[("Accept", crate::lock::PYPI_ACCEPT)])?;
-    let base = url::Url::parse(&page).map_err(|_| not_listed())?;
-    let parsed = openshell_pypi::parse_index(&body, &content_type, &base, project)
+    let (body, content_type) = fetcher.get_typed(page.as_str(), &[("Accept", crate::lock::PYPI_ACCEPT)])?;
+    let parsed = openshell_pypi::parse_index(&body, &content_type, &page, project)
         .map_err(|source| ClosureError::WheelPage { project: project.to_owned(), source })?;
-    parsed.files.into_iter().find(|f| f.filename == filename).map(|f| f.url.to_string()).ok_or_else(not_listed)
+    parsed.files.into_iter().find(|f| f.filename == filename).map(|f| f.url).ok_or_else(not_listed)
 }
 
 /// gc roots: the store remembers each lockfile it fetched for, by path.

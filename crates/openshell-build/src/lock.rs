@@ -13,7 +13,7 @@ use crate::closure::SourceFlags;
 use crate::def::ImageDef;
 use crate::fetch::{FetchError, Fetcher};
 use crate::lockfile::{DebArtifact, DefinitionPin, FileArtifact, ImageConfig, Lockfile, NpmArtifact, WheelArtifact};
-use crate::sources::{self, SourceError};
+use crate::sources::{self, Source, SourceError};
 
 /// How to lock.
 #[derive(Debug, Clone, Default)]
@@ -74,12 +74,6 @@ pub enum LockError {
     Store(#[from] openshell_store::StoreError),
     #[error("npm: {0}")]
     Npm(String),
-    #[error("PyPI index `{url}` is not a valid URL: {source}")]
-    PypiIndexUrl {
-        url: String,
-        #[source]
-        source: url::ParseError,
-    },
     #[error("PyPI packages: {0}")]
     Pypi(Box<openshell_pypi::ResolveError<PypiSourceError>>),
     #[error(
@@ -92,11 +86,22 @@ pub enum LockError {
 /// HTML accepted.
 pub const PYPI_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, text/html;q=0.1";
 
+/// Why the npm registry could not answer for a packument.
+#[derive(Debug, thiserror::Error)]
+pub enum NpmSourceError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
 /// Why the PyPI index could not answer for a project page, a metadata file or a wheel.
 #[derive(Debug, thiserror::Error)]
 pub enum PypiSourceError {
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
     #[error(transparent)]
     Page(#[from] openshell_pypi::IndexError),
     #[error("`{filename}` has no PEP 658 metadata and the index publishes no sha256 for it, so it cannot be verified")]
@@ -203,16 +208,23 @@ fn lock_debian(
     let mut index_suite = Vec::new();
     for suite in &d.suites {
         let mirror = sources::debian_mirror(opts.sources.debian_mirror.as_deref(), suite, &apt)?;
-        let url = format!("{}dists/{suite}/InRelease", mirror.url);
+        let dists = mirror.join(&format!("dists/{suite}/"))?;
+        let url = sources::under(&dists, "InRelease")?;
         progress.step(&format!("verifying {url} (mirror from {})", mirror.origin));
-        let inrelease = fetcher.get(&url)?;
-        let release = debian::Release::from_inrelease(&url, &inrelease, &keyrings)
+        let inrelease = fetcher.get(url.as_str())?;
+        let release = debian::Release::from_inrelease(url.as_str(), &inrelease, &keyrings)
             .map_err(|source| LockError::Release { suite: suite.clone(), source })?;
         for component in &d.components {
             progress.step(&format!("reading {suite}/{component}/binary-{} index", d.architecture));
-            let index = debian::index_from_release(&release, component, &d.architecture, |p| {
-                fetcher.get(&format!("{}dists/{suite}/{p}", mirror.url))
-            })
+            let index = debian::index_from_release(
+                &release,
+                component,
+                &d.architecture,
+                |p| -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+                    let url = sources::under(&dists, p)?;
+                    Ok(fetcher.get(url.as_str())?)
+                },
+            )
             .map_err(|source| LockError::Index {
                 suite: suite.clone(),
                 component: component.clone(),
@@ -247,24 +259,24 @@ fn lock_debian(
 /// Packuments fetched from the registry (full documents: install scripts are needed
 /// to reproduce their effect at build time).
 struct RegistrySource<'a> {
-    registry: String,
+    registry: Source,
     fetcher: &'a Fetcher,
     progress: &'a dyn LockProgress,
 }
 
 impl openshell_npm::PackumentSource for RegistrySource<'_> {
-    type Error = FetchError;
+    type Error = NpmSourceError;
 
-    fn packument(&mut self, name: &str) -> Result<openshell_npm::Packument, FetchError> {
-        let url = format!("{}{}", self.registry, name.replacen('/', "%2f", 1));
+    fn packument(&mut self, name: &str) -> Result<openshell_npm::Packument, NpmSourceError> {
+        let url = self.registry.npm_packument(name)?;
         self.progress.step(&format!("packument {name}"));
-        let bytes = self.fetcher.get_with(&url, &[("Accept", "application/json")])?;
+        let bytes = self.fetcher.get_with(url.as_str(), &[("Accept", "application/json")])?;
         openshell_npm::Packument::from_json(&bytes, Some(name))
-            .map_err(|e| FetchError::Http { url: url.clone(), message: format!("not a packument: {e}") })
+            .map_err(|e| FetchError::Http { url: url.to_string(), message: format!("not a packument: {e}") }.into())
     }
 
-    fn is_not_found(error: &FetchError) -> bool {
-        matches!(error, FetchError::Status { status: 404, .. })
+    fn is_not_found(error: &NpmSourceError) -> bool {
+        matches!(error, NpmSourceError::Fetch(FetchError::Status { status: 404, .. }))
     }
 }
 
@@ -276,10 +288,9 @@ fn lock_npm(
 ) -> Result<Vec<NpmArtifact>, LockError> {
     let registry = sources::npm_registry(opts.sources.npm_registry.as_deref())?;
     progress.step(&format!("npm registry {} (from {})", registry.url, registry.origin));
-    let base =
-        url::Url::parse(&registry.url).map_err(|e| LockError::Npm(format!("registry URL {}: {e}", registry.url)))?;
+    let base = registry.url.clone();
     let roots: Vec<(&str, &str)> = n.packages.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut source = RegistrySource { registry: registry.url.clone(), fetcher, progress };
+    let mut source = RegistrySource { registry: registry.clone(), fetcher, progress };
     let resolution = openshell_npm::resolve(&mut source, &roots, &openshell_npm::Platform::linux_x64_glibc())
         .map_err(|e| LockError::Npm(e.to_string()))?;
     let mut out = Vec::new();
@@ -313,8 +324,8 @@ fn lock_npm(
 /// Project pages, metadata and (when the index has no PEP 658 metadata) wheels from a
 /// simple index.
 struct PypiSource<'a> {
-    /// The index URL, ending in `/`.
-    index: String,
+    /// The index.
+    index: Source,
     fetcher: &'a Fetcher,
     progress: &'a dyn LockProgress,
     /// Sizes of the wheels downloaded to read their metadata, by file name.
@@ -325,11 +336,10 @@ impl openshell_pypi::IndexSource for PypiSource<'_> {
     type Error = PypiSourceError;
 
     fn project(&mut self, name: &str) -> Result<openshell_pypi::ProjectPage, PypiSourceError> {
-        let page = format!("{}{name}/", self.index);
+        let page = self.index.pypi_project(name)?;
         self.progress.step(&format!("project page {name}"));
-        let (body, content_type) = self.fetcher.get_typed(&page, &[("Accept", PYPI_ACCEPT)])?;
-        let url = url::Url::parse(&page).map_err(|e| FetchError::Http { url: page.clone(), message: e.to_string() })?;
-        Ok(openshell_pypi::parse_index(&body, &content_type, &url, name)?)
+        let (body, content_type) = self.fetcher.get_typed(page.as_str(), &[("Accept", PYPI_ACCEPT)])?;
+        Ok(openshell_pypi::parse_index(&body, &content_type, &page, name)?)
     }
 
     fn metadata(&mut self, file: &openshell_pypi::DistFile) -> Result<Vec<u8>, PypiSourceError> {
@@ -364,8 +374,7 @@ fn lock_pypi(
 ) -> Result<Vec<WheelArtifact>, LockError> {
     let index = sources::pypi_index(opts.sources.pypi_index.as_deref())?;
     progress.step(&format!("PyPI index {} (from {})", index.url, index.origin));
-    url::Url::parse(&index.url).map_err(|source| LockError::PypiIndexUrl { url: index.url.clone(), source })?;
-    let mut source = PypiSource { index: index.url.clone(), fetcher, progress, sizes: HashMap::new() };
+    let mut source = PypiSource { index: index.clone(), fetcher, progress, sizes: HashMap::new() };
     let roots: Vec<&str> = p.packages.iter().map(String::as_str).collect();
     progress.step(&format!("resolving {} PyPI requirement(s)", roots.len()));
     let target = openshell_pypi::Target::cpython313_manylinux_x86_64();

@@ -5,12 +5,86 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use url::Url;
+
 /// A package source and where its address came from (for messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
-    /// Base URL, always ending in `/`.
-    pub url: String,
+    /// Base URL: http(s), its path always ending in `/`.
+    pub url: Url,
     pub origin: String,
+}
+
+impl Source {
+    /// `path`, relative to this source as a lockfile records it (a Debian pool path,
+    /// an npm tarball path, `dists/SUITE/InRelease`), under the base: see [`under`].
+    pub fn join(&self, path: &str) -> Result<Url, SourceError> {
+        under(&self.url, path)
+    }
+
+    /// The packument of npm package `name`. A scoped name's `/` is escaped as npm
+    /// escapes it (`@scope/name` → `@scope%2fname`, npm-package-arg's `escapedName`),
+    /// so the packument is one path segment.
+    pub fn npm_packument(&self, name: &str) -> Result<Url, SourceError> {
+        let escaped = name.replacen('/', "%2f", 1);
+        if escaped.is_empty() || escaped.contains('/') {
+            return Err(SourceError::Path {
+                base: self.url.to_string(),
+                path: name.to_owned(),
+                reason: "an npm package name is one segment, or `@scope/` and one",
+            });
+        }
+        under(&self.url, &escaped)
+    }
+
+    /// The simple-index page of PyPI project `project` (PEP 503: `INDEX/PROJECT/`).
+    pub fn pypi_project(&self, project: &str) -> Result<Url, SourceError> {
+        if project.contains('/') {
+            return Err(SourceError::Path {
+                base: self.url.to_string(),
+                path: project.to_owned(),
+                reason: "a project name is one path segment",
+            });
+        }
+        under(&self.url, &format!("{project}/"))
+    }
+}
+
+/// `path` (relative, `/`-separated) appended to `base`'s path, the base's path ending
+/// in `/` first (`Url::join` would drop the last segment of a base without one), the
+/// base's query kept. `Url::join` is not used for the rest either: it would resolve
+/// `..` out of the source and read `?` and `#` as a query and a fragment. Here a `.`
+/// or `..` segment (`%2e` spelled too), an empty segment other than a final one (`//`),
+/// a leading `/` and a `\` (a separator in http URLs) are refused, naming base and path;
+/// characters a path may not hold are percent-encoded by `Url::set_path`, and what
+/// may stay stays (`+`, `~`, `:`, `@`, existing `%XX` escapes): the URL is exactly
+/// the string concatenation of before for every path that gave a valid one.
+pub fn under(base: &Url, path: &str) -> Result<Url, SourceError> {
+    let bad = |reason| SourceError::Path { base: base.to_string(), path: path.to_owned(), reason };
+    if path.is_empty() || path.starts_with('/') {
+        return Err(bad("a path relative to the source is expected"));
+    }
+    if path.contains('\\') {
+        return Err(bad("a `\\` is a path separator in http URLs"));
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let dots = segment.to_ascii_lowercase().replace("%2e", ".");
+        if dots == "." || dots == ".." {
+            return Err(bad("`.` and `..` segments would leave or rename the source's path"));
+        }
+        if segment.is_empty() && i + 1 != segments.len() {
+            return Err(bad("an empty segment (`//`)"));
+        }
+    }
+    let mut url = base.clone();
+    let mut full = base.path().to_owned();
+    if !full.ends_with('/') {
+        full.push('/');
+    }
+    full.push_str(path);
+    url.set_path(&full);
+    Ok(url)
 }
 
 /// Why no source could be found.
@@ -28,25 +102,27 @@ pub enum SourceError {
         "no PyPI index configured: pass --pypi-index URL, set PIP_INDEX_URL, or configure pip (`pip config get global.index-url`)"
     )]
     NoPypiIndex,
-    #[error("{what} `{url}` is not an http(s) URL")]
-    BadUrl { what: &'static str, url: String },
+    #[error("{what} `{url}` is not an http(s) URL: {reason}")]
+    BadUrl { what: &'static str, url: String, reason: String },
+    #[error("source `{base}`: cannot address `{path}` under it: {reason}")]
+    Path { base: String, path: String, reason: &'static str },
 }
 
 /// A source's base URL, parsed by `url::Url` (so a malformed one, `http:/host` or a
 /// bad port, is refused here rather than at the first download), http(s) only, with
 /// a trailing `/` so that relative paths join under it.
-fn normalize(what: &'static str, url: &str) -> Result<String, SourceError> {
+fn normalize(what: &'static str, url: &str) -> Result<Url, SourceError> {
     let url = url.trim();
-    let bad = || SourceError::BadUrl { what, url: url.to_owned() };
-    let mut parsed = url::Url::parse(url).map_err(|_| bad())?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
-        return Err(bad());
+    let bad = |reason: String| SourceError::BadUrl { what, url: url.to_owned(), reason };
+    let mut parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad(format!("the scheme is `{}`", parsed.scheme())));
     }
     if !parsed.path().ends_with('/') {
         let path = format!("{}/", parsed.path());
         parsed.set_path(&path);
     }
-    Ok(parsed.into())
+    Ok(parsed)
 }
 
 /// One apt source entry.
@@ -227,19 +303,89 @@ mod tests {
         assert_eq!(l[0].components, ["main", "contrib"]);
 
         let mirror = debian_mirror(None, "trixie", &e).expect("main archive serves trixie");
-        assert_eq!(mirror.url, "http://mirror.example.com/debian/");
+        assert_eq!(mirror.url.as_str(), "http://mirror.example.com/debian/");
         let sec = debian_mirror(None, "trixie-security", &e).expect("security archive");
-        assert_eq!(sec.url, "http://security.example.com/debian-security/");
+        assert_eq!(sec.url.as_str(), "http://security.example.com/debian-security/");
         assert!(debian_mirror(None, "trixie", &[]).is_err());
         let flag = debian_mirror(Some("http://127.0.0.1:9/debian"), "trixie", &[]).expect("flag");
-        assert_eq!(flag.url, "http://127.0.0.1:9/debian/");
+        assert_eq!(flag.url.as_str(), "http://127.0.0.1:9/debian/");
         assert!(debian_mirror(Some("ftp://x"), "trixie", &[]).is_err());
         // Parsed as URLs: a malformed one is refused, a host alone gets its `/`.
         assert!(debian_mirror(Some("http://[::1/debian"), "trixie", &[]).is_err());
         assert!(debian_mirror(Some("http://host:99999/debian"), "trixie", &[]).is_err());
         assert_eq!(
-            debian_mirror(Some(" http://127.0.0.1:9 "), "trixie", &[]).expect("host").url,
+            debian_mirror(Some(" http://127.0.0.1:9 "), "trixie", &[]).expect("host").url.as_str(),
             "http://127.0.0.1:9/"
         );
+    }
+
+    fn flag_mirror(url: &str) -> Source {
+        debian_mirror(Some(url), "trixie", &[]).expect("mirror")
+    }
+
+    /// The URLs the string concatenation (`format!("{base}{path}")` on the normalized
+    /// base) gave before, pinned: Debian pool paths with `+` and `~`, mirrors with and
+    /// without a trailing slash and with a path prefix, scoped npm packuments.
+    #[test]
+    fn urls_are_the_ones_concatenation_gave() {
+        let pool = "pool/main/n/nodejs/libnode115_20.19.2+dfsg-1~deb13u1_amd64.deb";
+        let gcc = "pool/main/g/gcc-14/libstdc++6_14.2.0-19_amd64.deb";
+        for (base, expected) in [
+            ("http://127.0.0.1:9", "http://127.0.0.1:9/"),
+            ("http://127.0.0.1:9/", "http://127.0.0.1:9/"),
+            ("http://mirror.test/debian", "http://mirror.test/debian/"),
+            ("http://mirror.test/debian/", "http://mirror.test/debian/"),
+            ("https://mirror.test:8443/a/b/debian", "https://mirror.test:8443/a/b/debian/"),
+        ] {
+            let m = flag_mirror(base);
+            assert_eq!(m.join(pool).expect("pool").as_str(), format!("{expected}{pool}"));
+            assert_eq!(m.join(gcc).expect("gcc").as_str(), format!("{expected}{gcc}"));
+            assert_eq!(
+                m.join("dists/trixie/InRelease").expect("InRelease").as_str(),
+                format!("{expected}dists/trixie/InRelease")
+            );
+        }
+        assert_eq!(
+            flag_mirror("http://mirror.test/debian").join(pool).expect("pool").as_str(),
+            "http://mirror.test/debian/pool/main/n/nodejs/libnode115_20.19.2+dfsg-1~deb13u1_amd64.deb"
+        );
+        // A base whose path lacks its final `/` keeps its last segment (Url::join would drop it).
+        let bare = Url::parse("http://mirror.test/debian").expect("url");
+        assert_eq!(
+            under(&bare, "dists/x/Release").expect("under").as_str(),
+            "http://mirror.test/debian/dists/x/Release"
+        );
+
+        let npm = npm_registry(Some("http://127.0.0.1:9/npm")).expect("registry");
+        assert_eq!(npm.npm_packument("@scope/name").expect("scoped").as_str(), "http://127.0.0.1:9/npm/@scope%2fname");
+        assert_eq!(
+            npm.npm_packument("@anthropic-ai/claude-code").expect("scoped").as_str(),
+            "http://127.0.0.1:9/npm/@anthropic-ai%2fclaude-code"
+        );
+        assert_eq!(npm.npm_packument("lodash").expect("plain").as_str(), "http://127.0.0.1:9/npm/lodash");
+        assert_eq!(
+            npm.join("@scope/name/-/name-1.0.0.tgz").expect("tarball").as_str(),
+            "http://127.0.0.1:9/npm/@scope/name/-/name-1.0.0.tgz"
+        );
+        let pypi = pypi_index(Some("http://127.0.0.1:9/simple")).expect("index");
+        assert_eq!(pypi.pypi_project("requests").expect("page").as_str(), "http://127.0.0.1:9/simple/requests/");
+    }
+
+    #[test]
+    fn paths_that_leave_the_source_or_bad_urls_are_named() {
+        let m = flag_mirror("http://mirror.test/debian/");
+        for path in ["../etc/passwd", "pool/../../x", "pool/%2E%2e/x", "/pool/x", "pool//x", "pool\\x", ""] {
+            let e = m.join(path).expect_err(path);
+            assert!(matches!(&e, SourceError::Path { path: p, .. } if p == path), "{path}: {e}");
+            assert!(e.to_string().contains("http://mirror.test/debian/"), "{e}");
+        }
+        // `?` and `#` are path characters here, not a query or a fragment.
+        assert_eq!(m.join("pool/a?b#c").expect("escaped").as_str(), "http://mirror.test/debian/pool/a%3Fb%23c");
+        let npm = npm_registry(Some("http://127.0.0.1:9/")).expect("registry");
+        assert!(npm.npm_packument("@a/b/c").is_err());
+        let e = debian_mirror(Some("ftp://mirror.test/debian"), "trixie", &[]).expect_err("ftp");
+        assert!(e.to_string().contains("--debian-mirror `ftp://mirror.test/debian`"), "{e}");
+        let e = npm_registry(Some("http://[::1/npm")).expect_err("malformed");
+        assert!(e.to_string().contains("--npm-registry `http://[::1/npm`"), "{e}");
     }
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use openshell_build::build::BuildProgress;
 use openshell_build::images::{self, ImageRecord};
 use openshell_build::lockfile::Lockfile;
+use openshell_oci::compress::Compression;
 use openshell_oci::image::OCI_LAYOUT;
 use openshell_oci::referrer::{self, Referrer};
 use openshell_oci::{Image, Reference};
@@ -162,7 +163,7 @@ impl Plan {
         let text = std::fs::read(path).map_err(io(path))?;
         let lock_member = format!("lockfiles/{name}.lock");
         self.lockfiles.push(planned(lock_member, Kind::Lockfile, Source::Bytes(text), store)?);
-        let built = openshell_build::build::build(&lock, &shown, store, progress)
+        let built = openshell_build::build::build(&lock, &shown, store, Compression::Gzip, progress)
             .map_err(|e| BundleError::Build { lockfile: shown.clone(), source: Box::new(e) })?;
         let record = images::register(store, &built)?;
         self.image(store, &name, record, built.image, Some(&lock))

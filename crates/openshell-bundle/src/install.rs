@@ -100,6 +100,8 @@ struct Stager<'a, 's> {
     opts: &'a InstallOptions<'s>,
     current: Target<'s>,
     staged: Vec<Staged<'s>>,
+    /// Digests staged so far (two layouts may share a layer: staged once).
+    staging: std::collections::BTreeSet<Digest>,
     present: usize,
     files: BTreeMap<String, Vec<u8>>,
     binaries: Vec<TempBinary>,
@@ -131,8 +133,8 @@ impl<'s> Stager<'_, 's> {
 impl Sink for Stager<'_, '_> {
     fn begin(&mut self, m: &Member) -> Result<(), BundleError> {
         self.current = match (m.kind, blob_digest(m)) {
-            (_, Some(d)) if self.opts.store.contains(&d) => {
-                self.present += 1;
+            (_, Some(d)) if self.opts.store.contains(&d) || self.staging.contains(&d) => {
+                self.present += usize::from(!self.staging.contains(&d));
                 Target::Nothing
             }
             (_, Some(d)) => Target::Blob(Box::new(self.opts.store.stage(d.algorithm())?), d),
@@ -160,7 +162,10 @@ impl Sink for Stager<'_, '_> {
 
     fn end(&mut self, m: &Member) -> Result<(), BundleError> {
         match std::mem::replace(&mut self.current, Target::Nothing) {
-            Target::Blob(s, d) => self.staged.push(s.finish(Some(&d))?),
+            Target::Blob(s, d) => {
+                self.staged.push(s.finish(Some(&d))?);
+                self.staging.insert(d);
+            }
             Target::Bytes(b) => {
                 self.files.insert(m.path.clone(), b);
             }
@@ -184,6 +189,7 @@ pub fn install(bundle: &Path, key: &TrustedKey, opts: &InstallOptions<'_>) -> Re
         opts,
         current: Target::Nothing,
         staged: Vec::new(),
+        staging: std::collections::BTreeSet::new(),
         present: 0,
         files: BTreeMap::new(),
         binaries: Vec::new(),

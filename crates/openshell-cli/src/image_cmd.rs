@@ -14,6 +14,7 @@ use openshell_build::closure::{self, ClosureError, Progress, SourceFlags};
 use openshell_build::def::{DefError, ImageDef};
 use openshell_build::lock::{LockError, LockOptions, LockProgress};
 use openshell_build::lockfile::{Lockfile, LockfileError};
+use openshell_oci::compress::Compression;
 use openshell_registry::RegistryError;
 use openshell_store::{Store, StoreError};
 use serde_json::json;
@@ -174,6 +175,11 @@ pub struct BuildArgs {
     /// Build twice in separate temporary stores and directories and compare the bytes.
     #[arg(long)]
     pub check: bool,
+    /// Layer compression: `gzip` (every registry and runtime), or `zstd` (smaller,
+    /// for registries and runtimes that take `tar+zstd` layers). The layers' tars, and
+    /// so the diff_ids, are the same; the image digest differs.
+    #[arg(long, value_name = "gzip|zstd", default_value = "gzip")]
+    pub compression: Compression,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -515,7 +521,8 @@ pub fn build(out: &Output, args: &BuildArgs) -> Result<Outcome, CliError> {
     let store = args.store.open()?;
     let name = args.lockfile.display().to_string();
     if args.check {
-        let outcome = openshell_build::build::check(&lock, &name, &store, &Steps(out)).map_err(ImageCmdError::from)?;
+        let outcome = openshell_build::build::check(&lock, &name, &store, args.compression, &Steps(out))
+            .map_err(ImageCmdError::from)?;
         return match outcome {
             CheckOutcome::Identical { manifest } => {
                 report(out, json!({"reproducible": true, "manifest": manifest.to_string()}), || {
@@ -531,7 +538,8 @@ pub fn build(out: &Output, args: &BuildArgs) -> Result<Outcome, CliError> {
             .into()),
         };
     }
-    let built = openshell_build::build::build(&lock, &name, &store, &Steps(out)).map_err(ImageCmdError::from)?;
+    let built = openshell_build::build::build(&lock, &name, &store, args.compression, &Steps(out))
+        .map_err(ImageCmdError::from)?;
     let sbom = match args.oci_dir.is_some() || args.archive.is_some() {
         true => Some(openshell_sbom::referrer(&lock, &store, &built.image).map_err(ImageCmdError::from)?),
         false => None,
@@ -554,7 +562,9 @@ pub fn build(out: &Output, args: &BuildArgs) -> Result<Outcome, CliError> {
                 "diff_id": l.diff_id.to_string(),
                 "size": l.size,
                 "uncompressed_size": l.uncompressed_size,
+                "media_type": l.media_type,
             })).collect::<Vec<_>>(),
+            "compression": args.compression.name(),
             "oci_dir": args.oci_dir.as_ref().map(|p| p.display().to_string()),
             "sbom": sbom.as_ref().map(ToString::to_string),
             "archive": args.archive.as_ref().map(|p| p.display().to_string()),
@@ -656,7 +666,8 @@ pub fn build_for_sandbox(store: &StoreArgs, lockfile: &Path) -> Result<(PathBuf,
     let lock = Lockfile::load(lockfile).map_err(ImageCmdError::from)?;
     let store = store.open()?;
     let name = lockfile.display().to_string();
-    let built = openshell_build::build::build(&lock, &name, &store, &Quiet).map_err(ImageCmdError::from)?;
+    let built =
+        openshell_build::build::build(&lock, &name, &store, Compression::Gzip, &Quiet).map_err(ImageCmdError::from)?;
     openshell_build::build::write_outputs(&store, &built, None, None, &[]).map_err(ImageCmdError::from)?;
     let rec = openshell_build::images::register(&store, &built).map_err(ImageCmdError::from)?;
     closure::register_root(&store, lockfile).map_err(ImageCmdError::from)?;

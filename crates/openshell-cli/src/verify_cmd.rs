@@ -50,6 +50,9 @@ pub struct VerifyArgs {
     /// Downloads at once (for missing artifacts).
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
+    /// The layer compression the image was built with (`build --compression`).
+    #[arg(long, value_name = "gzip|zstd", default_value = "gzip")]
+    pub compression: openshell_oci::compress::Compression,
     #[command(flatten)]
     pub sources: SourceArgs,
     #[command(flatten)]
@@ -151,7 +154,7 @@ fn rebuild(out: &Output, args: &VerifyArgs, lock: &Lockfile, store: &Store) -> R
         bars.total.finish_and_clear();
         result.map_err(ImageCmdError::from)?;
     }
-    Ok(openshell_build::build::build(lock, &name, store, &Steps(out)).map_err(ImageCmdError::from)?)
+    Ok(openshell_build::build::build(lock, &name, store, args.compression, &Steps(out)).map_err(ImageCmdError::from)?)
 }
 
 /// Resolves the reference; fetches the image into a temporary directory (in the

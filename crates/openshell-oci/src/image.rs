@@ -29,7 +29,7 @@ use oci_spec::image::{
 use openshell_store::{Algorithm, Digest, Store, StoreError};
 use serde::Serialize;
 
-use crate::compress::COMPRESSOR;
+use crate::compress::Compression;
 use crate::json::{self, JsonError};
 use crate::layer::LayerInfo;
 use crate::tarfmt::{Kind, Meta, TAR_FORMAT, TarWriter};
@@ -40,7 +40,7 @@ pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+jso
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 /// Media type of an image index.
 pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
-/// Manifest annotation recording the layer compressor ([`COMPRESSOR`]).
+/// Manifest annotation recording the layer compressor ([`Compression::compressor`]).
 pub const ANNOTATION_COMPRESSOR: &str = "dev.openshell.layer.compressor";
 /// Manifest annotation recording the layer tar format ([`TAR_FORMAT`]).
 pub const ANNOTATION_TAR_FORMAT: &str = "dev.openshell.layer.format";
@@ -137,6 +137,17 @@ pub enum ImageError {
         /// The store's error.
         #[source]
         source: StoreError,
+    },
+    /// A layer whose media type is not one compressor's, or whose compression differs
+    /// from the layers before it (the manifest records one compressor).
+    #[error(
+        "layer {layer}: media type `{media_type}` is not gzip or zstd, or differs from the other layers' compression"
+    )]
+    LayerCompression {
+        /// The layer's blob.
+        layer: Digest,
+        /// Its media type.
+        media_type: &'static str,
     },
     /// A stored layer blob's size differs from the layer's record.
     #[error("layer {digest}: the store holds {actual} bytes, the image records {expected}")]
@@ -371,12 +382,13 @@ fn image_manifest(
     layers: &[LayerInfo],
     annotations: &BTreeMap<String, String>,
 ) -> Result<ImageManifest, ImageError> {
+    let compression = layers_compression(layers)?;
     let layers = layers
         .iter()
         .map(|l| descriptor(MediaType::from(l.media_type), &l.digest, l.size, "manifest"))
         .collect::<Result<Vec<_>, _>>()?;
     let mut ann: HashMap<String, String> = annotations.clone().into_iter().collect();
-    ann.insert(ANNOTATION_COMPRESSOR.to_owned(), COMPRESSOR.to_owned());
+    ann.insert(ANNOTATION_COMPRESSOR.to_owned(), compression.compressor().to_owned());
     ann.insert(ANNOTATION_TAR_FORMAT.to_owned(), TAR_FORMAT.to_owned());
     ImageManifestBuilder::default()
         .schema_version(SCHEMA_VERSION)
@@ -386,6 +398,20 @@ fn image_manifest(
         .annotations(ann)
         .build()
         .map_err(|source| ImageError::Document { document: "manifest", source })
+}
+
+/// The one compression of `layers` (gzip for an image without layers).
+fn layers_compression(layers: &[LayerInfo]) -> Result<Compression, ImageError> {
+    let mut found: Option<Compression> = None;
+    for l in layers {
+        let c = Compression::of_media_type(l.media_type)
+            .ok_or_else(|| ImageError::LayerCompression { layer: l.digest.clone(), media_type: l.media_type })?;
+        if found.is_some_and(|f| f != c) {
+            return Err(ImageError::LayerCompression { layer: l.digest.clone(), media_type: l.media_type });
+        }
+        found = Some(c);
+    }
+    Ok(found.unwrap_or_default())
 }
 
 fn canonical<T: Serialize>(value: &T, document: &'static str) -> Result<Vec<u8>, ImageError> {
@@ -505,10 +531,13 @@ impl Image {
                 let digest = |text: &str, what: &str| {
                     text.parse::<Digest>().map_err(|e| bad("manifest", format!("layers[{i}] {what} `{text}`: {e}")))
                 };
-                let media_type =
-                    crate::layer::LAYER_MEDIA_TYPES.iter().find(|t| **t == d.media_type().to_string()).ok_or_else(
-                        || bad("manifest", format!("layers[{i}]: unsupported media type {}", d.media_type())),
-                    )?;
+                let media_type = crate::compress::Compression::ALL
+                    .iter()
+                    .map(|c| c.media_type())
+                    .find(|t| *t == d.media_type().to_string())
+                    .ok_or_else(|| {
+                        bad("manifest", format!("layers[{i}]: unsupported media type {}", d.media_type()))
+                    })?;
                 Ok(LayerInfo {
                     origin: None,
                     diff_id: digest(diff_id, "diff_id")?,

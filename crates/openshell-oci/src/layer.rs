@@ -1,8 +1,8 @@
 //! Deterministic layer writing: a [`LayerPlan`] to a tar (see [`crate::tarfmt`] for the
-//! header format) and its gzip, streamed into the store.
+//! header format) and its gzip or zstd, streamed into the store.
 //!
 //! Three stages run on their own threads, joined by bounded pipes: the tar writer
-//! (which also hashes the diff_id), the gzip compressor, and the store insertion
+//! (which also hashes the diff_id), the compressor, and the store insertion
 //! (which hashes and fsyncs the blob). Nothing holds a whole layer in memory.
 
 use std::collections::BTreeSet;
@@ -13,22 +13,22 @@ use std::thread;
 
 use openshell_store::{Algorithm, Digest, Hasher, Store, StoreError};
 
-use crate::compress::{CompressorChanged, GzipWriter, check_compressor};
+use crate::compress::{Compression, CompressorChanged, LayerEncoder, check_compressor};
 use crate::partition::{ItemKind, LayerPlan};
 use crate::pipeline;
 use crate::tarfmt::{Kind, Meta, TarWriter};
 use crate::tree::ContentRef;
 
-/// Media type of the layers written.
-pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// Every layer media type this crate writes (and so reads back).
-pub const LAYER_MEDIA_TYPES: &[&str] = &[LAYER_MEDIA_TYPE];
+/// Media type of the layers written by default (gzip).
+pub const LAYER_MEDIA_TYPE: &str = crate::compress::GZIP_MEDIA_TYPE;
 
 /// Layer writing settings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerOptions {
     /// The one mtime of every entry: 0, or a `SOURCE_DATE_EPOCH` recorded in the lockfile.
     pub mtime: u64,
+    /// gzip (the default) or zstd. The tar, and so the diff_id, is the same for both.
+    pub compression: Compression,
 }
 
 /// A layer written to the store.
@@ -107,7 +107,7 @@ pub enum LayerError {
         /// The missing parent.
         parent: String,
     },
-    /// Writing the tar or gzip stream failed.
+    /// Writing the tar or compressed stream failed.
     #[error("writing layer{}: {source}", origin.as_deref().map(|o| format!(" `{o}`")).unwrap_or_default())]
     Write {
         /// The layer's origin.
@@ -292,9 +292,9 @@ pub fn write_tar(
     Ok((hashing.hasher.finish(), hashing.count))
 }
 
-/// Writes the plan as a gzip-compressed layer into the store.
+/// Writes the plan as a compressed layer (`opts.compression`) into the store.
 pub fn write_layer(store: &Store, plan: &LayerPlan<'_>, opts: &LayerOptions) -> Result<LayerInfo, LayerError> {
-    check_compressor()?;
+    check_compressor(opts.compression)?;
     let origin = plan.origin.as_ref().map(|o| o.as_str().to_owned());
     let werr = |source| LayerError::Write { origin: origin.clone(), source };
     let (tar_out, mut tar_in) = pipeline::pipe();
@@ -307,7 +307,7 @@ pub fn write_layer(store: &Store, plan: &LayerPlan<'_>, opts: &LayerOptions) -> 
             Ok::<_, LayerError>(r)
         });
         let gz_thread = s.spawn(move || {
-            let mut gz = GzipWriter::new(gz_out)?;
+            let mut gz = LayerEncoder::new(opts.compression, gz_out)?;
             loop {
                 let chunk = tar_in.fill_buf()?;
                 if chunk.is_empty() {
@@ -339,5 +339,5 @@ pub fn write_layer(store: &Store, plan: &LayerPlan<'_>, opts: &LayerOptions) -> 
     let (digest, size) = store_result.map_err(|source| LayerError::Store { origin: origin.clone(), source })?;
     let (diff_id, uncompressed_size) = tar_result?;
     gz_result.map_err(werr)?;
-    Ok(LayerInfo { origin, diff_id, digest, size, uncompressed_size, media_type: LAYER_MEDIA_TYPE })
+    Ok(LayerInfo { origin, diff_id, digest, size, uncompressed_size, media_type: opts.compression.media_type() })
 }

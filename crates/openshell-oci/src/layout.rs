@@ -18,6 +18,8 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType, 
 use openshell_store::{Algorithm, Digest, Hasher};
 use serde::de::DeserializeOwned;
 
+use crate::compress::{Compression, LayerDecoder};
+
 /// Largest JSON blob (index, manifest, config) read.
 pub const MAX_JSON_SIZE: u64 = 4 * 1024 * 1024;
 
@@ -358,20 +360,16 @@ pub(crate) fn decompressor<'r, R: io::BufRead + 'r>(
     raw: R,
     path: &Path,
 ) -> Result<Box<dyn Read + 'r>, LayoutError> {
-    match media_type {
-        MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip => {
-            Ok(Box::new(flate2::bufread::MultiGzDecoder::new(raw)))
-        }
-        MediaType::Other(docker) if docker == DOCKER_LAYER_GZIP => {
-            Ok(Box::new(flate2::bufread::MultiGzDecoder::new(raw)))
-        }
-        MediaType::ImageLayer | MediaType::ImageLayerNonDistributable => Ok(Box::new(raw)),
-        other => Err(LayoutError::Unsupported { path: path.to_owned(), message: format!("layer media type {other}") }),
+    if matches!(media_type, MediaType::ImageLayer | MediaType::ImageLayerNonDistributable) {
+        return Ok(Box::new(raw));
     }
+    let unsupported =
+        || LayoutError::Unsupported { path: path.to_owned(), message: format!("layer media type {media_type}") };
+    let compression = Compression::of_media_type(media_type.as_ref()).ok_or_else(unsupported)?;
+    let decoder =
+        LayerDecoder::new(compression, raw).map_err(|source| LayoutError::Io { path: path.to_owned(), source })?;
+    Ok(Box::new(decoder))
 }
-
-/// Docker's gzip layer media type, which oci-spec names only as `Other`.
-const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 struct LayerCheck {
     bytes: u64,

@@ -2,7 +2,7 @@
 //!
 //! Data flow: a [`tree::Tree`] (every file of the image, each labelled with its
 //! origin) → [`partition::partition`] into one [`partition::LayerPlan`] per origin →
-//! [`layer::write_layer`] streams each plan as a deterministic tar through gzip into the
+//! [`layer::write_layer`] streams each plan as a deterministic tar through gzip or zstd into the
 //! content-addressed store → [`image::Image`] builds the config and manifest as
 //! oci-spec documents and keeps their canonical bytes → [`image::write_layout`] / [`image::write_archive`] write an OCI layout or one tar
 //! that is both an OCI layout and a `docker load` archive. [`layout::verify_layout`]

@@ -88,7 +88,8 @@ fn tar_rules_hold_for_every_entry() {
     let (_d, s) = store();
     let tree = sample_tree(&s, false);
     let mtime = 1_700_000_000;
-    let layer = write_layer(&s, &whole(&tree).expect("plan"), &LayerOptions { mtime }).expect("layer");
+    let layer = write_layer(&s, &whole(&tree).expect("plan"), &LayerOptions { mtime, ..LayerOptions::default() })
+        .expect("layer");
     let entries = raw_entries(&layer_tar(&s, &layer));
     let mut seen_dirs: BTreeSet<String> = BTreeSet::new();
     let mut prev: Option<String> = None;
@@ -208,8 +209,8 @@ fn mtime_is_the_only_thing_a_source_date_epoch_changes() {
     let (_d, s) = store();
     let tree = sample_tree(&s, false);
     let plan = whole(&tree).expect("plan");
-    let a = write_layer(&s, &plan, &LayerOptions { mtime: 0 }).expect("a");
-    let b = write_layer(&s, &plan, &LayerOptions { mtime: 86_400 }).expect("b");
+    let a = write_layer(&s, &plan, &LayerOptions::default()).expect("a");
+    let b = write_layer(&s, &plan, &LayerOptions { mtime: 86_400, ..LayerOptions::default() }).expect("b");
     assert_ne!(a.diff_id, b.diff_id);
     let (ea, eb) = (raw_entries(&layer_tar(&s, &a)), raw_entries(&layer_tar(&s, &b)));
     assert_eq!(ea.len(), eb.len());

@@ -1,5 +1,11 @@
 //! Core metadata (`METADATA` / PEP 658 `.metadata` files), PEP 508 requirements and
 //! environment markers.
+//!
+//! Hand-written, not `pep508_rs` (0.9.2, the latest on crates.io): it is built on
+//! `pep440_rs`, whose specifiers answer otherwise than packaging on `>V` with V a
+//! prerelease (see the top of `version.rs`, checked by `tests/pep440_rs.rs`), and a
+//! requirement's version specifier and a marker's version comparison would both go
+//! through them; ours use [`SpecifierSet`] and [`Version`], which answer as packaging.
 
 use std::collections::BTreeSet;
 use std::fmt;

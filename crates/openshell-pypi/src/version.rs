@@ -1,4 +1,20 @@
 //! PEP 440 versions and version specifiers.
+//!
+//! Hand-written, not `pep440_rs`, because that crate does not answer as `packaging`
+//! (and so pip) does. Checked against the 624 answers recorded from packaging 26.4
+//! (`tests/oracle`), pep440_rs 0.7.3 (the latest on crates.io; its development went
+//! on inside uv as `uv-pep440`) differs on two: `>1.0a1` with `1.0.post1` and with
+//! `1.0.post2`. PEP 440 says `>V` must not match a post release of V; packaging reads
+//! that as V's own post releases (`1.0a1.post1`), so `1.0.post1`, a post release of the
+//! final `1.0`, is greater than `1.0a1` and matches (packaging: true); pep440_rs refuses
+//! every post release of V's release segment when V is not a post release (false).
+//! Bridging that with a wrapper would mean re-implementing `>` for prerelease bounds on
+//! top of pep440_rs, so the part where the two differ would still be ours.
+//! `tests/pep440_rs.rs` runs the whole oracle through pep440_rs and asserts that these
+//! are exactly its disagreements and that ours answers as packaging on them: it fails
+//! when pep440_rs changes, which is when to look again. (pep440_rs's `contains` matches
+//! a lone prerelease, as packaging 26's does, which is our `contains_any`; pip's policy
+//! of preferring final releases is [`SpecifierSet::filter`] here either way.)
 
 use std::cmp::Ordering;
 use std::fmt;

@@ -18,6 +18,7 @@ use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest};
 use oci_client::{Reference, RegistryOperation};
 use openshell_build::images::ImageRecord;
+use openshell_oci::compress::{Compression, LayerDecoder};
 use openshell_store::{Digest, Staged, Store};
 use serde::Serialize;
 
@@ -55,9 +56,6 @@ const INDEX_TYPES: &[&str] =
     &["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
 const CONFIG_TYPES: &[&str] =
     &["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
-/// The layer types the runtime unpacks (gzip-compressed tar).
-const LAYER_TYPES: &[&str] =
-    &["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip"];
 /// Largest manifest or config accepted.
 const MAX_DOCUMENT: usize = 4 * 1024 * 1024;
 
@@ -214,8 +212,10 @@ async fn fetch_image<'s>(
     let diff_ids = diff_ids(session, store, &config, &fetched, manifest)?;
     for (i, (layer, diff_id)) in manifest.layers.iter().zip(&diff_ids).enumerate() {
         let role = format!("layer {i}");
+        let compression = layer_compression(session, i, layer)?;
         let digest = fetch_blob(session, r, store, layer, &role, &mut fetched).await?;
-        fetched.uncompressed += check_diff_id(session, store, &fetched, &digest, diff_id, &role)?;
+        let layer = FetchedLayer { blob: &digest, diff_id, compression, role: &role };
+        fetched.uncompressed += check_diff_id(session, store, &fetched, &layer)?;
     }
     Ok(fetched)
 }
@@ -298,6 +298,18 @@ fn platform_manifest(session: &Session, bytes: &[u8], digest: &str) -> Result<Op
         .ok_or_else(|| unsupported(session, "index", digest, "has no linux/amd64 image".into()))
 }
 
+/// The compression of a layer the runtime unpacks (gzip- or zstd-compressed tar).
+fn layer_compression(session: &Session, index: usize, layer: &OciDescriptor) -> Result<Compression, RegistryError> {
+    Compression::of_media_type(&layer.media_type).ok_or_else(|| {
+        unsupported(
+            session,
+            &format!("layer {index}"),
+            &layer.digest,
+            format!("media type {} (openshell runs gzip- or zstd-compressed tar layers)", layer.media_type),
+        )
+    })
+}
+
 fn parse_manifest(session: &Session, bytes: &[u8], digest: &str) -> Result<OciImageManifest, RegistryError> {
     let m: OciImageManifest = serde_json::from_slice(bytes)
         .map_err(|e| unsupported(session, "manifest", digest, format!("not an image manifest: {e}")))?;
@@ -305,14 +317,7 @@ fn parse_manifest(session: &Session, bytes: &[u8], digest: &str) -> Result<OciIm
         return Err(unsupported(session, "manifest", digest, format!("config media type {}", m.config.media_type)));
     }
     for (i, l) in m.layers.iter().enumerate() {
-        if !LAYER_TYPES.contains(&l.media_type.as_str()) {
-            return Err(unsupported(
-                session,
-                &format!("layer {i}"),
-                &l.digest,
-                format!("media type {} (openshell runs gzip-compressed tar layers)", l.media_type),
-            ));
-        }
+        layer_compression(session, i, l)?;
     }
     Ok(m)
 }
@@ -412,17 +417,25 @@ fn diff_ids(
     Ok(ids)
 }
 
+/// A layer blob fetched, and what its descriptor and the config say of it.
+struct FetchedLayer<'a> {
+    blob: &'a Digest,
+    diff_id: &'a Digest,
+    compression: Compression,
+    role: &'a str,
+}
+
 /// Decompresses a layer and checks its content against its diff_id; its size.
 fn check_diff_id(
     session: &Session,
     store: &Store,
     fetched: &Fetched<'_>,
-    blob: &Digest,
-    diff_id: &Digest,
-    role: &str,
+    layer: &FetchedLayer<'_>,
 ) -> Result<u64, RegistryError> {
+    let FetchedLayer { blob, diff_id, compression, role } = *layer;
     let raw = io::BufReader::with_capacity(256 * 1024, open_blob(store, fetched, blob)?);
-    let mut gz = flate2::bufread::MultiGzDecoder::new(raw);
+    let mut gz = LayerDecoder::new(compression, raw)
+        .map_err(|e| refused(session, role, &blob.to_string(), format!("does not decompress: {e}")))?;
     let mut hasher = diff_id.algorithm().hasher();
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;

@@ -8,11 +8,12 @@
 //! is unpacked once more with its owners shifted into the range
 //! ([`LayerCache::ensure_shifted`]) and mounted as it is.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use openshell_store::{Algorithm, Digest, Hasher, Store, StoreError};
+use openshell_oci::compress::{Compression, LayerDecoder};
+use openshell_store::{Algorithm, BlobReader, Digest, Hasher, Store, StoreError};
 
 use crate::idmap::{IdMap, UserNamespace};
 
@@ -151,8 +152,8 @@ impl LayerCache {
         into: &Path,
         shift: Option<&IdMap>,
     ) -> Result<(), RootfsError> {
-        let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(store.open_verified(blob)?));
-        let mut hashing = HashingReader { inner: gz, hasher: Algorithm::Sha256.hasher() };
+        let decoder = layer_decoder(store, blob)?;
+        let mut hashing = HashingReader { inner: decoder, hasher: Algorithm::Sha256.hasher() };
         {
             let mut archive = tar::Archive::new(&mut hashing);
             archive.set_preserve_permissions(true);
@@ -175,7 +176,7 @@ impl LayerCache {
         // Read what tar left (end-of-archive padding) so the hash covers the whole stream.
         std::io::copy(&mut hashing, &mut std::io::sink())
             .map_err(|e| RootfsError::Unpack { blob: blob.clone(), message: e.to_string() })?;
-        // The blob itself, past the gzip stream too: one changed on disk is refused by name.
+        // The blob itself, past the compressed stream too: one changed on disk is refused by name.
         hashing.inner.into_inner().into_inner().finish()?;
         let actual = hashing.hasher.finish();
         if actual != *diff_id {
@@ -183,6 +184,21 @@ impl LayerCache {
         }
         Ok(())
     }
+}
+
+/// The decompressor of a stored layer blob, gzip or zstd by its magic number: the
+/// cache is handed blobs and diff_ids, and the diff_id check after unpacking proves
+/// the content whatever the descriptor said (pull and the layout reader check media
+/// types before a layer is stored).
+fn layer_decoder(store: &Store, blob: &Digest) -> Result<LayerDecoder<BufReader<BlobReader>>, RootfsError> {
+    let mut raw = BufReader::new(store.open_verified(blob)?);
+    let unpack_err = |e: std::io::Error| RootfsError::Unpack { blob: blob.clone(), message: e.to_string() };
+    let head = raw.fill_buf().map_err(unpack_err)?;
+    let compression = Compression::sniff(head).ok_or_else(|| RootfsError::Unpack {
+        blob: blob.clone(),
+        message: "neither gzip nor zstd (no magic number at its start)".to_owned(),
+    })?;
+    LayerDecoder::first(compression, raw).map_err(unpack_err)
 }
 
 /// Gives the entry just unpacked under `into` the owners of its header shifted

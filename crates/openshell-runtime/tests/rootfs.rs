@@ -2,6 +2,7 @@
 //! setuid, links kept), diff_ids verified, an overlay whose writes land in the
 //! sandbox's upper directory only. Needs root (CI runs as root).
 
+use openshell_oci::compress::Compression;
 use openshell_oci::{
     ContentRef, Entry, EntryKind, LayerInfo, LayerOptions, OnConflict, Origin, Tree, partition, write_layer,
 };
@@ -27,6 +28,10 @@ fn file(mode: u32, data: &[u8], uid: u32, origin: &Origin) -> Entry {
 }
 
 fn image(store: &Store) -> Vec<LayerInfo> {
+    image_with(store, Compression::Gzip)
+}
+
+fn image_with(store: &Store, compression: Compression) -> Vec<LayerInfo> {
     let (base, top) = (Origin::new("base"), Origin::new("top"));
     let mut tree = Tree::new(OnConflict::Error);
     tree.insert("etc/base", file(0o644, b"base\n", 0, &base)).expect("insert");
@@ -42,7 +47,7 @@ fn image(store: &Store) -> Vec<LayerInfo> {
     partition(&tree, &[base, top])
         .expect("partition")
         .iter()
-        .map(|p| write_layer(store, p, &LayerOptions { mtime: 0 }).expect("layer"))
+        .map(|p| write_layer(store, p, &LayerOptions { compression, ..LayerOptions::default() }).expect("layer"))
         .collect()
 }
 
@@ -205,4 +210,36 @@ fn layer_blobs_altered_on_disk_are_refused() {
         assert!(e.to_string().contains(&layers[0].digest.to_string()), "{e}");
         assert!(!cache.path(&layers[0].diff_id).exists(), "nothing cached");
     }
+}
+
+/// zstd layers unpack to the same files as gzip ones (same diff_ids); one whose frame
+/// is corrupt (stored under its own digest, so only the frame is wrong) is refused,
+/// naming the blob, and nothing is cached.
+#[test]
+fn zstd_layers_unpack_and_a_corrupt_frame_is_refused() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("store")).expect("store");
+    let gzip = image(&store);
+    let zstd = image_with(&store, Compression::Zstd);
+    let cache = LayerCache::open(dir.path().join("layers")).expect("cache");
+    for (g, z) in gzip.iter().zip(&zstd) {
+        assert_eq!(g.diff_id, z.diff_id);
+        let path = cache.ensure(&store, &z.digest, &z.diff_id).expect("zstd layer unpacks");
+        assert_eq!(path, cache.path(&g.diff_id));
+    }
+    let paths: Vec<_> = zstd.iter().map(|l| cache.path(&l.diff_id)).collect();
+    assert_eq!(std::fs::read(paths[0].join("etc/base")).expect("base"), b"base\n");
+    assert_eq!(std::fs::metadata(paths[0].join("usr/bin/tool")).expect("tool").permissions().mode() & 0o7777, 0o4755);
+    assert_eq!(std::fs::metadata(paths[1].join("etc/top")).expect("top").uid(), 1000);
+
+    let mut blob = std::fs::read(store.blob_path(&zstd[0].digest)).expect("blob");
+    let mid = blob.len() / 2;
+    blob[mid] ^= 0x20;
+    let corrupt = store.insert_bytes(&blob).expect("insert");
+    let fresh = LayerCache::open(dir.path().join("fresh")).expect("cache");
+    let e = fresh.ensure(&store, &corrupt, &zstd[0].diff_id).expect_err("corrupt frame");
+    assert!(matches!(&e, RootfsError::Unpack { blob, .. } if *blob == corrupt), "{e}");
+    assert!(e.to_string().contains(&corrupt.to_string()), "{e}");
+    assert!(!fresh.path(&zstd[0].diff_id).exists(), "nothing cached");
 }

@@ -3,6 +3,7 @@
 
 use std::io::Read;
 
+use openshell_oci::compress::{Compression, LayerDecoder};
 use openshell_oci::{ContentRef, Entry, LayerInfo, OnConflict, Origin, Tree};
 use openshell_store::Store;
 
@@ -86,11 +87,12 @@ pub fn sample_tree(store: &Store, reversed: bool) -> Tree {
     tree
 }
 
-/// Decompressed bytes of a stored layer.
+/// Decompressed bytes of a stored layer (gzip or zstd, by its media type).
 pub fn layer_tar(store: &Store, layer: &LayerInfo) -> Vec<u8> {
-    let blob = store.open_verified(&layer.digest).expect("blob");
+    let blob = std::io::BufReader::new(store.open_verified(&layer.digest).expect("blob"));
+    let compression = Compression::of_media_type(layer.media_type).expect("a compressed layer");
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(blob).read_to_end(&mut out).expect("gunzip");
+    LayerDecoder::new(compression, blob).expect("decoder").read_to_end(&mut out).expect("decompress");
     out
 }
 
