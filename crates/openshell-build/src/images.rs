@@ -62,6 +62,9 @@ pub enum ImagesError {
     /// A stored manifest or config that does not read as its OCI document.
     #[error(transparent)]
     Document(#[from] LayoutError),
+    /// Stored documents that do not make an image (see [`image`]).
+    #[error(transparent)]
+    Image(#[from] openshell_oci::ImageError),
     #[error(
         "image `{0}` has no recorded lockfile (it was pulled, or built before openshell kept lockfiles): use `openshell sbom LOCK`, or build it again"
     )]
@@ -189,9 +192,21 @@ pub fn documents(store: &Store, rec: &ImageRecord) -> Result<(ImageManifest, Ima
 }
 
 fn document<T: serde::de::DeserializeOwned>(store: &Store, digest: &str) -> Result<T, ImagesError> {
-    let d: Digest = digest.parse().map_err(|_| ImagesError::Verify(format!("bad digest `{digest}` in the record")))?;
+    let d = record_digest(digest)?;
     let bytes = store.read_verified(&d)?;
     Ok(openshell_oci::parse_document(&store.blob_path(&d), &bytes)?)
+}
+
+fn record_digest(digest: &str) -> Result<Digest, ImagesError> {
+    digest.parse().map_err(|_| ImagesError::Verify(format!("bad digest `{digest}` in the record")))
+}
+
+/// The image of a record, from its stored manifest and config bytes (verified), as
+/// `openshell_oci::Image::from_documents` reads them back.
+pub fn image(store: &Store, rec: &ImageRecord) -> Result<openshell_oci::Image, ImagesError> {
+    let manifest = store.read_verified(&record_digest(&rec.manifest)?)?;
+    let config = store.read_verified(&record_digest(&rec.config)?)?;
+    Ok(openshell_oci::Image::from_documents(manifest, config)?)
 }
 
 /// The lockfile an image was built from (its stored text, verified and parsed).

@@ -14,9 +14,8 @@ use openshell_build::images::{self, ImageRecord};
 use openshell_build::lockfile::Lockfile;
 use openshell_oci::compress::Compression;
 use openshell_oci::image::OCI_LAYOUT;
-use openshell_oci::referrer::{self, Referrer};
+use openshell_oci::referrer;
 use openshell_oci::{Image, Reference};
-use openshell_sbom::Format;
 use openshell_store::{Algorithm, Digest, Store};
 use sha2::{Digest as _, Sha256};
 
@@ -173,10 +172,7 @@ impl Plan {
         let record = images::find(store, reference)?;
         let name = member_name(&format!("{}-{}", record.name.rsplit('/').next().unwrap_or(&record.name), record.tag));
         self.claim(&name, &format!("image {}", record.reference()))?;
-        let digest = |d: &str| d.parse::<Digest>().map_err(|e| input(record.reference(), format!("`{d}`: {e}")));
-        let manifest = store.read_verified(&digest(&record.manifest)?)?;
-        let config = store.read_verified(&digest(&record.config)?)?;
-        let image = Image::from_documents(manifest, config)?;
+        let image = images::image(store, &record)?;
         let lock = match record.lockfile {
             Some(_) => Some(images::lockfile(store, &record)?),
             None => None,
@@ -205,8 +201,8 @@ impl Plan {
         }
         let mut sbom = None;
         if let Some(lock) = lock {
-            let document = openshell_sbom::render(&openshell_sbom::collect(lock, store)?, Format::Spdx)?;
-            let r = Referrer::new(&image, Format::Spdx.media_type(), document.clone())?;
+            let r = openshell_sbom::referrer(lock, store, &image)?;
+            let document = r.document().to_vec();
             index = referrer::index_with(&index, &r, Path::new(&format!("{layout}/index.json")))?;
             for (d, bytes) in r.blobs() {
                 blobs.insert(d, Source::Bytes(bytes.to_vec()));

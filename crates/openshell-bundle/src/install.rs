@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use openshell_build::images::{self, ImageRecord};
-use openshell_oci::{Image, Reference};
+use openshell_oci::Reference;
 use openshell_store::{Digest, Staged, Staging, Store};
 
 use crate::error::{BundleError, io};
@@ -223,15 +223,7 @@ pub fn install(bundle: &Path, key: &TrustedKey, opts: &InstallOptions<'_>) -> Re
 /// record and the manifest agree.
 fn record_image(store: &Store, image: &BundledImage) -> Result<(), BundleError> {
     let rec = &image.record;
-    let image_of = |rec: &ImageRecord| -> Result<Image, BundleError> {
-        let digest = |d: &str| {
-            d.parse::<Digest>().map_err(|e| BundleError::Input { what: rec.reference(), message: e.to_string() })
-        };
-        let manifest = store.read_verified(&digest(&rec.manifest)?)?;
-        let config = store.read_verified(&digest(&rec.config)?)?;
-        Ok(Image::from_documents(manifest, config)?)
-    };
-    let img = image_of(rec)?;
+    let img = images::image(store, rec)?;
     let layers: Vec<String> = img.layers().iter().map(|l| l.digest.to_string()).collect();
     if layers != rec.layers || img.config_digest().to_string() != rec.config {
         return Err(BundleError::Input {
@@ -271,11 +263,7 @@ fn write_files(
 /// OCI layout and a `docker load` archive.
 fn load(store: &Store, rec: &ImageRecord, target: &LoadTarget) -> Result<(), BundleError> {
     let fail = |message: String| BundleError::Load { image: rec.reference(), target: target.name(), message };
-    let digest = |d: &str| d.parse::<Digest>().map_err(|e| fail(e.to_string()));
-    let image = Image::from_documents(
-        store.read_verified(&digest(&rec.manifest)?)?,
-        store.read_verified(&digest(&rec.config)?)?,
-    )?;
+    let image = images::image(store, rec)?;
     let reference = Reference::parse(&rec.reference())?;
     let archive = tempfile::Builder::new()
         .prefix("openshell-load-")

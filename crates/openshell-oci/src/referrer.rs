@@ -112,6 +112,11 @@ impl Referrer {
         &self.manifest
     }
 
+    /// The document it carries.
+    pub fn document(&self) -> &[u8] {
+        &self.document
+    }
+
     /// The referrer manifest's digest.
     pub fn manifest_digest(&self) -> &Digest {
         &self.manifest_digest
