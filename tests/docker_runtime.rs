@@ -14,7 +14,7 @@
 //! Needs root, dockerd and docker (Debian `docker.io`), gcc with static libc
 //! (`gcc`, `libc6-dev`), and the `openshell-runtime` binary built next to
 //! `openshell` (`cargo nextest run --workspace` builds it; alone:
-//! `cargo build -p openshell-runc`).
+//! `cargo build -p openshell-runtime`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -56,15 +56,15 @@ fn runtime_binary() -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_openshell")).with_file_name("openshell-runtime");
     let built = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| {
         panic!(
-            "{} is missing: build it with `cargo build -p openshell-runc` (`cargo nextest run --workspace` does)",
+            "{} is missing: build it with `cargo build -p openshell-runtime` (`cargo nextest run --workspace` does)",
             path.display()
         )
     });
     let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for krate in ["openshell-runc/src", "openshell-runtime/src", "openshell-policy/src"] {
+    for krate in ["openshell-runtime/src", "openshell-sandbox/src", "openshell-policy/src"] {
         assert!(
             newest_mtime(&sources.join(krate)) <= built,
-            "{} is older than crates/{krate}: rebuild it with `cargo build -p openshell-runc`",
+            "{} is older than crates/{krate}: rebuild it with `cargo build -p openshell-runtime`",
             path.display()
         );
     }
@@ -207,7 +207,7 @@ fn landlock_policy(read_only: &str) -> String {
 }
 
 #[test]
-fn docker_runs_containers_through_openshell_runtime() {
+fn docker_runs_containers_through_openshell_sandbox() {
     let euid = Command::new("id").arg("-u").output().expect("id -u");
     assert_eq!(
         String::from_utf8_lossy(&euid.stdout).trim(),

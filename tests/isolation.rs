@@ -19,7 +19,7 @@
 //! The probe is `tests/fixtures/isolation/probe.c`, compiled here with `gcc -static`.
 //! Every sandbox run goes through [`in_sandbox`] / [`in_sandbox_watching`]: today
 //! they build the sandbox with the library (rootfs overlay, `runtime_spec`,
-//! `openshell_runtime::run::run`), as `crates/openshell-runtime/tests/run.rs` does;
+//! `openshell_sandbox::run::run`), as `crates/openshell-runtime/tests/run.rs` does;
 //! policy-only variants can later run through `openshell sandbox create --rm`
 //! instead (the lifts and the workdir's host path need the library). The container
 //! is created from a single-threaded child process (this test binary again, running
@@ -43,10 +43,10 @@ use openshell_policy::model::Compatibility;
 use openshell_policy::profile::{LandlockProfile, LandlockRule, PathAccess};
 use openshell_policy::seccomp::SyscallRule;
 use openshell_policy::{KernelProfile, load_str};
-use openshell_runtime::idmap::IdMap;
-use openshell_runtime::rootfs::{LayerOwners, Overlay, OverlayIds};
-use openshell_runtime::run::{RunRequest, run};
-use openshell_runtime::{ProcessConfig, SpecInput, Writable, resolve_group, resolve_user, runtime_spec};
+use openshell_sandbox::idmap::IdMap;
+use openshell_sandbox::rootfs::{LayerOwners, Overlay, OverlayIds};
+use openshell_sandbox::run::{RunRequest, run};
+use openshell_sandbox::{ProcessConfig, SpecInput, Writable, resolve_group, resolve_user, runtime_spec};
 use serde_json::{Value, json};
 
 const DEFAULT_POLICY: &str = include_str!("../policies/default.yaml");

@@ -31,7 +31,7 @@ pub fn bench_bundle(args: &[String]) -> Result<(), BenchError> {
     let rounds = rounds(args)?;
     require("sha256sum", "coreutils")?;
     require("openssl", "openssl")?;
-    let build = ["build", "--release", "--locked", "-p", "openshell-cli", "-p", "openshell-runc"];
+    let build = ["build", "--release", "--locked", "-p", "openshell-cli", "-p", "openshell-runtime"];
     crate::run(&cargo(), &build).map_err(BenchError::Build)?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     let bin = target.join("release/openshell");

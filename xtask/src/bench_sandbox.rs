@@ -74,7 +74,7 @@ pub fn bench_sandbox(args: &[String]) -> Result<(), String> {
         return Ok(());
     };
     prerequisites()?;
-    run(&cargo(), &["build", "--release", "--locked", "-p", "openshell-cli", "-p", "openshell-runc"])?;
+    run(&cargo(), &["build", "--release", "--locked", "-p", "openshell-cli", "-p", "openshell-runtime"])?;
     let target = target_dir();
     let bin = target.join("release").join("openshell");
     let dir = target.join("bench-sandbox");

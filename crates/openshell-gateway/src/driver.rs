@@ -10,11 +10,11 @@ use std::process::{Child, Command};
 use nix::sys::signal::Signal;
 use openshell_oci::spec::ImageConfiguration;
 use openshell_policy::KernelProfile;
-use openshell_runtime::disk::Disk;
-use openshell_runtime::idmap::IdMap;
-use openshell_runtime::rootfs::LayerCache;
-use openshell_runtime::sandbox::{ExitRecord, PlacedFile, SandboxConfig, SandboxDir, write_json};
-use openshell_runtime::{ProcessConfig, SpecInput, Writable, resolve_group, resolve_user, runtime_spec};
+use openshell_sandbox::disk::Disk;
+use openshell_sandbox::idmap::IdMap;
+use openshell_sandbox::rootfs::LayerCache;
+use openshell_sandbox::sandbox::{ExitRecord, PlacedFile, SandboxConfig, SandboxDir, write_json};
+use openshell_sandbox::{ProcessConfig, SpecInput, Writable, resolve_group, resolve_user, runtime_spec};
 use openshell_store::{Digest, Store};
 
 use crate::proto::{CreateRequest, HelperMessage, Job};
@@ -53,7 +53,7 @@ impl Created {
         &self,
         req: &CreateRequest,
         route: Option<openshell_proxy::router::ProviderKind>,
-    ) -> openshell_runtime::init::Job {
+    ) -> openshell_sandbox::init::Job {
         let mut env = self.env.clone();
         if let (Some(kind), Some(_)) = (route, &self.proxy) {
             for (k, v) in routed_env(kind) {
@@ -90,7 +90,7 @@ impl Created {
             env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
             env.push(kv.clone());
         }
-        openshell_runtime::init::Job { args: req.command.clone(), env, idle: req.command.is_empty() }
+        openshell_sandbox::init::Job { args: req.command.clone(), env, idle: req.command.is_empty() }
     }
 }
 
@@ -191,7 +191,7 @@ pub trait Driver: Send + Sync {
     /// The manifest digest the request's image reference names now.
     fn image_digest(&self, req: &CreateRequest) -> Result<String, DriverError>;
     /// Sets what the sandbox's process 1 runs (at its next start or assignment).
-    fn set_job(&self, id: &str, job: &openshell_runtime::init::Job) -> Result<(), DriverError>;
+    fn set_job(&self, id: &str, job: &openshell_sandbox::init::Job) -> Result<(), DriverError>;
     /// Starts the sandbox's process 1 with its job, with the client's stdio when given.
     fn start(&self, id: &str, stdio: Vec<OwnedFd>) -> Result<Run, DriverError>;
     /// Starts the sandbox's process 1 ahead of need: it waits for [`Driver::assign`].
@@ -366,7 +366,7 @@ impl LocalDriver {
         self.user_namespaces
             .get_or_init(|| {
                 let ids = IdMap::for_host().map_err(|e| format!("the sandboxes' user namespace: {e}"))?;
-                let idmapped = openshell_runtime::rootfs::idmapped_overlay_works(&self.dir.layers(), &ids);
+                let idmapped = openshell_sandbox::rootfs::idmapped_overlay_works(&self.dir.layers(), &ids);
                 if !idmapped {
                     tracing::warn!("this kernel cannot idmap image layers; they are unpacked with shifted owners");
                 }
@@ -377,7 +377,7 @@ impl LocalDriver {
     }
 
     /// The lowest network number no sandbox directory holds.
-    fn number_network(&self, id: &str) -> Result<openshell_runtime::fence::Fence, DriverError> {
+    fn number_network(&self, id: &str) -> Result<openshell_sandbox::fence::Fence, DriverError> {
         let mut used = std::collections::HashSet::new();
         for entry in std::fs::read_dir(self.dir.sandboxes()).into_iter().flatten().flatten() {
             if let Ok(config) = SandboxDir(entry.path()).read_config()
@@ -393,7 +393,7 @@ impl LocalDriver {
         let start = u32::from_str_radix(&id[..id.len().min(4)], 16).unwrap_or(0);
         (0..1u32 << 14)
             .filter_map(|i| {
-                openshell_runtime::fence::Fence::numbered((start + i) % (1 << 14), host_if.clone(), PROXY_PORT)
+                openshell_sandbox::fence::Fence::numbered((start + i) % (1 << 14), host_if.clone(), PROXY_PORT)
             })
             .find(|f| !used.contains(&f.host_addr) && std::net::TcpListener::bind((f.host_addr, 0)).is_err())
             .ok_or_else(|| DriverError::new("no free sandbox network in 10.213.0.0/16"))
@@ -644,7 +644,7 @@ impl Driver for LocalDriver {
         // start and exec (libcontainer would compile it each time).
         let mut spec = spec;
         if let Some(filter) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
-            openshell_runtime::seccomp_bpf::compile_to(&filter, &dir.bpf()).map_err(DriverError::new)?;
+            openshell_sandbox::seccomp_bpf::compile_to(&filter, &dir.bpf()).map_err(DriverError::new)?;
             write_json(&dir.0.join("seccomp.json"), &filter).map_err(DriverError::new)?;
             if let Some(linux) = spec.linux_mut() {
                 linux.set_seccomp(None);
@@ -689,7 +689,7 @@ impl Driver for LocalDriver {
         Ok(openshell_build::images::find(&store, &req.image).map_err(DriverError::new)?.manifest)
     }
 
-    fn set_job(&self, id: &str, job: &openshell_runtime::init::Job) -> Result<(), DriverError> {
+    fn set_job(&self, id: &str, job: &openshell_sandbox::init::Job) -> Result<(), DriverError> {
         write_json(&self.sandbox(id).job(), job).map_err(DriverError::new)
     }
 
@@ -859,7 +859,7 @@ impl Driver for LocalDriver {
         }
         let _ = std::fs::remove_dir_all(&state);
         // Whatever is left of its cgroups.
-        openshell_runtime::sandbox::remove_cgroups(&format!("/openshell/{id}"));
+        openshell_sandbox::sandbox::remove_cgroups(&format!("/openshell/{id}"));
         match std::fs::remove_dir_all(&dir.0) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
-use openshell_runtime::sandbox::{Event, ExecRequest, SandboxDir, Stdio, exec, supervise, wait_exit};
+use openshell_sandbox::sandbox::{Event, ExecRequest, SandboxDir, Stdio, exec, supervise, wait_exit};
 
 use crate::driver::{CA_CERT_FILE, CA_KEY_FILE};
 use crate::proto::{HelperMessage, Job};
@@ -219,7 +219,7 @@ fn reload_on_hangup(dir: SandboxDir, handle: openshell_proxy::ProxyHandle) -> Re
                     },
                     Err(error) => Applied { revision: u64::MAX, error: Some(error) },
                 };
-                if let Err(e) = openshell_runtime::sandbox::write_json(&dir.0.join(ROUTE_APPLIED_FILE), &applied) {
+                if let Err(e) = openshell_sandbox::sandbox::write_json(&dir.0.join(ROUTE_APPLIED_FILE), &applied) {
                     eprintln!("proxy: {e}");
                 }
                 continue;
@@ -235,7 +235,7 @@ fn reload_on_hangup(dir: SandboxDir, handle: openshell_proxy::ProxyHandle) -> Re
                 Ok(revision) => Applied { revision, error: None },
                 Err(error) => Applied { revision: u64::MAX, error: Some(error) },
             };
-            if let Err(e) = openshell_runtime::sandbox::write_json(&dir.0.join(APPLIED_FILE), &applied) {
+            if let Err(e) = openshell_sandbox::sandbox::write_json(&dir.0.join(APPLIED_FILE), &applied) {
                 eprintln!("proxy: {e}");
             }
         }
@@ -282,7 +282,7 @@ fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
     // Rotated at the policy's size, as the output log is: a sandbox that makes
     // its proxy refuse in a loop cannot fill the host's disk with audit lines.
     let rotate = policy.resources.logs.unwrap_or(openshell_policy::model::Resources::DEFAULT_LOGS);
-    let audit = openshell_runtime::logs::RotatingLog::open(&audit_path, rotate)
+    let audit = openshell_sandbox::logs::RotatingLog::open(&audit_path, rotate)
         .map_err(|e| format!("{}: {e}", audit_path.display()))?;
     // Only the sandbox reaches it: bound to the host end of its link, serving
     // the sandbox's address alone.

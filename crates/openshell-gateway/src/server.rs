@@ -665,7 +665,7 @@ impl Gateway {
         let path = if audit { self.driver.audit_path(&rec.info.id) } else { self.driver.log_path(&rec.info.id) };
         let mut buf = vec![0u8; 64 * 1024];
         // A log rotates at the policy's size: the older file first.
-        if let Ok(mut older) = std::fs::File::open(openshell_runtime::logs::previous(&path)) {
+        if let Ok(mut older) = std::fs::File::open(openshell_sandbox::logs::previous(&path)) {
             loop {
                 let n = older.read(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?;
                 if n == 0 {

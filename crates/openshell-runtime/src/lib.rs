@@ -1,38 +1,42 @@
-//! openshell sandboxes. So far:
-//! - `spec`: the OCI runtime spec of a sandbox, from the image's process and the
-//!   policy's compiled kernel profile;
-//! - `identity`: the policy's `sandbox` user and group, looked up in the image;
-//! - `idmap`: the unprivileged host range a sandbox's ids map to (user namespaces);
-//! - `landlock`: applying the policy's Landlock rules;
-//! - `rootfs`: layers unpacked once per diff_id, under a per-sandbox overlay;
-//! - `inroot`: paths inside a sandbox's root resolved without leaving it, and
-//!   mounted through their handles;
-//! - `disk`: the filesystem of a sandbox's size that holds its writable layer;
-//! - `fence`: a veth pair and nftables under which only the proxy is reachable;
-//! - `logs`: a sandbox's logs on the host, rotated at the policy's size;
-//! - `loopback`: `lo` brought up in a sandbox's new network namespace;
-//! - `init`: process 1 of a sandbox (reaps orphans, forwards signals);
-//! - `run`: a bundle run through libcontainer, Landlock applied right before exec.
+//! `openshell-runtime`: an OCI runtime with runc's command line, built on
+//! libcontainer (youki), so that dockerd and containerd can run containers with it
+//! (`dockerd --add-runtime openshell=/usr/local/bin/openshell-runtime`, then
+//! `docker run --runtime openshell IMAGE CMD`).
 //!
-//! - `sandbox`: one sandbox's directory, its supervisor and `exec`;
-//! - `sealed`: the runtime binary re-executed from a sealed copy of itself;
-//! - `seccomp_bpf`: the seccomp filter compiled once at creation, installed from BPF.
+//! # Policy by annotation
+//!
+//! A bundle whose `config.json` has the annotation
+//! `run.openshell.policy` = *absolute host path of an openshell policy YAML* runs
+//! under that policy: `create` loads and validates it (an invalid policy fails
+//! `create` with the policy's `file:line:column` errors), compiles it with the
+//! spec's `process.cwd` as the working directory, and the container's process
+//! applies the policy's Landlock rules and then installs the policy's seccomp filter
+//! right before it executes the workload. Both come *on top of* the bundle's own
+//! spec: its namespaces, mounts, cgroups, capabilities, user and seccomp filter are
+//! applied first, as given (the kernel stacks seccomp filters, so a syscall must
+//! pass the bundle's and ours). `exec` applies the same policy (saved with the
+//! container's state at `create`, so a later edit of the file changes nothing) to
+//! every process it adds. The rest of the policy (user, mounts, rlimits, cgroup
+//! limits, network) is not applied by this runtime: the bundle decides those.
+//!
+//! Without the annotation, the runtime's global `--policy FILE` (if given) is used,
+//! which lets an operator register a policy per runtime name — e.g. dockerd's
+//! `runtimes` with `runtimeArgs: ["--policy", "/etc/openshell/agent.yaml"]`, the way
+//! to give a policy through dockerd older than 24, which cannot set annotations. The
+//! annotation wins over `--policy`. With neither, the bundle's spec runs as given.
+//!
+//! libcontainer 0.7 does not apply the spec's seccomp filter to `exec`'d processes;
+//! this runtime installs it in them (see `executor`), under no_new_privs unless the
+//! process keeps CAP_SYS_ADMIN.
+//!
+//! Modules: `ops` (the container operations), `policy`, `executor` (what an exec'd
+//! process applies), `logging` (runc's log formats) and `spec` (`spec` and `features`).
 
-pub mod disk;
-pub mod fence;
-pub mod identity;
-pub mod idmap;
-pub mod init;
-pub mod inroot;
-pub mod landlock;
-pub mod logs;
-pub mod loopback;
-pub mod rootfs;
-pub mod run;
-pub mod sandbox;
-pub mod sealed;
-pub mod seccomp_bpf;
+pub mod executor;
+pub mod logging;
+pub mod ops;
+pub mod policy;
 pub mod spec;
 
-pub use identity::{IdentityError, resolve_group, resolve_user};
-pub use spec::{ProcessConfig, SpecError, SpecInput, Writable, runtime_spec};
+pub use ops::{CreateOptions, ExecOptions, Runtime, RuntimeError, StateReport};
+pub use policy::{POLICY_ANNOTATION, PolicyError, SandboxPolicy};

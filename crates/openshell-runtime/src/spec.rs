@@ -1,153 +1,109 @@
-//! The OCI runtime spec of a sandbox: the image's process, the policy's kernel
-//! profile. Fixed at creation; nothing here changes on a live sandbox.
+//! `spec`: a default `config.json` (runc's defaults through oci-spec) and
+//! `features`: what this runtime supports, in the shape `runc features` prints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::Spec;
-use openshell_policy::KernelProfile;
-
-use crate::idmap::IdMap;
+use libcontainer::oci_spec::runtime::Spec;
 use serde_json::{Value, json};
 
-/// The image's process (from its OCI config, possibly overridden by the caller).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessConfig {
-    pub args: Vec<String>,
-    pub env: Vec<String>,
-    pub cwd: String,
-    pub terminal: bool,
-}
+use crate::policy::POLICY_ANNOTATION;
 
-/// A read-write path of the policy and where its contents live on the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Writable {
-    /// Bind-mounted from a per-sandbox host directory (persists across stop/start).
-    Bind { path: String, source: PathBuf },
-    /// A fresh tmpfs (e.g. `/tmp`).
-    Tmpfs { path: String },
-}
-
-/// Everything the spec is made from.
-#[derive(Debug, Clone)]
-pub struct SpecInput<'a> {
-    pub profile: &'a KernelProfile,
-    pub process: ProcessConfig,
-    pub uid: u32,
-    pub gid: u32,
-    pub rootfs: PathBuf,
-    pub hostname: String,
-    pub writable: Vec<Writable>,
-    /// cgroup path of the sandbox (e.g. `/openshell/<id>`).
-    pub cgroups_path: String,
-    /// The host range the sandbox's ids map to: a user namespace of its own, so
-    /// `uid` inside is not `uid` outside. `None`: no user namespace.
-    pub ids: Option<IdMap>,
-}
-
-/// Why a spec could not be made.
+/// Why `spec` wrote nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("the process has no command (the image has no entrypoint or cmd, and none was given)")]
-    NoCommand,
-    #[error("uid/gid 0 is not allowed in a sandbox")]
-    Root,
-    #[error("`{0}` is not an absolute path")]
-    Relative(String),
-    #[error("internal: the generated spec does not parse as an OCI runtime spec: {0}")]
-    Invalid(String),
+    #[error("{}: exists already; remove it first", .0.display())]
+    Exists(PathBuf),
+    #[error("{}: {message}", path.display())]
+    Write { path: PathBuf, message: String },
 }
 
-/// Paths whose policy entry is satisfied by the runtime's own /dev setup.
-const DEVICE_PATHS: &[&str] =
-    &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/pts", "/dev/ptmx"];
+/// The default spec: runc's (root `rootfs` read-only, `sh`, the usual mounts,
+/// namespaces, masked and read-only paths, default capabilities, no_new_privs),
+/// except that the process has no terminal: this runtime allocates none of its own
+/// (a terminal needs `--console-socket`).
+pub fn default_spec() -> Spec {
+    let mut spec = Spec::default();
+    spec.set_hostname(Some("openshell".into()));
+    if let Some(mut process) = spec.process().clone() {
+        process.set_terminal(Some(false));
+        spec.set_process(Some(process));
+    }
+    spec
+}
 
-/// Builds the runtime spec. The root filesystem is read-only; the policy's
-/// read-write paths are the `writable` mounts; no capability in any set;
-/// `noNewPrivileges`; the policy's rlimits, cgroup limits and seccomp filter;
-/// runc's masked and read-only kernel paths.
-pub fn runtime_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
-    let p = input.profile;
-    if input.process.args.is_empty() {
-        return Err(SpecError::NoCommand);
+/// Writes the default spec to `bundle/config.json`, refusing to overwrite one.
+pub fn write_default(bundle: &Path) -> Result<PathBuf, SpecError> {
+    let path = bundle.join("config.json");
+    if path.exists() {
+        return Err(SpecError::Exists(path));
     }
-    if input.uid == 0 || input.gid == 0 {
-        return Err(SpecError::Root);
-    }
-    if !input.process.cwd.starts_with('/') {
-        return Err(SpecError::Relative(input.process.cwd.clone()));
-    }
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-    ];
-    for w in &input.writable {
-        let (path, mount) = match w {
-            Writable::Bind { path, source } => (
-                path,
-                json!({"destination": path, "type": "bind", "source": source, "options": ["rbind", "rw", "nosuid", "nodev"]}),
-            ),
-            Writable::Tmpfs { path } => (
-                path,
-                json!({"destination": path, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}),
-            ),
-        };
-        if !path.starts_with('/') {
-            return Err(SpecError::Relative(path.clone()));
-        }
-        if DEVICE_PATHS.contains(&path.as_str()) {
-            continue;
-        }
-        mounts.push(mount);
-    }
-    let rlimits: Vec<Value> =
-        p.rlimits.iter().map(|r| json!({"type": r.kind, "hard": r.hard, "soft": r.soft})).collect();
-    let mut namespaces: Vec<Value> = p.namespaces.iter().map(|n| json!({"type": n})).collect();
-    if input.ids.is_some() {
-        namespaces.insert(0, json!({"type": "user"}));
-    }
-    let mut resources = json!({
-        "memory": {"limit": p.cgroup.memory_max, "swap": p.cgroup.memory_max},
-        "pids": {"limit": p.cgroup.pids_max},
-        "devices": [{"allow": false, "access": "rwm"}],
-    });
-    if let Some((quota, period)) = p.cgroup.cpu_max {
-        resources["cpu"] = json!({"quota": quota, "period": period});
-    }
-    let empty: Vec<String> = Vec::new();
-    let spec = json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": input.process.terminal,
-            "user": {"uid": input.uid, "gid": input.gid, "additionalGids": []},
-            "args": input.process.args,
-            "env": input.process.env,
-            "cwd": input.process.cwd,
-            "capabilities": {"bounding": empty, "effective": empty, "inheritable": empty, "permitted": empty, "ambient": empty},
-            "rlimits": rlimits,
-            "noNewPrivileges": p.no_new_privileges,
-        },
-        "root": {"path": input.rootfs, "readonly": p.mounts.rootfs_read_only},
-        "hostname": input.hostname,
-        "mounts": mounts,
+    let json = serde_json::to_vec_pretty(&default_spec())
+        .map_err(|e| SpecError::Write { path: path.clone(), message: e.to_string() })?;
+    std::fs::write(&path, json).map_err(|e| SpecError::Write { path: path.clone(), message: e.to_string() })?;
+    Ok(path)
+}
+
+/// What this runtime supports (the runtime-spec `features` document).
+pub fn features() -> Value {
+    let mut capabilities: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    capabilities.sort();
+    json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": libcontainer::oci_spec::runtime::VERSION,
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": [
+            "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "mand", "noatime",
+            "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime", "nosuid", "private",
+            "rbind", "relatime", "remount", "ro", "rprivate", "rshared", "rslave", "runbindable", "rw",
+            "shared", "slave", "strictatime", "suid", "sync", "unbindable"
+        ],
         "linux": {
-            "namespaces": namespaces,
-            "resources": resources,
-            "cgroupsPath": input.cgroups_path,
-            "seccomp": serde_json::to_value(&p.seccomp).map_err(|e| SpecError::Invalid(e.to_string()))?,
-            "maskedPaths": p.mounts.masked,
-            "readonlyPaths": p.mounts.kernel_read_only,
-            "rootfsPropagation": "private",
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
+            "capabilities": capabilities,
+            "cgroup": {"v1": true, "v2": true, "systemd": true, "systemdUser": false},
+            "seccomp": {
+                "enabled": true,
+                "actions": [
+                    "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
+                    "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"
+                ],
+                "operators": [
+                    "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
+                    "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"
+                ],
+                "archs": [
+                    "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM", "SCMP_ARCH_X32", "SCMP_ARCH_X86", "SCMP_ARCH_X86_64"
+                ]
+            },
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false}
         },
-    });
-    let mut spec = spec;
-    if let Some(ids) = &input.ids {
-        let map = |r: crate::idmap::IdRange| json!([{"containerID": 0, "hostID": r.host, "size": r.size}]);
-        spec["linux"]["uidMappings"] = map(ids.uids);
-        spec["linux"]["gidMappings"] = map(ids.gids);
+        "annotations": {
+            "run.openshell.runtime.version": env!("CARGO_PKG_VERSION"),
+            "run.openshell.policy.annotation": POLICY_ANNOTATION
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_spec_is_loadable_and_not_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_default(dir.path()).expect("write");
+        let spec = Spec::load(&path).expect("load");
+        assert_eq!(spec.root().as_ref().map(|r| r.path().clone()), Some(PathBuf::from("rootfs")));
+        assert_eq!(spec.process().as_ref().and_then(|p| p.terminal()), Some(false));
+        assert!(matches!(write_default(dir.path()), Err(SpecError::Exists(_))));
     }
-    serde_json::from_value(spec).map_err(|e| SpecError::Invalid(e.to_string()))
+
+    #[test]
+    fn features_list_what_is_supported() {
+        let f = features();
+        assert!(f["linux"]["namespaces"].as_array().is_some_and(|n| n.iter().any(|x| x == "pid")));
+        assert!(f["linux"]["capabilities"].as_array().is_some_and(|c| c.iter().any(|x| x == "CAP_SYS_ADMIN")));
+        assert_eq!(f["annotations"]["run.openshell.policy.annotation"], POLICY_ANNOTATION);
+    }
 }

@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use openshell_runtime::fence::{Fence, install, remove};
+use openshell_sandbox::fence::{Fence, install, remove};
 
 struct Netns {
     name: String,

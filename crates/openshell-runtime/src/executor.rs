@@ -15,7 +15,7 @@ use std::io::Write;
 use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError};
-use openshell_runtime::run::LandlockExecutor;
+use openshell_sandbox::run::LandlockExecutor;
 
 /// Why the container's own seccomp filter could not be installed in an exec'd process.
 #[derive(Debug, thiserror::Error)]

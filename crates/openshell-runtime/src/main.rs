@@ -1,6 +1,6 @@
 //! `openshell-runtime`: runc's command line over libcontainer, applying an
 //! openshell policy named by the bundle's `run.openshell.policy` annotation (see the
-//! library docs). Parses arguments, calls `openshell_runc`, renders results and
+//! library docs). Parses arguments, calls `openshell_runtime`, renders results and
 //! errors; errors go to `--log` (as runc's JSON or text lines) and to stderr.
 
 use std::io::Write;
@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use openshell_runc::logging::{self, LogFormat};
-use openshell_runc::{CreateOptions, ExecOptions, Runtime, StateReport};
+use openshell_runtime::logging::{self, LogFormat};
+use openshell_runtime::{CreateOptions, ExecOptions, Runtime, StateReport};
 
 /// An OCI runtime with runc's command line that applies openshell policies.
 #[derive(Debug, Parser)]
@@ -172,9 +172,9 @@ enum Command {
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     #[error(transparent)]
-    Runtime(#[from] openshell_runc::RuntimeError),
+    Runtime(#[from] openshell_runtime::RuntimeError),
     #[error(transparent)]
-    Spec(#[from] openshell_runc::spec::SpecError),
+    Spec(#[from] openshell_runtime::spec::SpecError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -188,7 +188,7 @@ fn main() -> ExitCode {
     // Commands whose processes enter a container's namespaces run from a sealed
     // copy of this binary (CVE-2019-5736): a container can never reach the file.
     if matches!(cli.command, Command::Create(_) | Command::Run { .. } | Command::Exec { .. })
-        && let Err(e) = openshell_runtime::sealed::reexec_sealed()
+        && let Err(e) = openshell_sandbox::sealed::reexec_sealed()
     {
         eprintln!("openshell-runtime: {e}");
         return ExitCode::from(1);
@@ -200,7 +200,7 @@ fn main() -> ExitCode {
     match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {
-            let message = openshell_runc::ops::chain(&e);
+            let message = openshell_runtime::ops::chain(&e);
             tracing::error!("{message}");
             // With --log, the error went to the file; people (and go-runc's error text) read stderr.
             if cli.log.is_some() {
@@ -255,9 +255,9 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, CliError> {
             }
         }
         Command::Spec { bundle } => {
-            openshell_runc::spec::write_default(bundle)?;
+            openshell_runtime::spec::write_default(bundle)?;
         }
-        Command::Features => print_json(&openshell_runc::spec::features())?,
+        Command::Features => print_json(&openshell_runtime::spec::features())?,
         Command::Ps { format, id, ps_args } => {
             let pids = rt.pids(id)?;
             match format {

@@ -6,8 +6,8 @@ use openshell_oci::compress::Compression;
 use openshell_oci::{
     ContentRef, Entry, EntryKind, LayerInfo, LayerOptions, OnConflict, Origin, Tree, partition, write_layer,
 };
-use openshell_runtime::idmap::IdMap;
-use openshell_runtime::rootfs::{LayerCache, LayerOwners, Overlay, OverlayIds, RootfsError};
+use openshell_sandbox::idmap::IdMap;
+use openshell_sandbox::rootfs::{LayerCache, LayerOwners, Overlay, OverlayIds, RootfsError};
 use openshell_store::{Digest, Store, StoreError};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -141,7 +141,7 @@ fn layers_are_seen_through_the_sandbox_range_idmapped_or_shifted() {
     let map = IdMap::parse("1879048192").expect("range");
     let base = map.uids.host;
     assert!(
-        openshell_runtime::rootfs::idmapped_overlay_works(&dir.path().join("layers"), &map),
+        openshell_sandbox::rootfs::idmapped_overlay_works(&dir.path().join("layers"), &map),
         "this kernel (>= 5.19 with overlayfs idmapped layers) and filesystem idmap layers"
     );
     let plain: Vec<_> = layers.iter().map(|l| cache.ensure(&store, &l.digest, &l.diff_id).expect("unpack")).collect();

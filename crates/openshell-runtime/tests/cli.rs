@@ -73,7 +73,7 @@ impl Fixture {
         let path = self.bundle().join("config.json");
         let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
         spec["process"]["args"] = args.iter().map(|a| Value::from(*a)).collect();
-        spec["linux"]["cgroupsPath"] = Value::from(format!("/openshell-runc-test/{id}"));
+        spec["linux"]["cgroupsPath"] = Value::from(format!("/openshell-runtime-test/{id}"));
         spec["annotations"] = annotations.iter().map(|(k, v)| (k.to_string(), Value::from(v.as_str()))).collect();
         std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write config");
     }

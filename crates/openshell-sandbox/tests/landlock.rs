@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use openshell_policy::{KernelProfile, load_str};
-use openshell_runtime::landlock::{LandlockReport, apply};
+use openshell_sandbox::landlock::{LandlockReport, apply};
 
 /// Runs `f` in a new thread restricted by `policy` (Landlock restricts only the
 /// calling thread and what it executes).

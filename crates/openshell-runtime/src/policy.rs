@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use openshell_policy::profile::LandlockProfile;
 use openshell_policy::{KernelProfile, LoadError, MAX_POLICY_BYTES};
-use openshell_runtime::run::{InitMode, LandlockExecutor};
+use openshell_sandbox::run::{InitMode, LandlockExecutor};
 use serde::{Deserialize, Serialize};
 
 /// Bundle annotation naming the policy: the absolute host path of an openshell policy YAML.

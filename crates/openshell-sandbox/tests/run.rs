@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 use openshell_policy::{KernelProfile, load_str};
-use openshell_runtime::run::{RunRequest, run};
-use openshell_runtime::{ProcessConfig, SpecInput, Writable, runtime_spec};
+use openshell_sandbox::run::{RunRequest, run};
+use openshell_sandbox::{ProcessConfig, SpecInput, Writable, runtime_spec};
 
 const PROBE: &str = r#"
 #include <stdio.h>

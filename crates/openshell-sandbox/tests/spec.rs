@@ -3,7 +3,7 @@
 
 use openshell_policy::model::Identity;
 use openshell_policy::{KernelProfile, load_str};
-use openshell_runtime::*;
+use openshell_sandbox::*;
 
 fn profile() -> KernelProfile {
     let policy =
@@ -104,7 +104,7 @@ fn identities_come_from_the_image() {
 fn a_user_namespace_maps_the_sandbox_to_its_range() {
     let p = profile();
     let mut input = input(&p);
-    input.ids = Some(openshell_runtime::idmap::IdMap::parse("1879048192").expect("range"));
+    input.ids = Some(openshell_sandbox::idmap::IdMap::parse("1879048192").expect("range"));
     let v = serde_json::to_value(runtime_spec(&input).expect("spec")).expect("json");
     assert_eq!(v["linux"]["namespaces"][0]["type"], "user");
     for key in ["uidMappings", "gidMappings"] {

@@ -101,8 +101,8 @@ pub fn init(log: Option<&Path>, format: LogFormat, debug: bool) -> std::io::Resu
     } else {
         Targets::new()
             .with_default(Level::ERROR)
-            .with_target("openshell_runc", Level::WARN)
             .with_target("openshell_runtime", Level::WARN)
+            .with_target("openshell_sandbox", Level::WARN)
     };
     let layer = RuncLog { format, out: Mutex::new(out) };
     // Only fails if a subscriber is already set, which main never does twice.
