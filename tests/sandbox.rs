@@ -448,6 +448,11 @@ fn lifecycle_keeps_sandbox_across_stop_start_and_delete_removes_it() {
     assert!(env.names().is_empty());
     let out = env.run(&["sandbox", "get", "keep"]);
     assert!(!out.status.success() && text(&out).contains("no sandbox named `keep`"), "{}", text(&out));
+    // The gateway's error code: rendered, and carried by --output json.
+    assert!(text(&out).contains("error[not_found]: no sandbox named `keep`"), "{}", text(&out));
+    let out = env.run(&["--output", "json", "sandbox", "get", "keep"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("a JSON error");
+    assert_eq!((doc["code"].as_str(), out.status.code()), (Some("not_found"), Some(1)), "{doc}");
 }
 
 #[test]
@@ -603,7 +608,7 @@ fn bad_input_is_named_and_the_socket_is_owner_only() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(env.create(&["-d", "--name", "dup"]).status.success());
     let out = env.create(&["-d", "--name", "dup"]);
-    assert!(!out.status.success() && text(&out).contains("exists already"), "{}", text(&out));
+    assert!(!out.status.success() && text(&out).contains("error[already_exists]"), "{}", text(&out));
     assert!(env.names() == ["dup"], "failed creations leave nothing behind: {:?}", env.names());
 
     let dir = env.gateway_dir();

@@ -191,6 +191,18 @@ pub fn documents(store: &Store, rec: &ImageRecord) -> Result<(ImageManifest, Ima
     Ok((document(store, &rec.manifest)?, document(store, &rec.config)?))
 }
 
+/// The documents of the image whose manifest has `manifest_digest` (its config
+/// named by the manifest), both verified: how a gateway finds an image by digest
+/// whatever name its store records it under.
+pub fn documents_by_digest(
+    store: &Store,
+    manifest_digest: &str,
+) -> Result<(ImageManifest, ImageConfiguration), ImagesError> {
+    let manifest: ImageManifest = document(store, manifest_digest)?;
+    let config = document(store, manifest.config().digest().as_ref())?;
+    Ok((manifest, config))
+}
+
 fn document<T: serde::de::DeserializeOwned>(store: &Store, digest: &str) -> Result<T, ImagesError> {
     let d = record_digest(digest)?;
     let bytes = store.read_verified(&d)?;

@@ -2,7 +2,7 @@
 //! providers (credentials kept by the gateway, never printed) and its route.
 
 use clap::Subcommand;
-use openshell_gateway::proto::{Request, Response};
+use openshell_gateway_api::proto::{Request, Response};
 use serde_json::json;
 
 use crate::output::Output;
@@ -152,9 +152,12 @@ fn done(out: &Output, response: Response) {
 pub fn provider(out: &Output, cmd: ProviderCommand) -> Result<u8, SandboxCmdError> {
     match cmd {
         ProviderCommand::Create { name, kind, base_url, credential: credential_name } => {
-            let credential = credential(&credential_name)
-                .map_err(|e| SandboxCmdError { message: e.to_string(), code: e.exit_code() })?;
-            let credential = openshell_gateway::Secret(credential);
+            let credential = credential(&credential_name).map_err(|e| SandboxCmdError {
+                message: e.to_string(),
+                code: e.exit_code(),
+                api: None,
+            })?;
+            let credential = openshell_gateway_api::proto::Credential(credential);
             done(out, call(&Request::ProviderCreate { name, kind, base_url, credential_name, credential })?);
         }
         ProviderCommand::List | ProviderCommand::Get { .. } => {

@@ -251,7 +251,7 @@ fn sandbox_exit(out: &Output, result: Result<u8, sandbox_cmd::SandboxCmdError>) 
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            out.message_error(&e.message);
+            out.message_error(&e.message, e.api.map(|c| c.as_str()));
             ExitCode::from(e.code)
         }
     }

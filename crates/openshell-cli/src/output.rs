@@ -51,12 +51,21 @@ impl Output {
         let _ = writeln!(err, "error: {e}");
     }
 
-    /// A plain error message (stderr; with `--output json`, also on stdout).
-    pub fn message_error(&self, message: &str) {
+    /// A plain error message (stderr; with `--output json`, also on stdout),
+    /// with the gateway's stable error code when it gave one (`error[not_found]: ...`,
+    /// `{"error": ..., "code": "not_found"}`).
+    pub fn message_error(&self, message: &str, code: Option<&str>) {
         if self.json() {
-            self.print_json(&serde_json::json!({ "error": message }));
+            let mut doc = serde_json::json!({ "error": message });
+            if let Some(code) = code {
+                doc["code"] = code.into();
+            }
+            self.print_json(&doc);
         }
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "error: {message}");
+        let _ = match code {
+            Some(code) => writeln!(err, "error[{code}]: {message}"),
+            None => writeln!(err, "error: {message}"),
+        };
     }
 }

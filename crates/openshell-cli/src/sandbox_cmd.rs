@@ -6,9 +6,13 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use openshell_gateway::client::{Client, ClientError, relay_terminal};
-use openshell_gateway::proto::{CreateRequest, Request, Response, SandboxInfo};
-use openshell_gateway::{GatewayDir, helper, server};
+use openshell_build::images::ImageRecord;
+use openshell_gateway::server;
+use openshell_gateway_api::client::{Client, ClientError, relay_terminal};
+use openshell_gateway_api::proto::{
+    BlobFollows, CreateRequest, ImageRef, ImageUpload, Phase, Request, Response, SandboxInfo,
+};
+use openshell_gateway_api::{ApiError, ErrorCode, GatewayDir};
 use serde_json::json;
 
 use crate::image_cmd::StoreArgs;
@@ -20,16 +24,36 @@ const DEFAULT_POLICY_NAME: &str = "policies/default.yaml (built in)";
 /// The image a sandbox gets when none is given (the newest tag in the store).
 const DEFAULT_IMAGE: &str = "openshell/default";
 
-/// Why a sandbox command failed; `code` is its exit code.
+/// Why a sandbox command failed; `code` is its exit code, `api` the gateway's
+/// error code when the gateway answered with one (rendered, and carried by
+/// `--output json`).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct SandboxCmdError {
     pub message: String,
     pub code: u8,
+    pub api: Option<ErrorCode>,
 }
 
 pub(crate) fn fail(message: impl std::fmt::Display) -> SandboxCmdError {
-    SandboxCmdError { message: message.to_string(), code: 1 }
+    SandboxCmdError { message: message.to_string(), code: 1, api: None }
+}
+
+impl From<ClientError> for SandboxCmdError {
+    fn from(e: ClientError) -> Self {
+        SandboxCmdError { message: e.to_string(), code: 1, api: Some(e.code()) }
+    }
+}
+
+impl From<ApiError> for SandboxCmdError {
+    fn from(e: ApiError) -> Self {
+        SandboxCmdError { message: e.message, code: 1, api: Some(e.code) }
+    }
+}
+
+/// A failed run of a command in a sandbox: exit code 125.
+fn run_failed(e: impl Into<SandboxCmdError>) -> SandboxCmdError {
+    SandboxCmdError { code: EXIT_RUN_FAILED, ..e.into() }
 }
 
 /// Exit code of openshell's own failure around a command run in a sandbox (as
@@ -119,7 +143,12 @@ pub enum GatewayCommand {
     /// Stop the gateway; running sandboxes keep running and are found again.
     Stop,
     /// Run the gateway in the foreground (sandbox commands start it on their own).
-    Run,
+    Run {
+        /// The store it runs images from (default: $OPENSHELL_STORE, else
+        /// ~/.local/share/openshell/store); images of other stores are uploaded to it.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
     /// (internal) A helper process waiting for a job from the gateway.
     #[command(hide = true)]
     Helper,
@@ -135,20 +164,16 @@ fn exe() -> Result<PathBuf, SandboxCmdError> {
 
 fn connect(start: bool) -> Result<Client, SandboxCmdError> {
     let dir = gateway_dir()?;
-    Client::connect(&dir, &exe()?, start).map_err(fail)
+    Ok(Client::connect(&dir, &exe()?, start)?)
 }
 
 fn rpc_err(e: ClientError) -> SandboxCmdError {
-    fail(e)
+    e.into()
 }
 
 /// Sends a request with one answer; an `Error` answer is an error.
 pub(crate) fn call(request: &Request) -> Result<Response, SandboxCmdError> {
-    let client = connect(true)?;
-    match client.call(request).map_err(rpc_err)? {
-        Response::Error { message } => Err(fail(message)),
-        other => Ok(other),
-    }
+    Ok(connect(true)?.call(request)?)
 }
 
 pub(crate) fn age(secs: u64) -> String {
@@ -163,9 +188,9 @@ pub(crate) fn age(secs: u64) -> String {
 }
 
 fn status_text(s: &SandboxInfo) -> String {
-    match (s.status.as_str(), s.exit_code) {
-        ("stopped", Some(code)) => format!("stopped ({code})"),
-        (status, _) => status.to_owned(),
+    match (s.phase, s.exit_code) {
+        (Phase::Stopped, Some(code)) => format!("stopped ({code})"),
+        (phase, _) => phase.to_string(),
     }
 }
 
@@ -193,12 +218,12 @@ fn finish_attached(client: &Client) -> Result<u8, SandboxCmdError> {
     loop {
         match client.recv().map_err(rpc_err)? {
             (Response::Exited { code }, _) => return Ok(code.clamp(0, 255) as u8),
-            (Response::Error { message }, _) => return Err(SandboxCmdError { message, code: EXIT_RUN_FAILED }),
+            (Response::Error { error }, _) => return Err(run_failed(error)),
             (Response::Console, fds) => {
                 let master = fds.into_iter().next().ok_or_else(|| fail("the gateway sent no terminal"))?;
                 match relay_terminal(client, master).map_err(rpc_err)? {
                     (Response::Exited { code }, _) => return Ok(code.clamp(0, 255) as u8),
-                    (Response::Error { message }, _) => return Err(SandboxCmdError { message, code: EXIT_RUN_FAILED }),
+                    (Response::Error { error }, _) => return Err(run_failed(error)),
                     (other, _) => return Err(fail(format!("unexpected answer {other:?}"))),
                 }
             }
@@ -278,27 +303,55 @@ fn read_policy(policy: &Option<PathBuf>) -> Result<(String, String), SandboxCmdE
     }
 }
 
-fn resolve_image(args: &CreateArgs) -> Result<(PathBuf, String), SandboxCmdError> {
+/// The image to run, from the caller's store (built first when a lockfile is
+/// given): its record, which the gateway gets by digest (or as an upload).
+fn resolve_image(args: &CreateArgs) -> Result<(openshell_store::Store, ImageRecord), SandboxCmdError> {
     let to_err = |e: crate::policy_cmd::CliError| fail(e.to_string());
-    match &args.image {
+    let (root, reference) = match &args.image {
         Some(image) if Path::new(image).is_file() => {
-            crate::image_cmd::build_for_sandbox(&args.store, Path::new(image)).map_err(to_err)
+            crate::image_cmd::build_for_sandbox(&args.store, Path::new(image)).map_err(to_err)?
         }
-        Some(image) => Ok((crate::image_cmd::store_root(&args.store).map_err(to_err)?, image.clone())),
-        None => {
-            let root = crate::image_cmd::store_root(&args.store).map_err(to_err)?;
-            let store = openshell_store::Store::open(&root).map_err(|e| fail(e.to_string()))?;
-            match openshell_build::images::newest(&store, DEFAULT_IMAGE) {
-                Ok(rec) => Ok((root, rec.reference())),
-                Err(_) => Err(SandboxCmdError {
-                    message: format!(
-                        "no --image given and no {DEFAULT_IMAGE} image in the store {}: build it with `openshell build lockfiles/default.lock`, or give --image",
-                        root.display()
-                    ),
-                    code: EXIT_RUN_FAILED,
-                }),
-            }
-        }
+        Some(image) => (crate::image_cmd::store_root(&args.store).map_err(to_err)?, image.clone()),
+        None => (crate::image_cmd::store_root(&args.store).map_err(to_err)?, String::new()),
+    };
+    let store = openshell_store::Store::open(&root).map_err(|e| fail(e.to_string()))?;
+    let found = if reference.is_empty() {
+        openshell_build::images::newest(&store, DEFAULT_IMAGE).map_err(|_| {
+            run_failed(fail(format!(
+                "no --image given and no {DEFAULT_IMAGE} image in the store {}: build it with `openshell build lockfiles/default.lock`, or give --image",
+                root.display()
+            )))
+        })?
+    } else {
+        openshell_build::images::find(&store, &reference).map_err(|e| run_failed(fail(e)))?
+    };
+    Ok((store, found))
+}
+
+/// Sends an image the gateway's store lacks: its record, then each blob's
+/// content as a descriptor (the gateway checks every byte).
+fn upload_image(store: &openshell_store::Store, rec: &ImageRecord) -> Result<(), SandboxCmdError> {
+    let upload = ImageUpload {
+        name: rec.name.clone(),
+        tag: rec.tag.clone(),
+        manifest: rec.manifest.clone(),
+        config: rec.config.clone(),
+        layers: rec.layers.clone(),
+        size: rec.size,
+        uncompressed_size: rec.uncompressed_size,
+    };
+    let client = connect(true)?;
+    client.send(&Request::ImageUpload(upload.clone()), &[])?;
+    for blob in upload.blobs() {
+        let digest: openshell_store::Digest =
+            blob.parse().map_err(|e| fail(format!("image {}: {e}", rec.reference())))?;
+        let path = store.blob_path(&digest);
+        let file = std::fs::File::open(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        client.send_part(&BlobFollows { digest: blob.to_owned() }, &[file.as_fd()])?;
+    }
+    match client.recv()?.0 {
+        Response::Error { error } => Err(error.into()),
+        _ => Ok(()),
     }
 }
 
@@ -352,7 +405,7 @@ pub fn sandbox(out: &Output, cmd: SandboxCommand) -> Result<u8, SandboxCmdError>
                             return Ok(0);
                         }
                     }
-                    (Response::Error { message }, _) => return Err(fail(message)),
+                    (Response::Error { error }, _) => return Err(error.into()),
                     _ => return Ok(0),
                 }
             }
@@ -395,7 +448,7 @@ fn create(out: &Output, args: CreateArgs) -> Result<u8, SandboxCmdError> {
     }
     for kv in &args.env {
         if !kv.contains('=') || kv.starts_with('=') {
-            return Err(SandboxCmdError { message: format!("--env `{kv}`: expected K=V"), code: 2 });
+            return Err(SandboxCmdError { message: format!("--env `{kv}`: expected K=V"), code: 2, api: None });
         }
     }
     let (policy_name, policy) = read_policy(&args.policy)?;
@@ -403,8 +456,7 @@ fn create(out: &Output, args: CreateArgs) -> Result<u8, SandboxCmdError> {
     let attach = !args.detach && !interactive;
     let request = Request::Create(CreateRequest {
         name: args.name.clone(),
-        store,
-        image,
+        image: ImageRef { reference: image.reference(), digest: image.manifest.clone() },
         policy_name,
         policy,
         command: args.command.clone(),
@@ -412,17 +464,29 @@ fn create(out: &Output, args: CreateArgs) -> Result<u8, SandboxCmdError> {
         rm: args.rm,
         attach,
     });
-    let client = connect(true)?;
     let target = attach.then(forward_signals);
-    if attach {
-        send_with_stdio(&client, &request)?;
-    } else {
-        client.send(&request, &[]).map_err(rpc_err)?;
+    let send_create = || -> Result<(Client, Response), SandboxCmdError> {
+        let client = connect(true)?;
+        if attach {
+            send_with_stdio(&client, &request)?;
+        } else {
+            client.send(&request, &[]).map_err(rpc_err)?;
+        }
+        let answer = client.recv().map_err(rpc_err)?.0;
+        Ok((client, answer))
+    };
+    let (mut client, mut answer) = send_create()?;
+    if let Response::Error { error } = &answer
+        && error.code == ErrorCode::ImageNotFound
+    {
+        // The gateway runs images from its own store: this one goes there first.
+        upload_image(&store, &image).map_err(run_failed)?;
+        (client, answer) = send_create()?;
     }
-    let sandbox = match client.recv().map_err(rpc_err)? {
-        (Response::Sandbox { sandbox }, _) => sandbox,
-        (Response::Error { message }, _) => return Err(SandboxCmdError { message, code: EXIT_RUN_FAILED }),
-        (other, _) => return Err(fail(format!("unexpected answer {other:?}"))),
+    let sandbox = match answer {
+        Response::Sandbox { sandbox } => sandbox,
+        Response::Error { error } => return Err(run_failed(error)),
+        other => return Err(fail(format!("unexpected answer {other:?}"))),
     };
     if let Some(target) = &target {
         aim(target, &sandbox.name);
@@ -469,16 +533,18 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
                     return Ok(0);
                 }
             };
-            match client.call(&Request::Shutdown).map_err(rpc_err)? {
-                Response::Done { message } => out.info(&message),
-                Response::Error { message } => return Err(fail(message)),
-                _ => {}
+            if let Response::Done { message } = client.call(&Request::Shutdown).map_err(rpc_err)? {
+                out.info(&message);
             }
             Ok(0)
         }
-        GatewayCommand::Run => {
+        GatewayCommand::Run { store } => {
             let dir = gateway_dir()?;
-            match server::serve(dir, exe()?) {
+            let store = match store {
+                Some(s) => s,
+                None => openshell_store::Store::default_root().map_err(fail)?,
+            };
+            match server::serve(dir, exe()?, &store) {
                 Ok(()) => Ok(0),
                 Err(e @ server::ServerError::AlreadyRunning(_)) => {
                     out.info(&e.to_string());
@@ -487,7 +553,7 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
                 Err(e) => Err(fail(e)),
             }
         }
-        GatewayCommand::Helper => Ok(helper::helper_main().clamp(0, 255) as u8),
+        GatewayCommand::Helper => Ok(openshell_driver_local::helper::helper_main().clamp(0, 255) as u8),
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::proto::SandboxInfo;
+use openshell_gateway_api::proto::{Phase, PolicyRevision, ProviderInfo, SandboxInfo};
 
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -16,10 +16,11 @@ pub struct DbError {
 }
 
 /// One sandbox's row: what `SandboxInfo` shows, plus what only the gateway needs.
+/// (The `supervisor_pid` column of older databases is no longer written: the
+/// local driver keeps its supervisors' records itself.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub info: SandboxInfo,
-    pub supervisor_pid: Option<i32>,
     pub auto_remove: bool,
 }
 
@@ -77,7 +78,7 @@ CREATE TABLE IF NOT EXISTS counters (
 /// A provider as stored: its credential only in `credential`, never in `info`.
 #[derive(Clone)]
 pub struct ProviderRow {
-    pub info: crate::proto::ProviderInfo,
+    pub info: ProviderInfo,
     pub credential: String,
 }
 
@@ -147,7 +148,7 @@ impl Db {
         let rows = stmt
             .query_map([], |r| {
                 Ok(ProviderRow {
-                    info: crate::proto::ProviderInfo {
+                    info: ProviderInfo {
                         name: r.get(0)?,
                         kind: r.get(1)?,
                         base_url: r.get(2)?,
@@ -229,7 +230,7 @@ impl Db {
                 i.image_digest,
                 i.policy_name,
                 command,
-                i.status,
+                i.phase.as_str(),
                 rec.auto_remove,
                 i.created as i64
             ],
@@ -269,7 +270,16 @@ impl Db {
                     image_digest: row.get(3)?,
                     policy_name: row.get(4)?,
                     command: serde_json::from_str(&command).unwrap_or_default(),
-                    status: row.get(6)?,
+                    phase: {
+                        let text: String = row.get(6)?;
+                        Phase::parse(&text).ok_or_else(|| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                6,
+                                rusqlite::types::Type::Text,
+                                format!("unknown sandbox status `{text}`").into(),
+                            )
+                        })?
+                    },
                     exit_code: row.get(7)?,
                     pid: row.get(8)?,
                     created: row.get::<_, i64>(11)? as u64,
@@ -277,7 +287,6 @@ impl Db {
                     finished: row.get::<_, Option<i64>>(13)?.map(|v| v as u64),
                     policy_revision: row.get::<_, Option<i64>>(14)?.unwrap_or(0),
                 },
-                supervisor_pid: row.get(9)?,
                 auto_remove: row.get(10)?,
             })
         };
@@ -302,12 +311,12 @@ impl Db {
         Ok(self.select("WHERE s.id = ?1", Some(name_or_id))?.into_iter().next())
     }
 
-    pub fn set_running(&self, id: &str, pid: i32, supervisor_pid: i32) -> Result<(), DbError> {
+    pub fn set_running(&self, id: &str, pid: Option<i32>) -> Result<(), DbError> {
         self.conn
             .execute(
-                "UPDATE sandboxes SET status = 'running', pid = ?2, supervisor_pid = ?3, exit_code = NULL,
+                "UPDATE sandboxes SET status = ?2, pid = ?3, supervisor_pid = NULL, exit_code = NULL,
                  started = ?4, finished = NULL WHERE id = ?1",
-                params![id, pid, supervisor_pid, now() as i64],
+                params![id, Phase::Running.as_str(), pid, now() as i64],
             )
             .map(drop)
             .map_err(self.err())
@@ -315,7 +324,7 @@ impl Db {
 
     /// `stopped` with an exit code, or `dead` without one.
     pub fn set_finished(&self, id: &str, exit_code: Option<i32>, finished: Option<u64>) -> Result<(), DbError> {
-        let status = if exit_code.is_some() { "stopped" } else { "dead" };
+        let status = if exit_code.is_some() { Phase::Stopped } else { Phase::Dead }.as_str();
         self.conn
             .execute(
                 "UPDATE sandboxes SET status = ?2, exit_code = ?3, pid = NULL, supervisor_pid = NULL, finished = ?4
@@ -343,14 +352,14 @@ impl Db {
     }
 
     /// Every revision of the sandbox's policy, oldest first.
-    pub fn policies(&self, id: &str) -> Result<Vec<crate::proto::PolicyRevision>, DbError> {
+    pub fn policies(&self, id: &str) -> Result<Vec<PolicyRevision>, DbError> {
         let mut stmt = self
             .conn
             .prepare("SELECT revision, name, created, text FROM policies WHERE sandbox = ?1 ORDER BY revision")
             .map_err(self.err())?;
         let rows = stmt
             .query_map([id], |r| {
-                Ok(crate::proto::PolicyRevision {
+                Ok(PolicyRevision {
                     revision: r.get(0)?,
                     name: r.get(1)?,
                     created: r.get::<_, i64>(2)? as u64,

@@ -1,6 +1,6 @@
 //! The gateway process: one per gateway directory (a file lock says which),
-//! listening on an owner-only Unix socket, keeping state in SQLite, driving
-//! sandboxes through a [`Driver`].
+//! listening on an owner-only Unix socket, keeping state in SQLite, running
+//! images from its own store, driving sandboxes through a [`Driver`].
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -9,13 +9,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use openshell_driver::{Applied, Created, Driver, DriverError, Exec, ExecSpec, Found, Job, LogKind, Pending, Run};
+use openshell_gateway_api::proto::{
+    API_VERSION, CreateRequest, Envelope, GatewayStatus, Phase, Request, Response, SandboxInfo,
+};
+use openshell_gateway_api::{ApiError, ErrorCode, GatewayDir, wire};
+use openshell_store::Store;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use crate::db::{Db, DbError, Record};
-use crate::driver::{Applied, Created, Driver, DriverError, LocalDriver, Run, Waiter};
-use crate::proto::{CreateRequest, GatewayStatus, HelperMessage, Request, Response, SandboxInfo};
-use crate::{GatewayDir, now, wire};
+use crate::now;
 
+mod images;
 mod inference;
 
 /// Why the gateway could not start.
@@ -31,11 +36,23 @@ pub enum ServerError {
     AlreadyRunning(std::path::PathBuf),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("the gateway's store: {0}")]
+    Store(#[from] openshell_store::StoreError),
+    #[error("the {0} driver: {1}")]
+    Driver(&'static str, DriverError),
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        ApiError::internal(e)
+    }
 }
 
 struct Gateway {
     dir: GatewayDir,
     db: Mutex<Db>,
+    /// The images sandboxes run, found by manifest digest.
+    store: Store,
     driver: Arc<dyn Driver>,
     started: u64,
     /// Sandboxes whose last run is still being cleaned up by its supervisor (the
@@ -55,13 +72,13 @@ struct Standby {
     key: String,
     id: String,
     created: Created,
-    run: Run,
+    pending: Box<dyn Pending>,
 }
 
-/// Requests with the same key can take the same standby sandbox: same store,
-/// image (by manifest digest) and policy (the command and environment are the job's).
-fn standby_key(req: &CreateRequest, digest: &str) -> String {
-    format!("{}\n{digest}\n{}\n{}", req.store.display(), req.policy_name, req.policy)
+/// Requests with the same key can take the same standby sandbox: same image
+/// (by manifest digest) and policy (the command and environment are the job's).
+fn standby_key(req: &CreateRequest) -> String {
+    format!("{}\n{}\n{}", req.image.digest, req.policy_name, req.policy)
 }
 
 type Reply<'a> = &'a OwnedFd;
@@ -76,18 +93,15 @@ fn send_output(conn: Reply<'_>, bytes: &[u8]) -> bool {
     send(conn, &Response::Output { len: bytes.len() }, &[]) && wire::send_bytes(conn, bytes, &[]).is_ok()
 }
 
-/// Runs the gateway of `dir` until asked to shut down. `exe` is the `openshell`
-/// executable (for helper processes).
-pub fn serve(dir: GatewayDir, exe: std::path::PathBuf) -> Result<(), ServerError> {
+/// Runs the gateway of `dir` until asked to shut down, running images from the
+/// store at `store`. `exe` is the `openshell` executable (for helper processes).
+pub fn serve(dir: GatewayDir, exe: std::path::PathBuf, store: &std::path::Path) -> Result<(), ServerError> {
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
         move |source| ServerError::Io { path, source }
     };
     std::fs::create_dir_all(&dir.0).map_err(io(&dir.0))?;
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700)).map_err(io(&dir.0))?;
-    for sub in [dir.sandboxes(), dir.layers(), dir.containers()] {
-        std::fs::create_dir_all(&sub).map_err(io(&sub))?;
-    }
     let lock_path = dir.lock();
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -101,10 +115,14 @@ pub fn serve(dir: GatewayDir, exe: std::path::PathBuf) -> Result<(), ServerError
         Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
     }
     let db = Db::open(&dir.db())?;
-    let driver: Arc<dyn Driver> = Arc::new(LocalDriver::new(dir.clone(), exe));
+    let store = Store::open(store)?;
+    let local = openshell_driver_local::LocalDriver::new(dir.0.clone(), exe, store.clone())
+        .map_err(|e| ServerError::Driver("local", e))?;
+    let driver: Arc<dyn Driver> = Arc::new(local);
     let gateway = Arc::new(Gateway {
         dir: dir.clone(),
         db: Mutex::new(db),
+        store,
         driver,
         started: now(),
         cleaning: Mutex::new(std::collections::HashSet::new()),
@@ -142,11 +160,8 @@ pub fn serve(dir: GatewayDir, exe: std::path::PathBuf) -> Result<(), ServerError
                     pid = cred.pid.as_raw_nonzero().get(),
                     "refused a connection of another user"
                 );
-                let _ = wire::send(
-                    &conn,
-                    &Response::Error { message: "permission denied: not the gateway's owner".into() },
-                    &[],
-                );
+                let error = ApiError::new(ErrorCode::PermissionDenied, "permission denied: not the gateway's owner");
+                let _ = wire::send(&conn, &Response::Error { error }, &[]);
                 continue;
             }
             Err(e) => {
@@ -169,8 +184,9 @@ fn random_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Names are `[a-z0-9][a-z0-9_.-]*`, at most 63 characters (they become hostnames).
-pub fn check_name(name: &str) -> Result<(), String> {
+/// Names are `[a-z0-9][a-z0-9_.-]*`, at most 63 characters (they become
+/// hostnames); `what` is what is named (`sandbox`, `provider`).
+pub fn check_name(name: &str, what: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
@@ -178,9 +194,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid sandbox name `{name}`: use 1 to 63 of a-z, 0-9, `_`, `.`, `-`, starting with a letter or digit"
-        ))
+        Err(ApiError::invalid(format!(
+            "invalid {what} name `{name}`: use 1 to 63 of a-z, 0-9, `_`, `.`, `-`, starting with a letter or digit"
+        )))
     }
 }
 
@@ -189,8 +205,9 @@ impl Gateway {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sandboxes the state says run: still supervised (watch them again), or
-    /// ended while no gateway watched (their exit.json says how), or lost (`dead`).
+    /// Sandboxes the state says run: still running (watch them again), or
+    /// ended while no gateway watched (their driver says how), or lost (`dead`).
+    /// What the driver holds of sandboxes the state does not know is removed.
     fn recover(self: &Arc<Self>) {
         let records = match self.db().all() {
             Ok(r) => r,
@@ -199,34 +216,18 @@ impl Gateway {
                 return;
             }
         };
-        // Directories no record names: standby sandboxes of a gateway that died (their
-        // supervisors discard them when alive; what a killed one left is removed here).
-        let known: std::collections::HashSet<&str> = records.iter().map(|r| r.info.id.as_str()).collect();
-        for entry in std::fs::read_dir(self.dir.sandboxes()).into_iter().flatten().flatten() {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            if known.contains(id.as_str()) {
-                continue;
-            }
-            let record = std::fs::read_to_string(entry.path().join(crate::helper::SUPERVISOR_FILE)).unwrap_or_default();
-            let pid = record.split_whitespace().next().and_then(|p| p.parse().ok());
-            if !pid.is_some_and(|pid| self.driver.alive(&id, pid)) {
-                tracing::info!(%id, "removing an unrecorded sandbox directory");
-                if let Err(e) = self.driver.remove(&id) {
-                    tracing::warn!(%e, "removing an unrecorded sandbox directory");
-                }
-            }
-        }
-        for rec in records.into_iter().filter(|r| r.info.status == "running") {
-            match (rec.supervisor_pid, rec.info.pid) {
-                (Some(sup), Some(init)) if self.driver.adopt(&rec.info.id, sup, init) => {
-                    tracing::info!(sandbox = %rec.info.name, supervisor = sup, "found running");
+        self.driver.sweep(&records.iter().map(|r| r.info.id.clone()).collect());
+        for rec in records.into_iter().filter(|r| r.info.phase == Phase::Running) {
+            match self.driver.find(&rec.info.id) {
+                Found::Running(watch) => {
+                    tracing::info!(sandbox = %rec.info.name, "found running");
                     let gateway = Arc::clone(self);
                     std::thread::spawn(move || {
-                        gateway.driver.wait_adopted(&rec.info.id);
-                        gateway.finish_and_remove(&rec.info.id, None);
+                        let code = watch.wait().ok();
+                        gateway.finish_and_remove(&rec.info.id, code);
                     });
                 }
-                _ => self.finish_and_remove(&rec.info.id, None),
+                Found::Ended(_) => self.finish_and_remove(&rec.info.id, None),
             }
         }
     }
@@ -264,24 +265,33 @@ impl Gateway {
         }
     }
 
-    fn find(&self, name: &str) -> Result<Record, String> {
-        match self.db().find(name) {
-            Ok(Some(r)) => Ok(r),
-            Ok(None) => Err(format!("no sandbox named `{name}`")),
-            Err(e) => Err(e.to_string()),
-        }
+    fn find(&self, name: &str) -> Result<Record, ApiError> {
+        self.db().find(name)?.ok_or_else(|| ApiError::not_found(format!("no sandbox named `{name}`")))
     }
 
-    fn info(&self, id: &str) -> Result<SandboxInfo, String> {
+    fn info(&self, id: &str) -> Result<SandboxInfo, ApiError> {
         self.find(id).map(|r| r.info)
     }
 
+    fn running(&self, id: &str) -> bool {
+        self.db().find(id).ok().flatten().is_some_and(|r| r.info.phase == Phase::Running)
+    }
+
     fn connection(self: Arc<Self>, conn: OwnedFd) {
-        let (request, fds) = match wire::recv::<Request>(&conn) {
-            Ok(Some(r)) => r,
+        let (request, fds) = match wire::recv::<Envelope>(&conn) {
+            Ok(Some((envelope, _))) if envelope.api != API_VERSION => {
+                let error = ApiError::new(
+                    ErrorCode::Unsupported,
+                    format!("this gateway speaks API version {API_VERSION}, the request version {}", envelope.api),
+                );
+                send(&conn, &Response::Error { error }, &[]);
+                return;
+            }
+            Ok(Some((envelope, fds))) => (envelope.request, fds),
             Ok(None) => return,
             Err(e) => {
-                let _ = wire::send(&conn, &Response::Error { message: format!("bad request: {e}") }, &[]);
+                let error = ApiError::invalid(format!("bad request: {e}"));
+                send(&conn, &Response::Error { error }, &[]);
                 return;
             }
         };
@@ -290,8 +300,8 @@ impl Gateway {
                 send(&conn, &last, &[]);
             }
             Ok(None) => {}
-            Err(message) => {
-                send(&conn, &Response::Error { message }, &[]);
+            Err(error) => {
+                send(&conn, &Response::Error { error }, &[]);
             }
         }
     }
@@ -302,13 +312,14 @@ impl Gateway {
         request: Request,
         fds: Vec<OwnedFd>,
         reply: Reply<'_>,
-    ) -> Result<Option<Response>, String> {
+    ) -> Result<Option<Response>, ApiError> {
         match request {
             Request::Create(req) => self.create(req, fds, reply),
+            Request::ImageUpload(upload) => self.upload(upload, reply),
             Request::Start { name, attach } => {
                 let rec = self.find(&name)?;
-                if rec.info.status == "running" {
-                    return Err(format!("sandbox `{}` is already running", rec.info.name));
+                if rec.info.phase == Phase::Running {
+                    return Err(ApiError::precondition(format!("sandbox `{}` is already running", rec.info.name)));
                 }
                 self.run(&rec.info.id, if attach { fds } else { Vec::new() }, attach, reply)
             }
@@ -319,43 +330,47 @@ impl Gateway {
             }
             Request::Kill { name, signal } => {
                 let rec = self.find(&name)?;
-                if rec.info.status != "running" {
-                    return Err(format!("sandbox `{}` is not running", rec.info.name));
+                if rec.info.phase != Phase::Running {
+                    return Err(ApiError::precondition(format!("sandbox `{}` is not running", rec.info.name)));
                 }
-                let signal = Signal::try_from(signal).map_err(|e| format!("signal {signal}: {e}"))?;
-                self.driver.signal(&rec.info.id, signal).map_err(|e| e.to_string())?;
+                let signal =
+                    Signal::try_from(signal).map_err(|e| ApiError::invalid(format!("signal {signal}: {e}")))?;
+                self.driver.signal(&rec.info.id, signal)?;
                 Ok(Some(Response::Done { message: String::new() }))
             }
             Request::Delete { name } => {
                 let rec = self.find(&name)?;
-                if rec.info.status == "running" {
+                if rec.info.phase == Phase::Running {
                     self.stop(&rec, Duration::from_secs(10))?;
                 }
                 self.wait_cleaned(&rec.info.id);
-                self.driver.remove(&rec.info.id).map_err(|e| e.to_string())?;
-                self.db().remove(&rec.info.id).map_err(|e| e.to_string())?;
+                self.driver.remove(&rec.info.id)?;
+                self.db().remove(&rec.info.id)?;
                 Ok(Some(Response::Done { message: format!("deleted sandbox `{}`", rec.info.name) }))
             }
             Request::List => {
-                let all = self.db().all().map_err(|e| e.to_string())?;
+                let all = self.db().all()?;
                 Ok(Some(Response::Sandboxes { sandboxes: all.into_iter().map(|r| r.info).collect() }))
             }
             Request::Get { name } => Ok(Some(Response::Sandbox { sandbox: self.find(&name)?.info })),
             Request::Logs { name, follow, audit } => self.logs(&name, follow, audit, reply),
             Request::Exec { name, args, env, tty } => {
                 let rec = self.find(&name)?;
-                if rec.info.status != "running" {
-                    return Err(format!("sandbox `{}` is not running ({})", rec.info.name, rec.info.status));
+                if rec.info.phase != Phase::Running {
+                    return Err(ApiError::precondition(format!(
+                        "sandbox `{}` is not running ({})",
+                        rec.info.name, rec.info.phase
+                    )));
                 }
-                let waiter = self.driver.exec(&rec.info.id, &args, &env, tty, fds).map_err(|e| e.to_string())?;
-                relay_exec(waiter, tty, reply)
+                let exec = self.driver.exec(&rec.info.id, &ExecSpec { args, env, tty }, fds)?;
+                relay_exec(exec, reply)
             }
             Request::PolicySet { name, policy_name, policy, wait } => {
                 self.policy_set(&name, &policy_name, &policy, wait)
             }
             Request::PolicyGet { name, all } => {
                 let rec = self.find(&name)?;
-                let mut revisions = self.db().policies(&rec.info.id).map_err(|e| e.to_string())?;
+                let mut revisions = self.db().policies(&rec.info.id)?;
                 if !all {
                     revisions = revisions.split_off(revisions.len().saturating_sub(1));
                 }
@@ -373,16 +388,17 @@ impl Gateway {
             Request::InferenceGet => self.inference_get(),
             Request::InferenceDelete => self.inference_delete(),
             Request::Status => {
-                let all = self.db().all().map_err(|e| e.to_string())?;
+                let all = self.db().all()?;
                 Ok(Some(Response::Status {
                     status: GatewayStatus {
                         pid: std::process::id(),
                         version: env!("CARGO_PKG_VERSION").to_owned(),
                         dir: self.dir.0.clone(),
                         socket: self.dir.socket(),
+                        store: self.store.root().to_owned(),
                         started: self.started,
                         sandboxes: all.len(),
-                        running: all.iter().filter(|r| r.info.status == "running").count(),
+                        running: all.iter().filter(|r| r.info.phase == Phase::Running).count(),
                         driver: self.driver.name().to_owned(),
                     },
                 }))
@@ -397,7 +413,7 @@ impl Gateway {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 if let Some(standby) = self.standby.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    standby.run.waiter.discard();
+                    standby.pending.discard();
                 }
                 send(reply, &Response::Done { message: "gateway stopped; running sandboxes keep running".into() }, &[]);
                 std::process::exit(0);
@@ -410,19 +426,22 @@ impl Gateway {
         req: CreateRequest,
         fds: Vec<OwnedFd>,
         reply: Reply<'_>,
-    ) -> Result<Option<Response>, String> {
+    ) -> Result<Option<Response>, ApiError> {
         if !rustix::process::geteuid().is_root() {
-            return Err("sandboxes need root: the local driver creates namespaces, cgroups and mounts (rootless sandboxes are not supported)".into());
+            return Err(ApiError::precondition(
+                "sandboxes need root: the local driver creates namespaces, cgroups and mounts (rootless sandboxes are not supported)",
+            ));
         }
         if let Some(n) = &req.name {
-            check_name(n)?;
-            if self.db().name_taken(n).map_err(|e| e.to_string())? {
-                return Err(format!("a sandbox named `{n}` exists already"));
+            check_name(n, "sandbox")?;
+            if self.db().name_taken(n)? {
+                return Err(ApiError::new(ErrorCode::AlreadyExists, format!("a sandbox named `{n}` exists already")));
             }
         }
+        self.image_present(&req.image)?;
         let stdio = if req.attach { fds } else { Vec::new() };
         // The key names the image by digest: a rebuilt tag is another image.
-        let key = standby_key(&req, &self.driver.image_digest(&req).map_err(|e| e.to_string())?);
+        let key = standby_key(&req);
         let taken = {
             let mut slot = self.standby.lock().unwrap_or_else(|p| p.into_inner());
             if slot.as_ref().is_some_and(|s| s.key == key) { slot.take() } else { None }
@@ -440,28 +459,36 @@ impl Gateway {
     }
 
     /// The record of a new sandbox, in the state from now on.
-    fn insert(&self, id: &str, req: &CreateRequest, created: &Created) -> Result<(), String> {
+    fn insert(&self, id: &str, req: &CreateRequest) -> Result<(), ApiError> {
         let name = req.name.clone().unwrap_or_else(|| format!("sandbox-{id}"));
         let rec = Record {
             info: SandboxInfo {
                 id: id.to_owned(),
                 name,
-                image: created.image.clone(),
-                image_digest: created.image_digest.clone(),
+                image: req.image.reference.clone(),
+                image_digest: req.image.digest.clone(),
                 policy_name: req.policy_name.clone(),
                 policy_revision: 1,
                 command: req.command.clone(),
-                status: "created".into(),
+                phase: Phase::Created,
                 exit_code: None,
                 pid: None,
                 created: now(),
                 started: None,
                 finished: None,
             },
-            supervisor_pid: None,
             auto_remove: req.rm,
         };
-        self.db().insert(&rec, &req.policy).map_err(|e| e.to_string())
+        Ok(self.db().insert(&rec, &req.policy)?)
+    }
+
+    /// What the driver is asked to create for `req`.
+    fn spec(req: &CreateRequest) -> openshell_driver::SandboxSpec {
+        openshell_driver::SandboxSpec {
+            image_digest: req.image.digest.clone(),
+            policy_name: req.policy_name.clone(),
+            policy: req.policy.clone(),
+        }
     }
 
     fn create_cold(
@@ -469,21 +496,14 @@ impl Gateway {
         req: &CreateRequest,
         stdio: Vec<OwnedFd>,
         reply: Reply<'_>,
-    ) -> Result<Option<Response>, String> {
+    ) -> Result<Option<Response>, ApiError> {
         let id = random_id();
-        let prepared = self.driver.create(&id, req).and_then(|created| {
-            let route = self.give_route(&id).map_err(DriverError)?;
-            self.driver.set_job(&id, &created.job(req, route))?;
+        let prepared = self.driver.create(&id, &Self::spec(req)).map_err(ApiError::from).and_then(|created| {
+            let route = self.give_route(&id)?;
+            self.driver.set_job(&id, &Job::new(&created, &req.command, &req.env, route))?;
             Ok(created)
         });
-        let created = match prepared {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = self.driver.remove(&id);
-                return Err(e.to_string());
-            }
-        };
-        if let Err(e) = self.insert(&id, req, &created) {
+        if let Err(e) = prepared.and_then(|_| self.insert(&id, req)) {
             let _ = self.driver.remove(&id);
             return Err(e);
         }
@@ -497,23 +517,21 @@ impl Gateway {
         req: &CreateRequest,
         stdio: Vec<OwnedFd>,
         reply: Reply<'_>,
-    ) -> Result<Option<Response>, String> {
-        let Standby { id, created, run, .. } = standby;
+    ) -> Result<Option<Response>, ApiError> {
+        let Standby { id, created, pending, .. } = standby;
         let route = self.route_file().ok().and_then(|f| f.route).map(|r| r.kind);
-        if let Err(e) = self
-            .driver
-            .set_job(&id, &created.job(req, route))
-            .and_then(|()| self.insert(&id, req, &created).map_err(DriverError))
-        {
-            self.discard(run);
-            return Err(e.to_string());
+        let job = Job::new(&created, &req.command, &req.env, route);
+        if let Err(e) = self.driver.set_job(&id, &job).map_err(ApiError::from).and_then(|()| self.insert(&id, req)) {
+            discard(pending);
+            return Err(e);
         }
-        if let Err(e) = self.driver.assign(&run, stdio) {
-            self.discard(run);
-            let _ = self.db().remove(&id);
-            return Err(e.to_string());
+        match pending.assign(stdio) {
+            Ok(run) => self.follow(&id, run, req.attach, reply),
+            Err(e) => {
+                let _ = self.db().remove(&id);
+                Err(e.into())
+            }
         }
-        self.follow(&id, run, req.attach, reply)
     }
 
     /// Starts a sandbox ahead of need for the next request like `req` (one at a
@@ -528,47 +546,27 @@ impl Gateway {
     }
 
     fn refill(self: &Arc<Self>, key: String, req: CreateRequest) {
-        let gateway = self;
-        if gateway.standby.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.key == key) {
+        if self.standby.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.key == key) {
             return;
         }
         let id = random_id();
-        let created = match gateway.driver.create(&id, &req).and_then(|c| {
-            gateway.give_route(&id).map_err(DriverError)?;
-            Ok(c)
-        }) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(%e, "preparing a standby sandbox");
-                let _ = gateway.driver.remove(&id);
-                return;
-            }
-        };
-        match gateway.driver.standby(&id) {
-            Ok(run) => {
-                let old = gateway.standby.lock().unwrap_or_else(|p| p.into_inner()).replace(Standby {
-                    key,
-                    id,
-                    created,
-                    run,
-                });
+        let made = self.driver.create(&id, &Self::spec(&req)).map_err(ApiError::from).and_then(|created| {
+            self.give_route(&id)?;
+            let pending = self.driver.standby(&id)?;
+            Ok(Standby { key, id: id.clone(), created, pending })
+        });
+        match made {
+            Ok(standby) => {
+                let old = self.standby.lock().unwrap_or_else(|p| p.into_inner()).replace(standby);
                 if let Some(old) = old {
-                    gateway.discard(old.run);
+                    discard(old.pending);
                 }
             }
             Err(e) => {
                 tracing::warn!(%e, "starting a standby sandbox");
-                let _ = gateway.driver.remove(&id);
+                let _ = self.driver.remove(&id);
             }
         }
-    }
-
-    /// Ends an unassigned standby sandbox: its supervisor sees the control socket
-    /// close, kills it and removes its files.
-    fn discard(&self, run: Run) {
-        // The supervisor discards it when its control socket closes (not before:
-        // waiting on the socket open would keep it waiting for an assignment).
-        std::thread::spawn(move || run.waiter.discard());
     }
 
     /// Starts a sandbox; attached, waits for its end and answers its exit code.
@@ -578,13 +576,13 @@ impl Gateway {
         stdio: Vec<OwnedFd>,
         attach: bool,
         reply: Reply<'_>,
-    ) -> Result<Option<Response>, String> {
+    ) -> Result<Option<Response>, ApiError> {
         self.wait_cleaned(id);
         let run = match self.driver.start(id, stdio) {
             Ok(r) => r,
             Err(e) => {
                 self.finish_and_remove(id, None);
-                return Err(e.to_string());
+                return Err(e.into());
             }
         };
         self.follow(id, run, attach, reply)
@@ -597,120 +595,84 @@ impl Gateway {
         run: Run,
         attach: bool,
         reply: Reply<'_>,
-    ) -> Result<Option<Response>, String> {
-        self.db().set_running(id, run.pid, run.supervisor_pid).map_err(|e| e.to_string())?;
+    ) -> Result<Option<Response>, ApiError> {
+        self.db().set_running(id, run.pid)?;
         let info = self.info(id)?;
         send(reply, &Response::Sandbox { sandbox: info }, &[]);
-        if attach {
-            // The client gets the code as soon as the output is complete; the
-            // sandbox's cleanup (and a --rm removal) happens after.
-            let mut waiter = run.waiter;
-            let outcome = waiter.code();
-            self.cleaning.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
-            let remove = self.finish(id, outcome.as_ref().ok().copied());
-            send(
-                reply,
-                &match &outcome {
-                    Ok(code) => Response::Exited { code: *code },
-                    Err(message) => Response::Error { message: message.clone() },
-                },
-                &[],
-            );
-            if let Err(message) = waiter.reap() {
-                tracing::warn!(sandbox = id, %message, "cleanup after the run");
-            }
-            if remove && let Err(e) = self.driver.remove(id) {
-                tracing::error!(%e, "removing a --rm sandbox");
-            }
-            self.cleaning.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-            self.cleaned.notify_all();
+        let mut watch = run.watch;
+        if !attach {
+            let gateway = Arc::clone(self);
+            let id = id.to_owned();
+            std::thread::spawn(move || {
+                let outcome = watch.wait();
+                gateway.finish_and_remove(&id, outcome.ok());
+            });
             return Ok(None);
         }
-        let gateway = Arc::clone(self);
-        let id = id.to_owned();
-        std::thread::spawn(move || {
-            let outcome = run.waiter.wait();
-            gateway.finish_and_remove(&id, outcome.ok());
-        });
+        // The client gets the code as soon as the output is complete; the
+        // sandbox's cleanup (and a --rm removal) happens after.
+        let outcome = watch.code();
+        self.cleaning.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
+        let remove = self.finish(id, outcome.as_ref().ok().copied());
+        let last = match outcome {
+            Ok(code) => Response::Exited { code },
+            Err(e) => Response::Error { error: e.into() },
+        };
+        send(reply, &last, &[]);
+        if let Err(e) = watch.reap() {
+            tracing::warn!(sandbox = id, %e, "cleanup after the run");
+        }
+        if remove && let Err(e) = self.driver.remove(id) {
+            tracing::error!(%e, "removing a --rm sandbox");
+        }
+        self.cleaning.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.cleaned.notify_all();
         Ok(None)
     }
 
     /// SIGTERM to process 1 (passed on to the workload), SIGKILL after `timeout`.
-    fn stop(&self, rec: &Record, timeout: Duration) -> Result<(), String> {
-        if rec.info.status != "running" {
+    fn stop(&self, rec: &Record, timeout: Duration) -> Result<(), ApiError> {
+        if rec.info.phase != Phase::Running {
             return Ok(());
         }
         let id = rec.info.id.as_str();
-        let running = || self.db().find(id).ok().flatten().is_some_and(|r| r.info.status == "running");
-        self.driver.signal(id, Signal::SIGTERM).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + timeout;
-        while running() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if running() {
-            self.driver.signal(id, Signal::SIGKILL).map_err(|e| e.to_string())?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while running() && Instant::now() < deadline {
+        let wait_until = |deadline: Instant| {
+            while self.running(id) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
+        };
+        self.driver.signal(id, Signal::SIGTERM)?;
+        wait_until(Instant::now() + timeout);
+        if self.running(id) {
+            self.driver.signal(id, Signal::SIGKILL)?;
+            wait_until(Instant::now() + Duration::from_secs(10));
         }
-        if running() {
-            return Err(format!("sandbox `{}` did not stop", rec.info.name));
+        if self.running(id) {
+            return Err(ApiError::internal(format!("sandbox `{}` did not stop", rec.info.name)));
         }
         Ok(())
     }
 
-    fn logs(&self, name: &str, follow: bool, audit: bool, reply: Reply<'_>) -> Result<Option<Response>, String> {
+    fn logs(&self, name: &str, follow: bool, audit: bool, reply: Reply<'_>) -> Result<Option<Response>, ApiError> {
         let rec = self.find(name)?;
-        let path = if audit { self.driver.audit_path(&rec.info.id) } else { self.driver.log_path(&rec.info.id) };
+        let mut log = self.driver.log(&rec.info.id, if audit { LogKind::Audit } else { LogKind::Output })?;
         let mut buf = vec![0u8; 64 * 1024];
-        // A log rotates at the policy's size: the older file first.
-        if let Ok(mut older) = std::fs::File::open(openshell_sandbox::logs::previous(&path)) {
-            loop {
-                let n = older.read(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?;
-                if n == 0 {
-                    break;
-                }
-                if !send_output(reply, &buf[..n]) {
-                    return Ok(None);
-                }
-            }
-        }
-        let mut file = match std::fs::File::open(&path) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        };
         loop {
-            if file.is_none() {
-                file = std::fs::File::open(&path).ok();
-            }
-            let n = match &mut file {
-                Some(f) => f.read(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?,
-                None => 0,
-            };
+            let n = log.read(&mut buf)?;
             if n > 0 {
                 if !send_output(reply, &buf[..n]) {
                     return Ok(None);
                 }
                 continue;
             }
-            // Followed past a rotation: the old file is read to its end, the new one next.
-            if file.as_ref().is_some_and(|f| rotated_away(f, &path)) {
-                file = std::fs::File::open(&path).ok();
-                continue;
-            }
-            let running = self.db().find(&rec.info.id).ok().flatten().is_some_and(|r| r.info.status == "running");
-            if !follow || !running {
+            if !follow || !self.running(&rec.info.id) {
                 // One last read: output written just before the end.
-                if let Some(f) = &mut file {
-                    let n = f.read(&mut buf).unwrap_or(0);
-                    if n > 0 && !send_output(reply, &buf[..n]) {
+                let n = log.read(&mut buf)?;
+                if n > 0 {
+                    if !send_output(reply, &buf[..n]) {
                         return Ok(None);
                     }
-                    if n > 0 {
-                        continue;
-                    }
+                    continue;
                 }
                 return Ok(Some(Response::Done { message: String::new() }));
             }
@@ -718,82 +680,60 @@ impl Gateway {
         }
     }
 
-    fn policy_set(&self, name: &str, policy_name: &str, text: &str, wait: bool) -> Result<Option<Response>, String> {
+    fn policy_set(&self, name: &str, policy_name: &str, text: &str, wait: bool) -> Result<Option<Response>, ApiError> {
         let rec = self.find(name)?;
-        let new = openshell_policy::load_str(policy_name, text).map_err(|e| e.to_string())?;
+        let new = openshell_policy::load_str(policy_name, text).map_err(ApiError::invalid)?;
         let (_, old_name, old_text) = self
             .db()
-            .policy(&rec.info.id)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("sandbox `{name}` has no policy recorded"))?;
-        let old = openshell_policy::load_str(&old_name, &old_text).map_err(|e| e.to_string())?;
+            .policy(&rec.info.id)?
+            .ok_or_else(|| ApiError::internal(format!("sandbox `{name}` has no policy recorded")))?;
+        let old = openshell_policy::load_str(&old_name, &old_text).map_err(ApiError::internal)?;
         openshell_policy::PolicyDiff::between(&old, &new)
             .ensure_live()
-            .map_err(|e| format!("sandbox `{}`: {e}", rec.info.name))?;
+            .map_err(|e| ApiError::precondition(format!("sandbox `{}`: {e}", rec.info.name)))?;
         if !self.driver.has_network(&rec.info.id) {
             if new.network_policies.is_empty() {
-                let revision = self.db().add_policy(&rec.info.id, policy_name, text).map_err(|e| e.to_string())?;
+                let revision = self.db().add_policy(&rec.info.id, policy_name, text)?;
                 return Ok(Some(Response::Done {
                     message: format!("sandbox `{}`: policy revision {revision} (no network policies)", rec.info.name),
                 }));
             }
-            return Err(format!(
+            return Err(ApiError::precondition(format!(
                 "sandbox `{}` was created without network policies: its network is loopback only, and network policies cannot be added to it; recreate it with them",
                 rec.info.name
-            ));
+            )));
         }
-        let revision = self.db().add_policy(&rec.info.id, policy_name, text).map_err(|e| e.to_string())?;
-        let running = rec.info.status == "running";
-        let applied = self
-            .driver
-            .reload_network(&rec.info.id, revision, policy_name, text, running, wait)
-            .map_err(|e| format!("sandbox `{}`: revision {revision} recorded, but: {e}", rec.info.name))?;
-        Ok(Some(Response::Done {
-            message: match applied {
-                Applied::Confirmed => {
-                    format!("sandbox `{}`: network policy revision {revision} applied", rec.info.name)
-                }
-                Applied::Sent => {
-                    format!(
-                        "sandbox `{}`: network policy revision {revision} handed to the proxy (--wait confirms)",
-                        rec.info.name
-                    )
-                }
-                Applied::AtStart => format!(
-                    "sandbox `{}`: network policy revision {revision} recorded; it applies when the sandbox starts",
-                    rec.info.name
-                ),
-            },
-        }))
+        let revision = self.db().add_policy(&rec.info.id, policy_name, text)?;
+        let running = rec.info.phase == Phase::Running;
+        let applied =
+            self.driver.reload_network(&rec.info.id, revision, policy_name, text, running, wait).map_err(|e| {
+                ApiError::new(e.code(), format!("sandbox `{}`: revision {revision} recorded, but: {e}", rec.info.name))
+            })?;
+        let name = &rec.info.name;
+        let message = match applied {
+            Applied::Confirmed => format!("sandbox `{name}`: network policy revision {revision} applied"),
+            Applied::Sent => {
+                format!("sandbox `{name}`: network policy revision {revision} handed to the proxy (--wait confirms)")
+            }
+            Applied::AtStart => format!(
+                "sandbox `{name}`: network policy revision {revision} recorded; it applies when the sandbox starts"
+            ),
+        };
+        Ok(Some(Response::Done { message }))
     }
 }
 
-/// Whether the log at `path` is no longer the file `open` (it was rotated).
-fn rotated_away(open: &std::fs::File, path: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (open.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
-        _ => false,
-    }
+/// Ends an unassigned standby sandbox (its driver removes its files), in the
+/// background.
+fn discard(pending: Box<dyn Pending>) {
+    std::thread::spawn(move || pending.discard());
 }
 
-/// Passes an exec helper's terminal (if any) and exit code to the client.
-fn relay_exec(waiter: Waiter, tty: bool, reply: Reply<'_>) -> Result<Option<Response>, String> {
-    if tty {
-        match waiter.next() {
-            Some((HelperMessage::Console, fds)) if !fds.is_empty() => {
-                let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-                send(reply, &Response::Console, &fds);
-            }
-            Some((HelperMessage::Failed { message }, _)) => {
-                let _ = waiter.wait();
-                return Err(message);
-            }
-            other => {
-                let _ = waiter.wait();
-                return Err(format!("exec ended without a terminal ({other:?})"));
-            }
-        }
+/// Passes an exec's terminal (if any) and exit code to the client.
+fn relay_exec(exec: Exec, reply: Reply<'_>) -> Result<Option<Response>, ApiError> {
+    if let Some(console) = &exec.console {
+        send(reply, &Response::Console, &[console.as_fd()]);
     }
-    waiter.wait().map(|code| Some(Response::Exited { code }))
+    drop(exec.console);
+    Ok(Some(Response::Exited { code: exec.watch.wait()? }))
 }

@@ -4,12 +4,13 @@
 
 use openshell_proxy::router::{Backend, InferenceRoute, ProviderKind, Secret};
 
+use openshell_driver::{Applied, RouteUpdate};
+use openshell_gateway_api::proto::{Phase, ProviderInfo, Response, RouteInfo};
+use openshell_gateway_api::{ApiError, ErrorCode};
+
 use super::{Gateway, check_name};
 use crate::db::ProviderRow;
-use crate::driver::Applied;
-use crate::helper::RouteFile;
 use crate::now;
-use crate::proto::{ProviderInfo, Response, RouteInfo};
 
 /// The longest idle timeout a route may have, in seconds.
 const MAX_TIMEOUT: u64 = 3600;
@@ -29,23 +30,26 @@ impl Gateway {
         base_url: Option<&str>,
         credential_name: &str,
         credential: String,
-    ) -> Result<Option<Response>, String> {
-        check_name(name).map_err(|e| e.replace("sandbox name", "provider name"))?;
-        let kind = ProviderKind::parse(kind)
-            .ok_or_else(|| format!("unknown provider type `{kind}`: use openai, anthropic or openai-compatible"))?;
+    ) -> Result<Option<Response>, ApiError> {
+        check_name(name, "provider")?;
+        let kind = ProviderKind::parse(kind).ok_or_else(|| {
+            ApiError::invalid(format!("unknown provider type `{kind}`: use openai, anthropic or openai-compatible"))
+        })?;
         let base_url = match (base_url, kind.default_base_url()) {
             (Some(url), _) => url.trim_end_matches('/').to_owned(),
             (None, Some(url)) => url.to_owned(),
-            (None, None) => return Err(format!("a provider of type {} needs --base-url", kind.as_str())),
+            (None, None) => {
+                return Err(ApiError::invalid(format!("a provider of type {} needs --base-url", kind.as_str())));
+            }
         };
-        Backend::parse(&base_url).map_err(|e| format!("--base-url: {e}"))?;
+        Backend::parse(&base_url).map_err(|e| ApiError::invalid(format!("--base-url: {e}")))?;
         if !is_env_name(credential_name) {
-            return Err(format!(
+            return Err(ApiError::invalid(format!(
                 "credential name `{credential_name}`: use a variable name such as OPENAI_API_KEY (letters, digits, `_`)"
-            ));
+            )));
         }
         if credential.trim().is_empty() {
-            return Err(format!("the credential {credential_name} is empty"));
+            return Err(ApiError::invalid(format!("the credential {credential_name} is empty")));
         }
         let row = ProviderRow {
             info: ProviderInfo {
@@ -57,54 +61,53 @@ impl Gateway {
             },
             credential,
         };
-        if !self.db().add_provider(&row).map_err(|e| e.to_string())? {
-            return Err(format!("a provider named `{name}` exists already (delete it first)"));
+        if !self.db().add_provider(&row)? {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!("a provider named `{name}` exists already (delete it first)"),
+            ));
         }
         Ok(Some(Response::Done { message: format!("provider `{name}` ({}) created", kind.as_str()) }))
     }
 
-    pub(super) fn provider_list(&self, only: Option<&str>) -> Result<Option<Response>, String> {
-        let mut providers: Vec<ProviderInfo> =
-            self.db().providers().map_err(|e| e.to_string())?.into_iter().map(|p| p.info).collect();
+    pub(super) fn provider_list(&self, only: Option<&str>) -> Result<Option<Response>, ApiError> {
+        let mut providers: Vec<ProviderInfo> = self.db().providers()?.into_iter().map(|p| p.info).collect();
         if let Some(name) = only {
             providers.retain(|p| p.name == name);
             if providers.is_empty() {
-                return Err(format!("no provider named `{name}`"));
+                return Err(ApiError::not_found(format!("no provider named `{name}`")));
             }
         }
         Ok(Some(Response::Providers { providers }))
     }
 
-    pub(super) fn provider_delete(&self, name: &str) -> Result<Option<Response>, String> {
-        if let Some(route) = self.db().inference().map_err(|e| e.to_string())?
+    pub(super) fn provider_delete(&self, name: &str) -> Result<Option<Response>, ApiError> {
+        if let Some(route) = self.db().inference()?
             && route.provider == name
         {
-            return Err(format!(
+            return Err(ApiError::precondition(format!(
                 "provider `{name}` serves the inference route: `openshell inference delete` (or set another) first"
-            ));
+            )));
         }
-        if !self.db().delete_provider(name).map_err(|e| e.to_string())? {
-            return Err(format!("no provider named `{name}`"));
+        if !self.db().delete_provider(name)? {
+            return Err(ApiError::not_found(format!("no provider named `{name}`")));
         }
         Ok(Some(Response::Done { message: format!("provider `{name}` deleted") }))
     }
 
     /// The route as every sandbox's proxy gets it (with the credential).
-    pub(super) fn route_file(&self) -> Result<RouteFile, String> {
+    pub(super) fn route_file(&self) -> Result<RouteUpdate, ApiError> {
         let db = self.db();
-        let generation = db.route_generation().map_err(|e| e.to_string())?;
-        let Some(row) = db.inference().map_err(|e| e.to_string())? else {
-            return Ok(RouteFile { generation, route: None });
+        let generation = db.route_generation()?;
+        let Some(row) = db.inference()? else {
+            return Ok(RouteUpdate { generation, route: None });
         };
-        let provider = db
-            .providers()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .find(|p| p.info.name == row.provider)
-            .ok_or_else(|| format!("the route names provider `{}`, which does not exist", row.provider))?;
+        let provider = db.providers()?.into_iter().find(|p| p.info.name == row.provider).ok_or_else(|| {
+            ApiError::internal(format!("the route names provider `{}`, which does not exist", row.provider))
+        })?;
         let kind = ProviderKind::parse(&provider.info.kind)
-            .ok_or_else(|| format!("provider `{}` has an unknown type", provider.info.name))?;
-        Ok(RouteFile {
+            .ok_or_else(|| ApiError::internal(format!("provider `{}` has an unknown type", provider.info.name)))?;
+        Ok(RouteUpdate {
             generation,
             route: Some(InferenceRoute {
                 provider: provider.info.name,
@@ -122,25 +125,25 @@ impl Gateway {
         provider: &str,
         model: &str,
         timeout_secs: u64,
-    ) -> Result<Option<Response>, String> {
+    ) -> Result<Option<Response>, ApiError> {
         if model.trim().is_empty() {
-            return Err("--model is empty".into());
+            return Err(ApiError::invalid("--model is empty"));
         }
         if !(1..=MAX_TIMEOUT).contains(&timeout_secs) {
-            return Err(format!("--timeout {timeout_secs}: use 1 to {MAX_TIMEOUT} seconds"));
+            return Err(ApiError::invalid(format!("--timeout {timeout_secs}: use 1 to {MAX_TIMEOUT} seconds")));
         }
-        let exists = self.db().providers().map_err(|e| e.to_string())?.iter().any(|p| p.info.name == provider);
+        let exists = self.db().providers()?.iter().any(|p| p.info.name == provider);
         if !exists {
-            return Err(format!("no provider named `{provider}` (`openshell provider list`)"));
+            return Err(ApiError::not_found(format!("no provider named `{provider}` (`openshell provider list`)")));
         }
-        self.db().set_inference(provider, model, timeout_secs).map_err(|e| e.to_string())?;
+        self.db().set_inference(provider, model, timeout_secs)?;
         let pushed = self.push_route()?;
         Ok(Some(Response::Done {
             message: format!("inference route: provider `{provider}`, model `{model}` ({pushed})"),
         }))
     }
 
-    pub(super) fn inference_get(&self) -> Result<Option<Response>, String> {
+    pub(super) fn inference_get(&self) -> Result<Option<Response>, ApiError> {
         let route = self.route_file()?.route.map(|r| RouteInfo {
             provider: r.provider,
             kind: r.kind.as_str().to_owned(),
@@ -151,24 +154,24 @@ impl Gateway {
         Ok(Some(Response::Inference { route }))
     }
 
-    pub(super) fn inference_delete(&self) -> Result<Option<Response>, String> {
-        if self.db().inference().map_err(|e| e.to_string())?.is_none() {
-            return Err("no inference route is set".into());
+    pub(super) fn inference_delete(&self) -> Result<Option<Response>, ApiError> {
+        if self.db().inference()?.is_none() {
+            return Err(ApiError::not_found("no inference route is set"));
         }
-        self.db().delete_inference().map_err(|e| e.to_string())?;
+        self.db().delete_inference()?;
         let pushed = self.push_route()?;
         Ok(Some(Response::Done { message: format!("inference route deleted ({pushed})") }))
     }
 
     /// Hands the current route to every sandbox with a proxy: running ones (and
     /// the standby) at once, confirmed; stopped ones at their next start.
-    fn push_route(&self) -> Result<String, String> {
+    fn push_route(&self) -> Result<String, ApiError> {
         let file = self.route_file()?;
-        let records = self.db().all().map_err(|e| e.to_string())?;
+        let records = self.db().all()?;
         let mut applied = 0;
         let mut failed = Vec::new();
         for rec in records.iter().filter(|r| self.driver.has_network(&r.info.id)) {
-            let running = rec.info.status == "running";
+            let running = rec.info.phase == Phase::Running;
             match self.driver.set_route(&rec.info.id, &file, running, true) {
                 Ok(Applied::Confirmed) => applied += 1,
                 Ok(_) => {}
@@ -183,19 +186,19 @@ impl Gateway {
         if failed.is_empty() {
             Ok(format!("applied to {applied} running sandbox{}", if applied == 1 { "" } else { "es" }))
         } else {
-            Err(format!("recorded, but not applied to: {}", failed.join("; ")))
+            Err(ApiError::internal(format!("recorded, but not applied to: {}", failed.join("; "))))
         }
     }
 
     /// Gives a new sandbox the current route (before it starts), when it has a
     /// proxy; returns the route's provider type.
-    pub(super) fn give_route(&self, id: &str) -> Result<Option<ProviderKind>, String> {
+    pub(super) fn give_route(&self, id: &str) -> Result<Option<ProviderKind>, ApiError> {
         if !self.driver.has_network(id) {
             return Ok(None);
         }
         let file = self.route_file()?;
         let kind = file.route.as_ref().map(|r| r.kind);
-        self.driver.set_route(id, &file, false, false).map_err(|e| e.to_string())?;
+        self.driver.set_route(id, &file, false, false)?;
         Ok(kind)
     }
 }

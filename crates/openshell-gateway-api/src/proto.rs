@@ -1,9 +1,23 @@
 //! The gateway's API: what clients ask and what it answers, one JSON message each
-//! (see [`crate::wire`]).
+//! (see [`crate::wire`]). A request travels in an [`Envelope`] naming the API
+//! version it speaks; a gateway answers another version with `unsupported`.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// The version of this API. A change that an older peer would misread is a new
+/// version; fields added with defaults are not.
+pub const API_VERSION: u32 = 1;
+
+/// A request as sent: the version it speaks, then the request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub api: u32,
+    pub request: Request,
+}
 
 /// A request of a client. Requests that attach the client's terminal or stdio
 /// carry its stdin, stdout and stderr as descriptors.
@@ -11,6 +25,11 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Create(CreateRequest),
+    /// An image the gateway's store lacks, sent by the client: this message, then
+    /// one [`BlobFollows`] per blob (manifest, config, layers) with the blob's
+    /// content attached as a descriptor. The gateway checks every byte against
+    /// its digest and the image's documents before it records the image.
+    ImageUpload(ImageUpload),
     Start {
         name: String,
         attach: bool,
@@ -66,7 +85,7 @@ pub enum Request {
         base_url: Option<String>,
         credential_name: String,
         /// Never printed (`Debug` shows `<redacted>`).
-        credential: openshell_proxy::router::Secret,
+        credential: Credential,
     },
     ProviderList,
     ProviderGet {
@@ -83,6 +102,17 @@ pub enum Request {
     },
     InferenceGet,
     InferenceDelete,
+}
+
+/// A provider's credential on its one way in: `Debug` never shows it.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Credential(pub String);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// A provider as shown: never its credential.
@@ -107,14 +137,52 @@ pub struct RouteInfo {
     pub timeout_secs: u64,
 }
 
+/// An image by manifest digest; `reference` (`name:tag`) is how it is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub reference: String,
+    /// `sha256:...`
+    pub digest: String,
+}
+
+/// An image's record, for [`Request::ImageUpload`]: the fields of the store's
+/// image record but its lockfile (this crate depends on no other openshell
+/// crate, so clients need not link the build crate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageUpload {
+    pub name: String,
+    pub tag: String,
+    pub manifest: String,
+    pub config: String,
+    pub layers: Vec<String>,
+    pub size: u64,
+    pub uncompressed_size: u64,
+}
+
+impl ImageUpload {
+    /// Every blob the upload carries, in the order they follow.
+    pub fn blobs(&self) -> Vec<&str> {
+        [self.manifest.as_str(), self.config.as_str()]
+            .into_iter()
+            .chain(self.layers.iter().map(String::as_str))
+            .collect()
+    }
+}
+
+/// Precedes a blob's descriptor in an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobFollows {
+    pub digest: String,
+}
+
 /// `sandbox create`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateRequest {
     pub name: Option<String>,
-    /// The store holding the image.
-    pub store: PathBuf,
-    /// An image reference (`name:tag`, `name`, or a manifest digest).
-    pub image: String,
+    /// The image, by digest: the gateway runs it from its own store (a gateway
+    /// never reads the caller's disk); missing there, the answer is
+    /// `image_not_found` and the client uploads it.
+    pub image: ImageRef,
     /// Where the policy text came from (named in its errors).
     pub policy_name: String,
     pub policy: String,
@@ -138,15 +206,51 @@ pub struct SandboxInfo {
     pub policy_name: String,
     pub policy_revision: i64,
     pub command: Vec<String>,
-    /// `running`, `stopped`, `created` or `dead` (lost while nothing watched it).
-    pub status: String,
+    #[serde(rename = "status")]
+    pub phase: Phase,
     pub exit_code: Option<i32>,
-    /// Host pid of the sandbox's process 1 while running.
+    /// The host pid of the sandbox's process 1 while it runs, where its driver
+    /// has one (for people: nothing acts on it).
     pub pid: Option<i32>,
     /// Seconds since the Unix epoch.
     pub created: u64,
     pub started: Option<u64>,
     pub finished: Option<u64>,
+}
+
+/// Where a sandbox is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Made, never started (or its start failed).
+    Created,
+    Running,
+    /// Its process 1 ended with an exit code.
+    Stopped,
+    /// Lost while nothing watched it: no exit code is known.
+    Dead,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Created => "created",
+            Phase::Running => "running",
+            Phase::Stopped => "stopped",
+            Phase::Dead => "dead",
+        }
+    }
+
+    /// The phase stored as [`Phase::as_str`].
+    pub fn parse(text: &str) -> Option<Phase> {
+        [Phase::Created, Phase::Running, Phase::Stopped, Phase::Dead].into_iter().find(|p| p.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One revision of a sandbox's policy.
@@ -167,6 +271,9 @@ pub struct GatewayStatus {
     pub version: String,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// The store the gateway runs images from.
+    #[serde(default)]
+    pub store: PathBuf,
     pub started: u64,
     pub sandboxes: usize,
     pub running: usize,
@@ -208,46 +315,6 @@ pub enum Response {
         message: String,
     },
     Error {
-        message: String,
+        error: ApiError,
     },
-}
-
-/// Messages between the gateway and its helper processes (supervisor, exec).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum HelperMessage {
-    /// To a helper: its job, with descriptors attached (stdin, stdout, stderr) or none.
-    Attach {
-        job: Job,
-        dir: PathBuf,
-        args: Vec<String>,
-        env: Vec<String>,
-        tty: bool,
-    },
-    /// To a standby supervisor: its job is set; the client's stdio attached.
-    Assign,
-    /// From the supervisor: process 1 runs, with this host pid.
-    Started {
-        pid: i32,
-    },
-    /// From the exec helper: the terminal's master end is attached.
-    Console,
-    Exited {
-        code: i32,
-    },
-    Failed {
-        message: String,
-    },
-}
-
-/// What a helper process does for the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Job {
-    /// Supervise one run of the sandbox in `dir`.
-    Supervise,
-    /// Start the sandbox in `dir` ahead of need; supervise it once assigned.
-    Standby,
-    /// One process joining the sandbox in `dir`.
-    Exec,
 }

@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command};
 
 use nix::sys::signal::Signal;
-use openshell_gateway::driver::signal_pidfd;
+use openshell_driver_local::signal_pidfd;
 
 /// A `sleep` whose pid is `pid`, if the kernel can be talked into it (other
 /// processes of the machine may take the number first: a few tries).
@@ -30,7 +30,7 @@ fn decoy_at(pid: i32) -> Option<Child> {
 fn ended() -> (i32, std::os::fd::OwnedFd) {
     let mut child = Command::new("sleep").arg("30").spawn().expect("sleep");
     let pid = child.id() as i32;
-    let pidfd = openshell_gateway::helper::pidfd(pid).expect("pidfd_open");
+    let pidfd = openshell_driver_local::helper::pidfd(pid).expect("pidfd_open");
     child.kill().expect("kill");
     child.wait().expect("reap");
     (pid, pidfd)

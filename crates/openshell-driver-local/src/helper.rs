@@ -9,13 +9,62 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use openshell_driver::RouteUpdate;
+use openshell_gateway_api::wire;
+use serde::{Deserialize, Serialize};
 
 use openshell_sandbox::sandbox::{Event, ExecRequest, SandboxDir, Stdio, exec, supervise, wait_exit};
 
-use crate::driver::{CA_CERT_FILE, CA_KEY_FILE};
-use crate::proto::{HelperMessage, Job};
-use crate::wire;
+use crate::files::{CA_CERT_FILE, CA_KEY_FILE};
+
+/// Messages between the gateway and its helper processes (supervisor, exec).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HelperMessage {
+    /// To a helper: its job, with descriptors attached (stdin, stdout, stderr) or none.
+    Attach {
+        job: HelperJob,
+        dir: PathBuf,
+        args: Vec<String>,
+        env: Vec<String>,
+        tty: bool,
+    },
+    /// To a standby supervisor: its job is set; the client's stdio attached.
+    Assign,
+    /// From the supervisor: process 1 runs, with this host pid.
+    Started {
+        pid: i32,
+    },
+    /// From the exec helper: the terminal's master end is attached.
+    Console,
+    Exited {
+        code: i32,
+    },
+    Failed {
+        message: String,
+    },
+}
+
+impl HelperMessage {
+    /// A supervising job for the sandbox in `dir`.
+    pub fn attach(job: HelperJob, dir: &Path) -> HelperMessage {
+        HelperMessage::Attach { job, dir: dir.to_owned(), args: Vec::new(), env: Vec::new(), tty: false }
+    }
+}
+
+/// What a helper process does for the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HelperJob {
+    /// Supervise one run of the sandbox in `dir`.
+    Supervise,
+    /// Start the sandbox in `dir` ahead of need; supervise it once assigned.
+    Standby,
+    /// One process joining the sandbox in `dir`.
+    Exec,
+}
 
 fn report(message: &HelperMessage) {
     report_with(message, &[]);
@@ -34,9 +83,46 @@ pub fn pidfd(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?)
 }
 
-/// Where a running supervisor records itself (pid and start time, so a reused
-/// pid is never mistaken for it).
+/// Where a running supervisor records itself: its pid and start time (so a
+/// reused pid is never mistaken for it), then process 1's pid once it runs.
 pub const SUPERVISOR_FILE: &str = "supervisor.pid";
+
+/// A sandbox's [`SUPERVISOR_FILE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Supervisor {
+    pub pid: i32,
+    pub started: u64,
+    pub init: Option<i32>,
+}
+
+impl Supervisor {
+    /// The record in the sandbox directory `dir`, if it holds one.
+    pub fn read(dir: &Path) -> Option<Supervisor> {
+        let text = std::fs::read_to_string(dir.join(SUPERVISOR_FILE)).ok()?;
+        let mut fields = text.split_whitespace();
+        let pid = fields.next()?.parse().ok()?;
+        let started = fields.next()?.parse().ok()?;
+        Some(Supervisor { pid, started, init: fields.next().and_then(|f| f.parse().ok()) })
+    }
+
+    /// This process as the supervisor of the sandbox in `dir`.
+    fn write(dir: &Path, init: Option<i32>) {
+        let pid = std::process::id() as i32;
+        let init = init.map(|i| format!(" {i}")).unwrap_or_default();
+        // Whole or not at all: a reader never sees half a record.
+        let (path, tmp) = (dir.join(SUPERVISOR_FILE), dir.join(format!("{SUPERVISOR_FILE}.tmp")));
+        let written = std::fs::write(&tmp, format!("{pid} {}{init}\n", start_time(pid).unwrap_or(0)))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            eprintln!("supervisor: {}: {e}", path.display());
+        }
+    }
+
+    /// Whether the recorded process still runs (same pid, same start time).
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.started)
+    }
+}
 
 /// The parent of process `pid` (field 4 of /proc/PID/stat), if it exists.
 pub fn parent(pid: i32) -> Option<i32> {
@@ -82,9 +168,9 @@ pub fn helper_main() -> i32 {
     let mut fds = fds.into_iter();
     let stdio = Stdio { stdin: fds.next(), stdout: fds.next(), stderr: fds.next() };
     match job {
-        Job::Supervise => supervise_job(&dir, Some(stdio)),
-        Job::Standby => supervise_job(&dir, None),
-        Job::Exec => exec_job(&dir, args, env, tty, stdio),
+        HelperJob::Supervise => supervise_job(&dir, Some(stdio)),
+        HelperJob::Standby => supervise_job(&dir, None),
+        HelperJob::Exec => exec_job(&dir, args, env, tty, stdio),
     }
 }
 
@@ -103,11 +189,8 @@ fn wait_for_assignment() -> Option<Stdio> {
 /// One run of a sandbox (given its stdio now, or on assignment); returns its exit code.
 fn supervise_job(dir: &Path, stdio: Option<Stdio>) -> i32 {
     let standby = stdio.is_none();
-    let pid = std::process::id() as i32;
+    Supervisor::write(dir, None);
     let record = dir.join(SUPERVISOR_FILE);
-    if let Err(e) = std::fs::write(&record, format!("{pid} {}\n", start_time(pid).unwrap_or(0))) {
-        eprintln!("supervisor: {}: {e}", record.display());
-    }
     let dir = SandboxDir(dir.to_path_buf());
     let mut on_event = |event| {
         match event {
@@ -115,7 +198,10 @@ fn supervise_job(dir: &Path, stdio: Option<Stdio>) -> i32 {
             // With a pidfd of process 1, opened here, by its parent, before it can
             // have been reaped: the gateway signals through it, never by number.
             Event::Started(pid) => match pidfd(pid) {
-                Ok(fd) => report_with(&HelperMessage::Started { pid }, &[fd.as_fd()]),
+                Ok(fd) => {
+                    Supervisor::write(&dir.0, Some(pid));
+                    report_with(&HelperMessage::Started { pid }, &[fd.as_fd()]);
+                }
                 Err(e) => return Err(format!("a pidfd of process 1 ({pid}): {e}")),
             },
             // Reported as soon as the output is delivered; cleanup follows.
@@ -160,25 +246,17 @@ pub struct NetworkRevision {
     pub text: String,
 }
 
-/// The inference route for this sandbox's privacy router ([`RouteFile`]),
+/// The inference route for this sandbox's privacy router ([`RouteUpdate`]),
 /// written by the gateway (0600: it holds the backend's credential).
 pub const ROUTE_FILE: &str = "inference.json";
 /// What the proxy made of it ([`Applied`], `revision` = the file's generation).
 pub const ROUTE_APPLIED_FILE: &str = "inference.applied.json";
 
-/// The gateway's inference route as one sandbox's proxy gets it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct RouteFile {
-    /// Grows with every change, so an answer can be matched to it.
-    pub generation: u64,
-    pub route: Option<openshell_proxy::router::InferenceRoute>,
-}
-
-fn read_route(dir: &SandboxDir) -> Result<RouteFile, String> {
+fn read_route(dir: &SandboxDir) -> Result<RouteUpdate, String> {
     let path = dir.0.join(ROUTE_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RouteFile { generation: 0, route: None }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RouteUpdate { generation: 0, route: None }),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
-use crate::proto::{Request, Response};
+use crate::error::{ApiError, ErrorCode};
+use crate::proto::{API_VERSION, Request, Response};
 use crate::{GatewayDir, wire};
 
 /// Why talking to the gateway failed.
@@ -23,6 +24,28 @@ pub enum ClientError {
     Wire(#[from] wire::WireError),
     #[error("the gateway closed the connection without an answer")]
     NoAnswer,
+    /// The gateway's answer was an error.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl ClientError {
+    /// The stable code of this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ClientError::Api(e) => e.code,
+            ClientError::NotRunning(_) | ClientError::Start(_) | ClientError::Wire(_) | ClientError::NoAnswer => {
+                ErrorCode::Unavailable
+            }
+        }
+    }
+}
+
+/// A [`crate::proto::Envelope`] as sent (borrowing its request).
+#[derive(serde::Serialize)]
+struct Outgoing<'a> {
+    api: u32,
+    request: &'a Request,
 }
 
 pub struct Client {
@@ -101,7 +124,12 @@ impl Client {
     }
 
     pub fn send(&self, request: &Request, fds: &[BorrowedFd<'_>]) -> Result<(), ClientError> {
-        Ok(wire::send(&self.conn, request, fds)?)
+        Ok(wire::send(&self.conn, &Outgoing { api: API_VERSION, request }, fds)?)
+    }
+
+    /// Sends one more message of a request (an upload's [`crate::proto::BlobFollows`]).
+    pub fn send_part<T: serde::Serialize>(&self, part: &T, fds: &[BorrowedFd<'_>]) -> Result<(), ClientError> {
+        Ok(wire::send(&self.conn, part, fds)?)
     }
 
     /// The next response (with descriptors); an `Output` response is followed by
@@ -114,10 +142,14 @@ impl Client {
         Ok(wire::recv_bytes(&self.conn)?.ok_or(ClientError::NoAnswer)?.0)
     }
 
-    /// Sends `request` and returns its one answer (for requests that have one).
+    /// Sends `request` and returns its one answer (for requests that have one);
+    /// an `Error` answer is [`ClientError::Api`].
     pub fn call(&self, request: &Request) -> Result<Response, ClientError> {
         self.send(request, &[])?;
-        Ok(self.recv()?.0)
+        match self.recv()?.0 {
+            Response::Error { error } => Err(ClientError::Api(error)),
+            other => Ok(other),
+        }
     }
 }
 

@@ -1,0 +1,91 @@
+//! A sandbox's job: what its process 1 runs, with which environment.
+
+use openshell_proxy::router::ProviderKind;
+
+use crate::Created;
+
+/// Where a sandbox with an egress proxy finds its trust bundle (the image's
+/// system roots plus the sandbox's CA).
+pub const CA_BUNDLE: &str = "/etc/openshell/ca-bundle.pem";
+
+/// The placeholder key routed sandboxes see (the router replaces it).
+pub const ROUTED_KEY: &str = "openshell-routed";
+
+/// What a sandbox's process 1 runs: `args` (none: idle, processes join with
+/// exec) with `env`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Job {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+}
+
+impl Job {
+    /// The job of a sandbox that `created` made: `command` with the image's
+    /// environment, the proxy's variables and `extra` (`K=V`) on top. `route`:
+    /// the inference route's provider type, when one exists: the agents' SDKs
+    /// are pointed at the router (with a placeholder key: the real one never
+    /// enters the sandbox).
+    pub fn new(created: &Created, command: &[String], extra: &[String], route: Option<ProviderKind>) -> Job {
+        let mut env = created.env.clone();
+        let set = |env: &mut Vec<String>, key: &str, value: &str| {
+            env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
+            env.push(format!("{key}={value}"));
+        };
+        if let (Some(kind), Some(_)) = (route, &created.proxy) {
+            for (k, v) in routed_env(kind) {
+                set(&mut env, k, &v);
+            }
+        }
+        if let Some(proxy) = &created.proxy {
+            // Every client finds the proxy; Node's fetch only with NODE_USE_ENV_PROXY.
+            let no_proxy = "localhost,127.0.0.1,::1";
+            for (k, v) in [
+                ("HTTP_PROXY", proxy.as_str()),
+                ("HTTPS_PROXY", proxy),
+                ("ALL_PROXY", proxy),
+                ("http_proxy", proxy),
+                ("https_proxy", proxy),
+                ("all_proxy", proxy),
+                ("NO_PROXY", no_proxy),
+                ("no_proxy", no_proxy),
+                ("NODE_USE_ENV_PROXY", "1"),
+                // The trust bundle: system roots plus the CA of L7 inspection.
+                ("SSL_CERT_FILE", CA_BUNDLE),
+                ("REQUESTS_CA_BUNDLE", CA_BUNDLE),
+                ("CURL_CA_BUNDLE", CA_BUNDLE),
+                ("NODE_EXTRA_CA_CERTS", CA_BUNDLE),
+                ("GIT_SSL_CAINFO", CA_BUNDLE),
+            ] {
+                set(&mut env, k, v);
+            }
+        }
+        for kv in extra {
+            let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv);
+            env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
+            env.push(kv.clone());
+        }
+        Job { args: command.to_vec(), env }
+    }
+}
+
+/// What a sandbox's agents get when an inference route exists: base URLs at the
+/// privacy router, a key that is only a placeholder, and opencode's providers
+/// at the router with a default model of the route's API (the router rewrites
+/// the model; codex, whose base URL is built in, is routed by host).
+pub fn routed_env(kind: ProviderKind) -> Vec<(&'static str, String)> {
+    let provider = r#""options":{"baseURL":"https://inference.local/v1","apiKey":"openshell-routed"}"#;
+    let model = match kind {
+        ProviderKind::Anthropic => "anthropic/claude-sonnet-4-5",
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => "openai/gpt-4.1",
+    };
+    vec![
+        ("ANTHROPIC_BASE_URL", "https://inference.local".to_owned()),
+        ("ANTHROPIC_API_KEY", ROUTED_KEY.to_owned()),
+        ("OPENAI_BASE_URL", "https://inference.local/v1".to_owned()),
+        ("OPENAI_API_KEY", ROUTED_KEY.to_owned()),
+        (
+            "OPENCODE_CONFIG_CONTENT",
+            format!(r#"{{"model":"{model}","provider":{{"anthropic":{{{provider}}},"openai":{{{provider}}}}}}}"#),
+        ),
+    ]
+}
