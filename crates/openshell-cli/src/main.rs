@@ -3,6 +3,7 @@
 //! programs (`--output json`).
 
 mod bundle_cmd;
+mod gateways;
 mod image_cmd;
 mod inference_cmd;
 mod output;

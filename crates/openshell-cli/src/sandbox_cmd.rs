@@ -9,9 +9,11 @@ use clap::{Args, Subcommand};
 use openshell_build::images::ImageRecord;
 use openshell_gateway::server;
 use openshell_gateway_api::client::{Client, ClientError, relay_terminal};
+use openshell_gateway_api::grpc::v1;
 use openshell_gateway_api::proto::{
     BlobFollows, CreateRequest, ImageRef, ImageUpload, Phase, Request, Response, SandboxInfo,
 };
+use openshell_gateway_api::remote::{Remote, RemoteConfig, RunEnd};
 use openshell_gateway_api::{ApiError, ErrorCode, GatewayDir};
 use serde_json::json;
 
@@ -137,6 +139,30 @@ pub struct CreateArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Issue a client certificate NAME (CN = NAME, OU = its role).
+    Issue {
+        name: String,
+        /// admin (providers, settings, every sandbox) or user (its own sandboxes).
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Days it is valid.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// The TLS files (default: the gateway directory's tls/).
+        #[arg(long, value_name = "DIR")]
+        tls_dir: Option<PathBuf>,
+    },
+    /// Revoke client certificate NAME (a running gateway refuses it at once).
+    Revoke {
+        name: String,
+        /// The TLS files (default: the gateway directory's tls/).
+        #[arg(long, value_name = "DIR")]
+        tls_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum GatewayCommand {
     /// Show the gateway (starting it if none runs).
     Status,
@@ -148,7 +174,47 @@ pub enum GatewayCommand {
         /// ~/.local/share/openshell/store); images of other stores are uploaded to it.
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
+        /// Also serve the API to remote clients on ADDR (gRPC, mutual TLS with the
+        /// files `gateway init` made).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// The TLS files (default: the gateway directory's tls/).
+        #[arg(long, value_name = "DIR")]
+        tls_dir: Option<PathBuf>,
     },
+    /// Make the TLS files of a remote gateway: a CA, the server's certificate
+    /// (for each --server-name) and a client certificate `admin`.
+    Init {
+        /// A DNS name or IP address clients reach the gateway by (repeatable;
+        /// default: localhost and 127.0.0.1).
+        #[arg(long = "server-name", value_name = "NAME")]
+        server_names: Vec<String>,
+        /// Where to write them (default: the gateway directory's tls/).
+        #[arg(long, value_name = "DIR")]
+        tls_dir: Option<PathBuf>,
+    },
+    /// Client certificates of this gateway.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Remember a remote gateway: its URL, its CA and this client's certificate.
+    Add {
+        name: String,
+        /// https://HOST:PORT
+        url: String,
+        /// The gateway's CA certificate.
+        #[arg(long, value_name = "FILE")]
+        ca: PathBuf,
+        /// This client's certificate.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// This client's key.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Talk to gateway NAME from now on (`local`: the local gateway).
+    Select { name: String },
+    /// The gateways this client knows.
+    List,
     /// (internal) A helper process waiting for a job from the gateway.
     #[command(hide = true)]
     Helper,
@@ -162,18 +228,45 @@ fn exe() -> Result<PathBuf, SandboxCmdError> {
     std::env::current_exe().map_err(|e| fail(format!("finding the openshell executable: {e}")))
 }
 
-fn connect(start: bool) -> Result<Client, SandboxCmdError> {
+/// A connection to the selected gateway.
+enum Gateway {
+    Local(Client),
+    Remote(Box<Remote>),
+}
+
+fn remote() -> Result<Option<RemoteConfig>, SandboxCmdError> {
+    Ok(crate::gateways::Gateways::load()?.selected()?.map(|(_, config)| config))
+}
+
+fn connect_local(start: bool) -> Result<Client, SandboxCmdError> {
     let dir = gateway_dir()?;
     Ok(Client::connect(&dir, &exe()?, start)?)
+}
+
+/// Connects to the selected gateway (the local one started when `start`).
+fn connect(start: bool) -> Result<Gateway, SandboxCmdError> {
+    match remote()? {
+        Some(config) => Ok(Gateway::Remote(Box::new(Remote::connect(&config)?))),
+        None => Ok(Gateway::Local(connect_local(start)?)),
+    }
 }
 
 fn rpc_err(e: ClientError) -> SandboxCmdError {
     e.into()
 }
 
+impl Gateway {
+    fn call(&self, request: &Request) -> Result<Response, SandboxCmdError> {
+        Ok(match self {
+            Gateway::Local(c) => c.call(request)?,
+            Gateway::Remote(r) => r.call(request)?,
+        })
+    }
+}
+
 /// Sends a request with one answer; an `Error` answer is an error.
 pub(crate) fn call(request: &Request) -> Result<Response, SandboxCmdError> {
-    Ok(connect(true)?.call(request)?)
+    connect(true)?.call(request)
 }
 
 pub(crate) fn age(secs: u64) -> String {
@@ -208,6 +301,7 @@ fn print_sandbox(out: &Output, s: &SandboxInfo) {
         if s.command.is_empty() { "(none: idle, join with exec/connect)".to_owned() } else { s.command.join(" ") };
     out.line(&format!("command:   {command}"));
     out.line(&format!("created:   {}", age(s.created)));
+    out.line(&format!("owner:     {}", s.owner));
     if let Some(pid) = s.pid {
         out.line(&format!("pid:       {pid}"));
     }
@@ -281,7 +375,10 @@ fn shell() -> Vec<String> {
 }
 
 fn exec_tty(name: &str, command: Vec<String>, env: Vec<String>, tty: bool) -> Result<u8, SandboxCmdError> {
-    let client = connect(true)?;
+    let client = match connect(true)? {
+        Gateway::Local(c) => c,
+        Gateway::Remote(remote) => return exec_remote(&remote, name, command, env, tty),
+    };
     let request = Request::Exec { name: name.to_owned(), args: command, env, tty };
     let target = forward_signals();
     aim(&target, name);
@@ -340,7 +437,17 @@ fn upload_image(store: &openshell_store::Store, rec: &ImageRecord) -> Result<(),
         size: rec.size,
         uncompressed_size: rec.uncompressed_size,
     };
-    let client = connect(true)?;
+    let client = match connect(true)? {
+        Gateway::Local(c) => c,
+        Gateway::Remote(remote) => {
+            let open = |blob: &str| -> std::io::Result<std::fs::File> {
+                let digest: openshell_store::Digest = blob.parse().map_err(std::io::Error::other)?;
+                std::fs::File::open(store.blob_path(&digest))
+            };
+            remote.upload(upload, &open)?;
+            return Ok(());
+        }
+    };
     client.send(&Request::ImageUpload(upload.clone()), &[])?;
     for blob in upload.blobs() {
         let digest: openshell_store::Digest =
@@ -394,7 +501,13 @@ pub fn sandbox(out: &Output, cmd: SandboxCommand) -> Result<u8, SandboxCmdError>
             Ok(0)
         }
         SandboxCommand::Logs { name, follow, audit } => {
-            let client = connect(true)?;
+            let client = match connect(true)? {
+                Gateway::Local(c) => c,
+                Gateway::Remote(remote) => {
+                    remote.logs(&name, follow, audit, &mut std::io::stdout().lock())?;
+                    return Ok(0);
+                }
+            };
             client.send(&Request::Logs { name, follow, audit }, &[]).map_err(rpc_err)?;
             let mut stdout = std::io::stdout().lock();
             loop {
@@ -465,8 +578,12 @@ fn create(out: &Output, args: CreateArgs) -> Result<u8, SandboxCmdError> {
         attach,
     });
     let target = attach.then(forward_signals);
+    if let Some(config) = remote()? {
+        let remote = Remote::connect(&config)?;
+        return create_remote(out, &remote, &args, request, &store, &image, target.as_ref());
+    }
     let send_create = || -> Result<(Client, Response), SandboxCmdError> {
-        let client = connect(true)?;
+        let client = connect_local(true)?;
         if attach {
             send_with_stdio(&client, &request)?;
         } else {
@@ -527,7 +644,10 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
         }
         GatewayCommand::Stop => {
             let client = match connect(false) {
-                Ok(c) => c,
+                Ok(Gateway::Local(c)) => c,
+                Ok(Gateway::Remote(_)) => {
+                    return Err(fail("`gateway stop` stops the local gateway: `gateway select local` first"));
+                }
                 Err(_) => {
                     out.info("no gateway runs");
                     return Ok(0);
@@ -538,13 +658,14 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
             }
             Ok(0)
         }
-        GatewayCommand::Run { store } => {
+        GatewayCommand::Run { store, listen, tls_dir } => {
             let dir = gateway_dir()?;
             let store = match store {
                 Some(s) => s,
                 None => openshell_store::Store::default_root().map_err(fail)?,
             };
-            match server::serve(dir, exe()?, &store) {
+            let remote = listen.map(|listen| server::Remote { listen, tls: tls_dir_of(&dir, tls_dir) });
+            match server::serve(dir, exe()?, &store, remote) {
                 Ok(()) => Ok(0),
                 Err(e @ server::ServerError::AlreadyRunning(_)) => {
                     out.info(&e.to_string());
@@ -554,6 +675,95 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
             }
         }
         GatewayCommand::Helper => Ok(openshell_driver_local::helper::helper_main().clamp(0, 255) as u8),
+        GatewayCommand::Init { server_names, tls_dir } => {
+            let tls = tls_dir_of(&gateway_dir()?, tls_dir);
+            let names =
+                if server_names.is_empty() { vec!["localhost".into(), "127.0.0.1".into()] } else { server_names };
+            let written = openshell_gateway::tls::init(&tls, &names).map_err(fail)?;
+            if out.json() {
+                out.print_json(&json!({"tls_dir": tls.0, "files": written}));
+            } else {
+                for file in &written {
+                    out.line(&file.display().to_string());
+                }
+                let (cert, key) = tls.client("admin");
+                out.info(&format!(
+                    "serve with `openshell gateway run --listen ADDR`; on a client: `openshell gateway add NAME https://{}:PORT --ca {} --cert {} --key {}`",
+                    names[0],
+                    tls.ca().display(),
+                    cert.display(),
+                    key.display()
+                ));
+            }
+            Ok(0)
+        }
+        GatewayCommand::Cert(CertCommand::Issue { name, role, days, tls_dir }) => {
+            let role = openshell_gateway::tls::Role::parse(&role).ok_or_else(|| SandboxCmdError {
+                message: format!("--role `{role}`: use admin or user"),
+                code: 2,
+                api: None,
+            })?;
+            let tls = tls_dir_of(&gateway_dir()?, tls_dir);
+            let (cert, key) = openshell_gateway::tls::issue(&tls, &name, role, days).map_err(fail)?;
+            if out.json() {
+                out.print_json(&json!({"cert": cert, "key": key, "role": role.as_str()}));
+            } else {
+                out.line(&cert.display().to_string());
+                out.line(&key.display().to_string());
+            }
+            Ok(0)
+        }
+        GatewayCommand::Cert(CertCommand::Revoke { name, tls_dir }) => {
+            let tls = tls_dir_of(&gateway_dir()?, tls_dir);
+            let count = openshell_gateway::tls::revoke(&tls, &name).map_err(fail)?;
+            out.info(&format!("revoked `{name}` ({count} revoked in {})", tls.crl().display()));
+            Ok(0)
+        }
+        GatewayCommand::Add { name, url, ca, cert, key } => {
+            if name == crate::gateways::LOCAL {
+                return Err(fail("`local` names the local gateway; choose another name"));
+            }
+            let absolute = |p: PathBuf| std::path::absolute(&p).map_err(|e| fail(format!("{}: {e}", p.display())));
+            for (flag, path) in [("--ca", &ca), ("--cert", &cert), ("--key", &key)] {
+                if !path.is_file() {
+                    return Err(SandboxCmdError {
+                        message: format!("{flag} {}: no such file", path.display()),
+                        code: 2,
+                        api: None,
+                    });
+                }
+            }
+            let config = RemoteConfig { url, ca: absolute(ca)?, cert: absolute(cert)?, key: absolute(key)? };
+            let mut gateways = crate::gateways::Gateways::load()?;
+            gateways.gateways.insert(name.clone(), config);
+            gateways.save()?;
+            out.info(&format!("gateway `{name}` added (`openshell gateway select {name}` to use it)"));
+            Ok(0)
+        }
+        GatewayCommand::Select { name } => {
+            let mut gateways = crate::gateways::Gateways::load()?;
+            if name != crate::gateways::LOCAL && !gateways.gateways.contains_key(&name) {
+                return Err(fail(format!("no gateway named `{name}` (see `openshell gateway list`)")));
+            }
+            gateways.current = (name != crate::gateways::LOCAL).then(|| name.clone());
+            gateways.save()?;
+            out.info(&format!("gateway `{name}` selected"));
+            Ok(0)
+        }
+        GatewayCommand::List => {
+            let gateways = crate::gateways::Gateways::load()?;
+            let current = gateways.selected()?.map(|(n, _)| n).unwrap_or_else(|| crate::gateways::LOCAL.into());
+            if out.json() {
+                out.print_json(&json!({"current": current, "gateways": gateways.gateways}));
+            } else {
+                let mark = |n: &str| if n == current { "*" } else { " " };
+                out.line(&format!("{} {:<16} (this machine)", mark(crate::gateways::LOCAL), crate::gateways::LOCAL));
+                for (name, config) in &gateways.gateways {
+                    out.line(&format!("{} {name:<16} {}", mark(name), config.url));
+                }
+            }
+            Ok(0)
+        }
     }
 }
 
@@ -594,4 +804,107 @@ pub fn policy_get(out: &Output, sandbox: &str, all: bool) -> Result<u8, SandboxC
         let _ = stdout.write_all(current.text.as_bytes());
     }
     Ok(0)
+}
+
+fn tls_dir_of(dir: &GatewayDir, given: Option<PathBuf>) -> openshell_gateway::tls::TlsDir {
+    openshell_gateway::tls::TlsDir(given.unwrap_or_else(|| dir.0.join("tls")))
+}
+
+/// `sandbox create` against a remote gateway: the image uploaded when it lacks
+/// it, stdio through the call's streams.
+fn create_remote(
+    out: &Output,
+    remote: &Remote,
+    args: &CreateArgs,
+    request: Request,
+    store: &openshell_store::Store,
+    image: &ImageRecord,
+    target: Option<&Target>,
+) -> Result<u8, SandboxCmdError> {
+    let Request::Create(create) = request else { return Err(fail("not a create")) };
+    let attach = create.attach;
+    let mut named = |s: &SandboxInfo| {
+        if let Some(target) = target {
+            aim(target, &s.name);
+        }
+    };
+    let run = |named: &mut dyn FnMut(&SandboxInfo)| {
+        remote.run(v1::run_input::Input::Create(create.clone().into()), attach, named, None)
+    };
+    let end = match run(&mut named) {
+        Err(ClientError::Api(e)) if e.code == ErrorCode::ImageNotFound => {
+            upload_image(store, image).map_err(run_failed)?;
+            run(&mut named)
+        }
+        other => other,
+    };
+    match end.map_err(run_failed)? {
+        RunEnd::Exited(code) => Ok(code.clamp(0, 255) as u8),
+        RunEnd::Detached(sandbox) if args.command.is_empty() && !args.detach => {
+            let code = exec_tty(&sandbox.name, shell(), args.env.clone(), true);
+            if args.rm {
+                let _ = call(&Request::Delete { name: sandbox.name.clone() });
+            }
+            code
+        }
+        RunEnd::Detached(sandbox) => {
+            if out.json() {
+                out.print_json(&sandbox);
+            } else {
+                out.line(&sandbox.name);
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// `sandbox exec` against a remote gateway: with a terminal, this one raw and
+/// its size kept in step.
+fn exec_remote(
+    remote: &Remote,
+    name: &str,
+    args: Vec<String>,
+    env: Vec<String>,
+    tty: bool,
+) -> Result<u8, SandboxCmdError> {
+    let size = || {
+        rustix::termios::tcgetwinsize(std::io::stdin())
+            .ok()
+            .map(|w| v1::WindowSize { rows: u32::from(w.ws_row), cols: u32::from(w.ws_col) })
+    };
+    let target = forward_signals();
+    aim(&target, name);
+    let exec = v1::ExecRequest { name: name.to_owned(), args, env, tty, size: if tty { size() } else { None } };
+    let stdin = std::io::stdin();
+    let saved = if tty { rustix::termios::tcgetattr(&stdin).ok() } else { None };
+    if let Some(saved) = &saved {
+        let mut raw = saved.clone();
+        raw.make_raw();
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw);
+    }
+    let resizes = if tty {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGWINCH]) {
+            std::thread::spawn(move || {
+                for _ in signals.forever() {
+                    if let Some(size) = size()
+                        && tx.send(size).is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        Some(rx)
+    } else {
+        None
+    };
+    let end = remote.run(v1::run_input::Input::Exec(exec), true, &mut |_| {}, resizes);
+    if let Some(saved) = &saved {
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, saved);
+    }
+    match end.map_err(run_failed)? {
+        RunEnd::Exited(code) => Ok(code.clamp(0, 255) as u8),
+        RunEnd::Detached(_) => Err(run_failed(fail("the exec ended without an exit code"))),
+    }
 }

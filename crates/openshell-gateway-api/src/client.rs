@@ -27,6 +27,9 @@ pub enum ClientError {
     /// The gateway's answer was an error.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// A remote gateway could not be reached or refused the connection.
+    #[error("{0}")]
+    Remote(String),
 }
 
 impl ClientError {
@@ -34,9 +37,11 @@ impl ClientError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ClientError::Api(e) => e.code,
-            ClientError::NotRunning(_) | ClientError::Start(_) | ClientError::Wire(_) | ClientError::NoAnswer => {
-                ErrorCode::Unavailable
-            }
+            ClientError::NotRunning(_)
+            | ClientError::Start(_)
+            | ClientError::Wire(_)
+            | ClientError::NoAnswer
+            | ClientError::Remote(_) => ErrorCode::Unavailable,
         }
     }
 }

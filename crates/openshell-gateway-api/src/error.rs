@@ -30,6 +30,19 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::InvalidArgument,
+        ErrorCode::NotFound,
+        ErrorCode::ImageNotFound,
+        ErrorCode::AlreadyExists,
+        ErrorCode::FailedPrecondition,
+        ErrorCode::PermissionDenied,
+        ErrorCode::Unavailable,
+        ErrorCode::Unsupported,
+        ErrorCode::Internal,
+    ];
+
     /// The stable name (`not_found`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -84,17 +97,7 @@ mod tests {
 
     #[test]
     fn codes_are_their_stable_names_on_the_wire() {
-        for code in [
-            ErrorCode::InvalidArgument,
-            ErrorCode::NotFound,
-            ErrorCode::ImageNotFound,
-            ErrorCode::AlreadyExists,
-            ErrorCode::FailedPrecondition,
-            ErrorCode::PermissionDenied,
-            ErrorCode::Unavailable,
-            ErrorCode::Unsupported,
-            ErrorCode::Internal,
-        ] {
+        for code in ErrorCode::ALL {
             let json = serde_json::to_value(code).expect("json");
             assert_eq!(json, serde_json::Value::from(code.as_str()));
             assert_eq!(serde_json::from_value::<ErrorCode>(json).expect("back"), code);

@@ -4,14 +4,18 @@
 //! - `error`: [`ApiError`], a stable [`ErrorCode`] with a message;
 //! - `wire`: SOCK_SEQPACKET messages (JSON) with descriptors attached;
 //! - `client`: connecting to a local gateway (starting it on first use) and
-//!   relaying a sandbox terminal.
+//!   relaying a sandbox terminal;
+//! - `grpc`: the API over gRPC (`proto/openshell/gateway/v1/gateway.proto`);
+//! - `remote`: a remote gateway over gRPC with mutual TLS.
 //!
 //! The local socket is the auth boundary: its directory is 0700, the socket 0600,
 //! and every connection's peer credentials must carry the gateway's own uid.
 
 pub mod client;
 pub mod error;
+pub mod grpc;
 pub mod proto;
+pub mod remote;
 pub mod wire;
 
 pub use error::{ApiError, ErrorCode};

@@ -104,6 +104,79 @@ pub enum Request {
     InferenceDelete,
 }
 
+impl Request {
+    /// The operation's name, as the audit log records it.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Create(_) => "sandbox.create",
+            Request::ImageUpload(_) => "image.upload",
+            Request::Start { .. } => "sandbox.start",
+            Request::Stop { .. } => "sandbox.stop",
+            Request::Kill { .. } => "sandbox.kill",
+            Request::Delete { .. } => "sandbox.delete",
+            Request::List => "sandbox.list",
+            Request::Get { .. } => "sandbox.get",
+            Request::Logs { .. } => "sandbox.logs",
+            Request::Exec { .. } => "sandbox.exec",
+            Request::PolicySet { .. } => "policy.set",
+            Request::PolicyGet { .. } => "policy.get",
+            Request::Status => "gateway.status",
+            Request::Shutdown => "gateway.stop",
+            Request::ProviderCreate { .. } => "provider.create",
+            Request::ProviderList => "provider.list",
+            Request::ProviderGet { .. } => "provider.get",
+            Request::ProviderDelete { .. } => "provider.delete",
+            Request::InferenceSet { .. } => "inference.set",
+            Request::InferenceGet => "inference.get",
+            Request::InferenceDelete => "inference.delete",
+        }
+    }
+
+    /// The existing sandbox the request acts on, by name (or id).
+    pub fn sandbox(&self) -> Option<&str> {
+        match self {
+            Request::Start { name, .. }
+            | Request::Stop { name, .. }
+            | Request::Kill { name, .. }
+            | Request::Delete { name }
+            | Request::Get { name }
+            | Request::Logs { name, .. }
+            | Request::Exec { name, .. }
+            | Request::PolicySet { name, .. }
+            | Request::PolicyGet { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Whether it changes anything (what the audit log records).
+    pub fn mutates(&self) -> bool {
+        !matches!(
+            self,
+            Request::List
+                | Request::Get { .. }
+                | Request::Logs { .. }
+                | Request::PolicyGet { .. }
+                | Request::Status
+                | Request::ProviderList
+                | Request::ProviderGet { .. }
+                | Request::InferenceGet
+        )
+    }
+
+    /// Whether only an admin may make it (providers, the inference route, the
+    /// gateway itself).
+    pub fn admin_only(&self) -> bool {
+        matches!(
+            self,
+            Request::Shutdown
+                | Request::ProviderCreate { .. }
+                | Request::ProviderDelete { .. }
+                | Request::InferenceSet { .. }
+                | Request::InferenceDelete
+        )
+    }
+}
+
 /// A provider's credential on its one way in: `Debug` never shows it.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -208,6 +281,10 @@ pub struct SandboxInfo {
     pub command: Vec<String>,
     #[serde(rename = "status")]
     pub phase: Phase,
+    /// Who created it (`local` for the local gateway's owner; a remote
+    /// client's certificate name).
+    #[serde(default = "local_owner")]
+    pub owner: String,
     pub exit_code: Option<i32>,
     /// The host pid of the sandbox's process 1 while it runs, where its driver
     /// has one (for people: nothing acts on it).
@@ -216,6 +293,10 @@ pub struct SandboxInfo {
     pub created: u64,
     pub started: Option<u64>,
     pub finished: Option<u64>,
+}
+
+fn local_owner() -> String {
+    "local".into()
 }
 
 /// Where a sandbox is in its life.

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     auto_remove INTEGER NOT NULL,
     created INTEGER NOT NULL,
     started INTEGER,
-    finished INTEGER
+    finished INTEGER,
+    owner TEXT NOT NULL DEFAULT 'local'
 );
 CREATE TABLE IF NOT EXISTS policies (
     sandbox TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
@@ -117,6 +118,14 @@ impl Db {
         conn.pragma_update(None, "secure_delete", "ON").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // Databases made before sandboxes had owners: theirs are the local owner's.
+        let has_owner = conn
+            .prepare("SELECT 1 FROM pragma_table_info('sandboxes') WHERE name = 'owner'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(err)?;
+        if !has_owner {
+            conn.execute_batch("ALTER TABLE sandboxes ADD COLUMN owner TEXT NOT NULL DEFAULT 'local'").map_err(err)?;
+        }
         // Provider credentials live here: owner-only, whatever the umask.
         use std::os::unix::fs::PermissionsExt;
         for file in [path.to_path_buf(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
@@ -221,8 +230,8 @@ impl Db {
         let command = serde_json::to_string(&i.command).unwrap_or_else(|_| "[]".into());
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
         tx.execute(
-            "INSERT INTO sandboxes (id, name, image, image_digest, policy_name, command, status, auto_remove, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO sandboxes (id, name, image, image_digest, policy_name, command, status, auto_remove, created, owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 i.id,
                 i.name,
@@ -232,7 +241,8 @@ impl Db {
                 command,
                 i.phase.as_str(),
                 rec.auto_remove,
-                i.created as i64
+                i.created as i64,
+                i.owner
             ],
         )
         .map_err(self.err())?;
@@ -256,7 +266,7 @@ impl Db {
         let sql = format!(
             "SELECT s.id, s.name, s.image, s.image_digest, s.policy_name, s.command, s.status, s.exit_code, s.pid,
                     s.supervisor_pid, s.auto_remove, s.created, s.started, s.finished,
-                    (SELECT MAX(revision) FROM policies p WHERE p.sandbox = s.id)
+                    (SELECT MAX(revision) FROM policies p WHERE p.sandbox = s.id), s.owner
              FROM sandboxes s {filter} ORDER BY s.created, s.name"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
@@ -286,6 +296,7 @@ impl Db {
                     started: row.get::<_, Option<i64>>(12)?.map(|v| v as u64),
                     finished: row.get::<_, Option<i64>>(13)?.map(|v| v as u64),
                     policy_revision: row.get::<_, Option<i64>>(14)?.unwrap_or(0),
+                    owner: row.get(15)?,
                 },
                 auto_remove: row.get(10)?,
             })

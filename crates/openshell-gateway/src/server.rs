@@ -19,9 +19,21 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use crate::db::{Db, DbError, Record};
 use crate::now;
+use crate::tls::{Caller, Role};
 
+mod audit;
+mod grpc;
 mod images;
 mod inference;
+mod listen;
+
+/// Where remote clients reach the gateway: an address for the gRPC API with
+/// mutual TLS, and the gateway's TLS files.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub listen: std::net::SocketAddr,
+    pub tls: crate::tls::TlsDir,
+}
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +52,14 @@ pub enum ServerError {
     Store(#[from] openshell_store::StoreError),
     #[error("the {0} driver: {1}")]
     Driver(&'static str, DriverError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(crate::tls::TlsError),
 }
 
 impl From<DbError> for ApiError {
@@ -50,6 +70,8 @@ impl From<DbError> for ApiError {
 
 struct Gateway {
     dir: GatewayDir,
+    /// Every mutating request and every refusal, with its caller.
+    audit: audit::AuditLog,
     db: Mutex<Db>,
     /// The images sandboxes run, found by manifest digest.
     store: Store,
@@ -81,21 +103,60 @@ fn standby_key(req: &CreateRequest) -> String {
     format!("{}\n{}\n{}", req.image.digest, req.policy_name, req.policy)
 }
 
-type Reply<'a> = &'a OwnedFd;
-
-/// Sends one response; false when the client went away.
-fn send(conn: Reply<'_>, response: &Response, fds: &[std::os::fd::BorrowedFd<'_>]) -> bool {
-    wire::send(conn, response, fds).is_ok()
+/// Where a request's answers go (and an upload's blobs come from): the local
+/// socket, or a gRPC call's streams.
+pub(crate) trait Answer: Sync {
+    /// Sends one response with descriptors attached; false when the client went away.
+    fn send(&self, response: &Response, fds: &[std::os::fd::BorrowedFd<'_>]) -> bool;
+    /// Sends output bytes (a log); false when the client went away.
+    fn output(&self, bytes: &[u8]) -> bool;
+    /// The next blob of an upload: its digest and its content.
+    fn blob(&self) -> Result<(String, Box<dyn Read + '_>), ApiError>;
 }
 
-/// Sends output: an `Output` header, then the raw bytes.
-fn send_output(conn: Reply<'_>, bytes: &[u8]) -> bool {
-    send(conn, &Response::Output { len: bytes.len() }, &[]) && wire::send_bytes(conn, bytes, &[]).is_ok()
+type Reply<'a> = &'a dyn Answer;
+
+fn send(reply: Reply<'_>, response: &Response, fds: &[std::os::fd::BorrowedFd<'_>]) -> bool {
+    reply.send(response, fds)
+}
+
+fn send_output(reply: Reply<'_>, bytes: &[u8]) -> bool {
+    reply.output(bytes)
+}
+
+/// A connection to the local socket: messages with descriptors attached.
+struct SocketAnswer(OwnedFd);
+
+impl Answer for SocketAnswer {
+    fn send(&self, response: &Response, fds: &[std::os::fd::BorrowedFd<'_>]) -> bool {
+        wire::send(&self.0, response, fds).is_ok()
+    }
+
+    /// An `Output` header, then the raw bytes.
+    fn output(&self, bytes: &[u8]) -> bool {
+        self.send(&Response::Output { len: bytes.len() }, &[]) && wire::send_bytes(&self.0, bytes, &[]).is_ok()
+    }
+
+    fn blob(&self) -> Result<(String, Box<dyn Read + '_>), ApiError> {
+        let (part, fds) = wire::recv::<openshell_gateway_api::proto::BlobFollows>(&self.0)
+            .map_err(|e| ApiError::invalid(format!("image upload: {e}")))?
+            .ok_or_else(|| ApiError::invalid("image upload: the client went away"))?;
+        let fd = fds
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::invalid(format!("image upload: blob {} came without its content", part.digest)))?;
+        Ok((part.digest, Box::new(std::fs::File::from(fd))))
+    }
 }
 
 /// Runs the gateway of `dir` until asked to shut down, running images from the
 /// store at `store`. `exe` is the `openshell` executable (for helper processes).
-pub fn serve(dir: GatewayDir, exe: std::path::PathBuf, store: &std::path::Path) -> Result<(), ServerError> {
+pub fn serve(
+    dir: GatewayDir,
+    exe: std::path::PathBuf,
+    store: &std::path::Path,
+    remote: Option<Remote>,
+) -> Result<(), ServerError> {
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
         move |source| ServerError::Io { path, source }
@@ -120,6 +181,7 @@ pub fn serve(dir: GatewayDir, exe: std::path::PathBuf, store: &std::path::Path) 
         .map_err(|e| ServerError::Driver("local", e))?;
     let driver: Arc<dyn Driver> = Arc::new(local);
     let gateway = Arc::new(Gateway {
+        audit: audit::AuditLog::open(&dir.0.join(audit::AUDIT_FILE)).map_err(io(&dir.0.join(audit::AUDIT_FILE)))?,
         dir: dir.clone(),
         db: Mutex::new(db),
         store,
@@ -142,6 +204,9 @@ pub fn serve(dir: GatewayDir, exe: std::path::PathBuf, store: &std::path::Path) 
     std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(io(&socket_path))?;
     rustix::net::listen(&listener, 128).map_err(|e| io(&socket_path)(e.into()))?;
     tracing::info!(socket = %socket_path.display(), pid = std::process::id(), "gateway listening");
+    if let Some(remote) = remote {
+        listen::serve_tls(Arc::clone(&gateway), remote.listen, remote.tls)?;
+    }
     let uid = rustix::process::geteuid();
     loop {
         let conn = match rustix::net::accept_with(&listener, SocketFlags::CLOEXEC) {
@@ -284,37 +349,80 @@ impl Gateway {
                     ErrorCode::Unsupported,
                     format!("this gateway speaks API version {API_VERSION}, the request version {}", envelope.api),
                 );
-                send(&conn, &Response::Error { error }, &[]);
+                let _ = wire::send(&conn, &Response::Error { error }, &[]);
                 return;
             }
             Ok(Some((envelope, fds))) => (envelope.request, fds),
             Ok(None) => return,
             Err(e) => {
                 let error = ApiError::invalid(format!("bad request: {e}"));
-                send(&conn, &Response::Error { error }, &[]);
+                let _ = wire::send(&conn, &Response::Error { error }, &[]);
                 return;
             }
         };
-        match self.handle(request, fds, &conn) {
+        let answer = SocketAnswer(conn);
+        match self.handle(request, fds, &answer, &Caller::owner()) {
             Ok(Some(last)) => {
-                send(&conn, &last, &[]);
+                answer.send(&last, &[]);
             }
             Ok(None) => {}
             Err(error) => {
-                send(&conn, &Response::Error { error }, &[]);
+                answer.send(&Response::Error { error }, &[]);
             }
         }
     }
 
     /// Answers one request; the returned response (if any) is the last message.
+    /// Answers one request of `caller`, once allowed; the returned response (if
+    /// any) is the last message.
     fn handle(
         self: &Arc<Self>,
         request: Request,
         fds: Vec<OwnedFd>,
         reply: Reply<'_>,
+        caller: &Caller,
+    ) -> Result<Option<Response>, ApiError> {
+        let allowed = self.authorize(&request, caller);
+        if request.mutates() || allowed.is_err() {
+            self.audit.record(caller, &request, allowed.as_ref().err());
+        }
+        allowed?;
+        self.dispatch(request, fds, reply, caller)
+    }
+
+    /// An admin may do anything; a user only acts on its own sandboxes and
+    /// never on providers, the inference route or the gateway itself.
+    fn authorize(&self, request: &Request, caller: &Caller) -> Result<(), ApiError> {
+        if caller.role == Role::Admin {
+            return Ok(());
+        }
+        if request.admin_only() {
+            return Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                format!("{} needs an admin certificate (`{}` is a user)", request.op(), caller.name),
+            ));
+        }
+        if let Some(name) = request.sandbox() {
+            let rec = self.find(name)?;
+            if rec.info.owner != caller.name {
+                return Err(ApiError::new(
+                    ErrorCode::PermissionDenied,
+                    format!("sandbox `{}` belongs to another user", rec.info.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch(
+        self: &Arc<Self>,
+        request: Request,
+        fds: Vec<OwnedFd>,
+        reply: Reply<'_>,
+        caller: &Caller,
     ) -> Result<Option<Response>, ApiError> {
         match request {
-            Request::Create(req) => self.create(req, fds, reply),
+            Request::Create(req) => self.create(req, fds, reply, &caller.name),
             Request::ImageUpload(upload) => self.upload(upload, reply),
             Request::Start { name, attach } => {
                 let rec = self.find(&name)?;
@@ -349,8 +457,11 @@ impl Gateway {
                 Ok(Some(Response::Done { message: format!("deleted sandbox `{}`", rec.info.name) }))
             }
             Request::List => {
-                let all = self.db().all()?;
-                Ok(Some(Response::Sandboxes { sandboxes: all.into_iter().map(|r| r.info).collect() }))
+                let mut all: Vec<SandboxInfo> = self.db().all()?.into_iter().map(|r| r.info).collect();
+                if caller.role != Role::Admin {
+                    all.retain(|s| s.owner == caller.name);
+                }
+                Ok(Some(Response::Sandboxes { sandboxes: all }))
             }
             Request::Get { name } => Ok(Some(Response::Sandbox { sandbox: self.find(&name)?.info })),
             Request::Logs { name, follow, audit } => self.logs(&name, follow, audit, reply),
@@ -426,6 +537,7 @@ impl Gateway {
         req: CreateRequest,
         fds: Vec<OwnedFd>,
         reply: Reply<'_>,
+        owner: &str,
     ) -> Result<Option<Response>, ApiError> {
         if !rustix::process::geteuid().is_root() {
             return Err(ApiError::precondition(
@@ -449,8 +561,8 @@ impl Gateway {
         let outcome = match taken {
             // A sandbox of this image and policy was started ahead of need: it only
             // needs its job.
-            Some(standby) => self.assign(standby, &req, stdio, reply),
-            None => self.create_cold(&req, stdio, reply),
+            Some(standby) => self.assign(standby, &req, stdio, reply, owner),
+            None => self.create_cold(&req, stdio, reply, owner),
         };
         if outcome.is_ok() && self.pool {
             self.refill_standby(key, req);
@@ -459,7 +571,7 @@ impl Gateway {
     }
 
     /// The record of a new sandbox, in the state from now on.
-    fn insert(&self, id: &str, req: &CreateRequest) -> Result<(), ApiError> {
+    fn insert(&self, id: &str, req: &CreateRequest, owner: &str) -> Result<(), ApiError> {
         let name = req.name.clone().unwrap_or_else(|| format!("sandbox-{id}"));
         let rec = Record {
             info: SandboxInfo {
@@ -471,6 +583,7 @@ impl Gateway {
                 policy_revision: 1,
                 command: req.command.clone(),
                 phase: Phase::Created,
+                owner: owner.to_owned(),
                 exit_code: None,
                 pid: None,
                 created: now(),
@@ -496,6 +609,7 @@ impl Gateway {
         req: &CreateRequest,
         stdio: Vec<OwnedFd>,
         reply: Reply<'_>,
+        owner: &str,
     ) -> Result<Option<Response>, ApiError> {
         let id = random_id();
         let prepared = self.driver.create(&id, &Self::spec(req)).map_err(ApiError::from).and_then(|created| {
@@ -503,7 +617,7 @@ impl Gateway {
             self.driver.set_job(&id, &Job::new(&created, &req.command, &req.env, route))?;
             Ok(created)
         });
-        if let Err(e) = prepared.and_then(|_| self.insert(&id, req)) {
+        if let Err(e) = prepared.and_then(|_| self.insert(&id, req, owner)) {
             let _ = self.driver.remove(&id);
             return Err(e);
         }
@@ -517,11 +631,14 @@ impl Gateway {
         req: &CreateRequest,
         stdio: Vec<OwnedFd>,
         reply: Reply<'_>,
+        owner: &str,
     ) -> Result<Option<Response>, ApiError> {
         let Standby { id, created, pending, .. } = standby;
         let route = self.route_file().ok().and_then(|f| f.route).map(|r| r.kind);
         let job = Job::new(&created, &req.command, &req.env, route);
-        if let Err(e) = self.driver.set_job(&id, &job).map_err(ApiError::from).and_then(|()| self.insert(&id, req)) {
+        if let Err(e) =
+            self.driver.set_job(&id, &job).map_err(ApiError::from).and_then(|()| self.insert(&id, req, owner))
+        {
             discard(pending);
             return Err(e);
         }

@@ -2,11 +2,9 @@
 //! client whose image is missing there uploads it (every blob checked against
 //! its digest, the documents against each other) before it is recorded.
 
-use std::os::fd::OwnedFd;
-
 use openshell_build::images::{self, ImageRecord};
-use openshell_gateway_api::proto::{BlobFollows, ImageRef, ImageUpload, Response};
-use openshell_gateway_api::{ApiError, ErrorCode, wire};
+use openshell_gateway_api::proto::{ImageRef, ImageUpload, Response};
+use openshell_gateway_api::{ApiError, ErrorCode};
 use openshell_store::Digest;
 
 use super::{Gateway, Reply};
@@ -38,27 +36,18 @@ impl Gateway {
         Ok(())
     }
 
-    /// Receives an image's blobs (each a [`BlobFollows`] with its content as a
-    /// descriptor), checks them and records the image.
+    /// Receives an image's blobs (in the order [`ImageUpload::blobs`] names
+    /// them), checks them and records the image.
     pub(super) fn upload(&self, upload: ImageUpload, conn: Reply<'_>) -> Result<Option<Response>, ApiError> {
         for expected in upload.blobs() {
             let expected = digest(expected)?;
-            let (part, fds) = wire::recv::<BlobFollows>(conn)
-                .map_err(|e| ApiError::invalid(format!("image upload: {e}")))?
-                .ok_or_else(|| ApiError::invalid("image upload: the client went away"))?;
-            if part.digest != expected.to_string() {
-                return Err(ApiError::invalid(format!(
-                    "image upload: blob {} came where {expected} was expected",
-                    part.digest
-                )));
+            let (sent, content) = conn.blob()?;
+            if sent != expected.to_string() {
+                return Err(ApiError::invalid(format!("image upload: blob {sent} came where {expected} was expected")));
             }
-            let fd: OwnedFd = fds
-                .into_iter()
-                .next()
-                .ok_or_else(|| ApiError::invalid(format!("image upload: blob {expected} came without its content")))?;
             if !self.store.contains(&expected) {
                 self.store
-                    .insert_reader(expected.algorithm(), Some(&expected), std::fs::File::from(fd))
+                    .insert_reader(expected.algorithm(), Some(&expected), content)
                     .map_err(|e| ApiError::invalid(format!("image upload: blob {expected}: {e}")))?;
             }
         }
