@@ -2358,3 +2358,145 @@ echo "man: $(ls /usr/share/man 2>/dev/null | wc -l) docs: $(find /usr/share/doc 
         text(&out)
     );
 }
+
+impl Env {
+    /// The pids of this test's gateway helpers (supervisors, spares): the
+    /// processes whose environment names its gateway directory.
+    fn helper_pids(&self) -> Vec<i32> {
+        let needle = format!("OPENSHELL_GATEWAY_DIR={}", self.gateway_dir().display());
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            let is_helper = cmdline.split(|b| *b == 0).any(|a| a == b"helper");
+            if is_helper && environ.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+/// The running gateway's pid (starting one when none runs).
+fn gateway_pid(env: &Env) -> i32 {
+    let out = env.run(&["--output", "json", "gateway", "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    status["pid"].as_i64().expect("pid") as i32
+}
+
+/// Issue 14: a gateway killed (SIGKILL) at any moment of a create leaves, for
+/// the next gateway, a sandbox that runs (found again) or that starts: never one
+/// stuck `created` whose start fails with "container already exists". Tried at
+/// several moments, from before the record to after the start.
+#[test]
+fn a_gateway_killed_mid_create_leaves_nothing_stuck() {
+    let env = Env::new();
+    let store = env.store();
+    // The image in the gateway's store first: the creates below go straight to work.
+    let out = env.create(&["--rm", "--", "true"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for (i, delay) in [10u64, 25, 40, 55, 70, 85, 100, 130, 160, 200, 300].into_iter().enumerate() {
+        let name = format!("k{i}");
+        let pid = gateway_pid(&env);
+        let args = [
+            "sandbox",
+            "create",
+            "-d",
+            "--name",
+            &name,
+            "--store",
+            &store,
+            "--image",
+            "openshell/sbtest",
+            "--",
+            "sleep",
+            "600",
+        ];
+        let mut create = env.command(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("create");
+        std::thread::sleep(Duration::from_millis(delay));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
+        // Every other time the sandbox's supervisor dies with it (what it left
+        // behind is then the next start's to clear).
+        if i % 2 == 1 {
+            for helper in env.helper_pids() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(helper), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        let _ = create.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The next command starts another gateway.
+        if !env.names().contains(&name) {
+            eprintln!("killed after {delay} ms: no sandbox");
+            continue;
+        }
+        let status = env.sandbox(&name)["status"].as_str().expect("status").to_owned();
+        eprintln!("killed after {delay} ms: `{status}`");
+        if status != "running" {
+            let out = env.run(&["sandbox", "start", &name]);
+            assert!(out.status.success(), "killed after {delay} ms, `{status}`, start: {}", text(&out));
+        }
+        let out = env.run(&["sandbox", "exec", &name, "--", "true"]);
+        assert!(out.status.success(), "killed after {delay} ms, was `{status}`: exec: {}", text(&out));
+        let out = env.run(&["sandbox", "delete", &name]);
+        assert!(out.status.success(), "killed after {delay} ms: delete: {}", text(&out));
+    }
+    assert!(env.names().is_empty(), "{:?}", env.names());
+}
+
+/// Issue 14: a gateway whose directory, socket or database disappears under it
+/// says why and exits (before: with its directory removed it kept running, at
+/// 35–50% CPU, and a second gateway started beside it). The control: a gateway
+/// whose files stay keeps running through the same wait.
+#[test]
+fn a_gateway_exits_when_its_files_disappear() {
+    let env = Env::new();
+    let control_dir = env.path().join("control-gw");
+    let mut control = env
+        .command(&["gateway", "run"])
+        .env("OPENSHELL_GATEWAY_DIR", &control_dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("control gateway");
+    for (what, remove) in [("directory", ""), ("socket", "gateway.sock"), ("database", "state.db")] {
+        let dir = env.path().join(format!("gw-{what}"));
+        let err = env.path().join(format!("gw-{what}.err"));
+        let mut gateway = env
+            .command(&["gateway", "run"])
+            .env("OPENSHELL_GATEWAY_DIR", &dir)
+            .stderr(std::fs::File::create(&err).expect("stderr"))
+            .spawn()
+            .expect("gateway run");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dir.join("gateway.sock").exists() {
+            assert!(Instant::now() < deadline, "the {what} gateway did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(600));
+        if remove.is_empty() {
+            std::fs::remove_dir_all(&dir).expect("remove the directory");
+        } else {
+            std::fs::remove_file(dir.join(remove)).expect("remove");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = gateway.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = gateway.kill();
+                panic!("the gateway kept running after its {what} was removed");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let said = std::fs::read_to_string(&err).unwrap_or_default();
+        assert!(!status.success() && said.contains(&format!("its {what}")), "{what}: {status}: {said}");
+        assert!(control.try_wait().expect("wait").is_none(), "the control gateway keeps running");
+    }
+    let out = env.command(&["gateway", "stop"]).env("OPENSHELL_GATEWAY_DIR", &control_dir).output().expect("stop");
+    assert!(out.status.success(), "{}", text(&out));
+    let _ = control.wait();
+}

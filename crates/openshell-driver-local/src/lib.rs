@@ -218,11 +218,29 @@ impl LocalDriver {
         Ok(Waiter { child: helper.child, control: helper.control })
     }
 
+    /// Deletes the sandbox's container (its state knows its cgroups:
+    /// libcontainer removes both) and whatever is left of its cgroups.
+    fn delete_container(&self, id: &str) {
+        let state = self.containers().join(id);
+        if state.exists() {
+            match libcontainer::container::Container::load(state.clone()) {
+                Ok(mut container) => {
+                    if let Err(e) = container.delete(true) {
+                        tracing::warn!(%e, sandbox = id, "deleting the container");
+                    }
+                }
+                Err(e) => tracing::warn!(%e, sandbox = id, "loading the container's state"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&state);
+        openshell_sandbox::sandbox::remove_cgroups(&format!("/openshell/{id}"));
+    }
+
     /// Takes over a sandbox a previous gateway started, when its supervisor
     /// (the one its record names, by pid and start time) still runs: pidfds of
     /// the supervisor and process 1, each checked to be the recorded process
     /// after it was opened (process 1 as the supervisor's child).
-    fn adopt(&self, id: &str) -> Option<std::sync::Arc<Pidfds>> {
+    fn adopt(&self, id: &str) -> Option<(std::sync::Arc<Pidfds>, i32)> {
         let record = helper::Supervisor::read(&self.sandbox(id).0)?;
         let init_pid = record.init?;
         let supervisor = helper::pidfd(record.pid).ok()?;
@@ -234,7 +252,7 @@ impl LocalDriver {
         }
         let pidfds = std::sync::Arc::new(Pidfds { supervisor, init });
         self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), std::sync::Arc::clone(&pidfds));
-        Some(pidfds)
+        Some((pidfds, init_pid))
     }
 }
 
@@ -353,6 +371,12 @@ impl Driver for LocalDriver {
     fn start(&self, id: &str, stdio: Stdio) -> Result<Run, DriverError> {
         let dir = self.sandbox(id);
         let _ = std::fs::remove_file(dir.exit());
+        // A run whose gateway died before it was recorded, and whose supervisor
+        // is gone too, left its container behind: cleared, or the start would
+        // find it "already exists".
+        if !helper::Supervisor::read(&dir.0).is_some_and(|s| s.alive()) {
+            self.delete_container(id);
+        }
         let waiter = self.helper(HelperMessage::attach(HelperJob::Supervise, &dir.0), &stdio)?;
         drop(stdio);
         let (waiter, pid, pidfds) = started(waiter, &dir)?;
@@ -394,7 +418,9 @@ impl Driver for LocalDriver {
 
     fn find(&self, id: &str) -> Found {
         match self.adopt(id) {
-            Some(pidfds) => Found::Running(Box::new(Adopted { pidfds, dir: self.sandbox(id) })),
+            Some((pidfds, pid)) => {
+                Found::Running(Run { pid: Some(pid), watch: Box::new(Adopted { pidfds, dir: self.sandbox(id) }) })
+            }
             None => Found::Ended(self.last_exit(id)),
         }
     }
@@ -473,21 +499,7 @@ impl Driver for LocalDriver {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         let dir = self.sandbox(id);
         // Its mounts lived in its supervisor's own mount namespace: nothing to unmount.
-        // The container's state knows its cgroups: libcontainer removes both.
-        let state = self.containers().join(id);
-        if state.exists() {
-            match libcontainer::container::Container::load(state.clone()) {
-                Ok(mut container) => {
-                    if let Err(e) = container.delete(true) {
-                        tracing::warn!(%e, sandbox = id, "deleting the container");
-                    }
-                }
-                Err(e) => tracing::warn!(%e, sandbox = id, "loading the container's state"),
-            }
-        }
-        let _ = std::fs::remove_dir_all(&state);
-        // Whatever is left of its cgroups.
-        openshell_sandbox::sandbox::remove_cgroups(&format!("/openshell/{id}"));
+        self.delete_container(id);
         match std::fs::remove_dir_all(&dir.0) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -101,7 +101,7 @@ pub struct Exit {
 /// What a sandbox is found doing when a gateway (re)starts.
 pub enum Found {
     /// Still running: its end is watched again.
-    Running(Box<dyn Watch>),
+    Running(Run),
     /// Not running (its last exit, if the driver recorded one).
     Ended(Option<Exit>),
 }
@@ -158,7 +158,8 @@ pub trait Driver: Send + Sync {
     /// workload); a process that ended is never confused with one that reused
     /// its number.
     fn signal(&self, id: &str, signal: Signal) -> Result<(), DriverError>;
-    /// What a sandbox the state says runs is doing now (a gateway restarted).
+    /// What a sandbox the state says runs (or was being started) is doing now
+    /// (a gateway restarted).
     fn find(&self, id: &str) -> Found;
     /// Removes what the driver holds of sandboxes the state does not know (a
     /// standby sandbox of a gateway that died), keeping those in `known`.

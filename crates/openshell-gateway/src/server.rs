@@ -207,6 +207,7 @@ pub fn serve(
     if let Some(remote) = remote {
         listen::serve_tls(Arc::clone(&gateway), remote.listen, remote.tls)?;
     }
+    watch_files(&dir)?;
     let uid = rustix::process::geteuid();
     loop {
         let conn = match rustix::net::accept_with(&listener, SocketFlags::CLOEXEC) {
@@ -237,6 +238,32 @@ pub fn serve(
         let gateway = Arc::clone(&gateway);
         std::thread::spawn(move || gateway.connection(conn));
     }
+}
+
+/// Exits the gateway, saying why, when its directory, socket or database is
+/// removed or replaced under it: a gateway without them serves no one, and
+/// another would start beside it (its lock file went with the directory).
+fn watch_files(dir: &GatewayDir) -> Result<(), ServerError> {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |path: &std::path::Path| std::fs::metadata(path).map(|m| (m.dev(), m.ino()));
+    let mut files = Vec::new();
+    for (what, path) in [("directory", dir.0.clone()), ("socket", dir.socket()), ("database", dir.db())] {
+        let id = identity(&path).map_err(|source| ServerError::Io { path: path.clone(), source })?;
+        files.push((what, path, id));
+    }
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            for (what, path, id) in &files {
+                if identity(path).ok() != Some(*id) {
+                    tracing::error!(path = %path.display(), "the gateway's {what} was removed or replaced: the gateway exits (running sandboxes keep running)");
+                    eprintln!("openshell gateway: its {what} {} was removed or replaced; exiting", path.display());
+                    std::process::exit(1);
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 fn random_id() -> String {
@@ -282,17 +309,26 @@ impl Gateway {
             }
         };
         self.driver.sweep(&records.iter().map(|r| r.info.id.clone()).collect());
-        for rec in records.into_iter().filter(|r| r.info.phase == Phase::Running) {
+        // `created` ones too: a gateway killed between a start and its record
+        // leaves a sandbox that runs while the state says created.
+        let live = |r: &Record| matches!(r.info.phase, Phase::Running | Phase::Created);
+        for rec in records.into_iter().filter(live) {
             match self.driver.find(&rec.info.id) {
-                Found::Running(watch) => {
+                Found::Running(run) => {
                     tracing::info!(sandbox = %rec.info.name, "found running");
+                    if let Err(e) = self.db().set_running(&rec.info.id, run.pid) {
+                        tracing::error!(%e, "recording a sandbox found running");
+                    }
                     let gateway = Arc::clone(self);
                     std::thread::spawn(move || {
-                        let code = watch.wait().ok();
+                        let code = run.watch.wait().ok();
                         gateway.finish_and_remove(&rec.info.id, code);
                     });
                 }
-                Found::Ended(_) => self.finish_and_remove(&rec.info.id, None),
+                Found::Ended(_) if rec.info.phase == Phase::Running => self.finish_and_remove(&rec.info.id, None),
+                // Never started (or its start was lost with its gateway): it starts
+                // afresh (the driver clears what a lost start left).
+                Found::Ended(_) => {}
             }
         }
     }
