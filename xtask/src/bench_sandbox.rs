@@ -14,7 +14,11 @@
 //!   `docker run --rm --network none IMAGE /bin/true` (not measured, with the reason,
 //!   when `docker info` or a run fails; the others failing fails the bench);
 //!
-//! then `openshell sandbox exec NAME -- /bin/true` into an idle sandbox, and the resident
+//! then `openshell sandbox exec NAME -- /bin/true` into an idle sandbox, through the
+//! gateway's local socket and, in the same rounds, as a remote client over gRPC with
+//! mutual TLS (the gateway also listens on a loopback port with the TLS files
+//! `gateway init` made; each exec is a new client process, so its TLS handshake is
+//! counted), and the resident
 //! memory per idle sandbox: its supervisor's VmRSS plus the gateway's divided by the
 //! number of sandboxes (also as PSS, which splits the pages the supervisors share).
 //! Medians and p90s go to a table and to `bench-sandbox.json` in the target directory.
@@ -78,8 +82,9 @@ pub fn bench_sandbox(args: &[String]) -> Result<(), String> {
     let target = target_dir();
     let bin = target.join("release").join("openshell");
     let dir = target.join("bench-sandbox");
-    let os = Openshell { bin: bin.clone(), gateway: dir.join("gateway"), standby: true };
-    let cold = Openshell { bin, gateway: dir.join("gateway-cold"), standby: false };
+    let config = dir.join("config");
+    let os = Openshell { bin: bin.clone(), gateway: dir.join("gateway"), config: config.clone(), standby: true };
+    let cold = Openshell { bin, gateway: dir.join("gateway-cold"), config, standby: false };
     clean_previous(&[&os, &cold], &dir)?;
     let image = prepare_image(&os, &dir)?;
     let rootfs = prepare_bundle(&dir, &image)?;
@@ -91,7 +96,7 @@ pub fn bench_sandbox(args: &[String]) -> Result<(), String> {
     let mut failed: Vec<&str> = report
         .subjects
         .iter()
-        .chain([&report.exec])
+        .chain([&report.exec, &report.exec_remote])
         .filter(|s| s.required && s.skipped.is_some())
         .map(|s| s.label)
         .collect();
@@ -157,6 +162,8 @@ fn prerequisites() -> Result<(), String> {
 struct Openshell {
     bin: PathBuf,
     gateway: PathBuf,
+    /// The client's gateways file lives here (`XDG_CONFIG_HOME`), not the user's.
+    config: PathBuf,
     /// Whether the gateway (started by the first command) keeps a standby sandbox.
     standby: bool,
 }
@@ -164,7 +171,11 @@ struct Openshell {
 impl Openshell {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
-        c.args(args).env("OPENSHELL_GATEWAY_DIR", &self.gateway).current_dir(root());
+        c.args(args)
+            .env("OPENSHELL_GATEWAY_DIR", &self.gateway)
+            .env("XDG_CONFIG_HOME", &self.config)
+            .env_remove("OPENSHELL_GATEWAY")
+            .current_dir(root());
         if !self.standby {
             c.env("OPENSHELL_STANDBY", "0");
         }
@@ -404,6 +415,8 @@ struct Report {
     image: String,
     subjects: Vec<Subject>,
     exec: Subject,
+    /// The same exec as a remote client (gRPC, mutual TLS, loopback).
+    exec_remote: Subject,
     memory: Result<Memory, String>,
 }
 
@@ -412,6 +425,8 @@ struct Gateway {
     os: Openshell,
     sandboxes: Vec<String>,
     docker_image: Option<String>,
+    /// `gateway run --listen`, when the bench started it.
+    process: Option<std::process::Child>,
 }
 
 impl Drop for Gateway {
@@ -423,6 +438,9 @@ impl Drop for Gateway {
         }
         if let Err(e) = self.os.output(&["gateway", "stop"]) {
             eprintln!("xtask: {e}");
+        }
+        if let Some(mut process) = self.process.take() {
+            let _ = process.wait();
         }
         wait_for_standby_cleanup(&self.os);
         if let Some(image) = self.docker_image.take() {
@@ -458,9 +476,10 @@ fn measure(
     let bundle = dir.join("bundle").display().to_string();
     let errors = dir.join("stderr.log");
     // The gateway, started once before any timing.
-    let mut gateway = Gateway { os: os.clone(), sandboxes: Vec::new(), docker_image: None };
+    let mut gateway = Gateway { os: os.clone(), sandboxes: Vec::new(), docker_image: None, process: None };
+    gateway.process = Some(start_listening(os, dir)?);
     os.output(&["gateway", "status"])?;
-    let _cold_gateway = Gateway { os: cold.clone(), sandboxes: Vec::new(), docker_image: None };
+    let _cold_gateway = Gateway { os: cold.clone(), sandboxes: Vec::new(), docker_image: None, process: None };
     cold.output(&["gateway", "status"])?;
     let docker = docker_image(image);
     if let Ok(reference) = &docker {
@@ -527,18 +546,25 @@ fn measure(
 
     // exec into one idle sandbox, then the memory of `idle` idle sandboxes.
     let mut exec = Subject::new("openshell_exec", "openshell exec", true);
+    let mut exec_remote = Subject::new("openshell_exec_remote", "  remote (gRPC, mTLS)", true);
     let create_idle =
         |name: &str| os.output(&["sandbox", "create", "-d", "--name", name, "--image", reference, "--store", &store]);
     // Named for deletion first: a failed create may still leave a sandbox behind.
     gateway.sandboxes.push("bench-exec".into());
     create_idle("bench-exec")?;
     for round in 0..rounds {
-        match time_once(os.cmd(&["sandbox", "exec", "bench-exec", "--", "/bin/true"]), &errors) {
-            Ok(t) if round >= options.warmup => exec.samples.push(t),
-            Ok(_) => {}
-            Err(e) => {
-                exec.skipped = Some(e);
-                break;
+        for (subject, remote) in [(&mut exec, false), (&mut exec_remote, true)] {
+            if subject.skipped.is_some() {
+                continue;
+            }
+            let mut cmd = os.cmd(&["sandbox", "exec", "bench-exec", "--", "/bin/true"]);
+            if remote {
+                cmd.env("OPENSHELL_GATEWAY", REMOTE);
+            }
+            match time_once(cmd, &errors) {
+                Ok(t) if round >= options.warmup => subject.samples.push(t),
+                Ok(_) => {}
+                Err(e) => subject.skipped = Some(e),
             }
         }
     }
@@ -559,8 +585,48 @@ fn measure(
         image: image.reference.clone(),
         subjects,
         exec,
+        exec_remote,
         memory,
     })
+}
+
+/// The name the bench's client gives its own gateway reached over TCP.
+const REMOTE: &str = "bench-remote";
+
+/// Makes the gateway's TLS files, starts it listening on a free loopback port
+/// as well as on its socket, and adds it to the bench's client as [`REMOTE`].
+fn start_listening(os: &Openshell, dir: &Path) -> Result<std::process::Child, String> {
+    os.output(&["gateway", "init"])?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("a free loopback port: {e}"))?
+        .port();
+    let log = dir.join("gateway-run.log");
+    let stderr = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = os
+        .cmd(&["gateway", "run", "--listen", &listen])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("gateway run: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!("gateway run --listen {listen} did not listen: {said}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tls = os.gateway.join("tls");
+    let path = |p: PathBuf| p.display().to_string();
+    let (ca, cert, key) =
+        (path(tls.join("ca.pem")), path(tls.join("clients/admin.pem")), path(tls.join("clients/admin-key.pem")));
+    let url = format!("https://localhost:{port}");
+    os.output(&["gateway", "add", REMOTE, &url, "--ca", &ca, "--cert", &cert, "--key", &key])?;
+    Ok(child)
 }
 
 /// VmRSS of a process, KiB.
@@ -711,6 +777,10 @@ impl Report {
 
     /// openshell's median over this subject's (for the peers).
     fn ratio(&self, subject: &Subject) -> Option<f64> {
+        if subject.key == "openshell_exec_remote" {
+            // Its peer: the same exec through the local socket.
+            return Some(median(&subject.samples)? / median(&self.exec.samples)?);
+        }
         if !matches!(subject.key, "runc_run" | "bwrap" | "docker_run") {
             return None;
         }
@@ -738,7 +808,7 @@ impl Report {
             "{:<24} {:>10} {:>10} {:>15} {:>22}",
             "", "median", "p90", "openshell/peer", "without standby/peer"
         );
-        for s in self.subjects.iter().chain([&self.exec]) {
+        for s in self.subjects.iter().chain([&self.exec, &self.exec_remote]) {
             match (&s.skipped, median(&s.samples), p90(&s.samples)) {
                 (None, Some(m), Some(p)) => {
                     let ratio = self.ratio(s).map(|r| format!("{r:.2}×")).unwrap_or_default();
@@ -754,6 +824,11 @@ impl Report {
                 }
             }
         }
+        let _ = writeln!(
+            t,
+            "{:<24} (remote exec: openshell/peer is its time over the same exec's through the local socket)",
+            ""
+        );
         match &self.memory {
             Ok(m) => {
                 let _ = writeln!(
@@ -788,7 +863,7 @@ impl Report {
         let _ = writeln!(j, "  \"warmup\": {},", self.warmup);
         let _ = writeln!(j, "  \"image\": {},", json_str(&self.image));
         j.push_str("  \"results\": {\n");
-        let all: Vec<&Subject> = self.subjects.iter().chain([&self.exec]).collect();
+        let all: Vec<&Subject> = self.subjects.iter().chain([&self.exec, &self.exec_remote]).collect();
         for (i, s) in all.iter().enumerate() {
             let _ = write!(j, "    {}: {{\"label\": {}, ", json_str(s.key), json_str(s.label));
             match &s.skipped {
