@@ -140,7 +140,8 @@ impl Remote {
             .map_err(|e| ClientError::Remote(format!("{context}: {e}")))?
             .tls_config(tls)
             .map_err(|e| transport(&context, &e))?
-            .connect_timeout(std::time::Duration::from_secs(10));
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .tcp_nodelay(true);
         let channel = runtime.block_on(endpoint.connect()).map_err(|e| transport(&context, &e))?;
         Ok(Remote { runtime, client: GatewayClient::new(channel), config: config.clone() })
     }

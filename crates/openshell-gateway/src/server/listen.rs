@@ -95,6 +95,11 @@ async fn accept(listener: TcpListener, config: Arc<Mutex<Config>>, tx: mpsc::Sen
                 continue;
             }
         };
+        // Small messages (a run's events) go out at once: with Nagle's algorithm
+        // each waited for the client's delayed ACK (about 40 ms a call).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(%peer, %e, "TCP_NODELAY");
+        }
         let acceptor = tokio_rustls::TlsAcceptor::from(config.lock().unwrap_or_else(|p| p.into_inner()).current());
         let tx = tx.clone();
         tokio::spawn(async move {
