@@ -368,12 +368,45 @@ fn a_user_manages_only_its_own_sandboxes_and_every_change_is_audited() {
             (remote.tls().join(format!("clients/{user}.pem")), remote.tls().join(format!("clients/{user}-key.pem")));
         remote.add(user, "localhost", &c, &k);
     }
+    // The gateway host's own store (the gateway's too) has another image under the
+    // name alice's upload will carry: the upload must not take the name over (the
+    // host's commands pick images by name).
+    let host_store = remote.path().join(".local/share/openshell/store").display().to_string();
+    let mut other = std::fs::read_to_string(remote.path().join("image.yaml")).expect("definition");
+    other = other.replacen(
+        "files:\n",
+        "files:\n  - path: /bin/host-only\n    source: /bin/busybox\n    mode: \"0755\"\n",
+        1,
+    );
+    std::fs::write(remote.path().join("host.yaml"), other).expect("host definition");
+    for args in [
+        vec!["lock", "host.yaml", "--store", &host_store, "-o", "host.lock"],
+        vec!["build", "host.lock", "--store", &host_store],
+    ] {
+        let out = remote.run(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+    let host_image = || {
+        let out = remote.run(&["image", "inspect", "openshell/rmtest", "--store", &host_store]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect json");
+        doc["manifest_digest"].as_str().expect("digest").to_owned()
+    };
+    let before = host_image();
+    let out = remote.run(&["gateway", "cert", "issue", "local", "--role", "user"]);
+    assert!(!out.status.success() && text(&out).contains("local gateway's owner"), "{}", text(&out));
+
     let image = ["--store", &store, "--image", "openshell/rmtest"];
     let mut create = vec!["sandbox", "create", "-d", "--name", "alices"];
     create.extend(image);
     create.extend(["--", "sh", "-c", "echo alice-secret; sleep 600"]);
     let out = remote.client("alice", &create);
     assert!(out.status.success(), "{}", text(&out));
+
+    // Her image was uploaded (her sandbox runs it, by digest), the host's name was not taken.
+    let out = remote.client("alice", &["--output", "json", "sandbox", "get", "alices"]);
+    let alices: serde_json::Value = serde_json::from_slice(&out.stdout).expect("get json");
+    assert_ne!(alices["image_digest"].as_str(), Some(before.as_str()), "{alices}");
+    assert_eq!(host_image(), before, "an upload took over the name openshell/rmtest in the host's store");
 
     // The positive control: alice reaches her own sandbox.
     let out = remote.client("alice", &["sandbox", "exec", "alices", "--", "echo", "mine"]);

@@ -39,6 +39,8 @@ pub enum TlsError {
     Name { what: &'static str, name: String },
     #[error("a certificate without an openshell identity (CN = user, OU = admin|user): {0}")]
     Identity(String),
+    #[error("`{0}` names the local gateway's owner: choose another client name")]
+    Reserved(String),
 }
 
 /// What a caller may do.
@@ -86,6 +88,9 @@ impl Caller {
             .and_then(|a| a.as_str().ok())
             .map(str::to_owned)
             .ok_or_else(|| TlsError::Identity("no CN".into()))?;
+        if name == Caller::owner().name {
+            return Err(TlsError::Reserved(name));
+        }
         let role = subject
             .iter_organizational_unit()
             .next()
@@ -208,6 +213,10 @@ pub fn init(dir: &TlsDir, server_names: &[String]) -> Result<Vec<PathBuf>, TlsEr
 /// Issues a client certificate for `name` with `role`, valid for `days`.
 pub fn issue(dir: &TlsDir, name: &str, role: Role, days: i64) -> Result<(PathBuf, PathBuf), TlsError> {
     check_name("client name", name)?;
+    if name == Caller::owner().name {
+        // The local socket's caller owns what it creates under this name.
+        return Err(TlsError::Reserved(name.to_owned()));
+    }
     let (cert_path, key_path) = dir.client(name);
     if cert_path.exists() {
         return Err(TlsError::Exists(cert_path));

@@ -70,6 +70,19 @@ impl Gateway {
             return Err(invalid(&"its record does not name the manifest's config and layers"));
         }
         drop(image);
+        // The upload's name never takes over a name the store has for another
+        // image: the store may be the gateway host's own, whose commands pick
+        // images by name (a remote user must not swap what `name:tag` runs there).
+        let taken = images::find(&self.store, &reference).ok().filter(|r| r.manifest != record.manifest);
+        if let Some(existing) = taken {
+            tracing::warn!(image = %reference, uploaded = %record.manifest, kept = %existing.manifest, "an upload's name is another image's: its blobs are kept, the name is not");
+            return Ok(Some(Response::Done {
+                message: format!(
+                    "image {} uploaded (the name {reference} stays with {})",
+                    record.manifest, existing.manifest
+                ),
+            }));
+        }
         images::record(&self.store, &record).map_err(|e| invalid(&e))?;
         tracing::info!(image = %reference, digest = %record.manifest, "image uploaded");
         Ok(Some(Response::Done { message: format!("image {reference} uploaded") }))
