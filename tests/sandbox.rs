@@ -2500,3 +2500,227 @@ fn a_gateway_exits_when_its_files_disappear() {
     assert!(out.status.success(), "{}", text(&out));
     let _ = control.wait();
 }
+
+/// Gateway replicas of one test, sharing a database and a driver directory;
+/// each is ended (by pid) and its sandboxes deleted on drop.
+struct Replicas<'a> {
+    env: &'a Env,
+    url: String,
+    running: Vec<(String, std::process::Child)>,
+}
+
+impl<'a> Replicas<'a> {
+    fn dir(&self, name: &str) -> PathBuf {
+        self.env.path().join(name)
+    }
+
+    /// Starts replica `name` (`standby`: whether it keeps a standby sandbox).
+    fn start(&mut self, name: &str, standby: bool) {
+        let dir = self.dir(name);
+        let store = self.env.store();
+        let driver_dir = self.env.path().join("driver");
+        // A killed replica's socket stays behind: the new one's is waited for.
+        let _ = std::fs::remove_file(dir.join("gateway.sock"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(name)).expect("log");
+        let child = self
+            .env
+            .command(&["gateway", "run", "--store", &store, "--database", &self.url, "--lease", "3"])
+            .arg("--driver-dir")
+            .arg(&driver_dir)
+            .env("OPENSHELL_GATEWAY_DIR", &dir)
+            .env("OPENSHELL_STANDBY", if standby { "1" } else { "0" })
+            .env("OPENSHELL_LOG", "info")
+            .stderr(log)
+            .spawn()
+            .expect("gateway run");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dir.join("gateway.sock").exists() {
+            assert!(Instant::now() < deadline, "replica {name} did not start: {}", self.log(name));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.running.push((name.to_owned(), child));
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.env.path().join(format!("{name}.log"))
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    /// `openshell ARGS` against replica `name`.
+    fn on(&self, name: &str, args: &[&str]) -> Command {
+        let mut c = self.env.command(args);
+        c.env("OPENSHELL_GATEWAY_DIR", self.dir(name));
+        c
+    }
+
+    fn run(&self, name: &str, args: &[&str]) -> Output {
+        self.on(name, args).output().expect("openshell")
+    }
+
+    /// Every sandbox's name and status, as replica `name` lists them.
+    fn list(&self, name: &str) -> Vec<(String, String)> {
+        let out = self.run(name, &["--output", "json", "sandbox", "list"]);
+        assert!(out.status.success(), "list on {name}: {}", text(&out));
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("list json");
+        list.iter()
+            .map(|s| (s["name"].as_str().unwrap_or("").into(), s["status"].as_str().unwrap_or("").into()))
+            .collect()
+    }
+
+    fn ids(&self, name: &str) -> Vec<String> {
+        let out = self.run(name, &["--output", "json", "sandbox", "list"]);
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("list json");
+        let mut ids: Vec<String> = list.iter().filter_map(|s| s["id"].as_str().map(str::to_owned)).collect();
+        ids.sort();
+        ids
+    }
+
+    /// What the shared driver directory holds, by sandbox id.
+    fn driver_ids(&self) -> Vec<String> {
+        let dir = self.env.path().join("driver").join("sandboxes");
+        let mut ids: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// SIGKILL to replica `name` (its sandboxes' supervisors live on).
+    fn kill(&mut self, name: &str) {
+        let at = self.running.iter().position(|(n, _)| n == name).expect("a running replica");
+        let (_, mut child) = self.running.remove(at);
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Replicas<'_> {
+    fn drop(&mut self) {
+        if let Some((name, _)) = self.running.first() {
+            for (sandbox, _) in self.list(name) {
+                let _ = self.run(name, &["sandbox", "delete", &sandbox]);
+            }
+        }
+        for (name, mut child) in std::mem::take(&mut self.running) {
+            let _ = self.run(&name, &["gateway", "stop"]);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Issue 14: two gateway replicas share one PostgreSQL and one driver
+/// directory. Both see and serve every sandbox; a name is never created twice,
+/// even by two creates racing on the two replicas; and when one replica is
+/// killed (SIGKILL) in the middle of a create, the other takes its sandboxes
+/// over once their leases expire: a running one is watched again (its stop,
+/// asked of the survivor, is recorded: with no one watching it, the stop would
+/// time out), a create cut short is finished or removed, never left `created`,
+/// and the driver keeps nothing the state does not know. Tried at several
+/// moments of the create.
+#[test]
+fn two_replicas_share_state_and_one_takes_over_when_the_other_is_killed() {
+    let env = Env::new();
+    let pg = support::postgres::Postgres::start();
+    let mut replicas = Replicas { env: &env, url: pg.url(), running: Vec::new() };
+    replicas.start("ra", true);
+    replicas.start("rb", false);
+    let store = env.store();
+    let create = |replica: &Replicas<'_>, on: &str, name: &str| {
+        replica.on(
+            on,
+            &[
+                "sandbox",
+                "create",
+                "-d",
+                "--name",
+                name,
+                "--store",
+                &store,
+                "--image",
+                "openshell/sbtest",
+                "--",
+                "sleep",
+                "600",
+            ],
+        )
+    };
+    let out = create(&replicas, "ra", "s1").output().expect("create");
+    assert!(out.status.success(), "create on ra: {}", text(&out));
+    // Shared: the sandbox ra made is listed, entered and its logs read through rb.
+    assert_eq!(replicas.list("rb"), vec![("s1".into(), "running".into())]);
+    let out = replicas.run("rb", &["sandbox", "exec", "s1", "--", "echo", "via-rb"]);
+    assert!(out.status.success() && text(&out).contains("via-rb"), "exec on rb: {}", text(&out));
+    assert!(!replicas.log("rb").contains("found running"), "rb took s1 over while ra lives: {}", replicas.log("rb"));
+
+    // Two creates of one name racing on the two replicas: exactly one is made.
+    let mut racing = [create(&replicas, "ra", "dup"), create(&replicas, "rb", "dup")];
+    let children: Vec<_> =
+        racing.iter_mut().map(|c| c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("create")).collect();
+    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().expect("wait")).collect();
+    let made = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(made, 1, "racing creates: {:?}", outs.iter().map(text).collect::<Vec<_>>());
+    let refused = outs.iter().find(|o| !o.status.success()).expect("one refused");
+    assert!(text(refused).contains("already_exists"), "{}", text(refused));
+    assert_eq!(replicas.list("ra").iter().filter(|(n, _)| n == "dup").count(), 1);
+
+    for (round, delay) in [15u64, 60, 150].into_iter().enumerate() {
+        let name = format!("k{round}");
+        let mut cut =
+            create(&replicas, "ra", &name).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("create");
+        std::thread::sleep(Duration::from_millis(delay));
+        replicas.kill("ra");
+        let _ = cut.wait();
+        // rb takes over once ra's leases expire (3 s after ra's last renewal) and
+        // its next round runs (a round every second).
+        std::thread::sleep(Duration::from_secs(5));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let settled = loop {
+            let list = replicas.list("rb");
+            let unsettled = list.iter().any(|(_, status)| status == "created");
+            if !unsettled && replicas.ids("rb") == replicas.driver_ids() {
+                break list;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "killed after {delay} ms: still {list:?}, driver {:?} against state {:?}\n{}",
+                replicas.driver_ids(),
+                replicas.ids("rb"),
+                replicas.log("rb")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let status = settled.iter().find(|(n, _)| *n == name).map(|(_, s)| s.clone());
+        eprintln!("killed after {delay} ms: {name} {status:?}");
+        assert!(matches!(status.as_deref(), None | Some("running")), "killed after {delay} ms: {settled:?}");
+        if status.is_some() {
+            let out = replicas.run("rb", &["sandbox", "exec", &name, "--", "true"]);
+            assert!(out.status.success(), "killed after {delay} ms: exec on rb: {}", text(&out));
+        }
+        // s1 was ra's: rb watches it now, so a stop asked of rb is recorded.
+        if round == 0 {
+            assert!(replicas.log("rb").contains("found running"), "{}", replicas.log("rb"));
+            let out = replicas.run("rb", &["sandbox", "stop", "s1"]);
+            assert!(out.status.success(), "stop s1 on rb: {}", text(&out));
+            let list = replicas.list("rb");
+            assert!(list.contains(&("s1".into(), "stopped".into())), "{list:?}");
+        }
+        // The name is free again, or taken once.
+        let out = replicas.run("rb", &["sandbox", "delete", &name]);
+        assert!(out.status.success() == status.is_some(), "delete {name}: {}", text(&out));
+        let out = create(&replicas, "rb", &name).output().expect("create");
+        assert!(out.status.success(), "create {name} again on rb: {}", text(&out));
+        replicas.start("ra", true);
+    }
+    let mut names: Vec<String> = replicas.list("ra").into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    assert_eq!(names, ["dup", "k0", "k1", "k2", "s1"], "no sandbox lost or duplicated");
+    drop(replicas);
+    drop(pg);
+}

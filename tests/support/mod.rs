@@ -14,5 +14,6 @@ pub mod debian_archive;
 pub mod gpg;
 pub mod https;
 pub mod npm_registry;
+pub mod postgres;
 pub mod pypi_index;
 pub mod registry;

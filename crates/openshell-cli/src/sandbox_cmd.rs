@@ -181,6 +181,20 @@ pub enum GatewayCommand {
         /// The TLS files (default: the gateway directory's tls/).
         #[arg(long, value_name = "DIR")]
         tls_dir: Option<PathBuf>,
+        /// Where the state is kept: `postgres://USER@HOST/DB` (shared by gateway
+        /// replicas), or a SQLite file (default: state.db in the gateway
+        /// directory, one gateway at a time).
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        /// Where the local driver keeps its sandboxes (default: the gateway
+        /// directory). Replicas on one host sharing a database share this too.
+        #[arg(long, value_name = "DIR")]
+        driver_dir: Option<PathBuf>,
+        /// Seconds a replica's hold on its sandboxes lasts unrenewed: how soon
+        /// another replica takes over those of one that died.
+        #[arg(long, value_name = "SECS", default_value_t = server::DEFAULT_LEASE.as_secs(),
+              value_parser = clap::value_parser!(u64).range(3..=3600))]
+        lease: u64,
     },
     /// Make the TLS files of a remote gateway: a CA, the server's certificate
     /// (for each --server-name) and a client certificate `admin`.
@@ -658,14 +672,17 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
             }
             Ok(0)
         }
-        GatewayCommand::Run { store, listen, tls_dir } => {
+        GatewayCommand::Run { store, listen, tls_dir, database, driver_dir, lease } => {
             let dir = gateway_dir()?;
             let store = match store {
                 Some(s) => s,
                 None => openshell_store::Store::default_root().map_err(fail)?,
             };
             let remote = listen.map(|listen| server::Remote { listen, tls: tls_dir_of(&dir, tls_dir) });
-            match server::serve(dir, exe()?, &store, remote) {
+            let database = database.map(|d| openshell_gateway::state::Database::parse(&d)).transpose().map_err(fail)?;
+            let options =
+                server::Options { remote, database, driver_dir, lease: std::time::Duration::from_secs(lease) };
+            match server::serve(dir, exe()?, &store, options) {
                 Ok(()) => Ok(0),
                 Err(e @ server::ServerError::AlreadyRunning(_)) => {
                     out.info(&e.to_string());

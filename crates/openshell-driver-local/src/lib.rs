@@ -50,8 +50,6 @@ pub struct LocalDriver {
     store: Store,
     /// A helper process started ahead of need (`openshell gateway helper`).
     spare: std::sync::Arc<std::sync::Mutex<Option<Spare>>>,
-    /// Held while a sandbox's network is numbered (creates run concurrently).
-    numbering: std::sync::Mutex<()>,
     /// The host range sandboxes' ids map to, and whether layers can be mounted
     /// idmapped here: found at the first create.
     user_namespaces: std::sync::OnceLock<Result<(IdMap, bool), String>>,
@@ -68,7 +66,6 @@ impl LocalDriver {
             exe,
             store,
             spare: Default::default(),
-            numbering: Default::default(),
             user_namespaces: Default::default(),
             running: Default::default(),
         };
@@ -129,8 +126,12 @@ impl LocalDriver {
 
     /// The pidfds of a sandbox's current run (or of its last one: signals
     /// through them reach nothing once it ended).
+    /// The pidfds of a running sandbox: kept since its start, else found from
+    /// its supervisor's record (one that another gateway sharing this
+    /// directory started).
     fn pidfds(&self, id: &str) -> Option<std::sync::Arc<Pidfds>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        let kept = self.running.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned();
+        kept.or_else(|| self.adopt(id).map(|(pidfds, _)| pidfds))
     }
 
     /// Keeps a started run's pidfds.
@@ -153,6 +154,20 @@ impl LocalDriver {
             })
             .clone()
             .map_err(DriverError::Failed)
+    }
+
+    /// Held while a sandbox's network is numbered: creates run concurrently, in
+    /// this process and in other gateways sharing this directory.
+    fn numbering_lock(&self) -> Result<std::fs::File, DriverError> {
+        let path = self.root.join("numbering.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(DriverError::io(&path))?;
+        file.lock().map_err(DriverError::io(&path))?;
+        Ok(file)
     }
 
     /// The lowest network number no sandbox directory holds.
@@ -326,7 +341,7 @@ impl Driver for LocalDriver {
             .map_err(|e| DriverError::failed(format!("{}: {e}", dir.policy().display())))?;
         // A sandbox with network policies gets a fenced link to its own proxy;
         // without any, loopback alone (network policies cannot be added later).
-        let _numbering = self.numbering.lock().unwrap_or_else(|p| p.into_inner());
+        let _numbering = self.numbering_lock()?;
         let network = if policy.network_policies.is_empty() { None } else { Some(self.number_network(id)?) };
         let proxy = network.as_ref().map(|f| f.proxy_url());
         let files = match network {
@@ -425,8 +440,10 @@ impl Driver for LocalDriver {
         }
     }
 
-    fn sweep(&self, known: &std::collections::HashSet<String>) {
-        for entry in std::fs::read_dir(self.sandboxes()).into_iter().flatten().flatten() {
+    fn sweep(&self, known: &dyn Fn() -> Option<std::collections::HashSet<String>>) {
+        let held: Vec<_> = std::fs::read_dir(self.sandboxes()).into_iter().flatten().flatten().collect();
+        let Some(known) = known() else { return };
+        for entry in held {
             let id = entry.file_name().to_string_lossy().into_owned();
             // A standby sandbox's supervisor discards it when alive; what a killed
             // one left is removed here.

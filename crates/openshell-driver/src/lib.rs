@@ -162,8 +162,10 @@ pub trait Driver: Send + Sync {
     /// (a gateway restarted).
     fn find(&self, id: &str) -> Found;
     /// Removes what the driver holds of sandboxes the state does not know (a
-    /// standby sandbox of a gateway that died), keeping those in `known`.
-    fn sweep(&self, known: &std::collections::HashSet<String>);
+    /// standby sandbox of a gateway that died). `known` is asked after the
+    /// driver has listed what it holds, so that a sandbox another replica begins
+    /// meanwhile is known by then; `None` (the state could not be read) keeps all.
+    fn sweep(&self, known: &dyn Fn() -> Option<std::collections::HashSet<String>>);
     /// How the sandbox's last run ended, if it did.
     fn last_exit(&self, id: &str) -> Option<Exit>;
     /// One of the sandbox's logs.

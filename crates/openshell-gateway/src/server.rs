@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use openshell_driver::{Applied, Created, Driver, DriverError, Exec, ExecSpec, Found, Job, LogKind, Pending, Run};
+use openshell_driver::{Applied, Created, Driver, DriverError, Exec, ExecSpec, Job, LogKind, Pending, Run};
 use openshell_gateway_api::proto::{
     API_VERSION, CreateRequest, Envelope, GatewayStatus, Phase, Request, Response, SandboxInfo,
 };
@@ -17,14 +17,15 @@ use openshell_gateway_api::{ApiError, ErrorCode, GatewayDir, wire};
 use openshell_store::Store;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
-use crate::db::{Db, DbError, Record};
 use crate::now;
+use crate::state::{self, Database, Record, State, StateError};
 use crate::tls::{Caller, Role};
 
 mod audit;
 mod grpc;
 mod images;
 mod inference;
+mod leases;
 mod listen;
 
 /// Where remote clients reach the gateway: an address for the gRPC API with
@@ -34,6 +35,30 @@ pub struct Remote {
     pub listen: std::net::SocketAddr,
     pub tls: crate::tls::TlsDir,
 }
+
+/// How a gateway is run, beyond its directory and store.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where remote clients reach it, if anywhere.
+    pub remote: Option<Remote>,
+    /// Its state (default: SQLite in its directory).
+    pub database: Option<Database>,
+    /// Where the local driver keeps its sandboxes (default: the gateway's
+    /// directory). Replicas on one host that share a database share this too.
+    pub driver_dir: Option<std::path::PathBuf>,
+    /// How long a replica's hold on its sandboxes lasts without renewal: how
+    /// soon another replica takes over those of one that died.
+    pub lease: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { remote: None, database: None, driver_dir: None, lease: DEFAULT_LEASE }
+    }
+}
+
+/// `--lease`'s default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +72,7 @@ pub enum ServerError {
     #[error("a gateway already runs for {0}")]
     AlreadyRunning(std::path::PathBuf),
     #[error(transparent)]
-    Db(#[from] DbError),
+    State(#[from] StateError),
     #[error("the gateway's store: {0}")]
     Store(#[from] openshell_store::StoreError),
     #[error("the {0} driver: {1}")]
@@ -62,9 +87,12 @@ pub enum ServerError {
     Tls(crate::tls::TlsError),
 }
 
-impl From<DbError> for ApiError {
-    fn from(e: DbError) -> Self {
-        ApiError::internal(e)
+impl From<StateError> for ApiError {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::NameTaken(_) => ApiError::new(ErrorCode::AlreadyExists, e.to_string()),
+            e => ApiError::internal(e),
+        }
     }
 }
 
@@ -72,7 +100,14 @@ struct Gateway {
     dir: GatewayDir,
     /// Every mutating request and every refusal, with its caller.
     audit: audit::AuditLog,
-    db: Mutex<Db>,
+    db: Mutex<Box<dyn State>>,
+    /// This replica's name in leases (kept in its directory, so a restarted
+    /// gateway takes its own sandboxes back at once).
+    replica: String,
+    /// How long its leases last unrenewed.
+    lease: Duration,
+    /// Sandboxes this process watches (a watch thread or an attached run).
+    watching: Mutex<std::collections::HashSet<String>>,
     /// The images sandboxes run, found by manifest digest.
     store: Store,
     driver: Arc<dyn Driver>,
@@ -155,7 +190,7 @@ pub fn serve(
     dir: GatewayDir,
     exe: std::path::PathBuf,
     store: &std::path::Path,
-    remote: Option<Remote>,
+    options: Options,
 ) -> Result<(), ServerError> {
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
@@ -175,15 +210,21 @@ pub fn serve(
         Err(std::fs::TryLockError::WouldBlock) => return Err(ServerError::AlreadyRunning(dir.0.clone())),
         Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
     }
-    let db = Db::open(&dir.db())?;
+    let database = options.database.clone().unwrap_or_else(|| Database::Sqlite(dir.db()));
+    let db = state::open(&database)?;
+    let replica = leases::replica_name(&dir)?;
     let store = Store::open(store)?;
-    let local = openshell_driver_local::LocalDriver::new(dir.0.clone(), exe, store.clone())
+    let driver_dir = options.driver_dir.clone().unwrap_or_else(|| dir.0.clone());
+    let local = openshell_driver_local::LocalDriver::new(driver_dir, exe, store.clone())
         .map_err(|e| ServerError::Driver("local", e))?;
     let driver: Arc<dyn Driver> = Arc::new(local);
     let gateway = Arc::new(Gateway {
         audit: audit::AuditLog::open(&dir.0.join(audit::AUDIT_FILE)).map_err(io(&dir.0.join(audit::AUDIT_FILE)))?,
         dir: dir.clone(),
         db: Mutex::new(db),
+        replica,
+        lease: options.lease,
+        watching: Mutex::new(std::collections::HashSet::new()),
         store,
         driver,
         started: now(),
@@ -193,7 +234,7 @@ pub fn serve(
         pool: std::env::var("OPENSHELL_STANDBY").map_or(true, |v| v != "0"),
         refilling: std::sync::atomic::AtomicUsize::new(0),
     });
-    gateway.recover();
+    gateway.start_reconciling();
 
     let socket_path = dir.socket();
     let _ = std::fs::remove_file(&socket_path);
@@ -204,10 +245,10 @@ pub fn serve(
     std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(io(&socket_path))?;
     rustix::net::listen(&listener, 128).map_err(|e| io(&socket_path)(e.into()))?;
     tracing::info!(socket = %socket_path.display(), pid = std::process::id(), "gateway listening");
-    if let Some(remote) = remote {
+    if let Some(remote) = options.remote {
         listen::serve_tls(Arc::clone(&gateway), remote.listen, remote.tls)?;
     }
-    watch_files(&dir)?;
+    watch_files(&dir, &database)?;
     let uid = rustix::process::geteuid();
     loop {
         let conn = match rustix::net::accept_with(&listener, SocketFlags::CLOEXEC) {
@@ -243,11 +284,15 @@ pub fn serve(
 /// Exits the gateway, saying why, when its directory, socket or database is
 /// removed or replaced under it: a gateway without them serves no one, and
 /// another would start beside it (its lock file went with the directory).
-fn watch_files(dir: &GatewayDir) -> Result<(), ServerError> {
+fn watch_files(dir: &GatewayDir, database: &Database) -> Result<(), ServerError> {
     use std::os::unix::fs::MetadataExt;
     let identity = |path: &std::path::Path| std::fs::metadata(path).map(|m| (m.dev(), m.ino()));
+    let mut watched = vec![("directory", dir.0.clone()), ("socket", dir.socket())];
+    if let Database::Sqlite(file) = database {
+        watched.push(("database", file.clone()));
+    }
     let mut files = Vec::new();
-    for (what, path) in [("directory", dir.0.clone()), ("socket", dir.socket()), ("database", dir.db())] {
+    for (what, path) in watched {
         let id = identity(&path).map_err(|source| ServerError::Io { path: path.clone(), source })?;
         files.push((what, path, id));
     }
@@ -293,44 +338,8 @@ pub fn check_name(name: &str, what: &str) -> Result<(), ApiError> {
 }
 
 impl Gateway {
-    fn db(&self) -> std::sync::MutexGuard<'_, Db> {
+    fn db(&self) -> std::sync::MutexGuard<'_, Box<dyn State>> {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Sandboxes the state says run: still running (watch them again), or
-    /// ended while no gateway watched (their driver says how), or lost (`dead`).
-    /// What the driver holds of sandboxes the state does not know is removed.
-    fn recover(self: &Arc<Self>) {
-        let records = match self.db().all() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(%e, "reading the state");
-                return;
-            }
-        };
-        self.driver.sweep(&records.iter().map(|r| r.info.id.clone()).collect());
-        // `created` ones too: a gateway killed between a start and its record
-        // leaves a sandbox that runs while the state says created.
-        let live = |r: &Record| matches!(r.info.phase, Phase::Running | Phase::Created);
-        for rec in records.into_iter().filter(live) {
-            match self.driver.find(&rec.info.id) {
-                Found::Running(run) => {
-                    tracing::info!(sandbox = %rec.info.name, "found running");
-                    if let Err(e) = self.db().set_running(&rec.info.id, run.pid) {
-                        tracing::error!(%e, "recording a sandbox found running");
-                    }
-                    let gateway = Arc::clone(self);
-                    std::thread::spawn(move || {
-                        let code = run.watch.wait().ok();
-                        gateway.finish_and_remove(&rec.info.id, code);
-                    });
-                }
-                Found::Ended(_) if rec.info.phase == Phase::Running => self.finish_and_remove(&rec.info.id, None),
-                // Never started (or its start was lost with its gateway): it starts
-                // afresh (the driver clears what a lost start left).
-                Found::Ended(_) => {}
-            }
-        }
     }
 
     /// Records the end of a run (`code` from the supervisor, else its exit.json,
@@ -339,14 +348,20 @@ impl Gateway {
     fn finish(&self, id: &str, code: Option<i32>) -> bool {
         let last = self.driver.last_exit(id);
         let code = code.or(last.map(|e| e.code));
-        let db = self.db();
+        let mut db = self.db();
         if let Err(e) = db.set_finished(id, code, last.map(|e| e.finished)) {
             tracing::error!(%e, "recording an exit");
+        }
+        // An ended sandbox needs no one to reconcile it.
+        if let Err(e) = db.release(id, &self.replica) {
+            tracing::warn!(%e, "releasing the lease of an ended sandbox");
         }
         let remove = matches!(db.find(id), Ok(Some(rec)) if rec.auto_remove);
         if remove && let Err(e) = db.remove(id) {
             tracing::error!(%e, "removing a --rm sandbox from the state");
         }
+        drop(db);
+        self.watching.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         remove
     }
 
@@ -561,6 +576,7 @@ impl Gateway {
                 }
                 if let Some(standby) = self.standby.lock().unwrap_or_else(|p| p.into_inner()).take() {
                     standby.pending.discard();
+                    self.release_lease(&standby.id);
                 }
                 send(reply, &Response::Done { message: "gateway stopped; running sandboxes keep running".into() }, &[]);
                 std::process::exit(0);
@@ -648,6 +664,9 @@ impl Gateway {
         owner: &str,
     ) -> Result<Option<Response>, ApiError> {
         let id = random_id();
+        // Leased before the driver holds anything of it: no other replica's
+        // sweep takes it for a leftover.
+        self.take_lease(&id)?;
         let prepared = self.driver.create(&id, &Self::spec(req)).map_err(ApiError::from).and_then(|created| {
             let route = self.give_route(&id)?;
             self.driver.set_job(&id, &Job::new(&created, &req.command, &req.env, route))?;
@@ -655,6 +674,7 @@ impl Gateway {
         });
         if let Err(e) = prepared.and_then(|_| self.insert(&id, req, owner)) {
             let _ = self.driver.remove(&id);
+            self.release_lease(&id);
             return Err(e);
         }
         self.run(&id, stdio, req.attach, reply)
@@ -675,7 +695,7 @@ impl Gateway {
         if let Err(e) =
             self.driver.set_job(&id, &job).map_err(ApiError::from).and_then(|()| self.insert(&id, req, owner))
         {
-            discard(pending);
+            self.discard(id, pending);
             return Err(e);
         }
         match pending.assign(stdio) {
@@ -703,6 +723,10 @@ impl Gateway {
             return;
         }
         let id = random_id();
+        if let Err(e) = self.take_lease(&id) {
+            tracing::warn!(%e, "starting a standby sandbox");
+            return;
+        }
         let made = self.driver.create(&id, &Self::spec(&req)).map_err(ApiError::from).and_then(|created| {
             self.give_route(&id)?;
             let pending = self.driver.standby(&id)?;
@@ -712,12 +736,13 @@ impl Gateway {
             Ok(standby) => {
                 let old = self.standby.lock().unwrap_or_else(|p| p.into_inner()).replace(standby);
                 if let Some(old) = old {
-                    discard(old.pending);
+                    self.discard(old.id, old.pending);
                 }
             }
             Err(e) => {
                 tracing::warn!(%e, "starting a standby sandbox");
                 let _ = self.driver.remove(&id);
+                self.release_lease(&id);
             }
         }
     }
@@ -731,6 +756,7 @@ impl Gateway {
         reply: Reply<'_>,
     ) -> Result<Option<Response>, ApiError> {
         self.wait_cleaned(id);
+        self.take_lease(id)?;
         let run = match self.driver.start(id, stdio) {
             Ok(r) => r,
             Err(e) => {
@@ -752,16 +778,12 @@ impl Gateway {
         self.db().set_running(id, run.pid)?;
         let info = self.info(id)?;
         send(reply, &Response::Sandbox { sandbox: info }, &[]);
-        let mut watch = run.watch;
+        self.watching.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
         if !attach {
-            let gateway = Arc::clone(self);
-            let id = id.to_owned();
-            std::thread::spawn(move || {
-                let outcome = watch.wait();
-                gateway.finish_and_remove(&id, outcome.ok());
-            });
+            self.watch(id, run);
             return Ok(None);
         }
+        let mut watch = run.watch;
         // The client gets the code as soon as the output is complete; the
         // sandbox's cleanup (and a --rm removal) happens after.
         let outcome = watch.code();
@@ -874,12 +896,6 @@ impl Gateway {
         };
         Ok(Some(Response::Done { message }))
     }
-}
-
-/// Ends an unassigned standby sandbox (its driver removes its files), in the
-/// background.
-fn discard(pending: Box<dyn Pending>) {
-    std::thread::spawn(move || pending.discard());
 }
 
 /// Passes an exec's terminal (if any) and exit code to the client.

@@ -9,8 +9,8 @@ use openshell_gateway_api::proto::{Phase, ProviderInfo, Response, RouteInfo};
 use openshell_gateway_api::{ApiError, ErrorCode};
 
 use super::{Gateway, check_name};
-use crate::db::ProviderRow;
 use crate::now;
+use crate::state::ProviderRow;
 
 /// The longest idle timeout a route may have, in seconds.
 const MAX_TIMEOUT: u64 = 3600;
@@ -97,7 +97,7 @@ impl Gateway {
 
     /// The route as every sandbox's proxy gets it (with the credential).
     pub(super) fn route_file(&self) -> Result<RouteUpdate, ApiError> {
-        let db = self.db();
+        let mut db = self.db();
         let generation = db.route_generation()?;
         let Some(row) = db.inference()? else {
             return Ok(RouteUpdate { generation, route: None });

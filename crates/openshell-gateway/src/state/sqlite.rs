@@ -1,30 +1,17 @@
-//! The gateway's durable state: one SQLite database (WAL) in the gateway directory.
+//! The embedded default: one SQLite database (WAL) in the gateway directory,
+//! used by one gateway at a time (the directory's lock).
 
+use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use openshell_gateway_api::proto::{Phase, PolicyRevision, ProviderInfo, SandboxInfo};
 
-/// Why the state could not be read or written.
-#[derive(Debug, thiserror::Error)]
-#[error("gateway state {path}: {source}")]
-pub struct DbError {
-    pub path: String,
-    #[source]
-    pub source: rusqlite::Error,
-}
+use super::{InferenceRow, ProviderRow, Record, State, StateError, now};
 
-/// One sandbox's row: what `SandboxInfo` shows, plus what only the gateway needs.
-/// (The `supervisor_pid` column of older databases is no longer written: the
-/// local driver keeps its supervisors' records itself.)
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub info: SandboxInfo,
-    pub auto_remove: bool,
-}
-
-pub struct Db {
+pub struct SqliteState {
     conn: Connection,
     path: String,
 }
@@ -74,23 +61,12 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (
+    sandbox TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires INTEGER NOT NULL
+);
 ";
-
-/// A provider as stored: its credential only in `credential`, never in `info`.
-#[derive(Clone)]
-pub struct ProviderRow {
-    pub info: ProviderInfo,
-    pub credential: String,
-}
-
-/// The inference route as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InferenceRow {
-    pub provider: String,
-    pub model: String,
-    pub timeout_secs: u64,
-    pub generation: u64,
-}
 
 fn next_generation(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> {
     tx.execute(
@@ -100,14 +76,15 @@ fn next_generation(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<u64> {
     tx.query_row("SELECT value FROM counters WHERE name = 'route'", [], |r| r.get::<_, i64>(0)).map(|v| v as u64)
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+/// Milliseconds since the epoch, on this host's clock (the only gateway's).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-impl Db {
-    pub fn open(path: &Path) -> Result<Db, DbError> {
+impl SqliteState {
+    pub fn open(path: &Path) -> Result<SqliteState, StateError> {
         let name = path.display().to_string();
-        let err = |source| DbError { path: name.clone(), source };
+        let err = |source| StateError::Sqlite { path: name.clone(), source };
         let conn = Connection::open(path).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         // WAL + NORMAL: a crash may lose the last transactions, never corrupt the file;
@@ -133,136 +110,14 @@ impl Db {
                 let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
             }
         }
-        Ok(Db { conn, path: name })
+        Ok(SqliteState { conn, path: name })
     }
 
-    pub fn add_provider(&self, row: &ProviderRow) -> Result<bool, DbError> {
-        let i = &row.info;
-        let n = self
-            .conn
-            .execute(
-                "INSERT OR IGNORE INTO providers (name, kind, base_url, credential_name, credential, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![i.name, i.kind, i.base_url, i.credential_name, row.credential, i.created as i64],
-            )
-            .map_err(self.err())?;
-        Ok(n == 1)
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
+        move |source| StateError::Sqlite { path: self.path.clone(), source }
     }
 
-    pub fn providers(&self) -> Result<Vec<ProviderRow>, DbError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, kind, base_url, credential_name, credential, created FROM providers ORDER BY name")
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(ProviderRow {
-                    info: ProviderInfo {
-                        name: r.get(0)?,
-                        kind: r.get(1)?,
-                        base_url: r.get(2)?,
-                        credential_name: r.get(3)?,
-                        created: r.get::<_, i64>(5)? as u64,
-                    },
-                    credential: r.get(4)?,
-                })
-            })
-            .map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
-    }
-
-    pub fn delete_provider(&self, name: &str) -> Result<bool, DbError> {
-        let n = self.conn.execute("DELETE FROM providers WHERE name = ?1", params![name]).map_err(self.err())?;
-        Ok(n == 1)
-    }
-
-    /// Sets the route; returns its generation (grows with every change).
-    pub fn set_inference(&self, provider: &str, model: &str, timeout_secs: u64) -> Result<u64, DbError> {
-        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
-        let generation = next_generation(&tx).map_err(self.err())?;
-        tx.execute(
-            "INSERT OR REPLACE INTO inference (id, provider, model, timeout_secs, generation) VALUES (1, ?1, ?2, ?3, ?4)",
-            params![provider, model, timeout_secs as i64, generation as i64],
-        )
-        .map_err(self.err())?;
-        tx.commit().map_err(self.err())?;
-        Ok(generation)
-    }
-
-    pub fn inference(&self) -> Result<Option<InferenceRow>, DbError> {
-        self.conn
-            .query_row("SELECT provider, model, timeout_secs, generation FROM inference WHERE id = 1", [], |r| {
-                Ok(InferenceRow {
-                    provider: r.get(0)?,
-                    model: r.get(1)?,
-                    timeout_secs: r.get::<_, i64>(2)? as u64,
-                    generation: r.get::<_, i64>(3)? as u64,
-                })
-            })
-            .optional()
-            .map_err(self.err())
-    }
-
-    /// Removes the route; returns the generation of "no route".
-    pub fn delete_inference(&self) -> Result<u64, DbError> {
-        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
-        let generation = next_generation(&tx).map_err(self.err())?;
-        tx.execute("DELETE FROM inference", []).map_err(self.err())?;
-        tx.commit().map_err(self.err())?;
-        Ok(generation)
-    }
-
-    /// The generation of the current route (or of its removal).
-    pub fn route_generation(&self) -> Result<u64, DbError> {
-        self.conn
-            .query_row("SELECT value FROM counters WHERE name = 'route'", [], |r| r.get::<_, i64>(0))
-            .optional()
-            .map(|v| v.unwrap_or(0) as u64)
-            .map_err(self.err())
-    }
-
-    fn err(&self) -> impl Fn(rusqlite::Error) -> DbError + '_ {
-        move |source| DbError { path: self.path.clone(), source }
-    }
-
-    pub fn insert(&self, rec: &Record, policy_text: &str) -> Result<(), DbError> {
-        let i = &rec.info;
-        let command = serde_json::to_string(&i.command).unwrap_or_else(|_| "[]".into());
-        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
-        tx.execute(
-            "INSERT INTO sandboxes (id, name, image, image_digest, policy_name, command, status, auto_remove, created, owner)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                i.id,
-                i.name,
-                i.image,
-                i.image_digest,
-                i.policy_name,
-                command,
-                i.phase.as_str(),
-                rec.auto_remove,
-                i.created as i64,
-                i.owner
-            ],
-        )
-        .map_err(self.err())?;
-        tx.execute(
-            "INSERT INTO policies (sandbox, revision, name, text, created) VALUES (?1, 1, ?2, ?3, ?4)",
-            params![i.id, i.policy_name, policy_text, now() as i64],
-        )
-        .map_err(self.err())?;
-        tx.commit().map_err(self.err())
-    }
-
-    pub fn name_taken(&self, name: &str) -> Result<bool, DbError> {
-        self.conn
-            .query_row("SELECT 1 FROM sandboxes WHERE name = ?1", [name], |_| Ok(()))
-            .optional()
-            .map(|r| r.is_some())
-            .map_err(self.err())
-    }
-
-    fn select(&self, filter: &str, arg: Option<&str>) -> Result<Vec<Record>, DbError> {
+    fn select(&self, filter: &str, arg: Option<&str>) -> Result<Vec<Record>, StateError> {
         let sql = format!(
             "SELECT s.id, s.name, s.image, s.image_digest, s.policy_name, s.command, s.status, s.exit_code, s.pid,
                     s.supervisor_pid, s.auto_remove, s.created, s.started, s.finished,
@@ -308,13 +163,136 @@ impl Db {
         .map_err(self.err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
+}
 
-    pub fn all(&self) -> Result<Vec<Record>, DbError> {
+impl State for SqliteState {
+    fn add_provider(&mut self, row: &ProviderRow) -> Result<bool, StateError> {
+        let i = &row.info;
+        let n = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO providers (name, kind, base_url, credential_name, credential, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![i.name, i.kind, i.base_url, i.credential_name, row.credential, i.created as i64],
+            )
+            .map_err(self.err())?;
+        Ok(n == 1)
+    }
+
+    fn providers(&mut self) -> Result<Vec<ProviderRow>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, kind, base_url, credential_name, credential, created FROM providers ORDER BY name")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ProviderRow {
+                    info: ProviderInfo {
+                        name: r.get(0)?,
+                        kind: r.get(1)?,
+                        base_url: r.get(2)?,
+                        credential_name: r.get(3)?,
+                        created: r.get::<_, i64>(5)? as u64,
+                    },
+                    credential: r.get(4)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn delete_provider(&mut self, name: &str) -> Result<bool, StateError> {
+        let n = self.conn.execute("DELETE FROM providers WHERE name = ?1", params![name]).map_err(self.err())?;
+        Ok(n == 1)
+    }
+
+    fn set_inference(&mut self, provider: &str, model: &str, timeout_secs: u64) -> Result<u64, StateError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let generation = next_generation(&tx).map_err(self.err())?;
+        tx.execute(
+            "INSERT OR REPLACE INTO inference (id, provider, model, timeout_secs, generation) VALUES (1, ?1, ?2, ?3, ?4)",
+            params![provider, model, timeout_secs as i64, generation as i64],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        Ok(generation)
+    }
+
+    fn inference(&mut self) -> Result<Option<InferenceRow>, StateError> {
+        self.conn
+            .query_row("SELECT provider, model, timeout_secs, generation FROM inference WHERE id = 1", [], |r| {
+                Ok(InferenceRow {
+                    provider: r.get(0)?,
+                    model: r.get(1)?,
+                    timeout_secs: r.get::<_, i64>(2)? as u64,
+                    generation: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .optional()
+            .map_err(self.err())
+    }
+
+    fn delete_inference(&mut self) -> Result<u64, StateError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let generation = next_generation(&tx).map_err(self.err())?;
+        tx.execute("DELETE FROM inference", []).map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        Ok(generation)
+    }
+
+    fn route_generation(&mut self) -> Result<u64, StateError> {
+        self.conn
+            .query_row("SELECT value FROM counters WHERE name = 'route'", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|v| v.unwrap_or(0) as u64)
+            .map_err(self.err())
+    }
+
+    fn insert(&mut self, rec: &Record, policy_text: &str) -> Result<(), StateError> {
+        let i = &rec.info;
+        let command = serde_json::to_string(&i.command).unwrap_or_else(|_| "[]".into());
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let n = tx.execute(
+            "INSERT INTO sandboxes (id, name, image, image_digest, policy_name, command, status, auto_remove, created, owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(name) DO NOTHING",
+            params![
+                i.id,
+                i.name,
+                i.image,
+                i.image_digest,
+                i.policy_name,
+                command,
+                i.phase.as_str(),
+                rec.auto_remove,
+                i.created as i64,
+                i.owner
+            ],
+        )
+        .map_err(self.err())?;
+        if n == 0 {
+            return Err(StateError::NameTaken(i.name.clone()));
+        }
+        tx.execute(
+            "INSERT INTO policies (sandbox, revision, name, text, created) VALUES (?1, 1, ?2, ?3, ?4)",
+            params![i.id, i.policy_name, policy_text, now() as i64],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    fn name_taken(&mut self, name: &str) -> Result<bool, StateError> {
+        self.conn
+            .query_row("SELECT 1 FROM sandboxes WHERE name = ?1", [name], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(self.err())
+    }
+
+    fn all(&mut self) -> Result<Vec<Record>, StateError> {
         self.select("", None)
     }
 
-    /// By name, or by id when no name matches.
-    pub fn find(&self, name_or_id: &str) -> Result<Option<Record>, DbError> {
+    fn find(&mut self, name_or_id: &str) -> Result<Option<Record>, StateError> {
         let by_name = self.select("WHERE s.name = ?1", Some(name_or_id))?;
         if let Some(r) = by_name.into_iter().next() {
             return Ok(Some(r));
@@ -322,7 +300,7 @@ impl Db {
         Ok(self.select("WHERE s.id = ?1", Some(name_or_id))?.into_iter().next())
     }
 
-    pub fn set_running(&self, id: &str, pid: Option<i32>) -> Result<(), DbError> {
+    fn set_running(&mut self, id: &str, pid: Option<i32>) -> Result<(), StateError> {
         self.conn
             .execute(
                 "UPDATE sandboxes SET status = ?2, pid = ?3, supervisor_pid = NULL, exit_code = NULL,
@@ -333,8 +311,7 @@ impl Db {
             .map_err(self.err())
     }
 
-    /// `stopped` with an exit code, or `dead` without one.
-    pub fn set_finished(&self, id: &str, exit_code: Option<i32>, finished: Option<u64>) -> Result<(), DbError> {
+    fn set_finished(&mut self, id: &str, exit_code: Option<i32>, finished: Option<u64>) -> Result<(), StateError> {
         let status = if exit_code.is_some() { Phase::Stopped } else { Phase::Dead }.as_str();
         self.conn
             .execute(
@@ -346,12 +323,14 @@ impl Db {
             .map_err(self.err())
     }
 
-    pub fn remove(&self, id: &str) -> Result<(), DbError> {
-        self.conn.execute("DELETE FROM sandboxes WHERE id = ?1", [id]).map(drop).map_err(self.err())
+    fn remove(&mut self, id: &str) -> Result<(), StateError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        tx.execute("DELETE FROM sandboxes WHERE id = ?1", [id]).map_err(self.err())?;
+        tx.execute("DELETE FROM leases WHERE sandbox = ?1", [id]).map_err(self.err())?;
+        tx.commit().map_err(self.err())
     }
 
-    /// The current policy text and its revision.
-    pub fn policy(&self, id: &str) -> Result<Option<(i64, String, String)>, DbError> {
+    fn policy(&mut self, id: &str) -> Result<Option<(i64, String, String)>, StateError> {
         self.conn
             .query_row(
                 "SELECT revision, name, text FROM policies WHERE sandbox = ?1 ORDER BY revision DESC LIMIT 1",
@@ -362,8 +341,7 @@ impl Db {
             .map_err(self.err())
     }
 
-    /// Every revision of the sandbox's policy, oldest first.
-    pub fn policies(&self, id: &str) -> Result<Vec<PolicyRevision>, DbError> {
+    fn policies(&mut self, id: &str) -> Result<Vec<PolicyRevision>, StateError> {
         let mut stmt = self
             .conn
             .prepare("SELECT revision, name, created, text FROM policies WHERE sandbox = ?1 ORDER BY revision")
@@ -381,7 +359,7 @@ impl Db {
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 
-    pub fn add_policy(&self, id: &str, name: &str, text: &str) -> Result<i64, DbError> {
+    fn add_policy(&mut self, id: &str, name: &str, text: &str) -> Result<i64, StateError> {
         let next = self.policy(id)?.map(|(r, _, _)| r + 1).unwrap_or(1);
         self.conn
             .execute(
@@ -390,5 +368,69 @@ impl Db {
             )
             .map_err(self.err())?;
         Ok(next)
+    }
+
+    fn lease(&mut self, id: &str, holder: &str, ttl: Duration) -> Result<bool, StateError> {
+        let now = now_ms();
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO leases (sandbox, holder, expires) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(sandbox) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
+                 WHERE leases.holder = excluded.holder OR leases.expires < ?4",
+                params![id, holder, now + ttl.as_millis() as i64, now],
+            )
+            .map_err(self.err())?;
+        Ok(n == 1)
+    }
+
+    fn renew(&mut self, holder: &str, ttl: Duration) -> Result<(), StateError> {
+        let expires = now_ms() + ttl.as_millis() as i64;
+        self.conn
+            .execute("UPDATE leases SET expires = ?2 WHERE holder = ?1", params![holder, expires])
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    fn release(&mut self, id: &str, holder: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM leases WHERE sandbox = ?1 AND holder = ?2", params![id, holder])
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    fn held(&mut self, holder: &str) -> Result<Vec<String>, StateError> {
+        let mut stmt = self.conn.prepare("SELECT sandbox FROM leases WHERE holder = ?1").map_err(self.err())?;
+        let rows = stmt.query_map([holder], |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn unleased(&mut self) -> Result<Vec<String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT s.id FROM sandboxes s WHERE s.status IN (?1, ?2) AND NOT EXISTS
+                 (SELECT 1 FROM leases l WHERE l.sandbox = s.id AND l.expires >= ?3) ORDER BY s.created",
+            )
+            .map_err(self.err())?;
+        let live = params![Phase::Created.as_str(), Phase::Running.as_str(), now_ms()];
+        let rows = stmt.query_map(live, |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn known(&mut self) -> Result<HashSet<String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM sandboxes UNION SELECT sandbox FROM leases WHERE expires >= ?1")
+            .map_err(self.err())?;
+        let rows = stmt.query_map([now_ms()], |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn drop_orphan_leases(&mut self) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM leases WHERE expires < ?1 AND sandbox NOT IN (SELECT id FROM sandboxes)", [now_ms()])
+            .map(drop)
+            .map_err(self.err())
     }
 }

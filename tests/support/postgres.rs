@@ -1,0 +1,104 @@
+//! A throwaway PostgreSQL for one test: a cluster made by `initdb` in its own
+//! directory, served on 127.0.0.1 by Debian's `postgresql` binaries, run as
+//! `nobody` (PostgreSQL refuses to run as root). Stopped on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::registry::free_port;
+
+pub struct Postgres {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// The newest `/usr/lib/postgresql/N/bin`.
+fn bin_dir() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin)| bin.join("initdb").is_file())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .expect("no /usr/lib/postgresql/*/bin/initdb: install the Debian package `postgresql` (.ci/run does)")
+}
+
+fn as_nobody(program: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]).arg(program);
+    c
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let bin = bin_dir();
+        let dir = tempfile::Builder::new().prefix("ospg").tempdir_in("/tmp").expect("tempdir");
+        let out = Command::new("chown").args(["nobody:nogroup"]).arg(dir.path()).output().expect("chown");
+        assert!(out.status.success(), "chown: {}", String::from_utf8_lossy(&out.stderr));
+        let data = dir.path().join("data");
+        let out = as_nobody(&bin.join("initdb"))
+            .args(["--auth=trust", "--username=openshell", "--encoding=UTF8", "--no-sync", "-D"])
+            .arg(&data)
+            .current_dir(dir.path())
+            .output()
+            .expect("initdb");
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("postgres.log")).expect("log");
+        let child = as_nobody(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
+            .arg(dir.path())
+            .args(["-c", "fsync=off"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("start postgres");
+        let pg = Postgres { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "postgres did not start: {}", pg.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = Command::new(bin.join("createdb"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "openshell", "openshell"])
+            .output()
+            .expect("createdb");
+        assert!(out.status.success(), "createdb: {}", String::from_utf8_lossy(&out.stderr));
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://openshell@127.0.0.1:{}/openshell", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGINT: a "fast" shutdown, which ends its clients' sessions too.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let _ = self.child.wait();
+    }
+}
