@@ -2658,6 +2658,10 @@ fn two_replicas_share_state_and_one_takes_over_when_the_other_is_killed() {
     let out = replicas.run("rb", &["sandbox", "exec", "s1", "--", "echo", "via-rb"]);
     assert!(out.status.success() && text(&out).contains("via-rb"), "exec on rb: {}", text(&out));
     assert!(!replicas.log("rb").contains("found running"), "rb took s1 over while ra lives: {}", replicas.log("rb"));
+    let out = replicas.run("rb", &["--output", "json", "gateway", "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let database = format!("postgresql openshell@127.0.0.1:{}/openshell", pg.port);
+    assert_eq!(status["database"], database.as_str(), "{status}");
 
     // Two creates of one name racing on the two replicas: exactly one is made.
     let mut racing = [create(&replicas, "ra", "dup"), create(&replicas, "rb", "dup")];

@@ -649,7 +649,11 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
             } else {
                 out.line(&format!("gateway:   running (pid {}, version {})", status.pid, status.version));
                 out.line(&format!("socket:    {}", status.socket.display()));
-                out.line(&format!("state:     {}", status.dir.display()));
+                out.line(&format!("directory: {}", status.dir.display()));
+                if !status.database.is_empty() {
+                    out.line(&format!("database:  {}", status.database));
+                    out.line(&format!("replica:   {}", status.replica));
+                }
                 out.line(&format!("driver:    {}", status.driver));
                 out.line(&format!("sandboxes: {} ({} running)", status.sandboxes, status.running));
                 out.line(&format!("started:   {}", age(status.started)));

@@ -159,6 +159,8 @@ impl From<proto::GatewayStatus> for v1::GatewayStatus {
             sandboxes: s.sandboxes as u64,
             running: s.running as u64,
             driver: s.driver,
+            database: s.database,
+            replica: s.replica,
         }
     }
 }
@@ -175,6 +177,8 @@ impl From<v1::GatewayStatus> for proto::GatewayStatus {
             sandboxes: s.sandboxes as usize,
             running: s.running as usize,
             driver: s.driver,
+            database: s.database,
+            replica: s.replica,
         }
     }
 }

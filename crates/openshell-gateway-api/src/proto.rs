@@ -359,6 +359,13 @@ pub struct GatewayStatus {
     pub sandboxes: usize,
     pub running: usize,
     pub driver: String,
+    /// Where its state is: `sqlite PATH` or `postgresql USER@HOST:PORT/DB`
+    /// (never a password).
+    #[serde(default)]
+    pub database: String,
+    /// Its name in sandboxes' leases.
+    #[serde(default)]
+    pub replica: String,
 }
 
 /// An answer. A request gets one or more; the last is `Done`, `Exited` or `Error`.

@@ -104,6 +104,8 @@ struct Gateway {
     /// This replica's name in leases (kept in its directory, so a restarted
     /// gateway takes its own sandboxes back at once).
     replica: String,
+    /// Where the state is (for `gateway status`).
+    database: Database,
     /// How long its leases last unrenewed.
     lease: Duration,
     /// Sandboxes this process watches (a watch thread or an attached run).
@@ -223,6 +225,7 @@ pub fn serve(
         dir: dir.clone(),
         db: Mutex::new(db),
         replica,
+        database: database.clone(),
         lease: options.lease,
         watching: Mutex::new(std::collections::HashSet::new()),
         store,
@@ -562,6 +565,8 @@ impl Gateway {
                         sandboxes: all.len(),
                         running: all.iter().filter(|r| r.info.phase == Phase::Running).count(),
                         driver: self.driver.name().to_owned(),
+                        database: self.database.describe(),
+                        replica: self.replica.clone(),
                     },
                 }))
             }

@@ -43,9 +43,12 @@ impl Database {
         Ok(Database::Sqlite(PathBuf::from(text)))
     }
 
-    /// Whether more than one gateway may use it at once.
-    pub fn shared(&self) -> bool {
-        matches!(self, Database::Postgres(_))
+    /// What `gateway status` shows: the kind and where, never a password.
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(path) => format!("sqlite {}", path.display()),
+            Database::Postgres(url) => format!("postgresql {}", postgres::redacted(url)),
+        }
     }
 }
 

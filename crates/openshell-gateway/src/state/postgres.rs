@@ -39,7 +39,7 @@ pub struct PostgresState {
 }
 
 /// `user@host:port/dbname` of a connection string (never its password).
-fn redacted(url: &str) -> String {
+pub(super) fn redacted(url: &str) -> String {
     let Ok(config) = url.parse::<postgres::Config>() else {
         return "(an unparsable URL)".to_owned();
     };
