@@ -125,9 +125,8 @@ impl LocalDriver {
     }
 
     /// The pidfds of a sandbox's current run (or of its last one: signals
-    /// through them reach nothing once it ended).
-    /// The pidfds of a running sandbox: kept since its start, else found from
-    /// its supervisor's record (one that another gateway sharing this
+    /// through them reach nothing once it ended): kept since its start, else
+    /// found from its supervisor's record (a run another gateway sharing this
     /// directory started).
     fn pidfds(&self, id: &str) -> Option<std::sync::Arc<Pidfds>> {
         let kept = self.running.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned();

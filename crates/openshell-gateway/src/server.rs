@@ -51,12 +51,6 @@ pub struct Options {
     pub lease: Duration,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options { remote: None, database: None, driver_dir: None, lease: DEFAULT_LEASE }
-    }
-}
-
 /// `--lease`'s default.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
@@ -783,11 +777,11 @@ impl Gateway {
         self.db().set_running(id, run.pid)?;
         let info = self.info(id)?;
         send(reply, &Response::Sandbox { sandbox: info }, &[]);
-        self.watching.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
         if !attach {
             self.watch(id, run);
             return Ok(None);
         }
+        self.watching.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
         let mut watch = run.watch;
         // The client gets the code as soon as the output is complete; the
         // sandbox's cleanup (and a --rm removal) happens after.

@@ -57,7 +57,7 @@ pub(super) fn redacted(url: &str) -> String {
     format!("{user}{host}{port}/{}", config.get_dbname().unwrap_or(""))
 }
 
-fn record(row: &Row) -> Result<Record, StateError> {
+fn record(row: &Row, at: &str) -> Result<Record, StateError> {
     let get = || -> Result<(Record, String), postgres::Error> {
         let command: String = row.try_get(5)?;
         let status: String = row.try_get(6)?;
@@ -79,7 +79,7 @@ fn record(row: &Row) -> Result<Record, StateError> {
         };
         Ok((Record { info, auto_remove: row.try_get(9)? }, status))
     };
-    let (mut rec, status) = get().map_err(|source| StateError::Postgres { at: String::new(), source })?;
+    let (mut rec, status) = get().map_err(|source| StateError::Postgres { at: at.to_owned(), source })?;
     rec.info.phase = parse_phase(&status)?;
     Ok(rec)
 }
@@ -124,15 +124,7 @@ impl PostgresState {
             Some(a) => c.query(&sql, &[&a]),
             None => c.query(&sql, &[]),
         })?;
-        let at = self.at.clone();
-        rows.iter()
-            .map(|row| {
-                record(row).map_err(|e| match e {
-                    StateError::Postgres { source, .. } => StateError::Postgres { at: at.clone(), source },
-                    other => other,
-                })
-            })
-            .collect()
+        rows.iter().map(|row| record(row, &self.at)).collect()
     }
 
     fn ids(&mut self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<Vec<String>, StateError> {
