@@ -105,7 +105,7 @@ impl Remote {
     /// The busybox image in the client's own store (the gateway's is another).
     fn build_image(&self) -> String {
         let mut def = String::from("name: openshell/rmtest\nfiles:\n");
-        for name in ["busybox", "sh", "cat", "echo", "sleep", "hostname"] {
+        for name in ["busybox", "sh", "cat", "echo", "sleep", "hostname", "tar"] {
             def.push_str(&format!("  - path: /bin/{name}\n    source: /bin/busybox\n    mode: \"0755\"\n"));
         }
         def.push_str("user: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\nworkdir: /sandbox\nenv:\n  PATH: /bin\ncmd: [/bin/sh]\n");
@@ -206,6 +206,15 @@ fn sandbox_commands_work_against_a_remote_gateway() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("in sandbox-"), "{}", text(&out));
     let out = remote.run(&["sandbox", "logs", "far"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n", "{}", text(&out));
+    // Files in and out through the remote gateway (tar streams in the exec's streams).
+    let local = remote.path().join("note.txt");
+    std::fs::write(&local, "over the wire\n").expect("write");
+    let out = remote.run(&["sandbox", "upload", "far", s(&local), "/sandbox/note.txt"]);
+    assert!(out.status.success(), "remote upload: {}", text(&out));
+    let back = remote.path().join("note-back.txt");
+    let out = remote.run(&["sandbox", "download", "far", "/sandbox/note.txt", s(&back)]);
+    assert!(out.status.success(), "remote download: {}", text(&out));
+    assert_eq!(std::fs::read_to_string(&back).expect("downloaded"), "over the wire\n");
     let out = remote.run(&["--output", "json", "sandbox", "get", "far"]);
     let far: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(far["status"], "running", "{far}");

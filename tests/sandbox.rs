@@ -40,9 +40,10 @@ impl Env {
         let env = Env { dir, hosts: String::new(), upstream_ca: None };
         // busybox runs the applet its name says: one copy per command the tests use.
         let mut def = String::from("name: openshell/sbtest\nfiles:\n");
-        for name in
-            ["busybox", "sh", "cat", "sleep", "true", "id", "tr", "echo", "tty", "ip", "nc", "wget", "env", "grep"]
-        {
+        for name in [
+            "busybox", "sh", "cat", "sleep", "true", "id", "tr", "echo", "tty", "ip", "nc", "wget", "env", "grep",
+            "tar",
+        ] {
             def.push_str(&format!("  - path: /bin/{name}\n    source: /bin/busybox\n    mode: \"0755\"\n"));
         }
         def.push_str("user: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\nworkdir: /sandbox\nenv:\n  PATH: /bin\ncmd: [/bin/sh]\n");
@@ -2727,4 +2728,149 @@ fn two_replicas_share_state_and_one_takes_over_when_the_other_is_killed() {
     assert_eq!(names, ["dup", "k0", "k1", "k2", "s1"], "no sandbox lost or duplicated");
     drop(replicas);
     drop(pg);
+}
+
+/// Issue 14: `sandbox upload` and `download` move a directory and a file in and
+/// out through the gateway; an upload outside the sandbox's read_write paths is
+/// refused by the sandbox's own Landlock rules, and nothing is written there
+/// (the control: the same upload into /sandbox works); a download never
+/// replaces an existing file.
+#[test]
+fn files_go_in_and_out_of_a_sandbox_within_its_policy() {
+    let env = Env::new();
+    let out = env.create(&["-d", "--name", "files"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let src = env.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+    std::fs::write(src.join("a.txt"), "alpha\n").expect("write");
+    std::fs::write(src.join("sub").join("b.txt"), "beta\n").expect("write");
+    let src_arg = src.display().to_string();
+    let out = env.run(&["sandbox", "upload", "files", &src_arg, "/sandbox/in"]);
+    assert!(out.status.success(), "upload a directory: {}", text(&out));
+    let a_txt = src.join("a.txt").display().to_string();
+    let out = env.run(&["sandbox", "upload", "files", &a_txt, "/sandbox/"]);
+    assert!(out.status.success(), "upload a file into a directory: {}", text(&out));
+    let out = env.run(&[
+        "sandbox",
+        "exec",
+        "files",
+        "--",
+        "cat",
+        "/sandbox/in/a.txt",
+        "/sandbox/in/sub/b.txt",
+        "/sandbox/a.txt",
+    ]);
+    assert_eq!(stdout(&out), "alpha\nbeta\nalpha\n", "{}", text(&out));
+
+    // /bin is read-only under the default policy: the sandbox's tar is refused.
+    let out = env.run(&["sandbox", "upload", "files", &a_txt, "/bin/planted"]);
+    assert!(!out.status.success(), "an upload into /bin was allowed: {}", text(&out));
+    assert!(text(&out).contains("upload to `files:/bin/planted` failed"), "{}", text(&out));
+    let out = env.run(&["sandbox", "exec", "files", "--", "cat", "/bin/planted"]);
+    assert!(!out.status.success(), "/bin/planted was written: {}", text(&out));
+    let out = env.run(&["sandbox", "upload", "files", &a_txt, "sandbox/relative"]);
+    assert!(text(&out).contains("not an absolute path"), "{}", text(&out));
+
+    let back = env.path().join("back");
+    let back_arg = back.display().to_string();
+    let out = env.run(&["sandbox", "download", "files", "/sandbox/in", &back_arg]);
+    assert!(out.status.success(), "download a directory: {}", text(&out));
+    assert_eq!(std::fs::read_to_string(back.join("sub").join("b.txt")).expect("b.txt"), "beta\n");
+    assert_eq!(std::fs::read_to_string(back.join("a.txt")).expect("a.txt"), "alpha\n");
+    let out = env.run(&["sandbox", "download", "files", "/sandbox/a.txt", &format!("{back_arg}/sub/")]);
+    assert!(out.status.success(), "download a file into a directory: {}", text(&out));
+    assert_eq!(std::fs::read_to_string(back.join("sub").join("a.txt")).expect("sub/a.txt"), "alpha\n");
+    let out = env.run(&["sandbox", "download", "files", "/sandbox/a.txt", &back_arg]);
+    assert!(text(&out).contains("exists: not overwritten"), "{}", text(&out));
+    let out =
+        env.run(&["sandbox", "download", "files", "/sandbox/missing", &env.path().join("m").display().to_string()]);
+    assert!(
+        !out.status.success() && text(&out).contains("download of `files:/sandbox/missing` failed"),
+        "{}",
+        text(&out)
+    );
+    assert!(!env.path().join("m").exists());
+}
+
+/// Issue 14, from the sandbox's side: what a download receives is the
+/// sandbox's to make, so a sandbox whose `tar` sends a hostile stream (a `..`
+/// entry, an absolute one, a symlink to a host directory followed by a file
+/// through it) writes nothing outside the download's destination, and nothing
+/// half-made is left in place. The control: the same stream without its hostile
+/// entries is downloaded.
+#[test]
+fn a_hostile_download_stream_writes_nothing_outside_its_destination() {
+    let env = Env::new();
+    let outside = env.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    let outside_str = outside.display().to_string();
+    let abs = format!("{outside_str}/absolute");
+    let hostile = raw_tar(&[
+        ("../escaped", b'0', "", b"escaped\n"),
+        (&abs, b'0', "", b"absolute\n"),
+        ("x/", b'5', "", b""),
+        ("x/ok.txt", b'0', "", b"fine\n"),
+        ("x/link", b'2', &outside_str, b""),
+        ("x/link/pwned", b'0', "", b"pwned\n"),
+    ]);
+    let tame = raw_tar(&[("x/", b'5', "", b""), ("x/ok.txt", b'0', "", b"fine\n")]);
+    for (name, stream) in [("hostile", &hostile), ("tame", &tame)] {
+        let file = env.path().join(format!("{name}.tar"));
+        std::fs::write(&file, stream).expect("write");
+        let def = format!(
+            "name: openshell/{name}\nfiles:\n  - {{ path: /bin/busybox, source: /bin/busybox, mode: \"0755\" }}\n  - {{ path: /bin/sh, source: /bin/busybox, mode: \"0755\" }}\n  - {{ path: /bin/cat, source: /bin/busybox, mode: \"0755\" }}\n  - {{ path: /bin/sleep, source: /bin/busybox, mode: \"0755\" }}\n  - {{ path: /bin/tar, content: \"#!/bin/sh\\ncat /usr/stream.tar\\n\", mode: \"0755\" }}\n  - {{ path: /usr/stream.tar, source: {}, mode: \"0644\" }}\nuser: {{ name: sandbox, uid: 1000, gid: 1000, home: /sandbox }}\nworkdir: /sandbox\nenv:\n  PATH: /bin\n",
+            file.display()
+        );
+        env.build_image(name, &def);
+        let image = format!("openshell/{name}");
+        let store = env.store();
+        let out = env.run(&["sandbox", "create", "-d", "--name", name, "--store", &store, "--image", &image]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let dest = env.path().join("dl").join("got");
+    std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+    let dest_arg = dest.display().to_string();
+    let out = env.run(&["sandbox", "download", "hostile", "/sandbox/x", &dest_arg]);
+    assert!(!out.status.success(), "the hostile stream was accepted: {}", text(&out));
+    assert!(text(&out).contains("unpacking `hostile:/sandbox/x`"), "{}", text(&out));
+    assert!(!dest.exists(), "a half-made download was left in place");
+    let left: Vec<_> = std::fs::read_dir(&outside).expect("outside").flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "written outside the destination: {left:?}");
+    for escaped in [env.path().join("dl").join("escaped"), env.path().join("escaped")] {
+        assert!(!escaped.exists(), "{} was written", escaped.display());
+    }
+    let staging: Vec<_> =
+        std::fs::read_dir(env.path().join("dl")).expect("dl").flatten().map(|e| e.file_name()).collect();
+    assert!(staging.is_empty(), "left in the destination's directory: {staging:?}");
+    let out = env.run(&["sandbox", "download", "tame", "/sandbox/x", &dest_arg]);
+    assert!(out.status.success(), "the control: {}", text(&out));
+    assert_eq!(std::fs::read_to_string(dest.join("ok.txt")).expect("ok.txt"), "fine\n");
+}
+
+/// A ustar stream of (name, type flag, link target, contents) members written
+/// byte by byte, so that names the `tar` crate refuses to write (`..`,
+/// absolute) can be sent.
+fn raw_tar(members: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, link, data) in members {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        let mode = if *kind == b'5' { "0000755\0" } else { "0000644\0" };
+        h[100..108].copy_from_slice(mode.as_bytes());
+        h[108..116].copy_from_slice(b"0001750\0");
+        h[116..124].copy_from_slice(b"0001750\0");
+        h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = *kind;
+        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+        h[257..265].copy_from_slice(b"ustar\x0000");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
 }

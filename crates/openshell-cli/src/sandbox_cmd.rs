@@ -13,12 +13,14 @@ use openshell_gateway_api::grpc::v1;
 use openshell_gateway_api::proto::{
     BlobFollows, CreateRequest, ImageRef, ImageUpload, Phase, Request, Response, SandboxInfo,
 };
-use openshell_gateway_api::remote::{Remote, RemoteConfig, RunEnd};
+use openshell_gateway_api::remote::{Remote, RemoteConfig, RunEnd, RunIo};
 use openshell_gateway_api::{ApiError, ErrorCode, GatewayDir};
 use serde_json::json;
 
 use crate::image_cmd::StoreArgs;
 use crate::output::Output;
+
+mod transfer;
 
 /// The policy a sandbox gets when none is given.
 const DEFAULT_POLICY: &str = include_str!("../../../policies/default.yaml");
@@ -83,6 +85,24 @@ pub enum SandboxCommand {
     },
     /// Open an interactive shell in a running sandbox.
     Connect { name: String },
+    /// Copy a local file or directory into a running sandbox, as DST (into DST
+    /// when it ends with `/`). Unpacked by the sandbox's own `tar`: writes land
+    /// only where its filesystem policy allows.
+    Upload {
+        name: String,
+        src: PathBuf,
+        /// An absolute path inside the sandbox.
+        dst: String,
+    },
+    /// Copy a file or directory out of a running sandbox to DST (into DST when
+    /// it is a directory or ends with `/`); an existing file is never
+    /// overwritten.
+    Download {
+        name: String,
+        /// An absolute path inside the sandbox.
+        src: String,
+        dst: PathBuf,
+    },
     /// List sandboxes.
     List,
     /// Show one sandbox.
@@ -480,6 +500,8 @@ pub fn sandbox(out: &Output, cmd: SandboxCommand) -> Result<u8, SandboxCmdError>
     match cmd {
         SandboxCommand::Create(args) => create(out, args),
         SandboxCommand::Exec { name, tty, env, command } => exec_tty(&name, command, env, tty),
+        SandboxCommand::Upload { name, src, dst } => transfer::upload(&name, &src, &dst),
+        SandboxCommand::Download { name, src, dst } => transfer::download(&name, &src, &dst),
         SandboxCommand::Connect { name } => {
             if !std::io::stdin().is_terminal() {
                 return Err(fail("`sandbox connect` needs a terminal on stdin; use `sandbox exec NAME -- CMD`"));
@@ -850,7 +872,7 @@ fn create_remote(
         }
     };
     let run = |named: &mut dyn FnMut(&SandboxInfo)| {
-        remote.run(v1::run_input::Input::Create(create.clone().into()), attach, named, None)
+        remote.run(v1::run_input::Input::Create(create.clone().into()), RunIo::inherited(attach), named, None)
     };
     let end = match run(&mut named) {
         Err(ClientError::Api(e)) if e.code == ErrorCode::ImageNotFound => {
@@ -920,7 +942,7 @@ fn exec_remote(
     } else {
         None
     };
-    let end = remote.run(v1::run_input::Input::Exec(exec), true, &mut |_| {}, resizes);
+    let end = remote.run(v1::run_input::Input::Exec(exec), RunIo::inherited(true), &mut |_| {}, resizes);
     if let Some(saved) = &saved {
         let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, saved);
     }

@@ -116,6 +116,25 @@ fn read_file(path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
     std::fs::read(path).map_err(|e| ClientError::Remote(format!("{}: {e}", path.display())))
 }
 
+/// A run's standard streams on the client's side: its input (if any) and
+/// where its output goes.
+pub struct RunIo {
+    pub stdin: Option<Box<dyn Read + Send>>,
+    pub stdout: Box<dyn Write>,
+    pub stderr: Box<dyn Write>,
+}
+
+impl RunIo {
+    /// This process's own streams (`stdin`: whether the run reads its input).
+    pub fn inherited(stdin: bool) -> RunIo {
+        RunIo {
+            stdin: stdin.then(|| Box::new(std::io::stdin()) as Box<dyn Read + Send>),
+            stdout: Box::new(std::io::stdout()),
+            stderr: Box::new(std::io::stderr()),
+        }
+    }
+}
+
 /// What a run ended with.
 pub enum RunEnd {
     Exited(i32),
@@ -239,32 +258,32 @@ impl Remote {
     pub fn run(
         &self,
         first: v1::run_input::Input,
-        stdin: bool,
+        io: RunIo,
         started: &mut dyn FnMut(&SandboxInfo),
         resizes: Option<std::sync::mpsc::Receiver<v1::WindowSize>>,
     ) -> Result<RunEnd, ClientError> {
-        self.run_once(first, stdin, started, resizes).map_err(|e| self.diagnose(e))
+        self.run_once(first, io, started, resizes).map_err(|e| self.diagnose(e))
     }
 
     fn run_once(
         &self,
         first: v1::run_input::Input,
-        stdin: bool,
+        io: RunIo,
         started: &mut dyn FnMut(&SandboxInfo),
         resizes: Option<std::sync::mpsc::Receiver<v1::WindowSize>>,
     ) -> Result<RunEnd, ClientError> {
+        let RunIo { stdin, mut stdout, mut stderr } = io;
         let exec = matches!(first, Input::Exec(_));
         let (tx, rx) = mpsc::channel::<v1::RunInput>(16);
         let input = |i| v1::RunInput { input: Some(i) };
         tx.try_send(input(first)).map_err(|e| ClientError::Remote(format!("the run's first message: {e}")))?;
-        // This process's stdin is read once the run exists (a create refused,
-        // say for an image the gateway lacks, leaves it unread for the retry).
+        // The input is read once the run exists (a create refused, say for an
+        // image the gateway lacks, leaves it unread for the retry).
         let stdin_tx = tx.clone();
-        let read_stdin = move || {
+        let read_stdin = move |mut stdin: Box<dyn Read + Send>| {
             let tx = stdin_tx;
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 32 * 1024];
-                let mut stdin = std::io::stdin().lock();
                 loop {
                     match stdin.read(&mut buf) {
                         Ok(0) | Err(_) => {
@@ -280,7 +299,7 @@ impl Remote {
                 }
             });
         };
-        let mut read_stdin = stdin.then_some(read_stdin);
+        let mut read_stdin = stdin.map(|stdin| move || read_stdin(stdin));
         if exec && let Some(start) = read_stdin.take() {
             start();
         }
@@ -315,13 +334,8 @@ impl Remote {
                         sandbox = Some(info);
                     }
                     Some(Event::Output(o)) => {
-                        let written = if o.stream == v1::OutputStream::Stderr as i32 {
-                            let mut err = std::io::stderr().lock();
-                            err.write_all(&o.data).and_then(|()| err.flush())
-                        } else {
-                            let mut out = std::io::stdout().lock();
-                            out.write_all(&o.data).and_then(|()| out.flush())
-                        };
+                        let to = if o.stream == v1::OutputStream::Stderr as i32 { &mut stderr } else { &mut stdout };
+                        let written = to.write_all(&o.data).and_then(|()| to.flush());
                         if written.is_err() {
                             break;
                         }
