@@ -6,7 +6,7 @@
 //! refused, each next to the same call made with the admin's certificate.
 //! Needs root (sandboxes); the gateway listens on 127.0.0.1 only.
 
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -105,7 +105,7 @@ impl Remote {
     /// The busybox image in the client's own store (the gateway's is another).
     fn build_image(&self) -> String {
         let mut def = String::from("name: openshell/rmtest\nfiles:\n");
-        for name in ["busybox", "sh", "cat", "echo", "sleep", "hostname", "tar"] {
+        for name in ["busybox", "sh", "cat", "echo", "sleep", "hostname", "tar", "nc"] {
             def.push_str(&format!("  - path: /bin/{name}\n    source: /bin/busybox\n    mode: \"0755\"\n"));
         }
         def.push_str("user: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\nworkdir: /sandbox\nenv:\n  PATH: /bin\ncmd: [/bin/sh]\n");
@@ -215,6 +215,38 @@ fn sandbox_commands_work_against_a_remote_gateway() {
     let out = remote.run(&["sandbox", "download", "far", "/sandbox/note.txt", s(&back)]);
     assert!(out.status.success(), "remote download: {}", text(&out));
     assert_eq!(std::fs::read_to_string(&back).expect("downloaded"), "over the wire\n");
+    // A port forwarded through the remote gateway: an echo server in a sandbox.
+    let args = ["sandbox", "create", "-d", "--name", "echo", "--store", &store, "--image", "openshell/rmtest"];
+    let out = remote.command(&args).args(["--", "nc", "-ll", "-p", "8080", "-e", "/bin/cat"]).output().expect("create");
+    assert!(out.status.success(), "{}", text(&out));
+    let local = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut forward = remote
+        .command(&["sandbox", "forward", "echo", &format!("{local}:8080")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("forward");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut conn = loop {
+        match TcpStream::connect(("127.0.0.1", local)) {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < deadline, "forward: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    {
+        use std::io::{Read, Write};
+        conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        conn.write_all(b"echoed afar\n").expect("write");
+        conn.shutdown(std::net::Shutdown::Write).expect("half-close");
+        let mut back = String::new();
+        conn.read_to_string(&mut back).expect("read");
+        assert_eq!(back, "echoed afar\n");
+    }
+    let out = remote.run(&["sandbox", "delete", "echo"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = forward.wait().expect("forward");
+    assert!(status.success(), "forward: {status}");
     let out = remote.run(&["--output", "json", "sandbox", "get", "far"]);
     let far: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(far["status"], "running", "{far}");

@@ -2874,3 +2874,80 @@ fn raw_tar(members: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
     out.resize(out.len() + 1024, 0);
     out
 }
+
+/// Issue 14: `sandbox forward` relays each connection to a local port to a
+/// port on the sandbox's own loopback, through the gateway (two connections
+/// at once, each direction's end passed on); a port nothing listens on in the
+/// sandbox closes the local connection and says why, and never reaches the
+/// host's own service on that port (the connection is made in the sandbox's
+/// network namespace); forwarding ends when the sandbox stops.
+#[test]
+fn a_local_port_forwards_into_a_sandbox_until_it_stops() {
+    let env = Env::new();
+    let out = env.create(&["-d", "--name", "fwd", "--", "nc", "-ll", "-p", "8080", "-e", "/bin/cat"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let local = support::registry::free_port();
+    let dead = support::registry::free_port();
+    let host_service = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let host_port = host_service.local_addr().expect("addr").port();
+    let mut forward = env
+        .command(&["sandbox", "forward", "fwd", &format!("{local}:8080")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("forward");
+    let mut nothing = env
+        .command(&["sandbox", "forward", "fwd", &format!("{dead}:{host_port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("forward");
+    let connect = |port: u16| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(c) => break c,
+                Err(e) => assert!(Instant::now() < deadline, "127.0.0.1:{port}: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let echo = |port: u16, line: &str| {
+        let mut conn = connect(port);
+        conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        conn.write_all(line.as_bytes()).expect("write");
+        conn.shutdown(std::net::Shutdown::Write).expect("half-close");
+        let mut back = String::new();
+        std::io::Read::read_to_string(&mut conn, &mut back).map(|_| back)
+    };
+    let (first, second) = std::thread::scope(|s| {
+        let first = s.spawn(|| echo(local, "first\n"));
+        let second = s.spawn(|| echo(local, "second\n"));
+        (first.join().expect("first"), second.join().expect("second"))
+    });
+    assert_eq!((first.expect("first").as_str(), second.expect("second").as_str()), ("first\n", "second\n"));
+    // Nothing listens on that port in the sandbox: the local connection is
+    // closed (or reset, its line unread), with a reason; the host's service on
+    // the same port number got nothing.
+    let lost = echo(dead, "lost\n");
+    assert!(lost.as_ref().map_or(true, |l| l.is_empty()), "{lost:?}");
+    host_service.set_nonblocking(true).expect("nonblocking");
+    let reached = host_service.accept().map(|(_, peer)| peer);
+    assert!(reached.is_err(), "the forward reached the host's own service: {reached:?}");
+    let out = env.run(&["sandbox", "stop", "fwd", "--time", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for (what, child) in [("forward", &mut forward), ("the dead port's forward", &mut nothing)] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{what} kept running after the sandbox stopped");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let said = |c: std::process::Child| text(&c.wait_with_output().expect("output"));
+    let (said_forward, said_nothing) = (said(forward), said(nothing));
+    assert!(said_forward.contains("forwarding ends"), "{said_forward}");
+    assert!(said_nothing.contains(&format!("port {host_port} in sandbox")), "{said_nothing}");
+}

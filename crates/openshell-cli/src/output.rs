@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::Format;
 
 /// Where and how results are printed.
+#[derive(Clone)]
 pub struct Output {
     pub format: Format,
     pub quiet: bool,

@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::image_cmd::StoreArgs;
 use crate::output::Output;
 
+mod forward;
 mod transfer;
 
 /// The policy a sandbox gets when none is given.
@@ -93,6 +94,14 @@ pub enum SandboxCommand {
         src: PathBuf,
         /// An absolute path inside the sandbox.
         dst: String,
+    },
+    /// Forward a local port (on 127.0.0.1) to PORT on a running sandbox's own
+    /// loopback, through the gateway, until the sandbox stops. LOCAL defaults
+    /// to PORT; 0 picks a free one.
+    Forward {
+        name: String,
+        #[arg(value_name = "[LOCAL:]PORT")]
+        ports: String,
     },
     /// Copy a file or directory out of a running sandbox to DST (into DST when
     /// it is a directory or ends with `/`); an existing file is never
@@ -500,6 +509,7 @@ pub fn sandbox(out: &Output, cmd: SandboxCommand) -> Result<u8, SandboxCmdError>
     match cmd {
         SandboxCommand::Create(args) => create(out, args),
         SandboxCommand::Exec { name, tty, env, command } => exec_tty(&name, command, env, tty),
+        SandboxCommand::Forward { name, ports } => forward::forward(out, &name, &ports),
         SandboxCommand::Upload { name, src, dst } => transfer::upload(&name, &src, &dst),
         SandboxCommand::Download { name, src, dst } => transfer::download(&name, &src, &dst),
         SandboxCommand::Connect { name } => {

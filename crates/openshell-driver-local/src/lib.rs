@@ -425,6 +425,25 @@ impl Driver for LocalDriver {
         }
     }
 
+    fn connect(&self, id: &str, port: u16) -> Result<OwnedFd, DriverError> {
+        let pidfds = self.pidfds(id).ok_or_else(|| DriverError::NotRunning(id.to_owned()))?;
+        let unreachable = |source| DriverError::Unreachable { id: id.to_owned(), port, source };
+        // A thread of its own joins the sandbox's network namespace (setns
+        // moves only the calling thread) through process 1's pidfd, connects,
+        // and ends; the socket stays in that namespace.
+        let made = std::thread::scope(|s| {
+            s.spawn(|| {
+                use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+                move_into_link_name_space(pidfds.init.as_fd(), Some(LinkNameSpaceType::Network))?;
+                let to = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+                let stream = std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5))?;
+                Ok::<_, std::io::Error>(OwnedFd::from(stream))
+            })
+            .join()
+        });
+        made.map_err(|_| DriverError::failed("the thread connecting into the sandbox failed"))?.map_err(unreachable)
+    }
+
     fn signal(&self, id: &str, signal: Signal) -> Result<(), DriverError> {
         let pidfds = self.pidfds(id).ok_or_else(|| DriverError::NotRunning(id.to_owned()))?;
         signal_pidfd(&pidfds.init, signal)

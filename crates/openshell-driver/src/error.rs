@@ -24,6 +24,14 @@ pub enum DriverError {
     /// A helper process, the container runtime or the proxy failed.
     #[error("{0}")]
     Failed(String),
+    /// Nothing accepted a connection to a port in the sandbox.
+    #[error("port {port} in sandbox {id}: {source}")]
+    Unreachable {
+        id: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
     /// The proxy did not confirm a change in time.
     #[error("the proxy did not confirm within {0} s")]
     Unconfirmed(u64),
@@ -44,7 +52,7 @@ impl DriverError {
         match self {
             DriverError::Policy(_) => ErrorCode::InvalidArgument,
             DriverError::Image(_) => ErrorCode::InvalidArgument,
-            DriverError::NotRunning(_) => ErrorCode::FailedPrecondition,
+            DriverError::NotRunning(_) | DriverError::Unreachable { .. } => ErrorCode::FailedPrecondition,
             DriverError::Unconfirmed(_) => ErrorCode::Unavailable,
             DriverError::Io { .. } | DriverError::Failed(_) => ErrorCode::Internal,
         }

@@ -154,6 +154,9 @@ pub trait Driver: Send + Sync {
     fn standby(&self, id: &str) -> Result<Box<dyn Pending>, DriverError>;
     /// Runs one more process in a running sandbox.
     fn exec(&self, id: &str, spec: &ExecSpec, stdio: Stdio) -> Result<Exec, DriverError>;
+    /// A TCP connection to `port` on the running sandbox's own loopback (what
+    /// `sandbox forward` relays).
+    fn connect(&self, id: &str, port: u16) -> Result<OwnedFd, DriverError>;
     /// Signals the running sandbox's process 1 (which passes it on to the
     /// workload); a process that ended is never confused with one that reused
     /// its number.

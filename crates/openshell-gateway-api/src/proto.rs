@@ -63,6 +63,11 @@ pub enum Request {
         env: Vec<String>,
         tty: bool,
     },
+    /// A TCP connection to `port` on the running sandbox's own loopback.
+    Forward {
+        name: String,
+        port: u16,
+    },
     PolicySet {
         name: String,
         policy_name: String,
@@ -118,6 +123,7 @@ impl Request {
             Request::Get { .. } => "sandbox.get",
             Request::Logs { .. } => "sandbox.logs",
             Request::Exec { .. } => "sandbox.exec",
+            Request::Forward { .. } => "sandbox.forward",
             Request::PolicySet { .. } => "policy.set",
             Request::PolicyGet { .. } => "policy.get",
             Request::Status => "gateway.status",
@@ -142,6 +148,7 @@ impl Request {
             | Request::Get { name }
             | Request::Logs { name, .. }
             | Request::Exec { name, .. }
+            | Request::Forward { name, .. }
             | Request::PolicySet { name, .. }
             | Request::PolicyGet { name, .. } => Some(name),
             _ => None,
@@ -384,6 +391,9 @@ pub enum Response {
     },
     /// Carries the master end of the process's terminal.
     Console,
+    /// Carries a connected stream socket (a `Forward`'s); over gRPC, the
+    /// call's streams are its two directions.
+    Connected,
     Exited {
         code: i32,
     },

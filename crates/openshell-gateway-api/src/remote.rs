@@ -273,7 +273,7 @@ impl Remote {
         resizes: Option<std::sync::mpsc::Receiver<v1::WindowSize>>,
     ) -> Result<RunEnd, ClientError> {
         let RunIo { stdin, mut stdout, mut stderr } = io;
-        let exec = matches!(first, Input::Exec(_));
+        let exec = matches!(first, Input::Exec(_) | Input::Forward(_));
         let (tx, rx) = mpsc::channel::<v1::RunInput>(16);
         let input = |i| v1::RunInput { input: Some(i) };
         tx.try_send(input(first)).map_err(|e| ClientError::Remote(format!("the run's first message: {e}")))?;

@@ -524,6 +524,15 @@ impl Gateway {
                 let exec = self.driver.exec(&rec.info.id, &ExecSpec { args, env, tty }, fds)?;
                 relay_exec(exec, reply)
             }
+            Request::Forward { name, port } => {
+                let rec = self.find(&name)?;
+                if rec.info.phase != Phase::Running {
+                    return Err(ApiError::precondition(format!("sandbox `{}` is not running", rec.info.name)));
+                }
+                let stream = self.driver.connect(&rec.info.id, port)?;
+                send(reply, &Response::Connected, &[stream.as_fd()]);
+                Ok(None)
+            }
             Request::PolicySet { name, policy_name, policy, wait } => {
                 self.policy_set(&name, &policy_name, &policy, wait)
             }

@@ -105,8 +105,16 @@ impl Service {
                 let pipes = !e.tty;
                 (Request::Exec { name: e.name, args: e.args, env: e.env, tty: e.tty }, pipes, e.size)
             }
-            _ => return Err(Status::invalid_argument("a run starts with `create` or `exec`")),
+            Some(Input::Forward(f)) => {
+                let port = u16::try_from(f.port)
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| Status::invalid_argument(format!("port {}: not a TCP port", f.port)))?;
+                (Request::Forward { name: f.name, port }, false, None)
+            }
+            _ => return Err(Status::invalid_argument("a run starts with `create`, `exec` or `forward`")),
         };
+        let forward = matches!(request, Request::Forward { .. });
         let (events, rx) = mpsc::channel(64);
         let run = Arc::new(Run {
             events: Arc::new(Mutex::new(Some(events))),
@@ -148,6 +156,8 @@ impl Service {
         std::thread::spawn(move || {
             match gateway.handle(request, fds, run.as_ref(), &caller) {
                 Ok(Some(last)) => run.send(&last, &[]),
+                // A forward's connection is relayed until the sandbox's side ends.
+                Ok(None) if forward => run.connection_closed(),
                 Ok(None) => true,
                 Err(error) => run.send(&Response::Error { error }, &[]),
             };
@@ -218,13 +228,25 @@ impl Run {
         }
     }
 
+    /// Waits for a forwarded connection's end on the sandbox's side, then ends
+    /// the call with `exited` 0.
+    fn connection_closed(&self) -> bool {
+        for reader in std::mem::take(&mut *self.readers.lock().unwrap_or_else(|p| p.into_inner())) {
+            let _ = reader.join();
+        }
+        self.event(Event::Exited(0))
+    }
+
     /// Writes the client's stdin (`None`: its end) where it goes now.
     fn write_stdin(&self, from_client: std::sync::mpsc::Receiver<Option<Vec<u8>>>) {
         while let Ok(chunk) = from_client.recv() {
             let Some(bytes) = chunk else {
-                // The pipe's end; a terminal stays open (its processes end on their own).
-                if self.master.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
-                    self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take();
+                // The pipe's end (a socket's write side: its other direction stays
+                // open); a terminal stays open (its processes end on their own).
+                if self.master.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+                    && let Some(sink) = self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take()
+                {
+                    let _ = rustix::net::shutdown(&sink, rustix::net::Shutdown::Write);
                 }
                 continue;
             };
@@ -277,6 +299,13 @@ impl Answer for Run {
                 *self.stdin.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::fs::File::from(writer));
                 *self.master.lock().unwrap_or_else(|p| p.into_inner()) = Some(master);
                 self.pump(reader, v1::OutputStream::Stdout);
+                true
+            }
+            Response::Connected => {
+                let Some(stream) = fds.first().and_then(|f| f.try_clone_to_owned().ok()) else { return false };
+                let Ok(writer) = stream.try_clone() else { return false };
+                *self.stdin.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::fs::File::from(writer));
+                self.pump(stream, v1::OutputStream::Stdout);
                 true
             }
             Response::Exited { code } => {
