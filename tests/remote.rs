@@ -517,3 +517,58 @@ fn a_user_manages_only_its_own_sandboxes_and_every_change_is_audited() {
     assert!(has("admin", "provider.create", "allowed") && has("alice", "sandbox.delete", "allowed"), "{audit}");
     assert!(!audit.contains("secret"), "no credential in the audit log: {audit}");
 }
+
+/// Output kept in memory (a gRPC run's stdout).
+struct Kept(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl std::io::Write for Kept {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Issue 14: the gateway serves the same gRPC API on a Unix socket of its own
+/// (owner-only, like its local socket), for programs on its machine: status,
+/// the sandboxes the CLI made through the local socket, and an exec.
+#[test]
+fn the_gateway_serves_grpc_on_its_unix_socket_too() {
+    use openshell_gateway_api::grpc::v1;
+    use openshell_gateway_api::proto::{Request, Response};
+    use openshell_gateway_api::remote::{Remote as Grpc, RunEnd, RunIo};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let remote = Remote::start(&[]);
+    let store = remote.build_image();
+    let args = ["sandbox", "create", "-d", "--name", "near", "--store", &store, "--image", "openshell/rmtest"];
+    let out = remote.client("local", &args);
+    assert!(out.status.success(), "{}", text(&out));
+    let socket = remote.path().join("gw").join("gateway.grpc.sock");
+    let meta = std::fs::metadata(&socket).expect("the gRPC socket");
+    assert_eq!((meta.permissions().mode() & 0o777, meta.uid()), (0o600, 0), "owner-only");
+
+    let grpc = Grpc::connect_unix(&socket).expect("connect");
+    let Ok(Response::Status { status }) = grpc.call(&Request::Status) else { panic!("no status") };
+    assert_eq!(status.sandboxes, 1, "{status:?}");
+    let Ok(Response::Sandbox { sandbox }) = grpc.call(&Request::Get { name: "near".into() }) else {
+        panic!("no sandbox `near`")
+    };
+    assert_eq!(sandbox.phase.as_str(), "running");
+    let said = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let exec = v1::ExecRequest {
+        name: "near".into(),
+        args: vec!["echo".into(), "over the unix socket".into()],
+        env: Vec::new(),
+        tty: false,
+        size: None,
+    };
+    let io =
+        RunIo { stdin: None, stdout: Box::new(Kept(std::rc::Rc::clone(&said))), stderr: Box::new(std::io::sink()) };
+    let end = grpc.run(v1::run_input::Input::Exec(exec), io, &mut |_| {}, None).expect("exec");
+    assert!(matches!(end, RunEnd::Exited(0)));
+    assert_eq!(String::from_utf8_lossy(&said.borrow()), "over the unix socket\n");
+}

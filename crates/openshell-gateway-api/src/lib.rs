@@ -42,6 +42,11 @@ impl GatewayDir {
     pub fn socket(&self) -> PathBuf {
         self.0.join("gateway.sock")
     }
+    /// The gRPC API's Unix socket (owner-only, like `socket`).
+    pub fn grpc_socket(&self) -> PathBuf {
+        self.0.join("gateway.grpc.sock")
+    }
+
     pub fn lock(&self) -> PathBuf {
         self.0.join("gateway.lock")
     }

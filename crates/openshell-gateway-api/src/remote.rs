@@ -29,7 +29,9 @@ pub struct RemoteConfig {
 pub struct Remote {
     runtime: tokio::runtime::Runtime,
     client: GatewayClient<Channel>,
-    config: RemoteConfig,
+    /// How it was reached over TLS (for diagnosing a refusal); none over the
+    /// gateway's own Unix socket.
+    config: Option<RemoteConfig>,
 }
 
 /// Says what went wrong below the API in words a user acts on: a TLS refusal by
@@ -162,7 +164,28 @@ impl Remote {
             .connect_timeout(std::time::Duration::from_secs(10))
             .tcp_nodelay(true);
         let channel = runtime.block_on(endpoint.connect()).map_err(|e| transport(&context, &e))?;
-        Ok(Remote { runtime, client: GatewayClient::new(channel), config: config.clone() })
+        Ok(Remote { runtime, client: GatewayClient::new(channel), config: Some(config.clone()) })
+    }
+
+    /// The gRPC API on the gateway's own Unix socket (`GatewayDir::grpc_socket`;
+    /// its owner only), for programs on the gateway's machine.
+    pub fn connect_unix(path: &std::path::Path) -> Result<Remote, ClientError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Remote(format!("a runtime: {e}")))?;
+        let context = format!("gateway socket {}", path.display());
+        let path = path.to_path_buf();
+        // The URI is only a placeholder: every connection is made to `path`.
+        let endpoint = tonic::transport::Endpoint::from_static("http://localhost");
+        let connector = tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { tokio::net::UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
+        });
+        let channel =
+            runtime.block_on(endpoint.connect_with_connector(connector)).map_err(|e| transport(&context, &e))?;
+        Ok(Remote { runtime, client: GatewayClient::new(channel), config: None })
     }
 
     /// Why calls fail although the connection was made: with TLS 1.3 a server
@@ -171,7 +194,8 @@ impl Remote {
     /// finds it.
     fn diagnose(&self, error: ClientError) -> ClientError {
         let ClientError::Remote(message) = &error else { return error };
-        match refusal(&self.config) {
+        let Some(config) = &self.config else { return error };
+        match refusal(config) {
             Some(refused) => ClientError::Remote(format!("{message}: {refused}")),
             None => error,
         }

@@ -242,6 +242,7 @@ pub fn serve(
     std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(io(&socket_path))?;
     rustix::net::listen(&listener, 128).map_err(|e| io(&socket_path)(e.into()))?;
     tracing::info!(socket = %socket_path.display(), pid = std::process::id(), "gateway listening");
+    listen::serve_unix(Arc::clone(&gateway), &dir.grpc_socket())?;
     if let Some(remote) = options.remote {
         listen::serve_tls(Arc::clone(&gateway), remote.listen, remote.tls)?;
     }
@@ -575,6 +576,7 @@ impl Gateway {
             }
             Request::Shutdown => {
                 let _ = std::fs::remove_file(self.dir.socket());
+                let _ = std::fs::remove_file(self.dir.grpc_socket());
                 tracing::info!("shutting down");
                 // A standby being made is finished, then discarded with the others:
                 // nothing half-made is left behind.

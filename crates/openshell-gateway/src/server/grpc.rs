@@ -19,8 +19,17 @@ use tonic::{Status, Streaming};
 use super::{Answer, Gateway};
 use crate::tls::Caller;
 
-/// The caller a call's client certificate names (verified by the TLS layer).
+/// The caller a call's client certificate names (verified by the TLS layer);
+/// on the gateway's Unix socket, its owner, when the peer's uid is the
+/// gateway's.
 fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
+    if let Some(unix) = request.extensions().get::<tonic::transport::server::UdsConnectInfo>() {
+        let uid = unix.peer_cred.map(|c| c.uid());
+        if uid == Some(rustix::process::geteuid().as_raw()) {
+            return Ok(Caller::owner());
+        }
+        return Err(Status::permission_denied("permission denied: not the gateway's owner"));
+    }
     let certs = request.peer_certs().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
     let first = certs.first().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
     Caller::from_certificate(first.as_ref()).map_err(|e| Status::permission_denied(e.to_string()))

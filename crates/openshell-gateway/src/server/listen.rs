@@ -4,6 +4,8 @@
 //! handed to tonic.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -52,12 +54,7 @@ pub(super) fn serve_tls(gateway: Arc<Gateway>, addr: SocketAddr, dir: TlsDir) ->
     let listener = std::net::TcpListener::bind(addr).map_err(io)?;
     let bound = listener.local_addr().map_err(io)?;
     listener.set_nonblocking(true).map_err(io)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("openshell-grpc")
-        .enable_all()
-        .build()
-        .map_err(io)?;
+    let runtime = grpc_runtime().map_err(io)?;
     std::thread::spawn(move || {
         runtime.block_on(async move {
             let listener = match TcpListener::from_std(listener) {
@@ -81,6 +78,38 @@ pub(super) fn serve_tls(gateway: Arc<Gateway>, addr: SocketAddr, dir: TlsDir) ->
     });
     tracing::info!(%bound, "gateway listening for remote clients (mutual TLS)");
     Ok(bound)
+}
+
+fn grpc_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("openshell-grpc").enable_all().build()
+}
+
+/// Serves the API over gRPC on the Unix socket `path` (0600; each call's
+/// caller is the connection's peer, refused unless it is the gateway's uid).
+pub(super) fn serve_unix(gateway: Arc<Gateway>, path: &Path) -> Result<(), ServerError> {
+    let io = |source| ServerError::Io { path: path.to_path_buf(), source };
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    listener.set_nonblocking(true).map_err(io)?;
+    let runtime = grpc_runtime().map_err(io)?;
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let listener = match tokio::net::UnixListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => return tracing::error!(%e, "the gRPC socket"),
+            };
+            let service = GatewayServer::new(Service { gateway });
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+                .await
+            {
+                tracing::error!(%e, "serving the gRPC socket");
+            }
+        });
+    });
+    Ok(())
 }
 
 type Accepted = Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>;
