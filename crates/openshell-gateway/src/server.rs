@@ -51,6 +51,10 @@ pub struct Options {
     pub lease: Duration,
 }
 
+/// Set once `gateway stop` is being answered: the files the watchdog watches
+/// go first (no new client connects), and that is not a reason to exit early.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// `--lease`'s default.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
@@ -297,6 +301,9 @@ fn watch_files(dir: &GatewayDir, database: &Database) -> Result<(), ServerError>
     std::thread::spawn(move || {
         loop {
             std::thread::sleep(Duration::from_millis(500));
+            if STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             for (what, path, id) in &files {
                 if identity(path).ok() != Some(*id) {
                     tracing::error!(path = %path.display(), "the gateway's {what} was removed or replaced: the gateway exits (running sandboxes keep running)");
@@ -575,6 +582,7 @@ impl Gateway {
                 }))
             }
             Request::Shutdown => {
+                STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
                 let _ = std::fs::remove_file(self.dir.socket());
                 let _ = std::fs::remove_file(self.dir.grpc_socket());
                 tracing::info!("shutting down");
