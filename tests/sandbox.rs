@@ -2951,3 +2951,58 @@ fn a_local_port_forwards_into_a_sandbox_until_it_stops() {
     assert!(said_forward.contains("forwarding ends"), "{said_forward}");
     assert!(said_nothing.contains(&format!("port {host_port} in sandbox")), "{said_nothing}");
 }
+
+/// Issue 14: a gateway reaches PostgreSQL over TLS and verifies the server:
+/// with the server's CA (`--database-ca`) and `sslmode=require` it runs and the
+/// database sees its sessions encrypted; with another CA it refuses to start and
+/// says why; `sslmode=require` against a server without TLS is refused too.
+#[test]
+fn a_gateway_reaches_postgresql_over_verified_tls() {
+    let env = Env::new();
+    let tls = support::registry::make_tls(&env.path().join("pg-tls"));
+    let other = support::registry::make_tls(&env.path().join("other-tls"));
+    let pg = support::postgres::Postgres::start_with(Some(&tls));
+    let plain = support::postgres::Postgres::start();
+    let gateway = |name: &str, url: &str, ca: &Path| {
+        let dir = env.path().join(name);
+        let child = env
+            .command(&["gateway", "run", "--database", url])
+            .arg("--database-ca")
+            .arg(ca)
+            .env("OPENSHELL_GATEWAY_DIR", &dir)
+            .env("OPENSHELL_STANDBY", "0")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gateway run");
+        (dir, child)
+    };
+    let url = format!("postgres://openshell@localhost:{}/openshell?sslmode=require", pg.port);
+    let (dir, mut verified) = gateway("gw-tls", &url, &tls.ca);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join("gateway.sock").exists() {
+        if let Some(status) = verified.try_wait().expect("wait") {
+            panic!("the gateway exited ({status}): {}", text(&verified.wait_with_output().expect("output")));
+        }
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = env.command(&["sandbox", "list"]).env("OPENSHELL_GATEWAY_DIR", &dir).output().expect("list");
+    assert!(out.status.success(), "{}", text(&out));
+    let encrypted = pg.query(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.datname = 'openshell' AND a.application_name = ''",
+    );
+    assert_ne!(encrypted, "0", "no encrypted session of the gateway");
+    let out = env.command(&["gateway", "stop"]).env("OPENSHELL_GATEWAY_DIR", &dir).output().expect("stop");
+    assert!(out.status.success(), "{}", text(&out));
+    let _ = verified.wait();
+
+    let plain_url = format!("postgres://openshell@localhost:{}/openshell?sslmode=require", plain.port);
+    for (name, url, ca, why) in
+        [("gw-other-ca", url.as_str(), &other.ca, "certificate"), ("gw-no-tls", plain_url.as_str(), &tls.ca, "TLS")]
+    {
+        let (_, child) = gateway(name, url, ca);
+        let out = child.wait_with_output().expect("gateway run");
+        eprintln!("{name}: {}", text(&out).trim());
+        assert!(!out.status.success() && text(&out).contains(why), "{name}: {}", text(&out));
+    }
+}

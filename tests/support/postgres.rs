@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::registry::free_port;
+use super::registry::{Tls, free_port};
 
 pub struct Postgres {
     child: Child,
@@ -38,6 +38,11 @@ fn as_nobody(program: &Path) -> Command {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// With `tls`: TLS offered (`ssl = on`) with its certificate and key.
+    pub fn start_with(tls: Option<&Tls>) -> Postgres {
         let bin = bin_dir();
         let dir = tempfile::Builder::new().prefix("ospg").tempdir_in("/tmp").expect("tempdir");
         let out = Command::new("chown").args(["nobody:nogroup"]).arg(dir.path()).output().expect("chown");
@@ -50,6 +55,23 @@ impl Postgres {
             .output()
             .expect("initdb");
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let mut settings = vec!["fsync=off".to_owned()];
+        if let Some(tls) = tls {
+            for (from, name) in [(&tls.cert, "server.crt"), (&tls.key, "server.key")] {
+                let to = dir.path().join(name);
+                std::fs::copy(from, &to).expect("copy");
+                let out = Command::new("chown").args(["nobody:nogroup"]).arg(&to).output().expect("chown");
+                assert!(out.status.success(), "chown: {}", String::from_utf8_lossy(&out.stderr));
+                std::fs::set_permissions(
+                    &to,
+                    <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+                )
+                .expect("chmod");
+            }
+            settings.push("ssl=on".into());
+            settings.push(format!("ssl_cert_file={}", dir.path().join("server.crt").display()));
+            settings.push(format!("ssl_key_file={}", dir.path().join("server.key").display()));
+        }
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("postgres.log")).expect("log");
         let child = as_nobody(&bin.join("postgres"))
@@ -57,7 +79,7 @@ impl Postgres {
             .arg(&data)
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
             .arg(dir.path())
-            .args(["-c", "fsync=off"])
+            .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
@@ -87,6 +109,14 @@ impl Postgres {
 
     pub fn url(&self) -> String {
         format!("postgres://openshell@127.0.0.1:{}/openshell", self.port)
+    }
+
+    /// One query's answer through `psql` (as PostgreSQL's own client sees it).
+    pub fn query(&self, sql: &str) -> String {
+        let url = format!("{}?sslmode=disable", self.url());
+        let out = Command::new(bin_dir().join("psql")).args([&url, "-Atc", sql]).output().expect("psql");
+        assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     pub fn log(&self) -> String {

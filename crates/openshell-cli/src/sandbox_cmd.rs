@@ -215,6 +215,11 @@ pub enum GatewayCommand {
         /// directory, one gateway at a time).
         #[arg(long, value_name = "URL")]
         database: Option<String>,
+        /// The CA that PostgreSQL's certificate must chain to (default: the
+        /// system's roots); TLS is used as the URL's `sslmode` says
+        /// (`?sslmode=require` to insist on it).
+        #[arg(long, value_name = "FILE", requires = "database")]
+        database_ca: Option<PathBuf>,
         /// Where the local driver keeps its sandboxes (default: the gateway
         /// directory). Replicas on one host sharing a database share this too.
         #[arg(long, value_name = "DIR")]
@@ -708,14 +713,17 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
             }
             Ok(0)
         }
-        GatewayCommand::Run { store, listen, tls_dir, database, driver_dir, lease } => {
+        GatewayCommand::Run { store, listen, tls_dir, database, database_ca, driver_dir, lease } => {
             let dir = gateway_dir()?;
             let store = match store {
                 Some(s) => s,
                 None => openshell_store::Store::default_root().map_err(fail)?,
             };
             let remote = listen.map(|listen| server::Remote { listen, tls: tls_dir_of(&dir, tls_dir) });
-            let database = database.map(|d| openshell_gateway::state::Database::parse(&d)).transpose().map_err(fail)?;
+            let database = database
+                .map(|d| openshell_gateway::state::Database::parse(&d).map(|db| db.with_ca(database_ca)))
+                .transpose()
+                .map_err(fail)?;
             let options =
                 server::Options { remote, database, driver_dir, lease: std::time::Duration::from_secs(lease) };
             match server::serve(dir, exe()?, &store, options) {

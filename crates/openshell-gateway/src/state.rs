@@ -21,15 +21,17 @@ use openshell_gateway_api::proto::{Phase, PolicyRevision, ProviderInfo, SandboxI
 pub enum Database {
     /// A SQLite file (one gateway at a time: the gateway directory's lock).
     Sqlite(PathBuf),
-    /// A PostgreSQL database, by its `postgres://` (or `postgresql://`) URL.
-    Postgres(String),
+    /// A PostgreSQL database, by its `postgres://` (or `postgresql://`) URL;
+    /// TLS (as its `sslmode` asks: `prefer` by default) verifies the server
+    /// against `ca`, else the system's roots.
+    Postgres { url: String, ca: Option<PathBuf> },
 }
 
 impl Database {
     /// `postgres://...`/`postgresql://...`, `sqlite://PATH`, or a path (SQLite).
     pub fn parse(text: &str) -> Result<Database, StateError> {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            return Ok(Database::Postgres(text.to_owned()));
+            return Ok(Database::Postgres { url: text.to_owned(), ca: None });
         }
         if let Some(path) = text.strip_prefix("sqlite://") {
             return Ok(Database::Sqlite(PathBuf::from(path)));
@@ -43,11 +45,19 @@ impl Database {
         Ok(Database::Sqlite(PathBuf::from(text)))
     }
 
+    /// With the CA PostgreSQL's certificate must chain to (`--database-ca`).
+    pub fn with_ca(self, ca: Option<PathBuf>) -> Database {
+        match self {
+            Database::Postgres { url, .. } => Database::Postgres { url, ca },
+            sqlite => sqlite,
+        }
+    }
+
     /// What `gateway status` shows: the kind and where, never a password.
     pub fn describe(&self) -> String {
         match self {
             Database::Sqlite(path) => format!("sqlite {}", path.display()),
-            Database::Postgres(url) => format!("postgresql {}", postgres::redacted(url)),
+            Database::Postgres { url, .. } => format!("postgresql {}", postgres::redacted(url)),
         }
     }
 }
@@ -63,8 +73,10 @@ pub enum StateError {
         #[source]
         source: rusqlite::Error,
     },
-    /// `at` is the database's URL without its password.
-    #[error("gateway state in PostgreSQL {at}: {source}")]
+    /// `at` is the database's URL without its password; the message carries
+    /// the causes too (postgres's errors name only their kind, e.g. "error
+    /// performing TLS handshake", and keep why in their source).
+    #[error("gateway state in PostgreSQL {at}: {}", causes(source))]
     Postgres {
         at: String,
         #[source]
@@ -80,6 +92,8 @@ pub enum StateError {
     /// Two creates of one name raced: the other one's record came first.
     #[error("a sandbox named `{0}` exists already")]
     NameTaken(String),
+    #[error("gateway state in PostgreSQL: TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("gateway state: stored sandbox status `{0}` is not one this gateway knows")]
     UnknownPhase(String),
 }
@@ -161,12 +175,23 @@ pub trait State: Send {
 pub fn open(database: &Database) -> Result<Box<dyn State>, StateError> {
     Ok(match database {
         Database::Sqlite(path) => Box::new(sqlite::SqliteState::open(path)?),
-        Database::Postgres(url) => Box::new(postgres::PostgresState::open(url)?),
+        Database::Postgres { url, ca } => Box::new(postgres::PostgresState::open(url, ca.as_deref())?),
     })
 }
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// An error and each of its sources, joined by ": ".
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        text.push_str(&format!(": {e}"));
+        next = e.source();
+    }
+    text
 }
 
 fn parse_phase(text: &str) -> Result<Phase, StateError> {
@@ -179,8 +204,9 @@ mod tests {
 
     #[test]
     fn database_locations_parse_or_say_what_is_wrong() {
-        assert_eq!(Database::parse("postgres://u@h/db").ok(), Some(Database::Postgres("postgres://u@h/db".into())));
-        assert_eq!(Database::parse("postgresql://h/db").ok(), Some(Database::Postgres("postgresql://h/db".into())));
+        let pg = |url: &str| Some(Database::Postgres { url: url.into(), ca: None });
+        assert_eq!(Database::parse("postgres://u@h/db").ok(), pg("postgres://u@h/db"));
+        assert_eq!(Database::parse("postgresql://h/db").ok(), pg("postgresql://h/db"));
         assert_eq!(Database::parse("sqlite:///x/s.db").ok(), Some(Database::Sqlite("/x/s.db".into())));
         assert_eq!(Database::parse("/x/s.db").ok(), Some(Database::Sqlite("/x/s.db".into())));
         for bad in ["", "mysql://h/db"] {

@@ -301,6 +301,20 @@ fn read_crl(path: &Path) -> Result<Option<CertificateRevocationListDer<'static>>
         .map_err(|e| TlsError::Pem { path: path.to_owned(), message: e.to_string() })
 }
 
+/// A client's TLS configuration that trusts the certificates in `ca` only
+/// (for the connection to PostgreSQL).
+pub fn client_config(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(ca)? {
+        roots.add(cert).map_err(|e| TlsError::Config(format!("{}: {e}", ca.display())))?;
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// The server's TLS configuration: its certificate, client certificates
 /// required and verified against the CA and its CRL, HTTP/2.
 pub fn server_config(dir: &TlsDir) -> Result<Arc<rustls::ServerConfig>, TlsError> {

@@ -11,7 +11,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use postgres::{Client, NoTls, Row};
+use std::path::Path;
+
+use postgres::{Client, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use openshell_gateway_api::proto::{Phase, PolicyRevision, ProviderInfo, SandboxInfo};
 
@@ -31,9 +34,14 @@ const SANDBOX_COLUMNS: &str = "s.id, s.name, s.image, s.image_digest, s.policy_n
     s.exit_code, s.pid, s.auto_remove, s.created, s.started, s.finished,
     (SELECT MAX(revision) FROM policies p WHERE p.sandbox = s.id), s.owner";
 
+/// The system's roots (Debian's ca-certificates), when no CA is given.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 pub struct PostgresState {
     client: Client,
     url: String,
+    /// TLS as the URL's `sslmode` asks, the server verified.
+    tls: MakeRustlsConnect,
     /// The URL without its password, for errors and logs.
     at: String,
 }
@@ -98,12 +106,13 @@ fn ms(ttl: Duration) -> i64 {
 }
 
 impl PostgresState {
-    pub fn open(url: &str) -> Result<PostgresState, StateError> {
+    pub fn open(url: &str, ca: Option<&Path>) -> Result<PostgresState, StateError> {
         let at = redacted(url);
+        let tls = MakeRustlsConnect::new(crate::tls::client_config(ca.unwrap_or(Path::new(SYSTEM_ROOTS)))?);
         let mut client =
-            Client::connect(url, NoTls).map_err(|source| StateError::Postgres { at: at.clone(), source })?;
+            Client::connect(url, tls.clone()).map_err(|source| StateError::Postgres { at: at.clone(), source })?;
         migrate(&mut client, &at)?;
-        Ok(PostgresState { client, url: url.to_owned(), at })
+        Ok(PostgresState { client, url: url.to_owned(), tls, at })
     }
 
     /// Runs `f` on the connection, made again first when the last one closed
@@ -112,8 +121,8 @@ impl PostgresState {
         let at = &self.at;
         if self.client.is_closed() {
             tracing::warn!(database = %at, "the connection to the state closed; connecting again");
-            self.client =
-                Client::connect(&self.url, NoTls).map_err(|source| StateError::Postgres { at: at.clone(), source })?;
+            self.client = Client::connect(&self.url, self.tls.clone())
+                .map_err(|source| StateError::Postgres { at: at.clone(), source })?;
         }
         f(&mut self.client).map_err(|source| StateError::Postgres { at: at.clone(), source })
     }
