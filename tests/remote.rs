@@ -6,6 +6,8 @@
 //! refused, each next to the same call made with the admin's certificate.
 //! Needs root (sandboxes); the gateway listens on 127.0.0.1 only.
 
+mod support;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -226,23 +228,7 @@ fn sandbox_commands_work_against_a_remote_gateway() {
         .stderr(Stdio::null())
         .spawn()
         .expect("forward");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut conn = loop {
-        match TcpStream::connect(("127.0.0.1", local)) {
-            Ok(c) => break c,
-            Err(e) => assert!(Instant::now() < deadline, "forward: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    {
-        use std::io::{Read, Write};
-        conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        conn.write_all(b"echoed afar\n").expect("write");
-        conn.shutdown(std::net::Shutdown::Write).expect("half-close");
-        let mut back = String::new();
-        conn.read_to_string(&mut back).expect("read");
-        assert_eq!(back, "echoed afar\n");
-    }
+    assert_eq!(support::echo(local, "echoed afar\n").expect("echo"), "echoed afar\n");
     let out = remote.run(&["sandbox", "delete", "echo"]);
     assert!(out.status.success(), "{}", text(&out));
     let status = forward.wait().expect("forward");

@@ -2902,24 +2902,7 @@ fn a_local_port_forwards_into_a_sandbox_until_it_stops() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("forward");
-    let connect = |port: u16| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(c) => break c,
-                Err(e) => assert!(Instant::now() < deadline, "127.0.0.1:{port}: {e}"),
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    let echo = |port: u16, line: &str| {
-        let mut conn = connect(port);
-        conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        conn.write_all(line.as_bytes()).expect("write");
-        conn.shutdown(std::net::Shutdown::Write).expect("half-close");
-        let mut back = String::new();
-        std::io::Read::read_to_string(&mut conn, &mut back).map(|_| back)
-    };
+    let echo = support::echo;
     let (first, second) = std::thread::scope(|s| {
         let first = s.spawn(|| echo(local, "first\n"));
         let second = s.spawn(|| echo(local, "second\n"));
@@ -3005,4 +2988,122 @@ fn a_gateway_reaches_postgresql_over_verified_tls() {
         eprintln!("{name}: {}", text(&out).trim());
         assert!(!out.status.success() && text(&out).contains(why), "{name}: {}", text(&out));
     }
+}
+
+/// The gateway and driver processes of an out-of-process test, ended (by pid,
+/// after their sandboxes are deleted) on drop.
+struct OutOfProcess<'a> {
+    env: &'a Env,
+    driver: std::process::Child,
+    gateway: Option<std::process::Child>,
+}
+
+impl OutOfProcess<'_> {
+    fn start_gateway(&mut self, socket: &Path) {
+        let _ = std::fs::remove_file(self.env.gateway_dir().join("gateway.sock"));
+        let store = self.env.store();
+        let gateway = self
+            .env
+            .command(&["gateway", "run", "--store", &store, "--driver-socket"])
+            .arg(socket)
+            .stderr(std::fs::File::create(self.env.path().join("gateway.err")).expect("log"))
+            .spawn()
+            .expect("gateway run");
+        self.gateway = Some(gateway);
+        wait_for(&self.env.gateway_dir().join("gateway.sock"), "the gateway");
+    }
+
+    fn stop_gateway(&mut self) {
+        let out = self.env.run(&["gateway", "stop"]);
+        assert!(out.status.success(), "{}", text(&out));
+        if let Some(mut gateway) = self.gateway.take() {
+            let _ = gateway.wait();
+        }
+    }
+}
+
+impl Drop for OutOfProcess<'_> {
+    fn drop(&mut self) {
+        if self.gateway.is_some() {
+            for name in self.env.names_quiet() {
+                let _ = self.env.run(&["sandbox", "delete", &name]);
+            }
+            self.stop_gateway();
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn wait_for(path: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{what} did not start ({} is missing)", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 14: the local driver run out of the gateway's process, behind a Unix
+/// socket (`gateway driver`, `gateway run --driver-socket`), serves the whole
+/// lifecycle through the same `Driver` API: an attached run (stdio, exit code),
+/// a standby assigned, a detached sandbox's exec, logs, upload, a forwarded
+/// port, stop; and a restarted gateway finds its running sandbox again through
+/// the driver, whose process outlived it.
+#[test]
+fn the_local_driver_runs_out_of_process_behind_a_socket() {
+    let env = Env::new();
+    let socket = env.path().join("driver.sock");
+    let store = env.store();
+    let driver = env
+        .command(&["gateway", "driver", "--store", &store, "--socket"])
+        .arg(&socket)
+        .arg("--driver-dir")
+        .arg(env.path().join("driver"))
+        .stderr(std::fs::File::create(env.path().join("driver.err")).expect("log"))
+        .spawn()
+        .expect("gateway driver");
+    let mut procs = OutOfProcess { env: &env, driver, gateway: None };
+    wait_for(&socket, "the driver");
+    procs.start_gateway(&socket);
+    let out = env.run(&["--output", "json", "gateway", "status"]);
+    assert!(stdout(&out).contains("out of process"), "{}", text(&out));
+
+    // Attached twice: the second takes the standby the first left.
+    for round in 0..2 {
+        let out = env.create(&["--rm", "--", "sh", "-c", "echo out-$0; exit 3"]);
+        assert_eq!(out.status.code(), Some(3), "round {round}: {}", text(&out));
+        assert!(stdout(&out).contains("out-"), "{}", text(&out));
+    }
+    let out = env.create(&["-d", "--name", "far", "--", "sh", "-c", "echo logged; nc -ll -p 8080 -e /bin/cat"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.run(&["sandbox", "exec", "far", "--", "echo", "exec'd"]);
+    assert_eq!(stdout(&out), "exec'd\n", "{}", text(&out));
+    let out = env.run(&["sandbox", "logs", "far"]);
+    assert_eq!(stdout(&out), "logged\n", "{}", text(&out));
+    let file = env.path().join("up.txt");
+    std::fs::write(&file, "uploaded\n").expect("write");
+    let out = env.run(&["sandbox", "upload", "far", &file.display().to_string(), "/sandbox/up.txt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.run(&["sandbox", "exec", "far", "--", "cat", "/sandbox/up.txt"]);
+    assert_eq!(stdout(&out), "uploaded\n", "{}", text(&out));
+    let local = support::registry::free_port();
+    let mut forward = env
+        .command(&["sandbox", "forward", "far", &format!("{local}:8080")])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("fwd");
+    let back = support::echo(local, "through\n").expect("echo");
+    assert_eq!(back, "through\n");
+    let _ = forward.kill();
+    let _ = forward.wait();
+
+    // The gateway restarts; the driver's process and the sandbox live on.
+    procs.stop_gateway();
+    procs.start_gateway(&socket);
+    assert_eq!(env.sandbox("far")["status"], "running");
+    let out = env.run(&["sandbox", "exec", "far", "--", "echo", "again"]);
+    assert_eq!(stdout(&out), "again\n", "{}", text(&out));
+    let out = env.run(&["sandbox", "stop", "far", "--time", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.sandbox("far")["status"], "stopped");
 }

@@ -17,3 +17,27 @@ pub mod npm_registry;
 pub mod postgres;
 pub mod pypi_index;
 pub mod registry;
+
+/// A connection to 127.0.0.1:`port` once something listens there (10 s at most).
+pub fn connect_when_listening(port: u16) -> std::net::TcpStream {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => return c,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "127.0.0.1:{port}: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Sends `line` to 127.0.0.1:`port`, ends the sending side, and reads the
+/// answer to its end.
+pub fn echo(port: u16, line: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut conn = connect_when_listening(port);
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    conn.write_all(line.as_bytes())?;
+    conn.shutdown(std::net::Shutdown::Write)?;
+    let mut back = String::new();
+    conn.read_to_string(&mut back).map(|_| back)
+}

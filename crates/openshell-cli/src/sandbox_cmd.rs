@@ -229,6 +229,23 @@ pub enum GatewayCommand {
         #[arg(long, value_name = "SECS", default_value_t = server::DEFAULT_LEASE.as_secs(),
               value_parser = clap::value_parser!(u64).range(3..=3600))]
         lease: u64,
+        /// Use the driver answering on this socket (`openshell gateway driver`)
+        /// instead of running sandboxes in this process's own local driver.
+        #[arg(long, value_name = "PATH", conflicts_with = "driver_dir")]
+        driver_socket: Option<PathBuf>,
+    },
+    /// Run the local driver out of the gateway's process, answering the
+    /// driver API on a Unix socket (owner-only) for `gateway run --driver-socket`.
+    Driver {
+        /// Where to listen.
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+        /// The store it runs images from (default: as `gateway run`).
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// Where it keeps its sandboxes (default: the gateway directory).
+        #[arg(long, value_name = "DIR")]
+        driver_dir: Option<PathBuf>,
     },
     /// Make the TLS files of a remote gateway: a CA, the server's certificate
     /// (for each --server-name) and a client certificate `admin`.
@@ -713,7 +730,21 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
             }
             Ok(0)
         }
-        GatewayCommand::Run { store, listen, tls_dir, database, database_ca, driver_dir, lease } => {
+        GatewayCommand::Driver { socket, store, driver_dir } => {
+            let store = match store {
+                Some(s) => s,
+                None => openshell_store::Store::default_root().map_err(fail)?,
+            };
+            let store = openshell_store::Store::open(&store).map_err(fail)?;
+            let dir = match driver_dir {
+                Some(d) => d,
+                None => gateway_dir()?.0,
+            };
+            let local = openshell_driver_local::LocalDriver::new(dir, exe()?, store).map_err(fail)?;
+            openshell_driver::socket::serve(std::sync::Arc::new(local), &socket).map_err(fail)?;
+            Ok(0)
+        }
+        GatewayCommand::Run { store, listen, tls_dir, database, database_ca, driver_dir, lease, driver_socket } => {
             let dir = gateway_dir()?;
             let store = match store {
                 Some(s) => s,
@@ -724,8 +755,8 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
                 .map(|d| openshell_gateway::state::Database::parse(&d).map(|db| db.with_ca(database_ca)))
                 .transpose()
                 .map_err(fail)?;
-            let options =
-                server::Options { remote, database, driver_dir, lease: std::time::Duration::from_secs(lease) };
+            let lease = std::time::Duration::from_secs(lease);
+            let options = server::Options { remote, database, driver_dir, lease, driver_socket };
             match server::serve(dir, exe()?, &store, options) {
                 Ok(()) => Ok(0),
                 Err(e @ server::ServerError::AlreadyRunning(_)) => {

@@ -32,6 +32,9 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    /// What a driver out of process answered (`socket`), with its code.
+    #[error("{message}")]
+    Remote { code: ErrorCode, message: String },
     /// The proxy did not confirm a change in time.
     #[error("the proxy did not confirm within {0} s")]
     Unconfirmed(u64),
@@ -54,6 +57,7 @@ impl DriverError {
             DriverError::Image(_) => ErrorCode::InvalidArgument,
             DriverError::NotRunning(_) | DriverError::Unreachable { .. } => ErrorCode::FailedPrecondition,
             DriverError::Unconfirmed(_) => ErrorCode::Unavailable,
+            DriverError::Remote { code, .. } => *code,
             DriverError::Io { .. } | DriverError::Failed(_) => ErrorCode::Internal,
         }
     }

@@ -7,6 +7,7 @@
 
 mod error;
 mod job;
+pub mod socket;
 
 pub use error::DriverError;
 pub use job::{CA_BUNDLE, Job, ROUTED_KEY, routed_env};
@@ -17,7 +18,7 @@ use nix::sys::signal::Signal;
 
 /// What creation needs: the image by manifest digest (in the store the driver
 /// was given) and the policy's text (named in its errors by `policy_name`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SandboxSpec {
     pub image_digest: String,
     pub policy_name: String,
@@ -25,7 +26,7 @@ pub struct SandboxSpec {
 }
 
 /// What creation fixed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Created {
     /// The image's environment (with a default PATH): the base of every job's.
     pub env: Vec<String>,
@@ -75,7 +76,7 @@ pub trait Pending: Send {
 }
 
 /// One process joining a running sandbox.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ExecSpec {
     pub args: Vec<String>,
     /// `K=V` entries on top of the sandbox's job environment.
@@ -91,7 +92,7 @@ pub struct Exec {
 }
 
 /// How a run ended, as the driver recorded it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Exit {
     pub code: i32,
     /// Seconds since the Unix epoch.
@@ -107,7 +108,7 @@ pub enum Found {
 }
 
 /// Which of a sandbox's logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LogKind {
     /// What its main process wrote.
     Output,
@@ -122,7 +123,7 @@ pub trait LogStream: Send {
 }
 
 /// What became of a policy or route handed to a sandbox's proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Applied {
     /// The proxy confirmed it: new connections are decided by it.
     Confirmed,

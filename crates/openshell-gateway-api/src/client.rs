@@ -7,8 +7,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-
 use crate::error::{ApiError, ErrorCode};
 use crate::proto::{API_VERSION, Request, Response};
 use crate::{GatewayDir, wire};
@@ -58,10 +56,7 @@ pub struct Client {
 }
 
 fn connect_once(socket: &Path) -> Result<OwnedFd, rustix::io::Errno> {
-    let fd = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
-    let addr = SocketAddrUnix::new(socket)?;
-    rustix::net::connect(&fd, &addr)?;
-    Ok(fd)
+    wire::connect(socket)
 }
 
 impl Client {

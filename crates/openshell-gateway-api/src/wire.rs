@@ -94,6 +94,27 @@ pub fn recv<T: DeserializeOwned>(socket: impl AsFd) -> Result<Option<(T, Vec<Own
     }
 }
 
+/// A message socket connected to the listener at `path`.
+pub fn connect(path: &std::path::Path) -> Result<OwnedFd, rustix::io::Errno> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
+    rustix::net::connect(&fd, &SocketAddrUnix::new(path)?)?;
+    Ok(fd)
+}
+
+/// A message socket listening at `path` (a stale socket there is replaced),
+/// owner-only (0600).
+pub fn listen(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let fd = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
+    rustix::net::bind(&fd, &SocketAddrUnix::new(path)?)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    rustix::net::listen(&fd, 128)?;
+    Ok(fd)
+}
+
 /// A connected pair of message sockets (close-on-exec).
 pub fn pair() -> Result<(OwnedFd, OwnedFd), WireError> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType};

@@ -15,7 +15,7 @@ use openshell_gateway_api::proto::{
 };
 use openshell_gateway_api::{ApiError, ErrorCode, GatewayDir, wire};
 use openshell_store::Store;
-use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::net::SocketFlags;
 
 use crate::now;
 use crate::state::{self, Database, Record, State, StateError};
@@ -49,6 +49,9 @@ pub struct Options {
     /// How long a replica's hold on its sandboxes lasts without renewal: how
     /// soon another replica takes over those of one that died.
     pub lease: Duration,
+    /// A driver out of process, answering on this socket
+    /// (`openshell gateway driver`), instead of the embedded local driver.
+    pub driver_socket: Option<std::path::PathBuf>,
 }
 
 /// Set once `gateway stop` is being answered: the files the watchdog watches
@@ -214,10 +217,17 @@ pub fn serve(
     let db = state::open(&database)?;
     let replica = leases::replica_name(&dir)?;
     let store = Store::open(store)?;
-    let driver_dir = options.driver_dir.clone().unwrap_or_else(|| dir.0.clone());
-    let local = openshell_driver_local::LocalDriver::new(driver_dir, exe, store.clone())
-        .map_err(|e| ServerError::Driver("local", e))?;
-    let driver: Arc<dyn Driver> = Arc::new(local);
+    let driver: Arc<dyn Driver> = match &options.driver_socket {
+        Some(socket) => Arc::new(
+            openshell_driver::socket::SocketDriver::connect(socket).map_err(|e| ServerError::Driver("socket", e))?,
+        ),
+        None => {
+            let driver_dir = options.driver_dir.clone().unwrap_or_else(|| dir.0.clone());
+            let local = openshell_driver_local::LocalDriver::new(driver_dir, exe, store.clone())
+                .map_err(|e| ServerError::Driver("local", e))?;
+            Arc::new(local)
+        }
+    };
     let gateway = Arc::new(Gateway {
         audit: audit::AuditLog::open(&dir.0.join(audit::AUDIT_FILE)).map_err(io(&dir.0.join(audit::AUDIT_FILE)))?,
         dir: dir.clone(),
@@ -238,13 +248,7 @@ pub fn serve(
     gateway.start_reconciling();
 
     let socket_path = dir.socket();
-    let _ = std::fs::remove_file(&socket_path);
-    let listener = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
-        .map_err(|e| io(&socket_path)(e.into()))?;
-    let addr = SocketAddrUnix::new(&socket_path).map_err(|e| io(&socket_path)(e.into()))?;
-    rustix::net::bind(&listener, &addr).map_err(|e| io(&socket_path)(e.into()))?;
-    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(io(&socket_path))?;
-    rustix::net::listen(&listener, 128).map_err(|e| io(&socket_path)(e.into()))?;
+    let listener = wire::listen(&socket_path).map_err(io(&socket_path))?;
     tracing::info!(socket = %socket_path.display(), pid = std::process::id(), "gateway listening");
     listen::serve_unix(Arc::clone(&gateway), &dir.grpc_socket())?;
     if let Some(remote) = options.remote {
