@@ -752,7 +752,7 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
             };
             let remote = listen.map(|listen| server::Remote { listen, tls: tls_dir_of(&dir, tls_dir) });
             let database = database
-                .map(|d| openshell_gateway::state::Database::parse(&d).map(|db| db.with_ca(database_ca)))
+                .map(|d| openshell_gateway::state::Database::parse(&d).and_then(|db| db.with_ca(database_ca)))
                 .transpose()
                 .map_err(fail)?;
             let lease = std::time::Duration::from_secs(lease);

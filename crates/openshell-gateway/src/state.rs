@@ -45,11 +45,16 @@ impl Database {
         Ok(Database::Sqlite(PathBuf::from(text)))
     }
 
-    /// With the CA PostgreSQL's certificate must chain to (`--database-ca`).
-    pub fn with_ca(self, ca: Option<PathBuf>) -> Database {
-        match self {
-            Database::Postgres { url, .. } => Database::Postgres { url, ca },
-            sqlite => sqlite,
+    /// With the CA PostgreSQL's certificate must chain to (`--database-ca`);
+    /// a SQLite file has no server to verify, so a CA for one is refused.
+    pub fn with_ca(self, ca: Option<PathBuf>) -> Result<Database, StateError> {
+        match (self, ca) {
+            (Database::Postgres { url, .. }, ca) => Ok(Database::Postgres { url, ca }),
+            (sqlite, None) => Ok(sqlite),
+            (Database::Sqlite(path), Some(_)) => Err(StateError::Location {
+                text: path.display().to_string(),
+                why: "--database-ca applies to a postgres:// database only",
+            }),
         }
     }
 
@@ -209,6 +214,11 @@ mod tests {
         assert_eq!(Database::parse("postgresql://h/db").ok(), pg("postgresql://h/db"));
         assert_eq!(Database::parse("sqlite:///x/s.db").ok(), Some(Database::Sqlite("/x/s.db".into())));
         assert_eq!(Database::parse("/x/s.db").ok(), Some(Database::Sqlite("/x/s.db".into())));
+        let ca = Some(PathBuf::from("/ca.pem"));
+        let e = Database::parse("/x/s.db").and_then(|d| d.with_ca(ca.clone())).expect_err("a CA for SQLite");
+        assert!(e.to_string().contains("--database-ca applies to a postgres:// database only"), "{e}");
+        let pg = Database::parse("postgres://h/db").and_then(|d| d.with_ca(ca.clone())).ok();
+        assert_eq!(pg, Some(Database::Postgres { url: "postgres://h/db".into(), ca }));
         for bad in ["", "mysql://h/db"] {
             let e = Database::parse(bad).expect_err(bad).to_string();
             assert!(e.contains(&format!("`{bad}`")) && e.contains("postgres://"), "{e}");
