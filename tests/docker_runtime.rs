@@ -338,3 +338,61 @@ fn docker_runs_containers_through_openshell_sandbox() {
     assert_eq!(stdout(&o).trim(), "", "nothing left");
     drop(d);
 }
+
+/// Issue 14: `openshell docker install` registers the runtime in a running
+/// dockerd's daemon.json (its other settings and runtimes kept, the previous
+/// file kept as `.bak`), has dockerd read it again without a restart, and
+/// `docker run --runtime openshell` then runs an openshell-built image. A
+/// daemon.json that is not JSON is refused with where, and left as it was.
+#[test]
+fn docker_install_registers_the_runtime_with_a_running_dockerd() {
+    let euid = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(String::from_utf8_lossy(&euid.stdout).trim(), "0", "this test starts its own dockerd: run it as root");
+    require("dockerd", "docker.io");
+    require("docker", "docker.io");
+    let runtime = runtime_binary();
+    let dir = tempfile::Builder::new().prefix("osi").tempdir_in("/tmp").expect("tempdir");
+    let image = build_image(dir.path());
+    let config = serde_json::json!({"max-concurrent-downloads": 2, "runtimes": {"other": {"path": "/bin/true"}}});
+    let d = Dockerd::start(dir.path(), &config);
+    let o = d.docker(&["info", "--format", "{{json .Runtimes}}"]);
+    assert!(!stdout(&o).contains("\"openshell\""), "registered before the install: {}", text(&o));
+
+    let daemon_json = dir.path().join("daemon.json");
+    let install = || {
+        Command::new(env!("CARGO_BIN_EXE_openshell"))
+            .args(["docker", "install", "--runtime"])
+            .arg(&runtime)
+            .arg("--config")
+            .arg(&daemon_json)
+            .arg("--pid-file")
+            .arg(dir.path().join("docker.pid"))
+            .arg("--socket")
+            .arg(dir.path().join("docker.sock"))
+            .output()
+            .expect("openshell docker install")
+    };
+    let o = install();
+    assert!(o.status.success(), "docker install: {}\n{}", text(&o), d.log());
+    assert!(stdout(&o).contains("dockerd lists it"), "{}", text(&o));
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&daemon_json).expect("daemon.json")).expect("json");
+    assert_eq!(written["max-concurrent-downloads"], 2);
+    assert_eq!(written["runtimes"]["other"]["path"], "/bin/true");
+    assert_eq!(written["runtimes"]["openshell"]["path"], runtime.display().to_string());
+    let backup = std::fs::read_to_string(daemon_json.with_extension("json.bak")).expect("backup");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&backup).expect("backup json"), config);
+    let o = d.docker(&["load", "-i", &image.display().to_string()]);
+    assert!(o.status.success(), "docker load: {}", text(&o));
+    let o = d.docker(&["run", "--rm", "--network", "none", "--runtime", "openshell", IMAGE]);
+    assert!(o.status.success(), "docker run --runtime openshell: {}\n{}", text(&o), d.log());
+    assert_eq!(stdout(&o), "hello from openshell\n");
+    let o = install();
+    assert!(o.status.success() && stdout(&o).contains("already"), "a second install: {}", text(&o));
+
+    std::fs::write(&daemon_json, "{\n  \"log-level\": \"warn\",\n}\n").expect("write");
+    let o = install();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("not valid JSON (line 3, column 1)"), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&daemon_json).expect("kept"), "{\n  \"log-level\": \"warn\",\n}\n");
+}

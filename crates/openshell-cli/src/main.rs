@@ -3,6 +3,7 @@
 //! programs (`--output json`).
 
 mod bundle_cmd;
+mod docker_cmd;
 mod gateways;
 mod image_cmd;
 mod inference_cmd;
@@ -88,6 +89,9 @@ enum Command {
     /// The inference route: where sandboxes' model requests go.
     #[command(subcommand)]
     Inference(inference_cmd::InferenceCommand),
+    /// The local Docker daemon: register openshell-runtime with it.
+    #[command(subcommand)]
+    Docker(docker_cmd::DockerCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -229,6 +233,7 @@ fn main() -> ExitCode {
         Command::Image(cmd) => image_cmd::image(&out, &cmd),
         Command::Sbom(args) => sbom_cmd::sbom(&out, &args),
         Command::Store(cmd) => image_cmd::store(&out, &cmd),
+        Command::Docker(cmd) => docker_cmd::docker(&out, &cmd),
         Command::Completions { shell } => {
             let mut stdout = std::io::stdout().lock();
             clap_complete::generate(shell, &mut Cli::command(), "openshell", &mut stdout);

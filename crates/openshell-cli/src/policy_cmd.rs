@@ -21,6 +21,10 @@ pub enum CliError {
     Image(#[from] crate::image_cmd::ImageCmdError),
     #[error(transparent)]
     Verify(#[from] crate::verify_cmd::VerifyCmdError),
+    #[error(transparent)]
+    Docker(#[from] openshell_docker::DockerError),
+    #[error("{0}")]
+    Missing(String),
     /// A command whose exit 1 is a negative answer (`verify`) could not answer.
     #[error(transparent)]
     Unanswered(Box<CliError>),
@@ -31,7 +35,11 @@ impl CliError {
         match self {
             CliError::Load(e) => e.diagnostics(),
             CliError::Unanswered(e) => e.diagnostics(),
-            CliError::BadArgument { .. } | CliError::Image(_) | CliError::Verify(_) => &[],
+            CliError::BadArgument { .. }
+            | CliError::Image(_)
+            | CliError::Verify(_)
+            | CliError::Docker(_)
+            | CliError::Missing(_) => &[],
         }
     }
 
@@ -40,6 +48,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Image(e) => e.exit_code(),
+            CliError::Docker(_) => 1,
             _ => 2,
         }
     }
