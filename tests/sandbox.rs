@@ -2726,6 +2726,22 @@ fn two_replicas_share_state_and_one_takes_over_when_the_other_is_killed() {
     let mut names: Vec<String> = replicas.list("ra").into_iter().map(|(n, _)| n).collect();
     names.sort();
     assert_eq!(names, ["dup", "k0", "k1", "k2", "s1"], "no sandbox lost or duplicated");
+
+    // A replica stopped on purpose gives its leases up at once (its sandboxes
+    // run on, for another replica to take at its next round).
+    let out = create(&replicas, "ra", "last").output().expect("create");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = replicas.run("ra", &["--output", "json", "gateway", "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let held_by_ra =
+        format!("SELECT count(*) FROM leases WHERE holder = '{}'", status["replica"].as_str().expect("replica"));
+    assert_ne!(pg.query(&held_by_ra), "0", "ra holds the lease of the sandbox it made");
+    let out = replicas.run("ra", &["gateway", "stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(pg.query(&held_by_ra), "0", "a stopped replica kept leases");
+    if let Some(at) = replicas.running.iter().position(|(name, _)| name == "ra") {
+        let _ = replicas.running.remove(at).1.wait();
+    }
     drop(replicas);
     drop(pg);
 }

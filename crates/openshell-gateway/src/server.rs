@@ -598,7 +598,10 @@ impl Gateway {
                 }
                 if let Some(standby) = self.standby.lock().unwrap_or_else(|p| p.into_inner()).take() {
                     standby.pending.discard();
-                    self.release_lease(&standby.id);
+                }
+                // Its sandboxes run on: another replica takes them over at once.
+                if let Err(e) = self.db().release_all(&self.replica) {
+                    tracing::warn!(%e, "giving up this replica's leases");
                 }
                 send(reply, &Response::Done { message: "gateway stopped; running sandboxes keep running".into() }, &[]);
                 std::process::exit(0);

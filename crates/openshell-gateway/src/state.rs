@@ -164,6 +164,9 @@ pub trait State: Send {
     fn renew(&mut self, holder: &str, ttl: Duration) -> Result<(), StateError>;
     /// Gives up `holder`'s lease on `id`.
     fn release(&mut self, id: &str, holder: &str) -> Result<(), StateError>;
+    /// Gives up every lease of `holder` (a replica stopping: another takes its
+    /// sandboxes over at its next round, not once the leases expire).
+    fn release_all(&mut self, holder: &str) -> Result<(), StateError>;
     /// Ids leased by `holder`, live or not.
     fn held(&mut self, holder: &str) -> Result<Vec<String>, StateError>;
     /// Sandboxes created or running that no live lease covers.

@@ -399,6 +399,10 @@ impl State for PostgresState {
         self.run(|c| c.execute("DELETE FROM leases WHERE sandbox = $1 AND holder = $2", &[&id, &holder])).map(drop)
     }
 
+    fn release_all(&mut self, holder: &str) -> Result<(), StateError> {
+        self.run(|c| c.execute("DELETE FROM leases WHERE holder = $1", &[&holder])).map(drop)
+    }
+
     fn held(&mut self, holder: &str) -> Result<Vec<String>, StateError> {
         self.ids("SELECT sandbox FROM leases WHERE holder = $1", &[&holder])
     }

@@ -399,6 +399,10 @@ impl State for SqliteState {
             .map_err(self.err())
     }
 
+    fn release_all(&mut self, holder: &str) -> Result<(), StateError> {
+        self.conn.execute("DELETE FROM leases WHERE holder = ?1", [holder]).map(drop).map_err(self.err())
+    }
+
     fn held(&mut self, holder: &str) -> Result<Vec<String>, StateError> {
         let mut stmt = self.conn.prepare("SELECT sandbox FROM leases WHERE holder = ?1").map_err(self.err())?;
         let rows = stmt.query_map([holder], |r| r.get(0)).map_err(self.err())?;
