@@ -18,6 +18,9 @@ const TEST_ID_RANGE: u32 = 1_879_048_192;
 
 /// One test's gateway, store and image; stops its sandboxes and gateway on drop.
 struct Env {
+    /// The Docker driver's dockerd and gateway, when the test runs under it
+    /// (dropped before the directory they use).
+    docker: Option<DockerGateway>,
     dir: tempfile::TempDir,
     /// Names the proxy resolves to the test's servers (`OPENSHELL_PROXY_HOSTS`).
     hosts: String,
@@ -37,7 +40,7 @@ impl Env {
         );
         // Short paths: the gateway's socket path must fit a sockaddr_un.
         let dir = tempfile::Builder::new().prefix("osb").tempdir_in("/tmp").expect("tempdir");
-        let env = Env { dir, hosts: String::new(), upstream_ca: None };
+        let env = Env { docker: None, dir, hosts: String::new(), upstream_ca: None };
         // busybox runs the applet its name says: one copy per command the tests use.
         let mut def = String::from("name: openshell/sbtest\nfiles:\n");
         for name in [
@@ -105,12 +108,51 @@ impl Env {
         self.dir.path()
     }
 
+    /// Runs this environment's gateway with `--driver docker`, on a dockerd of
+    /// the test's own with the runtime registered as `openshell docker
+    /// install` does (call after setting `hosts`: the gateway passes them on).
+    fn start_docker_gateway(&mut self) {
+        let runtime = Path::new(BIN).with_file_name("openshell-runtime");
+        assert!(runtime.is_file(), "{} is missing: `cargo build -p openshell-runtime`", runtime.display());
+        // Short: dockerd's and containerd's sockets live under it.
+        let docker_dir = tempfile::Builder::new().prefix("osdd").tempdir_in("/tmp").expect("tempdir").keep();
+        let sandboxes = docker_dir.join("sandboxes");
+        let config = serde_json::json!({"runtimes": {"openshell": {
+            "path": runtime.display().to_string(),
+            "runtimeArgs": ["--sandbox-dir", sandboxes.display().to_string()],
+        }}});
+        let dockerd = support::dockerd::Dockerd::start(&docker_dir, &config);
+        let store = self.store();
+        let socket = dockerd.socket().display().to_string();
+        let gateway = self
+            .command(&["gateway", "run", "--store", &store, "--driver", "docker", "--docker-socket", &socket])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path().join("gateway.log")).expect("log"))
+            .spawn()
+            .expect("gateway run");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.gateway_dir().join("gateway.sock").exists() {
+            let log = std::fs::read_to_string(self.path().join("gateway.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "the gateway did not start: {log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.docker = Some(DockerGateway { gateway, dockerd: Some(dockerd), dir: docker_dir });
+    }
+
     fn store(&self) -> String {
         self.path().join("store").display().to_string()
     }
 
     fn gateway_dir(&self) -> PathBuf {
         self.path().join("gw")
+    }
+
+    /// Where the gateway's driver keeps a directory per sandbox.
+    fn sandboxes_dir(&self) -> PathBuf {
+        match &self.docker {
+            Some(docker) => docker.dir.join("sandboxes/sandboxes"),
+            None => self.gateway_dir().join("sandboxes"),
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -188,6 +230,31 @@ impl Env {
     }
 }
 
+/// A gateway with the Docker driver and its dockerd.
+struct DockerGateway {
+    gateway: std::process::Child,
+    dockerd: Option<support::dockerd::Dockerd>,
+    dir: PathBuf,
+}
+
+impl Drop for DockerGateway {
+    fn drop(&mut self) {
+        let _ = self.gateway.wait();
+        let Some(dockerd) = self.dockerd.take() else { return };
+        // Nothing of a sandbox is left in dockerd or the driver's directory.
+        let left = dockerd.docker(&["ps", "-aq"]);
+        let containers = String::from_utf8_lossy(&left.stdout).trim().to_owned();
+        let dirs: Vec<_> =
+            std::fs::read_dir(self.dir.join("sandboxes/sandboxes")).into_iter().flatten().flatten().collect();
+        drop(dockerd);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if !std::thread::panicking() {
+            assert_eq!(containers, "", "containers left after every sandbox was deleted");
+            assert!(dirs.is_empty(), "sandbox directories left: {dirs:?}");
+        }
+    }
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
         if self.gateway_dir().join("gateway.sock").exists() {
@@ -236,7 +303,10 @@ fn stdout(o: &Output) -> String {
 
 #[test]
 fn foreground_runs_pass_output_stdin_and_exit_codes() {
-    let env = Env::new();
+    foreground_runs(&Env::new());
+}
+
+fn foreground_runs(env: &Env) {
     let out = env.create(&["--rm", "--", "sh", "-c", "echo out; echo err >&2; id -u; exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert_eq!(stdout(&out), "out\n1000\n");
@@ -400,7 +470,10 @@ fn the_network_is_loopback_only() {
 
 #[test]
 fn lifecycle_keeps_sandbox_across_stop_start_and_delete_removes_it() {
-    let env = Env::new();
+    lifecycle(&Env::new());
+}
+
+fn lifecycle(env: &Env) {
     let out = env.create(&[
         "--detach",
         "--name",
@@ -441,7 +514,7 @@ fn lifecycle_keeps_sandbox_across_stop_start_and_delete_removes_it() {
     assert_eq!(stdout(&out), "persisted\n", "/sandbox persists across stop/start: {}", text(&out));
 
     let id = s["id"].as_str().expect("id").to_owned();
-    let dir = env.gateway_dir().join("sandboxes").join(&id);
+    let dir = env.sandboxes_dir().join(&id);
     assert!(dir.is_dir());
     let out = env.run(&["sandbox", "delete", "keep"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -514,7 +587,10 @@ fn find_supervisor(env: &Env, id: &str) -> i32 {
 
 #[test]
 fn exec_with_a_terminal_and_connect() {
-    let env = Env::new();
+    terminal_and_connect(&Env::new());
+}
+
+fn terminal_and_connect(env: &Env) {
     assert!(
         Command::new("script").arg("--version").output().is_ok_and(|o| o.status.success()),
         "`script` is missing: install Debian's bsdutils (util-linux)"
@@ -634,6 +710,31 @@ fn bad_input_is_named_and_the_socket_is_owner_only() {
 #[test]
 fn escapes_fail_through_the_gateway_under_the_default_policy() {
     let env = Env::new();
+    escapes_fail(&env);
+    // Each policy switch replaced the gateway's standby sandbox: the replaced
+    // ones are gone (directory, processes), not left waiting for a job.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dirs = std::fs::read_dir(env.gateway_dir().join("sandboxes")).expect("sandboxes dir").count();
+        let recorded = env.names().len();
+        if dirs <= recorded + 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{dirs} sandbox directories for {recorded} sandboxes and one standby");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The same escapes with the gateway's Docker driver: each sandbox a container
+/// on dockerd, run by openshell-runtime under the same policy.
+#[test]
+fn escapes_fail_under_the_docker_driver() {
+    let mut env = Env::new();
+    env.start_docker_gateway();
+    escapes_fail(&env);
+}
+
+fn escapes_fail(env: &Env) {
     env.build_probe_image();
     let denied: &[&[&str]] = &[
         &["write", "/usr/x"],
@@ -718,19 +819,6 @@ fn escapes_fail_through_the_gateway_under_the_default_policy() {
     assert!(code == 1 && out.starts_with("forkbomb: denied EAGAIN"), "{out}");
     let (code, out) = env.probe(None, &["forkbomb", "1000", "0"]);
     assert!(code == 0 && out.starts_with("forkbomb: ok 1000 forks"), "{out}");
-
-    // Each policy switch above replaced the gateway's standby sandbox: the replaced
-    // ones are gone (directory, processes), not left waiting for a job.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let dirs = std::fs::read_dir(env.gateway_dir().join("sandboxes")).expect("sandboxes dir").count();
-        let recorded = env.names().len();
-        if dirs <= recorded + 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{dirs} sandbox directories for {recorded} sandboxes and one standby");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -839,9 +927,79 @@ impl Drop for Upstream {
 /// `wget` to api.test:8080 (resolved by the proxy to the test's server).
 #[test]
 fn egress_goes_through_the_proxy_only_and_reloads_live() {
+    let (env, upstream) = with_upstream(false);
+    egress_through_the_proxy(&env, &upstream);
+}
+
+/// An environment whose proxies resolve `api.test` to a test server, with the
+/// Docker driver or the local one.
+fn with_upstream(docker: bool) -> (Env, Upstream) {
     let mut env = Env::new();
     let upstream = Upstream::start(env.path());
     env.hosts = format!("api.test={}", upstream.addr);
+    if docker {
+        env.start_docker_gateway();
+    }
+    (env, upstream)
+}
+
+/// The same egress with the gateway's Docker driver: the container joins the
+/// fenced namespace its network helper made, the helper serves its proxy.
+#[test]
+fn egress_goes_through_the_proxy_only_under_the_docker_driver() {
+    let (env, upstream) = with_upstream(true);
+    egress_through_the_proxy(&env, &upstream);
+}
+
+/// The product path under the Docker driver: foreground runs (output, stdin,
+/// exit codes), the lifecycle (logs, exec, stop with the signal passed on,
+/// start with the writable layer kept, delete), terminals, upload and download,
+/// a forwarded port, and a sandbox's container as dockerd sees it: named and
+/// labelled, and refused when started behind the gateway's back.
+#[test]
+fn the_docker_driver_runs_the_product_path() {
+    let (env, _upstream) = with_upstream(true);
+    foreground_runs(&env);
+    lifecycle(&env);
+    terminal_and_connect(&env);
+    files_in_and_out(&env);
+    port_forward(&env);
+
+    let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
+        .expect("default policy");
+    let cut = default.find("\nnetwork_policies:").expect("network policies");
+    let policy = format!(
+        "{}\nnetwork_policies:\n  upstream:\n    endpoints:\n      - {{ host: api.test, port: 8080, allowed_ips: [10.214.0.0/16] }}\n    binaries:\n      - path: /bin/wget\n",
+        &default[..cut]
+    );
+    std::fs::write(env.path().join("egress.yaml"), policy).expect("write");
+    let out = env.create(&["-d", "--name", "seen", "--policy", "egress.yaml", "--", "sleep", "1000"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let docker = |args: &[&str]| env.docker.as_ref().and_then(|d| d.dockerd.as_ref()).expect("dockerd").docker(args);
+    let out = docker(&[
+        "ps",
+        "--filter",
+        "label=run.openshell.sandbox=seen",
+        "--format",
+        "{{.Names}} {{.Label \"run.openshell.id\"}}",
+    ]);
+    let id = env.sandbox("seen")["id"].as_str().expect("id").to_owned();
+    assert_eq!(stdout(&out), format!("openshell-seen {id}\n"), "{}", text(&out));
+    let out = env.run(&["sandbox", "stop", "seen", "--time", "5"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Started behind the gateway's back: no network helper, so no fenced
+    // namespace; the runtime refuses it rather than run it without.
+    let out = docker(&["start", "openshell-seen"]);
+    assert!(!out.status.success(), "started without its network: {}", text(&out));
+    assert!(text(&out).contains("its network helper is not running"), "{}", text(&out));
+    // Positive control: through the gateway it starts, and reaches the upstream.
+    let out = env.run(&["sandbox", "start", "seen"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.run(&["sandbox", "exec", "seen", "--", "wget", "-q", "-O", "-", "http://api.test:8080/hello"]);
+    assert_eq!(stdout(&out), "hello from upstream\n", "{}", text(&out));
+}
+
+fn egress_through_the_proxy(env: &Env, upstream: &Upstream) {
     let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
         .expect("default policy");
     let cut = default.find("\nnetwork_policies:").expect("network policies");
@@ -2753,7 +2911,10 @@ fn two_replicas_share_state_and_one_takes_over_when_the_other_is_killed() {
 /// replaces an existing file.
 #[test]
 fn files_go_in_and_out_of_a_sandbox_within_its_policy() {
-    let env = Env::new();
+    files_in_and_out(&Env::new());
+}
+
+fn files_in_and_out(env: &Env) {
     let out = env.create(&["-d", "--name", "files"]);
     assert!(out.status.success(), "{}", text(&out));
     let src = env.path().join("src");
@@ -2899,7 +3060,10 @@ fn raw_tar(members: &[(&str, u8, &str, &[u8])]) -> Vec<u8> {
 /// network namespace); forwarding ends when the sandbox stops.
 #[test]
 fn a_local_port_forwards_into_a_sandbox_until_it_stops() {
-    let env = Env::new();
+    port_forward(&Env::new());
+}
+
+fn port_forward(env: &Env) {
     let out = env.create(&["-d", "--name", "fwd", "--", "nc", "-ll", "-p", "8080", "-e", "/bin/cat"]);
     assert!(out.status.success(), "{}", text(&out));
     let local = support::registry::free_port();

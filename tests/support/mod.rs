@@ -11,6 +11,7 @@ pub mod proxy_common;
 pub mod built;
 pub mod containerd;
 pub mod debian_archive;
+pub mod dockerd;
 pub mod gpg;
 pub mod https;
 pub mod npm_registry;

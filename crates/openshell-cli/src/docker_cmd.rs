@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use openshell_docker::{DAEMON_JSON, DOCKER_PID, DOCKER_SOCKET, Install, Installed};
+use openshell_docker::{DAEMON_JSON, DOCKER_PID, DOCKER_SOCKET, Install, Installed, SANDBOX_DIR};
 use serde_json::json;
 
 use crate::Outcome;
@@ -34,6 +34,10 @@ pub enum DockerCommand {
         /// dockerd's API socket, for the check.
         #[arg(long, value_name = "PATH", default_value = DOCKER_SOCKET)]
         socket: String,
+        /// Where `gateway run --driver docker` prepares each sandbox container's
+        /// policy and network for the runtime (given to it as --sandbox-dir).
+        #[arg(long, value_name = "DIR", default_value = SANDBOX_DIR)]
+        sandbox_dir: PathBuf,
     },
 }
 
@@ -55,9 +59,12 @@ fn runtime_binary(given: Option<&Path>) -> Result<PathBuf, CliError> {
 }
 
 pub fn docker(out: &Output, cmd: &DockerCommand) -> Result<Outcome, CliError> {
-    let DockerCommand::Install { name, runtime, config, pid_file, socket } = cmd;
+    let DockerCommand::Install { name, runtime, config, pid_file, socket, sandbox_dir } = cmd;
     let runtime = runtime_binary(runtime.as_deref())?;
-    let installed = openshell_docker::install(&Install { daemon_json: config, name, runtime: &runtime })?;
+    let sandbox_dir =
+        std::path::absolute(sandbox_dir).map_err(|e| CliError::Missing(format!("{}: {e}", sandbox_dir.display())))?;
+    let install = Install { daemon_json: config, name, runtime: &runtime, sandbox_dir: &sandbox_dir };
+    let installed = openshell_docker::install(&install)?;
     let reloaded = openshell_docker::reload(pid_file)?;
     if reloaded {
         openshell_docker::check(socket, name, &runtime)?;
@@ -67,12 +74,14 @@ pub fn docker(out: &Output, cmd: &DockerCommand) -> Result<Outcome, CliError> {
             "name": name,
             "runtime": runtime,
             "config": config,
+            "sandbox_dir": sandbox_dir,
             "written": installed == Installed::Written,
             "dockerd_reloaded": reloaded,
         }));
         return Ok(Outcome::Ok);
     }
-    let (config_text, runtime_text) = (config.display(), runtime.display());
+    let (config_text, runtime_text) =
+        (config.display(), format!("{} --sandbox-dir {}", runtime.display(), sandbox_dir.display()));
     match installed {
         Installed::Written => out.info(&format!("{config_text}: runtime `{name}` is {runtime_text}")),
         Installed::AlreadyThere => out.info(&format!("{config_text}: runtime `{name}` was {runtime_text} already")),

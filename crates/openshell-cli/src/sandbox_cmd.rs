@@ -191,6 +191,13 @@ pub enum CertCommand {
     },
 }
 
+/// Where `gateway run` runs sandboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriverKind {
+    Local,
+    Docker,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum GatewayCommand {
     /// Show the gateway (starting it if none runs).
@@ -231,8 +238,25 @@ pub enum GatewayCommand {
         lease: u64,
         /// Use the driver answering on this socket (`openshell gateway driver`)
         /// instead of running sandboxes in this process's own local driver.
-        #[arg(long, value_name = "PATH", conflicts_with = "driver_dir")]
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["driver_dir", "driver"])]
         driver_socket: Option<PathBuf>,
+        /// Where sandboxes run: `local` (libcontainer, in this process) or
+        /// `docker` (containers on the local dockerd, through the runtime
+        /// `openshell docker install` registered).
+        #[arg(long, value_enum, default_value_t = DriverKind::Local)]
+        driver: DriverKind,
+        /// dockerd's API socket (with --driver docker).
+        #[arg(long, value_name = "PATH", default_value = openshell_docker::DOCKER_SOCKET)]
+        docker_socket: String,
+        /// The runtime's name in dockerd (with --driver docker).
+        #[arg(long, value_name = "NAME", default_value = "openshell")]
+        docker_runtime: String,
+    },
+    /// (internal) A Docker sandbox's network helper (`--hold`: its namespace's holder).
+    #[command(hide = true, name = "docker-network")]
+    DockerNetwork {
+        #[arg(long)]
+        hold: bool,
     },
     /// Run the local driver out of the gateway's process, answering the
     /// driver API on a Unix socket (owner-only) for `gateway run --driver-socket`.
@@ -744,7 +768,19 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
             openshell_driver::socket::serve(std::sync::Arc::new(local), &socket).map_err(fail)?;
             Ok(0)
         }
-        GatewayCommand::Run { store, listen, tls_dir, database, database_ca, driver_dir, lease, driver_socket } => {
+        GatewayCommand::Run {
+            store,
+            listen,
+            tls_dir,
+            database,
+            database_ca,
+            driver_dir,
+            lease,
+            driver_socket,
+            driver,
+            docker_socket,
+            docker_runtime,
+        } => {
             let dir = gateway_dir()?;
             let store = match store {
                 Some(s) => s,
@@ -756,7 +792,20 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
                 .transpose()
                 .map_err(fail)?;
             let lease = std::time::Duration::from_secs(lease);
-            let options = server::Options { remote, database, driver_dir, lease, driver_socket };
+            let driver = match (driver_socket, driver) {
+                (Some(socket), _) => server::DriverChoice::Socket(socket),
+                (None, DriverKind::Local) => server::DriverChoice::Local,
+                (None, DriverKind::Docker) if driver_dir.is_some() => {
+                    return Err(fail(
+                        "--driver-dir is the local driver's: the Docker driver keeps its sandboxes in the runtime's --sandbox-dir",
+                    ));
+                }
+                (None, DriverKind::Docker) => server::DriverChoice::Docker(openshell_driver_docker::DockerOptions {
+                    socket: docker_socket,
+                    runtime: docker_runtime,
+                }),
+            };
+            let options = server::Options { remote, database, driver_dir, lease, driver };
             match server::serve(dir, exe()?, &store, options) {
                 Ok(()) => Ok(0),
                 Err(e @ server::ServerError::AlreadyRunning(_)) => {
@@ -767,6 +816,12 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
             }
         }
         GatewayCommand::Helper => Ok(openshell_driver_local::helper::helper_main().clamp(0, 255) as u8),
+        GatewayCommand::DockerNetwork { hold: true } => {
+            Ok(openshell_driver_docker::network::hold_main().clamp(0, 255) as u8)
+        }
+        GatewayCommand::DockerNetwork { hold: false } => {
+            Ok(openshell_driver_docker::network::helper_main().clamp(0, 255) as u8)
+        }
         GatewayCommand::Init { server_names, tls_dir } => {
             let tls = tls_dir_of(&gateway_dir()?, tls_dir);
             let names =

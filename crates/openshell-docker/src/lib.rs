@@ -18,6 +18,11 @@ use serde_json::{Map, Value};
 pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 pub const DOCKER_PID: &str = "/var/run/docker.pid";
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Where the gateway's Docker driver prepares its containers for the runtime
+/// (`openshell-runtime --sandbox-dir`), unless `docker install --sandbox-dir` says.
+pub const SANDBOX_DIR: &str = "/var/lib/openshell/docker";
+/// The runtime's flag naming that directory.
+pub const SANDBOX_DIR_FLAG: &str = "--sandbox-dir";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -63,14 +68,33 @@ pub struct Install<'a> {
     pub name: &'a str,
     /// The `openshell-runtime` binary (absolute).
     pub runtime: &'a Path,
+    /// Where the gateway's Docker driver prepares containers (absolute).
+    pub sandbox_dir: &'a Path,
+}
+
+impl Install<'_> {
+    /// The runtime's entry in `runtimes`.
+    pub fn entry(&self) -> Value {
+        serde_json::json!({
+            "path": self.runtime.display().to_string(),
+            "runtimeArgs": [SANDBOX_DIR_FLAG, self.sandbox_dir.display().to_string()],
+        })
+    }
+}
+
+/// The directory a registered runtime prepares containers from: the value of
+/// its `--sandbox-dir` argument, if it has one.
+pub fn sandbox_dir_of(args: &[String]) -> Option<PathBuf> {
+    let at = args.iter().position(|a| a == SANDBOX_DIR_FLAG)?;
+    args.get(at + 1).map(PathBuf::from)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DockerError + '_ {
     move |source| DockerError::Io { path: path.to_owned(), source }
 }
 
-/// `daemon.json` with `runtimes.NAME.path = RUNTIME`, every other setting kept.
-pub fn edited(path: &Path, text: &str, name: &str, runtime: &Path) -> Result<(Value, bool), DockerError> {
+/// `daemon.json` with `runtimes.NAME = wanted`, every other setting kept.
+pub fn edited(path: &Path, text: &str, name: &str, wanted: &Value) -> Result<(Value, bool), DockerError> {
     let mut config: Value = if text.trim().is_empty() {
         Value::Object(Map::new())
     } else {
@@ -85,9 +109,8 @@ pub fn edited(path: &Path, text: &str, name: &str, runtime: &Path) -> Result<(Va
     let top = config.as_object_mut().ok_or_else(|| not_object("the file"))?;
     let runtimes = top.entry("runtimes").or_insert_with(|| Value::Object(Map::new()));
     let runtimes = runtimes.as_object_mut().ok_or_else(|| not_object("`runtimes`"))?;
-    let wanted = serde_json::json!({ "path": runtime.display().to_string() });
-    let changed = runtimes.get(name) != Some(&wanted);
-    runtimes.insert(name.to_owned(), wanted);
+    let changed = runtimes.get(name) != Some(wanted);
+    runtimes.insert(name.to_owned(), wanted.clone());
     Ok((config, changed))
 }
 
@@ -99,7 +122,7 @@ pub fn install(spec: &Install<'_>) -> Result<Installed, DockerError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io(path)(e)),
     };
-    let (config, changed) = edited(path, text.as_deref().unwrap_or(""), spec.name, spec.runtime)?;
+    let (config, changed) = edited(path, text.as_deref().unwrap_or(""), spec.name, &spec.entry())?;
     if !changed {
         return Ok(Installed::AlreadyThere);
     }
@@ -182,13 +205,23 @@ mod tests {
     #[test]
     fn the_entry_is_added_and_everything_else_kept() {
         let path = Path::new("/etc/docker/daemon.json");
-        let runtime = Path::new("/usr/local/bin/openshell-runtime");
+        let runtime = Install {
+            daemon_json: path,
+            name: "openshell",
+            runtime: Path::new("/usr/local/bin/openshell-runtime"),
+            sandbox_dir: Path::new("/var/lib/openshell/docker"),
+        }
+        .entry();
+        let runtime = &runtime;
         let before = r#"{"log-level": "warn", "runtimes": {"other": {"path": "/bin/other"}}}"#;
         let (after, changed) = edited(path, before, "openshell", runtime).expect("edited");
         assert!(changed);
         assert_eq!(after["log-level"], "warn");
         assert_eq!(after["runtimes"]["other"]["path"], "/bin/other");
         assert_eq!(after["runtimes"]["openshell"]["path"], "/usr/local/bin/openshell-runtime");
+        let args: Vec<String> =
+            serde_json::from_value(after["runtimes"]["openshell"]["runtimeArgs"].clone()).expect("args");
+        assert_eq!(sandbox_dir_of(&args), Some(PathBuf::from("/var/lib/openshell/docker")));
         let (_, again) = edited(path, &after.to_string(), "openshell", runtime).expect("again");
         assert!(!again, "a second install changes nothing");
         let (empty, _) = edited(path, "", "openshell", runtime).expect("an empty file");
@@ -198,7 +231,7 @@ mod tests {
     #[test]
     fn a_file_that_is_not_a_settings_object_is_refused_with_where() {
         let path = Path::new("/etc/docker/daemon.json");
-        let runtime = Path::new("/r");
+        let runtime = &serde_json::json!({"path": "/r"});
         let e = edited(path, "{\n  \"log-level\": \"warn\",\n}", "openshell", runtime).expect_err("trailing comma");
         assert!(e.to_string().starts_with("/etc/docker/daemon.json: not valid JSON (line 3, column 1)"), "{e}");
         for (text, what) in [("[]", "the file"), (r#"{"runtimes": []}"#, "`runtimes`")] {
@@ -214,7 +247,8 @@ mod tests {
         let path = dir.path().join("daemon.json");
         std::fs::write(&path, r#"{"debug": true}"#).expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let spec = Install { daemon_json: &path, name: "openshell", runtime: Path::new("/r") };
+        let spec =
+            Install { daemon_json: &path, name: "openshell", runtime: Path::new("/r"), sandbox_dir: Path::new("/d") };
         assert_eq!(install(&spec).expect("install"), Installed::Written);
         assert_eq!(std::fs::read_to_string(path.with_extension("json.bak")).expect("backup"), r#"{"debug": true}"#);
         assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);

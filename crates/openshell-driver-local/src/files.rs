@@ -7,7 +7,7 @@ use openshell_oci::spec::ImageConfiguration;
 use openshell_sandbox::sandbox::{PlacedFile, SandboxDir};
 
 /// The image's environment, command (`Entrypoint` then `Cmd`) and working directory.
-pub(crate) fn image_config(config: &ImageConfiguration) -> (Vec<String>, Vec<String>, String) {
+pub fn image_config(config: &ImageConfiguration) -> (Vec<String>, Vec<String>, String) {
     let Some(c) = config.config() else { return (Vec::new(), Vec::new(), "/".to_owned()) };
     let mut args = c.entrypoint().clone().unwrap_or_default();
     args.extend(c.cmd().iter().flatten().cloned());
@@ -34,6 +34,13 @@ pub const CA_KEY_FILE: &str = "ca-key.pem";
 /// Makes the sandbox's CA (key owner-only, on the host side) and its trust
 /// bundle, which the supervisor puts into the sandbox's root at every start.
 pub(crate) fn install_ca(dir: &SandboxDir, id: &str, layers: &[PathBuf]) -> Result<PlacedFile, DriverError> {
+    let source = make_ca(dir, id, image_file(layers, openshell_proxy::tls::SYSTEM_BUNDLE).as_deref())?;
+    Ok(PlacedFile { path: CA_BUNDLE.to_owned(), source, mode: 0o644 })
+}
+
+/// Makes the sandbox's CA in `dir` (key owner-only) and its trust bundle: the
+/// image's system `roots` plus that CA. Returns the bundle's host path.
+pub fn make_ca(dir: &SandboxDir, id: &str, roots: Option<&str>) -> Result<PathBuf, DriverError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let ca = openshell_proxy::SandboxCa::generate(id).map_err(DriverError::failed)?;
@@ -51,14 +58,13 @@ pub(crate) fn install_ca(dir: &SandboxDir, id: &str, layers: &[PathBuf]) -> Resu
     };
     write(dir.0.join(CA_KEY_FILE), ca.key_pem(), 0o600)?;
     write(dir.0.join(CA_CERT_FILE), ca.cert_pem(), 0o644)?;
-    let roots = image_file(layers, openshell_proxy::tls::SYSTEM_BUNDLE);
     if roots.is_none() {
         tracing::warn!(sandbox = id, "the image has no system roots; its trust bundle holds only the sandbox CA");
     }
-    let bundle = openshell_proxy::tls::trust_bundle(roots.as_deref(), &ca);
+    let bundle = openshell_proxy::tls::trust_bundle(roots, &ca);
     let source = dir.0.join(CA_BUNDLE_FILE);
     write(source.clone(), &bundle, 0o644)?;
-    Ok(PlacedFile { path: CA_BUNDLE.to_owned(), source, mode: 0o644 })
+    Ok(source)
 }
 
 /// The trust bundle on the host side (the supervisor copies it into the root).

@@ -106,7 +106,7 @@ impl Supervisor {
     }
 
     /// This process as the supervisor of the sandbox in `dir`.
-    fn write(dir: &Path, init: Option<i32>) {
+    pub fn write(dir: &Path, init: Option<i32>) {
         let pid = std::process::id() as i32;
         let init = init.map(|i| format!(" {i}")).unwrap_or_default();
         // Whole or not at all: a reader never sees half a record.
@@ -351,17 +351,34 @@ fn interceptor(dir: &SandboxDir, id: &str) -> Option<std::sync::Arc<openshell_pr
 fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
     let config = dir.read_config().map_err(|e| e.to_string())?;
     let Some(fence) = config.network else { return Ok(()) };
-    let (revision, policy) = network_policy(dir)?;
+    serve_proxy(dir, &config.id, &fence, init as u32).map_err(|e| e.to_string())
+}
+
+/// Serves the egress proxy of the sandbox `id` (files in `dir`: its policy and
+/// revisions, CA, route, audit log) on the host end of `fence`, on threads of
+/// this process, and applies new revisions and routes on SIGHUP and SIGUSR1.
+/// `member` is a process in the sandbox's network namespace: callers are
+/// identified through it. The local supervisor and the Docker driver's network
+/// helper both run it.
+pub fn serve_proxy(
+    dir: &SandboxDir,
+    id: &str,
+    fence: &openshell_sandbox::fence::Fence,
+    member: u32,
+) -> Result<(), openshell_driver::DriverError> {
+    use openshell_driver::DriverError;
+    let (revision, policy) = network_policy(dir).map_err(DriverError::Policy)?;
     let resolver = match std::env::var("OPENSHELL_PROXY_HOSTS") {
-        Ok(spec) => openshell_proxy::WithOverrides::parse(&spec).map_err(|e| format!("OPENSHELL_PROXY_HOSTS: {e}"))?,
+        Ok(spec) => openshell_proxy::WithOverrides::parse(&spec)
+            .map_err(|e| DriverError::failed(format!("OPENSHELL_PROXY_HOSTS: {e}")))?,
         Err(_) => openshell_proxy::WithOverrides::default(),
     };
     let audit_path = dir.0.join(AUDIT_FILE);
     // Rotated at the policy's size, as the output log is: a sandbox that makes
     // its proxy refuse in a loop cannot fill the host's disk with audit lines.
     let rotate = policy.resources.logs.unwrap_or(openshell_policy::model::Resources::DEFAULT_LOGS);
-    let audit = openshell_sandbox::logs::RotatingLog::open(&audit_path, rotate)
-        .map_err(|e| format!("{}: {e}", audit_path.display()))?;
+    let audit =
+        openshell_sandbox::logs::RotatingLog::open(&audit_path, rotate).map_err(DriverError::io(&audit_path))?;
     // Only the sandbox reaches it: bound to the host end of its link, serving
     // the sandbox's address alone.
     let listen = openshell_proxy::Fenced {
@@ -372,20 +389,20 @@ fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
     let proxy = openshell_proxy::Proxy::bind_fenced(
         &listen,
         openshell_proxy::ProxyConfig {
-            sandbox: config.id.clone(),
+            sandbox: id.to_owned(),
             policy,
             revision,
-            identify: Box::new(openshell_proxy::ProcIdentify::new(init as u32)),
+            identify: Box::new(openshell_proxy::ProcIdentify::new(member)),
             resolver: Box::new(resolver),
             connector: Box::new(openshell_proxy::Direct),
             audit: Box::new(openshell_proxy::JsonLines::new(audit)),
-            tls: interceptor(dir, &config.id),
-            route: read_route(dir)?.route,
+            tls: interceptor(dir, id),
+            route: read_route(dir).map_err(DriverError::Failed)?.route,
             limits: Default::default(),
         },
     )
-    .map_err(|e| e.to_string())?;
-    reload_on_hangup(dir.clone(), proxy.handle())?;
+    .map_err(DriverError::failed)?;
+    reload_on_hangup(dir.clone(), proxy.handle()).map_err(DriverError::Failed)?;
     std::thread::spawn(move || {
         if let Err(e) = proxy.serve() {
             eprintln!("proxy: {e}");

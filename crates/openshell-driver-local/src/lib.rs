@@ -14,7 +14,9 @@ pub mod helper;
 mod logs;
 mod process;
 
-pub use process::signal_pidfd;
+pub use files::{image_config, make_ca};
+pub use logs::FileLog;
+pub use process::{hand_over, signal_pidfd};
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -33,9 +35,9 @@ use openshell_sandbox::sandbox::{SandboxConfig, SandboxDir, write_json};
 use openshell_sandbox::{ProcessConfig, SpecInput, Writable, resolve_group, resolve_user, runtime_spec};
 use openshell_store::{Digest, Store};
 
-use crate::files::{image_config, image_file, install_ca};
+use crate::files::{image_file, install_ca};
 use crate::helper::{HelperJob, HelperMessage};
-use crate::process::{Adopted, Pidfds, Spare, Waiter, hand_over, spawn_helper, started};
+use crate::process::{Adopted, Pidfds, Spare, Waiter, spawn_helper, started};
 
 /// The port of every sandbox's proxy, on the host end of its link.
 pub const PROXY_PORT: u16 = 3128;
@@ -158,15 +160,7 @@ impl LocalDriver {
     /// Held while a sandbox's network is numbered: creates run concurrently, in
     /// this process and in other gateways sharing this directory.
     fn numbering_lock(&self) -> Result<std::fs::File, DriverError> {
-        let path = self.root.join("numbering.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(DriverError::io(&path))?;
-        file.lock().map_err(DriverError::io(&path))?;
-        Ok(file)
+        lock_file(&self.root.join("numbering.lock"))
     }
 
     /// The lowest network number no sandbox directory holds.
@@ -179,17 +173,10 @@ impl LocalDriver {
                 used.insert(fence.host_addr);
             }
         }
-        let host_if = format!("osh{}", &id[..id.len().min(12)]);
         // Other gateways on this machine number their sandboxes too: start at a place
-        // of this id's own, and skip addresses the host has already (a bind to one
-        // succeeds only when it is local).
+        // of this id's own.
         let start = u32::from_str_radix(&id[..id.len().min(4)], 16).unwrap_or(0);
-        (0..1u32 << 14)
-            .filter_map(|i| {
-                openshell_sandbox::fence::Fence::numbered((start + i) % (1 << 14), host_if.clone(), PROXY_PORT)
-            })
-            .find(|f| !used.contains(&f.host_addr) && std::net::TcpListener::bind((f.host_addr, 0)).is_err())
-            .ok_or_else(|| DriverError::failed("no free sandbox network in 10.213.0.0/16"))
+        free_fence(&used, format!("osh{}", &id[..id.len().min(12)]), start)
     }
 
     /// Starts the next spare helper in the background.
@@ -268,6 +255,94 @@ impl LocalDriver {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), std::sync::Arc::clone(&pidfds));
         Some((pidfds, init_pid))
     }
+}
+
+/// Holds the lock file at `path` (made when missing) until the file is dropped.
+pub fn lock_file(path: &std::path::Path) -> Result<std::fs::File, DriverError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(DriverError::io(path))?;
+    file.lock().map_err(DriverError::io(path))?;
+    Ok(file)
+}
+
+/// The first sandbox network of 10.213.0.0/16, counting from `start`, whose
+/// host address `used` lacks and the host has not already (a bind to an
+/// address succeeds only when it is local).
+pub fn free_fence(
+    used: &std::collections::HashSet<std::net::Ipv4Addr>,
+    host_if: String,
+    start: u32,
+) -> Result<openshell_sandbox::fence::Fence, DriverError> {
+    (0..1u32 << 14)
+        .filter_map(|i| openshell_sandbox::fence::Fence::numbered((start + i) % (1 << 14), host_if.clone(), PROXY_PORT))
+        .find(|f| !used.contains(&f.host_addr) && std::net::TcpListener::bind((f.host_addr, 0)).is_err())
+        .ok_or_else(|| DriverError::failed("no free sandbox network in 10.213.0.0/16"))
+}
+
+/// A TCP connection to `port` on the loopback of the network namespace of
+/// process `init` (a pidfd): what `sandbox forward` relays. A thread of its own
+/// joins the namespace (setns moves only the calling thread), connects, and
+/// ends; the socket stays in that namespace.
+pub fn connect_in(init: std::os::fd::BorrowedFd<'_>, id: &str, port: u16) -> Result<OwnedFd, DriverError> {
+    let unreachable = |source| DriverError::Unreachable { id: id.to_owned(), port, source };
+    let made = std::thread::scope(|s| {
+        s.spawn(|| {
+            use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+            move_into_link_name_space(init, Some(LinkNameSpaceType::Network))?;
+            let to = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+            let stream = std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5))?;
+            Ok::<_, std::io::Error>(OwnedFd::from(stream))
+        })
+        .join()
+    });
+    made.map_err(|_| DriverError::failed("the thread connecting into the sandbox failed"))?.map_err(unreachable)
+}
+
+/// Records a network policy revision in the sandbox directory `dir` and hands
+/// it to the proxy's process (`supervisor`, when running).
+pub fn hand_network(
+    dir: &std::path::Path,
+    supervisor: Option<&OwnedFd>,
+    revision: i64,
+    name: &str,
+    text: &str,
+    wait: bool,
+) -> Result<Applied, DriverError> {
+    let record =
+        crate::helper::NetworkRevision { revision: revision as u64, name: name.to_owned(), text: text.to_owned() };
+    write_json(&dir.join(crate::helper::NETWORK_FILE), &record).map_err(DriverError::failed)?;
+    let signal = nix::sys::signal::Signal::SIGHUP;
+    hand_over(&dir.join(crate::helper::APPLIED_FILE), supervisor, signal, revision as u64, wait)
+}
+
+/// Records the inference route (0600: it holds the backend's credential) in
+/// the sandbox directory `dir` and hands it to the proxy's process.
+pub fn hand_route(
+    dir: &std::path::Path,
+    supervisor: Option<&OwnedFd>,
+    route: &RouteUpdate,
+    wait: bool,
+) -> Result<Applied, DriverError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(crate::helper::ROUTE_FILE);
+    let tmp = dir.join(format!("{}.tmp", crate::helper::ROUTE_FILE));
+    let bytes = serde_json::to_vec(route).map_err(DriverError::failed)?;
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&bytes))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| DriverError::failed(format!("{}: {e}", path.display())))?;
+    let signal = nix::sys::signal::Signal::SIGUSR1;
+    hand_over(&dir.join(crate::helper::ROUTE_APPLIED_FILE), supervisor, signal, route.generation, wait)
 }
 
 impl Driver for LocalDriver {
@@ -427,21 +502,7 @@ impl Driver for LocalDriver {
 
     fn connect(&self, id: &str, port: u16) -> Result<OwnedFd, DriverError> {
         let pidfds = self.pidfds(id).ok_or_else(|| DriverError::NotRunning(id.to_owned()))?;
-        let unreachable = |source| DriverError::Unreachable { id: id.to_owned(), port, source };
-        // A thread of its own joins the sandbox's network namespace (setns
-        // moves only the calling thread) through process 1's pidfd, connects,
-        // and ends; the socket stays in that namespace.
-        let made = std::thread::scope(|s| {
-            s.spawn(|| {
-                use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
-                move_into_link_name_space(pidfds.init.as_fd(), Some(LinkNameSpaceType::Network))?;
-                let to = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
-                let stream = std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5))?;
-                Ok::<_, std::io::Error>(OwnedFd::from(stream))
-            })
-            .join()
-        });
-        made.map_err(|_| DriverError::failed("the thread connecting into the sandbox failed"))?.map_err(unreachable)
+        connect_in(pidfds.init.as_fd(), id, port)
     }
 
     fn signal(&self, id: &str, signal: Signal) -> Result<(), DriverError> {
@@ -500,34 +561,15 @@ impl Driver for LocalDriver {
         running: bool,
         wait: bool,
     ) -> Result<Applied, DriverError> {
-        let dir = self.sandbox(id);
-        let record =
-            crate::helper::NetworkRevision { revision: revision as u64, name: name.to_owned(), text: text.to_owned() };
-        write_json(&dir.0.join(crate::helper::NETWORK_FILE), &record).map_err(DriverError::failed)?;
         let supervisor = self.pidfds(id).filter(|_| running);
-        let signal = nix::sys::signal::Signal::SIGHUP;
-        hand_over(&dir.0.join(crate::helper::APPLIED_FILE), supervisor, signal, revision as u64, wait)
+        let supervisor = supervisor.as_ref().map(|p| &p.supervisor);
+        hand_network(&self.sandbox(id).0, supervisor, revision, name, text, wait)
     }
 
     fn set_route(&self, id: &str, route: &RouteUpdate, running: bool, wait: bool) -> Result<Applied, DriverError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = self.sandbox(id);
-        let path = dir.0.join(crate::helper::ROUTE_FILE);
-        let tmp = dir.0.join(format!("{}.tmp", crate::helper::ROUTE_FILE));
-        let bytes = serde_json::to_vec(route).map_err(DriverError::failed)?;
-        let _ = std::fs::remove_file(&tmp);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(&bytes))
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| DriverError::failed(format!("{}: {e}", path.display())))?;
         let supervisor = self.pidfds(id).filter(|_| running);
-        let signal = nix::sys::signal::Signal::SIGUSR1;
-        hand_over(&dir.0.join(crate::helper::ROUTE_APPLIED_FILE), supervisor, signal, route.generation, wait)
+        let supervisor = supervisor.as_ref().map(|p| &p.supervisor);
+        hand_route(&self.sandbox(id).0, supervisor, route, wait)
     }
 
     fn remove(&self, id: &str) -> Result<(), DriverError> {

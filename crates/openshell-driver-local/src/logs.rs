@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use openshell_driver::{DriverError, LogStream};
 
-pub(crate) struct FileLog {
+/// A sandbox's log file (and its rotated-away predecessor) as a [`LogStream`].
+pub struct FileLog {
     path: PathBuf,
     older: Option<File>,
     file: Option<File>,

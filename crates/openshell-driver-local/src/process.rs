@@ -170,18 +170,19 @@ impl Watch for Adopted {
     }
 }
 
-/// Signals a running supervisor that a new file awaits its proxy and, with
+/// Signals a running supervisor (the process holding the sandbox's proxy, by
+/// pidfd; `None`: not running) that a new file awaits its proxy and, with
 /// `wait`, waits (5 s at most) for its answer in `applied` to reach `revision`.
-pub(crate) fn hand_over(
+pub fn hand_over(
     applied: &Path,
-    supervisor: Option<Arc<Pidfds>>,
+    supervisor: Option<&OwnedFd>,
     signal: Signal,
     revision: u64,
     wait: bool,
 ) -> Result<Applied, DriverError> {
-    let Some(pidfds) = supervisor else { return Ok(Applied::AtStart) };
+    let Some(supervisor) = supervisor else { return Ok(Applied::AtStart) };
     let _ = std::fs::remove_file(applied);
-    signal_pidfd(&pidfds.supervisor, signal)?;
+    signal_pidfd(supervisor, signal)?;
     if !wait {
         return Ok(Applied::Sent);
     }

@@ -38,6 +38,9 @@ pub enum DriverError {
     /// The proxy did not confirm a change in time.
     #[error("the proxy did not confirm within {0} s")]
     Unconfirmed(u64),
+    /// This driver does not do that (e.g. standby sandboxes under Docker).
+    #[error("the {driver} driver does not support {what}")]
+    Unsupported { driver: &'static str, what: &'static str },
 }
 
 impl DriverError {
@@ -57,6 +60,7 @@ impl DriverError {
             DriverError::Image(_) => ErrorCode::InvalidArgument,
             DriverError::NotRunning(_) | DriverError::Unreachable { .. } => ErrorCode::FailedPrecondition,
             DriverError::Unconfirmed(_) => ErrorCode::Unavailable,
+            DriverError::Unsupported { .. } => ErrorCode::Unsupported,
             DriverError::Remote { code, .. } => *code,
             DriverError::Io { .. } | DriverError::Failed(_) => ErrorCode::Internal,
         }

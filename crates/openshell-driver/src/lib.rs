@@ -16,10 +16,12 @@ use std::os::fd::OwnedFd;
 
 use nix::sys::signal::Signal;
 
-/// What creation needs: the image by manifest digest (in the store the driver
+/// What creation needs: the sandbox's name (what a driver may show, e.g. as a
+/// container's name), the image by manifest digest (in the store the driver
 /// was given) and the policy's text (named in its errors by `policy_name`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SandboxSpec {
+    pub name: String,
     pub image_digest: String,
     pub policy_name: String,
     pub policy: String,

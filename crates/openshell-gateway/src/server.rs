@@ -49,9 +49,19 @@ pub struct Options {
     /// How long a replica's hold on its sandboxes lasts without renewal: how
     /// soon another replica takes over those of one that died.
     pub lease: Duration,
-    /// A driver out of process, answering on this socket
-    /// (`openshell gateway driver`), instead of the embedded local driver.
-    pub driver_socket: Option<std::path::PathBuf>,
+    /// Where sandboxes run.
+    pub driver: DriverChoice,
+}
+
+/// Where a gateway's sandboxes run.
+#[derive(Debug, Clone)]
+pub enum DriverChoice {
+    /// In this process's own local driver (the default).
+    Local,
+    /// In a driver out of process, answering on this socket (`openshell gateway driver`).
+    Socket(std::path::PathBuf),
+    /// As containers on the local dockerd.
+    Docker(openshell_driver_docker::DockerOptions),
 }
 
 /// Set once `gateway stop` is being answered: the files the watchdog watches
@@ -121,8 +131,9 @@ struct Gateway {
     cleaned: std::sync::Condvar,
     /// A sandbox started ahead of need for the last image and policy used.
     standby: Mutex<Option<Standby>>,
-    /// Whether standby sandboxes are kept (`OPENSHELL_STANDBY=0` turns them off).
-    pool: bool,
+    /// Whether standby sandboxes are kept (`OPENSHELL_STANDBY=0` turns them
+    /// off, and so does a driver that has none).
+    pool: std::sync::atomic::AtomicBool,
     /// Standby sandboxes being made.
     refilling: std::sync::atomic::AtomicUsize,
 }
@@ -217,11 +228,15 @@ pub fn serve(
     let db = state::open(&database)?;
     let replica = leases::replica_name(&dir)?;
     let store = Store::open(store)?;
-    let driver: Arc<dyn Driver> = match &options.driver_socket {
-        Some(socket) => Arc::new(
+    let driver: Arc<dyn Driver> = match &options.driver {
+        DriverChoice::Socket(socket) => Arc::new(
             openshell_driver::socket::SocketDriver::connect(socket).map_err(|e| ServerError::Driver("socket", e))?,
         ),
-        None => {
+        DriverChoice::Docker(docker) => Arc::new(
+            openshell_driver_docker::DockerDriver::new(docker, exe, store.clone())
+                .map_err(|e| ServerError::Driver("docker", e))?,
+        ),
+        DriverChoice::Local => {
             let driver_dir = options.driver_dir.clone().unwrap_or_else(|| dir.0.clone());
             let local = openshell_driver_local::LocalDriver::new(driver_dir, exe, store.clone())
                 .map_err(|e| ServerError::Driver("local", e))?;
@@ -242,7 +257,7 @@ pub fn serve(
         cleaning: Mutex::new(std::collections::HashSet::new()),
         cleaned: std::sync::Condvar::new(),
         standby: Mutex::new(None),
-        pool: std::env::var("OPENSHELL_STANDBY").map_or(true, |v| v != "0"),
+        pool: std::env::var("OPENSHELL_STANDBY").map_or(true, |v| v != "0").into(),
         refilling: std::sync::atomic::AtomicUsize::new(0),
     });
     gateway.start_reconciling();
@@ -641,7 +656,7 @@ impl Gateway {
             Some(standby) => self.assign(standby, &req, stdio, reply, owner),
             None => self.create_cold(&req, stdio, reply, owner),
         };
-        if outcome.is_ok() && self.pool {
+        if outcome.is_ok() && self.pool.load(std::sync::atomic::Ordering::SeqCst) {
             self.refill_standby(key, req);
         }
         outcome
@@ -649,7 +664,7 @@ impl Gateway {
 
     /// The record of a new sandbox, in the state from now on.
     fn insert(&self, id: &str, req: &CreateRequest, owner: &str) -> Result<(), ApiError> {
-        let name = req.name.clone().unwrap_or_else(|| format!("sandbox-{id}"));
+        let name = Self::name_of(id, req);
         let rec = Record {
             info: SandboxInfo {
                 id: id.to_owned(),
@@ -672,9 +687,15 @@ impl Gateway {
         Ok(self.db().insert(&rec, &req.policy)?)
     }
 
-    /// What the driver is asked to create for `req`.
-    fn spec(req: &CreateRequest) -> openshell_driver::SandboxSpec {
+    /// The name the sandbox `id` made for `req` goes by.
+    fn name_of(id: &str, req: &CreateRequest) -> String {
+        req.name.clone().unwrap_or_else(|| format!("sandbox-{id}"))
+    }
+
+    /// What the driver is asked to create for `req` as sandbox `id`.
+    fn spec(id: &str, req: &CreateRequest) -> openshell_driver::SandboxSpec {
         openshell_driver::SandboxSpec {
+            name: Self::name_of(id, req),
             image_digest: req.image.digest.clone(),
             policy_name: req.policy_name.clone(),
             policy: req.policy.clone(),
@@ -692,7 +713,7 @@ impl Gateway {
         // Leased before the driver holds anything of it: no other replica's
         // sweep takes it for a leftover.
         self.take_lease(&id)?;
-        let prepared = self.driver.create(&id, &Self::spec(req)).map_err(ApiError::from).and_then(|created| {
+        let prepared = self.driver.create(&id, &Self::spec(&id, req)).map_err(ApiError::from).and_then(|created| {
             let route = self.give_route(&id)?;
             self.driver.set_job(&id, &Job::new(&created, &req.command, &req.env, route))?;
             Ok(created)
@@ -752,7 +773,9 @@ impl Gateway {
             tracing::warn!(%e, "starting a standby sandbox");
             return;
         }
-        let made = self.driver.create(&id, &Self::spec(&req)).map_err(ApiError::from).and_then(|created| {
+        // Its name comes with the request that takes it; `req` was the last one.
+        let spec = openshell_driver::SandboxSpec { name: format!("sandbox-{id}"), ..Self::spec(&id, &req) };
+        let made = self.driver.create(&id, &spec).map_err(ApiError::from).and_then(|created| {
             self.give_route(&id)?;
             let pending = self.driver.standby(&id)?;
             Ok(Standby { key, id: id.clone(), created, pending })
@@ -765,7 +788,13 @@ impl Gateway {
                 }
             }
             Err(e) => {
-                tracing::warn!(%e, "starting a standby sandbox");
+                if e.code == ErrorCode::Unsupported {
+                    // Asked once: this driver keeps none.
+                    tracing::info!(%e, "no standby sandboxes");
+                    self.pool.store(false, std::sync::atomic::Ordering::SeqCst);
+                } else {
+                    tracing::warn!(%e, "starting a standby sandbox");
+                }
                 let _ = self.driver.remove(&id);
                 self.release_lease(&id);
             }

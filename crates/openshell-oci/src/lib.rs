@@ -32,8 +32,8 @@ pub mod tree;
 pub use compress::COMPRESSOR;
 pub use diff::{Difference, EntryDiff, EntryInfo, LayerDiff, LayoutDiff, diff_layouts};
 pub use image::{
-    ArchiveInfo, Beside, Image, ImageConfig, ImageError, Reference, write_archive, write_archive_beside, write_layout,
-    write_layout_index,
+    ArchiveInfo, Beside, Image, ImageConfig, ImageError, Reference, write_archive, write_archive_beside,
+    write_archive_to, write_layout, write_layout_index,
 };
 pub use layer::{LayerError, LayerInfo, LayerOptions, write_layer, write_tar};
 pub use layout::{Layout, LayoutDir, LayoutError, VerifyReport, parse_document, read_layout, verify_layout};

@@ -25,17 +25,23 @@
 //! to give a policy through dockerd older than 24, which cannot set annotations. The
 //! annotation wins over `--policy`. With neither, the bundle's spec runs as given.
 //!
+//! With `--sandbox-dir DIR` (what `openshell docker install` registers), a
+//! container the gateway's Docker driver prepared runs under the policy in its
+//! directory there and in the network namespace of its fenced link (`prepared`);
+//! that comes before the annotation and `--policy`.
+//!
 //! libcontainer 0.7 does not apply the spec's seccomp filter to `exec`'d processes;
 //! this runtime installs it in them (see `executor`), under no_new_privs unless the
 //! process keeps CAP_SYS_ADMIN.
 //!
-//! Modules: `ops` (the container operations), `policy`, `executor` (what an exec'd
+//! Modules: `ops` (the container operations), `policy`, `prepared`, `executor` (what an exec'd
 //! process applies), `logging` (runc's log formats) and `spec` (`spec` and `features`).
 
 pub mod executor;
 pub mod logging;
 pub mod ops;
 pub mod policy;
+pub mod prepared;
 pub mod spec;
 
 pub use ops::{CreateOptions, ExecOptions, Runtime, RuntimeError, StateReport};

@@ -32,6 +32,10 @@ struct Cli {
     /// Policy for bundles without the `run.openshell.policy` annotation.
     #[arg(long, global = true, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Where the openshell gateway's Docker driver prepares its containers
+    /// (policy and network by container id).
+    #[arg(long, global = true, value_name = "DIR")]
+    sandbox_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -223,7 +227,12 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
 }
 
 fn dispatch(cli: &Cli) -> Result<ExitCode, CliError> {
-    let rt = Runtime { root: cli.root.clone(), systemd_cgroup: cli.systemd_cgroup, default_policy: cli.policy.clone() };
+    let rt = Runtime {
+        root: cli.root.clone(),
+        systemd_cgroup: cli.systemd_cgroup,
+        default_policy: cli.policy.clone(),
+        sandbox_dir: cli.sandbox_dir.clone(),
+    };
     match &cli.command {
         Command::Create(args) => {
             rt.create(&args.id, &args.options())?;

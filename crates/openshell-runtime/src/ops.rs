@@ -18,6 +18,8 @@ use serde::Serialize;
 
 use crate::executor::{ExecExecutor, Reporting};
 use crate::policy::{self, PolicyError, SandboxPolicy};
+use crate::prepared;
+use openshell_sandbox::run::InitMode;
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ pub enum RuntimeError {
     Spec { path: PathBuf, message: String },
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Prepared(#[from] crate::prepared::PreparedError),
     #[error("container \"{id}\": {message}")]
     Container { id: String, message: String },
     #[error("invalid signal `{0}`: give a name (TERM, SIGKILL) or a number (1-31)")]
@@ -144,6 +148,8 @@ pub struct Runtime {
     pub systemd_cgroup: bool,
     /// Policy for bundles without the annotation (`--policy`).
     pub default_policy: Option<PathBuf>,
+    /// What a gateway's Docker driver prepared for its containers (`--sandbox-dir`).
+    pub sandbox_dir: Option<PathBuf>,
 }
 
 fn load_spec(bundle: &Path) -> Result<Spec, RuntimeError> {
@@ -196,11 +202,25 @@ impl Runtime {
         self.ensure_root()?;
         let bundle = std::fs::canonicalize(&opts.bundle)
             .map_err(|source| RuntimeError::Io { path: opts.bundle.clone(), source })?;
-        let spec = load_spec(&bundle)?;
-        let policy = match policy::select(&spec, self.default_policy.as_deref())? {
+        let mut spec = load_spec(&bundle)?;
+        let prepared = match &self.sandbox_dir {
+            Some(dir) => prepared::find(dir, id, &spec)?,
+            None => None,
+        };
+        let chosen = match &prepared {
+            Some(p) => Some(p.policy.clone()),
+            None => policy::select(&spec, self.default_policy.as_deref())?,
+        };
+        let policy = match chosen {
             Some(path) => Some(policy::load(&path, &policy::workdir(&spec))?),
             None => None,
         };
+        if let Some(prepared) = &prepared {
+            prepared::check_network(id, prepared, policy.as_ref().is_some_and(|p| p.has_network))?;
+            if let Some(netns) = &prepared.netns {
+                prepared::join_network(&bundle, &mut spec, netns)?;
+            }
+        }
         let cerr = |e: &dyn std::error::Error| self.container_error(id, e);
         let builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
             .with_root_path(&self.root)
@@ -212,7 +232,8 @@ impl Runtime {
         let builder = match &policy {
             Some(policy) => {
                 tracing::debug!(policy = %policy.source.display(), "applying the policy's Landlock rules and seccomp filter");
-                builder.with_executor(Reporting(policy.executor()))
+                let mode = prepared.as_ref().map_or(InitMode::Exec, |p| p.init_mode());
+                builder.with_executor(Reporting(policy.executor(mode)))
             }
             None => builder.with_executor(Reporting(DefaultExecutor {})),
         };
@@ -305,7 +326,7 @@ impl Runtime {
         let spec = load_spec(container.bundle())?;
         let executor = ExecExecutor {
             spec_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
-            policy: policy.as_ref().map(SandboxPolicy::executor),
+            policy: policy.as_ref().map(|p| p.executor(InitMode::Exec)),
         };
         let process_file = match &opts.process {
             Some(path) => path.clone(),
@@ -521,7 +542,12 @@ mod tests {
     use super::*;
 
     fn rt() -> Runtime {
-        Runtime { root: PathBuf::from("/nonexistent-openshell-root"), systemd_cgroup: false, default_policy: None }
+        Runtime {
+            root: PathBuf::from("/nonexistent-openshell-root"),
+            systemd_cgroup: false,
+            default_policy: None,
+            sandbox_dir: None,
+        }
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct SandboxPolicy {
     text: String,
     pub landlock: LandlockProfile,
     pub seccomp: LinuxSeccomp,
+    /// Whether it has network policies (egress through a proxy).
+    pub has_network: bool,
 }
 
 /// What is saved in the container's state directory.
@@ -108,20 +110,22 @@ fn compile(path: &Path, workdir: &str, bytes: &[u8]) -> Result<SandboxPolicy, Po
         text: String::from_utf8_lossy(bytes).into_owned(),
         landlock: profile.landlock,
         seccomp,
+        has_network: !policy.network_policies.is_empty(),
     })
 }
 
 impl SandboxPolicy {
-    /// The executor applying this policy in the container's process right before exec.
-    pub fn executor(&self) -> LandlockExecutor {
-        // Docker and containerd bring their own init (`--init`); the bundle's process runs as given.
+    /// The executor applying this policy in the container's process right
+    /// before exec (`InitMode::Exec`: Docker and containerd bring their own
+    /// init), or staying as its process 1 (a sandbox the gateway prepared).
+    pub fn executor(&self, mode: InitMode) -> LandlockExecutor {
         LandlockExecutor {
             profile: self.landlock.clone(),
             seccomp: Some(self.seccomp.clone()),
             bpf: None,
             job: None,
             ready: None,
-            mode: InitMode::Exec,
+            mode,
         }
     }
 

@@ -45,6 +45,8 @@ pub enum InitMode {
     Supervise,
     /// Stays as process 1 and runs the [`crate::init::Job`] read from `job`.
     Job,
+    /// Stays as process 1 with nothing to run ([`crate::init::idle`]).
+    Idle,
 }
 
 /// Closes every descriptor above stderr except `keep`: those listed in
@@ -127,6 +129,7 @@ impl Executor for LandlockExecutor {
                 let source = source.try_clone().map_err(|e| ExecutorError::Other(format!("sandbox init: {e}")))?;
                 crate::init::run_job(std::fs::File::from(source), process.and_then(|p| p.terminal()).unwrap_or(false))
             }
+            InitMode::Idle => crate::init::idle(),
         };
         match outcome {
             Ok(code) => std::process::exit(code),
@@ -135,7 +138,9 @@ impl Executor for LandlockExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        if self.mode == InitMode::Job {
+        // openshell's init runs the workload and reports a program it cannot
+        // run as a shell does (127, naming it); only an exec'd bundle is checked.
+        if self.mode != InitMode::Exec {
             return Ok(());
         }
         DefaultExecutor {}.validate(spec)
