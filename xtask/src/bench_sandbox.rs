@@ -159,17 +159,17 @@ fn prerequisites() -> Result<(), String> {
 
 /// The release `openshell` with the bench's gateway directory.
 #[derive(Clone)]
-struct Openshell {
-    bin: PathBuf,
-    gateway: PathBuf,
+pub(crate) struct Openshell {
+    pub bin: PathBuf,
+    pub gateway: PathBuf,
     /// The client's gateways file lives here (`XDG_CONFIG_HOME`), not the user's.
-    config: PathBuf,
+    pub config: PathBuf,
     /// Whether the gateway (started by the first command) keeps a standby sandbox.
-    standby: bool,
+    pub standby: bool,
 }
 
 impl Openshell {
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.args(args)
             .env("OPENSHELL_GATEWAY_DIR", &self.gateway)
@@ -182,7 +182,7 @@ impl Openshell {
         c
     }
 
-    fn output(&self, args: &[&str]) -> Result<String, String> {
+    pub fn output(&self, args: &[&str]) -> Result<String, String> {
         capture(&mut self.cmd(args))
     }
 }
@@ -197,7 +197,7 @@ fn show(cmd: &Command) -> String {
 }
 
 /// Runs a set-up command (logged), returning its stdout; fails with its stderr.
-fn capture(cmd: &mut Command) -> Result<String, String> {
+pub(crate) fn capture(cmd: &mut Command) -> Result<String, String> {
     let line = show(cmd);
     eprintln!("xtask: $ {line}");
     let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("cannot run `{line}`: {e}"))?;
@@ -210,7 +210,7 @@ fn capture(cmd: &mut Command) -> Result<String, String> {
 
 /// Runs one timed command: stdin and stdout /dev/null, stderr to `errors` (read back
 /// on failure); the time is from spawn to the process's exit.
-fn time_once(mut cmd: Command, errors: &Path) -> Result<Duration, String> {
+pub(crate) fn time_once(mut cmd: Command, errors: &Path) -> Result<Duration, String> {
     let line = show(&cmd);
     let err = File::create(errors).map_err(|e| format!("{}: {e}", errors.display()))?;
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
@@ -297,16 +297,16 @@ cmd: [/bin/sh]
 ";
 
 /// The built image.
-struct Image {
+pub(crate) struct Image {
     /// Its reference in the store (`name:tag`).
-    reference: String,
+    pub reference: String,
     /// Its tag (also in the OCI layout).
     tag: String,
     oci_dir: PathBuf,
-    archive: PathBuf,
+    pub archive: PathBuf,
 }
 
-fn prepare_image(os: &Openshell, dir: &Path) -> Result<Image, String> {
+pub(crate) fn prepare_image(os: &Openshell, dir: &Path) -> Result<Image, String> {
     let def_dir = dir.join("image");
     std::fs::create_dir_all(&def_dir).map_err(|e| format!("{}: {e}", def_dir.display()))?;
     let def = def_dir.join("image.yaml");
@@ -726,7 +726,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The median (the mean of the middle two of an even count).
-fn median(samples: &[Duration]) -> Option<f64> {
+pub(crate) fn median(samples: &[Duration]) -> Option<f64> {
     let mut v: Vec<f64> = samples.iter().copied().map(ms).collect();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -738,7 +738,7 @@ fn median(samples: &[Duration]) -> Option<f64> {
 }
 
 /// The 90th percentile, nearest rank.
-fn p90(samples: &[Duration]) -> Option<f64> {
+pub(crate) fn p90(samples: &[Duration]) -> Option<f64> {
     let mut v: Vec<f64> = samples.iter().copied().map(ms).collect();
     v.sort_by(f64::total_cmp);
     let rank = (v.len() * 9).div_ceil(10);

@@ -16,6 +16,7 @@
 //!   push` and `pull` against `skopeo copy` of the same image, see `bench_push.rs`).
 
 mod bench_bundle;
+mod bench_docker;
 mod bench_push;
 mod bench_sandbox;
 mod prereqs;
@@ -203,12 +204,13 @@ fn bench(name: Option<&str>, rest: &[String]) -> Result<(), String> {
             if status.success() { Ok(()) } else { Err(format!("cargo bench failed ({status})")) }
         }
         Some("sandbox") => bench_sandbox::bench_sandbox(rest),
+        Some("docker-driver") => bench_docker::bench_docker(rest),
         Some("push") => bench_push::bench_push(rest).map_err(|e| e.to_string()),
         Some("bundle") => bench_bundle::bench_bundle(rest).map_err(|e| e.to_string()),
         Some("proxy") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "proxy"]),
         Some("router") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "router"]),
-        Some(other) => {
-            Err(format!("unknown benchmark `{other}`; available: decide, build, sandbox, proxy, router, push, bundle"))
-        }
+        Some(other) => Err(format!(
+            "unknown benchmark `{other}`; available: decide, build, sandbox, docker-driver, proxy, router, push, bundle"
+        )),
     }
 }
