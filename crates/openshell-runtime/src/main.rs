@@ -4,7 +4,7 @@
 //! errors; errors go to `--log` (as runc's JSON or text lines) and to stderr.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -134,6 +134,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Apply new resource limits (OCI `linux.resources` JSON) to a container's
+    /// cgroup, as `runc update --resources` does.
+    Update {
+        /// The resources as JSON: a file, or `-` for stdin.
+        #[arg(long, short = 'r', value_name = "FILE")]
+        resources: PathBuf,
+        id: String,
+    },
     /// Create and start a container; in the foreground, wait and exit with its code.
     Run {
         #[command(flatten)]
@@ -185,6 +193,27 @@ enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{what}: not OCI linux.resources JSON (line {line}, column {column}): {message}")]
+    Resources { what: String, line: usize, column: usize, message: String },
+}
+
+/// The resources `update` is given: a file, or stdin for `-`.
+fn read_resources(from: &Path) -> Result<libcontainer::oci_spec::runtime::LinuxResources, CliError> {
+    use std::io::Read;
+    let what = if from == Path::new("-") { "stdin".to_owned() } else { from.display().to_string() };
+    let mut text = String::new();
+    let read = if from == Path::new("-") {
+        std::io::stdin().read_to_string(&mut text)
+    } else {
+        std::fs::File::open(from).and_then(|mut f| f.read_to_string(&mut text))
+    };
+    read.map_err(|source| CliError::Io { what: what.clone(), source })?;
+    serde_json::from_str(&text).map_err(|e| CliError::Resources {
+        what,
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })
 }
 
 fn main() -> ExitCode {
@@ -283,6 +312,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, CliError> {
             }
         }
         Command::Pause { id } => rt.pause(id)?,
+        Command::Update { resources, id } => rt.update(id, &read_resources(resources)?)?,
         Command::Resume { id } => rt.resume(id)?,
     }
     Ok(ExitCode::SUCCESS)

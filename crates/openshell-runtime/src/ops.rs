@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
-use libcontainer::oci_spec::runtime::{Spec, UserBuilder};
+use libcontainer::oci_spec::runtime::{LinuxResources, Spec, UserBuilder};
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
@@ -324,10 +324,7 @@ impl Runtime {
         let dir = self.container_dir(id)?;
         let policy = SandboxPolicy::saved(&dir)?;
         let spec = load_spec(container.bundle())?;
-        let executor = ExecExecutor {
-            spec_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
-            policy: policy.as_ref().map(|p| p.executor(InitMode::Exec)),
-        };
+        let executor = ExecExecutor { policy: policy.as_ref().map(|p| p.executor(InitMode::Exec)) };
         let process_file = match &opts.process {
             Some(path) => path.clone(),
             None => {
@@ -384,9 +381,9 @@ impl Runtime {
         Ok(Some(code))
     }
 
-    /// The pids in the container's cgroup.
-    pub fn pids(&self, id: &str) -> Result<Vec<i32>, RuntimeError> {
-        use libcgroups::common::{CgroupConfig, CgroupManager, create_cgroup_manager};
+    /// The cgroup manager of a container (with the container).
+    fn cgroup(&self, id: &str) -> Result<(Container, libcgroups::common::AnyCgroupManager), RuntimeError> {
+        use libcgroups::common::{CgroupConfig, create_cgroup_manager};
         let container = self.load(id)?;
         let config = container.spec().map_err(|e| self.container_error(id, &e))?;
         let manager = create_cgroup_manager(CgroupConfig {
@@ -395,6 +392,31 @@ impl Runtime {
             container_name: id.to_owned(),
         })
         .map_err(|e| self.container_error(id, &e))?;
+        Ok((container, manager))
+    }
+
+    /// Applies new resource limits to a container's cgroup, as `runc update
+    /// --resources` does (what containerd's task update and the CRI's
+    /// `UpdateContainerResources` send).
+    pub fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), RuntimeError> {
+        use libcgroups::common::{CgroupManager, ControllerOpt};
+        let (container, manager) = self.cgroup(id)?;
+        if container.status() == ContainerStatus::Stopped {
+            return Err(RuntimeError::Status {
+                id: id.to_owned(),
+                status: status_name(container.status()),
+                action: "update",
+                needed: "created, running or paused",
+            });
+        }
+        let options = ControllerOpt { resources, disable_oom_killer: false, oom_score_adj: None, freezer_state: None };
+        manager.apply(&options).map_err(|e| self.container_error(id, &e))
+    }
+
+    /// The pids in the container's cgroup.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>, RuntimeError> {
+        use libcgroups::common::CgroupManager;
+        let (_, manager) = self.cgroup(id)?;
         let mut pids: Vec<i32> =
             manager.get_all_pids().map_err(|e| self.container_error(id, &e))?.iter().map(|p| p.as_raw()).collect();
         pids.sort_unstable();

@@ -98,18 +98,19 @@ impl Container {
                         err
                     })?;
 
+                    // openshell patch: a failing poststop hook is a warning and
+                    // the state goes all the same (the OCI runtime spec), so a
+                    // container can always be deleted.
                     if let Some(hooks) = config.hooks.as_ref() {
-                        hooks::run_hooks(
+                        if let Err(err) = hooks::run_hooks(
                             hooks.poststop().as_ref(),
                             Some(&self.state),
                             None,
                             None,
                             None,
-                        )
-                        .map_err(|err| {
-                            tracing::error!(err = ?err, "failed to run post stop hooks");
-                            err
-                        })?;
+                        ) {
+                            tracing::warn!(err = ?err, "a poststop hook failed");
+                        }
                     }
                 }
                 Err(err) => {

@@ -465,6 +465,12 @@ impl TenantContainerBuilder {
         // it should never be the case that linux is not present in spec
         let spec_linux = spec.linux().as_ref().unwrap();
         let mut linux_builder = LinuxBuilder::default().namespaces(ns);
+        // openshell patch: an exec'd process gets the container's seccomp
+        // filter, loaded as for process 1 (before its capabilities are dropped,
+        // so without no_new_privs unless it asks for it), as runc does.
+        if let Some(seccomp) = spec_linux.seccomp() {
+            linux_builder = linux_builder.seccomp(seccomp.clone());
+        }
 
         if let Some(cgroup_path) = spec_linux.cgroups_path() {
             linux_builder = linux_builder.cgroups_path(cgroup_path.clone());

@@ -211,8 +211,11 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
             &mut init_sender,
         )?;
 
+        // openshell patch: only a filter with a notify action has anything to
+        // sync (an exec'd process, which now gets the container's filter, has
+        // no container state here).
         #[cfg(feature = "libseccomp")]
-        if let Some(seccomp) = linux.seccomp() {
+        if let Some(seccomp) = linux.seccomp().as_ref().filter(|s| crate::seccomp::is_notify(s)) {
             let container = container_args
                 .container
                 .as_ref()

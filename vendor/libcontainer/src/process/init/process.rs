@@ -75,6 +75,20 @@ pub fn container_init_process(
 
     apply_rest_namespaces(&ctx.ns, ctx.spec, ctx.syscall.as_ref())?;
 
+    // openshell patch: as runc, a network namespace made for the container has
+    // its loopback up (a container joining it reaches it on 127.0.0.1).
+    if matches!(args.container_type, ContainerType::InitContainer) {
+        if let Some(net) = ctx.ns.get(LinuxNamespaceType::Network)? {
+            if net.path().is_none() {
+                loopback_up()?;
+            }
+        }
+    }
+    // openshell patch: Rust's runtime ignores SIGPIPE, and an ignored signal
+    // stays ignored across exec; the container's process gets the default, as
+    // under runc (`yes | head` ends `yes` by the signal).
+    reset_sigpipe()?;
+
     if let Some(true) = ctx.process.no_new_privileges() {
         let _ = prctl::set_no_new_privileges(true);
     }
@@ -353,7 +367,8 @@ pub fn container_init_process(
     // as close to exec as possible.
     #[cfg(feature = "libseccomp")]
     if let Some(seccomp) = ctx.linux.seccomp() {
-        if ctx.process.no_new_privileges().is_none() {
+        // openshell patch: `noNewPrivileges: false` is the same as absent.
+        if ctx.process.no_new_privileges() != Some(true) {
             let notify_fd = seccomp::initialize_seccomp(seccomp).map_err(|err| {
                 tracing::error!(?err, "failed to initialize seccomp");
                 err
@@ -400,7 +415,7 @@ pub fn container_init_process(
     // notify socket will still need network related syscalls.
     #[cfg(feature = "libseccomp")]
     if let Some(seccomp) = ctx.linux.seccomp() {
-        if ctx.process.no_new_privileges().is_some() {
+        if ctx.process.no_new_privileges() == Some(true) {
             let notify_fd = seccomp::initialize_seccomp(seccomp).map_err(|err| {
                 tracing::error!(?err, "failed to initialize seccomp");
                 err
@@ -619,6 +634,32 @@ fn masked_paths(
 // namespace. We also have to enter into mount namespace last since
 // namespace may be bind to /proc path. The /proc path will need to be
 // accessed before pivot_root.
+/// Brings `lo` up in the current network namespace (openshell patch).
+fn loopback_up() -> Result<()> {
+    let mut links = LinkClient::new(create_network_client()).map_err(|err| {
+        tracing::error!(?err, "failed to create link client");
+        err
+    })?;
+    let lo = links.get_by_name("lo").map_err(|err| {
+        tracing::error!(?err, "failed to find the loopback device");
+        err
+    })?;
+    links.set_up(lo.header.index).map_err(|err| {
+        tracing::error!(?err, "failed to bring the loopback device up");
+        err.into()
+    })
+}
+
+/// Gives SIGPIPE its default disposition (openshell patch).
+fn reset_sigpipe() -> Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler of ours; nothing else runs in this
+    // single-threaded process meanwhile.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }
+        .map(|_| ())
+        .map_err(InitProcessError::NixOther)
+}
+
 fn apply_rest_namespaces(
     namespaces: &Namespaces,
     spec: &Spec,
