@@ -44,6 +44,8 @@ pub enum RuntimeError {
     Prepared(#[from] crate::prepared::PreparedError),
     #[error("container \"{id}\": {message}")]
     Container { id: String, message: String },
+    #[error("container \"{id}\": {what}")]
+    Unsupported { id: String, what: String },
     #[error("invalid signal `{0}`: give a name (TERM, SIGKILL) or a number (1-31)")]
     Signal(String),
     #[error("invalid user `{0}`: give uid or uid:gid")]
@@ -141,6 +143,25 @@ pub struct StateReport {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// What a bundle asks for that this host cannot give: a mount label needs
+/// SELinux (runc fails the mounts with it); a process label without SELinux
+/// is said in the runtime's log and the container runs without it.
+fn check_labels(id: &str, spec: &Spec) -> Result<(), RuntimeError> {
+    if Path::new("/sys/fs/selinux/enforce").exists() {
+        return Ok(());
+    }
+    if let Some(label) = spec.linux().as_ref().and_then(|l| l.mount_label().as_ref()) {
+        return Err(RuntimeError::Unsupported {
+            id: id.to_owned(),
+            what: format!("linux.mountLabel `{label}` needs SELinux, which is not enabled on this host"),
+        });
+    }
+    if let Some(label) = spec.process().as_ref().and_then(|p| p.selinux_label().as_ref()) {
+        tracing::warn!(label = %label, "process.selinuxLabel is ignored: SELinux is not enabled on this host");
+    }
+    Ok(())
+}
+
 /// The runtime: a state root and the global flags that apply to every container.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -203,6 +224,7 @@ impl Runtime {
         let bundle = std::fs::canonicalize(&opts.bundle)
             .map_err(|source| RuntimeError::Io { path: opts.bundle.clone(), source })?;
         let mut spec = load_spec(&bundle)?;
+        check_labels(id, &spec)?;
         let prepared = match &self.sandbox_dir {
             Some(dir) => prepared::find(dir, id, &spec)?,
             None => None,
@@ -409,7 +431,10 @@ impl Runtime {
                 needed: "created, running or paused",
             });
         }
-        let options = ControllerOpt { resources, disable_oom_killer: false, oom_score_adj: None, freezer_state: None };
+        // The document's own OOM-killer setting: libcgroups writes it whenever
+        // the memory section is given, so an absent one means enabled.
+        let disable_oom_killer = resources.memory().as_ref().and_then(|m| m.disable_oom_killer()).unwrap_or(false);
+        let options = ControllerOpt { resources, disable_oom_killer, oom_score_adj: None, freezer_state: None };
         manager.apply(&options).map_err(|e| self.container_error(id, &e))
     }
 

@@ -80,7 +80,10 @@ pub fn features() -> Value {
         },
         "annotations": {
             "run.openshell.runtime.version": env!("CARGO_PKG_VERSION"),
-            "run.openshell.policy.annotation": POLICY_ANNOTATION
+            "run.openshell.policy.annotation": POLICY_ANNOTATION,
+            // runc says `org.opencontainers.runc.checkpoint.enabled: true`;
+            // this runtime has no `checkpoint` or `restore`.
+            "run.openshell.checkpoint.enabled": "false"
         }
     })
 }
@@ -105,5 +108,6 @@ mod tests {
         assert!(f["linux"]["namespaces"].as_array().is_some_and(|n| n.iter().any(|x| x == "pid")));
         assert!(f["linux"]["capabilities"].as_array().is_some_and(|c| c.iter().any(|x| x == "CAP_SYS_ADMIN")));
         assert_eq!(f["annotations"]["run.openshell.policy.annotation"], POLICY_ANNOTATION);
+        assert_eq!(f["annotations"]["run.openshell.checkpoint.enabled"], "false");
     }
 }

@@ -803,3 +803,73 @@ fn failing_poststart_and_poststop_hooks_are_warnings() {
     let o = f.runtime(&["state", &id]);
     assert!(!o.status.success() && text(&o).contains("does not exist"), "the state is gone: {}", text(&o));
 }
+
+/// Issue 15: the spec's `memory.disableOOMKiller` reaches the cgroup as under
+/// runc on the same bundle (cgroup v1's memory.oom_control; before:
+/// `oom_kill_disable 0`), and `linux.mountLabel` on a host without SELinux is
+/// refused at `create` with what is wrong (runc 1.1.5 fails too, with EINVAL
+/// from a mount; before, ours failed with "failed to mount path as masked").
+#[test]
+fn disable_oom_killer_and_mount_labels_as_runc_does() {
+    let f = Fixture::new();
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"].into_iter().find(|p| Path::new(p).is_file());
+    let runc = runc.expect("runc is not installed: install Debian's runc (.ci/run does)");
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let bundle = f.bundle().display().to_string();
+    let pid = std::process::id();
+    let create = |runtime: &str, id: &str| {
+        let root = f.path().join(format!("root-{id}"));
+        // Files: the container's process keeps its stdio, and would hold a pipe open.
+        let err_path = f.path().join(format!("{id}.err"));
+        let status = Command::new(runtime)
+            .arg("--root")
+            .arg(&root)
+            .args(["create", "--bundle", &bundle, id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(File::create(&err_path).expect("err")))
+            .status()
+            .expect("create");
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        let oom = format!("/sys/fs/cgroup/memory/openshell-runtime-test/{id}/memory.oom_control");
+        let seen = match (v2, status.success()) {
+            (_, false) => None,
+            (true, true) => Some("cgroup v2 has no OOM-killer switch".to_owned()),
+            (false, true) => {
+                let text = std::fs::read_to_string(&oom).unwrap_or_else(|e| panic!("{oom}: {e}"));
+                Some(text.lines().find(|l| l.starts_with("oom_kill_disable")).unwrap_or_default().to_owned())
+            }
+        };
+        let _ = Command::new(runtime).arg("--root").arg(&root).args(["delete", "--force", id]).output();
+        (seen, stderr)
+    };
+    let mut seen = Vec::new();
+    for (runtime, id) in [(runc, format!("osrt-oom-runc-{pid}")), (RUNTIME, format!("osrt-oom-ours-{pid}"))] {
+        f.configure(&id, &["/probe", "serve"], &[]);
+        f.edit_config(|spec| {
+            spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": 104857600, "disableOOMKiller": true});
+        });
+        seen.push(create(runtime, &id).0);
+    }
+    if !v2 {
+        assert_eq!(seen[0].as_deref(), Some("oom_kill_disable 1"), "runc's (the reference)");
+    }
+    assert_eq!(seen[1], seen[0], "openshell-runtime's against runc's");
+
+    if Path::new("/sys/fs/selinux/enforce").exists() {
+        return;
+    }
+    let mut refused = Vec::new();
+    for (runtime, id) in [(runc, format!("osrt-label-runc-{pid}")), (RUNTIME, format!("osrt-label-ours-{pid}"))] {
+        f.configure(&id, &["/probe", "serve"], &[]);
+        f.edit_config(|spec| spec["linux"]["mountLabel"] = Value::from("system_u:object_r:container_file_t:s0"));
+        refused.push(create(runtime, &id));
+    }
+    assert_eq!(refused[0].0, None, "runc refuses a mount label without SELinux: {}", refused[0].1);
+    assert_eq!(refused[1].0, None, "so does openshell-runtime");
+    assert!(
+        refused[1].1.contains("linux.mountLabel `system_u:object_r:container_file_t:s0` needs SELinux"),
+        "{}",
+        refused[1].1
+    );
+}
