@@ -18,6 +18,7 @@ pub mod npm_registry;
 pub mod postgres;
 pub mod pypi_index;
 pub mod registry;
+pub mod runtime_image;
 
 /// A connection to 127.0.0.1:`port` once something listens there (10 s at most).
 pub fn connect_when_listening(port: u16) -> std::net::TcpStream {

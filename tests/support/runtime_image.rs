@@ -1,0 +1,93 @@
+//! The image and binary the runtime's engine tests share (dockerd, containerd):
+//! a static probe (`tests/fixtures/runtime-probe.c`) in an image built by
+//! `openshell lock` + `openshell build`, and `openshell-runtime` built beside
+//! `openshell`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::SystemTime;
+
+pub const PROBE: &str = include_str!("../fixtures/runtime-probe.c");
+pub const IMAGE: &str = "openshell/runtime-e2e:1";
+
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn require(tool: &str, package: &str) {
+    let ok = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "`{tool}` is not installed: install the Debian package `{package}` (.ci/run does)");
+}
+
+fn newest_mtime(dir: &Path) -> SystemTime {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH)
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// The runtime binary: built by Cargo into the same directory as `openshell`
+/// (another package's binary, so Cargo gives no `CARGO_BIN_EXE_` for it).
+pub fn runtime_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_openshell")).with_file_name("openshell-runtime");
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: build it with `cargo build -p openshell-runtime` (`cargo nextest run --workspace` does)",
+            path.display()
+        )
+    });
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for krate in ["openshell-runtime/src", "openshell-sandbox/src", "openshell-policy/src"] {
+        assert!(
+            newest_mtime(&sources.join(krate)) <= built,
+            "{} is older than crates/{krate}: rebuild it with `cargo build -p openshell-runtime`",
+            path.display()
+        );
+    }
+    path
+}
+
+/// Builds the probe image with `openshell lock` + `openshell build`; returns the archive.
+pub fn build_image(dir: &Path) -> PathBuf {
+    let work = dir.join("image");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    std::fs::write(work.join("probe.c"), PROBE).expect("probe.c");
+    let out = Command::new("gcc")
+        .args(["-static", "-Os", "-o"])
+        .arg(work.join("probe"))
+        .arg(work.join("probe.c"))
+        .output()
+        .expect("gcc is not installed: install gcc and libc6-dev");
+    assert!(out.status.success(), "gcc -static failed (install libc6-dev): {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        work.join("image.yaml"),
+        "name: openshell/runtime-e2e\ntag: \"1\"\nfiles:\n  - path: /probe\n    source: probe\n    mode: \"0755\"\n  - path: /data/secret\n    content: \"s3cret\\n\"\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\ncmd: [/probe, hello]\n",
+    )
+    .expect("image.yaml");
+    let store = work.join("store").display().to_string();
+    for args in [
+        vec!["lock", "image.yaml", "-o", "e2e.lock", "--store", &store],
+        vec!["build", "e2e.lock", "--archive", "image.tar", "--store", &store],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_openshell"))
+            .args(&args)
+            .current_dir(&work)
+            .env_remove("OPENSHELL_STORE")
+            .env("HOME", &work)
+            .output()
+            .expect("run openshell");
+        assert!(o.status.success(), "openshell {args:?}: {}", text(&o));
+    }
+    work.join("image.tar")
+}
