@@ -85,6 +85,12 @@ impl NotifyListener {
                     .read_to_string(&mut response)
                     .map_err(NotifyListenerError::Read)?;
                 tracing::debug!("received: {}", response);
+                // openshell patch: the connection stays open (close-on-exec)
+                // until the process executes its command (or closes its
+                // inherited descriptors, or exits): `start` waits for that
+                // end, so poststart hooks run after the process executed,
+                // as the OCI runtime spec says.
+                std::mem::forget(socket);
             }
             Err(e) => Err(NotifyListenerError::Accept(e))?,
         }
@@ -150,6 +156,14 @@ impl NotifySocket {
         stream
             .write_all(b"start container")
             .map_err(NotifyListenerError::SendStartContainer)?;
+        // openshell patch: then wait (10 s at most) until the process has
+        // executed its command: its end of the connection closes then.
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+        let mut rest = Vec::new();
+        if let Err(e) = stream.read_to_end(&mut rest) {
+            tracing::warn!(?e, "the container process did not execute within 10 s of start");
+        }
         tracing::debug!("notify finished");
         unistd::chdir(&cwd).map_err(|e| NotifyListenerError::Chdir {
             source: e,
