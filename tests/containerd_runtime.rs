@@ -4,6 +4,7 @@
 //! `openshell lock` + `openshell build` and imported with `ctr images import`:
 //! the shim's contract as containerd drives it — `create`/`start` with pipes,
 //! exit codes, `exec` (`ctr task exec`), `ps --format json` (`ctr task ps`),
+//! stats (`ctr task metrics`, from the cgroup the runtime made),
 //! `pause`/`resume`, `kill` and `delete`, a policy by annotation (`ctr run
 //! --annotation run.openshell.policy=FILE`, with a positive control), and
 //! SIGPIPE at its default.
@@ -104,6 +105,9 @@ fn containerd_runs_containers_through_openshell_runtime() {
     assert_eq!(stdout(&o), "hello from openshell\n");
     let o = ok(c.ctr(NAMESPACE, &["task", "ps", id]), "ctr task ps");
     assert!(stdout(&o).lines().count() >= 2, "ctr task ps lists the task's process: {}", text(&o));
+    // Stats: the shim reads the cgroup the runtime put the task in.
+    let o = ok(c.ctr(NAMESPACE, &["task", "metrics", id]), "ctr task metrics");
+    assert!(text(&o).contains("memory"), "ctr task metrics shows the task's memory: {}", text(&o));
     ok(c.ctr(NAMESPACE, &["task", "pause", id]), "ctr task pause");
     let o = c.ctr(NAMESPACE, &["task", "ls"]);
     assert!(stdout(&o).lines().any(|l| l.starts_with(id) && l.contains("PAUSED")), "{}", text(&o));
