@@ -34,9 +34,11 @@
 //! this runtime installs it in them (see `executor`), under no_new_privs unless the
 //! process keeps CAP_SYS_ADMIN.
 //!
-//! Modules: `ops` (the container operations), `policy`, `prepared`, `executor` (what an exec'd
+//! Modules: `ops` (the container operations), `events` (runc's stats JSON),
+//! `policy`, `prepared`, `executor` (what an exec'd
 //! process applies), `logging` (runc's log formats) and `spec` (`spec` and `features`).
 
+pub mod events;
 pub mod executor;
 pub mod logging;
 pub mod ops;

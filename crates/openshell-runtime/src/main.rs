@@ -134,6 +134,18 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Print a container's cgroup statistics as runc does (one JSON line): once
+    /// with --stats, else every --interval until it stops. OOM events are not
+    /// reported.
+    Events {
+        /// Print the statistics once and exit.
+        #[arg(long)]
+        stats: bool,
+        /// How often, without --stats (`5s`, `500ms`).
+        #[arg(long, default_value = "5s", value_parser = parse_interval)]
+        interval: std::time::Duration,
+        id: String,
+    },
     /// Apply new resource limits (OCI `linux.resources` JSON) to a container's
     /// cgroup, as `runc update --resources` does.
     Update {
@@ -195,6 +207,20 @@ enum CliError {
     },
     #[error("{what}: not OCI linux.resources JSON (line {line}, column {column}): {message}")]
     Resources { what: String, line: usize, column: usize, message: String },
+}
+
+/// `5s`, `500ms` or a number of seconds.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("`{text}`: give a duration such as 5s or 500ms");
+    let (number, unit) = match text.strip_suffix("ms") {
+        Some(n) => (n, 1),
+        None => (text.strip_suffix('s').unwrap_or(text), 1000),
+    };
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_millis(n * unit))
 }
 
 /// The resources `update` is given: a file, or stdin for `-`.
@@ -313,6 +339,20 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, CliError> {
         }
         Command::Pause { id } => rt.pause(id)?,
         Command::Update { resources, id } => rt.update(id, &read_resources(resources)?)?,
+        Command::Events { stats, interval, id } => loop {
+            let event = rt.stats(id)?;
+            let line = serde_json::to_string(&event)
+                .map_err(|e| CliError::Io { what: "writing to stdout".into(), source: e.into() })?;
+            writeln!(std::io::stdout(), "{line}")
+                .map_err(|source| CliError::Io { what: "writing to stdout".into(), source })?;
+            if *stats {
+                break;
+            }
+            std::thread::sleep(*interval);
+            if rt.stopped(id) {
+                break;
+            }
+        },
         Command::Resume { id } => rt.resume(id)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -438,6 +438,22 @@ impl Runtime {
         manager.apply(&options).map_err(|e| self.container_error(id, &e))
     }
 
+    /// The container's cgroup statistics, as runc's `events --stats` prints them.
+    pub fn stats(&self, id: &str) -> Result<crate::events::Event, RuntimeError> {
+        use libcgroups::common::CgroupManager;
+        let (container, manager) = self.cgroup(id)?;
+        if container.status() == ContainerStatus::Stopped {
+            return Err(RuntimeError::NotRunning(id.to_owned()));
+        }
+        let stats = manager.stats().map_err(|e| self.container_error(id, &e))?;
+        Ok(crate::events::stats_event(id, &stats))
+    }
+
+    /// Whether the container has stopped (or is gone).
+    pub fn stopped(&self, id: &str) -> bool {
+        self.load(id).map_or(true, |c| c.status() == ContainerStatus::Stopped)
+    }
+
     /// The pids in the container's cgroup.
     pub fn pids(&self, id: &str) -> Result<Vec<i32>, RuntimeError> {
         use libcgroups::common::CgroupManager;

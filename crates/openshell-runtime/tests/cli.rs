@@ -608,15 +608,46 @@ fn a_container_cannot_overwrite_the_runtime_through_proc_exe() {
     assert_eq!(sha(), before, "the runtime binary on the host changed");
 }
 
+/// runc, the reference the runtime is compared with.
+fn runc() -> &'static str {
+    let found = ["/usr/sbin/runc", "/usr/bin/runc"].into_iter().find(|p| Path::new(p).is_file());
+    found.expect("runc is not installed: install Debian's runc (.ci/run does)")
+}
+
+/// `runtime --root ROOT ARGS`.
+fn at(runtime: &str, root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(runtime);
+    c.arg("--root").arg(root).args(args);
+    c
+}
+
+/// Creates and starts `id` (its spec as configured, the probe serving) under
+/// `runtime` with `root`, its stdio in files (the container's process keeps
+/// them: a pipe would stay open), and waits until it serves.
+fn serve(f: &Fixture, runtime: &str, root: &Path, id: &str) {
+    let bundle = f.bundle().display().to_string();
+    let out_path = f.path().join(format!("{id}.out"));
+    let created = at(runtime, root, &["create", "--bundle", &bundle, id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(File::create(&out_path).expect("out")))
+        .stderr(Stdio::from(File::create(f.path().join(format!("{id}.err"))).expect("err")))
+        .status()
+        .expect("create");
+    assert!(
+        created.success(),
+        "{runtime} create: {}",
+        std::fs::read_to_string(f.path().join(format!("{id}.err"))).unwrap_or_default()
+    );
+    let o = at(runtime, root, &["start", id]).output().expect("start");
+    assert!(o.status.success(), "{runtime} start: {}", text(&o));
+    wait_until("the probe to serve", || std::fs::read_to_string(&out_path).is_ok_and(|s| s.contains("serving")));
+}
+
 /// What a container shows of itself under `runtime` (a path, `--root` under the
 /// fixture): process 1's lines from `run`, then an exec'd process's.
 fn observed(f: &Fixture, runtime: &str, id: &str, probe: &[&str]) -> (String, String) {
     let root = f.path().join(format!("root-{id}"));
-    let command = |args: &[&str]| {
-        let mut c = Command::new(runtime);
-        c.arg("--root").arg(&root).args(args);
-        c
-    };
+    let command = |args: &[&str]| at(runtime, &root, args);
     let bundle = f.bundle().display().to_string();
     let mut args = vec!["/probe"];
     args.extend_from_slice(probe);
@@ -625,20 +656,10 @@ fn observed(f: &Fixture, runtime: &str, id: &str, probe: &[&str]) -> (String, St
     assert!(run.status.success(), "{runtime} run: {}", text(&run));
     let ran = String::from_utf8_lossy(&run.stdout).into_owned();
 
-    // Detached, then exec: the stdio files keep nothing waiting on a pipe.
+    // Detached, then exec.
     let serving = format!("{id}-x");
     f.configure(&serving, &["/probe", "serve"], &[]);
-    let out_path = f.path().join(format!("{serving}.out"));
-    let created = command(&["create", "--bundle", &bundle, &serving])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(File::create(&out_path).expect("out")))
-        .stderr(Stdio::from(File::create(f.path().join(format!("{serving}.err"))).expect("err")))
-        .status()
-        .expect("create");
-    assert!(created.success(), "{runtime} create");
-    let o = command(&["start", &serving]).output().expect("start");
-    assert!(o.status.success(), "{runtime} start: {}", text(&o));
-    wait_until("the probe to serve", || std::fs::read_to_string(&out_path).is_ok_and(|s| s.contains("serving")));
+    serve(f, runtime, &root, &serving);
     let mut exec = vec!["exec", serving.as_str(), "/probe"];
     exec.extend_from_slice(probe);
     let o = command(&exec).stdin(Stdio::null()).output().expect("exec");
@@ -663,8 +684,7 @@ fn observed(f: &Fixture, runtime: &str, id: &str, probe: &[&str]) -> (String, St
 #[test]
 fn behaves_as_runc_does_on_the_same_bundle() {
     let f = Fixture::new();
-    let runc = ["/usr/sbin/runc", "/usr/bin/runc"].into_iter().find(|p| Path::new(p).is_file());
-    let runc = runc.expect("runc is not installed: install Debian's runc (.ci/run does)");
+    let runc = runc();
     f.edit_config(|spec| {
         spec["linux"]["seccomp"] = serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",
@@ -722,18 +742,13 @@ fn cgroup_limits(id: &str) -> (String, String) {
 #[test]
 fn update_changes_resources_as_runc_does() {
     let f = Fixture::new();
-    let runc = ["/usr/sbin/runc", "/usr/bin/runc"].into_iter().find(|p| Path::new(p).is_file());
-    let runc = runc.expect("runc is not installed: install Debian's runc (.ci/run does)");
+    let runc = runc();
     let bundle = f.bundle().display().to_string();
     let pid = std::process::id();
     let mut limits = Vec::new();
     for (runtime, id) in [(runc, format!("osrt-upd-runc-{pid}")), (RUNTIME, format!("osrt-upd-ours-{pid}"))] {
         let root = f.path().join(format!("root-{id}"));
-        let command = |args: &[&str]| {
-            let mut c = Command::new(runtime);
-            c.arg("--root").arg(&root).args(args);
-            c
-        };
+        let command = |args: &[&str]| at(runtime, &root, args);
         f.configure(&id, &["/probe", "serve"], &[]);
         let created = command(&["create", "--bundle", &bundle, &id])
             .stdin(Stdio::null())
@@ -812,8 +827,7 @@ fn failing_poststart_and_poststop_hooks_are_warnings() {
 #[test]
 fn disable_oom_killer_and_mount_labels_as_runc_does() {
     let f = Fixture::new();
-    let runc = ["/usr/sbin/runc", "/usr/bin/runc"].into_iter().find(|p| Path::new(p).is_file());
-    let runc = runc.expect("runc is not installed: install Debian's runc (.ci/run does)");
+    let runc = runc();
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let bundle = f.bundle().display().to_string();
     let pid = std::process::id();
@@ -919,4 +933,58 @@ fn poststart_hooks_run_after_the_process_executed() {
     let lines: Vec<&str> = lines.lines().collect();
     assert_eq!(lines.len(), 10, "{lines:?}");
     assert!(lines.iter().all(|l| l.trim() == "/probe serve"), "the hook saw {lines:?}");
+}
+
+/// Issue 15: `events --stats` prints the container's cgroup statistics in
+/// runc's JSON (what go-runc reads): the same structure as runc's on the same
+/// bundle for the parts both have, the same pids and memory limit. Without
+/// --stats it prints every --interval until the container stops. Before:
+/// "unrecognized subcommand".
+#[test]
+fn events_print_stats_as_runc_does() {
+    let f = Fixture::new();
+    let runc = runc();
+    let pid = std::process::id();
+    let mut seen = Vec::new();
+    for (runtime, id) in [(runc, format!("osrt-ev-runc-{pid}")), (RUNTIME, format!("osrt-ev-ours-{pid}"))] {
+        let root = f.path().join(format!("root-{id}"));
+        let command = |args: &[&str]| at(runtime, &root, args);
+        f.configure(&id, &["/probe", "serve"], &[]);
+        f.edit_config(|spec| {
+            spec["linux"]["resources"] = serde_json::json!({"memory": {"limit": 104857600}, "pids": {"limit": 64}})
+        });
+        serve(&f, runtime, &root, &id);
+        let o = command(&["events", "--stats", &id]).output().expect("events");
+        assert!(o.status.success(), "{runtime} events --stats: {}", text(&o));
+        let event: Value = serde_json::from_slice(&o.stdout).expect("one JSON event");
+        if runtime == RUNTIME {
+            // Streaming: lines every interval, ended by the container's end.
+            let child = command(&["events", "--interval", "100ms", &id])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("events");
+            std::thread::sleep(Duration::from_millis(350));
+            let _ = command(&["kill", &id, "KILL"]).output();
+            let o = child.wait_with_output().expect("events ends");
+            let lines = String::from_utf8_lossy(&o.stdout).lines().count();
+            assert!(o.status.success() && lines >= 2, "events --interval: {lines} lines, {}", text(&o));
+        }
+        let _ = command(&["delete", "--force", &id]).output();
+        seen.push(event);
+    }
+    let (theirs, ours) = (&seen[0], &seen[1]);
+    for e in [theirs, ours] {
+        assert_eq!(e["type"], "stats", "{e}");
+        assert_eq!(e["data"]["pids"], serde_json::json!({"current": 1, "limit": 64}), "{e}");
+        assert_eq!(e["data"]["memory"]["usage"]["limit"], 104857600, "{e}");
+    }
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    for part in ["cpu", "memory", "pids"] {
+        assert!(theirs["data"][part].is_object() && ours["data"][part].is_object(), "{part}");
+    }
+    assert_eq!(keys(&ours["data"]["cpu"]["usage"]), keys(&theirs["data"]["cpu"]["usage"]), "cpu.usage");
+    assert_eq!(keys(&ours["data"]["memory"]["usage"]), keys(&theirs["data"]["memory"]["usage"]), "memory.usage");
+    let ours_parts = keys(&ours["data"]);
+    assert!(ours_parts.iter().all(|k| theirs["data"].get(k).is_some()), "{ours_parts:?} against runc's {theirs}");
 }
