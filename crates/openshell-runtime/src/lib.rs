@@ -35,11 +35,13 @@
 //! process keeps CAP_SYS_ADMIN.
 //!
 //! Modules: `ops` (the container operations), `events` (runc's stats JSON),
+//! `hierarchies` (cgroup v1's named and unified hierarchies),
 //! `policy`, `prepared`, `executor` (what an exec'd
 //! process applies), `logging` (runc's log formats) and `spec` (`spec` and `features`).
 
 pub mod events;
 pub mod executor;
+pub mod hierarchies;
 pub mod logging;
 pub mod ops;
 pub mod policy;

@@ -270,6 +270,16 @@ impl Runtime {
             id: id.to_owned(),
             message: "no process id after create".into(),
         })?;
+        if let Some(path) = self.named_cgroup(&spec)
+            && let Err(e) = crate::hierarchies::join(&path, pid.as_raw())
+        {
+            let mut container = container;
+            let _ = container.delete(true);
+            return Err(RuntimeError::Container {
+                id: id.to_owned(),
+                message: format!("cgroup {}: {e}", path.display()),
+            });
+        }
         if let Some(policy) = &policy
             && let Err(e) = policy.save(&dir)
         {
@@ -335,7 +345,21 @@ impl Runtime {
                 needed: "stopped or created",
             });
         }
-        container.delete(force).map_err(|e| self.container_error(id, &e))
+        let named = load_spec(container.bundle()).ok().and_then(|spec| self.named_cgroup(&spec));
+        container.delete(force).map_err(|e| self.container_error(id, &e))?;
+        if let Some(path) = named {
+            crate::hierarchies::remove(&path);
+        }
+        Ok(())
+    }
+
+    /// The container's cgroup path in the hierarchies libcgroups leaves alone
+    /// (none with systemd cgroups, which systemd places).
+    fn named_cgroup(&self, spec: &Spec) -> Option<PathBuf> {
+        if self.systemd_cgroup {
+            return None;
+        }
+        spec.linux().as_ref().and_then(|l| l.cgroups_path().clone())
     }
 
     /// Runs another process in the running container, under the container's seccomp
@@ -378,6 +402,11 @@ impl Runtime {
             let _ = std::fs::remove_file(&process_file);
         }
         let pid = built?;
+        if let Some(path) = self.named_cgroup(&spec)
+            && let Err(e) = crate::hierarchies::join(&path, pid.as_raw())
+        {
+            tracing::warn!(error = %e, "placing the exec'd process in the named cgroup hierarchies");
+        }
         if opts.detach {
             return Ok(None);
         }

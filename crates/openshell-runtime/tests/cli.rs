@@ -988,3 +988,57 @@ fn events_print_stats_as_runc_does() {
     let ours_parts = keys(&ours["data"]);
     assert!(ours_parts.iter().all(|k| theirs["data"].get(k).is_some()), "{ours_parts:?} against runc's {theirs}");
 }
+
+/// A process's places in the `name=systemd` and unified hierarchies, from the
+/// host's /proc, with the container's id written ID.
+fn named_cgroups(pid: &str, id: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc/PID/cgroup");
+    text.lines()
+        .filter_map(|l| l.split_once(':').map(|(_, rest)| rest))
+        .filter(|rest| rest.starts_with("name=systemd:") || rest.starts_with(':'))
+        .map(|rest| rest.replace(id, "ID"))
+        .collect()
+}
+
+/// Issue 15: on a cgroup v1 host, runc also places a container's processes in
+/// the `name=systemd` and unified hierarchies under the container's cgroup path,
+/// and removes that directory at delete; so does openshell-runtime, for process
+/// 1 and an exec'd process (before: both stayed at `/`). On a cgroup2-only host
+/// both show the one unified line.
+#[test]
+fn containers_are_placed_in_every_hierarchy_as_runc_does() {
+    let f = Fixture::new();
+    let runc = runc();
+    let pid = std::process::id();
+    let mut seen = Vec::new();
+    for (runtime, id) in [(runc, format!("osrt-cg-runc-{pid}")), (RUNTIME, format!("osrt-cg-ours-{pid}"))] {
+        let root = f.path().join(format!("root-{id}"));
+        f.configure(&id, &["/probe", "serve"], &[]);
+        serve(&f, runtime, &root, &id);
+        let state: Value = serde_json::from_slice(&at(runtime, &root, &["state", &id]).output().expect("state").stdout)
+            .expect("state json");
+        let init = state["pid"].to_string();
+        let pid_file = f.path().join(format!("{id}.exec.pid"));
+        let o = at(runtime, &root, &["exec", "--detach", "--pid-file", &pid_file.display().to_string(), &id])
+            .args(["/probe", "sleep:5000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("exec");
+        assert!(o.success(), "{runtime} exec --detach");
+        let execd = std::fs::read_to_string(&pid_file).expect("exec pid").trim().to_owned();
+        seen.push((named_cgroups(&init, &id), named_cgroups(&execd, &id)));
+        let o = at(runtime, &root, &["delete", "--force", &id]).output().expect("delete");
+        assert!(o.status.success(), "{runtime} delete: {}", text(&o));
+        for hierarchy in ["systemd", "unified"] {
+            let dir = format!("/sys/fs/cgroup/{hierarchy}/openshell-runtime-test/{id}");
+            assert!(!Path::new(&dir).exists(), "{runtime} left {dir}");
+        }
+    }
+    if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let expected = ["name=systemd:/openshell-runtime-test/ID", ":/openshell-runtime-test/ID"];
+        assert_eq!(seen[0].0, expected, "runc's process 1 (the reference)");
+    }
+    assert_eq!(seen[1], seen[0], "openshell-runtime's (process 1, exec'd) against runc's");
+}
