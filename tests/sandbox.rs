@@ -965,14 +965,7 @@ fn the_docker_driver_runs_the_product_path() {
     files_in_and_out(&env);
     port_forward(&env);
 
-    let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
-        .expect("default policy");
-    let cut = default.find("\nnetwork_policies:").expect("network policies");
-    let policy = format!(
-        "{}\nnetwork_policies:\n  upstream:\n    endpoints:\n      - {{ host: api.test, port: 8080, allowed_ips: [10.214.0.0/16] }}\n    binaries:\n      - path: /bin/wget\n",
-        &default[..cut]
-    );
-    std::fs::write(env.path().join("egress.yaml"), policy).expect("write");
+    std::fs::write(env.path().join("egress.yaml"), wget_to_upstream(8080)).expect("write");
     let out = env.create(&["-d", "--name", "seen", "--policy", "egress.yaml", "--", "sleep", "1000"]);
     assert!(out.status.success(), "{}", text(&out));
     let docker = |args: &[&str]| env.docker.as_ref().and_then(|d| d.dockerd.as_ref()).expect("dockerd").docker(args);
@@ -999,16 +992,20 @@ fn the_docker_driver_runs_the_product_path() {
     assert_eq!(stdout(&out), "hello from upstream\n", "{}", text(&out));
 }
 
-fn egress_through_the_proxy(env: &Env, upstream: &Upstream) {
+/// The default policy with one network policy instead of its own: `/bin/wget`
+/// to api.test:`port` (the test's upstream, in 10.214.0.0/16).
+fn wget_to_upstream(port: u16) -> String {
     let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
         .expect("default policy");
     let cut = default.find("\nnetwork_policies:").expect("network policies");
-    let allow = |port: u16| {
-        format!(
-            "{}\nnetwork_policies:\n  upstream:\n    endpoints:\n      - {{ host: api.test, port: {port}, allowed_ips: [10.214.0.0/16] }}\n    binaries:\n      - path: /bin/wget\n",
-            &default[..cut]
-        )
-    };
+    format!(
+        "{}\nnetwork_policies:\n  upstream:\n    endpoints:\n      - {{ host: api.test, port: {port}, allowed_ips: [10.214.0.0/16] }}\n    binaries:\n      - path: /bin/wget\n",
+        &default[..cut]
+    )
+}
+
+fn egress_through_the_proxy(env: &Env, upstream: &Upstream) {
+    let allow = wget_to_upstream;
     std::fs::write(env.path().join("egress.yaml"), allow(8080)).expect("write");
     std::fs::write(env.path().join("egress-9090.yaml"), allow(9090)).expect("write");
     let out = env.create(&["-d", "--name", "net", "--policy", "egress.yaml"]);
@@ -2273,14 +2270,7 @@ fn one_sandbox_cannot_exhaust_its_proxy() {
     let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lockfiles/default.lock").display().to_string();
     let out = env.run(&["sandbox", "create", "-d", "--name", "flood", "--store", &store, "--image", &lock]);
     assert!(out.status.success(), "{}", text(&out));
-    let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
-        .expect("default policy");
-    let cut = default.find("\nnetwork_policies:").expect("network policies");
-    let policy = format!(
-        "{}\nnetwork_policies:\n  upstream:\n    endpoints:\n      - {{ host: api.test, port: 8080, allowed_ips: [10.214.0.0/16] }}\n    binaries:\n      - path: /bin/wget\n",
-        &default[..cut]
-    );
-    std::fs::write(env.path().join("egress.yaml"), policy).expect("write");
+    std::fs::write(env.path().join("egress.yaml"), wget_to_upstream(8080)).expect("write");
     let out = env.create(&["-d", "--name", "calm", "--policy", "egress.yaml"]);
     assert!(out.status.success(), "{}", text(&out));
     let flood = r#"

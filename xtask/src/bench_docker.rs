@@ -21,6 +21,34 @@ use std::time::{Duration, Instant};
 use crate::bench_sandbox::{Openshell, capture, median, p90, prepare_image, time_once};
 use crate::{cargo, run, target_dir};
 
+/// Why the bench could not measure.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerBenchError {
+    #[error("bench docker-driver: {0}")]
+    Usage(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} did not start: {log}")]
+    NotStarted { what: &'static str, log: String },
+    /// A set-up step or timed command of `bench sandbox`'s, which says what failed.
+    #[error("{0}")]
+    Step(String),
+}
+
+impl From<String> for DockerBenchError {
+    fn from(message: String) -> Self {
+        DockerBenchError::Step(message)
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DockerBenchError + '_ {
+    move |source| DockerBenchError::Io { path: path.to_owned(), source }
+}
+
 const USAGE: &str = "usage: cargo xtask bench docker-driver [--iterations N (20)] [--warmup N (2)]";
 
 /// A dockerd of the bench's own, stopped (with its containers) on drop.
@@ -30,7 +58,7 @@ struct Dockerd {
 }
 
 impl Dockerd {
-    fn start(dir: &Path, runtime: &Path) -> Result<Dockerd, String> {
+    fn start(dir: &Path, runtime: &Path) -> Result<Dockerd, DockerBenchError> {
         let config = dir.join("daemon.json");
         let sandboxes = dir.join("sandboxes");
         let json = format!(
@@ -38,9 +66,10 @@ impl Dockerd {
             runtime.display(),
             sandboxes.display()
         );
-        std::fs::write(&config, json).map_err(|e| format!("{}: {e}", config.display()))?;
-        let log = std::fs::File::create(dir.join("dockerd.log")).map_err(|e| format!("dockerd.log: {e}"))?;
-        let log2 = log.try_clone().map_err(|e| format!("dockerd.log: {e}"))?;
+        std::fs::write(&config, json).map_err(io(&config))?;
+        let log_path = dir.join("dockerd.log");
+        let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+        let log2 = log.try_clone().map_err(io(&log_path))?;
         let path = |p: &str| dir.join(p).display().to_string();
         let child = Command::new("dockerd")
             .args(["--config-file", &path("daemon.json"), "--data-root", &path("data"), "--exec-root", &path("x")])
@@ -50,13 +79,13 @@ impl Dockerd {
             .stdout(log)
             .stderr(log2)
             .spawn()
-            .map_err(|e| format!("dockerd (Debian package docker.io): {e}"))?;
+            .map_err(io(Path::new("dockerd (Debian package docker.io)")))?;
         let d = Dockerd { dir: dir.to_owned(), child };
         let deadline = Instant::now() + Duration::from_secs(60);
         while d.docker(&["info"]).status().map(|s| !s.success()).unwrap_or(true) {
             if Instant::now() > deadline {
                 let said = std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default();
-                return Err(format!("the bench's dockerd did not come up: {said}"));
+                return Err(DockerBenchError::NotStarted { what: "the bench's dockerd", log: said });
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -97,7 +126,8 @@ impl Drop for Dockerd {
     }
 }
 
-fn parse(args: &[String]) -> Result<Option<(usize, usize)>, String> {
+fn parse(args: &[String]) -> Result<Option<(usize, usize)>, DockerBenchError> {
+    let usage = DockerBenchError::Usage;
     let (mut iterations, mut warmup) = (20, 2);
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -105,18 +135,18 @@ fn parse(args: &[String]) -> Result<Option<(usize, usize)>, String> {
             "-n" | "--iterations" => &mut iterations,
             "--warmup" => &mut warmup,
             "-h" | "--help" => return Ok(None),
-            other => return Err(format!("bench docker-driver: unknown option `{other}` (try --help)")),
+            other => return Err(usage(format!("unknown option `{other}` (try --help)"))),
         };
-        let value = args.next().ok_or_else(|| format!("{flag} needs a number"))?;
-        *slot = value.parse().map_err(|_| format!("{flag} `{value}`: not a number"))?;
+        let value = args.next().ok_or_else(|| usage(format!("{flag} needs a number")))?;
+        *slot = value.parse().map_err(|_| usage(format!("{flag} `{value}`: not a number")))?;
     }
     if iterations == 0 {
-        return Err("--iterations must be at least 1".into());
+        return Err(usage("--iterations must be at least 1".into()));
     }
     Ok(Some((iterations, warmup)))
 }
 
-pub fn bench_docker(args: &[String]) -> Result<(), String> {
+pub fn bench_docker(args: &[String]) -> Result<(), DockerBenchError> {
     let Some((iterations, warmup)) = parse(args)? else {
         println!("{USAGE}");
         return Ok(());
@@ -125,7 +155,7 @@ pub fn bench_docker(args: &[String]) -> Result<(), String> {
     let release = target_dir().join("release");
     // Short: dockerd's and containerd's sockets live under it.
     let dir = PathBuf::from(format!("/tmp/osbench-docker-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let os = Openshell {
         bin: release.join("openshell"),
         gateway: dir.join("gateway"),
@@ -139,7 +169,8 @@ pub fn bench_docker(args: &[String]) -> Result<(), String> {
         "-i",
         &image.archive.display().to_string(),
     ]))?;
-    let log = std::fs::File::create(dir.join("gateway.log")).map_err(|e| format!("gateway.log: {e}"))?;
+    let log_path = dir.join("gateway.log");
+    let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
     let store = dir.join("store").display().to_string();
     let mut gateway = os
         .cmd(&["gateway", "run", "--store", &store, "--driver", "docker", "--docker-socket", &dockerd.socket()])
@@ -147,7 +178,7 @@ pub fn bench_docker(args: &[String]) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .map_err(|e| format!("gateway run --driver docker: {e}"))?;
+        .map_err(io(&os.bin))?;
     let outcome = measure(&os, &dockerd, &dir, &image.reference, iterations, warmup);
     let _ = os.output(&["gateway", "stop"]);
     let _ = gateway.wait();
@@ -167,18 +198,21 @@ fn measure(
     reference: &str,
     iterations: usize,
     warmup: usize,
-) -> Result<String, String> {
+) -> Result<String, DockerBenchError> {
     let store = dir.join("store").display().to_string();
     let no_network = dir.join("no-network.yaml");
     let default = std::fs::read_to_string(crate::root().join("policies/default.yaml"))
-        .map_err(|e| format!("policies/default.yaml: {e}"))?;
-    let cut = default.find("\nnetwork_policies:").ok_or("policies/default.yaml: no network_policies")?;
-    std::fs::write(&no_network, &default[..cut]).map_err(|e| format!("{}: {e}", no_network.display()))?;
+        .map_err(io(Path::new("policies/default.yaml")))?;
+    let cut = default
+        .find("\nnetwork_policies:")
+        .ok_or_else(|| DockerBenchError::Step("policies/default.yaml: no network_policies".into()))?;
+    std::fs::write(&no_network, &default[..cut]).map_err(io(&no_network))?;
     let no_network = no_network.display().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     while os.output(&["gateway", "status"]).is_err() {
         if Instant::now() > deadline {
-            return Err("the gateway with --driver docker did not start (see gateway.log)".into());
+            let log = std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default();
+            return Err(DockerBenchError::NotStarted { what: "the gateway with --driver docker", log });
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -224,13 +258,13 @@ fn measure(
     let errors = dir.join("stderr.log");
     for round in 0..warmup + iterations {
         for (i, (label, command)) in subjects.iter().enumerate() {
-            let t = time_once(command(), &errors).map_err(|e| format!("{label}: {e}"))?;
+            let t = time_once(command(), &errors).map_err(|e| DockerBenchError::Step(format!("{label}: {e}")))?;
             if round >= warmup {
                 samples[i].push(t);
             }
         }
     }
-    let peer = median(&samples[2]).ok_or("no samples")?;
+    let peer = median(&samples[2]).ok_or_else(|| DockerBenchError::Step("no samples".into()))?;
     let mut table = format!(
         "\ndocker-driver bench: {iterations} iterations (+{warmup} warm-up, interleaved), image {reference}\n{:<40} {:>10} {:>10} {:>12}\n",
         "", "median", "p90", "/ runc peer"

@@ -204,7 +204,7 @@ fn bench(name: Option<&str>, rest: &[String]) -> Result<(), String> {
             if status.success() { Ok(()) } else { Err(format!("cargo bench failed ({status})")) }
         }
         Some("sandbox") => bench_sandbox::bench_sandbox(rest),
-        Some("docker-driver") => bench_docker::bench_docker(rest),
+        Some("docker-driver") => bench_docker::bench_docker(rest).map_err(|e| e.to_string()),
         Some("push") => bench_push::bench_push(rest).map_err(|e| e.to_string()),
         Some("bundle") => bench_bundle::bench_bundle(rest).map_err(|e| e.to_string()),
         Some("proxy") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "proxy"]),

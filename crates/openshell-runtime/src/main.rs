@@ -209,9 +209,14 @@ enum CliError {
     Resources { what: String, line: usize, column: usize, message: String },
 }
 
+/// An `--interval` that is not a duration.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}`: give a duration such as 5s or 500ms")]
+struct IntervalError(String);
+
 /// `5s`, `500ms` or a number of seconds.
-fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("`{text}`: give a duration such as 5s or 500ms");
+fn parse_interval(text: &str) -> Result<std::time::Duration, IntervalError> {
+    let bad = || IntervalError(text.to_owned());
     let (number, unit) = match text.strip_suffix("ms") {
         Some(n) => (n, 1),
         None => (text.strip_suffix('s').unwrap_or(text), 1000),
