@@ -10,6 +10,7 @@ pub mod proxy_common;
 
 pub mod built;
 pub mod containerd;
+pub mod cri;
 pub mod debian_archive;
 pub mod dockerd;
 pub mod gpg;

@@ -60,7 +60,19 @@ pub fn runtime_binary() -> PathBuf {
 
 /// Builds the probe image with `openshell lock` + `openshell build`; returns the archive.
 pub fn build_image(dir: &Path) -> PathBuf {
-    let work = dir.join("image");
+    build_probe_image(dir, "runtime-e2e", "[/probe, hello]").archive
+}
+
+/// An image built by `openshell build`: its `docker load` archive and manifest digest.
+pub struct ProbeImage {
+    pub archive: PathBuf,
+    pub manifest: String,
+}
+
+/// Builds `openshell/NAME:1` holding the static probe (and `/data/secret`), whose
+/// command is `cmd` (a YAML flow sequence), under `dir/NAME`.
+pub fn build_probe_image(dir: &Path, name: &str, cmd: &str) -> ProbeImage {
+    let work = dir.join(name);
     std::fs::create_dir_all(&work).expect("mkdir");
     std::fs::write(work.join("probe.c"), PROBE).expect("probe.c");
     let out = Command::new("gcc")
@@ -72,10 +84,11 @@ pub fn build_image(dir: &Path) -> PathBuf {
     assert!(out.status.success(), "gcc -static failed (install libc6-dev): {}", String::from_utf8_lossy(&out.stderr));
     std::fs::write(
         work.join("image.yaml"),
-        "name: openshell/runtime-e2e\ntag: \"1\"\nfiles:\n  - path: /probe\n    source: probe\n    mode: \"0755\"\n  - path: /data/secret\n    content: \"s3cret\\n\"\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\ncmd: [/probe, hello]\n",
+        format!("name: openshell/{name}\ntag: \"1\"\nfiles:\n  - path: /probe\n    source: probe\n    mode: \"0755\"\n  - path: /data/secret\n    content: \"s3cret\\n\"\nuser: {{ name: sandbox, uid: 1000, gid: 1000, home: /sandbox }}\ncmd: {cmd}\n"),
     )
     .expect("image.yaml");
     let store = work.join("store").display().to_string();
+    let mut manifest = String::new();
     for args in [
         vec!["lock", "image.yaml", "-o", "e2e.lock", "--store", &store],
         vec!["build", "e2e.lock", "--archive", "image.tar", "--store", &store],
@@ -88,6 +101,7 @@ pub fn build_image(dir: &Path) -> PathBuf {
             .output()
             .expect("run openshell");
         assert!(o.status.success(), "openshell {args:?}: {}", text(&o));
+        manifest = stdout(&o).trim().to_owned();
     }
-    work.join("image.tar")
+    ProbeImage { archive: work.join("image.tar"), manifest }
 }

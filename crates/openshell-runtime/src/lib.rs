@@ -34,9 +34,14 @@
 //! this runtime installs it in them (see `executor`), under no_new_privs unless the
 //! process keeps CAP_SYS_ADMIN.
 //!
+//! A bundle made by containerd's CRI plugin (a Kubernetes pod's) never runs as
+//! given: it takes its pod's policy from the `run.openshell.policy.yaml` or `.file`
+//! annotation, checked against `run.openshell.policy.digest`, or the baseline, and
+//! is confined (`pod`).
+//!
 //! Modules: `ops` (the container operations), `events` (runc's stats JSON),
 //! `hierarchies` (cgroup v1's named and unified hierarchies),
-//! `policy`, `prepared`, `executor` (what an exec'd
+//! `policy`, `pod`, `prepared`, `executor` (what an exec'd
 //! process applies), `logging` (runc's log formats) and `spec` (`spec` and `features`).
 
 pub mod events;
@@ -44,6 +49,7 @@ pub mod executor;
 pub mod hierarchies;
 pub mod logging;
 pub mod ops;
+pub mod pod;
 pub mod policy;
 pub mod prepared;
 pub mod spec;

@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use crate::executor::{ExecExecutor, Reporting};
+use crate::pod::{self, PodError};
 use crate::policy::{self, PolicyError, SandboxPolicy};
 use crate::prepared;
 use openshell_sandbox::run::InitMode;
@@ -42,6 +43,8 @@ pub enum RuntimeError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Prepared(#[from] crate::prepared::PreparedError),
+    #[error(transparent)]
+    Pod(#[from] PodError),
     #[error("container \"{id}\": {message}")]
     Container { id: String, message: String },
     #[error("container \"{id}\": {what}")]
@@ -213,6 +216,38 @@ impl Runtime {
         RuntimeError::Container { id: id.to_owned(), message: chain(e) }
     }
 
+    /// The container's policy (a prepared sandbox's, the annotations', `--policy`, or a
+    /// pod's baseline), loaded; and the bundle rewritten where that policy or the
+    /// prepared sandbox decides: a pod's confinement, the sandbox's network namespace.
+    fn prepare(
+        &self,
+        id: &str,
+        bundle: &Path,
+        spec: &mut Spec,
+    ) -> Result<(Option<prepared::Prepared>, Option<SandboxPolicy>), RuntimeError> {
+        let prepared = match &self.sandbox_dir {
+            Some(dir) => prepared::find(dir, id, spec)?,
+            None => None,
+        };
+        let chosen = match &prepared {
+            Some(p) => Some(policy::PolicySource::HostFile(p.policy.clone())),
+            None => policy::select(spec, self.default_policy.as_deref())?,
+        };
+        let policy = chosen.map(|source| policy::load_source(&source, spec)).transpose()?;
+        if let Some(policy) = &policy
+            && pod::container_type(spec).is_some()
+        {
+            pod::confine(bundle, spec, &policy.resources)?;
+        }
+        if let Some(prepared) = &prepared {
+            prepared::check_network(id, prepared, policy.as_ref().is_some_and(|p| p.has_network))?;
+            if let Some(netns) = &prepared.netns {
+                prepared::join_network(bundle, spec, netns)?;
+            }
+        }
+        Ok((prepared, policy))
+    }
+
     /// Creates the container: its process waits for `start`. The bundle's policy
     /// (annotation or `--policy`) is loaded first, so a bad one fails here.
     pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Pid, RuntimeError> {
@@ -225,24 +260,7 @@ impl Runtime {
             .map_err(|source| RuntimeError::Io { path: opts.bundle.clone(), source })?;
         let mut spec = load_spec(&bundle)?;
         check_labels(id, &spec)?;
-        let prepared = match &self.sandbox_dir {
-            Some(dir) => prepared::find(dir, id, &spec)?,
-            None => None,
-        };
-        let chosen = match &prepared {
-            Some(p) => Some(p.policy.clone()),
-            None => policy::select(&spec, self.default_policy.as_deref())?,
-        };
-        let policy = match chosen {
-            Some(path) => Some(policy::load(&path, &policy::workdir(&spec))?),
-            None => None,
-        };
-        if let Some(prepared) = &prepared {
-            prepared::check_network(id, prepared, policy.as_ref().is_some_and(|p| p.has_network))?;
-            if let Some(netns) = &prepared.netns {
-                prepared::join_network(&bundle, &mut spec, netns)?;
-            }
-        }
+        let (prepared, policy) = self.prepare(id, &bundle, &mut spec)?;
         let cerr = |e: &dyn std::error::Error| self.container_error(id, e);
         let builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
             .with_root_path(&self.root)
@@ -253,7 +271,7 @@ impl Runtime {
             .with_preserved_fds(opts.preserve_fds);
         let builder = match &policy {
             Some(policy) => {
-                tracing::debug!(policy = %policy.source.display(), "applying the policy's Landlock rules and seccomp filter");
+                tracing::debug!(policy = %policy.source, "applying the policy's Landlock rules and seccomp filter");
                 let mode = prepared.as_ref().map_or(InitMode::Exec, |p| p.init_mode());
                 builder.with_executor(Reporting(policy.executor(mode)))
             }
@@ -371,17 +389,22 @@ impl Runtime {
         let policy = SandboxPolicy::saved(&dir)?;
         let spec = load_spec(container.bundle())?;
         let executor = ExecExecutor { policy: policy.as_ref().map(|p| p.executor(InitMode::Exec)) };
-        let process_file = match &opts.process {
-            Some(path) => path.clone(),
-            None => {
-                let path = dir.join(format!("openshell-exec-{}.json", std::process::id()));
-                let process = exec_process(&spec, opts)?;
-                let json = serde_json::to_vec(&process)
-                    .map_err(|e| RuntimeError::Io { path: path.clone(), source: e.into() })?;
-                std::fs::write(&path, json).map_err(|source| RuntimeError::Io { path: path.clone(), source })?;
-                path
-            }
+        let mut process = match &opts.process {
+            Some(path) => read_process(path)?,
+            None => exec_process(&spec, opts)?,
         };
+        if let Some(policy) = &policy
+            && pod::container_type(&spec).is_some()
+        {
+            let path = container.bundle().join("config.json");
+            pod::confine_process(&mut process, &policy.resources)
+                .map_err(|message| RuntimeError::Spec { path, message })?;
+        }
+        let process_file = dir.join(format!("openshell-exec-{}.json", std::process::id()));
+        let json = serde_json::to_vec(&process)
+            .map_err(|e| RuntimeError::Io { path: process_file.clone(), source: e.into() })?;
+        std::fs::write(&process_file, json)
+            .map_err(|source| RuntimeError::Io { path: process_file.clone(), source })?;
         let cerr = |e: &dyn std::error::Error| self.container_error(id, e);
         let built = (|| {
             ContainerBuilder::new(id.to_owned(), SyscallType::default())
@@ -398,9 +421,7 @@ impl Runtime {
                 .build()
                 .map_err(|e| cerr(&e))
         })();
-        if opts.process.is_none() {
-            let _ = std::fs::remove_file(&process_file);
-        }
+        let _ = std::fs::remove_file(&process_file);
         let pid = built?;
         if let Some(path) = self.named_cgroup(&spec)
             && let Err(e) = crate::hierarchies::join(&path, pid.as_raw())
@@ -545,6 +566,13 @@ fn report(container: &Container) -> Result<StateReport, RuntimeError> {
         owner: String::new(),
         annotations: container.state.annotations.clone().unwrap_or_default().into_iter().collect(),
     })
+}
+
+/// The process JSON `exec --process FILE` names (runc's: the whole OCI process).
+fn read_process(path: &Path) -> Result<libcontainer::oci_spec::runtime::Process, RuntimeError> {
+    let text = std::fs::read(path).map_err(|source| RuntimeError::Io { path: path.to_owned(), source })?;
+    serde_json::from_slice(&text)
+        .map_err(|e| RuntimeError::Spec { path: path.to_owned(), message: format!("not an OCI process: {e}") })
 }
 
 /// The process `exec` runs without `--process`: the container's own process with

@@ -1,0 +1,313 @@
+//! The kubelet's path: containerd's CRI plugin (Debian containerd 1.6, runc v2
+//! shim, a CNI bridge) driven through the CRI API exactly as the kubelet does, with
+//! the runtime handler `openshell` (the shim's `BinaryName` = openshell-runtime)
+//! and, on the same steps, with runc: RunPodSandbox, CreateContainer and
+//! StartContainer of an image built by `openshell build` and imported into
+//! containerd (same digest), ExecSync, ContainerStatus, the container's log,
+//! two containers of one pod sharing its network namespace, StopPodSandbox and
+//! RemovePodSandbox. What runc does is the reference: both must observe the same.
+//!
+//! Needs root, containerd (Debian `containerd`), the CNI plugins (Debian
+//! `containernetworking-plugins`), gcc with static libc, runc, and
+//! `openshell-runtime` built beside `openshell`. containerd runs in a network
+//! namespace of its own, so the pods' bridge never touches the host's.
+
+use std::path::{Path, PathBuf};
+
+use support::containerd::{Containerd, CriSetup};
+use support::cri::{ContainerState, Cri, Pod, Spec};
+use support::runtime_image::{ProbeImage, build_probe_image, runtime_binary, text};
+
+mod support;
+
+/// The CRI plugin's namespace in containerd.
+const K8S: &str = "k8s.io";
+const IMAGE: &str = "docker.io/openshell/cri-probe:1";
+const PAUSE: &str = "docker.io/openshell/cri-pause:1";
+/// Where the test's pods' cgroups go (cgroupfs driver: PID 1 here is not systemd).
+const CGROUP_PARENT: &str = "/openshell-cri-test";
+
+fn require_root() {
+    let euid = std::process::Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(String::from_utf8_lossy(&euid.stdout).trim(), "0", "this test starts containerd: run it as root");
+    support::registry::require_file("/usr/sbin/runc", "runc");
+}
+
+/// The `openshell` runtime entry, as a node's containerd config carries it.
+fn openshell_runtime_entry(binary: &Path) -> String {
+    let table = "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.openshell";
+    format!(
+        "[{table}]\n  runtime_type = \"io.containerd.runc.v2\"\n  pod_annotations = [\"run.openshell.*\"]\n\
+         [{table}.options]\n  BinaryName = \"{}\"\n",
+        binary.display()
+    )
+}
+
+/// A containerd with the CRI plugin, the probe and pause images imported into its
+/// `k8s.io` namespace.
+struct Node {
+    // Dropped first: containerd stops before its directory goes.
+    containerd: Containerd,
+    cri: Cri,
+    dir: tempfile::TempDir,
+    image: ProbeImage,
+}
+
+impl Node {
+    fn start() -> Node {
+        require_root();
+        let runtime = runtime_binary();
+        // Short: containerd's sockets live under it.
+        let dir = tempfile::Builder::new().prefix("oscri").tempdir_in("/tmp").expect("tempdir");
+        let image = build_probe_image(dir.path(), "cri-probe", "[/probe, hello]");
+        let pause = build_probe_image(dir.path(), "cri-pause", "[/probe, serve]");
+        let setup = CriSetup {
+            sandbox_image: PAUSE,
+            runtimes: &openshell_runtime_entry(&runtime),
+            bridge: "oscri0",
+            subnet: "10.203.7.0/24",
+        };
+        let containerd = Containerd::start_cri(&dir.path().join("containerd"), &setup);
+        for archive in [&image.archive, &pause.archive] {
+            let o = containerd.ctr(K8S, &["images", "import", &archive.display().to_string()]);
+            assert!(o.status.success(), "ctr images import: {}", text(&o));
+        }
+        let cri = Cri::connect(&containerd.address);
+        Node { containerd, cri, dir, image }
+    }
+
+    fn logs(&self, handler: &str) -> PathBuf {
+        let logs = self.dir.path().join("logs").join(handler);
+        std::fs::create_dir_all(&logs).expect("mkdir logs");
+        logs
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // The pods' cgroup parents are the kubelet's to make and remove.
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let parent = hierarchy.path().join(CGROUP_PARENT.trim_start_matches('/'));
+            for pod in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                let _ = std::fs::remove_dir(pod.path());
+            }
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+fn spec<'a>(name: &'a str, command: &'a [&'a str]) -> Spec<'a> {
+    Spec { name, image: IMAGE, command, annotations: &[], log: "", mounts: &[] }
+}
+
+/// What one pod's lifecycle showed, under one runtime handler.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    exec: (i32, String),
+    lo: String,
+    /// The second container reaches the first one's listener on 127.0.0.1.
+    connect: (i32, String),
+    same_netns: bool,
+    pidns_differ: bool,
+    job_exit: i32,
+    job_log: Vec<String>,
+    image_ref: String,
+    sigpipe_ignored: bool,
+}
+
+/// The flags of `/proc/self/status`'s SigIgn hex mask for SIGPIPE (bit 13).
+fn sigpipe_ignored(line: &str) -> bool {
+    let hex = line.trim().strip_prefix("SigIgn: ").unwrap_or_else(|| panic!("not a SigIgn line: {line:?}"));
+    u64::from_str_radix(hex, 16).expect("hex") & (1 << 12) != 0
+}
+
+/// A CRI log line's stream, tag and message ("TIME STREAM TAG MESSAGE").
+fn log_messages(path: &Path) -> Vec<String> {
+    let log = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    log.lines().map(|l| l.splitn(4, ' ').skip(1).collect::<Vec<_>>().join(" ")).collect()
+}
+
+fn pod_lifecycle(node: &mut Node, handler: &str) -> Observed {
+    let logs = node.logs(handler);
+    let cri = &mut node.cri;
+    let pod: Pod = cri
+        .run_pod(&format!("lifecycle-{handler}"), handler, &[], &logs, CGROUP_PARENT)
+        .unwrap_or_else(|e| panic!("RunPodSandbox ({handler}): {e}\n{}", node.containerd.log()));
+    let server = cri.run(&pod, &spec("server", &["/probe", "listen:8080"]));
+    let main = cri.run(&pod, &spec("main", &["/probe", "serve"]));
+    let (code, out, err) = cri.exec_sync(&main, &["/probe", "hello", "exit:5"]);
+    assert_eq!(err, "", "ExecSync's stderr");
+    let exec = (code, out);
+    let lo = cri.exec_sync(&main, &["/probe", "loup"]).1;
+    let (code, out, _) = cri.exec_sync(&main, &["/probe", "connect:8080"]);
+    let connect = (code, out);
+    let ns = |cri: &mut Cri, id: &str, name: &str| cri.exec_sync(id, &["/probe", &format!("ns:{name}")]).1;
+    let same_netns = ns(cri, &main, "net") == ns(cri, &server, "net");
+    let pidns_differ = ns(cri, &main, "pid") != ns(cri, &server, "pid");
+    let status = cri.status(&main);
+    assert_eq!(status.state, ContainerState::ContainerRunning as i32, "{status:?}");
+    let image_ref = status.image_ref;
+    let sigpipe = cri.exec_sync(&main, &["/probe", "status:SigIgn"]).1;
+    // A container that runs to its end: exit code and log as the kubelet reads them.
+    let job = cri.run(&pod, &Spec { log: "job.log", ..spec("job", &["/probe", "hello", "exit:3"]) });
+    let status = cri.wait_exited(&job);
+    let job_log = log_messages(&logs.join("job.log"));
+    cri.stop_pod(&pod);
+    assert_eq!(cri.status(&main).state, ContainerState::ContainerExited as i32, "StopPodSandbox stops its containers");
+    cri.remove_pod(&pod);
+    let (pods, containers) = cri.listed();
+    assert!(pods.is_empty() && containers.is_empty(), "left after RemovePodSandbox: {pods:?} {containers:?}");
+    Observed {
+        exec,
+        lo,
+        connect,
+        same_netns,
+        pidns_differ,
+        job_exit: status.exit_code,
+        job_log,
+        image_ref,
+        sigpipe_ignored: sigpipe_ignored(&sigpipe),
+    }
+}
+
+#[test]
+fn the_kubelets_path_runs_pods_through_openshell_runtime_as_through_runc() {
+    let mut node = Node::start();
+    let version = node.cri.version();
+    assert_eq!(version.runtime_name, "containerd", "{version:?}");
+    // The image containerd holds is the one `openshell build` made: same manifest digest.
+    let image = node.cri.image(IMAGE).expect("the imported image is listed by ImageStatus");
+    // ImageStatus names it by its config's digest; containerd holds that name and
+    // the tag with the built manifest's digest (an import has no repo digest).
+    let listed = node.containerd.ctr(K8S, &["images", "ls"]);
+    for name in [IMAGE, image.id.as_str()] {
+        let line = text(&listed).lines().find(|l| l.starts_with(&format!("{name} "))).map(str::to_owned);
+        assert!(
+            line.as_deref().is_some_and(|l| l.contains(&format!(" {} ", node.image.manifest))),
+            "{name} is not the built manifest {}: {}",
+            node.image.manifest,
+            text(&listed)
+        );
+    }
+    let runc = pod_lifecycle(&mut node, "runc");
+    let ours = pod_lifecycle(&mut node, "openshell");
+    assert_eq!(ours, runc, "openshell-runtime and runc observed differently");
+    // What both observed is what Kubernetes requires.
+    assert_eq!(ours.exec, (5, "hello from openshell\n".into()));
+    assert_eq!(ours.lo, "lo: up\n");
+    assert_eq!(ours.connect, (0, "connect: pong\n".into()), "the pod's containers share localhost");
+    assert!(ours.same_netns && ours.pidns_differ, "{ours:?}");
+    assert_eq!(ours.job_exit, 3);
+    assert_eq!(ours.job_log, ["stdout F hello from openshell"]);
+    assert_eq!(ours.image_ref, image.id, "the containers run the imported image");
+    assert!(!ours.sigpipe_ignored, "{ours:?}");
+}
+
+/// A policy that lets the probe read only itself and the cgroup files, with a pids limit.
+const NARROW: &str = "version: 1\nlandlock: {compatibility: hard_requirement}\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/probe, /sys/fs/cgroup]\nresources: {pids: 64}\n";
+
+fn sha256(text: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(text.as_bytes());
+    format!("sha256:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// `/probe status:KEY` in a running container: the value.
+fn status_line(cri: &mut Cri, id: &str, key: &str) -> String {
+    let (_, out, _) = cri.exec_sync(id, &["/probe", &format!("status:{key}")]);
+    out.trim().strip_prefix(&format!("{key}: ")).unwrap_or_else(|| panic!("{key}: {out:?}")).to_owned()
+}
+
+/// What a pod's containers showed under one handler.
+#[derive(Debug)]
+struct Confinement {
+    /// The annotated policy: reading /data/secret and the pids limit.
+    annotated: String,
+    /// The same through ExecSync in a running container.
+    annotated_exec: String,
+    /// The policy from a mounted ConfigMap-like volume.
+    mounted: String,
+    /// No policy: bounding capabilities, no_new_privs, seccomp mode, ptrace.
+    baseline: (String, String, String, String),
+}
+
+fn confinement(node: &mut Node, handler: &str) -> Confinement {
+    let logs = node.logs(handler);
+    let volume = node.dir.path().join(format!("volume-{handler}"));
+    std::fs::create_dir_all(volume.join("..2026_12_04")).expect("mkdir");
+    std::fs::write(volume.join("..2026_12_04/policy.yaml"), NARROW).expect("write");
+    std::os::unix::fs::symlink("..2026_12_04", volume.join("..data")).expect("link");
+    std::os::unix::fs::symlink("..data/policy.yaml", volume.join("policy.yaml")).expect("link");
+    let digest = sha256(NARROW);
+    let cri = &mut node.cri;
+    let probe = ["/probe", "read:/data/secret", "read:/sys/fs/cgroup/pids/pids.max"];
+    let pod_err = |e| panic!("RunPodSandbox ({handler}): {e}");
+
+    let inline = [("run.openshell.policy.yaml", NARROW), ("run.openshell.policy.digest", digest.as_str())];
+    let pod = cri.run_pod(&format!("inline-{handler}"), handler, &inline, &logs, CGROUP_PARENT).unwrap_or_else(pod_err);
+    let job = cri.run(&pod, &Spec { log: "inline.log", ..spec("job", &probe) });
+    cri.wait_exited(&job);
+    let annotated = log_messages(&logs.join("inline.log")).join("\n");
+    let main = cri.run(&pod, &spec("main", &["/probe", "serve"]));
+    let annotated_exec = cri.exec_sync(&main, &probe).1;
+    cri.stop_pod(&pod);
+    cri.remove_pod(&pod);
+
+    let file = [("run.openshell.policy.file", "/etc/openshell/policy.yaml"), ("run.openshell.policy.digest", &digest)];
+    let pod = cri.run_pod(&format!("mounted-{handler}"), handler, &file, &logs, CGROUP_PARENT).unwrap_or_else(pod_err);
+    let mounts = [("/etc/openshell", volume.as_path())];
+    let job = cri.run(&pod, &Spec { log: "mounted.log", mounts: &mounts, ..spec("job", &probe) });
+    cri.wait_exited(&job);
+    let mounted = log_messages(&logs.join("mounted.log")).join("\n");
+    cri.stop_pod(&pod);
+    cri.remove_pod(&pod);
+
+    let pod = cri.run_pod(&format!("bare-{handler}"), handler, &[], &logs, CGROUP_PARENT).unwrap_or_else(pod_err);
+    let main = cri.run(&pod, &spec("main", &["/probe", "serve"]));
+    let baseline = (
+        status_line(cri, &main, "CapBnd"),
+        status_line(cri, &main, "NoNewPrivs"),
+        status_line(cri, &main, "Seccomp"),
+        cri.exec_sync(&main, &["/probe", "ptrace"]).1,
+    );
+    cri.stop_pod(&pod);
+    cri.remove_pod(&pod);
+    Confinement { annotated, annotated_exec, mounted, baseline }
+}
+
+#[test]
+fn a_pods_policy_is_locked_at_creation_and_no_pod_runs_unconfined() {
+    let mut node = Node::start();
+    // runc ignores openshell's annotations: the positive control of every check.
+    let runc = confinement(&mut node, "runc");
+    assert_eq!(runc.annotated, "stdout F read /data/secret: s3cret\nstdout F read /sys/fs/cgroup/pids/pids.max: max");
+    assert_eq!(runc.mounted, runc.annotated);
+    assert_eq!(runc.annotated_exec, "read /data/secret: s3cret\nread /sys/fs/cgroup/pids/pids.max: max\n");
+    assert_ne!(runc.baseline.0, "0000000000000000", "{runc:?}");
+    assert_eq!((runc.baseline.1.as_str(), runc.baseline.2.as_str()), ("0", "0"), "{runc:?}");
+    assert_eq!(runc.baseline.3, "ptrace: allowed\n");
+
+    let ours = confinement(&mut node, "openshell");
+    let denied = "stdout F read /data/secret: Permission denied\nstdout F read /sys/fs/cgroup/pids/pids.max: 64";
+    assert_eq!(ours.annotated, denied, "the annotated policy (Landlock, pids limit) applies: {ours:?}");
+    assert_eq!(ours.mounted, denied, "the mounted policy applies: {ours:?}");
+    assert_eq!(ours.annotated_exec, "read /data/secret: Permission denied\nread /sys/fs/cgroup/pids/pids.max: 64\n");
+    // The baseline: no capabilities, no_new_privs, the seccomp filter (ptrace fails).
+    assert_eq!(ours.baseline.0, "0000000000000000", "{ours:?}");
+    assert_eq!((ours.baseline.1.as_str(), ours.baseline.2.as_str()), ("1", "2"), "{ours:?}");
+    assert!(ours.baseline.3.starts_with("ptrace: ") && ours.baseline.3 != "ptrace: allowed\n", "{ours:?}");
+
+    // A digest that is not the policy's: the container is refused at start, and
+    // the error the kubelet turns into the pod's event says why.
+    let logs = node.logs("mismatch");
+    let wrong = sha256("version: 1\n");
+    let annotations = [("run.openshell.policy.yaml", NARROW), ("run.openshell.policy.digest", wrong.as_str())];
+    let cri = &mut node.cri;
+    let pod =
+        cri.run_pod("mismatch", "openshell", &annotations, &logs, CGROUP_PARENT).expect("the sandbox runs (baseline)");
+    let id = cri.create(&pod, &spec("job", &["/probe", "hello"])).expect("CreateContainer");
+    let err = cri.start(&id).expect_err("StartContainer must fail").message().to_owned();
+    assert!(err.contains(&wrong) && err.contains(&sha256(NARROW)) && err.contains("refusing"), "{err}");
+    cri.stop_pod(&pod);
+    cri.remove_pod(&pod);
+}
