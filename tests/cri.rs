@@ -12,89 +12,12 @@
 //! `openshell-runtime` built beside `openshell`. containerd runs in a network
 //! namespace of its own, so the pods' bridge never touches the host's.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use support::containerd::{Containerd, CriSetup};
-use support::cri::{ContainerState, Cri, Pod, Spec};
-use support::runtime_image::{ProbeImage, build_probe_image, runtime_binary, text};
+use support::cri::{CGROUP_PARENT, ContainerState, Cri, IMAGE, K8S, Node, Pod, Spec};
+use support::runtime_image::text;
 
 mod support;
-
-/// The CRI plugin's namespace in containerd.
-const K8S: &str = "k8s.io";
-const IMAGE: &str = "docker.io/openshell/cri-probe:1";
-const PAUSE: &str = "docker.io/openshell/cri-pause:1";
-/// Where the test's pods' cgroups go (cgroupfs driver: PID 1 here is not systemd).
-const CGROUP_PARENT: &str = "/openshell-cri-test";
-
-fn require_root() {
-    let euid = std::process::Command::new("id").arg("-u").output().expect("id -u");
-    assert_eq!(String::from_utf8_lossy(&euid.stdout).trim(), "0", "this test starts containerd: run it as root");
-    support::registry::require_file("/usr/sbin/runc", "runc");
-}
-
-/// The `openshell` runtime entry, as a node's containerd config carries it.
-fn openshell_runtime_entry(binary: &Path) -> String {
-    let table = "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.openshell";
-    format!(
-        "[{table}]\n  runtime_type = \"io.containerd.runc.v2\"\n  pod_annotations = [\"run.openshell.*\"]\n\
-         [{table}.options]\n  BinaryName = \"{}\"\n",
-        binary.display()
-    )
-}
-
-/// A containerd with the CRI plugin, the probe and pause images imported into its
-/// `k8s.io` namespace.
-struct Node {
-    // Dropped first: containerd stops before its directory goes.
-    containerd: Containerd,
-    cri: Cri,
-    dir: tempfile::TempDir,
-    image: ProbeImage,
-}
-
-impl Node {
-    fn start() -> Node {
-        require_root();
-        let runtime = runtime_binary();
-        // Short: containerd's sockets live under it.
-        let dir = tempfile::Builder::new().prefix("oscri").tempdir_in("/tmp").expect("tempdir");
-        let image = build_probe_image(dir.path(), "cri-probe", "[/probe, hello]");
-        let pause = build_probe_image(dir.path(), "cri-pause", "[/probe, serve]");
-        let setup = CriSetup {
-            sandbox_image: PAUSE,
-            runtimes: &openshell_runtime_entry(&runtime),
-            bridge: "oscri0",
-            subnet: "10.203.7.0/24",
-        };
-        let containerd = Containerd::start_cri(&dir.path().join("containerd"), &setup);
-        for archive in [&image.archive, &pause.archive] {
-            let o = containerd.ctr(K8S, &["images", "import", &archive.display().to_string()]);
-            assert!(o.status.success(), "ctr images import: {}", text(&o));
-        }
-        let cri = Cri::connect(&containerd.address);
-        Node { containerd, cri, dir, image }
-    }
-
-    fn logs(&self, handler: &str) -> PathBuf {
-        let logs = self.dir.path().join("logs").join(handler);
-        std::fs::create_dir_all(&logs).expect("mkdir logs");
-        logs
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        // The pods' cgroup parents are the kubelet's to make and remove.
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-            let parent = hierarchy.path().join(CGROUP_PARENT.trim_start_matches('/'));
-            for pod in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-                let _ = std::fs::remove_dir(pod.path());
-            }
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
-}
 
 fn spec<'a>(name: &'a str, command: &'a [&'a str]) -> Spec<'a> {
     Spec { name, image: IMAGE, command, annotations: &[], log: "", mounts: &[] }

@@ -1,10 +1,12 @@
 //! A CRI client speaking to containerd's CRI plugin exactly as the kubelet does
 //! (`runtime.v1` over the Unix socket, the `k8s-cri` crate's generated client),
-//! wrapped in blocking calls for tests. Each call panics with the request and
+//! wrapped in blocking calls for tests and benches; and a node to drive: a
+//! containerd with its CRI plugin, runc and openshell-runtime as handlers, and the
+//! probe images imported. Each call panics with the request and
 //! containerd's answer on error.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
@@ -14,6 +16,9 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use cri::ContainerState;
+
+use super::containerd::{Containerd, CriSetup};
+use super::runtime_image::{ProbeImage, build_probe_image, runtime_binary, text};
 
 pub struct Cri {
     rt: tokio::runtime::Runtime,
@@ -214,5 +219,81 @@ impl Cri {
         let containers =
             containers.expect("ListContainers").into_inner().containers.into_iter().map(|c| c.id).collect();
         (pods, containers)
+    }
+}
+
+/// The CRI plugin's namespace in containerd.
+pub const K8S: &str = "k8s.io";
+pub const IMAGE: &str = "docker.io/openshell/cri-probe:1";
+pub const PAUSE: &str = "docker.io/openshell/cri-pause:1";
+/// Where the test's pods' cgroups go (cgroupfs driver: PID 1 here is not systemd).
+pub const CGROUP_PARENT: &str = "/openshell-cri-test";
+
+pub fn require_root() {
+    let euid = std::process::Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(String::from_utf8_lossy(&euid.stdout).trim(), "0", "this test starts containerd: run it as root");
+    super::registry::require_file("/usr/sbin/runc", "runc");
+}
+
+/// The `openshell` runtime entry, as a node's containerd config carries it.
+fn openshell_runtime_entry(binary: &Path) -> String {
+    let table = "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.openshell";
+    format!(
+        "[{table}]\n  runtime_type = \"io.containerd.runc.v2\"\n  pod_annotations = [\"run.openshell.*\"]\n\
+         [{table}.options]\n  BinaryName = \"{}\"\n",
+        binary.display()
+    )
+}
+
+/// A containerd with the CRI plugin, the probe and pause images imported into its
+/// `k8s.io` namespace.
+pub struct Node {
+    // Dropped first: containerd stops before its directory goes.
+    pub containerd: Containerd,
+    pub cri: Cri,
+    pub dir: tempfile::TempDir,
+    pub image: ProbeImage,
+}
+
+impl Node {
+    pub fn start() -> Node {
+        require_root();
+        let runtime = runtime_binary();
+        // Short: containerd's sockets live under it.
+        let dir = tempfile::Builder::new().prefix("oscri").tempdir_in("/tmp").expect("tempdir");
+        let image = build_probe_image(dir.path(), "cri-probe", "[/probe, hello]");
+        let pause = build_probe_image(dir.path(), "cri-pause", "[/probe, serve]");
+        let setup = CriSetup {
+            sandbox_image: PAUSE,
+            runtimes: &openshell_runtime_entry(&runtime),
+            bridge: "oscri0",
+            subnet: "10.203.7.0/24",
+        };
+        let containerd = Containerd::start_cri(&dir.path().join("containerd"), &setup);
+        for archive in [&image.archive, &pause.archive] {
+            let o = containerd.ctr(K8S, &["images", "import", &archive.display().to_string()]);
+            assert!(o.status.success(), "ctr images import: {}", text(&o));
+        }
+        let cri = Cri::connect(&containerd.address);
+        Node { containerd, cri, dir, image }
+    }
+
+    pub fn logs(&self, handler: &str) -> PathBuf {
+        let logs = self.dir.path().join("logs").join(handler);
+        std::fs::create_dir_all(&logs).expect("mkdir logs");
+        logs
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // The pods' cgroup parents are the kubelet's to make and remove.
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let parent = hierarchy.path().join(CGROUP_PARENT.trim_start_matches('/'));
+            for pod in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                let _ = std::fs::remove_dir(pod.path());
+            }
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }

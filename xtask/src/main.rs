@@ -13,7 +13,10 @@
 //!   latency and the memory per idle sandbox, see `bench_sandbox.rs`; `proxy`: the egress
 //!   proxy's tunnel and L7 path against direct connections; `router`: the privacy
 //!   router's time to first byte against the same requests direct; `push`: `openshell
-//!   push` and `pull` against `skopeo copy` of the same image, see `bench_push.rs`).
+//!   push` and `pull` against `skopeo copy` of the same image, see `bench_push.rs`;
+//!   `kubernetes [--rounds N] [--warmup N]`: a pod through containerd's CRI plugin to
+//!   its container's exit with handler `openshell` against `runc`, the bench
+//!   `crates/openshell-cli/benches/kubernetes.rs`).
 
 mod bench_bundle;
 mod bench_docker;
@@ -37,7 +40,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(args.get(1).map(String::as_str), args.get(2..).unwrap_or_default()),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!(
-                "usage: cargo xtask <quickstart | prereqs [--install] | ci | bench [decide|build|sandbox [--iterations N]|proxy|router|push [--mb N] [--rounds N]|bundle [--rounds N]]>"
+                "usage: cargo xtask <quickstart | prereqs [--install] | ci | bench [decide|build|sandbox [--iterations N]|proxy|router|push [--mb N] [--rounds N]|bundle [--rounds N]|kubernetes [--rounds N] [--warmup N]]>"
             );
             Ok(())
         }
@@ -209,8 +212,15 @@ fn bench(name: Option<&str>, rest: &[String]) -> Result<(), String> {
         Some("bundle") => bench_bundle::bench_bundle(rest).map_err(|e| e.to_string()),
         Some("proxy") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "proxy"]),
         Some("router") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "router"]),
+        Some("kubernetes") => {
+            // The bench finds openshell-runtime beside openshell in the release directory.
+            run(&cargo, &["build", "--release", "--locked", "-p", "openshell-runtime"])?;
+            let mut args = vec!["bench", "--locked", "-p", "openshell-cli", "--bench", "kubernetes", "--"];
+            args.extend(rest.iter().map(String::as_str));
+            run(&cargo, &args)
+        }
         Some(other) => Err(format!(
-            "unknown benchmark `{other}`; available: decide, build, sandbox, docker-driver, proxy, router, push, bundle"
+            "unknown benchmark `{other}`; available: decide, build, sandbox, docker-driver, proxy, router, push, bundle, kubernetes"
         )),
     }
 }
