@@ -14,7 +14,8 @@
 
 use std::path::Path;
 
-use support::cri::{CGROUP_PARENT, ContainerState, Cri, IMAGE, K8S, Node, Pod, Spec};
+use support::cri::{CGROUP_PARENT, ContainerState, Cri, IMAGE, ISOLATION_IMAGE, K8S, Node, Pod, Spec};
+use support::escapes::ESCAPES;
 use support::runtime_image::text;
 
 mod support;
@@ -233,4 +234,75 @@ fn a_pods_policy_is_locked_at_creation_and_no_pod_runs_unconfined() {
     assert!(err.contains(&wrong) && err.contains(&sha256(NARROW)) && err.contains("refusing"), "{err}");
     cri.stop_pod(&pod);
     cri.remove_pod(&pod);
+}
+
+fn default_policy() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
+        .expect("policies/default.yaml")
+}
+
+/// A pod under `policy` (by annotation) with one running isolation container.
+fn isolation_pod(node: &mut Node, name: &str, handler: &str, policy: &str) -> (Pod, String) {
+    let logs = node.logs(name);
+    let digest = sha256(policy);
+    let annotations = [("run.openshell.policy.yaml", policy), ("run.openshell.policy.digest", digest.as_str())];
+    let cri = &mut node.cri;
+    let pod = cri.run_pod(name, handler, &annotations, &logs, CGROUP_PARENT).expect("RunPodSandbox");
+    let main = cri.run(&pod, &Spec { image: ISOLATION_IMAGE, ..spec("main", &["/usr/bin/runtime-probe", "serve"]) });
+    (pod, main)
+}
+
+fn probe(cri: &mut Cri, id: &str, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["/usr/bin/probe"];
+    all.extend_from_slice(args);
+    let (code, out, err) = cri.exec_sync(id, &all);
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn the_isolation_suite_holds_inside_a_pod() {
+    let mut node = Node::start();
+    let default = default_policy();
+    let (pod, main) = isolation_pod(&mut node, "isolation", "openshell", &default);
+    let mut failures = Vec::new();
+    for args in ESCAPES {
+        let (code, out) = probe(&mut node.cri, &main, args);
+        if !(code == 1 && out.starts_with(&format!("{}: denied ", args[0]))) {
+            failures.push(format!("{args:?}: exit {code}: {out}"));
+        }
+    }
+    // What the default policy allows works there (the probe is not broken).
+    for args in [&["netlink", "ROUTE"][..], &["socket", "tcp"], &["thread"], &["read", "/usr/bin/probe"]] {
+        let (code, out) = probe(&mut node.cri, &main, args);
+        if !(code == 0 && out.starts_with(&format!("{}: ok", args[0]))) {
+            failures.push(format!("allowed {args:?}: exit {code}: {out}"));
+        }
+    }
+    assert!(failures.is_empty(), "inside the pod under the default policy:\n{}", failures.join("\n"));
+    // As the container's process 1 too.
+    let logs = node.logs("isolation");
+    let cri = &mut node.cri;
+    let job =
+        cri.run(&pod, &Spec { image: ISOLATION_IMAGE, log: "job.log", ..spec("job", &["/usr/bin/probe", "ptrace"]) });
+    assert_eq!(cri.wait_exited(&job).exit_code, 1);
+    let log = log_messages(&logs.join("job.log"));
+    assert!(log.len() == 1 && log[0].starts_with("stdout F ptrace: denied "), "{log:?}");
+    cri.stop_pod(&pod);
+    cri.remove_pod(&pod);
+
+    // Positive controls: a policy listing /root lets the same read through, and
+    // runc (no policy applied) lets ptrace and the user namespace through.
+    let root_listed = default.replace("  read_only:\n", "  read_only:\n    - /root\n");
+    let (pod, main) = isolation_pod(&mut node, "root-listed", "openshell", &root_listed);
+    let (code, out) = probe(&mut node.cri, &main, &["read", "/root/secret"]);
+    assert!(code == 0 && out.starts_with("read: ok"), "{out}");
+    node.cri.stop_pod(&pod);
+    node.cri.remove_pod(&pod);
+    let (pod, main) = isolation_pod(&mut node, "under-runc", "runc", &default);
+    for args in [&["ptrace"][..], &["read", "/root/secret"]] {
+        let (code, out) = probe(&mut node.cri, &main, args);
+        assert!(code == 0 && out.starts_with(&format!("{}: ok", args[0])), "runc {args:?}: {out}");
+    }
+    node.cri.stop_pod(&pod);
+    node.cri.remove_pod(&pod);
 }

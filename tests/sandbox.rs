@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::escapes::ESCAPES;
+
 const BIN: &str = env!("CARGO_BIN_EXE_openshell");
 /// The host range sandboxes' ids map to in these tests.
 const TEST_ID_RANGE: u32 = 1_879_048_192;
@@ -736,35 +738,7 @@ fn escapes_fail_under_the_docker_driver() {
 
 fn escapes_fail(env: &Env) {
     env.build_probe_image();
-    let denied: &[&[&str]] = &[
-        &["write", "/usr/x"],
-        &["write", "/etc/x"],
-        &["write", "/x"],
-        &["read", "/root/secret"],
-        &["read", "/sandbox/../root/secret"],
-        &["ps"],
-        &["ptrace"],
-        &["mount"],
-        &["userns", "unshare"],
-        &["userns", "clone"],
-        &["module"],
-        &["socket", "raw"],
-        &["socket", "packet"],
-        &["netlink", "AUDIT"],
-        &["io_uring"],
-        &["bpf"],
-        &["perf"],
-        &["keyctl"],
-        &["setuid", "/usr/bin/probe-suid"],
-        &["sysctl", "/proc/sys/vm/swappiness"],
-        &["syswrite", "/sys/class/net/lo/mtu"],
-        &["lsdev"],
-        &["mknod", "/tmp/dev", "1", "3"],
-        &["procroot", "1", "/etc/passwd"],
-        &["dotdot", "40", "/root/secret"],
-        &["fds"],
-    ];
-    for args in denied {
+    for args in ESCAPES {
         let (code, out) = env.probe(None, args);
         assert!(
             code == 1 && out.starts_with(&format!("{}: denied ", args[0])),

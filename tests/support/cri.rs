@@ -18,7 +18,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub use cri::ContainerState;
 
 use super::containerd::{Containerd, CriSetup};
-use super::runtime_image::{ProbeImage, build_probe_image, runtime_binary, text};
+use super::runtime_image::{ProbeImage, build_isolation_image, build_probe_image, runtime_binary, text};
 
 pub struct Cri {
     rt: tokio::runtime::Runtime,
@@ -225,6 +225,8 @@ impl Cri {
 /// The CRI plugin's namespace in containerd.
 pub const K8S: &str = "k8s.io";
 pub const IMAGE: &str = "docker.io/openshell/cri-probe:1";
+/// The isolation suite's probe beside the runtime probe (`build_isolation_image`).
+pub const ISOLATION_IMAGE: &str = "docker.io/openshell/cri-isolation:1";
 pub const PAUSE: &str = "docker.io/openshell/cri-pause:1";
 /// Where the test's pods' cgroups go (cgroupfs driver: PID 1 here is not systemd).
 pub const CGROUP_PARENT: &str = "/openshell-cri-test";
@@ -263,6 +265,7 @@ impl Node {
         let dir = tempfile::Builder::new().prefix("oscri").tempdir_in("/tmp").expect("tempdir");
         let image = build_probe_image(dir.path(), "cri-probe", "[/probe, hello]");
         let pause = build_probe_image(dir.path(), "cri-pause", "[/probe, serve]");
+        let isolation = build_isolation_image(dir.path(), "cri-isolation");
         let setup = CriSetup {
             sandbox_image: PAUSE,
             runtimes: &openshell_runtime_entry(&runtime),
@@ -270,7 +273,7 @@ impl Node {
             subnet: "10.203.7.0/24",
         };
         let containerd = Containerd::start_cri(&dir.path().join("containerd"), &setup);
-        for archive in [&image.archive, &pause.archive] {
+        for archive in [&image.archive, &pause.archive, &isolation.archive] {
             let o = containerd.ctr(K8S, &["images", "import", &archive.display().to_string()]);
             assert!(o.status.success(), "ctr images import: {}", text(&o));
         }

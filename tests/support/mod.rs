@@ -13,6 +13,7 @@ pub mod containerd;
 pub mod cri;
 pub mod debian_archive;
 pub mod dockerd;
+pub mod escapes;
 pub mod gpg;
 pub mod https;
 pub mod npm_registry;

@@ -69,22 +69,45 @@ pub struct ProbeImage {
     pub manifest: String,
 }
 
+/// Compiles `source` (C) into the static binary `out`.
+fn gcc_static(source: &str, out: &Path) {
+    let src = out.with_extension("c");
+    std::fs::write(&src, source).expect("write the C source");
+    let o = Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(out)
+        .arg(&src)
+        .output()
+        .expect("gcc is not installed: install gcc and libc6-dev");
+    assert!(o.status.success(), "gcc -static failed (install libc6-dev): {}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// Builds `openshell/NAME:1` holding the static probe (and `/data/secret`), whose
 /// command is `cmd` (a YAML flow sequence), under `dir/NAME`.
 pub fn build_probe_image(dir: &Path, name: &str, cmd: &str) -> ProbeImage {
+    build_with(dir, name, &format!("cmd: {cmd}\n"), "")
+}
+
+/// Builds `openshell/NAME:1` for the isolation suite in a container: the runtime
+/// probe also as `/usr/bin/runtime-probe` (its command: `runtime-probe serve`, under
+/// /usr, which the default policy lets execute), and the isolation suite's probe
+/// (`tests/fixtures/isolation/probe.c`) as `/usr/bin/probe` and setuid-root as
+/// `/usr/bin/probe-suid`, beside a root-only `/root/secret`, as the suite expects.
+pub fn build_isolation_image(dir: &Path, name: &str) -> ProbeImage {
     let work = dir.join(name);
     std::fs::create_dir_all(&work).expect("mkdir");
-    std::fs::write(work.join("probe.c"), PROBE).expect("probe.c");
-    let out = Command::new("gcc")
-        .args(["-static", "-Os", "-o"])
-        .arg(work.join("probe"))
-        .arg(work.join("probe.c"))
-        .output()
-        .expect("gcc is not installed: install gcc and libc6-dev");
-    assert!(out.status.success(), "gcc -static failed (install libc6-dev): {}", String::from_utf8_lossy(&out.stderr));
+    gcc_static(include_str!("../fixtures/isolation/probe.c"), &work.join("iprobe"));
+    let files = "  - { path: /usr/bin/runtime-probe, source: probe, mode: \"0755\" }\n  - { path: /usr/bin/probe, source: iprobe, mode: \"0755\" }\n  - { path: /usr/bin/probe-suid, source: iprobe, mode: \"4755\" }\n  - { path: /root/secret, content: \"image secret\\n\", mode: \"0644\" }\n";
+    build_with(dir, name, "cmd: [/usr/bin/runtime-probe, serve]\nworkdir: /sandbox\nenv:\n  PATH: /usr/bin\n", files)
+}
+
+fn build_with(dir: &Path, name: &str, config: &str, files: &str) -> ProbeImage {
+    let work = dir.join(name);
+    std::fs::create_dir_all(&work).expect("mkdir");
+    gcc_static(PROBE, &work.join("probe"));
     std::fs::write(
         work.join("image.yaml"),
-        format!("name: openshell/{name}\ntag: \"1\"\nfiles:\n  - path: /probe\n    source: probe\n    mode: \"0755\"\n  - path: /data/secret\n    content: \"s3cret\\n\"\nuser: {{ name: sandbox, uid: 1000, gid: 1000, home: /sandbox }}\ncmd: {cmd}\n"),
+        format!("name: openshell/{name}\ntag: \"1\"\nfiles:\n  - path: /probe\n    source: probe\n    mode: \"0755\"\n  - path: /data/secret\n    content: \"s3cret\\n\"\n{files}user: {{ name: sandbox, uid: 1000, gid: 1000, home: /sandbox }}\n{config}"),
     )
     .expect("image.yaml");
     let store = work.join("store").display().to_string();
