@@ -306,3 +306,90 @@ fn the_isolation_suite_holds_inside_a_pod() {
     node.cri.stop_pod(&pod);
     node.cri.remove_pod(&pod);
 }
+
+/// The runtime's state directory of a pod's sandbox container (the runc v2 shim's
+/// default root for the `k8s.io` namespace).
+fn sandbox_state(pod: &Pod) -> std::path::PathBuf {
+    Path::new("/run/containerd/runc").join(K8S).join(&pod.id)
+}
+
+#[test]
+fn a_pods_egress_leaves_only_through_its_proxy() {
+    let mut node = Node::start();
+    let logs = node.logs("egress");
+    let cri = &mut node.cri;
+    // The upstream: a pod under runc listening on its address.
+    let server = cri.run_pod("upstream", "runc", &[], &logs, CGROUP_PARENT).expect("RunPodSandbox upstream");
+    cri.run(&server, &spec("listen", &["/probe", "listen-any:8080"]));
+    let ip = cri.pod_ip(&server);
+    let policy = format!(
+        "version: 1\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/probe, /usr]\nnetwork_policies:\n  upstream:\n    name: upstream\n    endpoints:\n      - {{ host: \"{ip}\", port: 8080, allowed_ips: [\"{ip}/32\"] }}\n    binaries:\n      - path: /probe\n"
+    );
+    let digest = sha256(&policy);
+    let annotations =
+        [("run.openshell.policy.yaml", policy.as_str()), ("run.openshell.policy.digest", digest.as_str())];
+    let pod = cri.run_pod("egress", "openshell", &annotations, &logs, CGROUP_PARENT).expect("RunPodSandbox egress");
+    let main = cri.run(&pod, &Spec { image: ISOLATION_IMAGE, ..spec("main", &["/probe", "serve"]) });
+    let run = |cri: &mut Cri, id: &str, args: &[&str]| cri.exec_sync(id, args).1;
+    let allowed = format!("tunnel:{ip}:8080");
+    // Allowed by the policy, for the binary it names: through the proxy.
+    assert_eq!(run(cri, &main, &["/probe", &allowed]), "tunnel: 200 pong\n");
+    // Another port, another binary (the same program elsewhere): refused by the proxy.
+    assert_eq!(run(cri, &main, &["/probe", &format!("tunnel:{ip}:9")]), "tunnel: 403\n");
+    assert_eq!(run(cri, &main, &["/usr/bin/runtime-probe", &allowed]), "tunnel: 403\n");
+    // Around the proxy: the fence refuses it.
+    assert_eq!(run(cri, &main, &["/probe", &format!("dial:{ip}:8080")]), "dial: Connection refused\n");
+    // Each decision is in the pod's egress audit log, in its log directory.
+    let audit = std::fs::read_to_string(logs.join("openshell-egress.log")).expect("the pod's egress audit log");
+    let lines: Vec<serde_json::Value> =
+        audit.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let seen: Vec<(&str, &str, u64, &str)> = lines
+        .iter()
+        .map(|l| {
+            let text = |k: &str| l[k].as_str().unwrap_or("");
+            (text("disposition"), text("actor_process"), l["dst_port"].as_u64().unwrap_or(0), text("reason"))
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("allowed", "/probe", 8080, ""),
+            ("blocked", "/probe", 9, "port not allowed"),
+            ("blocked", "/usr/bin/runtime-probe", 8080, "binary not allowed")
+        ],
+        "{audit}"
+    );
+
+    // A pod without a policy: nothing allowed, through the proxy or around it.
+    let bare = cri.run_pod("bare", "openshell", &[], &logs, CGROUP_PARENT).expect("RunPodSandbox bare");
+    let alone = cri.run(&bare, &spec("main", &["/probe", "serve"]));
+    assert_eq!(run(cri, &alone, &["/probe", &allowed]), "tunnel: 403\n");
+    assert_eq!(run(cri, &alone, &["/probe", &format!("dial:{ip}:8080")]), "dial: Connection refused\n");
+    // The proxy killed: egress fails closed.
+    let state = sandbox_state(&bare);
+    let pid = std::fs::read_to_string(state.join("openshell-pod-proxy.pid")).expect("the proxy's pid");
+    let killed = std::process::Command::new("kill").args(["-9", pid.trim()]).status().expect("kill");
+    assert!(killed.success());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        run(cri, &alone, &["/probe", &allowed]).starts_with("tunnel: proxy http://127.0.0.1:15128: Connection refused")
+    );
+    assert_eq!(run(cri, &alone, &["/probe", &format!("dial:{ip}:8080")]), "dial: Connection refused\n");
+
+    // Positive control: a pod under runc reaches the upstream directly.
+    let open = cri.run_pod("open", "runc", &[], &logs, CGROUP_PARENT).expect("RunPodSandbox open");
+    let client = cri.run(&open, &spec("main", &["/probe", "serve"]));
+    assert_eq!(run(cri, &client, &["/probe", &format!("dial:{ip}:8080")]), "dial: pong\n");
+
+    // Removing the pod stops its proxy.
+    let proxy_dir = sandbox_state(&pod);
+    let pid = std::fs::read_to_string(proxy_dir.join("openshell-pod-proxy.pid")).expect("the proxy's pid");
+    for p in [&pod, &bare, &open, &server] {
+        cri.stop_pod(p);
+        cri.remove_pod(p);
+    }
+    // Gone, or a zombie its new parent (the shim) has yet to reap.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+    assert!(matches!(state, None | Some(Some('Z'))), "the pod's proxy outlived the pod: {stat}");
+}

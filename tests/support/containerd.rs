@@ -24,7 +24,9 @@ pub struct CriSetup<'a> {
     pub subnet: &'a str,
 }
 
-/// The pods' network: a bridge with host-local addresses, no gateway, no masquerade.
+/// The pods' network: a bridge with host-local addresses, the bridge the pods'
+/// gateway (so containerd's namespace, where a pod's egress proxy dials from,
+/// reaches them), no masquerade.
 fn cni_conflist(dir: &Path, bridge: &str, subnet: &str) -> String {
     let ipam = dir.join("ipam");
     serde_json::json!({
@@ -33,7 +35,7 @@ fn cni_conflist(dir: &Path, bridge: &str, subnet: &str) -> String {
         "plugins": [{
             "type": "bridge",
             "bridge": bridge,
-            "isGateway": false,
+            "isGateway": true,
             "ipMasq": false,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": ipam},
         }],

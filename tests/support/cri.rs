@@ -201,6 +201,14 @@ impl Cri {
         }
     }
 
+    /// The pod's IP address on the CNI network.
+    pub fn pod_ip(&mut self, pod: &Pod) -> String {
+        let request = cri::PodSandboxStatusRequest { pod_sandbox_id: pod.id.clone(), verbose: false };
+        let r = self.rt.block_on(self.runtime.pod_sandbox_status(request));
+        let status = r.unwrap_or_else(|e| panic!("PodSandboxStatus: {e}")).into_inner().status.expect("a status");
+        status.network.map(|n| n.ip).filter(|ip| !ip.is_empty()).expect("the pod has an IP")
+    }
+
     pub fn stop_pod(&mut self, pod: &Pod) {
         let request = cri::StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() };
         self.rt.block_on(self.runtime.stop_pod_sandbox(request)).unwrap_or_else(|e| panic!("StopPodSandbox: {e}"));
@@ -209,6 +217,20 @@ impl Cri {
     pub fn remove_pod(&mut self, pod: &Pod) {
         let request = cri::RemovePodSandboxRequest { pod_sandbox_id: pod.id.clone() };
         self.rt.block_on(self.runtime.remove_pod_sandbox(request)).unwrap_or_else(|e| panic!("RemovePodSandbox: {e}"));
+    }
+
+    /// Stops and removes every pod containerd lists, ignoring errors (for cleanup).
+    pub fn remove_every_pod(&mut self) {
+        let listed = self.rt.block_on(self.runtime.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }));
+        let Ok(listed) = listed else { return };
+        for pod in listed.into_inner().items {
+            let id = pod.id;
+            let _ = self
+                .rt
+                .block_on(self.runtime.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() }));
+            let _ =
+                self.rt.block_on(self.runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }));
+        }
     }
 
     /// The ids of the pods and of the containers containerd still lists.
@@ -290,6 +312,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // A test that failed half-way leaves pods: their shims and processes would
+        // outlive containerd.
+        self.cri.remove_every_pod();
         // The pods' cgroup parents are the kubelet's to make and remove.
         for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
             let parent = hierarchy.path().join(CGROUP_PARENT.trim_start_matches('/'));

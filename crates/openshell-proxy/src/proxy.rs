@@ -232,6 +232,13 @@ impl Proxy {
         Proxy::with_listener(listener, Some(fenced.peer), config)
     }
 
+    /// A proxy on a listener made elsewhere, serving whoever reaches it: a
+    /// Kubernetes pod's, bound to loopback inside the pod's network namespace by
+    /// a thread that joined it, while the proxy itself dials from the node's.
+    pub fn from_listener(listener: std::net::TcpListener, config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        Proxy::with_listener(listener, None, config)
+    }
+
     fn with_listener(
         listener: std::net::TcpListener,
         peer: Option<IpAddr>,

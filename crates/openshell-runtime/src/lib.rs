@@ -41,7 +41,7 @@
 //!
 //! Modules: `ops` (the container operations), `events` (runc's stats JSON),
 //! `hierarchies` (cgroup v1's named and unified hierarchies),
-//! `policy`, `pod`, `prepared`, `executor` (what an exec'd
+//! `policy`, `pod`, `pod_egress` (a pod's fence and egress proxy), `prepared`, `executor` (what an exec'd
 //! process applies), `logging` (runc's log formats) and `spec` (`spec` and `features`).
 
 pub mod events;
@@ -50,6 +50,7 @@ pub mod hierarchies;
 pub mod logging;
 pub mod ops;
 pub mod pod;
+pub mod pod_egress;
 pub mod policy;
 pub mod prepared;
 pub mod spec;

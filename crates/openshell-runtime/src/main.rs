@@ -190,6 +190,10 @@ enum Command {
     Pause { id: String },
     /// Thaw a paused container.
     Resume { id: String },
+    /// A Kubernetes pod's egress proxy, started by `create` of the pod's sandbox
+    /// container (its state directory) and stopped by its `delete`.
+    #[command(hide = true)]
+    PodProxy { dir: PathBuf },
 }
 
 /// A failure of the command, for people.
@@ -199,6 +203,8 @@ enum CliError {
     Runtime(#[from] openshell_runtime::RuntimeError),
     #[error(transparent)]
     Spec(#[from] openshell_runtime::spec::SpecError),
+    #[error(transparent)]
+    Egress(#[from] openshell_runtime::pod_egress::EgressError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -359,6 +365,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode, CliError> {
             }
         },
         Command::Resume { id } => rt.resume(id)?,
+        Command::PodProxy { dir } => openshell_runtime::pod_egress::serve(dir)?,
     }
     Ok(ExitCode::SUCCESS)
 }

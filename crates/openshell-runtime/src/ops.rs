@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::executor::{ExecExecutor, Reporting};
 use crate::pod::{self, PodError};
+use crate::pod_egress::{self, EgressError};
 use crate::policy::{self, PolicyError, SandboxPolicy};
 use crate::prepared;
 use openshell_sandbox::run::InitMode;
@@ -45,6 +46,8 @@ pub enum RuntimeError {
     Prepared(#[from] crate::prepared::PreparedError),
     #[error(transparent)]
     Pod(#[from] PodError),
+    #[error(transparent)]
+    Egress(#[from] EgressError),
     #[error("container \"{id}\": {message}")]
     Container { id: String, message: String },
     #[error("container \"{id}\": {what}")]
@@ -235,9 +238,13 @@ impl Runtime {
         };
         let policy = chosen.map(|source| policy::load_source(&source, spec)).transpose()?;
         if let Some(policy) = &policy
-            && pod::container_type(spec).is_some()
+            && let Some(kind) = pod::container_type(spec)
         {
-            pod::confine(bundle, spec, &policy.resources)?;
+            pod::confine(bundle, spec, &policy.resources, &pod_egress::proxy_env())?;
+            if kind == pod::ContainerType::Container {
+                let sandbox = pod_egress::sandbox_id(spec)?;
+                pod_egress::push(&self.container_dir(sandbox)?, sandbox, policy.text())?;
+            }
         }
         if let Some(prepared) = &prepared {
             prepared::check_network(id, prepared, policy.as_ref().is_some_and(|p| p.has_network))?;
@@ -297,6 +304,13 @@ impl Runtime {
                 id: id.to_owned(),
                 message: format!("cgroup {}: {e}", path.display()),
             });
+        }
+        if pod::container_type(&spec) == Some(pod::ContainerType::Sandbox)
+            && let Err(e) = pod_egress::start(&dir, id, &spec, pid.as_raw().unsigned_abs())
+        {
+            let mut container = container;
+            let _ = container.delete(true);
+            return Err(e.into());
         }
         if let Some(policy) = &policy
             && let Err(e) = policy.save(&dir)
@@ -364,6 +378,9 @@ impl Runtime {
             });
         }
         let named = load_spec(container.bundle()).ok().and_then(|spec| self.named_cgroup(&spec));
+        if pod_egress::has_proxy(&dir) {
+            pod_egress::stop(&dir);
+        }
         container.delete(force).map_err(|e| self.container_error(id, &e))?;
         if let Some(path) = named {
             crate::hierarchies::remove(&path);
@@ -397,7 +414,7 @@ impl Runtime {
             && pod::container_type(&spec).is_some()
         {
             let path = container.bundle().join("config.json");
-            pod::confine_process(&mut process, &policy.resources)
+            pod::confine_process(&mut process, &policy.resources, &pod_egress::proxy_env())
                 .map_err(|message| RuntimeError::Spec { path, message })?;
         }
         let process_file = dir.join(format!("openshell-exec-{}.json", std::process::id()));

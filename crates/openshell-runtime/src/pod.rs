@@ -97,13 +97,14 @@ pub fn mounted_file(spec: &Spec, path: &str) -> Result<PathBuf, MountedFileError
 }
 
 /// Writes into the bundle's `config.json` (and `spec`) what a policy decides for a
-/// pod's container: every capability set emptied, no_new_privs, and the memory,
-/// pids, CPU and open-files limits the policy states (`stated`) as ceilings on the pod's.
-pub fn confine(bundle: &Path, spec: &mut Spec, stated: &Resources) -> Result<(), PodError> {
+/// pod's container: every capability set emptied, no_new_privs, the memory, pids,
+/// CPU and open-files limits the policy states (`stated`) as ceilings on the pod's,
+/// and `env` (`KEY=value`, replacing the pod's own `KEY`).
+pub fn confine(bundle: &Path, spec: &mut Spec, stated: &Resources, env: &[String]) -> Result<(), PodError> {
     let path = bundle.join("config.json");
     let err = |message: String| PodError::Spec { path: path.clone(), message };
     if let Some(mut process) = spec.process().clone() {
-        confine_process(&mut process, stated).map_err(err)?;
+        confine_process(&mut process, stated, env).map_err(err)?;
         spec.set_process(Some(process));
     }
     if let Some(linux) = spec.linux_mut() {
@@ -117,7 +118,13 @@ pub fn confine(bundle: &Path, spec: &mut Spec, stated: &Resources) -> Result<(),
 /// What [`confine`] does to a pod container's process, for one `exec` adds: the
 /// process JSON containerd hands over is built from the pod's spec, not the bundle
 /// this runtime rewrote.
-pub fn confine_process(process: &mut Process, stated: &Resources) -> Result<(), String> {
+pub fn confine_process(process: &mut Process, stated: &Resources, env: &[String]) -> Result<(), String> {
+    let key = |kv: &str| kv.split('=').next().unwrap_or_default().to_owned();
+    let replaced: Vec<String> = env.iter().map(|kv| key(kv)).collect();
+    let mut all: Vec<String> =
+        process.env().clone().unwrap_or_default().into_iter().filter(|kv| !replaced.contains(&key(kv))).collect();
+    all.extend(env.iter().cloned());
+    process.set_env(Some(all));
     process.set_capabilities(Some(no_capabilities()));
     process.set_no_new_privileges(Some(true));
     if let Some(limit) = stated.open_files {
@@ -254,13 +261,18 @@ mod tests {
         spec.linux_mut().as_mut().expect("linux").set_resources(Some(resources));
         let stated =
             Resources { memory: Some(64 << 20), pids: Some(4096), open_files: Some(512), ..Resources::default() };
-        confine(dir.path(), &mut spec, &stated).expect("confine");
+        confine(dir.path(), &mut spec, &stated, &["HTTPS_PROXY=http://127.0.0.1:1".into()]).expect("confine");
         let saved = Spec::load(dir.path().join("config.json")).expect("saved");
         let process = saved.process().as_ref().expect("process");
         let caps = process.capabilities().as_ref().expect("caps");
         assert!(caps.bounding().as_ref().is_some_and(|s| s.is_empty()));
         assert!(caps.permitted().as_ref().is_some_and(|s| s.is_empty()));
         assert_eq!(process.no_new_privileges(), Some(true));
+        let env = process.env().clone().unwrap_or_default();
+        assert_eq!(
+            env.iter().filter(|kv| kv.starts_with("HTTPS_PROXY=")).collect::<Vec<_>>(),
+            ["HTTPS_PROXY=http://127.0.0.1:1"]
+        );
         let nofile = process.rlimits().iter().flatten().find(|r| r.typ() == PosixRlimitType::RlimitNofile);
         assert_eq!(nofile.map(|r| (r.soft(), r.hard())), Some((512, 512)));
         let resources = saved.linux().as_ref().and_then(|l| l.resources().clone()).expect("resources");

@@ -254,6 +254,11 @@ fn compile(name: &str, workdir: &str, bytes: &[u8]) -> Result<SandboxPolicy, Pol
 }
 
 impl SandboxPolicy {
+    /// The policy's text, as read and verified.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// The executor applying this policy in the container's process right
     /// before exec (`InitMode::Exec`: Docker and containerd bring their own
     /// init), or staying as its process 1 (a sandbox the gateway prepared).

@@ -112,7 +112,7 @@ pub fn install(fence: &Fence, netns: &str) -> Result<(), FenceError> {
     if fence.host_if.len() > 15 {
         return Err(FenceError::Name(fence.host_if.clone()));
     }
-    let ns = std::fs::File::open(netns).map_err(|source| FenceError::Namespace { path: netns.to_owned(), source })?;
+    std::fs::File::open(netns).map_err(|source| FenceError::Namespace { path: netns.to_owned(), source })?;
     // The peer is made in the host namespace and moved into the sandbox's.
     let peer = format!("{}p", &fence.host_if[..fence.host_if.len().min(14)]);
     ip_batch(&format!(
@@ -121,11 +121,7 @@ pub fn install(fence: &Fence, netns: &str) -> Result<(), FenceError> {
         haddr = fence.host_addr,
     ))?;
     let fence = fence.clone();
-    let netns = netns.to_owned();
-    let inside = std::thread::spawn(move || -> Result<(), FenceError> {
-        rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
-            .map_err(|e| FenceError::Namespace { path: netns.clone(), source: e.into() })?;
-        // Commands started from this thread run in the sandbox's namespace.
+    in_namespace(netns, move || {
         let mut nft = Command::new("nft");
         nft.args(["-f", "-"]);
         run(nft, Some(&ruleset(&fence)), "nft", "nftables")?;
@@ -134,10 +130,62 @@ pub fn install(fence: &Fence, netns: &str) -> Result<(), FenceError> {
             saddr = fence.sandbox_addr,
             haddr = fence.host_addr,
         ))
+    })
+}
+
+/// The nftables ruleset of a Kubernetes pod's network namespace under
+/// openshell-runtime: nothing leaves it but loopback and replies to connections
+/// that came in (Services, probes). Every new outbound connection fails fast (TCP
+/// reset, port-unreachable otherwise); the pod's way out is its egress proxy,
+/// which listens on the pod's loopback and dials from the node's namespace.
+pub fn pod_ruleset() -> &'static str {
+    "table inet openshell_pod_fence {
+  chain output {
+    type filter hook output priority 0; policy drop;
+    oif \"lo\" accept
+    ct state established,related accept
+    meta l4proto tcp reject with tcp reset
+    reject with icmpx type port-unreachable
+  }
+}
+"
+}
+
+/// Runs `f` on a thread that joined the network namespace at `netns`: what it
+/// creates (sockets, the commands it starts) lives there.
+fn in_namespace<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> Result<T, FenceError> + Send + 'static,
+) -> Result<T, FenceError> {
+    let ns = std::fs::File::open(netns).map_err(|source| FenceError::Namespace { path: netns.to_owned(), source })?;
+    let path = netns.to_owned();
+    let inside = std::thread::spawn(move || -> Result<T, FenceError> {
+        rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+            .map_err(|e| FenceError::Namespace { path, source: e.into() })?;
+        f()
     });
     inside
         .join()
         .unwrap_or_else(|_| Err(FenceError::Command { command: "fence".into(), stderr: "the thread panicked".into() }))
+}
+
+/// Installs [`pod_ruleset`] in the pod's network namespace at `netns`, and brings
+/// its loopback up.
+pub fn install_pod(netns: &str) -> Result<(), FenceError> {
+    in_namespace(netns, || {
+        let mut nft = Command::new("nft");
+        nft.args(["-f", "-"]);
+        run(nft, Some(pod_ruleset()), "nft", "nftables")?;
+        ip_batch("link set lo up\n")
+    })
+}
+
+/// A listener on `addr` inside the network namespace at `netns`.
+pub fn listen_in(netns: &str, addr: std::net::SocketAddr) -> Result<std::net::TcpListener, FenceError> {
+    in_namespace(netns, move || {
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| FenceError::Command { command: format!("listen on {addr}"), stderr: e.to_string() })
+    })
 }
 
 /// Removes the veth pair (the namespace's end and its rules go with the namespace).

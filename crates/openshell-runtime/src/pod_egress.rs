@@ -1,0 +1,330 @@
+//! A Kubernetes pod's egress under openshell-runtime. When containerd creates a
+//! pod's sandbox container, the runtime fences the pod's network namespace (only
+//! loopback and replies to inbound connections leave it: `fence::pod_ruleset`) and
+//! starts the pod's egress proxy, a daemon of this binary (`pod-proxy`, see
+//! [`serve`]): it listens on `127.0.0.1:PROXY_PORT` inside the pod's namespace (the
+//! socket made by a thread that joined it) and dials from the node's namespace, so
+//! the proxy is the pod's only way out. It starts with no network policy (everything
+//! denied); each of the pod's containers, when created, hands it the network
+//! policies of the pod's policy ([`push`]), and the container is refused unless the
+//! proxy applied them. Decisions, caller identification (by `/proc`, through the
+//! pause process's namespace) and audit lines are the host proxy's; the audit goes
+//! to `openshell-egress.log` in the pod's log directory (`/var/log/pods/...`).
+//! The proxy stops when the sandbox container is deleted.
+//!
+//! Not here: TLS interception (so no L7 rules over HTTPS), the inference router,
+//! and changing a running pod's policy (it is fixed when its containers are created).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::pod;
+
+/// The proxy's port on the pod's loopback.
+pub const PROXY_PORT: u16 = 15128;
+
+/// What the daemon needs, in the sandbox container's state directory.
+const STATE_FILE: &str = "openshell-pod-egress.json";
+const PID_FILE: &str = "openshell-pod-proxy.pid";
+const READY_FILE: &str = "openshell-pod-proxy.ready";
+const LOG_FILE: &str = "openshell-pod-proxy.log";
+/// The pod's policy text a container hands over, and the daemon's answer.
+const NETWORK_FILE: &str = "openshell-pod-network.yaml";
+const APPLIED_FILE: &str = "openshell-pod-network.applied";
+/// CRI's annotations: the pod's sandbox id (on its containers) and log directory.
+const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+const LOG_DIRECTORY_ANNOTATION: &str = "io.kubernetes.cri.sandbox-log-directory";
+const AUDIT_FILE: &str = "openshell-egress.log";
+/// How long a container's create waits for the proxy.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The environment every container of the pod gets: its clients use the proxy.
+pub fn proxy_env() -> Vec<String> {
+    let url = format!("http://127.0.0.1:{PROXY_PORT}");
+    let mut env: Vec<String> =
+        ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"].iter().map(|k| format!("{k}={url}")).collect();
+    env.extend(["NO_PROXY=localhost,127.0.0.1,::1".to_owned(), "no_proxy=localhost,127.0.0.1,::1".to_owned()]);
+    env
+}
+
+/// Why a pod's egress could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    #[error(
+        "the pod shares the node's network namespace (hostNetwork): its egress cannot be fenced, so openshell-runtime does not run it"
+    )]
+    HostNetwork,
+    #[error("the pod's network fence: {0}")]
+    Fence(#[from] openshell_sandbox::fence::FenceError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the pod's egress proxy (sandbox {sandbox}) is not running: {reason}")]
+    NoProxy { sandbox: String, reason: String },
+    #[error("the pod's egress proxy (sandbox {sandbox}) did not apply the pod's network policies: {reason}")]
+    NotApplied { sandbox: String, reason: String },
+    #[error("{0} has no annotation {SANDBOX_ID_ANNOTATION}")]
+    NoSandboxId(&'static str),
+    #[error("the pod's egress proxy: {0}")]
+    Proxy(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EgressError + '_ {
+    move |source| EgressError::Io { path: path.to_owned(), source }
+}
+
+/// What the daemon is started with.
+#[derive(Debug, Serialize, Deserialize)]
+struct EgressState {
+    netns: PathBuf,
+    /// The pause process: caller identification looks through its namespace.
+    member: u32,
+    audit: PathBuf,
+    sandbox: String,
+}
+
+/// The pod's network namespace, as the CRI gives the sandbox container.
+fn netns(spec: &Spec) -> Result<PathBuf, EgressError> {
+    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    let net = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::Network).ok_or(EgressError::HostNetwork)?;
+    // A new namespace without a path would be one no CNI set up: nothing to fence.
+    net.path().clone().ok_or(EgressError::HostNetwork)
+}
+
+fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a String> {
+    spec.annotations().as_ref().and_then(|a| a.get(key))
+}
+
+/// Fences the pod's network namespace and starts its egress proxy, for the
+/// sandbox container `id` whose process 1 is `member`.
+pub fn start(dir: &Path, id: &str, spec: &Spec, member: u32) -> Result<(), EgressError> {
+    let netns = netns(spec)?;
+    openshell_sandbox::fence::install_pod(&netns.display().to_string())?;
+    let audit = annotation(spec, LOG_DIRECTORY_ANNOTATION)
+        .map(|d| PathBuf::from(d).join(AUDIT_FILE))
+        .unwrap_or_else(|| dir.join(AUDIT_FILE));
+    let state = EgressState { netns, member, audit, sandbox: id.to_owned() };
+    let path = dir.join(STATE_FILE);
+    let json = serde_json::to_vec(&state).map_err(|e| EgressError::Proxy(e.to_string()))?;
+    std::fs::write(&path, json).map_err(io(&path))?;
+    spawn(dir)?;
+    let ready = dir.join(READY_FILE);
+    let deadline = Instant::now() + WAIT;
+    while !ready.exists() {
+        if Instant::now() > deadline {
+            stop(dir);
+            let log = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap_or_default();
+            return Err(EgressError::NoProxy { sandbox: id.to_owned(), reason: format!("not ready: {}", log.trim()) });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Starts `openshell-runtime pod-proxy DIR` in a session of its own.
+fn spawn(dir: &Path) -> Result<(), EgressError> {
+    use std::os::unix::process::CommandExt;
+    let log_path = dir.join(LOG_FILE);
+    let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+    let err = log.try_clone().map_err(io(&log_path))?;
+    // The sealed copy this process runs from (see `main`).
+    let exe = PathBuf::from("/proc/self/exe");
+    let child = std::process::Command::new(&exe)
+        .arg("pod-proxy")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(io(&exe))?;
+    let pid_path = dir.join(PID_FILE);
+    std::fs::write(&pid_path, child.id().to_string()).map_err(io(&pid_path))
+}
+
+/// The daemon's pid, if it is still the daemon of `dir` (its command line names it).
+fn daemon(dir: &Path) -> Option<Pid> {
+    let pid: i32 = std::fs::read_to_string(dir.join(PID_FILE)).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    use std::os::unix::ffi::OsStrExt;
+    let mut args = cmdline.split(|b| *b == 0);
+    let ours = args.any(|a| a == b"pod-proxy")
+        && args.next().is_some_and(|a| Path::new(std::ffi::OsStr::from_bytes(a)) == dir);
+    ours.then_some(Pid::from_raw(pid))
+}
+
+/// Stops the pod's egress proxy (SIGTERM, then SIGKILL after two seconds).
+pub fn stop(dir: &Path) {
+    let Some(pid) = daemon(dir) else { return };
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while daemon(dir).is_some() {
+        if Instant::now() > deadline {
+            let _ = kill(pid, Signal::SIGKILL);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether `dir` is a sandbox container's that started a proxy.
+pub fn has_proxy(dir: &Path) -> bool {
+    dir.join(PID_FILE).exists()
+}
+
+/// The id of the pod's sandbox container, from one of the pod's containers' spec.
+pub fn sandbox_id(spec: &Spec) -> Result<&str, EgressError> {
+    annotation(spec, SANDBOX_ID_ANNOTATION).map(String::as_str).ok_or(EgressError::NoSandboxId("the container"))
+}
+
+/// Hands the pod's policy (`text`, already verified and compiled for one of its
+/// containers) to the egress proxy of the pod's sandbox container (`dir`, its state
+/// directory), and waits until the proxy applied its network policies.
+pub fn push(dir: &Path, sandbox: &str, text: &str) -> Result<(), EgressError> {
+    let sandbox = sandbox.to_owned();
+    let pid = daemon(dir).ok_or_else(|| EgressError::NoProxy {
+        sandbox: sandbox.clone(),
+        reason: "no proxy process for the pod's sandbox container".into(),
+    })?;
+    let applied = dir.join(APPLIED_FILE);
+    let _ = std::fs::remove_file(&applied);
+    let staged = dir.join(format!("{NETWORK_FILE}.{}", std::process::id()));
+    std::fs::write(&staged, text).map_err(io(&staged))?;
+    let network = dir.join(NETWORK_FILE);
+    std::fs::rename(&staged, &network).map_err(io(&network))?;
+    kill(pid, Signal::SIGHUP).map_err(|e| EgressError::NoProxy { sandbox: sandbox.clone(), reason: e.to_string() })?;
+    let want = crate::policy::digest_of(text.as_bytes());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match std::fs::read_to_string(&applied) {
+            Ok(answer) if answer == want => return Ok(()),
+            // An answer for another container's push: wait for ours.
+            Ok(answer) if answer.starts_with("sha256:") => {}
+            Ok(answer) => return Err(EgressError::NotApplied { sandbox: sandbox.clone(), reason: answer }),
+            Err(_) => {}
+        }
+        if Instant::now() > deadline {
+            return Err(EgressError::NotApplied { sandbox: sandbox.clone(), reason: "no answer in 5 s".into() });
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The network-only policy the proxy serves: `pushed`'s network policies over
+/// the baseline's static sections (which the proxy does not use and which a live
+/// reload may not change).
+fn network_only(baseline: &openshell_policy::Policy, pushed: openshell_policy::Policy) -> openshell_policy::Policy {
+    openshell_policy::Policy { network_policies: pushed.network_policies, ..baseline.clone() }
+}
+
+/// The daemon (`openshell-runtime pod-proxy DIR`): serves the pod's egress proxy
+/// until it is stopped. SIGHUP applies the pushed policy and answers in
+/// `APPLIED_FILE` (its digest, or the error).
+pub fn serve(dir: &Path) -> Result<(), EgressError> {
+    use nix::sys::signal::SigSet;
+    let path = dir.join(STATE_FILE);
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    let state: EgressState = serde_json::from_slice(&bytes).map_err(|e| EgressError::Proxy(e.to_string()))?;
+    // Blocked before the proxy's threads exist, so that only the waiting thread gets it.
+    let mut hangup = SigSet::empty();
+    hangup.add(Signal::SIGHUP);
+    hangup.thread_block().map_err(|e| EgressError::Proxy(format!("blocking SIGHUP: {e}")))?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], PROXY_PORT));
+    let listener = openshell_sandbox::fence::listen_in(&state.netns.display().to_string(), addr)?;
+    let baseline = openshell_policy::load_str("the Kubernetes baseline policy", pod::BASELINE)
+        .map_err(|e| EgressError::Proxy(e.to_string()))?;
+    let proxy = openshell_proxy::Proxy::from_listener(listener, config(&state, baseline.clone())?)
+        .map_err(|e| EgressError::Proxy(e.to_string()))?;
+    let handle = proxy.handle();
+    let ready = dir.join(READY_FILE);
+    let dir = dir.to_owned();
+    std::thread::spawn(move || {
+        while hangup.wait().is_ok() {
+            let outcome = std::fs::read_to_string(dir.join(NETWORK_FILE)).map_err(|e| e.to_string()).and_then(|text| {
+                let pushed = openshell_policy::load_str("the pod's policy", &text).map_err(|e| e.to_string())?;
+                handle.reload(network_only(&baseline, pushed)).map_err(|e| e.to_string())?;
+                Ok(crate::policy::digest_of(text.as_bytes()))
+            });
+            let answer = outcome.unwrap_or_else(|e| format!("error: {e}"));
+            if let Err(e) = std::fs::write(dir.join(APPLIED_FILE), answer) {
+                eprintln!("pod-proxy: {e}");
+            }
+        }
+    });
+    std::fs::write(&ready, b"").map_err(io(&ready))?;
+    proxy.serve().map_err(|e| EgressError::Proxy(e.to_string()))
+}
+
+fn config(state: &EgressState, policy: openshell_policy::Policy) -> Result<openshell_proxy::ProxyConfig, EgressError> {
+    let resolver = match std::env::var("OPENSHELL_PROXY_HOSTS") {
+        Ok(spec) => openshell_proxy::WithOverrides::parse(&spec)
+            .map_err(|e| EgressError::Proxy(format!("OPENSHELL_PROXY_HOSTS: {e}")))?,
+        Err(_) => openshell_proxy::WithOverrides::default(),
+    };
+    let rotate = openshell_policy::model::Resources::DEFAULT_LOGS;
+    let audit = openshell_sandbox::logs::RotatingLog::open(&state.audit, rotate).map_err(io(&state.audit))?;
+    Ok(openshell_proxy::ProxyConfig {
+        sandbox: state.sandbox.clone(),
+        policy,
+        revision: 1,
+        identify: Box::new(openshell_proxy::ProcIdentify::new(state.member)),
+        resolver: Box::new(resolver),
+        connector: Box::new(openshell_proxy::Direct),
+        audit: Box::new(openshell_proxy::JsonLines::new(audit)),
+        tls: None,
+        route: None,
+        limits: Default::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libcontainer::oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder};
+
+    fn with_network(path: Option<&str>) -> Spec {
+        let mut builder = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
+        if let Some(path) = path {
+            builder = builder.path(path);
+        }
+        let namespaces = vec![builder.build().expect("namespace")];
+        let mut spec = Spec::default();
+        spec.set_linux(Some(LinuxBuilder::default().namespaces(namespaces).build().expect("linux")));
+        spec
+    }
+
+    #[test]
+    fn a_pod_on_the_nodes_network_is_refused() {
+        assert_eq!(
+            netns(&with_network(Some("/var/run/netns/cni-1"))).expect("netns"),
+            Path::new("/var/run/netns/cni-1")
+        );
+        // hostNetwork: no network namespace of the pod's own; or one nobody set up.
+        let mut host = Spec::default();
+        host.set_linux(Some(LinuxBuilder::default().namespaces(vec![]).build().expect("linux")));
+        assert!(matches!(netns(&host), Err(EgressError::HostNetwork)));
+        assert!(matches!(netns(&with_network(None)), Err(EgressError::HostNetwork)));
+    }
+
+    #[test]
+    fn the_proxy_serves_the_pushed_network_policies_over_the_baselines_static_sections() {
+        let baseline = openshell_policy::load_str("baseline", pod::BASELINE).expect("baseline");
+        let pushed = openshell_policy::load_str(
+            "pushed",
+            "version: 1\nfilesystem_policy:\n  read_only: [/usr]\nnetwork_policies:\n  a:\n    name: a\n    endpoints: [{host: a.test, port: 443}]\n    binaries: [{path: /bin/a}]\n",
+        )
+        .expect("pushed");
+        let served = network_only(&baseline, pushed.clone());
+        assert_eq!(served.network_policies, pushed.network_policies);
+        assert_eq!(served.filesystem_policy, baseline.filesystem_policy);
+        assert!(openshell_policy::PolicyDiff::between(&baseline, &served).ensure_live().is_ok());
+    }
+}
