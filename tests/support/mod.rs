@@ -16,6 +16,7 @@ pub mod dockerd;
 pub mod escapes;
 pub mod gpg;
 pub mod https;
+pub mod kube_api;
 pub mod npm_registry;
 pub mod postgres;
 pub mod pypi_index;

@@ -196,6 +196,29 @@ pub enum CertCommand {
 pub enum DriverKind {
     Local,
     Docker,
+    Kubernetes,
+}
+
+/// Where `gateway run --driver kubernetes` runs sandboxes.
+#[derive(Debug, clap::Args)]
+pub struct KubernetesArgs {
+    /// The cluster's kubeconfig (with --driver kubernetes; default: KUBECONFIG,
+    /// ~/.kube/config, or the service account of the pod the gateway runs in).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The namespace sandboxes' pods are made in (with --driver kubernetes).
+    #[arg(long, value_name = "NAME", default_value = "openshell")]
+    namespace: String,
+    /// `HOST[:PORT]/REPOSITORY` the cluster pulls sandbox images from; the
+    /// gateway pushes each image there (with --driver kubernetes).
+    #[arg(long, value_name = "REPO")]
+    image_registry: Option<String>,
+    /// Plain HTTP to --image-registry (only on loopback).
+    #[arg(long)]
+    registry_insecure: bool,
+    /// The RuntimeClass that runs pods with openshell-runtime (with --driver kubernetes).
+    #[arg(long, value_name = "NAME", default_value = "openshell")]
+    runtime_class: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,9 +263,10 @@ pub enum GatewayCommand {
         /// instead of running sandboxes in this process's own local driver.
         #[arg(long, value_name = "PATH", conflicts_with_all = ["driver_dir", "driver"])]
         driver_socket: Option<PathBuf>,
-        /// Where sandboxes run: `local` (libcontainer, in this process) or
+        /// Where sandboxes run: `local` (libcontainer, in this process),
         /// `docker` (containers on the local dockerd, through the runtime
-        /// `openshell docker install` registered).
+        /// `openshell docker install` registered) or `kubernetes` (pods under
+        /// RuntimeClass openshell; see docs/kubernetes.md).
         #[arg(long, value_enum, default_value_t = DriverKind::Local)]
         driver: DriverKind,
         /// dockerd's API socket (with --driver docker).
@@ -251,6 +275,8 @@ pub enum GatewayCommand {
         /// The runtime's name in dockerd (with --driver docker).
         #[arg(long, value_name = "NAME", default_value = "openshell")]
         docker_runtime: String,
+        #[command(flatten)]
+        kubernetes: Box<KubernetesArgs>,
     },
     /// (internal) A Docker sandbox's network helper (`--hold`: its namespace's holder).
     #[command(hide = true, name = "docker-network")]
@@ -780,6 +806,7 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
             driver,
             docker_socket,
             docker_runtime,
+            kubernetes,
         } => {
             let dir = gateway_dir()?;
             let store = match store {
@@ -804,6 +831,20 @@ pub fn gateway(out: &Output, cmd: GatewayCommand) -> Result<u8, SandboxCmdError>
                     socket: docker_socket,
                     runtime: docker_runtime,
                 }),
+                (None, DriverKind::Kubernetes) => {
+                    let KubernetesArgs { kubeconfig, namespace, image_registry, registry_insecure, runtime_class } =
+                        *kubernetes;
+                    let registry = image_registry.ok_or_else(|| {
+                        fail("--driver kubernetes needs --image-registry HOST[:PORT]/REPOSITORY: the cluster pulls sandbox images from there")
+                    })?;
+                    server::DriverChoice::Kubernetes(openshell_driver_kubernetes::KubernetesOptions {
+                        kubeconfig,
+                        namespace,
+                        registry,
+                        registry_insecure,
+                        runtime_class,
+                    })
+                }
             };
             let options = server::Options { remote, database, driver_dir, lease, driver };
             match server::serve(dir, exe()?, &store, options) {

@@ -489,12 +489,7 @@ impl Driver for DockerDriver {
     }
 
     fn sweep(&self, known: &dyn Fn() -> Option<std::collections::HashSet<String>>) {
-        let held: Vec<String> = std::fs::read_dir(self.root.join("sandboxes"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let held = openshell_driver_local::entry_names(&self.root.join("sandboxes"));
         // Containers of this directory's sandboxes, also those whose record was
         // never written (a gateway killed between dockerd's create and it).
         let filters = std::collections::HashMap::from([(

@@ -257,6 +257,17 @@ impl LocalDriver {
     }
 }
 
+/// The names of the entries of `dir` (a driver's sandbox directories: their ids);
+/// none when it cannot be read.
+pub fn entry_names(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// Holds the lock file at `path` (made when missing) until the file is dropped.
 pub fn lock_file(path: &std::path::Path) -> Result<std::fs::File, DriverError> {
     let file = std::fs::OpenOptions::new()

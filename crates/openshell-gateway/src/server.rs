@@ -62,6 +62,8 @@ pub enum DriverChoice {
     Socket(std::path::PathBuf),
     /// As containers on the local dockerd.
     Docker(openshell_driver_docker::DockerOptions),
+    /// As pods on a Kubernetes cluster (the driver keeps its records in the driver directory).
+    Kubernetes(openshell_driver_kubernetes::KubernetesOptions),
 }
 
 /// Set once `gateway stop` is being answered: the files the watchdog watches
@@ -236,6 +238,13 @@ pub fn serve(
             openshell_driver_docker::DockerDriver::new(docker, exe, store.clone())
                 .map_err(|e| ServerError::Driver("docker", e))?,
         ),
+        DriverChoice::Kubernetes(kubernetes) => {
+            let driver_dir = options.driver_dir.clone().unwrap_or_else(|| dir.0.join("kubernetes"));
+            Arc::new(
+                openshell_driver_kubernetes::KubernetesDriver::new(kubernetes.clone(), driver_dir, store.clone())
+                    .map_err(|e| ServerError::Driver("kubernetes", e))?,
+            )
+        }
         DriverChoice::Local => {
             let driver_dir = options.driver_dir.clone().unwrap_or_else(|| dir.0.clone());
             let local = openshell_driver_local::LocalDriver::new(driver_dir, exe, store.clone())

@@ -279,7 +279,10 @@ impl Runtime {
         let builder = match &policy {
             Some(policy) => {
                 tracing::debug!(policy = %policy.source, "applying the policy's Landlock rules and seccomp filter");
-                let mode = prepared.as_ref().map_or(InitMode::Exec, |p| p.init_mode());
+                let mode = match &prepared {
+                    Some(p) => p.init_mode(),
+                    None => pod::init_mode(&spec)?,
+                };
                 builder.with_executor(Reporting(policy.executor(mode)))
             }
             None => builder.with_executor(Reporting(DefaultExecutor {})),

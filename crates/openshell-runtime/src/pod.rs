@@ -43,9 +43,31 @@ pub fn container_type(spec: &Spec) -> Option<ContainerType> {
     }
 }
 
+/// The pod annotation choosing process 1 of the pod's containers: `supervise`
+/// (openshell's init runs the container's command under it, passes signals on and
+/// reaps) or `idle` (openshell's init with nothing to run: processes join with exec;
+/// the container's command is not run). Without it, the command is process 1.
+pub const INIT_ANNOTATION: &str = "run.openshell.init";
+
+/// What process 1 of a pod's container is (see [`INIT_ANNOTATION`]).
+pub fn init_mode(spec: &Spec) -> Result<openshell_sandbox::run::InitMode, PodError> {
+    use openshell_sandbox::run::InitMode;
+    if container_type(spec) != Some(ContainerType::Container) {
+        return Ok(InitMode::Exec);
+    }
+    match spec.annotations().as_ref().and_then(|a| a.get(INIT_ANNOTATION)).map(String::as_str) {
+        None => Ok(InitMode::Exec),
+        Some("supervise") => Ok(InitMode::Supervise),
+        Some("idle") => Ok(InitMode::Idle),
+        Some(other) => Err(PodError::Init(other.to_owned())),
+    }
+}
+
 /// Why a pod's bundle could not be confined.
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
+    #[error("annotation {INIT_ANNOTATION}: `{0}` is neither `supervise` nor `idle`")]
+    Init(String),
     #[error("{}: writing the confined spec: {message}", path.display())]
     Spec { path: PathBuf, message: String },
 }

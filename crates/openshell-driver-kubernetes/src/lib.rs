@@ -1,0 +1,393 @@
+//! The Kubernetes driver (`gateway run --driver kubernetes`): each sandbox is a
+//! Pod in the driver's namespace under RuntimeClass `openshell`, so the node's
+//! openshell-runtime runs it (see docs/kubernetes.md): the policy travels as the
+//! pod's `run.openshell.policy.yaml` annotation with its digest, and the runtime
+//! applies it (Landlock, seccomp, no capabilities, the pod's egress only through
+//! its proxy) when the container is created. Everything goes through the
+//! Kubernetes API (kube + k8s-openapi): the image is pushed from the gateway's
+//! store to `--image-registry` and the pod pulls it by digest; the pod's status is
+//! watched for the run's end; logs, exec (pods/exec over a WebSocket) and delete.
+//!
+//! Process 1 is openshell's init (`run.openshell.init: supervise`, or `idle` for
+//! a sandbox without a command), so signals reach the job as on the host. Stopping
+//! deletes the pod (SIGTERM with a grace period, SIGKILL at once); `start` makes
+//! a new one: files written in a pod do not outlive it.
+//!
+//! Not done: standby sandboxes (a warm pool), `sandbox forward` (pods/portforward),
+//! the audit log through the gateway (it is on the node, in the pod's log
+//! directory), changing a running sandbox's policy, inference routing, and a
+//! foreground create's stdin (its output is the pod's log).
+//!
+//! Modules: `api` (kube on the driver's runtime), `pod` (the Pod), `record`,
+//! `stream` (the pod's end, its log, exec relays).
+
+mod api;
+pub mod pod;
+mod record;
+mod stream;
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{AttachParams, DeleteParams, ListParams, PostParams};
+use nix::sys::signal::Signal;
+use openshell_driver::{
+    Applied, Created, Driver, DriverError, Exec, ExecSpec, Exit, Found, Job, LogKind, LogStream, Pending, RouteUpdate,
+    Run, SandboxSpec, Stdio,
+};
+use openshell_store::Store;
+
+use crate::api::{Api, error, not_found};
+use crate::pod::{PodTemplate, pod_name};
+use crate::record::Record;
+
+const DRIVER: &str = "kubernetes";
+
+/// Where the driver runs sandboxes and where their images go.
+#[derive(Debug, Clone)]
+pub struct KubernetesOptions {
+    /// A kubeconfig file (default: kube's inference — `KUBECONFIG`,
+    /// `~/.kube/config`, or the service account of the pod the gateway runs in).
+    pub kubeconfig: Option<PathBuf>,
+    pub namespace: String,
+    /// `HOST[:PORT]/REPOSITORY` the cluster pulls from; the gateway pushes each
+    /// sandbox's image there (tagged `sha256-HEX`) before its pod is made.
+    pub registry: String,
+    /// Plain HTTP to the registry (refused unless it is on loopback, as for `openshell push`).
+    pub registry_insecure: bool,
+    /// The RuntimeClass whose handler is openshell-runtime.
+    pub runtime_class: String,
+}
+
+/// Runs sandboxes as pods.
+pub struct KubernetesDriver {
+    api: Arc<Api>,
+    options: KubernetesOptions,
+    /// `sandboxes/ID/`: each sandbox's record and job.
+    root: PathBuf,
+    store: Store,
+}
+
+impl KubernetesDriver {
+    /// Connects to the cluster; `root` is the driver's directory.
+    pub fn new(options: KubernetesOptions, root: PathBuf, store: Store) -> Result<KubernetesDriver, DriverError> {
+        let api = Api::connect(options.kubeconfig.as_deref(), &options.namespace)?;
+        let sandboxes = root.join("sandboxes");
+        std::fs::create_dir_all(&sandboxes).map_err(DriverError::io(&sandboxes))?;
+        Ok(KubernetesDriver { api: Arc::new(api), options, root, store })
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.root.join("sandboxes").join(id)
+    }
+
+    fn record(&self, id: &str) -> Result<Record, DriverError> {
+        Record::read(&self.dir(id))
+    }
+
+    /// Pushes the image from the store to the registry; returns what pods pull.
+    fn push_image(&self, digest: &str) -> Result<String, DriverError> {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let reference = format!("{}:sha256-{hex}", self.options.registry);
+        let opts =
+            openshell_registry::ConnectOptions { insecure: self.options.registry_insecure, ..Default::default() };
+        openshell_registry::push(
+            &self.store,
+            &openshell_registry::PushSource::Image(digest.to_owned()),
+            &reference,
+            &opts,
+        )
+        .map_err(|e| DriverError::Image(format!("pushing the sandbox's image to {}: {e}", self.options.registry)))?;
+        Ok(format!("{}@{digest}", self.options.registry))
+    }
+
+    fn get_pod(&self, id: &str) -> Result<Option<k8s_openapi::api::core::v1::Pod>, DriverError> {
+        self.api.runtime.block_on(self.api.pods.get_opt(&pod_name(id))).map_err(|e| error("get pod", &e))
+    }
+
+    /// Deletes the sandbox's pod (grace: seconds before SIGKILL) and, with
+    /// `wait`, returns once it is gone.
+    fn delete_pod(&self, id: &str, grace: u32, wait: bool) -> Result<(), DriverError> {
+        let params = DeleteParams { grace_period_seconds: Some(grace), ..Default::default() };
+        match self.api.runtime.block_on(self.api.pods.delete(&pod_name(id), &params)) {
+            Ok(_) => {}
+            Err(e) if not_found(&e) => return Ok(()),
+            Err(e) => return Err(error("delete pod", &e)),
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(u64::from(grace) + 30);
+        while wait && self.get_pod(id)?.is_some() {
+            if std::time::Instant::now() > deadline {
+                return Err(DriverError::failed(format!("pod {} was not deleted in time", pod_name(id))));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn running_pod(&self, id: &str) -> Result<String, DriverError> {
+        match self.get_pod(id)? {
+            Some(pod) if pod::running(&pod) => Ok(pod_name(id)),
+            _ => Err(DriverError::NotRunning(id.to_owned())),
+        }
+    }
+}
+
+/// The exec's command: `env K=V... ARGS` when it adds to the job's environment
+/// (the pods/exec API takes no environment; `env` must be in the image then).
+fn exec_command(job: &Job, spec: &ExecSpec) -> Vec<String> {
+    let extra: Vec<String> = spec.env.iter().filter(|kv| !job.env.contains(kv)).cloned().collect();
+    if extra.is_empty() {
+        return spec.args.clone();
+    }
+    let mut command = vec!["env".to_owned()];
+    command.extend(extra);
+    command.extend(spec.args.iter().cloned());
+    command
+}
+
+impl Driver for KubernetesDriver {
+    fn name(&self) -> &'static str {
+        DRIVER
+    }
+
+    fn create(&self, id: &str, spec: &SandboxSpec) -> Result<Created, DriverError> {
+        let policy = openshell_policy::load_str(&spec.policy_name, &spec.policy)
+            .map_err(|e| DriverError::Policy(e.to_string()))?;
+        let (_, config) = openshell_build::images::documents_by_digest(&self.store, &spec.image_digest)
+            .map_err(|e| DriverError::Image(format!("{}: {e}", spec.image_digest)))?;
+        let (mut env, _, _) = openshell_driver_local::image_config(&config);
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        }
+        let image = self.push_image(&spec.image_digest)?;
+        let record = Record {
+            name: spec.name.clone(),
+            image,
+            policy: spec.policy.clone(),
+            has_network: !policy.network_policies.is_empty(),
+        };
+        record.write(&self.dir(id))?;
+        // The node's runtime sets the proxy's variables in the pod itself.
+        Ok(Created { env, proxy: None })
+    }
+
+    fn set_job(&self, id: &str, job: &Job) -> Result<(), DriverError> {
+        record::write_job(&self.dir(id), job)
+    }
+
+    fn start(&self, id: &str, stdio: Stdio) -> Result<Run, DriverError> {
+        let record = self.record(id)?;
+        let job = record::read_job(&self.dir(id))?;
+        // A pod of an earlier run that ended on its own.
+        self.delete_pod(id, 0, true)?;
+        let template = PodTemplate {
+            id,
+            name: &record.name,
+            image: &record.image,
+            runtime_class: &self.options.runtime_class,
+            policy: &record.policy,
+        };
+        let pod = template.pod(&job);
+        self.api
+            .runtime
+            .block_on(self.api.pods.create(&PostParams::default(), &pod))
+            .map_err(|e| error("create pod", &e))?;
+        let output = stdio.into_iter().nth(1).map(|stdout| stream::follow_log(&self.api, &pod_name(id), stdout));
+        Ok(Run {
+            pid: None,
+            watch: Box::new(stream::PodWatch { api: Arc::clone(&self.api), name: pod_name(id), output }),
+        })
+    }
+
+    fn standby(&self, _id: &str) -> Result<Box<dyn Pending>, DriverError> {
+        Err(DriverError::Unsupported { driver: DRIVER, what: "standby sandboxes (a warm pool of pods)" })
+    }
+
+    fn exec(&self, id: &str, spec: &ExecSpec, stdio: Stdio) -> Result<Exec, DriverError> {
+        let name = self.running_pod(id)?;
+        let job = record::read_job(&self.dir(id))?;
+        let mut stdio = stdio.into_iter();
+        let (stdin, stdout, stderr) = (stdio.next(), stdio.next(), stdio.next());
+        let params = AttachParams::default()
+            .container(pod::CONTAINER)
+            .stdin(stdin.is_some() || spec.tty)
+            .stdout(true)
+            .stderr(!spec.tty)
+            .tty(spec.tty);
+        let mut attached = self
+            .api
+            .runtime
+            .block_on(self.api.pods.exec(&name, exec_command(&job, spec), &params))
+            .map_err(|e| error("exec", &e))?;
+        let rt = self.api.runtime.handle().clone();
+        let file = |fd: OwnedFd| tokio::fs::File::from_std(std::fs::File::from(fd));
+        let mut output = Vec::new();
+        let mut input_task = None;
+        let console = if spec.tty {
+            let pty = nix::pty::openpty(None, None).map_err(|e| DriverError::failed(format!("a terminal: {e}")))?;
+            let slave = std::fs::File::from(pty.slave);
+            let reader = slave.try_clone().map_err(|e| DriverError::failed(format!("a terminal: {e}")))?;
+            if let Some(input) = attached.stdin() {
+                input_task = Some(rt.spawn(stream::pump(tokio::fs::File::from_std(reader), input)));
+            }
+            if let Some(out) = attached.stdout() {
+                output.push(rt.spawn(stream::pump(out, tokio::fs::File::from_std(slave))));
+            }
+            Some(pty.master)
+        } else {
+            if let (Some(input), Some(stdin)) = (attached.stdin(), stdin) {
+                input_task = Some(rt.spawn(stream::pump(file(stdin), input)));
+            }
+            for (from, to) in [(attached.stdout(), stdout), (attached.stderr(), stderr)] {
+                if let (Some(from), Some(to)) = (from, to) {
+                    output.push(rt.spawn(stream::pump(from, file(to))));
+                }
+            }
+            None
+        };
+        let status = attached.take_status().map(|s| rt.spawn(s));
+        // The connection is driven by kube's own task; joining it ends with it.
+        rt.spawn(async move {
+            if let Err(e) = attached.join().await {
+                tracing::warn!(error = %e, "pods/exec connection");
+            }
+        });
+        Ok(Exec {
+            console,
+            watch: Box::new(stream::ExecWatch { api: Arc::clone(&self.api), status, input: input_task, output }),
+        })
+    }
+
+    fn connect(&self, _id: &str, _port: u16) -> Result<OwnedFd, DriverError> {
+        Err(DriverError::Unsupported { driver: DRIVER, what: "forwarding ports (pods/portforward)" })
+    }
+
+    fn signal(&self, id: &str, signal: Signal) -> Result<(), DriverError> {
+        match signal {
+            Signal::SIGKILL => self.delete_pod(id, 0, false),
+            Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGQUIT => self.delete_pod(id, 10, false),
+            _ => Err(DriverError::Unsupported {
+                driver: DRIVER,
+                what: "signals other than TERM, INT, HUP, QUIT and KILL",
+            }),
+        }
+    }
+
+    fn find(&self, id: &str) -> Found {
+        match self.get_pod(id) {
+            Ok(Some(pod)) if pod::terminated(&pod).is_none() && pod::stuck(&pod).is_none() => Found::Running(Run {
+                pid: None,
+                watch: Box::new(stream::PodWatch { api: Arc::clone(&self.api), name: pod_name(id), output: None }),
+            }),
+            _ => Found::Ended(self.last_exit(id)),
+        }
+    }
+
+    fn sweep(&self, known: &dyn Fn() -> Option<std::collections::HashSet<String>>) {
+        let held = openshell_driver_local::entry_names(&self.root.join("sandboxes"));
+        let params = ListParams::default().labels(&format!("{}={}", pod::LABEL_MANAGED, pod::MANAGED_BY));
+        let pods = self.api.runtime.block_on(self.api.pods.list(&params)).map(|l| l.items).unwrap_or_default();
+        let Some(known) = known() else { return };
+        let labelled = pods.iter().filter_map(|p| p.metadata.labels.as_ref()?.get(pod::LABEL_SANDBOX).cloned());
+        let mut unknown: Vec<String> = held.into_iter().chain(labelled).filter(|id| !known.contains(id)).collect();
+        unknown.sort();
+        unknown.dedup();
+        for id in unknown {
+            tracing::info!(%id, "removing an unrecorded sandbox's pod");
+            if let Err(e) = self.remove(&id) {
+                tracing::warn!(%e, "removing an unrecorded sandbox's pod");
+            }
+        }
+    }
+
+    fn last_exit(&self, id: &str) -> Option<Exit> {
+        let pod = self.get_pod(id).ok()??;
+        pod::terminated(&pod).map(|(code, finished)| Exit { code, finished })
+    }
+
+    fn log(&self, id: &str, kind: LogKind) -> Result<Box<dyn LogStream>, DriverError> {
+        self.record(id)?;
+        match kind {
+            LogKind::Output => Ok(Box::new(stream::PodLog {
+                api: Arc::clone(&self.api),
+                name: pod_name(id),
+                served: 0,
+                pending: Vec::new(),
+            })),
+            LogKind::Audit => Err(DriverError::Unsupported {
+                driver: DRIVER,
+                what: "audit logs through the gateway (each pod's is on its node, in the pod's log directory)",
+            }),
+        }
+    }
+
+    fn has_network(&self, id: &str) -> bool {
+        self.record(id).is_ok_and(|r| r.has_network)
+    }
+
+    fn reload_network(
+        &self,
+        id: &str,
+        _revision: i64,
+        _name: &str,
+        text: &str,
+        running: bool,
+        _wait: bool,
+    ) -> Result<Applied, DriverError> {
+        if running {
+            return Err(DriverError::Unsupported {
+                driver: DRIVER,
+                what: "changing a running sandbox's network policy (a pod's policy is fixed when it is created)",
+            });
+        }
+        // The pod's annotation at the next start: the network section replaced.
+        let mut record = self.record(id)?;
+        let current = openshell_policy::load_str("the sandbox's policy", &record.policy)
+            .map_err(|e| DriverError::Policy(e.to_string()))?;
+        let new = openshell_policy::load_str("the new network policy", text)
+            .map_err(|e| DriverError::Policy(e.to_string()))?;
+        openshell_policy::PolicyDiff::between(&current, &new)
+            .ensure_live()
+            .map_err(|e| DriverError::Policy(e.to_string()))?;
+        record.policy = text.to_owned();
+        record.has_network = !new.network_policies.is_empty();
+        record.write(&self.dir(id))?;
+        Ok(Applied::AtStart)
+    }
+
+    fn set_route(&self, _id: &str, route: &RouteUpdate, _running: bool, _wait: bool) -> Result<Applied, DriverError> {
+        match route.route {
+            None => Ok(Applied::AtStart),
+            Some(_) => Err(DriverError::Unsupported { driver: DRIVER, what: "inference routing" }),
+        }
+    }
+
+    fn remove(&self, id: &str) -> Result<(), DriverError> {
+        self.delete_pod(id, 0, true)?;
+        let dir = self.dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DriverError::Io { path: dir, source: e }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_adds_only_what_the_job_lacks_through_env() {
+        let job = Job { args: vec![], env: vec!["PATH=/bin".into(), "A=1".into()] };
+        let spec = |env: &[&str]| ExecSpec {
+            args: vec!["ls".into(), "-l".into()],
+            env: env.iter().map(|s| (*s).to_owned()).collect(),
+            tty: false,
+        };
+        assert_eq!(exec_command(&job, &spec(&["PATH=/bin", "A=1"])), ["ls", "-l"]);
+        assert_eq!(exec_command(&job, &spec(&["PATH=/bin", "B=2"])), ["env", "B=2", "ls", "-l"]);
+    }
+}

@@ -1,0 +1,219 @@
+//! A pod's end, its log and an exec's streams, as the driver's interface wants
+//! them: blocking calls and descriptors, over kube's async API.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use futures_util::TryStreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use kube::api::{LogParams, WatchEvent, WatchParams};
+use openshell_driver::{DriverError, Watch};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::api::{Api, error};
+use crate::pod::{CONTAINER, stuck, terminated};
+
+/// The end of a pod's run: its container's exit code, seen through a watch of
+/// the pod; with the client's stdout, the pod's log is copied to it meanwhile.
+pub(crate) struct PodWatch {
+    pub api: Arc<Api>,
+    pub name: String,
+    pub output: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl PodWatch {
+    async fn exit(&self) -> Result<i32, DriverError> {
+        loop {
+            let pod = match self.api.pods.get_opt(&self.name).await {
+                Ok(Some(pod)) => pod,
+                Ok(None) => return Err(DriverError::failed(format!("pod {} was deleted before it ended", self.name))),
+                Err(e) => return Err(error("get pod", &e)),
+            };
+            if let Some(code) = decided(&pod)? {
+                return Ok(code);
+            }
+            let version = pod.metadata.resource_version.clone().unwrap_or_else(|| "0".into());
+            let params = WatchParams::default().fields(&format!("metadata.name={}", self.name)).timeout(290);
+            let stream = self.api.pods.watch(&params, &version).await.map_err(|e| error("watch pod", &e))?;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.try_next().await.map_err(|e| error("watch pod", &e))? {
+                match event {
+                    WatchEvent::Added(pod) | WatchEvent::Modified(pod) => {
+                        if let Some(code) = decided(&pod)? {
+                            return Ok(code);
+                        }
+                    }
+                    WatchEvent::Deleted(pod) => {
+                        return decided(&pod)?.ok_or_else(|| {
+                            DriverError::failed(format!("pod {} was deleted before it ended", self.name))
+                        });
+                    }
+                    // Expired: watch again from a fresh read.
+                    WatchEvent::Error(_) => break,
+                    WatchEvent::Bookmark(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The exit code when the pod's container ended, an error when it cannot run.
+fn decided(pod: &Pod) -> Result<Option<i32>, DriverError> {
+    if let Some((code, _)) = terminated(pod) {
+        return Ok(Some(code));
+    }
+    match stuck(pod) {
+        Some(why) => Err(DriverError::failed(why)),
+        None => Ok(None),
+    }
+}
+
+impl Watch for PodWatch {
+    fn code(&mut self) -> Result<i32, DriverError> {
+        let code = self.api.runtime.block_on(self.exit());
+        if let Some(output) = self.output.take() {
+            let _ = self.api.runtime.block_on(output);
+        }
+        code
+    }
+
+    fn reap(mut self: Box<Self>) -> Result<(), DriverError> {
+        if let Some(output) = self.output.take() {
+            let _ = self.api.runtime.block_on(output);
+        }
+        Ok(())
+    }
+}
+
+/// Copies the pod's log, as it grows, to `stdout` until the pod ended.
+pub(crate) fn follow_log(api: &Arc<Api>, name: &str, stdout: OwnedFd) -> tokio::task::JoinHandle<()> {
+    let api = Arc::clone(api);
+    let name = name.to_owned();
+    api.runtime.handle().clone().spawn(async move {
+        let mut out = tokio::fs::File::from_std(std::fs::File::from(stdout));
+        // The log exists once the container started.
+        let stream = loop {
+            let params = LogParams { follow: true, container: Some(CONTAINER.into()), ..Default::default() };
+            match api.pods.log_stream(&name, &params).await {
+                Ok(stream) => break stream,
+                Err(_) => match api.pods.get_opt(&name).await {
+                    Ok(Some(pod)) if terminated(&pod).is_none() && stuck(&pod).is_none() => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                    }
+                    _ => return,
+                },
+            }
+        };
+        let mut stream = std::pin::pin!(stream);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match futures_util::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    let _ = out.flush().await;
+                }
+            }
+        }
+    })
+}
+
+/// The pod's log as `sandbox logs` reads it: what it holds so far, then what is
+/// added (read again from the API, past what was served), 0 at the current end.
+pub(crate) struct PodLog {
+    pub api: Arc<Api>,
+    pub name: String,
+    pub served: usize,
+    pub pending: Vec<u8>,
+}
+
+impl openshell_driver::LogStream for PodLog {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, DriverError> {
+        if self.pending.is_empty() {
+            let params = LogParams { container: Some(CONTAINER.into()), ..Default::default() };
+            let text = match self.api.runtime.block_on(self.api.pods.logs(&self.name, &params)) {
+                Ok(text) => text,
+                // Not started yet (or gone): nothing more now.
+                Err(_) => return Ok(0),
+            };
+            let bytes = text.into_bytes();
+            if bytes.len() > self.served {
+                self.pending = bytes[self.served..].to_vec();
+                self.served = bytes.len();
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.pending.drain(..n);
+        Ok(n)
+    }
+}
+
+/// Copies `from` to `to` until either ends.
+pub(crate) async fn pump(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                let _ = to.flush().await;
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// An exec's end: the status the API server sends on the error channel.
+pub(crate) struct ExecWatch {
+    pub api: Arc<Api>,
+    pub status: Option<tokio::task::JoinHandle<Option<Status>>>,
+    /// The client's input, copied until it ends, or until the process did: then
+    /// it is dropped, which closes the exec's stdin and lets the connection end.
+    pub input: Option<tokio::task::JoinHandle<()>>,
+    pub output: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The exit code an exec's final status gives (`NonZeroExitCode` names it).
+pub(crate) fn exit_code(status: Option<&Status>) -> Result<i32, DriverError> {
+    let Some(status) = status else {
+        return Err(DriverError::failed("the exec ended without a status"));
+    };
+    if status.status.as_deref() == Some("Success") {
+        return Ok(0);
+    }
+    let causes = status.details.as_ref().and_then(|d| d.causes.as_deref()).unwrap_or_default();
+    causes
+        .iter()
+        .find(|c| c.reason.as_deref() == Some("ExitCode"))
+        .and_then(|c| c.message.as_deref()?.parse().ok())
+        .ok_or_else(|| DriverError::failed(format!("exec: {}", status.message.clone().unwrap_or_default())))
+}
+
+impl Watch for ExecWatch {
+    fn code(&mut self) -> Result<i32, DriverError> {
+        let status = match self.status.take() {
+            Some(task) => self.api.runtime.block_on(task).ok().flatten(),
+            None => None,
+        };
+        if let Some(input) = self.input.take() {
+            input.abort();
+        }
+        for task in self.output.drain(..) {
+            let _ = self.api.runtime.block_on(task);
+        }
+        exit_code(status.as_ref())
+    }
+
+    fn reap(mut self: Box<Self>) -> Result<(), DriverError> {
+        for task in self.output.drain(..) {
+            let _ = self.api.runtime.block_on(task);
+        }
+        Ok(())
+    }
+}

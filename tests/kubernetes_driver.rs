@@ -1,0 +1,234 @@
+//! The gateway's Kubernetes driver (`gateway run --driver kubernetes`) against a
+//! Kubernetes API server of the test's own (`tests/support/kube_api.rs`: pods,
+//! watch, log and exec over a WebSocket, on k8s-openapi's types, every Pod body
+//! decoded strictly) and Debian's docker-registry on loopback, where the driver
+//! pushes each sandbox's image. The server's fake kubelet runs a pod's command on
+//! this host: what is tested is what the driver asks of the API, not a node
+//! (tests/cri.rs tests the node).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::kube_api::{KubeApi, strictly};
+use support::registry::Registry;
+
+mod support;
+
+const BIN: &str = env!("CARGO_BIN_EXE_openshell");
+
+struct Env {
+    dir: tempfile::TempDir,
+    api: KubeApi,
+    registry: Registry,
+    gateway: std::process::Child,
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+impl Env {
+    fn command(dir: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(dir)
+            .env("HOME", dir)
+            .env("OPENSHELL_GATEWAY_DIR", dir.join("gw"))
+            .env_remove("OPENSHELL_STORE")
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Self::command(self.dir.path(), args).output().expect("run openshell")
+    }
+
+    fn store(&self) -> String {
+        self.dir.path().join("store").display().to_string()
+    }
+
+    fn start() -> Env {
+        // Short: the gateway's socket path must fit a sockaddr_un.
+        let dir = tempfile::Builder::new().prefix("osk").tempdir_in("/tmp").expect("tempdir");
+        let p = dir.path();
+        // A one-file image: the fake kubelet runs commands on this host, so only
+        // its digest matters.
+        std::fs::write(p.join("image.yaml"), "name: openshell/ktest\nfiles:\n  - path: /etc/motd\n    content: \"k\\n\"\nuser: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\nenv:\n  PATH: /usr/bin:/bin\n").expect("definition");
+        let store = p.join("store").display().to_string();
+        for args in
+            [vec!["lock", "image.yaml", "--store", &store], vec!["build", "lockfiles/image.lock", "--store", &store]]
+        {
+            let o = Self::command(p, &args).output().expect("openshell");
+            assert!(o.status.success(), "{args:?}: {}", text(&o));
+        }
+        let registry = Registry::start(&p.join("registry"), None, None);
+        let api = KubeApi::start();
+        let kubeconfig = p.join("kubeconfig");
+        api.kubeconfig(&kubeconfig);
+        let repo = format!("{}/openshell/sandboxes", registry.host());
+        let log = std::fs::File::create(p.join("gateway.log")).expect("log");
+        let gateway = Self::command(
+            p,
+            &[
+                "gateway",
+                "run",
+                "--store",
+                &store,
+                "--driver",
+                "kubernetes",
+                "--kubeconfig",
+                &kubeconfig.display().to_string(),
+                "--namespace",
+                "agents",
+                "--image-registry",
+                &repo,
+                "--registry-insecure",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("gateway run");
+        let env = Env { dir, api, registry, gateway };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !env.dir.path().join("gw/gateway.sock").exists() {
+            assert!(Instant::now() < deadline, "the gateway did not start: {}", env.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        env
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    fn manifest(&self) -> String {
+        let o = self.run(&["image", "ls", "--store", &self.store(), "--output", "json"]);
+        let listed: serde_json::Value = serde_json::from_slice(&o.stdout).expect("image ls json");
+        listed[0]["manifest"].as_str().expect("a manifest digest").to_owned()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.run(&["gateway", "stop"]);
+        let _ = self.gateway.wait();
+    }
+}
+
+fn sha256(text: &str) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+#[test]
+fn the_kubernetes_driver_runs_each_sandbox_as_a_pod() {
+    let env = Env::start();
+    let store = env.store();
+    let manifest = env.manifest();
+    // A foreground run: the pod's output and its exit code come back.
+    let o = env.run(&[
+        "sandbox",
+        "create",
+        "--rm",
+        "--name",
+        "once",
+        "--store",
+        &store,
+        "--image",
+        "openshell/ktest",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo from the pod; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", text(&o), env.log());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "from the pod\n", "{}", env.log());
+
+    // The Pod the driver sent: strictly a Pod, under RuntimeClass openshell, the
+    // image by digest from the registry, the policy and its digest by annotation.
+    let seen = env.api.seen();
+    let created: Vec<_> = seen.iter().filter(|s| s.method == "POST").collect();
+    assert_eq!(created.len(), 1, "{seen:?}");
+    assert!(created[0].uri.starts_with("/api/v1/namespaces/agents/pods"), "{}", created[0].uri);
+    let pod: k8s_openapi::api::core::v1::Pod = strictly(&created[0].body).expect("a Pod, strictly");
+    let spec = pod.spec.clone().expect("spec");
+    assert_eq!(spec.runtime_class_name.as_deref(), Some("openshell"));
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    let container = &spec.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some(format!("{}/openshell/sandboxes@{manifest}", env.registry.host()).as_str())
+    );
+    assert_eq!(
+        container.command.as_deref(),
+        Some(&["/bin/sh".to_owned(), "-c".into(), "echo from the pod; exit 3".into()][..])
+    );
+    let annotations = pod.metadata.annotations.clone().expect("annotations");
+    let policy = &annotations["run.openshell.policy.yaml"];
+    assert_eq!(annotations["run.openshell.policy.digest"], sha256(policy));
+    assert_eq!(annotations["run.openshell.init"], "supervise");
+    let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
+        .expect("default policy");
+    assert_eq!(policy, &default, "the sandbox's policy (the default) travels whole");
+    // The registry holds what the pod pulls.
+    let url = format!("http://{}/v2/openshell/sandboxes/manifests/{manifest}", env.registry.host());
+    let curl = Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "-H", "Accept: application/vnd.oci.image.manifest.v1+json", &url])
+        .status();
+    assert!(curl.is_ok_and(|s| s.success()), "the registry lacks {url}");
+    // --rm: the pod is gone.
+    assert!(env.api.pod_names().is_empty(), "{:?}", env.api.pod_names());
+
+    // A sandbox without a command: an idle pod; exec goes through pods/exec.
+    let o = env.run(&["sandbox", "create", "-d", "--name", "idle", "--store", &store, "--image", "openshell/ktest"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    let seen = env.api.seen();
+    let idle: k8s_openapi::api::core::v1::Pod =
+        strictly(&seen.iter().rfind(|s| s.method == "POST").expect("POST").body).expect("Pod");
+    assert_eq!(idle.metadata.annotations.as_ref().expect("annotations")["run.openshell.init"], "idle");
+    assert_eq!(
+        idle.spec.as_ref().expect("spec").containers[0].command.as_deref(),
+        Some(&["openshell-idle".to_owned()][..])
+    );
+    let o = env.run(&["sandbox", "exec", "idle", "--", "/bin/sh", "-c", "echo out; echo err >&2; exit 5"]);
+    assert_eq!(o.status.code(), Some(5), "{}\n{}", text(&o), env.log());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    assert!(
+        env.api.seen().iter().any(|s| s.uri.contains("/pods/openshell-") && s.uri.contains("/exec?")),
+        "no pods/exec request"
+    );
+    // What this driver does not do, said so: a forwarded connection is closed
+    // with the reason.
+    let local = support::registry::free_port();
+    let forward = Env::command(env.dir.path(), &["sandbox", "forward", "idle", &format!("{local}:8080")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("forward");
+    let lost = support::echo(local, "lost\n");
+    assert!(lost.as_ref().map_or(true, |l| l.is_empty()), "{lost:?}");
+    // Stop deletes the pod (SIGTERM with a grace period), which ends the forward too.
+    let o = env.run(&["sandbox", "stop", "idle"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    let forwarded = forward.wait_with_output().expect("forward");
+    let said = String::from_utf8_lossy(&forwarded.stderr);
+    assert!(said.contains("the kubernetes driver does not support forwarding ports"), "{said}");
+    let deleted = env.api.seen().into_iter().filter(|s| s.method == "DELETE").count();
+    assert!(deleted >= 1, "stop sent no DELETE");
+    let o = env.run(&["sandbox", "delete", "idle"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    assert!(env.api.pod_names().is_empty(), "{:?}", env.api.pod_names());
+}
+
+#[test]
+fn the_kubernetes_driver_needs_a_registry_and_says_so() {
+    let dir = tempfile::Builder::new().prefix("osk").tempdir_in("/tmp").expect("tempdir");
+    let o = Env::command(dir.path(), &["gateway", "run", "--driver", "kubernetes"]).output().expect("openshell");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--driver kubernetes needs --image-registry"), "{}", text(&o));
+}
