@@ -393,3 +393,42 @@ fn a_pods_egress_leaves_only_through_its_proxy() {
     let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
     assert!(matches!(state, None | Some(Some('Z'))), "the pod's proxy outlived the pod: {stat}");
 }
+
+/// What the Kubernetes driver's pods ask for (`run.openshell.init`): openshell's
+/// init as process 1, running the command (`supervise`) or nothing (`idle`, the
+/// container's command never run).
+#[test]
+fn a_pod_can_have_openshells_init_as_process_1() {
+    let mut node = Node::start();
+    let logs = node.logs("init");
+    let cri = &mut node.cri;
+    let idle = [("run.openshell.init", "idle")];
+    let pod = cri.run_pod("idle", "openshell", &idle, &logs, CGROUP_PARENT).expect("RunPodSandbox idle");
+    let main = cri.run(&pod, &spec("main", &["openshell-idle"]));
+    let status = cri.status(&main);
+    assert_eq!(status.state, ContainerState::ContainerRunning as i32, "{status:?}");
+    assert_eq!(
+        cri.exec_sync(&main, &["/probe", "hello", "exit:6"]),
+        (6, "hello from openshell\n".into(), String::new())
+    );
+    cri.stop_pod(&pod);
+    cri.remove_pod(&pod);
+
+    let supervise = [("run.openshell.init", "supervise")];
+    let pod = cri.run_pod("supervised", "openshell", &supervise, &logs, CGROUP_PARENT).expect("RunPodSandbox");
+    let job = cri.run(&pod, &Spec { log: "supervised.log", ..spec("job", &["/probe", "status:PPid", "exit:4"]) });
+    assert_eq!(cri.wait_exited(&job).exit_code, 4);
+    // The command is not process 1: openshell's init is, and passes its code on.
+    assert_eq!(log_messages(&logs.join("supervised.log")), ["stdout F PPid: 1"]);
+    cri.stop_pod(&pod);
+    cri.remove_pod(&pod);
+
+    // Anything else is refused with the annotation's name.
+    let bad = [("run.openshell.init", "sometimes")];
+    let pod = cri.run_pod("bad-init", "openshell", &bad, &logs, CGROUP_PARENT).expect("RunPodSandbox");
+    let id = cri.create(&pod, &spec("job", &["/probe", "hello"])).expect("CreateContainer");
+    let err = cri.start(&id).expect_err("StartContainer must fail").message().to_owned();
+    assert!(err.contains("run.openshell.init") && err.contains("sometimes"), "{err}");
+    cri.stop_pod(&pod);
+    cri.remove_pod(&pod);
+}
