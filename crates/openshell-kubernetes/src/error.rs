@@ -1,5 +1,7 @@
 //! Why manifests could not be made, written or compared.
 
+use std::path::PathBuf;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {
@@ -12,4 +14,17 @@ pub enum ManifestError {
         #[source]
         source: serde_saphyr::SerializeError,
     },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ManifestError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ManifestError {
+        let path = path.into();
+        move |source| ManifestError::Io { path, source }
+    }
 }

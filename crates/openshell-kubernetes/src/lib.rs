@@ -1,4 +1,6 @@
-//! What a Kubernetes cluster needs to run pods through `openshell-runtime`:
+//! What a Kubernetes cluster needs to run pods through `openshell-runtime`, as
+//! `openshell kubernetes manifests` prints it and the repository keeps it under
+//! `deploy/`:
 //!
 //! - `containerd`: the runtime entry (handler `openshell`) in containerd's
 //!   config, for config versions 2 and 3, as a `conf.d` drop-in and as K3s
@@ -9,12 +11,17 @@
 //!   failure, label the node) and the environment that configures it.
 //! - `node`: the typed Kubernetes objects (k8s-openapi) around it: namespace,
 //!   RBAC, ConfigMap, DaemonSet, RuntimeClass, serialized to YAML.
+//! - `chart`: the gateway's Helm chart, written by hand under `deploy/helm/`.
+//! - `deploy`: the whole tree, written to a directory or compared with one.
 //!
 //! Nothing here talks to a cluster: it makes files. Dependencies point one way:
-//! node → {installer, config}; installer, config → containerd → error.
+//! deploy → {node, chart}; node → {installer, config}; installer, config →
+//! containerd → error.
 
+pub mod chart;
 pub mod config;
 pub mod containerd;
+pub mod deploy;
 pub mod error;
 pub mod installer;
 pub mod node;

@@ -1,6 +1,6 @@
 //! The node manifests decode strictly into k8s-openapi's types and say what the
 //! installer needs; the containerd entry, as a drop-in and as K3s's rendered
-//! template, loads in the real containerd.
+//! template, loads in the real containerd; `deploy/` is what the generator makes.
 
 #[path = "support/containerd.rs"]
 mod containerd;
@@ -10,6 +10,7 @@ mod strict;
 use std::path::Path;
 
 use openshell_kubernetes::containerd::{self as entry, BinaryPath, ConfigVersion};
+use openshell_kubernetes::deploy::{self, Difference};
 use openshell_kubernetes::installer::{self, Flavor};
 use openshell_kubernetes::{Config, node};
 use serde_json::Value;
@@ -189,4 +190,36 @@ fn the_drop_in_loads_through_the_main_configs_imports() {
     assert!(runtimes.get("runc").is_none());
     let v3: toml::Table = toml::from_str(&entry::drop_in(&binary, ConfigVersion::V3)).expect("TOML");
     containerd::assert_registered(&v3, "io.containerd.cri.v1.runtime", binary.as_str());
+}
+
+/// The repository's deploy/ is exactly what `openshell kubernetes manifests --out`
+/// writes with the default settings.
+#[test]
+fn deploy_is_what_the_generator_makes() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let files = deploy::files(&Config::default()).expect("files");
+    let differences = deploy::differences(&deploy, &files).expect("compare");
+    assert!(
+        differences.is_empty(),
+        "deploy/ differs from the generator: {differences:?}\nregenerate it: cargo run -p openshell-cli -- kubernetes manifests --out deploy"
+    );
+}
+
+#[test]
+fn differences_are_found_both_ways() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = deploy::files(&Config::default()).expect("files");
+    deploy::write(dir.path(), &files).expect("write");
+    assert_eq!(deploy::differences(dir.path(), &files).expect("compare"), []);
+    std::fs::write(dir.path().join("node/k3s.yaml"), "edited").expect("edit");
+    std::fs::remove_file(dir.path().join("node/k3s/config-v3.toml.tmpl")).expect("remove");
+    std::fs::write(dir.path().join("helm/openshell-gateway/templates/extra.yaml"), "").expect("add");
+    assert_eq!(
+        deploy::differences(dir.path(), &files).expect("compare"),
+        [
+            Difference::Changed("node/k3s.yaml".into()),
+            Difference::Missing("node/k3s/config-v3.toml.tmpl".into()),
+            Difference::Extra("helm/openshell-gateway/templates/extra.yaml".into()),
+        ]
+    );
 }
