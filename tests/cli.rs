@@ -318,6 +318,7 @@ fn help_everywhere_and_completions() {
         vec!["completions", "--help"],
         vec!["push", "--help"],
         vec!["pull", "--help"],
+        vec!["kubernetes", "manifests", "--help"],
     ] {
         let o = openshell(&args);
         assert_eq!(o.status.code(), Some(0), "{args:?}");
@@ -461,4 +462,117 @@ fn a_credential_in_the_environment_does_not_reach_the_gateway() {
     let environ = String::from_utf8_lossy(&environ);
     assert!(environ.contains("OPENSHELL_TEST_MARKER=marker-7c2f9e1d"), "control: {environ}");
     assert!(!environ.contains(&key), "the credential followed the gateway into its environment");
+}
+
+/// `kubernetes manifests --out DIR` writes what the repository keeps under
+/// deploy/, and `--check` says so of both (and names what differs otherwise).
+#[test]
+fn kubernetes_manifests_write_what_deploy_holds() {
+    let o = openshell(&["kubernetes", "manifests", "--out", "deploy", "--check"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "deploy/ drifted; regenerate: openshell kubernetes manifests --out deploy\n{}",
+        stdout(&o)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().to_str().expect("utf8");
+    let o = openshell(&["--output", "json", "kubernetes", "manifests", "--out", out]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let written = json(&o)["written"].as_array().map(Vec::len);
+    assert_eq!(written, Some(13));
+    let o = openshell(&["kubernetes", "manifests", "--out", out, "--check"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), format!("{out}: as generated\n")));
+
+    std::fs::write(dir.path().join("node/k3s.yaml"), "edited").expect("edit");
+    std::fs::write(dir.path().join("node/extra.yaml"), "").expect("add");
+    let o = openshell(&["--output", "json", "kubernetes", "manifests", "--out", out, "--check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        json(&o),
+        serde_json::json!({ "same": false, "differences": [
+            { "path": "node/k3s.yaml", "difference": "changed" },
+            { "path": "node/extra.yaml", "difference": "not generated" },
+        ]})
+    );
+}
+
+#[test]
+fn kubernetes_manifests_print_one_flavor() {
+    for flavor in ["k3s", "containerd"] {
+        let o = openshell(&["kubernetes", "manifests", "--flavor", flavor]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let kept = std::fs::read_to_string(root().join(format!("deploy/node/{flavor}.yaml"))).expect("deploy");
+        assert_eq!(stdout(&o), kept, "{flavor}");
+    }
+}
+
+/// `--output json` is a List (kubectl applies it too), with the flags' settings.
+#[test]
+fn kubernetes_manifests_json_with_settings() {
+    let o = openshell(&[
+        "--output",
+        "json",
+        "kubernetes",
+        "manifests",
+        "--flavor",
+        "containerd",
+        "--image",
+        "mirror/openshell-installer:1",
+        "--namespace",
+        "openshell-system",
+        "--runtime-path",
+        "/opt/openshell/openshell-runtime",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let list = json(&o);
+    assert_eq!(list["apiVersion"], "v1");
+    assert_eq!(list["kind"], "List");
+    let items = list["items"].as_array().expect("items");
+    let kinds: Vec<&str> = items.iter().filter_map(|i| i["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "RuntimeClass"]
+    );
+    let daemon_set = &items[5];
+    assert_eq!(daemon_set["metadata"]["namespace"], "openshell-system");
+    let pod = &daemon_set["spec"]["template"]["spec"];
+    assert_eq!(pod["initContainers"][0]["image"], "mirror/openshell-installer:1");
+    assert_eq!(pod["volumes"][1]["hostPath"]["path"], "/opt/openshell");
+    let drop_in = items[4]["data"]["drop-in-v2.toml"].as_str().expect("drop-in");
+    assert!(drop_in.contains("BinaryName = \"/opt/openshell/openshell-runtime\""), "{drop_in}");
+}
+
+#[test]
+fn kubernetes_manifests_refuse_bad_settings() {
+    for (args, says) in [
+        (vec!["--flavor", "k3s", "--namespace", "Open_Shell"], "namespace `Open_Shell`: only lowercase"),
+        (vec!["--flavor", "k3s", "--runtime-path", "bin/openshell-runtime"], "runtime path `bin/openshell-runtime`"),
+        (vec!["--flavor", "k3s", "--image", "a b"], "image `a b`"),
+        (vec![], "--flavor"),
+        (vec!["--check"], "--out"),
+        (vec!["--flavor", "k3s", "--check"], "cannot be used with"),
+        (vec!["--flavor", "k3s", "--out", "x"], "cannot be used with"),
+    ] {
+        let o = openshell(&[&["kubernetes", "manifests"][..], &args[..]].concat());
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// The chart's Deployment runs `openshell gateway run` with flags it has.
+#[test]
+fn the_gateway_chart_uses_real_flags() {
+    let deployment =
+        std::fs::read_to_string(root().join("deploy/helm/openshell-gateway/templates/deployment.yaml")).expect("chart");
+    assert!(deployment.contains("command: [openshell]\n          args:\n            - gateway\n            - run\n"));
+    let help = stdout(&openshell(&["gateway", "run", "--help"]));
+    let flags: Vec<&str> = deployment.lines().filter_map(|l| l.trim().strip_prefix("- --")).collect();
+    assert_eq!(
+        flags,
+        ["listen", "tls-dir", "store", "driver", "namespace", "image-registry", "runtime-class", "database"]
+    );
+    for flag in flags {
+        assert!(help.contains(&format!("--{flag} ")), "`gateway run` has no --{flag}:\n{help}");
+    }
 }

@@ -261,12 +261,8 @@ pub fn require_root() {
 
 /// The `openshell` runtime entry, as a node's containerd config carries it.
 fn openshell_runtime_entry(binary: &Path) -> String {
-    let table = "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.openshell";
-    format!(
-        "[{table}]\n  runtime_type = \"io.containerd.runc.v2\"\n  pod_annotations = [\"run.openshell.*\"]\n\
-         [{table}.options]\n  BinaryName = \"{}\"\n",
-        binary.display()
-    )
+    use openshell_kubernetes::containerd::{BinaryPath, ConfigVersion, runtime_entry};
+    runtime_entry(&BinaryPath::new(binary).expect("a plain absolute path"), ConfigVersion::V2)
 }
 
 /// A containerd with the CRI plugin, the probe and pause images imported into its

@@ -7,6 +7,7 @@ mod docker_cmd;
 mod gateways;
 mod image_cmd;
 mod inference_cmd;
+mod kubernetes_cmd;
 mod output;
 mod policy_cmd;
 mod registry_cmd;
@@ -92,6 +93,10 @@ enum Command {
     /// The local Docker daemon: register openshell-runtime with it.
     #[command(subcommand)]
     Docker(docker_cmd::DockerCommand),
+    /// Kubernetes clusters: the manifests that install openshell-runtime on nodes
+    /// and the gateway's Helm chart.
+    #[command(subcommand)]
+    Kubernetes(kubernetes_cmd::KubernetesCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -234,6 +239,7 @@ fn main() -> ExitCode {
         Command::Sbom(args) => sbom_cmd::sbom(&out, &args),
         Command::Store(cmd) => image_cmd::store(&out, &cmd),
         Command::Docker(cmd) => docker_cmd::docker(&out, &cmd),
+        Command::Kubernetes(cmd) => kubernetes_cmd::kubernetes(&out, &cmd),
         Command::Completions { shell } => {
             let mut stdout = std::io::stdout().lock();
             clap_complete::generate(shell, &mut Cli::command(), "openshell", &mut stdout);

@@ -23,6 +23,8 @@ pub enum CliError {
     Verify(#[from] crate::verify_cmd::VerifyCmdError),
     #[error(transparent)]
     Docker(#[from] openshell_docker::DockerError),
+    #[error(transparent)]
+    Kubernetes(#[from] openshell_kubernetes::ManifestError),
     #[error("{0}")]
     Missing(String),
     /// A command whose exit 1 is a negative answer (`verify`) could not answer.
@@ -39,6 +41,7 @@ impl CliError {
             | CliError::Image(_)
             | CliError::Verify(_)
             | CliError::Docker(_)
+            | CliError::Kubernetes(_)
             | CliError::Missing(_) => &[],
         }
     }
@@ -49,6 +52,8 @@ impl CliError {
         match self {
             CliError::Image(e) => e.exit_code(),
             CliError::Docker(_) => 1,
+            // Writing or reading the output directory failed; anything else is bad input.
+            CliError::Kubernetes(openshell_kubernetes::ManifestError::Io { .. }) => 1,
             _ => 2,
         }
     }
