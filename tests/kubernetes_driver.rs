@@ -41,8 +41,26 @@ impl Env {
         c
     }
 
+    /// Runs openshell; a command that has not ended after a minute fails the test
+    /// with the gateway's log (instead of hanging it).
     fn run(&self, args: &[&str]) -> Output {
-        Self::command(self.dir.path(), args).output().expect("run openshell")
+        let child = Self::command(self.dir.path(), args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run openshell");
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(output) => output.expect("wait"),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                panic!("openshell {args:?} did not end in 60 s; the gateway's log:\n{}", self.log());
+            }
+        }
     }
 
     fn store(&self) -> String {
@@ -113,8 +131,16 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let _ = self.run(&["gateway", "stop"]);
-        let _ = self.gateway.wait();
+        let _ = Self::command(self.dir.path(), &["gateway", "stop"]).output();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.gateway.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.gateway.kill();
+                let _ = self.gateway.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -150,7 +176,8 @@ fn the_kubernetes_driver_runs_each_sandbox_as_a_pod() {
     // The Pod the driver sent: strictly a Pod, under RuntimeClass openshell, the
     // image by digest from the registry, the policy and its digest by annotation.
     let seen = env.api.seen();
-    let created: Vec<_> = seen.iter().filter(|s| s.method == "POST").collect();
+    let created: Vec<_> =
+        seen.iter().filter(|s| s.method == "POST" && s.body.to_string().contains("echo from the pod")).collect();
     assert_eq!(created.len(), 1, "{seen:?}");
     assert!(created[0].uri.starts_with("/api/v1/namespaces/agents/pods"), "{}", created[0].uri);
     let pod: k8s_openapi::api::core::v1::Pod = strictly(&created[0].body).expect("a Pod, strictly");
@@ -180,8 +207,44 @@ fn the_kubernetes_driver_runs_each_sandbox_as_a_pod() {
         .args(["-sf", "-o", "/dev/null", "-H", "Accept: application/vnd.oci.image.manifest.v1+json", &url])
         .status();
     assert!(curl.is_ok_and(|s| s.success()), "the registry lacks {url}");
-    // --rm: the pod is gone.
-    assert!(env.api.pod_names().is_empty(), "{:?}", env.api.pod_names());
+    // --rm: the pod is gone; the one left is the standby the gateway keeps for the
+    // next create of this image and policy (idle).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.api.pod_names().len() != 1 {
+        assert!(Instant::now() < deadline, "no standby pod: {:?}\n{}", env.api.pod_names(), env.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let standby = env.api.pod_names().remove(0);
+
+    // The next create takes the standby pod: its job goes in by exec, no new pod.
+    let o = env.run(&[
+        "sandbox",
+        "create",
+        "--rm",
+        "--name",
+        "warm",
+        "--store",
+        &store,
+        "--image",
+        "openshell/ktest",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo warm; exit 4",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}\n{}", text(&o), env.log());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "warm\n");
+    let seen = env.api.seen();
+    assert!(
+        !seen.iter().any(|s| s.method == "POST" && s.body.to_string().contains("echo warm")),
+        "a new pod for the warm create"
+    );
+    assert!(
+        seen.iter().any(|s| s.uri.starts_with(&format!("/api/v1/namespaces/agents/pods/{standby}/exec?"))
+            && s.uri.contains("echo+warm")),
+        "the job was not handed to the standby pod {standby}: {seen:?}"
+    );
+    assert!(!env.api.pod_names().contains(&standby), "the standby pod outlived its run");
 
     // A sandbox without a command: an idle pod; exec goes through pods/exec.
     let o = env.run(&["sandbox", "create", "-d", "--name", "idle", "--store", &store, "--image", "openshell/ktest"]);
@@ -189,6 +252,14 @@ fn the_kubernetes_driver_runs_each_sandbox_as_a_pod() {
     let seen = env.api.seen();
     let idle: k8s_openapi::api::core::v1::Pod =
         strictly(&seen.iter().rfind(|s| s.method == "POST").expect("POST").body).expect("Pod");
+    // Idle, whether made for it or a standby it took.
+    let got = env.run(&["sandbox", "get", "idle", "--output", "json"]);
+    let id = serde_json::from_slice::<serde_json::Value>(&got.stdout).expect("sandbox get json")["id"]
+        .as_str()
+        .expect("an id")
+        .to_ascii_lowercase();
+    let idle_pod = format!("openshell-{id}");
+    assert!(env.api.pod_names().contains(&idle_pod), "{idle_pod} not among {:?}", env.api.pod_names());
     assert_eq!(idle.metadata.annotations.as_ref().expect("annotations")["run.openshell.init"], "idle");
     assert_eq!(
         idle.spec.as_ref().expect("spec").containers[0].command.as_deref(),
@@ -222,7 +293,7 @@ fn the_kubernetes_driver_runs_each_sandbox_as_a_pod() {
     assert!(deleted >= 1, "stop sent no DELETE");
     let o = env.run(&["sandbox", "delete", "idle"]);
     assert!(o.status.success(), "{}\n{}", text(&o), env.log());
-    assert!(env.api.pod_names().is_empty(), "{:?}", env.api.pod_names());
+    assert!(!env.api.pod_names().contains(&idle_pod), "{:?}", env.api.pod_names());
 }
 
 #[test]

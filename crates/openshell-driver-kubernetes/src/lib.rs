@@ -13,25 +13,29 @@
 //! deletes the pod (SIGTERM with a grace period, SIGKILL at once); `start` makes
 //! a new one: files written in a pod do not outlive it.
 //!
-//! Not done: standby sandboxes (a warm pool), `sandbox forward` (pods/portforward),
+//! Standby sandboxes (`warm`): an idle pod made ahead of need, the job handed to
+//! it by exec.
+//!
+//! Not done: `sandbox forward` (pods/portforward),
 //! the audit log through the gateway (it is on the node, in the pod's log
 //! directory), changing a running sandbox's policy, inference routing, and a
 //! foreground create's stdin (its output is the pod's log).
 //!
 //! Modules: `api` (kube on the driver's runtime), `pod` (the Pod), `record`,
-//! `stream` (the pod's end, its log, exec relays).
+//! `stream` (the pod's end, its log, exec relays), `warm` (standby pods).
 
 mod api;
 pub mod pod;
 mod record;
 mod stream;
+mod warm;
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{AttachParams, DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use nix::sys::signal::Signal;
 use openshell_driver::{
     Applied, Created, Driver, DriverError, Exec, ExecSpec, Exit, Found, Job, LogKind, LogStream, Pending, RouteUpdate,
@@ -126,6 +130,15 @@ impl KubernetesDriver {
         Ok(())
     }
 
+    /// The environment the sandbox's pod was made with: the job's, or the image's
+    /// for a standby pod (its job came later, by exec).
+    fn pod_env(&self, id: &str, job: &Job) -> Result<Vec<String>, DriverError> {
+        let pod = self.get_pod(id)?.ok_or_else(|| DriverError::NotRunning(id.to_owned()))?;
+        let idle = pod.metadata.annotations.as_ref().and_then(|a| a.get(pod::INIT)).map(String::as_str) == Some("idle");
+        let standby = idle && !job.args.is_empty();
+        Ok(if standby { self.record(id)?.env } else { job.env.clone() })
+    }
+
     fn running_pod(&self, id: &str) -> Result<String, DriverError> {
         match self.get_pod(id)? {
             Some(pod) if pod::running(&pod) => Ok(pod_name(id)),
@@ -134,16 +147,16 @@ impl KubernetesDriver {
     }
 }
 
-/// The exec's command: `env K=V... ARGS` when it adds to the job's environment
-/// (the pods/exec API takes no environment; `env` must be in the image then).
-fn exec_command(job: &Job, spec: &ExecSpec) -> Vec<String> {
-    let extra: Vec<String> = spec.env.iter().filter(|kv| !job.env.contains(kv)).cloned().collect();
+/// The exec's command: `env K=V... ARGS` when it adds to the pod's environment
+/// `base` (the pods/exec API takes no environment; `env` must be in the image then).
+pub(crate) fn exec_command(base: &[String], env: &[String], args: &[String]) -> Vec<String> {
+    let extra: Vec<String> = env.iter().filter(|kv| !base.contains(kv)).cloned().collect();
     if extra.is_empty() {
-        return spec.args.clone();
+        return args.to_vec();
     }
     let mut command = vec!["env".to_owned()];
     command.extend(extra);
-    command.extend(spec.args.iter().cloned());
+    command.extend(args.iter().cloned());
     command
 }
 
@@ -167,6 +180,8 @@ impl Driver for KubernetesDriver {
             image,
             policy: spec.policy.clone(),
             has_network: !policy.network_policies.is_empty(),
+            env: env.clone(),
+            exit: None,
         };
         record.write(&self.dir(id))?;
         // The node's runtime sets the proxy's variables in the pod itself.
@@ -201,63 +216,29 @@ impl Driver for KubernetesDriver {
         })
     }
 
-    fn standby(&self, _id: &str) -> Result<Box<dyn Pending>, DriverError> {
-        Err(DriverError::Unsupported { driver: DRIVER, what: "standby sandboxes (a warm pool of pods)" })
+    fn standby(&self, id: &str) -> Result<Box<dyn Pending>, DriverError> {
+        let record = self.record(id)?;
+        let template = PodTemplate {
+            id,
+            name: &record.name,
+            image: &record.image,
+            runtime_class: &self.options.runtime_class,
+            policy: &record.policy,
+        };
+        // Idle, with the image's environment: the job comes at assignment, by exec.
+        let pod = template.pod(&Job { args: Vec::new(), env: record.env.clone() });
+        self.api
+            .runtime
+            .block_on(self.api.pods.create(&PostParams::default(), &pod))
+            .map_err(|e| error("create pod", &e))?;
+        Ok(Box::new(warm::WarmPod { api: Arc::clone(&self.api), id: id.to_owned(), dir: self.dir(id) }))
     }
 
     fn exec(&self, id: &str, spec: &ExecSpec, stdio: Stdio) -> Result<Exec, DriverError> {
         let name = self.running_pod(id)?;
         let job = record::read_job(&self.dir(id))?;
-        let mut stdio = stdio.into_iter();
-        let (stdin, stdout, stderr) = (stdio.next(), stdio.next(), stdio.next());
-        let params = AttachParams::default()
-            .container(pod::CONTAINER)
-            .stdin(stdin.is_some() || spec.tty)
-            .stdout(true)
-            .stderr(!spec.tty)
-            .tty(spec.tty);
-        let mut attached = self
-            .api
-            .runtime
-            .block_on(self.api.pods.exec(&name, exec_command(&job, spec), &params))
-            .map_err(|e| error("exec", &e))?;
-        let rt = self.api.runtime.handle().clone();
-        let file = |fd: OwnedFd| tokio::fs::File::from_std(std::fs::File::from(fd));
-        let mut output = Vec::new();
-        let mut input_task = None;
-        let console = if spec.tty {
-            let pty = nix::pty::openpty(None, None).map_err(|e| DriverError::failed(format!("a terminal: {e}")))?;
-            let slave = std::fs::File::from(pty.slave);
-            let reader = slave.try_clone().map_err(|e| DriverError::failed(format!("a terminal: {e}")))?;
-            if let Some(input) = attached.stdin() {
-                input_task = Some(rt.spawn(stream::pump(tokio::fs::File::from_std(reader), input)));
-            }
-            if let Some(out) = attached.stdout() {
-                output.push(rt.spawn(stream::pump(out, tokio::fs::File::from_std(slave))));
-            }
-            Some(pty.master)
-        } else {
-            if let (Some(input), Some(stdin)) = (attached.stdin(), stdin) {
-                input_task = Some(rt.spawn(stream::pump(file(stdin), input)));
-            }
-            for (from, to) in [(attached.stdout(), stdout), (attached.stderr(), stderr)] {
-                if let (Some(from), Some(to)) = (from, to) {
-                    output.push(rt.spawn(stream::pump(from, file(to))));
-                }
-            }
-            None
-        };
-        let status = attached.take_status().map(|s| rt.spawn(s));
-        // The connection is driven by kube's own task; joining it ends with it.
-        rt.spawn(async move {
-            if let Err(e) = attached.join().await {
-                tracing::warn!(error = %e, "pods/exec connection");
-            }
-        });
-        Ok(Exec {
-            console,
-            watch: Box::new(stream::ExecWatch { api: Arc::clone(&self.api), status, input: input_task, output }),
-        })
+        let command = exec_command(&self.pod_env(id, &job)?, &spec.env, &spec.args);
+        stream::exec(&self.api, &name, command, spec.tty, stdio)
     }
 
     fn connect(&self, _id: &str, _port: u16) -> Result<OwnedFd, DriverError> {
@@ -303,8 +284,9 @@ impl Driver for KubernetesDriver {
     }
 
     fn last_exit(&self, id: &str) -> Option<Exit> {
-        let pod = self.get_pod(id).ok()??;
-        pod::terminated(&pod).map(|(code, finished)| Exit { code, finished })
+        let from_pod = self.get_pod(id).ok().flatten().and_then(|pod| pod::terminated(&pod));
+        let (code, finished) = from_pod.or_else(|| self.record(id).ok()?.exit)?;
+        Some(Exit { code, finished })
     }
 
     fn log(&self, id: &str, kind: LogKind) -> Result<Box<dyn LogStream>, DriverError> {
@@ -364,6 +346,11 @@ impl Driver for KubernetesDriver {
         }
     }
 
+    /// Pods are made by the cluster, not on this host.
+    fn needs_root(&self) -> bool {
+        false
+    }
+
     fn remove(&self, id: &str) -> Result<(), DriverError> {
         self.delete_pod(id, 0, true)?;
         let dir = self.dir(id);
@@ -387,7 +374,8 @@ mod tests {
             env: env.iter().map(|s| (*s).to_owned()).collect(),
             tty: false,
         };
-        assert_eq!(exec_command(&job, &spec(&["PATH=/bin", "A=1"])), ["ls", "-l"]);
-        assert_eq!(exec_command(&job, &spec(&["PATH=/bin", "B=2"])), ["env", "B=2", "ls", "-l"]);
+        let run = |s: ExecSpec| exec_command(&job.env, &s.env, &s.args);
+        assert_eq!(run(spec(&["PATH=/bin", "A=1"])), ["ls", "-l"]);
+        assert_eq!(run(spec(&["PATH=/bin", "B=2"])), ["env", "B=2", "ls", "-l"]);
     }
 }

@@ -17,6 +17,13 @@ pub(crate) struct Record {
     /// The policy's text (the pod's annotation).
     pub policy: String,
     pub has_network: bool,
+    /// The image's environment (a standby pod's, before any job).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// How a run handed to a standby pod ended (its pod is gone then):
+    /// (exit code, seconds since the epoch).
+    #[serde(default)]
+    pub exit: Option<(i32, u64)>,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, DriverError> {

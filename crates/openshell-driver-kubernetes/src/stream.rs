@@ -7,12 +7,13 @@ use std::sync::Arc;
 use futures_util::TryStreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use kube::api::AttachParams;
 use kube::api::{LogParams, WatchEvent, WatchParams};
-use openshell_driver::{DriverError, Watch};
+use openshell_driver::{DriverError, Exec, Stdio, Watch};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::api::{Api, error};
-use crate::pod::{CONTAINER, stuck, terminated};
+use crate::pod::{self, CONTAINER, stuck, terminated};
 
 /// The end of a pod's run: its container's exit code, seen through a watch of
 /// the pod; with the client's stdout, the pod's log is copied to it meanwhile.
@@ -216,4 +217,58 @@ impl Watch for ExecWatch {
         }
         Ok(())
     }
+}
+
+/// Runs `command` in the pod `name` through pods/exec, relaying the client's
+/// stdio (or a terminal, whose master end is returned).
+pub(crate) fn exec(
+    api: &Arc<Api>,
+    name: &str,
+    command: Vec<String>,
+    tty: bool,
+    stdio: Stdio,
+) -> Result<Exec, DriverError> {
+    let mut stdio = stdio.into_iter();
+    let (stdin, stdout, stderr) = (stdio.next(), stdio.next(), stdio.next());
+    let params = AttachParams::default()
+        .container(pod::CONTAINER)
+        .stdin(stdin.is_some() || tty)
+        .stdout(true)
+        .stderr(!tty)
+        .tty(tty);
+    let mut attached = api.runtime.block_on(api.pods.exec(name, command, &params)).map_err(|e| error("exec", &e))?;
+    let rt = api.runtime.handle().clone();
+    let file = |fd: OwnedFd| tokio::fs::File::from_std(std::fs::File::from(fd));
+    let mut output = Vec::new();
+    let mut input_task = None;
+    let console = if tty {
+        let pty = nix::pty::openpty(None, None).map_err(|e| DriverError::failed(format!("a terminal: {e}")))?;
+        let slave = std::fs::File::from(pty.slave);
+        let reader = slave.try_clone().map_err(|e| DriverError::failed(format!("a terminal: {e}")))?;
+        if let Some(input) = attached.stdin() {
+            input_task = Some(rt.spawn(pump(tokio::fs::File::from_std(reader), input)));
+        }
+        if let Some(out) = attached.stdout() {
+            output.push(rt.spawn(pump(out, tokio::fs::File::from_std(slave))));
+        }
+        Some(pty.master)
+    } else {
+        if let (Some(input), Some(stdin)) = (attached.stdin(), stdin) {
+            input_task = Some(rt.spawn(pump(file(stdin), input)));
+        }
+        for (from, to) in [(attached.stdout(), stdout), (attached.stderr(), stderr)] {
+            if let (Some(from), Some(to)) = (from, to) {
+                output.push(rt.spawn(pump(from, file(to))));
+            }
+        }
+        None
+    };
+    let status = attached.take_status().map(|s| rt.spawn(s));
+    // The connection is driven by kube's own task; joining it ends with it.
+    rt.spawn(async move {
+        if let Err(e) = attached.join().await {
+            tracing::warn!(error = %e, "pods/exec connection");
+        }
+    });
+    Ok(Exec { console, watch: Box::new(ExecWatch { api: Arc::clone(api), status, input: input_task, output }) })
 }

@@ -194,4 +194,10 @@ pub trait Driver: Send + Sync {
     fn set_route(&self, id: &str, route: &RouteUpdate, running: bool, wait: bool) -> Result<Applied, DriverError>;
     /// Removes everything of a stopped sandbox.
     fn remove(&self, id: &str) -> Result<(), DriverError>;
+    /// Whether the gateway must run as root to create sandboxes with this driver
+    /// (it makes namespaces, cgroups or mounts on this host); a driver that only
+    /// asks another system (a cluster's API) answers false.
+    fn needs_root(&self) -> bool {
+        true
+    }
 }

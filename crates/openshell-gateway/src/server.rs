@@ -640,7 +640,7 @@ impl Gateway {
         reply: Reply<'_>,
         owner: &str,
     ) -> Result<Option<Response>, ApiError> {
-        if !rustix::process::geteuid().is_root() {
+        if self.driver.needs_root() && !rustix::process::geteuid().is_root() {
             return Err(ApiError::precondition(
                 "sandboxes need root: the local driver creates namespaces, cgroups and mounts (rootless sandboxes are not supported)",
             ));
