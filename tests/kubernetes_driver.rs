@@ -118,6 +118,13 @@ impl Env {
         env
     }
 
+    /// `sandbox create --rm --name NAME -- /bin/sh -c SCRIPT` of the test's image.
+    fn create_rm(&self, name: &str, script: &str) -> Output {
+        let store = self.store();
+        let args = ["sandbox", "create", "--rm", "--name", name, "--store", &store, "--image", "openshell/ktest"];
+        self.run(&[&args[..], &["--", "/bin/sh", "-c", script]].concat())
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
@@ -155,21 +162,7 @@ fn the_kubernetes_driver_runs_each_sandbox_as_a_pod() {
     let store = env.store();
     let manifest = env.manifest();
     // A foreground run: the pod's output and its exit code come back.
-    let o = env.run(&[
-        "sandbox",
-        "create",
-        "--rm",
-        "--name",
-        "once",
-        "--store",
-        &store,
-        "--image",
-        "openshell/ktest",
-        "--",
-        "/bin/sh",
-        "-c",
-        "echo from the pod; exit 3",
-    ]);
+    let o = env.create_rm("once", "echo from the pod; exit 3");
     assert_eq!(o.status.code(), Some(3), "{}\n{}", text(&o), env.log());
     assert_eq!(String::from_utf8_lossy(&o.stdout), "from the pod\n", "{}", env.log());
 
@@ -217,21 +210,7 @@ fn the_kubernetes_driver_runs_each_sandbox_as_a_pod() {
     let standby = env.api.pod_names().remove(0);
 
     // The next create takes the standby pod: its job goes in by exec, no new pod.
-    let o = env.run(&[
-        "sandbox",
-        "create",
-        "--rm",
-        "--name",
-        "warm",
-        "--store",
-        &store,
-        "--image",
-        "openshell/ktest",
-        "--",
-        "/bin/sh",
-        "-c",
-        "echo warm; exit 4",
-    ]);
+    let o = env.create_rm("warm", "echo warm; exit 4");
     assert_eq!(o.status.code(), Some(4), "{}\n{}", text(&o), env.log());
     assert_eq!(String::from_utf8_lossy(&o.stdout), "warm\n");
     let seen = env.api.seen();

@@ -130,6 +130,23 @@ impl KubernetesDriver {
         Ok(())
     }
 
+    /// Makes the sandbox's pod, running `job`.
+    fn create_pod(&self, id: &str, record: &Record, job: &Job) -> Result<(), DriverError> {
+        let template = PodTemplate {
+            id,
+            name: &record.name,
+            image: &record.image,
+            runtime_class: &self.options.runtime_class,
+            policy: &record.policy,
+        };
+        let pod = template.pod(job);
+        self.api
+            .runtime
+            .block_on(self.api.pods.create(&PostParams::default(), &pod))
+            .map(drop)
+            .map_err(|e| error("create pod", &e))
+    }
+
     /// The environment the sandbox's pod was made with: the job's, or the image's
     /// for a standby pod (its job came later, by exec).
     fn pod_env(&self, id: &str, job: &Job) -> Result<Vec<String>, DriverError> {
@@ -197,18 +214,7 @@ impl Driver for KubernetesDriver {
         let job = record::read_job(&self.dir(id))?;
         // A pod of an earlier run that ended on its own.
         self.delete_pod(id, 0, true)?;
-        let template = PodTemplate {
-            id,
-            name: &record.name,
-            image: &record.image,
-            runtime_class: &self.options.runtime_class,
-            policy: &record.policy,
-        };
-        let pod = template.pod(&job);
-        self.api
-            .runtime
-            .block_on(self.api.pods.create(&PostParams::default(), &pod))
-            .map_err(|e| error("create pod", &e))?;
+        self.create_pod(id, &record, &job)?;
         let output = stdio.into_iter().nth(1).map(|stdout| stream::follow_log(&self.api, &pod_name(id), stdout));
         Ok(Run {
             pid: None,
@@ -218,19 +224,8 @@ impl Driver for KubernetesDriver {
 
     fn standby(&self, id: &str) -> Result<Box<dyn Pending>, DriverError> {
         let record = self.record(id)?;
-        let template = PodTemplate {
-            id,
-            name: &record.name,
-            image: &record.image,
-            runtime_class: &self.options.runtime_class,
-            policy: &record.policy,
-        };
         // Idle, with the image's environment: the job comes at assignment, by exec.
-        let pod = template.pod(&Job { args: Vec::new(), env: record.env.clone() });
-        self.api
-            .runtime
-            .block_on(self.api.pods.create(&PostParams::default(), &pod))
-            .map_err(|e| error("create pod", &e))?;
+        self.create_pod(id, &record, &Job { args: Vec::new(), env: record.env.clone() })?;
         Ok(Box::new(warm::WarmPod { api: Arc::clone(&self.api), id: id.to_owned(), dir: self.dir(id) }))
     }
 
