@@ -252,22 +252,48 @@ fn the_kubernetes_driver_runs_each_sandbox_as_a_pod() {
         env.api.seen().iter().any(|s| s.uri.contains("/pods/openshell-") && s.uri.contains("/exec?")),
         "no pods/exec request"
     );
-    // What this driver does not do, said so: a forwarded connection is closed
-    // with the reason.
+    // Stop deletes the pod (SIGTERM with a grace period).
+    let o = env.run(&["sandbox", "stop", "idle"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+
+    // sandbox forward: pods/portforward to the pod's port (the fake kubelet's
+    // pods run on this host: busybox's nc answering one line per connection).
+    let port = support::registry::free_port();
+    let answer = env.dir.path().join("answer");
+    std::fs::write(&answer, "#!/bin/sh\nread line\necho \"pong $line\"\n").expect("answer");
+    std::fs::set_permissions(&answer, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let answer = answer.display().to_string();
+    let serve = ["/bin/busybox", "nc", "-ll", "-p", &port.to_string(), "-e", &answer];
+    let args = ["sandbox", "create", "-d", "--name", "echo", "--store", &store, "--image", "openshell/ktest", "--"];
+    let o = env.run(&[&args[..], &serve[..]].concat());
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    // Listening (the fake kubelet's pods run on this host).
+    drop(support::connect_when_listening(port));
     let local = support::registry::free_port();
-    let forward = Env::command(env.dir.path(), &["sandbox", "forward", "idle", &format!("{local}:8080")])
+    let forward = Env::command(env.dir.path(), &["sandbox", "forward", "echo", &format!("{local}:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("forward");
-    let lost = support::echo(local, "lost\n");
-    assert!(lost.as_ref().map_or(true, |l| l.is_empty()), "{lost:?}");
-    // Stop deletes the pod (SIGTERM with a grace period), which ends the forward too.
-    let o = env.run(&["sandbox", "stop", "idle"]);
+    let echoed = support::echo(local, "through the forward\n");
+    assert_eq!(echoed.as_deref().ok(), Some("pong through the forward\n"), "{echoed:?}\n{}", env.log());
+    let portforward = format!("ports={port}");
+    assert!(
+        env.api.seen().iter().any(|s| s.uri.contains("/portforward?") && s.uri.contains(&portforward)),
+        "no pods/portforward request"
+    );
+    let o = env.run(&["sandbox", "stop", "echo"]);
     assert!(o.status.success(), "{}\n{}", text(&o), env.log());
-    let forwarded = forward.wait_with_output().expect("forward");
-    let said = String::from_utf8_lossy(&forwarded.stderr);
-    assert!(said.contains("the kubernetes driver does not support forwarding ports"), "{said}");
+    // The forward ends with its sandbox.
+    let mut forward = forward;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while forward.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = forward.kill();
+            panic!("the forward kept running after its sandbox stopped");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let deleted = env.api.seen().into_iter().filter(|s| s.method == "DELETE").count();
     assert!(deleted >= 1, "stop sent no DELETE");
     let o = env.run(&["sandbox", "delete", "idle"]);

@@ -1,7 +1,7 @@
 //! A Kubernetes API server of the test's own, on loopback: the subset the
 //! gateway's Kubernetes driver speaks (pods: create, get, list, watch, delete,
 //! log, exec over a WebSocket with the `v5.channel.k8s.io` / `v4.channel.k8s.io`
-//! protocols), built on k8s-openapi's types. Every request is recorded, and
+//! protocols, and portforward over the same), built on k8s-openapi's types. Every request is recorded, and
 //! every Pod the driver sends is decoded strictly (a field the type does not
 //! have fails the request with 400, as a real server's strict field validation).
 //!
@@ -45,6 +45,8 @@ struct Entry {
     pod: Pod,
     log: Arc<Mutex<Vec<u8>>>,
     pid: Option<u32>,
+    /// Processes started in it by pods/exec: they end with the pod, as on a node.
+    execs: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -172,7 +174,7 @@ async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<Body>
     let query: Vec<(String, String)> = req.uri().query().map(url_pairs).unwrap_or_default();
     if req.headers().contains_key(hyper::header::UPGRADE) {
         shared.0.lock().expect("state").seen.push(Seen { method, uri, body: serde_json::Value::Null });
-        return Ok(exec(shared, req, &path, &query));
+        return Ok(upgrade(shared, req, &path, &query));
     }
     let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
@@ -231,7 +233,7 @@ fn create(shared: &Shared, ns: &str, body: &serde_json::Value) -> Response<Body>
     pod.metadata.uid = Some(format!("uid-{name}"));
     pod.status = Some(PodStatus { phase: Some("Pending".into()), ..Default::default() });
     let log = Arc::new(Mutex::new(Vec::new()));
-    state.pods.insert(name.clone(), Entry { pod: pod.clone(), log: Arc::clone(&log), pid: None });
+    state.pods.insert(name.clone(), Entry { pod: pod.clone(), log: Arc::clone(&log), pid: None, execs: Vec::new() });
     state.bump("ADDED", &name, events);
     let created = state.pods[&name].pod.clone();
     drop(state);
@@ -308,8 +310,8 @@ fn delete(shared: &Shared, name: &str, grace: u64) -> Response<Body> {
     let Some(entry) = state.pods.get_mut(name) else {
         return status(StatusCode::NOT_FOUND, "NotFound", &format!("pods \"{name}\" not found"));
     };
-    if let Some(pid) = entry.pid.take() {
-        let signal = if grace == 0 { nix::sys::signal::Signal::SIGKILL } else { nix::sys::signal::Signal::SIGTERM };
+    let signal = if grace == 0 { nix::sys::signal::Signal::SIGKILL } else { nix::sys::signal::Signal::SIGTERM };
+    for pid in entry.pid.take().into_iter().chain(entry.execs.drain(..)) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
     }
     let code = if grace == 0 { 137 } else { 143 };
@@ -419,12 +421,102 @@ fn log(shared: &Shared, name: &str, follow: bool) -> Response<Body> {
         .expect("response")
 }
 
-/// pods/exec: the WebSocket upgrade, then the command run on this host with
-/// the pod's environment, its streams on channels 0-2 and its end on 3.
-fn exec(shared: Shared, req: Request<Incoming>, path: &str, query: &[(String, String)]) -> Response<Body> {
+/// The WebSocket handshake's answer for `req`, choosing a channel protocol it offers.
+fn switching(req: &Request<Incoming>) -> Response<Body> {
+    let offered = req.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let protocol = if offered.contains("v5.channel.k8s.io") { "v5.channel.k8s.io" } else { "v4.channel.k8s.io" };
+    let key = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec()).unwrap_or_default();
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .header("sec-websocket-protocol", protocol)
+        .body(Full::new(Bytes::new()).boxed())
+        .expect("response")
+}
+
+/// The upgraded connection of `req`, as a server-side WebSocket.
+async fn upgraded(
+    req: Request<Incoming>,
+) -> Option<tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>> {
+    let upgraded = hyper::upgrade::on(req).await.ok()?;
+    let io = hyper_util::rt::TokioIo::new(upgraded);
+    Some(
+        tokio_tungstenite::WebSocketStream::from_raw_socket(
+            io,
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await,
+    )
+}
+
+/// pods/portforward for one port: the pod is this host, so the stream goes to
+/// 127.0.0.1:PORT. Channel 0 carries the data, 1 the error; each first sends the
+/// port (little-endian), as the API server does.
+fn portforward(req: Request<Incoming>, query: &[(String, String)]) -> Response<Body> {
+    let port: u16 = query.iter().find(|(k, _)| k == "ports").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let response = switching(&req);
+    tokio::spawn(async move {
+        let Some(ws) = upgraded(req).await else { return };
+        let (mut sink, mut source) = ws.split();
+        let [lo, hi] = port.to_le_bytes();
+        for channel in [0u8, 1] {
+            if sink.send(Message::binary(vec![channel, lo, hi])).await.is_err() {
+                return;
+            }
+        }
+        let tcp = match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                let mut frame = vec![1u8];
+                frame.extend_from_slice(format!("connect to port {port}: {e}").as_bytes());
+                let _ = sink.send(Message::binary(frame)).await;
+                let _ = sink.close().await;
+                return;
+            }
+        };
+        let (mut from_pod, mut to_pod) = tcp.into_split();
+        let upstream = tokio::spawn(async move {
+            while let Some(Ok(message)) = source.next().await {
+                let data = message.into_data();
+                if data.first() == Some(&0)
+                    && data.len() > 1
+                    && tokio::io::AsyncWriteExt::write_all(&mut to_pod, &data[1..]).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from_pod.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(&buf[..n]);
+            if sink.send(Message::binary(frame)).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+        upstream.abort();
+    });
+    response
+}
+
+/// The WebSocket subresources: pods/portforward, and pods/exec (the command run on
+/// this host with the pod's environment, its streams on channels 0-2 and its end
+/// on 3).
+fn upgrade(shared: Shared, req: Request<Incoming>, path: &str, query: &[(String, String)]) -> Response<Body> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let ["api", "v1", "namespaces", _, "pods", _, "portforward"] = parts.as_slice() {
+        return portforward(req, query);
+    }
     let ["api", "v1", "namespaces", _, "pods", name, "exec"] = parts.as_slice() else {
-        return status(StatusCode::NOT_FOUND, "NotFound", "only pods/exec upgrades here");
+        return status(StatusCode::NOT_FOUND, "NotFound", "only pods/exec and pods/portforward upgrade here");
     };
     let env: Vec<(String, String)> = match shared.0.lock().expect("state").pods.get(*name) {
         Some(e) => e
@@ -440,35 +532,22 @@ fn exec(shared: Shared, req: Request<Incoming>, path: &str, query: &[(String, St
         None => return status(StatusCode::NOT_FOUND, "NotFound", &format!("pods \"{name}\" not found")),
     };
     let command: Vec<String> = query.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
-    let offered = req.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let protocol = if offered.contains("v5.channel.k8s.io") { "v5.channel.k8s.io" } else { "v4.channel.k8s.io" };
-    let key = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec()).unwrap_or_default();
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+    let response = switching(&req);
+    let pod = (*name).to_owned();
     tokio::spawn(async move {
-        let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
-        let io = hyper_util::rt::TokioIo::new(upgraded);
-        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            io,
-            tokio_tungstenite::tungstenite::protocol::Role::Server,
-            None,
-        )
-        .await;
-        run_exec(ws, command, env).await;
+        if let Some(ws) = upgraded(req).await {
+            run_exec(ws, command, env, shared, pod).await;
+        }
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-accept", accept)
-        .header("sec-websocket-protocol", protocol)
-        .body(Full::new(Bytes::new()).boxed())
-        .expect("response")
+    response
 }
 
 async fn run_exec<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
     ws: tokio_tungstenite::WebSocketStream<S>,
     command: Vec<String>,
     env: Vec<(String, String)>,
+    shared: Shared,
+    pod: String,
 ) {
     let (mut sink, mut source) = ws.split();
     let mut cmd = tokio::process::Command::new(command.first().cloned().unwrap_or_default());
@@ -486,6 +565,9 @@ async fn run_exec<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
             return;
         }
     };
+    if let (Some(pid), Some(entry)) = (child.id(), shared.0.lock().expect("state").pods.get_mut(&pod)) {
+        entry.execs.push(pid);
+    }
     let mut stdin = child.stdin.take();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     for (channel, pipe) in [
@@ -539,6 +621,13 @@ async fn run_exec<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
     let mut frame = vec![3u8];
     frame.extend(serde_json::to_vec(&status).expect("json"));
     let _ = sink.send(Message::binary(frame)).await;
+    // A closing handshake, as the API server's: the client answers the close, and
+    // then the connection goes (dropping it at once could reset it before the
+    // client read the status).
     let _ = sink.close().await;
-    input.abort();
+    let abort = input.abort_handle();
+    if tokio::time::timeout(std::time::Duration::from_secs(2), input).await.is_err() {
+        // The client never closed: drop it.
+        abort.abort();
+    }
 }

@@ -6,6 +6,11 @@
 //! runtime handler `openshell` (openshell-runtime, release build) against `runc`
 //! on the same node, rounds interleaved. Stopping and removing the pod is not timed.
 //!
+//! And the standby hand-out at the node: the Kubernetes driver hands a create's job
+//! to an idle pod started ahead (`run.openshell.init: idle`) by exec, so its cost
+//! on the node is one ExecSync of the job (`/probe exit:0`) in that pod, timed
+//! against the same ExecSync in a running runc container.
+//!
 //! `cargo bench -p openshell-cli --bench kubernetes -- [--rounds N] [--warmup N]`;
 //! needs root, containerd, the CNI plugins, runc and gcc with static libc.
 
@@ -23,6 +28,8 @@ enum BenchError {
     Count { flag: String, value: String },
     #[error("unknown argument `{0}`; usage: kubernetes [--rounds N] [--warmup N]")]
     Usage(String),
+    #[error("{handler}: the hand-out's ExecSync exited {code}")]
+    Handout { handler: &'static str, code: i32 },
     #[error("{handler}: {step}: {status}")]
     Cri { handler: &'static str, step: &'static str, status: tonic::Status },
 }
@@ -68,6 +75,24 @@ fn pod_to_exit(node: &mut Node, handler: &'static str, round: usize) -> Result<D
     Ok(took)
 }
 
+/// A pod with one running container, for the exec hand-out; (pod, container).
+fn warm_pod(node: &mut Node, handler: &'static str) -> Result<(support::cri::Pod, String), BenchError> {
+    let logs = node.logs(handler);
+    let fail = |step| move |status| BenchError::Cri { handler, step, status };
+    let (annotations, command): (&[(&str, &str)], &[&str]) = match handler {
+        "openshell" => (&[("run.openshell.init", "idle")], &["openshell-idle"]),
+        _ => (&[], &["/probe", "serve"]),
+    };
+    let pod = node
+        .cri
+        .run_pod(&format!("warm-{handler}"), handler, annotations, &logs, CGROUP_PARENT)
+        .map_err(fail("RunPodSandbox"))?;
+    let spec = Spec { name: "warm", image: IMAGE, command, annotations: &[], log: "", mounts: &[] };
+    let id = node.cri.create(&pod, &spec).map_err(fail("CreateContainer"))?;
+    node.cri.start(&id).map_err(fail("StartContainer"))?;
+    Ok((pod, id))
+}
+
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
@@ -90,7 +115,27 @@ fn main() -> Result<(), BenchError> {
             }
         }
     }
-    for s in &mut samples {
+    // The hand-out: an ExecSync of the job in a pod started ahead.
+    let warm: Vec<_> = HANDLERS.iter().map(|h| warm_pod(&mut node, h)).collect::<Result<_, _>>()?;
+    let mut handouts = [Vec::new(), Vec::new()];
+    for round in 0..warmup + rounds {
+        for (i, (_, id)) in warm.iter().enumerate() {
+            let started = Instant::now();
+            let (code, _, _) = node.cri.exec_sync(id, &["/probe", "exit:0"]);
+            let took = started.elapsed();
+            if code != 0 {
+                return Err(BenchError::Handout { handler: HANDLERS[i], code });
+            }
+            if round >= warmup {
+                handouts[i].push(took);
+            }
+        }
+    }
+    for (pod, _) in &warm {
+        node.cri.stop_pod(pod);
+        node.cri.remove_pod(pod);
+    }
+    for s in samples.iter_mut().chain(handouts.iter_mut()) {
         s.sort();
     }
     let peer = percentile(&samples[0], 50);
@@ -103,6 +148,20 @@ fn main() -> Result<(), BenchError> {
         let median = percentile(s, 50);
         println!(
             "| {handler} | {} | {} | {:.2}× |",
+            ms(median),
+            ms(percentile(s, 90)),
+            median.as_secs_f64() / peer.as_secs_f64()
+        );
+    }
+    let peer = percentile(&handouts[0], 50);
+    println!();
+    println!("Standby hand-out at the node: ExecSync of the job in a pod started ahead");
+    println!("| pod | median | p90 | vs runc |");
+    println!("|---|---|---|---|");
+    for (what, s) in [("runc, a running container", &handouts[0]), ("openshell, an idle standby pod", &handouts[1])] {
+        let median = percentile(s, 50);
+        println!(
+            "| {what} | {} | {} | {:.2}× |",
             ms(median),
             ms(percentile(s, 90)),
             median.as_secs_f64() / peer.as_secs_f64()

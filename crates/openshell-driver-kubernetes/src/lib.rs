@@ -16,8 +16,9 @@
 //! Standby sandboxes (`warm`): an idle pod made ahead of need, the job handed to
 //! it by exec.
 //!
-//! Not done: `sandbox forward` (pods/portforward),
-//! the audit log through the gateway (it is on the node, in the pod's log
+//! `sandbox forward` goes through pods/portforward.
+//!
+//! Not done: the audit log through the gateway (it is on the node, in the pod's log
 //! directory), changing a running sandbox's policy, inference routing, and a
 //! foreground create's stdin (its output is the pod's log).
 //!
@@ -236,8 +237,9 @@ impl Driver for KubernetesDriver {
         stream::exec(&self.api, &name, command, spec.tty, stdio)
     }
 
-    fn connect(&self, _id: &str, _port: u16) -> Result<OwnedFd, DriverError> {
-        Err(DriverError::Unsupported { driver: DRIVER, what: "forwarding ports (pods/portforward)" })
+    fn connect(&self, id: &str, port: u16) -> Result<OwnedFd, DriverError> {
+        let name = self.running_pod(id)?;
+        stream::forward(&self.api, &name, port)
     }
 
     fn signal(&self, id: &str, signal: Signal) -> Result<(), DriverError> {

@@ -174,6 +174,8 @@ pub(crate) async fn pump(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWri
 pub(crate) struct ExecWatch {
     pub api: Arc<Api>,
     pub status: Option<tokio::task::JoinHandle<Option<Status>>>,
+    /// kube's task driving the connection: once it ended, nothing more comes.
+    pub connection: Option<tokio::task::JoinHandle<()>>,
     /// The client's input, copied until it ends, or until the process did: then
     /// it is dropped, which closes the exec's stdin and lets the connection end.
     pub input: Option<tokio::task::JoinHandle<()>>,
@@ -205,17 +207,34 @@ impl Watch for ExecWatch {
         if let Some(input) = self.input.take() {
             input.abort();
         }
-        for task in self.output.drain(..) {
-            let _ = self.api.runtime.block_on(task);
-        }
+        self.drain();
         exit_code(status.as_ref())
     }
 
     fn reap(mut self: Box<Self>) -> Result<(), DriverError> {
-        for task in self.output.drain(..) {
-            let _ = self.api.runtime.block_on(task);
-        }
+        self.drain();
         Ok(())
+    }
+}
+
+impl ExecWatch {
+    /// Waits for the connection's end, then for the output copied to the client.
+    /// kube shuts its output streams only when the connection ended cleanly: after
+    /// a failed one they never end, so what is left is given a moment and dropped.
+    fn drain(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            let _ = self.api.runtime.block_on(connection);
+        }
+        for task in self.output.drain(..) {
+            let abort = task.abort_handle();
+            let waited = self
+                .api
+                .runtime
+                .block_on(async { tokio::time::timeout(std::time::Duration::from_millis(500), task).await });
+            if waited.is_err() {
+                abort.abort();
+            }
+        }
     }
 }
 
@@ -265,10 +284,48 @@ pub(crate) fn exec(
     };
     let status = attached.take_status().map(|s| rt.spawn(s));
     // The connection is driven by kube's own task; joining it ends with it.
-    rt.spawn(async move {
+    let connection = rt.spawn(async move {
         if let Err(e) = attached.join().await {
             tracing::warn!(error = %e, "pods/exec connection");
         }
     });
-    Ok(Exec { console, watch: Box::new(ExecWatch { api: Arc::clone(api), status, input: input_task, output }) })
+    let watch = ExecWatch { api: Arc::clone(api), status, connection: Some(connection), input: input_task, output };
+    Ok(Exec { console, watch: Box::new(watch) })
+}
+
+/// A connection to `port` on the pod's loopback through pods/portforward, as a
+/// descriptor: one end of a socket pair whose other end is relayed to the
+/// forwarded stream until either side closes.
+pub(crate) fn forward(api: &Arc<Api>, name: &str, port: u16) -> Result<OwnedFd, DriverError> {
+    let mut forwarder =
+        api.runtime.block_on(api.pods.portforward(name, &[port])).map_err(|e| error("portforward", &e))?;
+    let stream = forwarder
+        .take_stream(port)
+        .ok_or_else(|| DriverError::failed(format!("portforward: no stream for port {port}")))?;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|source| DriverError::Unreachable {
+        id: name.to_owned(),
+        port,
+        source,
+    })?;
+    ours.set_nonblocking(true).map_err(|source| DriverError::Unreachable { id: name.to_owned(), port, source })?;
+    api.runtime.spawn(async move {
+        if let Ok(ours) = tokio::net::UnixStream::from_std(ours) {
+            let (mut our_read, mut our_write) = ours.into_split();
+            let (mut pod_read, mut pod_write) = tokio::io::split(stream);
+            // The client's end of input is not passed on: kube's portforward
+            // closes the way back too when its writer is shut down, and the
+            // answer would be lost. The connection ends when the pod's side does.
+            let up = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut our_read, &mut pod_write).await;
+                std::future::pending::<()>().await;
+            });
+            let _ = tokio::io::copy(&mut pod_read, &mut our_write).await;
+            let _ = our_write.shutdown().await;
+            up.abort();
+        }
+        if let Err(e) = forwarder.join().await {
+            tracing::debug!(error = %e, "pods/portforward connection");
+        }
+    });
+    Ok(OwnedFd::from(theirs))
 }
