@@ -375,6 +375,10 @@ fn a_pods_egress_leaves_only_through_its_proxy() {
         run(cri, &alone, &["/probe", &allowed]).starts_with("tunnel: proxy http://127.0.0.1:15128: Connection refused")
     );
     assert_eq!(run(cri, &alone, &["/probe", &format!("dial:{ip}:8080")]), "dial: Connection refused\n");
+    // And no new container of that pod starts without it.
+    let id = cri.create(&bare, &spec("late", &["/probe", "hello"])).expect("CreateContainer");
+    let err = cri.start(&id).expect_err("a container of a pod whose proxy is gone must not start").message().to_owned();
+    assert!(err.contains("egress proxy") && err.contains("gone"), "{err}");
 
     // Positive control: a pod under runc reaches the upstream directly.
     let open = cri.run_pod("open", "runc", &[], &logs, CGROUP_PARENT).expect("RunPodSandbox open");

@@ -31,7 +31,6 @@ pub const PROXY_PORT: u16 = 15128;
 /// What the daemon needs, in the sandbox container's state directory.
 const STATE_FILE: &str = "openshell-pod-egress.json";
 const PID_FILE: &str = "openshell-pod-proxy.pid";
-const READY_FILE: &str = "openshell-pod-proxy.ready";
 const LOG_FILE: &str = "openshell-pod-proxy.log";
 /// The pod's policy text a container hands over, and the daemon's answer.
 const NETWORK_FILE: &str = "openshell-pod-network.yaml";
@@ -115,18 +114,22 @@ pub fn start(dir: &Path, id: &str, spec: &Spec, member: u32) -> Result<(), Egres
     let path = dir.join(STATE_FILE);
     let json = serde_json::to_vec(&state).map_err(|e| EgressError::Proxy(e.to_string()))?;
     std::fs::write(&path, json).map_err(io(&path))?;
-    spawn(dir)?;
-    let ready = dir.join(READY_FILE);
-    let deadline = Instant::now() + WAIT;
-    while !ready.exists() {
-        if Instant::now() > deadline {
-            stop(dir);
-            let log = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap_or_default();
-            return Err(EgressError::NoProxy { sandbox: id.to_owned(), reason: format!("not ready: {}", log.trim()) });
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    // The proxy starts with what the pod's containers will hand it, so that their
+    // creates find it applied: the pod's annotated policy when its digest holds,
+    // else the baseline's. Nobody waits for it here: a container's create does.
+    let network = dir.join(NETWORK_FILE);
+    std::fs::write(&network, initial_policy(spec)).map_err(io(&network))?;
+    spawn(dir)
+}
+
+/// The pod's annotated policy text (its digest checked), else the baseline's.
+fn initial_policy(spec: &Spec) -> String {
+    let annotated = annotation(spec, crate::policy::YAML_ANNOTATION);
+    let digest = annotation(spec, crate::policy::DIGEST_ANNOTATION);
+    match (annotated, digest) {
+        (Some(text), Some(digest)) if crate::policy::digest_of(text.as_bytes()) == *digest => text.clone(),
+        _ => pod::BASELINE.to_owned(),
     }
-    Ok(())
 }
 
 /// Starts `openshell-runtime pod-proxy DIR` in a session of its own.
@@ -190,18 +193,35 @@ pub fn sandbox_id(spec: &Spec) -> Result<&str, EgressError> {
 /// directory), and waits until the proxy applied its network policies.
 pub fn push(dir: &Path, sandbox: &str, text: &str) -> Result<(), EgressError> {
     let sandbox = sandbox.to_owned();
-    let pid = daemon(dir).ok_or_else(|| EgressError::NoProxy {
-        sandbox: sandbox.clone(),
-        reason: "no proxy process for the pod's sandbox container".into(),
-    })?;
+    if !dir.join(PID_FILE).exists() {
+        return Err(EgressError::NoProxy { sandbox, reason: "no proxy for the pod's sandbox container".into() });
+    }
     let applied = dir.join(APPLIED_FILE);
+    let want = crate::policy::digest_of(text.as_bytes());
+    // The proxy answers once it runs (SIGHUP before that would end it).
+    let deadline = Instant::now() + WAIT;
+    let current = loop {
+        if let Ok(answer) = std::fs::read_to_string(&applied) {
+            break answer;
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap_or_default();
+            return Err(EgressError::NoProxy { sandbox, reason: format!("it never answered: {}", log.trim()) });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    // It answered, so it runs as itself: a process gone since fails the create.
+    let pid = daemon(dir)
+        .ok_or_else(|| EgressError::NoProxy { sandbox: sandbox.clone(), reason: "its process is gone".into() })?;
+    if current == want {
+        return Ok(());
+    }
     let _ = std::fs::remove_file(&applied);
     let staged = dir.join(format!("{NETWORK_FILE}.{}", std::process::id()));
     std::fs::write(&staged, text).map_err(io(&staged))?;
     let network = dir.join(NETWORK_FILE);
     std::fs::rename(&staged, &network).map_err(io(&network))?;
     kill(pid, Signal::SIGHUP).map_err(|e| EgressError::NoProxy { sandbox: sandbox.clone(), reason: e.to_string() })?;
-    let want = crate::policy::digest_of(text.as_bytes());
     let deadline = Instant::now() + WAIT;
     loop {
         match std::fs::read_to_string(&applied) {
@@ -226,8 +246,9 @@ fn network_only(baseline: &openshell_policy::Policy, pushed: openshell_policy::P
 }
 
 /// The daemon (`openshell-runtime pod-proxy DIR`): serves the pod's egress proxy
-/// until it is stopped. SIGHUP applies the pushed policy and answers in
-/// `APPLIED_FILE` (its digest, or the error).
+/// until it is stopped, starting with `NETWORK_FILE`'s policy. It answers in
+/// `APPLIED_FILE` (the digest of the policy applied, or the error) once it listens,
+/// and again after each SIGHUP, which applies the pushed policy.
 pub fn serve(dir: &Path) -> Result<(), EgressError> {
     use nix::sys::signal::SigSet;
     let path = dir.join(STATE_FILE);
@@ -241,10 +262,14 @@ pub fn serve(dir: &Path) -> Result<(), EgressError> {
     let listener = openshell_sandbox::fence::listen_in(&state.netns.display().to_string(), addr)?;
     let baseline = openshell_policy::load_str("the Kubernetes baseline policy", pod::BASELINE)
         .map_err(|e| EgressError::Proxy(e.to_string()))?;
-    let proxy = openshell_proxy::Proxy::from_listener(listener, config(&state, baseline.clone())?)
+    let network = dir.join(NETWORK_FILE);
+    let text = std::fs::read_to_string(&network).map_err(io(&network))?;
+    let initial =
+        openshell_policy::load_str("the pod's policy", &text).map_err(|e| EgressError::Proxy(e.to_string()))?;
+    let proxy = openshell_proxy::Proxy::from_listener(listener, config(&state, network_only(&baseline, initial))?)
         .map_err(|e| EgressError::Proxy(e.to_string()))?;
     let handle = proxy.handle();
-    let ready = dir.join(READY_FILE);
+    let applied = dir.join(APPLIED_FILE);
     let dir = dir.to_owned();
     std::thread::spawn(move || {
         while hangup.wait().is_ok() {
@@ -259,7 +284,7 @@ pub fn serve(dir: &Path) -> Result<(), EgressError> {
             }
         }
     });
-    std::fs::write(&ready, b"").map_err(io(&ready))?;
+    std::fs::write(&applied, crate::policy::digest_of(text.as_bytes())).map_err(io(&applied))?;
     proxy.serve().map_err(|e| EgressError::Proxy(e.to_string()))
 }
 
