@@ -81,11 +81,22 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
     json_response(code, &value)
 }
 
+/// Why a document is not strictly a `T`.
+#[derive(Debug, thiserror::Error)]
+pub enum StrictError {
+    #[error("not the type: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("fields the type does not have: sent {sent}, typed {typed}")]
+    Unknown { sent: serde_json::Value, typed: serde_json::Value },
+}
+
 /// Decodes `value` into `T` and back: equal only when nothing was unknown.
-pub fn strictly<T: serde::de::DeserializeOwned + serde::Serialize>(value: &serde_json::Value) -> Result<T, String> {
-    let typed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
-    let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
-    if &back == value { Ok(typed) } else { Err(format!("fields the type does not have: sent {value}, typed {back}")) }
+pub fn strictly<T: serde::de::DeserializeOwned + serde::Serialize>(
+    value: &serde_json::Value,
+) -> Result<T, StrictError> {
+    let typed: T = serde_json::from_value(value.clone())?;
+    let back = serde_json::to_value(&typed)?;
+    if &back == value { Ok(typed) } else { Err(StrictError::Unknown { sent: value.clone(), typed: back }) }
 }
 
 fn now() -> Time {

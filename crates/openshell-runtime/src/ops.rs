@@ -416,9 +416,7 @@ impl Runtime {
         if let Some(policy) = &policy
             && pod::container_type(&spec).is_some()
         {
-            let path = container.bundle().join("config.json");
-            pod::confine_process(&mut process, &policy.resources, &pod_egress::proxy_env())
-                .map_err(|message| RuntimeError::Spec { path, message })?;
+            pod::confine_process(&mut process, &policy.resources, &pod_egress::proxy_env())?;
         }
         let process_file = dir.join(format!("openshell-exec-{}.json", std::process::id()));
         let json = serde_json::to_vec(&process)

@@ -70,6 +70,9 @@ pub enum PodError {
     Init(String),
     #[error("{}: writing the confined spec: {message}", path.display())]
     Spec { path: PathBuf, message: String },
+    /// An OCI value the policy's limits make that oci-spec refuses.
+    #[error("the policy's limits: {0}")]
+    Limits(#[from] libcontainer::oci_spec::OciSpecError),
 }
 
 /// Why a path inside the container does not name a file on one of its mounts.
@@ -124,23 +127,22 @@ pub fn mounted_file(spec: &Spec, path: &str) -> Result<PathBuf, MountedFileError
 /// and `env` (`KEY=value`, replacing the pod's own `KEY`).
 pub fn confine(bundle: &Path, spec: &mut Spec, stated: &Resources, env: &[String]) -> Result<(), PodError> {
     let path = bundle.join("config.json");
-    let err = |message: String| PodError::Spec { path: path.clone(), message };
     if let Some(mut process) = spec.process().clone() {
-        confine_process(&mut process, stated, env).map_err(err)?;
+        confine_process(&mut process, stated, env)?;
         spec.set_process(Some(process));
     }
     if let Some(linux) = spec.linux_mut() {
         let mut resources = linux.resources().clone().unwrap_or_default();
-        cap_resources(&mut resources, stated).map_err(err)?;
+        cap_resources(&mut resources, stated)?;
         linux.set_resources(Some(resources));
     }
-    spec.save(&path).map_err(|e| err(e.to_string()))
+    spec.save(&path).map_err(|e| PodError::Spec { path, message: e.to_string() })
 }
 
 /// What [`confine`] does to a pod container's process, for one `exec` adds: the
 /// process JSON containerd hands over is built from the pod's spec, not the bundle
 /// this runtime rewrote.
-pub fn confine_process(process: &mut Process, stated: &Resources, env: &[String]) -> Result<(), String> {
+pub fn confine_process(process: &mut Process, stated: &Resources, env: &[String]) -> Result<(), PodError> {
     let key = |kv: &str| kv.split('=').next().unwrap_or_default().to_owned();
     let replaced: Vec<String> = env.iter().map(|kv| key(kv)).collect();
     let mut all: Vec<String> =
@@ -179,23 +181,18 @@ fn lower(current: Option<i64>, ceiling: u64) -> i64 {
     }
 }
 
-fn cap_rlimit(rlimits: &mut Vec<PosixRlimit>, limit: u64) -> Result<(), String> {
+fn cap_rlimit(rlimits: &mut Vec<PosixRlimit>, limit: u64) -> Result<(), PodError> {
     let existing = rlimits.iter().position(|r| r.typ() == PosixRlimitType::RlimitNofile);
     let (soft, hard) = match existing.map(|i| rlimits.remove(i)) {
         Some(r) => (r.soft().min(limit), r.hard().min(limit)),
         None => (limit, limit),
     };
-    let capped = PosixRlimitBuilder::default()
-        .typ(PosixRlimitType::RlimitNofile)
-        .soft(soft)
-        .hard(hard)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let capped = PosixRlimitBuilder::default().typ(PosixRlimitType::RlimitNofile).soft(soft).hard(hard).build()?;
     rlimits.push(capped);
     Ok(())
 }
 
-fn cap_resources(resources: &mut LinuxResources, stated: &Resources) -> Result<(), String> {
+fn cap_resources(resources: &mut LinuxResources, stated: &Resources) -> Result<(), PodError> {
     if let Some(memory) = stated.memory {
         let limit = lower(resources.memory().as_ref().and_then(|m| m.limit()), memory);
         let mut m = resources.memory().unwrap_or_default();
@@ -206,7 +203,7 @@ fn cap_resources(resources: &mut LinuxResources, stated: &Resources) -> Result<(
     }
     if let Some(pids) = stated.pids {
         let current = resources.pids().as_ref().map(|p| p.limit());
-        let p = LinuxPidsBuilder::default().limit(lower(current, pids)).build().map_err(|e| e.to_string())?;
+        let p = LinuxPidsBuilder::default().limit(lower(current, pids)).build()?;
         resources.set_pids(Some(p));
     }
     if let Some(millis) = stated.cpu_millis {
