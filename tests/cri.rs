@@ -131,9 +131,7 @@ fn the_kubelets_path_runs_pods_through_openshell_runtime_as_through_runc() {
 const NARROW: &str = "version: 1\nlandlock: {compatibility: hard_requirement}\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/probe, /sys/fs/cgroup]\nresources: {pids: 64}\n";
 
 fn sha256(text: &str) -> String {
-    use sha2::Digest;
-    let hash = sha2::Sha256::digest(text.as_bytes());
-    format!("sha256:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    openshell_store::Digest::sha256(text.as_bytes()).to_string()
 }
 
 /// `/probe status:KEY` in a running container: the value.

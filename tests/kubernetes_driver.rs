@@ -152,8 +152,7 @@ impl Drop for Env {
 }
 
 fn sha256(text: &str) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>())
+    openshell_store::Digest::sha256(text.as_bytes()).to_string()
 }
 
 #[test]

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use openshell_driver::Job;
-use sha2::{Digest, Sha256};
 
 /// Labels on every pod of the driver.
 pub const LABEL_SANDBOX: &str = "openshell.run/sandbox";
@@ -32,8 +31,7 @@ pub fn pod_name(id: &str) -> String {
 
 /// `sha256:HEX` of the policy's bytes (what the runtime checks the policy against).
 pub fn policy_digest(text: &str) -> String {
-    let hash = Sha256::digest(text.as_bytes());
-    format!("sha256:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    openshell_store::Digest::sha256(text.as_bytes()).to_string()
 }
 
 /// What a pod is made of, besides its job.

@@ -12,7 +12,6 @@ use openshell_policy::profile::LandlockProfile;
 use openshell_policy::{KernelProfile, LoadError, MAX_POLICY_BYTES};
 use openshell_sandbox::run::{InitMode, LandlockExecutor};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::pod;
 
@@ -162,10 +161,9 @@ fn checked_digest(d: &str) -> Result<String, PolicyError> {
     }
 }
 
-/// `sha256:HEX` of `bytes`.
+/// `sha256:HEX` of `bytes` (the store's digest, as text).
 pub fn digest_of(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    format!("sha256:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    openshell_store::Digest::sha256(bytes).to_string()
 }
 
 fn verified(source_name: String, bytes: &[u8], annotated: &str) -> Result<String, PolicyError> {
