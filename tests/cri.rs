@@ -396,6 +396,122 @@ fn a_pods_egress_leaves_only_through_its_proxy() {
     assert!(matches!(state, None | Some(Some('Z'))), "the pod's proxy outlived the pod: {stat}");
 }
 
+/// What a signed update sent to `main`'s pod from inside it (where
+/// pods/portforward arrives too) was answered.
+fn send_update(cri: &mut Cri, main: &str, update: &openshell_policy_update::Update) -> openshell_policy_update::Answer {
+    let line = serde_json::to_string(update).expect("update");
+    let port = openshell_policy_update::CONTROL_PORT;
+    let (_, out, _) = cri.exec_sync(main, &["/probe", &format!("send:{port}:{line}")]);
+    let answer = out.trim().strip_prefix("send: ").unwrap_or_else(|| panic!("no answer: {out}"));
+    serde_json::from_str(answer).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
+fn refused(answer: &openshell_policy_update::Answer) -> &str {
+    match answer {
+        openshell_policy_update::Answer::Refused { reason } => reason,
+        applied => panic!("applied, not refused: {applied:?}"),
+    }
+}
+
+/// A running pod's network policies change only by an update signed with the key
+/// its annotation names, for this pod, newer than the last: anything in the pod can
+/// reach the control port and tries forged, other pods', tampered and replayed ones.
+#[test]
+fn a_running_pods_network_policy_changes_only_by_a_signed_update() {
+    use openshell_policy_update::{Answer, PodIdentity, SIGNER_ANNOTATION, Signer};
+    let mut node = Node::start();
+    let logs = node.logs("update");
+    let keys = tempfile::tempdir().expect("tempdir");
+    let gateway = Signer::load_or_create(&keys.path().join("gateway.pk8")).expect("the gateway's key");
+    let attacker = Signer::load_or_create(&keys.path().join("attacker.pk8")).expect("another key");
+    let cri = &mut node.cri;
+    let server = cri.run_pod("upstream", "runc", &[], &logs, CGROUP_PARENT).expect("RunPodSandbox upstream");
+    for port in ["8080", "8081"] {
+        let listen = format!("listen-any:{port}");
+        cri.run(&server, &spec(&format!("listen-{port}"), &["/probe", &listen]));
+    }
+    let ip = cri.pod_ip(&server);
+    let policy = |ports: &[u16]| {
+        let endpoints: String = ports
+            .iter()
+            .map(|p| format!("      - {{ host: \"{ip}\", port: {p}, allowed_ips: [\"{ip}/32\"] }}\n"))
+            .collect();
+        let network = if ports.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "network_policies:\n  upstream:\n    name: upstream\n    endpoints:\n{endpoints}    binaries:\n      - path: /probe\n"
+            )
+        };
+        format!("version: 1\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/probe, /usr]\n{network}")
+    };
+    let first = policy(&[8080]);
+    let digest = sha256(&first);
+    let signer = gateway.annotation();
+    let annotations = [
+        ("run.openshell.policy.yaml", first.as_str()),
+        ("run.openshell.policy.digest", digest.as_str()),
+        (SIGNER_ANNOTATION, signer.as_str()),
+    ];
+    let pod = cri.run_pod("update", "openshell", &annotations, &logs, CGROUP_PARENT).expect("RunPodSandbox update");
+    let main = cri.run(&pod, &Spec { image: ISOLATION_IMAGE, ..spec("main", &["/probe", "serve"]) });
+    let this = PodIdentity { namespace: "default".into(), name: "update".into(), uid: "update-uid".into() };
+    let tunnel = |cri: &mut Cri, port: u16| cri.exec_sync(&main, &["/probe", &format!("tunnel:{ip}:{port}")]).1;
+    assert_eq!(tunnel(cri, 8080), "tunnel: 200 pong\n");
+    assert_eq!(tunnel(cri, 8081), "tunnel: 403\n");
+
+    // From inside the pod: another key, another pod, the policy or revision changed
+    // after signing. Each is refused and nothing changes.
+    let wider = policy(&[8080, 8081]);
+    let forged = send_update(cri, &main, &attacker.sign(&this, 1, &wider));
+    assert!(refused(&forged).contains("signature"), "{forged:?}");
+    let elsewhere = PodIdentity { name: "other".into(), ..this.clone() };
+    let other = send_update(cri, &main, &gateway.sign(&elsewhere, 1, &wider));
+    assert!(refused(&other).contains("for pod default/other"), "{other:?}");
+    let mut tampered = gateway.sign(&this, 1, &first);
+    tampered.policy = wider.clone();
+    assert!(refused(&send_update(cri, &main, &tampered)).contains("signature"));
+    assert_eq!(tunnel(cri, 8081), "tunnel: 403\n");
+
+    // Positive control: the gateway's update for this pod is applied at once.
+    let good = gateway.sign(&this, 1, &wider);
+    let answer = send_update(cri, &main, &good);
+    assert_eq!(answer, Answer::Applied { revision: 1, digest: sha256(&wider) });
+    assert_eq!(tunnel(cri, 8081), "tunnel: 200 pong\n");
+    // Replayed: refused.
+    assert!(refused(&send_update(cri, &main, &good)).contains("not above the last applied, 1"));
+    // Narrowed by revision 2 (nothing allowed), then revision 1 replayed to widen again.
+    let none = policy(&[]);
+    assert_eq!(
+        send_update(cri, &main, &gateway.sign(&this, 2, &none)),
+        Answer::Applied { revision: 2, digest: sha256(&none) }
+    );
+    assert_eq!(tunnel(cri, 8080), "tunnel: 403\n");
+    assert!(refused(&send_update(cri, &main, &good)).contains("not above the last applied, 2"));
+    assert_eq!(tunnel(cri, 8080), "tunnel: 403\n");
+    // A container made now would bring the first policy back: refused.
+    let id = cri.create(&pod, &spec("late", &["/probe", "hello"])).expect("CreateContainer");
+    let err = cri.start(&id).expect_err("a container after a live change must not start").message().to_owned();
+    assert!(err.contains("changed by the gateway (revision 2)"), "{err}");
+    let audit = std::fs::read_to_string(sandbox_state(&pod).join("openshell-pod-proxy.log")).expect("the proxy's log");
+    assert_eq!(audit.matches("refused a policy update").count(), 5, "{audit}");
+
+    // A pod made without a signer has no control port.
+    let bare = cri.run_pod("bare", "openshell", &annotations[..2], &logs, CGROUP_PARENT).expect("RunPodSandbox bare");
+    let alone = cri.run(&bare, &Spec { image: ISOLATION_IMAGE, ..spec("main", &["/probe", "serve"]) });
+    let (_, out, _) = cri.exec_sync(&alone, &["/probe", "send:15129:{}"]);
+    assert_eq!(out, "send: Connection refused\n");
+    // A malformed signer key refuses the pod, naming the annotation.
+    let bad = [annotations[0], annotations[1], (SIGNER_ANNOTATION, "ed25519:short")];
+    let err =
+        cri.run_pod("bad", "openshell", &bad, &logs, CGROUP_PARENT).expect_err("a bad signer key").message().to_owned();
+    assert!(err.contains(SIGNER_ANNOTATION) && err.contains("ed25519:short"), "{err}");
+    for p in [&pod, &bare, &server] {
+        cri.stop_pod(p);
+        cri.remove_pod(p);
+    }
+}
+
 /// What the Kubernetes driver's pods ask for (`run.openshell.init`): openshell's
 /// init as process 1, running the command (`supervise`) or nothing (`idle`, the
 /// container's command never run).

@@ -125,6 +125,16 @@ impl Env {
         self.run(&[&args[..], &["--", "/bin/sh", "-c", script]].concat())
     }
 
+    /// The name of the pod of sandbox `name` (`openshell-ID`).
+    fn pod_of(&self, name: &str) -> String {
+        let got = self.run(&["sandbox", "get", name, "--output", "json"]);
+        let id = serde_json::from_slice::<serde_json::Value>(&got.stdout).expect("sandbox get json")["id"]
+            .as_str()
+            .expect("an id")
+            .to_ascii_lowercase();
+        format!("openshell-{id}")
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
@@ -231,12 +241,7 @@ fn the_kubernetes_driver_runs_each_sandbox_as_a_pod() {
     let idle: k8s_openapi::api::core::v1::Pod =
         strictly(&seen.iter().rfind(|s| s.method == "POST").expect("POST").body).expect("Pod");
     // Idle, whether made for it or a standby it took.
-    let got = env.run(&["sandbox", "get", "idle", "--output", "json"]);
-    let id = serde_json::from_slice::<serde_json::Value>(&got.stdout).expect("sandbox get json")["id"]
-        .as_str()
-        .expect("an id")
-        .to_ascii_lowercase();
-    let idle_pod = format!("openshell-{id}");
+    let idle_pod = env.pod_of("idle");
     assert!(env.api.pod_names().contains(&idle_pod), "{idle_pod} not among {:?}", env.api.pod_names());
     assert_eq!(idle.metadata.annotations.as_ref().expect("annotations")["run.openshell.init"], "idle");
     assert_eq!(
@@ -306,4 +311,75 @@ fn the_kubernetes_driver_needs_a_registry_and_says_so() {
     let o = Env::command(dir.path(), &["gateway", "run", "--driver", "kubernetes"]).output().expect("openshell");
     assert!(!o.status.success());
     assert!(text(&o).contains("--driver kubernetes needs --image-registry"), "{}", text(&o));
+}
+
+/// `policy set` on a running sandbox: the driver signs the new policy for the
+/// sandbox's pod and sends it through pods/portforward to the control port of the
+/// pod's egress proxy (here the test, checking it as the node's proxy does), and
+/// reports the proxy's answer.
+#[test]
+fn a_running_sandboxs_network_policy_changes_through_its_pods_proxy() {
+    use openshell_policy_update::{Answer, CONTROL_PORT, PodIdentity, SIGNER_ANNOTATION, Verifier};
+    let env = Env::start();
+    let store = env.store();
+    let o = env.run(&["sandbox", "create", "-d", "--name", "live", "--store", &store, "--image", "openshell/ktest"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    let name = env.pod_of("live");
+    let seen = env.api.seen();
+    let post = seen
+        .iter()
+        .find(|s| s.method == "POST" && s.body["metadata"]["name"] == name.as_str())
+        .expect("the sandbox's pod");
+    let pod: k8s_openapi::api::core::v1::Pod = strictly(&post.body).expect("a Pod, strictly");
+    let signer = pod.metadata.annotations.as_ref().expect("annotations")[SIGNER_ANNOTATION].clone();
+    let this = PodIdentity { namespace: "agents".into(), name: name.clone(), uid: format!("uid-{name}") };
+    let mut verifier = Verifier::new(&signer, this).expect("the pod's signer annotation");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    env.api.forward(CONTROL_PORT, listener.local_addr().expect("addr").port());
+    let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
+        .expect("default policy");
+    let narrower = default.replace("      - { host: console.anthropic.com, port: 443 }\n", "");
+    assert_ne!(narrower, default);
+    std::fs::write(env.dir.path().join("narrower.yaml"), &narrower).expect("policy");
+    std::fs::write(env.dir.path().join("default.yaml"), &default).expect("policy");
+    // One update, answered as the node's proxy would (or refused with `refusal`).
+    let mut answer_one = |refusal: Option<&str>| {
+        let (stream, _) = listener.accept().expect("the driver's connection");
+        let line = openshell_policy_update::read_line(&stream).expect("one line");
+        let update = verifier.check(&line).unwrap_or_else(|e| panic!("the driver's update does not verify: {e}"));
+        let answer = match refusal {
+            None => {
+                verifier.applied(&update);
+                Answer::Applied { revision: update.revision, digest: sha256(&update.policy) }
+            }
+            Some(reason) => Answer::Refused { reason: reason.to_owned() },
+        };
+        let mut stream = stream;
+        let reply = serde_json::to_string(&answer).expect("answer");
+        std::io::Write::write_all(&mut stream, format!("{reply}\n").as_bytes()).expect("answer");
+        update
+    };
+    let (update, o) = std::thread::scope(|s| {
+        let set = s.spawn(|| env.run(&["policy", "set", "live", "narrower.yaml"]));
+        (answer_one(None), set.join().expect("policy set"))
+    });
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    assert!(text(&o).contains(&format!("network policy revision {} applied", update.revision)), "{}", text(&o));
+    assert_eq!(update.policy, narrower);
+    // The proxy's refusal reaches the user; a later update has a higher revision.
+    let (later, o) = std::thread::scope(|s| {
+        let set = s.spawn(|| env.run(&["policy", "set", "live", "default.yaml"]));
+        (answer_one(Some("the test refuses it")), set.join().expect("policy set"))
+    });
+    assert!(!o.status.success(), "a refused update reported as applied");
+    assert!(text(&o).contains("refused the update: the test refuses it"), "{}", text(&o));
+    assert!(later.revision > update.revision, "{} after {}", later.revision, update.revision);
+    assert!(
+        env.api.seen().iter().any(|s| s.uri.contains(&format!("/pods/{name}/portforward?"))
+            && s.uri.contains(&format!("ports={CONTROL_PORT}"))),
+        "no pods/portforward to the control port"
+    );
+    let o = env.run(&["sandbox", "delete", "live"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
 }

@@ -27,6 +27,7 @@ pub struct Cri {
 }
 
 /// A pod: the sandbox's id and the config its containers are created with.
+#[derive(Debug)]
 pub struct Pod {
     pub id: String,
     pub config: cri::PodSandboxConfig,

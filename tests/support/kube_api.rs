@@ -56,6 +56,8 @@ struct State {
     /// Every event, with its resource version, for watches that start behind.
     history: Vec<(u64, &'static str, Pod)>,
     seen: Vec<Seen>,
+    /// pods/portforward of a pod's port to another port of this host.
+    forwards: HashMap<u16, u16>,
 }
 
 type Shared = Arc<(Mutex<State>, broadcast::Sender<(u64, &'static str, Pod)>)>;
@@ -171,6 +173,11 @@ impl KubeApi {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.0.lock().expect("state").seen.clone()
+    }
+
+    /// Sends pods/portforward of every pod's `pod_port` to this host's `host_port`.
+    pub fn forward(&self, pod_port: u16, host_port: u16) {
+        self.shared.0.lock().expect("state").forwards.insert(pod_port, host_port);
     }
 
     pub fn pod_names(&self) -> Vec<String> {
@@ -465,10 +472,12 @@ async fn upgraded(
 }
 
 /// pods/portforward for one port: the pod is this host, so the stream goes to
-/// 127.0.0.1:PORT. Channel 0 carries the data, 1 the error; each first sends the
-/// port (little-endian), as the API server does.
-fn portforward(req: Request<Incoming>, query: &[(String, String)]) -> Response<Body> {
+/// 127.0.0.1:PORT (or the port [`KubeApi::forward`] maps it to). Channel 0 carries
+/// the data, 1 the error; each first sends the port (little-endian), as the API
+/// server does.
+fn portforward(shared: &Shared, req: Request<Incoming>, query: &[(String, String)]) -> Response<Body> {
     let port: u16 = query.iter().find(|(k, _)| k == "ports").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let host_port = shared.0.lock().expect("state").forwards.get(&port).copied().unwrap_or(port);
     let response = switching(&req);
     tokio::spawn(async move {
         let Some(ws) = upgraded(req).await else { return };
@@ -479,7 +488,7 @@ fn portforward(req: Request<Incoming>, query: &[(String, String)]) -> Response<B
                 return;
             }
         }
-        let tcp = match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+        let tcp = match tokio::net::TcpStream::connect(("127.0.0.1", host_port)).await {
             Ok(tcp) => tcp,
             Err(e) => {
                 let mut frame = vec![1u8];
@@ -524,7 +533,7 @@ fn portforward(req: Request<Incoming>, query: &[(String, String)]) -> Response<B
 fn upgrade(shared: Shared, req: Request<Incoming>, path: &str, query: &[(String, String)]) -> Response<Body> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if let ["api", "v1", "namespaces", _, "pods", _, "portforward"] = parts.as_slice() {
-        return portforward(req, query);
+        return portforward(&shared, req, query);
     }
     let ["api", "v1", "namespaces", _, "pods", name, "exec"] = parts.as_slice() else {
         return status(StatusCode::NOT_FOUND, "NotFound", "only pods/exec and pods/portforward upgrade here");

@@ -18,14 +18,19 @@
 //!
 //! `sandbox forward` goes through pods/portforward.
 //!
+//! A running sandbox's network policies change live (`live`): signed with the
+//! driver's key, sent through pods/portforward to the pod's egress proxy.
+//!
 //! Not done: the audit log through the gateway (it is on the node, in the pod's log
-//! directory), changing a running sandbox's policy, inference routing, and a
-//! foreground create's stdin (its output is the pod's log).
+//! directory), inference routing, and a foreground create's stdin (its output is
+//! the pod's log).
 //!
 //! Modules: `api` (kube on the driver's runtime), `pod` (the Pod), `record`,
-//! `stream` (the pod's end, its log, exec relays), `warm` (standby pods).
+//! `stream` (the pod's end, its log, exec relays), `warm` (standby pods), `live`
+//! (live policy updates).
 
 mod api;
+mod live;
 pub mod pod;
 mod record;
 mod stream;
@@ -42,6 +47,7 @@ use openshell_driver::{
     Applied, Created, Driver, DriverError, Exec, ExecSpec, Exit, Found, Job, LogKind, LogStream, Pending, RouteUpdate,
     Run, SandboxSpec, Stdio,
 };
+use openshell_policy_update::Signer;
 use openshell_store::Store;
 
 use crate::api::{Api, error, not_found};
@@ -73,6 +79,8 @@ pub struct KubernetesDriver {
     /// `sandboxes/ID/`: each sandbox's record and job.
     root: PathBuf,
     store: Store,
+    /// Signs live policy updates; its public half is on every pod.
+    signer: Signer,
 }
 
 impl KubernetesDriver {
@@ -81,7 +89,8 @@ impl KubernetesDriver {
         let api = Api::connect(options.kubeconfig.as_deref(), &options.namespace)?;
         let sandboxes = root.join("sandboxes");
         std::fs::create_dir_all(&sandboxes).map_err(DriverError::io(&sandboxes))?;
-        Ok(KubernetesDriver { api: Arc::new(api), options, root, store })
+        let signer = Signer::load_or_create(&root.join(live::KEY_FILE)).map_err(DriverError::failed)?;
+        Ok(KubernetesDriver { api: Arc::new(api), options, root, store, signer })
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -139,6 +148,7 @@ impl KubernetesDriver {
             image: &record.image,
             runtime_class: &self.options.runtime_class,
             policy: &record.policy,
+            signer: &self.signer.annotation(),
         };
         let pod = template.pod(job);
         self.api
@@ -306,22 +316,17 @@ impl Driver for KubernetesDriver {
         self.record(id).is_ok_and(|r| r.has_network)
     }
 
+    /// Running: sent to the pod's proxy and confirmed (whether asked to wait or
+    /// not). Either way, the pod's annotation at the next start.
     fn reload_network(
         &self,
         id: &str,
-        _revision: i64,
+        revision: i64,
         _name: &str,
         text: &str,
         running: bool,
         _wait: bool,
     ) -> Result<Applied, DriverError> {
-        if running {
-            return Err(DriverError::Unsupported {
-                driver: DRIVER,
-                what: "changing a running sandbox's network policy (a pod's policy is fixed when it is created)",
-            });
-        }
-        // The pod's annotation at the next start: the network section replaced.
         let mut record = self.record(id)?;
         let current = openshell_policy::load_str("the sandbox's policy", &record.policy)
             .map_err(|e| DriverError::Policy(e.to_string()))?;
@@ -330,10 +335,17 @@ impl Driver for KubernetesDriver {
         openshell_policy::PolicyDiff::between(&current, &new)
             .ensure_live()
             .map_err(|e| DriverError::Policy(e.to_string()))?;
+        let applied = if running {
+            let pod = self.get_pod(id)?.filter(pod::running).ok_or_else(|| DriverError::NotRunning(id.to_owned()))?;
+            live::update(&self.api, &self.signer, &pod, revision, text)?;
+            Applied::Confirmed
+        } else {
+            Applied::AtStart
+        };
         record.policy = text.to_owned();
         record.has_network = !new.network_policies.is_empty();
         record.write(&self.dir(id))?;
-        Ok(Applied::AtStart)
+        Ok(applied)
     }
 
     fn set_route(&self, _id: &str, route: &RouteUpdate, _running: bool, _wait: bool) -> Result<Applied, DriverError> {

@@ -1,6 +1,7 @@
 //! The Pod a sandbox runs as: RuntimeClass `openshell` (so the node's
 //! openshell-runtime runs it), the image by digest, the sandbox's policy and its
-//! digest by annotation (what the runtime applies and checks at creation),
+//! digest by annotation (what the runtime applies and checks at creation), the
+//! driver's key for live policy updates,
 //! openshell's init as process 1 (`run.openshell.init`), labels naming the
 //! sandbox, no service account token, never restarted.
 
@@ -41,6 +42,8 @@ pub struct PodTemplate<'a> {
     pub image: &'a str,
     pub runtime_class: &'a str,
     pub policy: &'a str,
+    /// The driver's key for live policy updates (`run.openshell.policy.signer`).
+    pub signer: &'a str,
 }
 
 impl PodTemplate<'_> {
@@ -56,6 +59,7 @@ impl PodTemplate<'_> {
             (POLICY_YAML.to_owned(), self.policy.to_owned()),
             (POLICY_DIGEST.to_owned(), policy_digest(self.policy)),
             (INIT.to_owned(), init.to_owned()),
+            (openshell_policy_update::SIGNER_ANNOTATION.to_owned(), self.signer.to_owned()),
             ("openshell.run/name".to_owned(), self.name.to_owned()),
         ]);
         let env = job
@@ -145,6 +149,7 @@ mod tests {
             image: "r.test/openshell/sandboxes@sha256:00",
             runtime_class: "openshell",
             policy: "version: 1\n",
+            signer: "ed25519:AAAA",
         }
     }
 

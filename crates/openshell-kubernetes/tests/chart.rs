@@ -141,7 +141,8 @@ fn a_storage_class_is_passed_on() {
     assert_eq!(find(&objects, "PersistentVolumeClaim").expect("PVC")["spec"]["storageClassName"], "fast");
 }
 
-/// Pods in its namespace, exec and logs: nothing else.
+/// Pods in its namespace, exec, portforward (`sandbox forward`, live policy
+/// updates) and logs: nothing else.
 #[test]
 fn the_gateway_role_is_least_privilege() {
     let objects = render(&values());
@@ -150,7 +151,7 @@ fn the_gateway_role_is_least_privilege() {
         rules,
         &json!([
             { "apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "watch", "delete"] },
-            { "apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"] },
+            { "apiGroups": [""], "resources": ["pods/exec", "pods/portforward"], "verbs": ["create"] },
             { "apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"] },
         ])
     );

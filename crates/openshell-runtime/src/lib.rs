@@ -37,12 +37,16 @@
 //! A bundle made by containerd's CRI plugin (a Kubernetes pod's) never runs as
 //! given: it takes its pod's policy from the `run.openshell.policy.yaml` or `.file`
 //! annotation, checked against `run.openshell.policy.digest`, or the baseline, and
-//! is confined (`pod`).
+//! is confined (`pod`). A pod created with the gateway's signer key
+//! (`run.openshell.policy.signer`) takes live changes of its network policies,
+//! signed with that key, on its egress proxy's control port (`pod_egress`).
 //!
 //! Modules: `ops` (the container operations), `events` (runc's stats JSON),
 //! `hierarchies` (cgroup v1's named and unified hierarchies),
-//! `policy`, `pod`, `pod_egress` (a pod's fence and egress proxy), `prepared`, `executor` (what an exec'd
-//! process applies), `logging` (runc's log formats) and `spec` (`spec` and `features`).
+//! `policy`, `pod`, `pod_egress` (a pod's fence and egress proxy), `pod_control`
+//! (the proxy's port for signed live policy updates), `prepared`, `executor` (what an
+//! exec'd process applies), `logging` (runc's log formats) and `spec` (`spec` and
+//! `features`).
 
 pub mod events;
 pub mod executor;
@@ -50,6 +54,7 @@ pub mod hierarchies;
 pub mod logging;
 pub mod ops;
 pub mod pod;
+pub mod pod_control;
 pub mod pod_egress;
 pub mod policy;
 pub mod prepared;

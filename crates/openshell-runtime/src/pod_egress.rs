@@ -12,18 +12,28 @@
 //! to `openshell-egress.log` in the pod's log directory (`/var/log/pods/...`).
 //! The proxy stops when the sandbox container is deleted.
 //!
-//! Not here: TLS interception (so no L7 rules over HTTPS), the inference router,
-//! and changing a running pod's policy (it is fixed when its containers are created).
+//! A running pod's network policies change live, as on the host, when the pod was
+//! created with a signer key (`run.openshell.policy.signer`, the gateway's): the
+//! daemon then also listens on the pod's loopback at `CONTROL_PORT` for updates
+//! signed by that key for this pod with a revision above the last
+//! (`openshell_policy_update`, served by `pod_control`), which is how the gateway
+//! reaches it through pods/portforward. Once one is applied, a container created
+//! later in the pod is refused rather than bring back the pod's first policy.
+//!
+//! Not here: TLS interception (so no L7 rules over HTTPS) and the inference router.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use openshell_policy_update::{Answer, CONTROL_PORT, PodIdentity, SIGNER_ANNOTATION, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::pod;
+use crate::pod_control;
 
 /// The proxy's port on the pod's loopback.
 pub const PROXY_PORT: u16 = 15128;
@@ -38,6 +48,10 @@ const APPLIED_FILE: &str = "openshell-pod-network.applied";
 /// CRI's annotations: the pod's sandbox id (on its containers) and log directory.
 const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 const LOG_DIRECTORY_ANNOTATION: &str = "io.kubernetes.cri.sandbox-log-directory";
+/// CRI's annotations naming the pod (what a signed update must name).
+const NAMESPACE_ANNOTATION: &str = "io.kubernetes.cri.sandbox-namespace";
+const NAME_ANNOTATION: &str = "io.kubernetes.cri.sandbox-name";
+const UID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-uid";
 const AUDIT_FILE: &str = "openshell-egress.log";
 /// How long a container's create waits for the proxy.
 const WAIT: Duration = Duration::from_secs(5);
@@ -72,6 +86,10 @@ pub enum EgressError {
     NotApplied { sandbox: String, reason: String },
     #[error("{0} has no annotation {SANDBOX_ID_ANNOTATION}")]
     NoSandboxId(&'static str),
+    #[error("the pod names a policy signer ({SIGNER_ANNOTATION}) but its sandbox container has no annotation {0}")]
+    NoPodIdentity(&'static str),
+    #[error("the pod's policy updates: {0}")]
+    Update(#[from] openshell_policy_update::UpdateError),
     #[error("the pod's egress proxy: {0}")]
     Proxy(String),
 }
@@ -88,6 +106,36 @@ struct EgressState {
     member: u32,
     audit: PathBuf,
     sandbox: String,
+    /// The pod's signer key and identity, when it takes live updates.
+    control: Option<Control>,
+}
+
+/// Whose signed updates the daemon takes, for which pod.
+#[derive(Debug, Serialize, Deserialize)]
+struct Control {
+    signer: String,
+    pod: PodIdentity,
+}
+
+impl Control {
+    /// From the pod's annotations: none without a signer; refused when the signer
+    /// key is malformed or the pod is not named.
+    fn of(spec: &Spec) -> Result<Option<Control>, EgressError> {
+        let Some(signer) = annotation(spec, SIGNER_ANNOTATION) else { return Ok(None) };
+        let field = |key: &'static str| annotation(spec, key).cloned().ok_or(EgressError::NoPodIdentity(key));
+        let pod = PodIdentity {
+            namespace: field(NAMESPACE_ANNOTATION)?,
+            name: field(NAME_ANNOTATION)?,
+            uid: field(UID_ANNOTATION)?,
+        };
+        let control = Control { signer: signer.clone(), pod };
+        control.verifier()?;
+        Ok(Some(control))
+    }
+
+    fn verifier(&self) -> Result<Verifier, EgressError> {
+        Ok(Verifier::new(&self.signer, self.pod.clone())?)
+    }
 }
 
 /// The pod's network namespace, as the CRI gives the sandbox container.
@@ -106,11 +154,12 @@ fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a String> {
 /// sandbox container `id` whose process 1 is `member`.
 pub fn start(dir: &Path, id: &str, spec: &Spec, member: u32) -> Result<(), EgressError> {
     let netns = netns(spec)?;
+    let control = Control::of(spec)?;
     openshell_sandbox::fence::install_pod(&netns.display().to_string())?;
     let audit = annotation(spec, LOG_DIRECTORY_ANNOTATION)
         .map(|d| PathBuf::from(d).join(AUDIT_FILE))
         .unwrap_or_else(|| dir.join(AUDIT_FILE));
-    let state = EgressState { netns, member, audit, sandbox: id.to_owned() };
+    let state = EgressState { netns, member, audit, sandbox: id.to_owned(), control };
     let path = dir.join(STATE_FILE);
     let json = serde_json::to_vec(&state).map_err(|e| EgressError::Proxy(e.to_string()))?;
     std::fs::write(&path, json).map_err(io(&path))?;
@@ -248,7 +297,8 @@ fn network_only(baseline: &openshell_policy::Policy, pushed: openshell_policy::P
 /// The daemon (`openshell-runtime pod-proxy DIR`): serves the pod's egress proxy
 /// until it is stopped, starting with `NETWORK_FILE`'s policy. It answers in
 /// `APPLIED_FILE` (the digest of the policy applied, or the error) once it listens,
-/// and again after each SIGHUP, which applies the pushed policy.
+/// and again after each SIGHUP, which applies the pushed policy. With a signer, it
+/// serves signed updates on the control port.
 pub fn serve(dir: &Path) -> Result<(), EgressError> {
     use nix::sys::signal::SigSet;
     let path = dir.join(STATE_FILE);
@@ -258,8 +308,16 @@ pub fn serve(dir: &Path) -> Result<(), EgressError> {
     let mut hangup = SigSet::empty();
     hangup.add(Signal::SIGHUP);
     hangup.thread_block().map_err(|e| EgressError::Proxy(format!("blocking SIGHUP: {e}")))?;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], PROXY_PORT));
-    let listener = openshell_sandbox::fence::listen_in(&state.netns.display().to_string(), addr)?;
+    let netns = state.netns.display().to_string();
+    let listener =
+        openshell_sandbox::fence::listen_in(&netns, std::net::SocketAddr::from(([127, 0, 0, 1], PROXY_PORT)))?;
+    let control = match &state.control {
+        Some(control) => {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], CONTROL_PORT));
+            Some((openshell_sandbox::fence::listen_in(&netns, addr)?, control.verifier()?))
+        }
+        None => None,
+    };
     let baseline = openshell_policy::load_str("the Kubernetes baseline policy", pod::BASELINE)
         .map_err(|e| EgressError::Proxy(e.to_string()))?;
     let network = dir.join(NETWORK_FILE);
@@ -268,24 +326,87 @@ pub fn serve(dir: &Path) -> Result<(), EgressError> {
         openshell_policy::load_str("the pod's policy", &text).map_err(|e| EgressError::Proxy(e.to_string()))?;
     let proxy = openshell_proxy::Proxy::from_listener(listener, config(&state, network_only(&baseline, initial))?)
         .map_err(|e| EgressError::Proxy(e.to_string()))?;
-    let handle = proxy.handle();
-    let applied = dir.join(APPLIED_FILE);
-    let dir = dir.to_owned();
+    let (listener, verifier) = control.unzip();
+    let daemon =
+        Arc::new(Daemon { dir: dir.to_owned(), baseline, handle: proxy.handle(), verifier: Mutex::new(verifier) });
+    let pushes = Arc::clone(&daemon);
     std::thread::spawn(move || {
         while hangup.wait().is_ok() {
-            let outcome = std::fs::read_to_string(dir.join(NETWORK_FILE)).map_err(|e| e.to_string()).and_then(|text| {
-                let pushed = openshell_policy::load_str("the pod's policy", &text).map_err(|e| e.to_string())?;
-                handle.reload(network_only(&baseline, pushed)).map_err(|e| e.to_string())?;
-                Ok(crate::policy::digest_of(text.as_bytes()))
-            });
-            let answer = outcome.unwrap_or_else(|e| format!("error: {e}"));
-            if let Err(e) = std::fs::write(dir.join(APPLIED_FILE), answer) {
-                eprintln!("pod-proxy: {e}");
-            }
+            pushes.apply_pushed();
         }
     });
+    if let Some(listener) = listener {
+        let daemon: Arc<dyn pod_control::Apply> = daemon;
+        std::thread::spawn(move || pod_control::serve(listener, daemon));
+    }
+    let applied = dir.join(APPLIED_FILE);
     std::fs::write(&applied, crate::policy::digest_of(text.as_bytes())).map_err(io(&applied))?;
     proxy.serve().map_err(|e| EgressError::Proxy(e.to_string()))
+}
+
+/// The running daemon's policy: what applies pushes and updates, one at a time
+/// (the verifier's lock is held while either applies).
+struct Daemon {
+    dir: PathBuf,
+    baseline: openshell_policy::Policy,
+    handle: openshell_proxy::ProxyHandle,
+    /// The signed updates' check, when the pod has a signer.
+    verifier: Mutex<Option<Verifier>>,
+}
+
+impl Daemon {
+    /// Applies `text`'s network policies; the digest of `text`.
+    fn apply(&self, text: &str) -> Result<String, String> {
+        let policy = openshell_policy::load_str("the pod's policy", text).map_err(|e| e.to_string())?;
+        self.handle.reload(network_only(&self.baseline, policy)).map_err(|e| e.to_string())?;
+        Ok(crate::policy::digest_of(text.as_bytes()))
+    }
+
+    /// The answer a container's create waits for: a digest, or `error: ...`.
+    fn answer(&self, answer: &str) {
+        if let Err(e) = std::fs::write(self.dir.join(APPLIED_FILE), answer) {
+            eprintln!("pod-proxy: {e}");
+        }
+    }
+
+    /// A container's push (SIGHUP): `NETWORK_FILE`, unless a signed update
+    /// changed the policy since the pod was made. Answers in `APPLIED_FILE`.
+    fn apply_pushed(&self) {
+        let verifier = self.verifier.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let outcome = match verifier.as_ref().map(Verifier::last) {
+            Some(revision) if revision > 0 => Err(format!(
+                "the pod's network policy was changed by the gateway (revision {revision}) after the pod was made; a container made now would bring back the first one"
+            )),
+            _ => std::fs::read_to_string(self.dir.join(NETWORK_FILE)).map_err(|e| e.to_string()),
+        }
+        .and_then(|text| self.apply(&text));
+        self.answer(&outcome.unwrap_or_else(|e| format!("error: {e}")));
+    }
+}
+
+impl pod_control::Apply for Daemon {
+    fn apply_update(&self, line: &str) -> Answer {
+        let mut verifier = self.verifier.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(verifier) = verifier.as_mut() else {
+            return Answer::Refused { reason: "the pod takes no policy updates".into() };
+        };
+        let update = match verifier.check(line) {
+            Ok(update) => update,
+            Err(e) => {
+                eprintln!("pod-proxy: refused a policy update: {e}");
+                return Answer::Refused { reason: e.to_string() };
+            }
+        };
+        match self.apply(&update.policy) {
+            Ok(digest) => {
+                verifier.applied(&update);
+                self.answer(&digest);
+                eprintln!("pod-proxy: applied policy revision {} ({digest})", update.revision);
+                Answer::Applied { revision: update.revision, digest }
+            }
+            Err(reason) => Answer::Refused { reason },
+        }
+    }
 }
 
 fn config(state: &EgressState, policy: openshell_policy::Policy) -> Result<openshell_proxy::ProxyConfig, EgressError> {
