@@ -68,6 +68,11 @@ impl Env {
     }
 
     fn start() -> Env {
+        Env::start_on(KubeApi::start())
+    }
+
+    /// The gateway, with its driver on `api`.
+    fn start_on(api: KubeApi) -> Env {
         // Short: the gateway's socket path must fit a sockaddr_un.
         let dir = tempfile::Builder::new().prefix("osk").tempdir_in("/tmp").expect("tempdir");
         let p = dir.path();
@@ -82,7 +87,6 @@ impl Env {
             assert!(o.status.success(), "{args:?}: {}", text(&o));
         }
         let registry = Registry::start(&p.join("registry"), None, None);
-        let api = KubeApi::start();
         let kubeconfig = p.join("kubeconfig");
         api.kubeconfig(&kubeconfig);
         let repo = format!("{}/openshell/sandboxes", registry.host());
@@ -382,4 +386,64 @@ fn a_running_sandboxs_network_policy_changes_through_its_pods_proxy() {
     );
     let o = env.run(&["sandbox", "delete", "live"]);
     assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+}
+
+/// With Agent Sandbox installed (its `Sandbox` kind served), the driver makes each
+/// sandbox's pod through a `Sandbox` resource, whose controller (the test server's)
+/// makes the pod; runs, standby hand-outs and stop work as with pods, and deleting
+/// deletes the `Sandbox`.
+#[test]
+fn with_agent_sandbox_installed_each_sandbox_is_a_sandbox_resource() {
+    use support::kube_api::AgentSandbox;
+    let env = Env::start_on(KubeApi::start_with_agent_sandbox());
+    let store = env.store();
+    let o = env.create_rm("once", "echo through a Sandbox; exit 3");
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", text(&o), env.log());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "through a Sandbox\n", "{}", env.log());
+    let seen = env.api.seen();
+    let sandboxes = "/apis/agents.x-k8s.io/v1alpha1/namespaces/agents/sandboxes";
+    let created: Vec<_> = seen.iter().filter(|s| s.method == "POST" && s.uri.starts_with(sandboxes)).collect();
+    assert!(!created.is_empty(), "no Sandbox created: {seen:?}");
+    assert!(
+        !seen.iter().any(|s| s.method == "POST" && s.uri.starts_with("/api/v1/")),
+        "a pod created directly beside Agent Sandbox"
+    );
+    let sandbox: AgentSandbox = strictly(&created[0].body).expect("a Sandbox, strictly");
+    let template = &sandbox.spec.pod_template;
+    assert_eq!(template.spec.runtime_class_name.as_deref(), Some("openshell"));
+    assert_eq!(
+        template.spec.containers[0].command.as_deref(),
+        Some(&["/bin/sh".to_owned(), "-c".into(), "echo through a Sandbox; exit 3".into()][..])
+    );
+    let annotations = template.metadata.as_ref().and_then(|m| m.annotations.clone()).expect("annotations");
+    assert_eq!(annotations["run.openshell.policy.digest"], sha256(&annotations["run.openshell.policy.yaml"]));
+    assert!(annotations["run.openshell.policy.signer"].starts_with("ed25519:"));
+    let name = sandbox.metadata.name.clone().expect("name");
+    assert!(
+        env.api.seen().iter().any(|s| s.method == "DELETE" && s.uri.starts_with(&format!("{sandboxes}/{name}"))),
+        "--rm did not delete the Sandbox"
+    );
+    // The standby is a Sandbox too; the next create takes its pod by exec.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.api.sandbox_names().len() != 1 {
+        assert!(Instant::now() < deadline, "no standby Sandbox: {:?}\n{}", env.api.sandbox_names(), env.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let standby = env.api.sandbox_names().remove(0);
+    assert_eq!(env.api.pod_names(), std::slice::from_ref(&standby), "the standby Sandbox's pod");
+    let o = env.create_rm("warm", "echo warm; exit 4");
+    assert_eq!(o.status.code(), Some(4), "{}\n{}", text(&o), env.log());
+    assert!(!env.api.sandbox_names().contains(&standby), "the standby's Sandbox outlived its run");
+    // A detached sandbox, stopped: its Sandbox and pod are gone.
+    let o = env.run(&["sandbox", "create", "-d", "--name", "idle", "--store", &store, "--image", "openshell/ktest"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    let pod = env.pod_of("idle");
+    assert!(env.api.sandbox_names().contains(&pod), "{pod} not among {:?}", env.api.sandbox_names());
+    let o = env.run(&["sandbox", "stop", "idle"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.api.sandbox_names().contains(&pod) || env.api.pod_names().contains(&pod) {
+        assert!(Instant::now() < deadline, "{pod} outlived stop: {:?}", env.api.sandbox_names());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -11,6 +11,13 @@
 //! `run.openshell.init` is `idle` runs nothing and stays Running until deleted.
 //! Deleting sends SIGTERM (SIGKILL with a grace period of 0), records the end, then
 //! removes the pod, with a watch event for each step.
+//!
+//! Started with [`KubeApi::start_with_agent_sandbox`], it also serves Agent
+//! Sandbox's `Sandbox` (`agent_sandbox`); either way it answers API discovery.
+
+mod agent_sandbox;
+
+pub use agent_sandbox::AgentSandbox;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -58,6 +65,9 @@ struct State {
     seen: Vec<Seen>,
     /// pods/portforward of a pod's port to another port of this host.
     forwards: HashMap<u16, u16>,
+    /// Whether Agent Sandbox is installed, and its Sandbox resources.
+    agent_sandbox: bool,
+    sandboxes: HashMap<String, AgentSandbox>,
 }
 
 type Shared = Arc<(Mutex<State>, broadcast::Sender<(u64, &'static str, Pod)>)>;
@@ -139,6 +149,17 @@ fn terminated(code: i32) -> ContainerState {
 }
 
 impl KubeApi {
+    /// With Agent Sandbox's `Sandbox` installed.
+    pub fn start_with_agent_sandbox() -> KubeApi {
+        let api = KubeApi::start();
+        api.shared.0.lock().expect("state").agent_sandbox = true;
+        api
+    }
+
+    pub fn sandbox_names(&self) -> Vec<String> {
+        self.shared.0.lock().expect("state").sandboxes.keys().cloned().collect()
+    }
+
     pub fn start() -> KubeApi {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -201,6 +222,23 @@ async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<Body>
     let get = |k: &str| query.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
     Ok(match (method.as_str(), parts.as_slice()) {
         ("POST", ["api", "v1", "namespaces", ns, "pods"]) => create(&shared, ns, &body),
+        ("GET", ["apis"]) => agent_sandbox::groups(shared.0.lock().expect("state").agent_sandbox),
+        ("GET", ["apis", agent_sandbox::GROUP, agent_sandbox::VERSION])
+            if shared.0.lock().expect("state").agent_sandbox =>
+        {
+            agent_sandbox::resources()
+        }
+        ("POST", ["apis", agent_sandbox::GROUP, agent_sandbox::VERSION, "namespaces", ns, "sandboxes"])
+            if shared.0.lock().expect("state").agent_sandbox =>
+        {
+            agent_sandbox::create(&shared, ns, &body)
+        }
+        ("GET", ["apis", agent_sandbox::GROUP, agent_sandbox::VERSION, "namespaces", _, "sandboxes", name]) => {
+            agent_sandbox::get(&shared, name)
+        }
+        ("DELETE", ["apis", agent_sandbox::GROUP, agent_sandbox::VERSION, "namespaces", _, "sandboxes", name]) => {
+            agent_sandbox::delete(&shared, name)
+        }
         ("GET", ["api", "v1", "namespaces", _, "pods"]) if get("watch").as_deref() == Some("true") => {
             let name = get("fieldSelector").and_then(|f| f.strip_prefix("metadata.name=").map(str::to_owned));
             let from = get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);

@@ -18,6 +18,9 @@
 //!
 //! `sandbox forward` goes through pods/portforward.
 //!
+//! With Agent Sandbox installed, each pod is made through its `Sandbox` resource
+//! (`agent_sandbox`; `api` decides by discovery and creates and deletes either way).
+//!
 //! A running sandbox's network policies change live (`live`): signed with the
 //! driver's key, sent through pods/portforward to the pod's egress proxy.
 //!
@@ -25,10 +28,12 @@
 //! directory), inference routing, and a foreground create's stdin (its output is
 //! the pod's log).
 //!
-//! Modules: `api` (kube on the driver's runtime), `pod` (the Pod), `record`,
+//! Modules: `api` (kube on the driver's runtime; making and deleting a pod),
+//! `agent_sandbox` (the `Sandbox` resource), `pod` (the Pod), `record`,
 //! `stream` (the pod's end, its log, exec relays), `warm` (standby pods), `live`
 //! (live policy updates).
 
+mod agent_sandbox;
 mod api;
 mod live;
 pub mod pod;
@@ -41,7 +46,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::ListParams;
 use nix::sys::signal::Signal;
 use openshell_driver::{
     Applied, Created, Driver, DriverError, Exec, ExecSpec, Exit, Found, Job, LogKind, LogStream, Pending, RouteUpdate,
@@ -50,7 +55,7 @@ use openshell_driver::{
 use openshell_policy_update::Signer;
 use openshell_store::Store;
 
-use crate::api::{Api, error, not_found};
+use crate::api::{Api, error};
 use crate::pod::{PodTemplate, pod_name};
 use crate::record::Record;
 
@@ -124,12 +129,7 @@ impl KubernetesDriver {
     /// Deletes the sandbox's pod (grace: seconds before SIGKILL) and, with
     /// `wait`, returns once it is gone.
     fn delete_pod(&self, id: &str, grace: u32, wait: bool) -> Result<(), DriverError> {
-        let params = DeleteParams { grace_period_seconds: Some(grace), ..Default::default() };
-        match self.api.runtime.block_on(self.api.pods.delete(&pod_name(id), &params)) {
-            Ok(_) => {}
-            Err(e) if not_found(&e) => return Ok(()),
-            Err(e) => return Err(error("delete pod", &e)),
-        }
+        self.api.delete(&pod_name(id), grace)?;
         let deadline = std::time::Instant::now() + Duration::from_secs(u64::from(grace) + 30);
         while wait && self.get_pod(id)?.is_some() {
             if std::time::Instant::now() > deadline {
@@ -150,12 +150,7 @@ impl KubernetesDriver {
             policy: &record.policy,
             signer: &self.signer.annotation(),
         };
-        let pod = template.pod(job);
-        self.api
-            .runtime
-            .block_on(self.api.pods.create(&PostParams::default(), &pod))
-            .map(drop)
-            .map_err(|e| error("create pod", &e))
+        self.api.create(&template.pod(job))
     }
 
     /// The environment the sandbox's pod was made with: the job's, or the image's

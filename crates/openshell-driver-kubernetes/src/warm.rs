@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kube::api::DeleteParams;
 use openshell_driver::{DriverError, Pending, Run, Stdio, Watch};
 
 use crate::api::Api;
@@ -24,8 +23,9 @@ pub(crate) struct WarmPod {
 
 impl WarmPod {
     fn delete(&self) {
-        let params = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
-        let _ = self.api.runtime.block_on(self.api.pods.delete(&pod_name(&self.id), &params));
+        if let Err(e) = self.api.delete(&pod_name(&self.id), 0) {
+            tracing::warn!(%e, "deleting a standby pod");
+        }
     }
 }
 
