@@ -447,3 +447,59 @@ fn with_agent_sandbox_installed_each_sandbox_is_a_sandbox_resource() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The standby pool keeps pods per image and policy: after creates under two
+/// policies, each has an idle pod, and the next create of each takes its own.
+#[test]
+fn the_standby_pool_keeps_a_pod_per_image_and_policy() {
+    let env = Env::start();
+    let store = env.store();
+    let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
+        .expect("default policy");
+    let other = default.replace("      - { host: console.anthropic.com, port: 443 }\n", "");
+    std::fs::write(env.dir.path().join("other.yaml"), &other).expect("policy");
+    let create = |policy: &[&str], script: &str| {
+        let args = ["sandbox", "create", "--rm", "--store", &store, "--image", "openshell/ktest"];
+        env.run(&[&args[..], policy, &["--", "/bin/sh", "-c", script]].concat())
+    };
+    for (policy, script) in [(&[][..], "exit 0"), (&["--policy", "other.yaml"][..], "exit 0")] {
+        let o = create(policy, script);
+        assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    }
+    // One idle pod per policy, told apart by their policy digest.
+    let idle_by_policy = || -> Vec<(String, String)> {
+        let seen = env.api.seen();
+        let names = env.api.pod_names();
+        let mut pods: Vec<(String, String)> = seen
+            .iter()
+            .filter(|s| s.method == "POST")
+            .filter_map(|s| {
+                let pod: k8s_openapi::api::core::v1::Pod = strictly(&s.body).ok()?;
+                let name = pod.metadata.name.clone()?;
+                let annotations = pod.metadata.annotations?;
+                (names.contains(&name) && annotations["run.openshell.init"] == "idle")
+                    .then(|| (annotations["run.openshell.policy.digest"].clone(), name))
+            })
+            .collect();
+        pods.sort();
+        pods
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while idle_by_policy().len() != 2 {
+        assert!(Instant::now() < deadline, "not one standby per policy: {:?}\n{}", idle_by_policy(), env.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let standby = idle_by_policy();
+    assert_ne!(standby[0].0, standby[1].0, "{standby:?}");
+    let digests = [sha256(&default), sha256(&other)];
+    for (policy, digest) in [(&[][..], &digests[0]), (&["--policy", "other.yaml"][..], &digests[1])] {
+        let pod = &standby.iter().find(|(d, _)| d == digest).expect("a standby of this policy").1;
+        let o = create(policy, "echo taken");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "taken\n", "{}\n{}", text(&o), env.log());
+        assert!(
+            env.api.seen().iter().any(|s| s.uri.starts_with(&format!("/api/v1/namespaces/agents/pods/{pod}/exec?"))
+                && s.uri.contains("echo+taken")),
+            "the create under {policy:?} did not take its standby {pod}"
+        );
+    }
+}

@@ -4,8 +4,9 @@
 //!
 //! - `state`: durable state behind one trait: SQLite (the default) or
 //!   PostgreSQL (shared by replicas), with leases on sandboxes;
-//! - `server`: the process (socket, requests, recovery at start, the standby
-//!   sandbox); `server::leases` which replica reconciles which sandbox;
+//! - `server`: the process (socket, requests, recovery at start, standby
+//!   sandboxes, sized by `server::pool`); `server::leases` which replica
+//!   reconciles which sandbox;
 //!   `server::images` finds images by digest and takes uploads;
 //!   `server::inference` keeps providers and the inference route;
 //!   `server::grpc` answers the API over gRPC, `server::listen` on TCP with

@@ -27,6 +27,7 @@ mod images;
 mod inference;
 mod leases;
 mod listen;
+mod pool;
 
 /// Where remote clients reach the gateway: an address for the gRPC API with
 /// mutual TLS, and the gateway's TLS files.
@@ -98,6 +99,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Tls(crate::tls::TlsError),
+    #[error("OPENSHELL_STANDBY is `{0}`: give the most standby sandboxes to keep, a whole number (0 keeps none)")]
+    Standby(String),
 }
 
 impl From<StateError> for ApiError {
@@ -131,8 +134,8 @@ struct Gateway {
     /// exit was reported first); starting or removing them waits.
     cleaning: Mutex<std::collections::HashSet<String>>,
     cleaned: std::sync::Condvar,
-    /// A sandbox started ahead of need for the last image and policy used.
-    standby: Mutex<Option<Standby>>,
+    /// Sandboxes started ahead of need, by image and policy (`pool`).
+    standby: Mutex<pool::Pool<Standby>>,
     /// Whether standby sandboxes are kept (`OPENSHELL_STANDBY=0` turns them
     /// off, and so does a driver that has none).
     pool: std::sync::atomic::AtomicBool,
@@ -142,7 +145,6 @@ struct Gateway {
 
 /// A sandbox whose process 1 runs and waits for a job.
 struct Standby {
-    key: String,
     id: String,
     created: Created,
     pending: Box<dyn Pending>,
@@ -252,6 +254,10 @@ pub fn serve(
             Arc::new(local)
         }
     };
+    let max_standby = match std::env::var("OPENSHELL_STANDBY") {
+        Ok(v) => v.trim().parse::<usize>().map_err(|_| ServerError::Standby(v))?,
+        Err(_) => pool::DEFAULT_MAX,
+    };
     let gateway = Arc::new(Gateway {
         audit: audit::AuditLog::open(&dir.0.join(audit::AUDIT_FILE)).map_err(io(&dir.0.join(audit::AUDIT_FILE)))?,
         dir: dir.clone(),
@@ -265,8 +271,8 @@ pub fn serve(
         started: now(),
         cleaning: Mutex::new(std::collections::HashSet::new()),
         cleaned: std::sync::Condvar::new(),
-        standby: Mutex::new(None),
-        pool: std::env::var("OPENSHELL_STANDBY").map_or(true, |v| v != "0").into(),
+        standby: Mutex::new(pool::Pool::new(max_standby)),
+        pool: (max_standby > 0).into(),
         refilling: std::sync::atomic::AtomicUsize::new(0),
     });
     gateway.start_reconciling();
@@ -620,7 +626,7 @@ impl Gateway {
                 while self.refilling.load(std::sync::atomic::Ordering::SeqCst) > 0 && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                if let Some(standby) = self.standby.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                for standby in self.standby.lock().unwrap_or_else(|p| p.into_inner()).drain() {
                     standby.pending.discard();
                 }
                 // Its sandboxes run on: another replica takes them over at once.
@@ -655,10 +661,10 @@ impl Gateway {
         let stdio = if req.attach { fds } else { Vec::new() };
         // The key names the image by digest: a rebuilt tag is another image.
         let key = standby_key(&req);
-        let taken = {
-            let mut slot = self.standby.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.as_ref().is_some_and(|s| s.key == key) { slot.take() } else { None }
-        };
+        let (taken, idle) = self.standby.lock().unwrap_or_else(|p| p.into_inner()).take(&key, Instant::now());
+        for extra in idle {
+            self.discard(extra.id, extra.pending);
+        }
         let outcome = match taken {
             // A sandbox of this image and policy was started ahead of need: it only
             // needs its job.
@@ -762,52 +768,61 @@ impl Gateway {
         }
     }
 
-    /// Starts a sandbox ahead of need for the next request like `req` (one at a
-    /// time: a standby for another image or policy is discarded).
+    /// Tops the standby sandboxes of `req`'s key up to the pool's target for it,
+    /// one after another, in the background (one refill per key at a time).
     fn refill_standby(self: &Arc<Self>, key: String, req: CreateRequest) {
+        if !self.standby.lock().unwrap_or_else(|p| p.into_inner()).start_refill(&key) {
+            return;
+        }
         let gateway = Arc::clone(self);
         self.refilling.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::thread::spawn(move || {
-            gateway.refill(key, req);
+            while !STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+                let wanted = gateway.standby.lock().unwrap_or_else(|p| p.into_inner()).want(&key);
+                let Some(evicted) = wanted else { break };
+                for old in evicted {
+                    gateway.discard(old.id, old.pending);
+                }
+                match gateway.make_standby(&req) {
+                    Some(standby) => gateway.standby.lock().unwrap_or_else(|p| p.into_inner()).add(&key, standby),
+                    None => {
+                        gateway.standby.lock().unwrap_or_else(|p| p.into_inner()).failed(&key);
+                        break;
+                    }
+                }
+            }
+            gateway.standby.lock().unwrap_or_else(|p| p.into_inner()).end_refill(&key);
             gateway.refilling.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         });
     }
 
-    fn refill(self: &Arc<Self>, key: String, req: CreateRequest) {
-        if self.standby.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.key == key) {
-            return;
-        }
+    /// A standby sandbox for requests like `req`; none when it cannot be made
+    /// (logged: nobody asked for it).
+    fn make_standby(self: &Arc<Self>, req: &CreateRequest) -> Option<Standby> {
         let id = random_id();
         if let Err(e) = self.take_lease(&id) {
             tracing::warn!(%e, "starting a standby sandbox");
-            return;
+            return None;
         }
         // Its name comes with the request that takes it; `req` was the last one.
-        let spec = openshell_driver::SandboxSpec { name: format!("sandbox-{id}"), ..Self::spec(&id, &req) };
+        let spec = openshell_driver::SandboxSpec { name: format!("sandbox-{id}"), ..Self::spec(&id, req) };
         let made = self.driver.create(&id, &spec).map_err(ApiError::from).and_then(|created| {
             self.give_route(&id)?;
             let pending = self.driver.standby(&id)?;
-            Ok(Standby { key, id: id.clone(), created, pending })
+            Ok(Standby { id: id.clone(), created, pending })
         });
-        match made {
-            Ok(standby) => {
-                let old = self.standby.lock().unwrap_or_else(|p| p.into_inner()).replace(standby);
-                if let Some(old) = old {
-                    self.discard(old.id, old.pending);
-                }
+        made.inspect_err(|e| {
+            if e.code == ErrorCode::Unsupported {
+                // Asked once: this driver keeps none.
+                tracing::info!(%e, "no standby sandboxes");
+                self.pool.store(false, std::sync::atomic::Ordering::SeqCst);
+            } else {
+                tracing::warn!(%e, "starting a standby sandbox");
             }
-            Err(e) => {
-                if e.code == ErrorCode::Unsupported {
-                    // Asked once: this driver keeps none.
-                    tracing::info!(%e, "no standby sandboxes");
-                    self.pool.store(false, std::sync::atomic::Ordering::SeqCst);
-                } else {
-                    tracing::warn!(%e, "starting a standby sandbox");
-                }
-                let _ = self.driver.remove(&id);
-                self.release_lease(&id);
-            }
-        }
+            let _ = self.driver.remove(&id);
+            self.release_lease(&id);
+        })
+        .ok()
     }
 
     /// Starts a sandbox; attached, waits for its end and answers its exit code.

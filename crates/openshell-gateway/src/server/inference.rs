@@ -164,7 +164,7 @@ impl Gateway {
     }
 
     /// Hands the current route to every sandbox with a proxy: running ones (and
-    /// the standby) at once, confirmed; stopped ones at their next start.
+    /// the standby ones) at once, confirmed; stopped ones at their next start.
     fn push_route(&self) -> Result<String, ApiError> {
         let file = self.route_file()?;
         let records = self.db().all()?;
@@ -178,10 +178,12 @@ impl Gateway {
                 Err(e) => failed.push(format!("{}: {e}", rec.info.name)),
             }
         }
-        if let Some(standby) = self.standby.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-            && let Err(e) = self.driver.set_route(&standby.id, &file, true, true)
-        {
-            tracing::warn!(%e, "handing the route to the standby sandbox");
+        let standby: Vec<String> =
+            self.standby.lock().unwrap_or_else(|p| p.into_inner()).ready().map(|s| s.id.clone()).collect();
+        for id in standby {
+            if let Err(e) = self.driver.set_route(&id, &file, true, true) {
+                tracing::warn!(%e, "handing the route to a standby sandbox");
+            }
         }
         if failed.is_empty() {
             Ok(format!("applied to {applied} running sandbox{}", if applied == 1 { "" } else { "es" }))
