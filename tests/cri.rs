@@ -396,6 +396,83 @@ fn a_pods_egress_leaves_only_through_its_proxy() {
     assert!(matches!(state, None | Some(Some('Z'))), "the pod's proxy outlived the pod: {stat}");
 }
 
+/// A listener on `addr`, bound inside the network namespace of process `pid`.
+fn listen_in_netns(pid: u32, addr: &str) -> std::net::TcpListener {
+    let addr = addr.to_owned();
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).expect("the network namespace");
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        std::net::TcpListener::bind(&addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+    })
+    .join()
+    .expect("the binding thread")
+}
+
+/// HTTPS from a pod is inspected as on the host: for an endpoint with L7 rules
+/// the pod's proxy terminates TLS with the pod's CA (which the container trusts
+/// through the bundle mounted for it) and decides each request by method and
+/// path; an endpoint without rules is tunnelled, the client sees the upstream's
+/// own certificate (which it does not trust: the bundle holds the pod's CA).
+#[test]
+fn a_pods_https_is_inspected_by_its_proxy_with_l7_rules() {
+    use support::https::{Route, TestCa};
+    let keep = tempfile::tempdir().expect("tempdir");
+    let upstream_ca = TestCa::new("openshell test upstream CA");
+    let ca_path = keep.path().join("upstream-ca.pem");
+    std::fs::write(&ca_path, &upstream_ca.pem).expect("write");
+    let ca = ca_path.display().to_string();
+    // The pods' bridge address, in containerd's namespace, stands for the API.
+    let gateway_ip = "10.203.7.1";
+    let hosts = format!("api.example.test={gateway_ip},tunnel.example.test={gateway_ip}");
+    let mut node = Node::start_with(&[("OPENSHELL_PROXY_HOSTS", &hosts), ("OPENSHELL_UPSTREAM_CA", &ca)]);
+    let image = support::runtime_image::build_tls_image(node.dir.path(), "cri-tls");
+    let o = node.containerd.ctr(K8S, &["images", "import", &image.archive.display().to_string()]);
+    assert!(o.status.success(), "ctr images import: {}", text(&o));
+    let logs = node.logs("tls");
+    let policy = format!(
+        "version: 1\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/probe, /tls-probe]\nnetwork_policies:\n  api:\n    name: api\n    endpoints:\n      - host: api.example.test\n        port: 8443\n        protocol: rest\n        allowed_ips: [\"{gateway_ip}/32\"]\n        rules:\n          - allow: {{ method: GET, path: \"/public/**\" }}\n      - {{ host: tunnel.example.test, port: 8444, allowed_ips: [\"{gateway_ip}/32\"] }}\n    binaries:\n      - path: /tls-probe\n"
+    );
+    let digest = sha256(&policy);
+    let annotations =
+        [("run.openshell.policy.yaml", policy.as_str()), ("run.openshell.policy.digest", digest.as_str())];
+    let cri = &mut node.cri;
+    let pod = cri.run_pod("tls", "openshell", &annotations, &logs, CGROUP_PARENT).expect("RunPodSandbox tls");
+    let main = cri.run(&pod, &Spec { image: "docker.io/openshell/cri-tls:1", ..spec("main", &["/probe", "serve"]) });
+    // The upstream: HTTPS with the test's CA, on the bridge's address.
+    let files = support::server::Server::start();
+    files.add("public/hello", "hello over https\n", "text/plain");
+    files.add("private/secret", "secret\n", "text/plain");
+    let plain = files.base.trim_start_matches("http://").trim_end_matches('/').parse().expect("address");
+    let names = ["api.example.test", "tunnel.example.test"];
+    let routes = std::collections::HashMap::from(names.map(|n| (n.to_owned(), Route::Plain(plain))));
+    for port in [8443, 8444] {
+        let listener = listen_in_netns(node.containerd.pid(), &format!("{gateway_ip}:{port}"));
+        support::https::serve(listener, upstream_ca.server_for(&names), routes.clone());
+    }
+    let https = |cri: &mut Cri, target: &str, path: &str| cri.exec_sync(&main, &["/tls-probe", target, path]).1;
+    // L7: allowed by method and path, under the pod's CA.
+    let allowed = https(cri, "api.example.test:8443", "/public/hello");
+    assert!(allowed.starts_with("https: 200 hello over https [openshell sandbox "), "{allowed}");
+    assert!(allowed.trim_end().ends_with(" CA]"), "{allowed}");
+    let denied = https(cri, "api.example.test:8443", "/private/secret");
+    assert!(denied.starts_with("https: 403 "), "{denied}");
+    // L4: tunnelled, so the client sees the upstream's certificate and, trusting
+    // only the image's roots and the pod's CA, refuses it.
+    let tunnelled = https(cri, "tunnel.example.test:8444", "/public/hello");
+    assert_eq!(tunnelled, "https: certificate: unable to get local issuer certificate\n");
+    // The bundle the container trusts, mounted read-only.
+    let (_, bundle, _) = cri.exec_sync(&main, &["/probe", "read:/run/openshell/ca-bundle.pem"]);
+    assert!(bundle.contains("openshell sandbox CA"), "{bundle}");
+    let audit = std::fs::read_to_string(logs.join("openshell-egress.log")).expect("the pod's egress audit log");
+    let lines: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let decided = |disposition: &str, path: &str| {
+        lines.iter().any(|l| l["disposition"] == disposition && l["http_path"] == path && l["http_method"] == "GET")
+    };
+    assert!(decided("allowed", "/public/hello") && decided("blocked", "/private/secret"), "{audit}");
+    cri.stop_pod(&pod);
+    cri.remove_pod(&pod);
+}
+
 /// What a signed update sent to `main`'s pod from inside it (where
 /// pods/portforward arrives too) was answered.
 fn send_update(cri: &mut Cri, main: &str, update: &openshell_policy_update::Update) -> openshell_policy_update::Answer {

@@ -22,6 +22,8 @@ pub struct CriSetup<'a> {
     /// The pods' bridge and subnet (`10.X.Y.0/24`).
     pub bridge: &'a str,
     pub subnet: &'a str,
+    /// containerd's environment beside the test's (its shims and runtimes get it).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 /// The pods' network: a bridge with host-local addresses, the bridge the pods'
@@ -57,7 +59,7 @@ impl Containerd {
     /// containerd with the CRI plugin off, for `ctr`.
     pub fn start(dir: &Path) -> Containerd {
         let config = Self::base_config(dir, "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n");
-        Self::spawn(dir, &config, &[])
+        Self::spawn(dir, &config, &[], &[])
     }
 
     /// containerd with its CRI plugin on, as a kubelet's node runs it, inside a new
@@ -85,10 +87,19 @@ impl Containerd {
             cni = cni.display(),
             runtimes = setup.runtimes,
         );
-        Self::spawn(dir, &config, &["/usr/bin/unshare", "--net", "--"])
+        let containerd = Self::spawn(dir, &config, &["/usr/bin/unshare", "--net", "--"], setup.env);
+        // As on a node, loopback is up: connections to the node's own addresses
+        // (the bridge's, say) go through it.
+        let netns = format!("--net=/proc/{}/ns/net", containerd.child.id());
+        let up = Command::new("/usr/bin/nsenter")
+            .args([netns.as_str(), "ip", "link", "set", "lo", "up"])
+            .status()
+            .expect("nsenter (util-linux) and ip (iproute2)");
+        assert!(up.success(), "bringing loopback up in containerd's network namespace");
+        containerd
     }
 
-    fn spawn(dir: &Path, config: &str, wrapper: &[&str]) -> Containerd {
+    fn spawn(dir: &Path, config: &str, wrapper: &[&str], env: &[(&str, &str)]) -> Containerd {
         super::registry::require_file("/usr/bin/containerd", "containerd");
         super::registry::require_file("/usr/bin/ctr", "containerd");
         std::fs::create_dir_all(dir).expect("mkdir");
@@ -101,6 +112,7 @@ impl Containerd {
             .args(&argv[1..])
             .arg("--config")
             .arg(&config_path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)
@@ -113,6 +125,13 @@ impl Containerd {
             std::thread::sleep(Duration::from_millis(100));
         }
         c
+    }
+
+    /// containerd's process (in the network namespace of the pods' bridge, for
+    /// `start_cri`).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `ctr --address SOCK --namespace NS ARGS`.

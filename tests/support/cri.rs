@@ -278,6 +278,12 @@ pub struct Node {
 
 impl Node {
     pub fn start() -> Node {
+        Node::start_with(&[])
+    }
+
+    /// With `env` in containerd's environment (so in its runtimes' and the pod
+    /// proxies').
+    pub fn start_with(env: &[(&str, &str)]) -> Node {
         require_root();
         let runtime = runtime_binary();
         // Short: containerd's sockets live under it.
@@ -290,6 +296,7 @@ impl Node {
             runtimes: &openshell_runtime_entry(&runtime),
             bridge: "oscri0",
             subnet: "10.203.7.0/24",
+            env,
         };
         let containerd = Containerd::start_cri(&dir.path().join("containerd"), &setup);
         for archive in [&image.archive, &pause.archive, &isolation.archive] {

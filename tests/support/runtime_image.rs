@@ -71,15 +71,34 @@ pub struct ProbeImage {
 
 /// Compiles `source` (C) into the static binary `out`.
 fn gcc_static(source: &str, out: &Path) {
+    gcc_static_with(source, out, &[], "libc6-dev");
+}
+
+/// Compiles `source` (C) into the static binary `out`, linked with `libs`
+/// (`-l...`), whose static libraries the Debian package `package` installs.
+fn gcc_static_with(source: &str, out: &Path, libs: &[&str], package: &str) {
     let src = out.with_extension("c");
     std::fs::write(&src, source).expect("write the C source");
     let o = Command::new("gcc")
         .args(["-static", "-O1", "-o"])
         .arg(out)
         .arg(&src)
+        .args(libs)
         .output()
         .expect("gcc is not installed: install gcc and libc6-dev");
-    assert!(o.status.success(), "gcc -static failed (install libc6-dev): {}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "gcc -static failed (install {package}): {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Builds `openshell/NAME:1`: the probe, and the static HTTPS client
+/// (`tests/fixtures/tls-probe.c`, OpenSSL) as `/tls-probe`; no system roots.
+#[allow(dead_code)]
+pub fn build_tls_image(dir: &Path, name: &str) -> ProbeImage {
+    let work = dir.join(name);
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let libs = ["-lssl", "-lcrypto", "-pthread"];
+    gcc_static_with(include_str!("../fixtures/tls-probe.c"), &work.join("tls-probe"), &libs, "libssl-dev");
+    let files = "  - { path: /tls-probe, source: tls-probe, mode: \"0755\" }\n";
+    build_with(dir, name, "cmd: [/probe, serve]\n", files)
 }
 
 /// Builds `openshell/NAME:1` holding the static probe (and `/data/secret`), whose

@@ -6,7 +6,7 @@ use crate::Created;
 
 /// Where a sandbox with an egress proxy finds its trust bundle (the image's
 /// system roots plus the sandbox's CA).
-pub const CA_BUNDLE: &str = "/etc/openshell/ca-bundle.pem";
+pub const CA_BUNDLE: &str = openshell_proxy::tls::SANDBOX_BUNDLE;
 
 /// The placeholder key routed sandboxes see (the router replaces it).
 pub const ROUTED_KEY: &str = "openshell-routed";
@@ -49,14 +49,12 @@ impl Job {
                 ("NO_PROXY", no_proxy),
                 ("no_proxy", no_proxy),
                 ("NODE_USE_ENV_PROXY", "1"),
-                // The trust bundle: system roots plus the CA of L7 inspection.
-                ("SSL_CERT_FILE", CA_BUNDLE),
-                ("REQUESTS_CA_BUNDLE", CA_BUNDLE),
-                ("CURL_CA_BUNDLE", CA_BUNDLE),
-                ("NODE_EXTRA_CA_CERTS", CA_BUNDLE),
-                ("GIT_SSL_CAINFO", CA_BUNDLE),
             ] {
                 set(&mut env, k, v);
+            }
+            // The trust bundle: system roots plus the CA of L7 inspection.
+            for k in openshell_proxy::tls::TRUST_VARIABLES {
+                set(&mut env, k, CA_BUNDLE);
             }
         }
         for kv in extra {

@@ -313,6 +313,15 @@ pub fn trust_bundle(system_roots: Option<&str>, ca: &SandboxCa) -> String {
 /// Where a Debian-family image keeps its system roots.
 pub const SYSTEM_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
 
+/// Where a sandbox with an egress proxy finds its trust bundle (the image's
+/// system roots plus the sandbox's CA), inside the sandbox.
+pub const SANDBOX_BUNDLE: &str = "/etc/openshell/ca-bundle.pem";
+
+/// The variables that point common clients at a trust bundle: OpenSSL's,
+/// Python requests', curl's, Node's (added to its own roots) and git's.
+pub const TRUST_VARIABLES: [&str; 5] =
+    ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO"];
+
 /// Reads PEM certificates from `path` (for tests and tools).
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     CertificateDer::pem_file_iter(path)

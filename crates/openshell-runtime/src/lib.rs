@@ -44,7 +44,8 @@
 //! Modules: `ops` (the container operations), `events` (runc's stats JSON),
 //! `hierarchies` (cgroup v1's named and unified hierarchies),
 //! `policy`, `pod`, `pod_egress` (a pod's fence and egress proxy), `pod_control`
-//! (the proxy's port for signed live policy updates), `prepared`, `executor` (what an
+//! (the proxy's port for signed live policy updates), `pod_trust` (the pod's CA
+//! and each container's trust bundle), `prepared`, `executor` (what an
 //! exec'd process applies), `logging` (runc's log formats) and `spec` (`spec` and
 //! `features`).
 
@@ -56,6 +57,7 @@ pub mod ops;
 pub mod pod;
 pub mod pod_control;
 pub mod pod_egress;
+pub mod pod_trust;
 pub mod policy;
 pub mod prepared;
 pub mod spec;

@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::executor::{ExecExecutor, Reporting};
 use crate::pod::{self, PodError};
 use crate::pod_egress::{self, EgressError};
+use crate::pod_trust::{self, TrustError};
 use crate::policy::{self, PolicyError, SandboxPolicy};
 use crate::prepared;
 use openshell_sandbox::run::InitMode;
@@ -48,6 +49,8 @@ pub enum RuntimeError {
     Pod(#[from] PodError),
     #[error(transparent)]
     Egress(#[from] EgressError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     #[error("container \"{id}\": {message}")]
     Container { id: String, message: String },
     #[error("container \"{id}\": {what}")]
@@ -240,10 +243,14 @@ impl Runtime {
         if let Some(policy) = &policy
             && let Some(kind) = pod::container_type(spec)
         {
-            pod::confine(bundle, spec, &policy.resources, &pod_egress::proxy_env())?;
             if kind == pod::ContainerType::Container {
-                let sandbox = pod_egress::sandbox_id(spec)?;
-                pod_egress::push(&self.container_dir(sandbox)?, sandbox, policy.text())?;
+                let sandbox = pod_egress::sandbox_id(spec)?.to_owned();
+                let sandbox_dir = self.container_dir(&sandbox)?;
+                pod_trust::install(bundle, spec, &sandbox_dir, &sandbox)?;
+                pod::confine(bundle, spec, &policy.resources, &pod_egress::proxy_env())?;
+                pod_egress::push(&sandbox_dir, &sandbox, policy.text())?;
+            } else {
+                pod::confine(bundle, spec, &policy.resources, &pod_egress::proxy_env())?;
             }
         }
         if let Some(prepared) = &prepared {

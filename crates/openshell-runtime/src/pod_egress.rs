@@ -20,7 +20,10 @@
 //! reaches it through pods/portforward. Once one is applied, a container created
 //! later in the pod is refused rather than bring back the pod's first policy.
 //!
-//! Not here: TLS interception (so no L7 rules over HTTPS) and the inference router.
+//! TLS is inspected as on the host (L7 rules over HTTPS), with the pod's CA
+//! (`pod_trust`).
+//!
+//! Not here: the inference router.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -34,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pod;
 use crate::pod_control;
+use crate::pod_trust;
 
 /// The proxy's port on the pod's loopback.
 pub const PROXY_PORT: u16 = 15128;
@@ -56,12 +60,16 @@ const AUDIT_FILE: &str = "openshell-egress.log";
 /// How long a container's create waits for the proxy.
 const WAIT: Duration = Duration::from_secs(5);
 
-/// The environment every container of the pod gets: its clients use the proxy.
+/// The environment every container of the pod gets: its clients use the proxy
+/// (Node's fetch only with NODE_USE_ENV_PROXY) and trust the pod's CA.
 pub fn proxy_env() -> Vec<String> {
     let url = format!("http://127.0.0.1:{PROXY_PORT}");
-    let mut env: Vec<String> =
-        ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"].iter().map(|k| format!("{k}={url}")).collect();
+    let proxies = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"];
+    let mut env: Vec<String> = proxies.iter().map(|k| format!("{k}={url}")).collect();
     env.extend(["NO_PROXY=localhost,127.0.0.1,::1".to_owned(), "no_proxy=localhost,127.0.0.1,::1".to_owned()]);
+    env.push("NODE_USE_ENV_PROXY=1".to_owned());
+    let bundle = pod_trust::POD_BUNDLE;
+    env.extend(openshell_proxy::tls::TRUST_VARIABLES.iter().map(|k| format!("{k}={bundle}")));
     env
 }
 
@@ -90,6 +98,8 @@ pub enum EgressError {
     NoPodIdentity(&'static str),
     #[error("the pod's policy updates: {0}")]
     Update(#[from] openshell_policy_update::UpdateError),
+    #[error(transparent)]
+    Trust(#[from] pod_trust::TrustError),
     #[error("the pod's egress proxy: {0}")]
     Proxy(String),
 }
@@ -156,6 +166,7 @@ pub fn start(dir: &Path, id: &str, spec: &Spec, member: u32) -> Result<(), Egres
     let netns = netns(spec)?;
     let control = Control::of(spec)?;
     openshell_sandbox::fence::install_pod(&netns.display().to_string())?;
+    pod_trust::make_ca(dir, id)?;
     let audit = annotation(spec, LOG_DIRECTORY_ANNOTATION)
         .map(|d| PathBuf::from(d).join(AUDIT_FILE))
         .unwrap_or_else(|| dir.join(AUDIT_FILE));
@@ -324,7 +335,7 @@ pub fn serve(dir: &Path) -> Result<(), EgressError> {
     let text = std::fs::read_to_string(&network).map_err(io(&network))?;
     let initial =
         openshell_policy::load_str("the pod's policy", &text).map_err(|e| EgressError::Proxy(e.to_string()))?;
-    let proxy = openshell_proxy::Proxy::from_listener(listener, config(&state, network_only(&baseline, initial))?)
+    let proxy = openshell_proxy::Proxy::from_listener(listener, config(dir, &state, network_only(&baseline, initial))?)
         .map_err(|e| EgressError::Proxy(e.to_string()))?;
     let (listener, verifier) = control.unzip();
     let daemon =
@@ -409,7 +420,11 @@ impl pod_control::Apply for Daemon {
     }
 }
 
-fn config(state: &EgressState, policy: openshell_policy::Policy) -> Result<openshell_proxy::ProxyConfig, EgressError> {
+fn config(
+    dir: &Path,
+    state: &EgressState,
+    policy: openshell_policy::Policy,
+) -> Result<openshell_proxy::ProxyConfig, EgressError> {
     let resolver = match std::env::var("OPENSHELL_PROXY_HOSTS") {
         Ok(spec) => openshell_proxy::WithOverrides::parse(&spec)
             .map_err(|e| EgressError::Proxy(format!("OPENSHELL_PROXY_HOSTS: {e}")))?,
@@ -425,7 +440,7 @@ fn config(state: &EgressState, policy: openshell_policy::Policy) -> Result<opens
         resolver: Box::new(resolver),
         connector: Box::new(openshell_proxy::Direct),
         audit: Box::new(openshell_proxy::JsonLines::new(audit)),
-        tls: None,
+        tls: Some(pod_trust::interceptor(dir, &state.sandbox)?),
         route: None,
         limits: Default::default(),
     })

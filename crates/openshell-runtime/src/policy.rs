@@ -100,6 +100,8 @@ pub struct SandboxPolicy {
     pub resources: Resources,
     /// Whether this is the Kubernetes baseline (Landlock lifted).
     pub baseline: bool,
+    /// Paths its Landlock rules let read beyond what it lists (a pod's trust bundle).
+    also_read: Vec<String>,
 }
 
 /// What is saved in the container's state directory.
@@ -110,6 +112,8 @@ struct Saved {
     policy: String,
     #[serde(default)]
     baseline: bool,
+    #[serde(default)]
+    also_read: Vec<String>,
 }
 
 fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a String> {
@@ -197,14 +201,14 @@ pub fn load_source(source: &PolicySource, spec: &Spec) -> Result<SandboxPolicy, 
         PolicySource::Annotation { digest } => {
             let text = annotation(spec, YAML_ANNOTATION).map(String::as_str).unwrap_or_default();
             let name = verified(format!("annotation {YAML_ANNOTATION}"), text.as_bytes(), digest)?;
-            compile(&name, &workdir, text.as_bytes())
+            compile_for_pod(&name, &workdir, text.as_bytes())
         }
         PolicySource::Mounted { path, digest } => {
             let host = pod::mounted_file(spec, path)
                 .map_err(|reason| PolicyError::Mounted { path: path.clone(), reason: reason.to_string() })?;
             let bytes = read_bounded(&host)?;
             let name = verified(format!("{path} (annotation {FILE_ANNOTATION})"), &bytes, digest)?;
-            compile(&name, &workdir, &bytes)
+            compile_for_pod(&name, &workdir, &bytes)
         }
         PolicySource::Baseline => baseline(&workdir),
     }
@@ -227,7 +231,20 @@ pub fn load(path: &Path, workdir: &str) -> Result<SandboxPolicy, PolicyError> {
 }
 
 fn compile(name: &str, workdir: &str, bytes: &[u8]) -> Result<SandboxPolicy, PolicyError> {
-    let policy = openshell_policy::load_bytes(name, bytes)?;
+    compile_reading(name, workdir, bytes, &[])
+}
+
+/// A pod container's policy: its Landlock rules also let it read the pod's
+/// trust bundle (`pod_trust`), which the policy cannot be expected to name.
+fn compile_for_pod(name: &str, workdir: &str, bytes: &[u8]) -> Result<SandboxPolicy, PolicyError> {
+    compile_reading(name, workdir, bytes, &[crate::pod_trust::POD_BUNDLE_DIR])
+}
+
+/// Compiles the policy in `bytes`, with `also_read` added to its read-only paths.
+fn compile_reading(name: &str, workdir: &str, bytes: &[u8], also_read: &[&str]) -> Result<SandboxPolicy, PolicyError> {
+    let mut policy = openshell_policy::load_bytes(name, bytes)?;
+    let also_read: Vec<String> = also_read.iter().map(|p| (*p).to_owned()).collect();
+    policy.filesystem_policy.read_only.extend(also_read.iter().cloned());
     if policy.filesystem_policy.include_workdir && workdir == "/" {
         tracing::warn!(
             policy = %name,
@@ -248,6 +265,7 @@ fn compile(name: &str, workdir: &str, bytes: &[u8]) -> Result<SandboxPolicy, Pol
         has_network: !policy.network_policies.is_empty(),
         resources: policy.resources,
         baseline: false,
+        also_read,
     })
 }
 
@@ -279,6 +297,7 @@ impl SandboxPolicy {
             workdir: self.workdir.clone(),
             policy: self.text.clone(),
             baseline: self.baseline,
+            also_read: self.also_read.clone(),
         };
         let json =
             serde_json::to_vec(&saved).map_err(|e| PolicyError::Save { path: path.clone(), source: e.into() })?;
@@ -298,7 +317,8 @@ impl SandboxPolicy {
         if saved.baseline {
             return baseline(&saved.workdir).map(Some);
         }
-        compile(&saved.source, &saved.workdir, saved.policy.as_bytes()).map(Some)
+        let also_read: Vec<&str> = saved.also_read.iter().map(String::as_str).collect();
+        compile_reading(&saved.source, &saved.workdir, saved.policy.as_bytes(), &also_read).map(Some)
     }
 }
 
