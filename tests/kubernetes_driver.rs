@@ -503,3 +503,51 @@ fn the_standby_pool_keeps_a_pod_per_image_and_policy() {
         );
     }
 }
+
+/// `sandbox exec -t`: the client's terminal size reaches the process in the pod
+/// (pods/exec's resize channel), when it starts and when the terminal changes.
+#[test]
+fn an_exec_terminal_follows_the_clients_size() {
+    use std::io::Write;
+    let env = Env::start();
+    let store = env.store();
+    let o = env.run(&["sandbox", "create", "-d", "--name", "term", "--store", &store, "--image", "openshell/ktest"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    let pod = env.pod_of("term");
+    let size =
+        |cols: u16, rows: u16| rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = nix::pty::openpty(None, None).expect("a terminal");
+    let master = std::fs::File::from(pty.master);
+    rustix::termios::tcsetwinsize(&master, size(111, 33)).expect("sizing the test's terminal");
+    let slave = std::fs::File::from(pty.slave);
+    let stdio = || Stdio::from(slave.try_clone().expect("dup"));
+    // setsid -c: the client leads a session whose terminal is this one, so it
+    // gets SIGWINCH when the size changes.
+    let mut client = Command::new("setsid")
+        .args(["-c", BIN, "sandbox", "exec", "-t", "term", "--", "/bin/sh", "-c", "read line; echo got $line"])
+        .current_dir(env.dir.path())
+        .env("HOME", env.dir.path())
+        .env("OPENSHELL_GATEWAY_DIR", env.dir.path().join("gw"))
+        .env_remove("OPENSHELL_STORE")
+        .stdin(stdio())
+        .stdout(stdio())
+        .stderr(stdio())
+        .spawn()
+        .expect("setsid (util-linux) runs openshell");
+    drop(slave);
+    let sent = |cols: u16, rows: u16| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !env.api.resizes().contains(&(pod.clone(), cols, rows)) {
+            assert!(Instant::now() < deadline, "{cols}x{rows} never sent: {:?}\n{}", env.api.resizes(), env.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    sent(111, 33);
+    rustix::termios::tcsetwinsize(&master, size(120, 40)).expect("resizing the test's terminal");
+    sent(120, 40);
+    (&master).write_all(b"done\n").expect("type a line");
+    let status = client.wait().expect("wait");
+    assert!(status.success(), "{status:?}\n{}", env.log());
+    let o = env.run(&["sandbox", "delete", "term"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+}

@@ -65,6 +65,8 @@ struct State {
     seen: Vec<Seen>,
     /// pods/portforward of a pod's port to another port of this host.
     forwards: HashMap<u16, u16>,
+    /// Terminal sizes sent on pods/exec's resize channel: (pod, width, height).
+    resizes: Vec<(String, u16, u16)>,
     /// Whether Agent Sandbox is installed, and its Sandbox resources.
     agent_sandbox: bool,
     sandboxes: HashMap<String, AgentSandbox>,
@@ -154,6 +156,11 @@ impl KubeApi {
         let api = KubeApi::start();
         api.shared.0.lock().expect("state").agent_sandbox = true;
         api
+    }
+
+    /// The terminal sizes exec'd processes were given, in order: (pod, width, height).
+    pub fn resizes(&self) -> Vec<(String, u16, u16)> {
+        self.shared.0.lock().expect("state").resizes.clone()
     }
 
     pub fn sandbox_names(&self) -> Vec<String> {
@@ -649,6 +656,7 @@ async fn run_exec<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
         });
     }
     drop(tx);
+    let resizes = Arc::clone(&shared);
     let input = tokio::spawn(async move {
         while let Some(Ok(message)) = source.next().await {
             let data = message.into_data();
@@ -660,6 +668,12 @@ async fn run_exec<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
                 }
                 // v5: close a stream (stdin).
                 Some(255) if data.get(1) == Some(&0) => stdin = None,
+                // The terminal's size: {"Width": W, "Height": H}.
+                Some(4) => {
+                    let size: serde_json::Value = serde_json::from_slice(&data[1..]).unwrap_or_default();
+                    let wh = (size["Width"].as_u64().unwrap_or(0), size["Height"].as_u64().unwrap_or(0));
+                    resizes.0.lock().expect("state").resizes.push((pod.clone(), wh.0 as u16, wh.1 as u16));
+                }
                 _ => {}
             }
         }

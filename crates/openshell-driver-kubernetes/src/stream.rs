@@ -179,7 +179,34 @@ pub(crate) struct ExecWatch {
     /// The client's input, copied until it ends, or until the process did: then
     /// it is dropped, which closes the exec's stdin and lets the connection end.
     pub input: Option<tokio::task::JoinHandle<()>>,
+    /// Follows the terminal's size ([`follow_size`]) until the process ended.
+    pub resize: Option<tokio::task::JoinHandle<()>>,
     pub output: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// How often the terminal's size is looked at.
+const SIZE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Sends the exec's terminal size (pods/exec's resize channel) whenever the
+/// client changes it on the master end. Nothing tells this process of a change
+/// (SIGWINCH goes to the terminal's foreground process group, which it is not):
+/// the slave end's size is read every [`SIZE_POLL`].
+async fn follow_size(slave: std::fs::File, mut resize: impl futures_util::Sink<kube::api::TerminalSize> + Unpin) {
+    use futures_util::SinkExt;
+    let mut last = None;
+    loop {
+        if let Ok(size) = rustix::termios::tcgetwinsize(&slave) {
+            let now = (size.ws_col, size.ws_row);
+            if now.0 > 0 && now.1 > 0 && last != Some(now) {
+                last = Some(now);
+                let size = kube::api::TerminalSize { width: now.0, height: now.1 };
+                if resize.send(size).await.is_err() {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(SIZE_POLL).await;
+    }
 }
 
 /// The exit code an exec's final status gives (`NonZeroExitCode` names it).
@@ -204,8 +231,8 @@ impl Watch for ExecWatch {
             Some(task) => self.api.runtime.block_on(task).ok().flatten(),
             None => None,
         };
-        if let Some(input) = self.input.take() {
-            input.abort();
+        for task in [self.input.take(), self.resize.take()].into_iter().flatten() {
+            task.abort();
         }
         self.drain();
         exit_code(status.as_ref())
@@ -260,12 +287,16 @@ pub(crate) fn exec(
     let file = |fd: OwnedFd| tokio::fs::File::from_std(std::fs::File::from(fd));
     let mut output = Vec::new();
     let mut input_task = None;
+    let mut resize_task = None;
     let console = if tty {
         let pty = nix::pty::openpty(None, None).map_err(|e| DriverError::failed(format!("a terminal: {e}")))?;
         let slave = std::fs::File::from(pty.slave);
         let reader = slave.try_clone().map_err(|e| DriverError::failed(format!("a terminal: {e}")))?;
         if let Some(input) = attached.stdin() {
             input_task = Some(rt.spawn(pump(tokio::fs::File::from_std(reader), input)));
+        }
+        if let (Some(resize), Ok(sized)) = (attached.terminal_size(), slave.try_clone()) {
+            resize_task = Some(rt.spawn(follow_size(sized, resize)));
         }
         if let Some(out) = attached.stdout() {
             output.push(rt.spawn(pump(out, tokio::fs::File::from_std(slave))));
@@ -289,7 +320,14 @@ pub(crate) fn exec(
             tracing::warn!(error = %e, "pods/exec connection");
         }
     });
-    let watch = ExecWatch { api: Arc::clone(api), status, connection: Some(connection), input: input_task, output };
+    let watch = ExecWatch {
+        api: Arc::clone(api),
+        status,
+        connection: Some(connection),
+        input: input_task,
+        resize: resize_task,
+        output,
+    };
     Ok(Exec { console, watch: Box::new(watch) })
 }
 
