@@ -495,7 +495,7 @@ fn refused(answer: &openshell_policy_update::Answer) -> &str {
 /// reach the control port and tries forged, other pods', tampered and replayed ones.
 #[test]
 fn a_running_pods_network_policy_changes_only_by_a_signed_update() {
-    use openshell_policy_update::{Answer, PodIdentity, SIGNER_ANNOTATION, Signer};
+    use openshell_policy_update::{Answer, Kind, PodIdentity, SIGNER_ANNOTATION, Signer};
     let mut node = Node::start();
     let logs = node.logs("update");
     let keys = tempfile::tempdir().expect("tempdir");
@@ -540,18 +540,18 @@ fn a_running_pods_network_policy_changes_only_by_a_signed_update() {
     // From inside the pod: another key, another pod, the policy or revision changed
     // after signing. Each is refused and nothing changes.
     let wider = policy(&[8080, 8081]);
-    let forged = send_update(cri, &main, &attacker.sign(&this, 1, &wider));
+    let forged = send_update(cri, &main, &attacker.sign(&this, Kind::Policy, 1, &wider));
     assert!(refused(&forged).contains("signature"), "{forged:?}");
     let elsewhere = PodIdentity { name: "other".into(), ..this.clone() };
-    let other = send_update(cri, &main, &gateway.sign(&elsewhere, 1, &wider));
+    let other = send_update(cri, &main, &gateway.sign(&elsewhere, Kind::Policy, 1, &wider));
     assert!(refused(&other).contains("for pod default/other"), "{other:?}");
-    let mut tampered = gateway.sign(&this, 1, &first);
-    tampered.policy = wider.clone();
+    let mut tampered = gateway.sign(&this, Kind::Policy, 1, &first);
+    tampered.body = wider.clone();
     assert!(refused(&send_update(cri, &main, &tampered)).contains("signature"));
     assert_eq!(tunnel(cri, 8081), "tunnel: 403\n");
 
     // Positive control: the gateway's update for this pod is applied at once.
-    let good = gateway.sign(&this, 1, &wider);
+    let good = gateway.sign(&this, Kind::Policy, 1, &wider);
     let answer = send_update(cri, &main, &good);
     assert_eq!(answer, Answer::Applied { revision: 1, digest: sha256(&wider) });
     assert_eq!(tunnel(cri, 8081), "tunnel: 200 pong\n");
@@ -560,7 +560,7 @@ fn a_running_pods_network_policy_changes_only_by_a_signed_update() {
     // Narrowed by revision 2 (nothing allowed), then revision 1 replayed to widen again.
     let none = policy(&[]);
     assert_eq!(
-        send_update(cri, &main, &gateway.sign(&this, 2, &none)),
+        send_update(cri, &main, &gateway.sign(&this, Kind::Policy, 2, &none)),
         Answer::Applied { revision: 2, digest: sha256(&none) }
     );
     assert_eq!(tunnel(cri, 8080), "tunnel: 403\n");
@@ -571,12 +571,13 @@ fn a_running_pods_network_policy_changes_only_by_a_signed_update() {
     let err = cri.start(&id).expect_err("a container after a live change must not start").message().to_owned();
     assert!(err.contains("changed by the gateway (revision 2)"), "{err}");
     let audit = std::fs::read_to_string(sandbox_state(&pod).join("openshell-pod-proxy.log")).expect("the proxy's log");
-    assert_eq!(audit.matches("refused a policy update").count(), 5, "{audit}");
+    assert_eq!(audit.matches("refused an update").count(), 5, "{audit}");
 
     // A pod made without a signer has no control port.
     let bare = cri.run_pod("bare", "openshell", &annotations[..2], &logs, CGROUP_PARENT).expect("RunPodSandbox bare");
     let alone = cri.run(&bare, &Spec { image: ISOLATION_IMAGE, ..spec("main", &["/probe", "serve"]) });
-    let (_, out, _) = cri.exec_sync(&alone, &["/probe", "send:15129:{}"]);
+    let send = format!("send:{}:{{}}", openshell_policy_update::CONTROL_PORT);
+    let (_, out, _) = cri.exec_sync(&alone, &["/probe", &send]);
     assert_eq!(out, "send: Connection refused\n");
     // A malformed signer key refuses the pod, naming the annotation.
     let bad = [annotations[0], annotations[1], (SIGNER_ANNOTATION, "ed25519:short")];
@@ -587,6 +588,82 @@ fn a_running_pods_network_policy_changes_only_by_a_signed_update() {
         cri.stop_pod(p);
         cri.remove_pod(p);
     }
+}
+
+/// A backend on `listener` that answers every request with the Authorization
+/// header it was sent.
+fn echo_authorization(listener: std::net::TcpListener) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            use std::io::{BufRead, Write};
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut authorization = String::from("(none)");
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line.trim() != "" {
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("authorization")
+                {
+                    authorization = v.trim().to_owned();
+                }
+                line.clear();
+            }
+            let body = format!("{authorization}\n");
+            let _ =
+                write!(&stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+}
+
+/// A pod's inference route (with its credential) comes only by an update signed
+/// for it, as policy changes do: before, `inference.local` has no backend; a route
+/// signed with another key is refused; the gateway's is applied, and the backend
+/// gets the route's credential, never the caller's.
+#[test]
+fn a_pods_inference_route_comes_only_by_a_signed_update() {
+    use openshell_policy_update::{Answer, Kind, PodIdentity, SIGNER_ANNOTATION, Signer};
+    let keys = tempfile::tempdir().expect("tempdir");
+    let gateway = Signer::load_or_create(&keys.path().join("gateway.pk8")).expect("the gateway's key");
+    let attacker = Signer::load_or_create(&keys.path().join("attacker.pk8")).expect("another key");
+    let mut node = Node::start();
+    let image = support::runtime_image::build_tls_image(node.dir.path(), "cri-tls");
+    let o = node.containerd.ctr(K8S, &["images", "import", &image.archive.display().to_string()]);
+    assert!(o.status.success(), "ctr images import: {}", text(&o));
+    let logs = node.logs("route");
+    let policy = "version: 1\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/probe, /tls-probe]\n";
+    let digest = sha256(policy);
+    let signer = gateway.annotation();
+    let annotations = [
+        ("run.openshell.policy.yaml", policy),
+        ("run.openshell.policy.digest", digest.as_str()),
+        (SIGNER_ANNOTATION, signer.as_str()),
+    ];
+    let cri = &mut node.cri;
+    let pod = cri.run_pod("route", "openshell", &annotations, &logs, CGROUP_PARENT).expect("RunPodSandbox route");
+    let main = cri.run(&pod, &Spec { image: "docker.io/openshell/cri-tls:1", ..spec("main", &["/probe", "serve"]) });
+    // The backend, on the node (the bridge's address in containerd's namespace).
+    echo_authorization(listen_in_netns(node.containerd.pid(), "10.203.7.1:8090"));
+    let this = PodIdentity { namespace: "default".into(), name: "route".into(), uid: "route-uid".into() };
+    let route = serde_json::json!({
+        "provider": "test", "kind": "openai-compatible", "base_url": "http://10.203.7.1:8090/v1",
+        "credential": "sk-the-backends-own", "model": null, "timeout_secs": 30
+    })
+    .to_string();
+    let ask = |cri: &mut Cri| cri.exec_sync(&main, &["/tls-probe", "inference.local:443", "/v1/models"]).1;
+    let before = ask(cri);
+    assert!(!before.contains("sk-the-backends-own"), "{before}");
+    let forged = send_update(cri, &main, &attacker.sign(&this, Kind::Route, 1, &route));
+    assert!(refused(&forged).contains("signature"), "{forged:?}");
+    assert!(!ask(cri).contains("sk-the-backends-own"));
+    // Positive control: the gateway's route is applied and used.
+    let answer = send_update(cri, &main, &gateway.sign(&this, Kind::Route, 1, &route));
+    assert_eq!(answer, Answer::Applied { revision: 1, digest: sha256(&route) });
+    let routed = ask(cri);
+    assert!(routed.starts_with("https: 200 Bearer sk-the-backends-own [openshell sandbox "), "{routed}");
+    // Taken away again (revision 2: no route).
+    assert!(matches!(send_update(cri, &main, &gateway.sign(&this, Kind::Route, 2, "null")), Answer::Applied { .. }));
+    assert!(!ask(cri).contains("sk-the-backends-own"));
+    cri.stop_pod(&pod);
+    cri.remove_pod(&pod);
 }
 
 /// What the Kubernetes driver's pods ask for (`run.openshell.init`): openshell's

@@ -355,7 +355,7 @@ fn a_running_sandboxs_network_policy_changes_through_its_pods_proxy() {
         let answer = match refusal {
             None => {
                 verifier.applied(&update);
-                Answer::Applied { revision: update.revision, digest: sha256(&update.policy) }
+                Answer::Applied { revision: update.revision, digest: sha256(&update.body) }
             }
             Some(reason) => Answer::Refused { reason: reason.to_owned() },
         };
@@ -370,7 +370,7 @@ fn a_running_sandboxs_network_policy_changes_through_its_pods_proxy() {
     });
     assert!(o.status.success(), "{}\n{}", text(&o), env.log());
     assert!(text(&o).contains(&format!("network policy revision {} applied", update.revision)), "{}", text(&o));
-    assert_eq!(update.policy, narrower);
+    assert_eq!(update.body, narrower);
     // The proxy's refusal reaches the user; a later update has a higher revision.
     let (later, o) = std::thread::scope(|s| {
         let set = s.spawn(|| env.run(&["policy", "set", "live", "default.yaml"]));

@@ -26,7 +26,7 @@ pub(crate) fn update(api: &Arc<Api>, signer: &Signer, pod: &Pod, revision: i64, 
     let identity = identity(pod)?;
     let revision =
         u64::try_from(revision).map_err(|_| DriverError::failed(format!("policy revision {revision} is negative")))?;
-    let update = signer.sign(&identity, revision, text);
+    let update = signer.sign(&identity, openshell_policy_update::Kind::Policy, revision, text);
     let fd = stream::forward(api, &identity.name, CONTROL_PORT)?;
     let stream = std::os::unix::net::UnixStream::from(fd);
     let refused = |reason: String| DriverError::failed(format!("pod {}'s egress proxy: {reason}", identity.name));

@@ -1,16 +1,20 @@
-//! Signed updates of a running pod's network policy.
+//! Signed updates of a running pod's egress proxy: its network policies and its
+//! inference route.
 //!
 //! A pod's policy is fixed when its containers are created, except its network
-//! policies, which change live as on the host (the proxy's hot reload). On the
-//! host the gateway hands the new policy to the sandbox's proxy directly; a pod's
-//! proxy runs on a node the gateway cannot reach except through the Kubernetes
-//! API, so the gateway's Kubernetes driver sends it through pods/portforward to
-//! the proxy's control port ([`CONTROL_PORT`], on the pod's loopback). Anything in
-//! the pod can reach that port too, so an update is taken only when it carries a
+//! policies, which change live as on the host (the proxy's hot reload); so does
+//! the inference route (with its credential). On the host the gateway hands them
+//! to the sandbox's proxy directly; a pod's proxy runs on a node the gateway
+//! cannot reach except through the Kubernetes API, so the gateway's Kubernetes
+//! driver sends them through pods/portforward to the proxy's control port
+//! ([`CONTROL_PORT`], on the pod's loopback; below 1024, so that nothing in the
+//! pod, which holds no capability, can listen there in the proxy's place and
+//! receive a credential). Anything in the
+//! pod can reach that port too, so an update is taken only when it carries a
 //! signature by the key the pod was created with (its public half in the pod's
 //! annotation [`SIGNER_ANNOTATION`], which the runtime reads when the pod's sandbox
 //! container is created), names this pod (namespace, name and uid), and has a
-//! revision above the last one applied (no replay).
+//! revision above the last one applied of its [`Kind`] (no replay).
 //!
 //! The wire: one JSON line each way, an [`Update`] in, an [`Answer`] out.
 //!
@@ -29,8 +33,8 @@ use serde::{Deserialize, Serialize};
 /// The pod annotation that names the key updates must be signed with:
 /// `ed25519:BASE64` of the public key.
 pub const SIGNER_ANNOTATION: &str = "run.openshell.policy.signer";
-/// The pod proxy's control port on the pod's loopback.
-pub const CONTROL_PORT: u16 = 15129;
+/// The pod proxy's control port on the pod's loopback: a privileged port.
+pub const CONTROL_PORT: u16 = 1015;
 /// The longest line either side reads (a policy is a few KiB).
 pub const MAX_LINE: u64 = 1 << 20;
 /// What a signature covers besides the update's fields, so that no signature made
@@ -46,16 +50,37 @@ pub struct PodIdentity {
     pub uid: String,
 }
 
-/// A signed update: the pod's whole policy text (only its network policies are
-/// applied live).
+/// What an update changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// `body` is the pod's whole policy text (only its network policies are
+    /// applied live).
+    Policy,
+    /// `body` is the inference route as JSON (`null`: none), its credential
+    /// included.
+    Route,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Policy => "policy",
+            Kind::Route => "route",
+        }
+    }
+}
+
+/// A signed update.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Update {
     pub pod: PodIdentity,
-    /// The gateway's revision of the sandbox's policy; each applied update's is
-    /// above the last one's.
+    pub kind: Kind,
+    /// The gateway's revision (of the sandbox's policy, or of the route); each
+    /// applied update's is above the last one's of its kind.
     pub revision: u64,
-    pub policy: String,
+    pub body: String,
     /// Base64 of the Ed25519 signature of [`signed_bytes`].
     pub signature: String,
 }
@@ -103,12 +128,13 @@ impl std::fmt::Display for PodIdentity {
     }
 }
 
-/// The bytes a signature covers: the context, the pod, the revision and the
-/// policy's digest, one per line (none of them can hold a newline: Kubernetes
-/// names and uids cannot, the digest is hex).
-pub fn signed_bytes(pod: &PodIdentity, revision: u64, policy: &str) -> Vec<u8> {
-    let digest = openshell_store::Digest::sha256(policy.as_bytes());
-    format!("{CONTEXT}\n{}\n{}\n{}\n{revision}\n{digest}\n", pod.namespace, pod.name, pod.uid).into_bytes()
+/// The bytes a signature covers: the context, the pod, the kind, the revision
+/// and the body's digest, one per line (none of them can hold a newline:
+/// Kubernetes names and uids cannot, the digest is hex).
+pub fn signed_bytes(pod: &PodIdentity, kind: Kind, revision: u64, body: &str) -> Vec<u8> {
+    let digest = openshell_store::Digest::sha256(body.as_bytes());
+    let (namespace, name, uid, kind) = (&pod.namespace, &pod.name, &pod.uid, kind.name());
+    format!("{CONTEXT}\n{namespace}\n{name}\n{uid}\n{kind}\n{revision}\n{digest}\n").into_bytes()
 }
 
 /// The gateway's signing key.
@@ -140,10 +166,10 @@ impl Signer {
         format!("{KEY_PREFIX}{}", BASE64.encode(self.pair.public_key().as_ref()))
     }
 
-    /// `policy` as revision `revision` of `pod`'s, signed.
-    pub fn sign(&self, pod: &PodIdentity, revision: u64, policy: &str) -> Update {
-        let signature = self.pair.sign(&signed_bytes(pod, revision, policy));
-        Update { pod: pod.clone(), revision, policy: policy.to_owned(), signature: BASE64.encode(signature.as_ref()) }
+    /// `body` as revision `revision` of `pod`'s `kind`, signed.
+    pub fn sign(&self, pod: &PodIdentity, kind: Kind, revision: u64, body: &str) -> Update {
+        let signature = self.pair.sign(&signed_bytes(pod, kind, revision, body));
+        Update { pod: pod.clone(), kind, revision, body: body.to_owned(), signature: BASE64.encode(signature.as_ref()) }
     }
 }
 
@@ -156,12 +182,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// A pod proxy's check of updates: the pod's signer key and identity, and the
-/// last revision applied.
+/// last revision applied of each kind.
 #[derive(Debug)]
 pub struct Verifier {
     key: Vec<u8>,
     pod: PodIdentity,
-    last: u64,
+    last: std::collections::HashMap<Kind, u64>,
 }
 
 impl Verifier {
@@ -173,7 +199,7 @@ impl Verifier {
         if key.len() != 32 {
             return Err(bad());
         }
-        Ok(Verifier { key, pod, last: 0 })
+        Ok(Verifier { key, pod, last: std::collections::HashMap::new() })
     }
 
     /// Parses one line and checks it; the caller applies the policy and then
@@ -185,22 +211,25 @@ impl Verifier {
         }
         let signature = BASE64.decode(&update.signature).map_err(|_| UpdateError::BadSignature)?;
         UnparsedPublicKey::new(&ED25519, &self.key)
-            .verify(&signed_bytes(&update.pod, update.revision, &update.policy), &signature)
+            .verify(&signed_bytes(&update.pod, update.kind, update.revision, &update.body), &signature)
             .map_err(|_| UpdateError::BadSignature)?;
-        if update.revision <= self.last {
-            return Err(UpdateError::Stale { got: update.revision, last: self.last });
+        let last = self.last(update.kind);
+        if update.revision <= last {
+            return Err(UpdateError::Stale { got: update.revision, last });
         }
         Ok(update)
     }
 
-    /// Records that `update` was applied: no revision up to it is taken again.
+    /// Records that `update` was applied: no revision of its kind up to it is
+    /// taken again.
     pub fn applied(&mut self, update: &Update) {
-        self.last = self.last.max(update.revision);
+        let last = self.last.entry(update.kind).or_insert(0);
+        *last = (*last).max(update.revision);
     }
 
-    /// The last revision applied (0: the policy the pod was created with).
-    pub fn last(&self) -> u64 {
-        self.last
+    /// The last revision of `kind` applied (0: what the pod was created with).
+    pub fn last(&self, kind: Kind) -> u64 {
+        self.last.get(&kind).copied().unwrap_or(0)
     }
 }
 
@@ -257,21 +286,35 @@ mod tests {
         let other = Signer::load_or_create(&dir.path().join("b")).expect("test setup");
         let mut verifier = Verifier::new(&signer.annotation(), pod("p")).expect("test setup");
         // Positive control: signed, for this pod, newer.
-        let good = signer.sign(&pod("p"), 3, "version: 1\n");
+        let good = signer.sign(&pod("p"), Kind::Policy, 3, "version: 1\n");
         let checked = verifier.check(&line(&good)).expect("a good update passes");
         verifier.applied(&checked);
-        assert_eq!(verifier.last(), 3);
+        assert_eq!(verifier.last(Kind::Policy), 3);
+        // Another kind has its own revisions.
+        assert_eq!(verifier.last(Kind::Route), 0);
+        let route = signer.sign(&pod("p"), Kind::Route, 1, "null");
+        assert!(verifier.check(&line(&route)).is_ok());
+        // The kind is signed: a policy signature does not pass as a route.
+        let mut relabelled = signer.sign(&pod("p"), Kind::Policy, 9, "null");
+        relabelled.kind = Kind::Route;
+        assert!(matches!(verifier.check(&line(&relabelled)), Err(UpdateError::BadSignature)));
         // Replayed, or older.
         assert!(matches!(verifier.check(&line(&good)), Err(UpdateError::Stale { got: 3, last: 3 })));
-        assert!(matches!(verifier.check(&line(&signer.sign(&pod("p"), 2, "x"))), Err(UpdateError::Stale { .. })));
+        assert!(matches!(
+            verifier.check(&line(&signer.sign(&pod("p"), Kind::Policy, 2, "x"))),
+            Err(UpdateError::Stale { .. })
+        ));
         // Another key; another pod; a policy changed after signing; no signature.
-        let forged = other.sign(&pod("p"), 4, "version: 1\n");
+        let forged = other.sign(&pod("p"), Kind::Policy, 4, "version: 1\n");
         assert!(matches!(verifier.check(&line(&forged)), Err(UpdateError::BadSignature)));
-        assert!(matches!(verifier.check(&line(&signer.sign(&pod("q"), 4, "x"))), Err(UpdateError::OtherPod { .. })));
-        let mut tampered = signer.sign(&pod("p"), 4, "version: 1\n");
-        tampered.policy.push_str("network_policies: {}\n");
+        assert!(matches!(
+            verifier.check(&line(&signer.sign(&pod("q"), Kind::Policy, 4, "x"))),
+            Err(UpdateError::OtherPod { .. })
+        ));
+        let mut tampered = signer.sign(&pod("p"), Kind::Policy, 4, "version: 1\n");
+        tampered.body.push_str("network_policies: {}\n");
         assert!(matches!(verifier.check(&line(&tampered)), Err(UpdateError::BadSignature)));
-        let mut tampered = signer.sign(&pod("p"), 4, "version: 1\n");
+        let mut tampered = signer.sign(&pod("p"), Kind::Policy, 4, "version: 1\n");
         tampered.revision = 40;
         assert!(matches!(verifier.check(&line(&tampered)), Err(UpdateError::BadSignature)));
         tampered.signature = String::new();
@@ -292,7 +335,7 @@ mod tests {
         let (mut a, b) = std::os::unix::net::UnixStream::pair().expect("test setup");
         let dir = tempfile::tempdir().expect("test setup");
         let signer = Signer::load_or_create(&dir.path().join("k")).expect("test setup");
-        let update = signer.sign(&pod("p"), 1, "version: 1\n");
+        let update = signer.sign(&pod("p"), Kind::Policy, 1, "version: 1\n");
         let peer = std::thread::spawn(move || {
             let got = read_line(&b).expect("test setup");
             let answer = Answer::Applied { revision: 1, digest: "sha256:x".into() };

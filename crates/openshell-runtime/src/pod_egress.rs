@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use openshell_policy_update::{Answer, CONTROL_PORT, PodIdentity, SIGNER_ANNOTATION, Verifier};
+use openshell_policy_update::{Answer, CONTROL_PORT, Kind, PodIdentity, SIGNER_ANNOTATION, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::pod;
@@ -52,6 +52,8 @@ const APPLIED_FILE: &str = "openshell-pod-network.applied";
 /// CRI's annotations: the pod's sandbox id (on its containers) and log directory.
 const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 const LOG_DIRECTORY_ANNOTATION: &str = "io.kubernetes.cri.sandbox-log-directory";
+/// The sysctl below which ports are privileged.
+const UNPRIVILEGED_PORTS: &str = "net.ipv4.ip_unprivileged_port_start";
 /// CRI's annotations naming the pod (what a signed update must name).
 const NAMESPACE_ANNOTATION: &str = "io.kubernetes.cri.sandbox-namespace";
 const NAME_ANNOTATION: &str = "io.kubernetes.cri.sandbox-name";
@@ -98,6 +100,10 @@ pub enum EgressError {
     NoPodIdentity(&'static str),
     #[error("the pod's policy updates: {0}")]
     Update(#[from] openshell_policy_update::UpdateError),
+    #[error(
+        "the pod sets {UNPRIVILEGED_PORTS} to {0}: its processes could listen on the egress proxy's control port ({CONTROL_PORT}); openshell-runtime does not run it"
+    )]
+    PrivilegedPorts(String),
     #[error(transparent)]
     Trust(#[from] pod_trust::TrustError),
     #[error("the pod's egress proxy: {0}")]
@@ -140,6 +146,15 @@ impl Control {
         };
         let control = Control { signer: signer.clone(), pod };
         control.verifier()?;
+        // The control port is privileged; a pod that lowered the bound could have
+        // a process of its own listen there if the proxy ever stopped.
+        let sysctl = spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default();
+        if let Some(value) = sysctl.get(UNPRIVILEGED_PORTS) {
+            let start: u32 = value.trim().parse().unwrap_or(0);
+            if start <= u32::from(CONTROL_PORT) {
+                return Err(EgressError::PrivilegedPorts(value.clone()));
+            }
+        }
         Ok(Some(control))
     }
 
@@ -373,6 +388,15 @@ impl Daemon {
         Ok(crate::policy::digest_of(text.as_bytes()))
     }
 
+    /// Routes the pod's inference as `json` says (`null`: no route); the digest
+    /// of `json`.
+    fn route(&self, json: &str) -> Result<String, String> {
+        let route: Option<openshell_proxy::router::InferenceRoute> =
+            serde_json::from_str(json).map_err(|e| format!("the route: {e}"))?;
+        self.handle.set_route(route)?;
+        Ok(crate::policy::digest_of(json.as_bytes()))
+    }
+
     /// The answer a container's create waits for: a digest, or `error: ...`.
     fn answer(&self, answer: &str) {
         if let Err(e) = std::fs::write(self.dir.join(APPLIED_FILE), answer) {
@@ -384,7 +408,7 @@ impl Daemon {
     /// changed the policy since the pod was made. Answers in `APPLIED_FILE`.
     fn apply_pushed(&self) {
         let verifier = self.verifier.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let outcome = match verifier.as_ref().map(Verifier::last) {
+        let outcome = match verifier.as_ref().map(|v| v.last(Kind::Policy)) {
             Some(revision) if revision > 0 => Err(format!(
                 "the pod's network policy was changed by the gateway (revision {revision}) after the pod was made; a container made now would bring back the first one"
             )),
@@ -404,15 +428,18 @@ impl pod_control::Apply for Daemon {
         let update = match verifier.check(line) {
             Ok(update) => update,
             Err(e) => {
-                eprintln!("pod-proxy: refused a policy update: {e}");
+                eprintln!("pod-proxy: refused an update: {e}");
                 return Answer::Refused { reason: e.to_string() };
             }
         };
-        match self.apply(&update.policy) {
+        let applied = match update.kind {
+            Kind::Policy => self.apply(&update.body).inspect(|digest| self.answer(digest)),
+            Kind::Route => self.route(&update.body),
+        };
+        match applied {
             Ok(digest) => {
                 verifier.applied(&update);
-                self.answer(&digest);
-                eprintln!("pod-proxy: applied policy revision {} ({digest})", update.revision);
+                eprintln!("pod-proxy: applied {:?} revision {} ({digest})", update.kind, update.revision);
                 Answer::Applied { revision: update.revision, digest }
             }
             Err(reason) => Answer::Refused { reason },
@@ -460,6 +487,35 @@ mod tests {
         let mut spec = Spec::default();
         spec.set_linux(Some(LinuxBuilder::default().namespaces(namespaces).build().expect("linux")));
         spec
+    }
+
+    #[test]
+    fn a_pod_that_unprivileges_the_control_port_is_refused() {
+        let signer = {
+            let dir = tempfile::tempdir().expect("tempdir");
+            openshell_policy_update::Signer::load_or_create(&dir.path().join("k")).expect("key").annotation()
+        };
+        let pod = |start: Option<&str>| {
+            let mut spec = with_network(Some("/var/run/netns/cni-1"));
+            let annotations = [
+                (SIGNER_ANNOTATION, signer.as_str()),
+                (NAMESPACE_ANNOTATION, "default"),
+                (NAME_ANNOTATION, "p"),
+                (UID_ANNOTATION, "u"),
+            ];
+            spec.set_annotations(Some(annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()));
+            if let Some(start) = start {
+                let mut linux = spec.linux().clone().expect("linux");
+                linux.set_sysctl(Some([(UNPRIVILEGED_PORTS.to_owned(), start.to_owned())].into()));
+                spec.set_linux(Some(linux));
+            }
+            spec
+        };
+        assert!(matches!(Control::of(&pod(Some("0"))), Err(EgressError::PrivilegedPorts(v)) if v == "0"));
+        assert!(matches!(Control::of(&pod(Some("1015"))), Err(EgressError::PrivilegedPorts(_))));
+        // Positive controls: the default bound, or one above the port.
+        assert!(Control::of(&pod(None)).expect("the default").is_some());
+        assert!(Control::of(&pod(Some("1024"))).expect("above").is_some());
     }
 
     #[test]
