@@ -551,3 +551,111 @@ fn an_exec_terminal_follows_the_clients_size() {
     let o = env.run(&["sandbox", "delete", "term"]);
     assert!(o.status.success(), "{}\n{}", text(&o), env.log());
 }
+
+/// What the test's stand-in for the pods' egress proxies received: (pod, kind,
+/// revision, body), each update verified as the node's proxy does.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, openshell_policy_update::Kind, u64, String)>>>;
+
+/// Answers every update sent to the pods' control port (forwarded here): checked
+/// with the driver's key (`signer`, from the pods' annotation) for the pod it
+/// names, which must be one the API server holds, then recorded and applied.
+fn control_port(env: &Env, signer: String) -> Received {
+    use openshell_policy_update::{Answer, CONTROL_PORT, Verifier};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    env.api.forward(CONTROL_PORT, listener.local_addr().expect("addr").port());
+    let received: Received = Default::default();
+    let record = std::sync::Arc::clone(&received);
+    std::thread::spawn(move || {
+        let mut verifiers: std::collections::HashMap<String, Verifier> = Default::default();
+        for stream in listener.incoming().flatten() {
+            let Ok(line) = openshell_policy_update::read_line(&stream) else { continue };
+            let update: openshell_policy_update::Update = serde_json::from_str(&line).expect("an update");
+            assert_eq!(update.pod.uid, format!("uid-{}", update.pod.name), "{:?}", update.pod);
+            let verifier = verifiers
+                .entry(update.pod.name.clone())
+                .or_insert_with(|| Verifier::new(&signer, update.pod.clone()).expect("the signer"));
+            let checked = verifier.check(&line).unwrap_or_else(|e| panic!("the driver's update does not verify: {e}"));
+            verifier.applied(&checked);
+            let digest = sha256(&checked.body);
+            record.lock().expect("received").push((checked.pod.name, checked.kind, checked.revision, checked.body));
+            let answer = serde_json::to_string(&Answer::Applied { revision: checked.revision, digest }).expect("json");
+            let mut stream = stream;
+            let _ = std::io::Write::write_all(&mut stream, format!("{answer}\n").as_bytes());
+        }
+    });
+    received
+}
+
+/// Inference routing for pods: the route (with its credential) is kept in a
+/// Kubernetes Secret and reaches each pod's proxy by a signed update, when its pod
+/// starts and when the route changes; the pod's spec never holds the credential,
+/// and its environment points the agents' SDKs at the router.
+#[test]
+fn the_inference_route_reaches_pods_by_signed_updates_and_its_credential_stays_in_a_secret() {
+    use openshell_policy_update::{Kind, SIGNER_ANNOTATION};
+    const KEY: &str = "sk-route-credential-5d1e";
+    let env = Env::start();
+    let store = env.store();
+    let args = support::provider_create("mock", "openai-compatible", "http://backend.test:8000/v1", "MOCK_API_KEY");
+    let mut create = Env::command(env.dir.path(), &args);
+    let o = create.env("MOCK_API_KEY", KEY).output().expect("provider create");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = env.run(&["inference", "set", "--provider", "mock", "--model", "first", "--timeout", "2"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    // The first pod's annotation names the driver's key; the stand-in proxies check with it.
+    let o = env.run(&["sandbox", "create", "-d", "--name", "routed", "--store", &store, "--image", "openshell/ktest"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    let name = env.pod_of("routed");
+    let seen = env.api.seen();
+    let post = seen.iter().find(|s| s.method == "POST" && s.body["metadata"]["name"] == name.as_str()).expect("pod");
+    assert!(!post.body.to_string().contains(KEY), "the credential is in the pod's spec");
+    let pod: k8s_openapi::api::core::v1::Pod = strictly(&post.body).expect("a Pod, strictly");
+    let env_vars: Vec<(String, String)> = pod.spec.expect("spec").containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
+    assert!(env_vars.contains(&("OPENAI_BASE_URL".into(), "https://inference.local/v1".into())), "{env_vars:?}");
+    assert!(env_vars.contains(&("OPENAI_API_KEY".into(), "openshell-routed".into())), "{env_vars:?}");
+    assert!(
+        !env_vars.iter().any(|(k, _)| k == "HTTPS_PROXY" || k == "SSL_CERT_FILE"),
+        "the runtime sets those: {env_vars:?}"
+    );
+    let signer = pod.metadata.annotations.expect("annotations")[SIGNER_ANNOTATION].clone();
+    let received = control_port(&env, signer);
+    // The Secret holds the route and its credential.
+    let secret = env.api.secret("openshell-inference-route").expect("the route's Secret");
+    let data = String::from_utf8(secret.data.expect("data")["route.json"].0.clone()).expect("utf-8");
+    assert!(data.contains(KEY) && data.contains("http://backend.test:8000/v1"), "{data}");
+    // (The stand-in listens only now: the push when the first pod started found
+    // nothing; the driver logged it.) A route change reaches the running pod.
+    let routes_for = |pod: &str| -> Vec<(u64, String)> {
+        let got = received.lock().expect("received").clone();
+        got.into_iter().filter(|(p, k, _, _)| p == pod && *k == Kind::Route).map(|(_, _, r, b)| (r, b)).collect()
+    };
+    let o = env.run(&["inference", "set", "--provider", "mock", "--model", "second", "--timeout", "2"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    let routes = routes_for(&name);
+    let last = routes.last().expect("the route change reached the running pod");
+    assert!(last.1.contains(KEY) && last.1.contains("\"second\""), "{routes:?}");
+    // A sandbox started now gets it when its pod runs.
+    let o = env.run(&["sandbox", "create", "-d", "--name", "later", "--store", &store, "--image", "openshell/ktest"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    let later = env.pod_of("later");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while routes_for(&later).is_empty() {
+        assert!(Instant::now() < deadline, "no route for {later}: {:?}\n{}", received.lock().expect("r"), env.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(routes_for(&later)[0].1.contains("\"second\""));
+    // No route: the Secret goes, and running pods are told.
+    let o = env.run(&["inference", "delete"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    assert!(env.api.secret("openshell-inference-route").is_none(), "the Secret outlived the route");
+    assert_eq!(routes_for(&name).last().map(|(_, b)| b.as_str()), Some("null"));
+    for sandbox in ["routed", "later"] {
+        let o = env.run(&["sandbox", "delete", sandbox]);
+        assert!(o.status.success(), "{}\n{}", text(&o), env.log());
+    }
+}

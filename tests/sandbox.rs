@@ -1578,18 +1578,7 @@ fn inference_is_routed_and_the_key_never_enters_the_sandbox() {
     let (env, _upstream, seen) = routed_env();
     let ok = |out: &Output| assert!(out.status.success(), "{}", text(out));
     let out = env
-        .command(&[
-            "provider",
-            "create",
-            "--name",
-            "mock",
-            "--type",
-            "openai-compatible",
-            "--base-url",
-            "http://backend.test:8000/v1",
-            "--credential",
-            "MOCK_API_KEY",
-        ])
+        .command(&support::provider_create("mock", "openai-compatible", "http://backend.test:8000/v1", "MOCK_API_KEY"))
         .env("MOCK_API_KEY", KEY)
         .output()
         .expect("run");

@@ -65,6 +65,8 @@ struct State {
     seen: Vec<Seen>,
     /// pods/portforward of a pod's port to another port of this host.
     forwards: HashMap<u16, u16>,
+    /// Secrets, by name (strictly decoded).
+    secrets: HashMap<String, k8s_openapi::api::core::v1::Secret>,
     /// Terminal sizes sent on pods/exec's resize channel: (pod, width, height).
     resizes: Vec<(String, u16, u16)>,
     /// Whether Agent Sandbox is installed, and its Sandbox resources.
@@ -158,6 +160,11 @@ impl KubeApi {
         api
     }
 
+    /// The Secret `name`, if it exists.
+    pub fn secret(&self, name: &str) -> Option<k8s_openapi::api::core::v1::Secret> {
+        self.shared.0.lock().expect("state").secrets.get(name).cloned()
+    }
+
     /// The terminal sizes exec'd processes were given, in order: (pod, width, height).
     pub fn resizes(&self) -> Vec<(String, u16, u16)> {
         self.shared.0.lock().expect("state").resizes.clone()
@@ -230,6 +237,20 @@ async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<Body>
     Ok(match (method.as_str(), parts.as_slice()) {
         ("POST", ["api", "v1", "namespaces", ns, "pods"]) => create(&shared, ns, &body),
         ("GET", ["apis"]) => agent_sandbox::groups(shared.0.lock().expect("state").agent_sandbox),
+        ("POST", ["api", "v1", "namespaces", _, "secrets"]) => put_secret(&shared, None, &body),
+        ("PUT", ["api", "v1", "namespaces", _, "secrets", name]) => put_secret(&shared, Some(name), &body),
+        ("GET", ["api", "v1", "namespaces", _, "secrets", name]) => {
+            match shared.0.lock().expect("state").secrets.get(*name) {
+                Some(secret) => json_response(StatusCode::OK, secret),
+                None => status(StatusCode::NOT_FOUND, "NotFound", &format!("secrets \"{name}\" not found")),
+            }
+        }
+        ("DELETE", ["api", "v1", "namespaces", _, "secrets", name]) => {
+            match shared.0.lock().expect("state").secrets.remove(*name) {
+                Some(secret) => json_response(StatusCode::OK, &secret),
+                None => status(StatusCode::NOT_FOUND, "NotFound", &format!("secrets \"{name}\" not found")),
+            }
+        }
         ("GET", ["apis", agent_sandbox::GROUP, agent_sandbox::VERSION])
             if shared.0.lock().expect("state").agent_sandbox =>
         {
@@ -275,6 +296,30 @@ async fn handle(shared: Shared, req: Request<Incoming>) -> Result<Response<Body>
         }
         _ => status(StatusCode::NOT_FOUND, "NotFound", &format!("{method} {path}: not served by the test API server")),
     })
+}
+
+/// Creates (`name` none) or replaces a Secret, strictly decoded.
+fn put_secret(shared: &Shared, name: Option<&str>, body: &serde_json::Value) -> Response<Body> {
+    let mut secret: k8s_openapi::api::core::v1::Secret = match strictly(body) {
+        Ok(secret) => secret,
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &format!("strict decoding error: {e}")),
+    };
+    let named = secret.metadata.name.clone().unwrap_or_default();
+    let mut state = shared.0.lock().expect("state");
+    let code = match name {
+        None if state.secrets.contains_key(&named) => {
+            return status(StatusCode::CONFLICT, "AlreadyExists", &format!("secrets \"{named}\" already exists"));
+        }
+        None => StatusCode::CREATED,
+        Some(name) if name != named || !state.secrets.contains_key(name) => {
+            return status(StatusCode::NOT_FOUND, "NotFound", &format!("secrets \"{name}\" not found"));
+        }
+        Some(_) => StatusCode::OK,
+    };
+    state.version += 1;
+    secret.metadata.resource_version = Some(state.version.to_string());
+    state.secrets.insert(named, secret.clone());
+    json_response(code, &secret)
 }
 
 fn url_pairs(query: &str) -> Vec<(String, String)> {

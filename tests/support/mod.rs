@@ -23,6 +23,12 @@ pub mod pypi_index;
 pub mod registry;
 pub mod runtime_image;
 
+/// `openshell provider create` arguments: the provider `name` of type `kind` at
+/// `base`, its credential read from the environment variable `var`.
+pub fn provider_create<'a>(name: &'a str, kind: &'a str, base: &'a str, var: &'a str) -> [&'a str; 10] {
+    ["provider", "create", "--name", name, "--type", kind, "--base-url", base, "--credential", var]
+}
+
 /// A connection to 127.0.0.1:`port` once something listens there (10 s at most).
 pub fn connect_when_listening(port: u16) -> std::net::TcpStream {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

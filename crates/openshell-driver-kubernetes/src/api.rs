@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, DynamicObject, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use openshell_driver::DriverError;
@@ -19,6 +19,8 @@ const POD_MADE: Duration = Duration::from_secs(60);
 pub(crate) struct Api {
     pub runtime: tokio::runtime::Runtime,
     pub pods: kube::Api<Pod>,
+    /// The inference route's Secret (`route`).
+    pub secrets: kube::Api<Secret>,
     client: kube::Client,
     namespace: String,
     /// Found by discovery when the first pod is made.
@@ -68,7 +70,8 @@ impl Api {
             kube::Client::try_from(config).map_err(|e| DriverError::failed(format!("a Kubernetes client: {e}")))?
         };
         let pods = kube::Api::namespaced(client.clone(), namespace);
-        Ok(Api { runtime, pods, client, namespace: namespace.to_owned(), workload: OnceLock::new() })
+        let secrets = kube::Api::namespaced(client.clone(), namespace);
+        Ok(Api { runtime, pods, secrets, client, namespace: namespace.to_owned(), workload: OnceLock::new() })
     }
 
     fn workload(&self) -> Result<&Workload, DriverError> {

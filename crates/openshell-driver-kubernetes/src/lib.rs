@@ -22,11 +22,11 @@
 //! (`agent_sandbox`; `api` decides by discovery and creates and deletes either way).
 //!
 //! A running sandbox's network policies change live (`live`): signed with the
-//! driver's key, sent through pods/portforward to the pod's egress proxy.
+//! driver's key, sent through pods/portforward to the pod's egress proxy. So does
+//! the inference route (`route`), whose credential lives in a Kubernetes Secret.
 //!
 //! Not done: the audit log through the gateway (it is on the node, in the pod's log
-//! directory), inference routing, and a foreground create's stdin (its output is
-//! the pod's log).
+//! directory), and a foreground create's stdin (its output is the pod's log).
 //!
 //! Modules: `api` (kube on the driver's runtime; making and deleting a pod),
 //! `agent_sandbox` (the `Sandbox` resource), `pod` (the Pod), `record`,
@@ -38,6 +38,7 @@ mod api;
 mod live;
 pub mod pod;
 mod record;
+mod route;
 mod stream;
 mod warm;
 
@@ -85,7 +86,7 @@ pub struct KubernetesDriver {
     root: PathBuf,
     store: Store,
     /// Signs live policy updates; its public half is on every pod.
-    signer: Signer,
+    signer: Arc<Signer>,
 }
 
 impl KubernetesDriver {
@@ -94,7 +95,7 @@ impl KubernetesDriver {
         let api = Api::connect(options.kubeconfig.as_deref(), &options.namespace)?;
         let sandboxes = root.join("sandboxes");
         std::fs::create_dir_all(&sandboxes).map_err(DriverError::io(&sandboxes))?;
-        let signer = Signer::load_or_create(&root.join(live::KEY_FILE)).map_err(DriverError::failed)?;
+        let signer = Arc::new(Signer::load_or_create(&root.join(live::KEY_FILE)).map_err(DriverError::failed)?);
         Ok(KubernetesDriver { api: Arc::new(api), options, root, store, signer })
     }
 
@@ -207,12 +208,16 @@ impl Driver for KubernetesDriver {
             exit: None,
         };
         record.write(&self.dir(id))?;
-        // The node's runtime sets the proxy's variables in the pod itself.
-        Ok(Created { env, proxy: None })
+        // The node's runtime sets the proxy's variables in the pod itself (over
+        // these): naming it here gives a routed sandbox the router's variables.
+        let proxy = format!("http://127.0.0.1:{}", openshell_policy_update::PROXY_PORT);
+        Ok(Created { env, proxy: Some(proxy) })
     }
 
+    /// The node's runtime gives the pod its proxy's variables (its trust bundle
+    /// is elsewhere than a host sandbox's): the job keeps the router's only.
     fn set_job(&self, id: &str, job: &Job) -> Result<(), DriverError> {
-        record::write_job(&self.dir(id), job)
+        record::write_job(&self.dir(id), &job.without_proxy_variables())
     }
 
     fn start(&self, id: &str, stdio: Stdio) -> Result<Run, DriverError> {
@@ -221,6 +226,7 @@ impl Driver for KubernetesDriver {
         // A pod of an earlier run that ended on its own.
         self.delete_pod(id, 0, true)?;
         self.create_pod(id, &record, &job)?;
+        route::push_when_running(&self.api, &self.signer, pod_name(id));
         let output = stdio.into_iter().nth(1).map(|stdout| stream::follow_log(&self.api, &pod_name(id), stdout));
         Ok(Run {
             pid: None,
@@ -232,6 +238,7 @@ impl Driver for KubernetesDriver {
         let record = self.record(id)?;
         // Idle, with the image's environment: the job comes at assignment, by exec.
         self.create_pod(id, &record, &Job { args: Vec::new(), env: record.env.clone() })?;
+        route::push_when_running(&self.api, &self.signer, pod_name(id));
         Ok(Box::new(warm::WarmPod { api: Arc::clone(&self.api), id: id.to_owned(), dir: self.dir(id) }))
     }
 
@@ -343,11 +350,16 @@ impl Driver for KubernetesDriver {
         Ok(applied)
     }
 
-    fn set_route(&self, _id: &str, route: &RouteUpdate, _running: bool, _wait: bool) -> Result<Applied, DriverError> {
-        match route.route {
-            None => Ok(Applied::AtStart),
-            Some(_) => Err(DriverError::Unsupported { driver: DRIVER, what: "inference routing" }),
+    /// Kept in the Secret; a running sandbox's proxy gets it at once (confirmed,
+    /// whether asked to wait or not), a starting one when its pod runs.
+    fn set_route(&self, id: &str, route: &RouteUpdate, running: bool, _wait: bool) -> Result<Applied, DriverError> {
+        route::store(&self.api, route)?;
+        if !running {
+            return Ok(Applied::AtStart);
         }
+        let pod = self.get_pod(id)?.filter(pod::running).ok_or_else(|| DriverError::NotRunning(id.to_owned()))?;
+        route::push(&self.api, &self.signer, &pod, route)?;
+        Ok(Applied::Confirmed)
     }
 
     /// Pods are made by the cluster, not on this host.

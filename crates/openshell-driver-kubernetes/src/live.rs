@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use openshell_driver::DriverError;
-use openshell_policy_update::{Answer, CONTROL_PORT, PodIdentity, Signer};
+use openshell_policy_update::{Answer, CONTROL_PORT, Kind, PodIdentity, Signer};
 
 use crate::api::Api;
 use crate::stream;
@@ -23,17 +23,30 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Sends `text` as revision `revision` of `pod`'s policy; returns once its proxy
 /// applied it.
 pub(crate) fn update(api: &Arc<Api>, signer: &Signer, pod: &Pod, revision: i64, text: &str) -> Result<(), DriverError> {
-    let identity = identity(pod)?;
     let revision =
         u64::try_from(revision).map_err(|_| DriverError::failed(format!("policy revision {revision} is negative")))?;
-    let update = signer.sign(&identity, openshell_policy_update::Kind::Policy, revision, text);
+    send(api, signer, pod, Kind::Policy, revision, text)
+}
+
+/// Sends `body` as revision `revision` of `pod`'s `kind`; returns once its proxy
+/// applied it.
+pub(crate) fn send(
+    api: &Arc<Api>,
+    signer: &Signer,
+    pod: &Pod,
+    kind: Kind,
+    revision: u64,
+    body: &str,
+) -> Result<(), DriverError> {
+    let identity = identity(pod)?;
+    let update = signer.sign(&identity, kind, revision, body);
     let fd = stream::forward(api, &identity.name, CONTROL_PORT)?;
     let stream = std::os::unix::net::UnixStream::from(fd);
     let refused = |reason: String| DriverError::failed(format!("pod {}'s egress proxy: {reason}", identity.name));
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(|e| refused(e.to_string()))?;
     match openshell_policy_update::send(stream, &update).map_err(|e| refused(e.to_string()))? {
         Answer::Applied { revision: applied, digest }
-            if applied == revision && digest == crate::pod::policy_digest(text) =>
+            if applied == revision && digest == crate::pod::policy_digest(body) =>
         {
             Ok(())
         }

@@ -8,6 +8,20 @@ use crate::Created;
 /// system roots plus the sandbox's CA).
 pub const CA_BUNDLE: &str = openshell_proxy::tls::SANDBOX_BUNDLE;
 
+/// The variables that point a sandbox's clients at its proxy, as [`Job::new`]
+/// sets them (the proxy's URL six times, the exemptions twice, Node's switch).
+const PROXY_VARIABLES: [&str; 9] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "NODE_USE_ENV_PROXY",
+];
+
 /// The placeholder key routed sandboxes see (the router replaces it).
 pub const ROUTED_KEY: &str = "openshell-routed";
 
@@ -25,6 +39,15 @@ impl Job {
     /// the inference route's provider type, when one exists: the agents' SDKs
     /// are pointed at the router (with a placeholder key: the real one never
     /// enters the sandbox).
+    /// The job without the proxy's and the trust bundle's variables: for a
+    /// sandbox that gets them from elsewhere (a pod's, from its node's runtime).
+    pub fn without_proxy_variables(&self) -> Job {
+        let key = |kv: &str| kv.split_once('=').map_or(kv.to_owned(), |(k, _)| k.to_owned());
+        let dropped = |k: &str| PROXY_VARIABLES.contains(&k) || openshell_proxy::tls::TRUST_VARIABLES.contains(&k);
+        let env = self.env.iter().filter(|kv| !dropped(&key(kv))).cloned().collect();
+        Job { args: self.args.clone(), env }
+    }
+
     pub fn new(created: &Created, command: &[String], extra: &[String], route: Option<ProviderKind>) -> Job {
         let mut env = created.env.clone();
         let set = |env: &mut Vec<String>, key: &str, value: &str| {
@@ -39,17 +62,9 @@ impl Job {
         if let Some(proxy) = &created.proxy {
             // Every client finds the proxy; Node's fetch only with NODE_USE_ENV_PROXY.
             let no_proxy = "localhost,127.0.0.1,::1";
-            for (k, v) in [
-                ("HTTP_PROXY", proxy.as_str()),
-                ("HTTPS_PROXY", proxy),
-                ("ALL_PROXY", proxy),
-                ("http_proxy", proxy),
-                ("https_proxy", proxy),
-                ("all_proxy", proxy),
-                ("NO_PROXY", no_proxy),
-                ("no_proxy", no_proxy),
-                ("NODE_USE_ENV_PROXY", "1"),
-            ] {
+            for (k, v) in
+                PROXY_VARIABLES.iter().zip([proxy.as_str(), proxy, proxy, proxy, proxy, proxy, no_proxy, no_proxy, "1"])
+            {
                 set(&mut env, k, v);
             }
             // The trust bundle: system roots plus the CA of L7 inspection.
@@ -86,4 +101,25 @@ pub fn routed_env(kind: ProviderKind) -> Vec<(&'static str, String)> {
             format!(r#"{{"model":"{model}","provider":{{"anthropic":{{{provider}}},"openai":{{{provider}}}}}}}"#),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_proxy_variables_keeps_the_routers_and_the_callers() {
+        let created = Created { env: vec!["PATH=/bin".into()], proxy: Some("http://127.0.0.1:15128".into()) };
+        let job = Job::new(&created, &["run".into()], &["MINE=1".into()], Some(ProviderKind::Openai));
+        assert!(job.env.iter().any(|kv| kv.starts_with("HTTPS_PROXY=")));
+        let kept = job.without_proxy_variables();
+        let keys: Vec<&str> = kept.env.iter().map(|kv| kv.split('=').next().unwrap_or_default()).collect();
+        for gone in ["HTTP_PROXY", "https_proxy", "NO_PROXY", "NODE_USE_ENV_PROXY", "SSL_CERT_FILE", "GIT_SSL_CAINFO"] {
+            assert!(!keys.contains(&gone), "{gone} kept: {keys:?}");
+        }
+        for kept in ["PATH", "MINE", "OPENAI_BASE_URL", "OPENAI_API_KEY"] {
+            assert!(keys.contains(&kept), "{kept} dropped: {keys:?}");
+        }
+        assert_eq!(kept.args, ["run"]);
+    }
 }

@@ -142,7 +142,8 @@ fn a_storage_class_is_passed_on() {
 }
 
 /// Pods in its namespace, exec, portforward (`sandbox forward`, live policy
-/// updates), logs, and Agent Sandbox's Sandbox: nothing else.
+/// updates), logs, the inference route's Secret, and Agent Sandbox's Sandbox:
+/// nothing else.
 #[test]
 fn the_gateway_role_is_least_privilege() {
     let objects = render(&values());
@@ -153,6 +154,8 @@ fn the_gateway_role_is_least_privilege() {
             { "apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "watch", "delete"] },
             { "apiGroups": [""], "resources": ["pods/exec", "pods/portforward"], "verbs": ["create"] },
             { "apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"] },
+            { "apiGroups": [""], "resources": ["secrets"], "verbs": ["create"] },
+            { "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["openshell-inference-route"], "verbs": ["get", "update", "delete"] },
             { "apiGroups": ["agents.x-k8s.io"], "resources": ["sandboxes"], "verbs": ["create", "get", "delete"] },
         ])
     );

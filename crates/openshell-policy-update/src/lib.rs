@@ -14,7 +14,8 @@
 //! signature by the key the pod was created with (its public half in the pod's
 //! annotation [`SIGNER_ANNOTATION`], which the runtime reads when the pod's sandbox
 //! container is created), names this pod (namespace, name and uid), and has a
-//! revision above the last one applied of its [`Kind`] (no replay).
+//! revision above the last one applied of its [`Kind`] (no replay; the one in
+//! force sent again changes nothing and is taken).
 //!
 //! The wire: one JSON line each way, an [`Update`] in, an [`Answer`] out.
 //!
@@ -33,6 +34,9 @@ use serde::{Deserialize, Serialize};
 /// The pod annotation that names the key updates must be signed with:
 /// `ed25519:BASE64` of the public key.
 pub const SIGNER_ANNOTATION: &str = "run.openshell.policy.signer";
+/// The pod egress proxy's own port on the pod's loopback (its containers'
+/// `HTTP_PROXY`).
+pub const PROXY_PORT: u16 = 15128;
 /// The pod proxy's control port on the pod's loopback: a privileged port.
 pub const CONTROL_PORT: u16 = 1015;
 /// The longest line either side reads (a policy is a few KiB).
@@ -187,7 +191,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub struct Verifier {
     key: Vec<u8>,
     pod: PodIdentity,
-    last: std::collections::HashMap<Kind, u64>,
+    /// Per kind: the last revision applied and its body's digest.
+    last: std::collections::HashMap<Kind, (u64, String)>,
 }
 
 impl Verifier {
@@ -213,23 +218,31 @@ impl Verifier {
         UnparsedPublicKey::new(&ED25519, &self.key)
             .verify(&signed_bytes(&update.pod, update.kind, update.revision, &update.body), &signature)
             .map_err(|_| UpdateError::BadSignature)?;
-        let last = self.last(update.kind);
-        if update.revision <= last {
-            return Err(UpdateError::Stale { got: update.revision, last });
+        // What is in force, sent again (a push at a pod's start crossing a
+        // change's), changes nothing: taken. Anything older, or the same revision
+        // with another body, is not.
+        let digest = openshell_store::Digest::sha256(update.body.as_bytes()).to_string();
+        match self.last.get(&update.kind) {
+            Some((last, applied)) if update.revision == *last && digest == *applied => Ok(update),
+            Some((last, _)) if update.revision <= *last => {
+                Err(UpdateError::Stale { got: update.revision, last: *last })
+            }
+            _ => Ok(update),
         }
-        Ok(update)
     }
 
     /// Records that `update` was applied: no revision of its kind up to it is
     /// taken again.
     pub fn applied(&mut self, update: &Update) {
-        let last = self.last.entry(update.kind).or_insert(0);
-        *last = (*last).max(update.revision);
+        if update.revision >= self.last(update.kind) {
+            let digest = openshell_store::Digest::sha256(update.body.as_bytes()).to_string();
+            self.last.insert(update.kind, (update.revision, digest));
+        }
     }
 
     /// The last revision of `kind` applied (0: what the pod was created with).
     pub fn last(&self, kind: Kind) -> u64 {
-        self.last.get(&kind).copied().unwrap_or(0)
+        self.last.get(&kind).map_or(0, |(revision, _)| *revision)
     }
 }
 
@@ -298,8 +311,11 @@ mod tests {
         let mut relabelled = signer.sign(&pod("p"), Kind::Policy, 9, "null");
         relabelled.kind = Kind::Route;
         assert!(matches!(verifier.check(&line(&relabelled)), Err(UpdateError::BadSignature)));
-        // Replayed, or older.
-        assert!(matches!(verifier.check(&line(&good)), Err(UpdateError::Stale { got: 3, last: 3 })));
+        // The one in force again: taken (it changes nothing); the same revision
+        // with another body, or an older one: refused.
+        assert!(verifier.check(&line(&good)).is_ok());
+        let other_body = signer.sign(&pod("p"), Kind::Policy, 3, "version: 1\nnetwork_policies: {}\n");
+        assert!(matches!(verifier.check(&line(&other_body)), Err(UpdateError::Stale { got: 3, last: 3 })));
         assert!(matches!(
             verifier.check(&line(&signer.sign(&pod("p"), Kind::Policy, 2, "x"))),
             Err(UpdateError::Stale { .. })

@@ -40,7 +40,7 @@ use crate::pod_control;
 use crate::pod_trust;
 
 /// The proxy's port on the pod's loopback.
-pub const PROXY_PORT: u16 = 15128;
+pub const PROXY_PORT: u16 = openshell_policy_update::PROXY_PORT;
 
 /// What the daemon needs, in the sandbox container's state directory.
 const STATE_FILE: &str = "openshell-pod-egress.json";
