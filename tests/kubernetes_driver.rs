@@ -192,6 +192,9 @@ fn the_kubernetes_driver_runs_each_sandbox_as_a_pod() {
     assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
     assert_eq!(spec.automount_service_account_token, Some(false));
     let container = &spec.containers[0];
+    // The default policy's stated memory (4 GiB) is the container's limit.
+    let limits = container.resources.as_ref().and_then(|r| r.limits.clone()).expect("limits");
+    assert_eq!(limits["memory"].0, (4u64 << 30).to_string());
     assert_eq!(
         container.image.as_deref(),
         Some(format!("{}/openshell/sandboxes@{manifest}", env.registry.host()).as_str())

@@ -143,6 +143,8 @@ impl KubernetesDriver {
 
     /// Makes the sandbox's pod, running `job`.
     fn create_pod(&self, id: &str, record: &Record, job: &Job) -> Result<(), DriverError> {
+        let policy = openshell_policy::load_str("the sandbox's policy", &record.policy)
+            .map_err(|e| DriverError::Policy(e.to_string()))?;
         let template = PodTemplate {
             id,
             name: &record.name,
@@ -150,6 +152,7 @@ impl KubernetesDriver {
             runtime_class: &self.options.runtime_class,
             policy: &record.policy,
             signer: &self.signer.annotation(),
+            resources: &policy.resources,
         };
         self.api.create(&template.pod(job))
     }

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use openshell_driver::Job;
 
@@ -44,6 +45,26 @@ pub struct PodTemplate<'a> {
     pub policy: &'a str,
     /// The driver's key for live policy updates (`run.openshell.policy.signer`).
     pub signer: &'a str,
+    /// The policy's stated resources (the container's limits).
+    pub resources: &'a openshell_policy::model::Resources,
+}
+
+/// The container's limits from the policy's resources: memory, CPU and the
+/// writable layer's size (ephemeral storage). Kubernetes takes requests equal to
+/// the limits when none are given, so the scheduler places the pod by them; the
+/// node's runtime applies the same figures as ceilings.
+pub fn limits(resources: &openshell_policy::model::Resources) -> Option<ResourceRequirements> {
+    let mut limits = BTreeMap::new();
+    if let Some(memory) = resources.memory {
+        limits.insert("memory".to_owned(), Quantity(memory.to_string()));
+    }
+    if let Some(millis) = resources.cpu_millis {
+        limits.insert("cpu".to_owned(), Quantity(format!("{millis}m")));
+    }
+    if let Some(disk) = resources.disk {
+        limits.insert("ephemeral-storage".to_owned(), Quantity(disk.to_string()));
+    }
+    (!limits.is_empty()).then(|| ResourceRequirements { limits: Some(limits), ..Default::default() })
 }
 
 impl PodTemplate<'_> {
@@ -73,6 +94,7 @@ impl PodTemplate<'_> {
             image: Some(self.image.to_owned()),
             command: Some(command),
             env: Some(env),
+            resources: limits(self.resources),
             ..Default::default()
         };
         Pod {
@@ -150,6 +172,7 @@ mod tests {
             runtime_class: "openshell",
             policy: "version: 1\n",
             signer: "ed25519:AAAA",
+            resources: &RESOURCES,
         }
     }
 
@@ -170,6 +193,26 @@ mod tests {
         let idle = template().pod(&Job { args: vec![], env: vec![] });
         assert_eq!(idle.metadata.annotations.expect("annotations")[INIT], "idle");
         assert_eq!(idle.spec.expect("spec").containers[0].command, Some(vec![IDLE_COMMAND.to_owned()]));
+    }
+
+    static RESOURCES: openshell_policy::model::Resources = openshell_policy::model::Resources {
+        memory: Some(1 << 30),
+        pids: Some(64),
+        cpu_millis: Some(1500),
+        open_files: None,
+        disk: None,
+        logs: None,
+    };
+
+    #[test]
+    fn the_policys_resources_are_the_containers_limits() {
+        let pod = template().pod(&Job { args: vec![], env: vec![] });
+        let limits =
+            pod.spec.expect("spec").containers[0].resources.clone().expect("resources").limits.expect("limits");
+        assert_eq!(limits["memory"], Quantity("1073741824".into()));
+        assert_eq!(limits["cpu"], Quantity("1500m".into()));
+        assert!(!limits.contains_key("ephemeral-storage"));
+        assert!(super::limits(&openshell_policy::model::Resources::default()).is_none());
     }
 
     #[test]
