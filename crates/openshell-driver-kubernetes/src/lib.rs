@@ -87,6 +87,9 @@ pub struct KubernetesDriver {
     store: Store,
     /// Signs live policy updates; its public half is on every pod.
     signer: Arc<Signer>,
+    /// The route generation last written to the Secret (the gateway hands the
+    /// same route to every sandbox in turn).
+    stored: std::sync::Mutex<Option<u64>>,
 }
 
 impl KubernetesDriver {
@@ -96,7 +99,7 @@ impl KubernetesDriver {
         let sandboxes = root.join("sandboxes");
         std::fs::create_dir_all(&sandboxes).map_err(DriverError::io(&sandboxes))?;
         let signer = Arc::new(Signer::load_or_create(&root.join(live::KEY_FILE)).map_err(DriverError::failed)?);
-        Ok(KubernetesDriver { api: Arc::new(api), options, root, store, signer })
+        Ok(KubernetesDriver { api: Arc::new(api), options, root, store, signer, stored: Default::default() })
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -356,7 +359,13 @@ impl Driver for KubernetesDriver {
     /// Kept in the Secret; a running sandbox's proxy gets it at once (confirmed,
     /// whether asked to wait or not), a starting one when its pod runs.
     fn set_route(&self, id: &str, route: &RouteUpdate, running: bool, _wait: bool) -> Result<Applied, DriverError> {
-        route::store(&self.api, route)?;
+        {
+            let mut stored = self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *stored != Some(route.generation) {
+                route::store(&self.api, route)?;
+                *stored = Some(route.generation);
+            }
+        }
         if !running {
             return Ok(Applied::AtStart);
         }
