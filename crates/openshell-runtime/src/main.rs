@@ -257,14 +257,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Commands whose processes enter a container's namespaces run from a sealed
     // copy of this binary (CVE-2019-5736): a container can never reach the file.
-    if matches!(cli.command, Command::Create(_) | Command::Run { .. } | Command::Exec { .. })
-        && let Err(e) = openshell_sandbox::sealed::reexec_sealed()
-    {
-        eprintln!("openshell-runtime: {e}");
-        return ExitCode::from(1);
-    }
+    let sealed = if matches!(cli.command, Command::Create(_) | Command::Run { .. } | Command::Exec { .. }) {
+        openshell_sandbox::sealed::reexec_sealed()
+    } else {
+        Ok(())
+    };
     if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         eprintln!("openshell-runtime: cannot open the log file: {e}");
+        return ExitCode::from(1);
+    }
+    // Reported once the log is open: containerd's shim reads the error there.
+    if let Err(e) = sealed {
+        tracing::error!("running from a sealed copy of openshell-runtime: {e}");
+        eprintln!("openshell-runtime: {e}");
         return ExitCode::from(1);
     }
     match dispatch(&cli) {
