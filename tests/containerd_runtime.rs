@@ -5,7 +5,8 @@
 //! the shim's contract as containerd drives it — `create`/`start` with pipes,
 //! exit codes, `exec` (`ctr task exec`), `ps --format json` (`ctr task ps`),
 //! stats (`ctr task metrics`, from the cgroup the runtime made),
-//! `pause`/`resume`, `kill` and `delete`, a policy by annotation (`ctr run
+//! `pause`/`resume`, `kill` and `kill --all` and `delete`, a terminal through
+//! the console socket (`ctr run -t`), a policy by annotation (`ctr run
 //! --annotation run.openshell.policy=FILE`, with a positive control), and
 //! SIGPIPE at its default.
 //!
@@ -90,6 +91,56 @@ fn containerd_runs_containers_through_openshell_runtime() {
     let o = ok(run("sig", &["/probe", "status:SigIgn"]), "ctr run status");
     let mask = stdout(&o).trim().strip_prefix("SigIgn: ").map(|m| u64::from_str_radix(m, 16).expect("hex"));
     assert_eq!(mask.map(|m| m & (1 << 12)), Some(0), "{}", text(&o));
+
+    // A terminal: ctr run -t hands the runtime a console socket (ctr itself
+    // needs one on its stdin: `script` gives it).
+    let cmd = format!(
+        "/usr/bin/ctr --address {} --namespace {NAMESPACE} run -t --rm --runc-binary {runtime} {name} term /probe tty",
+        c.address.display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (bsdutils) runs ctr");
+    assert!(stdout(&o).contains("tty: /dev/pts/"), "the container has a terminal: {}\n{}", text(&o), c.log());
+
+    // kill --all: every process of the task. SIGUSR1 (no handler) ends the
+    // exec'd process; process 1 of a pid namespace takes from its ancestors only
+    // signals it handles, so it stays: without --all, only it would be signalled.
+    let o = c.ctr(NAMESPACE, &["run", "-d", "--runc-binary", &runtime, &name, "many", "/probe", "serve"]);
+    ok(o, "ctr run -d many");
+    let start = Instant::now();
+    while !stdout(&c.ctr(NAMESPACE, &["task", "ls"])).lines().any(|l| l.starts_with("many") && l.contains("RUNNING")) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the task never ran: {}", c.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(c.ctr(NAMESPACE, &["task", "exec", "-d", "--exec-id", "extra", "many", "/probe", "serve"]), "ctr task exec -d");
+    let listed = stdout(&c.ctr(NAMESPACE, &["task", "ls"]));
+    let init = listed.lines().find(|l| l.starts_with("many")).and_then(|l| l.split_whitespace().nth(1)).expect("pid");
+    let pids: Vec<String> = stdout(&ok(c.ctr(NAMESPACE, &["task", "ps", "many"]), "ctr task ps"))
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    let extra: Vec<&String> = pids.iter().filter(|p| *p != init).collect();
+    assert_eq!(extra.len(), 1, "process 1 ({init}) and the exec'd one: {pids:?}");
+    let alive = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    ok(c.ctr(NAMESPACE, &["task", "kill", "--all", "--signal", "SIGUSR1", "many"]), "ctr task kill --all");
+    let start = Instant::now();
+    while alive(extra[0]) {
+        assert!(start.elapsed() < Duration::from_secs(20), "kill --all missed the exec'd process: {}", c.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(alive(init), "process 1 took a signal it has no handler for");
+    ok(c.ctr(NAMESPACE, &["task", "kill", "--signal", "SIGKILL", "many"]), "ctr task kill");
+    let start = Instant::now();
+    while !stdout(&c.ctr(NAMESPACE, &["task", "ls"])).lines().any(|l| l.starts_with("many") && l.contains("STOPPED")) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the task never stopped: {}", c.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(c.ctr(NAMESPACE, &["task", "delete", "many"]), "ctr task delete many");
+    ok(c.ctr(NAMESPACE, &["containers", "delete", "many"]), "ctr containers delete many");
 
     // Detached: exec, ps, pause/resume, kill, delete.
     let id = "served";
