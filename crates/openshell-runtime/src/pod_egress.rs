@@ -382,18 +382,17 @@ struct Daemon {
 
 impl Daemon {
     /// Applies `text`'s network policies; the digest of `text`.
-    fn apply(&self, text: &str) -> Result<String, String> {
-        let policy = openshell_policy::load_str("the pod's policy", text).map_err(|e| e.to_string())?;
-        self.handle.reload(network_only(&self.baseline, policy)).map_err(|e| e.to_string())?;
+    fn apply(&self, text: &str) -> Result<String, ApplyError> {
+        let policy = openshell_policy::load_str("the pod's policy", text)?;
+        self.handle.reload(network_only(&self.baseline, policy))?;
         Ok(crate::policy::digest_of(text.as_bytes()))
     }
 
     /// Routes the pod's inference as `json` says (`null`: no route); the digest
     /// of `json`.
-    fn route(&self, json: &str) -> Result<String, String> {
-        let route: Option<openshell_proxy::router::InferenceRoute> =
-            serde_json::from_str(json).map_err(|e| format!("the route: {e}"))?;
-        self.handle.set_route(route)?;
+    fn route(&self, json: &str) -> Result<String, ApplyError> {
+        let route: Option<openshell_proxy::router::InferenceRoute> = serde_json::from_str(json)?;
+        self.handle.set_route(route).map_err(ApplyError::Route)?;
         Ok(crate::policy::digest_of(json.as_bytes()))
     }
 
@@ -409,10 +408,8 @@ impl Daemon {
     fn apply_pushed(&self) {
         let verifier = self.verifier.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let outcome = match verifier.as_ref().map(|v| v.last(Kind::Policy)) {
-            Some(revision) if revision > 0 => Err(format!(
-                "the pod's network policy was changed by the gateway (revision {revision}) after the pod was made; a container made now would bring back the first one"
-            )),
-            _ => std::fs::read_to_string(self.dir.join(NETWORK_FILE)).map_err(|e| e.to_string()),
+            Some(revision) if revision > 0 => Err(ApplyError::ChangedLive(revision)),
+            _ => std::fs::read_to_string(self.dir.join(NETWORK_FILE)).map_err(ApplyError::Read),
         }
         .and_then(|text| self.apply(&text));
         self.answer(&outcome.unwrap_or_else(|e| format!("error: {e}")));
@@ -442,9 +439,28 @@ impl pod_control::Apply for Daemon {
                 eprintln!("pod-proxy: applied {:?} revision {} ({digest})", update.kind, update.revision);
                 Answer::Applied { revision: update.revision, digest }
             }
-            Err(reason) => Answer::Refused { reason },
+            Err(e) => Answer::Refused { reason: e.to_string() },
         }
     }
+}
+
+/// Why the daemon did not apply a push or an update (its answer says so).
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error(
+        "the pod's network policy was changed by the gateway (revision {0}) after the pod was made; a container made now would bring back the first one"
+    )]
+    ChangedLive(u64),
+    #[error("the pushed policy: {0}")]
+    Read(std::io::Error),
+    #[error(transparent)]
+    Policy(#[from] openshell_policy::LoadError),
+    #[error(transparent)]
+    Reload(#[from] openshell_policy::StaticChangeError),
+    #[error("the route: {0}")]
+    RouteJson(#[from] serde_json::Error),
+    #[error("the route: {0}")]
+    Route(String),
 }
 
 fn config(
