@@ -279,6 +279,20 @@ fn explain_text_and_json() {
     );
     let o = openshell(&["--output", "json", "policy", "explain", omitted.to_str().expect("utf8")]);
     assert_eq!(json(&o)["kernel"]["landlock"]["compatibility"], "hard_where_supported");
+    // Without filesystem_policy: OpenShell's baseline paths, and explain says so
+    // (issue 16); a written section is exactly as written, with no such line.
+    let o = openshell(&["policy", "explain", omitted.to_str().expect("utf8")]);
+    let s = stdout(&o);
+    assert!(s.contains("No filesystem_policy in the file: OpenShell's baseline"), "{s}");
+    for want in ["read-only         /usr", "read-only         /dev/urandom", "read-write        /tmp"] {
+        assert!(s.contains(want), "missing {want:?} in:\n{s}");
+    }
+    let o = openshell(&["--output", "json", "policy", "explain", omitted.to_str().expect("utf8")]);
+    assert_eq!(json(&o)["filesystem_policy"], "baseline");
+    let o = openshell(&["policy", "explain", DEFAULT]);
+    assert!(!stdout(&o).contains("No filesystem_policy"), "{}", stdout(&o));
+    let o = openshell(&["--output", "json", "policy", "explain", DEFAULT]);
+    assert_eq!(json(&o)["filesystem_policy"], "written");
 }
 
 #[test]

@@ -438,6 +438,53 @@ fn no_network_policy(env: &Env) -> String {
     path.display().to_string()
 }
 
+/// Issue 16: an OpenShell policy with only a network section gets OpenShell's
+/// baseline paths (read-only /usr, /lib, /etc, /app, /var/log, /proc,
+/// /dev/urandom; read-write /tmp; the workdir), so programs from /usr run; a
+/// written `filesystem_policy` stays exactly as written. Before, such a policy
+/// gave the workdir alone and not even the shell could start.
+#[test]
+fn a_policy_with_only_a_network_section_runs_with_openshells_baseline_paths() {
+    let env = Env::new();
+    let mut def = String::from("name: openshell/usrtest\nfiles:\n");
+    for name in ["sh", "cat", "echo"] {
+        def.push_str(&format!("  - {{ path: /usr/bin/{name}, source: /bin/busybox, mode: \"0755\" }}\n"));
+    }
+    def.push_str("  - { path: /etc/motd, content: \"motd\\n\", mode: \"0644\" }\n");
+    def.push_str("  - { path: /opt/secret, content: \"secret\\n\", mode: \"0644\" }\n");
+    def.push_str(
+        "user: { name: sandbox, uid: 1000, gid: 1000, home: /sandbox }\nworkdir: /sandbox\nenv:\n  PATH: /usr/bin\n",
+    );
+    env.build_image("usrtest", &def);
+    let network = "network_policies:\n  api:\n    endpoints: [{ host: api.test, port: 443 }]\n    binaries: [{ path: /usr/bin/wget }]\n";
+    std::fs::write(env.path().join("network-only.yaml"), format!("version: 1\n{network}")).expect("write");
+    let written = format!("version: 1\nfilesystem_policy:\n  read_only: [/usr]\n{network}");
+    std::fs::write(env.path().join("written.yaml"), written).expect("write");
+    let script = "cat /etc/motd || echo no-etc; (echo tmp > /tmp/t && cat /tmp/t) || echo no-tmp; \
+                  (echo workdir > /sandbox/w && cat /sandbox/w) || echo no-workdir; cat /opt/secret || echo no-opt; \
+                  (echo x > /etc/x) || echo etc-read-only";
+    let run = |policy: &str| {
+        let store = env.store();
+        let args = ["sandbox", "create", "--rm", "--store", &store, "--image", "openshell/usrtest", "--policy", policy];
+        env.run(&[&args[..], &["--", "sh", "-c", script]].concat())
+    };
+    let out = run("network-only.yaml");
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), "motd\ntmp\nworkdir\nno-opt\netc-read-only\n"),
+        "{}",
+        text(&out)
+    );
+    // Positive control: a written section is the whole of what is readable.
+    let out = run("written.yaml");
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), "no-etc\nno-tmp\nworkdir\nno-opt\netc-read-only\n"),
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn the_network_is_loopback_only() {
     let env = Env::new();

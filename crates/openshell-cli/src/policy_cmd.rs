@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use openshell_policy::diff::{Applicability, ChangeKind, FieldChange};
+use openshell_policy::model::{FilesystemOrigin, FilesystemPolicy};
 use openshell_policy::{Diagnostic, Engine, HttpRequest, KernelProfile, LoadError, Policy, PolicyDiff, Request};
 use serde::Serialize;
 use serde_json::json;
@@ -212,6 +213,7 @@ pub fn explain(out: &Output, file: &Path, workdir: &str) -> Result<Outcome, CliE
         out.print_json(&json!({
             "file": file.display().to_string(),
             "kernel": profile,
+            "filesystem_policy": policy.filesystem_policy.origin,
             "network": {
                 "default": "deny",
                 "policies": policy.network_policies.len(),
@@ -229,6 +231,18 @@ pub fn explain(out: &Output, file: &Path, workdir: &str) -> Result<Outcome, CliE
     push(&mut s, String::new());
     push(&mut s, format!("Namespaces: {}", profile.namespaces.join(", ")));
     push(&mut s, String::new());
+    if policy.filesystem_policy.origin == FilesystemOrigin::Baseline {
+        push(
+            &mut s,
+            format!(
+                "No filesystem_policy in the file: OpenShell's baseline for proxy-mode sandboxes applies (read-only \
+                 {}; read-write {}; plus the workdir)",
+                FilesystemPolicy::BASELINE_READ_ONLY.join(", "),
+                FilesystemPolicy::BASELINE_READ_WRITE.join(", ")
+            ),
+        );
+        push(&mut s, String::new());
+    }
     push(&mut s, "Mount plan:".into());
     push(&mut s, format!("  rootfs            read-only: {}", profile.mounts.rootfs_read_only));
     for p in &profile.mounts.read_only {

@@ -354,9 +354,11 @@ impl Decoder {
     }
 
     fn filesystem(&mut self, top: &Fields<'_>) -> Option<FilesystemPolicy> {
-        let Some(fs) = self.section(top, "filesystem_policy", "", &FILESYSTEM) else {
-            return (!top.entries.iter().any(|(k, _, _)| *k == "filesystem_policy")).then(FilesystemPolicy::default);
-        };
+        // Absent or null (OpenShell reads both as none): the baseline paths.
+        if top.get("filesystem_policy").is_none_or(|node| node.kind == Kind::Null) {
+            return Some(FilesystemPolicy::baseline());
+        }
+        let fs = self.section(top, "filesystem_policy", "", &FILESYSTEM)?;
         let mut ok = true;
         let include_workdir = match fs.get("include_workdir") {
             None => true,
@@ -414,6 +416,7 @@ impl Decoder {
             include_workdir,
             read_only: dedup(ro.into_iter().map(|(p, _, _)| p)),
             read_write: dedup(rw.into_iter().map(|(p, _, _)| p)),
+            origin: FilesystemOrigin::Written,
         })
     }
 

@@ -28,11 +28,42 @@ pub struct FilesystemPolicy {
     pub include_workdir: bool,
     pub read_only: Vec<String>,
     pub read_write: Vec<String>,
+    /// Whether the file wrote these paths or left the section out. Not part of the
+    /// policy's value: a written section equal to the baseline is the same policy.
+    #[serde(skip)]
+    pub origin: FilesystemOrigin,
 }
 
-impl Default for FilesystemPolicy {
-    fn default() -> Self {
-        FilesystemPolicy { include_workdir: true, read_only: Vec::new(), read_write: Vec::new() }
+/// Where a [`FilesystemPolicy`]'s paths came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilesystemOrigin {
+    /// `filesystem_policy` is in the file; its paths are exactly these.
+    #[default]
+    Written,
+    /// The file has no `filesystem_policy`: OpenShell's baseline for a sandbox
+    /// whose egress goes through its proxy ([`FilesystemPolicy::baseline`]).
+    Baseline,
+}
+
+impl FilesystemPolicy {
+    /// Read-only paths OpenShell gives every proxy-mode sandbox whose policy has no
+    /// `filesystem_policy`.
+    pub const BASELINE_READ_ONLY: &'static [&'static str] =
+        &["/usr", "/lib", "/etc", "/app", "/var/log", "/proc", "/dev/urandom"];
+    /// Read-write paths of the same baseline (the workdir is added by `include_workdir`).
+    pub const BASELINE_READ_WRITE: &'static [&'static str] = &["/tmp"];
+
+    /// The paths of a policy without `filesystem_policy`, as OpenShell gives them, so
+    /// that a policy with only a network section runs programs from the image.
+    pub fn baseline() -> FilesystemPolicy {
+        let owned = |paths: &[&str]| paths.iter().map(|p| (*p).to_owned()).collect();
+        FilesystemPolicy {
+            include_workdir: true,
+            read_only: owned(Self::BASELINE_READ_ONLY),
+            read_write: owned(Self::BASELINE_READ_WRITE),
+            origin: FilesystemOrigin::Baseline,
+        }
     }
 }
 

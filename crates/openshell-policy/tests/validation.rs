@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use openshell_policy::model::{
-    Access, Compatibility, Endpoint, Enforcement, Identity, Method, Protocol, QueryMatcher, Tls,
+    Access, Compatibility, Endpoint, Enforcement, FilesystemOrigin, FilesystemPolicy, Identity, Method, Protocol,
+    QueryMatcher, Tls,
 };
 use openshell_policy::{Diagnostic, MAX_POLICY_BYTES, Policy, load_bytes, load_file, load_str, parse};
 
@@ -230,7 +231,11 @@ fn document_and_version() {
             ok("minimal policy gets every default", "version: 1\n", |p| {
                 assert_eq!(p.version, 1);
                 assert!(p.filesystem_policy.include_workdir);
-                assert!(p.filesystem_policy.read_only.is_empty() && p.filesystem_policy.read_write.is_empty());
+                // No filesystem_policy: OpenShell's baseline for proxy-mode sandboxes.
+                let fs = &p.filesystem_policy;
+                assert_eq!(fs.origin, FilesystemOrigin::Baseline);
+                assert_eq!(fs.read_only, ["/usr", "/lib", "/etc", "/app", "/var/log", "/proc", "/dev/urandom"]);
+                assert_eq!(fs.read_write, ["/tmp"]);
                 // Omitted: hard_requirement wherever the kernel has Landlock (ours).
                 assert_eq!(p.landlock.compatibility, Compatibility::HardWhereSupported);
                 assert_eq!(p.process.run_as_user, Identity::Sandbox);
@@ -242,8 +247,21 @@ fn document_and_version() {
                 "null sections are defaults",
                 "version: 1\nfilesystem_policy:\nlandlock:\nprocess:\nresources:\nnetwork_policies:\n",
                 |p| {
-                    assert!(p.filesystem_policy.include_workdir);
+                    assert_eq!(p.filesystem_policy, FilesystemPolicy::baseline());
                     assert!(p.network_policies.is_empty());
+                },
+            ),
+            ok("a written filesystem_policy is exactly as written", "version: 1\nfilesystem_policy: {}\n", |p| {
+                let fs = &p.filesystem_policy;
+                assert_eq!(fs.origin, FilesystemOrigin::Written);
+                assert!(fs.include_workdir && fs.read_only.is_empty() && fs.read_write.is_empty(), "{fs:?}");
+            }),
+            ok(
+                "a written filesystem_policy gets no baseline path",
+                "version: 1\nfilesystem_policy:\n  read_only: [/opt]\n",
+                |p| {
+                    assert_eq!(p.filesystem_policy.read_only, ["/opt"]);
+                    assert!(p.filesystem_policy.read_write.is_empty());
                 },
             ),
             ok("leading comments and document marker", "# policy\n---\nversion: 1 # the only version\n", |p| {
