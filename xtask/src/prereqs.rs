@@ -42,7 +42,7 @@ const fn file(what: &'static str, path: &'static str, package: &'static str) -> 
 /// start files (Rust links through `cc`), pkg-config and libseccomp's headers and
 /// library (libcontainer links `-lseccomp`). Running: the CA bundle (downloads are
 /// verified against the system roots), gpgv and the archive keyring (`openshell
-/// lock` verifies Debian's InRelease), `ip` and `nft` (a sandbox's network fence),
+/// lock` verifies Debian's InRelease),
 /// `mkfs.ext4` and `mount` (a sandbox's disk quota), `useradd`/`usermod` and
 /// `unshare` (the dedicated user whose subordinate ids a sandbox maps to, and the
 /// user namespace holding them), `ps` (`openshell-runtime ps`).
@@ -54,8 +54,6 @@ pub const PREREQS: &[Prereq] = &[
     file("the CA bundle", "/etc/ssl/certs/ca-certificates.crt", "ca-certificates"),
     program("gpgv", "gpgv", "gpgv"),
     file("Debian's archive keyring", "/usr/share/keyrings/debian-archive-keyring.gpg", "debian-archive-keyring"),
-    program("ip", "ip", "iproute2"),
-    program("nft", "nft", "nftables"),
     program("mkfs.ext4", "mkfs.ext4", "e2fsprogs"),
     program("mount", "mount", "mount"),
     program("useradd", "useradd", "passwd"),

@@ -6,13 +6,17 @@
 //! answers port-unreachable and a connected socket gets connection refused;
 //! IPv6 has no route (network unreachable).
 //!
-//! It is set up with `ip` (iproute2) and `nft` (nftables): from a thread that has
-//! joined the sandbox's network namespace, so the commands it starts run there.
+//! It is set up in-process through netlink ([`crate::netlink`], [`crate::nft`]):
+//! the pair is made with its peer already in the sandbox's namespace, and a thread
+//! that joined that namespace loads the table (one batch) and configures its side.
+//! The pair goes with the namespace, so when the sandbox's last process ends the
+//! host holds nothing of it, whatever killed it.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
-use std::process::{Command, Stdio};
+
+use crate::netlink::{LOOPBACK_INDEX, Netlink, NetlinkError};
+use crate::nft::{Chain, ChainHook, ChainKind, Match, Rule, Statement, Table};
 
 /// One sandbox's fence.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,123 +40,146 @@ pub enum FenceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("`{command}` is not installed (Debian package {package})")]
-    Missing { command: &'static str, package: &'static str },
-    #[error("`{command}` failed: {stderr}")]
-    Command { command: String, stderr: String },
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("listening on {addr} in the sandbox's network namespace: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the thread that joined the network namespace {0} panicked")]
+    Panicked(String),
     #[error("interface name `{0}` is longer than 15 bytes")]
     Name(String),
 }
 
-/// The nftables ruleset inside the sandbox's namespace.
-pub fn ruleset(fence: &Fence) -> String {
-    format!(
-        "table inet openshell_fence {{
-  chain udp_refuse {{
-    type nat hook output priority -100; policy accept;
-    meta nfproto ipv4 meta l4proto udp oif != \"lo\" dnat ip to {sandbox}:9
-  }}
-  chain output {{
-    type filter hook output priority 0; policy drop;
-    oif \"lo\" accept
-    ip daddr {sandbox} accept
-    ip daddr {proxy} tcp dport {port} accept
-    meta l4proto tcp reject with tcp reset
-    reject with icmpx type port-unreachable
-  }}
-  chain input {{
-    type filter hook input priority 0; policy drop;
-    iif \"lo\" accept
-    ct state established,related accept
-    meta l4proto tcp reject with tcp reset
-    reject with icmpx type port-unreachable
-  }}
-}}
-",
-        proxy = fence.host_addr,
-        port = fence.proxy_port,
-        sandbox = fence.sandbox_addr
-    )
+/// The sandbox's side of the pair.
+const SANDBOX_IF: &str = "eth0";
+/// Each side's prefix length: the pair is a /30.
+const PREFIX: u8 = 30;
+
+/// The nftables table inside the sandbox's namespace. As `nft` would list it:
+///
+/// ```text
+/// table inet openshell_fence {
+///   chain udp_refuse { type nat hook output priority -100; policy accept;
+///     meta nfproto ipv4 meta l4proto udp oif != "lo" dnat ip to SANDBOX:9 }
+///   chain output { type filter hook output priority 0; policy drop;
+///     oif "lo" accept
+///     ip daddr SANDBOX accept
+///     ip daddr PROXY tcp dport PORT accept
+///     meta l4proto tcp reject with tcp reset
+///     reject with icmpx type port-unreachable }
+///   chain input { type filter hook input priority 0; policy drop;
+///     iif "lo" accept
+///     ct state established,related accept
+///     meta l4proto tcp reject with tcp reset
+///     reject with icmpx type port-unreachable }
+/// }
+/// ```
+pub fn ruleset(fence: &Fence) -> Table {
+    let rule = |matches: Vec<Match>, statement| Rule { matches, statement };
+    let refuse_the_rest =
+        || vec![rule(vec![Match::Tcp], Statement::RejectWithTcpReset), rule(vec![], Statement::RejectPortUnreachable)];
+    let udp_refuse = rule(
+        vec![Match::Ipv4, Match::Udp, Match::OutputIsLoopback(false)],
+        Statement::DestinationNat(fence.sandbox_addr, 9),
+    );
+    let mut output = vec![
+        rule(vec![Match::OutputIsLoopback(true)], Statement::Accept),
+        rule(vec![Match::Ipv4Destination(fence.sandbox_addr)], Statement::Accept),
+        rule(
+            vec![Match::Ipv4Destination(fence.host_addr), Match::TcpDestinationPort(fence.proxy_port)],
+            Statement::Accept,
+        ),
+    ];
+    output.extend(refuse_the_rest());
+    let mut input = vec![
+        rule(vec![Match::InputIsLoopback], Statement::Accept),
+        rule(vec![Match::EstablishedOrRelated], Statement::Accept),
+    ];
+    input.extend(refuse_the_rest());
+    Table {
+        name: "openshell_fence",
+        chains: vec![
+            Chain {
+                name: "udp_refuse",
+                kind: ChainKind::Nat,
+                hook: ChainHook::Output,
+                priority: -100,
+                accept_by_default: true,
+                rules: vec![udp_refuse],
+            },
+            filter("output", ChainHook::Output, output),
+            filter("input", ChainHook::Input, input),
+        ],
+    }
 }
 
-fn run(mut cmd: Command, input: Option<&str>, name: &'static str, package: &'static str) -> Result<(), FenceError> {
-    let line = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => FenceError::Missing { command: name, package },
-            _ => FenceError::Command { command: line.clone(), stderr: e.to_string() },
-        })?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin
-            .write_all(text.as_bytes())
-            .map_err(|e| FenceError::Command { command: line.clone(), stderr: e.to_string() })?;
-    }
-    let out =
-        child.wait_with_output().map_err(|e| FenceError::Command { command: line.clone(), stderr: e.to_string() })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(FenceError::Command { command: line, stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
-    }
-}
-
-fn ip_batch(commands: &str) -> Result<(), FenceError> {
-    let mut cmd = Command::new("ip");
-    cmd.args(["-batch", "-"]);
-    run(cmd, Some(commands), "ip", "iproute2")
+/// A filter chain at priority 0 that drops what its rules leave.
+fn filter(name: &'static str, hook: ChainHook, rules: Vec<Rule>) -> Chain {
+    Chain { name, kind: ChainKind::Filter, hook, priority: 0, accept_by_default: false, rules }
 }
 
 /// Sets up `fence` for the network namespace at `netns` (`/proc/PID/ns/net` or
-/// `/run/netns/NAME`).
+/// `/run/netns/NAME`). On failure nothing of it is left on the host.
 pub fn install(fence: &Fence, netns: &str) -> Result<(), FenceError> {
     if fence.host_if.len() > 15 {
         return Err(FenceError::Name(fence.host_if.clone()));
     }
-    std::fs::File::open(netns).map_err(|source| FenceError::Namespace { path: netns.to_owned(), source })?;
-    // The peer is made in the host namespace and moved into the sandbox's.
-    let peer = format!("{}p", &fence.host_if[..fence.host_if.len().min(14)]);
-    ip_batch(&format!(
-        "link add {host} type veth peer name {peer}\nlink set {peer} netns {netns}\naddr add {haddr}/30 dev {host}\nlink set {host} up\n",
-        host = fence.host_if,
-        haddr = fence.host_addr,
-    ))?;
-    let fence = fence.clone();
-    in_namespace(netns, move || {
-        let mut nft = Command::new("nft");
-        nft.args(["-f", "-"]);
-        run(nft, Some(&ruleset(&fence)), "nft", "nftables")?;
-        ip_batch(&format!(
-            "link set {peer} name eth0\naddr add {saddr}/30 dev eth0\nlink set eth0 up\nlink set lo up\nroute add default via {haddr}\n",
-            saddr = fence.sandbox_addr,
-            haddr = fence.host_addr,
-        ))
-    })
+    let ns = std::fs::File::open(netns).map_err(|source| FenceError::Namespace { path: netns.to_owned(), source })?;
+    let mut route = Netlink::route()?;
+    route.add_veth(&fence.host_if, SANDBOX_IF, ns.as_fd())?;
+    let configured = (|| {
+        let index = route.index(&fence.host_if)?;
+        route.add_address(index, fence.host_addr, PREFIX)?;
+        route.set_up(index)?;
+        let fence = fence.clone();
+        in_namespace(netns, move || {
+            crate::nft::apply(&ruleset(&fence))?;
+            let mut route = Netlink::route()?;
+            let index = route.index(SANDBOX_IF)?;
+            route.add_address(index, fence.sandbox_addr, PREFIX)?;
+            route.set_up(index)?;
+            route.set_up(LOOPBACK_INDEX)?;
+            Ok(route.add_default_route(fence.host_addr)?)
+        })
+    })();
+    if configured.is_err() {
+        let _ = route.delete_link(&fence.host_if);
+    }
+    configured
 }
 
-/// The nftables ruleset of a Kubernetes pod's network namespace under
+/// The nftables table of a Kubernetes pod's network namespace under
 /// openshell-runtime: nothing leaves it but loopback and replies to connections
 /// that came in (Services, probes). Every new outbound connection fails fast (TCP
 /// reset, port-unreachable otherwise); the pod's way out is its egress proxy,
 /// which listens on the pod's loopback and dials from the node's namespace.
-pub fn pod_ruleset() -> &'static str {
-    "table inet openshell_pod_fence {
-  chain output {
-    type filter hook output priority 0; policy drop;
-    oif \"lo\" accept
-    ct state established,related accept
-    meta l4proto tcp reject with tcp reset
-    reject with icmpx type port-unreachable
-  }
-}
-"
+///
+/// ```text
+/// table inet openshell_pod_fence {
+///   chain output { type filter hook output priority 0; policy drop;
+///     oif "lo" accept
+///     ct state established,related accept
+///     meta l4proto tcp reject with tcp reset
+///     reject with icmpx type port-unreachable }
+/// }
+/// ```
+pub fn pod_ruleset() -> Table {
+    let rule = |matches: Vec<Match>, statement| Rule { matches, statement };
+    let output = vec![
+        rule(vec![Match::OutputIsLoopback(true)], Statement::Accept),
+        rule(vec![Match::EstablishedOrRelated], Statement::Accept),
+        rule(vec![Match::Tcp], Statement::RejectWithTcpReset),
+        rule(vec![], Statement::RejectPortUnreachable),
+    ];
+    Table { name: "openshell_pod_fence", chains: vec![filter("output", ChainHook::Output, output)] }
 }
 
 /// Runs `f` on a thread that joined the network namespace at `netns`: what it
-/// creates (sockets, the commands it starts) lives there.
+/// creates (sockets, netlink sockets) lives there.
 fn in_namespace<T: Send + 'static>(
     netns: &str,
     f: impl FnOnce() -> Result<T, FenceError> + Send + 'static,
@@ -164,33 +191,26 @@ fn in_namespace<T: Send + 'static>(
             .map_err(|e| FenceError::Namespace { path, source: e.into() })?;
         f()
     });
-    inside
-        .join()
-        .unwrap_or_else(|_| Err(FenceError::Command { command: "fence".into(), stderr: "the thread panicked".into() }))
+    inside.join().unwrap_or_else(|_| Err(FenceError::Panicked(netns.to_owned())))
 }
 
 /// Installs [`pod_ruleset`] in the pod's network namespace at `netns`, and brings
 /// its loopback up.
 pub fn install_pod(netns: &str) -> Result<(), FenceError> {
     in_namespace(netns, || {
-        let mut nft = Command::new("nft");
-        nft.args(["-f", "-"]);
-        run(nft, Some(pod_ruleset()), "nft", "nftables")?;
-        ip_batch("link set lo up\n")
+        crate::nft::apply(&pod_ruleset())?;
+        Ok(Netlink::route()?.set_up(LOOPBACK_INDEX)?)
     })
 }
 
 /// A listener on `addr` inside the network namespace at `netns`.
 pub fn listen_in(netns: &str, addr: std::net::SocketAddr) -> Result<std::net::TcpListener, FenceError> {
-    in_namespace(netns, move || {
-        std::net::TcpListener::bind(addr)
-            .map_err(|e| FenceError::Command { command: format!("listen on {addr}"), stderr: e.to_string() })
-    })
+    in_namespace(netns, move || std::net::TcpListener::bind(addr).map_err(|source| FenceError::Listen { addr, source }))
 }
 
 /// Removes the veth pair (the namespace's end and its rules go with the namespace).
 pub fn remove(host_if: &str) -> Result<(), FenceError> {
-    ip_batch(&format!("link del {host_if}\n"))
+    Ok(Netlink::route()?.delete_link(host_if)?)
 }
 
 impl Fence {

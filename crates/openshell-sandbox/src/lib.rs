@@ -27,6 +27,8 @@ pub mod inroot;
 pub mod landlock;
 pub mod logs;
 pub mod loopback;
+pub mod netlink;
+pub mod nft;
 pub mod rootfs;
 pub mod run;
 pub mod sandbox;

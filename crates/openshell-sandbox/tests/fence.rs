@@ -1,15 +1,19 @@
 //! The network fence in a network namespace this test creates: only the proxy's
 //! address and port are reachable, everything else fails fast. Positive control:
 //! with the fence's table removed, the same connection to a second host-side
-//! server succeeds. Needs root, `ip` (iproute2) and `nft` (nftables); CI has them.
+//! server succeeds. The tables the fence sends over netlink are compared with the
+//! same tables loaded by `nft -f` from their text (the oracle), and a fence whose
+//! namespace's process is killed leaves nothing on the host. Needs root, `ip`
+//! (iproute2) and `nft` (nftables), the test's tools only; CI has them.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use openshell_sandbox::fence::{Fence, install, remove};
+use openshell_sandbox::fence::{Fence, install, pod_ruleset, remove, ruleset};
 
 struct Netns {
     name: String,
@@ -21,6 +25,20 @@ impl Drop for Netns {
         let _ = remove(&self.host_if);
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
+}
+
+/// Root (the tests make network namespaces), `ip` and `nft` (the tests' tools).
+fn require_root_ip_and_nft() {
+    require_root();
+    require("ip", "iproute2");
+    require("nft", "nftables");
+}
+
+fn require_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the fence test creates network namespaces: run it as root (CI does)"
+    );
 }
 
 fn require(tool: &str, package: &str) {
@@ -55,12 +73,7 @@ fn fast(started: Instant) -> bool {
 
 #[test]
 fn only_the_proxy_is_reachable_and_the_rest_fails_fast() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "the fence test creates network namespaces: run it as root (CI does)"
-    );
-    require("ip", "iproute2");
-    require("nft", "nftables");
+    require_root_ip_and_nft();
     let pid = std::process::id();
     let ns = Netns { name: format!("osh-fence-{pid}"), host_if: format!("oshf{}", pid % 100_000) };
     let status = Command::new("ip").args(["netns", "add", &ns.name]).status().expect("ip netns add");
@@ -136,4 +149,145 @@ fn only_the_proxy_is_reachable_and_the_rest_fails_fast() {
     .join()
     .expect("control thread");
     assert_eq!(control, "other");
+}
+
+/// The fence's table, as `nft -f` reads it (what the fence ran before it spoke netlink).
+fn fence_text(fence: &Fence) -> String {
+    format!(
+        "table inet openshell_fence {{
+  chain udp_refuse {{
+    type nat hook output priority -100; policy accept;
+    meta nfproto ipv4 meta l4proto udp oif != \"lo\" dnat ip to {sandbox}:9
+  }}
+  chain output {{
+    type filter hook output priority 0; policy drop;
+    oif \"lo\" accept
+    ip daddr {sandbox} accept
+    ip daddr {proxy} tcp dport {port} accept
+    meta l4proto tcp reject with tcp reset
+    reject with icmpx type port-unreachable
+  }}
+  chain input {{
+    type filter hook input priority 0; policy drop;
+    iif \"lo\" accept
+    ct state established,related accept
+    meta l4proto tcp reject with tcp reset
+    reject with icmpx type port-unreachable
+  }}
+}}
+",
+        proxy = fence.host_addr,
+        port = fence.proxy_port,
+        sandbox = fence.sandbox_addr
+    )
+}
+
+const POD_TEXT: &str = "table inet openshell_pod_fence {
+  chain output {
+    type filter hook output priority 0; policy drop;
+    oif \"lo\" accept
+    ct state established,related accept
+    meta l4proto tcp reject with tcp reset
+    reject with icmpx type port-unreachable
+  }
+}
+";
+
+/// A network namespace of the test's own, named, removed at the end.
+struct Named(String);
+
+impl Named {
+    fn new(name: String) -> Named {
+        let status = Command::new("ip").args(["netns", "add", &name]).status().expect("ip netns add");
+        assert!(status.success(), "ip netns add {name}");
+        Named(name)
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+
+    /// `nft ARGS` inside it, with `input` on stdin; its stdout.
+    fn nft(&self, args: &[&str], input: &str) -> String {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+        let out = child.wait_with_output().expect("nft");
+        assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The oracle: each table sent over netlink lists, under `nft`, exactly as the
+/// same table loaded by `nft -f` from its text.
+#[test]
+fn the_tables_sent_over_netlink_are_the_ones_nft_loads_from_their_text() {
+    require_root_ip_and_nft();
+    let pid = std::process::id();
+    let fence = Fence {
+        host_if: "unused".into(),
+        host_addr: Ipv4Addr::new(10, 213, 7, 5),
+        sandbox_addr: Ipv4Addr::new(10, 213, 7, 6),
+        proxy_port: 3128,
+    };
+    for (name, table, text, list) in [
+        ("fence", ruleset(&fence), fence_text(&fence), "openshell_fence"),
+        ("pod", pod_ruleset(), POD_TEXT.to_owned(), "openshell_pod_fence"),
+    ] {
+        let ours = Named::new(format!("osh-nft-ours-{name}-{pid}"));
+        let theirs = Named::new(format!("osh-nft-text-{name}-{pid}"));
+        let sent = table.clone();
+        inside(&ours.path(), move || openshell_sandbox::nft::apply(&sent)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        theirs.nft(&["-f", "-"], &text);
+        let listed = |ns: &Named| ns.nft(&["list", "table", "inet", list], "");
+        let (ours_listed, theirs_listed) = (listed(&ours), listed(&theirs));
+        assert_eq!(ours_listed, theirs_listed, "{name}: netlink's table differs from nft's");
+        assert!(ours_listed.contains("reject with tcp reset"), "{name}: {ours_listed}");
+    }
+}
+
+/// Whatever ends the namespace's last process (here SIGKILL), the veth pair goes
+/// with it: the host keeps nothing of the fence.
+#[test]
+fn a_fence_goes_with_its_namespace_when_its_process_is_killed() {
+    require_root();
+    require("ip", "iproute2");
+    let pid = std::process::id();
+    let mut holder = Command::new("unshare").args(["--net", "sleep", "1000"]).spawn().expect("unshare (util-linux)");
+    let host_if = format!("oshk{}", pid % 100_000);
+    let fence = Fence {
+        host_if: host_if.clone(),
+        host_addr: Ipv4Addr::new(10, 213, 8, 1),
+        sandbox_addr: Ipv4Addr::new(10, 213, 8, 2),
+        proxy_port: 3128,
+    };
+    let netns = format!("/proc/{}/ns/net", holder.id());
+    // unshare has made the namespace once its child runs sleep.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_link(&netns).ok() == std::fs::read_link("/proc/self/ns/net").ok() {
+        assert!(Instant::now() < deadline, "unshare made no network namespace");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    install(&fence, &netns).unwrap_or_else(|e| panic!("{e}"));
+    let exists = || Path::new("/sys/class/net").join(&host_if).exists();
+    assert!(exists(), "the host end {host_if} is there while the sandbox lives");
+    holder.kill().expect("SIGKILL");
+    holder.wait().expect("wait");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while exists() {
+        assert!(Instant::now() < deadline, "{host_if} outlived its namespace");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
