@@ -14,7 +14,9 @@
 //!   `docker run --rm --network none IMAGE /bin/true` (not measured, with the reason,
 //!   when `docker info` or a run fails; the others failing fails the bench);
 //!
-//! then `openshell sandbox exec NAME -- /bin/true` into an idle sandbox, through the
+//! then the first again `--iterations` times back to back (each create as soon as the
+//! previous one exited, which the standby pool has to keep up with), then
+//! `openshell sandbox exec NAME -- /bin/true` into an idle sandbox, through the
 //! gateway's local socket and, in the same rounds, as a remote client over gRPC with
 //! mutual TLS (the gateway also listens on a loopback port with the TLS files
 //! `gateway init` made; each exec is a new client process, so its TLS handshake is
@@ -96,7 +98,7 @@ pub fn bench_sandbox(args: &[String]) -> Result<(), String> {
     let mut failed: Vec<&str> = report
         .subjects
         .iter()
-        .chain([&report.exec, &report.exec_remote])
+        .chain([&report.back_to_back, &report.exec, &report.exec_remote])
         .filter(|s| s.required && s.skipped.is_some())
         .map(|s| s.label)
         .collect();
@@ -414,6 +416,8 @@ struct Report {
     warmup: usize,
     image: String,
     subjects: Vec<Subject>,
+    /// `iterations` creates with standby in a row, none interleaved.
+    back_to_back: Subject,
     exec: Subject,
     /// The same exec as a remote client (gRPC, mutual TLS, loopback).
     exec_remote: Subject,
@@ -544,6 +548,19 @@ fn measure(
         }
     }
 
+    // Creates issued back to back, each as soon as the previous one exited: the
+    // standby pool has to keep up with that rate.
+    let mut back_to_back = Subject::new("openshell_create_back_to_back", "  back to back", true);
+    for _ in 0..options.iterations {
+        match time_once(command("openshell_create", 0), &errors) {
+            Ok(t) => back_to_back.samples.push(t),
+            Err(e) => {
+                back_to_back.skipped = Some(e);
+                break;
+            }
+        }
+    }
+
     // exec into one idle sandbox, then the memory of `idle` idle sandboxes.
     let mut exec = Subject::new("openshell_exec", "openshell exec", true);
     let mut exec_remote = Subject::new("openshell_exec_remote", "  remote (gRPC, mTLS)", true);
@@ -584,6 +601,7 @@ fn measure(
         warmup: options.warmup,
         image: image.reference.clone(),
         subjects,
+        back_to_back,
         exec,
         exec_remote,
         memory,
@@ -781,6 +799,11 @@ impl Report {
             // Its peer: the same exec through the local socket.
             return Some(median(&subject.samples)? / median(&self.exec.samples)?);
         }
+        if subject.key == "openshell_create_back_to_back" {
+            // Its peer: runc run, as for the interleaved creates.
+            let runc = self.subjects.iter().find(|s| s.key == "runc_run")?;
+            return Some(median(&subject.samples)? / median(&runc.samples)?);
+        }
         if !matches!(subject.key, "runc_run" | "bwrap" | "docker_run") {
             return None;
         }
@@ -800,15 +823,15 @@ impl Report {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "\nsandbox bench: {} iterations (+{} warm-up, interleaved), image {}, default policy",
-            self.iterations, self.warmup, self.image
+            "\nsandbox bench: {} iterations (+{} warm-up, interleaved; then {} creates back to back), image {}, default policy",
+            self.iterations, self.warmup, self.iterations, self.image
         );
         let _ = writeln!(
             t,
             "{:<24} {:>10} {:>10} {:>15} {:>22}",
             "", "median", "p90", "openshell/peer", "without standby/peer"
         );
-        for s in self.subjects.iter().chain([&self.exec, &self.exec_remote]) {
+        for s in self.subjects.iter().chain([&self.back_to_back, &self.exec, &self.exec_remote]) {
             match (&s.skipped, median(&s.samples), p90(&s.samples)) {
                 (None, Some(m), Some(p)) => {
                     let ratio = self.ratio(s).map(|r| format!("{r:.2}×")).unwrap_or_default();
@@ -863,7 +886,8 @@ impl Report {
         let _ = writeln!(j, "  \"warmup\": {},", self.warmup);
         let _ = writeln!(j, "  \"image\": {},", json_str(&self.image));
         j.push_str("  \"results\": {\n");
-        let all: Vec<&Subject> = self.subjects.iter().chain([&self.exec, &self.exec_remote]).collect();
+        let all: Vec<&Subject> =
+            self.subjects.iter().chain([&self.back_to_back, &self.exec, &self.exec_remote]).collect();
         for (i, s) in all.iter().enumerate() {
             let _ = write!(j, "    {}: {{\"label\": {}, ", json_str(s.key), json_str(s.label));
             match &s.skipped {
