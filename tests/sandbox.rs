@@ -47,7 +47,7 @@ impl Env {
         let mut def = String::from("name: openshell/sbtest\nfiles:\n");
         for name in [
             "busybox", "sh", "cat", "sleep", "true", "id", "tr", "echo", "tty", "ip", "nc", "wget", "env", "grep",
-            "tar",
+            "tar", "nslookup",
         ] {
             def.push_str(&format!("  - path: /bin/{name}\n    source: /bin/busybox\n    mode: \"0755\"\n"));
         }
@@ -965,6 +965,66 @@ fn with_upstream(docker: bool) -> (Env, Upstream) {
     (env, upstream)
 }
 
+/// Issue 16: the sandbox's DNS responder, through the clients agents use: glibc's
+/// `getent hosts`, Python's `socket.getaddrinfo`, Node's `dns.lookup` and `dig`
+/// (the net-test image, lockfiles/net-test.lock). An allowed name resolves to the
+/// address the proxy dials (the test's upstream), also when dig names another
+/// server; a name no policy names is NXDOMAIN to each of them.
+#[test]
+fn real_clients_resolve_allowed_names_through_the_sandboxs_dns() {
+    let store = default_image_store();
+    let (env, upstream) = with_upstream(false);
+    std::fs::write(env.path().join("egress.yaml"), wget_to_upstream(8080)).expect("write");
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lockfiles/net-test.lock").display().to_string();
+    let out = env.run(&[
+        "sandbox",
+        "create",
+        "-d",
+        "--name",
+        "dns",
+        "--store",
+        &store,
+        "--image",
+        &lock,
+        "--policy",
+        "egress.yaml",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sh = |script: &str| env.run(&["sandbox", "exec", "dns", "--", "sh", "-c", script]);
+    let addr = upstream.addr.as_str();
+    let cases = [
+        ("getent", "getent hosts api.test | cut -d' ' -f1", "getent hosts other.test || echo \"exit $?\""),
+        (
+            "python",
+            "python3 -c \"import socket; print({a[4][0] for a in socket.getaddrinfo('api.test', 8080, socket.AF_INET)}.pop())\"",
+            "python3 -c \"import socket\ntry: socket.getaddrinfo('other.test', 80)\nexcept socket.gaierror as e: print('gaierror', e.errno == socket.EAI_NONAME)\"",
+        ),
+        (
+            "node",
+            "node -e \"require('dns').lookup('api.test', {family: 4}, (e, a) => console.log(e ? e.code : a))\"",
+            "node -e \"require('dns').lookup('other.test', (e, a) => console.log(e ? e.code : a))\"",
+        ),
+        ("dig", "dig +short api.test", "dig other.test | grep -o 'status: [A-Z]*'"),
+        (
+            "dig @another server",
+            "dig +short @192.0.2.53 api.test",
+            "dig @192.0.2.53 other.test | grep -o 'status: [A-Z]*'",
+        ),
+    ];
+    let refused = |client: &str| match client {
+        "getent" => "exit 2\n",
+        "python" => "gaierror True\n",
+        "node" => "ENOTFOUND\n",
+        _ => "status: NXDOMAIN\n",
+    };
+    for (client, allowed, other) in cases {
+        let out = sh(allowed);
+        assert_eq!(stdout(&out), format!("{addr}\n"), "{client}: {}", text(&out));
+        let out = sh(other);
+        assert_eq!(stdout(&out), refused(client), "{client}: {}", text(&out));
+    }
+}
+
 /// The same egress with the gateway's Docker driver: the container joins the
 /// fenced namespace its network helper made, the helper serves its proxy.
 #[test]
@@ -1053,6 +1113,21 @@ fn egress_through_the_proxy(env: &Env, upstream: &Upstream) {
     // Denied: another host; the client sees the 403.
     let out = wget("http://other.test:8080/hello");
     assert!(!out.status.success() && text(&out).contains("403 Forbidden"), "{}", text(&out));
+    // DNS (issue 16): the sandbox's responder answers names its policy allows,
+    // whatever server the client asks, with what the proxy will dial; others are
+    // NXDOMAIN. busybox nslookup reads /etc/resolv.conf, or asks the server named.
+    let nslookup = |args: &str| env.run(&["sandbox", "exec", "net", "--", "sh", "-c", &format!("nslookup {args}")]);
+    let out = nslookup("api.test");
+    assert!(out.status.success() && stdout(&out).contains(&upstream.addr), "{}", text(&out));
+    let out = nslookup("api.test 192.0.2.53");
+    assert!(out.status.success() && stdout(&out).contains(&upstream.addr), "any server: {}", text(&out));
+    let out = nslookup("other.test");
+    assert!(!out.status.success() && text(&out).contains("NXDOMAIN"), "{}", text(&out));
+    let dns_refusal = audit()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["class_uid"] == 4003 && e["dst_hostname"] == "other.test");
+    assert!(dns_refusal.is_some_and(|e| e["disposition"] == "blocked"), "{}", audit());
     // Direct connections to anything else fail fast, refused by the fence.
     let out = run(&format!("echo x | nc -w 2 {} 8080", upstream.addr));
     assert!(!out.status.success() && text(&out).contains("Connection refused"), "{}", text(&out));

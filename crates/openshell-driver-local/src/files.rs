@@ -27,6 +27,25 @@ pub(crate) fn image_file(layers: &[PathBuf], rel: &str) -> Option<String> {
     })
 }
 
+/// The sandbox's resolver configuration (host side), placed at
+/// `/etc/resolv.conf` inside: its DNS responder, on the proxy's address.
+pub const RESOLV_CONF_FILE: &str = "resolv.conf";
+
+/// Writes the sandbox's `resolv.conf` (the responder on `fence`'s host end) beside
+/// it; the supervisor puts it at `/etc/resolv.conf` at every start.
+pub(crate) fn resolv_conf(
+    dir: &SandboxDir,
+    fence: &openshell_sandbox::fence::Fence,
+) -> Result<PlacedFile, DriverError> {
+    let source = dir.0.join(RESOLV_CONF_FILE);
+    let text = format!(
+        "# openshell: the sandbox's DNS responder; it answers names its network policy allows\nnameserver {}\n",
+        fence.host_addr
+    );
+    std::fs::write(&source, text).map_err(|e| DriverError::failed(format!("{}: {e}", source.display())))?;
+    Ok(PlacedFile { path: "/etc/resolv.conf".to_owned(), source, mode: 0o644 })
+}
+
 /// The sandbox CA's certificate and key, in the sandbox directory (host side).
 pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca-key.pem";

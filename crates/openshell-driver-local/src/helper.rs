@@ -402,10 +402,16 @@ pub fn serve_proxy(
         },
     )
     .map_err(DriverError::failed)?;
+    let dns = proxy.dns_fenced(&listen).map_err(DriverError::failed)?;
     reload_on_hangup(dir.clone(), proxy.handle()).map_err(DriverError::Failed)?;
     std::thread::spawn(move || {
         if let Err(e) = proxy.serve() {
             eprintln!("proxy: {e}");
+        }
+    });
+    std::thread::spawn(move || {
+        if let Err(e) = dns.serve() {
+            eprintln!("dns: {e}");
         }
     });
     Ok(())

@@ -35,7 +35,7 @@ use openshell_sandbox::sandbox::{SandboxConfig, SandboxDir, write_json};
 use openshell_sandbox::{ProcessConfig, SpecInput, Writable, resolve_group, resolve_user, runtime_spec};
 use openshell_store::{Digest, Store};
 
-use crate::files::{image_file, install_ca};
+use crate::files::{image_file, install_ca, resolv_conf};
 use crate::helper::{HelperJob, HelperMessage};
 use crate::process::{Adopted, Pidfds, Spare, Waiter, spawn_helper, started};
 
@@ -429,8 +429,8 @@ impl Driver for LocalDriver {
         let _numbering = self.numbering_lock()?;
         let network = if policy.network_policies.is_empty() { None } else { Some(self.number_network(id)?) };
         let proxy = network.as_ref().map(|f| f.proxy_url());
-        let files = match network {
-            Some(_) => vec![install_ca(&dir, id, &layers)?],
+        let files = match &network {
+            Some(fence) => vec![install_ca(&dir, id, &layers)?, resolv_conf(&dir, fence)?],
             None => Vec::new(),
         };
         // The writable layer on a filesystem of the policy's size.

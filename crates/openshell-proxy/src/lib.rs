@@ -20,14 +20,17 @@
 //!   fixed table);
 //! - `json`: JSON as it streams (the router's model rewrite, token counts in
 //!   bodies and server-sent events), in bounded memory;
-//! - `audit`: OCSF JSON lines (network activity 4001, HTTP activity 4002, API
-//!   activity 6003).
+//! - `dns`: the sandbox's DNS responder (A/AAAA for names the policy names,
+//!   with the addresses the proxy pins and dials; NXDOMAIN otherwise);
+//! - `audit`: OCSF JSON lines (network activity 4001, HTTP activity 4002, DNS
+//!   activity 4003, API activity 6003).
 //!
 //! A sandbox whose policy has network policies runs one of these in its
 //! supervisor (see the gateway's helper), behind the runtime's fence.
 
 mod aio;
 pub mod audit;
+pub mod dns;
 mod exchange;
 mod forward;
 pub mod http1;

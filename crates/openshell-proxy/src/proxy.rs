@@ -159,7 +159,14 @@ pub(crate) struct Shared {
     /// Each binary's sha256 as first seen: a binary whose content changed since
     /// is denied.
     pins: Mutex<HashMap<String, String>>,
+    /// Each name's addresses as first resolved, until [`PIN_TTL`] has passed:
+    /// the DNS responder answers with them and the proxy dials them, so the
+    /// two agree.
+    resolved: Mutex<HashMap<String, (Instant, Vec<IpAddr>)>>,
 }
+
+/// How long a name's resolution stays pinned.
+pub const PIN_TTL: Duration = Duration::from_secs(60);
 
 /// Connection-level refusals are audited at most once a second, with a count.
 #[derive(Default)]
@@ -232,6 +239,20 @@ impl Proxy {
         Proxy::with_listener(listener, Some(fenced.peer), config)
     }
 
+    /// The sandbox's DNS responder, on the same fenced link (port
+    /// [`crate::dns::DNS_PORT`]), answering from this proxy's policy and pins.
+    pub fn dns_fenced(&self, fenced: &Fenced) -> Result<crate::dns::Dns, ProxyError> {
+        let addr = SocketAddr::new(fenced.addr.ip(), crate::dns::DNS_PORT);
+        let socket =
+            fenced_socket(fenced, addr, socket2::Type::DGRAM).map_err(|source| ProxyError::Bind { addr, source })?;
+        Ok(crate::dns::Dns { socket: socket.into(), shared: Arc::clone(&self.shared), peer: Some(fenced.peer) })
+    }
+
+    /// A DNS responder on `socket` for whoever reaches it (tests).
+    pub fn dns_on(&self, socket: std::net::UdpSocket) -> crate::dns::Dns {
+        crate::dns::Dns { socket, shared: Arc::clone(&self.shared), peer: None }
+    }
+
     /// A proxy on a listener made elsewhere, serving whoever reaches it: a
     /// Kubernetes pod's, bound to loopback inside the pod's network namespace by
     /// a thread that joined it, while the proxy itself dials from the node's.
@@ -261,6 +282,7 @@ impl Proxy {
             next: AtomicU64::new(0),
             quiet: Mutex::new(Quiet::default()),
             pins: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
         });
         Ok(Proxy { listener, shared, peer })
     }
@@ -351,7 +373,15 @@ fn busy(shared: &Shared, client: TcpStream) {
 /// are dropped before a handshake; the device binding alone would let them
 /// in, since the kernel sees them on the device that owns the address).
 fn fenced_listener(fenced: &Fenced) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, SockFilter, Socket, Type};
+    let socket = fenced_socket(fenced, fenced.addr, socket2::Type::STREAM)?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// A socket of `kind` bound to `addr` on the host end of a fenced link (the
+/// device), that the kernel gives only the sandbox's packets.
+fn fenced_socket(fenced: &Fenced, addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, SockFilter, Socket};
     let IpAddr::V4(peer) = fenced.peer else {
         return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "a fenced sandbox's address is IPv4"));
     };
@@ -365,13 +395,12 @@ fn fenced_listener(fenced: &Fenced) -> std::io::Result<std::net::TcpListener> {
         SockFilter::new(ret_k, 0, 0, u32::MAX),
         SockFilter::new(ret_k, 0, 0, 0),
     ];
-    let socket = Socket::new(Domain::for_address(fenced.addr), Type::STREAM.cloexec(), None)?;
+    let socket = Socket::new(Domain::for_address(addr), kind.cloexec(), None)?;
     socket.bind_device(Some(fenced.device.as_bytes()))?;
     socket.attach_filter(&filter)?;
     socket.set_reuse_address(true)?;
-    socket.bind(&fenced.addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 impl Shared {
@@ -405,15 +434,55 @@ impl Shared {
         }
     }
 
-    /// Resolves in the proxy: a known answer at once, a lookup on the
-    /// blocking pool (getaddrinfo blocks).
+    /// Resolves in the proxy: a known or pinned answer at once, a lookup on
+    /// the blocking pool (getaddrinfo blocks), pinned for the DNS responder.
     pub(crate) async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<IpAddr>> {
         if let Some(answer) = self.resolver.known(host, port) {
             return answer;
         }
+        if let Some((addresses, _)) = self.pinned_addresses(host) {
+            return Ok(addresses);
+        }
         let resolver = Arc::clone(&self.resolver);
-        let host = host.to_owned();
-        tokio::task::spawn_blocking(move || resolver.resolve(&host, port)).await.map_err(std::io::Error::other)?
+        let name = host.to_owned();
+        let addresses = tokio::task::spawn_blocking(move || resolver.resolve(&name, port))
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(self.pin(host, addresses).0)
+    }
+
+    /// `host`'s addresses and the seconds they stay pinned: known ones as they
+    /// are (for [`PIN_TTL`]), pinned ones while the pin holds, else a lookup
+    /// (which blocks), pinned from now.
+    pub(crate) fn resolve_pinned(&self, host: &str, port: u16) -> std::io::Result<(Vec<IpAddr>, u32)> {
+        if let Some(answer) = self.resolver.known(host, port) {
+            return answer.map(|addresses| (addresses, PIN_TTL.as_secs() as u32));
+        }
+        if let Some(pinned) = self.pinned_addresses(host) {
+            return Ok(pinned);
+        }
+        let addresses = self.resolver.resolve(host, port)?;
+        Ok(self.pin(host, addresses))
+    }
+
+    /// Pins `addresses` for `host`, unless a lookup that finished first pinned
+    /// others: the pinned ones, and their seconds left.
+    fn pin(&self, host: &str, addresses: Vec<IpAddr>) -> (Vec<IpAddr>, u32) {
+        let key = host.trim_end_matches('.').to_ascii_lowercase();
+        let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        resolved.retain(|_, (at, _)| at.elapsed() < PIN_TTL);
+        let (at, pinned) = resolved.entry(key).or_insert_with(|| (Instant::now(), addresses));
+        let left = PIN_TTL.saturating_sub(at.elapsed()).as_secs().max(1) as u32;
+        (pinned.clone(), left)
+    }
+
+    /// The addresses pinned for `host` and the seconds left, while the pin holds.
+    fn pinned_addresses(&self, host: &str) -> Option<(Vec<IpAddr>, u32)> {
+        let key = host.trim_end_matches('.').to_ascii_lowercase();
+        let resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, addresses) = resolved.get(&key)?;
+        let left = PIN_TTL.checked_sub(at.elapsed())?;
+        Some((addresses.clone(), left.as_secs().max(1) as u32))
     }
 }
 

@@ -1,6 +1,8 @@
 //! The network fence of a sandbox with network policies: a veth pair from the host into the sandbox's network namespace, with an
-//! nftables table inside the namespace under which the only reachable destination
-//! is the proxy's address and port. Everything else fails fast, IPv4 and IPv6
+//! nftables table inside the namespace under which the only reachable destinations
+//! are the proxy's address and port, and the DNS responder beside it: every UDP
+//! query to port 53, whatever server it names, goes to the responder on the same
+//! address. Everything else fails fast, IPv4 and IPv6
 //! alike: TCP is answered with a reset (connection refused); a datagram is
 //! redirected to a closed port of the sandbox's own address, so the kernel
 //! answers port-unreachable and a connected socket gets connection refused;
@@ -58,17 +60,21 @@ pub enum FenceError {
 const SANDBOX_IF: &str = "eth0";
 /// Each side's prefix length: the pair is a /30.
 const PREFIX: u8 = 30;
+/// Where the sandbox's DNS responder listens, on the proxy's address.
+pub const DNS_PORT: u16 = 53;
 
 /// The nftables table inside the sandbox's namespace. As `nft` would list it:
 ///
 /// ```text
 /// table inet openshell_fence {
 ///   chain udp_refuse { type nat hook output priority -100; policy accept;
+///     meta nfproto ipv4 udp dport 53 oif != "lo" dnat ip to PROXY:53
 ///     meta nfproto ipv4 meta l4proto udp oif != "lo" dnat ip to SANDBOX:9 }
 ///   chain output { type filter hook output priority 0; policy drop;
 ///     oif "lo" accept
 ///     ip daddr SANDBOX accept
 ///     ip daddr PROXY tcp dport PORT accept
+///     ip daddr PROXY udp dport 53 accept
 ///     meta l4proto tcp reject with tcp reset
 ///     reject with icmpx type port-unreachable }
 ///   chain input { type filter hook input priority 0; policy drop;
@@ -82,6 +88,10 @@ pub fn ruleset(fence: &Fence) -> Table {
     let rule = |matches: Vec<Match>, statement| Rule { matches, statement };
     let refuse_the_rest =
         || vec![rule(vec![Match::Tcp], Statement::RejectWithTcpReset), rule(vec![], Statement::RejectPortUnreachable)];
+    let dns = rule(
+        vec![Match::Ipv4, Match::UdpDestinationPort(DNS_PORT), Match::OutputIsLoopback(false)],
+        Statement::DestinationNat(fence.host_addr, DNS_PORT),
+    );
     let udp_refuse = rule(
         vec![Match::Ipv4, Match::Udp, Match::OutputIsLoopback(false)],
         Statement::DestinationNat(fence.sandbox_addr, 9),
@@ -93,6 +103,7 @@ pub fn ruleset(fence: &Fence) -> Table {
             vec![Match::Ipv4Destination(fence.host_addr), Match::TcpDestinationPort(fence.proxy_port)],
             Statement::Accept,
         ),
+        rule(vec![Match::Ipv4Destination(fence.host_addr), Match::UdpDestinationPort(DNS_PORT)], Statement::Accept),
     ];
     output.extend(refuse_the_rest());
     let mut input = vec![
@@ -109,7 +120,7 @@ pub fn ruleset(fence: &Fence) -> Table {
                 hook: ChainHook::Output,
                 priority: -100,
                 accept_by_default: true,
-                rules: vec![udp_refuse],
+                rules: vec![dns, udp_refuse],
             },
             filter("output", ChainHook::Output, output),
             filter("input", ChainHook::Input, input),

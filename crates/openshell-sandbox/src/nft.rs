@@ -76,6 +76,8 @@ pub enum Match {
     Ipv4Destination(Ipv4Addr),
     /// `tcp dport P` (implies TCP).
     TcpDestinationPort(u16),
+    /// `udp dport P` (implies UDP).
+    UdpDestinationPort(u16),
     /// `ct state established,related`.
     EstablishedOrRelated,
 }
@@ -225,8 +227,8 @@ fn match_expressions(m: Match, out: &mut Vec<Expression>) {
             out.push(payload(PAYLOAD_NETWORK, 16, 4));
             out.push(cmp(Operator::Equal, address.octets().into()));
         }
-        Match::TcpDestinationPort(port) => {
-            match_expressions(Match::Tcp, out);
+        Match::TcpDestinationPort(port) | Match::UdpDestinationPort(port) => {
+            match_expressions(if matches!(m, Match::TcpDestinationPort(_)) { Match::Tcp } else { Match::Udp }, out);
             out.push(payload(PAYLOAD_TRANSPORT, 2, 2));
             out.push(cmp(Operator::Equal, port.to_be_bytes().into()));
         }

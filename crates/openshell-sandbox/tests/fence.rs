@@ -91,6 +91,14 @@ fn only_the_proxy_is_reachable_and_the_rest_fails_fast() {
     let other = SocketAddr::new(fence.host_addr.into(), 8080);
     serve(proxy, b"proxy");
     serve(other, b"other");
+    // The DNS responder's place: every query to port 53 comes here.
+    let dns = UdpSocket::bind(SocketAddr::new(fence.host_addr.into(), 53)).expect("bind port 53 on the host side");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = dns.recv_from(&mut buf) {
+            let _ = dns.send_to(b"dns", from);
+        }
+    });
 
     let results = inside(&netns, move || {
         let mut out = Vec::new();
@@ -105,7 +113,11 @@ fn only_the_proxy_is_reachable_and_the_rest_fails_fast() {
             let e = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect_err(what);
             out.push((what, format!("{:?} fast={}", e.kind(), fast(started))));
         }
-        for (what, to) in [("udp", "192.0.2.1:53".parse().expect("addr")), ("udp to the proxy", proxy)] {
+        for (what, to) in [
+            ("udp", "192.0.2.1:5353".parse().expect("addr")),
+            ("udp to the proxy", proxy),
+            ("dns anywhere", "192.0.2.1:53".parse().expect("addr")),
+        ] {
             let started = Instant::now();
             let udp = UdpSocket::bind("0.0.0.0:0").expect("udp");
             udp.connect(to).expect("udp connect");
@@ -113,6 +125,7 @@ fn only_the_proxy_is_reachable_and_the_rest_fails_fast() {
             let sent = udp.send(b"query");
             let mut buf = [0u8; 16];
             let got = sent.and_then(|_| udp.recv(&mut buf));
+            let got = got.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
             out.push((what, format!("{:?} fast={}", got.map_err(|e| e.kind()), fast(started))));
         }
         let started = Instant::now();
@@ -131,6 +144,8 @@ fn only_the_proxy_is_reachable_and_the_rest_fails_fast() {
     // A datagram goes to a closed port of the sandbox's own address: refused, at once.
     assert_eq!(get("udp"), "Err(ConnectionRefused) fast=true");
     assert_eq!(get("udp to the proxy"), "Err(ConnectionRefused) fast=true");
+    // A query to any server reaches the responder on the host end.
+    assert_eq!(get("dns anywhere"), "Ok(\"dns\") fast=true");
     assert_eq!(get("ipv6"), "Err(NetworkUnreachable) fast=true");
     assert_eq!(get("loopback"), "true");
 
@@ -157,6 +172,7 @@ fn fence_text(fence: &Fence) -> String {
         "table inet openshell_fence {{
   chain udp_refuse {{
     type nat hook output priority -100; policy accept;
+    meta nfproto ipv4 udp dport 53 oif != \"lo\" dnat ip to {proxy}:53
     meta nfproto ipv4 meta l4proto udp oif != \"lo\" dnat ip to {sandbox}:9
   }}
   chain output {{
@@ -164,6 +180,7 @@ fn fence_text(fence: &Fence) -> String {
     oif \"lo\" accept
     ip daddr {sandbox} accept
     ip daddr {proxy} tcp dport {port} accept
+    ip daddr {proxy} udp dport 53 accept
     meta l4proto tcp reject with tcp reset
     reject with icmpx type port-unreachable
   }}
