@@ -460,6 +460,14 @@ fn a_pods_https_is_inspected_by_its_proxy_with_l7_rules() {
     // only the image's roots and the pod's CA, refuses it.
     let tunnelled = https(cri, "tunnel.example.test:8444", "/public/hello");
     assert_eq!(tunnelled, "https: certificate: unable to get local issuer certificate\n");
+    // DNS (issue 16): any server's port 53 (here an address on the pod's subnet,
+    // which the test's bridge routes; a cluster's DNS Service goes by the default
+    // route) is the pod's responder, which answers the names its policy allows with
+    // what its proxy dials, and NXDOMAIN the rest.
+    let dns = |cri: &mut Cri, query: &str| cri.exec_sync(&main, &["/probe", &format!("dns:{query}")]).1;
+    assert_eq!(dns(cri, "10.203.7.53:api.example.test"), format!("dns: {gateway_ip}\n"));
+    assert_eq!(dns(cri, "127.0.0.1:tunnel.example.test"), format!("dns: {gateway_ip}\n"));
+    assert_eq!(dns(cri, "10.203.7.53:elsewhere.example.test"), "dns: NXDOMAIN\n");
     // The bundle the container trusts, mounted read-only.
     let (_, bundle, _) = cri.exec_sync(&main, &["/probe", "read:/run/openshell/ca-bundle.pem"]);
     assert!(bundle.contains("openshell sandbox CA"), "{bundle}");
@@ -469,6 +477,10 @@ fn a_pods_https_is_inspected_by_its_proxy_with_l7_rules() {
         lines.iter().any(|l| l["disposition"] == disposition && l["http_path"] == path && l["http_method"] == "GET")
     };
     assert!(decided("allowed", "/public/hello") && decided("blocked", "/private/secret"), "{audit}");
+    assert!(
+        lines.iter().any(|l| l["class_uid"] == 4003 && l["dst_hostname"] == "elsewhere.example.test"),
+        "a refused name is audited: {audit}"
+    );
     cri.stop_pod(&pod);
     cri.remove_pod(&pod);
 }

@@ -352,6 +352,14 @@ pub fn serve(dir: &Path) -> Result<(), EgressError> {
         openshell_policy::load_str("the pod's policy", &text).map_err(|e| EgressError::Proxy(e.to_string()))?;
     let proxy = openshell_proxy::Proxy::from_listener(listener, config(dir, &state, network_only(&baseline, initial))?)
         .map_err(|e| EgressError::Proxy(e.to_string()))?;
+    // The pod's DNS responder: its fence sends every UDP query to port 53 here.
+    let dns_addr = std::net::SocketAddr::from(([127, 0, 0, 1], openshell_sandbox::fence::DNS_PORT));
+    let dns = proxy.dns_on(openshell_sandbox::fence::udp_in(&netns, dns_addr)?);
+    std::thread::spawn(move || {
+        if let Err(e) = dns.serve() {
+            eprintln!("dns: {e}");
+        }
+    });
     let (listener, verifier) = control.unzip();
     let daemon =
         Arc::new(Daemon { dir: dir.to_owned(), baseline, handle: proxy.handle(), verifier: Mutex::new(verifier) });

@@ -167,26 +167,47 @@ pub fn install(fence: &Fence, netns: &str) -> Result<(), FenceError> {
 /// openshell-runtime: nothing leaves it but loopback and replies to connections
 /// that came in (Services, probes). Every new outbound connection fails fast (TCP
 /// reset, port-unreachable otherwise); the pod's way out is its egress proxy,
-/// which listens on the pod's loopback and dials from the node's namespace.
+/// which listens on the pod's loopback and dials from the node's namespace. Every
+/// UDP query to port 53 (the cluster's DNS or any other server) goes to the
+/// proxy's DNS responder on the pod's loopback.
 ///
 /// ```text
 /// table inet openshell_pod_fence {
+///   chain dns { type nat hook output priority -100; policy accept;
+///     meta nfproto ipv4 udp dport 53 oif != "lo" dnat ip to 127.0.0.1:53 }
 ///   chain output { type filter hook output priority 0; policy drop;
 ///     oif "lo" accept
+///     ip daddr 127.0.0.1 udp dport 53 accept
 ///     ct state established,related accept
 ///     meta l4proto tcp reject with tcp reset
 ///     reject with icmpx type port-unreachable }
 /// }
 /// ```
+///
+/// (A query sent to 127.0.0.1 by the `dns` chain keeps its first output interface
+/// in the filter chain, whose `oif` is fixed for the hook: hence its own rule.)
 pub fn pod_ruleset() -> Table {
     let rule = |matches: Vec<Match>, statement| Rule { matches, statement };
     let output = vec![
         rule(vec![Match::OutputIsLoopback(true)], Statement::Accept),
+        rule(vec![Match::Ipv4Destination(Ipv4Addr::LOCALHOST), Match::UdpDestinationPort(DNS_PORT)], Statement::Accept),
         rule(vec![Match::EstablishedOrRelated], Statement::Accept),
         rule(vec![Match::Tcp], Statement::RejectWithTcpReset),
         rule(vec![], Statement::RejectPortUnreachable),
     ];
-    Table { name: "openshell_pod_fence", chains: vec![filter("output", ChainHook::Output, output)] }
+    let dns = rule(
+        vec![Match::Ipv4, Match::UdpDestinationPort(DNS_PORT), Match::OutputIsLoopback(false)],
+        Statement::DestinationNat(Ipv4Addr::LOCALHOST, DNS_PORT),
+    );
+    let dns = Chain {
+        name: "dns",
+        kind: ChainKind::Nat,
+        hook: ChainHook::Output,
+        priority: -100,
+        accept_by_default: true,
+        rules: vec![dns],
+    };
+    Table { name: "openshell_pod_fence", chains: vec![dns, filter("output", ChainHook::Output, output)] }
 }
 
 /// Runs `f` on a thread that joined the network namespace at `netns`: what it
@@ -217,6 +238,11 @@ pub fn install_pod(netns: &str) -> Result<(), FenceError> {
 /// A listener on `addr` inside the network namespace at `netns`.
 pub fn listen_in(netns: &str, addr: std::net::SocketAddr) -> Result<std::net::TcpListener, FenceError> {
     in_namespace(netns, move || std::net::TcpListener::bind(addr).map_err(|source| FenceError::Listen { addr, source }))
+}
+
+/// A UDP socket on `addr` inside the network namespace at `netns`.
+pub fn udp_in(netns: &str, addr: std::net::SocketAddr) -> Result<std::net::UdpSocket, FenceError> {
+    in_namespace(netns, move || std::net::UdpSocket::bind(addr).map_err(|source| FenceError::Listen { addr, source }))
 }
 
 /// Removes the veth pair (the namespace's end and its rules go with the namespace).
