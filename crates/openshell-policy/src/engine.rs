@@ -489,6 +489,22 @@ impl Engine {
         ports
     }
 
+    /// Whether some endpoint naming `host` could be reached at `ip` under the
+    /// address rules (never a blocked range; a private one only through that
+    /// endpoint's `allowed_ips`): what the DNS responder may answer for `host`.
+    pub fn address_allowed_for_host(&self, host: &str, ip: IpAddr) -> bool {
+        let (host, is_ip) = normalize_request_host(host);
+        let mut allowed = false;
+        self.for_host(&host, is_ip, |r| {
+            allowed |= match classify(ip) {
+                AddrClass::Blocked(_) => false,
+                AddrClass::Private(_) => self.endpoint(r).allowed_ips.iter().any(|n| net_contains(n, ip)),
+                AddrClass::Public => true,
+            }
+        });
+        allowed
+    }
+
     /// Binary patterns of the policies that accept `host:port` (for messages).
     pub fn binaries_for(&self, host: &str, port: u16) -> Vec<String> {
         let (host, is_ip) = normalize_request_host(host);

@@ -2,7 +2,8 @@
 //! fence sends every UDP query on port 53 here, whatever server the client
 //! named). It answers A and AAAA for names the current network policy names
 //! (any endpoint's host), with the addresses the proxy pins for that name and
-//! will dial; every other name is NXDOMAIN, audited as OCSF DNS activity (class
+//! could dial (a blocked range never; a private one only through an endpoint's
+//! `allowed_ips`); every other name is NXDOMAIN, audited as OCSF DNS activity (class
 //! 4003). No query leaves the host but this responder's own lookup through the
 //! proxy's resolver. Messages are parsed and written with `hickory-proto`.
 
@@ -101,9 +102,16 @@ fn lookup(shared: &Shared, name: &str, kind: RecordType, from: SocketAddr) -> (R
         _ => return (ResponseCode::NoError, Vec::new()),
     };
     match shared.resolve_pinned(name, port) {
-        Ok((addresses, ttl)) => {
-            (ResponseCode::NoError, addresses.into_iter().filter(family).map(|ip| (ip, ttl)).collect())
-        }
+        // Only addresses the proxy could dial for this name (never a blocked range,
+        // a private one only through an endpoint's allowed_ips).
+        Ok((addresses, ttl)) => (
+            ResponseCode::NoError,
+            addresses
+                .into_iter()
+                .filter(|ip| family(ip) && generation.engine.address_allowed_for_host(name, *ip))
+                .map(|ip| (ip, ttl))
+                .collect(),
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (ResponseCode::NXDomain, Vec::new()),
         Err(_) => (ResponseCode::ServFail, Vec::new()),
     }

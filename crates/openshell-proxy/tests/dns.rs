@@ -23,6 +23,7 @@ network_policies:
   api:
     endpoints:
       - { host: api.test, port: 443, allowed_ips: [10.200.0.0/24, 'fd00::/64'] }
+      - { host: meta.test, port: 443 }
     binaries:
       - path: /usr/bin/curl
 ";
@@ -32,6 +33,10 @@ struct Shifting(AtomicUsize);
 
 impl Resolve for Shifting {
     fn resolve(&self, host: &str, _port: u16) -> std::io::Result<Vec<IpAddr>> {
+        if host.trim_end_matches('.') == "meta.test" {
+            // The cloud metadata address, a private one no allowed_ips covers, a public one.
+            return Ok(["169.254.169.254", "10.9.9.9", "192.0.2.7"].map(|a| a.parse().expect("ip")).to_vec());
+        }
         if host.trim_end_matches('.') != "api.test" {
             return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such host"));
         }
@@ -172,4 +177,9 @@ fn allowed_names_get_the_addresses_the_proxy_dials_and_others_nxdomain() {
     let event: serde_json::Value = serde_json::from_str(line).expect("json");
     assert_eq!((event["class_uid"].as_u64(), event["disposition"].as_str()), (Some(4003), Some("blocked")), "{event}");
     assert_eq!(s.lookups.0.load(Ordering::SeqCst), 1, "a refused name is not looked up");
+
+    // Addresses the proxy would refuse are never answered: of a name resolving to
+    // the metadata address, an uncovered private one and a public one, only the last.
+    let meta = ask(s.dns, "meta.test.", RecordType::A);
+    assert_eq!(addresses(&meta), [IpAddr::from([192, 0, 2, 7])]);
 }
