@@ -1025,6 +1025,84 @@ fn real_clients_resolve_allowed_names_through_the_sandboxs_dns() {
     }
 }
 
+/// Issue 16: `policy advise` turns a sandbox's denials into the smallest policy
+/// change: here wget's plain-HTTP GETs to the upstream's port 8080 under a policy
+/// for port 9090 only, and to a host no policy names, become two endpoints for
+/// /bin/wget allowing exactly that method and path; the metadata address is
+/// listed, not proposed. `--apply` hot-reloads it: the same request then
+/// succeeds, and `policy check` on the applied text allows exactly the denied
+/// requests (another path, method, port, binary or host stays denied).
+#[test]
+fn policy_advise_proposes_exactly_the_denied_requests_and_applies_them() {
+    let (env, upstream) = with_upstream(false);
+    std::fs::write(env.path().join("egress-9090.yaml"), wget_to_upstream(9090)).expect("write");
+    let out = env.create(&["-d", "--name", "adv", "--policy", "egress-9090.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let wget = |url: &str| env.run(&["sandbox", "exec", "adv", "--", "wget", "-q", "-O", "-", url]);
+    assert!(!wget("http://api.test:8080/hello").status.success(), "denied before the advice");
+    assert!(!wget("http://elsewhere.test:8080/x").status.success());
+    assert!(!wget("http://169.254.169.254/latest/meta-data").status.success());
+
+    let out = env.run(&["policy", "advise", "adv"]);
+    let report = stdout(&out);
+    assert!(out.status.success(), "{}", text(&out));
+    for want in [
+        "proposed         /bin/wget → GET api.test:8080/hello",
+        "proposed         /bin/wget → GET elsewhere.test:8080/x",
+        "not proposed: its address is in a range never allowed",
+        // The ranges the policy already gives api.test (the proxy refused before resolving).
+        "+      - { host: \"api.test\", port: 8080, allowed_ips: [\"10.214.0.0/16\"], protocol: rest, rules: [{ allow: { method: \"GET\", path: \"/hello\" } }] }",
+        "+      - { host: \"elsewhere.test\", port: 8080, protocol: rest, rules: [{ allow: { method: \"GET\", path: \"/x\" } }] }",
+        "+      - { path: \"/bin/wget\" }",
+        "Apply it with: openshell policy advise adv --apply",
+    ] {
+        assert!(report.contains(want), "missing {want:?} in:\n{report}");
+    }
+    assert!(!report.contains('*'), "no wildcard: {report}");
+    // Nothing applied yet.
+    assert!(!wget("http://api.test:8080/hello").status.success());
+
+    let out = env.run(&["policy", "advise", "adv", "--apply"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = wget("http://api.test:8080/hello");
+    assert_eq!(stdout(&out), "hello from upstream\n", "{}", text(&out));
+    let out = env.run(&["policy", "get", "adv"]);
+    std::fs::write(env.path().join("advised.yaml"), stdout(&out)).expect("write");
+    let check = |host: &str, port: &str, binary: &str, method: &str, path: &str| {
+        let args = [
+            "policy",
+            "check",
+            "advised.yaml",
+            "--host",
+            host,
+            "--port",
+            port,
+            "--binary",
+            binary,
+            "--method",
+            method,
+            "--path",
+            path,
+        ];
+        stdout(&env.run(&args)).split(':').next().unwrap_or_default().to_owned()
+    };
+    assert_eq!(check("api.test", "8080", "/bin/wget", "GET", "/hello"), "allow");
+    assert_eq!(check("elsewhere.test", "8080", "/bin/wget", "GET", "/x"), "allow");
+    for (host, port, binary, method, path) in [
+        ("api.test", "8080", "/bin/wget", "GET", "/hello/more"),
+        ("api.test", "8080", "/bin/wget", "POST", "/hello"),
+        ("api.test", "8081", "/bin/wget", "GET", "/hello"),
+        ("api.test", "8080", "/bin/nc", "GET", "/hello"),
+        ("other.elsewhere.test", "8080", "/bin/wget", "GET", "/x"),
+    ] {
+        assert_eq!(check(host, port, binary, method, path), "deny", "{method} {host}:{port}{path} by {binary}");
+    }
+    // Advised again: what was denied is allowed now, nothing more to propose.
+    let out = env.run(&["policy", "advise", "adv"]);
+    assert!(stdout(&out).contains("allowed now") && stdout(&out).contains("No change to propose."), "{}", text(&out));
+    drop(upstream);
+}
+
 /// The same egress with the gateway's Docker driver: the container joins the
 /// fenced namespace its network helper made, the helper serves its proxy.
 #[test]

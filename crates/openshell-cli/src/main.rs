@@ -2,6 +2,7 @@
 //! library crates, rendering their results for people (`--output text`) or
 //! programs (`--output json`).
 
+mod advise_cmd;
 mod bundle_cmd;
 mod docker_cmd;
 mod gateways;
@@ -150,6 +151,16 @@ enum PolicyCommand {
         /// The sandbox (name or id).
         sandbox: String,
     },
+    /// Propose the smallest policy change that allows what a sandbox was denied
+    /// (its audit log): exact hosts, ports, binaries, addresses and L7 paths, never
+    /// a wildcard, never over a deny rule; shown as a diff of its current policy.
+    Advise {
+        /// The sandbox (name or id).
+        sandbox: String,
+        /// Apply the proposal (hot reload, as `policy set`) after showing it.
+        #[arg(long)]
+        apply: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +232,9 @@ fn main() -> ExitCode {
             }
             PolicyCommand::History { sandbox } => {
                 return sandbox_exit(&out, sandbox_cmd::policy_get(&out, &sandbox, true));
+            }
+            PolicyCommand::Advise { sandbox, apply } => {
+                return sandbox_exit(&out, advise_cmd::policy_advise(&out, &sandbox, apply));
             }
         },
         Command::Sandbox(cmd) => return sandbox_exit(&out, sandbox_cmd::sandbox(&out, cmd)),

@@ -619,27 +619,8 @@ pub fn sandbox(out: &Output, cmd: SandboxCommand) -> Result<u8, SandboxCmdError>
             Ok(0)
         }
         SandboxCommand::Logs { name, follow, audit } => {
-            let client = match connect(true)? {
-                Gateway::Local(c) => c,
-                Gateway::Remote(remote) => {
-                    remote.logs(&name, follow, audit, &mut std::io::stdout().lock())?;
-                    return Ok(0);
-                }
-            };
-            client.send(&Request::Logs { name, follow, audit }, &[]).map_err(rpc_err)?;
-            let mut stdout = std::io::stdout().lock();
-            loop {
-                match client.recv().map_err(rpc_err)? {
-                    (Response::Output { .. }, _) => {
-                        let bytes = client.output().map_err(rpc_err)?;
-                        if stdout.write_all(&bytes).and_then(|()| stdout.flush()).is_err() {
-                            return Ok(0);
-                        }
-                    }
-                    (Response::Error { error }, _) => return Err(error.into()),
-                    _ => return Ok(0),
-                }
-            }
+            write_logs(&name, follow, audit, &mut std::io::stdout().lock())?;
+            Ok(0)
         }
         SandboxCommand::Stop { name, time } => report_sandbox(out, &Request::Stop { name, timeout_secs: time }),
         SandboxCommand::Start { name } => report_sandbox(out, &Request::Start { name, attach: false }),
@@ -653,6 +634,28 @@ pub fn sandbox(out: &Output, cmd: SandboxCommand) -> Result<u8, SandboxCmdError>
                 }
             }
             Ok(0)
+        }
+    }
+}
+
+/// Writes a sandbox's output log (or audit log) to `out`, following it with
+/// `follow`; stops quietly when `out` is closed.
+pub(crate) fn write_logs(name: &str, follow: bool, audit: bool, out: &mut dyn Write) -> Result<(), SandboxCmdError> {
+    let client = match connect(true)? {
+        Gateway::Local(c) => c,
+        Gateway::Remote(remote) => return Ok(remote.logs(name, follow, audit, out)?),
+    };
+    client.send(&Request::Logs { name: name.to_owned(), follow, audit }, &[]).map_err(rpc_err)?;
+    loop {
+        match client.recv().map_err(rpc_err)? {
+            (Response::Output { .. }, _) => {
+                let bytes = client.output().map_err(rpc_err)?;
+                if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
+                    return Ok(());
+                }
+            }
+            (Response::Error { error }, _) => return Err(error.into()),
+            _ => return Ok(()),
         }
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! No I/O beyond reading the policy file.
 
+pub mod advise;
 pub mod decode;
 pub mod diff;
 pub mod engine;
