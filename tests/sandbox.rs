@@ -601,8 +601,9 @@ fn state_survives_a_gateway_restart() {
     // While no gateway runs: `ends` exits on its own; `lost` loses its supervisor and process 1.
     let supervisor = find_supervisor(&env, lost["id"].as_str().expect("id"));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    // Its process 1 dies with its supervisor (issue 16); if not yet, it is killed here.
     let init = lost["pid"].as_i64().expect("pid") as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL);
     std::thread::sleep(Duration::from_millis(1500));
 
     // Any command starts a new gateway, which finds the state again.
@@ -624,6 +625,40 @@ fn state_survives_a_gateway_restart() {
         }
         assert!(Instant::now() < deadline, "{dirs} sandbox directories for 3 sandboxes");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 16: a supervisor killed with SIGKILL leaves nothing of its sandbox: its
+/// process 1 dies with it (PR_SET_PDEATHSIG), and with the sandbox's network
+/// namespace goes the fence's link on the host. Positive control: both are there
+/// while the supervisor lives.
+#[test]
+fn a_supervisor_killed_with_sigkill_leaves_no_sandbox_and_no_link() {
+    let env = Env::new();
+    std::fs::write(env.path().join("egress.yaml"), wget_to_upstream(8080)).expect("write");
+    let out = env.create(&["-d", "--name", "orphan", "--policy", "egress.yaml", "--", "sleep", "1000"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let info = env.sandbox("orphan");
+    let id = info["id"].as_str().expect("id").to_owned();
+    let init = info["pid"].as_i64().expect("pid") as i32;
+    let config = env.gateway_dir().join("sandboxes").join(&id).join("sandbox.json");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("sandbox.json")).expect("json");
+    let link = Path::new("/sys/class/net").join(config["network"]["host_if"].as_str().expect("host_if"));
+    let alive = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    assert!(link.exists() && alive(init), "the link {} and process 1 ({init}) exist", link.display());
+    let supervisor = find_supervisor(&env, &id);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(init) || link.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "10 s after its supervisor's SIGKILL: process 1 alive: {}, link {} present: {}",
+            alive(init),
+            link.display(),
+            link.exists()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -1485,7 +1520,8 @@ fn real_clients_in_the_default_image() {
 
     // Around the proxy: direct connections fail at once (`timeout 3` would say 124),
     // to the test's server, to another port of the host's end of the link, over
-    // UDP and over IPv6.
+    // UDP (port 53 excepted: it is the sandbox's DNS responder, tested on its own)
+    // and over IPv6.
     let up = &upstream.addr;
     for (what, script, says) in [
         // curl 8.14 words a refused connection "(7) ... Could not connect to server".
@@ -1504,7 +1540,7 @@ fn real_clients_in_the_default_image() {
         (
             "UDP",
             format!(
-                "timeout 3 python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((\"{up}\", 53)); s.send(b\"q\"); s.recv(1)'"
+                "timeout 3 python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((\"{up}\", 5353)); s.send(b\"q\"); s.recv(1)'"
             ),
             "ConnectionRefusedError",
         ),
@@ -2415,15 +2451,21 @@ fn only_the_sandbox_reaches_its_proxy() {
     assert!(own.starts_with("HTTP/1.1"), "b's namespace to b's proxy: {own}");
 }
 
-/// The largest resident set a sandbox's supervisor (and its proxy) may reach
-/// while one sandbox opens 2,000 connections to its proxy at once.
-const PROXY_RSS_BOUND_KIB: u64 = 48 * 1024;
+/// The most memory of its own a sandbox's supervisor (and its proxy) may hold
+/// at its peak while one sandbox opens 2,000 connections to its proxy at once:
+/// its peak resident set less its file-backed pages (the `openshell` binary's
+/// text, shared by every supervisor and not what a flood can grow). Measured
+/// on the debug build before issue 16's in-process fence and DNS responder: peak
+/// 48,820 KiB, 34,096 KiB file-backed (14,724 KiB its own); after: 49,448 KiB,
+/// 34,564 KiB file-backed (14,884 KiB its own). The earlier bound, 48 MiB of peak
+/// RSS in all, was crossed by the binary's larger text alone.
+const PROXY_ANON_BOUND_KIB: u64 = 16 * 1024;
 
 /// Bounded resources: one sandbox (python3 in the default image) opens 2,000
 /// connections to its proxy at once and keeps them idle, then sends one
 /// request head a byte a second. The proxy holds at most its limit (the rest
 /// get a 503 saying so), cuts the slow head off after its head timeout (408),
-/// its supervisor's memory stays under [`PROXY_RSS_BOUND_KIB`], and another
+/// its supervisor's own memory stays under [`PROXY_ANON_BOUND_KIB`], and another
 /// sandbox's requests complete meanwhile.
 #[test]
 fn one_sandbox_cannot_exhaust_its_proxy() {
@@ -2511,8 +2553,14 @@ print("loris", round(time.time() - start), closed, answer.split(b"\r\n")[0].deco
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM");
-    eprintln!("the flooded proxy's supervisor: peak RSS {peak} KiB");
-    assert!(peak < PROXY_RSS_BOUND_KIB, "peak RSS {peak} KiB over the bound {PROXY_RSS_BOUND_KIB} KiB");
+    let file: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssFile:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssFile");
+    let own = peak.saturating_sub(file);
+    eprintln!("the flooded proxy's supervisor: peak RSS {peak} KiB, {file} KiB of it file-backed: {own} KiB its own");
+    assert!(own < PROXY_ANON_BOUND_KIB, "{own} KiB of its own at the peak, over the bound {PROXY_ANON_BOUND_KIB} KiB");
     let _ = a.wait();
     let audit = stdout(&env.run(&["sandbox", "logs", "--audit", "flood"]));
     assert!(audit.contains("over the limit of 512 open connections"), "{audit}");

@@ -157,21 +157,13 @@ impl Netlink {
         self.request(&what, NLM_F_CREATE | NLM_F_EXCL, RouteNetlinkMessage::NewLink(link))
     }
 
-    /// The index of the link named `name`.
+    /// The index of the link named `name` in this thread's namespace
+    /// (`if_nametoindex`: its answer needs no parsing of a whole link message).
     pub fn index(&mut self, name: &str) -> Result<u32, NetlinkError> {
-        let what = format!("finding the link {name}");
-        let mut link = LinkMessage::default();
-        link.attributes = vec![LinkAttribute::IfName(name.to_owned())];
-        self.transmit(&what, vec![(route_message(0, RouteNetlinkMessage::GetLink(link)), false)])?;
-        let (datagram, _) =
-            self.socket.recv_from_full().map_err(|source| NetlinkError::Socket { what: what.clone(), source })?;
-        let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram)
-            .map_err(|e| NetlinkError::Answer { what: what.clone(), detail: e.to_string() })?;
-        match answer.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => Ok(link.header.index),
-            NetlinkPayload::Error(e) if e.code.is_some() => Err(NetlinkError::Refused { what, source: e.to_io() }),
-            other => Err(NetlinkError::Answer { what, detail: format!("unexpected {other:?}") }),
-        }
+        nix::net::if_::if_nametoindex(name).map_err(|e| NetlinkError::Refused {
+            what: format!("finding the link {name}"),
+            source: std::io::Error::from(e),
+        })
     }
 
     /// `address`/`prefix` on the link `index`.

@@ -92,6 +92,16 @@ impl LandlockExecutor {
 
 impl Executor for LandlockExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if self.mode == InitMode::Job {
+            // Process 1 of a local sandbox dies with its supervisor (its parent,
+            // which holds its proxy, log and exit): killed any way, the supervisor
+            // leaves no sandbox behind, and with it go its namespace and the
+            // fence's link. Set here, after libcontainer changed the credentials
+            // (which would clear it). A supervisor gone before this point never
+            // wrote the job: its pipe ends, and `run_job` exits.
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(|e| ExecutorError::Other(format!("sandbox init: PR_SET_PDEATHSIG: {e}")))?;
+        }
         let restricted = self.restrict();
         if let Some(ready) = &self.ready {
             let line = restricted.as_ref().err().map_or_else(String::new, |e| e.replace('\n', " "));
