@@ -9,7 +9,13 @@
 //!   download over TLS direct, and the added latency of a request on an open
 //!   keep-alive connection (p50, p99);
 //! - decision cost: the policy engine's decision for an L4 and an L7 request;
-//! - hot reload: from `reload()` being called to the new revision deciding.
+//! - hot reload: from `reload()` being called to the new revision deciding;
+//! - concurrent tunnels: 1,000 CONNECT tunnels held open at once (100 under
+//!   `cargo test --benches`) to a server that keeps every connection, and this
+//!   process's resident memory before and after, divided by the tunnels: an
+//!   upper bound of the proxy's memory per open tunnel (the clients' and the
+//!   server's sockets hold no buffers of their own here). The bench fails above
+//!   [`TUNNEL_BOUND_KIB`].
 //!
 //! `OPENSHELL_BENCH_PROXY_BYTES` changes the download size; under `cargo test
 //! --benches` (no `--bench` argument) it runs one small round.
@@ -38,6 +44,7 @@ network_policies:
     endpoints:
       - { host: bulk.test, port: 443, allowed_ips: [10.200.0.0/24] }
       - { host: small.test, port: 80, allowed_ips: [10.200.0.0/24] }
+      - { host: hold.test, port: 443, allowed_ips: [10.200.0.0/24] }
       - host: tls.test
         port: 443
         protocol: rest
@@ -49,6 +56,61 @@ network_policies:
     binaries:
       - path: /usr/bin/curl
 ";
+
+/// The most resident memory one open, idle tunnel may cost (KiB).
+const TUNNEL_BOUND_KIB: f64 = 32.0;
+
+/// Keeps every connection it accepts, on one thread; counts them.
+fn holding_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&count);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (addr, count)
+}
+
+/// This process's resident set (VmRSS), KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Opens `n` tunnels to hold.test and keeps them: the resident memory each added (KiB).
+fn concurrent_tunnels(proxy: SocketAddr, held: &std::sync::atomic::AtomicUsize, n: usize) -> f64 {
+    // Each tunnel is four sockets and two pipes (four descriptors) in this process.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let need = (n as u64) * 8 + 256;
+    if limit.current.is_some_and(|s| s < need) {
+        let current = Some(limit.maximum.map_or(need, |h| h.min(need)));
+        let raised = rustix::process::Rlimit { current, maximum: limit.maximum };
+        rustix::process::setrlimit(rustix::process::Resource::Nofile, raised).expect("raising RLIMIT_NOFILE");
+    }
+    let before = rss_kib();
+    let tunnels: Vec<TcpStream> = (0..n).map(|_| open_tunnel(proxy, "hold.test")).collect();
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while held.load(std::sync::atomic::Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} tunnels reached the server",
+            held.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let after = rss_kib();
+    drop(tunnels);
+    after.saturating_sub(before) as f64 / n as f64
+}
 
 /// Sends `bytes` zero bytes to every connection.
 fn bulk_server(bytes: u64) -> SocketAddr {
@@ -203,6 +265,8 @@ fn main() {
     let upstream = common::TestCa::new("bench upstream CA");
     let upstream_ca = upstream.root.clone();
     let tls = tls_server(upstream.server("tls.test"), bytes);
+    let (hold, held) = holding_server();
+    let tunnels = if test_mode { 100 } else { 1_000 };
     let sandbox_ca = SandboxCa::generate("bench").expect("sandbox CA");
     let sandbox_root = CertificateDer::from_pem_slice(sandbox_ca.cert_pem().as_bytes()).expect("pem");
     let mut upstream_roots = RootCertStore::empty();
@@ -220,16 +284,19 @@ fn main() {
                 ("bulk.test".to_owned(), vec![ip]),
                 ("small.test".to_owned(), vec![ip]),
                 ("tls.test".to_owned(), vec!["10.200.0.3".parse().expect("ip")]),
+                ("hold.test".to_owned(), vec!["10.200.0.4".parse().expect("ip")]),
             ]))),
             connector: Box::new(Redirect(HashMap::from([
                 (SocketAddr::new(ip, 443), bulk),
                 (SocketAddr::new(ip, 80), small),
                 (SocketAddr::new("10.200.0.3".parse().expect("ip"), 443), tls),
+                (SocketAddr::new("10.200.0.4".parse().expect("ip"), 443), hold),
             ]))),
             audit: Box::new(JsonLines::new(std::io::sink())),
             tls: Some(Arc::new(interceptor)),
             route: None,
-            limits: Default::default(),
+            // Room for the concurrent tunnels (a sandbox's proxy holds 512 by default).
+            limits: openshell_proxy::Limits { max_connections: 2 * tunnels, ..Default::default() },
         },
     )
     .expect("proxy");
@@ -340,6 +407,9 @@ fn main() {
         reload.push(started.elapsed().as_secs_f64() * 1e6);
     }
 
+    // Concurrent tunnels: memory per open tunnel, last (the others leave allocations behind).
+    let per_tunnel = concurrent_tunnels(proxy_addr, &held, tunnels);
+
     println!("\nproxy bench: {} MiB download x{rounds}, {requests} requests (loopback servers, one run)", bytes >> 20);
     println!("{:<40} {:>14} {:>14} {:>8}", "", "direct", "through proxy", "ratio");
     println!(
@@ -377,4 +447,13 @@ fn main() {
     println!("{:<40} {:>29.0} ns", "decision, L4 request", decide4);
     println!("{:<40} {:>29.0} ns", "decision, L7 request", decide7);
     println!("{:<40} {:>29.0} µs (median, reload + first decision)", "hot reload", median(&mut reload));
+    println!(
+        "{:<40} {:>26.1} KiB RSS per open tunnel (bound {TUNNEL_BOUND_KIB:.0} KiB)",
+        format!("{tunnels} concurrent tunnels"),
+        per_tunnel
+    );
+    assert!(
+        per_tunnel <= TUNNEL_BOUND_KIB,
+        "{per_tunnel:.1} KiB per open tunnel, over the bound {TUNNEL_BOUND_KIB} KiB"
+    );
 }
