@@ -17,7 +17,7 @@
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 
-use crate::netlink::{LOOPBACK_INDEX, Netlink, NetlinkError};
+use crate::netlink::{LOOPBACK_INDEX, NamespaceError, Netlink, NetlinkError, in_namespace, link_index};
 use crate::nft::{Chain, ChainHook, ChainKind, Match, Rule, Statement, Table};
 
 /// One sandbox's fence.
@@ -36,12 +36,8 @@ pub struct Fence {
 /// Why the fence could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum FenceError {
-    #[error("{path}: {source}")]
-    Namespace {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error("listening on {addr} in the sandbox's network namespace: {source}")]
@@ -50,8 +46,6 @@ pub enum FenceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the thread that joined the network namespace {0} panicked")]
-    Panicked(String),
     #[error("interface name `{0}` is longer than 15 bytes")]
     Name(String),
 }
@@ -139,18 +133,18 @@ pub fn install(fence: &Fence, netns: &str) -> Result<(), FenceError> {
     if fence.host_if.len() > 15 {
         return Err(FenceError::Name(fence.host_if.clone()));
     }
-    let ns = std::fs::File::open(netns).map_err(|source| FenceError::Namespace { path: netns.to_owned(), source })?;
+    let ns = std::fs::File::open(netns).map_err(|source| NamespaceError::Join { path: netns.to_owned(), source })?;
     let mut route = Netlink::route()?;
     route.add_veth(&fence.host_if, SANDBOX_IF, ns.as_fd())?;
     let configured = (|| {
-        let index = route.index(&fence.host_if)?;
+        let index = link_index(&fence.host_if)?;
         route.add_address(index, fence.host_addr, PREFIX)?;
         route.set_up(index)?;
         let fence = fence.clone();
         in_namespace(netns, move || {
             crate::nft::apply(&ruleset(&fence))?;
             let mut route = Netlink::route()?;
-            let index = route.index(SANDBOX_IF)?;
+            let index = link_index(SANDBOX_IF)?;
             route.add_address(index, fence.sandbox_addr, PREFIX)?;
             route.set_up(index)?;
             route.set_up(LOOPBACK_INDEX)?;
@@ -208,22 +202,6 @@ pub fn pod_ruleset() -> Table {
         rules: vec![dns],
     };
     Table { name: "openshell_pod_fence", chains: vec![dns, filter("output", ChainHook::Output, output)] }
-}
-
-/// Runs `f` on a thread that joined the network namespace at `netns`: what it
-/// creates (sockets, netlink sockets) lives there.
-fn in_namespace<T: Send + 'static>(
-    netns: &str,
-    f: impl FnOnce() -> Result<T, FenceError> + Send + 'static,
-) -> Result<T, FenceError> {
-    let ns = std::fs::File::open(netns).map_err(|source| FenceError::Namespace { path: netns.to_owned(), source })?;
-    let path = netns.to_owned();
-    let inside = std::thread::spawn(move || -> Result<T, FenceError> {
-        rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
-            .map_err(|e| FenceError::Namespace { path, source: e.into() })?;
-        f()
-    });
-    inside.join().unwrap_or_else(|_| Err(FenceError::Panicked(netns.to_owned())))
 }
 
 /// Installs [`pod_ruleset`] in the pod's network namespace at `netns`, and brings

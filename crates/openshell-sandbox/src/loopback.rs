@@ -4,34 +4,18 @@
 //! process 1 and sends one RTM_NEWLINK (IFF_UP on the loopback device, index 1 in
 //! a new namespace); the kernel then gives it 127.0.0.1/8 and ::1.
 
-use std::os::fd::AsFd;
-
-use crate::netlink::{LOOPBACK_INDEX, Netlink, NetlinkError};
+use crate::netlink::{LOOPBACK_INDEX, NamespaceError, Netlink, NetlinkError, in_namespace};
 
 /// Why `lo` could not be brought up.
 #[derive(Debug, thiserror::Error)]
 pub enum LoopbackError {
-    #[error("joining the network namespace of process {pid}: {source}")]
-    Join {
-        pid: i32,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
-    #[error("bringing up lo: the thread that joined the namespace of process {0} panicked")]
-    Panicked(i32),
 }
 
 /// Brings up `lo` in the network namespace of process `pid`.
 pub fn bring_up(pid: i32) -> Result<(), LoopbackError> {
-    let ns_path = format!("/proc/{pid}/ns/net");
-    let ns = std::fs::File::open(&ns_path).map_err(|source| LoopbackError::Join { pid, source })?;
-    // setns changes the calling thread's namespace: a thread of its own does it.
-    let worker = std::thread::spawn(move || -> Result<(), LoopbackError> {
-        rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
-            .map_err(|e| LoopbackError::Join { pid, source: e.into() })?;
-        Ok(Netlink::route()?.set_up(LOOPBACK_INDEX)?)
-    });
-    worker.join().unwrap_or(Err(LoopbackError::Panicked(pid)))
+    in_namespace(&format!("/proc/{pid}/ns/net"), || Ok(Netlink::route()?.set_up(LOOPBACK_INDEX)?))
 }

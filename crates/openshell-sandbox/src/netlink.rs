@@ -6,7 +6,7 @@
 //! the rest of a sandbox's start.
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
@@ -157,15 +157,6 @@ impl Netlink {
         self.request(&what, NLM_F_CREATE | NLM_F_EXCL, RouteNetlinkMessage::NewLink(link))
     }
 
-    /// The index of the link named `name` in this thread's namespace
-    /// (`if_nametoindex`: its answer needs no parsing of a whole link message).
-    pub fn index(&mut self, name: &str) -> Result<u32, NetlinkError> {
-        nix::net::if_::if_nametoindex(name).map_err(|e| NetlinkError::Refused {
-            what: format!("finding the link {name}"),
-            source: std::io::Error::from(e),
-        })
-    }
-
     /// `address`/`prefix` on the link `index`.
     pub fn add_address(&mut self, index: u32, address: Ipv4Addr, prefix: u8) -> Result<(), NetlinkError> {
         let mut message = AddressMessage::default();
@@ -205,6 +196,45 @@ impl Netlink {
         link.attributes = vec![LinkAttribute::IfName(name.to_owned())];
         self.request(&format!("deleting the link {name}"), 0, RouteNetlinkMessage::DelLink(link))
     }
+}
+
+/// The index of the link named `name` in the calling thread's namespace
+/// (`if_nametoindex`: its answer needs no parsing of a whole link message).
+pub fn link_index(name: &str) -> Result<u32, NetlinkError> {
+    nix::net::if_::if_nametoindex(name)
+        .map_err(|e| NetlinkError::Refused { what: format!("finding the link {name}"), source: e.into() })
+}
+
+/// Why a thread could not work in a network namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("joining the network namespace {path}: {source}")]
+    Join {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the thread that joined the network namespace {0} panicked")]
+    Panicked(String),
+}
+
+/// Runs `f` on a thread that joined the network namespace at `netns`
+/// (`/proc/PID/ns/net` or `/run/netns/NAME`): what it creates (sockets, netlink
+/// sockets) lives there. setns changes only the calling thread's namespace.
+pub fn in_namespace<T, E>(netns: &str, f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<NamespaceError> + Send + 'static,
+{
+    let join = |source: std::io::Error| NamespaceError::Join { path: netns.to_owned(), source };
+    let ns = std::fs::File::open(netns).map_err(join)?;
+    let path = netns.to_owned();
+    let inside = std::thread::spawn(move || -> Result<T, E> {
+        rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+            .map_err(|e| NamespaceError::Join { path, source: e.into() })?;
+        f()
+    });
+    inside.join().unwrap_or_else(|_| Err(NamespaceError::Panicked(netns.to_owned()).into()))
 }
 
 /// The loopback device's index in every network namespace.
