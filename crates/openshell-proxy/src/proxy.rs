@@ -437,11 +437,8 @@ impl Shared {
     /// Resolves in the proxy: a known or pinned answer at once, a lookup on
     /// the blocking pool (getaddrinfo blocks), pinned for the DNS responder.
     pub(crate) async fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<IpAddr>> {
-        if let Some(answer) = self.resolver.known(host, port) {
-            return answer;
-        }
-        if let Some((addresses, _)) = self.pinned_addresses(host) {
-            return Ok(addresses);
+        if let Some(answer) = self.answered(host, port) {
+            return answer.map(|(addresses, _)| addresses);
         }
         let resolver = Arc::clone(&self.resolver);
         let name = host.to_owned();
@@ -455,14 +452,20 @@ impl Shared {
     /// are (for [`PIN_TTL`]), pinned ones while the pin holds, else a lookup
     /// (which blocks), pinned from now.
     pub(crate) fn resolve_pinned(&self, host: &str, port: u16) -> std::io::Result<(Vec<IpAddr>, u32)> {
-        if let Some(answer) = self.resolver.known(host, port) {
-            return answer.map(|addresses| (addresses, PIN_TTL.as_secs() as u32));
-        }
-        if let Some(pinned) = self.pinned_addresses(host) {
-            return Ok(pinned);
+        if let Some(answer) = self.answered(host, port) {
+            return answer;
         }
         let addresses = self.resolver.resolve(host, port)?;
         Ok(self.pin(host, addresses))
+    }
+
+    /// The answer known without a lookup (an IP literal or fixed name, for
+    /// [`PIN_TTL`]), or pinned, with the seconds it holds; `None`: look it up.
+    fn answered(&self, host: &str, port: u16) -> Option<std::io::Result<(Vec<IpAddr>, u32)>> {
+        match self.resolver.known(host, port) {
+            Some(answer) => Some(answer.map(|addresses| (addresses, PIN_TTL.as_secs() as u32))),
+            None => self.pinned_addresses(host).map(Ok),
+        }
     }
 
     /// Pins `addresses` for `host`, unless a lookup that finished first pinned
