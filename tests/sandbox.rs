@@ -1060,6 +1060,149 @@ fn real_clients_resolve_allowed_names_through_the_sandboxs_dns() {
     }
 }
 
+/// An SSH server of the test's own in the upstream's namespace: dropbear on
+/// port 22 of its address, with a host key and the one authorized key it is
+/// given (under a /root of its own: `ip netns exec` runs it in a mount namespace
+/// whose mounts do not reach the host), every session forced to one command.
+struct SshServer {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl SshServer {
+    fn start(upstream: &Upstream, authorized_key: &str) -> SshServer {
+        let found = Command::new("dropbearkey").arg("-h").output().is_ok();
+        assert!(found, "`dropbear` and `dropbearkey` are missing: install Debian's dropbear-bin (.ci/run does)");
+        let dir = tempfile::Builder::new().prefix("osh-ssh").tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join(".ssh")).expect("mkdir .ssh");
+        std::fs::write(dir.path().join(".ssh/authorized_keys"), authorized_key).expect("authorized_keys");
+        let key = dir.path().join("host_key");
+        let out = Command::new("dropbearkey").args(["-t", "ed25519", "-f"]).arg(&key).output().expect("dropbearkey");
+        assert!(out.status.success(), "dropbearkey: {}", text(&out));
+        let script = format!(
+            "mount --bind {dir} /root && exec dropbear -F -E -s -p {addr}:22 -r {key} -c 'echo hello from sshd'",
+            dir = dir.path().display(),
+            addr = upstream.addr,
+            key = key.display()
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", &upstream.netns, "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dropbear");
+        let server = SshServer { child, _dir: dir };
+        let addr: std::net::SocketAddr = format!("{}:22", upstream.addr).parse().expect("addr");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "the SSH server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 16: raw TCP for `protocol: tcp` endpoints, through clients that know
+/// nothing of proxies: OpenSSH's `ssh` to an SSH server and `psql` to
+/// PostgreSQL, both in the upstream's namespace, named through the sandbox's
+/// DNS. The fence sends their connections to the proxy, which relays what a
+/// tcp endpoint allows for that binary and resets the rest at once, auditing
+/// each: another port, another binary (Python) to the same endpoint, an
+/// endpoint meant for the proxy (reached through it, the positive control,
+/// but never around it), and an address no policy names.
+#[test]
+fn raw_tcp_reaches_only_declared_endpoints_with_ssh_and_psql() {
+    let store = default_image_store();
+    let mut env = Env::new();
+    let upstream = Upstream::start(env.path());
+    let addr = upstream.addr.clone();
+    env.hosts = ["git.example.test", "db.example.test", "api.test"].map(|n| format!("{n}={addr}")).join(",");
+    let pg = support::postgres::Postgres::start_in_netns(&upstream.netns, &addr, "10.214.0.0/16");
+    let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
+        .expect("default policy");
+    let cut = default.find("\nnetwork_policies:").expect("network policies");
+    let ips = "allowed_ips: [10.214.0.0/16]";
+    let policy = format!(
+        "{}\nnetwork_policies:\n  ssh:\n    endpoints:\n      - {{ host: git.example.test, port: 22, protocol: tcp, {ips} }}\n    binaries:\n      - path: /usr/bin/ssh\n  postgres:\n    endpoints:\n      - {{ host: db.example.test, port: 5432, protocol: tcp, {ips} }}\n    binaries:\n      - path: /usr/lib/postgresql/*/bin/psql\n  web:\n    endpoints:\n      - {{ host: api.test, port: 8080, {ips} }}\n    binaries:\n      - path: /usr/bin/python3*\n",
+        &default[..cut]
+    );
+    std::fs::write(env.path().join("raw.yaml"), policy).expect("write");
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lockfiles/net-test.lock").display().to_string();
+    let args =
+        ["sandbox", "create", "-d", "--name", "raw", "--store", &store, "--image", &lock, "--policy", "raw.yaml"];
+    let out = env.run(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let sh = |script: &str| env.run(&["sandbox", "exec", "raw", "--", "sh", "-c", script]);
+
+    // The client's key is made inside; the server trusts it.
+    let out = sh("ssh-keygen -q -t ed25519 -N '' -f /tmp/id && cat /tmp/id.pub");
+    assert!(out.status.success(), "{}", text(&out));
+    let _sshd = SshServer::start(&upstream, &stdout(&out));
+    let ssh = "ssh -i /tmp/id -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=5 -T";
+    let out = sh(&format!("{ssh} root@git.example.test"));
+    assert_eq!(stdout(&out), "hello from sshd\n", "{}", text(&out));
+    let psql = "/usr/lib/postgresql/17/bin/psql 'host=db.example.test port=5432 user=openshell dbname=openshell sslmode=disable connect_timeout=5' -Atc";
+    let out = sh(&format!("{psql} \"select 'hello from ' || 'postgres'\""));
+    assert_eq!(stdout(&out), "hello from postgres\n", "{}", text(&out));
+
+    // Reset at once (`timeout 5` would say 124): another port for ssh, Python to
+    // ssh's endpoint, Python to an endpoint meant for the proxy, an address no
+    // policy names.
+    let out = sh(&format!("timeout 5 {ssh} -p 2222 root@git.example.test; echo \"exit $?\""));
+    assert!(stdout(&out).ends_with("exit 255\n") && text(&out).contains("reset"), "{}", text(&out));
+    let python = |host: &str, port: u16| {
+        format!(
+            "timeout 5 python3 -c \"import socket\ns = socket.create_connection(('{host}', {port}))\ntry: print(s.recv(64)[:15])\nexcept OSError as e: print(type(e).__name__)\""
+        )
+    };
+    for (host, port) in [("git.example.test", 22), ("api.test", 8080), ("192.0.2.1", 80)] {
+        let out = sh(&python(host, port));
+        assert_eq!(stdout(&out), "ConnectionResetError\n", "{host}:{port}: {}", text(&out));
+    }
+    // Positive controls: ssh's server speaks to the ssh endpoint's own binary
+    // (its banner, read by ssh above), and Python reaches api.test through the proxy.
+    let out = sh(
+        "python3 -c \"import urllib.request as u; print(u.urlopen('http://api.test:8080/hello').read().decode(), end='')\"",
+    );
+    assert_eq!(stdout(&out), "hello from upstream\n", "{}", text(&out));
+
+    // Every decision is audited as raw TCP. The three names share the upstream's
+    // address: an event names the one most recently answered, and the others.
+    let audit = stdout(&env.run(&["sandbox", "logs", "--audit", "raw"]));
+    let events: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).expect("OCSF JSON")).collect();
+    let raw = |disposition: &str, binary: &str, host: &str, port: u64| {
+        events.iter().any(|e| {
+            let named = e["dst_hostname"] == host || e["reason"].as_str().is_some_and(|r| r.contains(host));
+            e["disposition"] == disposition
+                && e["actor_process"].as_str().is_some_and(|p| p.starts_with(binary))
+                && named
+                && e["dst_port"] == port
+                && e["raw_tcp"] == true
+        })
+    };
+    for (disposition, binary, host, port) in [
+        ("allowed", "/usr/bin/ssh", "git.example.test", 22),
+        ("allowed", "/usr/lib/postgresql/17/bin/psql", "db.example.test", 5432),
+        ("blocked", "/usr/bin/ssh", "git.example.test", 2222),
+        ("blocked", "/usr/bin/python3", "git.example.test", 22),
+        ("blocked", "/usr/bin/python3", "api.test", 8080),
+        ("blocked", "/usr/bin/python3", "192.0.2.1", 80),
+    ] {
+        assert!(
+            raw(disposition, binary, host, port),
+            "no {disposition} raw TCP event for {binary} → {host}:{port}:\n{audit}"
+        );
+    }
+    drop(pg);
+}
+
 /// Issue 16: `policy advise` turns a sandbox's denials into the smallest policy
 /// change: here wget's plain-HTTP GETs to the upstream's port 8080 under a policy
 /// for port 9090 only, and to a host no policy names, become two endpoints for
@@ -1241,9 +1384,17 @@ fn egress_through_the_proxy(env: &Env, upstream: &Upstream) {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|e| e["class_uid"] == 4003 && e["dst_hostname"] == "other.test");
     assert!(dns_refusal.is_some_and(|e| e["disposition"] == "blocked"), "{}", audit());
-    // Direct connections to anything else fail fast, refused by the fence.
-    let out = run(&format!("echo x | nc -w 2 {} 8080", upstream.addr));
-    assert!(!out.status.success() && text(&out).contains("Connection refused"), "{}", text(&out));
+    // Direct connections to anything else go to the proxy's raw TCP listener,
+    // which no `protocol: tcp` endpoint opens here: reset at once, and audited.
+    let out = run(&format!("http_proxy= wget -q -O - http://{}:8080/hello; echo \"exit $?\"", upstream.addr));
+    assert!(text(&out).contains("reset") && !stdout(&out).ends_with("exit 0\n"), "{}", text(&out));
+    let raw = audit().lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).any(|e| {
+        e["raw_tcp"] == true
+            && e["disposition"] == "blocked"
+            && e["dst_ip"] == upstream.addr.as_str()
+            && e["dst_port"] == 8080
+    });
+    assert!(raw, "no blocked raw TCP event: {}", audit());
     // Another binary than the policy's is denied (here the shell running nc in-process).
     let out = run(
         "printf 'GET http://api.test:8080/hello HTTP/1.1\\r\\nHost: api.test\\r\\n\\r\\n' | nc $(echo $HTTP_PROXY | cut -d/ -f3 | tr : ' ')",
@@ -1518,20 +1669,24 @@ fn real_clients_in_the_default_image() {
         "403",
     );
 
-    // Around the proxy: direct connections fail at once (`timeout 3` would say 124),
-    // to the test's server, to another port of the host's end of the link, over
-    // UDP (port 53 excepted: it is the sandbox's DNS responder, tested on its own)
-    // and over IPv6.
+    // Around the proxy: direct connections fail at once (`timeout 3` would say 124):
+    // TCP to the test's server is reset by the proxy's raw TCP listener (no
+    // `protocol: tcp` endpoint allows it); TCP to another port of the host's end
+    // of the link, UDP (port 53 excepted: it is the sandbox's DNS responder,
+    // tested on its own) and IPv6 are refused by the fence.
     let up = &upstream.addr;
     for (what, script, says) in [
-        // curl 8.14 words a refused connection "(7) ... Could not connect to server".
-        ("curl --noproxy", format!("timeout 3 curl -sS --noproxy '*' https://{up}/"), "(7) Failed to connect"),
+        ("curl --noproxy", format!("timeout 3 curl -sS --noproxy '*' https://{up}/"), "Connection reset by peer"),
         (
             "a Python socket",
-            format!("timeout 3 python3 -c 'import socket; socket.create_connection((\"{up}\", 443))'"),
-            "ConnectionRefusedError",
+            format!("timeout 3 python3 -c 'import socket; socket.create_connection((\"{up}\", 443)).recv(1)'"),
+            "ConnectionResetError",
         ),
-        ("bash /dev/tcp", format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{up}/443'"), "Connection refused"),
+        (
+            "bash /dev/tcp",
+            format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{up}/443 && cat <&3'"),
+            "Connection reset by peer",
+        ),
         (
             "the host's end of the link, another port",
             "h=${HTTP_PROXY#http://}; h=${h%:*}; timeout 3 bash -c \"exec 3<>/dev/tcp/$h/22\"".to_owned(),

@@ -10,8 +10,20 @@ use super::registry::{Tls, free_port};
 
 pub struct Postgres {
     child: Child,
+    /// Where it listens: 127.0.0.1, or an address in a test's network namespace.
+    pub host: String,
     pub port: u16,
     dir: tempfile::TempDir,
+}
+
+/// Where a cluster listens, and who may connect.
+struct Listen {
+    host: String,
+    port: u16,
+    /// Served inside this network namespace (`ip netns exec`).
+    netns: Option<String>,
+    /// Clients from this network are trusted too (initdb trusts loopback only).
+    clients: Option<String>,
 }
 
 /// The newest `/usr/lib/postgresql/N/bin`.
@@ -43,6 +55,18 @@ impl Postgres {
 
     /// With `tls`: TLS offered (`ssl = on`) with its certificate and key.
     pub fn start_with(tls: Option<&Tls>) -> Postgres {
+        let listen = Listen { host: "127.0.0.1".into(), port: free_port(), netns: None, clients: None };
+        Postgres::launch(listen, tls)
+    }
+
+    /// Served on `host`:5432 inside the network namespace `netns`, trusting
+    /// clients from `clients` (a CIDR).
+    pub fn start_in_netns(netns: &str, host: &str, clients: &str) -> Postgres {
+        let listen = Listen { host: host.into(), port: 5432, netns: Some(netns.into()), clients: Some(clients.into()) };
+        Postgres::launch(listen, None)
+    }
+
+    fn launch(listen: Listen, tls: Option<&Tls>) -> Postgres {
         let bin = bin_dir();
         let dir = tempfile::Builder::new().prefix("ospg").tempdir_in("/tmp").expect("tempdir");
         let out = Command::new("chown").args(["nobody:nogroup"]).arg(dir.path()).output().expect("chown");
@@ -55,6 +79,12 @@ impl Postgres {
             .output()
             .expect("initdb");
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        if let Some(clients) = &listen.clients {
+            let hba = data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+            text.push_str(&format!("host all all {clients} trust\n"));
+            std::fs::write(&hba, text).expect("pg_hba.conf");
+        }
         let mut settings = vec!["fsync=off".to_owned()];
         if let Some(tls) = tls {
             for (from, name) in [(&tls.cert, "server.crt"), (&tls.key, "server.key")] {
@@ -72,12 +102,18 @@ impl Postgres {
             settings.push(format!("ssl_cert_file={}", dir.path().join("server.crt").display()));
             settings.push(format!("ssl_key_file={}", dir.path().join("server.key").display()));
         }
-        let port = free_port();
+        let (host, port) = (listen.host, listen.port);
         let log = std::fs::File::create(dir.path().join("postgres.log")).expect("log");
-        let child = as_nobody(&bin.join("postgres"))
+        let mut postgres = as_nobody(&bin.join("postgres"));
+        if let Some(netns) = &listen.netns {
+            let inner = postgres;
+            postgres = Command::new("ip");
+            postgres.args(["netns", "exec", netns]).arg(inner.get_program()).args(inner.get_args());
+        }
+        let child = postgres
             .arg("-D")
             .arg(&data)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
+            .args(["-h", &host, "-p", &port.to_string(), "-k"])
             .arg(dir.path())
             .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .current_dir(dir.path())
@@ -86,11 +122,11 @@ impl Postgres {
             .stderr(log)
             .spawn()
             .expect("start postgres");
-        let pg = Postgres { child, port, dir };
+        let pg = Postgres { child, host, port, dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = Command::new(bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-q", "-h", &pg.host, "-p", &port.to_string()])
                 .status()
                 .is_ok_and(|s| s.success());
             if ready {
@@ -100,7 +136,7 @@ impl Postgres {
             std::thread::sleep(Duration::from_millis(100));
         }
         let out = Command::new(bin.join("createdb"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "openshell", "openshell"])
+            .args(["-h", &pg.host, "-p", &port.to_string(), "-U", "openshell", "openshell"])
             .output()
             .expect("createdb");
         assert!(out.status.success(), "createdb: {}", String::from_utf8_lossy(&out.stderr));
@@ -108,7 +144,7 @@ impl Postgres {
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://openshell@127.0.0.1:{}/openshell", self.port)
+        format!("postgres://openshell@{}:{}/openshell", self.host, self.port)
     }
 
     /// One query's answer through `psql` (as PostgreSQL's own client sees it).

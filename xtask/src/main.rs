@@ -110,7 +110,7 @@ fn ci() -> Result<(), String> {
     let bin = bin.to_str().ok_or("target directory path is not UTF-8")?;
     // The default image, the privacy router's SDK test image (the openai and
     // anthropic Python SDKs) and the network tests' client image (getent, Python,
-    // Node, dig); they share the store's Debian packages.
+    // Node, dig, ssh, psql); they share the store's Debian packages.
     for lock in ["lockfiles/default.lock", "lockfiles/sdk-test.lock", "lockfiles/net-test.lock"] {
         run(bin, &["--quiet", "fetch", lock, "--store", store])?;
         run(bin, &["--quiet", "build", lock, "--store", store])?;

@@ -118,7 +118,8 @@ fn denials(log: &str) -> (Vec<Denial>, Vec<String>) {
         let Some(port) = event["dst_port"].as_u64().and_then(|p| u16::try_from(p).ok()) else { continue };
         let http = text("http_method").zip(text("http_path"));
         let ip = text("dst_ip").and_then(|ip| ip.parse::<IpAddr>().ok());
-        denials.push(Denial { host, port, binary: text("actor_process"), ip, http });
+        let raw_tcp = event["raw_tcp"] == true;
+        denials.push(Denial { host, port, binary: text("actor_process"), ip, http, raw_tcp });
     }
     (denials, dns)
 }

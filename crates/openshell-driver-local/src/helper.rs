@@ -402,6 +402,12 @@ pub fn serve_proxy(
         },
     )
     .map_err(DriverError::failed)?;
+    // Raw TCP for `protocol: tcp` endpoints: the fence sends it to a listener on
+    // the sandbox's own address, made inside its namespace.
+    let raw_tcp = std::net::SocketAddr::new(fence.sandbox_addr.into(), openshell_sandbox::fence::RAW_TCP_PORT);
+    let raw_tcp =
+        openshell_sandbox::fence::listen_in(&format!("/proc/{member}/ns/net"), raw_tcp).map_err(DriverError::failed)?;
+    let proxy = proxy.raw_tcp_on(raw_tcp);
     let dns = proxy.dns_fenced(&listen).map_err(DriverError::failed)?;
     reload_on_hangup(dir.clone(), proxy.handle()).map_err(DriverError::Failed)?;
     std::thread::spawn(move || {

@@ -32,6 +32,9 @@ pub struct Denial {
     pub ip: Option<IpAddr>,
     /// For an inspected (L7) request: its method and path (no query string).
     pub http: Option<(String, String)>,
+    /// A raw TCP connection the fence redirected: only a `protocol: tcp`
+    /// endpoint allows one.
+    pub raw_tcp: bool,
 }
 
 /// What became of one denial.
@@ -89,11 +92,18 @@ impl Denial {
         }
     }
 
+    /// The engine's decision about it.
+    fn decide<'e>(&self, engine: &'e Engine, binary: &str) -> crate::engine::Decision<'e> {
+        let req = self.request(binary);
+        if self.raw_tcp { engine.decide_transparent(&req) } else { engine.decide(&req) }
+    }
+
     /// How it reads in the listing: `/usr/bin/curl → GET api.test:443/v1/x`.
     pub fn describe(&self) -> String {
         let who = self.binary.as_deref().unwrap_or("(unidentified caller)");
         match &self.http {
             Some((method, path)) => format!("{who} → {method} {}:{}{path}", self.host, self.port),
+            None if self.raw_tcp => format!("{who} → {}:{} (raw TCP)", self.host, self.port),
             None => format!("{who} → {}:{}", self.host, self.port),
         }
     }
@@ -154,7 +164,7 @@ fn proposal(engine: &Engine, policy: &Policy, denial: &Denial) -> Result<Option<
     if !literal(&denial.host) || !literal(binary) {
         return Err("a host or binary with a pattern character (*, ?, [) is never written as one");
     }
-    let decision = engine.decide(&denial.request(binary));
+    let decision = denial.decide(engine, binary);
     let reason = match decision.reason {
         _ if decision.is_allowed() => return Ok(None),
         Some(reason) => reason,
@@ -188,6 +198,7 @@ fn proposal(engine: &Engine, policy: &Policy, denial: &Denial) -> Result<Option<
                 quoted(path)
             ));
         }
+        (_, None) if denial.raw_tcp => line.push_str(", protocol: tcp"),
         (_, None) => {}
     }
     line.push_str(" }");
@@ -257,7 +268,7 @@ fn check(file: &str, text: &str, judged: &[(Denial, Outcome)]) -> Result<(), Adv
     for (denial, outcome) in judged {
         if *outcome == Outcome::Proposed {
             let binary = denial.binary.as_deref().unwrap_or_default();
-            if !engine.decide(&denial.request(binary)).is_allowed() {
+            if !denial.decide(&engine, binary).is_allowed() {
                 return Err(AdviseError::StillDenied(denial.describe()));
             }
         }
@@ -288,12 +299,12 @@ network_policies:
 ";
 
     fn denial(host: &str, port: u16, binary: Option<&str>) -> Denial {
-        Denial { host: host.into(), port, binary: binary.map(Into::into), ip: None, http: None }
+        Denial { host: host.into(), port, binary: binary.map(Into::into), ip: None, http: None, raw_tcp: false }
     }
 
     fn allowed(text: &str, d: &Denial) -> bool {
         let engine = Engine::new(&crate::load_str("p.yaml", text).expect("loads"));
-        engine.decide(&d.request(d.binary.as_deref().unwrap_or("/x"))).is_allowed()
+        d.decide(&engine, d.binary.as_deref().unwrap_or("/x")).is_allowed()
     }
 
     #[test]
@@ -307,11 +318,14 @@ network_policies:
             http: Some(("POST".into(), "/v1/issues".into())),
             ..denial("docs.example.com", 443, Some("/usr/bin/curl"))
         };
-        let all = [host.clone(), port.clone(), binary.clone(), private.clone(), l7.clone(), host.clone()];
+        // Raw TCP to an endpoint the policy gives the proxy: a tcp endpoint of its own.
+        let raw = Denial { raw_tcp: true, ..denial("api.example.com", 443, Some("/usr/bin/curl")) };
+        let all = [host.clone(), port.clone(), binary.clone(), private.clone(), l7.clone(), host.clone(), raw.clone()];
         let advice = advise("p.yaml", POLICY, &all).expect("advice");
-        assert_eq!(advice.denials.len(), 5, "duplicates folded");
+        assert_eq!(advice.denials.len(), 6, "duplicates folded");
         assert!(advice.denials.iter().all(|(_, o)| *o == Outcome::Proposed), "{:?}", advice.denials);
-        for d in [&host, &port, &binary, &private, &l7] {
+        assert!(advice.text.contains("port: 443, protocol: tcp }"), "{}", advice.text);
+        for d in [&host, &port, &binary, &private, &l7, &raw] {
             assert!(allowed(&advice.text, d), "{} allowed by:\n{}", d.describe(), advice.text);
         }
         // Nothing wider: neighbours of each proposal stay denied.
@@ -323,6 +337,8 @@ network_policies:
             Denial { ip: Some("10.1.2.4".parse().expect("ip")), ..denial("db.internal", 5432, Some("/usr/bin/psql")) },
             Denial { http: Some(("POST".into(), "/v1/issues/1".into())), ..l7.clone() },
             Denial { http: Some(("DELETE".into(), "/v1/issues".into())), ..l7.clone() },
+            Denial { raw_tcp: true, ..denial("api.example.com", 443, Some("/usr/bin/wget")) },
+            Denial { raw_tcp: true, ..denial("docs.example.com", 443, Some("/usr/bin/curl")) },
         ];
         for d in &neighbours {
             assert!(!allowed(&advice.text, d), "{} must stay denied:\n{}", d.describe(), advice.text);

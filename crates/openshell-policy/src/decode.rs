@@ -716,8 +716,9 @@ impl Decoder {
                 let pkey = join(key, "protocol");
                 match self.string(n, &pkey) {
                     Some("rest") => Some(Some(Protocol::Rest)),
-                    Some(p @ ("websocket" | "graphql" | "mcp" | "json-rpc" | "tcp" | "sql")) => {
-                        self.err(n.pos, &pkey, format!("protocol `{p}` is not supported yet; supported: `rest` (or omit `protocol` for L4 passthrough)"));
+                    Some("tcp") => Some(Some(Protocol::Tcp)),
+                    Some(p @ ("websocket" | "graphql" | "mcp" | "json-rpc" | "sql")) => {
+                        self.err(n.pos, &pkey, format!("protocol `{p}` is not supported yet; supported: `rest`, `tcp` (or omit `protocol` for L4 passthrough)"));
                         None
                     }
                     Some(p) => {
@@ -725,7 +726,7 @@ impl Decoder {
                             n.pos,
                             &pkey,
                             format!(
-                                "unknown protocol `{p}`; supported: `rest` (or omit `protocol` for L4 passthrough)"
+                                "unknown protocol `{p}`; supported: `rest`, `tcp` (or omit `protocol` for L4 passthrough)"
                             ),
                         );
                         None
@@ -735,11 +736,12 @@ impl Decoder {
             }
         };
         ok &= protocol.is_some();
+        let invalid_protocol = protocol.is_none();
         let protocol = protocol.flatten();
         // An invalid `protocol` is reported once; checks that depend on it are then skipped
         // (`is_rest` suppresses "needs `protocol: rest`", `valid_rest` gates the rest-only checks).
         let valid_rest = protocol == Some(Protocol::Rest);
-        let is_rest = valid_rest || f.get("protocol").is_some();
+        let is_rest = valid_rest || invalid_protocol;
 
         let options = [("enforce", Enforcement::Enforce), ("audit", Enforcement::Audit)];
         let enforcement = match self.choice(&f, "enforcement", key, "value", &options) {
@@ -784,6 +786,15 @@ impl Decoder {
                     f.key_pos_value("tls"),
                     &tkey,
                     "`tls: skip` cannot be combined with `protocol: rest`: L7 rules need the TLS to be terminated",
+                );
+                None
+            }
+            Some(Some(Tls::Skip)) if protocol == Some(Protocol::Tcp) => {
+                let tkey = join(key, "tls");
+                self.err(
+                    f.key_pos_value("tls"),
+                    &tkey,
+                    "`tls: skip` can never take effect with `protocol: tcp`: raw TCP is never inspected",
                 );
                 None
             }

@@ -198,6 +198,15 @@ struct EpRef {
     endpoint: u32,
 }
 
+/// How a connection reached the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Asked for it: CONNECT or an absolute-form HTTP request.
+    Proxy,
+    /// A raw TCP connection redirected by the fence.
+    Transparent,
+}
+
 /// A compiled network policy, ready to decide requests.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -299,8 +308,20 @@ impl Engine {
         set.matches(binary) || req.ancestors.iter().any(|b| set.matches(b))
     }
 
-    /// Decides a request.
+    /// Decides a request that came to the proxy (CONNECT or plain HTTP).
     pub fn decide<'e>(&'e self, req: &Request<'_>) -> Decision<'e> {
+        self.decide_via(req, Via::Proxy)
+    }
+
+    /// Decides a raw TCP connection the sandbox's fence redirected to the
+    /// proxy (`req.host` is a name the address was resolved from, or the
+    /// address itself): only `protocol: tcp` endpoints allow one, so an
+    /// endpoint meant for the proxy (and its L7 rules) is never reached around it.
+    pub fn decide_transparent<'e>(&'e self, req: &Request<'_>) -> Decision<'e> {
+        self.decide_via(req, Via::Transparent)
+    }
+
+    fn decide_via<'e>(&'e self, req: &Request<'_>, via: Via) -> Decision<'e> {
         let lowered;
         let mut ip_text = IpText::default();
         let (host, literal_ip) = match split_host(req.host) {
@@ -326,8 +347,11 @@ impl Engine {
         let mut n_matched = 0usize;
         let mut overflow: Vec<EpRef> = Vec::new();
         self.for_host(host, literal_ip.is_some(), |r| {
-            host_hit.get_or_insert(r);
             let ep = self.endpoint(r);
+            if via == Via::Transparent && ep.protocol != Some(Protocol::Tcp) {
+                return;
+            }
+            host_hit.get_or_insert(r);
             if !ep.ports.contains(&req.port) {
                 return;
             }
@@ -447,7 +471,7 @@ impl Engine {
                 audit_deny.get_or_insert(d);
             }
             let allowed = match ep.protocol {
-                None => true,
+                None | Some(Protocol::Tcp) => true,
                 Some(Protocol::Rest) => {
                     ep.access.is_some_and(|a| a.allows_method(m))
                         || ep.rules.iter().any(|rule| rule.allow.matches_allow(m, p, q))
@@ -469,7 +493,7 @@ impl Engine {
             (Some(_), Some(d), _, _) => d,
             (Some(r), None, _, _) => {
                 let mut d = self.decision_for(Verdict::Allow, None, r);
-                d.inspect = self.endpoint(r).protocol.is_some();
+                d.inspect = self.endpoint(r).protocol == Some(Protocol::Rest);
                 d
             }
             (None, _, Some(r), _) => miss(Verdict::Deny, r),

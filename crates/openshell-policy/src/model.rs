@@ -230,6 +230,9 @@ impl Endpoint {
 pub enum Protocol {
     /// HTTP inspected with L7 rules; TLS terminated.
     Rest,
+    /// Raw TCP: the sandbox may connect to host:port directly (a transparent
+    /// redirect to the proxy), as well as through CONNECT; never inspected.
+    Tcp,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -299,6 +299,8 @@ struct Case {
     want: Want<'static>,
     inspect: Option<bool>,
     rule: Option<usize>,
+    /// A raw TCP connection the fence redirected (`Engine::decide_transparent`).
+    raw: bool,
 }
 
 fn req(host: &'static str, port: u16, bin: &'static str) -> Case {
@@ -312,6 +314,7 @@ fn req(host: &'static str, port: u16, bin: &'static str) -> Case {
         want: Want::Deny(Reason::NoMatchingPolicy, None),
         inspect: None,
         rule: None,
+        raw: false,
     }
 }
 
@@ -368,6 +371,10 @@ impl Case {
         self.rule = Some(i);
         self
     }
+    fn raw(mut self) -> Self {
+        self.raw = true;
+        self
+    }
 }
 
 /// Splits `GET /p?a=1&b` into method, path and query pairs.
@@ -387,7 +394,7 @@ fn run(name: &str, policy: &Policy, cases: &[Case]) {
         let http = parsed.as_ref().map(|(m, p, q)| HttpRequest { method: m, path: p, query: q.as_slice() });
         let resolved_ip = c.ip.map(|s| s.parse::<IpAddr>().expect("IP in the table"));
         let r = Request { host: c.host, port: c.port, binary: c.bin, ancestors: c.anc, resolved_ip, http };
-        let d = engine.decide(&r);
+        let d = if c.raw { engine.decide_transparent(&r) } else { engine.decide(&r) };
         let got = match d.verdict {
             Verdict::Allow => d.reason.is_none().then(|| Want::Allow(d.policy.unwrap_or("<none>"))),
             Verdict::Deny => d.reason.map(|reason| Want::Deny(reason, d.policy)),
@@ -816,6 +823,56 @@ fn binaries() {
 #[test]
 fn ssrf() {
     run("ssrf", &load("net", NET), &ssrf_cases());
+}
+
+/// Raw TCP (`protocol: tcp`): a connection the fence redirected is decided
+/// against `protocol: tcp` endpoints only, by host, port, binary and address;
+/// through the proxy a tcp endpoint is an L4 one, never inspected.
+const TCP: &str = r#"
+version: 1
+network_policies:
+  git:
+    endpoints:
+      - { host: git.example.test, port: 22, protocol: tcp, allowed_ips: [10.214.0.0/16] }
+      - { host: "10.214.1.3", port: 5432, protocol: tcp, allowed_ips: [10.214.1.3/32] }
+      - { host: "*.db.example.test", port: 5432, protocol: tcp, allowed_ips: [10.214.0.0/16] }
+    binaries: [{ path: /usr/bin/ssh }]
+  web:
+    endpoints:
+      - { host: api.example.test, port: 443, allowed_ips: [10.214.0.0/16] }
+      - { host: git.example.test, port: 443, protocol: rest, access: read-only, allowed_ips: [10.214.0.0/16] }
+    binaries: [{ path: /usr/bin/ssh }, { path: /usr/bin/curl }]
+"#;
+
+fn tcp_cases() -> Vec<Case> {
+    use Reason::*;
+    let ssh = |host, port| req(host, port, "/usr/bin/ssh").ip("10.214.1.2");
+    vec![
+        ssh("git.example.test", 22).raw().allow("git").inspect(false),
+        ssh("GIT.example.test.", 22).raw().allow("git"),
+        ssh("git.example.test", 22).allow("git").inspect(false),
+        curl("git.example.test", 22).ip("10.214.1.2").raw().deny(BinaryNotAllowed, Some("git")),
+        ssh("git.example.test", 2222).raw().deny(PortNotAllowed, Some("git")),
+        ssh("a.db.example.test", 5432).raw().allow("git"),
+        ssh("a.b.db.example.test", 5432).raw().no_policy(),
+        req("10.214.1.3", 5432, "/usr/bin/ssh").raw().allow("git"),
+        req("10.214.1.4", 5432, "/usr/bin/ssh").raw().no_policy(),
+        // Endpoints for the proxy are never reached around it: an L4 one, and a
+        // REST one (its rules would be skipped). Through the proxy both allow.
+        ssh("api.example.test", 443).raw().no_policy(),
+        ssh("api.example.test", 443).allow("web").inspect(false),
+        curl("git.example.test", 443).ip("10.214.1.2").raw().deny(PortNotAllowed, Some("git")),
+        curl("git.example.test", 443).ip("10.214.1.2").allow("web").inspect(true),
+        // The address rules hold for raw TCP too.
+        req("git.example.test", 22, "/usr/bin/ssh").ip("169.254.169.254").raw().ssrf(),
+        req("git.example.test", 22, "/usr/bin/ssh").ip("192.168.1.9").raw().deny(SsrfBlocked, Some("git")),
+        req("git.example.test", 22, "/usr/bin/ssh").no_bin().raw().deny(BinaryNotAllowed, Some("git")),
+    ]
+}
+
+#[test]
+fn raw_tcp() {
+    run("tcp", &load("tcp", TCP), &tcp_cases());
 }
 
 #[test]

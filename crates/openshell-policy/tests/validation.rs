@@ -1412,10 +1412,30 @@ fn protocol_enforcement_access() {
                 ep(&format!("{l4}protocol: json-rpc")),
                 vec![x(8, 19, k("protocol"), "protocol `json-rpc` is not supported yet")],
             ),
+            ok("tcp", ep(&format!("{l4}protocol: tcp")), |p| {
+                let e = endpoint(p);
+                assert_eq!(e.protocol, Some(Protocol::Tcp));
+                assert!(e.rules.is_empty() && e.access.is_none() && e.tls.is_none());
+            }),
             bad(
-                "tcp",
-                ep(&format!("{l4}protocol: tcp")),
-                vec![x(8, 19, k("protocol"), "protocol `tcp` is not supported yet")],
+                "tcp with rules: raw TCP is not inspected",
+                ep(&format!("{l4}protocol: tcp\n{allow}")),
+                vec![x(9, 9, k("rules"), "`rules` can never take effect without `protocol: rest`")],
+            ),
+            bad(
+                "tcp with an access preset",
+                ep(&format!("{l4}protocol: tcp\naccess: full")),
+                vec![x(9, 9, k("access"), "`access` can never take effect without `protocol: rest`")],
+            ),
+            bad(
+                "tcp with tls skip",
+                ep(&format!("{l4}protocol: tcp\ntls: skip")),
+                vec![x(9, 14, k("tls"), "`tls: skip` can never take effect with `protocol: tcp`")],
+            ),
+            bad(
+                "tcp with audit enforcement",
+                ep(&format!("{l4}protocol: tcp\nenforcement: audit")),
+                vec![x(9, 22, k("enforcement"), "`enforcement: audit` can never take effect without `protocol: rest`")],
             ),
             bad(
                 "sql",

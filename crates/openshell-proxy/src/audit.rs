@@ -35,6 +35,10 @@ pub struct AuditEvent {
     pub reason: Option<String>,
     /// The policy revision that decided.
     pub revision: u64,
+    /// A raw TCP connection the fence redirected (for `protocol: tcp`
+    /// endpoints), not one asked of the proxy; written only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub raw_tcp: bool,
 }
 
 /// One request through the privacy router (OCSF API activity, class 6003):

@@ -134,5 +134,6 @@ fn refuse(shared: &Shared, revision: u64, name: &str, from: SocketAddr) {
         policy: None,
         reason: Some(format!("no network policy names {name} (query from {from})")),
         revision,
+        raw_tcp: false,
     });
 }

@@ -151,6 +151,6 @@ async fn connect(
         body: json!({"error": format!("cannot connect: {e}"), "host": host, "ip": ip.to_string()}),
     })?;
     let _ = tcp.set_nodelay(true);
-    conn.register(Target { host: host.clone(), port, ip: Some(ip), caller: caller.cloned() });
+    conn.register(Target { host: host.clone(), port, ip: Some(ip), caller: caller.cloned(), raw: false });
     Ok(Upstream { host, port, ip, conn: BufReader::with_capacity(crate::proxy::UPSTREAM_BUFFER, tcp) })
 }

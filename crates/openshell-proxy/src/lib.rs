@@ -10,6 +10,8 @@
 //! - `l7`: inspected tunnels (TLS terminated, each request decided);
 //! - `exchange`: one decided request forwarded and its response relayed;
 //! - `splice`: plain tunnels, socket → pipe → socket in the kernel;
+//! - `raw_tcp`: raw TCP the sandbox's fence redirected, for `protocol: tcp`
+//!   endpoints (the original destination mapped back to pinned names);
 //! - `aio`: heads and bodies read on tokio, every wait bounded;
 //! - `router`: the privacy router (`inference.local`, routed endpoints);
 //! - `tls`: the sandbox CA, its leaves, the upstream roots;
@@ -38,6 +40,7 @@ pub mod identify;
 pub mod json;
 mod l7;
 pub mod proxy;
+mod raw_tcp;
 pub mod resolve;
 pub mod router;
 mod splice;

@@ -133,6 +133,8 @@ pub(crate) struct Target {
     /// The checked address (none for a routed connection: never resolved).
     pub(crate) ip: Option<IpAddr>,
     pub(crate) caller: Option<Caller>,
+    /// Raw TCP the fence redirected (re-decided as such: `protocol: tcp` only).
+    pub(crate) raw: bool,
 }
 
 struct Open {
@@ -178,9 +180,20 @@ struct Quiet {
 /// A bound proxy; [`Proxy::serve`] runs it.
 pub struct Proxy {
     listener: std::net::TcpListener,
+    /// Where the fence sends raw TCP (see [`Proxy::raw_tcp_on`]).
+    raw_tcp: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
     /// The only peer address served (a fenced sandbox's own); `None`: any.
     peer: Option<IpAddr>,
+}
+
+/// How a connection reached the proxy.
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    /// The proxy's own port: CONNECT or an absolute-form HTTP request.
+    Proxy,
+    /// The raw TCP listener: a connection the fence redirected.
+    RawTcp,
 }
 
 /// Where a sandbox's proxy listens: on the host end of its fenced link, for
@@ -284,7 +297,17 @@ impl Proxy {
             pins: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
         });
-        Ok(Proxy { listener, shared, peer })
+        Ok(Proxy { listener, raw_tcp: None, shared, peer })
+    }
+
+    /// Also serves raw TCP for `protocol: tcp` endpoints on `listener`: the
+    /// sandbox's fence redirects every other outbound TCP connection to it.
+    /// It must have been made inside the sandbox's network namespace, where the
+    /// redirect happened: that is where SO_ORIGINAL_DST finds where a
+    /// connection was headed.
+    pub fn raw_tcp_on(mut self, listener: std::net::TcpListener) -> Proxy {
+        self.raw_tcp = Some(listener);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -309,39 +332,55 @@ impl Proxy {
         // `block_on` runs on this thread, which is not one): each connection's
         // task then starts on the worker that accepted it, with no other
         // thread woken on the way.
-        runtime.block_on(async { tokio::spawn(self.accept_loop()).await.map_err(std::io::Error::other)? })
-    }
-
-    async fn accept_loop(self) -> std::io::Result<()> {
-        self.listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(self.listener)?;
-        loop {
-            let (client, from) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                // Out of descriptors or memory for a moment, or a connection
-                // that went away before it was accepted: not the listener's end.
-                Err(e) if e.raw_os_error().is_some_and(transient) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
+        let Proxy { listener, raw_tcp, shared, peer } = self;
+        runtime.block_on(async {
+            let raw = raw_tcp.map(|l| tokio::spawn(accept_loop(l, Arc::clone(&shared), peer, Entry::RawTcp)));
+            let served = tokio::spawn(accept_loop(listener, shared, peer, Entry::Proxy));
+            let first = match raw {
+                Some(raw) => tokio::select! { r = served => r, r = raw => r },
+                None => served.await,
             };
-            if self.peer.is_some_and(|p| p != from.ip()) {
-                let reason = format!("a connection from {from}, which is not this sandbox's address");
-                self.shared.refuse_quietly(&reason);
+            first.map_err(std::io::Error::other)?
+        })
+    }
+}
+
+/// Accepts connections on `listener` until it fails, each served on a task of
+/// its own within the connection limit.
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    peer: Option<IpAddr>,
+    entry: Entry,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    loop {
+        let (client, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of descriptors or memory for a moment, or a connection
+            // that went away before it was accepted: not the listener's end.
+            Err(e) if e.raw_os_error().is_some_and(transient) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
-            let Ok(slot) = Arc::clone(&self.shared.slots).try_acquire_owned() else {
-                busy(&self.shared, client);
-                continue;
-            };
-            let shared = Arc::clone(&self.shared);
-            tokio::spawn(async move {
-                let conn = Conn::new(shared);
-                conn.run(client).await;
-                drop(slot);
-            });
+            Err(e) => return Err(e),
+        };
+        if peer.is_some_and(|p| p != from.ip()) {
+            let reason = format!("a connection from {from}, which is not this sandbox's address");
+            shared.refuse_quietly(&reason);
+            continue;
         }
+        let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
+            busy(&shared, client, entry);
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let conn = Conn::new(shared);
+            conn.run(client, entry).await;
+            drop(slot);
+        });
     }
 }
 
@@ -353,11 +392,14 @@ fn transient(errno: i32) -> bool {
 }
 
 /// Over the connection limit: a 503 saying so (if the socket takes it at
-/// once), closed, audited.
-fn busy(shared: &Shared, client: TcpStream) {
+/// once; raw TCP is reset instead), closed, audited.
+fn busy(shared: &Shared, client: TcpStream, entry: Entry) {
     let limit = shared.limits.max_connections;
     let body = json!({"error": format!("too many connections from this sandbox (limit {limit}); retry when some have closed")});
     shared.refuse_quietly(&format!("over the limit of {limit} open connections"));
+    if let Entry::RawTcp = entry {
+        return crate::raw_tcp::reset(client);
+    }
     // Written straight to the socket (it is non-blocking; a fresh socket
     // takes a short answer at once), not through the runtime's readiness.
     if let Ok(mut socket) = client.into_std() {
@@ -407,7 +449,7 @@ impl Shared {
     /// Audits a connection-level refusal: the first at once, later ones at
     /// most once a second with the number held back (a flood of connections
     /// does not become a flood of audit lines).
-    fn refuse_quietly(&self, reason: &str) {
+    pub(crate) fn refuse_quietly(&self, reason: &str) {
         let held = {
             let mut quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -459,13 +501,27 @@ impl Shared {
         Ok(self.pin(host, addresses))
     }
 
-    /// The answer known without a lookup (an IP literal or fixed name, for
-    /// [`PIN_TTL`]), or pinned, with the seconds it holds; `None`: look it up.
+    /// The answer known without a lookup (an IP literal or fixed name; pinned
+    /// too, so that raw TCP to its addresses finds the name), or pinned, with
+    /// the seconds it holds; `None`: look it up.
     fn answered(&self, host: &str, port: u16) -> Option<std::io::Result<(Vec<IpAddr>, u32)>> {
         match self.resolver.known(host, port) {
-            Some(answer) => Some(answer.map(|addresses| (addresses, PIN_TTL.as_secs() as u32))),
+            Some(answer) => Some(answer.map(|addresses| self.pin(host, addresses))),
             None => self.pinned_addresses(host).map(Ok),
         }
+    }
+
+    /// The names pinned to `ip` (what the DNS responder or the proxy resolved
+    /// them to, while the pin holds), most recently pinned first.
+    pub(crate) fn names_for(&self, ip: IpAddr) -> Vec<String> {
+        let resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<(Instant, String)> = resolved
+            .iter()
+            .filter(|(_, (at, addresses))| at.elapsed() < PIN_TTL && addresses.contains(&ip))
+            .map(|(name, (at, _))| (*at, name.clone()))
+            .collect();
+        names.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        names.into_iter().map(|(_, name)| name).collect()
     }
 
     /// Pins `addresses` for `host`, unless a lookup that finished first pinned
@@ -529,7 +585,7 @@ impl ProxyHandle {
                 resolved_ip: t.ip,
                 http: None,
             };
-            let decision = new.engine.decide(&req);
+            let decision = if t.raw { new.engine.decide_transparent(&req) } else { new.engine.decide(&req) };
             if decision.is_allowed() {
                 return true;
             }
@@ -571,11 +627,17 @@ impl Conn {
 
     /// Serves the connection until it ends, a reload denies what it relays,
     /// or it reaches its lifetime.
-    async fn run(self, client: TcpStream) {
+    async fn run(self, client: TcpStream, entry: Entry) {
         let lifetime = self.shared.limits.max_lifetime;
         let cancel = Arc::clone(&self.cancel);
+        let served = async {
+            match entry {
+                Entry::Proxy => self.serve(client).await,
+                Entry::RawTcp => crate::raw_tcp::serve(&self, client).await,
+            }
+        };
         tokio::select! {
-            () = self.serve(client) => {}
+            () = served => {}
             () = cancel.notified() => {}
             () = tokio::time::sleep(lifetime) => {
                 let req = Request { host: "", port: 0, binary: None, ancestors: &[], resolved_ip: None, http: None };
@@ -596,7 +658,7 @@ impl Conn {
             Err(refusal) => return refusal.send(&mut client).await,
         };
         let caller = self.identify(peer, local).await;
-        if let Some(refusal) = self.pinned(&head, caller.as_ref()) {
+        if let Some(refusal) = self.pinned(&head.host, head.port, caller.as_ref()) {
             return refusal.send(&mut client).await;
         }
         if head.connect {
@@ -608,7 +670,7 @@ impl Conn {
 
     /// The kernel's answer (reads /proc: on the blocking pool; an answer
     /// held in memory at once).
-    async fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Option<Caller> {
+    pub(crate) async fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Option<Caller> {
         if !self.shared.identify.blocks() {
             return self.shared.identify.identify(peer, local);
         }
@@ -617,7 +679,7 @@ impl Conn {
     }
 
     /// A binary whose content changed since its first use is refused.
-    fn pinned(&self, head: &Head, caller: Option<&Caller>) -> Option<Refusal> {
+    pub(crate) fn pinned(&self, host: &str, port: u16, caller: Option<&Caller>) -> Option<Refusal> {
         let Some(Caller { binary, sha256: Some(hash), .. }) = caller else { return None };
         {
             let mut pins = self.shared.pins.lock().unwrap_or_else(|p| p.into_inner());
@@ -626,7 +688,7 @@ impl Conn {
                 return None;
             }
         }
-        let req = Request::l4(&head.host, head.port, binary);
+        let req = Request::l4(host, port, binary);
         record_refusal(&self.shared, &self.shared.generation(), &req, "binary changed since first use");
         let body = json!({"error": "blocked: the calling binary changed since its first use in this sandbox", "binary": binary, "reason": "binary changed since first use"});
         Some(Refusal { status: 403, body })
@@ -667,7 +729,7 @@ impl Conn {
                 return Refusal::new(400, &message).send(&mut client).await;
             }
             let note = provider.then(|| "a provider's API host, routed while a route exists".to_owned());
-            audit_event(shared, &generation, &req, "allowed", Some("privacy router"), note);
+            shared.audit.record(&event(shared, &generation, &req, "allowed", Some("privacy router"), note));
             return self.route(client, head, caller.as_ref(), false).await;
         }
         // Decided before resolving: a name the policy does not allow is never looked up.
@@ -696,7 +758,8 @@ impl Conn {
             Ok(s) => s,
             Err(e) => return Refusal::unreachable(&head.host, ip, &e).send(&mut client).await,
         };
-        let target = Target { host: head.host.clone(), port: head.port, ip: Some(ip), caller: caller.clone() };
+        let target =
+            Target { host: head.host.clone(), port: head.port, ip: Some(ip), caller: caller.clone(), raw: false };
         if let (true, Some(tls)) = (inspect, shared.tls.as_ref()) {
             let server = match tls.server_config(&head.host) {
                 Ok(s) => s,
@@ -770,7 +833,13 @@ impl Conn {
             return;
         }
         if policy_routed {
-            self.register(Target { host: head.host.clone(), port: head.port, ip: None, caller: caller.cloned() });
+            self.register(Target {
+                host: head.host.clone(),
+                port: head.port,
+                ip: None,
+                caller: caller.cloned(),
+                raw: false,
+            });
         }
         let who = router::Caller { binary: caller.map(|c| c.binary.as_str()), host: &head.host, port: head.port };
         router::serve(&self.shared, tls, server, client, &who).await;
@@ -892,19 +961,20 @@ pub(crate) fn check_host(req: &RequestHead, host: &str, port: u16, default: u16)
 
 /// Records a refusal made by the proxy itself (not by the policy).
 pub(crate) fn record_refusal(shared: &Shared, generation: &Generation, req: &Request<'_>, reason: &str) {
-    audit_event(shared, generation, req, "blocked", None, Some(reason.to_owned()));
+    shared.audit.record(&event(shared, generation, req, "blocked", None, Some(reason.to_owned())));
 }
 
-fn audit_event(
+/// The audit event of a decision about `req`.
+fn event(
     shared: &Shared,
     generation: &Generation,
     req: &Request<'_>,
     disposition: &'static str,
     policy: Option<&str>,
     reason: Option<String>,
-) {
+) -> AuditEvent {
     let http = req.http.as_ref();
-    shared.audit.record(&AuditEvent {
+    AuditEvent {
         time: now_ms(),
         class_uid: if http.is_some() { 4002 } else { 4001 },
         class_name: if http.is_some() { "HTTP Activity" } else { "Network Activity" },
@@ -919,7 +989,8 @@ fn audit_event(
         policy: policy.map(str::to_owned),
         reason,
         revision: generation.revision,
-    });
+        raw_tcp: false,
+    }
 }
 
 pub(crate) fn record(
@@ -929,6 +1000,17 @@ pub(crate) fn record(
     decision: &Decision<'_>,
     note: Option<&str>,
 ) {
+    shared.audit.record(&decision_event(shared, generation, req, decision, note));
+}
+
+/// The audit event of the engine's `decision` about `req`, with a `note`.
+pub(crate) fn decision_event(
+    shared: &Shared,
+    generation: &Generation,
+    req: &Request<'_>,
+    decision: &Decision<'_>,
+    note: Option<&str>,
+) -> AuditEvent {
     let disposition = match decision.verdict {
         Verdict::Allow => "allowed",
         Verdict::Audit => "audited",
@@ -939,7 +1021,7 @@ pub(crate) fn record(
         (Some(r), None) => Some(r.to_string()),
         (None, n) => n.map(str::to_owned),
     };
-    audit_event(shared, generation, req, disposition, decision.policy, reason);
+    event(shared, generation, req, disposition, decision.policy, reason)
 }
 
 pub(crate) fn denial(

@@ -2,8 +2,12 @@
 //! nftables table inside the namespace under which the only reachable destinations
 //! are the proxy's address and port, and the DNS responder beside it: every UDP
 //! query to port 53, whatever server it names, goes to the responder on the same
-//! address. Everything else fails fast, IPv4 and IPv6
-//! alike: TCP is answered with a reset (connection refused); a datagram is
+//! address. Every other outbound TCP connection (IPv4) goes to the proxy's raw
+//! TCP listener on the sandbox's own address ([`RAW_TCP_PORT`]), which relays
+//! what a `protocol: tcp` endpoint allows and resets the rest. Everything else
+//! fails fast, IPv4 and IPv6
+//! alike: TCP to another port of the proxy's address is answered with a reset
+//! (connection refused); a datagram is
 //! redirected to a closed port of the sandbox's own address, so the kernel
 //! answers port-unreachable and a connected socket gets connection refused;
 //! IPv6 has no route (network unreachable).
@@ -56,14 +60,21 @@ const SANDBOX_IF: &str = "eth0";
 const PREFIX: u8 = 30;
 /// Where the sandbox's DNS responder listens, on the proxy's address.
 pub const DNS_PORT: u16 = 53;
+/// Where raw TCP goes, on the sandbox's own address: the proxy's listener for
+/// `protocol: tcp` endpoints, made inside the sandbox's namespace (where the
+/// redirect happened, so that SO_ORIGINAL_DST finds it). A privileged port,
+/// bound before the sandbox's processes run: none of them can take it.
+pub const RAW_TCP_PORT: u16 = 1023;
 
 /// The nftables table inside the sandbox's namespace. As `nft` would list it:
 ///
 /// ```text
 /// table inet openshell_fence {
-///   chain udp_refuse { type nat hook output priority -100; policy accept;
+///   chain divert { type nat hook output priority -100; policy accept;
 ///     meta nfproto ipv4 udp dport 53 oif != "lo" dnat ip to PROXY:53
-///     meta nfproto ipv4 meta l4proto udp oif != "lo" dnat ip to SANDBOX:9 }
+///     meta nfproto ipv4 meta l4proto udp oif != "lo" dnat ip to SANDBOX:9
+///     ip daddr PROXY accept
+///     meta nfproto ipv4 meta l4proto tcp oif != "lo" dnat ip to SANDBOX:1023 }
 ///   chain output { type filter hook output priority 0; policy drop;
 ///     oif "lo" accept
 ///     ip daddr SANDBOX accept
@@ -90,6 +101,12 @@ pub fn ruleset(fence: &Fence) -> Table {
         vec![Match::Ipv4, Match::Udp, Match::OutputIsLoopback(false)],
         Statement::DestinationNat(fence.sandbox_addr, 9),
     );
+    // TCP to the proxy's address stays as it is (its port is open, the rest refused).
+    let to_proxy = rule(vec![Match::Ipv4Destination(fence.host_addr)], Statement::Accept);
+    let raw_tcp = rule(
+        vec![Match::Ipv4, Match::Tcp, Match::OutputIsLoopback(false)],
+        Statement::DestinationNat(fence.sandbox_addr, RAW_TCP_PORT),
+    );
     let mut output = vec![
         rule(vec![Match::OutputIsLoopback(true)], Statement::Accept),
         rule(vec![Match::Ipv4Destination(fence.sandbox_addr)], Statement::Accept),
@@ -109,12 +126,12 @@ pub fn ruleset(fence: &Fence) -> Table {
         name: "openshell_fence",
         chains: vec![
             Chain {
-                name: "udp_refuse",
+                name: "divert",
                 kind: ChainKind::Nat,
                 hook: ChainHook::Output,
                 priority: -100,
                 accept_by_default: true,
-                rules: vec![dns, udp_refuse],
+                rules: vec![dns, udp_refuse, to_proxy, raw_tcp],
             },
             filter("output", ChainHook::Output, output),
             filter("input", ChainHook::Input, input),

@@ -7,13 +7,13 @@
 //! (iproute2) and `nft` (nftables), the test's tools only; CI has them.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use openshell_sandbox::fence::{Fence, install, pod_ruleset, remove, ruleset};
+use openshell_sandbox::fence::{Fence, RAW_TCP_PORT, install, listen_in, pod_ruleset, remove, ruleset};
 
 struct Netns {
     name: String,
@@ -149,6 +149,22 @@ fn only_the_proxy_is_reachable_and_the_rest_fails_fast() {
     assert_eq!(get("ipv6"), "Err(NetworkUnreachable) fast=true");
     assert_eq!(get("loopback"), "true");
 
+    // With the proxy's raw TCP listener on the sandbox's own address, TCP to any
+    // other host arrives there, and the listener learns where it was headed
+    // (SO_ORIGINAL_DST): what the proxy decides raw TCP by.
+    let raw = listen_in(&netns, SocketAddr::new(fence.sandbox_addr.into(), RAW_TCP_PORT)).expect("raw TCP listener");
+    let headed: SocketAddr = "192.0.2.1:80".parse().expect("addr");
+    let client = inside(&netns, move || TcpStream::connect_timeout(&headed, Duration::from_secs(5)));
+    let client = client.expect("redirected to the raw TCP listener");
+    let (accepted, from) = raw.accept().expect("accept");
+    let original = socket2::SockRef::from(&accepted).original_dst_v4().expect("SO_ORIGINAL_DST");
+    assert_eq!(original.as_socket(), Some(headed));
+    assert_eq!(from.ip(), IpAddr::from(fence.sandbox_addr));
+    assert_eq!(client.peer_addr().expect("peer"), headed, "the client still sees where it connected to");
+    // The proxy's other ports are not redirected: still refused.
+    let refused = inside(&netns, move || TcpStream::connect_timeout(&other, Duration::from_secs(5)).map(drop));
+    assert_eq!(refused.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionRefused));
+
     // Positive control: without the fence's table, the other port is reachable.
     let inside_ns = std::fs::File::open(&netns).expect("namespace");
     let control = std::thread::spawn(move || {
@@ -170,10 +186,12 @@ fn only_the_proxy_is_reachable_and_the_rest_fails_fast() {
 fn fence_text(fence: &Fence) -> String {
     format!(
         "table inet openshell_fence {{
-  chain udp_refuse {{
+  chain divert {{
     type nat hook output priority -100; policy accept;
     meta nfproto ipv4 udp dport 53 oif != \"lo\" dnat ip to {proxy}:53
     meta nfproto ipv4 meta l4proto udp oif != \"lo\" dnat ip to {sandbox}:9
+    ip daddr {proxy} accept
+    meta nfproto ipv4 meta l4proto tcp oif != \"lo\" dnat ip to {sandbox}:1023
   }}
   chain output {{
     type filter hook output priority 0; policy drop;

@@ -1,0 +1,103 @@
+//! Raw TCP for `protocol: tcp` endpoints (an ssh client, a database driver:
+//! programs that know nothing of proxies). The sandbox's fence redirects every
+//! outbound TCP connection that is not to the proxy to a listener inside the
+//! sandbox's namespace; here the connection's original destination
+//! (SO_ORIGINAL_DST) is mapped back to the names the DNS responder (or the
+//! proxy) pinned to that address, then to the address itself, and each is
+//! decided against `protocol: tcp` endpoints only: host, port, the calling
+//! binary (found by the connection as the caller's socket sees it) and the
+//! address rules. The first allowed one is relayed to exactly that address
+//! (splice, as a CONNECT tunnel); anything else is reset at once and audited.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use openshell_policy::Request;
+use tokio::net::TcpStream;
+
+use crate::proxy::{Conn, Target, decision_event, record_refusal};
+use crate::splice;
+
+/// Serves one redirected connection until either side closes it.
+pub(crate) async fn serve(conn: &Conn, client: TcpStream) {
+    let shared = &conn.shared;
+    let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else { return };
+    let original = match original_destination(&client) {
+        Some(original) if original != local => original,
+        // Not redirected: a connection straight to the listener's own address.
+        _ => {
+            shared.refuse_quietly("raw TCP to the proxy's raw TCP listener itself");
+            return reset(client);
+        }
+    };
+    let caller = conn.identify(peer, original).await;
+    let (ip, port) = (original.ip(), original.port());
+    let mut hosts = shared.names_for(ip);
+    hosts.push(ip.to_string());
+    if conn.pinned(&hosts[0], port, caller.as_ref()).is_some() {
+        return reset(client);
+    }
+    let generation = shared.generation();
+    let ancestors: Vec<&str> = caller.iter().flat_map(|c| c.ancestors.iter().map(String::as_str)).collect();
+    let request = |host| Request {
+        host,
+        port,
+        binary: caller.as_ref().map(|c| c.binary.as_str()),
+        ancestors: &ancestors,
+        resolved_ip: Some(ip),
+        http: None,
+    };
+    let decisions: Vec<_> = hosts.iter().map(|h| (h, generation.engine.decide_transparent(&request(h)))).collect();
+    // The first allowed, or the denial under the name most recently given to the address.
+    let (host, decision) = decisions.iter().find(|(_, d)| d.is_allowed()).unwrap_or(&decisions[0]);
+    let others: Vec<&str> = hosts[..hosts.len() - 1].iter().filter(|h| h != host).map(String::as_str).collect();
+    let note = (!others.is_empty()).then(|| format!("the address is also the answer for {}", others.join(", ")));
+    let mut event = decision_event(shared, &generation, &request(host), decision, note.as_deref());
+    event.raw_tcp = true;
+    shared.audit.record(&event);
+    if !decision.is_allowed() {
+        return reset(client);
+    }
+    let target = Target { host: (*host).clone(), port, ip: Some(ip), caller: caller.clone(), raw: true };
+    relay(conn, client, target).await;
+}
+
+/// Dials the checked address and relays both ways until either side closes.
+async fn relay(conn: &Conn, client: TcpStream, target: Target) {
+    let shared = &conn.shared;
+    let Some(ip) = target.ip else { return };
+    let upstream = match shared.connect(SocketAddr::new(ip, target.port)).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            let binary = target.caller.as_ref().map(|c| c.binary.as_str());
+            let req = Request {
+                host: &target.host,
+                port: target.port,
+                binary,
+                ancestors: &[],
+                resolved_ip: Some(ip),
+                http: None,
+            };
+            record_refusal(shared, &shared.generation(), &req, &format!("raw TCP: cannot connect: {e}"));
+            return reset(client);
+        }
+    };
+    let pipes = match (splice::Pipe::new(), splice::Pipe::new()) {
+        (Ok(a), Ok(b)) => [a, b],
+        _ => return reset(client),
+    };
+    conn.register(target);
+    splice::relay(&client, &upstream, pipes, shared.limits.idle_timeout).await;
+}
+
+/// Where the connection was headed before the fence redirected it.
+fn original_destination(client: &TcpStream) -> Option<SocketAddr> {
+    let original = socket2::SockRef::from(client).original_dst_v4().ok()?;
+    original.as_socket().filter(|a| !matches!(a.ip(), IpAddr::V6(_)))
+}
+
+/// Closes with a reset: the client learns at once that nothing is there for it.
+pub(crate) fn reset(client: TcpStream) {
+    let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+    drop(client);
+}
