@@ -319,9 +319,10 @@ fn a_pods_egress_leaves_only_through_its_proxy() {
     // The upstream: a pod under runc listening on its address.
     let server = cri.run_pod("upstream", "runc", &[], &logs, CGROUP_PARENT).expect("RunPodSandbox upstream");
     cri.run(&server, &spec("listen", &["/probe", "listen-any:8080"]));
+    cri.run(&server, &spec("listen-raw", &["/probe", "listen-any:8081"]));
     let ip = cri.pod_ip(&server);
     let policy = format!(
-        "version: 1\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/probe, /usr]\nnetwork_policies:\n  upstream:\n    name: upstream\n    endpoints:\n      - {{ host: \"{ip}\", port: 8080, allowed_ips: [\"{ip}/32\"] }}\n    binaries:\n      - path: /probe\n"
+        "version: 1\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/probe, /usr]\nnetwork_policies:\n  upstream:\n    name: upstream\n    endpoints:\n      - {{ host: \"{ip}\", port: 8080, allowed_ips: [\"{ip}/32\"] }}\n      - {{ host: \"{ip}\", port: 8081, protocol: tcp, allowed_ips: [\"{ip}/32\"] }}\n    binaries:\n      - path: /probe\n"
     );
     let digest = sha256(&policy);
     let annotations =
@@ -335,8 +336,13 @@ fn a_pods_egress_leaves_only_through_its_proxy() {
     // Another port, another binary (the same program elsewhere): refused by the proxy.
     assert_eq!(run(cri, &main, &["/probe", &format!("tunnel:{ip}:9")]), "tunnel: 403\n");
     assert_eq!(run(cri, &main, &["/usr/bin/runtime-probe", &allowed]), "tunnel: 403\n");
-    // Around the proxy: the fence refuses it.
-    assert_eq!(run(cri, &main, &["/probe", &format!("dial:{ip}:8080")]), "dial: Connection refused\n");
+    // Raw TCP (issue 16): the fence sends it to the proxy, which relays what a
+    // `protocol: tcp` endpoint allows for its binary and resets the rest, the
+    // endpoint meant for the proxy included.
+    let raw = format!("dial:{ip}:8081");
+    assert_eq!(run(cri, &main, &["/probe", &raw]), "dial: pong\n");
+    assert_eq!(run(cri, &main, &["/usr/bin/runtime-probe", &raw]), "dial: Connection reset by peer\n");
+    assert_eq!(run(cri, &main, &["/probe", &format!("dial:{ip}:8080")]), "dial: Connection reset by peer\n");
     // Each decision is in the pod's egress audit log, in its log directory.
     let audit = std::fs::read_to_string(logs.join("openshell-egress.log")).expect("the pod's egress audit log");
     let lines: Vec<serde_json::Value> =
@@ -353,16 +359,21 @@ fn a_pods_egress_leaves_only_through_its_proxy() {
         [
             ("allowed", "/probe", 8080, ""),
             ("blocked", "/probe", 9, "port not allowed"),
-            ("blocked", "/usr/bin/runtime-probe", 8080, "binary not allowed")
+            ("blocked", "/usr/bin/runtime-probe", 8080, "binary not allowed"),
+            ("allowed", "/probe", 8081, ""),
+            ("blocked", "/usr/bin/runtime-probe", 8081, "binary not allowed"),
+            ("blocked", "/probe", 8080, "port not allowed"),
         ],
         "{audit}"
     );
+    let raw_tcp: Vec<bool> = lines.iter().map(|l| l["raw_tcp"] == true).collect();
+    assert_eq!(raw_tcp, [false, false, false, true, true, true], "{audit}");
 
     // A pod without a policy: nothing allowed, through the proxy or around it.
     let bare = cri.run_pod("bare", "openshell", &[], &logs, CGROUP_PARENT).expect("RunPodSandbox bare");
     let alone = cri.run(&bare, &spec("main", &["/probe", "serve"]));
     assert_eq!(run(cri, &alone, &["/probe", &allowed]), "tunnel: 403\n");
-    assert_eq!(run(cri, &alone, &["/probe", &format!("dial:{ip}:8080")]), "dial: Connection refused\n");
+    assert_eq!(run(cri, &alone, &["/probe", &format!("dial:{ip}:8080")]), "dial: Connection reset by peer\n");
     // The proxy killed: egress fails closed.
     let state = sandbox_state(&bare);
     let pid = std::fs::read_to_string(state.join("openshell-pod-proxy.pid")).expect("the proxy's pid");

@@ -32,8 +32,10 @@ pub(crate) async fn serve(conn: &Conn, client: TcpStream) {
     };
     let caller = conn.identify(peer, original).await;
     let (ip, port) = (original.ip(), original.port());
+    let literal = ip.to_string();
     let mut hosts = shared.names_for(ip);
-    hosts.push(ip.to_string());
+    hosts.retain(|h| *h != literal);
+    hosts.push(literal);
     if conn.pinned(&hosts[0], port, caller.as_ref()).is_some() {
         return reset(client);
     }

@@ -352,6 +352,9 @@ pub fn serve(dir: &Path) -> Result<(), EgressError> {
         openshell_policy::load_str("the pod's policy", &text).map_err(|e| EgressError::Proxy(e.to_string()))?;
     let proxy = openshell_proxy::Proxy::from_listener(listener, config(dir, &state, network_only(&baseline, initial))?)
         .map_err(|e| EgressError::Proxy(e.to_string()))?;
+    // Raw TCP for `protocol: tcp` endpoints: the pod's fence sends it here.
+    let raw_tcp = std::net::SocketAddr::from(([127, 0, 0, 1], openshell_sandbox::fence::RAW_TCP_PORT));
+    let proxy = proxy.raw_tcp_on(openshell_sandbox::fence::listen_in(&netns, raw_tcp)?);
     // The pod's DNS responder: its fence sends every UDP query to port 53 here.
     let dns_addr = std::net::SocketAddr::from(([127, 0, 0, 1], openshell_sandbox::fence::DNS_PORT));
     let dns = proxy.dns_on(openshell_sandbox::fence::udp_in(&netns, dns_addr)?);

@@ -176,32 +176,41 @@ pub fn install(fence: &Fence, netns: &str) -> Result<(), FenceError> {
 
 /// The nftables table of a Kubernetes pod's network namespace under
 /// openshell-runtime: nothing leaves it but loopback and replies to connections
-/// that came in (Services, probes). Every new outbound connection fails fast (TCP
-/// reset, port-unreachable otherwise); the pod's way out is its egress proxy,
-/// which listens on the pod's loopback and dials from the node's namespace. Every
-/// UDP query to port 53 (the cluster's DNS or any other server) goes to the
-/// proxy's DNS responder on the pod's loopback.
+/// that came in (Services, probes). The pod's way out is its egress proxy, which
+/// listens on the pod's loopback and dials from the node's namespace. Every UDP
+/// query to port 53 (the cluster's DNS or any other server) goes to the proxy's
+/// DNS responder on the pod's loopback, and every other outbound TCP connection
+/// (IPv4) to the proxy's raw TCP listener there ([`RAW_TCP_PORT`]), which relays
+/// what a `protocol: tcp` endpoint allows and resets the rest. Anything else
+/// fails fast (TCP reset, port-unreachable otherwise).
 ///
 /// ```text
 /// table inet openshell_pod_fence {
-///   chain dns { type nat hook output priority -100; policy accept;
-///     meta nfproto ipv4 udp dport 53 oif != "lo" dnat ip to 127.0.0.1:53 }
+///   chain divert { type nat hook output priority -100; policy accept;
+///     meta nfproto ipv4 udp dport 53 oif != "lo" dnat ip to 127.0.0.1:53
+///     meta nfproto ipv4 meta l4proto tcp oif != "lo" dnat ip to 127.0.0.1:1023 }
 ///   chain output { type filter hook output priority 0; policy drop;
 ///     oif "lo" accept
 ///     ip daddr 127.0.0.1 udp dport 53 accept
+///     ip daddr 127.0.0.1 tcp dport 1023 accept
 ///     ct state established,related accept
 ///     meta l4proto tcp reject with tcp reset
 ///     reject with icmpx type port-unreachable }
 /// }
 /// ```
 ///
-/// (A query sent to 127.0.0.1 by the `dns` chain keeps its first output interface
-/// in the filter chain, whose `oif` is fixed for the hook: hence its own rule.)
+/// (A packet sent to 127.0.0.1 by the `divert` chain keeps its first output
+/// interface in the filter chain, whose `oif` is fixed for the hook: hence their
+/// own rules.)
 pub fn pod_ruleset() -> Table {
     let rule = |matches: Vec<Match>, statement| Rule { matches, statement };
     let output = vec![
         rule(vec![Match::OutputIsLoopback(true)], Statement::Accept),
         rule(vec![Match::Ipv4Destination(Ipv4Addr::LOCALHOST), Match::UdpDestinationPort(DNS_PORT)], Statement::Accept),
+        rule(
+            vec![Match::Ipv4Destination(Ipv4Addr::LOCALHOST), Match::TcpDestinationPort(RAW_TCP_PORT)],
+            Statement::Accept,
+        ),
         rule(vec![Match::EstablishedOrRelated], Statement::Accept),
         rule(vec![Match::Tcp], Statement::RejectWithTcpReset),
         rule(vec![], Statement::RejectPortUnreachable),
@@ -210,15 +219,19 @@ pub fn pod_ruleset() -> Table {
         vec![Match::Ipv4, Match::UdpDestinationPort(DNS_PORT), Match::OutputIsLoopback(false)],
         Statement::DestinationNat(Ipv4Addr::LOCALHOST, DNS_PORT),
     );
-    let dns = Chain {
-        name: "dns",
+    let raw_tcp = rule(
+        vec![Match::Ipv4, Match::Tcp, Match::OutputIsLoopback(false)],
+        Statement::DestinationNat(Ipv4Addr::LOCALHOST, RAW_TCP_PORT),
+    );
+    let divert = Chain {
+        name: "divert",
         kind: ChainKind::Nat,
         hook: ChainHook::Output,
         priority: -100,
         accept_by_default: true,
-        rules: vec![dns],
+        rules: vec![dns, raw_tcp],
     };
-    Table { name: "openshell_pod_fence", chains: vec![dns, filter("output", ChainHook::Output, output)] }
+    Table { name: "openshell_pod_fence", chains: vec![divert, filter("output", ChainHook::Output, output)] }
 }
 
 /// Installs [`pod_ruleset`] in the pod's network namespace at `netns`, and brings

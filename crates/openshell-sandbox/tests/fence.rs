@@ -218,14 +218,16 @@ fn fence_text(fence: &Fence) -> String {
 }
 
 const POD_TEXT: &str = "table inet openshell_pod_fence {
-  chain dns {
+  chain divert {
     type nat hook output priority -100; policy accept;
     meta nfproto ipv4 udp dport 53 oif != \"lo\" dnat ip to 127.0.0.1:53
+    meta nfproto ipv4 meta l4proto tcp oif != \"lo\" dnat ip to 127.0.0.1:1023
   }
   chain output {
     type filter hook output priority 0; policy drop;
     oif \"lo\" accept
     ip daddr 127.0.0.1 udp dport 53 accept
+    ip daddr 127.0.0.1 tcp dport 1023 accept
     ct state established,related accept
     meta l4proto tcp reject with tcp reset
     reject with icmpx type port-unreachable
