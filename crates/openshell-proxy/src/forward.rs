@@ -68,7 +68,7 @@ async fn request(
     let ancestors: Vec<&str> = caller.iter().flat_map(|c| c.ancestors.iter().map(String::as_str)).collect();
     let pairs = head.target.split_once('?').map(|(_, q)| http1::query_pairs(q));
     let query: Vec<(&str, &str)> = pairs.iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let http = HttpRequest { method: &head.req.method, path: &head.path, query: &query };
+    let http = HttpRequest::plain(&head.req.method, &head.path, &query);
     let mut req = Request {
         host: &head.host,
         port: head.port,
@@ -91,6 +91,10 @@ async fn request(
         record(shared, &generation, &req, &decision, None);
         let body = denial(&head.host, head.port, &decision, &generation, &req);
         return answer(client, 403, &body, framing, true, idle).await;
+    }
+    if decision.rpc.is_some() {
+        let reason = "JSON-RPC bodies (mcp, json-rpc) are not inspected by this proxy yet";
+        return refuse(conn, client, &req, 403, reason, framing, true).await;
     }
     if decision.route {
         let reason = "this endpoint is routed to the privacy router, which is reached over HTTPS";

@@ -105,7 +105,7 @@ async fn request(
     let (path, raw_query) = split_target(&req.target);
     let pairs = http1::query_pairs(raw_query);
     let query: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let engine_req = engine_request(tunnel, Some(HttpRequest { method: &req.method, path, query: &query }));
+    let engine_req = engine_request(tunnel, Some(HttpRequest::plain(&req.method, path, &query)));
     let framing = match http1::request_framing(req) {
         Ok(b) => b,
         Err(e) => return refuse(conn, client, &engine_req, 400, &e.to_string(), Body::Empty, false).await,
@@ -118,6 +118,10 @@ async fn request(
     if !decision.is_allowed() {
         let body = denial(&tunnel.head.host, tunnel.head.port, &decision, &generation, &engine_req);
         return answer(client, 403, &body, framing, true, idle).await;
+    }
+    if decision.rpc.is_some() {
+        let reason = "JSON-RPC bodies (mcp, json-rpc) are not inspected by this proxy yet";
+        return refuse(conn, client, &engine_req, 403, reason, framing, true).await;
     }
     if open.is_none() {
         let Some(tcp) = upstream.take() else { return false };
