@@ -134,5 +134,8 @@ fn refuse(shared: &Shared, revision: u64, name: &str, from: SocketAddr) {
         policy: None,
         reason: Some(format!("no network policy names {name} (query from {from})")),
         revision,
+        rpc_method: None,
+        rpc_tool: None,
+        websocket: None,
     });
 }

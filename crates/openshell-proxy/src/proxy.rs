@@ -18,13 +18,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use openshell_policy::{Decision, Engine, Policy, PolicyDiff, Request, StaticChangeError, Verdict};
+use openshell_policy::{
+    Decision, Engine, HttpRequest, Message, Policy, PolicyDiff, Request, StaticChangeError, Verdict,
+};
 use serde_json::json;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::audit::{AuditEvent, AuditSink, now_ms};
+use crate::audit::{AuditEvent, AuditSink, WebSocketTraffic, now_ms};
 use crate::http1::{self, HeadError, Kind, RequestHead};
 use crate::identify::{Caller, Identify};
 use crate::resolve::Resolve;
@@ -133,6 +135,15 @@ pub(crate) struct Target {
     /// The checked address (none for a routed connection: never resolved).
     pub(crate) ip: Option<IpAddr>,
     pub(crate) caller: Option<Caller>,
+    /// A relayed WebSocket's upgrade request, decided again with the rest.
+    pub(crate) upgrade: Option<Upgraded>,
+}
+
+/// The path and query a WebSocket was upgraded at.
+#[derive(Clone)]
+pub(crate) struct Upgraded {
+    pub(crate) path: String,
+    pub(crate) query: Vec<(String, String)>,
 }
 
 struct Open {
@@ -521,13 +532,21 @@ impl ProxyHandle {
         open.retain(|_, o| {
             let t = &o.target;
             let ancestors: Vec<&str> = t.caller.iter().flat_map(|c| c.ancestors.iter().map(String::as_str)).collect();
+            let query: Vec<(&str, &str)> =
+                t.upgrade.iter().flat_map(|u| u.query.iter().map(|(k, v)| (k.as_str(), v.as_str()))).collect();
+            let http = t.upgrade.as_ref().map(|u| HttpRequest {
+                method: "GET",
+                path: &u.path,
+                query: &query,
+                message: Message::WebSocketUpgrade,
+            });
             let req = Request {
                 host: &t.host,
                 port: t.port,
                 binary: t.caller.as_ref().map(|c| c.binary.as_str()),
                 ancestors: &ancestors,
                 resolved_ip: t.ip,
-                http: None,
+                http,
             };
             let decision = new.engine.decide(&req);
             if decision.is_allowed() {
@@ -667,7 +686,7 @@ impl Conn {
                 return Refusal::new(400, &message).send(&mut client).await;
             }
             let note = provider.then(|| "a provider's API host, routed while a route exists".to_owned());
-            audit_event(shared, &generation, &req, "allowed", Some("privacy router"), note);
+            shared.audit.record(&event(shared, &generation, &req, "allowed", Some("privacy router"), note));
             return self.route(client, head, caller.as_ref(), false).await;
         }
         // Decided before resolving: a name the policy does not allow is never looked up.
@@ -696,7 +715,8 @@ impl Conn {
             Ok(s) => s,
             Err(e) => return Refusal::unreachable(&head.host, ip, &e).send(&mut client).await,
         };
-        let target = Target { host: head.host.clone(), port: head.port, ip: Some(ip), caller: caller.clone() };
+        let target =
+            Target { host: head.host.clone(), port: head.port, ip: Some(ip), caller: caller.clone(), upgrade: None };
         if let (true, Some(tls)) = (inspect, shared.tls.as_ref()) {
             let server = match tls.server_config(&head.host) {
                 Ok(s) => s,
@@ -770,7 +790,9 @@ impl Conn {
             return;
         }
         if policy_routed {
-            self.register(Target { host: head.host.clone(), port: head.port, ip: None, caller: caller.cloned() });
+            let target =
+                Target { host: head.host.clone(), port: head.port, ip: None, caller: caller.cloned(), upgrade: None };
+            self.register(target);
         }
         let who = router::Caller { binary: caller.map(|c| c.binary.as_str()), host: &head.host, port: head.port };
         router::serve(&self.shared, tls, server, client, &who).await;
@@ -892,19 +914,31 @@ pub(crate) fn check_host(req: &RequestHead, host: &str, port: u16, default: u16)
 
 /// Records a refusal made by the proxy itself (not by the policy).
 pub(crate) fn record_refusal(shared: &Shared, generation: &Generation, req: &Request<'_>, reason: &str) {
-    audit_event(shared, generation, req, "blocked", None, Some(reason.to_owned()));
+    shared.audit.record(&event(shared, generation, req, "blocked", None, Some(reason.to_owned())));
 }
 
-fn audit_event(
+/// Records how a relayed WebSocket ended, with what crossed it.
+pub(crate) fn record_websocket(shared: &Shared, req: &Request<'_>, traffic: WebSocketTraffic, end: &str) {
+    let mut event = event(shared, &shared.generation(), req, "allowed", None, Some(end.to_owned()));
+    event.websocket = Some(traffic);
+    shared.audit.record(&event);
+}
+
+/// The audit event of a decision about `req` (recorded by the caller).
+pub(crate) fn event(
     shared: &Shared,
     generation: &Generation,
     req: &Request<'_>,
     disposition: &'static str,
     policy: Option<&str>,
     reason: Option<String>,
-) {
+) -> AuditEvent {
     let http = req.http.as_ref();
-    shared.audit.record(&AuditEvent {
+    let call = match http.map(|h| h.message) {
+        Some(Message::Rpc(call)) => Some(call),
+        _ => None,
+    };
+    AuditEvent {
         time: now_ms(),
         class_uid: if http.is_some() { 4002 } else { 4001 },
         class_name: if http.is_some() { "HTTP Activity" } else { "Network Activity" },
@@ -914,12 +948,15 @@ fn audit_event(
         dst_hostname: req.host.to_owned(),
         dst_port: req.port,
         dst_ip: req.resolved_ip.map(|ip| ip.to_string()),
-        http_method: http.map(|h| h.method.to_owned()),
+        http_method: http.map(|h| h.rule_method().to_owned()),
         http_path: http.map(|h| h.path.to_owned()),
         policy: policy.map(str::to_owned),
         reason,
         revision: generation.revision,
-    });
+        rpc_method: call.map(|c| c.method.to_owned()),
+        rpc_tool: call.and_then(|c| c.tool).map(str::to_owned),
+        websocket: None,
+    }
 }
 
 pub(crate) fn record(
@@ -939,7 +976,7 @@ pub(crate) fn record(
         (Some(r), None) => Some(r.to_string()),
         (None, n) => n.map(str::to_owned),
     };
-    audit_event(shared, generation, req, disposition, decision.policy, reason);
+    shared.audit.record(&event(shared, generation, req, disposition, decision.policy, reason));
 }
 
 pub(crate) fn denial(

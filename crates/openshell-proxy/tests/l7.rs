@@ -12,10 +12,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Recorder, Redirect, Sink, TestCa, provider};
+use common::{Recorder, TestCa, TestProxy, provider};
 use openshell_policy::load_str;
 use openshell_proxy::http1::{self, Body};
-use openshell_proxy::{Caller, Fixed, Interceptor, Proxy, ProxyConfig, ProxyHandle, SandboxCa, StaticResolver};
+use openshell_proxy::{Caller, Interceptor, ProxyHandle, SandboxCa, StaticResolver};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
@@ -160,29 +160,9 @@ fn setup(with_tls: bool) -> Setup {
         Arc::new(Interceptor::new(sandbox_ca, roots).expect("interceptor"))
     });
     let audit = Arc::new(Recorder::default());
-    let proxy = Proxy::bind(
-        "127.0.0.1:0".parse().expect("addr"),
-        ProxyConfig {
-            sandbox: "l7-test".into(),
-            policy: load_str("policy.yaml", POLICY).expect("policy"),
-            revision: 1,
-            identify: Box::new(Fixed(Some(Caller {
-                binary: "/usr/bin/curl".into(),
-                ancestors: vec!["/usr/bin/bash".into()],
-                sha256: None,
-            }))),
-            resolver: Box::new(resolver),
-            connector: Box::new(Redirect(redirect)),
-            audit: Box::new(Sink(Arc::clone(&audit))),
-            tls,
-            route: None,
-            limits: Default::default(),
-        },
-    )
-    .expect("bind proxy");
-    let addr = proxy.local_addr().expect("addr");
-    let handle = proxy.handle();
-    std::thread::spawn(move || proxy.serve());
+    let caller = Caller { binary: "/usr/bin/curl".into(), ancestors: vec!["/usr/bin/bash".into()], sha256: None };
+    let (addr, handle) =
+        TestProxy { sandbox: "l7-test", policy: POLICY, caller, resolver, redirect, tls }.serve(&audit);
     Setup { addr, handle, audit, seen, sandbox_ca: sandbox_ca_pem, release }
 }
 
