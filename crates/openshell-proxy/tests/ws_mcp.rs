@@ -47,6 +47,14 @@ network_policies:
           - allow: { method: tools/call, tool: "read_*" }
         deny_rules:
           - { method: tools/call, tool: read_secrets }
+      - host: rpc.test
+        port: 8080
+        protocol: json-rpc
+        allowed_ips: [10.200.0.0/24]
+        rules:
+          - allow: { method: "*" }
+        deny_rules:
+          - { method: admin_shutdown }
     binaries:
       - path: /usr/bin/python3
 "#;
@@ -176,9 +184,14 @@ fn setup() -> Setup {
     let resolver = StaticResolver(HashMap::from([
         ("ws.test".to_owned(), vec![ip("10.200.0.2")]),
         ("mcp.test".to_owned(), vec![ip("10.200.0.3")]),
+        ("rpc.test".to_owned(), vec![ip("10.200.0.4")]),
     ]));
-    let redirect =
-        HashMap::from([(SocketAddr::new(ip("10.200.0.2"), 8080), ws), (SocketAddr::new(ip("10.200.0.3"), 8080), mcp)]);
+    // The JSON-RPC endpoint's server is the MCP one (it answers any call).
+    let redirect = HashMap::from([
+        (SocketAddr::new(ip("10.200.0.2"), 8080), ws),
+        (SocketAddr::new(ip("10.200.0.3"), 8080), mcp),
+        (SocketAddr::new(ip("10.200.0.4"), 8080), mcp),
+    ]);
     let ca = SandboxCa::generate("ws-mcp-test").expect("sandbox CA");
     let tls = Arc::new(Interceptor::new(ca, RootCertStore::empty()).expect("interceptor"));
     let audit = Arc::new(Recorder::default());
@@ -420,4 +433,53 @@ fn server_sent_events_stream_through() {
     // GET (the SSE receive stream) on the endpoint's path is allowed.
     let (status, _) = post(s.addr, "mcp.test", "/mcp", "GET", "");
     assert_eq!(status, 200);
+}
+
+#[test]
+fn json_rpc_calls_are_decided_by_method() {
+    let s = setup();
+    let (status, body) = post(s.addr, "rpc.test", "/any", "POST", &call(1, "eth_blockNumber", None).to_string());
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(s.addr, "rpc.test", "/any", "POST", &call(2, "admin_shutdown", None).to_string());
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("deny rule `admin_shutdown`")), "{body}");
+    let ids: Vec<Value> = s.seen.lock().expect("lock").bodies.iter().map(|b| b["id"].clone()).collect();
+    assert_eq!(ids, [json!(1)]);
+}
+
+/// A WebSocket opened as plain HTTP through the proxy (an absolute-form
+/// upgrade request, no CONNECT): decided and relayed the same way.
+#[test]
+fn a_websocket_through_plain_http_is_relayed_and_its_text_decided() {
+    use tungstenite::protocol::{Role, WebSocket};
+    let s = setup();
+    let open = |path: &str| {
+        let mut tcp = TcpStream::connect(s.addr).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        write!(
+            tcp,
+            "GET http://ws.test:8080{path} HTTP/1.1\r\nHost: ws.test:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .expect("write");
+        let mut r = BufReader::new(tcp);
+        let head = http1::read_head_bytes(&mut r).expect("head").expect("a response");
+        let status = http1::parse_response(&head).expect("response").status;
+        (status, r)
+    };
+    let (status, r) = open("/ws/chat");
+    assert_eq!(status, 101);
+    assert!(r.buffer().is_empty());
+    let mut ws = WebSocket::from_raw_socket(r.into_inner(), Role::Client, None);
+    ws.send(Message::text("plain")).expect("send");
+    assert_eq!(ws.read().expect("echo"), Message::text("plain"));
+    let (status, r) = open("/ws/feed");
+    assert_eq!(status, 101);
+    let mut ws = WebSocket::from_raw_socket(r.into_inner(), Role::Client, None);
+    ws.send(Message::text("denied here")).expect("send");
+    match ws.read() {
+        Ok(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Policy),
+        other => panic!("expected close 1008, got {other:?}"),
+    }
+    let (status, _) = open("/elsewhere");
+    assert_eq!(status, 403);
 }
