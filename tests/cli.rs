@@ -47,6 +47,7 @@ fn validate_shipped_policies() {
         "policies/examples/l4-only.yaml",
         "policies/examples/rest-read-only.yaml",
         "policies/examples/deny-rule.yaml",
+        "policies/examples/websocket-mcp.yaml",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("policies/default.yaml: valid (3 network policies"));
@@ -157,6 +158,43 @@ fn check_ancestor_binary_counts() {
         "/usr/local/lib/node_modules/@openai/codex/bin/codex-x86_64-unknown-linux-musl",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+/// `policy check` decides a WebSocket's upgrade and text messages, and
+/// JSON-RPC calls, as the proxy does.
+#[test]
+fn check_websocket_and_mcp_decisions() {
+    let check = |host: &str, extra: &[&str]| {
+        let mut args = vec!["--output", "json", "policy", "check", "policies/examples/websocket-mcp.yaml", "--host"];
+        args.extend_from_slice(&[host, "--port", "443", "--binary", "/usr/bin/python3.13"]);
+        args.extend_from_slice(extra);
+        let o = openshell(&args);
+        (o.status.code(), json(&o))
+    };
+    let ws =
+        |path: &str, part: &str| check("chat.example.com", &["--method", "GET", "--path", path, "--websocket", part]);
+    assert_eq!(ws("/ws/feed", "upgrade").0, Some(0));
+    assert_eq!(ws("/ws/chat", "text").0, Some(0));
+    let (code, v) = ws("/ws/feed", "text");
+    assert_eq!((code, &v["reason"]), (Some(1), &serde_json::json!("method/path not permitted")), "{v}");
+    assert!(v["detail"].as_str().is_some_and(|d| d.contains("WEBSOCKET_TEXT /ws/feed")), "{v}");
+    // Without --websocket, a plain GET: not what a websocket endpoint takes.
+    let (code, v) = check("chat.example.com", &["--method", "GET", "--path", "/ws/chat"]);
+    assert_eq!(code, Some(1));
+    assert!(v["detail"].as_str().is_some_and(|d| d.contains("not a WebSocket upgrade")), "{v}");
+    let call = |tool: &str| {
+        let args = ["--method", "POST", "--path", "/mcp", "--rpc-method", "tools/call", "--tool", tool];
+        check("tools.example.com", &args)
+    };
+    assert_eq!(call("read_file").0, Some(0));
+    let (code, v) = call("read_secrets");
+    assert_eq!((code, &v["reason"]), (Some(1), &serde_json::json!("blocked by deny rule")), "{v}");
+    let (code, v) = call("write_file");
+    assert_eq!((code, &v["reason"]), (Some(1), &serde_json::json!("call not permitted")), "{v}");
+    // The POST itself: allowed, its calls to be decided one by one.
+    let (code, v) = check("tools.example.com", &["--method", "POST", "--path", "/mcp"]);
+    assert_eq!(code, Some(0));
+    assert!(v["detail"].as_str().is_some_and(|d| d.contains("read as JSON-RPC")), "{v}");
 }
 
 #[test]

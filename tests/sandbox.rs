@@ -1119,26 +1119,16 @@ impl Drop for SshServer {
 /// but never around it), and an address no policy names.
 #[test]
 fn raw_tcp_reaches_only_declared_endpoints_with_ssh_and_psql() {
-    let store = default_image_store();
     let mut env = Env::new();
     let upstream = Upstream::start(env.path());
     let addr = upstream.addr.clone();
     env.hosts = ["git.example.test", "db.example.test", "api.test"].map(|n| format!("{n}={addr}")).join(",");
     let pg = support::postgres::Postgres::start_in_netns(&upstream.netns, &addr, "10.214.0.0/16");
-    let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
-        .expect("default policy");
-    let cut = default.find("\nnetwork_policies:").expect("network policies");
     let ips = "allowed_ips: [10.214.0.0/16]";
-    let policy = format!(
-        "{}\nnetwork_policies:\n  ssh:\n    endpoints:\n      - {{ host: git.example.test, port: 22, protocol: tcp, {ips} }}\n    binaries:\n      - path: /usr/bin/ssh\n  postgres:\n    endpoints:\n      - {{ host: db.example.test, port: 5432, protocol: tcp, {ips} }}\n    binaries:\n      - path: /usr/lib/postgresql/*/bin/psql\n  web:\n    endpoints:\n      - {{ host: api.test, port: 8080, {ips} }}\n    binaries:\n      - path: /usr/bin/python3*\n",
-        &default[..cut]
+    let network = format!(
+        "  ssh:\n    endpoints:\n      - {{ host: git.example.test, port: 22, protocol: tcp, {ips} }}\n    binaries:\n      - path: /usr/bin/ssh\n  postgres:\n    endpoints:\n      - {{ host: db.example.test, port: 5432, protocol: tcp, {ips} }}\n    binaries:\n      - path: /usr/lib/postgresql/*/bin/psql\n  web:\n    endpoints:\n      - {{ host: api.test, port: 8080, {ips} }}\n    binaries:\n      - path: /usr/bin/python3*\n"
     );
-    std::fs::write(env.path().join("raw.yaml"), policy).expect("write");
-    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../lockfiles/net-test.lock").display().to_string();
-    let args =
-        ["sandbox", "create", "-d", "--name", "raw", "--store", &store, "--image", &lock, "--policy", "raw.yaml"];
-    let out = env.run(&args);
-    assert!(out.status.success(), "{}", text(&out));
+    test_image_sandbox(&env, "raw", "net-test", &network);
     let sh = |script: &str| env.run(&["sandbox", "exec", "raw", "--", "sh", "-c", script]);
 
     // The client's key is made inside; the server trusts it.
@@ -1175,8 +1165,7 @@ fn raw_tcp_reaches_only_declared_endpoints_with_ssh_and_psql() {
 
     // Every decision is audited as raw TCP. The three names share the upstream's
     // address: an event names the one most recently answered, and the others.
-    let audit = stdout(&env.run(&["sandbox", "logs", "--audit", "raw"]));
-    let events: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).expect("OCSF JSON")).collect();
+    let events = audit_events(&env, "raw");
     let raw = |disposition: &str, binary: &str, host: &str, port: u64| {
         events.iter().any(|e| {
             let named = e["dst_hostname"] == host || e["reason"].as_str().is_some_and(|r| r.contains(host));
@@ -1197,7 +1186,7 @@ fn raw_tcp_reaches_only_declared_endpoints_with_ssh_and_psql() {
     ] {
         assert!(
             raw(disposition, binary, host, port),
-            "no {disposition} raw TCP event for {binary} → {host}:{port}:\n{audit}"
+            "no {disposition} raw TCP event for {binary} → {host}:{port}:\n{events:#?}"
         );
     }
     drop(pg);
@@ -1330,16 +1319,41 @@ fn the_docker_driver_runs_the_product_path() {
     assert_eq!(stdout(&out), "hello from upstream\n", "{}", text(&out));
 }
 
-/// The default policy with one network policy instead of its own: `/bin/wget`
-/// to api.test:`port` (the test's upstream, in 10.214.0.0/16).
-fn wget_to_upstream(port: u16) -> String {
+/// The default policy's static sections with `network` (YAML entries, indented
+/// two spaces) as its network policies.
+fn default_with_network(network: &str) -> String {
     let default = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/default.yaml"))
         .expect("default policy");
     let cut = default.find("\nnetwork_policies:").expect("network policies");
-    format!(
-        "{}\nnetwork_policies:\n  upstream:\n    endpoints:\n      - {{ host: api.test, port: {port}, allowed_ips: [10.214.0.0/16] }}\n    binaries:\n      - path: /bin/wget\n",
-        &default[..cut]
-    )
+    format!("{}\nnetwork_policies:\n{network}", &default[..cut])
+}
+
+/// The default policy with one network policy instead of its own: `/bin/wget`
+/// to api.test:`port` (the test's upstream, in 10.214.0.0/16).
+fn wget_to_upstream(port: u16) -> String {
+    default_with_network(&format!(
+        "  upstream:\n    endpoints:\n      - {{ host: api.test, port: {port}, allowed_ips: [10.214.0.0/16] }}\n    binaries:\n      - path: /bin/wget\n"
+    ))
+}
+
+/// Creates the sandbox `name`, detached, of the test image `image`
+/// (lockfiles/IMAGE.lock, built into the default image store) under the default
+/// policy's static sections and `network`.
+fn test_image_sandbox(env: &Env, name: &str, image: &str, network: &str) {
+    let store = default_image_store();
+    let file = format!("{name}.yaml");
+    std::fs::write(env.path().join(&file), default_with_network(network)).expect("write");
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../lockfiles/{image}.lock"));
+    let lock = lock.display().to_string();
+    let out =
+        env.run(&["sandbox", "create", "-d", "--name", name, "--store", &store, "--image", &lock, "--policy", &file]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The sandbox `name`'s audit log, one JSON value per line.
+fn audit_events(env: &Env, name: &str) -> Vec<serde_json::Value> {
+    let audit = stdout(&env.run(&["sandbox", "logs", "--audit", name]));
+    audit.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
 }
 
 fn egress_through_the_proxy(env: &Env, upstream: &Upstream) {
@@ -3643,4 +3657,228 @@ fn the_local_driver_runs_out_of_process_behind_a_socket() {
     let out = env.run(&["sandbox", "stop", "far", "--time", "1"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(env.sandbox("far")["status"], "stopped");
+}
+
+// ---- issue 16, point 5: WebSocket and MCP rules, with real clients ------------
+
+/// A running sandbox `name` of the sdk-test image (lockfiles/sdk-test.lock)
+/// whose policy is the default policy's static sections with `network` as its
+/// network policies; `api.test` is the test's upstream.
+fn sdk_sandbox(name: &str, network: &str) -> (Env, Upstream) {
+    let (env, upstream) = with_upstream(false);
+    test_image_sandbox(&env, name, "sdk-test", network);
+    (env, upstream)
+}
+
+/// A WebSocket echo server (tungstenite) on `listener`; the paths it upgraded
+/// and the messages it received (binary as `<n bytes>`).
+fn websocket_echo(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use tokio_tungstenite::tungstenite::{self, Message};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                let upgraded = std::sync::Arc::clone(&log);
+                // The callback's type is tungstenite's.
+                #[allow(clippy::result_large_err)]
+                let note = move |req: &tungstenite::handshake::server::Request, resp| {
+                    upgraded.lock().expect("lock").push(format!("upgrade {}", req.uri().path()));
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tungstenite::accept_hdr(tcp, note) else { return };
+                while let Ok(message) = ws.read() {
+                    let entry = match &message {
+                        Message::Text(t) => t.to_string(),
+                        Message::Binary(b) => format!("<{} bytes>", b.len()),
+                        _ => continue,
+                    };
+                    log.lock().expect("lock").push(entry);
+                    if ws.send(message).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    seen
+}
+
+/// The real `websockets` package (PyPI, in the sdk-test image) through the
+/// sandbox's proxy (it opens ws:// with CONNECT): an allowed path echoes, an
+/// upgrade path the rules do not name is refused with 403, and a text message
+/// on a path whose rules allow only the upgrade gets close 1008 while a
+/// binary frame before it passes; the audit log has the denial and the counts.
+#[test]
+fn the_websockets_package_is_decided_by_upgrade_path_and_text_message() {
+    let (env, upstream) = sdk_sandbox(
+        "ws",
+        "  ws:\n    endpoints:\n      - host: api.test\n        port: 8765\n        protocol: websocket\n        allowed_ips: [10.214.0.0/16]\n        rules:\n          - allow: { method: GET, path: \"/ws/**\" }\n          - allow: { method: WEBSOCKET_TEXT, path: /ws/chat }\n    binaries:\n      - path: /usr/bin/python3*\n",
+    );
+    let seen = websocket_echo(upstream.bind(8765));
+    let script = r#"
+import asyncio, websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+async def main():
+    async with websockets.connect("ws://api.test:8765/ws/chat") as ws:
+        await ws.send("hello")
+        print("chat", await ws.recv())
+    try:
+        async with websockets.connect("ws://api.test:8765/elsewhere"):
+            print("opened")
+    except InvalidStatus as e:
+        print("refused", e.response.status_code)
+    async with websockets.connect("ws://api.test:8765/ws/feed") as ws:
+        await ws.send(b"bin")
+        print("feed", await ws.recv())
+        await ws.send("text")
+        try:
+            print("no close", await ws.recv())
+        except ConnectionClosed as e:
+            print("closed", e.rcvd.code if e.rcvd else None)
+asyncio.run(main())
+"#;
+    let out = env.run(&["sandbox", "exec", "ws", "--", "python3", "-c", script]);
+    let audit = || stdout(&env.run(&["sandbox", "logs", "--audit", "ws"]));
+    assert_eq!(stdout(&out), "chat hello\nrefused 403\nfeed b'bin'\nclosed 1008\n", "{}\n{}", text(&out), audit());
+    let upstream_saw = seen.lock().expect("lock").clone();
+    assert_eq!(
+        upstream_saw,
+        ["upgrade /ws/chat", "hello", "upgrade /ws/feed", "<3 bytes>"],
+        "the denied text never arrived"
+    );
+    let events = audit_events(&env, "ws");
+    assert!(
+        events.iter().any(|e| e["http_method"] == "WEBSOCKET_TEXT"
+            && e["http_path"] == "/ws/feed"
+            && e["disposition"] == "blocked"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e["http_path"] == "/elsewhere" && e["disposition"] == "blocked"), "{events:?}");
+    let chat_end = events.iter().find(|e| e["http_path"] == "/ws/chat" && e["websocket"].is_object()).expect("counts");
+    assert_eq!(chat_end["websocket"]["client_bytes"].as_u64().map(|b| b >= 5), Some(true), "{chat_end}");
+}
+
+/// A minimal MCP server (Streamable HTTP) on `listener`: initialize,
+/// notifications/initialized (202), tools/list (as server-sent events),
+/// tools/call (JSON). Every JSON-RPC body it received, in order.
+fn mcp_server(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || serve_mcp(tcp, &log));
+        }
+    });
+    seen
+}
+
+fn serve_mcp(tcp: TcpStream, log: &std::sync::Mutex<Vec<serde_json::Value>>) {
+    use openshell_proxy::http1;
+    use serde_json::json;
+    let mut reader = std::io::BufReader::new(tcp.try_clone().expect("clone"));
+    let mut out = tcp;
+    while let Ok(Some(head)) = http1::read_head_bytes(&mut reader) {
+        let req = http1::parse_request(&head).expect("head");
+        let framing = http1::request_body(&req.headers).expect("framing");
+        let body = http1::read_payload(&mut reader, framing).expect("body");
+        let reply = |status: &str, kind: &str, body: &str| {
+            format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nMcp-Session-Id: s-1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let answer = match req.method.as_str() {
+            "GET" => reply("405 Method Not Allowed", "text/plain", ""),
+            "DELETE" => reply("200 OK", "text/plain", ""),
+            _ => {
+                let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                log.lock().expect("lock").push(doc.clone());
+                let id = doc["id"].clone();
+                let result = match doc["method"].as_str().unwrap_or_default() {
+                    "initialize" => json!({
+                        "protocolVersion": doc["params"]["protocolVersion"],
+                        "capabilities": {"tools": {}},
+                        "serverInfo": {"name": "test-mcp", "version": "1"},
+                    }),
+                    "tools/list" => json!({"tools": [
+                        {"name": "read_file", "inputSchema": {"type": "object"}},
+                        {"name": "delete_all", "inputSchema": {"type": "object"}},
+                    ]}),
+                    "tools/call" => json!({
+                        "content": [{"type": "text", "text": format!("called {}", doc["params"]["name"].as_str().unwrap_or("?"))}],
+                        "isError": false,
+                    }),
+                    _ => serde_json::Value::Null,
+                };
+                let message = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+                match doc["method"].as_str() {
+                    Some("tools/list") => {
+                        reply("200 OK", "text/event-stream", &format!("event: message\ndata: {message}\n\n"))
+                    }
+                    Some(_) if id.is_null() => reply("202 Accepted", "text/plain", ""),
+                    _ => reply("200 OK", "application/json", &message),
+                }
+            }
+        };
+        if out.write_all(answer.as_bytes()).and_then(|()| out.flush()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The MCP Python SDK (PyPI, in the sdk-test image; its Streamable HTTP
+/// client, `streamable_http_client` in mcp 2, over plain HTTP through the
+/// sandbox's proxy, as httpx2 does with HTTP_PROXY): it initializes, lists
+/// tools (an event-stream answer) and calls an allowed tool; a call of a tool the rules do not allow fails with the
+/// proxy's JSON-RPC error and never reaches the server; the audit log has the
+/// blocked call naming the tool.
+#[test]
+fn the_mcp_sdk_calls_allowed_tools_and_is_refused_the_others() {
+    let (env, upstream) = sdk_sandbox(
+        "mcp",
+        "  tools:\n    endpoints:\n      - host: api.test\n        port: 8766\n        protocol: mcp\n        path: /mcp\n        allowed_ips: [10.214.0.0/16]\n        rules:\n          - allow: { method: initialize }\n          - allow: { method: notifications/initialized }\n          - allow: { method: tools/list }\n          - allow: { method: tools/call, tool: \"read_*\" }\n    binaries:\n      - path: /usr/bin/python3*\n",
+    );
+    let seen = mcp_server(upstream.bind(8766));
+    let script = r#"
+import asyncio
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+async def main():
+    async with streamable_http_client("http://api.test:8766/mcp") as (read, write):
+        async with ClientSession(read, write, read_timeout_seconds=20) as s:
+            await s.initialize()
+            tools = await s.list_tools()
+            print("tools", sorted(t.name for t in tools.tools))
+            r = await s.call_tool("read_file", {})
+            print("allowed", r.content[0].text)
+            try:
+                r = await s.call_tool("delete_all", {})
+                print("not refused", r)
+            except Exception as e:
+                print("refused", "blocked by the sandbox's network policy" in str(e), "delete_all" in str(e))
+asyncio.run(main())
+"#;
+    let out = env.run(&["sandbox", "exec", "mcp", "--", "python3", "-c", script]);
+    let audit = || stdout(&env.run(&["sandbox", "logs", "--audit", "mcp"]));
+    assert_eq!(
+        stdout(&out),
+        "tools ['delete_all', 'read_file']\nallowed called read_file\nrefused True True\n",
+        "{}\n{}",
+        text(&out),
+        audit()
+    );
+    let methods: Vec<String> =
+        seen.lock().expect("lock").iter().map(|d| d["method"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(
+        methods,
+        ["initialize", "notifications/initialized", "tools/list", "tools/call"],
+        "delete_all never arrived"
+    );
+    let events = audit_events(&env, "mcp");
+    let blocked: Vec<&serde_json::Value> = events.iter().filter(|e| e["disposition"] == "blocked").collect();
+    assert!(blocked.iter().any(|e| e["rpc_method"] == "tools/call" && e["rpc_tool"] == "delete_all"), "{blocked:?}");
+    assert!(events.iter().any(|e| e["rpc_tool"] == "read_file" && e["disposition"] == "allowed"), "{events:?}");
 }

@@ -108,9 +108,10 @@ fn ci() -> Result<(), String> {
     run(&cargo, &["build", "--locked", "-p", "openshell-cli"])?;
     let bin = target_dir().join("debug").join("openshell");
     let bin = bin.to_str().ok_or("target directory path is not UTF-8")?;
-    // The default image, the privacy router's SDK test image (the openai and
-    // anthropic Python SDKs) and the network tests' client image (getent, Python,
-    // Node, dig, ssh, psql); they share the store's Debian packages.
+    // The default image, the SDK test image (the openai and anthropic Python SDKs
+    // for the privacy router, `websockets` and the MCP Python SDK for the L7
+    // protocols) and the network tests' client image (getent, Python, Node, dig,
+    // ssh, psql); they share the store's Debian packages.
     for lock in ["lockfiles/default.lock", "lockfiles/sdk-test.lock", "lockfiles/net-test.lock"] {
         run(bin, &["--quiet", "fetch", lock, "--store", store])?;
         run(bin, &["--quiet", "build", lock, "--store", store])?;

@@ -192,6 +192,25 @@ pub struct CheckArgs {
     /// Query parameter `k=v` of an L7 request (repeatable).
     #[arg(long = "query", requires = "method", value_parser = parse_query)]
     pub query: Vec<(String, String)>,
+    /// Decide a WebSocket's upgrade request or a client text message on the
+    /// upgrade --path (`websocket` endpoints), not a plain request.
+    #[arg(long, value_enum, requires = "method", conflicts_with = "rpc_method")]
+    pub websocket: Option<WebSocketPart>,
+    /// Decide one JSON-RPC call of a POST's body (`mcp`/`json-rpc` endpoints).
+    #[arg(long, requires = "method")]
+    pub rpc_method: Option<String>,
+    /// The tool of an MCP `tools/call` (needs --rpc-method).
+    #[arg(long, requires = "rpc_method")]
+    pub tool: Option<String>,
+}
+
+/// Which part of a WebSocket `policy check` decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WebSocketPart {
+    /// The RFC 6455 upgrade request (`GET` rules).
+    Upgrade,
+    /// A client text message (`WEBSOCKET_TEXT` rules).
+    Text,
 }
 
 fn parse_query(s: &str) -> Result<(String, String), String> {

@@ -4,12 +4,14 @@ use std::path::{Path, PathBuf};
 
 use openshell_policy::diff::{Applicability, ChangeKind, FieldChange};
 use openshell_policy::model::{FilesystemOrigin, FilesystemPolicy};
-use openshell_policy::{Diagnostic, Engine, HttpRequest, KernelProfile, LoadError, Policy, PolicyDiff, Request};
+use openshell_policy::{
+    Diagnostic, Engine, HttpRequest, KernelProfile, LoadError, Message, Policy, PolicyDiff, Request, RpcCall,
+};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::output::Output;
-use crate::{CheckArgs, Outcome};
+use crate::{CheckArgs, Outcome, WebSocketPart};
 
 /// Errors of the policy commands, rendered by `main`.
 #[derive(Debug, thiserror::Error)]
@@ -174,8 +176,14 @@ pub fn check(out: &Output, args: &CheckArgs) -> Result<Outcome, CliError> {
     let engine = Engine::new(&policy);
     let ancestors: Vec<&str> = args.ancestors.iter().map(String::as_str).collect();
     let query: Vec<(&str, &str)> = args.query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let message = match (args.websocket, &args.rpc_method) {
+        (Some(WebSocketPart::Upgrade), _) => Message::WebSocketUpgrade,
+        (Some(WebSocketPart::Text), _) => Message::WebSocketText,
+        (None, Some(method)) => Message::Rpc(RpcCall { method, tool: args.tool.as_deref() }),
+        (None, None) => Message::Plain,
+    };
     let http = match (&args.method, &args.path) {
-        (Some(method), Some(path)) => Some(HttpRequest { method, path, query: &query }),
+        (Some(method), Some(path)) => Some(HttpRequest { method, path, query: &query, message }),
         _ => None,
     };
     let req = Request {

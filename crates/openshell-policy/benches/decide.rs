@@ -91,7 +91,7 @@ fn bench(c: &mut Criterion) {
     let query = [("q", "openshell"), ("sort", "desc"), ("page", "2")];
     let deny_query = [("q", "secret-token"), ("sort", "asc")];
     let l7 = |method, path, query| Request {
-        http: Some(HttpRequest { method, path, query }),
+        http: Some(HttpRequest::plain(method, path, query)),
         ..Request::l4("rest4.svc60.example.com", 443, "/usr/bin/tool60")
     };
     let allowed = l7("GET", "/api/v1/search", &query[..]);
@@ -157,7 +157,7 @@ fn peer(c: &mut Criterion) {
     let near_end = Request { ancestors: &ancestors, ..Request::l4("svc1.corp99.example.com", 443, "/bin/sh") };
     let query = [("q", "openshell"), ("sort", "desc"), ("page", "2")];
     let allowed = Request {
-        http: Some(HttpRequest { method: "GET", path: "/api/v1/search", query: &query[..] }),
+        http: Some(HttpRequest::plain("GET", "/api/v1/search", &query[..])),
         ..Request::l4("rest4.svc60.example.com", 443, "/usr/bin/tool60")
     };
     assert!(linear_scan(&policy, &near_end) && linear_scan(&policy, &allowed));

@@ -10,7 +10,8 @@
 //! stays reachable), and for an L7 denial an allow rule for exactly its method and
 //! path. No wildcard is ever written. Explicit deny rules, blocked address
 //! ranges (metadata, loopback, ...), unidentified callers and names that
-//! themselves look like patterns are never proposed. The result is checked
+//! themselves look like patterns are never proposed, nor anything for a denial
+//! near a `websocket`, `mcp` or `json-rpc` endpoint. The result is checked
 //! before it is offered: it loads, and every proposed request is allowed by it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +19,7 @@ use std::net::IpAddr;
 
 use crate::engine::{Engine, HttpRequest, Reason, Request};
 use crate::error::LoadError;
-use crate::model::Policy;
+use crate::model::{Policy, Protocol};
 use crate::net::{AddrClass, classify};
 
 /// One denied request, as the audit log records it.
@@ -88,7 +89,7 @@ impl Denial {
             binary: Some(binary),
             ancestors: &[],
             resolved_ip: self.ip,
-            http: self.http.as_ref().map(|(method, path)| HttpRequest { method, path, query: &[] }),
+            http: self.http.as_ref().map(|(method, path)| HttpRequest::plain(method, path, &[])),
         }
     }
 
@@ -165,6 +166,13 @@ fn proposal(engine: &Engine, policy: &Policy, denial: &Denial) -> Result<Option<
         return Err("a host or binary with a pattern character (*, ?, [) is never written as one");
     }
     let decision = denial.decide(engine, binary);
+    // Their rules match messages and calls the log does not carry whole: a
+    // proposal for them would be a guess, or an HTTP rule that never applies.
+    if decision.endpoint.and_then(|e| e.protocol).is_some_and(|p| !matches!(p, Protocol::Rest | Protocol::Tcp)) {
+        return Err(
+            "its endpoint is a websocket, mcp or json-rpc one, whose rules are not proposed (edit them by hand)",
+        );
+    }
     let reason = match decision.reason {
         _ if decision.is_allowed() => return Ok(None),
         Some(reason) => reason,
@@ -377,6 +385,32 @@ network_policies:
         let advice =
             advise("p.yaml", POLICY, &[denial("api.example.com", 443, Some("/usr/bin/curl"))]).expect("advice");
         assert_eq!(advice.denials[0].1, Outcome::AllowedNow);
+    }
+
+    #[test]
+    fn websocket_mcp_and_json_rpc_denials_are_not_proposed() {
+        let text = format!(
+            "{POLICY}  tools:\n    endpoints:\n      - {{ host: mcp.test, port: 443, protocol: mcp, rules: [{{ allow: {{ method: initialize }} }}] }}\n      - {{ host: ws.test, port: 443, protocol: websocket, access: read-only }}\n    binaries:\n      - path: /usr/bin/python3\n"
+        );
+        let python = |host: &str, method: &str, path: &str| Denial {
+            http: Some((method.into(), path.into())),
+            ..denial(host, 443, Some("/usr/bin/python3"))
+        };
+        // A blocked tool call is logged as its POST; a blocked message as WEBSOCKET_TEXT.
+        let cases = [
+            python("mcp.test", "POST", "/"),
+            python("ws.test", "WEBSOCKET_TEXT", "/chat"),
+            python("ws.test", "GET", "/"),
+        ];
+        let advice = advise("p.yaml", &text, &cases).expect("advice");
+        assert!(!advice.changes(), "{}", advice.text);
+        for (d, outcome) in &advice.denials {
+            assert!(
+                matches!(outcome, Outcome::NotProposed(w) if w.contains("websocket, mcp or json-rpc")),
+                "{}: {outcome:?}",
+                d.describe()
+            );
+        }
     }
 
     #[test]

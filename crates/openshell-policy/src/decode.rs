@@ -106,17 +106,22 @@ struct Spec {
     fields: &'static [&'static str],
     /// OpenShell fields we recognise but do not implement yet.
     unsupported: &'static [&'static str],
+    /// Fields that belong to another kind of mapping: the field and where it belongs.
+    elsewhere: &'static [(&'static str, &'static str)],
 }
 
 const TOP: Spec = Spec {
     fields: &["version", "filesystem_policy", "landlock", "process", "resources", "network_policies"],
     unsupported: &["network_middlewares"],
+    elsewhere: &[],
 };
-const FILESYSTEM: Spec = Spec { fields: &["include_workdir", "read_only", "read_write"], unsupported: &[] };
-const LANDLOCK: Spec = Spec { fields: &["compatibility"], unsupported: &[] };
-const PROCESS: Spec = Spec { fields: &["run_as_user", "run_as_group"], unsupported: &[] };
-const RESOURCES: Spec = Spec { fields: &["memory", "pids", "cpu", "open_files", "disk", "logs"], unsupported: &[] };
-const NETWORK_POLICY: Spec = Spec { fields: &["name", "endpoints", "binaries"], unsupported: &[] };
+const FILESYSTEM: Spec =
+    Spec { fields: &["include_workdir", "read_only", "read_write"], unsupported: &[], elsewhere: &[] };
+const LANDLOCK: Spec = Spec { fields: &["compatibility"], unsupported: &[], elsewhere: &[] };
+const PROCESS: Spec = Spec { fields: &["run_as_user", "run_as_group"], unsupported: &[], elsewhere: &[] };
+const RESOURCES: Spec =
+    Spec { fields: &["memory", "pids", "cpu", "open_files", "disk", "logs"], unsupported: &[], elsewhere: &[] };
+const NETWORK_POLICY: Spec = Spec { fields: &["name", "endpoints", "binaries"], unsupported: &[], elsewhere: &[] };
 const ENDPOINT: Spec = Spec {
     fields: &[
         "host",
@@ -130,9 +135,11 @@ const ENDPOINT: Spec = Spec {
         "allowed_ips",
         "tls",
         "routing",
+        "path",
+        "mcp",
+        "json_rpc",
     ],
     unsupported: &[
-        "path",
         "allow_encoded_slash",
         "credential_binding",
         "request_body_credential_rewrite",
@@ -144,17 +151,34 @@ const ENDPOINT: Spec = Spec {
         "persisted_queries",
         "graphql_persisted_queries",
         "graphql_max_body_bytes",
-        "mcp",
-        "json_rpc",
     ],
+    elsewhere: &[],
 };
-const BINARY: Spec = Spec { fields: &["path"], unsupported: &[] };
-const ALLOW_RULE: Spec = Spec { fields: &["allow"], unsupported: &[] };
+const BINARY: Spec = Spec { fields: &["path"], unsupported: &[], elsewhere: &[] };
+const ALLOW_RULE: Spec = Spec { fields: &["allow"], unsupported: &[], elsewhere: &[] };
 const MATCHER: Spec = Spec {
     fields: &["method", "path", "query"],
-    unsupported: &["operation_type", "operation_name", "fields", "tool", "params"],
+    unsupported: &["operation_type", "operation_name", "fields", "params"],
+    elsewhere: &[("tool", "in the rules of a `protocol: mcp` endpoint")],
 };
-const ANY: Spec = Spec { fields: &["any"], unsupported: &[] };
+const RPC_MATCHER: Spec = Spec {
+    fields: &["method", "tool"],
+    unsupported: &["params"],
+    elsewhere: &[
+        (
+            "path",
+            "in a `protocol: rest` or `websocket` rule (an `mcp`/`json-rpc` endpoint's `path` is the endpoint's field)",
+        ),
+        ("query", "in a `protocol: rest` or `websocket` rule"),
+    ],
+};
+const MCP: Spec = Spec {
+    fields: &["max_body_bytes", "strict_tool_names", "allow_all_known_mcp_methods"],
+    unsupported: &[],
+    elsewhere: &[],
+};
+const JSON_RPC: Spec = Spec { fields: &["max_body_bytes"], unsupported: &[], elsewhere: &[] };
+const ANY: Spec = Spec { fields: &["any"], unsupported: &[], elsewhere: &[] };
 
 /// The entries of a checked mapping.
 struct Fields<'n> {
@@ -173,6 +197,13 @@ impl<'n> Fields<'n> {
     fn key_pos(&self, name: &str) -> Pos {
         self.entries.iter().find(|(k, _, _)| *k == name).map_or(self.pos, |(_, k, _)| k.pos)
     }
+}
+
+/// What an `mcp` or `json-rpc` endpoint's rules are checked against.
+struct RpcContext {
+    mcp: bool,
+    strict: bool,
+    allow_all: bool,
 }
 
 #[derive(Default)]
@@ -220,6 +251,8 @@ impl Decoder {
             }
             let msg = if spec.unsupported.contains(name) {
                 format!("`{name}` is an OpenShell field that openshell does not support yet")
+            } else if let Some((_, place)) = spec.elsewhere.iter().find(|(field, _)| field == name) {
+                format!("`{name}` has no effect here: it belongs {place}")
             } else {
                 format!("unknown field `{name}`, expected one of: {}", spec.fields.join(", "))
             };
@@ -710,44 +743,19 @@ impl Decoder {
         let ports = self.ports(&f, key);
         ok &= ports.is_some();
 
-        let protocol = match f.get("protocol") {
-            None => Some(None),
-            Some(n) => {
-                let pkey = join(key, "protocol");
-                match self.string(n, &pkey) {
-                    Some("rest") => Some(Some(Protocol::Rest)),
-                    Some("tcp") => Some(Some(Protocol::Tcp)),
-                    Some(p @ ("websocket" | "graphql" | "mcp" | "json-rpc" | "sql")) => {
-                        self.err(n.pos, &pkey, format!("protocol `{p}` is not supported yet; supported: `rest`, `tcp` (or omit `protocol` for L4 passthrough)"));
-                        None
-                    }
-                    Some(p) => {
-                        self.err(
-                            n.pos,
-                            &pkey,
-                            format!(
-                                "unknown protocol `{p}`; supported: `rest`, `tcp` (or omit `protocol` for L4 passthrough)"
-                            ),
-                        );
-                        None
-                    }
-                    None => None,
-                }
-            }
-        };
+        let protocol = self.protocol(&f, key);
         ok &= protocol.is_some();
         let invalid_protocol = protocol.is_none();
         let protocol = protocol.flatten();
         // An invalid `protocol` is reported once; checks that depend on it are then skipped
-        // (`is_rest` suppresses "needs `protocol: rest`", `valid_rest` gates the rest-only checks).
-        let valid_rest = protocol == Some(Protocol::Rest);
-        let is_rest = valid_rest || invalid_protocol;
+        // (`is_l7` suppresses "needs a protocol", `protocol` gates the protocol's own checks).
+        let is_l7 = protocol.is_some_and(Protocol::is_inspected) || invalid_protocol;
 
         let options = [("enforce", Enforcement::Enforce), ("audit", Enforcement::Audit)];
         let enforcement = match self.choice(&f, "enforcement", key, "value", &options) {
-            Some(Some(Enforcement::Audit)) if !is_rest => {
+            Some(Some(Enforcement::Audit)) if !is_l7 => {
                 let ekey = join(key, "enforcement");
-                self.err(f.key_pos_value("enforcement"), &ekey, "`enforcement: audit` can never take effect without `protocol: rest` (an L4 endpoint is either allowed or not)");
+                self.err(f.key_pos_value("enforcement"), &ekey, "`enforcement: audit` can never take effect without an L7 `protocol` (an L4 endpoint is either allowed or not)");
                 None
             }
             chosen => chosen.map(Option::unwrap_or_default),
@@ -759,19 +767,20 @@ impl Decoder {
         ok &= access.is_some();
         let access = access.flatten();
 
-        let rules = match f.get("rules") {
-            None => Some(Vec::new()),
-            Some(n) => self.allow_rules(n, &join(key, "rules")),
+        let rpc_protocol = protocol.filter(|p| p.is_rpc());
+        let (rules, deny_rules, rpc) = match rpc_protocol {
+            Some(p) => {
+                let rpc = self.rpc(&f, key, p);
+                ok &= rpc.is_some();
+                (Vec::new(), Vec::new(), rpc)
+            }
+            None => {
+                let rules = f.get("rules").map(|n| self.allow_rules(n, &join(key, "rules"), protocol));
+                let deny = f.get("deny_rules").map(|n| self.deny_rules(n, &join(key, "deny_rules"), protocol));
+                ok &= rules.as_ref().is_none_or(Option::is_some) && deny.as_ref().is_none_or(Option::is_some);
+                (rules.flatten().unwrap_or_default(), deny.flatten().unwrap_or_default(), None)
+            }
         };
-        ok &= rules.is_some();
-        let rules = rules.unwrap_or_default();
-
-        let deny_rules = match f.get("deny_rules") {
-            None => Some(Vec::new()),
-            Some(n) => self.deny_rules(n, &join(key, "deny_rules")),
-        };
-        ok &= deny_rules.is_some();
-        let deny_rules = deny_rules.unwrap_or_default();
 
         let allowed_ips = match f.get("allowed_ips") {
             None => Some(Vec::new()),
@@ -779,26 +788,26 @@ impl Decoder {
         };
         ok &= allowed_ips.is_some();
 
-        let tls = match self.choice(&f, "tls", key, "value", &[("skip", Tls::Skip)]) {
-            Some(Some(Tls::Skip)) if valid_rest => {
+        let tls = match (self.choice(&f, "tls", key, "value", &[("skip", Tls::Skip)]), protocol) {
+            (Some(Some(Tls::Skip)), Some(Protocol::Tcp)) => {
+                let tkey = join(key, "tls");
+                let message = "`tls: skip` can never take effect with `protocol: tcp`: raw TCP is never inspected";
+                self.err(f.key_pos_value("tls"), &tkey, message);
+                None
+            }
+            (Some(Some(Tls::Skip)), Some(p)) => {
                 let tkey = join(key, "tls");
                 self.err(
                     f.key_pos_value("tls"),
                     &tkey,
-                    "`tls: skip` cannot be combined with `protocol: rest`: L7 rules need the TLS to be terminated",
+                    format!(
+                        "`tls: skip` cannot be combined with `protocol: {}`: L7 rules need the TLS to be terminated",
+                        p.as_str()
+                    ),
                 );
                 None
             }
-            Some(Some(Tls::Skip)) if protocol == Some(Protocol::Tcp) => {
-                let tkey = join(key, "tls");
-                self.err(
-                    f.key_pos_value("tls"),
-                    &tkey,
-                    "`tls: skip` can never take effect with `protocol: tcp`: raw TCP is never inspected",
-                );
-                None
-            }
-            chosen => chosen,
+            (chosen, _) => chosen,
         };
         ok &= tls.is_some();
 
@@ -818,44 +827,7 @@ impl Decoder {
             }
         }
 
-        // Rules that could never take effect.
-        if !is_rest {
-            for field in ["access", "rules", "deny_rules"] {
-                if f.get(field).is_some() {
-                    ok = false;
-                    self.err(
-                        f.key_pos(field),
-                        &join(key, field),
-                        format!(
-                            "`{field}` can never take effect without `protocol: rest` (L4 traffic is not inspected)"
-                        ),
-                    );
-                }
-            }
-        } else {
-            if f.get("access").is_some() && f.get("rules").is_some() {
-                ok = false;
-                self.err(
-                    f.key_pos("rules"),
-                    &join(key, "rules"),
-                    "`access` and `rules` cannot be combined; use one of them",
-                );
-            }
-            if valid_rest && f.get("access").is_none() && f.get("rules").is_none() {
-                ok = false;
-                let (pos, field) = if f.get("deny_rules").is_some() {
-                    (f.key_pos("deny_rules"), "deny_rules")
-                } else {
-                    (f.key_pos("protocol"), "protocol")
-                };
-                let msg = if field == "deny_rules" {
-                    "`deny_rules` without an allow base (`rules` or `access`) can never take effect: nothing is allowed to be denied"
-                } else {
-                    "`protocol: rest` needs `access` or `rules`; without them no request is allowed"
-                };
-                self.err(pos, &join(key, field), msg);
-            }
-        }
+        ok &= self.rules_take_effect(&f, key, protocol, is_l7);
 
         // An IP-literal host the SSRF rules refuse can never take effect.
         if let (Some(h), Some(ips)) = (&host, &allowed_ips)
@@ -896,7 +868,90 @@ impl Decoder {
             allowed_ips: allowed_ips?,
             tls: tls?,
             routing,
+            rpc,
         })
+    }
+
+    /// `protocol`: `Some(None)` when absent, `None` (reported) when invalid.
+    fn protocol(&mut self, f: &Fields<'_>, key: &str) -> Option<Option<Protocol>> {
+        const SUPPORTED: &str =
+            "supported: `rest`, `websocket`, `mcp`, `json-rpc`, `tcp` (or omit `protocol` for L4 passthrough)";
+        let Some(n) = f.get("protocol") else { return Some(None) };
+        let pkey = join(key, "protocol");
+        let p = self.string(n, &pkey)?;
+        let known = [Protocol::Rest, Protocol::Websocket, Protocol::Mcp, Protocol::JsonRpc, Protocol::Tcp];
+        if let Some(protocol) = known.into_iter().find(|k| k.as_str() == p) {
+            return Some(Some(protocol));
+        }
+        let message = if matches!(p, "graphql" | "sql") {
+            format!("protocol `{p}` is not supported yet; {SUPPORTED}")
+        } else {
+            format!("unknown protocol `{p}`; {SUPPORTED}")
+        };
+        self.err(n.pos, &pkey, message);
+        None
+    }
+
+    /// Reports the fields of an endpoint that could never take effect under its
+    /// protocol; `false` when there was one.
+    fn rules_take_effect(&mut self, f: &Fields<'_>, key: &str, protocol: Option<Protocol>, is_l7: bool) -> bool {
+        let mut ok = true;
+        let mut refuse = |d: &mut Self, field: &str, message: String| {
+            ok = false;
+            d.err(f.key_pos(field), &join(key, field), message);
+        };
+        if !is_l7 {
+            for field in ["access", "rules", "deny_rules"] {
+                if f.get(field).is_some() {
+                    refuse(
+                        self,
+                        field,
+                        format!(
+                            "`{field}` can never take effect without an L7 `protocol` (L4 traffic is not inspected)"
+                        ),
+                    );
+                }
+            }
+        }
+        let rpc = protocol.is_some_and(Protocol::is_rpc);
+        for (field, owner) in [("path", None), ("mcp", Some(Protocol::Mcp)), ("json_rpc", Some(Protocol::JsonRpc))] {
+            let fits = owner.map_or(rpc, |o| protocol == Some(o));
+            if f.get(field).is_some() && !fits && (protocol.is_some() || !is_l7) {
+                let message = match owner {
+                    Some(o) => format!("`{field}` can never take effect without `protocol: {}`", o.as_str()),
+                    None => "`path` on an endpoint is supported with `protocol: mcp` or `protocol: json-rpc`; elsewhere it is an OpenShell field that openshell does not support yet".to_owned(),
+                };
+                refuse(self, field, message);
+            }
+        }
+        let Some(p) = protocol.filter(|p| p.is_inspected()) else { return ok };
+        if p.is_rpc() {
+            if f.get("access").is_some() {
+                refuse(
+                    self,
+                    "access",
+                    format!(
+                        "`access` presets are HTTP methods and do not apply to `protocol: {}`; list `rules` of JSON-RPC methods",
+                        p.as_str()
+                    ),
+                );
+            }
+            return ok;
+        }
+        if f.get("access").is_some() && f.get("rules").is_some() {
+            refuse(self, "rules", "`access` and `rules` cannot be combined; use one of them".to_owned());
+        } else if f.get("access").is_none() && f.get("rules").is_none() {
+            let (field, message) = if f.get("deny_rules").is_some() {
+                ("deny_rules", "`deny_rules` without an allow base (`rules` or `access`) can never take effect: nothing is allowed to be denied".to_owned())
+            } else {
+                (
+                    "protocol",
+                    format!("`protocol: {}` needs `access` or `rules`; without them no request is allowed", p.as_str()),
+                )
+            };
+            refuse(self, field, message);
+        }
+        ok
     }
 
     fn ports(&mut self, f: &Fields<'_>, key: &str) -> Option<Vec<u16>> {
@@ -935,47 +990,23 @@ impl Decoder {
         self.integer(node, key, 1, 65535).and_then(|p| u16::try_from(p).ok())
     }
 
-    fn allow_rules(&mut self, node: &Node, key: &str) -> Option<Vec<AllowRule>> {
+    /// A non-empty list of rules, each decoded by `item`.
+    fn rule_list<T>(
+        &mut self,
+        node: &Node,
+        key: &str,
+        empty: &str,
+        mut item: impl FnMut(&mut Self, &Node, &str) -> Option<T>,
+    ) -> Option<Vec<T>> {
         let items = self.list(node, key)?;
         if items.is_empty() {
-            self.err(node.pos, key, "`rules` is empty; list at least one rule, or use `access`");
+            self.err(node.pos, key, empty);
             return None;
         }
         let mut out = Vec::new();
         let mut ok = true;
-        for (i, item) in items.iter().enumerate() {
-            let ikey = index(key, i);
-            let Some(f) = self.fields(item, &ikey, &ALLOW_RULE) else {
-                ok = false;
-                continue;
-            };
-            let Some(allow) = f.get("allow") else {
-                ok = false;
-                self.err(
-                    f.pos,
-                    &join(&ikey, "allow"),
-                    "missing required field `allow` (each rule is `- allow: {method, path}`)",
-                );
-                continue;
-            };
-            match self.matcher(allow, &join(&ikey, "allow")) {
-                Some(m) => out.push(AllowRule { allow: m }),
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
-    }
-
-    fn deny_rules(&mut self, node: &Node, key: &str) -> Option<Vec<HttpMatcher>> {
-        let items = self.list(node, key)?;
-        if items.is_empty() {
-            self.err(node.pos, key, "`deny_rules` is empty; remove it or list at least one rule");
-            return None;
-        }
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (i, item) in items.iter().enumerate() {
-            match self.matcher(item, &index(key, i)) {
+        for (i, node) in items.iter().enumerate() {
+            match item(self, node, &index(key, i)) {
                 Some(m) => out.push(m),
                 None => ok = false,
             }
@@ -983,7 +1014,38 @@ impl Decoder {
         ok.then_some(out)
     }
 
-    fn matcher(&mut self, node: &Node, key: &str) -> Option<HttpMatcher> {
+    /// One `- allow: {...}` rule, its matcher decoded by `matcher`.
+    fn allow_item<T>(
+        &mut self,
+        item: &Node,
+        ikey: &str,
+        matcher: impl FnOnce(&mut Self, &Node, &str) -> Option<T>,
+    ) -> Option<T> {
+        let f = self.fields(item, ikey, &ALLOW_RULE)?;
+        let Some(allow) = f.get("allow") else {
+            self.err(
+                f.pos,
+                &join(ikey, "allow"),
+                "missing required field `allow` (each rule is `- allow: {method, ...}`)",
+            );
+            return None;
+        };
+        matcher(self, allow, &join(ikey, "allow"))
+    }
+
+    fn allow_rules(&mut self, node: &Node, key: &str, protocol: Option<Protocol>) -> Option<Vec<AllowRule>> {
+        let empty = "`rules` is empty; list at least one rule, or use `access`";
+        self.rule_list(node, key, empty, |d, item, ikey| {
+            d.allow_item(item, ikey, |d, n, k| d.matcher(n, k, protocol)).map(|allow| AllowRule { allow })
+        })
+    }
+
+    fn deny_rules(&mut self, node: &Node, key: &str, protocol: Option<Protocol>) -> Option<Vec<HttpMatcher>> {
+        let empty = "`deny_rules` is empty; remove it or list at least one rule";
+        self.rule_list(node, key, empty, |d, item, ikey| d.matcher(item, ikey, protocol))
+    }
+
+    fn matcher(&mut self, node: &Node, key: &str, protocol: Option<Protocol>) -> Option<HttpMatcher> {
         let f = self.fields(node, key, &MATCHER)?;
         let mut ok = true;
         let method = match f.get("method") {
@@ -991,33 +1053,7 @@ impl Decoder {
                 self.err(f.pos, &join(key, "method"), "missing required field `method` (an HTTP method, or `*`)");
                 None
             }
-            Some(n) => {
-                let mkey = join(key, "method");
-                self.string(n, &mkey).and_then(|m| {
-                    if m == "*" {
-                        Some(Method::Any)
-                    } else if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
-                        Some(Method::Exact(m.to_owned()))
-                    } else if m.bytes().all(|b| b.is_ascii_alphabetic()) && !m.is_empty() {
-                        self.err(
-                            n.pos,
-                            &mkey,
-                            format!(
-                                "method `{m}` would never match: HTTP methods are case-sensitive; write `{}`",
-                                m.to_ascii_uppercase()
-                            ),
-                        );
-                        None
-                    } else {
-                        self.err(
-                            n.pos,
-                            &mkey,
-                            format!("`{m}` is not an HTTP method; write one such as `GET`, or `*` for any"),
-                        );
-                        None
-                    }
-                })
-            }
+            Some(n) => self.http_method(n, &join(key, "method"), protocol),
         };
         ok &= method.is_some();
         let path = match f.get("path") {
@@ -1025,22 +1061,7 @@ impl Decoder {
                 self.err(f.pos, &join(key, "path"), "missing required field `path` (a path glob such as `/repos/**`)");
                 None
             }
-            Some(n) => {
-                let pkey = join(key, "path");
-                self.string(n, &pkey).and_then(|p| {
-                    if !p.starts_with('/') {
-                        self.err(n.pos, &pkey, format!("path `{p}` must start with `/`"));
-                        return None;
-                    }
-                    match Glob::new(p, '/', false) {
-                        Ok(g) => Some(g),
-                        Err(e) => {
-                            self.err(n.pos, &pkey, e.to_string());
-                            None
-                        }
-                    }
-                })
-            }
+            Some(n) => self.path_glob(n, &join(key, "path")),
         };
         ok &= path.is_some();
         let query = match f.get("query") {
@@ -1054,40 +1075,215 @@ impl Decoder {
         Some(HttpMatcher { method: method?, path: path?, query: query? })
     }
 
+    /// An HTTP rule's method: exact upper-case, or `*`; on `websocket`
+    /// endpoints only `GET`, `WEBSOCKET_TEXT` or `*`, and only there `WEBSOCKET_TEXT`.
+    fn http_method(&mut self, n: &Node, mkey: &str, protocol: Option<Protocol>) -> Option<Method> {
+        let m = self.string(n, mkey)?;
+        if m == "*" {
+            return Some(Method::Any);
+        }
+        let websocket = protocol == Some(Protocol::Websocket);
+        let message = if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
+            if m.bytes().all(|b| b.is_ascii_alphabetic()) && !m.is_empty() {
+                format!(
+                    "method `{m}` would never match: HTTP methods are case-sensitive; write `{}`",
+                    m.to_ascii_uppercase()
+                )
+            } else {
+                format!("`{m}` is not an HTTP method; write one such as `GET`, or `*` for any")
+            }
+        } else if websocket && m != "GET" && m != WEBSOCKET_TEXT {
+            format!(
+                "method `{m}` can never match on a `websocket` endpoint: it sees only the upgrade request (`GET`) and client text messages (`{WEBSOCKET_TEXT}`)"
+            )
+        } else if !websocket && m == WEBSOCKET_TEXT {
+            format!("`{WEBSOCKET_TEXT}` matches WebSocket messages, only on `protocol: websocket` endpoints")
+        } else {
+            return Some(Method::Exact(m.to_owned()));
+        };
+        self.err(n.pos, mkey, message);
+        None
+    }
+
+    /// `path`, `mcp`/`json_rpc`, `rules` and `deny_rules` of an `mcp` or `json-rpc` endpoint.
+    fn rpc(&mut self, f: &Fields<'_>, key: &str, protocol: Protocol) -> Option<Rpc> {
+        let path = match f.get("path") {
+            None => Some(None),
+            Some(n) => self.path_glob(n, &join(key, "path")).map(Some),
+        };
+        let dialect = match protocol {
+            Protocol::Mcp => self.mcp_options(f, key).map(Dialect::Mcp),
+            _ => self.json_rpc_options(f, key).map(Dialect::JsonRpc),
+        };
+        let ctx = match &dialect {
+            Some(Dialect::Mcp(o)) => {
+                RpcContext { mcp: true, strict: o.strict_tool_names, allow_all: o.allow_all_known_mcp_methods }
+            }
+            Some(Dialect::JsonRpc(_)) => RpcContext { mcp: false, strict: false, allow_all: false },
+            // Invalid options are reported; the rules are checked leniently so
+            // that no error follows from them.
+            None => RpcContext { mcp: protocol == Protocol::Mcp, strict: true, allow_all: true },
+        };
+        let rules = f.get("rules").map(|n| {
+            let empty = "`rules` is empty; list at least one rule";
+            self.rule_list(n, &join(key, "rules"), empty, |d, item, ikey| {
+                d.allow_item(item, ikey, |d, n, k| d.rpc_matcher(n, k, &ctx)).map(|allow| RpcAllowRule { allow })
+            })
+        });
+        let deny_rules = f.get("deny_rules").map(|n| {
+            let empty = "`deny_rules` is empty; remove it or list at least one rule";
+            self.rule_list(n, &join(key, "deny_rules"), empty, |d, item, ikey| d.rpc_matcher(item, ikey, &ctx))
+        });
+        if rules.is_none() && !ctx.allow_all && dialect.is_some() {
+            let (field, message) = if deny_rules.is_some() {
+                ("deny_rules", "`deny_rules` without an allow base (`rules`) can never take effect: nothing is allowed to be denied".to_owned())
+            } else {
+                let hint = if ctx.mcp { " (or `mcp: { allow_all_known_mcp_methods: true }`)" } else { "" };
+                (
+                    "protocol",
+                    format!("`protocol: {}` needs `rules`{hint}; without them no call is allowed", protocol.as_str()),
+                )
+            };
+            self.err(f.key_pos(field), &join(key, field), message);
+            return None;
+        }
+        Some(Rpc {
+            path: path?,
+            dialect: dialect?,
+            rules: rules.map_or(Some(Vec::new()), |r| r)?,
+            deny_rules: deny_rules.map_or(Some(Vec::new()), |r| r)?,
+        })
+    }
+
+    fn mcp_options(&mut self, f: &Fields<'_>, key: &str) -> Option<McpOptions> {
+        let defaults = McpOptions {
+            max_body_bytes: DEFAULT_RPC_BODY,
+            strict_tool_names: true,
+            allow_all_known_mcp_methods: false,
+        };
+        let Some(o) = self.section(f, "mcp", key, &MCP) else {
+            return f.get("mcp").is_none().then_some(defaults);
+        };
+        let okey = join(key, "mcp");
+        let max_body_bytes = self.max_body(&o, &okey);
+        let flag = |d: &mut Self, name: &str, default: bool| match o.get(name) {
+            None => Some(default),
+            Some(n) => d.boolean(n, &join(&okey, name)),
+        };
+        let strict = flag(self, "strict_tool_names", true);
+        let allow_all = flag(self, "allow_all_known_mcp_methods", false);
+        Some(McpOptions {
+            max_body_bytes: max_body_bytes?,
+            strict_tool_names: strict?,
+            allow_all_known_mcp_methods: allow_all?,
+        })
+    }
+
+    fn json_rpc_options(&mut self, f: &Fields<'_>, key: &str) -> Option<JsonRpcOptions> {
+        let Some(o) = self.section(f, "json_rpc", key, &JSON_RPC) else {
+            return f.get("json_rpc").is_none().then_some(JsonRpcOptions { max_body_bytes: DEFAULT_RPC_BODY });
+        };
+        Some(JsonRpcOptions { max_body_bytes: self.max_body(&o, &join(key, "json_rpc"))? })
+    }
+
+    fn max_body(&mut self, o: &Fields<'_>, okey: &str) -> Option<u64> {
+        let Some(n) = o.get("max_body_bytes") else { return Some(DEFAULT_RPC_BODY) };
+        let max = i128::from(MAX_RPC_BODY);
+        self.integer(n, &join(okey, "max_body_bytes"), 1, max).and_then(|v| u64::try_from(v).ok())
+    }
+
+    /// `{method, tool}` of an `mcp` or `json-rpc` rule.
+    fn rpc_matcher(&mut self, node: &Node, key: &str, ctx: &RpcContext) -> Option<RpcMatcher> {
+        let f = self.fields(node, key, &RPC_MATCHER)?;
+        let method = f.get("method").map(|n| self.rpc_method(n, &join(key, "method"), ctx));
+        let tool = f.get("tool").map(|n| self.tool(n, &join(key, "tool"), ctx));
+        let (method, tool) = (method.map_or(Some(None), |m| m.map(Some))?, tool.map_or(Some(None), |t| t.map(Some))?);
+        let message = match (&method, &tool) {
+            (None, None) if ctx.allow_all => Some("a rule needs `method` or `tool`".to_owned()),
+            (None, _) if !ctx.allow_all => {
+                Some("missing required field `method` (a JSON-RPC method, or `*`; it may be left out only under `allow_all_known_mcp_methods: true`)".to_owned())
+            }
+            (Some(m), Some(_)) if !m.matches(TOOLS_CALL) => {
+                Some(format!("`tool` matches only `{TOOLS_CALL}`, and method `{m}` never is it; write `method: {TOOLS_CALL}`"))
+            }
+            _ => None,
+        };
+        if let Some(message) = message {
+            self.err(f.pos, key, message);
+            return None;
+        }
+        Some(RpcMatcher { method, tool })
+    }
+
+    fn rpc_method(&mut self, n: &Node, mkey: &str, ctx: &RpcContext) -> Option<RpcMethod> {
+        let m = self.string(n, mkey)?;
+        let pattern = m.contains(['*', '?', '[']);
+        let message = if m.is_empty() {
+            "a method is not empty".to_owned()
+        } else if !pattern {
+            return Some(RpcMethod::Exact(m.to_owned()));
+        } else if !ctx.mcp {
+            if m == "*" {
+                return Some(RpcMethod::Any);
+            }
+            format!("json-rpc methods are exact names or `*`; `{m}` is neither")
+        } else if m == "*" {
+            "`*` is not an MCP method matcher: write `allow_all_known_mcp_methods: true` under `mcp`, or a glob within `tools/` such as `tools/*`".to_owned()
+        } else if !m.starts_with("tools/") {
+            format!("MCP method globs stay within `tools/` (such as `tools/*`); `{m}` does not")
+        } else {
+            return self.glob(m, '/', n.pos, mkey).map(RpcMethod::Glob);
+        };
+        self.err(n.pos, mkey, message);
+        None
+    }
+
+    /// A `tool` matcher: a glob or `{any: [globs]}`, each checked against `strict_tool_names`.
+    fn tool(&mut self, n: &Node, tkey: &str, ctx: &RpcContext) -> Option<QueryMatcher> {
+        if !ctx.mcp {
+            self.err(n.pos, tkey, "`tool` applies only to `protocol: mcp` (json-rpc calls have no tool)");
+            return None;
+        }
+        self.glob_or_any(n, tkey, &mut |d, s, pos, key| {
+            let g = d.glob(s, '/', pos, key)?;
+            let message = if !g.is_literal() && !ctx.strict {
+                format!("a wildcard tool matcher (`{s}`) needs `strict_tool_names: true`: without it a tool name may hold characters the glob does not expect")
+            } else if g.is_literal() && ctx.strict && !strict_tool_name(s) {
+                format!("tool `{s}` can never match: under `strict_tool_names` a tool name is 1 to 128 of A-Z, a-z, 0-9, `_`, `.`, `-`")
+            } else {
+                return Some(g);
+            };
+            d.err(pos, key, message);
+            None
+        })
+    }
+
+    fn glob(&mut self, s: &str, sep: char, pos: Pos, key: &str) -> Option<Glob> {
+        match Glob::new(s, sep, false) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                self.err(pos, key, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A path glob (starting with `/`).
+    fn path_glob(&mut self, n: &Node, pkey: &str) -> Option<Glob> {
+        let p = self.string(n, pkey)?;
+        if !p.starts_with('/') {
+            self.err(n.pos, pkey, format!("path `{p}` must start with `/`"));
+            return None;
+        }
+        self.glob(p, '/', n.pos, pkey)
+    }
+
     fn query(&mut self, node: &Node, key: &str) -> Option<BTreeMap<String, QueryMatcher>> {
         let f = self.entries(node, key)?;
         let mut out = BTreeMap::new();
         let mut ok = true;
         for (name, _, v) in &f.entries {
-            let qkey = join(key, name);
-            let m = match &v.kind {
-                Kind::Str(s) => self.query_glob(s, v.pos, &qkey).map(QueryMatcher::One),
-                Kind::Map(_) => self.fields(v, &qkey, &ANY).and_then(|af| {
-                    let akey = join(&qkey, "any");
-                    let Some(list) = af.get("any") else {
-                        self.err(af.pos, &akey, "missing required field `any` (a list of globs)");
-                        return None;
-                    };
-                    let items = self.list(list, &akey)?;
-                    if items.is_empty() {
-                        self.err(list.pos, &akey, "`any` is empty; list at least one glob");
-                        return None;
-                    }
-                    let mut globs = Vec::new();
-                    for (i, item) in items.iter().enumerate() {
-                        let ikey = index(&akey, i);
-                        if let Some(s) = self.string(item, &ikey) {
-                            globs.extend(self.query_glob(s, item.pos, &ikey));
-                        }
-                    }
-                    (globs.len() == items.len()).then_some(QueryMatcher::Any { any: globs })
-                }),
-                _ => {
-                    self.type_err(v, &qkey, "a glob string or `{any: [globs]}`");
-                    None
-                }
-            };
-            match m {
+            match self.glob_or_any(v, &join(key, name), &mut |d, s, pos, k| d.glob(s, '.', pos, k)) {
                 Some(m) => {
                     out.insert((*name).to_owned(), m);
                 }
@@ -1097,11 +1293,38 @@ impl Decoder {
         ok.then_some(out)
     }
 
-    fn query_glob(&mut self, s: &str, pos: Pos, key: &str) -> Option<Glob> {
-        match Glob::new(s, '.', false) {
-            Ok(g) => Some(g),
-            Err(e) => {
-                self.err(pos, key, e.to_string());
+    /// A glob string or `{any: [globs]}`, each glob made by `glob`.
+    fn glob_or_any(
+        &mut self,
+        v: &Node,
+        key: &str,
+        glob: &mut dyn FnMut(&mut Self, &str, Pos, &str) -> Option<Glob>,
+    ) -> Option<QueryMatcher> {
+        match &v.kind {
+            Kind::Str(s) => glob(self, s, v.pos, key).map(QueryMatcher::One),
+            Kind::Map(_) => {
+                let af = self.fields(v, key, &ANY)?;
+                let akey = join(key, "any");
+                let Some(list) = af.get("any") else {
+                    self.err(af.pos, &akey, "missing required field `any` (a list of globs)");
+                    return None;
+                };
+                let items = self.list(list, &akey)?;
+                if items.is_empty() {
+                    self.err(list.pos, &akey, "`any` is empty; list at least one glob");
+                    return None;
+                }
+                let mut globs = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let ikey = index(&akey, i);
+                    if let Some(s) = self.string(item, &ikey) {
+                        globs.extend(glob(self, s, item.pos, &ikey));
+                    }
+                }
+                (globs.len() == items.len()).then_some(QueryMatcher::Any { any: globs })
+            }
+            _ => {
+                self.type_err(v, key, "a glob string or `{any: [globs]}`");
                 None
             }
         }

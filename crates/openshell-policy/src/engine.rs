@@ -13,7 +13,8 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::glob::bytes_eq;
-use crate::model::{Endpoint, Enforcement, NetworkPolicies, NetworkPolicy, Policy, Protocol};
+pub use crate::model::RpcCall;
+use crate::model::{Endpoint, Enforcement, NetworkPolicies, NetworkPolicy, Policy, Protocol, Rpc, WEBSOCKET_TEXT};
 use crate::net::{AddrClass, classify};
 
 /// An HTTP request seen by the L7 path.
@@ -23,6 +24,38 @@ pub struct HttpRequest<'a> {
     /// The path without the query string.
     pub path: &'a str,
     pub query: &'a [(&'a str, &'a str)],
+    /// What is being decided: the request itself, or a message it carries.
+    pub message: Message<'a>,
+}
+
+impl<'a> HttpRequest<'a> {
+    /// A request decided by its head alone.
+    pub fn plain(method: &'a str, path: &'a str, query: &'a [(&'a str, &'a str)]) -> Self {
+        HttpRequest { method, path, query, message: Message::Plain }
+    }
+
+    /// The method rules see: `WEBSOCKET_TEXT` for a WebSocket text message.
+    pub fn rule_method(&self) -> &'a str {
+        match self.message {
+            Message::WebSocketText => WEBSOCKET_TEXT,
+            _ => self.method,
+        }
+    }
+}
+
+/// What an L7 decision is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// An HTTP request, by its head.
+    Plain,
+    /// An RFC 6455 upgrade request (`GET` with `Upgrade: websocket`): the
+    /// only request a `websocket` endpoint takes.
+    WebSocketUpgrade,
+    /// A client-to-server text message on the WebSocket upgraded at the
+    /// request's path (rules see the method `WEBSOCKET_TEXT`).
+    WebSocketText,
+    /// One JSON-RPC call in the body of a `POST` to an `mcp`/`json-rpc` endpoint.
+    Rpc(RpcCall<'a>),
 }
 
 /// A connection (and, for L7, one request on it) to decide.
@@ -75,6 +108,10 @@ pub enum Reason {
     MethodPathNotPermitted,
     BlockedByDenyRule,
     SsrfBlocked,
+    /// A JSON-RPC call (method, tool) no rule of an `mcp`/`json-rpc` endpoint allows.
+    CallNotPermitted,
+    /// A `tools/call` whose tool name fails `strict_tool_names`.
+    InvalidToolName,
 }
 
 impl Reason {
@@ -86,6 +123,8 @@ impl Reason {
             Reason::MethodPathNotPermitted => "method/path not permitted",
             Reason::BlockedByDenyRule => "blocked by deny rule",
             Reason::SsrfBlocked => "SSRF-blocked address",
+            Reason::CallNotPermitted => "call not permitted",
+            Reason::InvalidToolName => "invalid tool name",
         }
     }
 }
@@ -113,6 +152,9 @@ pub struct Decision<'e> {
     pub inspect: bool,
     /// The connection goes to the privacy router (`routing: inference`).
     pub route: bool,
+    /// An allowed `POST` to an `mcp`/`json-rpc` endpoint: its body must be
+    /// read as JSON-RPC and each call decided (`Message::Rpc`) before it is sent.
+    pub rpc: Option<&'e Rpc>,
 }
 
 impl<'e> Decision<'e> {
@@ -126,6 +168,7 @@ impl<'e> Decision<'e> {
             range: None,
             inspect: false,
             route: false,
+            rpc: None,
         }
     }
 
@@ -142,8 +185,11 @@ impl<'e> Decision<'e> {
                 if let Some(ep) = ep {
                     s.push_str(&format!(", endpoint {ep}"));
                 }
-                if self.inspect && req.http.is_none() {
-                    s.push_str(" (protocol rest: each request is checked against the L7 rules)");
+                if let (None, Some(p)) = (req.http, self.endpoint.and_then(|e| e.protocol)) {
+                    s.push_str(&format!(" (protocol {}: {})", p.as_str(), inspected(p)));
+                }
+                if self.rpc.is_some() {
+                    s.push_str(" (its body is read as JSON-RPC and each call decided)");
                 }
                 s
             }
@@ -160,22 +206,13 @@ impl<'e> Decision<'e> {
                         let who = req.binary.unwrap_or("an unidentified caller");
                         format!("{who} may not reach {}:{}; allowed: {}", req.host, req.port, bins.join(", "))
                     }
-                    Reason::MethodPathNotPermitted => match req.http {
-                        Some(h) => format!(
-                            "{} {} is not permitted by the rules of policy '{}'",
-                            h.method,
-                            h.path,
-                            self.policy.unwrap_or("?")
-                        ),
-                        None => "request not permitted".into(),
-                    },
-                    Reason::BlockedByDenyRule => {
-                        let rule = self.endpoint.zip(self.rule).and_then(|(e, i)| e.deny_rules.get(i));
-                        match rule {
-                            Some(r) => format!("deny rule `{r}` of policy '{}'", self.policy.unwrap_or("?")),
-                            None => "a deny rule matched".into(),
-                        }
+                    Reason::MethodPathNotPermitted | Reason::CallNotPermitted | Reason::InvalidToolName => {
+                        self.not_permitted(req)
                     }
+                    Reason::BlockedByDenyRule => match self.deny_rule(req) {
+                        Some(r) => format!("deny rule `{r}` of policy '{}'", self.policy.unwrap_or("?")),
+                        None => "a deny rule matched".into(),
+                    },
                     Reason::SsrfBlocked => {
                         format!("destination address is in {}", self.range.unwrap_or("a blocked range"))
                     }
@@ -184,6 +221,55 @@ impl<'e> Decision<'e> {
             }
             (_, None) => self.verdict.to_string(),
         }
+    }
+}
+
+impl Decision<'_> {
+    /// What an L7 denial's request was, and why no rule took it.
+    fn not_permitted(&self, req: &Request<'_>) -> String {
+        let policy = self.policy.unwrap_or("?");
+        let Some(h) = req.http else { return "request not permitted".into() };
+        let websocket = self.endpoint.and_then(|e| e.protocol) == Some(Protocol::Websocket);
+        match h.message {
+            Message::Rpc(call) => match (self.reason, call.tool) {
+                (Some(Reason::InvalidToolName), Some(tool)) => {
+                    format!(
+                        "tool name `{tool}` is not 1 to 128 of A-Z, a-z, 0-9, `_`, `.`, `-` (strict_tool_names of policy '{policy}')"
+                    )
+                }
+                (_, Some(tool)) => {
+                    format!("{} of tool `{tool}` is not permitted by the rules of policy '{policy}'", call.method)
+                }
+                (_, None) => format!("{} is not permitted by the rules of policy '{policy}'", call.method),
+            },
+            Message::Plain if websocket => {
+                format!(
+                    "{} {} is not a WebSocket upgrade, the only request a `websocket` endpoint takes (policy '{policy}')",
+                    h.method, h.path
+                )
+            }
+            _ => format!("{} {} is not permitted by the rules of policy '{policy}'", h.rule_method(), h.path),
+        }
+    }
+
+    /// The deny rule that matched, as written.
+    fn deny_rule(&self, req: &Request<'_>) -> Option<String> {
+        let (e, i) = self.endpoint.zip(self.rule)?;
+        match (req.http.map(|h| h.message), &e.rpc) {
+            (Some(Message::Rpc(_)), Some(rpc)) => rpc.deny_rules.get(i).map(ToString::to_string),
+            _ => e.deny_rules.get(i).map(ToString::to_string),
+        }
+    }
+}
+
+/// What a protocol means for a connection, for messages.
+fn inspected(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Rest => "each request is checked against the L7 rules",
+        Protocol::Websocket => "the upgrade request and each client text message are checked against the L7 rules",
+        Protocol::Mcp => "each JSON-RPC call and tool is checked against the rules",
+        Protocol::JsonRpc => "each JSON-RPC call is checked against the rules",
+        Protocol::Tcp => "relayed uninspected, also when the sandbox connects directly (raw TCP)",
     }
 }
 
@@ -401,7 +487,7 @@ impl Engine {
                 let (mut inspect, mut route) = (false, false);
                 for r in candidates.clone().filter(|r| private_ok(r)) {
                     first.get_or_insert(r);
-                    inspect |= self.endpoint(r).protocol == Some(Protocol::Rest);
+                    inspect |= self.endpoint(r).protocol.is_some_and(Protocol::is_inspected);
                     route |= self.endpoint(r).routing.is_some();
                 }
                 first.map(|r| {
@@ -445,22 +531,27 @@ impl Engine {
         // the method upper-cased, so a deny rule cannot be dodged by
         // `/a/../secret`, `//secret`, `%73ecret` or `delete`.
         // Allow rules match the method as sent; deny rules also match it upper-cased.
-        let upper = upper_method(http.method);
+        let upper = upper_method(http.rule_method());
         let path = canonical_path(http.path);
-        let (m, p, q) = (http.method, &*path, http.query);
+        let p = &*path;
         // A trailing slash names the same resource to most servers: deny rules also
         // see the path without it.
         let p_trimmed = if p.len() > 1 { p.trim_end_matches('/') } else { p };
         let p_trimmed = if p_trimmed.is_empty() { "/" } else { p_trimmed };
+        let seen = Seen { http, upper: &upper, path: p, trimmed: p_trimmed };
         let mut audit_deny: Option<Decision<'_>> = None;
         let mut allowed_by: Option<EpRef> = None;
-        let mut enforce_miss: Option<EpRef> = None;
-        let mut audit_miss: Option<EpRef> = None;
+        let mut enforce_miss: Option<(EpRef, Reason)> = None;
+        let mut audit_miss: Option<(EpRef, Reason)> = None;
+        let mut elsewhere: Option<EpRef> = None;
         for r in candidates {
             let ep = self.endpoint(r);
-            if let Some(i) =
-                ep.deny_rules.iter().position(|d| d.matches_deny(&upper, p, q) || d.matches_deny(&upper, p_trimmed, q))
-            {
+            let fit = fit(ep, &seen);
+            if fit == Fit::Elsewhere {
+                elsewhere.get_or_insert(r);
+                continue;
+            }
+            if let Some(i) = denied_by(ep, &seen) {
                 let mut d = self.decision_for(Verdict::Deny, Some(Reason::BlockedByDenyRule), r);
                 d.rule = Some(i);
                 d.inspect = true;
@@ -470,36 +561,37 @@ impl Engine {
                 d.verdict = Verdict::Audit;
                 audit_deny.get_or_insert(d);
             }
-            let allowed = match ep.protocol {
-                None | Some(Protocol::Tcp) => true,
-                Some(Protocol::Rest) => {
-                    ep.access.is_some_and(|a| a.allows_method(m))
-                        || ep.rules.iter().any(|rule| rule.allow.matches_allow(m, p, q))
+            match (fit, ep.enforcement) {
+                (Fit::Allowed, _) => {
+                    allowed_by.get_or_insert(r);
                 }
-            };
-            let slot = match (allowed, ep.enforcement) {
-                (true, _) => &mut allowed_by,
-                (false, Enforcement::Enforce) => &mut enforce_miss,
-                (false, Enforcement::Audit) => &mut audit_miss,
-            };
-            slot.get_or_insert(r);
+                (Fit::Missed(why), Enforcement::Enforce) => {
+                    enforce_miss.get_or_insert((r, why));
+                }
+                (Fit::Missed(why), Enforcement::Audit) => {
+                    audit_miss.get_or_insert((r, why));
+                }
+                (Fit::Elsewhere, _) => {}
+            }
         }
-        let miss = |verdict, r| {
-            let mut d = self.decision_for(verdict, Some(Reason::MethodPathNotPermitted), r);
+        let miss = |verdict, (r, why)| {
+            let mut d = self.decision_for(verdict, Some(why), r);
             d.inspect = true;
             d
         };
         Some(match (allowed_by, audit_deny, enforce_miss, audit_miss) {
             (Some(_), Some(d), _, _) => d,
             (Some(r), None, _, _) => {
+                let ep = self.endpoint(r);
                 let mut d = self.decision_for(Verdict::Allow, None, r);
-                d.inspect = self.endpoint(r).protocol == Some(Protocol::Rest);
+                d.inspect = ep.protocol.is_some_and(Protocol::is_inspected);
+                d.rpc = ep.rpc.as_ref().filter(|_| http.message == Message::Plain && http.method == "POST");
                 d
             }
-            (None, _, Some(r), _) => miss(Verdict::Deny, r),
+            (None, _, Some(m), _) => miss(Verdict::Deny, m),
             (None, Some(d), None, _) => d,
-            (None, None, None, Some(r)) => miss(Verdict::Audit, r),
-            (None, None, None, None) => return None,
+            (None, None, None, Some(m)) => miss(Verdict::Audit, m),
+            (None, None, None, None) => miss(Verdict::Deny, (elsewhere?, Reason::MethodPathNotPermitted)),
         })
     }
 
@@ -543,6 +635,71 @@ impl Engine {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// An L7 request as rules see it.
+struct Seen<'s, 'a> {
+    http: &'s HttpRequest<'a>,
+    /// The rule method upper-cased (deny rules).
+    upper: &'s str,
+    /// The canonical path, and the same without a trailing slash (deny rules).
+    path: &'s str,
+    trimmed: &'s str,
+}
+
+/// How an endpoint takes an L7 request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    Allowed,
+    /// Its rules do not allow it (the reason a denial gives).
+    Missed(Reason),
+    /// Not this endpoint's request (an `mcp`/`json-rpc` endpoint's `path` does not match).
+    Elsewhere,
+}
+
+/// Whether `ep`'s allow side takes the request.
+fn fit(ep: &Endpoint, seen: &Seen<'_, '_>) -> Fit {
+    let http = seen.http;
+    let (m, p, q) = (http.rule_method(), seen.path, http.query);
+    let allowed = |yes: bool| if yes { Fit::Allowed } else { Fit::Missed(Reason::MethodPathNotPermitted) };
+    match (ep.protocol, &ep.rpc, http.message) {
+        (None | Some(Protocol::Tcp), _, _) => Fit::Allowed,
+        (Some(Protocol::Rest), _, Message::Plain) => allowed(
+            ep.access.is_some_and(|a| a.allows_method(m)) || ep.rules.iter().any(|r| r.allow.matches_allow(m, p, q)),
+        ),
+        (Some(Protocol::Websocket), _, Message::WebSocketUpgrade | Message::WebSocketText) => allowed(
+            ep.access.is_some_and(|a| a.allows_websocket(m)) || ep.rules.iter().any(|r| r.allow.matches_allow(m, p, q)),
+        ),
+        (Some(Protocol::Mcp | Protocol::JsonRpc), Some(rpc), _) if !rpc.takes_path(p) => Fit::Elsewhere,
+        (Some(protocol), Some(_), Message::Plain) => {
+            allowed(m == "POST" || (protocol == Protocol::Mcp && (m == "GET" || m == "DELETE")))
+        }
+        (Some(_), Some(rpc), Message::Rpc(call)) if rpc.refuses_tool_name(&call) => {
+            Fit::Missed(Reason::InvalidToolName)
+        }
+        (Some(_), Some(rpc), Message::Rpc(call)) => {
+            if rpc.allows(&call) {
+                Fit::Allowed
+            } else {
+                Fit::Missed(Reason::CallNotPermitted)
+            }
+        }
+        _ => Fit::Missed(Reason::MethodPathNotPermitted),
+    }
+}
+
+/// The index of the first of `ep`'s deny rules that matches the request.
+fn denied_by(ep: &Endpoint, seen: &Seen<'_, '_>) -> Option<usize> {
+    match (&ep.rpc, seen.http.message) {
+        (Some(rpc), Message::Rpc(call)) => rpc.deny_rules.iter().position(|d| d.matches(&call)),
+        (Some(_), _) => None,
+        (None, _) => {
+            let q = seen.http.query;
+            ep.deny_rules
+                .iter()
+                .position(|d| d.matches_deny(seen.upper, seen.path, q) || d.matches_deny(seen.upper, seen.trimmed, q))
+        }
     }
 }
 

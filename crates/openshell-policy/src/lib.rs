@@ -24,7 +24,7 @@ pub mod yaml;
 
 pub use decode::{MAX_PATH_LEN, MAX_PATHS, MAX_POLICY_BYTES, load_bytes, load_file, load_str, parse};
 pub use diff::{Applicability, PolicyDiff, StaticChangeError};
-pub use engine::{Decision, Engine, HttpRequest, Reason, Request, Verdict};
+pub use engine::{Decision, Engine, HttpRequest, Message, Reason, Request, RpcCall, Verdict};
 pub use error::{Diagnostic, LoadError};
 pub use model::Policy;
 pub use profile::KernelProfile;

@@ -210,6 +210,11 @@ pub struct Endpoint {
     /// **Ours**: requests to this endpoint go to the privacy router.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routing: Option<Routing>,
+    /// For `protocol: mcp` and `protocol: json-rpc` (and only for them): the
+    /// endpoint's path, options and call rules (serialized as the file writes
+    /// them: `path`, `mcp`/`json_rpc`, `rules`, `deny_rules`).
+    #[serde(flatten)]
+    pub rpc: Option<Rpc>,
 }
 
 impl Endpoint {
@@ -226,13 +231,245 @@ impl Endpoint {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     /// HTTP inspected with L7 rules; TLS terminated.
     Rest,
     /// Raw TCP: the sandbox may connect to host:port directly (a transparent
     /// redirect to the proxy), as well as through CONNECT; never inspected.
     Tcp,
+    /// RFC 6455: the upgrade request decided as `GET` on its path, then each
+    /// client text message as `WEBSOCKET_TEXT` on that path.
+    Websocket,
+    /// MCP over Streamable HTTP: each JSON-RPC call (and `tools/call`'s tool) decided.
+    Mcp,
+    /// JSON-RPC 2.0 over HTTP POST: each call's method decided.
+    JsonRpc,
+}
+
+impl Protocol {
+    /// How the file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Rest => "rest",
+            Protocol::Tcp => "tcp",
+            Protocol::Websocket => "websocket",
+            Protocol::Mcp => "mcp",
+            Protocol::JsonRpc => "json-rpc",
+        }
+    }
+
+    /// Whether its traffic is inspected (L7, TLS terminated): all but `tcp`.
+    pub fn is_inspected(self) -> bool {
+        self != Protocol::Tcp
+    }
+
+    /// Whether requests are matched by their JSON-RPC calls (`mcp`, `json-rpc`).
+    pub fn is_rpc(self) -> bool {
+        matches!(self, Protocol::Mcp | Protocol::JsonRpc)
+    }
+}
+
+/// The pseudo-method of a client-to-server WebSocket text message in rules.
+pub const WEBSOCKET_TEXT: &str = "WEBSOCKET_TEXT";
+
+/// The MCP methods a client sends a server (MCP specification, 2025-06-18):
+/// what `allow_all_known_mcp_methods: true` allows.
+pub const KNOWN_MCP_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+];
+
+/// The MCP method whose `params.name` `tool` matchers see.
+pub const TOOLS_CALL: &str = "tools/call";
+
+/// Largest `max_body_bytes` (**ours**: 16 MiB).
+pub const MAX_RPC_BODY: u64 = 16 << 20;
+/// `max_body_bytes` when omitted (OpenShell's).
+pub const DEFAULT_RPC_BODY: u64 = 64 << 10;
+
+/// Whether `name` is a tool name under `strict_tool_names` (`^[A-Za-z0-9_.-]{1,128}$`).
+pub fn strict_tool_name(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// The JSON-RPC side of an `mcp` or `json-rpc` endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rpc {
+    /// Requests to other paths are not this endpoint's; `None`: every path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<Glob>,
+    #[serde(flatten)]
+    pub dialect: Dialect,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RpcAllowRule>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny_rules: Vec<RpcMatcher>,
+}
+
+impl Rpc {
+    pub fn max_body_bytes(&self) -> u64 {
+        match &self.dialect {
+            Dialect::Mcp(o) => o.max_body_bytes,
+            Dialect::JsonRpc(o) => o.max_body_bytes,
+        }
+    }
+
+    /// Whether a request to `path` (canonical) is this endpoint's.
+    pub fn takes_path(&self, path: &str) -> bool {
+        self.path.as_ref().is_none_or(|g| g.matches(path))
+    }
+
+    fn mcp(&self) -> Option<&McpOptions> {
+        match &self.dialect {
+            Dialect::Mcp(o) => Some(o),
+            Dialect::JsonRpc(_) => None,
+        }
+    }
+
+    /// Whether a tool name fails `strict_tool_names`.
+    pub fn refuses_tool_name(&self, call: &RpcCall<'_>) -> bool {
+        self.mcp().is_some_and(|o| o.strict_tool_names) && call.tool.is_some_and(|t| !strict_tool_name(t))
+    }
+
+    /// Whether the allow side admits `call` (deny rules are the engine's).
+    pub fn allows(&self, call: &RpcCall<'_>) -> bool {
+        if self.refuses_tool_name(call) {
+            return false;
+        }
+        if self.rules.iter().any(|r| r.allow.matches(call)) {
+            return true;
+        }
+        if !self.mcp().is_some_and(|o| o.allow_all_known_mcp_methods) {
+            return false;
+        }
+        // Tool rules narrow `tools/call`; every other known method is allowed.
+        KNOWN_MCP_METHODS.contains(&call.method)
+            && (call.method != TOOLS_CALL || !self.rules.iter().any(|r| r.allow.tool.is_some()))
+    }
+}
+
+/// `mcp:` or `json_rpc:` options.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Dialect {
+    #[serde(rename = "mcp")]
+    Mcp(McpOptions),
+    #[serde(rename = "json_rpc")]
+    JsonRpc(JsonRpcOptions),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct McpOptions {
+    /// A request body larger than this is refused (413).
+    pub max_body_bytes: u64,
+    /// Tool names must match `^[A-Za-z0-9_.-]{1,128}$`.
+    pub strict_tool_names: bool,
+    /// Every method of [`KNOWN_MCP_METHODS`] is allowed; `tool` rules narrow `tools/call`.
+    pub allow_all_known_mcp_methods: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JsonRpcOptions {
+    pub max_body_bytes: u64,
+}
+
+/// One JSON-RPC call as the proxy read it from a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcCall<'a> {
+    pub method: &'a str,
+    /// `params.name` of an MCP `tools/call` (when it is a string).
+    pub tool: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RpcAllowRule {
+    pub allow: RpcMatcher,
+}
+
+/// A call's method and, for `tools/call`, its tool.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RpcMatcher {
+    /// `None` only under `allow_all_known_mcp_methods` with a `tool`: `tools/call`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<RpcMethod>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<QueryMatcher>,
+}
+
+impl RpcMatcher {
+    pub fn matches(&self, call: &RpcCall<'_>) -> bool {
+        let method = match &self.method {
+            Some(m) => m.matches(call.method),
+            None => call.method == TOOLS_CALL,
+        };
+        method && self.tool.as_ref().is_none_or(|t| call.tool.is_some_and(|name| t.matches(name)))
+    }
+}
+
+impl fmt::Display for RpcMatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.method {
+            Some(m) => write!(f, "{m}")?,
+            None => f.write_str(TOOLS_CALL)?,
+        }
+        match &self.tool {
+            Some(QueryMatcher::One(g)) => write!(f, " tool={g}"),
+            Some(QueryMatcher::Any { any }) => {
+                let alts: Vec<&str> = any.iter().map(Glob::as_str).collect();
+                write!(f, " tool={{{}}}", alts.join("|"))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// A JSON-RPC method in a rule: `*`, an exact name, or (MCP, within `tools/`) a glob.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RpcMethod {
+    Any,
+    Exact(String),
+    Glob(Glob),
+}
+
+impl RpcMethod {
+    pub fn matches(&self, method: &str) -> bool {
+        match self {
+            RpcMethod::Any => true,
+            RpcMethod::Exact(m) => m == method,
+            RpcMethod::Glob(g) => g.matches(method),
+        }
+    }
+}
+
+impl fmt::Display for RpcMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RpcMethod::Any => f.write_str("*"),
+            RpcMethod::Exact(m) => f.write_str(m),
+            RpcMethod::Glob(g) => f.write_str(g.as_str()),
+        }
+    }
+}
+
+impl Serialize for RpcMethod {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -261,6 +498,16 @@ impl Access {
             Access::Full => true,
             Access::ReadOnly => matches!(method, "GET" | "HEAD" | "OPTIONS"),
             Access::ReadWrite => matches!(method, "GET" | "HEAD" | "OPTIONS" | "POST" | "PUT" | "PATCH"),
+        }
+    }
+
+    /// On a `websocket` endpoint: read-only is the upgrade `GET`, read-write
+    /// adds `WEBSOCKET_TEXT`, full is everything.
+    pub fn allows_websocket(self, method: &str) -> bool {
+        match self {
+            Access::Full => true,
+            Access::ReadOnly => method == "GET",
+            Access::ReadWrite => method == "GET" || method == WEBSOCKET_TEXT,
         }
     }
 }

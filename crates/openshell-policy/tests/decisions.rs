@@ -391,7 +391,7 @@ fn run(name: &str, policy: &Policy, cases: &[Case]) {
     let mut failures = Vec::new();
     for (i, c) in cases.iter().enumerate() {
         let parsed = c.http.map(parse_http);
-        let http = parsed.as_ref().map(|(m, p, q)| HttpRequest { method: m, path: p, query: q.as_slice() });
+        let http = parsed.as_ref().map(|(m, p, q)| HttpRequest::plain(m, p, q.as_slice()));
         let resolved_ip = c.ip.map(|s| s.parse::<IpAddr>().expect("IP in the table"));
         let r = Request { host: c.host, port: c.port, binary: c.bin, ancestors: c.anc, resolved_ip, http };
         let d = if c.raw { engine.decide_transparent(&r) } else { engine.decide(&r) };
@@ -973,7 +973,7 @@ fn explanations() {
               method: &'static str,
               path: &'static str,
               query: &'static [(&'static str, &'static str)]| {
-        Request { http: Some(HttpRequest { method, path, query }), ..Request::l4(host, 443, "/usr/bin/curl") }
+        Request { http: Some(HttpRequest::plain(method, path, query)), ..Request::l4(host, 443, "/usr/bin/curl") }
     };
     let (_, t) = explain(&web, &l7("api.test.com", "GET", "/repos/x", &[]));
     assert_contains(&t, &["allowed by policy 'api'"]);
@@ -1099,7 +1099,7 @@ network_policies:
     let engine = Engine::new(&load("api", yaml));
     let decide = |method: &str, path: &str| {
         let req = Request {
-            http: Some(HttpRequest { method, path, query: &[] }),
+            http: Some(HttpRequest::plain(method, path, &[])),
             ..Request::l4("api.example.com", 443, "/usr/bin/curl")
         };
         let d = engine.decide(&req);

@@ -84,7 +84,7 @@ fn exercise(text: &str) {
     for host in ["api.example.com", "example.com", "10.0.0.1", "127.0.0.1", ""] {
         let mut r = Request::l4(host, 443, "/usr/bin/curl");
         let _ = engine.decide(&r);
-        r.http = Some(HttpRequest { method: "POST", path: "/v1/../admin//x", query: &query });
+        r.http = Some(HttpRequest::plain("POST", "/v1/../admin//x", &query));
         let _ = engine.decide(&r);
     }
 }

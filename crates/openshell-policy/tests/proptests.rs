@@ -329,7 +329,7 @@ fn exercise(text: &str) {
                 r.binary = binary;
                 let d = engine.decide(&r);
                 let _ = d.explain(&engine, &r);
-                r.http = Some(HttpRequest { method: "GET", path: "/a/b", query: &query });
+                r.http = Some(HttpRequest::plain("GET", "/a/b", &query));
                 let d = engine.decide(&r);
                 let _ = d.explain(&engine, &r);
             }

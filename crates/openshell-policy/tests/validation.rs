@@ -451,17 +451,30 @@ fn openshell_fields_not_supported_yet() {
                 vec![x(2, 1, "network_middlewares", msg)],
             ),
             bad(
-                "endpoint path",
+                "endpoint path without mcp or json-rpc",
                 ep(&format!("{base}\npath: /v1")),
-                vec![x(8, 9, k("path"), "`path` is an OpenShell field")],
+                vec![x(
+                    8,
+                    9,
+                    k("path"),
+                    "`path` on an endpoint is supported with `protocol: mcp` or `protocol: json-rpc`",
+                )],
             ),
-            bad("endpoint mcp", ep(&format!("{base}\nmcp: {{}}")), vec![x(8, 9, k("mcp"), msg)]),
+            bad(
+                "endpoint mcp without protocol mcp",
+                ep(&format!("{base}\nmcp: {{}}")),
+                vec![x(8, 9, k("mcp"), "`mcp` can never take effect without `protocol: mcp`")],
+            ),
             bad(
                 "endpoint credential_binding",
                 ep(&format!("{base}\ncredential_binding: gh")),
                 vec![x(8, 9, k("credential_binding"), msg)],
             ),
-            bad("endpoint json_rpc", ep(&format!("{base}\njson_rpc: {{}}")), vec![x(8, 9, k("json_rpc"), msg)]),
+            bad(
+                "endpoint json_rpc without protocol json-rpc",
+                ep(&format!("{base}\njson_rpc: {{}}")),
+                vec![x(8, 9, k("json_rpc"), "`json_rpc` can never take effect without `protocol: json-rpc`")],
+            ),
             bad(
                 "endpoint allow_encoded_slash",
                 ep(&format!("{base}\nallow_encoded_slash: true")),
@@ -477,11 +490,20 @@ fn openshell_fields_not_supported_yet() {
                 rule("method: POST\npath: /graphql\noperation_type: query"),
                 vec![x(13, 15, kr("operation_type"), msg)],
             ),
-            bad("matcher tool", rule("method: POST\npath: /mcp\ntool: search"), vec![x(13, 15, kr("tool"), msg)]),
+            bad(
+                "matcher tool on a rest rule",
+                rule("method: POST\npath: /mcp\ntool: search"),
+                vec![x(
+                    13,
+                    15,
+                    kr("tool"),
+                    "`tool` has no effect here: it belongs in the rules of a `protocol: mcp` endpoint",
+                )],
+            ),
             bad(
                 "unsupported and unknown together",
-                ep(&format!("{base}\nmcp: {{}}\nmcpp: {{}}")),
-                vec![x(8, 9, k("mcp"), msg), x(9, 9, k("mcpp"), "unknown field `mcpp`")],
+                ep(&format!("{base}\ncredential_binding: gh\nmcpp: {{}}")),
+                vec![x(8, 9, k("credential_binding"), msg), x(9, 9, k("mcpp"), "unknown field `mcpp`")],
             ),
         ],
     );
@@ -1393,24 +1415,14 @@ fn protocol_enforcement_access() {
                 |p| assert_eq!(endpoint(p).deny_rules[0].path.as_str(), "/admin"),
             ),
             bad(
-                "websocket",
-                ep(&format!("{l4}protocol: websocket")),
-                vec![x(8, 19, k("protocol"), "protocol `websocket` is not supported yet")],
-            ),
-            bad(
                 "graphql",
                 ep(&format!("{l4}protocol: graphql")),
                 vec![x(8, 19, k("protocol"), "protocol `graphql` is not supported yet")],
             ),
             bad(
-                "mcp",
-                ep(&format!("{l4}protocol: mcp")),
-                vec![x(8, 19, k("protocol"), "protocol `mcp` is not supported yet")],
-            ),
-            bad(
-                "json-rpc",
-                ep(&format!("{l4}protocol: json-rpc")),
-                vec![x(8, 19, k("protocol"), "protocol `json-rpc` is not supported yet")],
+                "tcp with rules: raw TCP is not inspected",
+                ep(&format!("{l4}protocol: tcp\n{allow}")),
+                vec![x(9, 9, k("rules"), "`rules` can never take effect without an L7 `protocol`")],
             ),
             ok("tcp", ep(&format!("{l4}protocol: tcp")), |p| {
                 let e = endpoint(p);
@@ -1418,14 +1430,9 @@ fn protocol_enforcement_access() {
                 assert!(e.rules.is_empty() && e.access.is_none() && e.tls.is_none());
             }),
             bad(
-                "tcp with rules: raw TCP is not inspected",
-                ep(&format!("{l4}protocol: tcp\n{allow}")),
-                vec![x(9, 9, k("rules"), "`rules` can never take effect without `protocol: rest`")],
-            ),
-            bad(
                 "tcp with an access preset",
                 ep(&format!("{l4}protocol: tcp\naccess: full")),
-                vec![x(9, 9, k("access"), "`access` can never take effect without `protocol: rest`")],
+                vec![x(9, 9, k("access"), "`access` can never take effect without an L7 `protocol`")],
             ),
             bad(
                 "tcp with tls skip",
@@ -1435,7 +1442,7 @@ fn protocol_enforcement_access() {
             bad(
                 "tcp with audit enforcement",
                 ep(&format!("{l4}protocol: tcp\nenforcement: audit")),
-                vec![x(9, 22, k("enforcement"), "`enforcement: audit` can never take effect without `protocol: rest`")],
+                vec![x(9, 22, k("enforcement"), "`enforcement: audit` can never take effect without an L7 `protocol`")],
             ),
             bad(
                 "sql",
@@ -1449,7 +1456,7 @@ fn protocol_enforcement_access() {
             ),
             bad(
                 "unsupported protocol with tls skip: one error",
-                ep(&format!("{l4}protocol: websocket\ntls: skip")),
+                ep(&format!("{l4}protocol: graphql\ntls: skip")),
                 vec![x(8, 19, k("protocol"), "not supported yet")],
             ),
             bad(
@@ -1465,7 +1472,7 @@ fn protocol_enforcement_access() {
             bad(
                 "audit without protocol",
                 ep(&format!("{l4}enforcement: audit")),
-                vec![x(8, 22, k("enforcement"), "`enforcement: audit` can never take effect without `protocol: rest`")],
+                vec![x(8, 22, k("enforcement"), "`enforcement: audit` can never take effect without an L7 `protocol`")],
             ),
             bad(
                 "unknown enforcement",
@@ -1505,17 +1512,17 @@ fn protocol_enforcement_access() {
             bad(
                 "access without rest",
                 ep(&format!("{l4}access: full")),
-                vec![x(8, 9, k("access"), "`access` can never take effect without `protocol: rest`")],
+                vec![x(8, 9, k("access"), "`access` can never take effect without an L7 `protocol`")],
             ),
             bad(
                 "rules without rest",
                 ep(&format!("{l4}{allow}")),
-                vec![x(8, 9, k("rules"), "`rules` can never take effect without `protocol: rest`")],
+                vec![x(8, 9, k("rules"), "`rules` can never take effect without an L7 `protocol`")],
             ),
             bad(
                 "deny_rules without rest",
                 ep(&format!("{l4}deny_rules:\n  - {{method: GET, path: /}}")),
-                vec![x(8, 9, k("deny_rules"), "`deny_rules` can never take effect without `protocol: rest`")],
+                vec![x(8, 9, k("deny_rules"), "`deny_rules` can never take effect without an L7 `protocol`")],
             ),
             bad(
                 "access, rules and deny_rules without rest: all reported",
@@ -2167,4 +2174,274 @@ fn valid_fixtures_load() {
             other => panic!("{other}: add the checks of this new valid fixture"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// websocket, mcp, json-rpc
+// ---------------------------------------------------------------------------
+
+/// An endpoint with `protocol: <p>` whose further fields start at line 9, column 9.
+fn proto(p: &str, body: &str) -> String {
+    ep(&format!("host: api.example.com\nport: 443\nprotocol: {p}\n{body}"))
+}
+
+#[test]
+fn websocket_endpoints() {
+    run(
+        "websocket_endpoints",
+        vec![
+            ok(
+                "upgrade and text rules, deny rule",
+                proto(
+                    "websocket",
+                    "rules:\n  - allow: {method: GET, path: /ws}\n  - allow: {method: WEBSOCKET_TEXT, path: /ws}\ndeny_rules:\n  - {method: WEBSOCKET_TEXT, path: /ws/admin}",
+                ),
+                |p| {
+                    let e = endpoint(p);
+                    assert_eq!(e.protocol, Some(Protocol::Websocket));
+                    assert_eq!(e.rules[1].allow.method, Method::Exact("WEBSOCKET_TEXT".into()));
+                    assert_eq!(e.deny_rules[0].path.as_str(), "/ws/admin");
+                    assert!(e.rpc.is_none());
+                },
+            ),
+            ok("access preset", proto("websocket", "access: read-write"), |p| {
+                assert_eq!(endpoint(p).access, Some(Access::ReadWrite))
+            }),
+            ok("any method", proto("websocket", "rules:\n  - allow: {method: '*', path: /**}"), |p| {
+                assert_eq!(endpoint(p).rules[0].allow.method, Method::Any)
+            }),
+            bad(
+                "neither access nor rules",
+                proto("websocket", "enforcement: enforce"),
+                vec![x(8, 9, k("protocol"), "`protocol: websocket` needs `access` or `rules`")],
+            ),
+            bad(
+                "a method a websocket never sees",
+                proto("websocket", "rules:\n  - allow: {method: POST, path: /ws}"),
+                vec![x(10, 29, kr("method"), "method `POST` can never match on a `websocket` endpoint")],
+            ),
+            bad(
+                "a deny method a websocket never sees",
+                proto("websocket", "access: full\ndeny_rules:\n  - {method: DELETE, path: /ws}"),
+                vec![x(11, 22, kd("method"), "method `DELETE` can never match on a `websocket` endpoint")],
+            ),
+            bad(
+                "WEBSOCKET_TEXT on a rest endpoint",
+                rule("method: WEBSOCKET_TEXT\npath: /ws"),
+                vec![x(
+                    11,
+                    23,
+                    kr("method"),
+                    "`WEBSOCKET_TEXT` matches WebSocket messages, only on `protocol: websocket`",
+                )],
+            ),
+            bad(
+                "tls skip",
+                proto("websocket", "access: full\ntls: skip"),
+                vec![x(10, 14, k("tls"), "`tls: skip` cannot be combined with `protocol: websocket`")],
+            ),
+            bad(
+                "mcp options on a websocket",
+                proto("websocket", "access: full\nmcp: {}"),
+                vec![x(10, 9, k("mcp"), "`mcp` can never take effect without `protocol: mcp`")],
+            ),
+            bad(
+                "an endpoint path on a websocket",
+                proto("websocket", "access: full\npath: /ws"),
+                vec![x(
+                    10,
+                    9,
+                    k("path"),
+                    "`path` on an endpoint is supported with `protocol: mcp` or `protocol: json-rpc`",
+                )],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn mcp_and_json_rpc_endpoints() {
+    let call = "rules:\n  - allow: {method: tools/call, tool: 'read_*'}";
+    run(
+        "mcp_and_json_rpc_endpoints",
+        vec![
+            ok(
+                "mcp with defaults, a path, a tool glob and a deny rule",
+                proto(
+                    "mcp",
+                    &format!(
+                        "path: /mcp\n{call}\ndeny_rules:\n  - {{method: tools/call, tool: {{any: [read_secrets, 'read_key*']}}}}"
+                    ),
+                ),
+                |p| {
+                    use openshell_policy::model::{Dialect, McpOptions, RpcCall};
+                    let e = endpoint(p);
+                    assert_eq!(e.protocol, Some(Protocol::Mcp));
+                    assert!(e.rules.is_empty() && e.deny_rules.is_empty() && e.access.is_none());
+                    let rpc = e.rpc.as_ref().expect("rpc");
+                    let defaults = McpOptions {
+                        max_body_bytes: 65536,
+                        strict_tool_names: true,
+                        allow_all_known_mcp_methods: false,
+                    };
+                    assert_eq!(rpc.dialect, Dialect::Mcp(defaults));
+                    assert!(rpc.takes_path("/mcp") && !rpc.takes_path("/other"));
+                    let read = RpcCall { method: "tools/call", tool: Some("read_file") };
+                    assert!(rpc.rules[0].allow.matches(&read));
+                    assert!(rpc.deny_rules[0].matches(&RpcCall { tool: Some("read_keys"), ..read }));
+                    assert!(!rpc.deny_rules[0].matches(&read));
+                    // The JSON form is the file's: `path`, `mcp`, `rules`, `deny_rules`.
+                    let json = serde_json::to_value(e).expect("json");
+                    assert_eq!(json["path"], "/mcp");
+                    assert_eq!(json["mcp"]["max_body_bytes"], 65536);
+                    assert_eq!(json["rules"][0]["allow"]["tool"], "read_*");
+                    assert_eq!(json["deny_rules"][0]["tool"]["any"][1], "read_key*");
+                },
+            ),
+            ok(
+                "mcp options, a method glob within tools/",
+                proto(
+                    "mcp",
+                    "mcp: {max_body_bytes: 1024, strict_tool_names: false}\nrules:\n  - allow: {method: 'tools/*'}",
+                ),
+                |p| {
+                    let rpc = endpoint(p).rpc.as_ref().expect("rpc");
+                    assert_eq!(rpc.max_body_bytes(), 1024);
+                    assert!(rpc.path.is_none() && rpc.takes_path("/anything"));
+                },
+            ),
+            ok("allow_all without rules", proto("mcp", "mcp: {allow_all_known_mcp_methods: true}"), |p| {
+                assert!(endpoint(p).rpc.as_ref().expect("rpc").rules.is_empty())
+            }),
+            ok(
+                "allow_all with a tool rule and no method",
+                proto("mcp", "mcp: {allow_all_known_mcp_methods: true}\nrules:\n  - allow: {tool: search}"),
+                |p| assert!(endpoint(p).rpc.as_ref().expect("rpc").rules[0].allow.method.is_none()),
+            ),
+            ok(
+                "json-rpc with any method and a body limit",
+                proto(
+                    "json-rpc",
+                    "json_rpc: {max_body_bytes: 4096}\nrules:\n  - allow: {method: '*'}\ndeny_rules:\n  - {method: admin.shutdown}",
+                ),
+                |p| {
+                    let rpc = endpoint(p).rpc.as_ref().expect("rpc");
+                    assert_eq!(rpc.max_body_bytes(), 4096);
+                    assert_eq!(endpoint(p).protocol, Some(Protocol::JsonRpc));
+                },
+            ),
+            bad(
+                "mcp without rules",
+                proto("mcp", "path: /mcp"),
+                vec![x(
+                    8,
+                    9,
+                    k("protocol"),
+                    "`protocol: mcp` needs `rules` (or `mcp: { allow_all_known_mcp_methods: true }`)",
+                )],
+            ),
+            bad(
+                "json-rpc without rules",
+                proto("json-rpc", "path: /rpc"),
+                vec![x(8, 9, k("protocol"), "`protocol: json-rpc` needs `rules`; without them no call is allowed")],
+            ),
+            bad(
+                "deny rules without rules",
+                proto("mcp", "deny_rules:\n  - {method: tools/call}"),
+                vec![x(9, 9, k("deny_rules"), "`deny_rules` without an allow base (`rules`) can never take effect")],
+            ),
+            bad(
+                "access on mcp",
+                proto("mcp", &format!("access: full\n{call}")),
+                vec![x(9, 9, k("access"), "`access` presets are HTTP methods and do not apply to `protocol: mcp`")],
+            ),
+            bad(
+                "tool on another method",
+                proto("mcp", "rules:\n  - allow: {method: initialize, tool: x}"),
+                vec![x(10, 20, RULE, "`tool` matches only `tools/call`, and method `initialize` never is it")],
+            ),
+            bad(
+                "no method without allow_all",
+                proto("mcp", "rules:\n  - allow: {tool: x}"),
+                vec![x(10, 20, RULE, "missing required field `method`")],
+            ),
+            bad(
+                "neither method nor tool under allow_all",
+                proto("mcp", "mcp: {allow_all_known_mcp_methods: true}\nrules:\n  - allow: {}"),
+                vec![x(11, 20, RULE, "a rule needs `method` or `tool`")],
+            ),
+            bad(
+                "mcp method *",
+                proto("mcp", "rules:\n  - allow: {method: '*'}"),
+                vec![x(10, 29, kr("method"), "`*` is not an MCP method matcher")],
+            ),
+            bad(
+                "mcp method glob outside tools/",
+                proto("mcp", "rules:\n  - allow: {method: '*/list'}"),
+                vec![x(10, 29, kr("method"), "MCP method globs stay within `tools/`")],
+            ),
+            bad(
+                "json-rpc method glob",
+                proto("json-rpc", "rules:\n  - allow: {method: 'eth_*'}"),
+                vec![x(10, 29, kr("method"), "json-rpc methods are exact names or `*`; `eth_*` is neither")],
+            ),
+            bad(
+                "json-rpc tool",
+                proto("json-rpc", "rules:\n  - allow: {method: call, tool: x}"),
+                vec![x(10, 41, kr("tool"), "`tool` applies only to `protocol: mcp`")],
+            ),
+            bad(
+                "wildcard tool without strict names",
+                proto(
+                    "mcp",
+                    "mcp: {strict_tool_names: false}\nrules:\n  - allow: {method: tools/call, tool: {any: [ok, 'x*']}}",
+                ),
+                vec![x(11, 58, kr("tool.any[1]"), "a wildcard tool matcher (`x*`) needs `strict_tool_names: true`")],
+            ),
+            bad(
+                "a literal tool strict names never allow",
+                proto("mcp", "rules:\n  - allow: {method: tools/call, tool: 'no spaces'}"),
+                vec![x(10, 47, kr("tool"), "tool `no spaces` can never match: under `strict_tool_names`")],
+            ),
+            bad(
+                "max_body_bytes out of range",
+                proto("mcp", &format!("mcp: {{max_body_bytes: 0}}\njson_rpc: {{max_body_bytes: 16777217}}\n{call}")),
+                vec![
+                    x(9, 31, k("mcp.max_body_bytes"), "0 is out of range; expected 1 to 16777216"),
+                    x(10, 9, k("json_rpc"), "`json_rpc` can never take effect without `protocol: json-rpc`"),
+                ],
+            ),
+            bad(
+                "unknown mcp option and a wrong type",
+                proto("mcp", &format!("mcp: {{strict: true, allow_all_known_mcp_methods: yes}}\n{call}")),
+                vec![
+                    x(9, 15, k("mcp.strict"), "unknown field `strict`, expected one of: max_body_bytes"),
+                    x(9, 58, k("mcp.allow_all_known_mcp_methods"), "expected a boolean"),
+                ],
+            ),
+            bad(
+                "path and query in an mcp rule",
+                proto("mcp", "rules:\n  - allow: {method: tools/list, path: /x, query: {a: b}}"),
+                vec![
+                    x(
+                        10,
+                        41,
+                        kr("path"),
+                        "`path` has no effect here: it belongs in a `protocol: rest` or `websocket` rule",
+                    ),
+                    x(10, 51, kr("query"), "`query` has no effect here"),
+                ],
+            ),
+            bad(
+                "endpoint path must start with /",
+                proto("mcp", &format!("path: mcp\n{call}")),
+                vec![x(9, 15, k("path"), "path `mcp` must start with `/`")],
+            ),
+            bad(
+                "tls skip",
+                proto("mcp", &format!("tls: skip\n{call}")),
+                vec![x(9, 14, k("tls"), "`tls: skip` cannot be combined with `protocol: mcp`")],
+            ),
+        ],
+    );
 }

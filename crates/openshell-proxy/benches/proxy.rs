@@ -360,7 +360,7 @@ fn main() {
     let query = [("page", "2")];
     let mut l7 = Request::l4("tls.test", 443, "/usr/bin/curl");
     l7.resolved_ip = Some("10.200.0.3".parse().expect("ip"));
-    l7.http = Some(HttpRequest { method: "GET", path: "/v1/items/7", query: &query });
+    l7.http = Some(HttpRequest::plain("GET", "/v1/items/7", &query));
     let n = if test_mode { 1_000 } else { 200_000 };
     let time_decide = |req: &Request<'_>| {
         let started = Instant::now();

@@ -1,6 +1,7 @@
 //! Audit events: one OCSF JSON line per decision — network activity (class 4001)
 //! for connections, HTTP activity (class 4002) for inspected requests, API
-//! activity (class 6003) for requests through the privacy router. They
+//! activity (class 6003) for requests through the privacy router; JSON-RPC
+//! calls and WebSocket messages are HTTP activity too. They
 //! carry time, sandbox, binary, destination, decision, and the matched policy or
 //! the reason; never query strings, headers or bodies.
 
@@ -39,6 +40,26 @@ pub struct AuditEvent {
     /// endpoints), not one asked of the proxy; written only when true.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub raw_tcp: bool,
+    /// For one JSON-RPC message of an `mcp`/`json-rpc` request: its method
+    /// (none for a response the client sent) and the tool of a `tools/call`.
+    /// Left out of other events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc_method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc_tool: Option<String>,
+    /// For the end of a WebSocket: frames and payload bytes each way.
+    /// Left out of other events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocketTraffic>,
+}
+
+/// What crossed a WebSocket, counted as it was relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WebSocketTraffic {
+    pub client_frames: u64,
+    pub client_bytes: u64,
+    pub server_frames: u64,
+    pub server_bytes: u64,
 }
 
 /// One request through the privacy router (OCSF API activity, class 6003):

@@ -135,5 +135,8 @@ fn refuse(shared: &Shared, revision: u64, name: &str, from: SocketAddr) {
         reason: Some(format!("no network policy names {name} (query from {from})")),
         revision,
         raw_tcp: false,
+        rpc_method: None,
+        rpc_tool: None,
+        websocket: None,
     });
 }

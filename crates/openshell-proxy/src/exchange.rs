@@ -5,13 +5,17 @@
 use std::io;
 use std::time::Duration;
 
-use openshell_policy::Request;
+use openshell_policy::model::Rpc;
+use openshell_policy::{Message, Request};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 
 use crate::aio::{self, CopyError};
 use crate::http1::{self, Body, HeadError, Kind, RequestHead};
-use crate::proxy::{Conn, record_refusal};
+use crate::identify::Caller;
+use crate::proxy::{Conn, Target, Upgraded, record_refusal};
+use crate::rpc::{self, Checked, Post};
+use crate::websocket;
 
 /// Request headers never forwarded upstream (the proxy's own and hop-by-hop
 /// ones; `Expect: 100-continue` is answered by the proxy).
@@ -33,21 +37,45 @@ pub(crate) enum ExchangeError {
     Io(#[from] io::Error),
 }
 
+/// What follows a forwarded request's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outgoing<'b> {
+    /// Its body, streamed from the client as framed.
+    Stream(Body),
+    /// Nothing: a WebSocket upgrade (checked by `websocket::upgrade` and
+    /// decided); its `Upgrade` and `Connection` go upstream, and a `101` is relayed.
+    Upgrade,
+    /// A body the proxy read whole and decided (JSON-RPC), sent with a Content-Length.
+    Read(&'b [u8]),
+}
+
+/// Request headers a body read whole replaces.
+const BODY_FRAMING: &[&str] = &["content-length", "transfer-encoding"];
+
+/// How an exchange left the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exchanged {
+    /// A response was relayed; `keep`: both connections may carry another request.
+    Done { keep: bool },
+    /// The upstream answered a WebSocket upgrade with `101`, relayed: frames follow.
+    Switched,
+}
+
 /// Forwards `req` (its target as `origin`, origin-form) with its body, and
-/// relays the response. `Ok(true)`: both connections may carry another request.
+/// relays the response.
 pub(crate) async fn exchange<C, U>(
     client: &mut BufReader<C>,
     up: &mut BufReader<U>,
     req: &RequestHead,
     origin: &str,
-    body: Body,
+    out: Outgoing<'_>,
     idle: Duration,
-) -> Result<bool, ExchangeError>
+) -> Result<Exchanged, ExchangeError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    if http1::has_token(&req.headers, "expect", "100-continue") {
+    if matches!(out, Outgoing::Stream(_)) && http1::has_token(&req.headers, "expect", "100-continue") {
         // Answered here: the request was decided already, the body may come.
         aio::send(client.get_mut(), b"HTTP/1.1 100 Continue\r\n\r\n", idle).await?;
     }
@@ -56,30 +84,121 @@ where
     head.push(b' ');
     head.extend_from_slice(origin.as_bytes());
     head.extend_from_slice(if req.version == 0 { b" HTTP/1.0\r\n" } else { b" HTTP/1.1\r\n" });
-    http1::push_headers(&mut head, &req.headers, HOP_BY_HOP);
-    if req.version == 0 && client_keeps(req) {
+    let read = match out {
+        Outgoing::Read(bytes) => Some(bytes),
+        Outgoing::Stream(_) | Outgoing::Upgrade => None,
+    };
+    if read.is_some() {
+        let skip: Vec<&str> = HOP_BY_HOP.iter().chain(BODY_FRAMING).copied().collect();
+        http1::push_headers(&mut head, &req.headers, &skip);
+    } else {
+        http1::push_headers(&mut head, &req.headers, HOP_BY_HOP);
+    }
+    if out == Outgoing::Upgrade {
+        head.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\n");
+    } else if req.version == 0 && client_keeps(req) {
         head.extend_from_slice(b"Connection: keep-alive\r\n");
     }
-    head.extend_from_slice(b"\r\n");
+    if let Some(bytes) = read {
+        head.extend_from_slice(format!("Content-Length: {}\r\n\r\n", bytes.len()).as_bytes());
+        head.extend_from_slice(bytes);
+    } else {
+        head.extend_from_slice(b"\r\n");
+    }
     aio::send(up.get_mut(), &head, idle).await?;
-    aio::copy_body(client, up.get_mut(), body, idle, &mut |_| {}).await?;
+    if let Outgoing::Stream(body) = out {
+        aio::copy_body(client, up.get_mut(), body, idle, &mut |_| {}).await?;
+    }
     let response = loop {
         let bytes = aio::read_head(up, Kind::Response, idle, idle).await?.ok_or(ExchangeError::NoResponse)?;
         let parsed = http1::parse_response(&bytes)?;
-        if parsed.status == 101 {
+        if parsed.status == 101 && out != Outgoing::Upgrade {
             return Err(ExchangeError::Switched);
         }
         aio::send(client.get_mut(), &bytes, idle).await?;
+        if parsed.status == 101 {
+            return Ok(Exchanged::Switched);
+        }
         if !(100..200).contains(&parsed.status) {
             break parsed;
         }
     };
     let framing = http1::response_body(&req.method, &response);
     aio::copy_body(up, client.get_mut(), framing, idle, &mut |_| {}).await?;
-    Ok(framing != Body::UntilClose
+    let keep = framing != Body::UntilClose
         && client_keeps(req)
         && response.version == 1
-        && !http1::has_token(&response.headers, "connection", "close"))
+        && !http1::has_token(&response.headers, "connection", "close");
+    Ok(Exchanged::Done { keep })
+}
+
+/// An allowed request, ready to go upstream.
+pub(crate) struct Decided<'a> {
+    pub(crate) head: &'a RequestHead,
+    /// The target as sent upstream (origin-form).
+    pub(crate) origin: &'a str,
+    pub(crate) framing: Body,
+    /// As the engine decided it (a WebSocket upgrade is `Message::WebSocketUpgrade`).
+    pub(crate) request: &'a Request<'a>,
+    /// The endpoint whose calls are in the body (`Decision::rpc`).
+    pub(crate) rpc: Option<&'a Rpc>,
+    pub(crate) caller: Option<&'a Caller>,
+}
+
+/// Forwards an allowed request: a JSON-RPC body read and decided call by call
+/// first, a WebSocket relayed frame by frame once switched. `true`: the
+/// connection may carry another request.
+pub(crate) async fn forward<C, U>(
+    conn: &Conn,
+    client: &mut BufReader<C>,
+    up: &mut BufReader<U>,
+    d: &Decided<'_>,
+) -> bool
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let idle = conn.shared.limits.idle_timeout;
+    let http = d.request.http;
+    let body;
+    let out = match (http.map(|h| h.message), d.rpc) {
+        (Some(Message::WebSocketUpgrade), _) => Outgoing::Upgrade,
+        (_, Some(rpc)) => {
+            match rpc::check(conn, client, rpc, &Post { request: d.request, head: d.head, framing: d.framing }).await {
+                Checked::Forward(b) => {
+                    body = b;
+                    Outgoing::Read(&body)
+                }
+                Checked::Answered { keep } => return keep,
+            }
+        }
+        _ => Outgoing::Stream(d.framing),
+    };
+    match exchange(client, up, d.head, d.origin, out, idle).await {
+        Ok(Exchanged::Done { keep }) => keep,
+        Ok(Exchanged::Switched) => {
+            let req = d.request;
+            let upgrade = http.map(|h| Upgraded {
+                path: h.path.to_owned(),
+                query: h.query.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            });
+            let caller = d.caller.cloned();
+            conn.register(Target {
+                host: req.host.to_owned(),
+                port: req.port,
+                ip: req.resolved_ip,
+                caller,
+                upgrade,
+                raw: false,
+            });
+            websocket::relay(conn, client, up, &websocket::Session { request: *req, idle }).await;
+            false
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, host = %d.request.host, "exchange ended");
+            false
+        }
+    }
 }
 
 /// Whether the client asked to keep its connection after this request.

@@ -8,16 +8,17 @@
 
 use std::net::IpAddr;
 
-use openshell_policy::{HttpRequest, Request};
+use openshell_policy::{HttpRequest, Message, Request};
 use serde_json::json;
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
-use crate::exchange::{self, answer, refuse};
+use crate::exchange::{self, Decided, answer, refuse};
 use crate::http1::{self, Body};
 use crate::identify::Caller;
 use crate::proxy::{Client, Conn, Head, Target, check_host, denial, read_request, record};
 use crate::router::INFERENCE_HOST;
+use crate::websocket;
 
 /// The upstream connection kept between requests.
 struct Upstream {
@@ -68,7 +69,11 @@ async fn request(
     let ancestors: Vec<&str> = caller.iter().flat_map(|c| c.ancestors.iter().map(String::as_str)).collect();
     let pairs = head.target.split_once('?').map(|(_, q)| http1::query_pairs(q));
     let query: Vec<(&str, &str)> = pairs.iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let http = HttpRequest { method: &head.req.method, path: &head.path, query: &query };
+    let mut http = HttpRequest::plain(&head.req.method, &head.path, &query);
+    let upgrade = websocket::upgrade(&head.req);
+    if upgrade == Ok(true) {
+        http.message = Message::WebSocketUpgrade;
+    }
     let mut req = Request {
         host: &head.host,
         port: head.port,
@@ -101,21 +106,15 @@ async fn request(
     if let Err(e) = check_host(&head.req, &head.host, head.port, 80) {
         return refuse(conn, client, &req, 400, &e.to_string(), framing, false).await;
     }
-    if http1::header(&head.req.headers, "upgrade").is_some() {
-        let reason = "protocol upgrades (such as WebSocket) are not forwarded as plain HTTP; use CONNECT";
-        return refuse(conn, client, &req, 403, reason, framing, true).await;
+    if let Err(e) = upgrade {
+        return refuse(conn, client, &req, 403, &e.to_string(), framing, true).await;
     }
     let kept = upstream.take().filter(|u| u.host == head.host && u.port == head.port);
+    let reused = kept.is_some();
     let mut up = match kept {
         Some(u) => {
             // The kept connection's address, decided again for this request.
             req.resolved_ip = Some(u.ip);
-            let decision = generation.engine.decide(&req);
-            record(shared, &generation, &req, &decision, None);
-            if !decision.is_allowed() {
-                let body = denial(&head.host, head.port, &decision, &generation, &req);
-                return answer(client, 403, &body, framing, true, idle).await;
-            }
             u
         }
         None => match connect(conn, &mut req, &generation, caller).await {
@@ -123,17 +122,21 @@ async fn request(
             Err(refusal) => return answer(client, refusal.status, &refusal.body, framing, true, idle).await,
         },
     };
-    match exchange::exchange(client, &mut up.conn, &head.req, &head.target, framing, idle).await {
-        Ok(true) => {
-            *upstream = Some(up);
-            true
-        }
-        Ok(false) => false,
-        Err(e) => {
-            tracing::debug!(error = %e, host = %head.host, "forwarded exchange ended");
-            false
-        }
+    // Decided with the address (a new connection's decision was recorded by `connect`).
+    let decision = generation.engine.decide(&req);
+    if reused {
+        record(shared, &generation, &req, &decision, None);
     }
+    if !decision.is_allowed() {
+        let body = denial(&head.host, head.port, &decision, &generation, &req);
+        return answer(client, 403, &body, framing, true, idle).await;
+    }
+    let decided = Decided { head: &head.req, origin: &head.target, framing, request: &req, rpc: decision.rpc, caller };
+    let keep = exchange::forward(conn, client, &mut up.conn, &decided).await;
+    if keep {
+        *upstream = Some(up);
+    }
+    keep
 }
 
 /// Resolves, decides with the address, connects; the connection is tracked
@@ -151,6 +154,13 @@ async fn connect(
         body: json!({"error": format!("cannot connect: {e}"), "host": host, "ip": ip.to_string()}),
     })?;
     let _ = tcp.set_nodelay(true);
-    conn.register(Target { host: host.clone(), port, ip: Some(ip), caller: caller.cloned(), raw: false });
+    conn.register(Target {
+        host: host.clone(),
+        port,
+        ip: Some(ip),
+        caller: caller.cloned(),
+        upgrade: None,
+        raw: false,
+    });
     Ok(Upstream { host, port, ip, conn: BufReader::with_capacity(crate::proxy::UPSTREAM_BUFFER, tcp) })
 }

@@ -7,8 +7,12 @@
 //!   decide again, connect to the checked address; then `splice`, `l7`,
 //!   `router` or `forward`), on a small tokio runtime;
 //! - `forward`: plain HTTP, each request of a connection checked and decided;
-//! - `l7`: inspected tunnels (TLS terminated, each request decided);
+//! - `l7`: inspected tunnels (TLS terminated, or plain HTTP; each request decided);
 //! - `exchange`: one decided request forwarded and its response relayed;
+//! - `websocket`: upgrades recognised, frames relayed and client text
+//!   messages decided (`protocol: websocket`);
+//! - `rpc`: JSON-RPC bodies read, parsed and decided call by call
+//!   (`protocol: mcp`, `protocol: json-rpc`);
 //! - `splice`: plain tunnels, socket → pipe → socket in the kernel;
 //! - `raw_tcp`: raw TCP the sandbox's fence redirected, for `protocol: tcp`
 //!   endpoints (the original destination mapped back to pinned names);
@@ -43,10 +47,12 @@ pub mod proxy;
 mod raw_tcp;
 pub mod resolve;
 pub mod router;
+mod rpc;
 mod splice;
 pub mod tls;
+mod websocket;
 
-pub use audit::{ApiEvent, AuditEvent, AuditSink, JsonLines};
+pub use audit::{ApiEvent, AuditEvent, AuditSink, JsonLines, WebSocketTraffic};
 pub use identify::{Caller, Fixed, Identify, ProcIdentify};
 pub use proxy::{Connect, Dialing, Direct, Fenced, Limits, Proxy, ProxyConfig, ProxyError, ProxyHandle};
 pub use resolve::{Resolve, StaticResolver, SystemResolver, WithOverrides};

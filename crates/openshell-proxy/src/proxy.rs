@@ -18,13 +18,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use openshell_policy::{Decision, Engine, Policy, PolicyDiff, Request, StaticChangeError, Verdict};
+use openshell_policy::{
+    Decision, Engine, HttpRequest, Message, Policy, PolicyDiff, Request, StaticChangeError, Verdict,
+};
 use serde_json::json;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::audit::{AuditEvent, AuditSink, now_ms};
+use crate::audit::{AuditEvent, AuditSink, WebSocketTraffic, now_ms};
 use crate::http1::{self, HeadError, Kind, RequestHead};
 use crate::identify::{Caller, Identify};
 use crate::resolve::Resolve;
@@ -135,6 +137,15 @@ pub(crate) struct Target {
     pub(crate) caller: Option<Caller>,
     /// Raw TCP the fence redirected (re-decided as such: `protocol: tcp` only).
     pub(crate) raw: bool,
+    /// A relayed WebSocket's upgrade request, decided again with the rest.
+    pub(crate) upgrade: Option<Upgraded>,
+}
+
+/// The path and query a WebSocket was upgraded at.
+#[derive(Clone)]
+pub(crate) struct Upgraded {
+    pub(crate) path: String,
+    pub(crate) query: Vec<(String, String)>,
 }
 
 struct Open {
@@ -577,13 +588,21 @@ impl ProxyHandle {
         open.retain(|_, o| {
             let t = &o.target;
             let ancestors: Vec<&str> = t.caller.iter().flat_map(|c| c.ancestors.iter().map(String::as_str)).collect();
+            let query: Vec<(&str, &str)> =
+                t.upgrade.iter().flat_map(|u| u.query.iter().map(|(k, v)| (k.as_str(), v.as_str()))).collect();
+            let http = t.upgrade.as_ref().map(|u| HttpRequest {
+                method: "GET",
+                path: &u.path,
+                query: &query,
+                message: Message::WebSocketUpgrade,
+            });
             let req = Request {
                 host: &t.host,
                 port: t.port,
                 binary: t.caller.as_ref().map(|c| c.binary.as_str()),
                 ancestors: &ancestors,
                 resolved_ip: t.ip,
-                http: None,
+                http,
             };
             let decision = if t.raw { new.engine.decide_transparent(&req) } else { new.engine.decide(&req) };
             if decision.is_allowed() {
@@ -758,8 +777,14 @@ impl Conn {
             Ok(s) => s,
             Err(e) => return Refusal::unreachable(&head.host, ip, &e).send(&mut client).await,
         };
-        let target =
-            Target { host: head.host.clone(), port: head.port, ip: Some(ip), caller: caller.clone(), raw: false };
+        let target = Target {
+            host: head.host.clone(),
+            port: head.port,
+            ip: Some(ip),
+            caller: caller.clone(),
+            upgrade: None,
+            raw: false,
+        };
         if let (true, Some(tls)) = (inspect, shared.tls.as_ref()) {
             let server = match tls.server_config(&head.host) {
                 Ok(s) => s,
@@ -833,13 +858,15 @@ impl Conn {
             return;
         }
         if policy_routed {
-            self.register(Target {
+            let target = Target {
                 host: head.host.clone(),
                 port: head.port,
                 ip: None,
                 caller: caller.cloned(),
+                upgrade: None,
                 raw: false,
-            });
+            };
+            self.register(target);
         }
         let who = router::Caller { binary: caller.map(|c| c.binary.as_str()), host: &head.host, port: head.port };
         router::serve(&self.shared, tls, server, client, &who).await;
@@ -964,8 +991,15 @@ pub(crate) fn record_refusal(shared: &Shared, generation: &Generation, req: &Req
     shared.audit.record(&event(shared, generation, req, "blocked", None, Some(reason.to_owned())));
 }
 
-/// The audit event of a decision about `req`.
-fn event(
+/// Records how a relayed WebSocket ended, with what crossed it.
+pub(crate) fn record_websocket(shared: &Shared, req: &Request<'_>, traffic: WebSocketTraffic, end: &str) {
+    let mut event = event(shared, &shared.generation(), req, "allowed", None, Some(end.to_owned()));
+    event.websocket = Some(traffic);
+    shared.audit.record(&event);
+}
+
+/// The audit event of a decision about `req` (recorded by the caller).
+pub(crate) fn event(
     shared: &Shared,
     generation: &Generation,
     req: &Request<'_>,
@@ -974,6 +1008,10 @@ fn event(
     reason: Option<String>,
 ) -> AuditEvent {
     let http = req.http.as_ref();
+    let call = match http.map(|h| h.message) {
+        Some(Message::Rpc(call)) => Some(call),
+        _ => None,
+    };
     AuditEvent {
         time: now_ms(),
         class_uid: if http.is_some() { 4002 } else { 4001 },
@@ -984,12 +1022,15 @@ fn event(
         dst_hostname: req.host.to_owned(),
         dst_port: req.port,
         dst_ip: req.resolved_ip.map(|ip| ip.to_string()),
-        http_method: http.map(|h| h.method.to_owned()),
+        http_method: http.map(|h| h.rule_method().to_owned()),
         http_path: http.map(|h| h.path.to_owned()),
         policy: policy.map(str::to_owned),
         reason,
         revision: generation.revision,
         raw_tcp: false,
+        rpc_method: call.map(|c| c.method.to_owned()),
+        rpc_tool: call.and_then(|c| c.tool).map(str::to_owned),
+        websocket: None,
     }
 }
 

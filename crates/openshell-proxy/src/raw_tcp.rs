@@ -60,7 +60,7 @@ pub(crate) async fn serve(conn: &Conn, client: TcpStream) {
     if !decision.is_allowed() {
         return reset(client);
     }
-    let target = Target { host: (*host).clone(), port, ip: Some(ip), caller: caller.clone(), raw: true };
+    let target = Target { host: (*host).clone(), port, ip: Some(ip), caller: caller.clone(), upgrade: None, raw: true };
     relay(conn, client, target).await;
 }
 

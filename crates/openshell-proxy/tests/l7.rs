@@ -12,10 +12,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Recorder, Redirect, Sink, TestCa, provider};
+use common::{Recorder, TestCa, TestProxy, provider};
 use openshell_policy::load_str;
 use openshell_proxy::http1::{self, Body};
-use openshell_proxy::{Caller, Fixed, Interceptor, Proxy, ProxyConfig, ProxyHandle, SandboxCa, StaticResolver};
+use openshell_proxy::{Caller, Interceptor, ProxyHandle, SandboxCa, StaticResolver};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
@@ -33,6 +33,13 @@ network_policies:
         deny_rules:
           - { method: GET, path: "/v1/secret/**" }
           - { method: GET, path: /v1/search, query: { q: "drop*" } }
+      - host: api.test
+        port: 443
+        protocol: mcp
+        path: /mcp
+        allowed_ips: [10.200.0.0/24]
+        rules:
+          - allow: { method: tools/call, tool: "read_*" }
       - host: watch.test
         port: 443
         protocol: rest
@@ -160,29 +167,9 @@ fn setup(with_tls: bool) -> Setup {
         Arc::new(Interceptor::new(sandbox_ca, roots).expect("interceptor"))
     });
     let audit = Arc::new(Recorder::default());
-    let proxy = Proxy::bind(
-        "127.0.0.1:0".parse().expect("addr"),
-        ProxyConfig {
-            sandbox: "l7-test".into(),
-            policy: load_str("policy.yaml", POLICY).expect("policy"),
-            revision: 1,
-            identify: Box::new(Fixed(Some(Caller {
-                binary: "/usr/bin/curl".into(),
-                ancestors: vec!["/usr/bin/bash".into()],
-                sha256: None,
-            }))),
-            resolver: Box::new(resolver),
-            connector: Box::new(Redirect(redirect)),
-            audit: Box::new(Sink(Arc::clone(&audit))),
-            tls,
-            route: None,
-            limits: Default::default(),
-        },
-    )
-    .expect("bind proxy");
-    let addr = proxy.local_addr().expect("addr");
-    let handle = proxy.handle();
-    std::thread::spawn(move || proxy.serve());
+    let caller = Caller { binary: "/usr/bin/curl".into(), ancestors: vec!["/usr/bin/bash".into()], sha256: None };
+    let (addr, handle) =
+        TestProxy { sandbox: "l7-test", policy: POLICY, caller, resolver, redirect, tls }.serve(&audit);
     Setup { addr, handle, audit, seen, sandbox_ca: sandbox_ca_pem, release }
 }
 
@@ -239,6 +226,39 @@ fn get(path: &str, host: &str) -> String {
 
 fn events(audit: &Recorder) -> Vec<serde_json::Value> {
     audit.0.lock().expect("lock").iter().map(|l| serde_json::from_str(l).expect("json")).collect()
+}
+
+/// MCP inside a TLS tunnel: the POST's calls are decided one by one; a denied
+/// one gets the JSON-RPC error and the connection stays usable; the REST
+/// endpoint of the same host still decides its own paths.
+#[test]
+fn mcp_calls_in_a_tls_tunnel_are_decided_one_by_one() {
+    let s = setup(true);
+    let mut c = open(s.addr, "api.test", &s.sandbox_ca).expect("tunnel");
+    let post = |c: &mut Client, tool: &str| {
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": tool}});
+        let body = body.to_string();
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: api.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        request(c, &head, body.as_bytes())
+    };
+    let (status, _, _) = post(&mut c, "read_file");
+    assert_eq!(status, 200);
+    let (status, head, body) = post(&mut c, "write_file");
+    assert_eq!(status, 403, "{head}");
+    let error: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        (&error["id"], &error["error"]["data"]["tool"]),
+        (&serde_json::json!(7), &serde_json::json!("write_file"))
+    );
+    let (status, _, _) = request(&mut c, &get("/v1/items", "api.test"), b"");
+    assert_eq!(status, 200, "the connection stays usable, the REST rules apply to their paths");
+    let seen = s.seen.lock().expect("lock").clone();
+    let bodies: Vec<String> = seen.iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
+    assert_eq!(seen.len(), 2, "{bodies:?}");
+    assert!(bodies[0].contains("read_file") && seen[1].target == "/v1/items", "{bodies:?}");
 }
 
 #[test]

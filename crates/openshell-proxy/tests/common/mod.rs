@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use openshell_proxy::{ApiEvent, AuditEvent, AuditSink};
+use openshell_proxy::{Caller, Fixed, Interceptor, Proxy, ProxyConfig, ProxyHandle, StaticResolver};
 use openshell_proxy::{Connect, Dialing};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::ServerConfig;
@@ -97,5 +98,39 @@ impl TestCa {
             .expect("server config");
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(config)
+    }
+}
+
+/// What a test proxy is given: its policy, its one caller, where names
+/// resolve and dials go, and its TLS.
+pub struct TestProxy<'a> {
+    pub sandbox: &'a str,
+    pub policy: &'a str,
+    pub caller: Caller,
+    pub resolver: StaticResolver,
+    pub redirect: HashMap<SocketAddr, SocketAddr>,
+    pub tls: Option<Arc<Interceptor>>,
+}
+
+impl TestProxy<'_> {
+    /// Serves it on loopback (a thread of its own), auditing into `audit`.
+    pub fn serve(self, audit: &Arc<Recorder>) -> (SocketAddr, ProxyHandle) {
+        let config = ProxyConfig {
+            sandbox: self.sandbox.into(),
+            policy: openshell_policy::load_str("policy.yaml", self.policy).expect("policy"),
+            revision: 1,
+            identify: Box::new(Fixed(Some(self.caller))),
+            resolver: Box::new(self.resolver),
+            connector: Box::new(Redirect(self.redirect)),
+            audit: Box::new(Sink(Arc::clone(audit))),
+            tls: self.tls,
+            route: None,
+            limits: Default::default(),
+        };
+        let proxy = Proxy::bind("127.0.0.1:0".parse().expect("addr"), config).expect("bind proxy");
+        let addr = proxy.local_addr().expect("addr");
+        let handle = proxy.handle();
+        std::thread::spawn(move || proxy.serve());
+        (addr, handle)
     }
 }

@@ -1,0 +1,252 @@
+//! JSON-RPC bodies on `mcp` and `json-rpc` endpoints. An allowed `POST`'s
+//! body is read whole (at most the endpoint's `max_body_bytes`, else 413),
+//! parsed with `serde_json` as one JSON-RPC message or a batch (malformed:
+//! 400), and each call — its method, and for MCP's `tools/call` the tool
+//! (`params.name`) — decided by the engine. Responses the client sends (an
+//! object with `result` or `error` and no `method`) are allowed. One denied
+//! call denies the whole request: 403 with a JSON-RPC error body naming the
+//! call and why. Every message is one audit event. The body then goes upstream
+//! with a Content-Length; the response streams back (`exchange`).
+
+use openshell_policy::model::{Dialect, Rpc, TOOLS_CALL};
+use openshell_policy::{HttpRequest, Message, Request, RpcCall, Verdict};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+
+use crate::aio::{self, CopyError, Payload};
+use crate::http1::{self, Body, RequestHead};
+use crate::proxy::{Conn, Generation, event, record, record_refusal};
+
+/// JSON-RPC 2.0's "invalid request" code, which a refused call gets.
+const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC 2.0's "parse error".
+const PARSE_ERROR: i64 = -32700;
+
+/// One message of a request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Item {
+    /// A request or notification: its method, the tool of an MCP
+    /// `tools/call`, and its id (none for a notification).
+    Call { method: String, tool: Option<String>, id: Value },
+    /// A response the client sends the server (to a server's request).
+    Response,
+}
+
+/// Why a body is not JSON-RPC.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ParseError {
+    #[error("the body is not JSON: {0}")]
+    Json(String),
+    #[error("an empty batch")]
+    EmptyBatch,
+    #[error("message {0} is not a JSON object")]
+    NotObject(usize),
+    #[error("message {0} has a `method` that is not a string")]
+    Method(usize),
+    #[error("message {0} has neither a `method` nor a `result` or `error`")]
+    Neither(usize),
+}
+
+/// The messages of a body; `mcp`: `tools/call` names its tool.
+pub(crate) fn parse(body: &[u8], mcp: bool) -> Result<Vec<Item>, ParseError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    let messages = match value {
+        Value::Array(items) if items.is_empty() => return Err(ParseError::EmptyBatch),
+        Value::Array(items) => items,
+        one => vec![one],
+    };
+    messages.into_iter().enumerate().map(|(i, m)| item(i, m, mcp)).collect()
+}
+
+fn item(i: usize, message: Value, mcp: bool) -> Result<Item, ParseError> {
+    let Value::Object(mut fields) = message else { return Err(ParseError::NotObject(i)) };
+    match fields.remove("method") {
+        Some(Value::String(method)) => {
+            let tool = (mcp && method == TOOLS_CALL)
+                .then(|| fields.get("params")?.get("name")?.as_str().map(str::to_owned))
+                .flatten();
+            Ok(Item::Call { method, tool, id: fields.remove("id").unwrap_or(Value::Null) })
+        }
+        Some(_) => Err(ParseError::Method(i)),
+        None if fields.contains_key("result") || fields.contains_key("error") => Ok(Item::Response),
+        None => Err(ParseError::Neither(i)),
+    }
+}
+
+/// Why a body was not read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("the request body is over {0} bytes (max_body_bytes)")]
+    TooLarge(u64),
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+}
+
+/// Reads a body whole, refusing one over `max` bytes as soon as that is known.
+pub(crate) async fn read_body<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    body: Body,
+    max: u64,
+    idle: std::time::Duration,
+) -> Result<Vec<u8>, ReadError> {
+    if let Body::Length(n) = body
+        && n > max
+    {
+        return Err(ReadError::TooLarge(max));
+    }
+    let mut payload = Payload::new(body);
+    let mut out = Vec::new();
+    while let Some(piece) = payload.next(r, idle).await? {
+        if (out.len() + piece.len()) as u64 > max {
+            return Err(ReadError::TooLarge(max));
+        }
+        out.extend_from_slice(piece);
+    }
+    Ok(out)
+}
+
+/// What became of a body.
+pub(crate) enum Checked {
+    /// Every call allowed: the body to forward.
+    Forward(Vec<u8>),
+    /// Refused and answered; `keep`: the connection may carry another request.
+    Answered { keep: bool },
+}
+
+/// The `POST` being checked: the decided request and its head.
+pub(crate) struct Post<'a> {
+    pub(crate) request: &'a Request<'a>,
+    pub(crate) head: &'a RequestHead,
+    pub(crate) framing: Body,
+}
+
+/// Reads and decides an allowed `POST`'s calls (answering 100-continue first).
+pub(crate) async fn check<C>(conn: &Conn, client: &mut BufReader<C>, rpc: &Rpc, post: &Post<'_>) -> Checked
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let shared = &conn.shared;
+    let idle = shared.limits.idle_timeout;
+    if http1::has_token(&post.head.headers, "expect", "100-continue")
+        && aio::send(client.get_mut(), b"HTTP/1.1 100 Continue\r\n\r\n", idle).await.is_err()
+    {
+        return Checked::Answered { keep: false };
+    }
+    let body = match read_body(client, post.framing, rpc.max_body_bytes(), idle).await {
+        Ok(b) => b,
+        Err(ReadError::Copy(e)) => {
+            tracing::debug!(error = %e, "reading a JSON-RPC body");
+            return Checked::Answered { keep: false };
+        }
+        Err(e @ ReadError::TooLarge(_)) => return refuse(conn, client, post, 413, &e.to_string(), None).await,
+    };
+    let items = match parse(&body, matches!(rpc.dialect, Dialect::Mcp(_))) {
+        Ok(items) => items,
+        Err(e) => {
+            let error = rpc_error(Value::Null, PARSE_ERROR, &format!("not JSON-RPC: {e}"), Value::Null);
+            return refuse(conn, client, post, 400, &e.to_string(), Some(error)).await;
+        }
+    };
+    let generation = shared.generation();
+    match first_denied(conn, &generation, post.request, &items) {
+        None => Checked::Forward(body),
+        Some(error) => {
+            let keep = crate::exchange::answer(client, 403, &error, Body::Empty, true, idle).await;
+            Checked::Answered { keep }
+        }
+    }
+}
+
+/// Decides every message (each one audited); the JSON-RPC error of the first
+/// denied call, if any.
+fn first_denied(conn: &Conn, generation: &Generation, request: &Request<'_>, items: &[Item]) -> Option<Value> {
+    let Some(http) = request.http else {
+        // Not reached (an allowed POST is an HTTP request); fail closed all the same.
+        return Some(rpc_error(Value::Null, INVALID_REQUEST, "no HTTP request to decide", Value::Null));
+    };
+    let mut error = None;
+    for item in items {
+        let (method, tool, id) = match item {
+            Item::Call { method, tool, id } => (method.as_str(), tool.as_deref(), id),
+            Item::Response => {
+                let note = Some("a JSON-RPC response".to_owned());
+                conn.shared.audit.record(&event(&conn.shared, generation, request, "allowed", None, note));
+                continue;
+            }
+        };
+        let call = RpcCall { method, tool };
+        let req = Request { http: Some(HttpRequest { message: Message::Rpc(call), ..http }), ..*request };
+        let decision = generation.engine.decide(&req);
+        record(&conn.shared, generation, &req, &decision, None);
+        if decision.verdict == Verdict::Deny && error.is_none() {
+            let detail = decision.explain(&generation.engine, &req);
+            let data = json!({
+                "reason": decision.reason.map(|r| r.as_str()),
+                "method": method,
+                "tool": tool,
+                "revision": generation.revision,
+            });
+            let message = format!("blocked by the sandbox's network policy: {detail}");
+            error = Some(rpc_error(id.clone(), INVALID_REQUEST, &message, data));
+        }
+    }
+    error
+}
+
+fn rpc_error(id: Value, code: i64, message: &str, data: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message, "data": data}})
+}
+
+/// A body refused before its calls were decided: audited, answered, and the
+/// connection closed (the body may not have been read to its end).
+async fn refuse<C>(
+    conn: &Conn,
+    client: &mut BufReader<C>,
+    post: &Post<'_>,
+    status: u16,
+    reason: &str,
+    body: Option<Value>,
+) -> Checked
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    record_refusal(&conn.shared, &conn.shared.generation(), post.request, reason);
+    let body = body.unwrap_or_else(|| json!({"error": format!("blocked: {reason}")}));
+    crate::exchange::answer(client, status, &body, Body::Empty, false, conn.shared.limits.idle_timeout).await;
+    Checked::Answered { keep: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(method: &str, tool: Option<&str>, id: Value) -> Item {
+        Item::Call { method: method.into(), tool: tool.map(Into::into), id }
+    }
+
+    #[test]
+    fn messages_batches_and_responses() {
+        let one = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{}}}"#;
+        assert_eq!(parse(one, true), Ok(vec![call("tools/call", Some("search"), json!(1))]));
+        // json-rpc endpoints have no tools.
+        assert_eq!(parse(one, false), Ok(vec![call("tools/call", None, json!(1))]));
+        let batch = br#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":"a","result":{}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":7}}]"#;
+        assert_eq!(
+            parse(batch, true),
+            Ok(vec![
+                call("notifications/initialized", None, Value::Null),
+                Item::Response,
+                call("tools/call", None, json!(2))
+            ])
+        );
+    }
+
+    #[test]
+    fn what_is_not_json_rpc() {
+        assert!(matches!(parse(b"{", true), Err(ParseError::Json(_))));
+        assert_eq!(parse(b"[]", true), Err(ParseError::EmptyBatch));
+        assert_eq!(parse(b"[1]", true), Err(ParseError::NotObject(0)));
+        assert_eq!(parse(br#"{"method":3}"#, true), Err(ParseError::Method(0)));
+        assert_eq!(parse(br#"[{"method":"a"},{"id":1}]"#, true), Err(ParseError::Neither(1)));
+    }
+}
