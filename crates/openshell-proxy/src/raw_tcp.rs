@@ -15,7 +15,8 @@ use std::time::Duration;
 use openshell_policy::Request;
 use tokio::net::TcpStream;
 
-use crate::proxy::{Conn, Target, decision_event, record_refusal};
+use crate::audit::AuditEvent;
+use crate::proxy::{Conn, Shared, Target, decision_event, event};
 use crate::splice;
 
 /// Serves one redirected connection until either side closes it.
@@ -54,9 +55,7 @@ pub(crate) async fn serve(conn: &Conn, client: TcpStream) {
     let (host, decision) = decisions.iter().find(|(_, d)| d.is_allowed()).unwrap_or(&decisions[0]);
     let others: Vec<&str> = hosts[..hosts.len() - 1].iter().filter(|h| h != host).map(String::as_str).collect();
     let note = (!others.is_empty()).then(|| format!("the address is also the answer for {}", others.join(", ")));
-    let mut event = decision_event(shared, &generation, &request(host), decision, note.as_deref());
-    event.raw_tcp = true;
-    shared.audit.record(&event);
+    audit(shared, decision_event(shared, &generation, &request(host), decision, note.as_deref()));
     if !decision.is_allowed() {
         return reset(client);
     }
@@ -80,7 +79,8 @@ async fn relay(conn: &Conn, client: TcpStream, target: Target) {
                 resolved_ip: Some(ip),
                 http: None,
             };
-            record_refusal(shared, &shared.generation(), &req, &format!("raw TCP: cannot connect: {e}"));
+            let reason = Some(format!("cannot connect: {e}"));
+            audit(shared, event(shared, &shared.generation(), &req, "blocked", None, reason));
             return reset(client);
         }
     };
@@ -90,6 +90,12 @@ async fn relay(conn: &Conn, client: TcpStream, target: Target) {
     };
     conn.register(target);
     splice::relay(&client, &upstream, pipes, shared.limits.idle_timeout).await;
+}
+
+/// Records `event` as one about raw TCP.
+fn audit(shared: &Shared, mut event: AuditEvent) {
+    event.raw_tcp = true;
+    shared.audit.record(&event);
 }
 
 /// Where the connection was headed before the fence redirected it.
