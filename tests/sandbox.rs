@@ -28,6 +28,8 @@ struct Env {
     hosts: String,
     /// Extra roots the proxy verifies upstreams with (`OPENSHELL_UPSTREAM_CA`).
     upstream_ca: Option<PathBuf>,
+    /// The standby pool's bound (`OPENSHELL_STANDBY`), when not the default.
+    standby: Option<usize>,
 }
 
 impl Env {
@@ -42,7 +44,7 @@ impl Env {
         );
         // Short paths: the gateway's socket path must fit a sockaddr_un.
         let dir = tempfile::Builder::new().prefix("osb").tempdir_in("/tmp").expect("tempdir");
-        let env = Env { docker: None, dir, hosts: String::new(), upstream_ca: None };
+        let env = Env { docker: None, dir, hosts: String::new(), upstream_ca: None, standby: None };
         // busybox runs the applet its name says: one copy per command the tests use.
         let mut def = String::from("name: openshell/sbtest\nfiles:\n");
         for name in [
@@ -171,6 +173,9 @@ impl Env {
             .env("OPENSHELL_ID_RANGE", TEST_ID_RANGE.to_string())
             .env_remove("OPENSHELL_STORE")
             .stdin(Stdio::null());
+        if let Some(standby) = self.standby {
+            c.env("OPENSHELL_STANDBY", standby.to_string());
+        }
         c
     }
 
@@ -793,10 +798,11 @@ fn bad_input_is_named_and_the_socket_is_owner_only() {
 /// cases the default policy allows and policy variants given with --policy.
 #[test]
 fn escapes_fail_through_the_gateway_under_the_default_policy() {
-    let env = Env::new();
+    let mut env = Env::new();
+    env.standby = Some(4);
     escapes_fail(&env);
     // Each policy switch added a standby sandbox for that policy, the pool bounded
-    // (4 by default): the ones it gave up are gone (directory, processes), not left
+    // (here at 4): the ones it gave up are gone (directory, processes), not left
     // waiting for a job.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -14,16 +14,17 @@
 //!   `docker run --rm --network none IMAGE /bin/true` (not measured, with the reason,
 //!   when `docker info` or a run fails; the others failing fails the bench);
 //!
-//! then the first again `--iterations` times back to back (each create as soon as the
-//! previous one exited, which the standby pool has to keep up with), then
-//! `openshell sandbox exec NAME -- /bin/true` into an idle sandbox, through the
+//! then `openshell sandbox exec NAME -- /bin/true` into an idle sandbox, through the
 //! gateway's local socket and, in the same rounds, as a remote client over gRPC with
 //! mutual TLS (the gateway also listens on a loopback port with the TLS files
 //! `gateway init` made; each exec is a new client process, so its TLS handshake is
-//! counted), and the resident
-//! memory per idle sandbox: its supervisor's VmRSS plus the gateway's divided by the
-//! number of sandboxes (also as PSS, which splits the pages the supervisors share).
-//! Medians and p90s go to a table and to `bench-sandbox.json` in the target directory.
+//! counted), and the resident memory per idle sandbox: its supervisor's VmRSS plus
+//! the gateway's divided by the number of sandboxes (also as PSS, which splits the
+//! pages the supervisors share); then the first create again `--iterations` times
+//! back to back (each as soon as the previous one exited, which the standby pool
+//! has to keep up with), twice: the first burst is the pool's first sight of that
+//! rate (it grows on misses), the second comes after a pause of [`REFILL_PAUSE`],
+//! with the pool sized by the first. Medians and p90s go to a table and to `bench-sandbox.json` in the target directory.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -98,7 +99,7 @@ pub fn bench_sandbox(args: &[String]) -> Result<(), String> {
     let mut failed: Vec<&str> = report
         .subjects
         .iter()
-        .chain([&report.back_to_back, &report.exec, &report.exec_remote])
+        .chain([&report.first_burst, &report.back_to_back, &report.exec, &report.exec_remote])
         .filter(|s| s.required && s.skipped.is_some())
         .map(|s| s.label)
         .collect();
@@ -381,6 +382,8 @@ impl Subject {
 /// Resident memory of the sandboxes kept idle.
 struct Memory {
     sandboxes: usize,
+    /// Standby sandboxes the gateway held (their supervisors count as the gateway's).
+    standbys: usize,
     /// Each supervisor's VmRSS, KiB.
     supervisors_kib: Vec<u64>,
     gateway_kib: u64,
@@ -395,8 +398,12 @@ impl Memory {
     fn supervisor_mean_kib(&self) -> f64 {
         self.supervisors_kib.iter().sum::<u64>() as f64 / self.supervisors_kib.len().max(1) as f64
     }
+    /// The idle sandboxes and the standby ones: the gateway's memory is shared by all.
+    fn all_sandboxes(&self) -> usize {
+        (self.sandboxes + self.standbys).max(1)
+    }
     fn gateway_share_kib(&self) -> f64 {
-        self.gateway_kib as f64 / self.sandboxes.max(1) as f64
+        self.gateway_kib as f64 / self.all_sandboxes() as f64
     }
     fn per_sandbox_kib(&self) -> f64 {
         self.supervisor_mean_kib() + self.gateway_share_kib()
@@ -407,7 +414,7 @@ impl Memory {
             return None;
         }
         let mean = self.supervisors_pss_kib.iter().sum::<u64>() as f64 / self.supervisors_pss_kib.len() as f64;
-        Some(mean + self.gateway_pss_kib? as f64 / self.sandboxes.max(1) as f64)
+        Some(mean + self.gateway_pss_kib? as f64 / self.all_sandboxes() as f64)
     }
 }
 
@@ -417,6 +424,8 @@ struct Report {
     image: String,
     subjects: Vec<Subject>,
     /// `iterations` creates with standby in a row, none interleaved.
+    /// The same, the pool's first burst at that rate.
+    first_burst: Subject,
     back_to_back: Subject,
     exec: Subject,
     /// The same exec as a remote client (gRPC, mutual TLS, loopback).
@@ -548,19 +557,6 @@ fn measure(
         }
     }
 
-    // Creates issued back to back, each as soon as the previous one exited: the
-    // standby pool has to keep up with that rate.
-    let mut back_to_back = Subject::new("openshell_create_back_to_back", "  back to back", true);
-    for _ in 0..options.iterations {
-        match time_once(command("openshell_create", 0), &errors) {
-            Ok(t) => back_to_back.samples.push(t),
-            Err(e) => {
-                back_to_back.skipped = Some(e);
-                break;
-            }
-        }
-    }
-
     // exec into one idle sandbox, then the memory of `idle` idle sandboxes.
     let mut exec = Subject::new("openshell_exec", "openshell exec", true);
     let mut exec_remote = Subject::new("openshell_exec_remote", "  remote (gRPC, mTLS)", true);
@@ -595,18 +591,43 @@ fn measure(
     // Let them settle before reading their memory.
     std::thread::sleep(Duration::from_millis(500));
     let memory = memory(os, &names);
+    // Then creates issued back to back, each as soon as the previous one exited: the
+    // standby pool has to keep up with that rate. It learns it from the first
+    // burst and has refilled by the second.
+    let burst = |key, label| {
+        let mut subject = Subject::new(key, label, true);
+        for _ in 0..options.iterations {
+            match time_once(command("openshell_create", 0), &errors) {
+                Ok(t) => subject.samples.push(t),
+                Err(e) => {
+                    subject.skipped = Some(e);
+                    break;
+                }
+            }
+        }
+        subject
+    };
+    let first_burst = burst("openshell_create_first_burst", "  back to back, 1st burst");
+    std::thread::sleep(REFILL_PAUSE);
+    let back_to_back = burst("openshell_create_back_to_back", "  back to back, 2nd burst");
+
     drop(gateway);
     Ok(Report {
         iterations: options.iterations,
         warmup: options.warmup,
         image: image.reference.clone(),
         subjects,
+        first_burst,
         back_to_back,
         exec,
         exec_remote,
         memory,
     })
 }
+
+/// Between the two bursts of back-to-back creates: time for the pool to make the
+/// standbys the first burst asked for (about 50 ms of wall time each, one at a time).
+const REFILL_PAUSE: Duration = Duration::from_secs(3);
 
 /// The name the bench's client gives its own gateway reached over TCP.
 const REMOTE: &str = "bench-remote";
@@ -705,6 +726,7 @@ fn memory(os: &Openshell, names: &[String]) -> Result<Memory, String> {
         .ok_or_else(|| format!("gateway status: no pid in {status:?}"))?;
     let mut memory = Memory {
         sandboxes: names.len(),
+        standbys: 0,
         supervisors_kib: Vec::new(),
         gateway_kib: rss_kib(gateway_pid)?,
         supervisors_pss_kib: Vec::new(),
@@ -728,9 +750,12 @@ fn memory(os: &Openshell, names: &[String]) -> Result<Memory, String> {
             memory.inits_kib.push(rss_kib(init)?);
         }
     }
-    // The gateway keeps a spare helper and a standby sandbox's supervisor: both
-    // count as the gateway's.
-    for pid in gateway_helpers(gateway_pid, &supervisors) {
+    // The gateway keeps a spare helper and standby sandboxes' supervisors: they
+    // count as the gateway's, and the standbys as sandboxes sharing it.
+    let helpers = gateway_helpers(gateway_pid, &supervisors);
+    let dirs = std::fs::read_dir(os.gateway.join("sandboxes")).map_err(|e| format!("sandboxes: {e}"))?;
+    memory.standbys = dirs.flatten().filter_map(|d| supervisor_pid(&d.path())).filter(|p| helpers.contains(p)).count();
+    for pid in helpers {
         memory.gateway_kib += rss_kib(pid)?;
         memory.gateway_pss_kib = memory.gateway_pss_kib.zip(pss_kib(pid)).map(|(a, b)| a + b);
     }
@@ -799,7 +824,7 @@ impl Report {
             // Its peer: the same exec through the local socket.
             return Some(median(&subject.samples)? / median(&self.exec.samples)?);
         }
-        if subject.key == "openshell_create_back_to_back" {
+        if matches!(subject.key, "openshell_create_back_to_back" | "openshell_create_first_burst") {
             // Its peer: runc run, as for the interleaved creates.
             let runc = self.subjects.iter().find(|s| s.key == "runc_run")?;
             return Some(median(&subject.samples)? / median(&runc.samples)?);
@@ -823,7 +848,7 @@ impl Report {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "\nsandbox bench: {} iterations (+{} warm-up, interleaved; then {} creates back to back), image {}, default policy",
+            "\nsandbox bench: {} iterations (+{} warm-up, interleaved; then {} creates back to back, twice), image {}, default policy",
             self.iterations, self.warmup, self.iterations, self.image
         );
         let _ = writeln!(
@@ -831,7 +856,7 @@ impl Report {
             "{:<24} {:>10} {:>10} {:>15} {:>22}",
             "", "median", "p90", "openshell/peer", "without standby/peer"
         );
-        for s in self.subjects.iter().chain([&self.back_to_back, &self.exec, &self.exec_remote]) {
+        for s in self.subjects.iter().chain([&self.first_burst, &self.back_to_back, &self.exec, &self.exec_remote]) {
             match (&s.skipped, median(&s.samples), p90(&s.samples)) {
                 (None, Some(m), Some(p)) => {
                     let ratio = self.ratio(s).map(|r| format!("{r:.2}×")).unwrap_or_default();
@@ -856,12 +881,14 @@ impl Report {
             Ok(m) => {
                 let _ = writeln!(
                     t,
-                    "{:<24} {:>10}    = supervisor {} + (gateway, its spare helper and standby supervisor) {} / {} idle sandboxes (VmRSS)",
+                    "{:<24} {:>10}    = supervisor {} + (gateway, its spare helper and {} standby supervisors) {} / ({} idle + {} standby sandboxes) (VmRSS)",
                     "RSS per sandbox",
                     mib(m.per_sandbox_kib()),
                     mib(m.supervisor_mean_kib()),
+                    m.standbys,
                     mib(m.gateway_kib as f64),
                     m.sandboxes,
+                    m.standbys,
                 );
                 let pss = m.per_sandbox_pss_kib().map(mib).unwrap_or_else(|| "unreadable".into());
                 let init = m.inits_kib.iter().sum::<u64>() as f64 / m.inits_kib.len().max(1) as f64;
@@ -886,8 +913,11 @@ impl Report {
         let _ = writeln!(j, "  \"warmup\": {},", self.warmup);
         let _ = writeln!(j, "  \"image\": {},", json_str(&self.image));
         j.push_str("  \"results\": {\n");
-        let all: Vec<&Subject> =
-            self.subjects.iter().chain([&self.back_to_back, &self.exec, &self.exec_remote]).collect();
+        let all: Vec<&Subject> = self
+            .subjects
+            .iter()
+            .chain([&self.first_burst, &self.back_to_back, &self.exec, &self.exec_remote])
+            .collect();
         for (i, s) in all.iter().enumerate() {
             let _ = write!(j, "    {}: {{\"label\": {}, ", json_str(s.key), json_str(s.label));
             match &s.skipped {
@@ -915,8 +945,9 @@ impl Report {
                 let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
                 let _ = writeln!(
                     j,
-                    "  \"rss\": {{\"measured\": true, \"sandboxes\": {}, \"per_sandbox_kib\": {:.1}, \"supervisor_mean_kib\": {:.1}, \"gateway_kib\": {}, \"gateway_share_kib\": {:.1}, \"supervisors_kib\": [{}], \"per_sandbox_pss_kib\": {}, \"supervisors_pss_kib\": [{}], \"gateway_pss_kib\": {}, \"sandbox_init_kib\": [{}]}}",
+                    "  \"rss\": {{\"measured\": true, \"sandboxes\": {}, \"standbys\": {}, \"per_sandbox_kib\": {:.1}, \"supervisor_mean_kib\": {:.1}, \"gateway_kib\": {}, \"gateway_share_kib\": {:.1}, \"supervisors_kib\": [{}], \"per_sandbox_pss_kib\": {}, \"supervisors_pss_kib\": [{}], \"gateway_pss_kib\": {}, \"sandbox_init_kib\": [{}]}}",
                     m.sandboxes,
+                    m.standbys,
                     m.per_sandbox_kib(),
                     m.supervisor_mean_kib(),
                     m.gateway_kib,

@@ -5,9 +5,12 @@
 //!
 //! Sizing: a key starts with a target of one standby. A create of a key that
 //! finds none ready, within [`BURST`] of the previous create of that key, means
-//! creates come faster than one standby is remade: the key's target grows by one.
-//! A key not created for [`IDLE`] goes back to one (its extra standbys are
-//! discarded at the next create of any key). The pool never holds more than
+//! creates come faster than one standby is remade: the key's target grows to the
+//! number of creates in that burst (creates each within [`BURST`] of the one
+//! before), and by at least one, so that the next burst at that rate finds one
+//! ready for each create. Spaced creates that always find one keep a single
+//! standby. A key not created for [`IDLE`] goes back to one (its extra standbys
+//! are discarded at the next create of any key). The pool never holds more than
 //! `max` standbys, ready or being made; a key that needs room takes it from the
 //! least recently created other keys, oldest standby first.
 
@@ -19,12 +22,14 @@ pub(super) const BURST: Duration = Duration::from_secs(10);
 /// A key unused this long keeps one standby only.
 pub(super) const IDLE: Duration = Duration::from_secs(60);
 /// The pool's bound when `OPENSHELL_STANDBY` does not set one.
-pub(super) const DEFAULT_MAX: usize = 4;
+pub(super) const DEFAULT_MAX: usize = 16;
 
 #[derive(Debug)]
 struct Demand {
     target: usize,
     last: Instant,
+    /// Creates in the current burst, this one included.
+    burst: usize,
     /// Standbys of this key being made.
     making: usize,
     /// Whether a refill of this key is running.
@@ -60,13 +65,16 @@ impl<T> Pool<T> {
         let max = self.max;
         match self.keys.get_mut(key) {
             Some(demand) => {
-                if taken.is_none() && now.duration_since(demand.last) < BURST {
-                    demand.target = (demand.target + 1).min(max);
+                let in_burst = now.duration_since(demand.last) < BURST;
+                demand.burst = if in_burst { demand.burst + 1 } else { 1 };
+                if taken.is_none() && in_burst {
+                    demand.target = (demand.target + 1).max(demand.burst).min(max);
                 }
                 demand.last = now;
             }
             None => {
-                self.keys.insert(key.to_owned(), Demand { target: 1, last: now, making: 0, refilling: false });
+                let demand = Demand { target: 1, last: now, burst: 1, making: 0, refilling: false };
+                self.keys.insert(key.to_owned(), demand);
             }
         }
         (taken, self.shrink(now))
@@ -175,6 +183,36 @@ mod tests {
             made += 1;
         }
         made
+    }
+
+    /// A burst of 20 creates while standbys are remade one for every third
+    /// create: the misses size the key for a burst of 20 (here the bound, 16),
+    /// and spaced creates after it that always find one do not grow it.
+    #[test]
+    fn a_burst_sizes_the_key_for_the_next_burst_at_that_rate() {
+        let t0 = Instant::now();
+        let mut pool = Pool::new(16);
+        let (mut next, mut gone) = (0, Vec::new());
+        pool.take("a", t0);
+        refill(&mut pool, "a", &mut next, &mut gone);
+        let mut misses = 0;
+        for i in 1..=20u32 {
+            let (taken, _) = pool.take("a", t0 + Duration::from_millis(10 * u64::from(i)));
+            misses += usize::from(taken.is_none());
+            if i % 3 == 0 {
+                // One standby made while three creates came.
+                if pool.want("a").is_some() {
+                    next += 1;
+                    pool.add("a", next);
+                }
+            }
+        }
+        assert!(misses >= 10, "{misses} misses");
+        assert_eq!(refill(&mut pool, "a", &mut next, &mut gone), 16, "sized by the burst, up to the bound");
+        // The next burst of 16 finds one ready for each create.
+        let later = t0 + Duration::from_secs(5);
+        let hits = (0..16u64).filter(|i| pool.take("a", later + Duration::from_millis(*i)).0.is_some()).count();
+        assert_eq!(hits, 16);
     }
 
     #[test]
