@@ -155,6 +155,10 @@ pub struct Decision<'e> {
     /// An allowed `POST` to an `mcp`/`json-rpc` endpoint: its body must be
     /// read as JSON-RPC and each call decided (`Message::Rpc`) before it is sent.
     pub rpc: Option<&'e Rpc>,
+    /// An allowed request that must carry no body: an MCP `GET` (the event
+    /// stream) or `DELETE` (the session's end), whose body would reach the
+    /// server undecided.
+    pub bodiless: bool,
 }
 
 impl<'e> Decision<'e> {
@@ -169,6 +173,7 @@ impl<'e> Decision<'e> {
             inspect: false,
             route: false,
             rpc: None,
+            bodiless: false,
         }
     }
 
@@ -586,6 +591,7 @@ impl Engine {
                 let mut d = self.decision_for(Verdict::Allow, None, r);
                 d.inspect = ep.protocol.is_some_and(Protocol::is_inspected);
                 d.rpc = ep.rpc.as_ref().filter(|_| http.message == Message::Plain && http.method == "POST");
+                d.bodiless = ep.rpc.is_some() && http.message == Message::Plain && http.method != "POST";
                 d
             }
             (None, _, Some(m), _) => miss(Verdict::Deny, m),

@@ -142,6 +142,8 @@ pub(crate) struct Decided<'a> {
     pub(crate) request: &'a Request<'a>,
     /// The endpoint whose calls are in the body (`Decision::rpc`).
     pub(crate) rpc: Option<&'a Rpc>,
+    /// It must carry no body (`Decision::bodiless`).
+    pub(crate) bodiless: bool,
     pub(crate) caller: Option<&'a Caller>,
 }
 
@@ -159,6 +161,10 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let idle = conn.shared.limits.idle_timeout;
+    if d.bodiless && !matches!(d.framing, Body::Empty | Body::Length(0)) {
+        let reason = "a body on an MCP GET or DELETE would reach the server undecided";
+        return refuse(conn, client, d.request, 400, reason, d.framing, false).await;
+    }
     let http = d.request.http;
     let body;
     let out = match (http.map(|h| h.message), d.rpc) {

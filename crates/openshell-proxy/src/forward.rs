@@ -131,7 +131,15 @@ async fn request(
         let body = denial(&head.host, head.port, &decision, &generation, &req);
         return answer(client, 403, &body, framing, true, idle).await;
     }
-    let decided = Decided { head: &head.req, origin: &head.target, framing, request: &req, rpc: decision.rpc, caller };
+    let decided = Decided {
+        head: &head.req,
+        origin: &head.target,
+        framing,
+        request: &req,
+        rpc: decision.rpc,
+        bodiless: decision.bodiless,
+        caller,
+    };
     let keep = exchange::forward(conn, client, &mut up.conn, &decided).await;
     if keep {
         *upstream = Some(up);

@@ -202,8 +202,15 @@ where
         }
     };
     let origin = if raw_query.is_empty() { path.to_owned() } else { format!("{path}?{raw_query}") };
-    let decided =
-        Decided { head: req, origin: &origin, framing, request: &engine_req, rpc: decision.rpc, caller: tunnel.caller };
+    let decided = Decided {
+        head: req,
+        origin: &origin,
+        framing,
+        request: &engine_req,
+        rpc: decision.rpc,
+        bodiless: decision.bodiless,
+        caller: tunnel.caller,
+    };
     exchange::forward(conn, client, upstream, &decided).await
 }
 

@@ -37,6 +37,8 @@ pub(crate) enum Item {
 pub(crate) enum ParseError {
     #[error("the body is not JSON: {0}")]
     Json(String),
+    #[error("the body names a key twice in one object ({0}): servers differ on which one counts")]
+    DuplicateKey(String),
     #[error("an empty batch")]
     EmptyBatch,
     #[error("message {0} is not a JSON object")]
@@ -50,12 +52,71 @@ pub(crate) enum ParseError {
 /// The messages of a body; `mcp`: `tools/call` names its tool.
 pub(crate) fn parse(body: &[u8], mcp: bool) -> Result<Vec<Item>, ParseError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    if let Err(e) = serde_json::from_slice::<NoDuplicateKeys>(body) {
+        return Err(ParseError::DuplicateKey(e.to_string()));
+    }
     let messages = match value {
         Value::Array(items) if items.is_empty() => return Err(ParseError::EmptyBatch),
         Value::Array(items) => items,
         one => vec![one],
     };
     messages.into_iter().enumerate().map(|(i, m)| item(i, m, mcp)).collect()
+}
+
+/// A JSON document in which no object names a key twice. serde_json keeps the
+/// last of duplicate keys, other parsers the first or refuse: a body with one
+/// could be decided as one call and read by the server as another (`"method"`
+/// or `"name"` given twice), so it is refused. (A check of serde's, as serde_json
+/// has no option for it.)
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            map.next_value::<NoDuplicateKeys>()?;
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom("a duplicate key"));
+            }
+        }
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
 }
 
 fn item(i: usize, message: Value, mcp: bool) -> Result<Item, ParseError> {
@@ -248,5 +309,22 @@ mod tests {
         assert_eq!(parse(b"[1]", true), Err(ParseError::NotObject(0)));
         assert_eq!(parse(br#"{"method":3}"#, true), Err(ParseError::Method(0)));
         assert_eq!(parse(br#"[{"method":"a"},{"id":1}]"#, true), Err(ParseError::Neither(1)));
+    }
+
+    /// A key given twice could be read as the allowed value here and as the
+    /// other by the server: refused, wherever the object is; escapes spelling
+    /// the same key count as the same key. The same calls without it parse.
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all","name":"read_file"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"x"}}"#,
+            r#"[{"jsonrpc":"2.0","method":"ping"},{"id":2,"method":"ping","meth\u006fd":"tools/call"}]"#,
+        ] {
+            assert!(matches!(parse(body.as_bytes(), true), Err(ParseError::DuplicateKey(_))), "{body}");
+        }
+        let once =
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"name":"x"}}}"#;
+        assert_eq!(parse(once.as_bytes(), true), Ok(vec![call("tools/call", Some("read_file"), json!(1))]));
     }
 }

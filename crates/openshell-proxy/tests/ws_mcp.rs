@@ -136,6 +136,9 @@ fn serve_mcp(tcp: TcpStream, seen: &Shared, release: &Mutex<mpsc::Receiver<()>>)
         let body = http1::read_payload(&mut r, framing).expect("body");
         let out = r.get_mut();
         if head.method == "GET" {
+            if !body.is_empty() {
+                seen.lock().expect("lock").bodies.push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+            }
             let _ = out.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 13\r\n\r\nevent: ping\n\n",
             );
@@ -394,6 +397,24 @@ fn mcp_bodies_over_the_limit_and_malformed_ones_are_refused() {
     assert_eq!(status, 200);
     assert_eq!(s.seen.lock().expect("lock").bodies.len(), 1);
     let refused = wait_event(&s.audit, |e| e["reason"].as_str().is_some_and(|r| r.contains("max_body_bytes")));
+    assert_eq!(refused["disposition"], "blocked");
+}
+
+/// The event stream's GET (and the session's DELETE) carry no JSON-RPC: one with
+/// a body is refused, and its body (a tool call the rules deny) never reaches
+/// the server; without one it passes.
+#[test]
+fn an_mcp_get_or_delete_with_a_body_is_refused() {
+    let s = setup();
+    let denied_call = call(7, "tools/call", Some("write_file")).to_string();
+    for method in ["GET", "DELETE"] {
+        let (status, body) = post(s.addr, "mcp.test", "/mcp", method, &denied_call);
+        assert_eq!(status, 400, "{method}: {body}");
+    }
+    let (status, _) = post(s.addr, "mcp.test", "/mcp", "GET", "");
+    assert_eq!(status, 200, "the positive control: a GET without a body");
+    assert!(s.seen.lock().expect("lock").bodies.is_empty(), "no body reached the server");
+    let refused = wait_event(&s.audit, |e| e["reason"].as_str().is_some_and(|r| r.contains("undecided")));
     assert_eq!(refused["disposition"], "blocked");
 }
 
