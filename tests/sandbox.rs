@@ -1162,6 +1162,14 @@ fn raw_tcp_reaches_only_declared_endpoints_with_ssh_and_psql() {
         let out = sh(&python(host, port));
         assert_eq!(stdout(&out), "ConnectionResetError\n", "{host}:{port}: {}", text(&out));
     }
+    // Straight to the proxy's raw TCP listener (the sandbox's own address, port
+    // 1023): not a redirected connection, so nothing to decide it by; reset.
+    let own = "import socket\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.connect(('192.0.2.1', 9))\nown = u.getsockname()[0]";
+    let script = format!(
+        "timeout 5 python3 -c \"{own}\ns = socket.create_connection((own, 1023))\ntry: print(s.recv(64)[:15])\nexcept OSError as e: print(type(e).__name__)\""
+    );
+    let out = sh(&script);
+    assert_eq!(stdout(&out), "ConnectionResetError\n", "the raw TCP listener itself: {}", text(&out));
     // Positive controls: ssh's server speaks to the ssh endpoint's own binary
     // (its banner, read by ssh above), and Python reaches api.test through the proxy.
     let out = sh(
