@@ -16,51 +16,65 @@ use openshell_policy::Request;
 use tokio::net::TcpStream;
 
 use crate::audit::AuditEvent;
+use crate::identify::Caller;
 use crate::proxy::{Conn, Shared, Target, decision_event, event};
 use crate::splice;
 
 /// Serves one redirected connection until either side closes it.
 pub(crate) async fn serve(conn: &Conn, client: TcpStream) {
-    let shared = &conn.shared;
     let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else { return };
     let original = match original_destination(&client) {
         Some(original) if original != local => original,
         // Not redirected: a connection straight to the listener's own address.
         _ => {
-            shared.refuse_quietly("raw TCP to the proxy's raw TCP listener itself");
+            conn.shared.refuse_quietly("raw TCP to the proxy's raw TCP listener itself");
             return reset(client);
         }
     };
     let caller = conn.identify(peer, original).await;
-    let (ip, port) = (original.ip(), original.port());
+    let hosts = candidates(&conn.shared, original.ip());
+    if conn.pinned(&hosts[0], original.port(), caller.as_ref()).is_some() {
+        return reset(client);
+    }
+    match decide(&conn.shared, &hosts, original, caller.as_ref()) {
+        Some(host) => {
+            let (ip, port) = (Some(original.ip()), original.port());
+            relay(conn, client, Target { host, port, ip, caller, upgrade: None, raw: true }).await;
+        }
+        None => reset(client),
+    }
+}
+
+/// The hosts `ip` may stand for: the names pinned to it, most recent first,
+/// then the address itself.
+fn candidates(shared: &Shared, ip: IpAddr) -> Vec<String> {
     let literal = ip.to_string();
     let mut hosts = shared.names_for(ip);
     hosts.retain(|h| *h != literal);
     hosts.push(literal);
-    if conn.pinned(&hosts[0], port, caller.as_ref()).is_some() {
-        return reset(client);
-    }
+    hosts
+}
+
+/// Decides the connection to `original` under each of `hosts` (`protocol: tcp`
+/// endpoints only) and audits the outcome: the first allowed host, or the
+/// denial under the first (the name most recently given to the address).
+fn decide(shared: &Shared, hosts: &[String], original: SocketAddr, caller: Option<&Caller>) -> Option<String> {
     let generation = shared.generation();
     let ancestors: Vec<&str> = caller.iter().flat_map(|c| c.ancestors.iter().map(String::as_str)).collect();
     let request = |host| Request {
         host,
-        port,
-        binary: caller.as_ref().map(|c| c.binary.as_str()),
+        port: original.port(),
+        binary: caller.map(|c| c.binary.as_str()),
         ancestors: &ancestors,
-        resolved_ip: Some(ip),
+        resolved_ip: Some(original.ip()),
         http: None,
     };
     let decisions: Vec<_> = hosts.iter().map(|h| (h, generation.engine.decide_transparent(&request(h)))).collect();
-    // The first allowed, or the denial under the name most recently given to the address.
     let (host, decision) = decisions.iter().find(|(_, d)| d.is_allowed()).unwrap_or(&decisions[0]);
     let others: Vec<&str> = hosts[..hosts.len() - 1].iter().filter(|h| h != host).map(String::as_str).collect();
     let note = (!others.is_empty()).then(|| format!("the address is also the answer for {}", others.join(", ")));
     audit(shared, decision_event(shared, &generation, &request(host), decision, note.as_deref()));
-    if !decision.is_allowed() {
-        return reset(client);
-    }
-    let target = Target { host: (*host).clone(), port, ip: Some(ip), caller: caller.clone(), upgrade: None, raw: true };
-    relay(conn, client, target).await;
+    decision.is_allowed().then(|| (*host).clone())
 }
 
 /// Dials the checked address and relays both ways until either side closes.
