@@ -88,7 +88,7 @@ where
         Outgoing::Read(bytes) => Some(bytes),
         Outgoing::Stream(_) | Outgoing::Upgrade => None,
     };
-    if read.is_some() {
+    if read.is_some() || out == Outgoing::Upgrade {
         let skip: Vec<&str> = HOP_BY_HOP.iter().chain(BODY_FRAMING).copied().collect();
         http1::push_headers(&mut head, &req.headers, &skip);
     } else {
@@ -125,7 +125,10 @@ where
     };
     let framing = http1::response_body(&req.method, &response);
     aio::copy_body(up, client.get_mut(), framing, idle, &mut |_| {}).await?;
+    // An upgrade the upstream refused ends the connection: its state after
+    // one is the server's to define.
     let keep = framing != Body::UntilClose
+        && out != Outgoing::Upgrade
         && client_keeps(req)
         && response.version == 1
         && !http1::has_token(&response.headers, "connection", "close");
@@ -161,11 +164,14 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let idle = conn.shared.limits.idle_timeout;
-    if d.bodiless && !matches!(d.framing, Body::Empty | Body::Length(0)) {
-        let reason = "a body on an MCP GET or DELETE would reach the server undecided";
+    let http = d.request.http;
+    let upgrade = http.is_some_and(|h| h.message == Message::WebSocketUpgrade);
+    if (d.bodiless || upgrade) && !matches!(d.framing, Body::Empty | Body::Length(0)) {
+        // Never forwarded: bytes the upstream would read as this body, and the
+        // proxy as the next request, would be decided as one and served as another.
+        let reason = "a body on a WebSocket upgrade or an MCP GET or DELETE would reach the server undecided";
         return refuse(conn, client, d.request, 400, reason, d.framing, false).await;
     }
-    let http = d.request.http;
     let body;
     let out = match (http.map(|h| h.message), d.rpc) {
         (Some(Message::WebSocketUpgrade), _) => Outgoing::Upgrade,

@@ -39,6 +39,12 @@ pub(crate) enum ParseError {
     Json(String),
     #[error("the body names a key twice in one object ({0}): servers differ on which one counts")]
     DuplicateKey(String),
+    #[error(
+        "message {0} spells `{1}` unlike the JSON-RPC member it folds to (servers that match keys regardless of case would read it as that member)"
+    )]
+    Misspelled(usize, String),
+    #[error("message {0} is a tools/call whose `params.name` is not a string")]
+    ToolName(usize),
     #[error("an empty batch")]
     EmptyBatch,
     #[error("message {0} is not a JSON object")]
@@ -63,11 +69,12 @@ pub(crate) fn parse(body: &[u8], mcp: bool) -> Result<Vec<Item>, ParseError> {
     messages.into_iter().enumerate().map(|(i, m)| item(i, m, mcp)).collect()
 }
 
-/// A JSON document in which no object names a key twice. serde_json keeps the
-/// last of duplicate keys, other parsers the first or refuse: a body with one
-/// could be decided as one call and read by the server as another (`"method"`
-/// or `"name"` given twice), so it is refused. (A check of serde's, as serde_json
-/// has no option for it.)
+/// A JSON document in which no object names a key twice, keys compared as
+/// folded by [`fold`]. serde_json keeps the last of duplicate keys, other
+/// parsers the first or refuse, and some (Go's) match keys regardless of case:
+/// a body with one could be decided as one call and read by the server as
+/// another (`"method"` and `"METHOD"`), so it is refused. (A check of serde's,
+/// as serde_json has no option for it.)
 struct NoDuplicateKeys;
 
 impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
@@ -87,7 +94,7 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
         let mut seen = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             map.next_value::<NoDuplicateKeys>()?;
-            if !seen.insert(key) {
+            if !seen.insert(fold(&key)) {
                 return Err(serde::de::Error::custom("a duplicate key"));
             }
         }
@@ -119,13 +126,36 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
     }
 }
 
+/// A key as servers that match keys regardless of case see it: lower case, and
+/// the two non-ASCII letters Unicode's simple case folding maps onto ASCII ones
+/// (`ſ` is `s`, the Kelvin sign `k`).
+fn fold(key: &str) -> String {
+    key.chars().flat_map(char::to_lowercase).map(|c| if c == 'ſ' { 's' } else { c }).collect()
+}
+
+/// A key of `fields` that folds to one of `members` without being spelled so.
+fn misspelled(fields: &serde_json::Map<String, Value>, members: &[&str]) -> Option<String> {
+    fields.keys().find(|k| !members.contains(&k.as_str()) && members.contains(&fold(k).as_str())).cloned()
+}
+
+/// The members of a JSON-RPC message, and of MCP's `tools/call` params.
+const MESSAGE_MEMBERS: &[&str] = &["jsonrpc", "method", "params", "id", "result", "error"];
+const CALL_MEMBERS: &[&str] = &["name", "arguments"];
+
 fn item(i: usize, message: Value, mcp: bool) -> Result<Item, ParseError> {
     let Value::Object(mut fields) = message else { return Err(ParseError::NotObject(i)) };
+    let params = fields.get("params").and_then(Value::as_object);
+    let odd = misspelled(&fields, MESSAGE_MEMBERS).or_else(|| params.and_then(|p| misspelled(p, CALL_MEMBERS)));
+    if let Some(key) = odd {
+        return Err(ParseError::Misspelled(i, key));
+    }
     match fields.remove("method") {
         Some(Value::String(method)) => {
-            let tool = (mcp && method == TOOLS_CALL)
-                .then(|| fields.get("params")?.get("name")?.as_str().map(str::to_owned))
-                .flatten();
+            let tool = match fields.get("params").and_then(|p| p.get("name")) {
+                _ if !(mcp && method == TOOLS_CALL) => None,
+                Some(Value::String(name)) => Some(name.clone()),
+                _ => return Err(ParseError::ToolName(i)),
+            };
             Ok(Item::Call { method, tool, id: fields.remove("id").unwrap_or(Value::Null) })
         }
         Some(_) => Err(ParseError::Method(i)),
@@ -193,6 +223,10 @@ where
     {
         return Checked::Answered { keep: false };
     }
+    if let Some(declared) = other_encoding(post.head) {
+        let reason = format!("a JSON-RPC body is decided as UTF-8 JSON, and this one declares {declared}");
+        return refuse(conn, client, post, 415, &reason, None).await;
+    }
     let body = match read_body(client, post.framing, rpc.max_body_bytes(), idle).await {
         Ok(b) => b,
         Err(ReadError::Copy(e)) => {
@@ -216,6 +250,21 @@ where
             Checked::Answered { keep }
         }
     }
+}
+
+/// A content coding or a charset other than UTF-8 that `head` declares: a server
+/// that decodes by it (the MCP TypeScript SDK decodes by the charset) would read
+/// other keys and values than the proxy decided (UTF-7 spells `n` as `+AG4-`).
+fn other_encoding(head: &RequestHead) -> Option<String> {
+    let text =
+        |name| http1::header(&head.headers, name).map(|v| String::from_utf8_lossy(v).trim().to_ascii_lowercase());
+    if let Some(coding) = text("content-encoding").filter(|c| !c.is_empty() && c != "identity") {
+        return Some(format!("Content-Encoding: {coding}"));
+    }
+    let content_type = text("content-type")?;
+    let charset = content_type.split(';').skip(1).find_map(|p| p.trim().strip_prefix("charset=").map(str::to_owned))?;
+    let charset = charset.trim_matches('"');
+    (!matches!(charset, "utf-8" | "utf8")).then(|| format!("charset={charset}"))
 }
 
 /// Decides every message (each one audited); the JSON-RPC error of the first
@@ -291,15 +340,18 @@ mod tests {
         assert_eq!(parse(one, true), Ok(vec![call("tools/call", Some("search"), json!(1))]));
         // json-rpc endpoints have no tools.
         assert_eq!(parse(one, false), Ok(vec![call("tools/call", None, json!(1))]));
-        let batch = br#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":"a","result":{}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":7}}]"#;
+        let batch = br#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":"a","result":{}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}]"#;
         assert_eq!(
             parse(batch, true),
             Ok(vec![
                 call("notifications/initialized", None, Value::Null),
                 Item::Response,
-                call("tools/call", None, json!(2))
+                call("tools/call", Some("x"), json!(2))
             ])
         );
+        // A tool that is not a string is no tool the rules can name.
+        let numbered = br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":7}}"#;
+        assert_eq!(parse(numbered, true), Err(ParseError::ToolName(0)));
     }
 
     #[test]
@@ -326,5 +378,43 @@ mod tests {
         let once =
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"name":"x"}}}"#;
         assert_eq!(parse(once.as_bytes(), true), Ok(vec![call("tools/call", Some("read_file"), json!(1))]));
+    }
+
+    /// Servers that match keys regardless of case (Go's encoding/json, with
+    /// Unicode's simple folding) read `METHOD`, `Name` or `paramſ` as the member:
+    /// given beside it, or alone where the member is, such a key is refused.
+    /// A tool's own arguments may be spelled any way, once.
+    #[test]
+    fn keys_that_fold_to_a_member_are_refused() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","METHOD":"tools/call","params":{"name":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","Name":"delete_all"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file"},"paramſ":{"name":"x"}}"#,
+        ] {
+            assert!(matches!(parse(body.as_bytes(), true), Err(ParseError::DuplicateKey(_))), "{body}");
+        }
+        let alone = r#"{"jsonrpc":"2.0","id":1,"result":{},"Method":"tools/call"}"#;
+        assert_eq!(parse(alone.as_bytes(), true), Err(ParseError::Misspelled(0, "Method".into())));
+        let name = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"NAME":"delete_all","arguments":{}}}"#;
+        assert_eq!(parse(name.as_bytes(), true), Err(ParseError::Misspelled(0, "NAME".into())));
+        let fine = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"Name":"x"}}}"#;
+        assert_eq!(parse(fine.as_bytes(), true), Ok(vec![call("tools/call", Some("a"), json!(1))]));
+    }
+
+    #[test]
+    fn bodies_declaring_another_encoding_are_refused() {
+        let head = |ct: &str, ce: Option<&str>| {
+            let mut text = format!("POST /mcp HTTP/1.1\r\nHost: h\r\nContent-Type: {ct}\r\n");
+            if let Some(ce) = ce {
+                text.push_str(&format!("Content-Encoding: {ce}\r\n"));
+            }
+            text.push_str("\r\n");
+            http1::parse_request(text.as_bytes()).expect("head")
+        };
+        assert_eq!(other_encoding(&head("application/json; charset=utf-7", None)).as_deref(), Some("charset=utf-7"));
+        assert_eq!(other_encoding(&head("application/json", Some("gzip"))).as_deref(), Some("Content-Encoding: gzip"));
+        for fine in ["application/json", "application/json; charset=UTF-8", "application/json;charset=\"utf-8\""] {
+            assert_eq!(other_encoding(&head(fine, None)), None, "{fine}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::io::ErrorKind;
 use std::io::{BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
@@ -306,9 +307,18 @@ fn a_reload_that_denies_the_upgrade_path_closes_the_websocket() {
     chat.send(Message::text("before")).expect("send");
     assert_eq!(chat.read().expect("echo"), Message::text("before"));
     s.handle.reload(load_str("p.yaml", &without_chat()).expect("policy")).expect("reload");
-    // Were it still open, this would come back.
+    // Closed: a read ends (not by the read timeout); an echo of a message sent
+    // while the close was on its way may come first.
     let _ = chat.send(Message::text("after"));
-    assert!(chat.read().is_err(), "the chat WebSocket is closed");
+    let ended = |r: Result<Message, tungstenite::Error>| match r {
+        Ok(_) => None,
+        Err(tungstenite::Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Some(false)
+        }
+        Err(_) => Some(true),
+    };
+    let closed = (0..3).find_map(|_| ended(chat.read()));
+    assert_eq!(closed, Some(true), "the chat WebSocket is closed");
     // The feed's upgrade is still allowed: it stays open.
     feed.send(Message::binary(vec![1])).expect("send");
     assert_eq!(feed.read().expect("echo"), Message::binary(vec![1]));
@@ -398,6 +408,29 @@ fn mcp_bodies_over_the_limit_and_malformed_ones_are_refused() {
     assert_eq!(s.seen.lock().expect("lock").bodies.len(), 1);
     let refused = wait_event(&s.audit, |e| e["reason"].as_str().is_some_and(|r| r.contains("max_body_bytes")));
     assert_eq!(refused["disposition"], "blocked");
+}
+
+/// An upgrade request with a body: the upstream would read the body and the
+/// proxy the bytes after it as the next request, each deciding other bytes
+/// (request smuggling past the rules). Refused with 400, nothing reaches the
+/// server; the same upgrade without a body is relayed.
+#[test]
+fn a_websocket_upgrade_with_a_body_is_refused() {
+    let s = setup();
+    let mut tcp = TcpStream::connect(s.addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let smuggled = "GET /elsewhere HTTP/1.1\r\nHost: ws.test:8080\r\n\r\n";
+    write!(
+        tcp,
+        "GET http://ws.test:8080/ws/chat HTTP/1.1\r\nHost: ws.test:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    )
+    .expect("write");
+    let mut r = BufReader::new(tcp);
+    let head = http1::read_head_bytes(&mut r).expect("head").expect("a response");
+    assert_eq!(http1::parse_response(&head).expect("response").status, 400);
+    assert!(s.seen.lock().expect("lock").upgrades.is_empty(), "nothing reached the server");
+    websocket(s.addr, "/ws/chat").expect("the positive control: the upgrade without a body");
 }
 
 /// The event stream's GET (and the session's DELETE) carry no JSON-RPC: one with
