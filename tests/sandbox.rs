@@ -949,16 +949,7 @@ impl Upstream {
             .spawn()
             .expect("busybox httpd");
         let up = Upstream { netns, host_if, server, addr };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect_timeout(
-            &format!("{}:8080", up.addr).parse().expect("addr"),
-            Duration::from_millis(200),
-        )
-        .is_err()
-        {
-            assert!(Instant::now() < deadline, "the upstream server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        drop(support::connect_when_listening_at(format!("{}:8080", up.addr).parse().expect("addr")));
         up
     }
 }
@@ -1098,12 +1089,7 @@ impl SshServer {
             .spawn()
             .expect("dropbear");
         let server = SshServer { child, _dir: dir };
-        let addr: std::net::SocketAddr = format!("{}:22", upstream.addr).parse().expect("addr");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "the SSH server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        drop(support::connect_when_listening_at(format!("{}:22", upstream.addr).parse().expect("addr")));
         server
     }
 }

@@ -31,11 +31,16 @@ pub fn provider_create<'a>(name: &'a str, kind: &'a str, base: &'a str, var: &'a
 
 /// A connection to 127.0.0.1:`port` once something listens there (10 s at most).
 pub fn connect_when_listening(port: u16) -> std::net::TcpStream {
+    connect_when_listening_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// A connection to `addr` once something listens there (10 s at most).
+pub fn connect_when_listening_at(addr: std::net::SocketAddr) -> std::net::TcpStream {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)) {
             Ok(c) => return c,
-            Err(e) => assert!(std::time::Instant::now() < deadline, "127.0.0.1:{port}: {e}"),
+            Err(e) => assert!(std::time::Instant::now() < deadline, "nothing listens on {addr}: {e}"),
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
