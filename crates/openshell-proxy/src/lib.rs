@@ -4,7 +4,7 @@
 //!
 //! - `proxy`: the listener, the limits, and the first request of each
 //!   connection (read the request head, identify the caller, decide, resolve,
-//!   decide again, connect to the checked address; then `splice`, `l7`,
+//!   decide again, connect to the checked address; then `relay`, `l7`,
 //!   `router` or `forward`), on a small tokio runtime;
 //! - `forward`: plain HTTP, each request of a connection checked and decided;
 //! - `l7`: inspected tunnels (TLS terminated, or plain HTTP; each request decided);
@@ -13,7 +13,8 @@
 //!   messages decided (`protocol: websocket`);
 //! - `rpc`: JSON-RPC bodies read, parsed and decided call by call
 //!   (`protocol: mcp`, `protocol: json-rpc`);
-//! - `splice`: plain tunnels, socket → pipe → socket in the kernel;
+//! - `relay`: plain tunnels, copied in large reads (a bounded pool of large
+//!   buffers for bulk data; none held while waiting);
 //! - `raw_tcp`: raw TCP the sandbox's fence redirected, for `protocol: tcp`
 //!   endpoints (the original destination mapped back to pinned names);
 //! - `aio`: heads and bodies read on tokio, every wait bounded;
@@ -45,10 +46,10 @@ pub mod json;
 mod l7;
 pub mod proxy;
 mod raw_tcp;
+mod relay;
 pub mod resolve;
 pub mod router;
 mod rpc;
-mod splice;
 pub mod tls;
 mod websocket;
 

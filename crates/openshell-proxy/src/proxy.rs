@@ -5,7 +5,7 @@
 //! `http://` request) → identify the caller → decide on host, port and caller
 //! (before any name resolution, so a denied name is never looked up) → resolve →
 //! decide again with the address (the SSRF rules) → connect to exactly that
-//! address → relay (`splice`), inspect (`l7`), route (`router`), or, for plain
+//! address → relay (`relay`), inspect (`l7`), route (`router`), or, for plain
 //! HTTP, forward request by request (`forward`). Every decision is an audit
 //! event. A denial answers 403 with a JSON body naming the reason. Reloading
 //! the network policy swaps the engine atomically; open connections the new
@@ -32,7 +32,7 @@ use crate::identify::{Caller, Identify};
 use crate::resolve::Resolve;
 use crate::router::{Active, INFERENCE_HOST, InferenceRoute, PROVIDER_HOSTS};
 use crate::tls::Interceptor;
-use crate::{aio, forward, l7, router, splice};
+use crate::{aio, forward, l7, relay, router};
 
 /// How long connecting upstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -176,6 +176,8 @@ pub(crate) struct Shared {
     /// the DNS responder answers with them and the proxy dials them, so the
     /// two agree.
     resolved: Mutex<HashMap<String, (Instant, Vec<IpAddr>)>>,
+    /// The large buffers plain tunnels borrow for bulk data.
+    pub(crate) buffers: relay::Buffers,
 }
 
 /// How long a name's resolution stays pinned.
@@ -307,6 +309,7 @@ impl Proxy {
             quiet: Mutex::new(Quiet::default()),
             pins: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
+            buffers: relay::Buffers::default(),
         });
         Ok(Proxy { listener, raw_tcp: None, shared, peer })
     }
@@ -797,12 +800,6 @@ impl Conn {
             let tunnel = l7::Tunnel { head, ip, caller: caller.as_ref(), ancestors: &ancestors };
             return l7::inspect(self, tls, server, client, upstream, &tunnel).await;
         }
-        let pipes = match (splice::Pipe::new(), splice::Pipe::new()) {
-            (Ok(a), Ok(b)) => [a, b],
-            (Err(e), _) | (_, Err(e)) => {
-                return Refusal::new(503, &format!("no pipe for the tunnel: {e}")).send(&mut client).await;
-            }
-        };
         if !established(&mut client).await {
             return;
         }
@@ -814,7 +811,7 @@ impl Conn {
             return;
         }
         self.register(target);
-        splice::relay(&client, &upstream, pipes, shared.limits.idle_timeout).await;
+        relay::relay(&client, &upstream, &shared.buffers, shared.limits.idle_timeout).await;
     }
 
     /// Resolves the host and decides again with the first address (the SSRF

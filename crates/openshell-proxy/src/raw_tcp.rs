@@ -7,7 +7,7 @@
 //! decided against `protocol: tcp` endpoints only: host, port, the calling
 //! binary (found by the connection as the caller's socket sees it) and the
 //! address rules. The first allowed one is relayed to exactly that address
-//! (splice, as a CONNECT tunnel); anything else is reset at once and audited.
+//! (relayed as a CONNECT tunnel); anything else is reset at once and audited.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use crate::audit::AuditEvent;
 use crate::identify::Caller;
 use crate::proxy::{Conn, Shared, Target, decision_event, event};
-use crate::splice;
+use crate::relay;
 
 /// Serves one redirected connection until either side closes it.
 pub(crate) async fn serve(conn: &Conn, client: TcpStream) {
@@ -98,12 +98,8 @@ async fn relay(conn: &Conn, client: TcpStream, target: Target) {
             return reset(client);
         }
     };
-    let pipes = match (splice::Pipe::new(), splice::Pipe::new()) {
-        (Ok(a), Ok(b)) => [a, b],
-        _ => return reset(client),
-    };
     conn.register(target);
-    splice::relay(&client, &upstream, pipes, shared.limits.idle_timeout).await;
+    relay::relay(&client, &upstream, &shared.buffers, shared.limits.idle_timeout).await;
 }
 
 /// Records `event` as one about raw TCP.
