@@ -362,6 +362,9 @@ impl Driver for LocalDriver {
     }
 
     fn create(&self, id: &str, sandbox: &SandboxSpec) -> Result<Created, DriverError> {
+        // The start that follows moves a process into the sandbox's cgroups: the
+        // kernel's wait for that is started now, beside the work below.
+        openshell_sandbox::cgroup_lock::warm();
         let policy = openshell_policy::load_str(&sandbox.policy_name, &sandbox.policy)
             .map_err(|e| DriverError::Policy(e.to_string()))?;
         let (manifest, config) = openshell_build::images::documents_by_digest(&self.store, &sandbox.image_digest)

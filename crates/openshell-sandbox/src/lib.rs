@@ -2,6 +2,7 @@
 //! - `spec`: the OCI runtime spec of a sandbox, from the image's process and the
 //!   policy's compiled kernel profile;
 //! - `identity`: the policy's `sandbox` user and group, looked up in the image;
+//! - `cgroup_lock`: the kernel's cgroup migration lock taken early on a cold start;
 //! - `idmap`: the unprivileged host range a sandbox's ids map to (user namespaces);
 //! - `landlock`: applying the policy's Landlock rules;
 //! - `rootfs`: layers unpacked once per diff_id, under a per-sandbox overlay;
@@ -18,6 +19,7 @@
 //! - `sealed`: the runtime binary re-executed from a sealed copy of itself;
 //! - `seccomp_bpf`: the seccomp filter compiled once at creation, installed from BPF.
 
+pub mod cgroup_lock;
 pub mod disk;
 pub mod fence;
 pub mod identity;
