@@ -199,6 +199,11 @@ impl LocalDriver {
         });
     }
 
+    /// Where the disk templates and spare disk images are.
+    fn disk_templates(&self) -> PathBuf {
+        self.root.join("disk-templates")
+    }
+
     /// Gives a helper its job: the spare one when it is ready, else a new one.
     fn helper(&self, attach: HelperMessage, stdio: &[OwnedFd]) -> Result<Waiter, DriverError> {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -209,9 +214,12 @@ impl LocalDriver {
             },
             None => spawn_helper(&self.exe, &self.helpers_log())?,
         };
-        self.refill();
         let fds: Vec<_> = stdio.iter().map(|f| f.as_fd()).collect();
-        if let Err(e) = wire::send(&helper.control, &attach, &fds) {
+        let sent = wire::send(&helper.control, &attach, &fds);
+        // The next spare is started once this one has its job (not before: the
+        // two would share the CPU while the job starts).
+        self.refill();
+        if let Err(e) = sent {
             let _ = helper.child.kill();
             let _ = helper.child.wait();
             return Err(DriverError::failed(format!("gateway helper: {e}")));
@@ -438,7 +446,15 @@ impl Driver for LocalDriver {
         };
         // The writable layer on a filesystem of the policy's size.
         let disk = Disk { image: dir.0.join("disk.img"), size: profile.storage.disk };
-        disk.create(&self.root.join("disk-templates")).map_err(DriverError::failed)?;
+        disk.create(&self.disk_templates()).map_err(DriverError::failed)?;
+        // The next create of this size renames a spare instead of copying the
+        // template while it waits (made now, beside this start's own work).
+        let (templates, size) = (self.disk_templates(), disk.size);
+        std::thread::spawn(move || {
+            if let Err(e) = Disk::make_spare(&templates, size) {
+                tracing::warn!(%e, "making a spare disk image");
+            }
+        });
         let config = SandboxConfig {
             network,
             id: id.to_owned(),

@@ -5,8 +5,10 @@
 //!
 //! Each sandbox has a sparse ext4 image in its directory, made at creation by
 //! copying a template (made once per size with `mkfs.ext4`, e2fsprogs: an image
-//! of 10 GiB is about 4 MiB of metadata, copied hole by hole in a few
-//! milliseconds). At every start its supervisor mounts it (`mount -o loop`,
+//! of 10 GiB is about 4 MiB of metadata, copied hole by hole and synced in about
+//! 4 ms). A spare copy of each size is made ahead, after a create
+//! ([`Disk::make_spare`]), so that the next create of that size only renames it
+//! into place. At every start its supervisor mounts it (`mount -o loop`,
 //! util-linux: the loop device is released when the mount goes, with the
 //! supervisor's mount namespace) with `nodev,nosuid`. ext4 rather than a quota on
 //! the host's filesystem: project quotas need the host's filesystem made and
@@ -58,20 +60,38 @@ fn run(program: &'static str, package: &'static str, args: &[&str]) -> Result<()
 }
 
 impl Disk {
-    /// Makes the image at `self.image` from the template of its size under
-    /// `templates` (made first when missing; concurrent callers each make their
-    /// own and the first rename wins).
+    /// Makes the image at `self.image`: the spare of its size under `templates`
+    /// when there is one (renamed: one create takes it), else a copy of the
+    /// template of its size (made first when missing; concurrent callers each
+    /// make their own and the first rename wins).
     pub fn create(&self, templates: &Path) -> Result<(), DiskError> {
-        std::fs::create_dir_all(templates).map_err(io(templates))?;
-        let template = templates.join(format!("ext4-{}.img", self.size));
-        if !template.exists() {
-            let tmp = templates.join(format!(".ext4-{}-{}.img", self.size, std::process::id()));
-            make_filesystem(&tmp, self.size)?;
-            std::fs::rename(&tmp, &template).map_err(io(&template))?;
+        // Any failure (none made yet, another create took it, another
+        // filesystem) leaves the copy to be made now.
+        if std::fs::rename(spare(templates, self.size), &self.image).is_ok() {
+            return Ok(());
         }
+        let template = template(templates, self.size)?;
         let tmp = self.image.with_extension("img.tmp");
         copy_sparse(&template, &tmp, self.size)?;
         std::fs::rename(&tmp, &self.image).map_err(io(&self.image))
+    }
+
+    /// Makes the spare image of `size` under `templates` unless there is one,
+    /// for the next [`Disk::create`] of that size.
+    pub fn make_spare(templates: &Path, size: u64) -> Result<(), DiskError> {
+        let spare = spare(templates, size);
+        if spare.exists() {
+            return Ok(());
+        }
+        let template = template(templates, size)?;
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = templates.join(format!(".spare-{size}-{}-{n}.img", std::process::id()));
+        let made = copy_sparse(&template, &tmp, size).and_then(|()| std::fs::rename(&tmp, &spare).map_err(io(&spare)));
+        if made.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        made
     }
 
     /// Mounts the image at `at` (`nodev,nosuid`), in the caller's mount namespace.
@@ -80,6 +100,23 @@ impl Disk {
         let (image, target) = (self.image.display().to_string(), at.display().to_string());
         run("mount", "mount", &["-t", "ext4", "-o", "loop,nodev,nosuid,noatime", &image, &target])
     }
+}
+
+/// Where the spare image of `size` waits.
+fn spare(templates: &Path, size: u64) -> PathBuf {
+    templates.join(format!("spare-ext4-{size}.img"))
+}
+
+/// The template of `size` under `templates`, made when missing.
+fn template(templates: &Path, size: u64) -> Result<PathBuf, DiskError> {
+    std::fs::create_dir_all(templates).map_err(io(templates))?;
+    let template = templates.join(format!("ext4-{size}.img"));
+    if !template.exists() {
+        let tmp = templates.join(format!(".ext4-{size}-{}.img", std::process::id()));
+        make_filesystem(&tmp, size)?;
+        std::fs::rename(&tmp, &template).map_err(io(&template))?;
+    }
+    Ok(template)
 }
 
 /// An ext4 filesystem of `size` bytes in a new sparse file at `path`.
@@ -143,5 +180,36 @@ mod tests {
         assert_eq!(std::fs::read(&disk.image).expect("image"), template, "the same bytes, holes as zeros");
         // The ext4 magic (0xEF53 at offset 1080).
         assert_eq!(&template[1080..1082], &[0x53, 0xef]);
+    }
+
+    #[test]
+    fn a_spare_is_taken_once_and_the_next_create_copies() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let templates = dir.path().join("templates");
+        let size = 64 << 20;
+        Disk::make_spare(&templates, size).expect("spare");
+        let spare = spare(&templates, size);
+        let inode = std::fs::metadata(&spare).expect("the spare exists").ino();
+        Disk::make_spare(&templates, size).expect("a second call keeps the one there");
+        assert_eq!(std::fs::metadata(&spare).expect("spare").ino(), inode);
+
+        let first = Disk { image: dir.path().join("first.img"), size };
+        first.create(&templates).expect("create");
+        assert_eq!(std::fs::metadata(&first.image).expect("image").ino(), inode, "the spare was renamed into place");
+        assert!(!spare.exists(), "a spare serves one create");
+
+        let second = Disk { image: dir.path().join("second.img"), size };
+        second.create(&templates).expect("create");
+        let template = std::fs::read(templates.join(format!("ext4-{size}.img"))).expect("template");
+        assert_eq!(std::fs::read(&first.image).expect("first"), template, "the spare held the template's bytes");
+        assert_eq!(std::fs::read(&second.image).expect("second"), template, "copied when there was no spare");
+        let leftovers: Vec<_> = std::fs::read_dir(&templates)
+            .expect("templates")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     }
 }
