@@ -84,9 +84,7 @@ impl Disk {
             return Ok(());
         }
         let template = template(templates, size)?;
-        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = templates.join(format!(".spare-{size}-{}-{n}.img", std::process::id()));
+        let tmp = temporary(templates, &format!("spare-{size}"));
         let made = copy_sparse(&template, &tmp, size).and_then(|()| std::fs::rename(&tmp, &spare).map_err(io(&spare)));
         if made.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -112,11 +110,19 @@ fn template(templates: &Path, size: u64) -> Result<PathBuf, DiskError> {
     std::fs::create_dir_all(templates).map_err(io(templates))?;
     let template = templates.join(format!("ext4-{size}.img"));
     if !template.exists() {
-        let tmp = templates.join(format!(".ext4-{size}-{}.img", std::process::id()));
+        let tmp = temporary(templates, &format!("ext4-{size}"));
         make_filesystem(&tmp, size)?;
         std::fs::rename(&tmp, &template).map_err(io(&template))?;
     }
     Ok(template)
+}
+
+/// A new temporary name under `templates`, unique to this process and call
+/// (threads of one gateway make templates and spares at once).
+fn temporary(templates: &Path, what: &str) -> PathBuf {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    templates.join(format!(".{what}-{}-{n}.img", std::process::id()))
 }
 
 /// An ext4 filesystem of `size` bytes in a new sparse file at `path`.
