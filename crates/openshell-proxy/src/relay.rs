@@ -1,10 +1,10 @@
 //! Plain tunnels (CONNECT without inspection, raw TCP): this process reads
 //! what one side sent and writes it to the other, in large reads.
 //!
-//! Why not splice(2): socket → pipe → socket in the kernel carried 55–60 % of
+//! Why not splice(2): socket → pipe → socket in the kernel carried 54–64 % of
 //! a direct connection's throughput in `cargo xtask bench proxy` (1 MiB pipes,
 //! the most `pipe-max-size` allows by default), where copying through a 4 MiB
-//! buffer carries 90 % and more. One read takes everything the socket holds,
+//! buffer carries 85–92 % (README has the runs). One read takes everything the socket holds,
 //! so the relay wakes up far less often than a splice that moves at most a
 //! pipe's worth.
 //!
@@ -26,13 +26,13 @@ use tokio::time::Instant;
 /// A read buffer for a direction that is not (or not yet) moving bulk data.
 const SMALL: usize = 64 * 1024;
 /// A bulk direction's read buffer.
-pub(crate) const LARGE: usize = 4 << 20;
+const LARGE: usize = 4 << 20;
 /// Large buffers lent at once per proxy (32 MiB); further bulk directions
 /// copy through small buffers.
-pub(crate) const LARGE_LENT: usize = 8;
+const LARGE_LENT: usize = 8;
 /// Free large buffers kept for the next bulk direction (already faulted in);
 /// any more given back are freed.
-pub(crate) const LARGE_KEPT: usize = 2;
+const LARGE_KEPT: usize = 2;
 
 /// The proxy's large buffers.
 #[derive(Default)]

@@ -27,7 +27,7 @@ pub fn warm() {
 
 /// Moves this process into its own cgroup: a migration that moves nothing.
 /// Returns the `cgroup.procs` written.
-pub fn take_lock() -> std::io::Result<PathBuf> {
+fn take_lock() -> std::io::Result<PathBuf> {
     let own = std::fs::read_to_string("/proc/self/cgroup")?;
     let procs = own_procs_file(&own, &|| libcgroups::v2::util::get_unified_mount_point().ok(), &|| {
         libcgroups::v1::util::get_subsystem_mount_point(&libcgroups::v1::ControllerType::Pids).ok()
