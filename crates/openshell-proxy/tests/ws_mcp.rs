@@ -222,10 +222,26 @@ fn wait_event(audit: &Recorder, pick: impl Fn(&Value) -> bool) -> Value {
 
 type Ws = tungstenite::WebSocket<TcpStream>;
 
+/// A connection to the proxy that gives up reading after 10 s.
+fn connect(addr: SocketAddr) -> TcpStream {
+    let tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    tcp
+}
+
+/// Sends `request` as written on a connection of its own; returns the
+/// response's head and the reader, positioned after it.
+fn send(addr: SocketAddr, request: &str) -> (Vec<u8>, BufReader<TcpStream>) {
+    let mut tcp = connect(addr);
+    tcp.write_all(request.as_bytes()).expect("write");
+    let mut r = BufReader::new(tcp);
+    let head = http1::read_head_bytes(&mut r).expect("head").expect("a response");
+    (head, r)
+}
+
 /// CONNECT ws.test:8080, then a WebSocket handshake for `path` inside the tunnel.
 fn websocket(addr: SocketAddr, path: &str) -> Result<Ws, tungstenite::Error> {
-    let mut tcp = TcpStream::connect(addr).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut tcp = connect(addr);
     tcp.write_all(b"CONNECT ws.test:8080 HTTP/1.1\r\nHost: ws.test:8080\r\n\r\n").expect("write");
     let mut head = [0u8; 39];
     tcp.read_exact(&mut head).expect("CONNECT answer");
@@ -334,16 +350,13 @@ fn a_plain_request_to_a_websocket_endpoint_is_refused() {
 
 /// One request through the proxy as plain HTTP (absolute-form), on its own connection.
 fn post(addr: SocketAddr, host: &str, path: &str, method: &str, body: &str) -> (u16, Value) {
-    let mut tcp = TcpStream::connect(addr).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(
-        tcp,
-        "{method} http://{host}:8080{path} HTTP/1.1\r\nHost: {host}:8080\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut r = BufReader::new(tcp);
-    let head = http1::read_head_bytes(&mut r).expect("head").expect("a response");
+    let (head, mut r) = send(
+        addr,
+        &format!(
+            "{method} http://{host}:8080{path} HTTP/1.1\r\nHost: {host}:8080\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
     let head = http1::parse_response(&head).expect("response");
     let text = http1::read_payload(&mut r, http1::response_body(method, &head)).expect("body");
     (head.status, serde_json::from_slice(&text).unwrap_or(Value::Null))
@@ -417,17 +430,14 @@ fn mcp_bodies_over_the_limit_and_malformed_ones_are_refused() {
 #[test]
 fn a_websocket_upgrade_with_a_body_is_refused() {
     let s = setup();
-    let mut tcp = TcpStream::connect(s.addr).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let smuggled = "GET /elsewhere HTTP/1.1\r\nHost: ws.test:8080\r\n\r\n";
-    write!(
-        tcp,
-        "GET http://ws.test:8080/ws/chat HTTP/1.1\r\nHost: ws.test:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: {}\r\n\r\n{smuggled}",
-        smuggled.len()
-    )
-    .expect("write");
-    let mut r = BufReader::new(tcp);
-    let head = http1::read_head_bytes(&mut r).expect("head").expect("a response");
+    let (head, _) = send(
+        s.addr,
+        &format!(
+            "GET http://ws.test:8080/ws/chat HTTP/1.1\r\nHost: ws.test:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: {}\r\n\r\n{smuggled}",
+            smuggled.len()
+        ),
+    );
     assert_eq!(http1::parse_response(&head).expect("response").status, 400);
     assert!(s.seen.lock().expect("lock").upgrades.is_empty(), "nothing reached the server");
     websocket(s.addr, "/ws/chat").expect("the positive control: the upgrade without a body");
@@ -454,17 +464,14 @@ fn an_mcp_get_or_delete_with_a_body_is_refused() {
 #[test]
 fn server_sent_events_stream_through() {
     let s = setup();
-    let mut tcp = TcpStream::connect(s.addr).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let body = call(7, "tools/call", Some("read_stream")).to_string();
-    write!(
-        tcp,
-        "POST http://mcp.test:8080/mcp HTTP/1.1\r\nHost: mcp.test:8080\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut r = BufReader::new(tcp);
-    let head = http1::read_head_bytes(&mut r).expect("head").expect("a response");
+    let (head, mut r) = send(
+        s.addr,
+        &format!(
+            "POST http://mcp.test:8080/mcp HTTP/1.1\r\nHost: mcp.test:8080\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
     assert!(String::from_utf8_lossy(&head).contains("text/event-stream"));
     // The first event arrives while the server holds the rest.
     let mut seen = Vec::new();
@@ -508,15 +515,12 @@ fn a_websocket_through_plain_http_is_relayed_and_its_text_decided() {
     use tungstenite::protocol::{Role, WebSocket};
     let s = setup();
     let open = |path: &str| {
-        let mut tcp = TcpStream::connect(s.addr).expect("connect");
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        write!(
-            tcp,
-            "GET http://ws.test:8080{path} HTTP/1.1\r\nHost: ws.test:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .expect("write");
-        let mut r = BufReader::new(tcp);
-        let head = http1::read_head_bytes(&mut r).expect("head").expect("a response");
+        let (head, r) = send(
+            s.addr,
+            &format!(
+                "GET http://ws.test:8080{path} HTTP/1.1\r\nHost: ws.test:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ),
+        );
         let status = http1::parse_response(&head).expect("response").status;
         (status, r)
     };
