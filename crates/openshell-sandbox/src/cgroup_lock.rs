@@ -26,7 +26,9 @@ pub fn warm() {
 }
 
 /// Moves this process into its own cgroup: a migration that moves nothing.
-/// Returns the `cgroup.procs` written.
+/// Returns the `cgroup.procs` written. The file is found again each time (one
+/// read of /proc/self/cgroup and of mountinfo, on the thread of [`warm`]): a
+/// path kept from before would move the process back had it been moved since.
 fn take_lock() -> std::io::Result<PathBuf> {
     let own = std::fs::read_to_string("/proc/self/cgroup")?;
     let procs = own_procs_file(&own, &|| libcgroups::v2::util::get_unified_mount_point().ok(), &|| {
