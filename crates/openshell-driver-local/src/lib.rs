@@ -57,6 +57,8 @@ pub struct LocalDriver {
     user_namespaces: std::sync::OnceLock<Result<(IdMap, bool), String>>,
     /// Pidfds of each running sandbox's supervisor and process 1, by sandbox id.
     running: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Pidfds>>>,
+    /// The seccomp programs compiled so far, by filter.
+    seccomp: openshell_sandbox::seccomp_bpf::Compiled,
 }
 
 impl LocalDriver {
@@ -70,6 +72,7 @@ impl LocalDriver {
             spare: Default::default(),
             user_namespaces: Default::default(),
             running: Default::default(),
+            seccomp: Default::default(),
         };
         for sub in [driver.sandboxes(), driver.layers(), driver.containers()] {
             std::fs::create_dir_all(&sub).map_err(DriverError::io(&sub))?;
@@ -421,11 +424,12 @@ impl Driver for LocalDriver {
             ids: Some(ids),
         })
         .map_err(DriverError::failed)?;
-        // The seccomp filter is compiled once, here, and installed from BPF at every
-        // start and exec (libcontainer would compile it each time).
+        // The seccomp filter is compiled once, here (or was, for an earlier sandbox
+        // with the same filter), and installed from BPF at every start and exec
+        // (libcontainer would compile it each time).
         let mut spec = spec;
         if let Some(filter) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
-            openshell_sandbox::seccomp_bpf::compile_to(&filter, &dir.bpf()).map_err(DriverError::failed)?;
+            self.seccomp.write(&filter, &dir.bpf()).map_err(DriverError::failed)?;
             write_json(&dir.0.join("seccomp.json"), &filter).map_err(DriverError::failed)?;
             if let Some(linux) = spec.linux_mut() {
                 linux.set_seccomp(None);
