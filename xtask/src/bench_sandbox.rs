@@ -7,7 +7,10 @@
 //! whole run (its own `OPENSHELL_GATEWAY_DIR`, stopped at the end).
 //!
 //! Timed, interleaved round by round (so load on the machine hits every subject alike),
-//! each the whole command's wall time from spawn to exit:
+//! each the whole command's wall time from spawn to exit, each started after a pause of
+//! [`SETTLE`] (so that what a subject leaves running, the standby pool's refill or the
+//! cold gateway's spare disk and helper, is done before the next subject's clock
+//! starts; creates under that load are the back-to-back bursts below):
 //! - `openshell sandbox create --rm --image REF --store S -- /bin/true` (default policy,
 //!   cached image);
 //! - `runc run --bundle B ID`, `bwrap --unshare-all --ro-bind ROOTFS / ... /bin/true` and
@@ -546,6 +549,7 @@ fn measure(
     );
     for round in 0..rounds {
         for subject in subjects.iter_mut().filter(|s| s.skipped.is_none()) {
+            std::thread::sleep(SETTLE);
             match time_once(command(subject.key, round), &errors) {
                 Ok(t) if round >= options.warmup => subject.samples.push(t),
                 Ok(_) => {}
@@ -624,6 +628,14 @@ fn measure(
         memory,
     })
 }
+
+/// Before each timed command of the interleaved rounds: the standby pool's refill
+/// after a create takes about 50 ms of wall time, the cold gateway's spare disk
+/// image and helper about 20 ms. Without the pause either ran into the next
+/// subject's time: in one run a cold create (right after a standby one) took
+/// 37.8 ms against runc's 25.1 (right after the cold create), with it 27.4 ms
+/// against 28.3.
+const SETTLE: Duration = Duration::from_millis(250);
 
 /// Between the two bursts of back-to-back creates: time for the pool to make the
 /// standbys the first burst asked for (about 50 ms of wall time each, one at a time).
