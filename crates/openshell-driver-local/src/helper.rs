@@ -19,6 +19,53 @@ use openshell_sandbox::sandbox::{Event, ExecRequest, SandboxDir, Stdio, exec, su
 
 use crate::files::{CA_CERT_FILE, CA_KEY_FILE};
 
+/// Why a supervisor could not start its proxy, or an exec helper its process.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HelperError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Policy(#[from] openshell_policy::LoadError),
+    #[error("signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] openshell_proxy::TlsError),
+    #[error(transparent)]
+    Sandbox(#[from] openshell_sandbox::sandbox::SandboxError),
+    #[error(transparent)]
+    Driver(#[from] openshell_driver::DriverError),
+    #[error("a pidfd of process 1 ({pid}): {source}")]
+    Pidfd {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("waiting for the process: {0}")]
+    Wait(#[source] nix::Error),
+    #[error("console socket: {0}")]
+    Console(#[source] std::io::Error),
+    #[error("console socket: {0}")]
+    ConsoleMessage(#[source] wire::WireError),
+    #[error("the console socket closed without a terminal")]
+    NoTerminal,
+    #[error("passing the terminal to the gateway: {0}")]
+    PassTerminal(#[source] wire::WireError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HelperError + '_ {
+    move |source| HelperError::Io { path: path.to_owned(), source }
+}
+
 /// Messages between the gateway and its helper processes (supervisor, exec).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -194,7 +241,7 @@ fn supervise_job(dir: &Path, stdio: Option<Stdio>) -> i32 {
     let dir = SandboxDir(dir.to_path_buf());
     let mut on_event = |event| {
         match event {
-            Event::Created(pid) => return start_proxy(&dir, pid),
+            Event::Created(pid) => return start_proxy(&dir, pid).map_err(Into::into),
             // With a pidfd of process 1, opened here, by its parent, before it can
             // have been reaped: the gateway signals through it, never by number.
             Event::Started(pid) => match pidfd(pid) {
@@ -202,7 +249,7 @@ fn supervise_job(dir: &Path, stdio: Option<Stdio>) -> i32 {
                     Supervisor::write(&dir.0, Some(pid));
                     report_with(&HelperMessage::Started { pid }, &[fd.as_fd()]);
                 }
-                Err(e) => return Err(format!("a pidfd of process 1 ({pid}): {e}")),
+                Err(source) => return Err(HelperError::Pidfd { pid, source }.into()),
             },
             // Reported as soon as the output is delivered; cleanup follows.
             Event::Exited(code) => report(&HelperMessage::Exited { code }),
@@ -252,12 +299,12 @@ pub const ROUTE_FILE: &str = "inference.json";
 /// What the proxy made of it ([`Applied`], `revision` = the file's generation).
 pub const ROUTE_APPLIED_FILE: &str = "inference.applied.json";
 
-fn read_route(dir: &SandboxDir) -> Result<RouteUpdate, String> {
+fn read_route(dir: &SandboxDir) -> Result<RouteUpdate, HelperError> {
     let path = dir.0.join(ROUTE_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| HelperError::Json { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RouteUpdate { generation: 0, route: None }),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) => Err(io(&path)(e)),
     }
 }
 
@@ -269,33 +316,31 @@ pub struct Applied {
 }
 
 /// The policy the proxy starts with: the newest revision, else the creation's.
-fn network_policy(dir: &SandboxDir) -> Result<(u64, openshell_policy::Policy), String> {
+fn network_policy(dir: &SandboxDir) -> Result<(u64, openshell_policy::Policy), HelperError> {
     if let Ok(bytes) = std::fs::read(dir.0.join(NETWORK_FILE))
         && let Ok(rev) = serde_json::from_slice::<NetworkRevision>(&bytes)
     {
-        let policy = openshell_policy::load_str(&rev.name, &rev.text).map_err(|e| e.to_string())?;
-        return Ok((rev.revision, policy));
+        return Ok((rev.revision, openshell_policy::load_str(&rev.name, &rev.text)?));
     }
-    let text = std::fs::read_to_string(dir.policy()).map_err(|e| format!("{}: {e}", dir.policy().display()))?;
-    let policy = openshell_policy::load_str(&dir.policy().display().to_string(), &text).map_err(|e| e.to_string())?;
-    Ok((1, policy))
+    let path = dir.policy();
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    Ok((1, openshell_policy::load_str(&path.display().to_string(), &text)?))
 }
 
 /// Applies the newest network revision on SIGHUP and the newest inference route
 /// on SIGUSR1 (both from the gateway), and says how it went.
-fn reload_on_hangup(dir: SandboxDir, handle: openshell_proxy::ProxyHandle) -> Result<(), String> {
+fn reload_on_hangup(dir: SandboxDir, handle: openshell_proxy::ProxyHandle) -> Result<(), HelperError> {
     use signal_hook::consts::{SIGHUP, SIGUSR1};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGHUP, SIGUSR1]).map_err(|e| format!("signal handlers: {e}"))?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGUSR1]).map_err(HelperError::Signals)?;
     std::thread::spawn(move || {
         for signal in signals.forever() {
             if signal == SIGUSR1 {
                 let applied = match read_route(&dir) {
                     Ok(file) => match handle.set_route(file.route) {
                         Ok(()) => Applied { revision: file.generation, error: None },
-                        Err(error) => Applied { revision: file.generation, error: Some(error) },
+                        Err(error) => Applied { revision: file.generation, error: Some(error.to_string()) },
                     },
-                    Err(error) => Applied { revision: u64::MAX, error: Some(error) },
+                    Err(error) => Applied { revision: u64::MAX, error: Some(error.to_string()) },
                 };
                 if let Err(e) = openshell_sandbox::sandbox::write_json(&dir.0.join(ROUTE_APPLIED_FILE), &applied) {
                     eprintln!("proxy: {e}");
@@ -326,14 +371,13 @@ fn reload_on_hangup(dir: SandboxDir, handle: openshell_proxy::ProxyHandle) -> Re
 /// read when first needed. Without a CA, such endpoints are refused and the
 /// reason is logged.
 fn interceptor(dir: &SandboxDir, id: &str) -> Option<std::sync::Arc<openshell_proxy::Interceptor>> {
-    let made = (|| -> Result<openshell_proxy::Interceptor, String> {
+    let made = (|| -> Result<openshell_proxy::Interceptor, HelperError> {
         let read = |name: &str| {
             let path = dir.0.join(name);
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+            std::fs::read_to_string(&path).map_err(io(&path))
         };
-        let ca = openshell_proxy::SandboxCa::from_pem(id, &read(CA_CERT_FILE)?, &read(CA_KEY_FILE)?)
-            .map_err(|e| e.to_string())?;
-        openshell_proxy::Interceptor::with_env_roots(ca).map_err(|e| e.to_string())
+        let ca = openshell_proxy::SandboxCa::from_pem(id, &read(CA_CERT_FILE)?, &read(CA_KEY_FILE)?)?;
+        Ok(openshell_proxy::Interceptor::with_env_roots(ca)?)
     })();
     match made {
         Ok(i) => Some(std::sync::Arc::new(i)),
@@ -348,10 +392,10 @@ fn interceptor(dir: &SandboxDir, id: &str) -> Option<std::sync::Arc<openshell_pr
 /// supervisor (a small tokio runtime on its own threads: started once the
 /// container exists, since libcontainer needs this process single-threaded
 /// until then). Without a link (no network policies) there is nothing to start.
-fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), String> {
-    let config = dir.read_config().map_err(|e| e.to_string())?;
+fn start_proxy(dir: &SandboxDir, init: i32) -> Result<(), HelperError> {
+    let config = dir.read_config()?;
     let Some(fence) = config.network else { return Ok(()) };
-    serve_proxy(dir, &config.id, &fence, init as u32).map_err(|e| e.to_string())
+    Ok(serve_proxy(dir, &config.id, &fence, init as u32)?)
 }
 
 /// Serves the egress proxy of the sandbox `id` (files in `dir`: its policy and
@@ -367,7 +411,7 @@ pub fn serve_proxy(
     member: u32,
 ) -> Result<(), openshell_driver::DriverError> {
     use openshell_driver::DriverError;
-    let (revision, policy) = network_policy(dir).map_err(DriverError::Policy)?;
+    let (revision, policy) = network_policy(dir).map_err(|e| DriverError::Policy(e.to_string()))?;
     let resolver = match std::env::var("OPENSHELL_PROXY_HOSTS") {
         Ok(spec) => openshell_proxy::WithOverrides::parse(&spec)
             .map_err(|e| DriverError::failed(format!("OPENSHELL_PROXY_HOSTS: {e}")))?,
@@ -397,7 +441,7 @@ pub fn serve_proxy(
             connector: Box::new(openshell_proxy::Direct),
             audit: Box::new(openshell_proxy::JsonLines::new(audit)),
             tls: interceptor(dir, id),
-            route: read_route(dir).map_err(DriverError::Failed)?.route,
+            route: read_route(dir).map_err(DriverError::failed)?.route,
             limits: Default::default(),
         },
     )
@@ -409,7 +453,7 @@ pub fn serve_proxy(
         openshell_sandbox::fence::listen_in(&format!("/proc/{member}/ns/net"), raw_tcp).map_err(DriverError::failed)?;
     let proxy = proxy.raw_tcp_on(raw_tcp);
     let dns = proxy.dns_fenced(&listen).map_err(DriverError::failed)?;
-    reload_on_hangup(dir.clone(), proxy.handle()).map_err(DriverError::Failed)?;
+    reload_on_hangup(dir.clone(), proxy.handle()).map_err(DriverError::failed)?;
     std::thread::spawn(move || {
         if let Err(e) = proxy.serve() {
             eprintln!("proxy: {e}");
@@ -427,42 +471,42 @@ pub fn serve_proxy(
 fn exec_job(dir: &Path, args: Vec<String>, env: Vec<String>, tty: bool, stdio: Stdio) -> i32 {
     let dir = SandboxDir(dir.to_path_buf());
     let env = env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-    let outcome = (|| -> Result<i32, String> {
+    let outcome = (|| -> Result<i32, HelperError> {
         if !tty {
-            let pid = exec(&dir, &ExecRequest { args, env, console_socket: None }, stdio).map_err(|e| e.to_string())?;
-            return wait_exit(pid).map_err(|e| format!("waiting for the process: {e}"));
+            let pid = exec(&dir, &ExecRequest { args, env, console_socket: None }, stdio)?;
+            return wait_exit(pid).map_err(HelperError::Wait);
         }
         let socket = dir.0.join(format!("console-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&socket);
-        let listener = UnixListener::bind(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+        let listener = UnixListener::bind(&socket).map_err(io(&socket))?;
         let started = exec(&dir, &ExecRequest { args, env, console_socket: Some(socket.clone()) }, Stdio::default());
         let _ = std::fs::remove_file(&socket);
-        let pid = started.map_err(|e| e.to_string())?;
+        let pid = started?;
         let master = receive_master(&listener)?;
         wire::send(std::io::stdin().as_fd(), &HelperMessage::Console, &[master.as_fd()])
-            .map_err(|e| format!("passing the terminal to the gateway: {e}"))?;
+            .map_err(HelperError::PassTerminal)?;
         drop(master);
-        wait_exit(pid).map_err(|e| format!("waiting for the process: {e}"))
+        wait_exit(pid).map_err(HelperError::Wait)
     })();
     match outcome {
         Ok(code) => {
             report(&HelperMessage::Exited { code });
             code
         }
-        Err(message) => {
-            eprintln!("exec: {message}");
-            report(&HelperMessage::Failed { message });
+        Err(e) => {
+            eprintln!("exec: {e}");
+            report(&HelperMessage::Failed { message: e.to_string() });
             125
         }
     }
 }
 
 /// The terminal's master end, as libcontainer sends it to a console socket.
-fn receive_master(listener: &UnixListener) -> Result<OwnedFd, String> {
-    let (stream, _) = listener.accept().map_err(|e| format!("console socket: {e}"))?;
+fn receive_master(listener: &UnixListener) -> Result<OwnedFd, HelperError> {
+    let (stream, _) = listener.accept().map_err(HelperError::Console)?;
     match wire::recv_bytes(&stream) {
-        Ok(Some((_, fds))) => fds.into_iter().next().ok_or_else(|| "no terminal on the console socket".into()),
-        Ok(None) => Err("the console socket closed without a terminal".into()),
-        Err(e) => Err(format!("console socket: {e}")),
+        Ok(Some((_, fds))) => fds.into_iter().next().ok_or(HelperError::NoTerminal),
+        Ok(None) => Err(HelperError::NoTerminal),
+        Err(e) => Err(HelperError::ConsoleMessage(e)),
     }
 }

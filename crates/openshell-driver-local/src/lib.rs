@@ -29,7 +29,7 @@ use openshell_driver::{
 use openshell_gateway_api::wire;
 use openshell_policy::KernelProfile;
 use openshell_sandbox::disk::Disk;
-use openshell_sandbox::idmap::IdMap;
+use openshell_sandbox::idmap::{IdMap, IdMapError};
 use openshell_sandbox::rootfs::LayerCache;
 use openshell_sandbox::sandbox::{SandboxConfig, SandboxDir, write_json};
 use openshell_sandbox::{ProcessConfig, SpecInput, Writable, resolve_group, resolve_user, runtime_spec};
@@ -54,7 +54,7 @@ pub struct LocalDriver {
     spare: std::sync::Arc<std::sync::Mutex<Option<Spare>>>,
     /// The host range sandboxes' ids map to, and whether layers can be mounted
     /// idmapped here: found at the first create.
-    user_namespaces: std::sync::OnceLock<Result<(IdMap, bool), String>>,
+    user_namespaces: std::sync::OnceLock<Result<(IdMap, bool), std::sync::Arc<IdMapError>>>,
     /// Pidfds of each running sandbox's supervisor and process 1, by sandbox id.
     running: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Pidfds>>>,
     /// The seccomp programs compiled so far, by filter.
@@ -149,7 +149,7 @@ impl LocalDriver {
     fn user_namespaces(&self) -> Result<(IdMap, bool), DriverError> {
         self.user_namespaces
             .get_or_init(|| {
-                let ids = IdMap::for_host().map_err(|e| format!("the sandboxes' user namespace: {e}"))?;
+                let ids = IdMap::for_host()?;
                 let idmapped = openshell_sandbox::rootfs::idmapped_overlay_works(&self.layers(), &ids);
                 if !idmapped {
                     tracing::warn!("this kernel cannot idmap image layers; they are unpacked with shifted owners");
@@ -157,7 +157,7 @@ impl LocalDriver {
                 Ok((ids, idmapped))
             })
             .clone()
-            .map_err(DriverError::Failed)
+            .map_err(|e| DriverError::failed(format!("the sandboxes' user namespace: {e}")))
     }
 
     /// Held while a sandbox's network is numbered: creates run concurrently, in

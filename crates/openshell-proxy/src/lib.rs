@@ -56,5 +56,5 @@ mod websocket;
 pub use audit::{ApiEvent, AuditEvent, AuditSink, JsonLines, WebSocketTraffic};
 pub use identify::{Caller, Fixed, Identify, ProcIdentify};
 pub use proxy::{Connect, Dialing, Direct, Fenced, Limits, Proxy, ProxyConfig, ProxyError, ProxyHandle};
-pub use resolve::{Resolve, StaticResolver, SystemResolver, WithOverrides};
+pub use resolve::{OverrideError, Resolve, StaticResolver, SystemResolver, WithOverrides};
 pub use tls::{Interceptor, SandboxCa, TlsError};

@@ -30,7 +30,7 @@ use crate::audit::{AuditEvent, AuditSink, WebSocketTraffic, now_ms};
 use crate::http1::{self, HeadError, Kind, RequestHead};
 use crate::identify::{Caller, Identify};
 use crate::resolve::Resolve;
-use crate::router::{Active, INFERENCE_HOST, InferenceRoute, PROVIDER_HOSTS};
+use crate::router::{Active, INFERENCE_HOST, InferenceRoute, PROVIDER_HOSTS, RouteError};
 use crate::tls::Interceptor;
 use crate::{aio, forward, l7, relay, router};
 
@@ -53,7 +53,7 @@ pub enum ProxyError {
         source: std::io::Error,
     },
     #[error("the inference route: {0}")]
-    Route(String),
+    Route(#[source] RouteError),
 }
 
 /// What one sandbox may make its proxy hold. The defaults are documented in
@@ -95,7 +95,7 @@ impl Shared {
     }
 }
 
-fn active(route: InferenceRoute) -> Result<Arc<Active>, String> {
+fn active(route: InferenceRoute) -> Result<Arc<Active>, RouteError> {
     let backend = route.validate()?;
     Ok(Arc::new(Active { route, backend }))
 }
@@ -619,7 +619,7 @@ impl ProxyHandle {
     }
 
     /// Replaces the inference route (`None`: no route); the next request uses it.
-    pub fn set_route(&self, route: Option<InferenceRoute>) -> Result<(), String> {
+    pub fn set_route(&self, route: Option<InferenceRoute>) -> Result<(), RouteError> {
         let route = route.map(active).transpose()?;
         *self.shared.route.write().unwrap_or_else(|p| p.into_inner()) = route;
         Ok(())

@@ -53,6 +53,15 @@ impl Resolve for StaticResolver {
     }
 }
 
+/// What is wrong with a `name=ip[,name=ip...]` list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverrideError {
+    #[error("`{0}`: expected name=ip")]
+    NotNameIp(String),
+    #[error("`{item}`: `{ip}` is not an IP address")]
+    NotAnIp { item: String, ip: String },
+}
+
 /// Fixed names first (e.g. `.test` names of a test's servers, or an air-gapped
 /// site's hosts), the system's resolver for the rest.
 #[derive(Debug, Clone, Default)]
@@ -60,11 +69,14 @@ pub struct WithOverrides(pub StaticResolver);
 
 impl WithOverrides {
     /// Parses `name=ip[,name=ip...]` (the `OPENSHELL_PROXY_HOSTS` form).
-    pub fn parse(spec: &str) -> Result<WithOverrides, String> {
+    pub fn parse(spec: &str) -> Result<WithOverrides, OverrideError> {
         let mut map: HashMap<String, Vec<IpAddr>> = HashMap::new();
         for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            let (name, ip) = item.split_once('=').ok_or_else(|| format!("`{item}`: expected name=ip"))?;
-            let ip: IpAddr = ip.trim().parse().map_err(|_| format!("`{item}`: `{ip}` is not an IP address"))?;
+            let (name, ip) = item.split_once('=').ok_or_else(|| OverrideError::NotNameIp(item.to_owned()))?;
+            let ip: IpAddr = ip
+                .trim()
+                .parse()
+                .map_err(|_| OverrideError::NotAnIp { item: item.to_owned(), ip: ip.trim().to_owned() })?;
             map.entry(name.trim().trim_end_matches('.').to_ascii_lowercase()).or_default().push(ip);
         }
         Ok(WithOverrides(StaticResolver(map)))

@@ -134,25 +134,62 @@ pub struct Backend {
     pub path: String,
 }
 
+/// Why an inference route cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("base URL `{url}`: {problem}")]
+    BaseUrl { url: String, problem: BaseUrlProblem },
+    #[error("the timeout must be at least 1 second")]
+    Timeout,
+    #[error("not a route file: {0}")]
+    File(#[source] serde_json::Error),
+}
+
+/// What is wrong with a route's `base_url`.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseUrlProblem {
+    #[error(transparent)]
+    Parse(#[from] url::ParseError),
+    #[error("not an http:// or https:// URL")]
+    Scheme,
+    #[error("it names no host")]
+    NoHost,
+    #[error("port 0")]
+    PortZero,
+    #[error("a base URL takes no user name or password (the provider's credential is the one sent)")]
+    Credentials,
+    #[error("a base URL takes no query or fragment")]
+    QueryOrFragment,
+}
+
 impl Backend {
-    pub fn parse(url: &str) -> Result<Backend, String> {
-        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("http://") {
-            (false, r)
-        } else {
-            return Err(format!("`{url}` is not an http:// or https:// URL"));
+    /// Parses a `base_url` (`url`'s parser: the host lower-cased, IPv6 without
+    /// its brackets, the scheme's port when none is given).
+    pub fn parse(base_url: &str) -> Result<Backend, RouteError> {
+        let bad = |problem| RouteError::BaseUrl { url: base_url.to_owned(), problem };
+        let url = url::Url::parse(base_url).map_err(|e| bad(e.into()))?;
+        let tls = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return Err(bad(BaseUrlProblem::Scheme)),
         };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        let (host, port) = crate::proxy::authority(authority, Some(if tls { 443 } else { 80 }))
-            .ok_or_else(|| format!("`{url}` has no usable host"))?;
-        if path.contains(['?', '#']) {
-            return Err(format!("`{url}`: a base URL takes no query or fragment"));
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad(BaseUrlProblem::Credentials));
         }
-        Ok(Backend { tls, host, port, path: path.trim_end_matches('/').to_owned() })
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad(BaseUrlProblem::QueryOrFragment));
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            _ => return Err(bad(BaseUrlProblem::NoHost)),
+        };
+        let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        if port == 0 {
+            return Err(bad(BaseUrlProblem::PortZero));
+        }
+        Ok(Backend { tls, host, port, path: url.path().trim_end_matches('/').to_owned() })
     }
 
     /// The backend path for a request path (`/v1/...`).
@@ -172,9 +209,9 @@ impl Backend {
 
 impl InferenceRoute {
     /// Checks the route (its base URL) before it is used.
-    pub fn validate(&self) -> Result<Backend, String> {
+    pub fn validate(&self) -> Result<Backend, RouteError> {
         if self.timeout_secs == 0 {
-            return Err("the timeout must be at least 1 second".into());
+            return Err(RouteError::Timeout);
         }
         Backend::parse(&self.base_url)
     }
@@ -797,8 +834,8 @@ fn api_error(status: u16, body: &Value) -> Value {
 }
 
 /// Parses a route file (`inference.json`).
-pub fn read_route(bytes: &[u8]) -> Result<InferenceRoute, String> {
-    let route: InferenceRoute = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+pub fn read_route(bytes: &[u8]) -> Result<InferenceRoute, RouteError> {
+    let route: InferenceRoute = serde_json::from_slice(bytes).map_err(RouteError::File)?;
     route.validate()?;
     Ok(route)
 }
@@ -818,9 +855,22 @@ mod tests {
         let local = Backend::parse("http://10.0.0.5:8000/openai/v1/").expect("url");
         assert_eq!((local.tls, local.port, local.host_header()), (false, 8000, "10.0.0.5:8000".to_owned()));
         assert_eq!(local.join("/v1/models"), "/openai/v1/models");
-        assert!(Backend::parse("ftp://x").is_err());
-        assert!(Backend::parse("https://").is_err());
-        assert!(Backend::parse("https://h/v1?x=1").is_err());
+        let v6 = Backend::parse("http://[fd00::5]:8000/v1").expect("url");
+        assert_eq!((v6.host.as_str(), v6.port, v6.host_header()), ("fd00::5", 8000, "[fd00::5]:8000".to_owned()));
+        assert_eq!(Backend::parse("HTTPS://API.Example.TEST/v1").expect("url").host, "api.example.test");
+        let problem = |url: &str| match Backend::parse(url) {
+            Err(RouteError::BaseUrl { problem, .. }) => problem,
+            other => panic!("{url}: {other:?}"),
+        };
+        assert!(matches!(problem("ftp://x"), BaseUrlProblem::Scheme));
+        assert!(matches!(problem("https://"), BaseUrlProblem::Parse(_)));
+        assert!(matches!(problem("api.example.test/v1"), BaseUrlProblem::Parse(_)));
+        assert!(matches!(problem("https://h/v1?x=1"), BaseUrlProblem::QueryOrFragment));
+        assert!(matches!(problem("https://h/v1#f"), BaseUrlProblem::QueryOrFragment));
+        assert!(matches!(problem("https://h:0/v1"), BaseUrlProblem::PortZero));
+        // Before `url`, this host was `user@h`.
+        assert!(matches!(problem("https://user@h/v1"), BaseUrlProblem::Credentials));
+        assert!(matches!(problem("https://user:pw@h/v1"), BaseUrlProblem::Credentials));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum TlsError {
     Roots { path: PathBuf, message: String },
     #[error("no trusted roots: the system has none and none were configured")]
     NoRoots,
+    #[error("the upstream roots were taken already")]
+    RootsTaken,
 }
 
 /// A sandbox's certificate authority. The key is PEM text kept by the host
@@ -178,7 +180,7 @@ pub struct Interceptor {
     servers: Mutex<HashMap<String, Arc<ServerConfig>>>,
     /// Where the upstream roots come from, taken when the client side is first made.
     roots: Mutex<Option<Roots>>,
-    client: std::sync::OnceLock<Result<Arc<ClientConfig>, String>>,
+    client: std::sync::OnceLock<Result<Arc<ClientConfig>, Arc<TlsError>>>,
 }
 
 /// The upstream roots: given, or read (system + `OPENSHELL_UPSTREAM_CA`) on
@@ -239,17 +241,18 @@ impl Interceptor {
     }
 
     /// The client side towards real upstreams; the error says why there is none.
-    pub fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
+    /// Made once: a failure is kept and given to every caller.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, Arc<TlsError>> {
         self.client
             .get_or_init(|| {
                 let roots = match self.roots.lock().unwrap_or_else(|p| p.into_inner()).take() {
                     Some(Roots::Given(roots)) => roots,
-                    Some(Roots::FromEnv) => upstream_roots_from_env().map_err(|e| e.to_string())?,
-                    None => return Err("the upstream roots were taken already".into()),
+                    Some(Roots::FromEnv) => upstream_roots_from_env()?,
+                    None => return Err(TlsError::RootsTaken.into()),
                 };
                 let mut client = ClientConfig::builder_with_provider(provider())
                     .with_safe_default_protocol_versions()
-                    .map_err(|e| e.to_string())?
+                    .map_err(TlsError::Config)?
                     .with_root_certificates(roots)
                     .with_no_client_auth();
                 client.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -270,7 +273,7 @@ pub enum DialError {
     #[error("{0}")]
     Name(#[from] TlsError),
     #[error("has no roots to verify with: {0}")]
-    Config(String),
+    Config(#[source] Arc<TlsError>),
     #[error("failed: {0}")]
     Handshake(std::io::Error),
     #[error("timed out")]

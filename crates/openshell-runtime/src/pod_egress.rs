@@ -471,7 +471,7 @@ enum ApplyError {
     #[error("the route: {0}")]
     RouteJson(#[from] serde_json::Error),
     #[error("the route: {0}")]
-    Route(String),
+    Route(#[source] openshell_proxy::router::RouteError),
 }
 
 fn config(

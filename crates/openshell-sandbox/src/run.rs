@@ -70,10 +70,33 @@ fn close_inherited(keep: Option<std::os::fd::RawFd>) {
 /// could not start.
 pub const EXIT_NOT_STARTED: i32 = 125;
 
+/// Why a sandbox process's restrictions could not be put in place.
+#[derive(Debug, thiserror::Error)]
+pub enum RestrictError {
+    #[error(transparent)]
+    Landlock(#[from] crate::landlock::LandlockError),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    #[error(transparent)]
+    Bpf(#[from] crate::seccomp_bpf::BpfError),
+}
+
+/// What [`wait_ready`] heard instead of "restricted".
+#[derive(Debug, thiserror::Error)]
+pub enum ReadyError {
+    #[error("the sandbox's process ended before its restrictions were in place")]
+    Ended,
+    /// The process's own reason (a [`RestrictError`], as text across the pipe).
+    #[error("{0}")]
+    Refused(String),
+    #[error("reading whether the sandbox's restrictions are in place: {0}")]
+    Read(#[source] std::io::Error),
+}
+
 impl LandlockExecutor {
     /// Landlock, then the seccomp filters: all or nothing.
-    fn restrict(&self) -> Result<(), String> {
-        let report = crate::landlock::apply(&self.profile).map_err(|e| e.to_string())?;
+    fn restrict(&self) -> Result<(), RestrictError> {
+        let report = crate::landlock::apply(&self.profile)?;
         tracing::debug!(
             status = report.status,
             applied = report.applied.len(),
@@ -81,10 +104,10 @@ impl LandlockExecutor {
             "landlock"
         );
         if let Some(filter) = &self.seccomp {
-            install_seccomp(filter).map_err(|e| e.to_string())?;
+            install_seccomp(filter)?;
         }
         if let Some(program) = &self.bpf {
-            crate::seccomp_bpf::install(program).map_err(|e| e.to_string())?;
+            crate::seccomp_bpf::install(program)?;
         }
         Ok(())
     }
@@ -104,7 +127,7 @@ impl Executor for LandlockExecutor {
         }
         let restricted = self.restrict();
         if let Some(ready) = &self.ready {
-            let line = restricted.as_ref().err().map_or_else(String::new, |e| e.replace('\n', " "));
+            let line = restricted.as_ref().err().map_or_else(String::new, |e| e.to_string().replace('\n', " "));
             let _ = std::io::Write::write_all(
                 &mut std::fs::File::from(
                     ready
@@ -164,14 +187,14 @@ impl Executor for LandlockExecutor {
 /// Waits for a process's [`LandlockExecutor::ready`] answer on `from` (whose
 /// write end the caller has closed): `Ok` once its restrictions are in place,
 /// `Err` with the process's reason, or with "ended before" when it died first.
-pub fn wait_ready(from: OwnedFd) -> Result<(), String> {
+pub fn wait_ready(from: OwnedFd) -> Result<(), ReadyError> {
     use std::io::BufRead;
     let mut line = String::new();
     match std::io::BufReader::new(std::fs::File::from(from)).read_line(&mut line) {
-        Ok(0) => Err("the sandbox's process ended before its restrictions were in place".into()),
+        Ok(0) => Err(ReadyError::Ended),
         Ok(_) if line.trim().is_empty() => Ok(()),
-        Ok(_) => Err(line.trim().to_owned()),
-        Err(e) => Err(format!("reading whether the sandbox's restrictions are in place: {e}")),
+        Ok(_) => Err(ReadyError::Refused(line.trim().to_owned())),
+        Err(e) => Err(ReadyError::Read(e)),
     }
 }
 

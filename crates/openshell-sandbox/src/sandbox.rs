@@ -264,7 +264,7 @@ pub enum Event {
 
 /// Receives the supervisor's [`Event`]s; an error at `Created` stops the sandbox
 /// before it starts (what it needs could not be provided).
-pub type OnEvent<'a> = &'a mut dyn FnMut(Event) -> Result<(), String>;
+pub type OnEvent<'a> = &'a mut dyn FnMut(Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// A client's stdio to attach; a missing stdin is /dev/null, missing outputs are
 /// only logged.
