@@ -999,9 +999,10 @@ fn with_upstream(docker: bool) -> (Env, Upstream) {
 
 /// Issue 16: the sandbox's DNS responder, through the clients agents use: glibc's
 /// `getent hosts`, Python's `socket.getaddrinfo`, Node's `dns.lookup` and `dig`
-/// (the net-test image, lockfiles/net-test.lock). An allowed name resolves to the
-/// address the proxy dials (the test's upstream), also when dig names another
-/// server; a name no policy names is NXDOMAIN to each of them.
+/// (the net-test image, lockfiles/net-test.lock), over UDP and, with `dig +tcp`,
+/// over TCP. An allowed name resolves to the address the proxy dials (the test's
+/// upstream), also when dig names another server; a name no policy names is
+/// NXDOMAIN to each of them.
 #[test]
 fn real_clients_resolve_allowed_names_through_the_sandboxs_dns() {
     let store = default_image_store();
@@ -1041,6 +1042,12 @@ fn real_clients_resolve_allowed_names_through_the_sandboxs_dns() {
             "dig @another server",
             "dig +short @192.0.2.53 api.test",
             "dig @192.0.2.53 other.test | grep -o 'status: [A-Z]*'",
+        ),
+        ("dig +tcp", "dig +tcp +short api.test", "dig +tcp other.test | grep -o 'status: [A-Z]*'"),
+        (
+            "dig +tcp @another server",
+            "dig +tcp +short @192.0.2.53 api.test",
+            "dig +tcp @192.0.2.53 other.test | grep -o 'status: [A-Z]*'",
         ),
     ];
     let refused = |client: &str| match client {

@@ -6,10 +6,18 @@
 //! `allowed_ips`); every other name is NXDOMAIN, audited as OCSF DNS activity (class
 //! 4003). No query leaves the host but this responder's own lookup through the
 //! proxy's resolver. Messages are parsed and written with `hickory-proto`.
+//!
+//! Queries over TCP (RFC 7766: each message after its two-byte length; a client
+//! falls back to it for a truncated answer, `dig +tcp`, `options use-vc`) get the
+//! same answers, one connection per thread, at most [`TCP_CONNECTIONS`] at once
+//! (a further one is closed at once), each closed after [`TCP_IDLE`] without a
+//! query or at the first message that is not one.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
@@ -24,19 +32,35 @@ pub const DNS_PORT: u16 = 53;
 const IN_FLIGHT: usize = 32;
 /// Largest query read (EDNS clients advertise up to 1232 bytes and more).
 const MAX_QUERY: usize = 4096;
+/// TCP connections served at once.
+pub const TCP_CONNECTIONS: usize = 8;
+/// How long a TCP connection may wait for its next query.
+pub const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// A bound responder; [`Dns::serve`] runs it.
 pub struct Dns {
     pub(crate) socket: UdpSocket,
+    /// Where queries over TCP come, when they do.
+    pub(crate) tcp: Option<TcpListener>,
     pub(crate) shared: Arc<Shared>,
     /// The only peer address answered (the sandbox's); `None`: any.
     pub(crate) peer: Option<IpAddr>,
 }
 
 impl Dns {
-    /// Answers queries until the socket fails; each on a thread of its own (a
-    /// lookup may block), at most [`IN_FLIGHT`] at once.
+    /// Also answers queries over TCP on `listener`.
+    pub fn with_tcp(self, listener: TcpListener) -> Dns {
+        Dns { tcp: Some(listener), ..self }
+    }
+
+    /// Answers queries until the UDP socket fails; each on a thread of its own
+    /// (a lookup may block), at most [`IN_FLIGHT`] at once. Queries over TCP are
+    /// served on threads of their own.
     pub fn serve(self) -> std::io::Result<()> {
+        if let Some(listener) = self.tcp {
+            let (shared, peer) = (Arc::clone(&self.shared), self.peer);
+            std::thread::spawn(move || serve_tcp(&listener, &shared, peer));
+        }
         let socket = Arc::new(self.socket);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let mut buffer = vec![0u8; MAX_QUERY];
@@ -55,6 +79,44 @@ impl Dns {
                 in_flight.fetch_sub(1, Ordering::SeqCst);
             });
         }
+    }
+}
+
+/// Serves the TCP connections `listener` accepts until it fails.
+fn serve_tcp(listener: &TcpListener, shared: &Arc<Shared>, peer: Option<IpAddr>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let Ok(from) = conn.peer_addr() else { continue };
+        // Only this thread adds: a count read here never grows before the add.
+        if peer.is_some_and(|peer| peer != from.ip()) || open.load(Ordering::SeqCst) >= TCP_CONNECTIONS {
+            continue;
+        }
+        open.fetch_add(1, Ordering::SeqCst);
+        let (shared, open) = (Arc::clone(shared), Arc::clone(&open));
+        std::thread::spawn(move || {
+            let _ = answer_stream(conn, &shared, from);
+            open.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Answers the queries of one TCP connection, in order, until it ends, idles
+/// for [`TCP_IDLE`] or sends what is not a query.
+fn answer_stream(mut conn: TcpStream, shared: &Shared, from: SocketAddr) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(TCP_IDLE))?;
+    conn.set_write_timeout(Some(TCP_IDLE))?;
+    loop {
+        let mut length = [0u8; 2];
+        conn.read_exact(&mut length)?;
+        let mut query = vec![0u8; usize::from(u16::from_be_bytes(length))];
+        conn.read_exact(&mut query)?;
+        let Some(reply) = answer(shared, &query, from) else { return Ok(()) };
+        let Ok(length) = u16::try_from(reply.len()) else { return Ok(()) };
+        let mut framed = Vec::with_capacity(2 + reply.len());
+        framed.extend_from_slice(&length.to_be_bytes());
+        framed.extend_from_slice(&reply);
+        conn.write_all(&framed)?;
     }
 }
 

@@ -269,14 +269,23 @@ impl Proxy {
     /// [`crate::dns::DNS_PORT`]), answering from this proxy's policy and pins.
     pub fn dns_fenced(&self, fenced: &Fenced) -> Result<crate::dns::Dns, ProxyError> {
         let addr = SocketAddr::new(fenced.addr.ip(), crate::dns::DNS_PORT);
-        let socket =
-            fenced_socket(fenced, addr, socket2::Type::DGRAM).map_err(|source| ProxyError::Bind { addr, source })?;
-        Ok(crate::dns::Dns { socket: socket.into(), shared: Arc::clone(&self.shared), peer: Some(fenced.peer) })
+        let bind = |kind| fenced_socket(fenced, addr, kind).map_err(|source| ProxyError::Bind { addr, source });
+        let udp = bind(socket2::Type::DGRAM)?;
+        let tcp = bind(socket2::Type::STREAM)?;
+        tcp.listen(crate::dns::TCP_CONNECTIONS as i32).map_err(|source| ProxyError::Bind { addr, source })?;
+        let dns = crate::dns::Dns {
+            socket: udp.into(),
+            tcp: None,
+            shared: Arc::clone(&self.shared),
+            peer: Some(fenced.peer),
+        };
+        Ok(dns.with_tcp(tcp.into()))
     }
 
-    /// A DNS responder on `socket` for whoever reaches it (tests).
+    /// A DNS responder on `socket` (UDP; [`crate::dns::Dns::with_tcp`] adds TCP)
+    /// for whoever reaches it: a pod's, on its loopback, and tests.
     pub fn dns_on(&self, socket: std::net::UdpSocket) -> crate::dns::Dns {
-        crate::dns::Dns { socket, shared: Arc::clone(&self.shared), peer: None }
+        crate::dns::Dns { socket, tcp: None, shared: Arc::clone(&self.shared), peer: None }
     }
 
     /// A proxy on a listener made elsewhere, serving whoever reaches it: a

@@ -1,8 +1,9 @@
 //! The DNS responder against queries on loopback: A and AAAA for a name the
 //! policy names, NXDOMAIN (and a DNS-activity audit line) for any other, no data
 //! for other types, and the same addresses the proxy then dials (the pin): a
-//! resolver that answers differently on each lookup is asked once. Real clients
-//! (getent, Python, Node, dig) are tested in a sandbox by `tests/sandbox.rs`.
+//! resolver that answers differently on each lookup is asked once; the same over
+//! TCP, with its connections bounded. Real clients (getent, Python, Node, dig,
+//! `dig +tcp`) are tested in a sandbox by `tests/sandbox.rs`.
 
 mod common;
 
@@ -60,6 +61,7 @@ impl Connect for Dialled {
 /// lines, the resolver (its lookups counted) and where the proxy dialled.
 struct Setup {
     dns: SocketAddr,
+    dns_tcp: SocketAddr,
     proxy: SocketAddr,
     audit: Arc<Recorder>,
     lookups: Arc<Shifting>,
@@ -107,11 +109,54 @@ fn setup() -> Setup {
     .expect("bind proxy");
     let socket = UdpSocket::bind("127.0.0.1:0").expect("udp");
     let dns = socket.local_addr().expect("addr");
-    let responder = proxy.dns_on(socket);
+    let tcp = TcpListener::bind("127.0.0.1:0").expect("tcp");
+    let dns_tcp = tcp.local_addr().expect("addr");
+    let responder = proxy.dns_on(socket).with_tcp(tcp);
     std::thread::spawn(move || responder.serve());
     let proxy_addr = proxy.local_addr().expect("addr");
     std::thread::spawn(move || proxy.serve());
-    Setup { dns, proxy: proxy_addr, audit, lookups, dialled }
+    Setup { dns, dns_tcp, proxy: proxy_addr, audit, lookups, dialled }
+}
+
+/// A query for `name`'s `kind` records with `id`.
+fn query(id: u16, name: &str, kind: RecordType) -> Vec<u8> {
+    let mut query = Message::new(id, MessageType::Query, OpCode::Query);
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(Name::from_ascii(name).expect("name"), kind));
+    query.to_vec().expect("encode")
+}
+
+/// A DNS message after its two-byte length, as over TCP.
+fn framed(message: &[u8]) -> Vec<u8> {
+    let mut out = u16::try_from(message.len()).expect("short").to_be_bytes().to_vec();
+    out.extend_from_slice(message);
+    out
+}
+
+/// The next message on a TCP connection.
+fn read_framed(c: &mut TcpStream) -> Message {
+    let mut length = [0u8; 2];
+    c.read_exact(&mut length).expect("a length");
+    let mut message = vec![0u8; usize::from(u16::from_be_bytes(length))];
+    c.read_exact(&mut message).expect("a message");
+    Message::from_vec(&message).expect("a DNS message")
+}
+
+/// A TCP connection to the responder, with a read timeout.
+fn dial(addr: SocketAddr) -> TcpStream {
+    let c = TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    c
+}
+
+/// Whether the responder closes `c` (end of file, or a reset) before answering.
+fn closed(c: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match c.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut,
+    }
 }
 
 /// Asks `dns` for `name`'s `kind` records.
@@ -182,4 +227,60 @@ fn allowed_names_get_the_addresses_the_proxy_dials_and_others_nxdomain() {
     // the metadata address, an uncovered private one and a public one, only the last.
     let meta = ask(s.dns, "meta.test.", RecordType::A);
     assert_eq!(addresses(&meta), [IpAddr::from([192, 0, 2, 7])]);
+}
+
+#[test]
+fn queries_over_tcp_get_the_same_answers_in_order_on_one_connection() {
+    let s = setup();
+    let mut c = dial(s.dns_tcp);
+    // Two queries written at once (pipelined): both answered, in order.
+    let mut both = framed(&query(1, "api.test.", RecordType::A));
+    both.extend(framed(&query(2, "evil.test.", RecordType::A)));
+    c.write_all(&both).expect("write");
+    let first = read_framed(&mut c);
+    assert_eq!((first.metadata.id, first.metadata.response_code), (1, ResponseCode::NoError));
+    assert_eq!(addresses(&first), [IpAddr::from([10, 200, 0, 2])]);
+    let second = read_framed(&mut c);
+    assert_eq!((second.metadata.id, second.metadata.response_code), (2, ResponseCode::NXDomain));
+    assert!(s.audit.lines().iter().any(|l| l.contains("evil.test")), "the refusal is audited");
+    // The UDP answer is the same pin.
+    assert_eq!(addresses(&ask(s.dns, "api.test.", RecordType::A)), [IpAddr::from([10, 200, 0, 2])]);
+    assert_eq!(s.lookups.0.load(Ordering::SeqCst), 1);
+    // A message that is not a DNS query ends the connection.
+    c.write_all(&framed(b"not dns")).expect("write");
+    assert!(closed(&mut c), "the connection stays open after garbage");
+}
+
+#[test]
+fn tcp_connections_are_bounded_and_a_closed_one_frees_its_place() {
+    let s = setup();
+    let held: Vec<TcpStream> = (0..openshell_proxy::dns::TCP_CONNECTIONS)
+        .map(|i| {
+            let mut c = dial(s.dns_tcp);
+            // Answered: each is being served.
+            c.write_all(&framed(&query(i as u16, "api.test.", RecordType::A))).expect("write");
+            assert_eq!(read_framed(&mut c).metadata.id, i as u16);
+            c
+        })
+        .collect();
+    let mut over = dial(s.dns_tcp);
+    assert!(closed(&mut over), "a connection past the bound is served");
+    drop(held);
+    // Their threads see the ends and free the places.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = dial(s.dns_tcp);
+        if c.write_all(&framed(&query(99, "api.test.", RecordType::A))).is_ok() && answered(&mut c) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no place freed after the held connections closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether an answer's length comes (the connection is served), rather than
+/// the end of the connection.
+fn answered(c: &mut TcpStream) -> bool {
+    let mut length = [0u8; 2];
+    c.read_exact(&mut length).is_ok()
 }

@@ -355,9 +355,11 @@ pub fn serve(dir: &Path) -> Result<(), EgressError> {
     // Raw TCP for `protocol: tcp` endpoints: the pod's fence sends it here.
     let raw_tcp = std::net::SocketAddr::from(([127, 0, 0, 1], openshell_sandbox::fence::RAW_TCP_PORT));
     let proxy = proxy.raw_tcp_on(openshell_sandbox::fence::listen_in(&netns, raw_tcp)?);
-    // The pod's DNS responder: its fence sends every UDP query to port 53 here.
+    // The pod's DNS responder: its fence sends every query to port 53 here.
     let dns_addr = std::net::SocketAddr::from(([127, 0, 0, 1], openshell_sandbox::fence::DNS_PORT));
-    let dns = proxy.dns_on(openshell_sandbox::fence::udp_in(&netns, dns_addr)?);
+    let dns = proxy
+        .dns_on(openshell_sandbox::fence::udp_in(&netns, dns_addr)?)
+        .with_tcp(openshell_sandbox::fence::listen_in(&netns, dns_addr)?);
     std::thread::spawn(move || {
         if let Err(e) = dns.serve() {
             eprintln!("dns: {e}");

@@ -1,7 +1,7 @@
 //! The network fence of a sandbox with network policies: a veth pair from the host into the sandbox's network namespace, with an
 //! nftables table inside the namespace under which the only reachable destinations
 //! are the proxy's address and port, and the DNS responder beside it: every UDP
-//! query to port 53, whatever server it names, goes to the responder on the same
+//! or TCP query to port 53, whatever server it names, goes to the responder on the same
 //! address. Every other outbound TCP connection (IPv4) goes to the proxy's raw
 //! TCP listener on the sandbox's own address ([`RAW_TCP_PORT`]), which relays
 //! what a `protocol: tcp` endpoint allows and resets the rest. Everything else
@@ -72,6 +72,7 @@ pub const RAW_TCP_PORT: u16 = 1023;
 /// table inet openshell_fence {
 ///   chain divert { type nat hook output priority -100; policy accept;
 ///     meta nfproto ipv4 udp dport 53 oif != "lo" dnat ip to PROXY:53
+///     meta nfproto ipv4 tcp dport 53 oif != "lo" dnat ip to PROXY:53
 ///     meta nfproto ipv4 meta l4proto udp oif != "lo" dnat ip to SANDBOX:9
 ///     ip daddr PROXY accept
 ///     meta nfproto ipv4 meta l4proto tcp oif != "lo" dnat ip to SANDBOX:1023 }
@@ -80,6 +81,7 @@ pub const RAW_TCP_PORT: u16 = 1023;
 ///     ip daddr SANDBOX accept
 ///     ip daddr PROXY tcp dport PORT accept
 ///     ip daddr PROXY udp dport 53 accept
+///     ip daddr PROXY tcp dport 53 accept
 ///     meta l4proto tcp reject with tcp reset
 ///     reject with icmpx type port-unreachable }
 ///   chain input { type filter hook input priority 0; policy drop;
@@ -93,10 +95,7 @@ pub fn ruleset(fence: &Fence) -> Table {
     let rule = |matches: Vec<Match>, statement| Rule { matches, statement };
     let refuse_the_rest =
         || vec![rule(vec![Match::Tcp], Statement::RejectWithTcpReset), rule(vec![], Statement::RejectPortUnreachable)];
-    let dns = rule(
-        vec![Match::Ipv4, Match::UdpDestinationPort(DNS_PORT), Match::OutputIsLoopback(false)],
-        Statement::DestinationNat(fence.host_addr, DNS_PORT),
-    );
+    let [dns, dns_tcp] = dns_divert(fence.host_addr);
     let udp_refuse = rule(
         vec![Match::Ipv4, Match::Udp, Match::OutputIsLoopback(false)],
         Statement::DestinationNat(fence.sandbox_addr, 9),
@@ -114,8 +113,8 @@ pub fn ruleset(fence: &Fence) -> Table {
             vec![Match::Ipv4Destination(fence.host_addr), Match::TcpDestinationPort(fence.proxy_port)],
             Statement::Accept,
         ),
-        rule(vec![Match::Ipv4Destination(fence.host_addr), Match::UdpDestinationPort(DNS_PORT)], Statement::Accept),
     ];
+    output.extend(dns_accept(fence.host_addr));
     output.extend(refuse_the_rest());
     let mut input = vec![
         rule(vec![Match::InputIsLoopback], Statement::Accept),
@@ -131,12 +130,27 @@ pub fn ruleset(fence: &Fence) -> Table {
                 hook: ChainHook::Output,
                 priority: -100,
                 accept_by_default: true,
-                rules: vec![dns, udp_refuse, to_proxy, raw_tcp],
+                rules: vec![dns, dns_tcp, udp_refuse, to_proxy, raw_tcp],
             },
             filter("output", ChainHook::Output, output),
             filter("input", ChainHook::Input, input),
         ],
     }
+}
+
+/// The NAT rules that send every query to port 53 (UDP, then TCP), whatever
+/// server it names, to the responder at `responder`.
+fn dns_divert(responder: Ipv4Addr) -> [Rule; 2] {
+    [Match::UdpDestinationPort(DNS_PORT), Match::TcpDestinationPort(DNS_PORT)].map(|port| Rule {
+        matches: vec![Match::Ipv4, port, Match::OutputIsLoopback(false)],
+        statement: Statement::DestinationNat(responder, DNS_PORT),
+    })
+}
+
+/// The filter rules that let queries reach the responder at `responder`.
+fn dns_accept(responder: Ipv4Addr) -> [Rule; 2] {
+    [Match::UdpDestinationPort(DNS_PORT), Match::TcpDestinationPort(DNS_PORT)]
+        .map(|port| Rule { matches: vec![Match::Ipv4Destination(responder), port], statement: Statement::Accept })
 }
 
 /// A filter chain at priority 0 that drops what its rules leave.
@@ -178,7 +192,7 @@ pub fn install(fence: &Fence, netns: &str) -> Result<(), FenceError> {
 /// openshell-runtime: nothing leaves it but loopback and replies to connections
 /// that came in (Services, probes). The pod's way out is its egress proxy, which
 /// listens on the pod's loopback and dials from the node's namespace. Every UDP
-/// query to port 53 (the cluster's DNS or any other server) goes to the proxy's
+/// or TCP query to port 53 (the cluster's DNS or any other server) goes to the proxy's
 /// DNS responder on the pod's loopback, and every other outbound TCP connection
 /// (IPv4) to the proxy's raw TCP listener there ([`RAW_TCP_PORT`]), which relays
 /// what a `protocol: tcp` endpoint allows and resets the rest. Anything else
@@ -188,10 +202,12 @@ pub fn install(fence: &Fence, netns: &str) -> Result<(), FenceError> {
 /// table inet openshell_pod_fence {
 ///   chain divert { type nat hook output priority -100; policy accept;
 ///     meta nfproto ipv4 udp dport 53 oif != "lo" dnat ip to 127.0.0.1:53
+///     meta nfproto ipv4 tcp dport 53 oif != "lo" dnat ip to 127.0.0.1:53
 ///     meta nfproto ipv4 meta l4proto tcp oif != "lo" dnat ip to 127.0.0.1:1023 }
 ///   chain output { type filter hook output priority 0; policy drop;
 ///     oif "lo" accept
 ///     ip daddr 127.0.0.1 udp dport 53 accept
+///     ip daddr 127.0.0.1 tcp dport 53 accept
 ///     ip daddr 127.0.0.1 tcp dport 1023 accept
 ///     ct state established,related accept
 ///     meta l4proto tcp reject with tcp reset
@@ -204,9 +220,9 @@ pub fn install(fence: &Fence, netns: &str) -> Result<(), FenceError> {
 /// own rules.)
 pub fn pod_ruleset() -> Table {
     let rule = |matches: Vec<Match>, statement| Rule { matches, statement };
-    let output = vec![
-        rule(vec![Match::OutputIsLoopback(true)], Statement::Accept),
-        rule(vec![Match::Ipv4Destination(Ipv4Addr::LOCALHOST), Match::UdpDestinationPort(DNS_PORT)], Statement::Accept),
+    let mut output = vec![rule(vec![Match::OutputIsLoopback(true)], Statement::Accept)];
+    output.extend(dns_accept(Ipv4Addr::LOCALHOST));
+    output.extend([
         rule(
             vec![Match::Ipv4Destination(Ipv4Addr::LOCALHOST), Match::TcpDestinationPort(RAW_TCP_PORT)],
             Statement::Accept,
@@ -214,11 +230,8 @@ pub fn pod_ruleset() -> Table {
         rule(vec![Match::EstablishedOrRelated], Statement::Accept),
         rule(vec![Match::Tcp], Statement::RejectWithTcpReset),
         rule(vec![], Statement::RejectPortUnreachable),
-    ];
-    let dns = rule(
-        vec![Match::Ipv4, Match::UdpDestinationPort(DNS_PORT), Match::OutputIsLoopback(false)],
-        Statement::DestinationNat(Ipv4Addr::LOCALHOST, DNS_PORT),
-    );
+    ]);
+    let [dns, dns_tcp] = dns_divert(Ipv4Addr::LOCALHOST);
     let raw_tcp = rule(
         vec![Match::Ipv4, Match::Tcp, Match::OutputIsLoopback(false)],
         Statement::DestinationNat(Ipv4Addr::LOCALHOST, RAW_TCP_PORT),
@@ -229,7 +242,7 @@ pub fn pod_ruleset() -> Table {
         hook: ChainHook::Output,
         priority: -100,
         accept_by_default: true,
-        rules: vec![dns, raw_tcp],
+        rules: vec![dns, dns_tcp, raw_tcp],
     };
     Table { name: "openshell_pod_fence", chains: vec![divert, filter("output", ChainHook::Output, output)] }
 }

@@ -91,7 +91,8 @@ fn only_the_proxy_is_reachable_and_the_rest_fails_fast() {
     let other = SocketAddr::new(fence.host_addr.into(), 8080);
     serve(proxy, b"proxy");
     serve(other, b"other");
-    // The DNS responder's place: every query to port 53 comes here.
+    // The DNS responder's place: every query to port 53 comes here, over TCP too.
+    serve(SocketAddr::new(fence.host_addr.into(), 53), b"dns over tcp");
     let dns = UdpSocket::bind(SocketAddr::new(fence.host_addr.into(), 53)).expect("bind port 53 on the host side");
     std::thread::spawn(move || {
         let mut buf = [0u8; 64];
@@ -107,6 +108,12 @@ fn only_the_proxy_is_reachable_and_the_rest_fails_fast() {
         let mut greeting = String::new();
         s.read_to_string(&mut greeting).expect("read");
         out.push(("proxy", greeting));
+        // TCP to any server's port 53 reaches the responder (not the raw TCP listener).
+        let mut s = TcpStream::connect_timeout(&"192.0.2.1:53".parse().expect("addr"), Duration::from_secs(5))
+            .expect("DNS over TCP reaches the responder");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("read");
+        out.push(("dns over tcp anywhere", answer));
         // Another port of the same host, another host, UDP, IPv6: refused at once.
         for (what, addr) in [("other port", other), ("other host", "192.0.2.1:80".parse().expect("addr"))] {
             let started = Instant::now();
@@ -146,6 +153,7 @@ fn only_the_proxy_is_reachable_and_the_rest_fails_fast() {
     assert_eq!(get("udp to the proxy"), "Err(ConnectionRefused) fast=true");
     // A query to any server reaches the responder on the host end.
     assert_eq!(get("dns anywhere"), "Ok(\"dns\") fast=true");
+    assert_eq!(get("dns over tcp anywhere"), "dns over tcp");
     assert_eq!(get("ipv6"), "Err(NetworkUnreachable) fast=true");
     assert_eq!(get("loopback"), "true");
 
@@ -189,6 +197,7 @@ fn fence_text(fence: &Fence) -> String {
   chain divert {{
     type nat hook output priority -100; policy accept;
     meta nfproto ipv4 udp dport 53 oif != \"lo\" dnat ip to {proxy}:53
+    meta nfproto ipv4 tcp dport 53 oif != \"lo\" dnat ip to {proxy}:53
     meta nfproto ipv4 meta l4proto udp oif != \"lo\" dnat ip to {sandbox}:9
     ip daddr {proxy} accept
     meta nfproto ipv4 meta l4proto tcp oif != \"lo\" dnat ip to {sandbox}:1023
@@ -199,6 +208,7 @@ fn fence_text(fence: &Fence) -> String {
     ip daddr {sandbox} accept
     ip daddr {proxy} tcp dport {port} accept
     ip daddr {proxy} udp dport 53 accept
+    ip daddr {proxy} tcp dport 53 accept
     meta l4proto tcp reject with tcp reset
     reject with icmpx type port-unreachable
   }}
@@ -221,12 +231,14 @@ const POD_TEXT: &str = "table inet openshell_pod_fence {
   chain divert {
     type nat hook output priority -100; policy accept;
     meta nfproto ipv4 udp dport 53 oif != \"lo\" dnat ip to 127.0.0.1:53
+    meta nfproto ipv4 tcp dport 53 oif != \"lo\" dnat ip to 127.0.0.1:53
     meta nfproto ipv4 meta l4proto tcp oif != \"lo\" dnat ip to 127.0.0.1:1023
   }
   chain output {
     type filter hook output priority 0; policy drop;
     oif \"lo\" accept
     ip daddr 127.0.0.1 udp dport 53 accept
+    ip daddr 127.0.0.1 tcp dport 53 accept
     ip daddr 127.0.0.1 tcp dport 1023 accept
     ct state established,related accept
     meta l4proto tcp reject with tcp reset
