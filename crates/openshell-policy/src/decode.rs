@@ -811,6 +811,14 @@ impl Decoder {
         };
         ok &= tls.is_some();
 
+        // The fence sends every query to port 53 to the sandbox's DNS responder.
+        if protocol == Some(Protocol::Tcp) && ports.as_ref().is_some_and(|p| p.contains(&53)) {
+            let field = if f.get("ports").is_some() { "ports" } else { "port" };
+            let message = "`protocol: tcp` to port 53 can never take effect: every DNS query, UDP or TCP, goes to the sandbox's DNS responder (which answers the names the policy allows)";
+            self.err(f.key_pos_value(field), &join(key, field), message);
+            ok = false;
+        }
+
         let routing = self.choice(&f, "routing", key, "value", &[("inference", Routing::Inference)]);
         ok &= routing.is_some();
         let routing = routing.flatten();

@@ -1440,6 +1440,19 @@ fn protocol_enforcement_access() {
                 vec![x(9, 14, k("tls"), "`tls: skip` can never take effect with `protocol: tcp`")],
             ),
             bad(
+                "tcp to port 53: the DNS responder's",
+                ep("host: dns.example.com\nport: 53\nprotocol: tcp"),
+                vec![x(7, 15, k("port"), "`protocol: tcp` to port 53 can never take effect")],
+            ),
+            bad(
+                "tcp to ports with 53 among them",
+                ep("host: dns.example.com\nports: [5432, 53]\nprotocol: tcp"),
+                vec![x(7, 16, k("ports"), "every DNS query, UDP or TCP, goes to the sandbox's DNS responder")],
+            ),
+            ok("port 53 without protocol: tcp (a CONNECT to it)", ep("host: dns.example.com\nport: 53"), |p| {
+                assert_eq!(endpoint(p).ports, [53])
+            }),
+            bad(
                 "tcp with audit enforcement",
                 ep(&format!("{l4}protocol: tcp\nenforcement: audit")),
                 vec![x(9, 22, k("enforcement"), "`enforcement: audit` can never take effect without an L7 `protocol`")],
