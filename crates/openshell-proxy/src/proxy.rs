@@ -266,20 +266,20 @@ impl Proxy {
     }
 
     /// The sandbox's DNS responder, on the same fenced link (port
-    /// [`crate::dns::DNS_PORT`]), answering from this proxy's policy and pins.
+    /// [`crate::dns::DNS_PORT`], UDP and TCP), answering from this proxy's policy
+    /// and pins.
     pub fn dns_fenced(&self, fenced: &Fenced) -> Result<crate::dns::Dns, ProxyError> {
         let addr = SocketAddr::new(fenced.addr.ip(), crate::dns::DNS_PORT);
         let bind = |kind| fenced_socket(fenced, addr, kind).map_err(|source| ProxyError::Bind { addr, source });
         let udp = bind(socket2::Type::DGRAM)?;
         let tcp = bind(socket2::Type::STREAM)?;
         tcp.listen(crate::dns::TCP_CONNECTIONS as i32).map_err(|source| ProxyError::Bind { addr, source })?;
-        let dns = crate::dns::Dns {
+        Ok(crate::dns::Dns {
             socket: udp.into(),
-            tcp: None,
+            tcp: Some(tcp.into()),
             shared: Arc::clone(&self.shared),
             peer: Some(fenced.peer),
-        };
-        Ok(dns.with_tcp(tcp.into()))
+        })
     }
 
     /// A DNS responder on `socket` (UDP; [`crate::dns::Dns::with_tcp`] adds TCP)
