@@ -634,7 +634,7 @@ fn measure(
 /// image and helper about 20 ms. Without the pause either ran into the next
 /// subject's time: in one run a cold create (right after a standby one) took
 /// 37.8 ms against runc's 25.1 (right after the cold create), with it 27.4 ms
-/// against 28.3.
+/// against 28.3 (every subject is a little slower after a pause).
 const SETTLE: Duration = Duration::from_millis(250);
 
 /// Between the two bursts of back-to-back creates: time for the pool to make the
