@@ -107,7 +107,21 @@ pub enum EgressError {
     #[error(transparent)]
     Trust(#[from] pod_trust::TrustError),
     #[error("the pod's egress proxy: {0}")]
-    Proxy(String),
+    Proxy(#[from] openshell_proxy::ProxyError),
+    #[error("the pod's egress proxy: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("the pod's egress proxy's policy: {0}")]
+    Policy(#[from] openshell_policy::LoadError),
+    #[error("the pod's egress proxy's state {}: {source}", path.display())]
+    State {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the pod's egress proxy: blocking SIGHUP: {0}")]
+    Signals(#[source] nix::Error),
+    #[error("the pod's egress proxy: OPENSHELL_PROXY_HOSTS: {0}")]
+    Hosts(#[source] openshell_proxy::OverrideError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EgressError + '_ {
@@ -187,7 +201,7 @@ pub fn start(dir: &Path, id: &str, spec: &Spec, member: u32) -> Result<(), Egres
         .unwrap_or_else(|| dir.join(AUDIT_FILE));
     let state = EgressState { netns, member, audit, sandbox: id.to_owned(), control };
     let path = dir.join(STATE_FILE);
-    let json = serde_json::to_vec(&state).map_err(|e| EgressError::Proxy(e.to_string()))?;
+    let json = serde_json::to_vec(&state).map_err(|source| EgressError::State { path: path.clone(), source })?;
     std::fs::write(&path, json).map_err(io(&path))?;
     // The proxy starts with what the pod's containers will hand it, so that their
     // creates find it applied: the pod's annotated policy when its digest holds,
@@ -329,11 +343,12 @@ pub fn serve(dir: &Path) -> Result<(), EgressError> {
     use nix::sys::signal::SigSet;
     let path = dir.join(STATE_FILE);
     let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let state: EgressState = serde_json::from_slice(&bytes).map_err(|e| EgressError::Proxy(e.to_string()))?;
+    let state: EgressState =
+        serde_json::from_slice(&bytes).map_err(|source| EgressError::State { path: path.clone(), source })?;
     // Blocked before the proxy's threads exist, so that only the waiting thread gets it.
     let mut hangup = SigSet::empty();
     hangup.add(Signal::SIGHUP);
-    hangup.thread_block().map_err(|e| EgressError::Proxy(format!("blocking SIGHUP: {e}")))?;
+    hangup.thread_block().map_err(EgressError::Signals)?;
     let netns = state.netns.display().to_string();
     let listener =
         openshell_sandbox::fence::listen_in(&netns, std::net::SocketAddr::from(([127, 0, 0, 1], PROXY_PORT)))?;
@@ -344,14 +359,12 @@ pub fn serve(dir: &Path) -> Result<(), EgressError> {
         }
         None => None,
     };
-    let baseline = openshell_policy::load_str("the Kubernetes baseline policy", pod::BASELINE)
-        .map_err(|e| EgressError::Proxy(e.to_string()))?;
+    let baseline = openshell_policy::load_str("the Kubernetes baseline policy", pod::BASELINE)?;
     let network = dir.join(NETWORK_FILE);
     let text = std::fs::read_to_string(&network).map_err(io(&network))?;
-    let initial =
-        openshell_policy::load_str("the pod's policy", &text).map_err(|e| EgressError::Proxy(e.to_string()))?;
-    let proxy = openshell_proxy::Proxy::from_listener(listener, config(dir, &state, network_only(&baseline, initial))?)
-        .map_err(|e| EgressError::Proxy(e.to_string()))?;
+    let initial = openshell_policy::load_str("the pod's policy", &text)?;
+    let proxy =
+        openshell_proxy::Proxy::from_listener(listener, config(dir, &state, network_only(&baseline, initial))?)?;
     // Raw TCP for `protocol: tcp` endpoints: the pod's fence sends it here.
     let raw_tcp = std::net::SocketAddr::from(([127, 0, 0, 1], openshell_sandbox::fence::RAW_TCP_PORT));
     let proxy = proxy.raw_tcp_on(openshell_sandbox::fence::listen_in(&netns, raw_tcp)?);
@@ -380,7 +393,7 @@ pub fn serve(dir: &Path) -> Result<(), EgressError> {
     }
     let applied = dir.join(APPLIED_FILE);
     std::fs::write(&applied, crate::policy::digest_of(text.as_bytes())).map_err(io(&applied))?;
-    proxy.serve().map_err(|e| EgressError::Proxy(e.to_string()))
+    proxy.serve().map_err(EgressError::Serve)
 }
 
 /// The running daemon's policy: what applies pushes and updates, one at a time
@@ -482,8 +495,7 @@ fn config(
     policy: openshell_policy::Policy,
 ) -> Result<openshell_proxy::ProxyConfig, EgressError> {
     let resolver = match std::env::var("OPENSHELL_PROXY_HOSTS") {
-        Ok(spec) => openshell_proxy::WithOverrides::parse(&spec)
-            .map_err(|e| EgressError::Proxy(format!("OPENSHELL_PROXY_HOSTS: {e}")))?,
+        Ok(spec) => openshell_proxy::WithOverrides::parse(&spec).map_err(EgressError::Hosts)?,
         Err(_) => openshell_proxy::WithOverrides::default(),
     };
     let rotate = openshell_policy::model::Resources::DEFAULT_LOGS;
