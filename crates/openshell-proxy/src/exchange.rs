@@ -177,9 +177,9 @@ where
         (Some(Message::WebSocketUpgrade), _) => Outgoing::Upgrade,
         (_, Some(rpc)) => {
             match rpc::check(conn, client, rpc, &Post { request: d.request, head: d.head, framing: d.framing }).await {
-                Checked::Forward(b) => {
-                    body = b;
-                    Outgoing::Read(&body)
+                Checked::Forward(held) => {
+                    body = held;
+                    Outgoing::Read(&body.body)
                 }
                 Checked::Answered { keep } => return keep,
             }

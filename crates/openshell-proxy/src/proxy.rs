@@ -71,6 +71,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// The longest a connection may last.
     pub max_lifetime: Duration,
+    /// JSON-RPC body bytes held at once across the proxy's connections (each
+    /// body is read whole to be decided; its share is its Content-Length, or
+    /// the endpoint's `max_body_bytes` when chunked). A body whose share would
+    /// pass it is answered 503 at once.
+    pub rpc_bodies: usize,
 }
 
 impl Default for Limits {
@@ -81,6 +86,7 @@ impl Default for Limits {
             keepalive_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(15 * 60),
             max_lifetime: Duration::from_secs(6 * 3600),
+            rpc_bodies: 64 << 20,
         }
     }
 }
@@ -165,6 +171,8 @@ pub(crate) struct Shared {
     pub(crate) route: RwLock<Option<Arc<Active>>>,
     pub(crate) limits: Limits,
     slots: Arc<Semaphore>,
+    /// Room for JSON-RPC bodies being held, in bytes ([`Limits::rpc_bodies`]).
+    pub(crate) rpc_bodies: Arc<Semaphore>,
     open: Mutex<HashMap<u64, Open>>,
     next: AtomicU64,
     /// Refusals not audited one by one (see [`Shared::refuse_quietly`]).
@@ -312,6 +320,7 @@ impl Proxy {
             tls: config.tls,
             route: RwLock::new(route),
             slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            rpc_bodies: Arc::new(Semaphore::new(config.limits.rpc_bodies.min(Semaphore::MAX_PERMITS))),
             limits: config.limits,
             open: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),

@@ -6,12 +6,16 @@
 //! object with `result` or `error` and no `method`) are allowed. One denied
 //! call denies the whole request: 403 with a JSON-RPC error body naming the
 //! call and why. Every message is one audit event. The body then goes upstream
-//! with a Content-Length; the response streams back (`exchange`).
+//! with a Content-Length; the response streams back (`exchange`). The bodies a
+//! proxy holds at once are bounded ([`crate::Limits::rpc_bodies`]): past it, 503.
 
 use openshell_policy::model::{Dialect, Rpc, TOOLS_CALL};
 use openshell_policy::{HttpRequest, Message, Request, RpcCall, Verdict};
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::aio::{self, CopyError, Payload};
 use crate::http1::{self, Body, RequestHead};
@@ -196,10 +200,16 @@ pub(crate) async fn read_body<R: AsyncRead + Unpin>(
     Ok(out)
 }
 
+/// An allowed body, holding its room until it has been forwarded.
+pub(crate) struct Held {
+    pub(crate) body: Vec<u8>,
+    _room: OwnedSemaphorePermit,
+}
+
 /// What became of a body.
 pub(crate) enum Checked {
     /// Every call allowed: the body to forward.
-    Forward(Vec<u8>),
+    Forward(Held),
     /// Refused and answered; `keep`: the connection may carry another request.
     Answered { keep: bool },
 }
@@ -227,6 +237,20 @@ where
         let reason = format!("a JSON-RPC body is decided as UTF-8 JSON, and this one declares {declared}");
         return refuse(conn, client, post, 415, &reason, None).await;
     }
+    // Room for the body first: a sandbox that opens many connections with large
+    // bodies must not make its proxy hold more than the bound.
+    let share = match post.framing {
+        Body::Length(n) => n.min(rpc.max_body_bytes()),
+        _ => rpc.max_body_bytes(),
+    };
+    let room = u32::try_from(share).ok().and_then(|n| Arc::clone(&shared.rpc_bodies).try_acquire_many_owned(n).ok());
+    let Some(room) = room else {
+        let reason = format!(
+            "the proxy holds at most {} bytes of JSON-RPC bodies at once, and other requests hold them now (retry)",
+            shared.limits.rpc_bodies
+        );
+        return refuse(conn, client, post, 503, &reason, None).await;
+    };
     let body = match read_body(client, post.framing, rpc.max_body_bytes(), idle).await {
         Ok(b) => b,
         Err(ReadError::Copy(e)) => {
@@ -244,7 +268,7 @@ where
     };
     let generation = shared.generation();
     match first_denied(conn, &generation, post.request, &items) {
-        None => Checked::Forward(body),
+        None => Checked::Forward(Held { body, _room: room }),
         Some(error) => {
             let keep = crate::exchange::answer(client, 403, &error, Body::Empty, true, idle).await;
             Checked::Answered { keep }

@@ -48,6 +48,14 @@ network_policies:
           - allow: { method: tools/call, tool: "read_*" }
         deny_rules:
           - { method: tools/call, tool: read_secrets }
+      - host: big.test
+        port: 8080
+        protocol: mcp
+        path: /mcp
+        allowed_ips: [10.200.0.0/24]
+        mcp: { max_body_bytes: 16777216 }
+        rules:
+          - allow: { method: initialize }
       - host: rpc.test
         port: 8080
         protocol: json-rpc
@@ -189,12 +197,14 @@ fn setup() -> Setup {
         ("ws.test".to_owned(), vec![ip("10.200.0.2")]),
         ("mcp.test".to_owned(), vec![ip("10.200.0.3")]),
         ("rpc.test".to_owned(), vec![ip("10.200.0.4")]),
+        ("big.test".to_owned(), vec![ip("10.200.0.5")]),
     ]));
     // The JSON-RPC endpoint's server is the MCP one (it answers any call).
     let redirect = HashMap::from([
         (SocketAddr::new(ip("10.200.0.2"), 8080), ws),
         (SocketAddr::new(ip("10.200.0.3"), 8080), mcp),
         (SocketAddr::new(ip("10.200.0.4"), 8080), mcp),
+        (SocketAddr::new(ip("10.200.0.5"), 8080), mcp),
     ]);
     let ca = SandboxCa::generate("ws-mcp-test").expect("sandbox CA");
     let tls = Arc::new(Interceptor::new(ca, RootCertStore::empty()).expect("interceptor"));
@@ -421,6 +431,49 @@ fn mcp_bodies_over_the_limit_and_malformed_ones_are_refused() {
     assert_eq!(s.seen.lock().expect("lock").bodies.len(), 1);
     let refused = wait_event(&s.audit, |e| e["reason"].as_str().is_some_and(|r| r.contains("max_body_bytes")));
     assert_eq!(refused["disposition"], "blocked");
+}
+
+/// A sandbox that opens connections with large MCP bodies and sends them slowly
+/// cannot make its proxy hold more than `Limits::rpc_bodies` (64 MiB): of five
+/// bodies of 16 MiB begun at once, one is answered 503 (before the bound, the
+/// proxy read all five), the others wait for their bytes; once one of those
+/// goes, its room is free again.
+#[test]
+fn held_mcp_bodies_are_bounded_across_connections() {
+    let s = setup();
+    let begin = |size: usize| {
+        let mut tcp = connect(s.addr);
+        // The refused one is answered at once; the others are read past after this.
+        tcp.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+        let head = format!(
+            "POST http://big.test:8080/mcp HTTP/1.1\r\nHost: big.test:8080\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n["
+        );
+        tcp.write_all(head.as_bytes()).expect("write");
+        BufReader::new(tcp)
+    };
+    let mut begun: Vec<_> = (0..5).map(|_| begin(16 << 20)).collect();
+    let answers: Vec<Option<u16>> = begun
+        .iter_mut()
+        .map(|r| http1::read_head_bytes(r).ok().flatten().map(|h| http1::parse_response(&h).expect("head").status))
+        .collect();
+    assert_eq!(answers.iter().filter(|a| **a == Some(503)).count(), 1, "{answers:?}");
+    assert_eq!(answers.iter().filter(|a| a.is_none()).count(), 4, "the others wait for their bodies: {answers:?}");
+    let refused = wait_event(&s.audit, |e| e["reason"].as_str().is_some_and(|r| r.contains("JSON-RPC bodies at once")));
+    assert_eq!(refused["disposition"], "blocked");
+    // One waiting body goes: its room comes back, and a whole request passes.
+    let waiting = answers.iter().position(Option::is_none).expect("a waiting one");
+    drop(begun.remove(waiting));
+    let whole = call(1, "initialize", None).to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = post(s.addr, "big.test", "/mcp", "POST", &whole);
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(std::time::Instant::now() < deadline, "the room of a closed connection never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// An upgrade request with a body: the upstream would read the body and the
