@@ -32,7 +32,7 @@ pub fn bench_bundle(args: &[String]) -> Result<(), BenchError> {
     require("sha256sum", "coreutils")?;
     require("openssl", "openssl")?;
     let build = ["build", "--release", "--locked", "-p", "openshell-cli", "-p", "openshell-runtime"];
-    crate::run(&cargo(), &build).map_err(BenchError::Build)?;
+    crate::run(&cargo(), &build)?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     let bin = target.join("release/openshell");
     let store = std::env::var_os("OPENSHELL_BENCH_STORE")
@@ -42,7 +42,7 @@ pub fn bench_bundle(args: &[String]) -> Result<(), BenchError> {
     let lock = root().join("lockfiles/default.lock").display().to_string();
     let fetch = [bin.display().to_string(), "fetch".into(), lock.clone(), "--store".into(), store.clone()];
     let fetch: Vec<&str> = fetch.iter().map(String::as_str).collect();
-    crate::run(fetch[0], &fetch[1..]).map_err(BenchError::Build)?;
+    crate::run(fetch[0], &fetch[1..])?;
     let dir = target.join("bench-bundle");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|source| BenchError::Io { path: dir.clone(), source })?;

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bench_sandbox::{Openshell, capture, median, p90, prepare_image, time_once};
+use crate::bench_sandbox::{Openshell, SandboxBenchError, median, p90, prepare_image, time_once};
+use crate::command::{CommandError, capture};
 use crate::{cargo, run, target_dir};
 
 /// Why the bench could not measure.
@@ -34,15 +35,19 @@ pub enum DockerBenchError {
     },
     #[error("{what} did not start: {log}")]
     NotStarted { what: &'static str, log: String },
-    /// A set-up step or timed command of `bench sandbox`'s, which says what failed.
-    #[error("{0}")]
-    Step(String),
-}
-
-impl From<String> for DockerBenchError {
-    fn from(message: String) -> Self {
-        DockerBenchError::Step(message)
-    }
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// A set-up step shared with `bench sandbox`.
+    #[error(transparent)]
+    Setup(#[from] SandboxBenchError),
+    #[error("{subject}: {source}")]
+    Timed {
+        subject: &'static str,
+        #[source]
+        source: CommandError,
+    },
+    #[error("policies/default.yaml has no `network_policies:` to cut")]
+    NoNetworkPolicies,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DockerBenchError + '_ {
@@ -203,9 +208,7 @@ fn measure(
     let no_network = dir.join("no-network.yaml");
     let default = std::fs::read_to_string(crate::root().join("policies/default.yaml"))
         .map_err(io(Path::new("policies/default.yaml")))?;
-    let cut = default
-        .find("\nnetwork_policies:")
-        .ok_or_else(|| DockerBenchError::Step("policies/default.yaml: no network_policies".into()))?;
+    let cut = default.find("\nnetwork_policies:").ok_or(DockerBenchError::NoNetworkPolicies)?;
     std::fs::write(&no_network, &default[..cut]).map_err(io(&no_network))?;
     let no_network = no_network.display().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -258,13 +261,15 @@ fn measure(
     let errors = dir.join("stderr.log");
     for round in 0..warmup + iterations {
         for (i, (label, command)) in subjects.iter().enumerate() {
-            let t = time_once(command(), &errors).map_err(|e| DockerBenchError::Step(format!("{label}: {e}")))?;
+            let t =
+                time_once(command(), &errors).map_err(|source| DockerBenchError::Timed { subject: label, source })?;
             if round >= warmup {
                 samples[i].push(t);
             }
         }
     }
-    let peer = median(&samples[2]).ok_or_else(|| DockerBenchError::Step("no samples".into()))?;
+    // At least one iteration (`parse` refuses 0): the runc peer has samples.
+    let peer = median(&samples[2]).unwrap_or(f64::NAN);
     let mut table = format!(
         "\ndocker-driver bench: {iterations} iterations (+{warmup} warm-up, interleaved), image {reference}\n{:<40} {:>10} {:>10} {:>12}\n",
         "", "median", "p90", "/ runc peer"

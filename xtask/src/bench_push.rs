@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::command::{CommandError, capture, show};
 use crate::{cargo, root};
 
 /// What can stop the benchmark.
@@ -23,8 +24,10 @@ pub enum BenchError {
     Usage(String),
     #[error("`{tool}` is missing: apt-get install {package}")]
     Missing { tool: &'static str, package: &'static str },
-    #[error("{command}: {message}")]
-    Command { command: String, message: String },
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("`{command}` printed no digest")]
+    NoDigest { command: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -33,16 +36,15 @@ pub enum BenchError {
     },
     #[error("docker-registry did not start listening in {}", dir.display())]
     Registry { dir: PathBuf },
-    #[error("{0}")]
-    Build(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
     move |source| BenchError::Io { path: path.to_owned(), source }
 }
 
-fn command_err(cmd: &Command, message: impl std::fmt::Display) -> BenchError {
-    BenchError::Command { command: format!("{cmd:?}"), message: message.to_string() }
+/// `cmd` could not be run or waited for.
+fn spawn_err(cmd: &Command) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
+    move |source| CommandError::Spawn { command: show(cmd), source }.into()
 }
 
 struct Options {
@@ -79,20 +81,13 @@ pub(crate) fn require(path: &'static str, package: &'static str) -> Result<(), B
     if found { Ok(()) } else { Err(BenchError::Missing { tool: path, package }) }
 }
 
-/// Runs a set-up command, returning its stdout.
-fn capture(cmd: &mut Command) -> Result<String, BenchError> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| command_err(cmd, e))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(command_err(cmd, format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())))
-    }
-}
-
 fn sha256_file(path: &Path) -> Result<String, BenchError> {
     let mut cmd = Command::new("sha256sum");
     let out = capture(cmd.arg(path))?;
-    out.split_whitespace().next().map(|h| format!("sha256:{h}")).ok_or_else(|| command_err(&cmd, "printed nothing"))
+    out.split_whitespace()
+        .next()
+        .map(|h| format!("sha256:{h}"))
+        .ok_or_else(|| BenchError::NoDigest { command: show(&cmd) })
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), BenchError> {
@@ -177,7 +172,7 @@ impl Registry {
         )?;
         let mut cmd = Command::new("/usr/bin/docker-registry");
         cmd.arg("serve").arg(&config).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        let child = cmd.spawn().map_err(|e| command_err(&cmd, e))?;
+        let child = cmd.spawn().map_err(spawn_err(&cmd))?;
         let mut reg = Registry { child, port };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -200,16 +195,12 @@ impl Drop for Registry {
 /// Wall time and peak RSS (KiB) of one command.
 pub(crate) fn measure(cmd: &mut Command) -> Result<(Duration, u64), BenchError> {
     let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| command_err(cmd, e))?;
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(spawn_err(cmd))?;
     let status_path = PathBuf::from(format!("/proc/{}/status", child.id()));
     let mut peak = 0u64;
     let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| command_err(cmd, e))? {
+        if let Some(s) = child.try_wait().map_err(spawn_err(cmd))? {
             break s;
         }
         let hwm = std::fs::read_to_string(&status_path).ok().and_then(|s| {
@@ -227,7 +218,7 @@ pub(crate) fn measure(cmd: &mut Command) -> Result<(Duration, u64), BenchError> 
             use std::io::Read;
             let _ = e.read_to_string(&mut err);
         }
-        return Err(command_err(cmd, format!("{status}: {}", err.trim())));
+        return Err(CommandError::Failed { command: show(cmd), status, stderr: err.trim().to_owned() }.into());
     }
     Ok((elapsed, peak))
 }
@@ -262,7 +253,7 @@ pub fn bench_push(args: &[String]) -> Result<(), BenchError> {
     ] {
         require(tool, package)?;
     }
-    crate::run(&cargo(), &["build", "--release", "--locked", "-p", "openshell-cli"]).map_err(BenchError::Build)?;
+    crate::run(&cargo(), &["build", "--release", "--locked", "-p", "openshell-cli"])?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     let bin = target.join("release/openshell");
     let dir = target.join("bench-push");

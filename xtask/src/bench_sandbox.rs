@@ -33,10 +33,50 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::command::{CommandError, capture};
 use crate::{cargo, root, run, target_dir};
+
+/// Why the sandbox bench could not run or measure.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxBenchError {
+    #[error("bench sandbox: {0} (try --help)")]
+    Usage(String),
+    #[error("bench sandbox needs {needs}; install with `apt-get install {packages}`")]
+    Missing { needs: String, packages: String },
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("runc spec {}: {source}", path.display())]
+    Spec {
+        path: PathBuf,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("{what} is not in {place}")]
+    NotFound { what: &'static str, place: String },
+    #[error("sandbox {name} is not running: {info}")]
+    NotRunning { name: String, info: String },
+    #[error("gateway run --listen {listen} did not listen: {log}")]
+    NotListening { listen: String, log: String },
+    #[error("not measured: {0}")]
+    NotMeasured(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxBenchError + '_ {
+    move |source| SandboxBenchError::Io { path: path.to_owned(), source }
+}
+
+/// A command of the bench's, timed (at most [`RUN_TIMEOUT`]).
+pub(crate) fn time_once(cmd: Command, errors: &Path) -> Result<Duration, CommandError> {
+    crate::command::time_once(cmd, errors, RUN_TIMEOUT)
+}
 
 /// The image's name (its tag is whatever `openshell build` gives it).
 const IMAGE: &str = "openshell/bench";
@@ -54,7 +94,8 @@ struct Options {
 const USAGE: &str = "usage: cargo xtask bench sandbox [--iterations N (30)] [--warmup N (2)] [--idle N (5)]";
 
 /// The options, or `None` for --help.
-fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
+fn parse_options(args: &[String]) -> Result<Option<Options>, SandboxBenchError> {
+    let usage = SandboxBenchError::Usage;
     let mut options = Options { iterations: 30, warmup: 2, idle: 5 };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -67,18 +108,18 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
             "--warmup" => &mut options.warmup,
             "--idle" => &mut options.idle,
             "-h" | "--help" => return Ok(None),
-            other => return Err(format!("bench sandbox: unknown option `{other}` (try --help)")),
+            other => return Err(usage(format!("unknown option `{other}`"))),
         };
-        let value = inline.or_else(|| args.next().cloned()).ok_or_else(|| format!("{flag} needs a number"))?;
-        *slot = value.parse().map_err(|_| format!("{flag} `{value}`: not a number"))?;
+        let value = inline.or_else(|| args.next().cloned()).ok_or_else(|| usage(format!("{flag} needs a number")))?;
+        *slot = value.parse().map_err(|_| usage(format!("{flag} `{value}`: not a number")))?;
     }
     if options.iterations == 0 || options.idle == 0 {
-        return Err("--iterations and --idle must be at least 1".into());
+        return Err(usage("--iterations and --idle must be at least 1".into()));
     }
     Ok(Some(options))
 }
 
-pub fn bench_sandbox(args: &[String]) -> Result<(), String> {
+pub fn bench_sandbox(args: &[String]) -> Result<(), SandboxBenchError> {
     let Some(options) = parse_options(args)? else {
         println!("{USAGE}");
         return Ok(());
@@ -97,7 +138,7 @@ pub fn bench_sandbox(args: &[String]) -> Result<(), String> {
     let report = measure(&os, &cold, &dir, &image, &rootfs, &options)?;
     println!("{}", report.table());
     let json_path = target.join("bench-sandbox.json");
-    std::fs::write(&json_path, report.json()).map_err(|e| format!("{}: {e}", json_path.display()))?;
+    std::fs::write(&json_path, report.json()).map_err(io(&json_path))?;
     eprintln!("xtask: wrote {}", json_path.display());
     let mut failed: Vec<&str> = report
         .subjects
@@ -109,7 +150,7 @@ pub fn bench_sandbox(args: &[String]) -> Result<(), String> {
     if report.memory.is_err() {
         failed.push("RSS per sandbox");
     }
-    if failed.is_empty() { Ok(()) } else { Err(format!("not measured: {}", failed.join(", "))) }
+    if failed.is_empty() { Ok(()) } else { Err(SandboxBenchError::NotMeasured(failed.join(", "))) }
 }
 
 // ---- prerequisites -------------------------------------------------------------------
@@ -135,7 +176,7 @@ fn elf_has_interpreter(bytes: &[u8]) -> Option<bool> {
     Some((0..phnum).any(|i| u32_at(phoff + i * phentsize) == Some(PT_INTERP)))
 }
 
-fn prerequisites() -> Result<(), String> {
+fn prerequisites() -> Result<(), SandboxBenchError> {
     // (what is missing, the Debian package that has it)
     let mut missing: Vec<(String, &str)> = Vec::new();
     match std::fs::read(BUSYBOX) {
@@ -158,7 +199,7 @@ fn prerequisites() -> Result<(), String> {
     }
     let what: Vec<String> = missing.iter().map(|(what, package)| format!("{what}: Debian package {package}")).collect();
     let packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
-    Err(format!("bench sandbox needs {}; install with `apt-get install {}`", what.join("; "), packages.join(" ")))
+    Err(SandboxBenchError::Missing { needs: what.join("; "), packages: packages.join(" ") })
 }
 
 // ---- commands ------------------------------------------------------------------------
@@ -188,74 +229,22 @@ impl Openshell {
         c
     }
 
-    pub fn output(&self, args: &[&str]) -> Result<String, String> {
+    pub fn output(&self, args: &[&str]) -> Result<String, CommandError> {
         capture(&mut self.cmd(args))
-    }
-}
-
-fn show(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
-/// Runs a set-up command (logged), returning its stdout; fails with its stderr.
-pub(crate) fn capture(cmd: &mut Command) -> Result<String, String> {
-    let line = show(cmd);
-    eprintln!("xtask: $ {line}");
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("cannot run `{line}`: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!("`{line}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-/// Runs one timed command: stdin and stdout /dev/null, stderr to `errors` (read back
-/// on failure); the time is from spawn to the process's exit.
-pub(crate) fn time_once(mut cmd: Command, errors: &Path) -> Result<Duration, String> {
-    let line = show(&cmd);
-    let err = File::create(errors).map_err(|e| format!("{}: {e}", errors.display()))?;
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
-    let (tx, rx) = mpsc::channel();
-    let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run `{line}`: {e}"))?;
-    let pid = child.id();
-    std::thread::spawn(move || {
-        let status = child.wait();
-        let _ = tx.send((status, start.elapsed()));
-    });
-    let (status, elapsed) = match rx.recv_timeout(RUN_TIMEOUT) {
-        Ok(done) => done,
-        Err(_) => {
-            // Our own child, by its pid.
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            return Err(format!("`{line}` took longer than {} s; killed it", RUN_TIMEOUT.as_secs()));
-        }
-    };
-    let status = status.map_err(|e| format!("`{line}`: {e}"))?;
-    if status.success() {
-        Ok(elapsed)
-    } else {
-        let stderr = std::fs::read_to_string(errors).unwrap_or_default();
-        Err(format!("`{line}` failed ({status}): {}", stderr.trim()))
     }
 }
 
 // ---- set-up --------------------------------------------------------------------------
 
 /// Names of the sandboxes a gateway knows (from `sandbox list`).
-fn sandbox_names(os: &Openshell) -> Result<Vec<String>, String> {
+fn sandbox_names(os: &Openshell) -> Result<Vec<String>, CommandError> {
     let list = os.output(&["sandbox", "list"])?;
     Ok(list.lines().skip(1).filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect())
 }
 
 /// Removes what an interrupted earlier run left: its sandboxes (their overlays are
 /// mounted under the gateway directory), its gateway, then the directory.
-fn clean_previous(gateways: &[&Openshell], dir: &Path) -> Result<(), String> {
+fn clean_previous(gateways: &[&Openshell], dir: &Path) -> Result<(), SandboxBenchError> {
     for os in gateways {
         if os.gateway.join("state.db").exists() {
             for name in sandbox_names(os).unwrap_or_default() {
@@ -266,9 +255,10 @@ fn clean_previous(gateways: &[&Openshell], dir: &Path) -> Result<(), String> {
         }
     }
     if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| format!("removing the previous run's {}: {e}", dir.display()))?;
+        // The previous run's.
+        std::fs::remove_dir_all(dir).map_err(io(dir))?;
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))
+    std::fs::create_dir_all(dir).map_err(io(dir))
 }
 
 /// A stopped gateway's standby sandbox is removed by its supervisor: wait for it
@@ -312,11 +302,11 @@ pub(crate) struct Image {
     pub archive: PathBuf,
 }
 
-pub(crate) fn prepare_image(os: &Openshell, dir: &Path) -> Result<Image, String> {
+pub(crate) fn prepare_image(os: &Openshell, dir: &Path) -> Result<Image, SandboxBenchError> {
     let def_dir = dir.join("image");
-    std::fs::create_dir_all(&def_dir).map_err(|e| format!("{}: {e}", def_dir.display()))?;
+    std::fs::create_dir_all(&def_dir).map_err(io(&def_dir))?;
     let def = def_dir.join("image.yaml");
-    std::fs::write(&def, DEFINITION).map_err(|e| format!("{}: {e}", def.display()))?;
+    std::fs::write(&def, DEFINITION).map_err(io(&def))?;
     let store = dir.join("store");
     let lock = def_dir.join("lockfiles/image.lock");
     let oci_dir = dir.join("oci");
@@ -326,41 +316,41 @@ pub(crate) fn prepare_image(os: &Openshell, dir: &Path) -> Result<Image, String>
     os.output(&["build", &s(&lock), "--store", &s(&store), "-o", &s(&oci_dir), "--archive", &s(&archive)])?;
     // The tag `openshell build` gave it: umoci lists the layout's tags.
     let tags = capture(Command::new("umoci").args(["ls", "--layout", &s(&oci_dir)]))?;
-    let tag = tags.lines().map(str::trim).find(|t| !t.is_empty()).ok_or("umoci ls: the OCI layout has no tag")?;
+    let tag = tags.lines().map(str::trim).find(|t| !t.is_empty());
+    let tag = tag.ok_or(SandboxBenchError::NotFound { what: "a tag", place: "the OCI layout (umoci ls)".into() })?;
     Ok(Image { reference: format!("{IMAGE}:{tag}"), tag: tag.to_owned(), oci_dir, archive })
 }
 
 /// An OCI bundle of the image's layers with `runc spec`'s defaults running
 /// `/bin/true` without a terminal; returns its rootfs.
-fn prepare_bundle(dir: &Path, image: &Image) -> Result<PathBuf, String> {
+fn prepare_bundle(dir: &Path, image: &Image) -> Result<PathBuf, SandboxBenchError> {
     let (oci, tag) = (image.oci_dir.display().to_string(), &image.tag);
     let bundle = dir.join("bundle");
     let b = bundle.display().to_string();
     capture(Command::new("umoci").args(["unpack", "--image", &format!("{oci}:{tag}"), &b]))?;
     // runc's defaults, not umoci's config from the image.
     let config = bundle.join("config.json");
-    std::fs::remove_file(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    std::fs::remove_file(&config).map_err(io(&config))?;
     capture(Command::new("runc").args(["spec", "--bundle", &b]))?;
-    let spec = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
-    let spec = edit_runc_spec(&spec)?;
-    std::fs::write(&config, spec).map_err(|e| format!("{}: {e}", config.display()))?;
+    run_true(&config)?;
     let rootfs = bundle.join("rootfs");
     if !rootfs.join("bin/true").is_file() {
-        return Err(format!("{}: no bin/true after umoci unpack", rootfs.display()));
+        return Err(SandboxBenchError::NotFound {
+            what: "bin/true",
+            place: format!("{} (umoci unpack)", rootfs.display()),
+        });
     }
     Ok(rootfs)
 }
 
-/// `runc spec`'s config with `"terminal": false` and `"args": ["/bin/true"]`.
-fn edit_runc_spec(spec: &str) -> Result<String, String> {
-    let terminal = "\"terminal\": true";
-    if !spec.contains(terminal) {
-        return Err(format!("runc spec: no `{terminal}` to turn off"));
-    }
-    let spec = spec.replacen(terminal, "\"terminal\": false", 1);
-    let start = spec.find("\"args\": [").ok_or("runc spec: no process args")?;
-    let end = spec[start..].find(']').map(|i| start + i + 1).ok_or("runc spec: unterminated args")?;
-    Ok(format!("{}\"args\": [\"/bin/true\"]{}", &spec[..start], &spec[end..]))
+/// Makes the `runc spec` config at `path` run `/bin/true` without a terminal.
+fn run_true(path: &Path) -> Result<(), SandboxBenchError> {
+    let spec_error = |source| SandboxBenchError::Spec { path: path.to_owned(), source };
+    let mut spec = oci_spec::runtime::Spec::load(path).map_err(spec_error)?;
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_terminal(Some(false)).set_args(Some(vec!["/bin/true".to_owned()]));
+    spec.set_process(Some(process));
+    spec.save(path).map_err(spec_error)
 }
 
 // ---- measuring -----------------------------------------------------------------------
@@ -433,7 +423,7 @@ struct Report {
     exec: Subject,
     /// The same exec as a remote client (gRPC, mutual TLS, loopback).
     exec_remote: Subject,
-    memory: Result<Memory, String>,
+    memory: Result<Memory, SandboxBenchError>,
 }
 
 /// Stops the gateway, deleting the sandboxes it was given, when dropped.
@@ -466,9 +456,10 @@ impl Drop for Gateway {
 }
 
 /// `docker info` then `docker load`; the loaded image's reference, or why not.
-fn docker_image(image: &Image) -> Result<String, String> {
+fn docker_image(image: &Image) -> Result<String, SandboxBenchError> {
     if in_path("docker").is_none() {
-        return Err("no `docker` on PATH (Debian package docker.io)".into());
+        let (needs, packages) = ("`docker` on PATH".to_owned(), "docker.io".to_owned());
+        return Err(SandboxBenchError::Missing { needs, packages });
     }
     capture(Command::new("docker").arg("info"))?;
     let loaded = capture(Command::new("docker").args(["load", "-i", &image.archive.display().to_string()]))?;
@@ -476,7 +467,10 @@ fn docker_image(image: &Image) -> Result<String, String> {
         .lines()
         .find_map(|l| l.strip_prefix("Loaded image: ").or_else(|| l.strip_prefix("Loaded image ID: ")))
         .map(|r| r.trim().to_owned())
-        .ok_or_else(|| format!("docker load: no `Loaded image` in its output: {}", loaded.trim()))
+        .ok_or_else(|| SandboxBenchError::NotFound {
+            what: "`Loaded image`",
+            place: format!("docker load's output: {}", loaded.trim()),
+        })
 }
 
 fn measure(
@@ -486,7 +480,7 @@ fn measure(
     image: &Image,
     rootfs: &Path,
     options: &Options,
-) -> Result<Report, String> {
+) -> Result<Report, SandboxBenchError> {
     let store = dir.join("store").display().to_string();
     let rootfs = rootfs.display().to_string();
     let bundle = dir.join("bundle").display().to_string();
@@ -511,7 +505,7 @@ fn measure(
         Subject::new("docker_run", "docker run", false),
     ];
     if let Err(reason) = &docker {
-        subjects[4].skipped = Some(reason.clone());
+        subjects[4].skipped = Some(reason.to_string());
     }
     let reference = image.reference.as_str();
     let command = |key: &str, round: usize| -> Command {
@@ -555,7 +549,7 @@ fn measure(
                 Ok(_) => {}
                 Err(e) => {
                     eprintln!("xtask: {}: {e}", subject.label);
-                    subject.skipped = Some(e);
+                    subject.skipped = Some(e.to_string());
                 }
             }
         }
@@ -581,7 +575,7 @@ fn measure(
             match time_once(cmd, &errors) {
                 Ok(t) if round >= options.warmup => subject.samples.push(t),
                 Ok(_) => {}
-                Err(e) => subject.skipped = Some(e),
+                Err(e) => subject.skipped = Some(e.to_string()),
             }
         }
     }
@@ -604,7 +598,7 @@ fn measure(
             match time_once(command("openshell_create", 0), &errors) {
                 Ok(t) => subject.samples.push(t),
                 Err(e) => {
-                    subject.skipped = Some(e);
+                    subject.skipped = Some(e.to_string());
                     break;
                 }
             }
@@ -646,28 +640,25 @@ const REMOTE: &str = "bench-remote";
 
 /// Makes the gateway's TLS files, starts it listening on a free loopback port
 /// as well as on its socket, and adds it to the bench's client as [`REMOTE`].
-fn start_listening(os: &Openshell, dir: &Path) -> Result<std::process::Child, String> {
+fn start_listening(os: &Openshell, dir: &Path) -> Result<std::process::Child, SandboxBenchError> {
     os.output(&["gateway", "init"])?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map_err(|e| format!("a free loopback port: {e}"))?
+        .map_err(io(Path::new("a free loopback port (127.0.0.1:0)")))?
         .port();
     let log = dir.join("gateway-run.log");
-    let stderr = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let stderr = File::create(&log).map_err(io(&log))?;
     let listen = format!("127.0.0.1:{port}");
-    let mut child = os
-        .cmd(&["gateway", "run", "--listen", &listen])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .map_err(|e| format!("gateway run: {e}"))?;
+    let mut cmd = os.cmd(&["gateway", "run", "--listen", &listen]);
+    let command = crate::command::show(&cmd);
+    let spawned = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).spawn();
+    let mut child = spawned.map_err(|source| CommandError::Spawn { command, source })?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
             let _ = child.kill();
             let said = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(format!("gateway run --listen {listen} did not listen: {said}"));
+            return Err(SandboxBenchError::NotListening { listen, log: said });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -681,14 +672,14 @@ fn start_listening(os: &Openshell, dir: &Path) -> Result<std::process::Child, St
 }
 
 /// VmRSS of a process, KiB.
-fn rss_kib(pid: u32) -> Result<u64, String> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+fn rss_kib(pid: u32) -> Result<u64, SandboxBenchError> {
+    let path = PathBuf::from(format!("/proc/{pid}/status"));
+    let status = std::fs::read_to_string(&path).map_err(io(&path))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("/proc/{pid}/status: no VmRSS"))
+        .ok_or_else(|| SandboxBenchError::NotFound { what: "VmRSS", place: path.display().to_string() })
 }
 
 /// `field:   value` of `openshell sandbox get` / `gateway status` output.
@@ -729,13 +720,16 @@ fn supervisor_pid(dir: &Path) -> Option<u32> {
     record.split_whitespace().next()?.parse().ok()
 }
 
-fn memory(os: &Openshell, names: &[String]) -> Result<Memory, String> {
+fn memory(os: &Openshell, names: &[String]) -> Result<Memory, SandboxBenchError> {
     let status = os.output(&["gateway", "status"])?;
     let gateway_pid: u32 = field(&status, "gateway")
         .and_then(|v| v.split("pid ").nth(1))
         .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("gateway status: no pid in {status:?}"))?;
+        .ok_or_else(|| SandboxBenchError::NotFound {
+            what: "the gateway's pid",
+            place: format!("gateway status: {status:?}"),
+        })?;
     let mut memory = Memory {
         sandboxes: names.len(),
         standbys: 0,
@@ -748,13 +742,17 @@ fn memory(os: &Openshell, names: &[String]) -> Result<Memory, String> {
     let mut supervisors = Vec::new();
     for name in names {
         let info = os.output(&["sandbox", "get", name])?;
-        let id = field(&info, "id").ok_or_else(|| format!("sandbox get {name}: no id"))?;
+        let id = field(&info, "id").ok_or_else(|| SandboxBenchError::NotFound {
+            what: "an id",
+            place: format!("sandbox get {name}: {info}"),
+        })?;
         if field(&info, "status") != Some("running") {
-            return Err(format!("sandbox {name} is not running: {info}"));
+            return Err(SandboxBenchError::NotRunning { name: name.clone(), info });
         }
         let dir = os.gateway.join("sandboxes").join(id);
-        let pid = supervisor_pid(&dir)
-            .ok_or_else(|| format!("no supervisor recorded in {}/supervisor.pid", dir.display()))?;
+        let place = || format!("{}/supervisor.pid", dir.display());
+        let pid =
+            supervisor_pid(&dir).ok_or_else(|| SandboxBenchError::NotFound { what: "a supervisor", place: place() })?;
         supervisors.push(pid);
         memory.supervisors_kib.push(rss_kib(pid)?);
         memory.supervisors_pss_kib.extend(pss_kib(pid));
@@ -765,7 +763,8 @@ fn memory(os: &Openshell, names: &[String]) -> Result<Memory, String> {
     // The gateway keeps a spare helper and standby sandboxes' supervisors: they
     // count as the gateway's, and the standbys as sandboxes sharing it.
     let helpers = gateway_helpers(gateway_pid, &supervisors);
-    let dirs = std::fs::read_dir(os.gateway.join("sandboxes")).map_err(|e| format!("sandboxes: {e}"))?;
+    let sandboxes = os.gateway.join("sandboxes");
+    let dirs = std::fs::read_dir(&sandboxes).map_err(io(&sandboxes))?;
     memory.standbys = dirs.flatten().filter_map(|d| supervisor_pid(&d.path())).filter(|p| helpers.contains(p)).count();
     for pid in helpers {
         memory.gateway_kib += rss_kib(pid)?;
@@ -972,7 +971,7 @@ impl Report {
                 );
             }
             Err(e) => {
-                let _ = writeln!(j, "  \"rss\": {{\"measured\": false, \"reason\": {}}}", json_str(e));
+                let _ = writeln!(j, "  \"rss\": {{\"measured\": false, \"reason\": {}}}", json_str(&e.to_string()));
             }
         }
         j.push_str("}\n");
@@ -1001,11 +1000,19 @@ mod tests {
 
     #[test]
     fn runc_spec_runs_true_without_terminal() {
-        let spec = "{\n\t\"process\": {\n\t\t\"terminal\": true,\n\t\t\"args\": [\n\t\t\t\"sh\"\n\t\t],\n\t\t\"cwd\": \"/\"\n\t}\n}";
-        let edited = edit_runc_spec(spec).expect("edit");
-        assert!(edited.contains("\"terminal\": false,"));
-        assert!(edited.contains("\"args\": [\"/bin/true\"],"));
-        assert!(!edited.contains("\"sh\""));
+        let path = std::env::temp_dir().join(format!("xtask-runc-spec-{}.json", std::process::id()));
+        // As `runc spec` writes it: `sh` with a terminal.
+        let mut spec = oci_spec::runtime::Spec::default();
+        let mut process = spec.process().clone().expect("process");
+        process.set_terminal(Some(true));
+        spec.set_process(Some(process));
+        spec.save(&path).expect("save");
+        run_true(&path).expect("edit");
+        let process = oci_spec::runtime::Spec::load(&path).expect("load").process().clone().expect("process");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(process.terminal(), Some(false));
+        assert_eq!(process.args(), &Some(vec!["/bin/true".to_owned()]));
+        assert_eq!(process.cwd(), &PathBuf::from("/"), "the rest is kept");
     }
 
     #[test]

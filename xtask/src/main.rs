@@ -22,10 +22,39 @@ mod bench_bundle;
 mod bench_docker;
 mod bench_push;
 mod bench_sandbox;
+mod command;
 mod prereqs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+use command::{run, run_with};
+
+/// Why a task failed.
+#[derive(Debug, thiserror::Error)]
+enum TaskError {
+    #[error(transparent)]
+    Command(#[from] command::CommandError),
+    #[error(transparent)]
+    Prereqs(#[from] prereqs::PrereqError),
+    #[error(transparent)]
+    Sandbox(#[from] bench_sandbox::SandboxBenchError),
+    #[error(transparent)]
+    Docker(#[from] bench_docker::DockerBenchError),
+    #[error(transparent)]
+    Push(#[from] bench_push::BenchError),
+    #[error("{0}; try `cargo xtask help`")]
+    Usage(String),
+    #[error("{what} is not UTF-8: {}", path.display())]
+    NotUtf8 { what: &'static str, path: PathBuf },
+    #[error("HOME is not set (the default image store is under it)")]
+    NoHome,
+}
+
+/// `path` as a command argument.
+fn utf8<'p>(what: &'static str, path: &'p Path) -> Result<&'p str, TaskError> {
+    path.to_str().ok_or_else(|| TaskError::NotUtf8 { what, path: path.to_owned() })
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,9 +62,9 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("quickstart") => quickstart(),
         Some("prereqs") => match args.get(1).map(String::as_str) {
-            None => prereqs::ensure(prereqs::OnMissing::Report).map_err(|e| e.to_string()),
-            Some("--install") => prereqs::ensure(prereqs::OnMissing::InstallAsRoot).map_err(|e| e.to_string()),
-            Some(other) => Err(format!("prereqs: unknown flag `{other}` (only --install)")),
+            None => prereqs::ensure(prereqs::OnMissing::Report).map_err(TaskError::from),
+            Some("--install") => prereqs::ensure(prereqs::OnMissing::InstallAsRoot).map_err(TaskError::from),
+            Some(other) => Err(TaskError::Usage(format!("prereqs: unknown flag `{other}` (only --install)"))),
         },
         Some("bench") => bench(args.get(1).map(String::as_str), args.get(2..).unwrap_or_default()),
         Some("help") | Some("--help") | Some("-h") | None => {
@@ -44,7 +73,7 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
-        Some(other) => Err(format!("unknown task `{other}`; try `cargo xtask help`")),
+        Some(other) => Err(TaskError::Usage(format!("unknown task `{other}`"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,21 +92,6 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    run_with(program, args, &[])
-}
-
-fn run_with(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
-    eprintln!("xtask: $ {program} {}", args.join(" "));
-    let status = Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(root())
-        .status()
-        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("`{program} {}` failed ({status})", args.join(" "))) }
-}
-
 /// Where cargo puts builds: `$CARGO_TARGET_DIR`, else `target/` of the workspace.
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -91,7 +105,7 @@ fn has_nextest() -> bool {
     Command::new(cargo()).args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success())
 }
 
-fn ci() -> Result<(), String> {
+fn ci() -> Result<(), TaskError> {
     let cargo = cargo();
     run(&cargo, &["fmt", "--all", "--check"])?;
     run(&cargo, &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
@@ -104,10 +118,10 @@ fn ci() -> Result<(), String> {
     // fetched here (from the package registries, verified) and the image built, so
     // the tests themselves run offline. A warm store makes both no-ops.
     let store = default_image_store()?;
-    let store = store.to_str().ok_or("the store path is not UTF-8")?;
+    let store = utf8("the store path", &store)?;
     run(&cargo, &["build", "--locked", "-p", "openshell-cli"])?;
     let bin = target_dir().join("debug").join("openshell");
-    let bin = bin.to_str().ok_or("target directory path is not UTF-8")?;
+    let bin = utf8("the target directory", &bin)?;
     // The default image, the SDK test image (the openai and anthropic Python SDKs
     // for the privacy router, `websockets` and the MCP Python SDK for the L7
     // protocols) and the network tests' client image (getent, Python, Node, dig,
@@ -118,19 +132,23 @@ fn ci() -> Result<(), String> {
     }
     let env = [("OPENSHELL_TEST_DEFAULT_STORE", store)];
     if has_nextest() {
-        run_with(&cargo, &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"], &env)
+        Ok(run_with(&cargo, &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"], &env)?)
     } else {
         eprintln!(
             "xtask: cargo-nextest not found (install it with `cargo install cargo-nextest --locked`); using cargo test"
         );
-        run_with(&cargo, &["test", "--workspace", "--locked", "--lib", "--bins", "--tests", "--no-fail-fast"], &env)
+        Ok(run_with(
+            &cargo,
+            &["test", "--workspace", "--locked", "--lib", "--bins", "--tests", "--no-fail-fast"],
+            &env,
+        )?)
     }
 }
 
 /// Where the tests find the default image: `$OPENSHELL_TEST_DEFAULT_STORE`, else
 /// the user's store (`$OPENSHELL_STORE`, `$XDG_DATA_HOME/openshell/store`,
 /// `~/.local/share/openshell/store`), where `quickstart` puts it too.
-fn default_image_store() -> Result<PathBuf, String> {
+fn default_image_store() -> Result<PathBuf, TaskError> {
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(store) = var("OPENSHELL_TEST_DEFAULT_STORE").or_else(|| var("OPENSHELL_STORE")) {
         return Ok(store);
@@ -138,16 +156,16 @@ fn default_image_store() -> Result<PathBuf, String> {
     if let Some(data) = var("XDG_DATA_HOME") {
         return Ok(data.join("openshell/store"));
     }
-    var("HOME").map(|h| h.join(".local/share/openshell/store")).ok_or_else(|| "HOME is not set".to_owned())
+    var("HOME").map(|h| h.join(".local/share/openshell/store")).ok_or(TaskError::NoHome)
 }
 
-fn quickstart() -> Result<(), String> {
-    prereqs::ensure(prereqs::OnMissing::InstallAsRoot).map_err(|e| e.to_string())?;
+fn quickstart() -> Result<(), TaskError> {
+    prereqs::ensure(prereqs::OnMissing::InstallAsRoot)?;
     let cargo = cargo();
     run(&cargo, &["build", "--release", "--locked", "-p", "openshell-cli"])?;
     let target = target_dir();
     let bin = target.join("release").join("openshell");
-    let bin = bin.to_str().ok_or("target directory path is not UTF-8")?;
+    let bin = utf8("the target directory", &bin)?;
     run(bin, &["policy", "validate", "policies/default.yaml"])?;
     run(bin, &["policy", "explain", "policies/default.yaml"])?;
     run(
@@ -167,17 +185,17 @@ fn quickstart() -> Result<(), String> {
     // The default agent image: fetch its closure (verified) and build it, offline.
     run(bin, &["fetch", "lockfiles/default.lock"])?;
     let archive = target.join("openshell-default.tar");
-    let archive = archive.to_str().ok_or("target directory path is not UTF-8")?;
+    let archive = utf8("the target directory", &archive)?;
     run(bin, &["build", "lockfiles/default.lock", "--archive", archive])?;
     eprintln!("xtask: the openshell binary is {bin}; the default image is {archive} (docker load -i {archive})");
     Ok(())
 }
 
-fn bench(name: Option<&str>, rest: &[String]) -> Result<(), String> {
+fn bench(name: Option<&str>, rest: &[String]) -> Result<(), TaskError> {
     let cargo = cargo();
     match name {
         None | Some("decide") | Some("policy") => {
-            run(&cargo, &["bench", "-p", "openshell-policy", "--bench", "decide"])
+            Ok(run(&cargo, &["bench", "-p", "openshell-policy", "--bench", "decide"])?)
         }
         Some("build") => {
             // Set-up: the default image's closure in a store (downloads it once).
@@ -200,29 +218,24 @@ fn bench(name: Option<&str>, rest: &[String]) -> Result<(), String> {
                     &store,
                 ],
             )?;
-            let status = Command::new(&cargo)
-                .args(["bench", "--locked", "-p", "openshell-build", "--bench", "build"])
-                .env("OPENSHELL_BENCH_STORE", &store)
-                .current_dir(root())
-                .status()
-                .map_err(|e| format!("cannot run cargo bench: {e}"))?;
-            if status.success() { Ok(()) } else { Err(format!("cargo bench failed ({status})")) }
+            let bench = ["bench", "--locked", "-p", "openshell-build", "--bench", "build"];
+            Ok(run_with(&cargo, &bench, &[("OPENSHELL_BENCH_STORE", &store)])?)
         }
-        Some("sandbox") => bench_sandbox::bench_sandbox(rest),
-        Some("docker-driver") => bench_docker::bench_docker(rest).map_err(|e| e.to_string()),
-        Some("push") => bench_push::bench_push(rest).map_err(|e| e.to_string()),
-        Some("bundle") => bench_bundle::bench_bundle(rest).map_err(|e| e.to_string()),
-        Some("proxy") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "proxy"]),
-        Some("router") => run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "router"]),
+        Some("sandbox") => Ok(bench_sandbox::bench_sandbox(rest)?),
+        Some("docker-driver") => Ok(bench_docker::bench_docker(rest)?),
+        Some("push") => Ok(bench_push::bench_push(rest)?),
+        Some("bundle") => Ok(bench_bundle::bench_bundle(rest)?),
+        Some("proxy") => Ok(run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "proxy"])?),
+        Some("router") => Ok(run(&cargo, &["bench", "--locked", "-p", "openshell-proxy", "--bench", "router"])?),
         Some("kubernetes") => {
             // The bench finds openshell-runtime beside openshell in the release directory.
             run(&cargo, &["build", "--release", "--locked", "-p", "openshell-runtime"])?;
             let mut args = vec!["bench", "--locked", "-p", "openshell-cli", "--bench", "kubernetes", "--"];
             args.extend(rest.iter().map(String::as_str));
-            run(&cargo, &args)
+            Ok(run(&cargo, &args)?)
         }
-        Some(other) => Err(format!(
+        Some(other) => Err(TaskError::Usage(format!(
             "unknown benchmark `{other}`; available: decide, build, sandbox, docker-driver, proxy, router, push, bundle, kubernetes"
-        )),
+        ))),
     }
 }
