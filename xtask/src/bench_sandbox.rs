@@ -35,6 +35,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+
 use crate::command::{CommandError, capture};
 use crate::{cargo, root, run, target_dir};
 
@@ -799,25 +801,9 @@ pub(crate) fn p90(samples: &[Duration]) -> Option<f64> {
     v.get(rank.checked_sub(1)?).copied()
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_num(x: Option<f64>) -> String {
-    x.filter(|x| x.is_finite()).map(|x| format!("{x:.3}")).unwrap_or_else(|| "null".into())
+/// A figure for the JSON report: three decimals, `null` when not finite.
+fn json_num(x: Option<f64>) -> Value {
+    x.filter(|x| x.is_finite()).map_or(Value::Null, |x| json!((x * 1e3).round() / 1e3))
 }
 
 fn mib(kib: f64) -> String {
@@ -918,64 +904,50 @@ impl Report {
         t
     }
 
+    /// One subject's figures, or why it was not measured.
+    fn subject_json(&self, s: &Subject) -> Value {
+        match &s.skipped {
+            Some(reason) => json!({"label": s.label, "measured": false, "reason": reason}),
+            None => json!({
+                "label": s.label,
+                "measured": true,
+                "median_ms": json_num(median(&s.samples)),
+                "p90_ms": json_num(p90(&s.samples)),
+                "openshell_over_peer": json_num(self.ratio(s)),
+                "openshell_without_standby_over_peer": json_num(self.cold_ratio(s)),
+                "samples_ms": s.samples.iter().map(|d| json_num(Some(ms(*d)))).collect::<Vec<_>>(),
+            }),
+        }
+    }
+
     fn json(&self) -> String {
-        let mut j = String::from("{\n");
-        let _ = writeln!(j, "  \"iterations\": {},", self.iterations);
-        let _ = writeln!(j, "  \"warmup\": {},", self.warmup);
-        let _ = writeln!(j, "  \"image\": {},", json_str(&self.image));
-        j.push_str("  \"results\": {\n");
-        let all: Vec<&Subject> = self
-            .subjects
-            .iter()
-            .chain([&self.first_burst, &self.back_to_back, &self.exec, &self.exec_remote])
-            .collect();
-        for (i, s) in all.iter().enumerate() {
-            let _ = write!(j, "    {}: {{\"label\": {}, ", json_str(s.key), json_str(s.label));
-            match &s.skipped {
-                Some(reason) => {
-                    let _ = write!(j, "\"measured\": false, \"reason\": {}", json_str(reason));
-                }
-                None => {
-                    let samples: Vec<String> = s.samples.iter().map(|d| format!("{:.3}", ms(*d))).collect();
-                    let _ = write!(
-                        j,
-                        "\"measured\": true, \"median_ms\": {}, \"p90_ms\": {}, \"openshell_over_peer\": {}, \"openshell_without_standby_over_peer\": {}, \"samples_ms\": [{}]",
-                        json_num(median(&s.samples)),
-                        json_num(p90(&s.samples)),
-                        json_num(self.ratio(s)),
-                        json_num(self.cold_ratio(s)),
-                        samples.join(", ")
-                    );
-                }
-            }
-            j.push_str(if i + 1 == all.len() { "}\n" } else { "},\n" });
-        }
-        j.push_str("  },\n");
-        match &self.memory {
-            Ok(m) => {
-                let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
-                let _ = writeln!(
-                    j,
-                    "  \"rss\": {{\"measured\": true, \"sandboxes\": {}, \"standbys\": {}, \"per_sandbox_kib\": {:.1}, \"supervisor_mean_kib\": {:.1}, \"gateway_kib\": {}, \"gateway_share_kib\": {:.1}, \"supervisors_kib\": [{}], \"per_sandbox_pss_kib\": {}, \"supervisors_pss_kib\": [{}], \"gateway_pss_kib\": {}, \"sandbox_init_kib\": [{}]}}",
-                    m.sandboxes,
-                    m.standbys,
-                    m.per_sandbox_kib(),
-                    m.supervisor_mean_kib(),
-                    m.gateway_kib,
-                    m.gateway_share_kib(),
-                    list(&m.supervisors_kib),
-                    json_num(m.per_sandbox_pss_kib()),
-                    list(&m.supervisors_pss_kib),
-                    m.gateway_pss_kib.map(|k| k.to_string()).unwrap_or_else(|| "null".into()),
-                    list(&m.inits_kib),
-                );
-            }
-            Err(e) => {
-                let _ = writeln!(j, "  \"rss\": {{\"measured\": false, \"reason\": {}}}", json_str(&e.to_string()));
-            }
-        }
-        j.push_str("}\n");
-        j
+        let all = self.subjects.iter().chain([&self.first_burst, &self.back_to_back, &self.exec, &self.exec_remote]);
+        let results: serde_json::Map<String, Value> = all.map(|s| (s.key.to_owned(), self.subject_json(s))).collect();
+        let rss = match &self.memory {
+            Ok(m) => json!({
+                "measured": true,
+                "sandboxes": m.sandboxes,
+                "standbys": m.standbys,
+                "per_sandbox_kib": json_num(Some(m.per_sandbox_kib())),
+                "supervisor_mean_kib": json_num(Some(m.supervisor_mean_kib())),
+                "gateway_kib": m.gateway_kib,
+                "gateway_share_kib": json_num(Some(m.gateway_share_kib())),
+                "supervisors_kib": m.supervisors_kib,
+                "per_sandbox_pss_kib": json_num(m.per_sandbox_pss_kib()),
+                "supervisors_pss_kib": m.supervisors_pss_kib,
+                "gateway_pss_kib": m.gateway_pss_kib,
+                "sandbox_init_kib": m.inits_kib,
+            }),
+            Err(e) => json!({"measured": false, "reason": e.to_string()}),
+        };
+        let report = json!({
+            "iterations": self.iterations,
+            "warmup": self.warmup,
+            "image": self.image,
+            "results": results,
+            "rss": rss,
+        });
+        format!("{report:#}\n")
     }
 }
 
@@ -1039,7 +1011,40 @@ mod tests {
     }
 
     #[test]
-    fn json_escapes() {
-        assert_eq!(json_str("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+    fn the_json_report_has_each_subjects_figures_or_why_not() {
+        let timed = |key, ms: &[u64]| Subject { samples: ds(ms), ..Subject::new(key, key, true) };
+        let mut docker = Subject::new("docker_run", "docker run", false);
+        docker.skipped = Some("`docker info` failed".into());
+        let report = Report {
+            iterations: 3,
+            warmup: 1,
+            image: "openshell/bench:x".into(),
+            subjects: vec![
+                timed("openshell_create", &[8, 8, 8]),
+                timed("openshell_create_cold", &[30, 28, 29]),
+                timed("runc_run", &[30, 30, 30]),
+                docker,
+            ],
+            first_burst: timed("openshell_create_first_burst", &[9]),
+            back_to_back: timed("openshell_create_back_to_back", &[10]),
+            exec: timed("openshell_exec", &[10]),
+            exec_remote: timed("openshell_exec_remote", &[13]),
+            memory: Err(SandboxBenchError::NotMeasured("RSS".into())),
+        };
+        let json: Value = serde_json::from_str(&report.json()).expect("JSON");
+        let runc = &json["results"]["runc_run"];
+        assert_eq!((runc["median_ms"].as_f64(), runc["samples_ms"].as_array().map(Vec::len)), (Some(30.0), Some(3)));
+        assert_eq!(runc["openshell_over_peer"].as_f64(), Some(8.0 / 30.0 * 1e3).map(|x: f64| x.round() / 1e3));
+        assert_eq!(runc["openshell_without_standby_over_peer"].as_f64(), Some(0.967));
+        assert_eq!(json["results"]["docker_run"]["reason"], "`docker info` failed");
+        assert_eq!(json["rss"]["measured"], false);
+        assert_eq!(json["image"], "openshell/bench:x");
+    }
+
+    #[test]
+    fn figures_have_three_decimals_and_no_nan() {
+        assert_eq!(json_num(Some(1.23456)), json!(1.235));
+        assert_eq!(json_num(Some(f64::NAN)), Value::Null);
+        assert_eq!(json_num(None), Value::Null);
     }
 }
