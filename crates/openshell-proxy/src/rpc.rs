@@ -9,10 +9,10 @@
 //! with a Content-Length; the response streams back (`exchange`). The bodies a
 //! proxy holds at once are bounded ([`crate::Limits::rpc_bodies`]): past it, 503.
 
-use openshell_policy::model::{Dialect, Rpc, TOOLS_CALL};
-use openshell_policy::{HttpRequest, Message, Request, RpcCall, Verdict};
 use std::sync::Arc;
 
+use openshell_policy::model::{Dialect, Rpc, TOOLS_CALL};
+use openshell_policy::{HttpRequest, Message, Request, RpcCall, Verdict};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::OwnedSemaphorePermit;
