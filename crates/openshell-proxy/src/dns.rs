@@ -59,7 +59,11 @@ impl Dns {
     pub fn serve(self) -> std::io::Result<()> {
         if let Some(listener) = self.tcp {
             let (shared, peer) = (Arc::clone(&self.shared), self.peer);
-            std::thread::spawn(move || serve_tcp(&listener, &shared, peer));
+            std::thread::spawn(move || {
+                if let Err(e) = serve_tcp(&listener, &shared, peer) {
+                    eprintln!("dns over tcp: {e}");
+                }
+            });
         }
         let socket = Arc::new(self.socket);
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -83,11 +87,19 @@ impl Dns {
 }
 
 /// Serves the TCP connections `listener` accepts until it fails.
-fn serve_tcp(listener: &TcpListener, shared: &Arc<Shared>, peer: Option<IpAddr>) {
+fn serve_tcp(listener: &TcpListener, shared: &Arc<Shared>, peer: Option<IpAddr>) -> std::io::Result<()> {
     let open = Arc::new(AtomicUsize::new(0));
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
-        let Ok(from) = conn.peer_addr() else { continue };
+    loop {
+        let (conn, from) = match listener.accept() {
+            Ok(accepted) => accepted,
+            // As the proxy's accept loop: out of descriptors for a moment (a
+            // retry at once would spin), not the listener's end.
+            Err(e) if e.raw_os_error().is_some_and(crate::proxy::transient) => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         // Only this thread adds: a count read here never grows before the add.
         if peer.is_some_and(|peer| peer != from.ip()) || open.load(Ordering::SeqCst) >= TCP_CONNECTIONS {
             continue;

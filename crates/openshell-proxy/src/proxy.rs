@@ -416,7 +416,9 @@ async fn accept_loop(
     }
 }
 
-fn transient(errno: i32) -> bool {
+/// Whether an accept failed for a moment (descriptors, memory, a connection
+/// gone before it was taken) rather than for good.
+pub(crate) fn transient(errno: i32) -> bool {
     use rustix::io::Errno;
     [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM, Errno::CONNABORTED, Errno::PERM]
         .iter()
