@@ -162,20 +162,13 @@ fn in_path(tool: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
 }
 
-/// Whether an ELF executable names a program interpreter (is dynamically linked).
+/// Whether a 64-bit ELF executable names a program interpreter (is dynamically
+/// linked); `None` for what is not one (read with `object`).
 fn elf_has_interpreter(bytes: &[u8]) -> Option<bool> {
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    let u64_at = |o: usize| {
-        bytes.get(o..o + 8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(|b| u64::from_le_bytes(b) as usize)
-    };
-    // 64-bit little-endian ELF only (the machines this bench runs on).
-    if bytes.get(..6)? != b"\x7fELF\x02\x01" {
-        return None;
-    }
-    let (phoff, phentsize, phnum) = (u64_at(32)?, u16_at(54)?, u16_at(56)?);
-    const PT_INTERP: u32 = 3;
-    Some((0..phnum).any(|i| u32_at(phoff + i * phentsize) == Some(PT_INTERP)))
+    use object::read::elf::{ElfFile64, ProgramHeader as _};
+    let elf = ElfFile64::<object::Endianness>::parse(bytes).ok()?;
+    let endian = elf.endian();
+    Some(elf.elf_program_headers().iter().any(|ph| ph.p_type(endian) == object::elf::PT_INTERP))
 }
 
 fn prerequisites() -> Result<(), SandboxBenchError> {
@@ -999,8 +992,12 @@ mod tests {
     fn static_elf() {
         // An ELF64 header with one PT_LOAD program header, then with PT_INTERP.
         let mut elf = vec![0u8; 64 + 56];
-        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+        elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        elf[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+        elf[20..24].copy_from_slice(&1u32.to_le_bytes());
         elf[32..40].copy_from_slice(&64u64.to_le_bytes());
+        elf[52..54].copy_from_slice(&64u16.to_le_bytes());
         elf[54..56].copy_from_slice(&56u16.to_le_bytes());
         elf[56..58].copy_from_slice(&1u16.to_le_bytes());
         elf[64..68].copy_from_slice(&1u32.to_le_bytes());
@@ -1008,6 +1005,9 @@ mod tests {
         elf[64..68].copy_from_slice(&3u32.to_le_bytes());
         assert_eq!(elf_has_interpreter(&elf), Some(true));
         assert_eq!(elf_has_interpreter(b"#!/bin/sh"), None);
+        // This test binary is linked against libc dynamically.
+        let own = std::fs::read(std::env::current_exe().expect("exe")).expect("read");
+        assert_eq!(elf_has_interpreter(&own), Some(true));
     }
 
     #[test]
