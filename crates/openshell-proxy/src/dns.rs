@@ -7,9 +7,10 @@
 //! 4003). No query leaves the host but this responder's own lookup through the
 //! proxy's resolver. Messages are parsed and written with `hickory-proto`.
 //!
-//! Queries over TCP (RFC 7766: each message after its two-byte length; a client
-//! falls back to it for a truncated answer, `dig +tcp`, `options use-vc`) get the
-//! same answers, one connection per thread, at most [`TCP_CONNECTIONS`] at once
+//! A reply longer than the query's UDP payload size (512 bytes without EDNS) goes
+//! back truncated: no answers, TC set. Queries over TCP (RFC 7766: each message
+//! after its two-byte length; a client falls back to it for a truncated answer,
+//! `dig +tcp`, `options use-vc`) get the whole answers, one connection per thread, at most [`TCP_CONNECTIONS`] at once
 //! (a further one is closed at once), each closed after [`TCP_IDLE`] without a
 //! query or at the first message that is not one.
 
@@ -77,7 +78,7 @@ impl Dns {
             let (socket, shared, in_flight) = (Arc::clone(&socket), Arc::clone(&self.shared), Arc::clone(&in_flight));
             in_flight.fetch_add(1, Ordering::SeqCst);
             std::thread::spawn(move || {
-                if let Some(reply) = answer(&shared, &query, from) {
+                if let Some(reply) = answer_udp(&shared, &query, from) {
                     let _ = socket.send_to(&reply, from);
                 }
                 in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -123,7 +124,9 @@ fn answer_stream(mut conn: TcpStream, shared: &Shared, from: SocketAddr) -> std:
         conn.read_exact(&mut length)?;
         let mut query = vec![0u8; usize::from(u16::from_be_bytes(length))];
         conn.read_exact(&mut query)?;
-        let Some(reply) = answer(shared, &query, from) else { return Ok(()) };
+        let Some(reply) = answer(shared, &query, from).and_then(|(reply, _)| reply.to_vec().ok()) else {
+            return Ok(());
+        };
         let Ok(length) = u16::try_from(reply.len()) else { return Ok(()) };
         let mut framed = Vec::with_capacity(2 + reply.len());
         framed.extend_from_slice(&length.to_be_bytes());
@@ -132,8 +135,21 @@ fn answer_stream(mut conn: TcpStream, shared: &Shared, from: SocketAddr) -> std:
     }
 }
 
-/// The reply to `query`, or none for what is not a query (dropped).
-fn answer(shared: &Shared, query: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+/// The reply to `query` over UDP: when it is longer than the query's UDP payload
+/// size (512 bytes, or what its EDNS record says), the same without its answers
+/// and with TC set, which sends the client to TCP for the whole answer.
+fn answer_udp(shared: &Shared, query: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+    let (reply, max_payload) = answer(shared, query, from)?;
+    let bytes = reply.to_vec().ok()?;
+    if bytes.len() <= usize::from(max_payload) {
+        return Some(bytes);
+    }
+    reply.truncate().to_vec().ok()
+}
+
+/// The reply to `query` and the query's UDP payload size, or none for what is
+/// not a query (dropped).
+fn answer(shared: &Shared, query: &[u8], from: SocketAddr) -> Option<(Message, u16)> {
     let query = Message::from_vec(query).ok()?;
     if query.metadata.message_type != MessageType::Query {
         return None;
@@ -159,7 +175,7 @@ fn answer(shared: &Shared, query: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
         _ => ResponseCode::NotImp,
     };
     reply.metadata.response_code = code;
-    reply.to_vec().ok()
+    Some((reply, query.max_payload()))
 }
 
 /// The answer for `name`: NXDOMAIN (audited) when no network policy names it,

@@ -25,6 +25,7 @@ network_policies:
     endpoints:
       - { host: api.test, port: 443, allowed_ips: [10.200.0.0/24, 'fd00::/64'] }
       - { host: meta.test, port: 443 }
+      - { host: many.test, port: 443, allowed_ips: [10.201.0.0/24] }
     binaries:
       - path: /usr/bin/curl
 ";
@@ -34,6 +35,10 @@ struct Shifting(AtomicUsize);
 
 impl Resolve for Shifting {
     fn resolve(&self, host: &str, _port: u16) -> std::io::Result<Vec<IpAddr>> {
+        if host.trim_end_matches('.') == "many.test" {
+            // More A records than 512 bytes hold.
+            return Ok((1..=60).map(|n| IpAddr::from([10, 201, 0, n])).collect());
+        }
         if host.trim_end_matches('.') == "meta.test" {
             // The cloud metadata address, a private one no allowed_ips covers, a public one.
             return Ok(["169.254.169.254", "10.9.9.9", "192.0.2.7"].map(|a| a.parse().expect("ip")).to_vec());
@@ -283,4 +288,23 @@ fn tcp_connections_are_bounded_and_a_closed_one_frees_its_place() {
 fn answered(c: &mut TcpStream) -> bool {
     let mut length = [0u8; 2];
     c.read_exact(&mut length).is_ok()
+}
+
+#[test]
+fn an_answer_too_long_for_udp_is_truncated_and_whole_over_tcp() {
+    let s = setup();
+    // 60 A records: over 512 bytes, the UDP size of a query without EDNS.
+    let udp = ask(s.dns, "many.test.", RecordType::A);
+    assert!(udp.metadata.truncation, "{udp:?}");
+    assert!(udp.answers.is_empty());
+    // The client's retry over TCP gets them all.
+    let mut c = dial(s.dns_tcp);
+    c.write_all(&framed(&query(3, "many.test.", RecordType::A))).expect("write");
+    let tcp = read_framed(&mut c);
+    assert!(!tcp.metadata.truncation);
+    assert_eq!(addresses(&tcp).len(), 60);
+    // The positive control: a short answer is whole over UDP.
+    let short = ask(s.dns, "api.test.", RecordType::A);
+    assert!(!short.metadata.truncation);
+    assert_eq!(addresses(&short).len(), 1);
 }
