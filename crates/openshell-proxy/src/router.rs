@@ -862,15 +862,15 @@ mod tests {
             Err(RouteError::BaseUrl { problem, .. }) => problem,
             other => panic!("{url}: {other:?}"),
         };
-        assert!(matches!(problem("ftp://x"), BaseUrlProblem::Scheme));
+        assert!(matches!(problem("ftp://x.test"), BaseUrlProblem::Scheme));
         assert!(matches!(problem("https://"), BaseUrlProblem::Parse(_)));
         assert!(matches!(problem("api.example.test/v1"), BaseUrlProblem::Parse(_)));
-        assert!(matches!(problem("https://h/v1?x=1"), BaseUrlProblem::QueryOrFragment));
-        assert!(matches!(problem("https://h/v1#f"), BaseUrlProblem::QueryOrFragment));
-        assert!(matches!(problem("https://h:0/v1"), BaseUrlProblem::PortZero));
-        // Before `url`, this host was `user@h`.
-        assert!(matches!(problem("https://user@h/v1"), BaseUrlProblem::Credentials));
-        assert!(matches!(problem("https://user:pw@h/v1"), BaseUrlProblem::Credentials));
+        assert!(matches!(problem("https://h.test/v1?x=1"), BaseUrlProblem::QueryOrFragment));
+        assert!(matches!(problem("https://h.test/v1#f"), BaseUrlProblem::QueryOrFragment));
+        assert!(matches!(problem("https://h.test:0/v1"), BaseUrlProblem::PortZero));
+        // Before `url`, this host was `user@h.test`.
+        assert!(matches!(problem("https://user@h.test/v1"), BaseUrlProblem::Credentials));
+        assert!(matches!(problem("https://user:pw@h.test/v1"), BaseUrlProblem::Credentials));
     }
 
     #[test]
