@@ -667,6 +667,82 @@ fn a_supervisor_killed_with_sigkill_leaves_no_sandbox_and_no_link() {
     }
 }
 
+/// Issue 16, point 1: a standby sandbox is made ahead of need at nice 10 (every
+/// thread of its supervisor, the proxy's included, and its process 1), so that
+/// its start yields the CPU to creates a client waits for; the job it is given
+/// runs at nice 0, and so does its supervisor from then on.
+#[test]
+fn a_standby_is_made_at_low_priority_and_runs_its_job_at_normal_priority() {
+    let env = Env::new();
+    std::fs::write(env.path().join("egress.yaml"), wget_to_upstream(8080)).expect("write");
+    // The first create of this image and policy leaves a standby for them.
+    let out = env.create(&["--rm", "--policy", "egress.yaml", "--", "true"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (id, supervisor, init) = loop {
+        let started =
+            std::fs::read_dir(env.gateway_dir().join("sandboxes")).expect("sandboxes dir").flatten().find_map(|dir| {
+                let record = std::fs::read_to_string(dir.path().join("supervisor.pid")).ok()?;
+                let pids: Vec<i32> = record.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+                // pid, start time, process 1: the standby's process 1 waits for its
+                // job (the first create's supervisor may not have cleaned up yet).
+                let alive = |pid: i32| Path::new(&format!("/proc/{pid}")).exists();
+                (pids.len() == 3 && alive(pids[0]) && alive(pids[2]))
+                    .then(|| (dir.file_name().to_string_lossy().into_owned(), pids[0], pids[2]))
+            });
+        if let Some(found) = started {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no standby sandbox started within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let standby = [thread_nices(supervisor), thread_nices(init)];
+    assert!(standby[0].len() > 1, "the supervisor runs the proxy's threads: {standby:?}");
+    assert!(standby.iter().flatten().all(|&n| n == 10), "the standby, every thread at nice 10: {standby:?}");
+
+    let out = env.create(&[
+        "-d",
+        "--name",
+        "took",
+        "--policy",
+        "egress.yaml",
+        "--",
+        "sh",
+        "-c",
+        "cut -d' ' -f19 /proc/self/stat; sleep 1000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.sandbox("took")["id"], id.as_str(), "the create took the standby");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stdout(&env.run(&["sandbox", "logs", "took"])).is_empty() {
+        assert!(Instant::now() < deadline, "no output from the job");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(stdout(&env.run(&["sandbox", "logs", "took"])), "0\n", "the job's nice value");
+    let assigned = [thread_nices(supervisor), thread_nices(init)];
+    assert!(assigned.iter().flatten().all(|&n| n == 0), "assigned, every thread at nice 0: {assigned:?}");
+    // A create that finds no standby (another policy) gets the spare helper that
+    // the refill started, at nice 10: a job someone waits for sets it back to 0.
+    let out = env.create(&["--rm", "--", "sh", "-c", "cut -d' ' -f19 /proc/self/stat"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), "0\n"),
+        "a cold create's nice value: {}",
+        text(&out)
+    );
+}
+
+/// The nice value (field 19 of /proc/PID/task/TID/stat) of each thread of `pid`.
+fn thread_nices(pid: i32) -> Vec<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap_or_else(|e| panic!("process {pid}: {e}"));
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        // The command name (field 2) may hold spaces: count from the ')' that ends it.
+        .filter_map(|stat| stat.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok())
+        .collect()
+}
+
 /// The supervisor of a sandbox, as it records itself (pid and start time).
 fn find_supervisor(env: &Env, id: &str) -> i32 {
     let path = env.gateway_dir().join("sandboxes").join(id).join("supervisor.pid");

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use openshell_driver::RouteUpdate;
+use openshell_driver::{RouteUpdate, priority};
 use openshell_gateway_api::wire;
 use serde::{Deserialize, Serialize};
 
@@ -214,6 +214,12 @@ pub fn helper_main() -> i32 {
     }
     let mut fds = fds.into_iter();
     let stdio = Stdio { stdin: fds.next(), stdout: fds.next(), stderr: fds.next() };
+    // A standby is made ahead of need; anything else is waited for (and this
+    // helper may have been started by a thread that makes standbys).
+    let nice = if job == HelperJob::Standby { priority::STANDBY_NICE } else { 0 };
+    if let Err(e) = priority::set_this_thread(nice) {
+        eprintln!("helper: nice {nice}: {e}");
+    }
     match job {
         HelperJob::Supervise => supervise_job(&dir, Some(stdio)),
         HelperJob::Standby => supervise_job(&dir, None),
@@ -239,6 +245,7 @@ fn supervise_job(dir: &Path, stdio: Option<Stdio>) -> i32 {
     Supervisor::write(dir, None);
     let record = dir.join(SUPERVISOR_FILE);
     let dir = SandboxDir(dir.to_path_buf());
+    let init = std::cell::Cell::new(None);
     let mut on_event = |event| {
         match event {
             Event::Created(pid) => return start_proxy(&dir, pid).map_err(Into::into),
@@ -246,6 +253,7 @@ fn supervise_job(dir: &Path, stdio: Option<Stdio>) -> i32 {
             // have been reaped: the gateway signals through it, never by number.
             Event::Started(pid) => match pidfd(pid) {
                 Ok(fd) => {
+                    init.set(Some(pid));
                     Supervisor::write(&dir.0, Some(pid));
                     report_with(&HelperMessage::Started { pid }, &[fd.as_fd()]);
                 }
@@ -257,7 +265,18 @@ fn supervise_job(dir: &Path, stdio: Option<Stdio>) -> i32 {
         Ok(())
     };
     let mut stdio = stdio;
-    let mut assign = || stdio.take().or_else(|| if standby { wait_for_assignment() } else { None });
+    let mut assign = || {
+        if !standby {
+            return stdio.take();
+        }
+        let assigned = wait_for_assignment()?;
+        // Before process 1 gets its job: the job runs at normal priority.
+        let pids: Vec<i32> = [std::process::id() as i32].into_iter().chain(init.get()).collect();
+        if let Err(e) = priority::restore(&pids) {
+            eprintln!("supervisor: back to normal priority: {e}");
+        }
+        Some(assigned)
+    };
     let code = match supervise(&dir, &mut on_event, &mut assign) {
         Ok(Some(code)) => code,
         Ok(None) => {

@@ -7,6 +7,7 @@
 
 mod error;
 mod job;
+pub mod priority;
 pub mod socket;
 
 pub use error::DriverError;

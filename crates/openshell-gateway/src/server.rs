@@ -777,6 +777,10 @@ impl Gateway {
         let gateway = Arc::clone(self);
         self.refilling.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::thread::spawn(move || {
+            // Ahead of need: the creates clients wait for come first.
+            if let Err(e) = openshell_driver::priority::set_this_thread(openshell_driver::priority::STANDBY_NICE) {
+                tracing::warn!(%e, "refilling standby sandboxes at normal priority");
+            }
             while !STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
                 let wanted = gateway.standby.lock().unwrap_or_else(|p| p.into_inner()).want(&key);
                 let Some(evicted) = wanted else { break };
