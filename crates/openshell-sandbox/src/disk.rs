@@ -47,16 +47,43 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DiskError + '_ {
 }
 
 fn run(program: &'static str, package: &'static str, args: &[&str]) -> Result<(), DiskError> {
-    let command = format!("{program} {}", args.join(" "));
-    let out =
-        Command::new(program).args(args).stdin(std::process::Stdio::null()).output().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => DiskError::Missing { command: program, package },
-            _ => DiskError::Command { command: command.clone(), message: e.to_string() },
-        })?;
-    if out.status.success() {
-        return Ok(());
+    Running::start(program, package, args)?.finish()
+}
+
+/// A command of this module, running; [`Running::finish`] waits for it.
+#[derive(Debug)]
+pub struct Running {
+    child: std::process::Child,
+    command: String,
+}
+
+impl Running {
+    fn start(program: &'static str, package: &'static str, args: &[&str]) -> Result<Running, DiskError> {
+        let command = format!("{program} {}", args.join(" "));
+        let child = Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => DiskError::Missing { command: program, package },
+                _ => DiskError::Command { command: command.clone(), message: e.to_string() },
+            })?;
+        Ok(Running { child, command })
     }
-    Err(DiskError::Command { command, message: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
+
+    /// Waits for the command; its error output is the error's message.
+    pub fn finish(self) -> Result<(), DiskError> {
+        let Running { child, command } = self;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| DiskError::Command { command: command.clone(), message: e.to_string() })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(DiskError::Command { command, message: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
+    }
 }
 
 impl Disk {
@@ -92,11 +119,12 @@ impl Disk {
         made
     }
 
-    /// Mounts the image at `at` (`nodev,nosuid`), in the caller's mount namespace.
-    pub fn mount(&self, at: &Path) -> Result<(), DiskError> {
+    /// Starts mounting the image at `at` (`nodev,nosuid`), in the caller's mount
+    /// namespace; the mount is there once [`Running::finish`] returns.
+    pub fn start_mount(&self, at: &Path) -> Result<Running, DiskError> {
         std::fs::create_dir_all(at).map_err(io(at))?;
         let (image, target) = (self.image.display().to_string(), at.display().to_string());
-        run("mount", "mount", &["-t", "ext4", "-o", "loop,nodev,nosuid,noatime", &image, &target])
+        Running::start("mount", "mount", &["-t", "ext4", "-o", "loop,nodev,nosuid,noatime", &image, &target])
     }
 }
 

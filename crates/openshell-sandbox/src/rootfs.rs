@@ -253,18 +253,32 @@ impl Overlay {
     /// runtime's own /dev is a separate mount). The container's root is a recursive
     /// bind of this mount, so it keeps the flag.
     pub fn mount(&self) -> Result<(), RootfsError> {
+        let lower = self.lower()?;
+        self.mount_over(&lower)
+    }
+
+    /// The layers as the overlay stacks them: idmapped under the staging
+    /// directory (mounted now) when the sandbox's layers need it, else as they
+    /// are. Touches neither the upper nor the work directory.
+    pub fn lower(&self) -> Result<Vec<PathBuf>, RootfsError> {
+        match &self.ids {
+            Some(OverlayIds { map, layers: LayerOwners::Idmapped { staging } }) => {
+                idmap_layers(&self.layers, staging, map)
+            }
+            _ => Ok(self.layers.clone()),
+        }
+    }
+
+    /// Mounts the overlay of `layers` (from [`Overlay::lower`]) as [`Overlay::mount`] does.
+    pub fn mount_over(&self, layers: &[PathBuf]) -> Result<(), RootfsError> {
         for d in [&self.upper, &self.work, &self.target] {
             std::fs::create_dir_all(d).map_err(io(d))?;
         }
-        let mut layers = self.layers.clone();
         if let Some(ids) = &self.ids {
             // The writable layer's root is the sandbox's root's, as the image's is.
             let (uid, gid) = ids.map.to_host((0, 0));
             for d in [&self.upper, &self.work] {
                 std::os::unix::fs::chown(d, Some(uid), Some(gid)).map_err(io(d))?;
-            }
-            if let LayerOwners::Idmapped { staging } = &ids.layers {
-                layers = idmap_layers(&self.layers, staging, &ids.map)?;
             }
         }
         let lower: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();

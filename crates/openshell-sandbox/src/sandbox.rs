@@ -292,12 +292,17 @@ pub fn supervise(dir: &SandboxDir, on_event: OnEvent<'_>, assign: Assign<'_>) ->
     let config = dir.read_config()?;
     let profile = dir.profile(&config)?;
     private_mounts().map_err(|source| SandboxError::MountNamespace { id: config.id.clone(), source })?;
-    if let Some(disk) = &config.disk {
-        let at = Path::new(RUN_DIR).join("disk");
-        disk.mount(&at).map_err(|source| SandboxError::Disk { id: config.id.clone(), source })?;
-    }
+    let disk_err = |source| SandboxError::Disk { id: config.id.clone(), source };
+    // mount(8) runs while the layers are mounted idmapped: the upper directory
+    // is on the disk, the layers are not.
+    let mounting = config.disk.as_ref().map(|disk| disk.start_mount(&Path::new(RUN_DIR).join("disk")));
+    let mounting = mounting.transpose().map_err(disk_err)?;
     let overlay = dir.overlay(&config);
-    overlay.mount()?;
+    let lower = overlay.lower();
+    if let Some(mounting) = mounting {
+        mounting.finish().map_err(disk_err)?;
+    }
+    overlay.mount_over(&lower?)?;
     let outcome =
         place_paths(dir, &config, &profile).and_then(|()| run_mounted(dir, &config, &profile, on_event, assign));
     for n in 0..config.bind_paths.len() {
