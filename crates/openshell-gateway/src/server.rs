@@ -387,19 +387,14 @@ impl Gateway {
     fn finish(&self, id: &str, code: Option<i32>) -> bool {
         let last = self.driver.last_exit(id);
         let code = code.or(last.map(|e| e.code));
-        let mut db = self.db();
-        if let Err(e) = db.set_finished(id, code, last.map(|e| e.finished)) {
-            tracing::error!(%e, "recording an exit");
-        }
-        // An ended sandbox needs no one to reconcile it.
-        if let Err(e) = db.release(id, &self.replica) {
-            tracing::warn!(%e, "releasing the lease of an ended sandbox");
-        }
-        let remove = matches!(db.find(id), Ok(Some(rec)) if rec.auto_remove);
-        if remove && let Err(e) = db.remove(id) {
-            tracing::error!(%e, "removing a --rm sandbox from the state");
-        }
-        drop(db);
+        // An ended sandbox needs no one to reconcile it: the lease goes with it.
+        let remove = match self.db().finish(id, code, last.map(|e| e.finished), &self.replica) {
+            Ok(removed) => removed,
+            Err(e) => {
+                tracing::error!(%e, "recording an exit");
+                false
+            }
+        };
         self.watching.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         remove
     }

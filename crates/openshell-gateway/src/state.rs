@@ -147,8 +147,17 @@ pub trait State: Send {
     /// By name, or by id when no name matches.
     fn find(&mut self, name_or_id: &str) -> Result<Option<Record>, StateError>;
     fn set_running(&mut self, id: &str, pid: Option<i32>) -> Result<(), StateError>;
-    /// `stopped` with an exit code, or `dead` without one.
-    fn set_finished(&mut self, id: &str, exit_code: Option<i32>, finished: Option<u64>) -> Result<(), StateError>;
+    /// The end of sandbox `id`'s run (exit `code`, `at` seconds since the epoch,
+    /// else now), and `holder`'s lease on it given up: the sandbox removed when it
+    /// was created `--rm` (returns true), else `stopped` with a code or `dead`
+    /// without one. One transaction: the client gets the exit code after it.
+    fn finish(
+        &mut self,
+        id: &str,
+        exit_code: Option<i32>,
+        finished: Option<u64>,
+        holder: &str,
+    ) -> Result<bool, StateError>;
     /// The sandbox, its policies and its lease.
     fn remove(&mut self, id: &str) -> Result<(), StateError>;
     /// The current policy's revision, name and text.

@@ -317,16 +317,29 @@ impl State for PostgresState {
         .map(drop)
     }
 
-    fn set_finished(&mut self, id: &str, exit_code: Option<i32>, finished: Option<u64>) -> Result<(), StateError> {
-        let status = if exit_code.is_some() { Phase::Stopped } else { Phase::Dead }.as_str();
-        let finished = finished.unwrap_or_else(now) as i64;
+    fn finish(&mut self, id: &str, code: Option<i32>, at: Option<u64>, holder: &str) -> Result<bool, StateError> {
+        let status = if code.is_some() { Phase::Stopped } else { Phase::Dead }.as_str();
+        let at = at.unwrap_or_else(now) as i64;
         self.run(|c| {
-            c.execute(
-                "UPDATE sandboxes SET status = $2, exit_code = $3, pid = NULL, finished = $4 WHERE id = $1",
-                &[&id, &status, &exit_code, &finished],
-            )
+            let mut tx = c.transaction()?;
+            let row = tx.query_opt("SELECT auto_remove FROM sandboxes WHERE id = $1", &[&id])?;
+            let removed = match row {
+                Some(row) => row.try_get::<_, bool>(0)?,
+                None => false,
+            };
+            if removed {
+                tx.execute("DELETE FROM sandboxes WHERE id = $1", &[&id])?;
+                tx.execute("DELETE FROM leases WHERE sandbox = $1", &[&id])?;
+            } else {
+                tx.execute(
+                    "UPDATE sandboxes SET status = $2, exit_code = $3, pid = NULL, finished = $4 WHERE id = $1",
+                    &[&id, &status, &code, &at],
+                )?;
+                tx.execute("DELETE FROM leases WHERE sandbox = $1 AND holder = $2", &[&id, &holder])?;
+            }
+            tx.commit()?;
+            Ok(removed)
         })
-        .map(drop)
     }
 
     fn remove(&mut self, id: &str) -> Result<(), StateError> {

@@ -311,16 +311,29 @@ impl State for SqliteState {
             .map_err(self.err())
     }
 
-    fn set_finished(&mut self, id: &str, exit_code: Option<i32>, finished: Option<u64>) -> Result<(), StateError> {
-        let status = if exit_code.is_some() { Phase::Stopped } else { Phase::Dead }.as_str();
-        self.conn
-            .execute(
+    fn finish(&mut self, id: &str, code: Option<i32>, at: Option<u64>, holder: &str) -> Result<bool, StateError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let auto_remove: Option<bool> = tx
+            .query_row("SELECT auto_remove FROM sandboxes WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(self.err())?;
+        let removed = auto_remove == Some(true);
+        if removed {
+            tx.execute("DELETE FROM sandboxes WHERE id = ?1", [id]).map_err(self.err())?;
+            tx.execute("DELETE FROM leases WHERE sandbox = ?1", [id]).map_err(self.err())?;
+        } else {
+            let status = if code.is_some() { Phase::Stopped } else { Phase::Dead }.as_str();
+            tx.execute(
                 "UPDATE sandboxes SET status = ?2, exit_code = ?3, pid = NULL, supervisor_pid = NULL, finished = ?4
                  WHERE id = ?1",
-                params![id, status, exit_code, finished.unwrap_or_else(now) as i64],
+                params![id, status, code, at.unwrap_or_else(now) as i64],
             )
-            .map(drop)
-            .map_err(self.err())
+            .map_err(self.err())?;
+            tx.execute("DELETE FROM leases WHERE sandbox = ?1 AND holder = ?2", params![id, holder])
+                .map_err(self.err())?;
+        }
+        tx.commit().map_err(self.err())?;
+        Ok(removed)
     }
 
     fn remove(&mut self, id: &str) -> Result<(), StateError> {
@@ -436,5 +449,58 @@ impl State for SqliteState {
             .execute("DELETE FROM leases WHERE expires < ?1 AND sandbox NOT IN (SELECT id FROM sandboxes)", [now_ms()])
             .map(drop)
             .map_err(self.err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, auto_remove: bool) -> Record {
+        let info = SandboxInfo {
+            id: id.to_owned(),
+            name: format!("sandbox-{id}"),
+            image: "openshell/test".into(),
+            image_digest: "sha256:00".into(),
+            policy_name: "default".into(),
+            policy_revision: 1,
+            command: Vec::new(),
+            phase: Phase::Created,
+            owner: "local".into(),
+            exit_code: None,
+            pid: None,
+            created: 1,
+            started: None,
+            finished: None,
+        };
+        Record { info, auto_remove }
+    }
+
+    /// The end of a run, in one transaction: a `--rm` sandbox leaves the state
+    /// with its lease; another is `stopped` (or `dead` without a code) and only
+    /// the finishing holder's lease goes.
+    #[test]
+    fn finish_removes_a_rm_sandbox_and_records_the_end_of_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = SqliteState::open(&dir.path().join("state.db")).expect("open");
+        let ttl = Duration::from_secs(60);
+        for (id, rm) in [("gone", true), ("kept", false), ("lost", false)] {
+            db.insert(&record(id, rm), "version: 1\n").expect("insert");
+            db.set_running(id, Some(7)).expect("running");
+            assert!(db.lease(id, "replica-a", ttl).expect("lease"));
+        }
+        assert!(db.finish("gone", Some(0), Some(5), "replica-a").expect("finish"), "removed");
+        assert!(db.find("gone").expect("find").is_none());
+        assert!(!db.finish("kept", Some(3), Some(5), "replica-a").expect("finish"), "kept");
+        let kept = db.find("kept").expect("find").expect("recorded");
+        assert_eq!(
+            (kept.info.phase, kept.info.exit_code, kept.info.pid, kept.info.finished),
+            (Phase::Stopped, Some(3), None, Some(5))
+        );
+        assert!(!db.finish("lost", None, None, "replica-b").expect("finish"));
+        assert_eq!(db.find("lost").expect("find").expect("recorded").info.phase, Phase::Dead);
+        let held = db.held("replica-a").expect("held");
+        assert_eq!(held, vec!["lost".to_owned()], "another holder's finish leaves replica-a's lease");
+        assert!(!db.finish("never", Some(0), None, "replica-a").expect("an unknown id"), "nothing to remove");
     }
 }
