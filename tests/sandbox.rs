@@ -667,6 +667,76 @@ fn a_supervisor_killed_with_sigkill_leaves_no_sandbox_and_no_link() {
     }
 }
 
+/// Issue 16, point 1: the gateway attaches its spare disk image to a loop
+/// device ahead of need, and the cold create that takes the spare mounts its
+/// sandbox's disk from that device. No device
+/// outlives what holds it: the sandbox's goes with its supervisor (SIGKILL),
+/// the next spare's with the gateway (SIGKILL). Positive controls: each is
+/// attached until then.
+#[test]
+fn spare_disks_are_attached_ahead_and_no_loop_device_outlives_its_holder() {
+    let mut env = Env::new();
+    env.standby = Some(0);
+    // The first create copies the template; the spare is made after it.
+    let out = env.create(&["--rm", "--", "true"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let templates = env.gateway_dir().join("disk-templates");
+    let (device, _) = poll("a spare disk attached to a loop device", || loop_devices_under(&templates).pop());
+    let out = env.create(&["-d", "--name", "held", "--", "sleep", "1000"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let info = env.sandbox("held");
+    let id = info["id"].as_str().expect("id").to_owned();
+    let init = info["pid"].as_i64().expect("pid") as i32;
+    let sandbox = env.gateway_dir().join("sandboxes").join(&id);
+    let disk = std::fs::canonicalize(sandbox.join("disk.img")).expect("disk.img");
+    assert_eq!(loop_devices_under(&sandbox), vec![(device.clone(), disk)], "the create took the spare and its device");
+    let supervisor = find_supervisor(&env, &id);
+    let mounts = std::fs::read_to_string(format!("/proc/{supervisor}/mountinfo")).expect("mountinfo");
+    let line = mounts.lines().find(|l| l.contains(" /run/openshell/sandbox/disk ")).expect("the disk's mount");
+    assert!(line.contains(&format!(" {device} ")), "the disk is mounted from {device}: {line}");
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    let alive = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    poll("process 1 gone and the sandbox's loop device released after its supervisor's SIGKILL", || {
+        (!alive(init) && loop_devices_under(&sandbox).is_empty()).then_some(())
+    });
+    let (next, _) = poll("the next spare attached", || loop_devices_under(&templates).pop());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(gateway_pid(&env)), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill");
+    poll(&format!("{next}, the next spare's device, released after the gateway's SIGKILL"), || {
+        loop_devices_under(env.path()).is_empty().then_some(())
+    });
+}
+
+/// The loop devices whose backing file is under `dir`: (`/dev/loopN`, file).
+fn loop_devices_under(dir: &Path) -> Vec<(String, PathBuf)> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut found: Vec<_> = std::fs::read_dir("/sys/block")
+        .expect("/sys/block")
+        .flatten()
+        .filter_map(|entry| {
+            let backing = std::fs::read_to_string(entry.path().join("loop/backing_file")).ok()?;
+            let backing = PathBuf::from(backing.trim_end());
+            let device = format!("/dev/{}", entry.file_name().to_string_lossy());
+            backing.starts_with(&dir).then_some((device, backing))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Polls `check` every 20 ms until it gives a value, for at most 10 s.
+fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "10 s without {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Issue 16, point 1: a standby sandbox is made ahead of need at nice 10 (every
 /// thread of its supervisor, the proxy's included, and its process 1), so that
 /// its start yields the CPU to creates a client waits for; the job it is given
@@ -3000,8 +3070,9 @@ fn gateway_pid(env: &Env) -> i32 {
 
 /// Issue 14: a gateway killed (SIGKILL) at any moment of a create leaves, for
 /// the next gateway, a sandbox that runs (found again) or that starts: never one
-/// stuck `created` whose start fails with "container already exists". Tried at
-/// several moments, from before the record to after the start.
+/// stuck `created` whose start fails with "container already exists", and no
+/// loop device attached. Tried at several moments, from before the record to
+/// after the start.
 #[test]
 fn a_gateway_killed_mid_create_leaves_nothing_stuck() {
     let env = Env::new();
@@ -3058,6 +3129,12 @@ fn a_gateway_killed_mid_create_leaves_nothing_stuck() {
         assert!(out.status.success(), "killed after {delay} ms: delete: {}", text(&out));
     }
     assert!(env.names().is_empty(), "{:?}", env.names());
+    // Nor a loop device: a gateway killed while it attached a spare disk left one
+    // attached, which the next gateway detaches.
+    assert!(env.run(&["gateway", "stop"]).status.success());
+    poll("no loop device left attached to a file of the gateway's", || {
+        loop_devices_under(env.path()).is_empty().then_some(())
+    });
 }
 
 /// Issue 14: a gateway whose directory, socket or database disappears under it

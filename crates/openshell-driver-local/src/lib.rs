@@ -28,7 +28,7 @@ use openshell_driver::{
 };
 use openshell_gateway_api::wire;
 use openshell_policy::KernelProfile;
-use openshell_sandbox::disk::Disk;
+use openshell_sandbox::disk::{Device, Disk, Spares};
 use openshell_sandbox::idmap::{IdMap, IdMapError};
 use openshell_sandbox::rootfs::LayerCache;
 use openshell_sandbox::sandbox::{SandboxConfig, SandboxDir, write_json};
@@ -59,6 +59,11 @@ pub struct LocalDriver {
     running: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Pidfds>>>,
     /// The seccomp programs compiled so far, by filter.
     seccomp: openshell_sandbox::seccomp_bpf::Compiled,
+    /// Spare disk images (under `disk-templates/`), attached ahead of need.
+    spares: std::sync::Arc<Spares>,
+    /// The loop devices of spares taken by creates, by sandbox id: held until
+    /// the sandbox's first start has mounted its disk from one.
+    taken_devices: std::sync::Mutex<std::collections::HashMap<String, Device>>,
 }
 
 impl LocalDriver {
@@ -66,13 +71,15 @@ impl LocalDriver {
     /// reading images from `store`; `exe` is the `openshell` executable.
     pub fn new(root: PathBuf, exe: PathBuf, store: Store) -> Result<LocalDriver, DriverError> {
         let driver = LocalDriver {
-            root,
+            root: root.clone(),
             exe,
             store,
             spare: Default::default(),
             user_namespaces: Default::default(),
             running: Default::default(),
             seccomp: Default::default(),
+            spares: std::sync::Arc::new(Spares::new(root.join("disk-templates"))),
+            taken_devices: Default::default(),
         };
         for sub in [driver.sandboxes(), driver.layers(), driver.containers()] {
             std::fs::create_dir_all(&sub).map_err(DriverError::io(&sub))?;
@@ -202,9 +209,10 @@ impl LocalDriver {
         });
     }
 
-    /// Where the disk templates and spare disk images are.
-    fn disk_templates(&self) -> PathBuf {
-        self.root.join("disk-templates")
+    /// The loop device of the spare disk a sandbox's create took, if it has not
+    /// started since: the caller holds it until the start has mounted it.
+    fn taken_device(&self, id: &str) -> Option<Device> {
+        self.taken_devices.lock().unwrap_or_else(|p| p.into_inner()).remove(id)
     }
 
     /// Gives a helper its job: the spare one when it is ready, else a new one.
@@ -450,12 +458,14 @@ impl Driver for LocalDriver {
         };
         // The writable layer on a filesystem of the policy's size.
         let disk = Disk { image: dir.0.join("disk.img"), size: profile.storage.disk };
-        disk.create(&self.disk_templates()).map_err(DriverError::failed)?;
+        if let Some(device) = self.spares.take(&disk).map_err(DriverError::failed)? {
+            self.taken_devices.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), device);
+        }
         // The next create of this size renames a spare instead of copying the
         // template while it waits (made now, beside this start's own work).
-        let (templates, size) = (self.disk_templates(), disk.size);
+        let (spares, size) = (std::sync::Arc::clone(&self.spares), disk.size);
         std::thread::spawn(move || {
-            if let Err(e) = Disk::make_spare(&templates, size) {
+            if let Err(e) = spares.make(size) {
                 tracing::warn!(%e, "making a spare disk image");
             }
         });
@@ -485,6 +495,7 @@ impl Driver for LocalDriver {
 
     fn standby(&self, id: &str) -> Result<Box<dyn Pending>, DriverError> {
         let dir = self.sandbox(id);
+        let _device = self.taken_device(id);
         let waiter = self.helper(HelperMessage::attach(HelperJob::Standby, &dir.0), &[])?;
         let (waiter, pid, pidfds) = started(waiter, &dir)?;
         self.record(id, pidfds);
@@ -493,6 +504,7 @@ impl Driver for LocalDriver {
 
     fn start(&self, id: &str, stdio: Stdio) -> Result<Run, DriverError> {
         let dir = self.sandbox(id);
+        let _device = self.taken_device(id);
         let _ = std::fs::remove_file(dir.exit());
         // A run whose gateway died before it was recorded, and whose supervisor
         // is gone too, left its container behind: cleared, or the start would
@@ -608,6 +620,7 @@ impl Driver for LocalDriver {
 
     fn remove(&self, id: &str) -> Result<(), DriverError> {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        drop(self.taken_device(id));
         let dir = self.sandbox(id);
         // Its mounts lived in its supervisor's own mount namespace: nothing to unmount.
         self.delete_container(id);

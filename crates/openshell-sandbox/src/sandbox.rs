@@ -293,8 +293,9 @@ pub fn supervise(dir: &SandboxDir, on_event: OnEvent<'_>, assign: Assign<'_>) ->
     let profile = dir.profile(&config)?;
     private_mounts().map_err(|source| SandboxError::MountNamespace { id: config.id.clone(), source })?;
     let disk_err = |source| SandboxError::Disk { id: config.id.clone(), source };
-    // mount(8) runs while the layers are mounted idmapped: the upper directory
-    // is on the disk, the layers are not.
+    // The disk is mounted (by mount(8), or from its device on a thread) while
+    // the layers are mounted idmapped: the upper directory is on the disk, the
+    // layers are not.
     let mounting = config.disk.as_ref().map(|disk| disk.start_mount(&Path::new(RUN_DIR).join("disk")));
     let mounting = mounting.transpose().map_err(disk_err)?;
     let overlay = dir.overlay(&config);
