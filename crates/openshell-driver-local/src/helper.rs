@@ -15,6 +15,7 @@ use openshell_driver::{RouteUpdate, priority};
 use openshell_gateway_api::wire;
 use serde::{Deserialize, Serialize};
 
+use openshell_sandbox::idmap::{IdMap, UserNamespace};
 use openshell_sandbox::sandbox::{Event, ExecRequest, SandboxDir, Stdio, exec, supervise, wait_exit};
 
 use crate::files::{CA_CERT_FILE, CA_KEY_FILE};
@@ -77,6 +78,10 @@ pub enum HelperMessage {
         args: Vec<String>,
         env: Vec<String>,
         tty: bool,
+        /// For a supervising job: the map of the user namespace attached first
+        /// (the gateway's, for idmapped layers), when one is.
+        #[serde(default)]
+        userns: Option<IdMap>,
     },
     /// To a standby supervisor: its job is set; the client's stdio attached.
     Assign,
@@ -95,9 +100,10 @@ pub enum HelperMessage {
 }
 
 impl HelperMessage {
-    /// A supervising job for the sandbox in `dir`.
-    pub fn attach(job: HelperJob, dir: &Path) -> HelperMessage {
-        HelperMessage::Attach { job, dir: dir.to_owned(), args: Vec::new(), env: Vec::new(), tty: false }
+    /// A supervising job for the sandbox in `dir`, with a user namespace of
+    /// `userns`'s map attached first when it is given.
+    pub fn supervise(job: HelperJob, dir: &Path, userns: Option<IdMap>) -> HelperMessage {
+        HelperMessage::Attach { job, dir: dir.to_owned(), args: Vec::new(), env: Vec::new(), tty: false, userns }
     }
 }
 
@@ -191,8 +197,10 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// `openshell gateway helper`: waits for a job, then does it; returns the exit code.
 pub fn helper_main() -> i32 {
     let control = std::io::stdin();
-    let (job, dir, args, env, tty, fds) = match wire::recv::<HelperMessage>(control.as_fd()) {
-        Ok(Some((HelperMessage::Attach { job, dir, args, env, tty }, fds))) => (job, dir, args, env, tty, fds),
+    let (job, dir, args, env, tty, userns, fds) = match wire::recv::<HelperMessage>(control.as_fd()) {
+        Ok(Some((HelperMessage::Attach { job, dir, args, env, tty, userns }, fds))) => {
+            (job, dir, args, env, tty, userns, fds)
+        }
         Ok(Some((other, _))) => {
             eprintln!("helper: unexpected first message {other:?}");
             return 125;
@@ -213,6 +221,7 @@ pub fn helper_main() -> i32 {
         Err(e) => eprintln!("helper: {}: {e}", log_path.display()),
     }
     let mut fds = fds.into_iter();
+    let userns = userns.and_then(|map| Some(UserNamespace::from_fd(fds.next()?, map)));
     let stdio = Stdio { stdin: fds.next(), stdout: fds.next(), stderr: fds.next() };
     // A standby is made ahead of need; anything else is waited for (and this
     // helper may have been started by a thread that makes standbys).
@@ -221,8 +230,8 @@ pub fn helper_main() -> i32 {
         eprintln!("helper: nice {nice}: {e}");
     }
     match job {
-        HelperJob::Supervise => supervise_job(&dir, Some(stdio)),
-        HelperJob::Standby => supervise_job(&dir, None),
+        HelperJob::Supervise => supervise_job(&dir, Some(stdio), userns.as_ref()),
+        HelperJob::Standby => supervise_job(&dir, None, userns.as_ref()),
         HelperJob::Exec => exec_job(&dir, args, env, tty, stdio),
     }
 }
@@ -239,8 +248,9 @@ fn wait_for_assignment() -> Option<Stdio> {
     }
 }
 
-/// One run of a sandbox (given its stdio now, or on assignment); returns its exit code.
-fn supervise_job(dir: &Path, stdio: Option<Stdio>) -> i32 {
+/// One run of a sandbox (given its stdio now, or on assignment; `userns` for its
+/// idmapped layers); returns its exit code.
+fn supervise_job(dir: &Path, stdio: Option<Stdio>, userns: Option<&UserNamespace>) -> i32 {
     let standby = stdio.is_none();
     Supervisor::write(dir, None);
     let record = dir.join(SUPERVISOR_FILE);
@@ -277,7 +287,7 @@ fn supervise_job(dir: &Path, stdio: Option<Stdio>) -> i32 {
         }
         Some(assigned)
     };
-    let code = match supervise(&dir, &mut on_event, &mut assign) {
+    let code = match supervise(&dir, userns, &mut on_event, &mut assign) {
         Ok(Some(code)) => code,
         Ok(None) => {
             // Discarded before it had a job: nothing of it is kept.

@@ -18,7 +18,7 @@ pub use files::{image_config, make_ca};
 pub use logs::FileLog;
 pub use process::{hand_over, signal_pidfd};
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::sys::signal::Signal;
@@ -29,7 +29,7 @@ use openshell_driver::{
 use openshell_gateway_api::wire;
 use openshell_policy::KernelProfile;
 use openshell_sandbox::disk::{Device, Disk, Spares};
-use openshell_sandbox::idmap::{IdMap, IdMapError};
+use openshell_sandbox::idmap::{IdMap, IdMapError, UserNamespace};
 use openshell_sandbox::rootfs::LayerCache;
 use openshell_sandbox::sandbox::{SandboxConfig, SandboxDir, write_json};
 use openshell_sandbox::{ProcessConfig, SpecInput, Writable, resolve_group, resolve_user, runtime_spec};
@@ -54,7 +54,7 @@ pub struct LocalDriver {
     spare: std::sync::Arc<std::sync::Mutex<Option<Spare>>>,
     /// The host range sandboxes' ids map to, and whether layers can be mounted
     /// idmapped here: found at the first create.
-    user_namespaces: std::sync::OnceLock<Result<(IdMap, bool), std::sync::Arc<IdMapError>>>,
+    user_namespaces: std::sync::OnceLock<Result<HostIds, std::sync::Arc<IdMapError>>>,
     /// Pidfds of each running sandbox's supervisor and process 1, by sandbox id.
     running: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Pidfds>>>,
     /// The seccomp programs compiled so far, by filter.
@@ -64,6 +64,18 @@ pub struct LocalDriver {
     /// The loop devices of spares taken by creates, by sandbox id: held until
     /// the sandbox's first start has mounted its disk from one.
     taken_devices: std::sync::Mutex<std::collections::HashMap<String, Device>>,
+}
+
+/// What the first create finds of the host's user namespaces.
+#[derive(Clone)]
+struct HostIds {
+    /// The range sandboxes' ids map to.
+    map: IdMap,
+    /// Whether layers can be idmapped here.
+    idmapped: bool,
+    /// When they can: a user namespace with `map`, handed to every supervisor
+    /// for its idmapped layers (made once, not at each start).
+    layers_userns: Option<std::sync::Arc<UserNamespace>>,
 }
 
 impl LocalDriver {
@@ -153,15 +165,18 @@ impl LocalDriver {
     /// The range sandboxes' ids map to (`OPENSHELL_ID_RANGE`, else the dedicated
     /// user's, made when missing) and whether layers can be idmapped here (else
     /// they are unpacked with shifted owners).
-    fn user_namespaces(&self) -> Result<(IdMap, bool), DriverError> {
+    fn user_namespaces(&self) -> Result<HostIds, DriverError> {
         self.user_namespaces
             .get_or_init(|| {
-                let ids = IdMap::for_host()?;
-                let idmapped = openshell_sandbox::rootfs::idmapped_overlay_works(&self.layers(), &ids);
+                let map = IdMap::for_host()?;
+                let idmapped = openshell_sandbox::rootfs::idmapped_overlay_works(&self.layers(), &map);
                 if !idmapped {
                     tracing::warn!("this kernel cannot idmap image layers; they are unpacked with shifted owners");
                 }
-                Ok((ids, idmapped))
+                let layers_userns = idmapped.then(|| UserNamespace::new(&map)).transpose();
+                // Without it each supervisor makes its own.
+                let layers_userns = layers_userns.map_err(|e| tracing::warn!(%e, "the layers' user namespace")).ok();
+                Ok(HostIds { map, idmapped, layers_userns: layers_userns.flatten().map(std::sync::Arc::new) })
             })
             .clone()
             .map_err(|e| DriverError::failed(format!("the sandboxes' user namespace: {e}")))
@@ -215,8 +230,18 @@ impl LocalDriver {
         self.taken_devices.lock().unwrap_or_else(|p| p.into_inner()).remove(id)
     }
 
+    /// Gives a helper a supervising job for the sandbox in `dir`: the gateway's
+    /// user namespace for idmapped layers attached first (when it has one), then
+    /// `stdio`.
+    fn supervisor(&self, job: HelperJob, dir: &SandboxDir, stdio: &[OwnedFd]) -> Result<Waiter, DriverError> {
+        let userns = self.user_namespaces().ok().and_then(|ids| ids.layers_userns);
+        let attach = HelperMessage::supervise(job, &dir.0, userns.as_ref().map(|ns| *ns.map()));
+        let fds: Vec<_> = userns.iter().map(|ns| ns.fd()).chain(stdio.iter().map(|f| f.as_fd())).collect();
+        self.helper(attach, &fds)
+    }
+
     /// Gives a helper its job: the spare one when it is ready, else a new one.
-    fn helper(&self, attach: HelperMessage, stdio: &[OwnedFd]) -> Result<Waiter, DriverError> {
+    fn helper(&self, attach: HelperMessage, fds: &[BorrowedFd<'_>]) -> Result<Waiter, DriverError> {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut helper = match spare {
             Some(mut s) => match s.child.try_wait() {
@@ -225,8 +250,7 @@ impl LocalDriver {
             },
             None => spawn_helper(&self.exe, &self.helpers_log())?,
         };
-        let fds: Vec<_> = stdio.iter().map(|f| f.as_fd()).collect();
-        let sent = wire::send(&helper.control, &attach, &fds);
+        let sent = wire::send(&helper.control, &attach, fds);
         // The next spare is started once this one has its job (not before: the
         // two would share the CPU while the job starts).
         self.refill();
@@ -388,7 +412,7 @@ impl Driver for LocalDriver {
             .map_err(|e| DriverError::Policy(e.to_string()))?;
         let (manifest, config) = openshell_build::images::documents_by_digest(&self.store, &sandbox.image_digest)
             .map_err(|e| DriverError::Image(format!("image {}: {e}", sandbox.image_digest)))?;
-        let (ids, idmapped) = self.user_namespaces()?;
+        let HostIds { map: ids, idmapped, .. } = self.user_namespaces()?;
         let layers = self.unpack_layers(&manifest, &config, &ids, idmapped)?;
         let (image_env, image_args, image_cwd) = image_config(&config);
         let workdir =
@@ -496,7 +520,7 @@ impl Driver for LocalDriver {
     fn standby(&self, id: &str) -> Result<Box<dyn Pending>, DriverError> {
         let dir = self.sandbox(id);
         let _device = self.taken_device(id);
-        let waiter = self.helper(HelperMessage::attach(HelperJob::Standby, &dir.0), &[])?;
+        let waiter = self.supervisor(HelperJob::Standby, &dir, &[])?;
         let (waiter, pid, pidfds) = started(waiter, &dir)?;
         self.record(id, pidfds);
         Ok(Box::new(process::Standby { waiter, pid }))
@@ -512,7 +536,7 @@ impl Driver for LocalDriver {
         if !helper::Supervisor::read(&dir.0).is_some_and(|s| s.alive()) {
             self.delete_container(id);
         }
-        let waiter = self.helper(HelperMessage::attach(HelperJob::Supervise, &dir.0), &stdio)?;
+        let waiter = self.supervisor(HelperJob::Supervise, &dir, &stdio)?;
         drop(stdio);
         let (waiter, pid, pidfds) = started(waiter, &dir)?;
         self.record(id, pidfds);
@@ -526,8 +550,10 @@ impl Driver for LocalDriver {
             args: spec.args.clone(),
             env: spec.env.clone(),
             tty: spec.tty,
+            userns: None,
         };
-        let waiter = self.helper(attach, &stdio)?;
+        let fds: Vec<_> = stdio.iter().map(|f| f.as_fd()).collect();
+        let waiter = self.helper(attach, &fds)?;
         if !spec.tty {
             return Ok(Exec { console: None, watch: Box::new(waiter) });
         }

@@ -223,10 +223,31 @@ fn dedicated(subuid: &Path, subgid: &Path) -> Result<IdMap, IdMapError> {
 /// A user namespace with a sandbox's mapping, for idmapped mounts. Made by a
 /// short-lived process that enters a new user namespace (util-linux `unshare`;
 /// a process is needed because a multi-threaded process cannot change its own),
-/// whose maps are written from here; the descriptor keeps the namespace.
-pub struct UserNamespace(pub OwnedFd);
+/// whose maps are written from here; the descriptor keeps the namespace. A
+/// gateway makes one for all its sandboxes (they share its map) and hands it to
+/// each supervisor, which then makes none of its own.
+#[derive(Debug)]
+pub struct UserNamespace {
+    fd: OwnedFd,
+    map: IdMap,
+}
 
 impl UserNamespace {
+    /// A namespace received from its maker, who says it has `map`.
+    pub fn from_fd(fd: OwnedFd, map: IdMap) -> UserNamespace {
+        UserNamespace { fd, map }
+    }
+
+    /// Its descriptor (to pass on, or to idmap a mount with).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
+    }
+
+    /// The mapping it has.
+    pub fn map(&self) -> &IdMap {
+        &self.map
+    }
+
     pub fn new(map: &IdMap) -> Result<UserNamespace, IdMapError> {
         let ns_err = |what: String| IdMapError::Namespace(what);
         let mut child = std::process::Command::new("unshare")
@@ -260,7 +281,9 @@ impl UserNamespace {
             };
             write("uid_map", map.uids)?;
             write("gid_map", map.gids)?;
-            std::fs::File::open(&link).map(|f| UserNamespace(f.into())).map_err(|e| ns_err(format!("{link}: {e}")))
+            std::fs::File::open(&link)
+                .map(|f| UserNamespace { fd: f.into(), map: *map })
+                .map_err(|e| ns_err(format!("{link}: {e}")))
         })();
         let _ = child.kill();
         let _ = child.wait();

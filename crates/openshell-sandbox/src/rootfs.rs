@@ -253,17 +253,22 @@ impl Overlay {
     /// runtime's own /dev is a separate mount). The container's root is a recursive
     /// bind of this mount, so it keeps the flag.
     pub fn mount(&self) -> Result<(), RootfsError> {
-        let lower = self.lower()?;
+        let lower = self.lower(None)?;
         self.mount_over(&lower)
     }
 
     /// The layers as the overlay stacks them: idmapped under the staging
     /// directory (mounted now) when the sandbox's layers need it, else as they
-    /// are. Touches neither the upper nor the work directory.
-    pub fn lower(&self) -> Result<Vec<PathBuf>, RootfsError> {
+    /// are. Touches neither the upper nor the work directory. `made`: a user
+    /// namespace made ahead, used when it has the overlay's map (else one is
+    /// made now).
+    pub fn lower(&self, made: Option<&UserNamespace>) -> Result<Vec<PathBuf>, RootfsError> {
         match &self.ids {
             Some(OverlayIds { map, layers: LayerOwners::Idmapped { staging } }) => {
-                idmap_layers(&self.layers, staging, map)
+                match made.filter(|ns| ns.map() == map) {
+                    Some(ns) => idmap_layers(&self.layers, staging, ns),
+                    None => idmap_layers(&self.layers, staging, &UserNamespace::new(map)?),
+                }
             }
             _ => Ok(self.layers.clone()),
         }
@@ -303,14 +308,13 @@ impl Overlay {
     }
 }
 
-/// Mounts each layer idmapped with `map` at `staging/N`; returns those directories.
-fn idmap_layers(layers: &[PathBuf], staging: &Path, map: &IdMap) -> Result<Vec<PathBuf>, RootfsError> {
-    let ns = UserNamespace::new(map)?;
+/// Mounts each layer idmapped with `ns`'s map at `staging/N`; returns those directories.
+fn idmap_layers(layers: &[PathBuf], staging: &Path, ns: &UserNamespace) -> Result<Vec<PathBuf>, RootfsError> {
     let mut out = Vec::with_capacity(layers.len());
     for (n, layer) in layers.iter().enumerate() {
         let at = staging.join(n.to_string());
         std::fs::create_dir_all(&at).map_err(io(&at))?;
-        mount_idmapped(layer, &at, &ns).map_err(|source| RootfsError::Idmap {
+        mount_idmapped(layer, &at, ns).map_err(|source| RootfsError::Idmap {
             layer: layer.clone(),
             at: at.clone(),
             source,
@@ -334,7 +338,7 @@ fn mount_idmapped(layer: &Path, at: &Path, ns: &UserNamespace) -> std::io::Resul
         attr_set: MOUNT_ATTR_IDMAP,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: u64::try_from(ns.0.as_raw_fd()).unwrap_or_default(),
+        userns_fd: u64::try_from(ns.fd().as_raw_fd()).unwrap_or_default(),
     };
     libcontainer::syscall::syscall::create_syscall()
         .mount_setattr(
@@ -401,4 +405,48 @@ fn tempfile_dir(parent: &Path) -> Result<PathBuf, RootfsError> {
     let dir = parent.join(format!(".idmap-probe-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// A user namespace made ahead idmaps a sandbox's layers only when it has
+    /// the sandbox's map: one of another range (a gateway restarted with
+    /// another `OPENSHELL_ID_RANGE` than an older sandbox's) would give the
+    /// image's root files to that range's root. Positive control: one of the
+    /// sandbox's map gives them to its root. Needs root.
+    #[test]
+    fn layers_are_idmapped_with_a_namespace_made_ahead_only_when_it_has_their_map() {
+        let ours = IdMap::parse("3000000:65536").expect("map");
+        let other = IdMap::parse("3200000:65536").expect("map");
+        let owners = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare (needs root)");
+            let private = rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC;
+            rustix::mount::mount_change("/", private).expect("private");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let layer = dir.path().join("layer");
+            std::fs::create_dir_all(&layer).expect("layer");
+            std::fs::write(layer.join("probe"), "").expect("probe");
+            std::os::unix::fs::chown(layer.join("probe"), Some(0), Some(0)).expect("chown");
+            let staging = dir.path().join("lower");
+            let overlay = Overlay {
+                layers: vec![layer],
+                upper: dir.path().join("upper"),
+                work: dir.path().join("work"),
+                target: dir.path().join("target"),
+                ids: Some(OverlayIds { map: ours, layers: LayerOwners::Idmapped { staging: staging.clone() } }),
+            };
+            let mut owners = Vec::new();
+            for made in [UserNamespace::new(&other), UserNamespace::new(&ours)] {
+                let lower = overlay.lower(Some(&made.expect("user namespace"))).expect("lower");
+                owners.push(std::fs::metadata(lower[0].join("probe")).expect("probe").uid());
+                rustix::mount::unmount(staging.join("0"), rustix::mount::UnmountFlags::DETACH).expect("unmount");
+            }
+            owners
+        });
+        let root = ours.uids.to_host(0).expect("root");
+        assert_eq!(owners.join().expect("thread"), vec![root, root], "the image's root files belong to {root}");
+    }
 }

@@ -285,10 +285,18 @@ pub type Assign<'a> = &'a mut dyn FnMut() -> Option<Stdio>;
 /// main process's stdout and stderr go to the log and, while they accept it, to
 /// the attached ones; the attached stdin is copied to the main process.
 ///
+/// `userns`: a user namespace with the sandbox's map made ahead by the gateway,
+/// for its idmapped layers (without it, or with another map, one is made).
+///
 /// Call it from a single-threaded process: it moves the process into a mount
 /// namespace of its own (everything it mounts for the run is seen by nobody else
 /// and goes away with it), and libcontainer clones it.
-pub fn supervise(dir: &SandboxDir, on_event: OnEvent<'_>, assign: Assign<'_>) -> Result<Option<i32>, SandboxError> {
+pub fn supervise(
+    dir: &SandboxDir,
+    userns: Option<&crate::idmap::UserNamespace>,
+    on_event: OnEvent<'_>,
+    assign: Assign<'_>,
+) -> Result<Option<i32>, SandboxError> {
     let config = dir.read_config()?;
     let profile = dir.profile(&config)?;
     private_mounts().map_err(|source| SandboxError::MountNamespace { id: config.id.clone(), source })?;
@@ -299,7 +307,7 @@ pub fn supervise(dir: &SandboxDir, on_event: OnEvent<'_>, assign: Assign<'_>) ->
     let mounting = config.disk.as_ref().map(|disk| disk.start_mount(&Path::new(RUN_DIR).join("disk")));
     let mounting = mounting.transpose().map_err(disk_err)?;
     let overlay = dir.overlay(&config);
-    let lower = overlay.lower();
+    let lower = overlay.lower(userns);
     if let Some(mounting) = mounting {
         mounting.finish().map_err(disk_err)?;
     }
