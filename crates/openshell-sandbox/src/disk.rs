@@ -470,6 +470,15 @@ mod tests {
         assert!(attached(&next).is_some(), "the next spare is attached");
         drop(spares);
         released(&next).unwrap_or_else(|d| panic!("{} is still attached after its holder went", d.display()));
+
+        // The next gateway attaches the spare the last one left.
+        let inode = std::fs::metadata(&next).expect("spare").ino();
+        let again = Spares::new(templates.clone());
+        again.make(size).expect("make");
+        assert_eq!(std::fs::metadata(&next).expect("spare").ino(), inode, "the same spare, not a new one");
+        assert!(attached(&next).is_some(), "the spare an earlier gateway made is attached again");
+        drop(again);
+        released(&next).unwrap_or_else(|d| panic!("{} is still attached after its holder went", d.display()));
     }
 
     /// A gateway killed between attaching a spare and marking its device leaves
