@@ -20,7 +20,7 @@ pub(crate) struct Loaded {
 }
 
 fn image_err(digest: &str, e: impl std::fmt::Display) -> DriverError {
-    DriverError::Image(format!("image {digest}: {e}"))
+    DriverError::image(format!("image {digest}: {e}"))
 }
 
 /// Writes into a channel the load request's body streams from.

@@ -173,13 +173,13 @@ impl DockerDriver {
             Err(e) => return Err(self.api.error("archive", &e)),
         };
         let mut tar = tar::Archive::new(archive.as_slice());
-        let entries = tar.entries().map_err(|e| DriverError::Image(format!("{path} of {image}: {e}")))?;
+        let entries = tar.entries().map_err(|e| DriverError::image(format!("{path} of {image}: {e}")))?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| DriverError::Image(format!("{path} of {image}: {e}")))?;
+            let mut entry = entry.map_err(|e| DriverError::image(format!("{path} of {image}: {e}")))?;
             if entry.header().entry_type().is_file() {
                 let mut text = String::new();
                 std::io::Read::read_to_string(&mut entry, &mut text)
-                    .map_err(|e| DriverError::Image(format!("{path} of {image}: {e}")))?;
+                    .map_err(|e| DriverError::image(format!("{path} of {image}: {e}")))?;
                 return Ok(Some(text));
             }
         }
@@ -299,8 +299,7 @@ impl Driver for DockerDriver {
     }
 
     fn create(&self, id: &str, spec: &SandboxSpec) -> Result<Created, DriverError> {
-        let policy = openshell_policy::load_str(&spec.policy_name, &spec.policy)
-            .map_err(|e| DriverError::Policy(e.to_string()))?;
+        let policy = openshell_policy::load_str(&spec.policy_name, &spec.policy).map_err(DriverError::policy)?;
         let loaded = image::ensure(&self.api, &self.store, &spec.image_digest)?;
         let (mut env, _, cwd) = openshell_driver_local::image_config(&loaded.config);
         let workdir = if cwd == "/" { openshell_policy::profile::DEFAULT_WORKDIR.to_owned() } else { cwd };

@@ -122,7 +122,7 @@ impl KubernetesDriver {
             &reference,
             &opts,
         )
-        .map_err(|e| DriverError::Image(format!("pushing the sandbox's image to {}: {e}", self.options.registry)))?;
+        .map_err(|e| DriverError::image(format!("pushing the sandbox's image to {}: {e}", self.options.registry)))?;
         Ok(format!("{}@{digest}", self.options.registry))
     }
 
@@ -146,8 +146,7 @@ impl KubernetesDriver {
 
     /// Makes the sandbox's pod, running `job`.
     fn create_pod(&self, id: &str, record: &Record, job: &Job) -> Result<(), DriverError> {
-        let policy = openshell_policy::load_str("the sandbox's policy", &record.policy)
-            .map_err(|e| DriverError::Policy(e.to_string()))?;
+        let policy = openshell_policy::load_str("the sandbox's policy", &record.policy).map_err(DriverError::policy)?;
         let template = PodTemplate {
             id,
             name: &record.name,
@@ -196,10 +195,9 @@ impl Driver for KubernetesDriver {
     }
 
     fn create(&self, id: &str, spec: &SandboxSpec) -> Result<Created, DriverError> {
-        let policy = openshell_policy::load_str(&spec.policy_name, &spec.policy)
-            .map_err(|e| DriverError::Policy(e.to_string()))?;
+        let policy = openshell_policy::load_str(&spec.policy_name, &spec.policy).map_err(DriverError::policy)?;
         let (_, config) = openshell_build::images::documents_by_digest(&self.store, &spec.image_digest)
-            .map_err(|e| DriverError::Image(format!("{}: {e}", spec.image_digest)))?;
+            .map_err(|e| DriverError::image(format!("{}: {e}", spec.image_digest)))?;
         let (mut env, _, _) = openshell_driver_local::image_config(&config);
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
@@ -336,13 +334,10 @@ impl Driver for KubernetesDriver {
         _wait: bool,
     ) -> Result<Applied, DriverError> {
         let mut record = self.record(id)?;
-        let current = openshell_policy::load_str("the sandbox's policy", &record.policy)
-            .map_err(|e| DriverError::Policy(e.to_string()))?;
-        let new = openshell_policy::load_str("the new network policy", text)
-            .map_err(|e| DriverError::Policy(e.to_string()))?;
-        openshell_policy::PolicyDiff::between(&current, &new)
-            .ensure_live()
-            .map_err(|e| DriverError::Policy(e.to_string()))?;
+        let current =
+            openshell_policy::load_str("the sandbox's policy", &record.policy).map_err(DriverError::policy)?;
+        let new = openshell_policy::load_str("the new network policy", text).map_err(DriverError::policy)?;
+        openshell_policy::PolicyDiff::between(&current, &new).ensure_live().map_err(DriverError::policy)?;
         let applied = if running {
             let pod = self.get_pod(id)?.filter(pod::running).ok_or_else(|| DriverError::NotRunning(id.to_owned()))?;
             live::update(&self.api, &self.signer, &pod, revision, text)?;

@@ -440,7 +440,7 @@ pub fn serve_proxy(
     member: u32,
 ) -> Result<(), openshell_driver::DriverError> {
     use openshell_driver::DriverError;
-    let (revision, policy) = network_policy(dir).map_err(|e| DriverError::Policy(e.to_string()))?;
+    let (revision, policy) = network_policy(dir).map_err(DriverError::policy)?;
     let resolver = match std::env::var("OPENSHELL_PROXY_HOSTS") {
         Ok(spec) => openshell_proxy::WithOverrides::parse(&spec)
             .map_err(|e| DriverError::failed(format!("OPENSHELL_PROXY_HOSTS: {e}")))?,

@@ -127,12 +127,12 @@ impl LocalDriver {
         let blobs: Vec<&str> = manifest.layers().iter().map(|l| l.digest().as_ref()).collect();
         let diff_ids: Vec<&str> = config.rootfs().diff_ids().iter().map(String::as_str).collect();
         if blobs.len() != diff_ids.len() {
-            return Err(DriverError::Image(format!("{} layers but {} diff_ids", blobs.len(), diff_ids.len())));
+            return Err(DriverError::image(format!("{} layers but {} diff_ids", blobs.len(), diff_ids.len())));
         }
         let cache = LayerCache::open(self.layers()).map_err(DriverError::failed)?;
         let mut layers = Vec::new();
         for (blob, diff_id) in blobs.iter().zip(&diff_ids) {
-            let parse = |d: &str| d.parse::<Digest>().map_err(|e| DriverError::Image(format!("image layer {d}: {e}")));
+            let parse = |d: &str| d.parse::<Digest>().map_err(|e| DriverError::image(format!("image layer {d}: {e}")));
             let (blob, diff_id) = (parse(blob)?, parse(diff_id)?);
             let layer = if idmapped {
                 cache.ensure(&self.store, &blob, &diff_id)
@@ -408,10 +408,9 @@ impl Driver for LocalDriver {
         // The start that follows moves a process into the sandbox's cgroups: the
         // kernel's wait for that is started now, beside the work below.
         openshell_sandbox::cgroup_lock::warm();
-        let policy = openshell_policy::load_str(&sandbox.policy_name, &sandbox.policy)
-            .map_err(|e| DriverError::Policy(e.to_string()))?;
+        let policy = openshell_policy::load_str(&sandbox.policy_name, &sandbox.policy).map_err(DriverError::policy)?;
         let (manifest, config) = openshell_build::images::documents_by_digest(&self.store, &sandbox.image_digest)
-            .map_err(|e| DriverError::Image(format!("image {}: {e}", sandbox.image_digest)))?;
+            .map_err(|e| DriverError::image(format!("image {}: {e}", sandbox.image_digest)))?;
         let HostIds { map: ids, idmapped, .. } = self.user_namespaces()?;
         let layers = self.unpack_layers(&manifest, &config, &ids, idmapped)?;
         let (image_env, image_args, image_cwd) = image_config(&config);
@@ -563,7 +562,7 @@ impl Driver for LocalDriver {
             }
             Some((HelperMessage::Failed { message }, _)) => {
                 let _ = (Box::new(waiter) as Box<dyn openshell_driver::Watch>).wait();
-                Err(DriverError::Failed(message))
+                Err(DriverError::failed(message))
             }
             other => {
                 let _ = (Box::new(waiter) as Box<dyn openshell_driver::Watch>).wait();

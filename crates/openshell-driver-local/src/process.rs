@@ -80,7 +80,7 @@ impl Watch for Waiter {
         while let Some((message, _)) = self.next() {
             match message {
                 HelperMessage::Exited { code } => return Ok(code),
-                HelperMessage::Failed { message } => return Err(DriverError::Failed(message)),
+                HelperMessage::Failed { message } => return Err(DriverError::failed(message)),
                 _ => {}
             }
         }
@@ -91,7 +91,7 @@ impl Watch for Waiter {
         let mut outcome = Ok(());
         while let Some((message, _)) = self.next() {
             if let HelperMessage::Failed { message } = message {
-                outcome = Err(DriverError::Failed(message));
+                outcome = Err(DriverError::failed(message));
             }
         }
         let _ = self.child.wait();
@@ -112,7 +112,7 @@ pub(crate) fn started(waiter: Waiter, dir: &SandboxDir) -> Result<(Waiter, i32, 
         },
         Some((HelperMessage::Failed { message }, _)) => {
             let _ = (Box::new(waiter) as Box<dyn Watch>).wait();
-            Err(DriverError::Failed(message))
+            Err(DriverError::failed(message))
         }
         other => {
             let _ = (Box::new(waiter) as Box<dyn Watch>).wait();
@@ -195,7 +195,7 @@ pub fn hand_over(
         {
             return match answer.error {
                 None => Ok(Applied::Confirmed),
-                Some(e) => Err(DriverError::Failed(e)),
+                Some(e) => Err(DriverError::failed(e)),
             };
         }
         if std::time::Instant::now() > deadline {
