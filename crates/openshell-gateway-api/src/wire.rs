@@ -15,8 +15,9 @@ use serde::de::DeserializeOwned;
 
 /// The largest message (a request, a response, a chunk of output).
 pub const MAX_MESSAGE: usize = 128 * 1024;
-/// The most descriptors one message carries.
-pub const MAX_FDS: usize = 3;
+/// The most descriptors one message carries (a supervising job: the layers'
+/// user namespace, the disk's loop device and three stdio).
+pub const MAX_FDS: usize = 5;
 
 /// Why a message could not be sent or received.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,10 @@ pub enum WireError {
     TooLarge(usize),
     #[error("the other side closed the connection")]
     Closed,
+    /// The message or its descriptors did not fit (the kernel dropped the
+    /// rest): refused whole, never read with descriptors missing.
+    #[error("message truncated: more than {MAX_MESSAGE} bytes or {MAX_FDS} descriptors")]
+    Truncated,
 }
 
 /// Sends `value` with `fds` attached.
@@ -78,6 +83,11 @@ pub fn recv_bytes(socket: impl AsFd) -> Result<Option<Message>, WireError> {
         if let RecvAncillaryMessage::ScmRights(rights) = message {
             fds.extend(rights);
         }
+    }
+    // The control buffer is rounded up and may hold one more than `MAX_FDS`.
+    let truncated = received.flags.intersects(rustix::net::ReturnFlags::CTRUNC | rustix::net::ReturnFlags::TRUNC);
+    if truncated || fds.len() > MAX_FDS {
+        return Err(WireError::Truncated);
     }
     if received.bytes == 0 && fds.is_empty() {
         return Ok(None);
@@ -138,5 +148,34 @@ mod tests {
         assert_eq!((second["n"].as_i64(), fds.len()), (Some(2), 0));
         drop(a);
         assert!(recv::<serde_json::Value>(&b).expect("recv").is_none());
+    }
+
+    /// A message with more descriptors than fit is refused, not read with some
+    /// dropped (the receiver reads them by position). Positive control: the
+    /// most that fit arrive, in order.
+    #[test]
+    fn a_message_with_descriptors_that_do_not_fit_is_refused() {
+        let (a, b) = pair().expect("pair");
+        let files: Vec<_> = (0..MAX_FDS).map(|_| tempfile::tempfile().expect("tempfile")).collect();
+        let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+        send(&a, &serde_json::json!({}), &fds).expect("send");
+        let (_, got): (serde_json::Value, _) = recv(&b).expect("recv").expect("message");
+        let inode = |fd: std::os::fd::BorrowedFd<'_>| rustix::fs::fstat(fd).expect("fstat").st_ino;
+        let sent: Vec<_> = fds.iter().map(|f| inode(*f)).collect();
+        assert_eq!(got.iter().map(|f| inode(f.as_fd())).collect::<Vec<_>>(), sent);
+
+        // More than `send` allows, sent as a peer could: one more (within the
+        // receiver's rounded-up buffer), and three more (past it: the kernel
+        // drops the rest).
+        for extra in [1, 3] {
+            let files: Vec<_> = (0..MAX_FDS + extra).map(|_| tempfile::tempfile().expect("tempfile")).collect();
+            let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+            let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS + 3))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+            rustix::net::sendmsg(&a, &[IoSlice::new(b"{}")], &mut control, SendFlags::empty()).expect("sendmsg");
+            let got = recv::<serde_json::Value>(&b);
+            assert!(matches!(got, Err(WireError::Truncated)), "{} descriptors: {got:?}", MAX_FDS + extra);
+        }
     }
 }
