@@ -693,7 +693,10 @@ fn spare_disks_are_attached_ahead_and_no_loop_device_outlives_its_holder() {
     let supervisor = find_supervisor(&env, &id);
     let mounts = std::fs::read_to_string(format!("/proc/{supervisor}/mountinfo")).expect("mountinfo");
     let line = mounts.lines().find(|l| l.contains(" /run/openshell/sandbox/disk ")).expect("the disk's mount");
-    assert!(line.contains(&format!(" {device} ")), "the disk is mounted from {device}: {line}");
+    // Field 3 is the mounted device's major:minor.
+    let rdev = nix::sys::stat::stat(device.as_str()).expect("stat").st_rdev;
+    let number = format!("{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    assert_eq!(line.split(' ').nth(2), Some(number.as_str()), "the disk is mounted from {device}: {line}");
 
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), nix::sys::signal::Signal::SIGKILL).expect("kill");
     let alive = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();

@@ -16,7 +16,7 @@ use openshell_gateway_api::wire;
 use serde::{Deserialize, Serialize};
 
 use openshell_sandbox::idmap::{IdMap, UserNamespace};
-use openshell_sandbox::sandbox::{Event, ExecRequest, SandboxDir, Stdio, exec, supervise, wait_exit};
+use openshell_sandbox::sandbox::{Event, ExecRequest, MadeAhead, SandboxDir, Stdio, exec, supervise, wait_exit};
 
 use crate::files::{CA_CERT_FILE, CA_KEY_FILE};
 
@@ -82,6 +82,10 @@ pub enum HelperMessage {
         /// (the gateway's, for idmapped layers), when one is.
         #[serde(default)]
         userns: Option<IdMap>,
+        /// For a supervising job: whether the loop device the sandbox's disk
+        /// image is attached to comes next (before the stdio).
+        #[serde(default)]
+        disk_device: bool,
     },
     /// To a standby supervisor: its job is set; the client's stdio attached.
     Assign,
@@ -101,9 +105,11 @@ pub enum HelperMessage {
 
 impl HelperMessage {
     /// A supervising job for the sandbox in `dir`, with a user namespace of
-    /// `userns`'s map attached first when it is given.
-    pub fn supervise(job: HelperJob, dir: &Path, userns: Option<IdMap>) -> HelperMessage {
-        HelperMessage::Attach { job, dir: dir.to_owned(), args: Vec::new(), env: Vec::new(), tty: false, userns }
+    /// `userns`'s map attached first when it is given, then the disk's loop
+    /// device when `disk_device`.
+    pub fn supervise(job: HelperJob, dir: &Path, userns: Option<IdMap>, disk_device: bool) -> HelperMessage {
+        let (args, env) = (Vec::new(), Vec::new());
+        HelperMessage::Attach { job, dir: dir.to_owned(), args, env, tty: false, userns, disk_device }
     }
 }
 
@@ -197,9 +203,9 @@ pub fn start_time(pid: i32) -> Option<u64> {
 /// `openshell gateway helper`: waits for a job, then does it; returns the exit code.
 pub fn helper_main() -> i32 {
     let control = std::io::stdin();
-    let (job, dir, args, env, tty, userns, fds) = match wire::recv::<HelperMessage>(control.as_fd()) {
-        Ok(Some((HelperMessage::Attach { job, dir, args, env, tty, userns }, fds))) => {
-            (job, dir, args, env, tty, userns, fds)
+    let (job, dir, args, env, tty, userns, disk_device, fds) = match wire::recv::<HelperMessage>(control.as_fd()) {
+        Ok(Some((HelperMessage::Attach { job, dir, args, env, tty, userns, disk_device }, fds))) => {
+            (job, dir, args, env, tty, userns, disk_device, fds)
         }
         Ok(Some((other, _))) => {
             eprintln!("helper: unexpected first message {other:?}");
@@ -222,6 +228,7 @@ pub fn helper_main() -> i32 {
     }
     let mut fds = fds.into_iter();
     let userns = userns.and_then(|map| Some(UserNamespace::from_fd(fds.next()?, map)));
+    let ahead = MadeAhead { userns, disk_device: if disk_device { fds.next() } else { None } };
     let stdio = Stdio { stdin: fds.next(), stdout: fds.next(), stderr: fds.next() };
     // A standby is made ahead of need; anything else is waited for (and this
     // helper may have been started by a thread that makes standbys).
@@ -230,8 +237,8 @@ pub fn helper_main() -> i32 {
         eprintln!("helper: nice {nice}: {e}");
     }
     match job {
-        HelperJob::Supervise => supervise_job(&dir, Some(stdio), userns.as_ref()),
-        HelperJob::Standby => supervise_job(&dir, None, userns.as_ref()),
+        HelperJob::Supervise => supervise_job(&dir, Some(stdio), ahead),
+        HelperJob::Standby => supervise_job(&dir, None, ahead),
         HelperJob::Exec => exec_job(&dir, args, env, tty, stdio),
     }
 }
@@ -248,9 +255,9 @@ fn wait_for_assignment() -> Option<Stdio> {
     }
 }
 
-/// One run of a sandbox (given its stdio now, or on assignment; `userns` for its
-/// idmapped layers); returns its exit code.
-fn supervise_job(dir: &Path, stdio: Option<Stdio>, userns: Option<&UserNamespace>) -> i32 {
+/// One run of a sandbox (given its stdio now, or on assignment), with what the
+/// gateway made for it ahead; returns its exit code.
+fn supervise_job(dir: &Path, stdio: Option<Stdio>, ahead: MadeAhead) -> i32 {
     let standby = stdio.is_none();
     Supervisor::write(dir, None);
     let record = dir.join(SUPERVISOR_FILE);
@@ -287,7 +294,7 @@ fn supervise_job(dir: &Path, stdio: Option<Stdio>, userns: Option<&UserNamespace
         }
         Some(assigned)
     };
-    let code = match supervise(&dir, userns, &mut on_event, &mut assign) {
+    let code = match supervise(&dir, ahead, &mut on_event, &mut assign) {
         Ok(Some(code)) => code,
         Ok(None) => {
             // Discarded before it had a job: nothing of it is kept.

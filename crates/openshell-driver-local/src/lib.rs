@@ -62,7 +62,7 @@ pub struct LocalDriver {
     /// Spare disk images (under `disk-templates/`), attached ahead of need.
     spares: std::sync::Arc<Spares>,
     /// The loop devices of spares taken by creates, by sandbox id: held until
-    /// the sandbox's first start has mounted its disk from one.
+    /// the sandbox's first start hands its descriptor to the supervisor.
     taken_devices: std::sync::Mutex<std::collections::HashMap<String, Device>>,
 }
 
@@ -224,19 +224,17 @@ impl LocalDriver {
         });
     }
 
-    /// The loop device of the spare disk a sandbox's create took, if it has not
-    /// started since: the caller holds it until the start has mounted it.
-    fn taken_device(&self, id: &str) -> Option<Device> {
-        self.taken_devices.lock().unwrap_or_else(|p| p.into_inner()).remove(id)
-    }
-
-    /// Gives a helper a supervising job for the sandbox in `dir`: the gateway's
-    /// user namespace for idmapped layers attached first (when it has one), then
-    /// `stdio`.
-    fn supervisor(&self, job: HelperJob, dir: &SandboxDir, stdio: &[OwnedFd]) -> Result<Waiter, DriverError> {
+    /// Gives a helper a supervising job for sandbox `id`: attached first the
+    /// gateway's user namespace for idmapped layers (when it has one), then the
+    /// loop device of the spare disk its create took (its first start), then
+    /// `stdio`. The supervisor's copy of the device holds it until its mount does.
+    fn supervisor(&self, job: HelperJob, id: &str, stdio: &[OwnedFd]) -> Result<Waiter, DriverError> {
         let userns = self.user_namespaces().ok().and_then(|ids| ids.layers_userns);
-        let attach = HelperMessage::supervise(job, &dir.0, userns.as_ref().map(|ns| *ns.map()));
-        let fds: Vec<_> = userns.iter().map(|ns| ns.fd()).chain(stdio.iter().map(|f| f.as_fd())).collect();
+        let device = self.taken_devices.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let attach =
+            HelperMessage::supervise(job, &self.sandbox(id).0, userns.as_ref().map(|ns| *ns.map()), device.is_some());
+        let ahead = userns.iter().map(|ns| ns.fd()).chain(device.iter().map(Device::fd));
+        let fds: Vec<_> = ahead.chain(stdio.iter().map(|f| f.as_fd())).collect();
         self.helper(attach, &fds)
     }
 
@@ -518,8 +516,7 @@ impl Driver for LocalDriver {
 
     fn standby(&self, id: &str) -> Result<Box<dyn Pending>, DriverError> {
         let dir = self.sandbox(id);
-        let _device = self.taken_device(id);
-        let waiter = self.supervisor(HelperJob::Standby, &dir, &[])?;
+        let waiter = self.supervisor(HelperJob::Standby, id, &[])?;
         let (waiter, pid, pidfds) = started(waiter, &dir)?;
         self.record(id, pidfds);
         Ok(Box::new(process::Standby { waiter, pid }))
@@ -527,7 +524,6 @@ impl Driver for LocalDriver {
 
     fn start(&self, id: &str, stdio: Stdio) -> Result<Run, DriverError> {
         let dir = self.sandbox(id);
-        let _device = self.taken_device(id);
         let _ = std::fs::remove_file(dir.exit());
         // A run whose gateway died before it was recorded, and whose supervisor
         // is gone too, left its container behind: cleared, or the start would
@@ -535,7 +531,7 @@ impl Driver for LocalDriver {
         if !helper::Supervisor::read(&dir.0).is_some_and(|s| s.alive()) {
             self.delete_container(id);
         }
-        let waiter = self.supervisor(HelperJob::Supervise, &dir, &stdio)?;
+        let waiter = self.supervisor(HelperJob::Supervise, id, &stdio)?;
         drop(stdio);
         let (waiter, pid, pidfds) = started(waiter, &dir)?;
         self.record(id, pidfds);
@@ -550,6 +546,7 @@ impl Driver for LocalDriver {
             env: spec.env.clone(),
             tty: spec.tty,
             userns: None,
+            disk_device: false,
         };
         let fds: Vec<_> = stdio.iter().map(|f| f.as_fd()).collect();
         let waiter = self.helper(attach, &fds)?;
@@ -645,7 +642,7 @@ impl Driver for LocalDriver {
 
     fn remove(&self, id: &str) -> Result<(), DriverError> {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        drop(self.taken_device(id));
+        self.taken_devices.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         let dir = self.sandbox(id);
         // Its mounts lived in its supervisor's own mount namespace: nothing to unmount.
         self.delete_container(id);

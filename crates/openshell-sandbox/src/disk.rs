@@ -17,13 +17,15 @@
 //!   spare ahead of need and attaches it to a loop device it holds open, set to
 //!   clear itself at its last close: the device lives as long as its holder or
 //!   a mount of it, so nothing is left attached when the gateway dies.
-//! - The supervisor mounts the device attached to its image when there is one
-//!   (found by its backing file; `mount(2)` in-process, about 1 ms), else the
-//!   image with `mount -o loop` (util-linux, about 5 ms: attaching is most of
-//!   it). The gateway lets go of a taken spare's device once the sandbox's
-//!   first start has mounted it.
+//! - The sandbox's first start gets the taken spare's device from the gateway,
+//!   as a descriptor with its job, and mounts it through that descriptor
+//!   (`mount(2)` in-process, about 1 ms): never a device looked up by its
+//!   backing file's path, which another user who can attach loop devices can
+//!   make print as the disk's (from a mount namespace of theirs). Without one,
+//!   it mounts the image with `mount -o loop` (util-linux, about 5 ms:
+//!   attaching is most of it; libmount reuses a device only of the same inode).
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -103,25 +105,31 @@ impl Running {
 
 impl Disk {
     /// Starts mounting the image at `at` (`nodev,nosuid`), in the caller's mount
-    /// namespace; the mount is there once [`Mounting::finish`] returns.
-    pub fn start_mount(&self, at: &Path) -> Result<Mounting, DiskError> {
+    /// namespace: from `device`, the loop device the gateway attached it to,
+    /// when given (else with `mount -o loop`); the mount is there once
+    /// [`Mounting::finish`] returns.
+    pub fn start_mount(&self, at: &Path, device: Option<OwnedFd>) -> Result<Mounting, DiskError> {
         std::fs::create_dir_all(at).map_err(io(at))?;
-        let Some(device) = attached(&self.image) else {
+        let Some(device) = device else {
             return self.loop_mount(at).map(Mounting::Command);
         };
         let (disk, at) = (self.clone(), at.to_owned());
-        Ok(Mounting::Thread(std::thread::spawn(move || disk.mount_device(&device, &at))))
+        Ok(Mounting::Thread(std::thread::spawn(move || disk.mount_device(device, &at))))
     }
 
-    /// Mounts `device`, attached to the image ahead of need; the image itself
-    /// when that fails (its holder let go of it before this mount held it).
-    fn mount_device(&self, device: &Path, at: &Path) -> Result<(), DiskError> {
+    /// Mounts `device` through the descriptor, which holds it bound to the
+    /// image until the mount does (no path names it, so nothing can swap it);
+    /// the image itself when that fails.
+    fn mount_device(&self, device: OwnedFd, at: &Path) -> Result<(), DiskError> {
         use rustix::mount::MountFlags;
         let flags = MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOATIME;
-        match rustix::mount::mount(device, at, "ext4", flags, None) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::debug!(device = %device.display(), %e, "mounting the device made ahead; mounting the image");
+        let is_block = rustix::fs::fstat(&device)
+            .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_block_device());
+        let source = format!("/proc/self/fd/{}", device.as_raw_fd());
+        match is_block.then(|| rustix::mount::mount(&source, at, "ext4", flags, None)) {
+            Some(Ok(())) => Ok(()),
+            failed => {
+                tracing::warn!(?failed, "mounting the disk's loop device made ahead; mounting the image");
                 self.loop_mount(at)?.finish().map(drop)
             }
         }
@@ -155,8 +163,10 @@ impl Mounting {
 }
 
 /// The loop device attached to `image`, if one is: found by its backing file
-/// (the path the file has now).
-pub fn attached(image: &Path) -> Option<PathBuf> {
+/// (the path the file has now). The gateway's check of what it attached, never
+/// how a supervisor finds its device: a path in sysfs is printed from the
+/// reader's root, so a file in another mount namespace can print as this one.
+fn attached(image: &Path) -> Option<PathBuf> {
     let image = std::fs::canonicalize(image).ok()?;
     let image = image.to_str()?;
     loop_devices().find_map(|(device, backing)| (backing == image).then_some(device))
@@ -170,9 +180,20 @@ fn loop_devices() -> impl Iterator<Item = (PathBuf, String)> {
     devices.filter_map(|entry| {
         let name = entry.file_name();
         let name = name.to_str().filter(|n| n.starts_with("loop"))?;
-        let backing = std::fs::read_to_string(entry.path().join("loop/backing_file")).ok()?;
-        Some((Path::new("/dev").join(name), backing.trim_end_matches('\n').to_owned()))
+        Some((Path::new("/dev").join(name), backing_file(&entry.path())?))
     })
+}
+
+/// `losetup --detach`: detaches the device, or, while another holds it open or
+/// mounted, marks it to clear at its last close.
+fn detach(device: &Path) -> Result<(), DiskError> {
+    run("losetup", "mount", &["--detach", &device.display().to_string()])
+}
+
+/// The backing file of the loop device whose sysfs directory is `sys`, if bound.
+fn backing_file(sys: &Path) -> Option<String> {
+    let backing = std::fs::read_to_string(sys.join("loop/backing_file")).ok()?;
+    Some(backing.strip_suffix('\n').unwrap_or(&backing).to_owned())
 }
 
 /// A loop device attached to a disk image and held open by this process, set
@@ -181,7 +202,7 @@ fn loop_devices() -> impl Iterator<Item = (PathBuf, String)> {
 #[derive(Debug)]
 pub struct Device {
     path: PathBuf,
-    _held: std::fs::File,
+    held: std::fs::File,
 }
 
 impl Device {
@@ -191,24 +212,40 @@ impl Device {
     fn attach(image: &Path) -> Result<Device, DiskError> {
         let image = image.display().to_string();
         let path = PathBuf::from(output("losetup", "mount", &["--find", "--show", &image])?.trim());
-        let held = std::fs::File::open(&path).map_err(io(&path));
-        let marked = held.and_then(|held| {
-            run("losetup", "mount", &["--detach", &path.display().to_string()])?;
-            Ok(held)
-        });
-        match marked {
-            Ok(held) => Ok(Device { path, _held: held }),
+        let held = match std::fs::File::open(&path) {
+            Ok(held) => held,
             Err(e) => {
-                // Not held, or not marked: detached now (or it would stay attached).
-                let _ = run("losetup", "mount", &["--detach", &path.display().to_string()]);
-                Err(e)
+                let _ = detach(&path);
+                return Err(io(&path)(e));
             }
+        };
+        // Held now: bound until closed. Another root process could have rebound
+        // it between losetup's attach and this open; then it is not ours.
+        let ours = std::fs::canonicalize(&image).ok().and_then(|i| i.to_str().map(str::to_owned));
+        let backing = path.file_name().and_then(|n| backing_file(&Path::new("/sys/block").join(n)));
+        if ours.is_none() || backing != ours {
+            return Err(DiskError::Command {
+                command: format!("losetup --find --show {image}"),
+                message: format!("{} is bound to {backing:?}, not to the image", path.display()),
+            });
         }
+        if let Err(e) = detach(&path) {
+            // Not marked: detached once this descriptor is closed.
+            drop(held);
+            let _ = detach(&path);
+            return Err(e);
+        }
+        Ok(Device { path, held })
     }
 
     /// The device's path (`/dev/loopN`).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The descriptor that holds it, to hand to the supervisor that mounts it.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.held.as_fd()
     }
 }
 
@@ -217,8 +254,9 @@ impl Device {
 #[derive(Debug)]
 pub struct Spares {
     templates: PathBuf,
-    /// The device of each size's spare; taken with it.
-    devices: std::sync::Mutex<std::collections::HashMap<u64, Device>>,
+    /// The device of each size's spare, taken with it; `None`: attaching it
+    /// failed (not tried again for that spare).
+    devices: std::sync::Mutex<std::collections::HashMap<u64, Option<Device>>>,
 }
 
 impl Spares {
@@ -229,7 +267,7 @@ impl Spares {
     pub fn new(templates: PathBuf) -> Spares {
         if let Some(dir) = std::fs::canonicalize(&templates).ok().and_then(|d| d.to_str().map(|d| format!("{d}/"))) {
             for (device, _) in loop_devices().filter(|(_, backing)| backing.starts_with(&dir)) {
-                if let Err(e) = run("losetup", "mount", &["--detach", &device.display().to_string()]) {
+                if let Err(e) = detach(&device) {
                     tracing::warn!(%e, "detaching a loop device a killed gateway left");
                 }
             }
@@ -247,7 +285,7 @@ impl Spares {
             // Any failure (none made yet, another create took it, another
             // filesystem) leaves the copy to be made now.
             if std::fs::rename(spare(&self.templates, disk.size), &disk.image).is_ok() {
-                return Ok(devices.remove(&disk.size));
+                return Ok(devices.remove(&disk.size).flatten());
             }
         }
         let template = template(&self.templates, disk.size)?;
@@ -280,21 +318,17 @@ impl Spares {
             let _ = std::fs::remove_file(&tmp);
             return Err(io(&spare)(e));
         }
-        if let Some(device) = device {
-            devices.insert(size, device);
-        }
+        devices.insert(size, device);
         Ok(())
     }
 
     /// Attaches the spare an earlier gateway left; kept only if it is still the
     /// spare once attached (else a create took it meanwhile and mounts it alone).
     fn attach_existing(&self, spare: &Path, size: u64) {
-        let device = match Device::attach(spare) {
-            Ok(device) => device,
-            Err(e) => return tracing::warn!(%e, "attaching a spare disk image"),
-        };
+        let device = Device::attach(spare).map_err(|e| tracing::warn!(%e, "attaching a spare disk image")).ok();
         let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-        if attached(spare).as_deref() == Some(device.path()) {
+        let still_the_spare = device.as_ref().is_none_or(|d| attached(spare).as_deref() == Some(d.path()));
+        if still_the_spare && spare.exists() {
             devices.entry(size).or_insert(device);
         }
     }
@@ -456,10 +490,14 @@ mod tests {
         let slave = rustix::mount::MountPropagationFlags::DOWNSTREAM | rustix::mount::MountPropagationFlags::REC;
         rustix::mount::mount_change("/", slave).expect("slave");
         let at = dir.path().join("mnt");
-        disk.start_mount(&at).expect("start").finish().expect("mount");
+        let handed = held.fd().try_clone_to_owned().expect("dup");
+        disk.start_mount(&at, Some(handed)).expect("start").finish().expect("mount");
         let mounts = std::fs::read_to_string("/proc/thread-self/mountinfo").expect("mountinfo");
         let line = mounts.lines().find(|l| l.contains(&format!(" {} ", at.display()))).expect("mounted");
-        assert!(line.contains(&format!(" {} ", device.display())), "mounted from {}: {line}", device.display());
+        // Field 3 is the mounted device's major:minor.
+        let rdev = rustix::fs::stat(&device).expect("stat").st_rdev;
+        let number = format!("{}:{}", rustix::fs::major(rdev), rustix::fs::minor(rdev));
+        assert_eq!(line.split(' ').nth(2), Some(number.as_str()), "mounted from {}: {line}", device.display());
         drop(held);
         assert_eq!(attached(&disk.image), Some(device.clone()), "the mount holds it");
         rustix::mount::unmount(&at, rustix::mount::UnmountFlags::empty()).expect("unmount");
@@ -479,6 +517,73 @@ mod tests {
         assert!(attached(&next).is_some(), "the spare an earlier gateway made is attached again");
         drop(again);
         released(&next).unwrap_or_else(|d| panic!("{} is still attached after its holder went", d.display()));
+    }
+
+    /// Detaches a loop device when dropped (the test's own).
+    struct Attached(String);
+
+    impl Drop for Attached {
+        fn drop(&mut self) {
+            let _ = detach(Path::new(&self.0));
+        }
+    }
+
+    /// A loop device another attached to a file of theirs that sysfs prints
+    /// under this disk's path (theirs is in a mount namespace of their own, with
+    /// a directory over the sandbox's) is not what a start mounts: a start
+    /// mounts a device only when the gateway hands it one, else its own image.
+    /// Positive control: sysfs does print that device under the disk's path,
+    /// which a lookup by path (as the first version of this did) took. Needs
+    /// root, as `losetup` does for the other here.
+    #[test]
+    fn a_device_that_only_claims_the_disks_path_is_not_mounted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let size = 64 << 20;
+        let sandbox = dir.path().join("sandbox");
+        std::fs::create_dir_all(&sandbox).expect("sandbox dir");
+        let disk = Disk { image: sandbox.join("disk.img"), size };
+        Spares::new(dir.path().join("templates")).take(&disk).expect("the sandbox's image");
+        // Theirs: an ext4 image holding `planted`, at the same path in their namespace.
+        let planted = dir.path().join("planted");
+        std::fs::create_dir_all(planted.join("root")).expect("dir");
+        std::fs::write(planted.join("root/planted"), "theirs").expect("file");
+        // A path in a mount their namespace alone has prints from that mount's
+        // root: theirs is the disk's path again, below a tmpfs of theirs.
+        let over = dir.path().join("theirs");
+        std::fs::create_dir_all(&over).expect("dir");
+        let path = std::fs::canonicalize(&disk.image).expect("canonical");
+        let (image, contents) = (over.join(path.strip_prefix("/").expect("absolute")), planted.join("root"));
+        let theirs = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare");
+            let private = rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC;
+            rustix::mount::mount_change("/", private).expect("private");
+            rustix::mount::mount("tmpfs", &over, "tmpfs", rustix::mount::MountFlags::empty(), None).expect("tmpfs");
+            std::fs::create_dir_all(image.parent().expect("parent")).expect("their directories");
+            std::fs::File::create(&image).and_then(|f| f.set_len(size)).expect("image");
+            let (image, contents) = (image.display().to_string(), contents.display().to_string());
+            run("mkfs.ext4", "e2fsprogs", &["-q", "-F", "-d", &contents, &image]).expect("mkfs");
+            Attached(output("losetup", "mount", &["--find", "--show", &image]).expect("losetup").trim().to_owned())
+        })
+        .join()
+        .expect("their thread");
+        let name = Path::new(&theirs.0).file_name().expect("name").to_owned();
+        let claimed = backing_file(&Path::new("/sys/block").join(name));
+        let ours = path.display().to_string();
+        assert_eq!(claimed.as_deref(), Some(ours.as_str()), "{} prints as the sandbox's disk", theirs.0);
+
+        let at = dir.path().join("mnt");
+        let seen = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare");
+            let private = rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC;
+            rustix::mount::mount_change("/", private).expect("private");
+            disk.start_mount(&at, None).expect("start").finish().expect("mount");
+            let seen = at.join("planted").exists();
+            rustix::mount::unmount(&at, rustix::mount::UnmountFlags::empty()).expect("unmount");
+            seen
+        })
+        .join()
+        .expect("the start's thread");
+        assert!(!seen, "the start mounted {}, not its own image", theirs.0);
     }
 
     /// A gateway killed between attaching a spare and marking its device leaves

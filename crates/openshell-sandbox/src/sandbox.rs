@@ -285,15 +285,14 @@ pub type Assign<'a> = &'a mut dyn FnMut() -> Option<Stdio>;
 /// main process's stdout and stderr go to the log and, while they accept it, to
 /// the attached ones; the attached stdin is copied to the main process.
 ///
-/// `userns`: a user namespace with the sandbox's map made ahead by the gateway,
-/// for its idmapped layers (without it, or with another map, one is made).
+/// `ahead`: what the gateway made for the run ahead of need.
 ///
 /// Call it from a single-threaded process: it moves the process into a mount
 /// namespace of its own (everything it mounts for the run is seen by nobody else
 /// and goes away with it), and libcontainer clones it.
 pub fn supervise(
     dir: &SandboxDir,
-    userns: Option<&crate::idmap::UserNamespace>,
+    ahead: MadeAhead,
     on_event: OnEvent<'_>,
     assign: Assign<'_>,
 ) -> Result<Option<i32>, SandboxError> {
@@ -304,10 +303,11 @@ pub fn supervise(
     // The disk is mounted (by mount(8), or from its device on a thread) while
     // the layers are mounted idmapped: the upper directory is on the disk, the
     // layers are not.
-    let mounting = config.disk.as_ref().map(|disk| disk.start_mount(&Path::new(RUN_DIR).join("disk")));
+    let at = Path::new(RUN_DIR).join("disk");
+    let mounting = config.disk.as_ref().map(|disk| disk.start_mount(&at, ahead.disk_device));
     let mounting = mounting.transpose().map_err(disk_err)?;
     let overlay = dir.overlay(&config);
-    let lower = overlay.lower(userns);
+    let lower = overlay.lower(ahead.userns.as_ref());
     if let Some(mounting) = mounting {
         mounting.finish().map_err(disk_err)?;
     }
@@ -326,6 +326,18 @@ pub fn supervise(
     write_json(&dir.exit(), &ExitRecord { code, finished })?;
     unmounted?;
     Ok(Some(code))
+}
+
+/// What the gateway made for a run ahead of need, handed to its supervisor with
+/// the job (each is made at the start when absent).
+#[derive(Debug, Default)]
+pub struct MadeAhead {
+    /// A user namespace with the gateway's map, for the idmapped layers (used
+    /// only when the map is the sandbox's).
+    pub userns: Option<crate::idmap::UserNamespace>,
+    /// The loop device the sandbox's disk image is attached to (its first start
+    /// after a create that took a spare image).
+    pub disk_device: Option<OwnedFd>,
 }
 
 /// Where a running sandbox's mounts live: a fresh tmpfs here in its
