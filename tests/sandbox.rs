@@ -925,6 +925,22 @@ fn bad_input_is_named_and_the_socket_is_owner_only() {
     let out = env.create(&["-d", "--name", "dup"]);
     assert!(!out.status.success() && text(&out).contains("error[already_exists]"), "{}", text(&out));
     assert!(env.names() == ["dup"], "failed creations leave nothing behind: {:?}", env.names());
+    // A request with more descriptors than stdio is refused, named (the gateway
+    // adds two of its own for the sandbox's supervisor). Control: with three,
+    // the same request gets past that check.
+    for (count, refused) in [(4, true), (3, false)] {
+        use openshell_gateway_api::proto::{API_VERSION, Envelope, Request};
+        use std::os::fd::AsFd;
+        let conn = openshell_gateway_api::wire::connect(&env.gateway_dir().join("gateway.sock")).expect("connect");
+        let files: Vec<_> = (0..count).map(|_| tempfile::tempfile().expect("tempfile")).collect();
+        let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+        let request = Envelope { api: API_VERSION, request: Request::Start { name: "dup".into(), attach: true } };
+        openshell_gateway_api::wire::send(&conn, &request, &fds).expect("send");
+        let (answer, _): (serde_json::Value, _) =
+            openshell_gateway_api::wire::recv(&conn).expect("recv").expect("an answer");
+        let named = answer.to_string().contains(&format!("{count} descriptors attached; a request carries at most 3"));
+        assert_eq!(named, refused, "{count} descriptors: {answer}");
+    }
 
     let dir = env.gateway_dir();
     let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;

@@ -49,7 +49,8 @@ pub fn send_bytes(socket: impl AsFd, bytes: &[u8], fds: &[std::os::fd::BorrowedF
     }
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+    // The buffer is rounded up and would take one more than the receiver does.
+    if fds.len() > MAX_FDS || (!fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds))) {
         return Err(WireError::TooLarge(fds.len()));
     }
     loop {
@@ -164,9 +165,13 @@ mod tests {
         let sent: Vec<_> = fds.iter().map(|f| inode(*f)).collect();
         assert_eq!(got.iter().map(|f| inode(f.as_fd())).collect::<Vec<_>>(), sent);
 
-        // More than `send` allows, sent as a peer could: one more (within the
-        // receiver's rounded-up buffer), and three more (past it: the kernel
-        // drops the rest).
+        let more: Vec<_> = (0..MAX_FDS + 1).map(|_| tempfile::tempfile().expect("tempfile")).collect();
+        let more: Vec<_> = more.iter().map(|f| f.as_fd()).collect();
+        assert!(matches!(send(&a, &serde_json::json!({}), &more), Err(WireError::TooLarge(_))), "send refuses more");
+
+        // More than `send` allows, sent as a raw peer could: one more (within
+        // the receiver's rounded-up buffer), and three more (past it: the
+        // kernel drops the rest).
         for extra in [1, 3] {
             let files: Vec<_> = (0..MAX_FDS + extra).map(|_| tempfile::tempfile().expect("tempfile")).collect();
             let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();

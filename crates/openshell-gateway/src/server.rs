@@ -428,12 +428,22 @@ impl Gateway {
     }
 
     fn connection(self: Arc<Self>, conn: OwnedFd) {
+        const MAX_REQUEST_FDS: usize = 3;
         let (request, fds) = match wire::recv::<Envelope>(&conn) {
             Ok(Some((envelope, _))) if envelope.api != API_VERSION => {
                 let error = ApiError::new(
                     ErrorCode::Unsupported,
                     format!("this gateway speaks API version {API_VERSION}, the request version {}", envelope.api),
                 );
+                let _ = wire::send(&conn, &Response::Error { error }, &[]);
+                return;
+            }
+            // A driver's job sends two more of its own beside a client's stdio.
+            Ok(Some((_, fds))) if fds.len() > MAX_REQUEST_FDS => {
+                let error = ApiError::invalid(format!(
+                    "bad request: {} descriptors attached; a request carries at most {MAX_REQUEST_FDS} (stdin, stdout, stderr)",
+                    fds.len()
+                ));
                 let _ = wire::send(&conn, &Response::Error { error }, &[]);
                 return;
             }
