@@ -123,10 +123,12 @@ impl Disk {
     fn mount_device(&self, device: OwnedFd, at: &Path) -> Result<(), DiskError> {
         use rustix::mount::MountFlags;
         let flags = MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOATIME;
-        let is_block = rustix::fs::fstat(&device)
-            .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_block_device());
+        let is_loop = rustix::fs::fstat(&device).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode).is_block_device()
+                && rustix::fs::major(st.st_rdev) == LOOP_MAJOR
+        });
         let source = format!("/proc/self/fd/{}", device.as_raw_fd());
-        match is_block.then(|| rustix::mount::mount(&source, at, "ext4", flags, None)) {
+        match is_loop.then(|| rustix::mount::mount(&source, at, "ext4", flags, None)) {
             Some(Ok(())) => Ok(()),
             failed => {
                 tracing::warn!(?failed, "mounting the disk's loop device made ahead; mounting the image");
@@ -140,6 +142,9 @@ impl Disk {
         Running::start("mount", "mount", &["-t", "ext4", "-o", "loop,nodev,nosuid,noatime", &image, &target])
     }
 }
+
+/// Loop devices' major number (`LOOP_MAJOR`, linux/major.h).
+const LOOP_MAJOR: u32 = 7;
 
 /// A disk's mount under way.
 #[derive(Debug)]
@@ -224,6 +229,10 @@ impl Device {
         let ours = std::fs::canonicalize(&image).ok().and_then(|i| i.to_str().map(str::to_owned));
         let backing = path.file_name().and_then(|n| backing_file(&Path::new("/sys/block").join(n)));
         if ours.is_none() || backing != ours {
+            // Marked, then let go: not left bound to whatever it holds now
+            // (the image renamed meanwhile, or another's rebinding).
+            let _ = detach(&path);
+            drop(held);
             return Err(DiskError::Command {
                 command: format!("losetup --find --show {image}"),
                 message: format!("{} is bound to {backing:?}, not to the image", path.display()),
@@ -490,8 +499,12 @@ mod tests {
         let slave = rustix::mount::MountPropagationFlags::DOWNSTREAM | rustix::mount::MountPropagationFlags::REC;
         rustix::mount::mount_change("/", slave).expect("slave");
         let at = dir.path().join("mnt");
+        // The image renamed away: `mount -o loop`, the fallback, cannot succeed.
+        let away = dir.path().join("away.img");
+        std::fs::rename(&disk.image, &away).expect("rename");
         let handed = held.fd().try_clone_to_owned().expect("dup");
-        disk.start_mount(&at, Some(handed)).expect("start").finish().expect("mount");
+        disk.start_mount(&at, Some(handed)).expect("start").finish().expect("mounted from the handed device");
+        std::fs::rename(&away, &disk.image).expect("rename back");
         let mounts = std::fs::read_to_string("/proc/thread-self/mountinfo").expect("mountinfo");
         let line = mounts.lines().find(|l| l.contains(&format!(" {} ", at.display()))).expect("mounted");
         // Field 3 is the mounted device's major:minor.
