@@ -217,33 +217,28 @@ impl Device {
     fn attach(image: &Path) -> Result<Device, DiskError> {
         let image = image.display().to_string();
         let path = PathBuf::from(output("losetup", "mount", &["--find", "--show", &image])?.trim());
-        let held = match std::fs::File::open(&path) {
-            Ok(held) => held,
-            Err(e) => {
-                let _ = detach(&path);
-                return Err(io(&path)(e));
-            }
-        };
+        let held = std::fs::File::open(&path).map_err(io(&path));
+        held.and_then(|held| Device::mark(path.clone(), &image, held)).inspect_err(|_| {
+            // Let go of and detached (only marked, if another holds it): never
+            // left bound with no holder.
+            let _ = detach(&path);
+        })
+    }
+
+    /// `held`, the device at `path`, once it is found bound to `image` and is
+    /// marked to clear at its last close.
+    fn mark(path: PathBuf, image: &str, held: std::fs::File) -> Result<Device, DiskError> {
         // Held now: bound until closed. Another root process could have rebound
-        // it between losetup's attach and this open; then it is not ours.
-        let ours = std::fs::canonicalize(&image).ok().and_then(|i| i.to_str().map(str::to_owned));
+        // it between losetup's attach and the open; then it is not ours.
+        let ours = std::fs::canonicalize(image).ok().and_then(|i| i.to_str().map(str::to_owned));
         let backing = path.file_name().and_then(|n| backing_file(&Path::new("/sys/block").join(n)));
         if ours.is_none() || backing != ours {
-            // Marked, then let go: not left bound to whatever it holds now
-            // (the image renamed meanwhile, or another's rebinding).
-            let _ = detach(&path);
-            drop(held);
             return Err(DiskError::Command {
                 command: format!("losetup --find --show {image}"),
                 message: format!("{} is bound to {backing:?}, not to the image", path.display()),
             });
         }
-        if let Err(e) = detach(&path) {
-            // Not marked: detached once this descriptor is closed.
-            drop(held);
-            let _ = detach(&path);
-            return Err(e);
-        }
+        detach(&path)?;
         Ok(Device { path, held })
     }
 
