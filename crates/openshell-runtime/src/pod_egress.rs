@@ -391,9 +391,20 @@ pub fn serve(dir: &Path) -> Result<(), EgressError> {
         let daemon: Arc<dyn pod_control::Apply> = daemon;
         std::thread::spawn(move || pod_control::serve(listener, daemon));
     }
-    let applied = dir.join(APPLIED_FILE);
-    std::fs::write(&applied, crate::policy::digest_of(text.as_bytes())).map_err(io(&applied))?;
+    write_answer(dir, &crate::policy::digest_of(text.as_bytes()))?;
     proxy.serve().map_err(EgressError::Serve)
+}
+
+/// Writes the daemon's answer to `APPLIED_FILE` whole: staged, then renamed, so
+/// that a create waiting on it never reads it half written (an empty answer
+/// read as the error's text failed a create).
+fn write_answer(dir: &Path, answer: &str) -> Result<(), EgressError> {
+    static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staged = dir.join(format!("{APPLIED_FILE}.{}-{n}", std::process::id()));
+    std::fs::write(&staged, answer).map_err(io(&staged))?;
+    let applied = dir.join(APPLIED_FILE);
+    std::fs::rename(&staged, &applied).map_err(io(&applied))
 }
 
 /// The running daemon's policy: what applies pushes and updates, one at a time
@@ -424,7 +435,7 @@ impl Daemon {
 
     /// The answer a container's create waits for: a digest, or `error: ...`.
     fn answer(&self, answer: &str) {
-        if let Err(e) = std::fs::write(self.dir.join(APPLIED_FILE), answer) {
+        if let Err(e) = write_answer(&self.dir, answer) {
             eprintln!("pod-proxy: {e}");
         }
     }
@@ -517,6 +528,37 @@ fn config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A create waiting on the daemon's answer reads it whole or not at all,
+    /// never empty or half written while the daemon writes it (an empty answer
+    /// was taken for an error and failed a pod's create in CI).
+    #[test]
+    fn the_daemons_answer_is_read_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let answers = [format!("sha256:{}", "a".repeat(64)), format!("error: {}", "b".repeat(4000))];
+        let writer = {
+            let (dir, answers) = (dir.path().to_owned(), answers.clone());
+            std::thread::spawn(move || {
+                for n in 0..3000 {
+                    write_answer(&dir, &answers[n % 2]).expect("write");
+                }
+            })
+        };
+        let mut seen = 0;
+        while !writer.is_finished() {
+            if let Ok(answer) = std::fs::read_to_string(dir.path().join(APPLIED_FILE)) {
+                assert!(
+                    answers.contains(&answer),
+                    "read {} bytes: {:?}…",
+                    answer.len(),
+                    &answer[..answer.len().min(20)]
+                );
+                seen += 1;
+            }
+        }
+        writer.join().expect("writer");
+        assert!(seen > 0, "the reader saw answers");
+    }
     use libcontainer::oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder};
 
     fn with_network(path: Option<&str>) -> Spec {
