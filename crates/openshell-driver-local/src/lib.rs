@@ -587,6 +587,10 @@ impl Driver for LocalDriver {
         }
     }
 
+    fn shutdown(&self) {
+        self.spares.close(std::time::Duration::from_secs(10));
+    }
+
     fn sweep(&self, known: &dyn Fn() -> Option<std::collections::HashSet<String>>) {
         let held: Vec<_> = std::fs::read_dir(self.sandboxes()).into_iter().flatten().flatten().collect();
         let Some(known) = known() else { return };

@@ -173,6 +173,9 @@ pub trait Driver: Send + Sync {
     /// driver has listed what it holds, so that a sandbox another replica begins
     /// meanwhile is known by then; `None` (the state could not be read) keeps all.
     fn sweep(&self, known: &dyn Fn() -> Option<std::collections::HashSet<String>>);
+    /// The gateway is stopping (its sandboxes run on): work done ahead of need
+    /// is finished or undone, so that none of it outlives the gateway half made.
+    fn shutdown(&self) {}
     /// How the sandbox's last run ended, if it did.
     fn last_exit(&self, id: &str) -> Option<Exit>;
     /// One of the sandbox's logs.

@@ -634,6 +634,7 @@ impl Gateway {
                 for standby in self.standby.lock().unwrap_or_else(|p| p.into_inner()).drain() {
                     standby.pending.discard();
                 }
+                self.driver.shutdown();
                 // Its sandboxes run on: another replica takes them over at once.
                 if let Err(e) = self.db().release_all(&self.replica) {
                     tracing::warn!(%e, "giving up this replica's leases");

@@ -261,6 +261,8 @@ pub struct Spares {
     /// The device of each size's spare, taken with it; `None`: attaching it
     /// failed (not tried again for that spare).
     devices: std::sync::Mutex<std::collections::HashMap<u64, Option<Device>>>,
+    /// Makes under way.
+    making: std::sync::atomic::AtomicUsize,
 }
 
 impl Spares {
@@ -269,14 +271,21 @@ impl Spares {
     /// holder: every device whose file is under `templates` is detached now (a
     /// device someone holds open is only marked, as [`Device::attach`] does).
     pub fn new(templates: PathBuf) -> Spares {
-        if let Some(dir) = std::fs::canonicalize(&templates).ok().and_then(|d| d.to_str().map(|d| format!("{d}/"))) {
-            for (device, _) in loop_devices().filter(|(_, backing)| backing.starts_with(&dir)) {
-                if let Err(e) = detach(&device) {
-                    tracing::warn!(%e, "detaching a loop device a killed gateway left");
-                }
-            }
+        detach_all_under(&templates);
+        Spares { templates, devices: Default::default(), making: Default::default() }
+    }
+
+    /// Before the process exits: waits (at most `wait`) for the makes under
+    /// way, which the exit would cut short between attaching a device and
+    /// marking it, then detaches every device under `templates` no one holds
+    /// (a killed gateway's `losetup` may have bound one after the next gateway
+    /// started). This one's own are only marked again, and go at its exit.
+    pub fn close(&self, wait: std::time::Duration) {
+        let deadline = std::time::Instant::now() + wait;
+        while self.making.load(std::sync::atomic::Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        Spares { templates, devices: Default::default() }
+        detach_all_under(&self.templates);
     }
 
     /// Makes `disk`'s image: the spare of its size when there is one (renamed:
@@ -303,6 +312,13 @@ impl Spares {
     /// next [`Spares::take`] of that size. A spare an earlier gateway made is
     /// attached now. Attaching needs root: without it the spare is made alone.
     pub fn make(&self, size: u64) -> Result<(), DiskError> {
+        self.making.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let made = self.make_counted(size);
+        self.making.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        made
+    }
+
+    fn make_counted(&self, size: u64) -> Result<(), DiskError> {
         let spare = spare(&self.templates, size);
         if spare.exists() {
             if !self.devices.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&size) {
@@ -334,6 +350,19 @@ impl Spares {
         let still_the_spare = device.as_ref().is_none_or(|d| attached(spare).as_deref() == Some(d.path()));
         if still_the_spare && spare.exists() {
             devices.entry(size).or_insert(device);
+        }
+    }
+}
+
+/// Detaches every loop device whose file is under `templates` (one held open
+/// elsewhere, or mounted, is only marked to clear at its last close).
+fn detach_all_under(templates: &Path) {
+    let Some(dir) = std::fs::canonicalize(templates).ok().and_then(|d| d.to_str().map(|d| format!("{d}/"))) else {
+        return;
+    };
+    for (device, _) in loop_devices().filter(|(_, backing)| backing.starts_with(&dir)) {
+        if let Err(e) = detach(&device) {
+            tracing::warn!(%e, "detaching a loop device left with no holder");
         }
     }
 }
@@ -592,6 +621,34 @@ mod tests {
         .join()
         .expect("the start's thread");
         assert!(!seen, "the start mounted {}, not its own image", theirs.0);
+    }
+
+    /// A device bound under the templates with no holder after this gateway
+    /// started (a killed gateway's `losetup` finishing late) is detached when
+    /// this one closes; its own spare's device stays attached until it is
+    /// dropped. Positive control: the leftover is attached until the close.
+    #[test]
+    fn closing_detaches_what_no_one_holds_and_keeps_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let templates = dir.path().join("templates");
+        let size = 64 << 20;
+        let spares = Spares::new(templates.clone());
+        spares.make(size).expect("spare");
+        let left = templates.join(".spare-1-2-3.img");
+        std::fs::File::create(&left).and_then(|f| f.set_len(1 << 20)).expect("file");
+        let _guard = Attached(
+            output("losetup", "mount", &["--find", "--show", &left.display().to_string()])
+                .expect("losetup")
+                .trim()
+                .to_owned(),
+        );
+        assert!(attached(&left).is_some(), "the leftover is attached");
+        spares.close(std::time::Duration::from_secs(5));
+        released(&left).unwrap_or_else(|d| panic!("{} is still attached after the close", d.display()));
+        let own = spare(&templates, size);
+        assert!(attached(&own).is_some(), "its own spare stays attached while held");
+        drop(spares);
+        released(&own).unwrap_or_else(|d| panic!("{} is still attached after the drop", d.display()));
     }
 
     /// A gateway killed between attaching a spare and marking its device leaves
