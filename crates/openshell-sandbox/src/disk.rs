@@ -441,15 +441,32 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    /// The disk size the tests use.
+    const SIZE: u64 = 64 << 20;
+
+    /// Spares under `dir/templates` (and that directory).
+    fn spares_in(dir: &Path) -> (PathBuf, Spares) {
+        let templates = dir.join("templates");
+        (templates.clone(), Spares::new(templates))
+    }
+
+    /// Moves the calling thread into a mount namespace of its own, private: what
+    /// it mounts is seen nowhere else (threads it starts share it).
+    fn own_mount_namespace() {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare (needs root)");
+        let private = rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC;
+        rustix::mount::mount_change("/", private).expect("private");
+    }
+
     #[test]
     fn images_are_made_from_a_sparse_template() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let disk = Disk { image: dir.path().join("disk.img"), size: 64 << 20 };
-        Spares::new(dir.path().join("templates")).take(&disk).expect("take");
+        let disk = Disk { image: dir.path().join("disk.img"), size: SIZE };
+        spares_in(dir.path()).1.take(&disk).expect("take");
         let meta = std::fs::metadata(&disk.image).expect("image");
-        assert_eq!(meta.len(), 64 << 20);
+        assert_eq!(meta.len(), SIZE);
         assert!(meta.blocks() * 512 < 16 << 20, "sparse: {} bytes allocated", meta.blocks() * 512);
-        let template = std::fs::read(dir.path().join(format!("templates/ext4-{}.img", 64 << 20))).expect("template");
+        let template = std::fs::read(dir.path().join(format!("templates/ext4-{SIZE}.img"))).expect("template");
         assert_eq!(std::fs::read(&disk.image).expect("image"), template, "the same bytes, holes as zeros");
         // The ext4 magic (0xEF53 at offset 1080).
         assert_eq!(&template[1080..1082], &[0x53, 0xef]);
@@ -458,9 +475,8 @@ mod tests {
     #[test]
     fn a_spare_is_taken_once_and_the_next_create_copies() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let templates = dir.path().join("templates");
-        let size = 64 << 20;
-        let spares = Spares::new(templates.clone());
+        let (templates, spares) = spares_in(dir.path());
+        let size = SIZE;
         spares.make(size).expect("spare");
         let spare = spare(&templates, size);
         let inode = std::fs::metadata(&spare).expect("the spare exists").ino();
@@ -506,9 +522,8 @@ mod tests {
     #[test]
     fn a_spares_device_is_mounted_and_outlives_neither_its_mount_nor_its_holder() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let templates = dir.path().join("templates");
-        let size = 64 << 20;
-        let spares = Spares::new(templates.clone());
+        let (templates, spares) = spares_in(dir.path());
+        let size = SIZE;
         spares.make(size).expect("spare");
         let device = attached(&spare(&templates, size)).expect("the spare is attached to a loop device (needs root)");
         let name = device.file_name().expect("name").to_string_lossy().into_owned();
@@ -519,9 +534,7 @@ mod tests {
         let held = spares.take(&disk).expect("take").expect("the spare's device comes with it");
         assert_eq!((held.path(), attached(&disk.image).as_deref()), (device.as_path(), Some(device.as_path())));
         // In a mount namespace of this thread's (the mounting thread shares it).
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare");
-        let slave = rustix::mount::MountPropagationFlags::DOWNSTREAM | rustix::mount::MountPropagationFlags::REC;
-        rustix::mount::mount_change("/", slave).expect("slave");
+        own_mount_namespace();
         let at = dir.path().join("mnt");
         // The image renamed away: `mount -o loop`, the fallback, cannot succeed.
         let away = dir.path().join("away.img");
@@ -575,7 +588,7 @@ mod tests {
     #[test]
     fn a_device_that_only_claims_the_disks_path_is_not_mounted() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let size = 64 << 20;
+        let size = SIZE;
         let sandbox = dir.path().join("sandbox");
         std::fs::create_dir_all(&sandbox).expect("sandbox dir");
         let disk = Disk { image: sandbox.join("disk.img"), size };
@@ -591,9 +604,7 @@ mod tests {
         let path = std::fs::canonicalize(&disk.image).expect("canonical");
         let (image, contents) = (over.join(path.strip_prefix("/").expect("absolute")), planted.join("root"));
         let theirs = std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare");
-            let private = rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC;
-            rustix::mount::mount_change("/", private).expect("private");
+            own_mount_namespace();
             rustix::mount::mount("tmpfs", &over, "tmpfs", rustix::mount::MountFlags::empty(), None).expect("tmpfs");
             std::fs::create_dir_all(image.parent().expect("parent")).expect("their directories");
             std::fs::File::create(&image).and_then(|f| f.set_len(size)).expect("image");
@@ -610,9 +621,7 @@ mod tests {
 
         let at = dir.path().join("mnt");
         let seen = std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare");
-            let private = rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC;
-            rustix::mount::mount_change("/", private).expect("private");
+            own_mount_namespace();
             disk.start_mount(&at, None).expect("start").finish().expect("mount");
             let seen = at.join("planted").exists();
             rustix::mount::unmount(&at, rustix::mount::UnmountFlags::empty()).expect("unmount");
@@ -630,9 +639,8 @@ mod tests {
     #[test]
     fn closing_detaches_what_no_one_holds_and_keeps_its_own() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let templates = dir.path().join("templates");
-        let size = 64 << 20;
-        let spares = Spares::new(templates.clone());
+        let (templates, spares) = spares_in(dir.path());
+        let size = SIZE;
         spares.make(size).expect("spare");
         let left = templates.join(".spare-1-2-3.img");
         std::fs::File::create(&left).and_then(|f| f.set_len(1 << 20)).expect("file");
