@@ -6,8 +6,9 @@
 //!   (absolute-form, a new connection each) vs the same request direct (p50, p99);
 //! - the L7 path (TLS terminated with the sandbox's CA, each request decided,
 //!   verified TLS to the upstream): a 1 GiB HTTPS download through it vs the same
-//!   download over TLS direct, and the added latency of a request on an open
-//!   keep-alive connection (p50, p99);
+//!   download over TLS direct, the CPU seconds per GB each side spends on it
+//!   (client, proxy, server: threads of this process, read from /proc; medians),
+//!   and the added latency of a request on an open keep-alive connection (p50, p99);
 //! - decision cost: the policy engine's decision for an L4 and an L7 request;
 //! - hot reload: from `reload()` being called to the new revision deciding;
 //! - concurrent tunnels: 1,000 CONNECT tunnels held open at once (100 under
@@ -163,7 +164,7 @@ fn tls_server(config: Arc<ServerConfig>, bytes: u64) -> SocketAddr {
     std::thread::spawn(move || {
         for tcp in listener.incoming().flatten() {
             let config = Arc::clone(&config);
-            std::thread::spawn(move || {
+            let serve = move || {
                 let _ = tcp.set_nodelay(true);
                 let Ok(conn) = ServerConnection::new(config) else { return };
                 let mut tls = BufReader::new(StreamOwned::new(conn, tcp));
@@ -185,10 +186,83 @@ fn tls_server(config: Arc<ServerConfig>, bytes: u64) -> SocketAddr {
                     }
                     let _ = out.flush();
                 }
-            });
+            };
+            // Named: `thread_cpu` counts this thread's CPU as the server's.
+            let _ = std::thread::Builder::new().name(UPSTREAM_THREAD.into()).spawn(serve);
         }
     });
     addr
+}
+
+/// The name of the TLS server's connection threads.
+const UPSTREAM_THREAD: &str = "bench-upstream";
+
+/// Whose CPU a thread of this process spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Side {
+    /// The bench's own client (the main thread).
+    Client,
+    /// The proxy's runtime (its threads are named `openshell-proxy`).
+    Proxy,
+    /// The TLS server's connection threads.
+    Server,
+}
+
+/// CPU seconds (user + system) spent so far by each live thread, by thread id.
+fn thread_cpu() -> HashMap<String, (Side, f64)> {
+    // utime and stime, fields 14 and 15 of /proc/<pid>/task/<tid>/stat, are in
+    // clock ticks of USER_HZ, which Linux fixes at 100 for user space.
+    const TICKS: f64 = 100.0;
+    let mut out = HashMap::new();
+    for entry in std::fs::read_dir("/proc/self/task").expect("/proc/self/task").flatten() {
+        let (Ok(comm), Ok(stat)) =
+            (std::fs::read_to_string(entry.path().join("comm")), std::fs::read_to_string(entry.path().join("stat")))
+        else {
+            continue; // the thread ended meanwhile
+        };
+        let Some(after_name) = stat.rfind(')') else { continue };
+        let fields: Vec<&str> = stat[after_name + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let side = match comm.trim() {
+            c if c.starts_with("openshell-proxy") => Side::Proxy,
+            UPSTREAM_THREAD => Side::Server,
+            _ => Side::Client,
+        };
+        // The fields after the name start at field 3 (index 0): 14 and 15 are 11 and 12.
+        out.insert(entry.file_name().to_string_lossy().into_owned(), (side, (ticks(11) + ticks(12)) / TICKS));
+    }
+    out
+}
+
+/// CPU seconds each side spent between two `thread_cpu` readings (threads
+/// that ended in between are not counted: keep them alive until `after`).
+fn cpu_between(before: &HashMap<String, (Side, f64)>, after: &HashMap<String, (Side, f64)>) -> HashMap<Side, f64> {
+    let mut spent = HashMap::new();
+    for (tid, (side, secs)) in after {
+        let earlier = before.get(tid).map_or(0.0, |(_, s)| *s);
+        *spent.entry(*side).or_insert(0.0) += secs - earlier;
+    }
+    spent
+}
+
+/// One L7-path download over `c`, measured: bytes per second, and CPU seconds
+/// per GB by side.
+fn measured_download(mut c: Tls, bytes: u64) -> (f64, HashMap<Side, f64>) {
+    let before = thread_cpu();
+    let started = Instant::now();
+    assert_eq!(get(&mut c, "/bulk"), bytes);
+    let rate = bytes as f64 / started.elapsed().as_secs_f64();
+    // Read while the connection (and so the server's thread) is still open.
+    let spent = cpu_between(&before, &thread_cpu());
+    drop(c);
+    let per_gb = spent.into_iter().map(|(side, secs)| (side, secs / (bytes as f64 / 1e9))).collect();
+    (rate, per_gb)
+}
+
+/// The median of `side`'s CPU per GB over `runs`.
+fn median_cpu(runs: &[HashMap<Side, f64>], side: Side) -> f64 {
+    let mut v: Vec<f64> = runs.iter().map(|r| r.get(&side).copied().unwrap_or(0.0)).collect();
+    median(&mut v)
 }
 
 type Tls = BufReader<StreamOwned<ClientConnection, TcpStream>>;
@@ -325,17 +399,17 @@ fn main() {
     let (d, t) = (median(&mut direct), median(&mut tunnel));
 
     // L7 throughput, interleaved: HTTPS direct vs through the TLS-terminating proxy.
+    // Each side's CPU is read around each download: the 2-core VM the figures
+    // come from runs client, proxy and server on the same cores.
     let (mut tls_direct, mut tls_l7) = (Vec::new(), Vec::new());
+    let (mut cpu_direct, mut cpu_l7) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        let started = Instant::now();
-        let mut c = tls_client(TcpStream::connect(tls).expect("direct"), &upstream_ca);
-        assert_eq!(get(&mut c, "/bulk"), bytes);
-        tls_direct.push(bytes as f64 / started.elapsed().as_secs_f64());
-
-        let started = Instant::now();
-        let mut c = tls_client(open_tunnel(proxy_addr, "tls.test"), &sandbox_root);
-        assert_eq!(get(&mut c, "/bulk"), bytes);
-        tls_l7.push(bytes as f64 / started.elapsed().as_secs_f64());
+        let (rate, cpu) = measured_download(tls_client(TcpStream::connect(tls).expect("direct"), &upstream_ca), bytes);
+        tls_direct.push(rate);
+        cpu_direct.push(cpu);
+        let (rate, cpu) = measured_download(tls_client(open_tunnel(proxy_addr, "tls.test"), &sandbox_root), bytes);
+        tls_l7.push(rate);
+        cpu_l7.push(cpu);
     }
     let (td, tl) = (median(&mut tls_direct), median(&mut tls_l7));
 
@@ -439,6 +513,16 @@ fn main() {
         td / 1e6,
         tl / 1e6,
         100.0 * tl / td
+    );
+    let cpu = |runs: &[HashMap<Side, f64>], proxy: bool| {
+        let proxied = if proxy { format!(" {:.2} +", median_cpu(runs, Side::Proxy)) } else { String::new() };
+        format!("{:.2} +{proxied} {:.2}", median_cpu(runs, Side::Client), median_cpu(runs, Side::Server))
+    };
+    println!(
+        "{:<40} {:>14} {:>21}",
+        "  CPU-s per GB: client (+ proxy) + server",
+        cpu(&cpu_direct, false),
+        cpu(&cpu_l7, true)
     );
     for (label, p) in [("HTTPS request on an open conn, p50", 0.5), ("HTTPS request on an open conn, p99", 0.99)] {
         let (a, b) = (pct(&mut d7, p), pct(&mut p7, p));
