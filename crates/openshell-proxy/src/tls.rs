@@ -280,6 +280,16 @@ pub enum DialError {
     Timeout,
 }
 
+/// Ciphertext read from an upstream per system call. rustls asks its reader
+/// for at most 4 KiB at a time (`READ_SIZE` in its deframer), so an unbuffered
+/// socket under it costs a `recvfrom` per 4 KiB of a download; with this
+/// buffer in between, one call brings in up to 64 KiB and rustls's small reads
+/// are copies from it.
+const UPSTREAM_TLS_READ: usize = 64 * 1024;
+
+/// Verified TLS to an upstream, over a read-buffered socket.
+pub(crate) type UpstreamTls = tokio_rustls::client::TlsStream<tokio::io::BufReader<tokio::net::TcpStream>>;
+
 /// Opens TLS to `host` over `tcp`, verified against the upstream roots,
 /// within `timeout`.
 pub(crate) async fn dial(
@@ -287,7 +297,8 @@ pub(crate) async fn dial(
     tcp: tokio::net::TcpStream,
     host: &str,
     timeout: std::time::Duration,
-) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, DialError> {
+) -> Result<UpstreamTls, DialError> {
+    let tcp = tokio::io::BufReader::with_capacity(UPSTREAM_TLS_READ, tcp);
     let name = Interceptor::server_name(host)?;
     let config = interceptor.client_config().map_err(DialError::Config)?;
     match tokio::time::timeout(timeout, tokio_rustls::TlsConnector::from(config).connect(name, tcp)).await {
