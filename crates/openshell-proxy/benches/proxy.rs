@@ -164,7 +164,7 @@ fn tls_server(config: Arc<ServerConfig>, bytes: u64) -> SocketAddr {
     std::thread::spawn(move || {
         for tcp in listener.incoming().flatten() {
             let config = Arc::clone(&config);
-            let serve = move || {
+            std::thread::spawn(move || {
                 let _ = tcp.set_nodelay(true);
                 let Ok(conn) = ServerConnection::new(config) else { return };
                 let mut tls = BufReader::new(StreamOwned::new(conn, tcp));
@@ -186,83 +186,84 @@ fn tls_server(config: Arc<ServerConfig>, bytes: u64) -> SocketAddr {
                     }
                     let _ = out.flush();
                 }
-            };
-            // Named: `thread_cpu` counts this thread's CPU as the server's.
-            let _ = std::thread::Builder::new().name(UPSTREAM_THREAD.into()).spawn(serve);
+            });
         }
     });
     addr
 }
 
-/// The name of the TLS server's connection threads.
-const UPSTREAM_THREAD: &str = "bench-upstream";
-
-/// Whose CPU a thread of this process spends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Side {
-    /// The bench's own client (the main thread).
-    Client,
-    /// The proxy's runtime (its threads are named `openshell-proxy`).
-    Proxy,
-    /// The TLS server's connection threads.
-    Server,
+/// CPU seconds (user + system) spent so far: by the whole process (threads
+/// that ended included), by its main thread (the bench's client) and by each
+/// live thread of the proxy's runtime (named `openshell-proxy`), by thread id.
+#[derive(Default)]
+struct CpuReading {
+    process: f64,
+    main: f64,
+    proxy: HashMap<String, f64>,
 }
 
-/// CPU seconds (user + system) spent so far by each live thread, by thread id.
-fn thread_cpu() -> HashMap<String, (Side, f64)> {
-    // utime and stime, fields 14 and 15 of /proc/<pid>/task/<tid>/stat, are in
-    // clock ticks of USER_HZ, which Linux fixes at 100 for user space.
+/// CPU seconds per GB one download cost each side. The server's share is the
+/// rest of the process: its threads may end before the reading.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    client: f64,
+    proxy: f64,
+    server: f64,
+}
+
+/// utime + stime of a `/proc/.../stat` file, in seconds.
+fn stat_cpu(path: &std::path::Path) -> Option<f64> {
+    // utime and stime, fields 14 and 15, are in clock ticks of USER_HZ, which
+    // Linux fixes at 100 for user space. The fields after the (parenthesised)
+    // name start at field 3: 14 and 15 are its 11th and 12th.
     const TICKS: f64 = 100.0;
-    let mut out = HashMap::new();
+    let stat = std::fs::read_to_string(path).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    Some((ticks(11)? + ticks(12)?) / TICKS)
+}
+
+fn cpu_reading() -> CpuReading {
+    let pid = std::process::id().to_string();
+    let mut reading =
+        CpuReading { process: stat_cpu("/proc/self/stat".as_ref()).expect("/proc/self/stat"), ..CpuReading::default() };
     for entry in std::fs::read_dir("/proc/self/task").expect("/proc/self/task").flatten() {
-        let (Ok(comm), Ok(stat)) =
-            (std::fs::read_to_string(entry.path().join("comm")), std::fs::read_to_string(entry.path().join("stat")))
+        let tid = entry.file_name().to_string_lossy().into_owned();
+        let (Ok(comm), Some(secs)) =
+            (std::fs::read_to_string(entry.path().join("comm")), stat_cpu(&entry.path().join("stat")))
         else {
             continue; // the thread ended meanwhile
         };
-        let Some(after_name) = stat.rfind(')') else { continue };
-        let fields: Vec<&str> = stat[after_name + 1..].split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        let side = match comm.trim() {
-            c if c.starts_with("openshell-proxy") => Side::Proxy,
-            UPSTREAM_THREAD => Side::Server,
-            _ => Side::Client,
-        };
-        // The fields after the name start at field 3 (index 0): 14 and 15 are 11 and 12.
-        out.insert(entry.file_name().to_string_lossy().into_owned(), (side, (ticks(11) + ticks(12)) / TICKS));
+        if tid == pid {
+            reading.main = secs;
+        } else if comm.starts_with("openshell-proxy") {
+            reading.proxy.insert(tid, secs);
+        }
     }
-    out
+    reading
 }
 
-/// CPU seconds each side spent between two `thread_cpu` readings (threads
-/// that ended in between are not counted: keep them alive until `after`).
-fn cpu_between(before: &HashMap<String, (Side, f64)>, after: &HashMap<String, (Side, f64)>) -> HashMap<Side, f64> {
-    let mut spent = HashMap::new();
-    for (tid, (side, secs)) in after {
-        let earlier = before.get(tid).map_or(0.0, |(_, s)| *s);
-        *spent.entry(*side).or_insert(0.0) += secs - earlier;
-    }
-    spent
-}
-
-/// One L7-path download over `c`, measured: bytes per second, and CPU seconds
-/// per GB by side.
-fn measured_download(mut c: Tls, bytes: u64) -> (f64, HashMap<Side, f64>) {
-    let before = thread_cpu();
+/// Runs `download` (of `bytes`) and measures it: bytes per second, and CPU
+/// seconds per GB by side.
+fn measured(bytes: u64, download: impl FnOnce() -> u64) -> (f64, Cpu) {
+    let before = cpu_reading();
     let started = Instant::now();
-    assert_eq!(get(&mut c, "/bulk"), bytes);
+    assert_eq!(download(), bytes);
     let rate = bytes as f64 / started.elapsed().as_secs_f64();
-    // Read while the connection (and so the server's thread) is still open.
-    let spent = cpu_between(&before, &thread_cpu());
-    drop(c);
-    let per_gb = spent.into_iter().map(|(side, secs)| (side, secs / (bytes as f64 / 1e9))).collect();
-    (rate, per_gb)
+    let after = cpu_reading();
+    let proxy: f64 = after.proxy.iter().map(|(tid, secs)| secs - before.proxy.get(tid).copied().unwrap_or(0.0)).sum();
+    let client = after.main - before.main;
+    let per_gb = |secs: f64| secs / (bytes as f64 / 1e9);
+    // Ticks are whole: the rest can come out a tick below zero.
+    let server = (after.process - before.process - client - proxy).max(0.0);
+    (rate, Cpu { client: per_gb(client), proxy: per_gb(proxy), server: per_gb(server) })
 }
 
-/// The median of `side`'s CPU per GB over `runs`.
-fn median_cpu(runs: &[HashMap<Side, f64>], side: Side) -> f64 {
-    let mut v: Vec<f64> = runs.iter().map(|r| r.get(&side).copied().unwrap_or(0.0)).collect();
-    median(&mut v)
+/// `runs`' medians, printed as "client + server" or "client + proxy + server".
+fn median_cpu(runs: &[Cpu], through_proxy: bool) -> String {
+    let med = |f: fn(&Cpu) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
+    let proxy = if through_proxy { format!(" {:.2} +", med(|c| c.proxy)) } else { String::new() };
+    format!("{:.2} +{proxy} {:.2}", med(|c| c.client), med(|c| c.server))
 }
 
 type Tls = BufReader<StreamOwned<ClientConnection, TcpStream>>;
@@ -378,36 +379,30 @@ fn main() {
     let handle = proxy.handle();
     std::thread::spawn(move || proxy.serve());
 
-    // Throughput, interleaved.
+    // Throughput, interleaved; each side's CPU is read around each download (on
+    // the 2-core VM the figures come from, client, proxy and server share the cores).
     let (mut direct, mut tunnel) = (Vec::new(), Vec::new());
+    let (mut cpu_tcp, mut cpu_tunnel) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        let started = Instant::now();
-        let got = drain(TcpStream::connect(bulk).expect("direct"));
-        assert_eq!(got, bytes);
-        direct.push(bytes as f64 / started.elapsed().as_secs_f64());
-
-        let started = Instant::now();
-        let mut s = TcpStream::connect(proxy_addr).expect("proxy");
-        s.write_all(b"CONNECT bulk.test:443 HTTP/1.1\r\n\r\n").expect("write");
-        let mut reply = [0u8; 39];
-        s.read_exact(&mut reply).expect("reply");
-        assert_eq!(&reply[..12], b"HTTP/1.1 200");
-        let got = drain(s);
-        assert_eq!(got, bytes);
-        tunnel.push(bytes as f64 / started.elapsed().as_secs_f64());
+        let (rate, cpu) = measured(bytes, || drain(TcpStream::connect(bulk).expect("direct")));
+        direct.push(rate);
+        cpu_tcp.push(cpu);
+        let (rate, cpu) = measured(bytes, || drain(open_tunnel(proxy_addr, "bulk.test")));
+        tunnel.push(rate);
+        cpu_tunnel.push(cpu);
     }
     let (d, t) = (median(&mut direct), median(&mut tunnel));
 
     // L7 throughput, interleaved: HTTPS direct vs through the TLS-terminating proxy.
-    // Each side's CPU is read around each download: the 2-core VM the figures
-    // come from runs client, proxy and server on the same cores.
     let (mut tls_direct, mut tls_l7) = (Vec::new(), Vec::new());
     let (mut cpu_direct, mut cpu_l7) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        let (rate, cpu) = measured_download(tls_client(TcpStream::connect(tls).expect("direct"), &upstream_ca), bytes);
+        let (rate, cpu) =
+            measured(bytes, || get(&mut tls_client(TcpStream::connect(tls).expect("direct"), &upstream_ca), "/bulk"));
         tls_direct.push(rate);
         cpu_direct.push(cpu);
-        let (rate, cpu) = measured_download(tls_client(open_tunnel(proxy_addr, "tls.test"), &sandbox_root), bytes);
+        let (rate, cpu) =
+            measured(bytes, || get(&mut tls_client(open_tunnel(proxy_addr, "tls.test"), &sandbox_root), "/bulk"));
         tls_l7.push(rate);
         cpu_l7.push(cpu);
     }
@@ -484,6 +479,10 @@ fn main() {
     // Concurrent tunnels: memory per open tunnel, last (the others leave allocations behind).
     let per_tunnel = concurrent_tunnels(proxy_addr, &held, tunnels);
 
+    let cpu_line = |direct: &[Cpu], proxied: &[Cpu]| {
+        let (d, p) = (median_cpu(direct, false), median_cpu(proxied, true));
+        println!("{:<40} {d:>14} {p:>21}", "  CPU-s per GB: client (+ proxy) + server");
+    };
     println!("\nproxy bench: {} MiB download x{rounds}, {requests} requests (loopback servers, one run)", bytes >> 20);
     println!("{:<40} {:>14} {:>14} {:>8}", "", "direct", "through proxy", "ratio");
     println!(
@@ -493,6 +492,7 @@ fn main() {
         t / 1e6,
         100.0 * t / d
     );
+    cpu_line(&cpu_tcp, &cpu_tunnel);
     println!(
         "{:<40} {:>11.0} µs {:>11.0} µs {:>8}",
         "plain HTTP request, p50",
@@ -514,16 +514,7 @@ fn main() {
         tl / 1e6,
         100.0 * tl / td
     );
-    let cpu = |runs: &[HashMap<Side, f64>], proxy: bool| {
-        let proxied = if proxy { format!(" {:.2} +", median_cpu(runs, Side::Proxy)) } else { String::new() };
-        format!("{:.2} +{proxied} {:.2}", median_cpu(runs, Side::Client), median_cpu(runs, Side::Server))
-    };
-    println!(
-        "{:<40} {:>14} {:>21}",
-        "  CPU-s per GB: client (+ proxy) + server",
-        cpu(&cpu_direct, false),
-        cpu(&cpu_l7, true)
-    );
+    cpu_line(&cpu_direct, &cpu_l7);
     for (label, p) in [("HTTPS request on an open conn, p50", 0.5), ("HTTPS request on an open conn, p99", 0.99)] {
         let (a, b) = (pct(&mut d7, p), pct(&mut p7, p));
         println!("{label:<40} {a:>11.0} µs {b:>11.0} µs {:>8}", format!("+{:.0} µs", b - a));
