@@ -6,9 +6,11 @@
 //!   (absolute-form, a new connection each) vs the same request direct (p50, p99);
 //! - the L7 path (TLS terminated with the sandbox's CA, each request decided,
 //!   verified TLS to the upstream): a 1 GiB HTTPS download through it vs the same
-//!   download over TLS direct, the CPU seconds per GB each side spends on it
-//!   (client, proxy, server: threads of this process, read from /proc; medians),
-//!   and the added latency of a request on an open keep-alive connection (p50, p99);
+//!   download over TLS direct, and the added latency of a request on an open
+//!   keep-alive connection (p50, p99);
+//! - under each download (tunnel and L7), the CPU seconds per GB each side spent
+//!   on it, read from /proc (client: the main thread; proxy: its runtime's
+//!   threads; server: the rest of the process; medians);
 //! - decision cost: the policy engine's decision for an L4 and an L7 request;
 //! - hot reload: from `reload()` being called to the new revision deciding;
 //! - concurrent tunnels: 1,000 CONNECT tunnels held open at once (100 under
