@@ -213,16 +213,9 @@ struct Cpu {
     server: f64,
 }
 
-/// utime + stime of a `/proc/.../stat` file, in seconds.
+/// utime + stime of a `/proc/.../stat` file, in seconds (ticks of USER_HZ, 100 a second).
 fn stat_cpu(path: &std::path::Path) -> Option<f64> {
-    // utime and stime, fields 14 and 15, are in clock ticks of USER_HZ, which
-    // Linux fixes at 100 for user space. The fields after the (parenthesised)
-    // name start at field 3: 14 and 15 are its 11th and 12th.
-    const TICKS: f64 = 100.0;
-    let stat = std::fs::read_to_string(path).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    Some((ticks(11)? + ticks(12)?) / TICKS)
+    Some(common::cpu_ticks(&std::fs::read_to_string(path).ok()?)? as f64 / 100.0)
 }
 
 fn cpu_reading() -> CpuReading {

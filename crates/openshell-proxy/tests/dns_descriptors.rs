@@ -7,6 +7,8 @@ use std::net::{TcpListener, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
 use openshell_policy::load_str;
 use openshell_proxy::{Caller, Direct, Fixed, JsonLines, Proxy, ProxyConfig, StaticResolver};
 
@@ -25,10 +27,7 @@ fn cpu_ticks(stat: &std::fs::File) -> u64 {
     use std::os::unix::fs::FileExt;
     let mut buf = [0u8; 1024];
     let n = stat.read_at(&mut buf, 0).expect("stat");
-    let stat = String::from_utf8_lossy(&buf[..n]);
-    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15; `fields` starts at field 3.
-    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+    common::cpu_ticks(&String::from_utf8_lossy(&buf[..n])).expect("utime and stime")
 }
 
 /// Opens /dev/null until the process has no descriptor left.

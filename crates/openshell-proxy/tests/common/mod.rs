@@ -1,5 +1,6 @@
-//! What the proxy's tests (and benches) share: an audit sink that records, and a
-//! CA of the test's own with server certificates from it.
+//! What the proxy's tests (and benches) share: an audit sink that records, a
+//! CA of the test's own with server certificates from it, and CPU time read
+//! from `/proc`.
 
 #![allow(dead_code)]
 
@@ -133,4 +134,12 @@ impl TestProxy<'_> {
         std::thread::spawn(move || proxy.serve());
         (addr, handle)
     }
+}
+
+/// User + system CPU time, in clock ticks (USER_HZ, 100 a second), from the
+/// text of a `/proc/<pid>[/task/<tid>]/stat` file.
+pub fn cpu_ticks(stat: &str) -> Option<u64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15; `fields` starts at field 3.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
