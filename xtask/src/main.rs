@@ -84,8 +84,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// The workspace this xtask runs for: `cargo run` (the `cargo xtask` alias) names
+/// the package's directory in `CARGO_MANIFEST_DIR` at run time. The path compiled
+/// in is only the fallback: cargo keeps a binary built in another clone fresh in a
+/// shared build directory (CI's default is the same `/var/tmp/openshell-target`
+/// for every clone) when this clone's sources are older, and that path names the
+/// other clone, which may be gone.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
+    manifest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn cargo() -> String {
