@@ -4,7 +4,8 @@
 //! Why not splice(2): socket → pipe → socket in the kernel carried 54–64 % of
 //! a direct connection's throughput in `cargo xtask bench proxy` (1 MiB pipes,
 //! the most `pipe-max-size` allows by default), where copying through a 4 MiB
-//! buffer carries 85–92 % (README has the runs). One read takes everything the socket holds,
+//! buffer carried 85–92 % in the same runs (README has them). One read takes
+//! everything the socket holds,
 //! so the relay wakes up far less often than a splice that moves at most a
 //! pipe's worth.
 //!
