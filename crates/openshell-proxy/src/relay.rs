@@ -5,9 +5,8 @@
 //! a direct connection's throughput in `cargo xtask bench proxy` (1 MiB pipes,
 //! the most `pipe-max-size` allows by default), where copying through a 4 MiB
 //! buffer carried 85–92 % in the same runs (README has them). One read takes
-//! everything the socket holds,
-//! so the relay wakes up far less often than a splice that moves at most a
-//! pipe's worth.
+//! everything the socket holds, so the relay wakes up far less often than a
+//! splice that moves at most a pipe's worth.
 //!
 //! After each bulk write the relay yields its thread, so that the reader it
 //! woke can run ([`let_the_reader_run`]).
@@ -171,8 +170,9 @@ async fn pump(from: &TcpStream, to: &TcpStream, buffers: &Buffers, moved: Moved<
 /// the reader waits behind it while the other CPU can go idle. Yielding lets the
 /// reader run now, on the CPU whose cache holds what was just written.
 ///
-/// `cargo xtask bench proxy` on a 2-core VM, 14 pairs of runs in random order:
-/// the tunnel carried a median 91.6 % of direct with the yield, 84.4 % without
+/// The tunnel download of `cargo xtask bench proxy` (a build of the bench that
+/// stopped after it) on a 2-core VM, 14 pairs of runs in random order: the
+/// tunnel carried a median 91.6 % of direct with the yield, 84.4 % without
 /// (9 pairs of 14 better), the proxy spending 0.17–0.22 CPU-s per GB against
 /// 0.20–0.27. The cost where nothing else wants the CPU is one `sched_yield` per
 /// bulk read (64 KiB or more). The L7 path did worse with the same yield after
