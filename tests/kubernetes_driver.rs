@@ -155,6 +155,24 @@ impl Env {
         panic!("no run was handed to the standby pod {pod}: {tries:?}\n{}", self.log());
     }
 
+    /// Waits (up to 20 s) until `listed` holds exactly one name and it is not
+    /// `once` (a run's object may still be listed for a moment after its DELETE,
+    /// which the test API server records as it arrives and applies after); returns
+    /// it: the standby's `kind` object.
+    fn sole_other(&self, kind: &str, listed: impl Fn() -> Vec<String>, once: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let names = listed();
+            if let [only] = names.as_slice()
+                && only != once
+            {
+                return only.clone();
+            }
+            assert!(Instant::now() < deadline, "no standby {kind}: {names:?}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The name of the pod of sandbox `name` (`openshell-ID`).
     fn pod_of(&self, name: &str) -> String {
         let got = self.run(&["sandbox", "get", name, "--output", "json"]);
@@ -246,12 +264,7 @@ fn the_kubernetes_driver_runs_each_sandbox_as_a_pod() {
     // next create of this image and policy (idle).
     // (The once-run's pod may still be listed for a moment after its DELETE.)
     let once = pod.metadata.name.clone().expect("the pod's name");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while env.api.pod_names().len() != 1 || env.api.pod_names().contains(&once) {
-        assert!(Instant::now() < deadline, "no standby pod: {:?}\n{}", env.api.pod_names(), env.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let standby = env.api.pod_names().remove(0);
+    let standby = env.sole_other("pod", || env.api.pod_names(), &once);
 
     // The next create takes the standby pod: its job goes in by exec, no new pod.
     let (o, seen) = env.create_rm_on_standby("warm", "echo warm; exit 4", &standby);
@@ -456,12 +469,7 @@ fn with_agent_sandbox_installed_each_sandbox_is_a_sandbox_resource() {
     // The standby is a Sandbox too; the next create takes its pod by exec. (The
     // once-run's Sandbox may still be listed for a moment: its DELETE is recorded
     // as it arrives, before the server applies it.)
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while env.api.sandbox_names().len() != 1 || env.api.sandbox_names().contains(&name) {
-        assert!(Instant::now() < deadline, "no standby Sandbox: {:?}\n{}", env.api.sandbox_names(), env.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let standby = env.api.sandbox_names().remove(0);
+    let standby = env.sole_other("Sandbox", || env.api.sandbox_names(), &name);
     assert_eq!(env.api.pod_names(), std::slice::from_ref(&standby), "the standby Sandbox's pod");
     let (o, _) = env.create_rm_on_standby("warm", "echo warm; exit 4", &standby);
     assert_eq!(o.status.code(), Some(4), "{}\n{}", text(&o), env.log());
