@@ -11,7 +11,8 @@
 //!   the no-op rebuild, on the default image; `sandbox`: `openshell sandbox create` to
 //!   exit against `runc run`, `bwrap` and `docker run` of the same rootfs, `sandbox exec`
 //!   latency and the memory per idle sandbox, see `bench_sandbox.rs`; `proxy`: the egress
-//!   proxy's tunnel and L7 path against direct connections; `router`: the privacy
+//!   proxy's tunnel and L7 path against direct connections and haproxy on the same
+//!   downloads; `router`: the privacy
 //!   router's time to first byte against the same requests direct; `push`: `openshell
 //!   push` and `pull` against `skopeo copy` of the same image, see `bench_push.rs`;
 //!   `kubernetes [--rounds N] [--warmup N]`: a pod through containerd's CRI plugin to

@@ -8,9 +8,13 @@
 //!   verified TLS to the upstream): a 1 GiB HTTPS download through it vs the same
 //!   download over TLS direct, and the added latency of a request on an open
 //!   keep-alive connection (p50, p99);
+//! - a peer proxy on the same downloads, in the same rounds: haproxy (see
+//!   `peers/haproxy.rs`) relaying the tunnel's download as TCP and terminating
+//!   and re-encrypting the HTTPS one; the bench fails naming the package when
+//!   haproxy is missing;
 //! - under each download (tunnel and L7), the CPU seconds per GB each side spent
 //!   on it, read from /proc (client: the main thread; proxy: its runtime's
-//!   threads; server: the rest of the process; medians);
+//!   threads, or haproxy's process; server: the rest of the process; medians);
 //! - decision cost: the policy engine's decision for an L4 and an L7 request;
 //! - hot reload: from `reload()` being called to the new revision deciding;
 //! - concurrent tunnels: 1,000 CONNECT tunnels held open at once (100 under
@@ -25,6 +29,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "peers/haproxy.rs"]
+mod haproxy;
 
 use std::collections::HashMap;
 
@@ -195,17 +201,21 @@ fn tls_server(config: Arc<ServerConfig>, bytes: u64) -> SocketAddr {
 }
 
 /// CPU seconds (user + system) spent so far: by the whole process (threads
-/// that ended included), by its main thread (the bench's client) and by each
-/// live thread of the proxy's runtime (named `openshell-proxy`), by thread id.
+/// that ended included), by its main thread (the bench's client), by each
+/// live thread of the proxy's runtime (named `openshell-proxy`), by thread id,
+/// and by the peer proxy's process (haproxy).
 #[derive(Default)]
 struct CpuReading {
     process: f64,
     main: f64,
     proxy: HashMap<String, f64>,
+    peer: f64,
 }
 
-/// CPU seconds per GB one download cost each side. The server's share is the
-/// rest of the process: its threads may end before the reading.
+/// CPU seconds per GB one download cost each side. The proxy's share is the
+/// openshell proxy's and haproxy's together (each is idle while the other
+/// carries a download). The server's share is the rest of this process: its
+/// threads may end before the reading.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cpu {
     client: f64,
@@ -218,10 +228,14 @@ fn stat_cpu(path: &std::path::Path) -> Option<f64> {
     Some(common::cpu_ticks(&std::fs::read_to_string(path).ok()?)? as f64 / 100.0)
 }
 
-fn cpu_reading() -> CpuReading {
+fn cpu_reading(peer: u32) -> CpuReading {
     let pid = std::process::id().to_string();
-    let mut reading =
-        CpuReading { process: stat_cpu("/proc/self/stat".as_ref()).expect("/proc/self/stat"), ..CpuReading::default() };
+    let peer_stat = format!("/proc/{peer}/stat");
+    let mut reading = CpuReading {
+        process: stat_cpu("/proc/self/stat".as_ref()).expect("/proc/self/stat"),
+        peer: stat_cpu(peer_stat.as_ref()).unwrap_or_else(|| panic!("{peer_stat}: haproxy has gone")),
+        ..CpuReading::default()
+    };
     for entry in std::fs::read_dir("/proc/self/task").expect("/proc/self/task").flatten() {
         let tid = entry.file_name().to_string_lossy().into_owned();
         let (Ok(comm), Some(secs)) =
@@ -239,19 +253,39 @@ fn cpu_reading() -> CpuReading {
 }
 
 /// Runs `download` (of `bytes`) and measures it: bytes per second, and CPU
-/// seconds per GB by side.
-fn measured(bytes: u64, download: impl FnOnce() -> u64) -> (f64, Cpu) {
-    let before = cpu_reading();
+/// seconds per GB by side (`peer`: haproxy's pid).
+fn measured(bytes: u64, peer: u32, download: impl FnOnce() -> u64) -> (f64, Cpu) {
+    let before = cpu_reading(peer);
     let started = Instant::now();
     assert_eq!(download(), bytes);
     let rate = bytes as f64 / started.elapsed().as_secs_f64();
-    let after = cpu_reading();
+    let after = cpu_reading(peer);
     let proxy: f64 = after.proxy.iter().map(|(tid, secs)| secs - before.proxy.get(tid).copied().unwrap_or(0.0)).sum();
     let client = after.main - before.main;
     let per_gb = |secs: f64| secs / (bytes as f64 / 1e9);
     // Ticks are whole: the rest can come out a tick below zero.
     let server = (after.process - before.process - client - proxy).max(0.0);
+    let proxy = proxy + after.peer - before.peer;
     (rate, Cpu { client: per_gb(client), proxy: per_gb(proxy), server: per_gb(server) })
+}
+
+/// One kind of download, every round: bytes per second and CPU per GB.
+#[derive(Default)]
+struct Downloads {
+    rates: Vec<f64>,
+    cpu: Vec<Cpu>,
+}
+
+impl Downloads {
+    fn run(&mut self, bytes: u64, peer: u32, download: impl FnOnce() -> u64) {
+        let (rate, cpu) = measured(bytes, peer, download);
+        self.rates.push(rate);
+        self.cpu.push(cpu);
+    }
+
+    fn median(&self) -> f64 {
+        median(&mut self.rates.clone())
+    }
 }
 
 /// `runs`' medians, printed as "client + server" or "client + proxy + server".
@@ -335,6 +369,7 @@ fn main() {
     let upstream = common::TestCa::new("bench upstream CA");
     let upstream_ca = upstream.root.clone();
     let tls = tls_server(upstream.server("tls.test"), bytes);
+    let haproxy = haproxy::Haproxy::start(bulk, tls, &upstream.leaf_pem("tls.test"), &upstream.pem);
     let (hold, held) = holding_server();
     let tunnels = if test_mode { 100 } else { 1_000 };
     let sandbox_ca = SandboxCa::generate("bench").expect("sandbox CA");
@@ -374,34 +409,27 @@ fn main() {
     let handle = proxy.handle();
     std::thread::spawn(move || proxy.serve());
 
-    // Throughput, interleaved; each side's CPU is read around each download (on
-    // the 2-core VM the figures come from, client, proxy and server share the cores).
-    let (mut direct, mut tunnel) = (Vec::new(), Vec::new());
-    let (mut cpu_tcp, mut cpu_tunnel) = (Vec::new(), Vec::new());
+    // Throughput, interleaved: direct, through the proxy, through haproxy. Each
+    // side's CPU is read around each download (on the 2-core VM the figures
+    // come from, client, proxy and server share the cores).
+    let peer = haproxy.pid();
+    let (mut direct, mut tunnel, mut peer_tunnel) = (Downloads::default(), Downloads::default(), Downloads::default());
     for _ in 0..rounds {
-        let (rate, cpu) = measured(bytes, || drain(TcpStream::connect(bulk).expect("direct")));
-        direct.push(rate);
-        cpu_tcp.push(cpu);
-        let (rate, cpu) = measured(bytes, || drain(open_tunnel(proxy_addr, "bulk.test")));
-        tunnel.push(rate);
-        cpu_tunnel.push(cpu);
+        direct.run(bytes, peer, || drain(TcpStream::connect(bulk).expect("direct")));
+        tunnel.run(bytes, peer, || drain(open_tunnel(proxy_addr, "bulk.test")));
+        peer_tunnel.run(bytes, peer, || drain(TcpStream::connect(haproxy.tunnel).expect("haproxy")));
     }
-    let (d, t) = (median(&mut direct), median(&mut tunnel));
 
-    // L7 throughput, interleaved: HTTPS direct vs through the TLS-terminating proxy.
-    let (mut tls_direct, mut tls_l7) = (Vec::new(), Vec::new());
-    let (mut cpu_direct, mut cpu_l7) = (Vec::new(), Vec::new());
+    // L7 throughput, interleaved: HTTPS direct, through the TLS-terminating
+    // proxy, through haproxy terminating TLS.
+    let (mut tls_direct, mut inspected, mut peer_l7) =
+        (Downloads::default(), Downloads::default(), Downloads::default());
+    let https = |tcp: TcpStream, root: &CertificateDer<'static>| get(&mut tls_client(tcp, root), "/bulk");
     for _ in 0..rounds {
-        let (rate, cpu) =
-            measured(bytes, || get(&mut tls_client(TcpStream::connect(tls).expect("direct"), &upstream_ca), "/bulk"));
-        tls_direct.push(rate);
-        cpu_direct.push(cpu);
-        let (rate, cpu) =
-            measured(bytes, || get(&mut tls_client(open_tunnel(proxy_addr, "tls.test"), &sandbox_root), "/bulk"));
-        tls_l7.push(rate);
-        cpu_l7.push(cpu);
+        tls_direct.run(bytes, peer, || https(TcpStream::connect(tls).expect("direct"), &upstream_ca));
+        inspected.run(bytes, peer, || https(open_tunnel(proxy_addr, "tls.test"), &sandbox_root));
+        peer_l7.run(bytes, peer, || https(TcpStream::connect(haproxy.l7).expect("haproxy"), &upstream_ca));
     }
-    let (td, tl) = (median(&mut tls_direct), median(&mut tls_l7));
 
     // L7 latency: a request on an open keep-alive connection, direct vs inspected.
     let mut direct_conn = tls_client(TcpStream::connect(tls).expect("direct"), &upstream_ca);
@@ -474,45 +502,43 @@ fn main() {
     // Concurrent tunnels: memory per open tunnel, last (the others leave allocations behind).
     let per_tunnel = concurrent_tunnels(proxy_addr, &held, tunnels);
 
-    let cpu_line = |direct: &[Cpu], proxied: &[Cpu]| {
-        let (d, p) = (median_cpu(direct, false), median_cpu(proxied, true));
-        println!("{:<40} {d:>14} {p:>21}", "  CPU-s per GB: client (+ proxy) + server");
+    // A download's row, its CPU, and the same through haproxy.
+    let throughput = |label: &str, direct: &Downloads, proxied: &Downloads, peer: &Downloads| {
+        let (d, p, h) = (direct.median(), proxied.median(), peer.median());
+        println!("{label:<40} {:>10.0} MB/s {:>10.0} MB/s {:>7.1}%", d / 1e6, p / 1e6, 100.0 * p / d);
+        let (dc, pc) = (median_cpu(&direct.cpu, false), median_cpu(&proxied.cpu, true));
+        println!("{:<40} {dc:>14} {pc:>21}", "  CPU-s per GB: client (+ proxy) + server");
+        println!(
+            "{:<40} {:>14} {:>10.0} MB/s {:>7.1}%",
+            "  the same through haproxy (peer)",
+            "",
+            h / 1e6,
+            100.0 * h / d
+        );
+        println!("{:<40} {:>14} {:>21}", "  CPU-s per GB: client + haproxy + server", "", median_cpu(&peer.cpu, true));
     };
     println!("\nproxy bench: {} MiB download x{rounds}, {requests} requests (loopback servers, one run)", bytes >> 20);
+    println!("peer: {}", haproxy.version);
     println!("{:<40} {:>14} {:>14} {:>8}", "", "direct", "through proxy", "ratio");
-    println!(
-        "{:<40} {:>10.0} MB/s {:>10.0} MB/s {:>7.1}%",
-        "CONNECT tunnel throughput (median)",
-        d / 1e6,
-        t / 1e6,
-        100.0 * t / d
-    );
-    cpu_line(&cpu_tcp, &cpu_tunnel);
+    throughput("CONNECT tunnel throughput (median)", &direct, &tunnel, &peer_tunnel);
     println!(
         "{:<40} {:>11.0} µs {:>11.0} µs {:>8}",
         "plain HTTP request, p50",
         median(&mut d_lat),
         median(&mut p_lat),
-        format!("+{added50:.0} µs")
+        format!("{added50:+.0} µs")
     );
     println!(
         "{:<40} {:>11.0} µs {:>11.0} µs {:>8}",
         "plain HTTP request, p99",
         pct(&mut d_lat, 0.99),
         pct(&mut p_lat, 0.99),
-        format!("+{added99:.0} µs")
+        format!("{added99:+.0} µs")
     );
-    println!(
-        "{:<40} {:>10.0} MB/s {:>10.0} MB/s {:>7.1}%",
-        "HTTPS download, L7 path (median)",
-        td / 1e6,
-        tl / 1e6,
-        100.0 * tl / td
-    );
-    cpu_line(&cpu_direct, &cpu_l7);
+    throughput("HTTPS download, L7 path (median)", &tls_direct, &inspected, &peer_l7);
     for (label, p) in [("HTTPS request on an open conn, p50", 0.5), ("HTTPS request on an open conn, p99", 0.99)] {
         let (a, b) = (pct(&mut d7, p), pct(&mut p7, p));
-        println!("{label:<40} {a:>11.0} µs {b:>11.0} µs {:>8}", format!("+{:.0} µs", b - a));
+        println!("{label:<40} {a:>11.0} µs {b:>11.0} µs {:>8}", format!("{:+.0} µs", b - a));
     }
     println!("{:<40} {:>29.0} ns", "decision, L4 request", decide4);
     println!("{:<40} {:>29.0} ns", "decision, L7 request", decide7);

@@ -83,13 +83,7 @@ impl TestCa {
 
     /// The same for several names (HTTP/1.1 offered by ALPN).
     pub fn server_for(&self, names: &[&str]) -> Arc<ServerConfig> {
-        let key = KeyPair::generate().expect("key");
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).expect("names");
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        params.use_authority_key_identifier_extension = true;
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        let (cert, key) = self.leaf(names);
         let key = PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -99,6 +93,24 @@ impl TestCa {
             .expect("server config");
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(config)
+    }
+
+    /// A certificate for `host` from this CA and its key, as PEM (for a server
+    /// that is not rustls).
+    pub fn leaf_pem(&self, host: &str) -> String {
+        let (cert, key) = self.leaf(&[host]);
+        format!("{}{}", cert.pem(), key.serialize_pem())
+    }
+
+    fn leaf(&self, names: &[&str]) -> (rcgen::Certificate, KeyPair) {
+        let key = KeyPair::generate().expect("key");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).expect("names");
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.use_authority_key_identifier_extension = true;
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        (cert, key)
     }
 }
 
