@@ -130,7 +130,7 @@ pub enum InstallError {
         /// 1-based line number.
         line: usize,
         /// What is wrong.
-        reason: String,
+        reason: RecordProblem,
     },
     /// A file is not listed in `RECORD`.
     #[error("{0} is in the wheel but not in RECORD")]
@@ -224,8 +224,34 @@ pub fn wheel_metadata(wheel: &[u8]) -> Result<Vec<u8>, InstallError> {
     entries.get(&path).map(|(d, _)| d.clone()).ok_or(InstallError::MissingFile(path))
 }
 
+/// What is wrong with a `RECORD` line (line 0: the whole file).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordProblem {
+    /// The file is not UTF-8.
+    #[error("RECORD is not UTF-8")]
+    NotUtf8,
+    /// A quoted field that is not closed.
+    #[error("unterminated quote")]
+    UnterminatedQuote,
+    /// Not three fields.
+    #[error("expected path,hash,size")]
+    Fields,
+    /// A hash without `=`.
+    #[error("hash is not algorithm=digest")]
+    Hash,
+    /// A hash algorithm other than sha256, sha384 or sha512.
+    #[error("unsupported hash algorithm {0:?}")]
+    Algorithm(String),
+    /// A size that is not a number.
+    #[error("size is not a number")]
+    Size,
+    /// A path on two lines.
+    #[error("path listed twice")]
+    Twice,
+}
+
 /// Minimal CSV (RFC 4180 quoting) for one RECORD line.
-fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+fn csv_fields(line: &str) -> Result<Vec<String>, RecordProblem> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut chars = line.chars().peekable();
@@ -255,7 +281,7 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
         }
     }
     if quoted {
-        return Err("unterminated quote".into());
+        return Err(RecordProblem::UnterminatedQuote);
     }
     out.push(cur);
     Ok(out)
@@ -272,30 +298,30 @@ struct RecordEntry {
 
 fn parse_record(data: &[u8]) -> Result<BTreeMap<String, RecordEntry>, InstallError> {
     let text = String::from_utf8(data.to_vec())
-        .map_err(|_| InstallError::Record { line: 0, reason: "RECORD is not UTF-8".into() })?;
+        .map_err(|_| InstallError::Record { line: 0, reason: RecordProblem::NotUtf8 })?;
     let mut out = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
         if line.trim().is_empty() {
             continue;
         }
-        let err = |reason: &str| InstallError::Record { line: line_no, reason: reason.to_string() };
-        let f = csv_fields(line).map_err(|e| err(&e))?;
+        let err = |reason: RecordProblem| InstallError::Record { line: line_no, reason };
+        let f = csv_fields(line).map_err(err)?;
         if f.len() != 3 {
-            return Err(err("expected path,hash,size"));
+            return Err(err(RecordProblem::Fields));
         }
         let hash = if f[1].is_empty() {
             None
         } else {
-            let (algo, digest) = f[1].split_once('=').ok_or_else(|| err("hash is not algorithm=digest"))?;
+            let (algo, digest) = f[1].split_once('=').ok_or_else(|| err(RecordProblem::Hash))?;
             if !matches!(algo, "sha256" | "sha384" | "sha512") {
-                return Err(err(&format!("unsupported hash algorithm {algo:?}")));
+                return Err(err(RecordProblem::Algorithm(algo.to_owned())));
             }
             Some((algo.to_string(), digest.to_string()))
         };
-        let size = if f[2].is_empty() { None } else { Some(f[2].parse().map_err(|_| err("size is not a number"))?) };
+        let size = if f[2].is_empty() { None } else { Some(f[2].parse().map_err(|_| err(RecordProblem::Size))?) };
         if out.insert(f[0].clone(), RecordEntry { hash, size }).is_some() {
-            return Err(err("path listed twice"));
+            return Err(err(RecordProblem::Twice));
         }
     }
     Ok(out)

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::version::{InvalidVersion, SpecifierSet, Version};
+use crate::version::{InvalidSpecifier, InvalidVersion, SpecifierSet, Version};
 use crate::wheel::{Target, is_valid_name, normalize_name};
 
 /// A metadata file could not be used.
@@ -101,8 +101,79 @@ impl CoreMetadata {
 pub struct RequirementError {
     /// The text.
     pub input: String,
-    /// What is wrong.
-    pub reason: String,
+    /// What is wrong (boxed: resolver errors carry this one inside theirs).
+    pub reason: Box<RequirementProblem>,
+}
+
+/// What is wrong with a requirement string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequirementProblem {
+    /// The project name is not a valid name.
+    #[error("invalid project name")]
+    Name,
+    /// `[` without `]`.
+    #[error("unclosed extras")]
+    UnclosedExtras,
+    /// An extra that is not a valid name.
+    #[error("invalid extra name")]
+    Extra,
+    /// `@` with nothing after it.
+    #[error("empty URL")]
+    EmptyUrl,
+    /// `(` without `)` around the specifiers.
+    #[error("unclosed parenthesis")]
+    UnclosedParenthesis,
+    /// The version specifiers do not parse.
+    #[error(transparent)]
+    Specifiers(#[from] InvalidSpecifier),
+    /// The environment marker does not parse.
+    #[error(transparent)]
+    Marker(#[from] MarkerError),
+}
+
+/// An environment marker that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MarkerError {
+    /// A quote that is not closed.
+    #[error("unterminated string")]
+    UnterminatedString,
+    /// Comparison characters that are no operator.
+    #[error("unknown operator {0:?}")]
+    Operator(String),
+    /// A character no token starts with.
+    #[error("unexpected character {0:?}")]
+    Character(char),
+    /// Not a marker variable or a string where one is needed.
+    #[error("expected a marker variable or string, found {0}")]
+    NotAValue(Found),
+    /// `(` without `)`.
+    #[error("missing )")]
+    MissingParenthesis,
+    /// Not an operator between two values.
+    #[error("expected a comparison operator, found {0}")]
+    NotAnOperator(Found),
+    /// Tokens after a whole marker.
+    #[error("unexpected {0} in marker")]
+    Trailing(Found),
+}
+
+/// The token a marker's parser found instead of what it expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found(Option<String>);
+
+impl Found {
+    fn at(toks: &[Tok], i: usize) -> Found {
+        Found(toks.get(i).map(Tok::text))
+    }
+}
+
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(text) => write!(f, "`{text}`"),
+            None => f.write_str("the end"),
+        }
+    }
 }
 
 /// A PEP 508 dependency specification: `name[extra,…] (specifiers) ; marker` or
@@ -126,10 +197,10 @@ pub struct Requirement {
 impl Requirement {
     /// Parse a PEP 508 requirement.
     pub fn parse(text: &str) -> Result<Requirement, RequirementError> {
-        let err = |reason: &str| RequirementError { input: text.to_string(), reason: reason.to_string() };
+        let err = |reason: RequirementProblem| RequirementError { input: text.to_string(), reason: Box::new(reason) };
         let (body, marker) = split_marker(text);
         let marker = match marker {
-            Some(m) => Some(Marker::parse(m).map_err(|e| err(&e))?),
+            Some(m) => Some(Marker::parse(m).map_err(|e| err(e.into()))?),
             None => None,
         };
         let body = body.trim();
@@ -137,19 +208,19 @@ impl Requirement {
             body.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))).unwrap_or(body.len());
         let name = &body[..name_end];
         if !is_valid_name(name) {
-            return Err(err("invalid project name"));
+            return Err(err(RequirementProblem::Name));
         }
         let mut rest = body[name_end..].trim_start();
         let mut extras = BTreeSet::new();
         if let Some(r) = rest.strip_prefix('[') {
-            let close = r.find(']').ok_or_else(|| err("unclosed extras"))?;
+            let close = r.find(']').ok_or_else(|| err(RequirementProblem::UnclosedExtras))?;
             for e in r[..close].split(',') {
                 let e = e.trim();
                 if e.is_empty() {
                     continue;
                 }
                 if !is_valid_name(e) {
-                    return Err(err("invalid extra name"));
+                    return Err(err(RequirementProblem::Extra));
                 }
                 extras.insert(normalize_name(e));
             }
@@ -160,14 +231,14 @@ impl Requirement {
         if let Some(u) = rest.strip_prefix('@') {
             let u = u.trim();
             if u.is_empty() {
-                return Err(err("empty URL"));
+                return Err(err(RequirementProblem::EmptyUrl));
             }
             url = Some(u.to_string());
             spec_text = "";
         } else if let Some(inner) = rest.strip_prefix('(') {
-            spec_text = inner.strip_suffix(')').ok_or_else(|| err("unclosed parenthesis"))?;
+            spec_text = inner.strip_suffix(')').ok_or_else(|| err(RequirementProblem::UnclosedParenthesis))?;
         }
-        let specifiers = SpecifierSet::parse(spec_text).map_err(|e| err(&e.to_string()))?;
+        let specifiers = SpecifierSet::parse(spec_text).map_err(|e| err(e.into()))?;
         Ok(Requirement { name: name.to_string(), extras, specifiers, url, marker, text: text.trim().to_string() })
     }
 
@@ -307,7 +378,19 @@ enum Tok {
     Op(String),
 }
 
-fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
+impl Tok {
+    /// The token as written (strings in single quotes).
+    fn text(&self) -> String {
+        match self {
+            Tok::LParen => "(".into(),
+            Tok::RParen => ")".into(),
+            Tok::Str(s) => format!("'{s}'"),
+            Tok::Ident(s) | Tok::Op(s) => s.clone(),
+        }
+    }
+}
+
+fn tokenize(s: &str) -> Result<Vec<Tok>, MarkerError> {
     let mut out = Vec::new();
     let chars: Vec<char> = s.chars().collect();
     let mut i = 0;
@@ -322,7 +405,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
             out.push(Tok::RParen);
             i += 1;
         } else if c == '\'' || c == '"' {
-            let end = chars[i + 1..].iter().position(|&x| x == c).ok_or("unterminated string")?;
+            let end = chars[i + 1..].iter().position(|&x| x == c).ok_or(MarkerError::UnterminatedString)?;
             out.push(Tok::Str(chars[i + 1..i + 1 + end].iter().collect()));
             i += end + 2;
         } else if "<>=!~".contains(c) {
@@ -333,7 +416,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
                 i += 1;
             }
             if !["<", "<=", ">", ">=", "==", "!=", "~=", "==="].contains(&op.as_str()) {
-                return Err(format!("unknown operator {op:?}"));
+                return Err(MarkerError::Operator(op));
             }
             out.push(Tok::Op(op));
         } else if c.is_ascii_alphabetic() || c == '_' {
@@ -343,7 +426,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
             }
             out.push(Tok::Ident(chars[start..i].iter().collect()));
         } else {
-            return Err(format!("unexpected character {c:?}"));
+            return Err(MarkerError::Character(c));
         }
     }
     Ok(out)
@@ -358,7 +441,7 @@ impl Parser {
     fn peek_ident(&self, w: &str) -> bool {
         matches!(self.toks.get(self.i), Some(Tok::Ident(x)) if x == w)
     }
-    fn or(&mut self) -> Result<Marker, String> {
+    fn or(&mut self) -> Result<Marker, MarkerError> {
         let mut m = self.and()?;
         while self.peek_ident("or") {
             self.i += 1;
@@ -366,7 +449,7 @@ impl Parser {
         }
         Ok(m)
     }
-    fn and(&mut self) -> Result<Marker, String> {
+    fn and(&mut self) -> Result<Marker, MarkerError> {
         let mut m = self.atom()?;
         while self.peek_ident("and") {
             self.i += 1;
@@ -374,7 +457,7 @@ impl Parser {
         }
         Ok(m)
     }
-    fn value(&mut self) -> Result<Value, String> {
+    fn value(&mut self) -> Result<Value, MarkerError> {
         match self.toks.get(self.i).cloned() {
             Some(Tok::Str(s)) => {
                 self.i += 1;
@@ -384,15 +467,15 @@ impl Parser {
                 self.i += 1;
                 Ok(Value::Var(v))
             }
-            other => Err(format!("expected a marker variable or string, found {other:?}")),
+            _ => Err(MarkerError::NotAValue(Found::at(&self.toks, self.i))),
         }
     }
-    fn atom(&mut self) -> Result<Marker, String> {
+    fn atom(&mut self) -> Result<Marker, MarkerError> {
         if self.toks.get(self.i) == Some(&Tok::LParen) {
             self.i += 1;
             let m = self.or()?;
             if self.toks.get(self.i) != Some(&Tok::RParen) {
-                return Err("missing )".into());
+                return Err(MarkerError::MissingParenthesis);
             }
             self.i += 1;
             return Ok(m);
@@ -413,7 +496,7 @@ impl Parser {
                 self.i += 2;
                 "not in".to_string()
             }
-            other => return Err(format!("expected a comparison operator, found {other:?}")),
+            _ => return Err(MarkerError::NotAnOperator(Found::at(&self.toks, self.i))),
         };
         let rhs = self.value()?;
         Ok(Marker::Compare(lhs, op, rhs))
@@ -425,12 +508,12 @@ const VERSION_VARS: [&str; 4] = ["python_version", "python_full_version", "imple
 
 impl Marker {
     /// Parse a marker expression.
-    pub fn parse(text: &str) -> Result<Marker, String> {
+    pub fn parse(text: &str) -> Result<Marker, MarkerError> {
         let toks = tokenize(text)?;
         let mut p = Parser { toks, i: 0 };
         let m = p.or()?;
         if p.i != p.toks.len() {
-            return Err(format!("unexpected {:?} in marker", p.toks[p.i]));
+            return Err(MarkerError::Trailing(Found::at(&p.toks, p.i)));
         }
         Ok(m)
     }
@@ -515,6 +598,26 @@ mod tests {
         {
             assert!(Marker::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn marker_errors_name_what_was_found() {
+        let cases = [
+            ("python_version", "expected a comparison operator, found the end"),
+            ("foo == 'x'", "expected a marker variable or string, found `foo`"),
+            ("python_version >= '3' 'x'", "unexpected `'x'` in marker"),
+            ("(python_version == '3'", "missing )"),
+            ("python_version <> '3'", "unknown operator \"<>\""),
+            ("python_version == '3", "unterminated string"),
+        ];
+        for (marker, want) in cases {
+            assert_eq!(Marker::parse(marker).expect_err(marker).to_string(), want, "{marker}");
+        }
+        let err = Requirement::parse("requests ; os_name ==").expect_err("no value");
+        assert_eq!(
+            err.to_string(),
+            "invalid requirement \"requests ; os_name ==\": expected a marker variable or string, found the end"
+        );
     }
 
     #[test]
