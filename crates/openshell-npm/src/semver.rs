@@ -42,7 +42,24 @@ pub struct InvalidRange {
     /// The rejected text.
     pub input: String,
     /// Why it was rejected.
-    pub reason: String,
+    pub reason: RangeProblem,
+}
+
+/// Why node-semver would reject a range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeProblem {
+    /// A comparator its pattern does not match.
+    #[error("invalid comparator {0:?}")]
+    Comparator(String),
+    /// An operator node-semver does not know.
+    #[error("invalid operator {0:?}")]
+    Operator(String),
+    /// A comparator's version is invalid.
+    #[error(transparent)]
+    Version(#[from] InvalidVersion),
+    /// Every comparator was dropped.
+    #[error("no valid comparators")]
+    NoComparators,
 }
 
 /// One dot-separated prerelease identifier.
@@ -260,10 +277,10 @@ enum Comparator {
 
 impl Comparator {
     /// node-semver's `Comparator` constructor with the given looseness.
-    fn parse(comp: &str, loose: bool) -> Result<Comparator, String> {
+    fn parse(comp: &str, loose: bool) -> Result<Comparator, RangeProblem> {
         let comp = comp.split_whitespace().collect::<Vec<_>>().join(" ");
         let re = if loose { &RE.comparator_loose } else { &RE.comparator };
-        let caps = re.captures(&comp).ok_or_else(|| format!("invalid comparator {comp:?}"))?;
+        let caps = re.captures(&comp).ok_or_else(|| RangeProblem::Comparator(comp.clone()))?;
         let Some(ver) = caps.get(2) else {
             return Ok(Comparator::Any);
         };
@@ -273,9 +290,9 @@ impl Comparator {
             "<=" => Op::Lte,
             ">" => Op::Gt,
             ">=" => Op::Gte,
-            other => return Err(format!("invalid operator {other:?}")),
+            other => return Err(RangeProblem::Operator(other.to_owned())),
         };
-        let v = Version::parse_with(ver.as_str(), loose).map_err(|e| e.to_string())?;
+        let v = Version::parse_with(ver.as_str(), loose)?;
         Ok(Comparator::Cmp(op, v))
     }
 
@@ -348,7 +365,7 @@ impl Range {
     /// Parse with explicit options (`new Range(text, options)`).
     pub fn parse_with(text: &str, options: RangeOptions) -> Result<Range, InvalidRange> {
         let raw = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let invalid = |reason: String| InvalidRange { input: text.to_string(), reason };
+        let invalid = |reason: RangeProblem| InvalidRange { input: text.to_string(), reason };
         let mut set = Vec::new();
         for part in raw.split("||") {
             let comps = parse_comparator_set(part.trim(), options).map_err(invalid)?;
@@ -357,7 +374,7 @@ impl Range {
             }
         }
         if set.is_empty() {
-            return Err(invalid("no valid comparators".to_string()));
+            return Err(invalid(RangeProblem::NoComparators));
         }
         if set.len() > 1 {
             let first = set[0].clone();
@@ -467,7 +484,7 @@ fn replace_first(s: &str, re: &Regex, f: impl Fn(&Captures<'_>) -> String) -> St
 }
 
 /// node-semver's `Range.parseRange` for one `||` alternative.
-fn parse_comparator_set(range: &str, options: RangeOptions) -> Result<Vec<Comparator>, String> {
+fn parse_comparator_set(range: &str, options: RangeOptions) -> Result<Vec<Comparator>, RangeProblem> {
     let loose = options.loose;
     let inc_pr = options.include_prerelease;
     let range = RE.build_strip.replace_all(range, "").into_owned();

@@ -155,3 +155,14 @@ fn ordering_and_display() {
     assert_eq!(v("1.2.3+build.7"), v("1.2.3"));
     assert_eq!(v(" =v01.02.03 ").to_string(), "1.2.3");
 }
+
+#[test]
+fn range_errors_say_why() {
+    use openshell_npm::semver::{RangeOptions, RangeProblem};
+    let strict = RangeOptions { loose: false, include_prerelease: false };
+    let err = Range::parse("nope").expect_err("loose: every comparator dropped");
+    assert_eq!(err.reason, RangeProblem::NoComparators);
+    let err = Range::parse_with("blerg 1.2.3", strict).expect_err("strict");
+    assert_eq!(err.reason, RangeProblem::Comparator("blerg".into()));
+    assert_eq!(err.to_string(), "invalid semver range \"blerg 1.2.3\": invalid comparator \"blerg\"");
+}
