@@ -145,6 +145,30 @@ pub enum DefError {
     },
     #[error("{file}:{line}:{column}: {message}")]
     Invalid { file: String, line: u64, column: u64, message: String },
+    /// Parsed, but breaks a rule of definitions (no position: it is in the whole).
+    #[error("{file}:1:1: {problem}")]
+    Rule { file: String, problem: DefProblem },
+}
+
+/// A rule of definitions a parsed one breaks.
+#[derive(Debug, thiserror::Error)]
+pub enum DefProblem {
+    #[error("name `{0}`: use lower-case letters, digits, `.`, `_`, `-` and `/`")]
+    Name(String),
+    #[error("user: uid and gid must not be 0 (the image user is unprivileged)")]
+    RootUser,
+    #[error("{what} `{path}` must be an absolute path")]
+    Relative { what: &'static str, path: String },
+    #[error("files: `{0}` must be an absolute path without `..`")]
+    FilePath(String),
+    #[error("files: `{0}` needs exactly one of `content` or `source`")]
+    FileSource(String),
+    #[error("files: `{path}` mode `{mode}` is not an octal permission such as \"0644\"")]
+    FileMode { path: String, mode: String },
+    #[error(transparent)]
+    Exclude(#[from] crate::exclude::ExcludeError),
+    #[error("debian: list at least one suite and one package")]
+    Debian,
 }
 
 impl ImageDef {
@@ -165,43 +189,40 @@ impl ImageDef {
             let (line, col) = e.location().map_or((1, 1), |l| (l.line().max(1), l.column().max(1)));
             invalid(line, col, serde_saphyr::UserMessageFormatter.format_message(&e).into_owned())
         })?;
-        def.validate().map_err(|m| invalid(1, 1, m))?;
+        def.validate().map_err(|problem| DefError::Rule { file: file.to_owned(), problem })?;
         Ok(def)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), DefProblem> {
         if self.name.is_empty()
             || !self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b))
         {
-            return Err(format!("name `{}`: use lower-case letters, digits, `.`, `_`, `-` and `/`", self.name));
+            return Err(DefProblem::Name(self.name.clone()));
         }
         if self.user.uid == 0 || self.user.gid == 0 {
-            return Err("user: uid and gid must not be 0 (the image user is unprivileged)".into());
+            return Err(DefProblem::RootUser);
         }
         for (what, p) in [("workdir", &self.workdir), ("user.home", &self.user.home)] {
             if !p.starts_with('/') {
-                return Err(format!("{what} `{p}` must be an absolute path"));
+                return Err(DefProblem::Relative { what, path: p.clone() });
             }
         }
         for f in &self.files {
             if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {
-                return Err(format!("files: `{}` must be an absolute path without `..`", f.path));
+                return Err(DefProblem::FilePath(f.path.clone()));
             }
             if f.content.is_some() == f.source.is_some() {
-                return Err(format!("files: `{}` needs exactly one of `content` or `source`", f.path));
+                return Err(DefProblem::FileSource(f.path.clone()));
             }
             if u32::from_str_radix(&f.mode, 8).map_or(true, |m| m > 0o7777) {
-                return Err(format!(
-                    "files: `{}` mode `{}` is not an octal permission such as \"0644\"",
-                    f.path, f.mode
-                ));
+                return Err(DefProblem::FileMode { path: f.path.clone(), mode: f.mode.clone() });
             }
         }
-        crate::exclude::validate(&self.exclude, &self.keep).map_err(|e| e.to_string())?;
+        crate::exclude::validate(&self.exclude, &self.keep)?;
         if let Some(d) = &self.debian
             && (d.suites.is_empty() || d.packages.is_empty())
         {
-            return Err("debian: list at least one suite and one package".into());
+            return Err(DefProblem::Debian);
         }
         Ok(())
     }

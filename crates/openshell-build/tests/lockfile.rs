@@ -61,6 +61,8 @@ fn definition_errors_have_positions() {
         let text = DEF.replace(from, to);
         let e = ImageDef::parse("t.yaml", text.as_bytes()).expect_err(want);
         assert!(e.to_string().contains(want), "{e}");
+        assert!(matches!(e, DefError::Rule { ref file, .. } if file == "t.yaml"), "{e:?}");
+        assert!(e.to_string().starts_with("t.yaml:1:1: "), "{e}");
     }
 }
 
