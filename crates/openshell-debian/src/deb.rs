@@ -374,13 +374,18 @@ fn tar_member_compression(name: &str, base: &str) -> Option<Compression> {
     }
 }
 
-/// Normalizes a tar path: `None` for the root; an error message for `..`.
-fn normalize(raw: &str) -> Result<Option<String>, String> {
+/// A tar path with a `..` component (refused: it could leave the root).
+#[derive(Debug, thiserror::Error)]
+#[error("path contains `..`")]
+struct ParentComponent;
+
+/// Normalizes a tar path: `None` for the root.
+fn normalize(raw: &str) -> Result<Option<String>, ParentComponent> {
     let mut parts = Vec::new();
     for c in raw.split('/') {
         match c {
             "" | "." => {}
-            ".." => return Err("path contains `..`".into()),
+            ".." => return Err(ParentComponent),
             c => parts.push(c),
         }
     }
@@ -409,7 +414,7 @@ fn entry_meta<R: Read>(origin: &str, member: &str, entry: &tar::Entry<'_, R>) ->
         tar::EntryType::XGlobalHeader => return Ok(None),
         other => return Err(bad(format!("unsupported tar entry type {other:?}"))),
     };
-    let Some(path) = normalize(raw).map_err(&bad)? else {
+    let Some(path) = normalize(raw).map_err(|e| bad(e.to_string()))? else {
         if kind == EntryKind::Dir {
             return Ok(None);
         }
