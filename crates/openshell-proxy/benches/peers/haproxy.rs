@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running haproxy, killed (by its pid) when dropped.
+/// A running haproxy, killed (by its pid) when dropped, and by the kernel when
+/// the bench's main thread ends any other way (`setpriv --pdeathsig KILL`: the
+/// bench may not use `unsafe`, which setting it in `pre_exec` needs).
 pub struct Haproxy {
     child: Child,
     /// Its version line (`HAProxy version …`).
@@ -46,7 +48,9 @@ impl Haproxy {
         let config = file("haproxy.cfg", &config(tunnel, bulk, l7, tls, &leaf, &ca));
         let log = dir.path().join("haproxy.log");
         let out = std::fs::File::create(&log).expect("haproxy's log");
-        let child = Command::new(&program)
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(&program)
             .arg("-db")
             .arg("-f")
             .arg(&config)
@@ -54,7 +58,7 @@ impl Haproxy {
             .stdout(out.try_clone().expect("log"))
             .stderr(out)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+            .unwrap_or_else(|e| panic!("starting {} under setpriv (util-linux): {e}", program.display()));
         let mut haproxy = Haproxy { child, version, tunnel, l7, _dir: dir };
         haproxy.wait_listening(&log);
         haproxy
